@@ -1,0 +1,3 @@
+"""mdm: Mobile Device Management service."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,3 @@
+from mdm.cli.main import main
+
+raise SystemExit(main())

@@ -1,0 +1,71 @@
+"""Bearer-token authentication for the admin API, with a small TTL cache so that a busy
+integration does not cost a database read per request."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+
+from aiohttp import web
+
+from mdm.core import tokens
+from mdm.core.errors import ServiceError
+from mdm.core.tokens import Principal
+from mdm.server.context import ctx_of
+
+CACHE_TTL = 30.0
+CACHE_SIZE = 1024
+
+
+class Unauthenticated(ServiceError):
+    status = 401
+    code = "unauthenticated"
+
+
+class TokenCache:
+    def __init__(self) -> None:
+        self._items: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+
+    def get(self, key: bytes) -> Principal | None:
+        hit = self._items.get(key)
+        if hit is None or hit[0] < time.monotonic():
+            self._items.pop(key, None)
+            return None
+        self._items.move_to_end(key)
+        return hit[1]
+
+    def put(self, key: bytes, principal: Principal) -> None:
+        self._items[key] = (time.monotonic() + CACHE_TTL, principal)
+        self._items.move_to_end(key)
+        while len(self._items) > CACHE_SIZE:
+            self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
+TOKEN_CACHE = web.AppKey("mdm_token_cache", TokenCache)
+
+
+async def authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise _challenge("missing bearer token (Authorization: Bearer TOKEN)")
+    token = token.strip()
+    key = hashlib.sha256(token.encode()).digest()
+    cache = request.app[TOKEN_CACHE]
+    principal = cache.get(key)
+    if principal is None:
+        async with ctx_of(request).db.session() as session:
+            principal = await tokens.authenticate(session, token)
+        if principal is None:
+            raise _challenge("invalid or revoked token")
+        cache.put(key, principal)
+    return principal
+
+
+def _challenge(message: str) -> Unauthenticated:
+    exc = Unauthenticated(message)
+    return exc

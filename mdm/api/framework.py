@@ -1,0 +1,274 @@
+"""A small declarative layer over aiohttp routes: each route declares its scope, query, body and
+response models once, and the same declarations produce the OpenAPI 3 document. A route cannot
+exist without being documented, and the document cannot list a route that does not exist.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from mdm.core.errors import InvalidArgument, ServiceError
+from mdm.api.auth import authenticate
+
+PRINCIPAL_KEY = "mdm_principal"
+RawHandler = Callable[..., Awaitable[Any]]
+
+
+class UnsupportedMediaType(ServiceError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def validation_details(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"field": ".".join(str(p) for p in e["loc"]) or "(body)", "problem": e["msg"]}
+        for e in exc.errors(include_url=False, include_context=False, include_input=False)
+    ]
+
+
+def _summarise(details: list[dict[str, Any]]) -> str:
+    return "; ".join(f"{d['field']}: {d['problem']}" for d in details[:5])
+
+
+@dataclass
+class PathParam:
+    name: str
+    type: type = int
+    description: str = ""
+
+
+@dataclass
+class Operation:
+    method: str
+    path: str
+    handler: RawHandler
+    summary: str
+    tag: str
+    scope: str | None  # None: no authentication (health, metrics, OpenAPI)
+    query: type[BaseModel] | None = None
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | None = None
+    status: int = 200
+    path_params: list[PathParam] = field(default_factory=list)
+    errors: tuple[int, ...] = ()
+    raw_response: str | None = None  # content type of a non-JSON response
+
+    @property
+    def operation_id(self) -> str:
+        return self.handler.__name__
+
+
+class ApiRouter:
+    def __init__(self, prefix: str = "/api/v1") -> None:
+        self.prefix = prefix
+        self.operations: list[Operation] = []
+
+    def route(
+        self,
+        method: str,
+        path: str,
+        *,
+        summary: str,
+        tag: str,
+        scope: str | None,
+        query: type[BaseModel] | None = None,
+        body: type[BaseModel] | None = None,
+        response: type[BaseModel] | None = None,
+        status: int = 200,
+        errors: tuple[int, ...] = (),
+        raw_response: str | None = None,
+        prefixed: bool = True,
+    ) -> Callable[[RawHandler], RawHandler]:
+        full = (self.prefix if prefixed else "") + path
+        params = [PathParam(n, int if n == "id" else str) for n in re.findall(r"{(\w+)}", full)]
+
+        def decorate(fn: RawHandler) -> RawHandler:
+            self.operations.append(
+                Operation(
+                    method.upper(), full, fn, summary, tag, scope, query, body, response, status,
+                    params, errors, raw_response,
+                )
+            )
+            return fn
+
+        return decorate
+
+    # ---- wiring -------------------------------------------------------------------------------
+    def install(self, app: web.Application) -> None:
+        for op in self.operations:
+            app.router.add_route(op.method, op.path, self._wrap(op), name=op.operation_id)
+
+    def _wrap(self, op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+        async def handler(request: web.Request) -> web.StreamResponse:
+            if op.scope is not None:
+                principal = await authenticate(request)
+                request[PRINCIPAL_KEY] = principal
+                if not principal.allows(op.scope):
+                    raise _Forbidden(
+                        f"token {principal.name!r} lacks scope {op.scope!r}", required=op.scope
+                    )
+            kwargs: dict[str, Any] = {}
+            for param in op.path_params:
+                raw = request.match_info[param.name]
+                if param.type is int:
+                    if not raw.isdigit() or len(raw) > 18:
+                        raise InvalidArgument(f"path parameter {param.name} must be a positive integer")
+                    kwargs[param.name] = int(raw)
+                else:
+                    kwargs[param.name] = raw
+            if op.query is not None:
+                try:
+                    kwargs["query"] = op.query.model_validate(dict(request.query))
+                except ValidationError as exc:
+                    details = validation_details(exc)
+                    raise InvalidArgument(f"invalid query: {_summarise(details)}", fields=details) from None
+            if op.body is not None:
+                kwargs["body"] = await parse_json_body(request, op.body)
+            result = await op.handler(request, **kwargs)
+            if isinstance(result, web.StreamResponse):
+                return result
+            if isinstance(result, BaseModel):
+                text = result.model_dump_json(by_alias=True)
+            else:
+                text = json.dumps(result, default=str)
+            return web.Response(text=text, status=op.status, content_type="application/json")
+
+        handler.__name__ = op.operation_id
+        return handler
+
+    # ---- OpenAPI --------------------------------------------------------------------------------
+    def openapi(self, title: str, version: str) -> dict[str, Any]:
+        components: dict[str, Any] = {"Error": _ERROR_SCHEMA}
+        paths: dict[str, Any] = {}
+
+        def ref(model: type[BaseModel]) -> dict[str, Any]:
+            schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+            for name, sub in schema.pop("$defs", {}).items():
+                components[name] = sub
+            components[model.__name__] = schema
+            return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+        for op in self.operations:
+            entry: dict[str, Any] = {
+                "operationId": op.operation_id,
+                "summary": op.summary,
+                "tags": [op.tag],
+                "parameters": [],
+                "responses": {},
+            }
+            if op.scope is None:
+                entry["security"] = []
+            else:
+                entry["description"] = f"Requires scope `{op.scope}` (or `admin`)."
+            for param in op.path_params:
+                schema: dict[str, Any] = (
+                    {"type": "integer", "minimum": 1, "maximum": 2**62}
+                    if param.type is int
+                    else {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9-]+$"}
+                )
+                entry["parameters"].append({"name": param.name, "in": "path", "required": True, "schema": schema})
+            if op.query is not None:
+                schema = op.query.model_json_schema()
+                required = set(schema.get("required", []))
+                for name, prop in schema.get("properties", {}).items():
+                    prop = {k: v for k, v in prop.items() if k != "title"}
+                    entry["parameters"].append(
+                        {"name": name, "in": "query", "required": name in required, "schema": prop}
+                    )
+            if op.body is not None:
+                entry["requestBody"] = {
+                    "required": True,
+                    "content": {"application/json": {"schema": ref(op.body)}},
+                }
+            ok: dict[str, Any] = {"description": "OK"}
+            if op.response is not None:
+                ok["content"] = {"application/json": {"schema": ref(op.response)}}
+            elif op.raw_response:
+                ok["content"] = {op.raw_response: {"schema": {"type": "string"}}}
+            entry["responses"][str(op.status)] = ok
+            codes = set(op.errors)
+            if op.scope is not None:
+                codes |= {401, 403}
+            if op.body is not None or op.query is not None or op.path_params:
+                codes.add(400)
+            if op.body is not None:
+                codes |= {413, 415}
+            if op.path_params:
+                codes.add(404)
+            for code in sorted(codes):
+                entry["responses"][str(code)] = {
+                    "description": _REASONS.get(code, "Error"),
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+                }
+            paths.setdefault(op.path, {})[op.method.lower()] = entry
+        return {
+            "openapi": "3.0.3",
+            "info": {"title": title, "version": version},
+            "servers": [{"url": "/"}],
+            "paths": paths,
+            "components": {
+                "schemas": components,
+                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            },
+            "security": [{"bearer": []}],
+        }
+
+
+class _Forbidden(ServiceError):
+    status = 403
+    code = "forbidden"
+
+
+_REASONS = {
+    400: "Invalid request",
+    401: "Missing or wrong bearer token",
+    403: "Token lacks the required scope",
+    404: "Not found",
+    409: "Conflict with the current state",
+    410: "Gone",
+    413: "Body too large",
+    415: "Body is not application/json",
+    422: "Not supported for this device",
+}
+
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {"type": "object"},
+                "request_id": {"type": "string"},
+            },
+        }
+    },
+}
+
+
+async def parse_json_body(request: web.Request, model: type[BaseModel]) -> Any:
+    ctype = request.content_type
+    if ctype != "application/json":
+        raise UnsupportedMediaType(
+            f"expected Content-Type application/json, got {ctype or 'none'}"
+        )
+    raw = await request.read()
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidArgument(f"body is not valid JSON: {exc}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        details = validation_details(exc)
+        raise InvalidArgument(f"invalid body: {_summarise(details)}", fields=details) from None

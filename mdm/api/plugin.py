@@ -1,0 +1,73 @@
+"""Registers the admin API, health, readiness, metrics and the OpenAPI document on the admin
+listener."""
+
+from __future__ import annotations
+
+import json
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import func, select
+
+from mdm import __version__
+from mdm.api import schemas as s
+from mdm.api.auth import TOKEN_CACHE, TokenCache
+from mdm.api.routes import router
+from mdm.db.engine import DatabaseUnavailable
+from mdm.db.models import CommandQueueEntry, Device, Event, Protocol
+from mdm.server import metrics, registry
+from mdm.server.context import ServerContext, ctx_of
+
+OPENAPI_KEY = web.AppKey("mdm_openapi", str)
+
+
+@router.route("GET", "/healthz", summary="Liveness: the process answers", tag="health", scope=None,
+              response=s.Health, prefixed=False)
+async def healthz(request: web.Request) -> s.Health:
+    return s.Health(status="ok")
+
+
+@router.route("GET", "/readyz", summary="Readiness: the database answers", tag="health", scope=None,
+              response=s.Health, prefixed=False, errors=(503,))
+async def readyz(request: web.Request) -> web.Response | s.Health:
+    try:
+        await ctx_of(request).db.check(timeout=2.0)
+    except DatabaseUnavailable as exc:
+        body = s.Health(status="unavailable", checks={"database": str(exc)})
+        return web.Response(text=body.model_dump_json(), status=503, content_type="application/json")
+    return s.Health(status="ok", checks={"database": "ok"})
+
+
+@router.route("GET", "/metrics", summary="Prometheus metrics", tag="health", scope=None, prefixed=False,
+              raw_response="text/plain")
+async def prometheus_metrics(request: web.Request) -> web.Response:
+    async with ctx_of(request).db.session() as session:
+        metrics.COMMANDS_QUEUED.set(await session.scalar(select(func.count()).select_from(CommandQueueEntry)) or 0)
+        metrics.EVENTS_UNDELIVERED.set(
+            await session.scalar(select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))) or 0
+        )
+        counts = (
+            await session.execute(select(Device.protocol, Device.status, func.count()).group_by(Device.protocol, Device.status))
+        ).all()
+    metrics.DEVICES.clear()
+    for protocol, status, count in counts:
+        metrics.DEVICES.labels(Protocol(protocol).name.lower(), status).set(count)
+    body = generate_latest(metrics.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+@router.route("GET", "/api/openapi.json", summary="This document", tag="health", scope=None, prefixed=False,
+              raw_response="application/json")
+async def openapi_document(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[OPENAPI_KEY], content_type="application/json")
+
+
+def openapi() -> dict[str, object]:
+    return router.openapi("mdm admin API", __version__)
+
+
+@registry.route_installer("admin")
+def install(app: web.Application, ctx: ServerContext) -> None:
+    app[TOKEN_CACHE] = TokenCache()
+    app[OPENAPI_KEY] = json.dumps(openapi())
+    router.install(app)

@@ -1,0 +1,325 @@
+"""Request and response models of the admin API (they are also its OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from mdm.core.library import LIBRARY
+from mdm.db.models import (
+    Command,
+    CommandJournalEntry,
+    CommandStatus,
+    Device,
+    DeviceStatus,
+    Event,
+    Group,
+    Protocol,
+    Severity,
+    User,
+)
+
+PROTOCOL_NAMES = {p.value: p.name.lower() for p in Protocol}
+ProtocolName = Literal["ios", "kes", "eas"]
+CommandTypeName = Literal[tuple(sorted(LIBRARY))]  # type: ignore[valid-type]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# ---- pagination ---------------------------------------------------------------------------------
+class PageQuery(Strict):
+    limit: int = Field(default=50, ge=1, le=500, description="page size (1..500)")
+    cursor: str | None = Field(
+        default=None, max_length=32, pattern=r"^[0-9]+$", description="opaque cursor from next_cursor"
+    )
+
+
+# ---- devices ------------------------------------------------------------------------------------
+class DeviceListQuery(PageQuery):
+    protocol: ProtocolName | None = None
+    status: Literal[tuple(s.value for s in DeviceStatus)] | None = None  # type: ignore[valid-type]
+    user: str | None = Field(default=None, max_length=255, description="owner user name")
+    group: int | None = Field(default=None, ge=1, le=2**62, description="group id (includes subgroups)")
+    q: str | None = Field(default=None, max_length=255, description="substring of name, serial or identifier")
+
+
+class DeviceOut(BaseModel):
+    id: int
+    protocol: ProtocolName
+    identifier: str
+    user: str | None
+    group_id: int | None
+    name: str | None
+    model: str | None
+    os_name: str | None
+    os_version: str | None
+    build_version: str | None
+    serial_number: str | None
+    imei: str | None
+    phone_number: str | None
+    status: str
+    enrolled_at: datetime
+    last_seen_at: datetime | None
+    push_valid: bool
+    cert_serial: str | None
+    cert_not_after: datetime | None
+
+    @classmethod
+    def of(cls, d: Device, user: str | None = None) -> DeviceOut:
+        return cls(
+            id=d.id,
+            protocol=PROTOCOL_NAMES[d.protocol],  # type: ignore[arg-type]
+            identifier=d.identifier,
+            user=user,
+            group_id=d.group_id,
+            name=d.name,
+            model=d.model,
+            os_name=d.os_name,
+            os_version=d.os_version,
+            build_version=d.build_version,
+            serial_number=d.serial_number,
+            imei=d.imei,
+            phone_number=d.phone_number,
+            status=d.status,
+            enrolled_at=d.enrolled_at,
+            last_seen_at=d.last_seen_at,
+            push_valid=bool(d.push_valid),
+            cert_serial=d.cert_serial,
+            cert_not_after=d.cert_not_after,
+        )
+
+
+class DeviceDetail(DeviceOut):
+    inventory: dict[str, Any]
+    attributes: dict[str, Any]
+    active_commands: int
+
+    @classmethod
+    def detail(cls, d: Device, user: str | None, active_commands: int) -> DeviceDetail:
+        base = DeviceOut.of(d, user).model_dump()
+        return cls(**base, inventory=d.inventory or {}, attributes=d.attributes or {}, active_commands=active_commands)
+
+
+class DevicePage(BaseModel):
+    items: list[DeviceOut]
+    next_cursor: str | None
+
+
+# ---- users & groups -----------------------------------------------------------------------------
+class UserIn(Strict):
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\s/\\]+$")
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    display_name: str | None = Field(default=None, max_length=255)
+
+
+class UserOut(BaseModel):
+    id: int
+    name: str
+    email: str | None
+    display_name: str | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, u: User) -> UserOut:
+        return cls(id=u.id, name=u.name, email=u.email, display_name=u.display_name, created_at=u.created_at)
+
+
+class UserPage(BaseModel):
+    items: list[UserOut]
+    next_cursor: str | None
+
+
+class GroupIn(Strict):
+    name: str = Field(min_length=1, max_length=255)
+    parent_id: int | None = Field(default=None, ge=1, le=2**62)
+
+
+class GroupOut(BaseModel):
+    id: int
+    name: str
+    parent_id: int | None
+    created_at: datetime
+
+    @classmethod
+    def of(cls, g: Group) -> GroupOut:
+        return cls(id=g.id, name=g.name, parent_id=g.parent_id, created_at=g.created_at)
+
+
+class GroupList(BaseModel):
+    items: list[GroupOut]
+
+
+class DeviceGroupIn(Strict):
+    group_id: int | None = Field(ge=1, le=2**62)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+class CommandIn(Strict):
+    type: CommandTypeName
+    args: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroupTarget(Strict):
+    group: int = Field(ge=1, le=2**62)
+
+
+class BulkCommandIn(Strict):
+    devices: list[int] | Literal["all"] | GroupTarget
+    type: CommandTypeName
+    args: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("devices")
+    @classmethod
+    def _bounded(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            if not value:
+                raise ValueError("give at least one device id, 'all' or {'group': id}")
+            if len(value) > 10000:
+                raise ValueError("at most 10000 ids per request; use a group or 'all'")
+            if any(not (1 <= v <= 2**62) for v in value):
+                raise ValueError("device ids are positive integers")
+        return value
+
+
+class JournalOut(BaseModel):
+    at: datetime
+    status: str
+    detail: str | None
+
+    @classmethod
+    def of(cls, j: CommandJournalEntry) -> JournalOut:
+        return cls(at=j.at, status=j.status, detail=j.detail)
+
+
+class CommandOut(BaseModel):
+    guid: str
+    device_id: int
+    type: str
+    args: dict[str, Any]
+    status: Literal[tuple(s.value for s in CommandStatus)]  # type: ignore[valid-type]
+    result_info: str | None
+    result_data: dict[str, Any] | None
+    created_by: str | None
+    created_at: datetime
+    updated_at: datetime
+    delivered_at: datetime | None
+    finished_at: datetime | None
+    attempts: int
+    journal: list[JournalOut] | None = None
+
+    @classmethod
+    def of(cls, c: Command, journal: list[CommandJournalEntry] | None = None) -> CommandOut:
+        return cls(
+            guid=c.guid,
+            device_id=c.device_id,
+            type=c.type,
+            args=c.args or {},
+            status=c.status,
+            result_info=c.result_info,
+            result_data=c.result_data,
+            created_by=c.created_by,
+            created_at=c.created_at,
+            updated_at=c.updated_at,
+            delivered_at=c.delivered_at,
+            finished_at=c.finished_at,
+            attempts=c.attempts,
+            journal=None if journal is None else [JournalOut.of(j) for j in journal],
+        )
+
+
+class SkippedDevice(BaseModel):
+    device: int
+    reason: str
+
+
+class BulkCommandOut(BaseModel):
+    created: list[CommandOut]
+    skipped: list[SkippedDevice]
+
+
+class CommandLogQuery(PageQuery):
+    pass
+
+
+class CommandPage(BaseModel):
+    items: list[CommandOut]
+    next_cursor: str | None
+
+
+class CommandTypeOut(BaseModel):
+    name: str
+    description: str
+    protocols: list[str]
+
+
+class CommandTypeList(BaseModel):
+    items: list[CommandTypeOut]
+
+
+# ---- events -------------------------------------------------------------------------------------
+class EventQuery(PageQuery):
+    type: str | None = Field(default=None, max_length=64)
+    severity: Literal[tuple(s.value for s in Severity)] | None = None  # type: ignore[valid-type]
+    device: int | None = Field(default=None, ge=1, le=2**62)
+    since: datetime | None = None
+    after: int | None = Field(default=None, ge=0, le=2**62, description="only events with a larger id")
+
+
+class EventOut(BaseModel):
+    id: int
+    uuid: str
+    type: str
+    severity: str
+    device_id: int | None
+    user_id: int | None
+    body: dict[str, Any]
+    created_at: datetime
+    delivered_at: datetime | None
+
+    @classmethod
+    def of(cls, e: Event) -> EventOut:
+        return cls(
+            id=e.id,
+            uuid=e.uuid,
+            type=e.type,
+            severity=e.severity,
+            device_id=e.device_id,
+            user_id=e.user_id,
+            body=e.body or {},
+            created_at=e.created_at,
+            delivered_at=e.delivered_at,
+        )
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str | None
+
+
+# ---- tokens -------------------------------------------------------------------------------------
+class TokenIn(Strict):
+    name: str = Field(min_length=1, max_length=255)
+    scopes: list[str] = Field(min_length=1, max_length=16)
+
+
+class TokenOut(BaseModel):
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked: bool
+    token: str | None = Field(default=None, description="the secret, returned once at creation")
+
+
+class TokenList(BaseModel):
+    items: list[TokenOut]
+
+
+# ---- health -------------------------------------------------------------------------------------
+class Health(BaseModel):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,1 @@
+"""The ``mdm`` command line."""

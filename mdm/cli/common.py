@@ -1,0 +1,28 @@
+"""Helpers shared by CLI commands: data-dir option, config loading, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+
+from mdm.config import Config, ConfigError, load_config
+
+
+class CliError(Exception):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        metavar="DIR",
+        help="data directory (default: $MDM_DATA_DIR or /var/lib/mdm)",
+    )
+
+
+def config_from(args: argparse.Namespace, require_file: bool = True) -> Config:
+    try:
+        return load_config(args.data_dir, require_file=require_file)
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from None

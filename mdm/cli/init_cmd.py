@@ -1,0 +1,184 @@
+"""``mdm init``: config, database, CA, server certificates and the admin token. Idempotent:
+a second run changes nothing and says so; ``--force`` regenerates the CA, the server
+certificates and the admin token (the config file is always kept)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+from pathlib import Path
+
+from sqlalchemy import select
+
+from mdm.cli.common import CliError, add_data_dir
+from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError, load_config
+from mdm.core import tokens
+from mdm.db import migrate
+from mdm.db.engine import Database, DatabaseUnavailable
+from mdm.db.models import ApiToken
+from mdm.pki.ca import CAError, CertificateAuthority
+from mdm.pki.keys import KeyError_
+from mdm.pki.slots import SLOTS, issue_server_certificate, slot_exists
+
+ADMIN_TOKEN_NAME = "admin"
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("init", help="prepare a data directory (config, database, CA, certificates, token)")
+    add_data_dir(p)
+    p.add_argument("--hostname", help="public host name (default: $MDM_HOSTNAME or this host's FQDN)")
+    p.add_argument(
+        "--force", action="store_true", help="regenerate the CA, server certificates and admin token"
+    )
+    p.set_defaults(func=run)
+
+
+def _write_config(path: Path, hostname: str) -> None:
+    env = os.environ
+    text = CONFIG_TEMPLATE.format(
+        hostname=hostname,
+        database_url=env.get("MDM_DATABASE_URL", ""),
+        ios_port=env.get("MDM_IOS_PORT", "443"),
+        kes_port=env.get("MDM_KES_PORT", "13292"),
+        web_http_port=env.get("MDM_WEB_HTTP_PORT", "8060"),
+        web_https_port=env.get("MDM_WEB_HTTPS_PORT", "8061"),
+        admin_port=env.get("MDM_ADMIN_PORT", "13299"),
+    )
+    path.write_text(text)
+    os.chmod(path, 0o640)
+
+
+def server_hostnames(config: Config) -> list[str]:
+    names = [config.hostname, *config.pki.extra_sans]
+    for extra in ("localhost", "127.0.0.1", "::1"):
+        if extra not in names:
+            names.append(extra)
+    return names
+
+
+def run(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir or os.environ.get("MDM_DATA_DIR") or "/var/lib/mdm")
+    changes: list[str] = []
+    kept: list[str] = []
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(data_dir, 0o750)
+    except OSError as exc:
+        raise CliError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
+
+    config_path = data_dir / CONFIG_FILE
+    if config_path.exists():
+        kept.append(f"config {config_path}")
+    else:
+        hostname = args.hostname or os.environ.get("MDM_HOSTNAME") or socket.getfqdn() or "localhost"
+        _write_config(config_path, hostname)
+        changes.append(f"wrote config {config_path}")
+    try:
+        config = load_config(data_dir)
+    except ConfigError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    if args.hostname and args.hostname != config.hostname:
+        raise CliError(
+            f"--hostname {args.hostname} differs from hostname = {config.hostname!r} in {config_path}; "
+            "edit the file (then `mdm init --force` to reissue certificates)",
+            exit_code=2,
+        )
+
+    try:
+        applied = asyncio.run(_prepare_database(config))
+    except DatabaseUnavailable as exc:
+        raise CliError(str(exc)) from None
+    if applied:
+        changes.append(f"database migrated ({', '.join(applied)}) at {Database(config.database_url).safe_url}")
+    else:
+        kept.append("database schema (up to date)")
+
+    try:
+        passphrase = config.ca_passphrase()
+        if CertificateAuthority.exists(config.ca_dir) and not args.force:
+            ca = CertificateAuthority.load(config.ca_dir, passphrase)
+            kept.append(f"CA in {config.ca_dir}")
+        else:
+            config.ca_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(config.ca_dir, 0o700)
+            ca = CertificateAuthority.create(
+                config.ca_dir,
+                key_type=config.pki.key_type,
+                rsa_bits=config.pki.rsa_bits,
+                passphrase=passphrase,
+                root_days=config.pki.root_validity_days,
+                issuing_days=config.pki.issuing_validity_days,
+            )
+            changes.append(
+                f"created CA (root + issuing, {config.pki.key_type}) in {config.ca_dir}"
+                + ("; keys encrypted" if passphrase else "")
+            )
+    except (CAError, KeyError_, ConfigError) as exc:
+        raise CliError(str(exc)) from None
+
+    config.certs_dir.mkdir(parents=True, exist_ok=True)
+    hostnames = server_hostnames(config)
+    regenerate_all = args.force or any(c.startswith("created CA") for c in changes)
+    issued = []
+    for slot in SLOTS:
+        if slot_exists(config.certs_dir, slot) and not regenerate_all:
+            continue
+        issue_server_certificate(
+            ca, config.certs_dir, slot, hostnames,
+            key_type=config.pki.key_type, rsa_bits=config.pki.rsa_bits, days=config.pki.server_validity_days,
+        )
+        issued.append(slot)
+    if issued:
+        changes.append(f"issued server certificates for slots {', '.join(issued)} (SANs: {', '.join(hostnames)})")
+    else:
+        kept.append("server certificates")
+
+    token = asyncio.run(_admin_token(config, force=args.force))
+    if token is None:
+        kept.append("admin token")
+    else:
+        changes.append("created admin token")
+
+    for line in changes:
+        print(f"  + {line}")
+    if not changes:
+        print(f"nothing to do: {data_dir} is already initialised ({'; '.join(kept)}). Use --force to regenerate.")
+    elif kept:
+        print(f"  = kept: {'; '.join(kept)}")
+    if token is not None and not os.environ.get("MDM_ADMIN_TOKEN"):
+        print("\nAdmin API token (shown once, stored only as a hash):\n")
+        print(f"    {token}\n")
+        print("Save it for the CLI: `mdm login --token TOKEN` (or set MDM_API_TOKEN).")
+    return 0
+
+
+async def _prepare_database(config: Config) -> list[str]:
+    db = Database(config.database_url, config.database.pool_size)
+    try:
+        await db.check()
+        return await migrate.upgrade(db)
+    finally:
+        await db.close()
+
+
+async def _admin_token(config: Config, *, force: bool) -> str | None:
+    db = Database(config.database_url, config.database.pool_size)
+    try:
+        async with db.transaction() as session:
+            existing = await session.scalar(select(ApiToken).where(ApiToken.name == ADMIN_TOKEN_NAME))
+            if existing is not None and not force:
+                return None
+            if existing is not None:
+                await session.delete(existing)
+                await session.flush()
+            try:
+                _, token = await tokens.create(
+                    session, ADMIN_TOKEN_NAME, ["admin"], os.environ.get("MDM_ADMIN_TOKEN") or None
+                )
+            except tokens.InvalidArgument as exc:
+                raise CliError(f"MDM_ADMIN_TOKEN: {exc.message}", exit_code=2) from None
+            return token
+    finally:
+        await db.close()

@@ -1,0 +1,340 @@
+"""Configuration: a TOML file in the data directory, overridden by environment variables.
+
+Validation happens once, at load, and every problem is reported as ``key: what was wrong
+(allowed: ...)`` so that an administrator can fix the file without reading code.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+CONFIG_FILE = "mdm.toml"
+DEFAULT_DATA_DIR = "/var/lib/mdm"
+
+# §11 contract: environment variable -> dotted config key.
+ENV_OVERRIDES: dict[str, str] = {
+    "MDM_DATABASE_URL": "database.url",
+    "MDM_HOSTNAME": "hostname",
+    "MDM_IOS_PORT": "listeners.ios.port",
+    "MDM_KES_PORT": "listeners.kes.port",
+    "MDM_WEB_HTTP_PORT": "listeners.web.http_port",
+    "MDM_WEB_HTTPS_PORT": "listeners.web.https_port",
+    "MDM_ADMIN_PORT": "listeners.admin.port",
+    "MDM_LOG_JSON": "logging.json",
+    "MDM_LOG_LEVEL": "logging.level",
+    "MDM_CA_PASSPHRASE": "pki.passphrase",
+}
+
+
+class ConfigError(Exception):
+    """A configuration problem an administrator must fix; the message names the key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+Port = int
+
+
+def _check_port(value: int) -> int:
+    if not 1 <= value <= 65535:
+        raise ValueError("must be a TCP port between 1 and 65535")
+    return value
+
+
+class ListenerConfig(_Section):
+    enabled: bool = True
+    bind: str = "0.0.0.0"  # noqa: S104 - a server listens on all interfaces by default
+    port: Port = 443
+    # "tls": the service terminates TLS itself; "plain": a trusted reverse proxy terminates it.
+    mode: Literal["tls", "plain"] = "tls"
+    # Addresses/networks whose identity headers (Client-Cert, X-Forwarded-For) are trusted.
+    trusted_proxies: list[str] = Field(default_factory=list)
+
+    _port = field_validator("port")(_check_port)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        for item in value:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or network") from exc
+        return value
+
+
+class WebListenerConfig(_Section):
+    enabled: bool = True
+    bind: str = "0.0.0.0"  # noqa: S104
+    http_port: Port = 8060
+    https_port: Port = 8061
+    http_enabled: bool = True
+    https_enabled: bool = True
+
+    _ports = field_validator("http_port", "https_port")(_check_port)
+
+
+class ListenersConfig(_Section):
+    ios: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=443))
+    kes: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=13292))
+    web: WebListenerConfig = Field(default_factory=WebListenerConfig)
+    admin: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=13299))
+
+
+class DatabaseConfig(_Section):
+    # Empty means the embedded SQLite database in the data directory.
+    url: str = ""
+    pool_size: int = Field(default=10, ge=1, le=200)
+    echo: bool = False
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        if value and not value.startswith(("sqlite", "postgresql")):
+            raise ValueError("must be a sqlite+aiosqlite:// or postgresql+asyncpg:// URL")
+        return value
+
+
+class LoggingConfig(_Section):
+    json_lines: bool = Field(default=False, alias="json")
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    access_log: bool = True
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+
+class PkiConfig(_Section):
+    key_type: Literal["rsa", "ec"] = "rsa"
+    rsa_bits: int = Field(default=2048, ge=2048, le=8192)
+    # Passphrase that encrypts CA keys at rest; read from the file if passphrase_file is set.
+    passphrase: str = ""
+    passphrase_file: str = ""
+    root_validity_days: int = Field(default=3650, ge=30)
+    issuing_validity_days: int = Field(default=1825, ge=30)
+    server_validity_days: int = Field(default=825, ge=1)
+    extra_sans: list[str] = Field(default_factory=list)
+
+
+class LimitsConfig(_Section):
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+
+
+class ApiConfig(_Section):
+    page_size_default: int = Field(default=50, ge=1, le=1000)
+    page_size_max: int = Field(default=500, ge=1, le=10000)
+
+
+class ClientConfig(_Section):
+    """How the CLI reaches a running server."""
+
+    url: str = ""  # default: https://127.0.0.1:{admin port}
+    token_file: str = ""  # default: ~/.config/mdm/token
+    ca_file: str = ""  # default: DATA_DIR/ca/root.pem
+
+
+class Config(_Section):
+    data_dir: str = DEFAULT_DATA_DIR
+    hostname: str = "localhost"
+    database: DatabaseConfig = Field(default_factory=DatabaseConfig)
+    listeners: ListenersConfig = Field(default_factory=ListenersConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    pki: PkiConfig = Field(default_factory=PkiConfig)
+    limits: LimitsConfig = Field(default_factory=LimitsConfig)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    client: ClientConfig = Field(default_factory=ClientConfig)
+    # Sections owned by feature packages (ios, push, smtp, ...) are validated by those packages;
+    # they register their models in ``mdm.config.EXTENSIONS``.
+    extensions: dict[str, Any] = Field(default_factory=dict, exclude=True)
+
+    @field_validator("hostname")
+    @classmethod
+    def _hostname(cls, value: str) -> str:
+        value = value.strip()
+        if not value or " " in value or "/" in value:
+            raise ValueError("must be a DNS name or IP address")
+        return value
+
+    # ---- derived paths -------------------------------------------------------------------
+    @property
+    def data_path(self) -> Path:
+        return Path(self.data_dir)
+
+    @property
+    def database_url(self) -> str:
+        return self.database.url or f"sqlite+aiosqlite:///{self.data_path / 'mdm.sqlite3'}"
+
+    @property
+    def ca_dir(self) -> Path:
+        return self.data_path / "ca"
+
+    @property
+    def certs_dir(self) -> Path:
+        return self.data_path / "certs"
+
+    def ca_passphrase(self) -> bytes | None:
+        if self.pki.passphrase_file:
+            try:
+                text = Path(self.pki.passphrase_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(
+                    f"pki.passphrase_file: cannot read {self.pki.passphrase_file}: {exc.strerror}"
+                ) from exc
+            return text.encode() or None
+        return self.pki.passphrase.encode() or None
+
+    def section(self, name: str) -> Any:
+        """The validated model of a feature section registered in ``EXTENSIONS``."""
+        return self.extensions[name]
+
+
+# Feature packages add their own top-level sections here: name -> pydantic model class.
+EXTENSIONS: dict[str, type[BaseModel]] = {}
+
+
+def register_section(name: str, model: type[BaseModel]) -> None:
+    EXTENSIONS[name] = model
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    node = tree
+    *parents, leaf = dotted.split(".")
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{dotted}: cannot override, {part} is not a table")
+        node = child
+    node[leaf] = value
+
+
+def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+    lines = []
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        message = err["msg"]
+        if err["type"] == "extra_forbidden":
+            message = "unknown key (check the spelling; see the commented mdm.toml written by mdm init)"
+        elif err["type"] == "literal_error":
+            message = f"{message}"
+        value = err.get("input")
+        shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
+        lines.append(f"{prefix}{key}: {message}{shown}")
+    return "; ".join(lines)
+
+
+def load_config(
+    data_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    require_file: bool = False,
+) -> Config:
+    """Read ``DATA_DIR/mdm.toml`` (if present), apply environment overrides and validate."""
+    env = os.environ if env is None else env
+    directory = Path(data_dir or env.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR)
+    path = directory / CONFIG_FILE
+    raw: dict[str, Any] = {}
+    if path.exists():
+        try:
+            raw = tomllib.loads(path.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror}") from exc
+    elif require_file:
+        raise ConfigError(f"{path} does not exist; run `mdm init --data-dir {directory}` first")
+    raw["data_dir"] = str(directory)
+    for var, key in ENV_OVERRIDES.items():
+        if var in env and env[var] != "":
+            _set_dotted(raw, key, env[var])
+
+    extension_raw = {name: raw.pop(name) for name in list(raw) if name in EXTENSIONS}
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration in {path}: {_format_errors(exc)}") from None
+    for name, model in EXTENSIONS.items():
+        try:
+            config.extensions[name] = model.model_validate(extension_raw.get(name, {}))
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid configuration in {path}: {_format_errors(exc, prefix=name + '.')}"
+            ) from None
+    return config
+
+
+CONFIG_TEMPLATE = """\
+# mdm configuration. Every key can be left out; the value shown is the default.
+# Environment variables override keys: MDM_DATABASE_URL, MDM_HOSTNAME, MDM_IOS_PORT,
+# MDM_KES_PORT, MDM_WEB_HTTP_PORT, MDM_WEB_HTTPS_PORT, MDM_ADMIN_PORT, MDM_LOG_JSON,
+# MDM_LOG_LEVEL, MDM_CA_PASSPHRASE.
+
+# Public host name: used in URLs handed to devices and in server-certificate SANs.
+hostname = "{hostname}"
+
+[database]
+# Empty: embedded SQLite in the data directory. For PostgreSQL:
+# url = "postgresql+asyncpg://mdm:secret@db.example.com:5432/mdm"
+url = "{database_url}"
+pool_size = 10
+
+[listeners.ios]        # iOS MDM check-in, command channel, SCEP (server certificate slot "ios")
+enabled = true
+bind = "0.0.0.0"
+port = {ios_port}
+mode = "tls"           # "plain" when a trusted reverse proxy terminates TLS
+trusted_proxies = []   # e.g. ["10.0.0.5/32"]: only these may send Client-Cert headers
+
+[listeners.kes]        # Android agent protocol (slot "M"), mutual TLS once a device holds a certificate
+enabled = true
+bind = "0.0.0.0"
+port = {kes_port}
+mode = "tls"
+trusted_proxies = []
+
+[listeners.web]        # one-time links: enrollment profiles, packages, CRL, CA certificates (slot "web")
+enabled = true
+bind = "0.0.0.0"
+http_port = {web_http_port}
+https_port = {web_https_port}
+
+[listeners.admin]      # REST API, console, metrics (slot "C", reserve "CR")
+enabled = true
+bind = "0.0.0.0"
+port = {admin_port}
+mode = "tls"
+trusted_proxies = []
+
+[logging]
+json = false           # JSON lines instead of text
+level = "INFO"
+access_log = true
+
+[pki]
+key_type = "rsa"       # "rsa" or "ec" (P-256)
+rsa_bits = 2048
+# Encrypts CA keys at rest. Prefer passphrase_file or MDM_CA_PASSPHRASE to a literal here.
+passphrase_file = ""
+server_validity_days = 825
+extra_sans = []        # additional DNS names / IPs for server certificates
+
+[limits]
+max_body_bytes = 1048576
+shutdown_grace_seconds = 10.0
+
+[client]               # how the `mdm` CLI reaches a running server
+url = ""               # default https://127.0.0.1:<admin port>
+token_file = ""        # default ~/.config/mdm/token (mode 0600); or MDM_API_TOKEN
+"""

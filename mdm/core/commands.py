@@ -1,0 +1,288 @@
+"""Command life cycle: enqueue, recall, delivery bookkeeping, completion, and the command log.
+
+Statuses follow the reference product: ``processing`` while queued or in flight, then
+``completed`` / ``failed``; a recall makes it ``removed`` at once when not yet delivered, or
+``removing`` while the device holds it, ending in ``remove_failed`` if the device answers anyway.
+Every status change adds a journal row and an event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events, library
+from mdm.core.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from mdm.db.models import (
+    Command,
+    CommandJournalEntry,
+    CommandQueueEntry,
+    CommandStatus,
+    Device,
+    Severity,
+    utcnow,
+)
+
+FINAL_STATUSES = {
+    CommandStatus.COMPLETED,
+    CommandStatus.FAILED,
+    CommandStatus.REMOVED,
+    CommandStatus.REMOVE_FAILED,
+}
+
+
+def journal(session: AsyncSession, command: Command, status: str, detail: str | None = None) -> None:
+    session.add(CommandJournalEntry(command_id=command.id, status=status, detail=detail))
+
+
+async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
+    return await session.scalar(
+        select(Command).where(Command.device_id == device_id, Command.type == type_, Command.active)
+    )
+
+
+async def enqueue(
+    session: AsyncSession,
+    device: Device,
+    type_name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    created_by: str | None = None,
+) -> Command:
+    """Queue one command; Conflict if the device already has an active command of that type."""
+    ctype = library.lookup(type_name)
+    args = dict(args or {})
+    payload = library.translate(ctype, args, device)
+    existing = await _active_of_type(session, device.id, ctype.name)
+    if existing is not None:
+        raise Conflict(
+            f"device {device.id} already has an active {ctype.name} command ({existing.guid})",
+            command=existing.guid,
+        )
+    now = utcnow()
+    command = Command(
+        guid=str(uuid.uuid4()).upper(),
+        device_id=device.id,
+        type=ctype.name,
+        args=args,
+        payload=payload,
+        priority=ctype.priority,
+        status=CommandStatus.PROCESSING.value,
+        created_by=created_by,
+        created_at=now,
+        updated_at=now,
+        active=True,
+    )
+    session.add(command)
+    try:
+        async with session.begin_nested():
+            await session.flush()
+    except IntegrityError:
+        # A concurrent enqueue won the partial unique index.
+        raise Conflict(f"device {device.id} already has an active {ctype.name} command") from None
+    session.add(
+        CommandQueueEntry(
+            command_id=command.id, device_id=device.id, priority=command.priority, created_at=now
+        )
+    )
+    detail = "queued" if payload or library.translator_for(device.protocol) else (
+        "queued; no protocol handler is registered yet, delivery waits for one"
+    )
+    journal(session, command, CommandStatus.PROCESSING.value, detail)
+    events.emit(
+        session,
+        "command_created",
+        device_id=device.id,
+        command=command.guid,
+        command_type=command.type,
+        created_by=created_by,
+    )
+    return command
+
+
+@dataclass
+class BulkResult:
+    created: list[Command]
+    skipped: list[dict[str, Any]]
+
+
+async def enqueue_bulk(
+    session: AsyncSession,
+    devices: Sequence[Device],
+    type_name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    created_by: str | None = None,
+) -> BulkResult:
+    """Queue for many devices; devices that cannot take it are reported, not failed."""
+    ctype = library.lookup(type_name)
+    result = BulkResult([], [])
+    for device in devices:
+        try:
+            library.check_supported(ctype, device)
+            async with session.begin_nested():
+                result.created.append(
+                    await enqueue(session, device, type_name, args, created_by=created_by)
+                )
+        except (Conflict, Unsupported, InvalidArgument) as exc:
+            result.skipped.append({"device": device.id, "reason": exc.message})
+    return result
+
+
+async def get_by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command:
+    stmt = select(Command).where(Command.guid == guid.upper())
+    if for_update:
+        stmt = stmt.with_for_update()
+    command = await session.scalar(stmt)
+    if command is None:
+        raise NotFound(f"no command {guid}")
+    return command
+
+
+def _finish(session: AsyncSession, command: Command, status: CommandStatus) -> None:
+    command.status = status.value
+    command.active = None
+    command.finished_at = command.updated_at = utcnow()
+
+
+async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> Command:
+    command = await get_by_guid(session, guid, for_update=True)
+    if CommandStatus(command.status) in FINAL_STATUSES:
+        raise Conflict(f"command {command.guid} is already {command.status}; nothing to recall")
+    if command.status == CommandStatus.REMOVING:
+        return command
+    entry = await session.get(CommandQueueEntry, command.id)
+    if entry is not None and entry.in_flight:
+        command.status = CommandStatus.REMOVING.value
+        command.updated_at = utcnow()
+        journal(session, command, command.status, f"recall requested by {by or 'unknown'}; device holds it")
+    else:
+        if entry is not None:
+            await session.delete(entry)
+        _finish(session, command, CommandStatus.REMOVED)
+        journal(session, command, command.status, f"recalled by {by or 'unknown'} before delivery")
+    events.emit(
+        session,
+        "command_recalled",
+        device_id=command.device_id,
+        command=command.guid,
+        command_type=command.type,
+        status=command.status,
+    )
+    return command
+
+
+# ---- used by protocol command channels ---------------------------------------------------------
+
+
+async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[int] = ()) -> Command | None:
+    """The next deliverable command: priority first, then age; NotNow'd ones wait their turn."""
+    now = utcnow()
+    stmt = (
+        select(Command)
+        .join(CommandQueueEntry, CommandQueueEntry.command_id == Command.id)
+        .where(
+            CommandQueueEntry.device_id == device_id,
+            Command.status == CommandStatus.PROCESSING.value,
+            or_(CommandQueueEntry.not_before.is_(None), CommandQueueEntry.not_before <= now),
+        )
+        .order_by(CommandQueueEntry.priority.desc(), CommandQueueEntry.command_id)
+        .limit(1)
+    )
+    if skip:
+        stmt = stmt.where(CommandQueueEntry.command_id.not_in(skip))
+    return await session.scalar(stmt)
+
+
+async def mark_delivered(session: AsyncSession, command: Command) -> None:
+    now = utcnow()
+    first = command.delivered_at is None
+    command.delivered_at = command.delivered_at or now
+    command.attempts += 1
+    command.updated_at = now
+    await session.execute(
+        update(CommandQueueEntry)
+        .where(CommandQueueEntry.command_id == command.id)
+        .values(in_flight=True, not_before=None)
+    )
+    if first:
+        journal(session, command, "delivered")
+
+
+async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:
+    """The device said NotNow: keep it queued, not offered again before ``delay`` has passed."""
+    entry = await session.get(CommandQueueEntry, command.id)
+    if entry is None:
+        return
+    entry.in_flight = False
+    entry.not_now_count += 1
+    entry.not_before = utcnow() + delay
+    command.updated_at = utcnow()
+    journal(session, command, "not_now", detail)
+
+
+async def complete(
+    session: AsyncSession,
+    command: Command,
+    *,
+    success: bool,
+    info: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    """Record the device's final answer and move the command out of the hot queue."""
+    await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+    if command.status == CommandStatus.REMOVING:
+        status = CommandStatus.REMOVE_FAILED
+        info = (info or "") + " (device executed it before the recall reached it)"
+    else:
+        status = CommandStatus.COMPLETED if success else CommandStatus.FAILED
+    command.result_info = info
+    command.result_data = data
+    _finish(session, command, status)
+    journal(session, command, status.value, info)
+    events.emit(
+        session,
+        "command_completed" if status == CommandStatus.COMPLETED else "command_failed",
+        Severity.INFO if status == CommandStatus.COMPLETED else Severity.WARNING,
+        device_id=command.device_id,
+        command=command.guid,
+        command_type=command.type,
+        status=status.value,
+        info=info,
+    )
+
+
+async def journal_of(session: AsyncSession, command_id: int) -> list[CommandJournalEntry]:
+    rows = await session.scalars(
+        select(CommandJournalEntry)
+        .where(CommandJournalEntry.command_id == command_id)
+        .order_by(CommandJournalEntry.id)
+    )
+    return list(rows.all())
+
+
+async def command_log(
+    session: AsyncSession, device_id: int, *, limit: int = 100, before_id: int | None = None
+) -> list[tuple[Command, list[CommandJournalEntry]]]:
+    stmt = select(Command).where(Command.device_id == device_id)
+    if before_id is not None:
+        stmt = stmt.where(Command.id < before_id)
+    commands = list((await session.scalars(stmt.order_by(Command.id.desc()).limit(limit))).all())
+    if not commands:
+        return []
+    rows = await session.scalars(
+        select(CommandJournalEntry)
+        .where(CommandJournalEntry.command_id.in_([c.id for c in commands]))
+        .order_by(CommandJournalEntry.id)
+    )
+    by_command: dict[int, list[CommandJournalEntry]] = {c.id: [] for c in commands}
+    for row in rows:
+        by_command[row.command_id].append(row)
+    return [(c, by_command[c.id]) for c in commands]

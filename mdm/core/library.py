@@ -1,0 +1,103 @@
+"""The command library (DESIGN §3): one vocabulary across protocols, and the registry where
+protocol packages plug in their translations.
+
+A protocol package registers a ``CommandTranslator`` for its protocol. At enqueue time the
+translator validates the arguments and produces the protocol payload (an iOS command dict, a
+KES JSON command, an EAS cmdlet description) that is stored with the command; the protocol's
+command channel delivers that payload. Until a translator is registered for a protocol, commands
+are queued with their arguments only and translated when a handler exists.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Protocol as TypingProtocol
+
+from mdm.core.errors import InvalidArgument, Unsupported
+from mdm.db.models import Device, Protocol
+
+IOS, KES, EAS = Protocol.IOS, Protocol.KES, Protocol.EAS
+
+
+@dataclass(frozen=True)
+class CommandType:
+    name: str
+    description: str
+    protocols: frozenset[Protocol]
+    # Higher runs first; destructive/security commands jump the queue.
+    priority: int = 0
+    arg_names: tuple[str, ...] = field(default=())
+
+
+def _t(name: str, description: str, protocols: set[Protocol], priority: int = 0) -> CommandType:
+    return CommandType(name, description, frozenset(protocols), priority)
+
+
+LIBRARY: dict[str, CommandType] = {
+    c.name: c
+    for c in (
+        _t("Block", "Lock the device", {IOS, KES}, priority=50),
+        _t("Unblock", "Unlock the device / clear its passcode", {IOS, KES}, priority=40),
+        _t("ResetPassword", "Reset the device passcode", {IOS, KES}, priority=40),
+        _t("Wipe", "Factory reset / erase the device", {IOS, KES, EAS}, priority=100),
+        _t("SoftWipe", "Remove corporate data only", {IOS, KES}, priority=60),
+        _t("Locate", "Report the device location", {IOS, KES}, priority=30),
+        _t("Alarm", "Play a sound on the device", {IOS, KES}, priority=30),
+        _t("Mugshot", "Take a photo with the front camera", {KES}, priority=30),
+        _t("InstallConfProf", "Install a configuration profile", {IOS}),
+        _t("DeleteConfProf", "Remove a configuration profile", {IOS}),
+        _t("InstallProvProf", "Install a provisioning profile", {IOS}),
+        _t("DeleteProvProf", "Remove a provisioning profile", {IOS}),
+        _t("InstallApplication", "Install an application", {IOS, KES}),
+        _t("DeleteApplication", "Remove an application", {IOS, KES}),
+        _t("EnterRedemptionCode", "Apply an app redemption code", {IOS}),
+        _t("EditRoamingSettings", "Change voice/data roaming", {IOS}),
+        _t("RefreshDeviceInfo", "Refresh inventory", {IOS, KES, EAS}, priority=10),
+        _t("Remove", "Stop managing the device", {IOS, KES, EAS}, priority=20),
+        _t("Raw", "A protocol command given verbatim (power users)", {IOS}),
+    )
+}
+
+
+class CommandTranslator(TypingProtocol):
+    """Turns a library command into the protocol's payload; raises InvalidArgument/Unsupported."""
+
+    def translate(self, command_type: str, args: dict[str, Any], device: Device) -> dict[str, Any]: ...
+
+
+_TRANSLATORS: dict[Protocol, CommandTranslator] = {}
+
+
+def register_translator(protocol: Protocol, translator: CommandTranslator) -> None:
+    _TRANSLATORS[protocol] = translator
+
+
+def translator_for(protocol: int) -> CommandTranslator | None:
+    return _TRANSLATORS.get(Protocol(protocol))
+
+
+def lookup(name: str) -> CommandType:
+    try:
+        return LIBRARY[name]
+    except KeyError:
+        raise InvalidArgument(
+            f"unknown command type {name!r}", allowed=sorted(LIBRARY)
+        ) from None
+
+
+def check_supported(command_type: CommandType, device: Device) -> None:
+    protocol = Protocol(device.protocol)
+    if protocol not in command_type.protocols:
+        raise Unsupported(
+            f"{command_type.name} is not supported on {protocol.name.lower()} devices",
+            supported=sorted(p.name.lower() for p in command_type.protocols),
+        )
+
+
+def translate(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
+    """The protocol payload, or {} when no translator is registered yet for the protocol."""
+    check_supported(command_type, device)
+    translator = translator_for(device.protocol)
+    if translator is None:
+        return {}
+    return translator.translate(command_type.name, args, device)

@@ -1,0 +1,111 @@
+"""Admin API tokens: ``mdm_<prefix>_<secret>``; only SHA-256 of the whole token is stored.
+
+Lookup is by the public prefix (indexed), then a constant-time comparison of the hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core.errors import Conflict, InvalidArgument, NotFound
+from mdm.db.models import ApiToken, utcnow
+
+# Scopes. "admin" implies every other one.
+SCOPES = {
+    "admin": "everything, including token management",
+    "devices:read": "list and show devices, users, groups",
+    "devices:write": "delete devices; manage users and groups",
+    "commands:read": "read command logs",
+    "commands:write": "send and recall commands",
+    "events:read": "read events and status",
+    "enroll": "create enrollments",
+    "pki": "issue, revoke and replace certificates",
+}
+PREFIX_LEN = 8
+
+
+@dataclass(frozen=True)
+class Principal:
+    token_id: int
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: str) -> bool:
+        return "admin" in self.scopes or scope in self.scopes
+
+
+def _hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
+
+
+def _split(token: str) -> str | None:
+    parts = token.split("_")
+    if len(parts) != 3 or parts[0] != "mdm" or len(parts[1]) != PREFIX_LEN:
+        return None
+    return parts[1]
+
+
+def generate() -> str:
+    return f"mdm_{secrets.token_hex(PREFIX_LEN // 2)}_{secrets.token_urlsafe(32)}"
+
+
+def validate_scopes(scopes: list[str]) -> list[str]:
+    unknown = sorted(set(scopes) - set(SCOPES))
+    if unknown or not scopes:
+        raise InvalidArgument(
+            f"unknown scope(s): {', '.join(unknown)}" if unknown else "at least one scope is required",
+            allowed=sorted(SCOPES),
+        )
+    return sorted(set(scopes))
+
+
+async def create(
+    session: AsyncSession, name: str, scopes: list[str], token: str | None = None
+) -> tuple[ApiToken, str]:
+    """Store a new token (given or generated); returns the row and the clear token, shown once."""
+    scopes = validate_scopes(scopes)
+    if token is None:
+        token = generate()
+    prefix = _split(token)
+    if prefix is None:
+        if len(token) < 24:
+            raise InvalidArgument("a token must be at least 24 characters long")
+        prefix = token[:PREFIX_LEN]
+    if await session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+        raise Conflict(f"a token named {name!r} already exists")
+    row = ApiToken(name=name, prefix=prefix, secret_hash=_hash(token), scopes=" ".join(scopes))
+    session.add(row)
+    await session.flush()
+    return row, token
+
+
+async def authenticate(session: AsyncSession, token: str) -> Principal | None:
+    prefix = _split(token) or token[:PREFIX_LEN]
+    candidates = await session.scalars(
+        select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked.is_(False))
+    )
+    digest = _hash(token)
+    for row in candidates:
+        if hmac.compare_digest(row.secret_hash, digest):
+            return Principal(row.id, row.name, frozenset(row.scopes.split()))
+    return None
+
+
+async def touch(session: AsyncSession, token_id: int) -> None:
+    row = await session.get(ApiToken, token_id)
+    if row is not None:
+        row.last_used_at = utcnow()
+
+
+async def revoke(session: AsyncSession, name: str) -> ApiToken:
+    row = await session.scalar(select(ApiToken).where(ApiToken.name == name))
+    if row is None:
+        raise NotFound(f"no token named {name!r}")
+    row.revoked = True
+    return row

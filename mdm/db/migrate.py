@@ -1,0 +1,49 @@
+"""Apply Alembic migrations programmatically (at ``mdm init`` and ``mdm serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.engine import Connection
+
+from mdm.db.engine import Database
+
+MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+
+def alembic_config(connection: Connection | None = None) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def _pending(connection: Connection) -> list[str]:
+    script = ScriptDirectory.from_config(alembic_config())
+    current = set(MigrationContext.configure(connection).get_current_heads())
+    head = script.get_current_head()
+    if head in current:
+        return []
+    return [rev.revision for rev in script.iterate_revisions(head, tuple(current) or "base")]
+
+
+async def pending_migrations(db: Database) -> list[str]:
+    async with db.engine.connect() as conn:
+        return await conn.run_sync(_pending)
+
+
+async def upgrade(db: Database) -> list[str]:
+    """Migrate to head; returns the revisions applied (empty when already current)."""
+
+    def _run(connection: Connection) -> list[str]:
+        todo = _pending(connection)
+        if todo:
+            command.upgrade(alembic_config(connection), "head")
+        return todo
+
+    async with db.engine.begin() as conn:
+        return await conn.run_sync(_run)

@@ -1,0 +1,253 @@
+"""Platform-neutral tables (DESIGN §3). Protocol packages keep their own tables in their own modules
+(``mdm/ios/tables.py``, ``mdm/pki/tables.py``, ...) on the same ``Base`` and add an Alembic revision.
+
+Conventions: integer surrogate keys, UTC ``DateTime(timezone=True)``, JSON columns for
+protocol-specific detail, and every enum stored as text with a CHECK constraint so that both
+SQLite and PostgreSQL enforce it.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+# SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identity.
+BigId = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+def _in(column: str, values: list[str]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Protocol(enum.IntEnum):
+    """The reference product's protocol bitmask."""
+
+    IOS = 1
+    KES = 2
+    EAS = 4
+
+
+class DeviceStatus(enum.StrEnum):
+    OK = "ok"
+    WIPED = "wiped"
+    REMOVING = "removing"
+    REMOVE_FAILED = "remove_failed"
+    UNMANAGED = "unmanaged"
+
+
+class CommandStatus(enum.StrEnum):
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    REMOVING = "removing"
+    REMOVED = "removed"
+    REMOVE_FAILED = "remove_failed"
+
+
+ACTIVE_COMMAND_STATUSES = (CommandStatus.PROCESSING, CommandStatus.REMOVING)
+
+
+class Severity(enum.StrEnum):
+    INFO = "info"
+    WARNING = "warning"
+    FUNCTIONAL_FAILURE = "functional_failure"
+    CRITICAL = "critical"
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320))
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Group(Base):
+    """Administration group; groups nest through ``parent_id``."""
+
+    __tablename__ = "groups"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255))
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="RESTRICT"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (Index("ix_groups_parent_name", "parent_id", "name"),)
+
+
+class Device(Base):
+    __tablename__ = "devices"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    protocol: Mapped[int] = mapped_column(Integer)
+    # UDID (iOS), Android device id (KES), EAS DeviceId.
+    identifier: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    group_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="SET NULL"), index=True)
+    name: Mapped[str | None] = mapped_column(String(255))
+    model: Mapped[str | None] = mapped_column(String(255))
+    os_name: Mapped[str | None] = mapped_column(String(64))
+    os_version: Mapped[str | None] = mapped_column(String(64))
+    build_version: Mapped[str | None] = mapped_column(String(64))
+    serial_number: Mapped[str | None] = mapped_column(String(128), index=True)
+    imei: Mapped[str | None] = mapped_column(String(64))
+    phone_number: Mapped[str | None] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default=DeviceStatus.OK.value)
+    supported_commands: Mapped[int] = mapped_column(BigInteger, default=0)
+    enrolled_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime | None] = mapped_column()
+    push_token: Mapped[str | None] = mapped_column(Text)
+    push_magic: Mapped[str | None] = mapped_column(String(255))
+    push_valid: Mapped[bool] = mapped_column(Boolean, default=False)
+    push_changed_at: Mapped[datetime | None] = mapped_column()
+    cert_serial: Mapped[str | None] = mapped_column(String(64))
+    cert_not_after: Mapped[datetime | None] = mapped_column()
+    # Inventory parts (apps, profiles, certificates, security, device_info) with refresh times:
+    # {"apps": {"refreshed_at": iso, "items": [...]}, ...}
+    inventory: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Protocol-specific attributes that are not inventory (e.g. iOS topic, KES agent version).
+    attributes: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    __table_args__ = (
+        Index("uq_devices_protocol_identifier", "protocol", "identifier", unique=True),
+        Index("ix_devices_status", "status"),
+        CheckConstraint(_in("status", [s.value for s in DeviceStatus]), name="status"),
+        CheckConstraint("protocol IN (1, 2, 4)", name="protocol"),
+    )
+
+
+class Command(Base):
+    """Every command ever issued; the small ``command_queue`` holds only those still to deliver."""
+
+    __tablename__ = "commands"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    guid: Mapped[str] = mapped_column(String(36), unique=True)
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(64))
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Protocol payload produced by the translator (e.g. the iOS command plist as a dict).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    flags: Mapped[int] = mapped_column(Integer, default=0)
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    status: Mapped[str] = mapped_column(String(16), default=CommandStatus.PROCESSING.value)
+    result_info: Mapped[str | None] = mapped_column(Text)
+    result_data: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    finished_at: Mapped[datetime | None] = mapped_column()
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Set while active so the partial unique index enforces one active command per type.
+    active: Mapped[bool | None] = mapped_column(Boolean, default=True)
+    __table_args__ = (
+        Index("ix_commands_device_created", "device_id", "id"),
+        Index(
+            "uq_commands_one_active_type",
+            "device_id",
+            "type",
+            unique=True,
+            sqlite_where=text("active"),
+            postgresql_where=text("active"),
+        ),
+        CheckConstraint(_in("status", [s.value for s in CommandStatus]), name="status"),
+    )
+
+
+class CommandQueueEntry(Base):
+    """The hot queue: one row per undelivered or in-flight command. Rows leave on completion."""
+
+    __tablename__ = "command_queue"
+    command_id: Mapped[int] = mapped_column(
+        ForeignKey("commands.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    priority: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Not offered before this time (NotNow back-off); null = available now.
+    not_before: Mapped[datetime | None] = mapped_column()
+    # Delivered and awaiting the device's answer.
+    in_flight: Mapped[bool] = mapped_column(Boolean, default=False)
+    not_now_count: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (Index("ix_command_queue_device_order", "device_id", "priority", "command_id"),)
+
+
+class CommandJournalEntry(Base):
+    __tablename__ = "command_journal"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    command_id: Mapped[int] = mapped_column(ForeignKey("commands.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    status: Mapped[str] = mapped_column(String(32))
+    detail: Mapped[str | None] = mapped_column(Text)
+
+
+class Event(Base):
+    """Transactional outbox: written with the state change it reports, delivered later."""
+
+    __tablename__ = "events"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    uuid: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(64), index=True)
+    severity: Mapped[str] = mapped_column(String(24))
+    device_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    user_id: Mapped[int | None] = mapped_column(BigInteger)
+    body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    __table_args__ = (
+        CheckConstraint(_in("severity", [s.value for s in Severity]), name="severity"),
+        Index(
+            "ix_events_undelivered",
+            "id",
+            sqlite_where=text("delivered_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL"),
+        ),
+    )
+
+
+class ApiToken(Base):
+    """Admin API bearer tokens, stored only as SHA-256 of the secret."""
+
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    # Public lookup prefix (first characters of the token) so verification is one indexed read.
+    prefix: Mapped[str] = mapped_column(String(16), index=True)
+    secret_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    scopes: Mapped[str] = mapped_column(Text)  # space-separated
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)

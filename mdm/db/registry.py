@@ -1,0 +1,11 @@
+"""Every table module, imported so that ``metadata`` is complete (migrations, drift test).
+
+A package that adds tables adds its module here and an Alembic revision under migrations/versions.
+"""
+
+from mdm.db import models
+from mdm.db.models import Base
+
+__all__ = ["metadata", "models"]
+
+metadata = Base.metadata

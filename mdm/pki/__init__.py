@@ -1,0 +1,1 @@
+"""PKI: the internal CA, key storage, server-certificate slots, issuance."""

@@ -1,0 +1,1 @@
+"""Process runtime: listeners, TLS contexts, middleware, background workers, shutdown."""

@@ -1,0 +1,19 @@
+"""Prometheus metrics shared by all listeners (exposed on the admin listener at /metrics)."""
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+HTTP_REQUESTS = Counter(
+    "mdm_http_requests_total", "HTTP requests answered", ["listener", "status"], registry=REGISTRY
+)
+HTTP_LATENCY = Histogram(
+    "mdm_http_request_seconds",
+    "Time to answer an HTTP request",
+    ["listener"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+    registry=REGISTRY,
+)
+COMMANDS_QUEUED = Gauge("mdm_command_queue_depth", "Commands waiting in the hot queue", registry=REGISTRY)
+EVENTS_UNDELIVERED = Gauge("mdm_events_undelivered", "Events in the outbox not yet delivered", registry=REGISTRY)
+DEVICES = Gauge("mdm_devices", "Managed devices", ["protocol", "status"], registry=REGISTRY)

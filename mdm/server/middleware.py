@@ -1,0 +1,105 @@
+"""Middleware shared by every listener: request ids, access log, and errors as JSON (never a
+traceback to the client)."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from mdm.core.errors import ServiceError
+from mdm.logs import request_id_var
+from mdm.server import metrics
+
+log = logging.getLogger("mdm.http")
+access_log = logging.getLogger("mdm.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+REQUEST_ID_KEY = "request_id"
+ACCESS_LOG_KEY = web.AppKey("mdm_access_log", bool)
+LISTENER_KEY = web.AppKey("mdm_listener", str)
+
+
+def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
+    err: dict[str, Any] = {"code": code, "message": message}
+    if details:
+        err["details"] = details
+    err["request_id"] = request_id_var.get()
+    return {"error": err}
+
+
+def json_error(status: int, code: str, message: str, **details: Any) -> web.Response:
+    return web.json_response(error_body(code, message, **details), status=status)
+
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    410: "gone",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limited",
+}
+
+
+@web.middleware
+async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Request id (from a well-formed X-Request-Id, else new), access log, JSON errors."""
+    incoming = request.headers.get("X-Request-Id", "")
+    rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+    token = request_id_var.set(rid)
+    request[REQUEST_ID_KEY] = rid
+    started = time.perf_counter()
+    status = 500
+    try:
+        try:
+            response = await handler(request)
+        except ServiceError as exc:
+            log.info("request refused: %s", exc.message, extra={"code": exc.code})
+            response = json_error(exc.status, exc.code, exc.message, **exc.details)
+            if exc.status == 401:
+                response.headers["WWW-Authenticate"] = 'Bearer realm="mdm"'
+        except web.HTTPException as exc:
+            if exc.status < 400 or exc.content_type == "application/json":
+                raise
+            message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+            response = json_error(exc.status, _HTTP_CODES.get(exc.status, "http_error"), message)
+            for header in ("Allow", "WWW-Authenticate", "Retry-After"):
+                if header in exc.headers:
+                    response.headers[header] = exc.headers[header]
+        except Exception:
+            log.exception("unhandled error in %s %s", request.method, request.path)
+            response = json_error(500, "internal", "internal error; see the server log for this request id")
+        status = response.status
+        response.headers["X-Request-Id"] = rid
+        return response
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    finally:
+        listener = request.app.get(LISTENER_KEY, "-")
+        elapsed = time.perf_counter() - started
+        metrics.HTTP_REQUESTS.labels(listener, str(status)).inc()
+        metrics.HTTP_LATENCY.labels(listener).observe(elapsed)
+        if request.app.get(ACCESS_LOG_KEY, True):
+            access_log.info(
+                "%s %s %s %.1fms",
+                request.method,
+                request.rel_url.path,
+                status,
+                elapsed * 1000,
+                extra={"peer": request.remote},
+            )
+        request_id_var.reset(token)
+

@@ -1,0 +1,279 @@
+"""``mdm serve``: migrate, open every enabled listener with its own TLS context, run background
+workers, and stop gracefully on SIGTERM/SIGINT (SIGHUP re-reads certificates)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from mdm import plugins  # noqa: F401 - registers feature packages
+from mdm.config import Config
+from mdm.db import migrate
+from mdm.db.engine import Database
+from mdm.pki.ca import CertificateAuthority
+from mdm.pki.slots import LISTENER_SLOT, slot_paths
+from mdm.server import registry
+from mdm.server.context import CTX, ServerContext
+from mdm.server.middleware import ACCESS_LOG_KEY, LISTENER_KEY, request_context
+from mdm.server.tls import ReloadableContext, build_server_context
+
+log = logging.getLogger("mdm.server")
+
+PID_FILE = "mdm.pid"
+# Listeners that accept (optional) client certificates from devices.
+CLIENT_CERT_LISTENERS = {"ios", "kes"}
+
+
+class StartupError(Exception):
+    """A problem that prevents start-up; the message is one line an administrator can act on."""
+
+
+@dataclass(frozen=True)
+class Binding:
+    listener: str
+    port: int
+    bind: str
+    tls: bool
+    config_key: str
+    env_var: str
+
+
+def bindings(config: Config) -> list[Binding]:
+    ls = config.listeners
+    out: list[Binding] = []
+    for name, env in (("ios", "MDM_IOS_PORT"), ("kes", "MDM_KES_PORT"), ("admin", "MDM_ADMIN_PORT")):
+        lc = getattr(ls, name)
+        if lc.enabled:
+            out.append(Binding(name, lc.port, lc.bind, lc.mode == "tls", f"listeners.{name}.port", env))
+    if ls.web.enabled:
+        if ls.web.http_enabled:
+            out.append(
+                Binding("web", ls.web.http_port, ls.web.bind, False, "listeners.web.http_port", "MDM_WEB_HTTP_PORT")
+            )
+        if ls.web.https_enabled:
+            out.append(
+                Binding("web", ls.web.https_port, ls.web.bind, True, "listeners.web.https_port", "MDM_WEB_HTTPS_PORT")
+            )
+    ports: dict[int, Binding] = {}
+    for b in out:
+        if b.port in ports:
+            other = ports[b.port]
+            raise StartupError(
+                f"port {b.port} is configured twice ({other.config_key} and {b.config_key}); give each listener its own port"
+            )
+        ports[b.port] = b
+    return out
+
+
+def bind_error(b: Binding, exc: OSError) -> StartupError:
+    where = f"{b.config_key} / {b.env_var}"
+    if exc.errno == errno.EADDRINUSE:
+        return StartupError(
+            f"port {b.port} ({b.listener} listener) is already in use ({where}): stop the other process or choose another port"
+        )
+    if exc.errno == errno.EACCES:
+        return StartupError(
+            f"port {b.port} ({b.listener} listener) needs privileges to bind ({where}): run as root, grant "
+            "CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the python binary), or choose a port >= 1024"
+        )
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return StartupError(
+            f"cannot bind {b.bind}:{b.port} ({b.listener} listener): address not on this host "
+            f"(listeners.{b.listener}.bind)"
+        )
+    return StartupError(f"cannot listen on {b.bind}:{b.port} ({where}): {exc.strerror or exc}")
+
+
+def tls_context_for(ctx: ServerContext, listener: str) -> ReloadableContext:
+    config = ctx.config
+    cert_file, key_file = slot_paths(config.certs_dir, LISTENER_SLOT[listener])
+    client_ca = config.ca_dir / "chain.pem" if listener in CLIENT_CERT_LISTENERS else None
+
+    def build() -> ssl.SSLContext:
+        return build_server_context(
+            cert_file, key_file, client_ca_file=client_ca, slot=LISTENER_SLOT[listener]
+        )
+
+    return ReloadableContext(build)
+
+
+def build_app(ctx: ServerContext, listener: str) -> web.Application:
+    app = web.Application(
+        middlewares=[request_context],
+        client_max_size=ctx.config.limits.max_body_bytes,
+        handler_args={"access_log": None},
+    )
+    app[CTX] = ctx
+    app[ACCESS_LOG_KEY] = ctx.config.logging.access_log
+    app[LISTENER_KEY] = listener
+    for install in registry.installers(listener):
+        install(app, ctx)
+    return app
+
+
+async def open_context(config: Config) -> ServerContext:
+    """Database reachable and migrated, CA loaded."""
+    db = Database(config.database_url, config.database.pool_size, config.database.echo)
+    try:
+        await db.check()
+        applied = await migrate.upgrade(db)
+    except BaseException:
+        await db.close()
+        raise
+    if applied:
+        log.info("database migrated: applied %s", ", ".join(applied))
+    try:
+        ca = await asyncio.to_thread(CertificateAuthority.load, config.ca_dir, config.ca_passphrase())
+    except BaseException:
+        await db.close()
+        raise
+    return ServerContext(config=config, db=db, ca=ca)
+
+
+class Server:
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+        self.runners: list[web.AppRunner] = []
+        self.sites: list[web.BaseSite] = []
+        self.worker_tasks: list[asyncio.Task[None]] = []
+        self.bound: list[tuple[Binding, int]] = []  # (binding, actual port)
+        self._stop = asyncio.Event()
+
+    async def start(self) -> None:
+        ctx = self.ctx
+        for hook in registry.startup_hooks():
+            await hook(ctx)
+        wanted = bindings(ctx.config)
+        apps: dict[str, web.AppRunner] = {}
+        try:
+            for b in wanted:
+                ssl_ctx = None
+                if b.tls:
+                    if b.listener not in ctx.tls:
+                        ctx.tls[b.listener] = tls_context_for(ctx, b.listener)
+                    ssl_ctx = ctx.tls[b.listener].front
+                runner = apps.get(b.listener)
+                if runner is None:
+                    runner = web.AppRunner(
+                        build_app(ctx, b.listener),
+                        access_log=None,
+                        shutdown_timeout=ctx.config.limits.shutdown_grace_seconds,
+                        handle_signals=False,
+                    )
+                    await runner.setup()
+                    apps[b.listener] = runner
+                    self.runners.append(runner)
+                site = web.TCPSite(runner, b.bind, b.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+                try:
+                    await site.start()
+                except OSError as exc:
+                    raise bind_error(b, exc) from None
+                self.sites.append(site)
+                port = _actual_port(site) or b.port
+                self.bound.append((b, port))
+                log.info(
+                    "listening: %s on %s://%s:%d", b.listener, "https" if b.tls else "http", b.bind, port,
+                    extra={"listener": b.listener, "port": port, "tls": b.tls},
+                )
+        except BaseException:
+            await self.stop()
+            raise
+        for w in registry.workers():
+            self.worker_tasks.append(asyncio.create_task(_run_worker(w, ctx), name=f"worker:{w.name}"))
+
+    def reload(self) -> list[str]:
+        """Re-read server certificates; a bad file keeps the old context and is reported."""
+        problems = []
+        for name, reloadable in self.ctx.tls.items():
+            try:
+                reloadable.reload()
+                log.info("reloaded TLS certificate for %s", name)
+            except Exception as exc:  # noqa: BLE001 - keep serving with the old certificate
+                problems.append(f"{name}: {exc}")
+                log.error("TLS reload failed for %s, keeping the old certificate: %s", name, exc)
+        return problems
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def wait(self) -> None:
+        await self._stop.wait()
+
+    async def stop(self) -> None:
+        log.info("shutting down: no new connections, finishing in-flight requests")
+        for site in self.sites:
+            with contextlib.suppress(Exception):
+                await site.stop()
+        for runner in self.runners:
+            with contextlib.suppress(Exception):
+                await runner.cleanup()
+        for task in self.worker_tasks:
+            task.cancel()
+        for task in self.worker_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        for hook in registry.shutdown_hooks():
+            with contextlib.suppress(Exception):
+                await hook(self.ctx)
+        await self.ctx.db.close()
+        self.sites.clear()
+        self.runners.clear()
+        log.info("stopped")
+
+
+def _actual_port(site: web.BaseSite) -> int | None:
+    server = getattr(site, "_server", None)
+    sockets = getattr(server, "sockets", None) or []
+    return sockets[0].getsockname()[1] if sockets else None
+
+
+async def _run_worker(w: registry.Worker, ctx: ServerContext) -> None:
+    backoff = 1.0
+    while True:
+        try:
+            await w.run(ctx)
+            return
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("worker %s failed; restarting in %.0fs", w.name, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 60)
+
+
+async def serve(config: Config) -> None:
+    ctx = await open_context(config)
+    server = Server(ctx)
+    await server.start()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, server.request_stop)
+    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    pid_file = config.data_path / PID_FILE
+    pid_file.write_text(f"{os.getpid()}\n")
+    try:
+        await server.wait()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.remove_signal_handler(sig)
+        await server.stop()
+        with contextlib.suppress(FileNotFoundError):
+            pid_file.unlink()
+
+
+def running_pid(data_dir: Path) -> int | None:
+    try:
+        pid = int((data_dir / PID_FILE).read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
+        return None
