@@ -45,8 +45,8 @@ Port = int
 
 
 def _check_port(value: int) -> int:
-    if not 1 <= value <= 65535:
-        raise ValueError("must be a TCP port between 1 and 65535")
+    if not 0 <= value <= 65535:
+        raise ValueError("must be a TCP port between 1 and 65535 (0 picks a free port)")
     return value
 
 

@@ -3,4 +3,5 @@
 Add one line here when a new package plugs into the runtime.
 """
 
-import mdm.api.plugin  # noqa: F401 - registers the admin API on the admin listener
+import mdm.api.plugin
+import mdm.pki.plugin  # noqa: F401 - certificate source and client-certificate verifier

@@ -14,10 +14,11 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
-from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.api.auth import authenticate
+from mdm.core.errors import InvalidArgument, ServiceError
+from mdm.core.tokens import Principal
 
-PRINCIPAL_KEY = "mdm_principal"
+PRINCIPAL_KEY = web.RequestKey("mdm_principal", Principal)
 RawHandler = Callable[..., Awaitable[Any]]
 
 

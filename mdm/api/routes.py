@@ -41,7 +41,7 @@ async def list_devices(request: web.Request, query: s.DeviceListQuery) -> s.Devi
 
 @router.route("GET", "/devices/{id}", summary="Get one device with its inventory", tag="devices",
               scope="devices:read", response=s.DeviceDetail)
-async def get_device(request: web.Request, id: int) -> s.DeviceDetail:  # noqa: A002
+async def get_device(request: web.Request, id: int) -> s.DeviceDetail:
     async with ctx_of(request).db.session() as session:
         device = await devices.get(session, id)
         return s.DeviceDetail.detail(
@@ -51,7 +51,7 @@ async def get_device(request: web.Request, id: int) -> s.DeviceDetail:  # noqa: 
 
 @router.route("DELETE", "/devices/{id}", summary="Delete a device record", tag="devices",
               scope="devices:write", status=204)
-async def delete_device(request: web.Request, id: int) -> web.Response:  # noqa: A002
+async def delete_device(request: web.Request, id: int) -> web.Response:
     async with ctx_of(request).db.transaction() as session:
         await devices.delete(session, id, by=_who(request))
     return web.Response(status=204)
@@ -59,7 +59,7 @@ async def delete_device(request: web.Request, id: int) -> web.Response:  # noqa:
 
 @router.route("PUT", "/devices/{id}/group", summary="Move a device to a group (null: none)", tag="devices",
               scope="devices:write", body=s.DeviceGroupIn, response=s.DeviceOut)
-async def set_device_group(request: web.Request, id: int, body: s.DeviceGroupIn) -> s.DeviceOut:  # noqa: A002
+async def set_device_group(request: web.Request, id: int, body: s.DeviceGroupIn) -> s.DeviceOut:
     async with ctx_of(request).db.transaction() as session:
         device = await devices.get(session, id)
         if body.group_id is not None and await session.get(Group, body.group_id) is None:
@@ -83,7 +83,7 @@ async def list_command_types(request: web.Request) -> s.CommandTypeList:
 
 @router.route("POST", "/devices/{id}/commands", summary="Send a command to one device", tag="commands",
               scope="commands:write", body=s.CommandIn, response=s.CommandOut, status=201, errors=(409, 422))
-async def send_command(request: web.Request, id: int, body: s.CommandIn) -> s.CommandOut:  # noqa: A002
+async def send_command(request: web.Request, id: int, body: s.CommandIn) -> s.CommandOut:
     async with ctx_of(request).db.transaction() as session:
         device = await devices.get(session, id)
         command = await commands.enqueue(session, device, body.type, body.args, created_by=_who(request))
@@ -116,7 +116,7 @@ async def send_bulk_command(request: web.Request, body: s.BulkCommandIn) -> s.Bu
 
 @router.route("GET", "/devices/{id}/commands", summary="Command log of a device, each with its journal",
               tag="commands", scope="commands:read", query=s.CommandLogQuery, response=s.CommandPage)
-async def device_command_log(request: web.Request, id: int, query: s.CommandLogQuery) -> s.CommandPage:  # noqa: A002
+async def device_command_log(request: web.Request, id: int, query: s.CommandLogQuery) -> s.CommandPage:
     async with ctx_of(request).db.session() as session:
         await devices.get(session, id)
         entries = await commands.command_log(session, id, limit=query.limit + 1, before_id=_cursor(query.cursor))
@@ -197,7 +197,7 @@ async def create_user(request: web.Request, body: s.UserIn) -> s.UserOut:
 
 
 @router.route("GET", "/users/{id}", summary="Get a user", tag="users", scope="devices:read", response=s.UserOut)
-async def get_user(request: web.Request, id: int) -> s.UserOut:  # noqa: A002
+async def get_user(request: web.Request, id: int) -> s.UserOut:
     async with ctx_of(request).db.session() as session:
         user = await session.get(User, id)
         if user is None:
@@ -207,7 +207,7 @@ async def get_user(request: web.Request, id: int) -> s.UserOut:  # noqa: A002
 
 @router.route("DELETE", "/users/{id}", summary="Delete a user (devices keep no owner)", tag="users",
               scope="devices:write", status=204)
-async def delete_user(request: web.Request, id: int) -> web.Response:  # noqa: A002
+async def delete_user(request: web.Request, id: int) -> web.Response:
     async with ctx_of(request).db.transaction() as session:
         user = await session.get(User, id)
         if user is None:
@@ -245,7 +245,7 @@ async def create_group(request: web.Request, body: s.GroupIn) -> s.GroupOut:
 
 @router.route("DELETE", "/groups/{id}", summary="Delete an empty group", tag="groups", scope="devices:write",
               status=204, errors=(409,))
-async def delete_group(request: web.Request, id: int) -> web.Response:  # noqa: A002
+async def delete_group(request: web.Request, id: int) -> web.Response:
     async with ctx_of(request).db.transaction() as session:
         group = await session.get(Group, id)
         if group is None:

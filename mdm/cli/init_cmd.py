@@ -90,6 +90,9 @@ def run(args: argparse.Namespace) -> int:
         applied = asyncio.run(_prepare_database(config))
     except DatabaseUnavailable as exc:
         raise CliError(str(exc)) from None
+    sqlite_file = config.data_path / "mdm.sqlite3"
+    if not config.database.url and sqlite_file.exists():
+        os.chmod(sqlite_file, 0o600)
     if applied:
         changes.append(f"database migrated ({', '.join(applied)}) at {Database(config.database_url).safe_url}")
     else:

@@ -12,7 +12,7 @@ from mdm.db.models import Event, Severity
 
 def emit(
     session: AsyncSession,
-    type: str,  # noqa: A002 - the event's type, as in the data model
+    type: str,
     severity: Severity = Severity.INFO,
     *,
     device_id: int | None = None,

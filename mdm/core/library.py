@@ -11,7 +11,8 @@ are queued with their arguments only and translated when a handler exists.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol as TypingProtocol
+from typing import Any
+from typing import Protocol as TypingProtocol
 
 from mdm.core.errors import InvalidArgument, Unsupported
 from mdm.db.models import Device, Protocol

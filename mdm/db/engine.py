@@ -34,7 +34,7 @@ def _safe_url(url: str) -> str:
 
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - a malformed URL is reported by the caller
+    except Exception:
         return "<unparsable database URL>"
 
 
@@ -49,7 +49,7 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - bad URL, missing driver
+        except Exception as exc:
             raise DatabaseUnavailable(f"database.url {_safe_url(url)}: {exc}") from exc
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)

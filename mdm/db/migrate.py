@@ -23,12 +23,14 @@ def alembic_config(connection: Connection | None = None) -> AlembicConfig:
 
 
 def _pending(connection: Connection) -> list[str]:
+    """Revisions not yet applied. Feature packages may add parallel branches; all heads apply."""
     script = ScriptDirectory.from_config(alembic_config())
     current = set(MigrationContext.configure(connection).get_current_heads())
-    head = script.get_current_head()
-    if head in current:
-        return []
-    return [rev.revision for rev in script.iterate_revisions(head, tuple(current) or "base")]
+    applied: set[str] = set()
+    for rev in current:
+        applied.update(r.revision for r in script.iterate_revisions(rev, "base"))
+    wanted = [r.revision for r in script.walk_revisions("base", "heads")]
+    return [r for r in reversed(wanted) if r not in applied]
 
 
 async def pending_migrations(db: Database) -> list[str]:
@@ -42,7 +44,7 @@ async def upgrade(db: Database) -> list[str]:
     def _run(connection: Connection) -> list[str]:
         todo = _pending(connection)
         if todo:
-            command.upgrade(alembic_config(connection), "head")
+            command.upgrade(alembic_config(connection), "heads")
         return todo
 
     async with db.engine.begin() as conn:

@@ -5,7 +5,8 @@ A package that adds tables adds its module here and an Alembic revision under mi
 
 from mdm.db import models
 from mdm.db.models import Base
+from mdm.pki import tables as pki_tables
 
-__all__ = ["metadata", "models"]
+__all__ = ["metadata", "models", "pki_tables"]
 
 metadata = Base.metadata

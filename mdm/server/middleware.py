@@ -21,7 +21,7 @@ access_log = logging.getLogger("mdm.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-REQUEST_ID_KEY = "request_id"
+REQUEST_ID_KEY = web.RequestKey("request_id", str)
 ACCESS_LOG_KEY = web.AppKey("mdm_access_log", bool)
 LISTENER_KEY = web.AppKey("mdm_listener", str)
 

@@ -1,0 +1,139 @@
+"""Certificate issuance: one entry point for every user/device certificate the service hands out
+(iOS identities, SCEP, KES user certificates, `mdm certs issue`).
+
+A ``CertificateSource`` signs; the internal CA is one, enterprise PKI connectors (AD CS, SCEP/EST
+to another CA) will be others. ``issue`` records every certificate and emits ``cert_issued`` in
+the caller's transaction, whatever the source.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events
+from mdm.core.errors import NotFound
+from mdm.pki.ca import CertificateAuthority
+from mdm.pki.keys import PrivateKey, generate_key
+from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
+
+
+@dataclass(frozen=True)
+class CertificateRequest:
+    """What to certify. ``public_key`` comes from a CSR; without it a key pair is generated."""
+
+    type: CertType
+    common_name: str
+    days: int = 365
+    user_id: int | None = None
+    device_id: int | None = None
+    public_key: CertificatePublicKeyTypes | None = None
+    emails: tuple[str, ...] = ()
+    sans: tuple[str, ...] = ()
+    key_type: str = "rsa"
+    rsa_bits: int = 2048
+    template: str | None = None  # enterprise PKI template name
+    renews_serial: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IssuedIdentity:
+    certificate: x509.Certificate
+    key: PrivateKey | None
+    chain: list[x509.Certificate]
+    record: IssuedCertificateRecord
+
+    @property
+    def serial_hex(self) -> str:
+        return serial_hex(self.certificate.serial_number)
+
+
+class CertificateSource(Protocol):
+    name: str
+
+    async def sign(self, request: CertificateRequest, public_key: CertificatePublicKeyTypes) -> tuple[
+        x509.Certificate, list[x509.Certificate]
+    ]:
+        """Return the certificate and its chain (issuer first)."""
+        ...
+
+
+def serial_hex(serial: int) -> str:
+    return format(serial, "x")
+
+
+class InternalCASource:
+    name = "internal"
+
+    def __init__(self, ca: CertificateAuthority) -> None:
+        self.ca = ca
+
+    async def sign(
+        self, request: CertificateRequest, public_key: CertificatePublicKeyTypes
+    ) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        cert = await asyncio.to_thread(
+            self.ca.issue,
+            public_key,
+            common_name=request.common_name,
+            days=request.days,
+            client=request.type in (CertType.MOBILE, CertType.VPN, CertType.MAIL),
+            email_protection=request.type == CertType.MAIL,
+            server=request.type == CertType.SERVER,
+            sans=request.sans,
+            emails=request.emails,
+        )
+        return cert, self.ca.chain
+
+
+async def issue(session: AsyncSession, source: CertificateSource, request: CertificateRequest) -> IssuedIdentity:
+    """Sign (generating a key pair if the request has no public key), record, emit the event."""
+    key: PrivateKey | None = None
+    public_key = request.public_key
+    if public_key is None:
+        key = await asyncio.to_thread(generate_key, "ec" if request.key_type == "ec" else "rsa", request.rsa_bits)
+        public_key = key.public_key()
+    cert, chain = await source.sign(request, public_key)
+    record = IssuedCertificateRecord(
+        serial=serial_hex(cert.serial_number),
+        type=request.type.value,
+        subject=cert.subject.rfc4514_string(),
+        user_id=request.user_id,
+        device_id=request.device_id,
+        source=source.name,
+        status=CertStatus.VALID.value,
+        not_before=cert.not_valid_before_utc,
+        not_after=cert.not_valid_after_utc,
+        renews_serial=request.renews_serial,
+        pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
+    )
+    session.add(record)
+    await session.flush()
+    events.emit(
+        session,
+        "cert_renewed" if request.renews_serial else "cert_issued",
+        device_id=request.device_id,
+        user_id=request.user_id,
+        serial=record.serial,
+        cert_type=record.type,
+        subject=record.subject,
+        not_after=record.not_after.isoformat(),
+        source=source.name,
+    )
+    return IssuedIdentity(cert, key, chain, record)
+
+
+async def get_record(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
+    record = await session.scalar(
+        select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial.lower().lstrip("0"))
+    )
+    if record is None:
+        raise NotFound(f"no certificate with serial {serial}")
+    return record

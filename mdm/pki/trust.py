@@ -1,0 +1,127 @@
+"""Client-certificate trust for every listener that accepts device certificates (iOS mTLS,
+``Mdm-Signature`` signers, proxy-forwarded ``Client-Cert``, KES mutual TLS).
+
+Chain building uses ``cryptography.x509.verification`` (RFC 5280 path validation). Results are
+cached by the SHA-256 of the DER so that steady-state polls do not re-parse or re-verify a
+certificate; revocation is checked on every use against an in-memory set of revoked serials
+(small: only revoked, unexpired certificates), which the PKI service refreshes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.x509.oid import ExtendedKeyUsageOID
+from cryptography.x509.verification import (
+    ClientVerifier,
+    ExtensionPolicy,
+    PolicyBuilder,
+    Store,
+    VerificationError,
+)
+
+DEFAULT_CACHE_SIZE = 50_000
+
+
+class IdentityRejected(Exception):
+    """The certificate is not acceptable; ``reason`` is a short machine-readable word."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass(frozen=True)
+class VerifiedCertificate:
+    certificate: x509.Certificate
+    fingerprint: bytes  # SHA-256 of the DER
+    serial_hex: str
+    not_after: datetime
+    subject_cn: str | None
+
+
+class ClientCertVerifier:
+    def __init__(self, trusted_roots: list[x509.Certificate], intermediates: list[x509.Certificate],
+                 cache_size: int = DEFAULT_CACHE_SIZE) -> None:
+        self._store = Store(trusted_roots)
+        self._intermediates = list(intermediates)
+        self._cache: OrderedDict[bytes, VerifiedCertificate] = OrderedDict()
+        self._cache_size = cache_size
+        self._lock = threading.Lock()
+        self.revoked: frozenset[str] = frozenset()
+
+    def _verifier(self, now: datetime) -> ClientVerifier:
+        # Device certificates often carry no SAN (iOS identities, enterprise templates), so the
+        # leaf policy is relaxed; the EKU is checked separately below. CA policy stays strict.
+        return (
+            PolicyBuilder()
+            .store(self._store)
+            .time(now)
+            .extension_policies(
+                ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all()
+            )
+            .build_client_verifier()
+        )
+
+    def set_revoked(self, serials: set[str] | frozenset[str]) -> None:
+        self.revoked = frozenset(serials)
+
+    def verify_der(self, der: bytes, extra_intermediates: list[x509.Certificate] | None = None) -> VerifiedCertificate:
+        fingerprint = hashlib.sha256(der).digest()
+        now = datetime.now(UTC)
+        with self._lock:
+            hit = self._cache.get(fingerprint)
+            if hit is not None:
+                self._cache.move_to_end(fingerprint)
+        if hit is None:
+            try:
+                cert = x509.load_der_x509_certificate(der)
+            except ValueError:
+                raise IdentityRejected("malformed", "client certificate is not valid DER") from None
+            hit = self._verify_chain(cert, fingerprint, now, extra_intermediates or [])
+            with self._lock:
+                self._cache[fingerprint] = hit
+                while len(self._cache) > self._cache_size:
+                    self._cache.popitem(last=False)
+        if hit.not_after < now:
+            raise IdentityRejected("expired", f"certificate {hit.serial_hex} expired at {hit.not_after.isoformat()}")
+        if hit.serial_hex in self.revoked:
+            raise IdentityRejected("revoked", f"certificate {hit.serial_hex} is revoked")
+        return hit
+
+    def verify(self, cert: x509.Certificate) -> VerifiedCertificate:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        return self.verify_der(cert.public_bytes(Encoding.DER))
+
+    def _verify_chain(
+        self, cert: x509.Certificate, fingerprint: bytes, now: datetime, extra: list[x509.Certificate]
+    ) -> VerifiedCertificate:
+        if cert.not_valid_after_utc < now:
+            raise IdentityRejected("expired", f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
+        if cert.not_valid_before_utc > now:
+            raise IdentityRejected("not_yet_valid", "certificate is not yet valid")
+        try:
+            self._verifier(now).verify(cert, self._intermediates + extra)
+        except VerificationError as exc:
+            raise IdentityRejected("untrusted", f"certificate does not chain to a trusted CA: {exc}") from None
+        try:
+            usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+        except x509.ExtensionNotFound:
+            usages = None
+        if usages is not None and not {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(usages):
+            raise IdentityRejected("wrong_usage", "certificate is not valid for client authentication (EKU)")
+        cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
+        return VerifiedCertificate(
+            certificate=cert,
+            fingerprint=fingerprint,
+            serial_hex=format(cert.serial_number, "x"),
+            not_after=cert.not_valid_after_utc,
+            subject_cn=str(cn[0].value) if cn else None,
+        )
