@@ -41,7 +41,8 @@ class ProfileSigner:
             certs = x509.load_pem_x509_certificates(cert_path.read_bytes())
         except FileNotFoundError:
             raise SigningError(
-                f"{cert_path}: the '{slot}' certificate is missing (run `mdm init` or `mdm certs set -t {slot}`)"
+                f"{cert_path}: the '{slot}' certificate is missing "
+                f"(run `mdm init` or `mdm certs set -t {slot}`)"
             ) from None
         except ValueError as exc:
             raise SigningError(f"{cert_path}: not a PEM certificate chain: {exc}") from None
