@@ -159,7 +159,7 @@ class DeviceGroupIn(Strict):
 
 # ---- commands -----------------------------------------------------------------------------------
 class CommandIn(Strict):
-    type: CommandTypeName
+    type: CommandTypeName  # type: ignore[valid-type]
     args: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -169,7 +169,7 @@ class GroupTarget(Strict):
 
 class BulkCommandIn(Strict):
     devices: list[int] | Literal["all"] | GroupTarget
-    type: CommandTypeName
+    type: CommandTypeName  # type: ignore[valid-type]
     args: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("devices")

@@ -25,7 +25,7 @@ from mdm.pki.slots import SLOTS, issue_server_certificate, slot_exists
 ADMIN_TOKEN_NAME = "admin"
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="prepare a data directory (config, database, CA, certificates, token)")
     add_data_dir(p)
     p.add_argument("--hostname", help="public host name (default: $MDM_HOSTNAME or this host's FQDN)")

@@ -17,7 +17,7 @@ from mdm.server.runtime import StartupError, running_pid, serve
 from mdm.server.tls import TLSFilesError
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="run the service (every enabled listener)")
     add_data_dir(p)
     p.add_argument("--json-logs", action="store_true", help="log JSON lines (logging.json)")

@@ -44,7 +44,9 @@ def journal(session: AsyncSession, command: Command, status: str, detail: str | 
 
 async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
     return await session.scalar(
-        select(Command).where(Command.device_id == device_id, Command.type == type_, Command.active)
+        select(Command).where(
+            Command.device_id == device_id, Command.type == type_, Command.active.is_(True)
+        )
     )
 
 

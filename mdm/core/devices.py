@@ -72,7 +72,9 @@ async def list_devices(
                 Device.identifier.ilike(like, escape="\\"),
             )
         )
-    rows = [(r[0], r[1]) for r in (await session.execute(stmt.limit(limit + 1))).all()]
+    rows: list[tuple[Device, str | None]] = [
+        (r[0], r[1]) for r in (await session.execute(stmt.limit(limit + 1))).all()
+    ]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1][0].id if more and rows else None)
@@ -81,7 +83,9 @@ async def list_devices(
 async def active_command_count(session: AsyncSession, device_id: int) -> int:
     return int(
         await session.scalar(
-            select(func.count()).select_from(Command).where(Command.device_id == device_id, Command.active)
+            select(func.count())
+            .select_from(Command)
+            .where(Command.device_id == device_id, Command.active.is_(True))
         )
         or 0
     )

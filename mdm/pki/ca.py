@@ -36,7 +36,7 @@ def random_serial() -> int:
     return secrets.randbits(127) | (1 << 126)
 
 
-def _sign_hash(key: PrivateKey) -> hashes.HashAlgorithm:
+def _sign_hash(key: PrivateKey) -> hashes.SHA256:
     return hashes.SHA256()
 
 
@@ -152,7 +152,7 @@ class CertificateAuthority:
         except ValueError as exc:
             raise CAError(f"{directory}: CA certificate is not valid PEM: {exc}") from None
         key = load_key(directory / ISSUING_KEY, passphrase)
-        if key.public_key().public_numbers() != issuing.public_key().public_numbers():  # type: ignore[operator]
+        if _spki(key.public_key()) != _spki(issuing.public_key()):
             raise CAError(f"{directory / ISSUING_KEY}: does not match {directory / ISSUING_CERT}")
         return cls(root, issuing, key)
 
@@ -264,6 +264,10 @@ def _ca_key_usage() -> x509.KeyUsage:
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
+    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
 def _pem(cert: x509.Certificate) -> bytes:

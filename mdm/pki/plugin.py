@@ -18,8 +18,8 @@ async def start_pki(ctx: ServerContext) -> None:
 
 
 def source(ctx: ServerContext) -> CertificateSource:
-    return ctx.services[SOURCE]  # type: ignore[no-any-return]
+    return ctx.services[SOURCE]
 
 
 def verifier(ctx: ServerContext) -> ClientCertVerifier:
-    return ctx.services[VERIFIER]  # type: ignore[no-any-return]
+    return ctx.services[VERIFIER]
