@@ -1,0 +1,116 @@
+"""Configuration sections owned by enrollment: ``[enroll]``, ``[smtp]`` and ``[apns]``.
+
+``[apns]`` only needs the push certificate here (its subject UID is the MDM ``Topic``); the push
+service may extend the section with its key and endpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from mdm.config import Config, register_section
+
+# Every AccessRights bit Apple defines (1 .. 4096).
+ALL_ACCESS_RIGHTS = 8191
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+def _url(value: str) -> str:
+    value = value.strip().rstrip("/")
+    if value and not value.startswith(("https://", "http://")):
+        raise ValueError("must be an absolute http(s):// URL")
+    return value
+
+
+class EnrollConfig(_Section):
+    # One-time links live a week by default: long enough for a user to open the mail on the
+    # device, short enough that a forgotten link stops being a key to the fleet.
+    link_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
+    # Device identity in the profile: a PKCS#12 issued by the internal CA, or a SCEP payload.
+    identity: Literal["pkcs12", "scep"] = "pkcs12"
+    # "legacy" (PBE-SHA1-3DES, SHA-1 MAC) is what every iOS version imports; "aes"
+    # (PBES2/PBKDF2-SHA256/AES-256-CBC, SHA-256 MAC) is refused by older Apple Security frameworks.
+    pkcs12_encryption: Literal["legacy", "aes"] = "legacy"
+    identity_validity_days: int = Field(default=365, ge=1, le=3650)
+    identity_key_bits: int = Field(default=2048, ge=2048, le=4096)
+    scep_challenge_ttl_seconds: int = Field(default=3600, ge=60, le=7 * 24 * 3600)
+    # Public URLs; empty means derived from `hostname` and the listener ports. Set them when a
+    # reverse proxy publishes the listeners under other names or ports.
+    server_url: str = ""  # com.apple.mdm ServerURL, default https://HOST[:PORT]/mdm/server
+    checkin_url: str = ""  # default https://HOST[:PORT]/mdm/checkin
+    scep_url: str = ""  # default https://HOST[:PORT]/scep
+    link_base_url: str = ""  # default https://HOST:WEB_HTTPS_PORT (http://... if HTTPS is off)
+    access_rights: int = Field(default=ALL_ACCESS_RIGHTS, ge=1, le=ALL_ACCESS_RIGHTS)
+    per_user_connections: bool = False
+    organization: str = Field(default="mdm", min_length=1, max_length=128)
+    # Reverse-DNS prefix of profile identifiers; default: the host name reversed.
+    profile_identifier_prefix: str = Field(default="", max_length=200, pattern=r"^[A-Za-z0-9.-]*$")
+
+    _urls = field_validator("server_url", "checkin_url", "scep_url", "link_base_url")(_url)
+
+    @field_validator("server_url", "checkin_url", "scep_url")
+    @classmethod
+    def _https(cls, value: str) -> str:
+        if value and not value.startswith("https://"):
+            raise ValueError("devices only accept https:// URLs here")
+        return value
+
+    @field_validator("access_rights")
+    @classmethod
+    def _rights(cls, value: int) -> int:
+        # Apple: "Specify '1' if you specify '2'. Specify '64' if you specify '128'."
+        if value & 2 and not value & 1:
+            raise ValueError("bit 2 (install profiles) requires bit 1 (inspect profiles)")
+        if value & 128 and not value & 64:
+            raise ValueError("bit 128 (install provisioning profiles) requires bit 64")
+        return value
+
+
+class SmtpConfig(_Section):
+    host: str = ""  # empty: e-mail delivery is off
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["starttls", "ssl", "none"] = "starttls"
+    username: str = ""
+    password_file: str = ""  # file holding the password (kept out of mdm.toml)
+    from_address: str = Field(default="", alias="from", max_length=320)
+    ca_file: str = ""  # CA bundle to verify the SMTP server; default: the system trust store
+    timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    subject: str = Field(default="Enroll your device", max_length=200)
+
+    @model_validator(mode="after")
+    def _complete(self) -> SmtpConfig:
+        if self.host and not self.from_address:
+            raise ValueError("from: required when host is set (the sender address)")
+        if self.password_file and not self.username:
+            raise ValueError("username: required when password_file is set")
+        return self
+
+
+class ApnsConfig(_Section):
+    # The MDM push certificate (PEM); its subject UID is the topic written into profiles.
+    certificate_file: str = ""
+
+
+register_section("enroll", EnrollConfig)
+register_section("smtp", SmtpConfig)
+register_section("apns", ApnsConfig)
+
+
+def enroll_config(config: Config) -> EnrollConfig:
+    section: EnrollConfig = config.section("enroll")
+    return section
+
+
+def smtp_config(config: Config) -> SmtpConfig:
+    section: SmtpConfig = config.section("smtp")
+    return section
+
+
+def apns_config(config: Config) -> ApnsConfig:
+    section: ApnsConfig = config.section("apns")
+    return section
