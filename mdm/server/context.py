@@ -22,6 +22,9 @@ class ServerContext:
     tls: dict[str, ReloadableContext] = field(default_factory=dict)
     # Feature services by name (e.g. "push.apns", "pki.issuer"); set by their start-up hooks.
     services: dict[str, Any] = field(default_factory=dict)
+    # Ports actually bound, by "listener:scheme" (e.g. "ios:https", "web:http"); differs from the
+    # configured port when that is 0 (ephemeral). Used to build URLs handed to devices.
+    bound_ports: dict[str, int] = field(default_factory=dict)
 
 
 CTX = web.AppKey("mdm_ctx", ServerContext)

@@ -182,6 +182,7 @@ class Server:
                 self.sites.append(site)
                 port = _actual_port(site) or b.port
                 self.bound.append((b, port))
+                ctx.bound_ports[f"{b.listener}:{'https' if b.tls else 'http'}"] = port
                 log.info(
                     "listening: %s on %s://%s:%d", b.listener, "https" if b.tls else "http", b.bind, port,
                     extra={"listener": b.listener, "port": port, "tls": b.tls},
