@@ -1,0 +1,150 @@
+"""Admin API: create, list, show and revoke enrollments (scope ``enroll``)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import datetime
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field
+
+from mdm.api.framework import PRINCIPAL_KEY
+from mdm.api.routes import router
+from mdm.db.models import utcnow
+from mdm.enroll import qr, service
+from mdm.enroll.tables import Enrollment, EnrollmentStatus
+from mdm.server.context import ctx_of
+
+StatusName = Literal["pending", "downloaded", "delivered", "expired", "revoked"]
+
+
+class EnrollmentIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    platform: str = Field(max_length=32, description='"ios" ("android" is not available yet: 422)')
+    user: str = Field(max_length=255, description="user name; created if it does not exist")
+    email: str | None = Field(default=None, max_length=320, description="send the link to this address")
+
+
+class MailStatus(BaseModel):
+    to: str
+    sent: bool
+    error: str | None = None
+
+
+class EnrollmentCreated(BaseModel):
+    id: int
+    uuid: str
+    platform: str
+    user: str
+    user_created: bool
+    status: str
+    url: str
+    expires_at: datetime
+    qr_png: str = Field(description="the URL as a QR code, base64-encoded PNG")
+    email: MailStatus | None = Field(description="e-mail delivery outcome; null when no address was given")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class EnrollmentOut(BaseModel):
+    id: int
+    uuid: str
+    platform: str
+    user: str
+    email: str | None
+    delivery: str
+    identity: str
+    status: StatusName
+    created_at: datetime
+    created_by: str | None
+    expires_at: datetime
+    downloaded_at: datetime | None
+    revoked_at: datetime | None
+    mailed_at: datetime | None
+    mdm_profile_identifier: str
+    cert_serial: str | None
+    device_id: int | None
+
+    @classmethod
+    def of(cls, e: Enrollment, user: str) -> EnrollmentOut:
+        status = e.status
+        if status == EnrollmentStatus.PENDING.value and service.as_utc(e.expires_at) <= utcnow():
+            status = EnrollmentStatus.EXPIRED.value  # the expiry worker has not caught up yet
+        return cls(
+            id=e.id, uuid=e.uuid, platform=e.platform, user=user, email=e.email, delivery=e.delivery,
+            identity=e.identity, status=status, created_at=service.as_utc(e.created_at),  # type: ignore[arg-type]
+            created_by=e.created_by, expires_at=service.as_utc(e.expires_at),
+            downloaded_at=e.downloaded_at and service.as_utc(e.downloaded_at),
+            revoked_at=e.revoked_at and service.as_utc(e.revoked_at),
+            mailed_at=e.mailed_at and service.as_utc(e.mailed_at),
+            mdm_profile_identifier=e.mdm_profile_identifier, cert_serial=e.cert_serial, device_id=e.device_id,
+        )
+
+
+class EnrollmentPage(BaseModel):
+    items: list[EnrollmentOut]
+    next_cursor: str | None
+
+
+class EnrollmentListQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    limit: int = Field(default=50, ge=1, le=500, description="page size (1..500)")
+    cursor: str | None = Field(default=None, max_length=32, pattern=r"^[0-9]+$")
+    user: str | None = Field(default=None, max_length=255)
+    status: StatusName | None = None
+
+
+def _who(request: web.Request) -> str:
+    return str(request[PRINCIPAL_KEY].name)
+
+
+@router.route("POST", "/enrollments", summary="Create an enrollment: a one-time profile link (+ QR, e-mail)",
+              tag="enrollments", scope="enroll", body=EnrollmentIn, response=EnrollmentCreated, status=201,
+              errors=(409, 422))
+async def create_enrollment(request: web.Request, body: EnrollmentIn) -> EnrollmentCreated:
+    ctx = ctx_of(request)
+    env = service.env_of(ctx)
+    created = await service.create_with_retry(
+        env, ctx.db, platform=body.platform, user=body.user, email=body.email, created_by=_who(request)
+    )
+    assert created.url is not None
+    png = await asyncio.to_thread(qr.png, created.url)
+    mail = None
+    if created.enrollment.email:
+        outcome = await service.mail_link(env, ctx.db, created, png)
+        mail = MailStatus(to=outcome.to, sent=outcome.sent, error=outcome.error)
+    e = created.enrollment
+    return EnrollmentCreated(
+        id=e.id, uuid=e.uuid, platform=e.platform, user=created.user.name, user_created=created.user_created,
+        status=e.status, url=created.url, expires_at=service.as_utc(e.expires_at),
+        qr_png=base64.b64encode(png).decode(), email=mail, warnings=list(created.warnings),
+    )
+
+
+@router.route("GET", "/enrollments", summary="List enrollments", tag="enrollments", scope="enroll",
+              query=EnrollmentListQuery, response=EnrollmentPage)
+async def list_enrollments(request: web.Request, query: EnrollmentListQuery) -> EnrollmentPage:
+    async with ctx_of(request).db.session() as session:
+        rows, next_id = await service.list_enrollments(
+            session, limit=query.limit, after_id=int(query.cursor) if query.cursor else None,
+            user=query.user, status=query.status,
+        )
+    return EnrollmentPage(items=[EnrollmentOut.of(e, u) for e, u in rows],
+                          next_cursor=None if next_id is None else str(next_id))
+
+
+@router.route("GET", "/enrollments/{id}", summary="Get one enrollment", tag="enrollments", scope="enroll",
+              response=EnrollmentOut)
+async def get_enrollment(request: web.Request, id: int) -> EnrollmentOut:
+    async with ctx_of(request).db.session() as session:
+        e, user = await service.get(session, id)
+    return EnrollmentOut.of(e, user)
+
+
+@router.route("DELETE", "/enrollments/{id}", summary="Revoke a pending enrollment link", tag="enrollments",
+              scope="enroll", response=EnrollmentOut, errors=(409,))
+async def revoke_enrollment(request: web.Request, id: int) -> EnrollmentOut:
+    async with ctx_of(request).db.transaction() as session:
+        e, user = await service.revoke(session, id, by=_who(request))
+    return EnrollmentOut.of(e, user)
