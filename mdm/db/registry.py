@@ -6,6 +6,7 @@ A package that adds tables adds its module here and an Alembic revision under mi
 from mdm.db import models
 from mdm.db.models import Base
 from mdm.enroll import tables as enroll_tables  # noqa: F401
+from mdm.ios import tables as ios_tables  # noqa: F401
 from mdm.pki import tables as pki_tables
 
 __all__ = ["metadata", "models", "pki_tables"]

@@ -1,0 +1,214 @@
+"""The command channel (``PUT /mdm/server``): record the device's report, hand out the next command.
+
+Order: priority, then age (queue row id). One command per response, as the plist
+``{"CommandUUID": ..., "Command": payload}``; an empty 200 when there is nothing to do.
+
+NotNow: the command stays queued with ``not_before`` = now + back-off and a re-push is scheduled
+for that time. Within the same exchange (the device's following non-Idle reports) deferred
+commands are skipped; the next ``Idle`` report starts a new exchange in which every queued
+command is offered again in its original order (the semantics real devices expect: NotNow means
+"not in this session"). A command delivered but never answered is offered again at the next Idle.
+
+Replays: a report is accepted only for a command of this device that is in flight (delivered and
+not yet answered). A report for a finished, deferred or never-delivered command is a replay or a
+confused device: 400, nothing changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import plistlib
+from typing import Any
+
+from sqlalchemy import bindparam, or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import commands, events, library
+from mdm.core.errors import InvalidArgument, ServiceError
+from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, DeviceStatus, Severity, utcnow
+from mdm.ios import inventory
+from mdm.ios.identity import Binding
+from mdm.ios.messages import CommandReport, MessageError, describe_errors, from_json_safe, to_json_safe
+from mdm.ios.push_seam import backoff, schedule_push
+from mdm.ios.service import IosService
+from mdm.ios.tables import IosDevice
+
+log = logging.getLogger("mdm.ios.channel")
+
+_q = CommandQueueEntry.__table__.c
+_c = Command.__table__.c
+_NEXT = (
+    select(_q.command_id)
+    .select_from(CommandQueueEntry.__table__.join(Command.__table__, _c.id == _q.command_id))
+    .where(_q.device_id == bindparam("device_id"), _c.status == CommandStatus.PROCESSING.value)
+    .order_by(_q.priority.desc(), _q.command_id)
+    .limit(1)
+)
+# Idle starts a new exchange: everything queued is eligible, in order.
+NEXT_ANY = _NEXT
+# Later in an exchange: commands deferred by NotNow wait for the next Idle (or their back-off).
+NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam("now")))
+
+MDM_PROFILE_REMOVAL = "RemoveProfile"
+
+
+class ReplayError(MessageError):
+    code = "replayed"
+
+
+class ChannelResult:
+    __slots__ = ("body",)
+
+    def __init__(self, body: bytes = b"") -> None:
+        self.body = body
+
+
+EMPTY = ChannelResult()
+
+
+async def handle(svc: IosService, binding: Binding, report: CommandReport) -> ChannelResult:
+    if report.is_idle:
+        if report.user_id:
+            return EMPTY  # no user-channel commands are queued by this service
+        return await _idle(svc, binding.device_id)
+    async with svc.db.transaction() as session:
+        await _record(svc, session, binding, report)
+        return await _next(session, binding.device_id, NEXT_READY)
+
+
+async def _idle(svc: IosService, device_id: int) -> ChannelResult:
+    hint = svc.hint
+    if hint.enabled and hint.known_empty(device_id):
+        return EMPTY
+    generation = hint.generation
+    async with svc.engine.connect() as conn:
+        command_id = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
+    if command_id is None:
+        hint.mark_empty(device_id, generation)
+        return EMPTY
+    async with svc.db.transaction() as session:
+        return await _next(session, device_id, NEXT_ANY)
+
+
+async def _next(session: AsyncSession, device_id: int, stmt: Any) -> ChannelResult:
+    """Deliver the first deliverable command (in the caller's transaction)."""
+    for _ in range(50):  # undeliverable commands are failed and skipped; bounded
+        command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
+        if command_id is None:
+            return EMPTY
+        command = await session.get(Command, command_id, with_for_update=True, populate_existing=True)
+        if command is None or command.status != CommandStatus.PROCESSING.value:
+            return EMPTY
+        body = await _encode(session, command, device_id)
+        if body is not None:
+            await commands.mark_delivered(session, command)
+            return ChannelResult(body)
+    return EMPTY
+
+
+async def _encode(session: AsyncSession, command: Command, device_id: int) -> bytes | None:
+    """The plist for the device, or None after failing a command that cannot be sent."""
+    payload = dict(command.payload or {})
+    if not payload:
+        payload = await _late_translation(session, command, device_id)
+    problem = None
+    if not isinstance(payload.get("RequestType"), str):
+        problem = f"no iOS translation for {command.type}; it cannot be sent"
+    else:
+        payload = from_json_safe(payload)
+        if payload["RequestType"] == "ClearPasscode" and "UnlockToken" not in payload:
+            ios = await session.get(IosDevice, device_id)
+            if ios is None or ios.unlock_token is None:
+                problem = "the device sent no UnlockToken; its passcode cannot be cleared"
+            else:
+                payload["UnlockToken"] = bytes(ios.unlock_token)
+    if problem is None:
+        try:
+            return plistlib.dumps({"CommandUUID": command.guid, "Command": payload}, fmt=plistlib.FMT_XML)
+        except (TypeError, ValueError, OverflowError) as exc:
+            problem = f"the command payload cannot be encoded as a property list: {exc}"
+    log.warning("command %s not sent: %s", command.guid, problem)
+    await commands.complete(session, command, success=False, info=problem)
+    return None
+
+
+async def _late_translation(session: AsyncSession, command: Command, device_id: int) -> dict[str, Any]:
+    """Commands queued before the iOS translator was registered are translated at delivery."""
+    if command.type == "Raw" and isinstance((command.args or {}).get("RequestType"), str):
+        return dict(command.args)
+    device = await session.get(Device, device_id)
+    if device is None or library.translator_for(device.protocol) is None:
+        return {}
+    try:
+        payload = library.translate(library.lookup(command.type), dict(command.args or {}), device)
+    except ServiceError as exc:
+        log.info("late translation of %s failed: %s", command.guid, exc.message)
+        return {}
+    command.payload = payload
+    return payload
+
+
+# ---- reports ----------------------------------------------------------------------------------
+
+
+async def _record(svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport) -> None:
+    assert report.command_uuid is not None
+    command = await session.scalar(
+        select(Command).where(Command.guid == report.command_uuid).with_for_update()
+    )
+    if command is None or command.device_id != binding.device_id:
+        raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")
+    entry = await session.get(CommandQueueEntry, command.id, with_for_update=True)
+    if entry is None or not entry.in_flight:
+        raise ReplayError(
+            f"command {command.guid} is not awaiting an answer ({command.status});"
+            " replayed or duplicate report",
+            command=command.guid,
+        )
+    if report.status == "NotNow":
+        delay = backoff(
+            entry.not_now_count + 1, svc.config.notnow_backoff_seconds, svc.config.notnow_backoff_max_seconds
+        )
+        await commands.defer(session, command, delay, f"device busy (NotNow); offered again after {delay}")
+        await schedule_push(session, binding.device_id, delay, "notnow")
+        return
+    data = to_json_safe(report.result)
+    if report.status == "Acknowledged":
+        await _acknowledged(session, binding, command, report)
+        await commands.complete(session, command, success=True, info="Acknowledged", data=data)
+    elif report.status == "CommandFormatError":
+        await commands.complete(
+            session,
+            command,
+            success=False,
+            info="CommandFormatError: the device could not parse the command",
+            data=data,
+        )
+    else:
+        await commands.complete(
+            session, command, success=False, info=f"Error: {describe_errors(report)}", data=data
+        )
+
+
+async def _acknowledged(
+    session: AsyncSession, binding: Binding, command: Command, report: CommandReport
+) -> None:
+    payload = command.payload or {}
+    request_type = inventory.request_type_of(report.result, payload.get("RequestType"))
+    if request_type is None:
+        return
+    device = await session.get(Device, binding.device_id, with_for_update=True)
+    if device is None:
+        return
+    inventory.apply_answer(session, device, request_type, report.result)
+    if request_type == "EraseDevice":
+        device.status = DeviceStatus.WIPED.value
+        events.emit(session, "device_wiped", Severity.WARNING, device_id=device.id, command=command.guid)
+    elif command.type == "Remove" or (
+        request_type == MDM_PROFILE_REMOVAL
+        and payload.get("Identifier") is not None
+        and payload.get("Identifier") == inventory.mdm_profile_identifier(device)
+    ):
+        device.status = DeviceStatus.UNMANAGED.value
+        device.push_valid = False
+        events.emit(session, "device_unmanaged", Severity.WARNING, device_id=device.id, command=command.guid)

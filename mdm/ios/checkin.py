@@ -1,0 +1,335 @@
+"""Check-in messages (``PUT /mdm/checkin``): enrollment, push tokens, check-out, bootstrap token.
+
+Every state change and its event happen in one transaction; identity problems raise
+``IdentityError`` before anything is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import commands, events
+from mdm.core.errors import Gone, NotFound
+from mdm.db.models import Command, Device, DeviceStatus, Protocol, Severity, utcnow
+from mdm.ios.identity import Identity, IdentityError
+from mdm.ios.inventory import apply_device_facts
+from mdm.ios.messages import CheckinMessage, dump_plist
+from mdm.ios.service import IosService
+from mdm.ios.tables import IosDevice, IosPushRequest
+from mdm.pki.tables import IssuedCertificateRecord
+
+PLIST = "application/xml"
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class CheckinResult:
+    body: bytes = b""
+    content_type: str | None = None
+    status: int = 200
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+    if msg.message_type == "Authenticate":
+        return await _authenticate_retrying(svc, identity, msg)
+    if msg.message_type == "UserAuthenticate" and not svc.config.user_authenticate_enabled:
+        raise Gone("UserAuthenticate is not enabled on this server (ios.user_authenticate_enabled)")
+    binding = await svc.binding_of(identity, msg.identifier)
+    svc.last_seen.touch(binding.device_id)
+    handler = _HANDLERS[msg.message_type]
+    async with svc.db.transaction() as session:
+        device = await session.get(Device, binding.device_id, with_for_update=True)
+        ios = await session.get(IosDevice, binding.device_id, with_for_update=True)
+        if device is None or ios is None:
+            raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
+        result = await handler(session, device, ios, msg)
+    if msg.message_type == "CheckOut":
+        svc.bindings.drop(identity.fingerprint)
+    return result
+
+
+# ---- Authenticate ----------------------------------------------------------------------------
+
+
+async def _authenticate_retrying(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+    try:
+        return await _authenticate(svc, identity, msg)
+    except IntegrityError:
+        # A concurrent Authenticate for the same UDID created the device first; this one updates it.
+        return await _authenticate(svc, identity, msg)
+
+
+async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+    cert = identity.cert
+    fingerprint = identity.fingerprint
+    old_fingerprint: bytes | None = None
+    async with svc.db.transaction() as session:
+        device = await session.scalar(
+            select(Device)
+            .where(Device.protocol == Protocol.IOS.value, Device.identifier == msg.identifier)
+            .with_for_update()
+        )
+        bound_to = await session.scalar(
+            select(IosDevice.device_id).where(IosDevice.cert_fingerprint == fingerprint)
+        )
+        if bound_to is not None and (device is None or bound_to != device.id):
+            raise IdentityError(
+                "identity_in_use",
+                "this certificate is already bound to another device",
+                serial=cert.serial_hex,
+            )
+        record = await session.scalar(
+            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
+        )
+        if (
+            record is not None
+            and record.device_id is not None
+            and (device is None or record.device_id != device.id)
+        ):
+            raise IdentityError(
+                "issued_to_other_device",
+                "this certificate was issued to another device",
+                serial=cert.serial_hex,
+            )
+        ios = await session.get(IosDevice, device.id, with_for_update=True) if device is not None else None
+        not_before = cert.certificate.not_valid_before_utc
+        if (
+            ios is not None
+            and ios.cert_fingerprint != fingerprint
+            and ios.cert_not_before is not None
+            and (not_before < _aware(ios.cert_not_before))
+        ):
+            # A replayed Authenticate signed with an identity older than the bound one.
+            raise IdentityError(
+                "stale_identity", "an older certificate cannot replace the bound one", serial=cert.serial_hex
+            )
+        enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
+        now = utcnow()
+        if device is None:
+            device = Device(
+                protocol=Protocol.IOS.value,
+                identifier=msg.identifier,
+                status=DeviceStatus.OK.value,
+                enrolled_at=now,
+                inventory={},
+                attributes={},
+            )
+            session.add(device)
+            await session.flush()
+        elif enrolled:
+            device.enrolled_at = now
+        apply_device_facts(device, msg.values)
+        device.status = DeviceStatus.OK.value
+        device.cert_serial = cert.serial_hex
+        device.cert_not_after = cert.not_after
+        attributes = dict(device.attributes or {})
+        attributes["topic"] = msg.get("Topic")
+        if msg.get("EnrollmentID"):
+            attributes["user_enrollment"] = True
+        device.attributes = attributes
+        if record is not None:
+            record.device_id = device.id
+            if record.user_id is not None and device.user_id is None:
+                device.user_id = record.user_id
+        if ios is None:
+            session.add(
+                IosDevice(
+                    device_id=device.id,
+                    cert_fingerprint=fingerprint,
+                    cert_not_before=not_before,
+                    topic=msg.get("Topic"),
+                    awaiting_configuration=False,
+                    bound_at=now,
+                    updated_at=now,
+                )
+            )
+        else:
+            old_fingerprint = ios.cert_fingerprint
+            ios.cert_fingerprint = fingerprint
+            ios.cert_not_before = not_before
+            ios.topic = msg.get("Topic")
+            ios.bound_at = ios.updated_at = now
+        events.emit(
+            session,
+            "device_enrolled" if enrolled else "device_reauthenticated",
+            device_id=device.id,
+            user_id=device.user_id,
+            identifier=device.identifier,
+            serial_number=device.serial_number,
+            model=device.model,
+            os_version=device.os_version,
+            cert_serial=cert.serial_hex,
+            identity_source=identity.source,
+        )
+        device_id = device.id
+    svc.bindings.drop(old_fingerprint)
+    svc.bindings.drop(fingerprint)
+    svc.hint.invalidate(device_id)
+    svc.last_seen.touch(device_id)
+    return CheckinResult()
+
+
+# ---- bound messages ---------------------------------------------------------------------------
+
+
+async def _token_update(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    token = msg.values["Token"]
+    magic = msg.values["PushMagic"]
+    now = utcnow()
+    if msg.user_id:
+        attributes = dict(device.attributes or {})
+        channels = dict(attributes.get("user_channels") or {})
+        channels[msg.user_id[:255]] = {
+            "short_name": msg.get("UserShortName"),
+            "long_name": msg.get("UserLongName"),
+            "push_token": token.hex(),
+            "push_magic": magic,
+            "updated_at": now.isoformat(),
+        }
+        attributes["user_channels"] = channels
+        device.attributes = attributes
+        events.emit(
+            session, "push_token_updated", device_id=device.id, channel="user", user_id_apple=msg.user_id
+        )
+        return CheckinResult()
+    token_hex = token.hex()
+    changed = token_hex != device.push_token or magic != device.push_magic or not device.push_valid
+    device.push_token = token_hex
+    device.push_magic = magic[:255]
+    device.push_valid = True
+    if changed:
+        device.push_changed_at = now
+    if msg.get("UnlockToken") is not None:
+        ios.unlock_token = msg.values["UnlockToken"]
+    if msg.get("AwaitingConfiguration") is not None:
+        ios.awaiting_configuration = bool(msg.values["AwaitingConfiguration"])
+    ios.updated_at = now
+    events.emit(
+        session,
+        "push_token_updated",
+        device_id=device.id,
+        channel="device",
+        changed=changed,
+        unlock_token=msg.get("UnlockToken") is not None,
+    )
+    return CheckinResult()
+
+
+async def _check_out(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    active = (
+        await session.scalars(
+            select(Command)
+            .where(Command.device_id == device.id, Command.active.is_(True))
+            .order_by(Command.id)
+        )
+    ).all()
+    for command in active:
+        await commands.complete(
+            session, command, success=False, info="device checked out (MDM profile removed)"
+        )
+    device.status = DeviceStatus.UNMANAGED.value
+    device.push_valid = False
+    device.push_changed_at = utcnow()
+    await session.execute(delete(IosPushRequest).where(IosPushRequest.device_id == device.id))
+    await session.delete(ios)
+    events.emit(
+        session,
+        "device_unenrolled",
+        Severity.WARNING,
+        device_id=device.id,
+        user_id=device.user_id,
+        identifier=device.identifier,
+        commands_failed=len(active),
+    )
+    return CheckinResult()
+
+
+async def _set_bootstrap(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    token = msg.get("BootstrapToken")
+    ios.bootstrap_token = token
+    ios.bootstrap_token_at = utcnow() if token is not None else None
+    ios.updated_at = utcnow()
+    events.emit(
+        session,
+        "bootstrap_token_set" if token is not None else "bootstrap_token_cleared",
+        device_id=device.id,
+    )
+    return CheckinResult()
+
+
+async def _get_bootstrap(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    if ios.bootstrap_token is None:
+        return CheckinResult()
+    events.emit(session, "bootstrap_token_escrow_read", device_id=device.id)
+    return CheckinResult(dump_plist({"BootstrapToken": bytes(ios.bootstrap_token)}), PLIST)
+
+
+async def _user_authenticate(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    # Enabled: no digest authentication is demanded (an empty DigestChallenge says so).
+    attributes = dict(device.attributes or {})
+    users = dict(attributes.get("user_channels") or {})
+    entry = dict(users.get(msg.user_id or "", {}))
+    entry.update(
+        short_name=msg.get("UserShortName"),
+        long_name=msg.get("UserLongName"),
+        authenticated_at=utcnow().isoformat(),
+    )
+    users[(msg.user_id or "")[:255]] = entry
+    attributes["user_channels"] = users
+    device.attributes = attributes
+    if msg.get("DigestResponse") is None:
+        return CheckinResult(dump_plist({"DigestChallenge": ""}), PLIST)
+    return CheckinResult()
+
+
+async def _declarative(
+    session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
+) -> CheckinResult:
+    # Declarative management is acknowledged with an empty declaration set; full DDM is later work.
+    endpoint = str(msg.values["Endpoint"])
+    body: dict[str, Any]
+    token = hashlib.sha256(b"mdm-ddm-empty").hexdigest()
+    if endpoint == "tokens":
+        body = {"SyncTokens": {"DeclarationsToken": token, "Timestamp": "2024-01-01T00:00:00Z"}}
+    elif endpoint == "declaration-items":
+        body = {
+            "Declarations": {"Activations": [], "Assets": [], "Configurations": [], "Management": []},
+            "DeclarationsToken": token,
+        }
+    elif endpoint == "status":
+        return CheckinResult()
+    else:
+        raise NotFound(f"no declaration at {endpoint[:128]!r}")
+    return CheckinResult(json.dumps(body).encode(), JSON)
+
+
+_HANDLERS = {
+    "TokenUpdate": _token_update,
+    "CheckOut": _check_out,
+    "SetBootstrapToken": _set_bootstrap,
+    "GetBootstrapToken": _get_bootstrap,
+    "UserAuthenticate": _user_authenticate,
+    "DeclarativeManagement": _declarative,
+}

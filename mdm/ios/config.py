@@ -1,0 +1,38 @@
+"""The ``[ios]`` configuration section (iOS check-in and command channel)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from mdm.config import register_section
+
+SECTION = "ios"
+
+
+class IosConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # UserAuthenticate (user channel on macOS / Shared iPad) is declined with 410 unless enabled.
+    user_authenticate_enabled: bool = False
+    # Largest request body accepted on /mdm/checkin and /mdm/server (413 above it).
+    max_body_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
+    # NotNow: the re-push is scheduled after base * 2^(n-1) seconds, at most max.
+    notnow_backoff_seconds: float = Field(default=60.0, ge=0)
+    notnow_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    # Mdm-Signature with a CMS signingTime older than this (or this far in the future) is a replay.
+    signature_max_age: float = Field(default=600.0, ge=1)
+    # last_seen_at is written behind, in batches, this often.
+    last_seen_flush_seconds: float = Field(default=5.0, gt=0, le=300)
+    # Bounded caches of the hot path (entries).
+    identity_cache_size: int = Field(default=100_000, ge=16)
+    # How long a certificate -> device binding is trusted from the cache (other replicas may rebind).
+    binding_cache_seconds: float = Field(default=60.0, ge=0)
+    # "This device's queue is empty" hint, invalidated on enqueue in this process and (PostgreSQL)
+    # by NOTIFY from other replicas. 0 disables the hint: one indexed query per idle poll.
+    queue_hint_seconds: float = Field(default=30.0, ge=0)
+    # Nesting depth / node count limits for plists from devices.
+    max_plist_depth: int = Field(default=32, ge=4, le=256)
+    max_plist_nodes: int = Field(default=200_000, ge=100)
+
+
+register_section(SECTION, IosConfig)

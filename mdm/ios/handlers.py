@@ -1,0 +1,113 @@
+"""Thin aiohttp handlers of the iOS listener: read a bounded body, identify the sender, parse,
+call the service, write the answer."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from mdm.ios import channel, checkin
+from mdm.ios.identity import (
+    CLIENT_CERT_CHAIN_HEADER,
+    CLIENT_CERT_HEADER,
+    SIGNATURE_HEADER,
+    Identity,
+    IdentityError,
+)
+from mdm.ios.messages import load_plist, parse_checkin, parse_report
+from mdm.ios.service import IosService
+
+SERVICE = web.AppKey("mdm_ios_service", IosService)
+CHECKIN_PATH = "/mdm/checkin"
+SERVER_PATH = "/mdm/server"
+PLIST_TYPE = "application/xml; charset=utf-8"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit`` (never buffering more)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def _peer(request: web.Request) -> str | None:
+    transport = request.transport
+    peername = transport.get_extra_info("peername") if transport is not None else None
+    return str(peername[0]) if peername else None
+
+
+def identify(svc: IosService, request: web.Request, body: bytes) -> Identity:
+    headers = request.headers
+    signature = headers.get(SIGNATURE_HEADER)
+    tls_der = None
+    if signature is None:
+        transport = request.transport
+        ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+        if ssl_object is not None:
+            tls_der = ssl_object.getpeercert(binary_form=True)
+    return svc.resolver.identify(
+        body,
+        signature=signature,
+        tls_der=tls_der,
+        client_cert=headers.get(CLIENT_CERT_HEADER),
+        client_cert_chain=headers.get(CLIENT_CERT_CHAIN_HEADER),
+        peer=_peer(request),
+    )
+
+
+async def _rejected(
+    svc: IosService, request: web.Request, exc: IdentityError, identifier: str | None
+) -> None:
+    await svc.identity_rejected(exc, peer=_peer(request), path=request.path, identifier=identifier)
+
+
+async def checkin_handler(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    cfg = svc.config
+    body = await read_body(request, cfg.max_body_bytes)
+    message = parse_checkin(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
+    try:
+        identity = identify(svc, request, body)
+        result = await checkin.handle(svc, identity, message)
+    except IdentityError as exc:
+        await _rejected(svc, request, exc, message.identifier)
+        raise
+    return web.Response(status=result.status, body=result.body, content_type=result.content_type)
+
+
+async def server_handler(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE]
+    cfg = svc.config
+    body = await read_body(request, cfg.max_body_bytes)
+    report = parse_report(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
+    try:
+        identity = identify(svc, request, body)
+        binding = await svc.binding_of(identity, report.identifier)
+    except IdentityError as exc:
+        await _rejected(svc, request, exc, report.identifier)
+        raise
+    svc.last_seen.touch(binding.device_id)
+    try:
+        result = await channel.handle(svc, binding, report)
+    except channel.ReplayError as exc:
+        await svc.message_rejected("replay", exc.message, device_id=binding.device_id, path=request.path)
+        raise
+    if not result.body:
+        return web.Response()
+    return web.Response(body=result.body, headers={"Content-Type": PLIST_TYPE})
+
+
+def install_routes(app: web.Application, svc: IosService) -> None:
+    app[SERVICE] = svc
+    app.router.add_put(CHECKIN_PATH, checkin_handler)
+    app.router.add_put(SERVER_PATH, server_handler)

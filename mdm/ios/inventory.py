@@ -1,0 +1,246 @@
+"""Command answers that describe the device become its inventory (DESIGN §3, issue item 6).
+
+Each part is stored as ``Device.inventory[part] = {"refreshed_at": iso, "values"|"items": ...}``;
+DeviceInformation also fills the device's columns (name, model, OS, serial, IMEI, phone number).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography import x509
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events
+from mdm.db.models import Device, utcnow
+from mdm.ios.messages import to_json_safe
+
+# Report key holding the answer, per RequestType.
+ANSWER_KEYS = {
+    "DeviceInformation": "QueryResponses",
+    "SecurityInfo": "SecurityInfo",
+    "InstalledApplicationList": "InstalledApplicationList",
+    "ManagedApplicationList": "ManagedApplicationList",
+    "ProfileList": "ProfileList",
+    "CertificateList": "CertificateList",
+}
+PART_NAMES = {
+    "DeviceInformation": "device_info",
+    "SecurityInfo": "security",
+    "InstalledApplicationList": "apps",
+    "ManagedApplicationList": "managed_apps",
+    "ProfileList": "profiles",
+    "CertificateList": "certificates",
+}
+MDM_PAYLOAD_TYPE = "com.apple.mdm"
+_COLUMN_LIMITS = {
+    "name": 255,
+    "model": 255,
+    "os_version": 64,
+    "build_version": 64,
+    "serial_number": 128,
+    "imei": 64,
+    "phone_number": 64,
+    "os_name": 64,
+}
+
+
+def request_type_of(result: dict[str, Any], payload_type: str | None) -> str | None:
+    """The RequestType this answer belongs to: the command's own, else guessed from the keys."""
+    if payload_type:
+        return payload_type
+    declared = result.get("RequestType")
+    if isinstance(declared, str):
+        return declared
+    for request_type, key in ANSWER_KEYS.items():
+        if key in result:
+            return request_type
+    return None
+
+
+def os_name_for(product: str | None, os_version: str | None) -> str | None:
+    if not product:
+        return None
+    major = 0
+    if os_version:
+        head = os_version.split(".", 1)[0]
+        major = int(head) if head.isdigit() else 0
+    if product.startswith("iPad"):
+        return "iPadOS" if major >= 13 else "iOS"
+    if product.startswith(("iPhone", "iPod")):
+        return "iOS"
+    if product.startswith(("AppleTV",)):
+        return "tvOS"
+    if product.startswith("Watch"):
+        return "watchOS"
+    if product.startswith(("RealityDevice",)):
+        return "visionOS"
+    if "Mac" in product:
+        return "macOS"
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value != "" else None
+
+
+def set_column(device: Device, column: str, value: Any) -> None:
+    text = _str(value)
+    if text is not None:
+        setattr(device, column, text[: _COLUMN_LIMITS[column]])
+
+
+def apply_device_facts(device: Device, facts: dict[str, Any]) -> None:
+    """Authenticate and DeviceInformation share the key names of the facts they carry."""
+    set_column(device, "name", facts.get("DeviceName"))
+    set_column(device, "model", facts.get("ProductName") or facts.get("Model"))
+    set_column(device, "os_version", facts.get("OSVersion"))
+    set_column(device, "build_version", facts.get("BuildVersion"))
+    set_column(device, "serial_number", facts.get("SerialNumber"))
+    set_column(device, "imei", facts.get("IMEI"))
+    set_column(device, "phone_number", facts.get("PhoneNumber"))
+    os_name = os_name_for(_str(facts.get("ProductName")) or device.model, device.os_version)
+    if os_name:
+        device.os_name = os_name
+    attributes = dict(device.attributes or {})
+    for key, attr in (("MEID", "meid"), ("ModelName", "model_name"), ("Model", "model_number")):
+        if _str(facts.get(key)):
+            attributes[attr] = str(facts[key])[:255]
+    device.attributes = attributes
+
+
+def _certificate_item(entry: dict[str, Any]) -> dict[str, Any]:
+    item: dict[str, Any] = {
+        "common_name": _str(entry.get("CommonName")),
+        "is_identity": bool(entry.get("IsIdentity", False)),
+    }
+    data = entry.get("Data")
+    if isinstance(data, bytes):
+        try:
+            cert = x509.load_der_x509_certificate(data)
+            item.update(
+                subject=cert.subject.rfc4514_string(),
+                issuer=cert.issuer.rfc4514_string(),
+                serial=format(cert.serial_number, "x"),
+                not_before=cert.not_valid_before_utc.isoformat(),
+                not_after=cert.not_valid_after_utc.isoformat(),
+            )
+        except ValueError:
+            item["error"] = "certificate data is not valid DER"
+    return item
+
+
+def _profile_item(entry: dict[str, Any]) -> dict[str, Any]:
+    keep = (
+        "PayloadIdentifier",
+        "PayloadUUID",
+        "PayloadDisplayName",
+        "PayloadDescription",
+        "PayloadOrganization",
+        "PayloadVersion",
+        "IsManaged",
+        "IsEncrypted",
+        "HasRemovalPasscode",
+        "PayloadRemovalDisallowed",
+    )
+    item = {k: to_json_safe(entry[k]) for k in keep if k in entry}
+    content = entry.get("PayloadContent")
+    payloads = []
+    if isinstance(content, list):
+        for p in content:
+            if isinstance(p, dict):
+                payloads.append(
+                    {
+                        k: to_json_safe(p[k])
+                        for k in ("PayloadType", "PayloadIdentifier", "PayloadDisplayName", "PayloadUUID")
+                        if k in p
+                    }
+                )
+    item["payloads"] = payloads
+    return item
+
+
+def _dict_items(answer: Any) -> list[Any]:
+    return [a for a in answer if isinstance(a, dict)] if isinstance(answer, list) else []
+
+
+def _apps(answer: Any) -> dict[str, Any]:
+    return {"items": [to_json_safe(a) for a in _dict_items(answer)]}
+
+
+def _managed_apps(answer: Any) -> dict[str, Any]:
+    items = []
+    if isinstance(answer, dict):
+        for bundle, info in answer.items():
+            entry = {"Identifier": bundle}
+            if isinstance(info, dict):
+                entry.update(to_json_safe(info))
+            items.append(entry)
+    return {"items": items}
+
+
+def _profiles(answer: Any) -> dict[str, Any]:
+    return {"items": [_profile_item(p) for p in _dict_items(answer)]}
+
+
+def _certificates(answer: Any) -> dict[str, Any]:
+    return {"items": [_certificate_item(c) for c in _dict_items(answer)]}
+
+
+def _values(answer: Any) -> dict[str, Any]:
+    return {"values": to_json_safe(answer) if isinstance(answer, dict) else {}}
+
+
+_BUILDERS: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "DeviceInformation": _values,
+    "SecurityInfo": _values,
+    "InstalledApplicationList": _apps,
+    "ManagedApplicationList": _managed_apps,
+    "ProfileList": _profiles,
+    "CertificateList": _certificates,
+}
+
+
+def mdm_profile_identifier(device: Device) -> str | None:
+    """The identifier of the installed profile that carries the com.apple.mdm payload."""
+    known = (device.attributes or {}).get("mdm_profile_identifier")
+    if isinstance(known, str):
+        return known
+    profiles = ((device.inventory or {}).get("profiles") or {}).get("items") or []
+    for profile in profiles:
+        if any(p.get("PayloadType") == MDM_PAYLOAD_TYPE for p in profile.get("payloads", [])):
+            ident = profile.get("PayloadIdentifier")
+            return ident if isinstance(ident, str) else None
+    return None
+
+
+def apply_answer(session: AsyncSession, device: Device, request_type: str, result: dict[str, Any]) -> bool:
+    """Store an acknowledged inventory answer; False when the RequestType is not inventory."""
+    builder = _BUILDERS.get(request_type)
+    if builder is None:
+        return False
+    answer = result.get(ANSWER_KEYS[request_type])
+    part = PART_NAMES[request_type]
+    entry = builder(answer)
+    entry["refreshed_at"] = utcnow().isoformat()
+    if request_type == "DeviceInformation" and isinstance(answer, dict):
+        apply_device_facts(device, answer)
+    if request_type == "ProfileList":
+        for profile in entry["items"]:
+            if any(p.get("PayloadType") == MDM_PAYLOAD_TYPE for p in profile["payloads"]):
+                attributes = dict(device.attributes or {})
+                attributes["mdm_profile_identifier"] = profile.get("PayloadIdentifier")
+                device.attributes = attributes
+    inventory = dict(device.inventory or {})
+    inventory[part] = entry
+    device.inventory = inventory
+    count = len(entry.get("items", entry.get("values", {})))
+    events.emit(session, "inventory_updated", device_id=device.id, part=part, count=count)
+    return True
+
+
+def parse_time(value: str) -> datetime:
+    when = datetime.fromisoformat(value)
+    return when if when.tzinfo else when.replace(tzinfo=UTC)

@@ -1,0 +1,145 @@
+"""The iOS service object built at start-up: configuration, caches and the binding look-up that
+every check-in and command-channel request goes through."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mdm.core import events
+from mdm.db.engine import Database
+from mdm.db.models import Device, Protocol, Severity, utcnow
+from mdm.ios.config import IosConfig
+from mdm.ios.identity import Binding, BindingCache, Identity, IdentityError, IdentityResolver
+from mdm.ios.state import LastSeen, QueueHint
+from mdm.ios.tables import IosDevice
+from mdm.pki.tables import CertStatus, IssuedCertificateRecord
+
+log = logging.getLogger("mdm.ios")
+
+_devices = Device.__table__.c
+_ios = IosDevice.__table__.c
+# Built once: the hot path's only query when the binding is not cached.
+BINDING_STMT = (
+    select(_devices.id, _devices.identifier, _devices.status)
+    .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
+    .where(_ios.cert_fingerprint == bindparam("fp"))
+)
+
+
+@dataclass
+class IosService:
+    db: Database
+    config: IosConfig
+    resolver: IdentityResolver
+    bindings: BindingCache
+    hint: QueueHint
+    last_seen: LastSeen = field(default_factory=LastSeen)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def engine(self) -> AsyncEngine:
+        return self.db.engine
+
+    async def binding_of(self, identity: Identity, identifier: str) -> Binding:
+        """The enrollment this certificate is bound to; it must be the one the message names."""
+        fingerprint = identity.fingerprint
+        binding = self.bindings.get(fingerprint)
+        if binding is None:
+            async with self.engine.connect() as conn:
+                row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
+            if row is not None:
+                binding = self.bindings.put(fingerprint, row.id, row.identifier, row.status)
+            else:
+                binding = await self._renewed(identity, identifier)
+        if binding.identifier != identifier:
+            raise IdentityError(
+                "mismatch",
+                "the certificate is bound to another device than the one this message names",
+                serial=identity.cert.serial_hex,
+            )
+        return binding
+
+    async def _renewed(self, identity: Identity, identifier: str) -> Binding:
+        """A certificate we issued to this very device (renewal) takes over its binding."""
+        cert = identity.cert
+        async with self.db.transaction() as session:
+            device = await session.scalar(
+                select(Device).where(Device.protocol == Protocol.IOS.value, Device.identifier == identifier)
+            )
+            ios = await session.get(IosDevice, device.id, with_for_update=True) if device else None
+            record = await session.scalar(
+                select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
+            )
+            if (
+                device is None
+                or ios is None
+                or record is None
+                or record.device_id != device.id
+                or (record.status != CertStatus.VALID.value)
+            ):
+                raise IdentityError(
+                    "unbound",
+                    "this certificate is not bound to an enrollment (send Authenticate first)",
+                    serial=cert.serial_hex,
+                )
+            old = ios.cert_fingerprint
+            ios.cert_fingerprint = identity.fingerprint
+            ios.cert_not_before = cert.certificate.not_valid_before_utc
+            ios.updated_at = utcnow()
+            device.cert_serial = cert.serial_hex
+            device.cert_not_after = cert.not_after
+            events.emit(session, "device_identity_renewed", device_id=device.id, serial=cert.serial_hex)
+            binding = Binding(device.id, device.identifier, device.status, 0.0)
+        self.bindings.drop(old)
+        return self.bindings.put(identity.fingerprint, binding.device_id, binding.identifier, binding.status)
+
+    async def identity_rejected(
+        self, exc: IdentityError, *, peer: str | None, path: str, identifier: str | None
+    ) -> None:
+        """One security event per rejection, in a transaction of its own."""
+        log.warning("iOS identity rejected (%s): %s [peer %s, %s]", exc.reason, exc.message, peer, path)
+        try:
+            async with self.db.transaction() as session:
+                device_id = None
+                if identifier:
+                    device_id = await session.scalar(
+                        select(Device.id).where(
+                            Device.protocol == Protocol.IOS.value, Device.identifier == identifier
+                        )
+                    )
+                events.emit(
+                    session,
+                    "security_identity_rejected",
+                    Severity.WARNING,
+                    device_id=device_id,
+                    reason=exc.reason,
+                    message=exc.message,
+                    peer=peer,
+                    path=path,
+                    identifier=identifier,
+                    **{k: v for k, v in exc.details.items() if k != "reason"},
+                )
+        except Exception:
+            log.exception("could not record the security event")
+
+    async def message_rejected(self, reason: str, message: str, *, device_id: int, path: str) -> None:
+        """A well-identified device sent something that is not acceptable now (e.g. a replay)."""
+        log.warning("iOS message rejected (%s): %s [device %s, %s]", reason, message, device_id, path)
+        try:
+            async with self.db.transaction() as session:
+                events.emit(
+                    session,
+                    "security_message_rejected",
+                    Severity.WARNING,
+                    device_id=device_id,
+                    reason=reason,
+                    message=message,
+                    path=path,
+                )
+        except Exception:
+            log.exception("could not record the security event")

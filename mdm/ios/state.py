@@ -1,0 +1,143 @@
+"""Process-local, bounded state that keeps the idle poll cheap.
+
+``QueueHint``: "device N had nothing to deliver" for a few seconds, so an idle poll of an empty
+queue needs no query at all. Enqueueing anywhere in this process clears the device's hint (an
+ORM ``after_insert`` listener on the queue table) and bumps a generation counter, so a query
+that raced with an enqueue never stores a stale "empty". Other replicas clear it through
+PostgreSQL ``NOTIFY`` (``notify.py``); without that (SQLite, or a lost listener connection) a
+stale hint delays delivery by at most ``ios.queue_hint_seconds``, until the next poll after expiry.
+
+``LastSeen``: ``last_seen_at`` is written behind, in one batched statement every few seconds.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections import OrderedDict
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import bindparam, event, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.orm import Session, object_session
+
+from mdm.db.models import CommandQueueEntry, Device, utcnow
+
+
+class QueueHint:
+    def __init__(self, ttl: float, size: int) -> None:
+        self.ttl = ttl
+        self.size = size
+        self.generation = 0
+        self._empty: OrderedDict[int, float] = OrderedDict()
+        _HINTS.add(self)
+
+    @property
+    def enabled(self) -> bool:
+        return self.ttl > 0
+
+    def known_empty(self, device_id: int) -> bool:
+        until = self._empty.get(device_id)
+        if until is None:
+            return False
+        if until < time.monotonic():
+            del self._empty[device_id]
+            return False
+        return True
+
+    def mark_empty(self, device_id: int, generation: int) -> None:
+        """Record an empty queue seen by a query that started at ``generation``."""
+        if not self.enabled or generation != self.generation:
+            return
+        self._empty[device_id] = time.monotonic() + self.ttl
+        self._empty.move_to_end(device_id)
+        if len(self._empty) > self.size:
+            self._empty.popitem(last=False)
+
+    def invalidate(self, device_id: int) -> None:
+        self.generation += 1
+        self._empty.pop(device_id, None)
+
+    def clear(self) -> None:
+        self.generation += 1
+        self._empty.clear()
+
+    def __len__(self) -> int:
+        return len(self._empty)
+
+
+_HINTS: weakref.WeakSet[QueueHint] = weakref.WeakSet()
+
+
+def invalidate_everywhere(device_id: int) -> None:
+    for hint in list(_HINTS):
+        hint.invalidate(device_id)
+
+
+QUEUED_KEY = "mdm_ios_queued_devices"
+NOTIFY_KEY = "mdm_ios_notify_devices"
+
+
+@event.listens_for(CommandQueueEntry, "after_insert")
+def _queued(_mapper: Any, _connection: Any, target: CommandQueueEntry) -> None:
+    # Clear now (this process) and again at commit: a poll that queried between this flush and
+    # the commit saw no row, and the commit-time clear removes the "empty" it may have stored.
+    invalidate_everywhere(target.device_id)
+    session = object_session(target)
+    if session is not None:
+        session.info.setdefault(QUEUED_KEY, set()).add(target.device_id)
+        session.info.setdefault(NOTIFY_KEY, set()).add(target.device_id)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    for device_id in session.info.pop(QUEUED_KEY, ()):
+        invalidate_everywhere(device_id)
+
+
+@event.listens_for(Session, "after_rollback")
+def _rolled_back(session: Session) -> None:
+    session.info.pop(QUEUED_KEY, None)
+    session.info.pop(NOTIFY_KEY, None)
+
+
+class LastSeen:
+    """device id -> last time seen, flushed in batches (bounded by the devices seen per interval)."""
+
+    _STMT = (
+        update(Device)
+        .where(Device.id == bindparam("b_id"))
+        .values(last_seen_at=bindparam("b_at"))
+    )
+
+    def __init__(self) -> None:
+        self._pending: dict[int, datetime] = {}
+        self._now: datetime = utcnow()
+        self._now_at = 0.0
+
+    def touch(self, device_id: int) -> None:
+        # utcnow() costs more than the rest of this; a 100 ms granularity is plenty.
+        mono = time.monotonic()
+        if mono - self._now_at > 0.1:
+            self._now = utcnow()
+            self._now_at = mono
+        self._pending[device_id] = self._now
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    async def flush(self, engine: AsyncEngine) -> int:
+        if not self._pending:
+            return 0
+        batch, self._pending = self._pending, {}
+        rows = [{"b_id": device_id, "b_at": at} for device_id, at in batch.items()]
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(self._STMT, rows)
+        except BaseException:
+            # Keep what was not written (newer touches win) and let the caller log/retry.
+            for device_id, at in batch.items():
+                self._pending.setdefault(device_id, at)
+            raise
+        return len(rows)
