@@ -1,0 +1,123 @@
+"""SCEP challenge passwords: one-time dynamic challenges and the optional static one.
+
+A dynamic challenge is 128 random bits (32 hex characters: PrintableString-safe, which matters
+because clients put it into the CSR's challengePassword as a PrintableString). Only its SHA-256
+is stored; lookup is by an 8-character prefix, then a constant-time comparison of the hashes.
+Consumption is one conditional UPDATE, so of two concurrent uses exactly one succeeds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import delete, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core.errors import InvalidArgument
+from mdm.scep.tables import ScepChallenge
+
+PREFIX_LEN = 8
+SECRET_HEX_LEN = 32
+MAX_TTL_SECONDS = 90 * 86400
+
+
+def _hash(challenge: str) -> bytes:
+    return hashlib.sha256(challenge.encode()).digest()
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
+
+
+async def create_challenge(
+    session: AsyncSession, *, user_id: int | None, purpose: str, ttl_seconds: int
+) -> str:
+    """Create a one-time SCEP challenge in the caller's transaction and return it (shown once).
+
+    ``purpose`` says what it was made for (e.g. ``"ios-enrollment:42"``), for audit; ``user_id``
+    is the owner of the certificate issued with it. Valid for ``ttl_seconds`` (1 s - 90 days).
+    """
+    if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
+        raise InvalidArgument(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
+    if not purpose or len(purpose) > 64:
+        raise InvalidArgument("purpose must be 1-64 characters")
+    secret = secrets.token_hex(SECRET_HEX_LEN // 2)
+    now = datetime.now(UTC)
+    session.add(
+        ScepChallenge(
+            prefix=secret[:PREFIX_LEN],
+            secret_hash=_hash(secret),
+            purpose=purpose,
+            user_id=user_id,
+            created_at=now,
+            expires_at=now + timedelta(seconds=ttl_seconds),
+        )
+    )
+    await session.flush()
+    return secret
+
+
+@dataclass(frozen=True)
+class ChallengeMatch:
+    """Which challenge a password matched. ``id`` is None for the static challenge."""
+
+    id: int | None
+    user_id: int | None
+    purpose: str
+    problem: str | None  # "used" / "expired" for a dynamic challenge that can no longer be used
+
+
+STATIC = ChallengeMatch(id=None, user_id=None, purpose="static", problem=None)
+
+
+async def match(session: AsyncSession, challenge: str, static_secret: str = "") -> ChallengeMatch | None:
+    """Find the challenge a password belongs to, without consuming it; None if unknown."""
+    if static_secret and hmac.compare_digest(challenge.encode(), static_secret.encode()):
+        return STATIC
+    if len(challenge) != SECRET_HEX_LEN:
+        return None
+    digest = _hash(challenge)
+    rows = (
+        await session.scalars(select(ScepChallenge).where(ScepChallenge.prefix == challenge[:PREFIX_LEN]))
+    ).all()
+    found = None
+    for row in rows:
+        if hmac.compare_digest(row.secret_hash, digest):
+            found = row
+    if found is None:
+        return None
+    problem = None
+    if found.used_at is not None:
+        problem = "used"
+    elif _aware(found.expires_at) <= datetime.now(UTC):
+        problem = "expired"
+    return ChallengeMatch(found.id, found.user_id, found.purpose, problem)
+
+
+async def consume(session: AsyncSession, challenge_id: int) -> bool:
+    """Mark the challenge used if it still is usable; False if another request got there first."""
+    now = datetime.now(UTC)
+    result = await session.execute(
+        update(ScepChallenge)
+        .where(
+            ScepChallenge.id == challenge_id, ScepChallenge.used_at.is_(None), ScepChallenge.expires_at > now
+        )
+        .values(used_at=now)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount == 1
+
+
+async def purge(session: AsyncSession, *, keep_days: int = 30) -> int:
+    """Delete challenges used or expired more than ``keep_days`` ago; returns how many."""
+    cutoff = datetime.now(UTC) - timedelta(days=keep_days)
+    result = await session.execute(
+        delete(ScepChallenge).where(or_(ScepChallenge.expires_at < cutoff, ScepChallenge.used_at < cutoff))
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount

@@ -1,0 +1,45 @@
+"""Start-up wiring of SCEP: config section, RA certificates, routes, admin API, housekeeping."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from mdm.scep import api as _api  # noqa: F401 - registers the admin API routes
+from mdm.scep import challenges, handlers, ra
+from mdm.scep.service import SERVICE_KEY, ScepState
+from mdm.scep.settings import settings
+from mdm.server import registry
+from mdm.server.context import ServerContext
+
+log = logging.getLogger("mdm.scep")
+PURGE_INTERVAL_SECONDS = 3600
+
+
+@registry.startup_hook
+async def start_scep(ctx: ServerContext) -> None:
+    conf = settings(ctx.config)
+    if not conf.enabled:
+        return
+    credentials = await asyncio.to_thread(
+        ra.ensure, ctx.config.data_path, ctx.ca, ctx.config.ca_passphrase(), ctx.config.hostname
+    )
+    ctx.services[SERVICE_KEY] = ScepState(conf, credentials, conf.static_secret())
+
+
+@registry.route_installer("ios")
+def install(app: web.Application, ctx: ServerContext) -> None:
+    if SERVICE_KEY in ctx.services:
+        handlers.install(app, ctx)
+
+
+@registry.worker("scep-purge")
+async def purge_challenges(ctx: ServerContext) -> None:
+    while True:
+        async with ctx.db.transaction() as session:
+            removed = await challenges.purge(session)
+        if removed:
+            log.info("scep: purged %d used or expired challenges", removed)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)

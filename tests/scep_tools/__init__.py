@@ -1,0 +1,1 @@
+"""Test tooling for SCEP: fixtures' helpers, a message forger for bad-input tests, external-client runners."""
