@@ -1,0 +1,269 @@
+"""Command channel over real TLS: ordering, one command per response, results, NotNow, replays,
+EraseDevice/Remove, inventory, the queue hint and last_seen write-behind."""
+
+from __future__ import annotations
+
+import plistlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mdm.core import commands
+from mdm.db.engine import Database
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event, utcnow
+from mdm.ios import plugin as ios_plugin
+from mdm.ios.tables import IosPushRequest
+from mdm.server.runtime import Server
+from conftest import client_ssl_context, listener_url
+from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
+
+
+@pytest.fixture
+async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=listener_url(server, "ios"), verify=client_ssl_context(config),
+                                 timeout=30) as client:
+        yield client
+
+
+@pytest.fixture
+async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
+    p = await new_phone(db, server.ctx.ca)
+    await p.enroll(ios)
+    return p
+
+
+async def _device_id(db: Database, udid: str) -> int:
+    async with db.session() as session:
+        value = await session.scalar(select(Device.id).where(Device.identifier == udid))
+        assert value is not None
+        return int(value)
+
+
+async def _command(db: Database, guid: str) -> Command:
+    async with db.session() as session:
+        command = await session.scalar(select(Command).where(Command.guid == guid))
+        assert command is not None
+        return command
+
+
+def _offered(response: httpx.Response) -> tuple[str, str] | None:
+    assert response.status_code == 200, response.text
+    if not response.content:
+        return None
+    body = plistlib.loads(response.content)
+    return body["CommandUUID"], body["Command"]["RequestType"]
+
+
+async def test_idle_with_empty_queue_is_empty_200(ios, phone: Phone) -> None:
+    response = await phone.report(ios)
+    assert response.status_code == 200 and response.content == b""
+
+
+async def test_priority_then_age_one_command_per_response(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    low_old = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw")
+    high = await queue_command(db, device_id, {"RequestType": "EraseDevice"}, type_="Wipe", priority=100)
+    low_new = await queue_command(db, device_id, {"RequestType": "SecurityInfo"}, type_="Locate")
+    first = _offered(await phone.report(ios))
+    assert first == (high, "EraseDevice")
+    # The device answers Error for it; the next is the oldest of equal priority.
+    second = _offered(await phone.report(ios, "Error", high, ErrorChain=[
+        {"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain", "USEnglishDescription": "Busy"}]))
+    assert second == (low_old, "ProfileList")
+    third = _offered(await phone.report(ios, "Acknowledged", low_old, ProfileList=[]))
+    assert third == (low_new, "SecurityInfo")
+    assert _offered(await phone.report(ios, "CommandFormatError", low_new)) is None
+    erase = await _command(db, high)
+    assert erase.status == "failed" and "12021" in (erase.result_info or "")
+    assert (await _command(db, low_old)).status == "completed"
+    fmt = await _command(db, low_new)
+    assert fmt.status == "failed" and "CommandFormatError" in (fmt.result_info or "")
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(CommandQueueEntry)) == 0  # hot queue empty
+        journal = (await session.scalars(select(CommandJournalEntry.status).where(
+            CommandJournalEntry.command_id == erase.id).order_by(CommandJournalEntry.id))).all()
+    assert journal == ["processing", "delivered", "failed"]
+
+
+async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    a = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    b = await queue_command(db, device_id, {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
+                            type_="RefreshDeviceInfo")
+    assert _offered(await phone.report(ios)) == (a, "DeviceLock")
+    # NotNow for a: b is offered instead in the same response.
+    assert _offered(await phone.report(ios, "NotNow", a)) == (b, "DeviceInformation")
+    # Answering b: a stays deferred for the rest of this exchange.
+    assert _offered(await phone.report(ios, "Acknowledged", b, QueryResponses={"OSVersion": "17.6"})) is None
+    async with db.session() as session:
+        push = await session.get(IosPushRequest, device_id)
+        entry = await session.scalar(select(CommandQueueEntry).where(CommandQueueEntry.device_id == device_id))
+    assert push is not None and push.reason == "notnow"
+    assert entry is not None and entry.not_now_count == 1 and not entry.in_flight
+    # The next exchange (Idle) offers a again, in its original place.
+    assert _offered(await phone.report(ios)) == (a, "DeviceLock")
+    assert _offered(await phone.report(ios, "Acknowledged", a)) is None
+    assert (await _command(db, a)).status == "completed"
+
+
+async def test_replayed_or_foreign_reports_are_400_without_change(ios, phone: Phone, db: Database,
+                                                                  server: Server) -> None:
+    device_id = await _device_id(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    # Not delivered yet: an answer is a forgery/replay.
+    before = await snapshot(db)
+    assert (await phone.report(ios, "Acknowledged", guid)).status_code == 400
+    assert await snapshot(db) == before
+    assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
+    assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
+    # Replaying the acknowledgement after completion.
+    before = await snapshot(db)
+    replay = await phone.report(ios, "Acknowledged", guid)
+    assert replay.status_code == 400 and replay.json()["error"]["code"] == "replayed"
+    assert await snapshot(db) == before
+    # Unknown UUID, and another device's command.
+    assert (await phone.report(ios, "Acknowledged", "00000000-0000-0000-0000-000000000000")).status_code == 400
+    other = await new_phone(db, server.ctx.ca)
+    await other.enroll(ios)
+    theirs = await queue_command(db, await _device_id(db, other.udid), {"RequestType": "DeviceLock"},
+                                 type_="Block")
+    assert _offered(await other.report(ios)) == (theirs, "DeviceLock")
+    before = await snapshot(db)
+    assert (await phone.report(ios, "Acknowledged", theirs)).status_code == 400
+    assert await snapshot(db) == before
+    async with db.session() as session:
+        replays = (await session.scalars(select(Event).where(Event.type == "security_message_rejected"))).all()
+    assert [e.body["reason"] for e in replays] == ["replay", "replay"]
+
+
+async def test_acknowledged_erase_marks_device_wiped(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "EraseDevice"}, type_="Wipe", priority=100)
+    assert _offered(await phone.report(ios)) == (guid, "EraseDevice")
+    await phone.report(ios, "Acknowledged", guid)
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+        wiped = (await session.scalars(select(Event).where(Event.type == "device_wiped"))).all()
+    assert device is not None and device.status == "wiped" and len(wiped) == 1
+
+
+async def test_acknowledged_remove_marks_device_unmanaged(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "RemoveProfile", "Identifier": "com.example.mdm"},
+                               type_="Remove")
+    assert _offered(await phone.report(ios)) == (guid, "RemoveProfile")
+    await phone.report(ios, "Acknowledged", guid)
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+    assert device is not None and device.status == "unmanaged"
+
+
+async def test_clear_passcode_gets_the_stored_unlock_token(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "ClearPasscode"}, type_="Unblock")
+    response = await phone.report(ios)
+    body = plistlib.loads(response.content)
+    assert body["CommandUUID"] == guid and body["Command"]["UnlockToken"] == b"unlock-secret"
+
+
+async def test_data_marker_becomes_plist_data(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    payload = {"RequestType": "InstallProfile", "Payload": {"__data__": "AAEC"}}
+    await queue_command(db, device_id, payload, type_="InstallConfProf")
+    body = plistlib.loads((await phone.report(ios)).content)
+    assert body["Command"]["Payload"] == b"\x00\x01\x02"
+
+
+async def test_inventory_answers_fill_the_device_record(ios, phone: Phone, db: Database, api) -> None:
+    device_id = await _device_id(db, phone.udid)
+    answers = {
+        "DeviceInformation": FIXTURES / "commandment/DeviceInformation/iOS-11.3.1.xml",
+        "SecurityInfo": FIXTURES / "commandment/SecurityInfo/iOS-11.3.1.xml",
+        "InstalledApplicationList": FIXTURES / "commandment/InstalledApplicationList/iOS-11.3.1.xml",
+        "ProfileList": FIXTURES / "commandment/ProfileList/iOS-11.3.1.xml",
+    }
+    for request_type, path in answers.items():
+        guid = await queue_command(db, device_id, {"RequestType": request_type}, type_=f"T{request_type}"[:64])
+        assert _offered(await phone.report(ios)) == (guid, request_type)
+        answer = plistlib.loads(path.read_bytes())
+        answer["UDID"] = phone.udid
+        answer["CommandUUID"] = guid
+        response = await phone.report(ios, **{k: v for k, v in answer.items() if k not in ("UDID", "Status")},
+                                      status=answer["Status"])
+        assert response.status_code == 200, response.text
+    detail = (await api.get(f"/api/v1/devices/{device_id}")).json()
+    assert (detail["os_version"], detail["build_version"], detail["model"]) == ("11.3.1", "15E302", "iPad4,1")
+    assert detail["name"] == "iPad" and detail["serial_number"] == "C00000000004"
+    inventory = detail["inventory"]
+    assert inventory["device_info"]["values"]["DeviceCapacity"] == pytest.approx(26.914535522460938)
+    assert inventory["security"]["values"]["PasscodePresent"] is False
+    apps = [a["Identifier"] for a in inventory["apps"]["items"]]
+    assert "com.microsoft.lync2013.iphone" in apps
+    profiles = inventory["profiles"]["items"]
+    assert any(p["PayloadType"] == "com.apple.mdm" for prof in profiles for p in prof["payloads"])
+    assert all("refreshed_at" in part for part in inventory.values())
+    async with db.session() as session:
+        updated = (await session.scalars(select(Event).where(Event.type == "inventory_updated"))).all()
+    assert {e.body["part"] for e in updated} == {"device_info", "security", "apps", "profiles"}
+
+
+async def test_certificate_and_managed_app_lists(ios, phone: Phone, db: Database, server: Server) -> None:
+    device_id = await _device_id(db, phone.udid)
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    der = phone.cert.public_bytes(Encoding.DER)
+    guid = await queue_command(db, device_id, {"RequestType": "CertificateList"}, type_="C1")
+    assert _offered(await phone.report(ios)) == (guid, "CertificateList")
+    await phone.report(ios, "Acknowledged", guid, CertificateList=[
+        {"CommonName": "identity", "Data": der, "IsIdentity": True},
+        {"CommonName": "broken", "Data": b"xx", "IsIdentity": False}])
+    guid = await queue_command(db, device_id, {"RequestType": "ManagedApplicationList"}, type_="C2")
+    assert _offered(await phone.report(ios)) == (guid, "ManagedApplicationList")
+    await phone.report(ios, "Acknowledged", guid, ManagedApplicationList={
+        "com.example.app": {"Status": "Managed", "ManagementFlags": 1}})
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+    assert device is not None
+    certs = device.inventory["certificates"]["items"]
+    assert certs[0]["is_identity"] is True and certs[0]["serial"] == phone.serial
+    assert "O=mdm" in certs[0]["issuer"] and certs[0]["not_after"]
+    assert certs[1]["error"]
+    assert device.inventory["managed_apps"]["items"] == [
+        {"Identifier": "com.example.app", "Status": "Managed", "ManagementFlags": 1}]
+
+
+async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Database, server: Server) -> None:
+    svc = ios_plugin.service(server.ctx)
+    device_id = await _device_id(db, phone.udid)
+    assert _offered(await phone.report(ios)) is None
+    assert svc.hint.known_empty(device_id)
+    # The admin path (core.commands.enqueue through the ORM) must clear the hint.
+    async with db.transaction() as session:
+        device = await session.get(Device, device_id)
+        assert device is not None
+        command = await commands.enqueue(session, device, "Raw", {"RequestType": "DeviceInformation",
+                                                                  "Queries": ["OSVersion"]})
+        guid = command.guid
+    assert not svc.hint.known_empty(device_id)
+    assert _offered(await phone.report(ios)) == (guid, "DeviceInformation")
+
+
+async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, server: Server) -> None:
+    svc = ios_plugin.service(server.ctx)
+    device_id = await _device_id(db, phone.udid)
+    await svc.last_seen.flush(svc.engine)
+    async with db.transaction() as session:
+        device = await session.get(Device, device_id)
+        assert device is not None
+        device.last_seen_at = utcnow() - timedelta(days=1)
+    await phone.report(ios)
+    async with db.session() as session:
+        stale = await session.scalar(select(Device.last_seen_at).where(Device.id == device_id))
+    assert stale is not None and utcnow() - stale.replace(tzinfo=utcnow().tzinfo) > timedelta(hours=23)
+    assert await svc.last_seen.flush(svc.engine) == 1
+    async with db.session() as session:
+        fresh = await session.scalar(select(Device.last_seen_at).where(Device.id == device_id))
+    assert fresh is not None and utcnow() - fresh.replace(tzinfo=utcnow().tzinfo) < timedelta(minutes=1)
