@@ -1,0 +1,115 @@
+"""``mdm sim ios``: run one simulated iPhone against a server, for manual testing.
+
+It downloads the enrollment profile from the one-time link, verifies its signature, installs the
+identity, checks in (Authenticate + TokenUpdate) and polls the command channel N times, printing
+what it answers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import random
+import sys
+from pathlib import Path
+
+from cryptography import x509
+
+from mdm.cli.common import CliError
+from mdm.sim.device import DeviceGone, SimulatedDevice
+from mdm.sim.facts import HardwareFacts
+from mdm.sim.profile import ProfileError
+from mdm.sim.transport import TransportError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("sim", help="simulated devices (manual testing)")
+    platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", required=True)
+    ios = platforms.add_parser("ios", help="enroll a simulated iPhone from a link and answer commands")
+    ios.add_argument("--url", required=True, help="the enrollment link (one-time URL from `mdm enroll ios`)")
+    ios.add_argument(
+        "--ca", metavar="ROOT.pem", help="trusted root CA (default: trust the profile's own root)"
+    )
+    ios.add_argument(
+        "--mode",
+        choices=("signature", "mtls"),
+        default="signature",
+        help="identify by Mdm-Signature header (default) or by TLS client certificate",
+    )
+    ios.add_argument("--polls", type=int, default=1, help="command-channel sessions to run (default 1)")
+    ios.add_argument("--interval", type=float, default=5.0, help="seconds between sessions (default 5)")
+    ios.add_argument("--busy-polls", type=int, default=0, help="answer NotNow during the first K sessions")
+    ios.add_argument("--supervised", action="store_true", help="behave as a supervised device")
+    ios.add_argument(
+        "--server-base",
+        metavar="URL",
+        help="send check-ins and polls to this scheme://host:port instead of the profile's",
+    )
+    ios.add_argument("--seed", type=int, help="seed for the device's serial number, UDID, IMEI...")
+    ios.set_defaults(func=run_ios)
+
+
+def _roots(path: str | None) -> list[x509.Certificate]:
+    if not path:
+        return []
+    try:
+        return x509.load_pem_x509_certificates(Path(path).read_bytes())
+    except OSError as exc:
+        raise CliError(f"--ca: cannot read {path}: {exc.strerror}", exit_code=2) from None
+    except ValueError:
+        raise CliError(f"--ca: {path} is not a PEM certificate file", exit_code=2) from None
+
+
+async def _run(args: argparse.Namespace, roots: list[x509.Certificate]) -> None:
+    facts = HardwareFacts.generate(random.Random(args.seed) if args.seed is not None else None)  # noqa: S311
+    async with SimulatedDevice(
+        facts, mode=args.mode, trusted_roots=roots, supervised=args.supervised, server_base=args.server_base
+    ) as device:
+        print(
+            f"device {facts.marketing_name} ({facts.product_name}) iOS {facts.os_version}"
+            f" ({facts.build_version}) serial {facts.serial_number} UDID {facts.udid}"
+        )
+        profile = await device.enroll(args.url)
+        signer = profile.signed.signer
+        print(
+            f"profile {profile.identifier}: signature verified"
+            f" ({signer.subject.rfc4514_string() if signer else 'unsigned'})"
+            f"{'' if roots else ' against its own root payload'}"
+        )
+        assert device.identity is not None
+        print(
+            f"identity ({profile.identity_kind}): CN={device.identity.common_name}"
+            f" serial {device.identity.serial_hex}"
+        )
+        await device.check_in()
+        print(f"checked in at {profile.mdm.check_in_url} (Authenticate, TokenUpdate) using {args.mode}")
+        device.state.busy_polls = args.busy_polls
+        for i in range(args.polls):
+            try:
+                result = await device.poll()
+            except DeviceGone:
+                break
+            answered = ", ".join(f"{r} -> {s}" for r, s in result.statuses) or "nothing queued"
+            print(f"poll {i + 1}: {answered}")
+            if device.state.wiped:
+                print("device erased: it stops talking to the server")
+                break
+            if device.state.unenrolled:
+                print("MDM profile removed: device checked out")
+                break
+            if i + 1 < args.polls:
+                await asyncio.sleep(args.interval)
+
+
+def run_ios(args: argparse.Namespace) -> int:
+    if args.polls < 0 or args.interval < 0 or args.busy_polls < 0:
+        raise CliError("--polls, --interval and --busy-polls must not be negative", exit_code=2)
+    roots = _roots(args.ca)
+    try:
+        asyncio.run(_run(args, roots))
+    except ProfileError as exc:
+        raise CliError(f"profile rejected: {exc}") from None
+    except TransportError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.flush()
+    return 0
