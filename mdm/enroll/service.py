@@ -224,7 +224,7 @@ async def _identity(
         from mdm.scep.challenges import create_challenge
 
         challenge = await create_challenge(
-            session, user_id=user.id, purpose=f"enrollment:{enrollment.id}",
+            session, user_id=user.id, purpose=f"ios-enrollment:{enrollment.id}",
             ttl_seconds=settings.scep_challenge_ttl_seconds,
         )
         return ep.ScepIdentity(
@@ -574,7 +574,7 @@ async def revoke(
             + (" (to unenroll the device, send it the Remove command)"
                if enrollment.status in (EnrollmentStatus.DOWNLOADED.value, EnrollmentStatus.DELIVERED.value)
                else ""),
-            status=enrollment.status,
+            enrollment_status=enrollment.status,
         )
     enrollment.status = EnrollmentStatus.REVOKED.value
     enrollment.revoked_at = now
