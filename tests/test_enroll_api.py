@@ -14,8 +14,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 import segno
-from sqlalchemy import func, select, update
-
 from conftest import client_ssl_context, listener_url
 from enroll_support import (
     APNS_TOML,
@@ -26,6 +24,8 @@ from enroll_support import (
     payloads,
     schema_problems,
 )
+from sqlalchemy import func, select, update
+
 from mdm.config import Config
 from mdm.core import tokens
 from mdm.db.models import Event, User, utcnow
@@ -111,7 +111,8 @@ async def test_create_download_once(api: httpx.AsyncClient, web: httpx.AsyncClie
     assert detail["status"] == "downloaded" and detail["downloaded_at"]
     assert detail["cert_serial"] == format(identity.cert.certificate.serial_number, "x")
     assert detail["mdm_profile_identifier"] == profile["PayloadIdentifier"]
-    assert await _count(db, IssuedCertificateRecord, IssuedCertificateRecord.serial == detail["cert_serial"]) == 1
+    issued = IssuedCertificateRecord.serial == detail["cert_serial"]
+    assert await _count(db, IssuedCertificateRecord, issued) == 1
     assert await _event_types(db) == ["enrollment_created", "cert_issued", "enrollment_downloaded"]
 
     second = await web.get(created["url"].replace("localhost", "127.0.0.1"))

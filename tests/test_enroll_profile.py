@@ -10,8 +10,6 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
-from sqlalchemy import func, select
-
 from enroll_support import (
     APNS_TOML,
     PUSH_PEM,
@@ -23,6 +21,8 @@ from enroll_support import (
     payloads,
     schema_problems,
 )
+from sqlalchemy import func, select
+
 from mdm.config import Config
 from mdm.core.errors import Conflict
 from mdm.db.models import Event
@@ -117,7 +117,8 @@ def test_scep_profile_matches_schema(config: Config) -> None:
     content = by_type["com.apple.security.scep"]["PayloadContent"]
     assert content["URL"] == "https://mdm.example.com/scep" and content["Challenge"] == "one-time"
     assert content["Subject"] == [[["O", "Example"]], [["CN", "alice device"]]]
-    assert by_type["com.apple.mdm"]["IdentityCertificateUUID"] == by_type["com.apple.security.scep"]["PayloadUUID"]
+    scep_uuid = by_type["com.apple.security.scep"]["PayloadUUID"]
+    assert by_type["com.apple.mdm"]["IdentityCertificateUUID"] == scep_uuid
 
 
 # ---- PKCS#12 ------------------------------------------------------------------------------------
@@ -160,7 +161,7 @@ def test_signature_verifies_with_openssl_and_carries_the_chain(config: Config, t
 
 
 def test_signature_does_not_verify_against_another_root(config: Config, tmp_path: Path) -> None:
-    other = CertificateAuthority.create(tmp_path / "other-ca")
+    CertificateAuthority.create(tmp_path / "other-ca")
     signed = sign_profile(b"<plist/>", ProfileSigner.from_slot(config.certs_dir))
     openssl_rejects(signed, tmp_path / "other-ca" / "root.pem", tmp_path)
 
@@ -185,7 +186,7 @@ def test_topic_from_the_push_certificate(config: Config) -> None:
 
 def test_topic_errors(config: Config, tmp_path: Path) -> None:
     config.section("apns").certificate_file = ""
-    with pytest.raises(TopicError, match="configure apns.certificate_file"):
+    with pytest.raises(TopicError, match=r"configure apns\.certificate_file"):
         read_topic(config)
     config.section("apns").certificate_file = str(tmp_path / "missing.pem")
     with pytest.raises(TopicError, match="cannot read"):
@@ -204,7 +205,9 @@ def test_topic_errors(config: Config, tmp_path: Path) -> None:
 
 
 # ---- service-level: file delivery and atomicity ----------------------------------------------------
-async def test_file_enrollment_records_certificate_and_enrollment_together(config: Config, db, tmp_path: Path) -> None:
+async def test_file_enrollment_records_certificate_and_enrollment_together(
+    config: Config, db, tmp_path: Path
+) -> None:
     env = _env(config)
     prereq = service.check_prerequisites(env)
     assert any("APNs certificate expired" in w for w in prereq.warnings)
@@ -229,7 +232,9 @@ async def test_file_enrollment_records_certificate_and_enrollment_together(confi
         assert types == ["cert_issued", "enrollment_created"]
 
 
-async def test_failure_while_building_leaves_nothing(config: Config, db, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_failure_while_building_leaves_nothing(
+    config: Config, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = _env(config)
     prereq = service.check_prerequisites(env)
 
@@ -248,11 +253,11 @@ async def test_failure_while_building_leaves_nothing(config: Config, db, monkeyp
 def test_prerequisites_name_what_is_missing(config: Config, tmp_path: Path) -> None:
     env = _env(config)
     config.section("apns").certificate_file = ""
-    with pytest.raises(Conflict, match="configure apns.certificate_file"):
+    with pytest.raises(Conflict, match=r"configure apns\.certificate_file"):
         service.check_prerequisites(env)
     config.section("apns").certificate_file = str(PUSH_PEM)
     (config.certs_dir / "ios.pem").unlink()
-    with pytest.raises(Conflict, match="cannot sign enrollment profiles: .*'ios' certificate is missing"):
+    with pytest.raises(Conflict, match=r"cannot sign enrollment profiles: .*'ios' certificate is missing"):
         service.check_prerequisites(env)
 
 
