@@ -3,6 +3,7 @@ traceback to the client)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -20,10 +21,41 @@ log = logging.getLogger("mdm.http")
 access_log = logging.getLogger("mdm.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class InFlight:
+    """Counts requests between arrival and response so that shutdown can wait for them first:
+    once aiohttp starts closing connections it stops reading request bodies still on their way."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count <= 0:
+            self._idle.set()
+
+    async def wait_idle(self, grace: float) -> bool:
+        """True when no request is in flight (any more), False when ``grace`` seconds passed first."""
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            return False
+        return True
+
+
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
 ACCESS_LOG_KEY = web.AppKey("mdm_access_log", bool)
 LISTENER_KEY = web.AppKey("mdm_listener", str)
+IN_FLIGHT_KEY = web.AppKey("mdm_in_flight", InFlight)
 
 
 def error_body(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -62,6 +94,9 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
     request[REQUEST_ID_KEY] = rid
     started = time.perf_counter()
     status = 500
+    in_flight = request.config_dict.get(IN_FLIGHT_KEY)
+    if in_flight is not None:
+        in_flight.enter()
     try:
         try:
             response = await handler(request)
@@ -88,6 +123,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         status = exc.status
         raise
     finally:
+        if in_flight is not None:
+            in_flight.leave()
         listener = request.app.get(LISTENER_KEY, "-")
         elapsed = time.perf_counter() - started
         metrics.HTTP_REQUESTS.labels(listener, str(status)).inc()

@@ -23,7 +23,7 @@ from mdm.pki.ca import CertificateAuthority
 from mdm.pki.slots import LISTENER_SLOT, slot_paths
 from mdm.server import registry
 from mdm.server.context import CTX, ServerContext
-from mdm.server.middleware import ACCESS_LOG_KEY, LISTENER_KEY, request_context
+from mdm.server.middleware import ACCESS_LOG_KEY, IN_FLIGHT_KEY, LISTENER_KEY, InFlight, request_context
 from mdm.server.tls import ReloadableContext, build_server_context
 
 log = logging.getLogger("mdm.server")
@@ -148,6 +148,7 @@ class Server:
         self.sites: list[web.BaseSite] = []
         self.worker_tasks: list[asyncio.Task[None]] = []
         self.bound: list[tuple[Binding, int]] = []  # (binding, actual port)
+        self.in_flight = InFlight()
         self._stop = asyncio.Event()
 
     async def start(self) -> None:
@@ -165,8 +166,10 @@ class Server:
                     ssl_ctx = ctx.tls[b.listener].front
                 runner = apps.get(b.listener)
                 if runner is None:
+                    app = build_app(ctx, b.listener)
+                    app[IN_FLIGHT_KEY] = self.in_flight
                     runner = web.AppRunner(
-                        build_app(ctx, b.listener),
+                        app,
                         access_log=None,
                         shutdown_timeout=ctx.config.limits.shutdown_grace_seconds,
                         handle_signals=False,
@@ -216,6 +219,9 @@ class Server:
         for site in self.sites:
             with contextlib.suppress(Exception):
                 await site.stop()
+        # Finish in-flight requests (including bodies still arriving) before connections close.
+        if not await self.in_flight.wait_idle(self.ctx.config.limits.shutdown_grace_seconds):
+            log.warning("%d request(s) still in flight after the grace period; closing", self.in_flight.count)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()

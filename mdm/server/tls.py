@@ -9,6 +9,7 @@ the context they were made with.
 from __future__ import annotations
 
 import logging
+import os
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -40,7 +41,11 @@ def build_server_context(
     try:
         ctx.load_cert_chain(str(cert_file), str(key_file))
     except PermissionError as exc:
-        raise TLSFilesError(f"slot {slot}: {exc.filename} is not readable by this user") from None
+        # The ssl module does not say which of the two files it could not open.
+        unreadable = exc.filename or next(
+            (p for p in (cert_file, key_file) if not os.access(p, os.R_OK)), f"{cert_file} or {key_file}"
+        )
+        raise TLSFilesError(f"slot {slot}: {unreadable} is not readable by this user") from None
     except ssl.SSLError as exc:
         raise TLSFilesError(
             f"slot {slot}: {cert_file} / {key_file} unusable ({exc.reason or exc}); "
