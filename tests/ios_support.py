@@ -63,8 +63,9 @@ class Phone:
         headers["Content-Type"] = "application/x-apple-aspen-mdm-checkin"
         return await client.put("/mdm/checkin", content=body, headers=headers)
 
-    async def report(self, client: httpx.AsyncClient, status: str = "Idle", uuid_: str | None = None,
-                     **extra: Any) -> httpx.Response:
+    async def report(
+        self, client: httpx.AsyncClient, status: str = "Idle", uuid_: str | None = None, **extra: Any
+    ) -> httpx.Response:
         message: dict[str, Any] = {"UDID": self.udid, "Status": status, **extra}
         if uuid_ is not None:
             message["CommandUUID"] = uuid_
@@ -73,13 +74,25 @@ class Phone:
         return await client.put("/mdm/server", content=body, headers=headers)
 
     def authenticate(self, **extra: Any) -> dict[str, Any]:
-        return {"MessageType": "Authenticate", "Topic": TOPIC, "OSVersion": "17.5", "BuildVersion": "21F79",
-                "ProductName": "iPhone15,2", "SerialNumber": "F2LXJ0Q1HG7F", "DeviceName": "Alice's iPhone",
-                **extra}
+        return {
+            "MessageType": "Authenticate",
+            "Topic": TOPIC,
+            "OSVersion": "17.5",
+            "BuildVersion": "21F79",
+            "ProductName": "iPhone15,2",
+            "SerialNumber": "F2LXJ0Q1HG7F",
+            "DeviceName": "Alice's iPhone",
+            **extra,
+        }
 
     def token_update(self, token: bytes = b"\x01" * 32, **extra: Any) -> dict[str, Any]:
-        return {"MessageType": "TokenUpdate", "Topic": TOPIC, "Token": token,
-                "PushMagic": "5A2A8D45-1D1A-4D62-A6A4-4F2E1E6B0F11", **extra}
+        return {
+            "MessageType": "TokenUpdate",
+            "Topic": TOPIC,
+            "Token": token,
+            "PushMagic": "5A2A8D45-1D1A-4D62-A6A4-4F2E1E6B0F11",
+            **extra,
+        }
 
     async def enroll(self, client: httpx.AsyncClient) -> None:
         response = await self.checkin(client, self.authenticate())
@@ -88,39 +101,64 @@ class Phone:
         assert response.status_code == 200, response.text
 
 
-async def new_phone(db: Database, ca: CertificateAuthority, udid: str | None = None, *, key_type: str = "ec",
-                    user_id: int | None = None) -> Phone:
+async def new_phone(
+    db: Database,
+    ca: CertificateAuthority,
+    udid: str | None = None,
+    *,
+    key_type: str = "ec",
+    user_id: int | None = None,
+) -> Phone:
     udid = udid or uuid.uuid4().hex + "00000000"
     async with db.transaction() as session:
         issued = await issue(
-            session, InternalCASource(ca),
-            CertificateRequest(type=CertType.MOBILE, common_name=f"iOS {udid[:16]}", key_type=key_type,
-                               days=30, user_id=user_id),
+            session,
+            InternalCASource(ca),
+            CertificateRequest(
+                type=CertType.MOBILE,
+                common_name=f"iOS {udid[:16]}",
+                key_type=key_type,
+                days=30,
+                user_id=user_id,
+            ),
         )
     assert issued.key is not None
     return Phone(udid, issued.certificate, issued.key, issued.serial_hex)
 
 
-async def queue_command(db: Database, device_id: int, payload: dict[str, Any], *, type_: str = "Raw",
-                        priority: int = 0) -> str:
+async def queue_command(
+    db: Database, device_id: int, payload: dict[str, Any], *, type_: str = "Raw", priority: int = 0
+) -> str:
     """Put a translated command in the hot queue the way ``core.commands.enqueue`` does."""
     async with db.transaction() as session:
         now = utcnow()
-        command = Command(guid=str(uuid.uuid4()).upper(), device_id=device_id, type=type_, args={},
-                          payload=payload, priority=priority, status=CommandStatus.PROCESSING.value,
-                          created_at=now, updated_at=now, active=True)
+        command = Command(
+            guid=str(uuid.uuid4()).upper(),
+            device_id=device_id,
+            type=type_,
+            args={},
+            payload=payload,
+            priority=priority,
+            status=CommandStatus.PROCESSING.value,
+            created_at=now,
+            updated_at=now,
+            active=True,
+        )
         session.add(command)
         await session.flush()
-        session.add(CommandQueueEntry(command_id=command.id, device_id=device_id, priority=priority,
-                                      created_at=now))
+        session.add(
+            CommandQueueEntry(command_id=command.id, device_id=device_id, priority=priority, created_at=now)
+        )
         session.add(CommandJournalEntry(command_id=command.id, status="processing", detail="queued"))
         return command.guid
 
 
 async def table_counts(db: Database) -> dict[str, int]:
     async with db.session() as session:
-        return {t.name: int(await session.scalar(select(func.count()).select_from(t)) or 0)
-                for t in metadata.sorted_tables}
+        return {
+            t.name: int(await session.scalar(select(func.count()).select_from(t)) or 0)
+            for t in metadata.sorted_tables
+        }
 
 
 async def snapshot(db: Database, skip: tuple[str, ...] = ("events",)) -> dict[str, list[tuple[Any, ...]]]:
@@ -131,7 +169,7 @@ async def snapshot(db: Database, skip: tuple[str, ...] = ("events",)) -> dict[st
             if table.name in skip:
                 continue
             rows = (await session.execute(select(table))).all()
-            out[table.name] = sorted((tuple(repr(v) for v in r) for r in rows))
+            out[table.name] = sorted(tuple(repr(v) for v in r) for r in rows)
     return out
 
 

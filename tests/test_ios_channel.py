@@ -9,6 +9,8 @@ from datetime import timedelta
 
 import httpx
 import pytest
+from conftest import client_ssl_context, listener_url
+from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
 from sqlalchemy import func, select
 
 from mdm.core import commands
@@ -17,14 +19,13 @@ from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Devic
 from mdm.ios import plugin as ios_plugin
 from mdm.ios.tables import IosPushRequest
 from mdm.server.runtime import Server
-from conftest import client_ssl_context, listener_url
-from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
 
 
 @pytest.fixture
 async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=listener_url(server, "ios"), verify=client_ssl_context(config),
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
+    ) as client:
         yield client
 
 
@@ -70,8 +71,16 @@ async def test_priority_then_age_one_command_per_response(ios, phone: Phone, db:
     first = _offered(await phone.report(ios))
     assert first == (high, "EraseDevice")
     # The device answers Error for it; the next is the oldest of equal priority.
-    second = _offered(await phone.report(ios, "Error", high, ErrorChain=[
-        {"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain", "USEnglishDescription": "Busy"}]))
+    second = _offered(
+        await phone.report(
+            ios,
+            "Error",
+            high,
+            ErrorChain=[
+                {"ErrorCode": 12021, "ErrorDomain": "MCMDMErrorDomain", "USEnglishDescription": "Busy"}
+            ],
+        )
+    )
     assert second == (low_old, "ProfileList")
     third = _offered(await phone.report(ios, "Acknowledged", low_old, ProfileList=[]))
     assert third == (low_new, "SecurityInfo")
@@ -82,17 +91,28 @@ async def test_priority_then_age_one_command_per_response(ios, phone: Phone, db:
     fmt = await _command(db, low_new)
     assert fmt.status == "failed" and "CommandFormatError" in (fmt.result_info or "")
     async with db.session() as session:
-        assert await session.scalar(select(func.count()).select_from(CommandQueueEntry)) == 0  # hot queue empty
-        journal = (await session.scalars(select(CommandJournalEntry.status).where(
-            CommandJournalEntry.command_id == erase.id).order_by(CommandJournalEntry.id))).all()
+        assert (
+            await session.scalar(select(func.count()).select_from(CommandQueueEntry)) == 0
+        )  # hot queue empty
+        journal = (
+            await session.scalars(
+                select(CommandJournalEntry.status)
+                .where(CommandJournalEntry.command_id == erase.id)
+                .order_by(CommandJournalEntry.id)
+            )
+        ).all()
     assert journal == ["processing", "delivered", "failed"]
 
 
 async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: Phone, db: Database) -> None:
     device_id = await _device_id(db, phone.udid)
     a = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
-    b = await queue_command(db, device_id, {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
-                            type_="RefreshDeviceInfo")
+    b = await queue_command(
+        db,
+        device_id,
+        {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
+        type_="RefreshDeviceInfo",
+    )
     assert _offered(await phone.report(ios)) == (a, "DeviceLock")
     # NotNow for a: b is offered instead in the same response.
     assert _offered(await phone.report(ios, "NotNow", a)) == (b, "DeviceInformation")
@@ -100,7 +120,9 @@ async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: P
     assert _offered(await phone.report(ios, "Acknowledged", b, QueryResponses={"OSVersion": "17.6"})) is None
     async with db.session() as session:
         push = await session.get(IosPushRequest, device_id)
-        entry = await session.scalar(select(CommandQueueEntry).where(CommandQueueEntry.device_id == device_id))
+        entry = await session.scalar(
+            select(CommandQueueEntry).where(CommandQueueEntry.device_id == device_id)
+        )
     assert push is not None and push.reason == "notnow"
     assert entry is not None and entry.not_now_count == 1 and not entry.in_flight
     # The next exchange (Idle) offers a again, in its original place.
@@ -109,8 +131,9 @@ async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: P
     assert (await _command(db, a)).status == "completed"
 
 
-async def test_replayed_or_foreign_reports_are_400_without_change(ios, phone: Phone, db: Database,
-                                                                  server: Server) -> None:
+async def test_replayed_or_foreign_reports_are_400_without_change(
+    ios, phone: Phone, db: Database, server: Server
+) -> None:
     device_id = await _device_id(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     # Not delivered yet: an answer is a forgery/replay.
@@ -125,17 +148,22 @@ async def test_replayed_or_foreign_reports_are_400_without_change(ios, phone: Ph
     assert replay.status_code == 400 and replay.json()["error"]["code"] == "replayed"
     assert await snapshot(db) == before
     # Unknown UUID, and another device's command.
-    assert (await phone.report(ios, "Acknowledged", "00000000-0000-0000-0000-000000000000")).status_code == 400
+    assert (
+        await phone.report(ios, "Acknowledged", "00000000-0000-0000-0000-000000000000")
+    ).status_code == 400
     other = await new_phone(db, server.ctx.ca)
     await other.enroll(ios)
-    theirs = await queue_command(db, await _device_id(db, other.udid), {"RequestType": "DeviceLock"},
-                                 type_="Block")
+    theirs = await queue_command(
+        db, await _device_id(db, other.udid), {"RequestType": "DeviceLock"}, type_="Block"
+    )
     assert _offered(await other.report(ios)) == (theirs, "DeviceLock")
     before = await snapshot(db)
     assert (await phone.report(ios, "Acknowledged", theirs)).status_code == 400
     assert await snapshot(db) == before
     async with db.session() as session:
-        replays = (await session.scalars(select(Event).where(Event.type == "security_message_rejected"))).all()
+        replays = (
+            await session.scalars(select(Event).where(Event.type == "security_message_rejected"))
+        ).all()
     assert [e.body["reason"] for e in replays] == ["replay", "replay"]
 
 
@@ -152,8 +180,9 @@ async def test_acknowledged_erase_marks_device_wiped(ios, phone: Phone, db: Data
 
 async def test_acknowledged_remove_marks_device_unmanaged(ios, phone: Phone, db: Database) -> None:
     device_id = await _device_id(db, phone.udid)
-    guid = await queue_command(db, device_id, {"RequestType": "RemoveProfile", "Identifier": "com.example.mdm"},
-                               type_="Remove")
+    guid = await queue_command(
+        db, device_id, {"RequestType": "RemoveProfile", "Identifier": "com.example.mdm"}, type_="Remove"
+    )
     assert _offered(await phone.report(ios)) == (guid, "RemoveProfile")
     await phone.report(ios, "Acknowledged", guid)
     async with db.session() as session:
@@ -186,13 +215,16 @@ async def test_inventory_answers_fill_the_device_record(ios, phone: Phone, db: D
         "ProfileList": FIXTURES / "commandment/ProfileList/iOS-11.3.1.xml",
     }
     for request_type, path in answers.items():
-        guid = await queue_command(db, device_id, {"RequestType": request_type}, type_=f"T{request_type}"[:64])
+        guid = await queue_command(
+            db, device_id, {"RequestType": request_type}, type_=f"T{request_type}"[:64]
+        )
         assert _offered(await phone.report(ios)) == (guid, request_type)
         answer = plistlib.loads(path.read_bytes())
         answer["UDID"] = phone.udid
         answer["CommandUUID"] = guid
-        response = await phone.report(ios, **{k: v for k, v in answer.items() if k not in ("UDID", "Status")},
-                                      status=answer["Status"])
+        response = await phone.report(
+            ios, **{k: v for k, v in answer.items() if k not in ("UDID", "Status")}, status=answer["Status"]
+        )
         assert response.status_code == 200, response.text
     detail = (await api.get(f"/api/v1/devices/{device_id}")).json()
     assert (detail["os_version"], detail["build_version"], detail["model"]) == ("11.3.1", "15E302", "iPad4,1")
@@ -217,13 +249,23 @@ async def test_certificate_and_managed_app_lists(ios, phone: Phone, db: Database
     der = phone.cert.public_bytes(Encoding.DER)
     guid = await queue_command(db, device_id, {"RequestType": "CertificateList"}, type_="C1")
     assert _offered(await phone.report(ios)) == (guid, "CertificateList")
-    await phone.report(ios, "Acknowledged", guid, CertificateList=[
-        {"CommonName": "identity", "Data": der, "IsIdentity": True},
-        {"CommonName": "broken", "Data": b"xx", "IsIdentity": False}])
+    await phone.report(
+        ios,
+        "Acknowledged",
+        guid,
+        CertificateList=[
+            {"CommonName": "identity", "Data": der, "IsIdentity": True},
+            {"CommonName": "broken", "Data": b"xx", "IsIdentity": False},
+        ],
+    )
     guid = await queue_command(db, device_id, {"RequestType": "ManagedApplicationList"}, type_="C2")
     assert _offered(await phone.report(ios)) == (guid, "ManagedApplicationList")
-    await phone.report(ios, "Acknowledged", guid, ManagedApplicationList={
-        "com.example.app": {"Status": "Managed", "ManagementFlags": 1}})
+    await phone.report(
+        ios,
+        "Acknowledged",
+        guid,
+        ManagedApplicationList={"com.example.app": {"Status": "Managed", "ManagementFlags": 1}},
+    )
     async with db.session() as session:
         device = await session.get(Device, device_id)
     assert device is not None
@@ -232,7 +274,8 @@ async def test_certificate_and_managed_app_lists(ios, phone: Phone, db: Database
     assert "O=mdm" in certs[0]["issuer"] and certs[0]["not_after"]
     assert certs[1]["error"]
     assert device.inventory["managed_apps"]["items"] == [
-        {"Identifier": "com.example.app", "Status": "Managed", "ManagementFlags": 1}]
+        {"Identifier": "com.example.app", "Status": "Managed", "ManagementFlags": 1}
+    ]
 
 
 async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Database, server: Server) -> None:
@@ -244,8 +287,9 @@ async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Databa
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
-        command = await commands.enqueue(session, device, "Raw", {"RequestType": "DeviceInformation",
-                                                                  "Queries": ["OSVersion"]})
+        command = await commands.enqueue(
+            session, device, "Raw", {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}
+        )
         guid = command.guid
     assert not svc.hint.known_empty(device_id)
     assert _offered(await phone.report(ios)) == (guid, "DeviceInformation")

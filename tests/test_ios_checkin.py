@@ -8,20 +8,21 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from conftest import client_ssl_context, listener_url
+from ios_support import Phone, new_phone, queue_command
 from sqlalchemy import select
 
 from mdm.db.engine import Database
 from mdm.db.models import Command, Device, Event
 from mdm.ios.tables import IosDevice
 from mdm.server.runtime import Server
-from conftest import client_ssl_context, listener_url
-from ios_support import Phone, new_phone, queue_command
 
 
 @pytest.fixture
 async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=listener_url(server, "ios"), verify=client_ssl_context(config),
-                                 timeout=30) as client:
+    async with httpx.AsyncClient(
+        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
+    ) as client:
         yield client
 
 
@@ -39,15 +40,26 @@ async def _device(db: Database, udid: str) -> Device:
 
 async def _events(db: Database, type_: str) -> list[Event]:
     async with db.session() as session:
-        return list((await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all())
+        return list(
+            (await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all()
+        )
 
 
 async def test_authenticate_creates_device_and_binds_identity(ios, phone: Phone, db: Database) -> None:
     response = await phone.checkin(ios, phone.authenticate(IMEI="35 123456 789012 3", MEID="35123456789012"))
     assert response.status_code == 200
     device = await _device(db, phone.udid)
-    assert (device.protocol, device.status, device.model, device.os_version) == (1, "ok", "iPhone15,2", "17.5")
-    assert (device.build_version, device.serial_number, device.name) == ("21F79", "F2LXJ0Q1HG7F", "Alice's iPhone")
+    assert (device.protocol, device.status, device.model, device.os_version) == (
+        1,
+        "ok",
+        "iPhone15,2",
+        "17.5",
+    )
+    assert (device.build_version, device.serial_number, device.name) == (
+        "21F79",
+        "F2LXJ0Q1HG7F",
+        "Alice's iPhone",
+    )
     assert device.imei == "35 123456 789012 3" and device.attributes["meid"] == "35123456789012"
     assert device.os_name == "iOS" and device.attributes["topic"].startswith("com.apple.mgmt")
     assert device.cert_serial == phone.serial
@@ -83,8 +95,9 @@ async def test_token_update_stores_push_token_and_unlock_token(ios, phone: Phone
     assert device.attributes["user_channels"]["A1B2"]["short_name"] == "alice"
 
 
-async def test_token_update_before_authenticate_is_rejected_with_400_and_event(ios, phone: Phone,
-                                                                               db: Database) -> None:
+async def test_token_update_before_authenticate_is_rejected_with_400_and_event(
+    ios, phone: Phone, db: Database
+) -> None:
     response = await phone.checkin(ios, phone.token_update())
     assert response.status_code == 400
     assert response.json()["error"]["details"]["reason"] == "unbound"
@@ -116,8 +129,9 @@ async def test_bootstrap_token_round_trip(ios, phone: Phone, db: Database) -> No
     await phone.enroll(ios)
     empty = await phone.checkin(ios, {"MessageType": "GetBootstrapToken"})
     assert empty.status_code == 200 and empty.content == b""
-    assert (await phone.checkin(ios, {"MessageType": "SetBootstrapToken", "BootstrapToken": b"boot\x00tok"})
-            ).status_code == 200
+    assert (
+        await phone.checkin(ios, {"MessageType": "SetBootstrapToken", "BootstrapToken": b"boot\x00tok"})
+    ).status_code == 200
     got = await phone.checkin(ios, {"MessageType": "GetBootstrapToken"})
     assert got.status_code == 200
     assert plistlib.loads(got.content) == {"BootstrapToken": b"boot\x00tok"}
@@ -134,27 +148,35 @@ async def test_declarative_management_is_acknowledged(ios, phone: Phone) -> None
     await phone.enroll(ios)
     tokens = await phone.checkin(ios, {"MessageType": "DeclarativeManagement", "Endpoint": "tokens"})
     assert tokens.status_code == 200 and "DeclarationsToken" in tokens.json()["SyncTokens"]
-    items = await phone.checkin(ios, {"MessageType": "DeclarativeManagement", "Endpoint": "declaration-items"})
+    items = await phone.checkin(
+        ios, {"MessageType": "DeclarativeManagement", "Endpoint": "declaration-items"}
+    )
     assert items.status_code == 200 and items.json()["Declarations"]["Configurations"] == []
-    status = await phone.checkin(ios, {"MessageType": "DeclarativeManagement", "Endpoint": "status",
-                                       "Data": b"{}"})
+    status = await phone.checkin(
+        ios, {"MessageType": "DeclarativeManagement", "Endpoint": "status", "Data": b"{}"}
+    )
     assert status.status_code == 200
 
 
-@pytest.mark.parametrize("message", [
-    {"MessageType": "Reboot"},
-    {"MessageType": 5},
-    {"Topic": "no type"},
-    {"MessageType": "TokenUpdate", "Topic": "t", "Token": "not data", "PushMagic": "m"},
-    {"MessageType": "Authenticate"},  # no Topic
-])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"MessageType": "Reboot"},
+        {"MessageType": 5},
+        {"Topic": "no type"},
+        {"MessageType": "TokenUpdate", "Topic": "t", "Token": "not data", "PushMagic": "m"},
+        {"MessageType": "Authenticate"},  # no Topic
+    ],
+)
 async def test_unknown_or_malformed_messages_are_400(ios, phone: Phone, message: dict) -> None:
     await phone.enroll(ios)
     response = await phone.checkin(ios, message)
     assert response.status_code == 400
 
 
-async def test_wrong_certificate_for_udid_is_rejected(ios, phone: Phone, server: Server, db: Database) -> None:
+async def test_wrong_certificate_for_udid_is_rejected(
+    ios, phone: Phone, server: Server, db: Database
+) -> None:
     await phone.enroll(ios)
     other = await new_phone(db, server.ctx.ca)
     await other.enroll(ios)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import bindparam, select
@@ -29,6 +30,10 @@ BINDING_STMT = (
     .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
     .where(_ios.cert_fingerprint == bindparam("fp"))
 )
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -75,12 +80,18 @@ class IosService:
             record = await session.scalar(
                 select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
             )
+            # Only a newer certificate, issued by us to this device, may take over (not a superseded one).
+            newer = ios is not None and (
+                ios.cert_not_before is None
+                or cert.certificate.not_valid_before_utc >= _aware(ios.cert_not_before)
+            )
             if (
                 device is None
                 or ios is None
                 or record is None
                 or record.device_id != device.id
-                or (record.status != CertStatus.VALID.value)
+                or record.status != CertStatus.VALID.value
+                or not newer
             ):
                 raise IdentityError(
                     "unbound",
