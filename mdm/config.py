@@ -127,6 +127,18 @@ class PkiConfig(_Section):
     issuing_validity_days: int = Field(default=1825, ge=30)
     server_validity_days: int = Field(default=825, ge=1)
     extra_sans: list[str] = Field(default_factory=list)
+    # CRL distribution point written into issued certificates; empty: derived from hostname and
+    # the web listener's HTTP port (http://HOST:8060/crl/issuing.crl).
+    crl_url: str = ""
+    crl_validity_hours: int = Field(default=72, ge=2, le=24 * 90)
+    # How often each replica re-reads revocations made elsewhere (other replicas, the CLI).
+    revocation_refresh_seconds: float = Field(default=10.0, ge=0.5, le=3600)
+    # How often the renewal worker looks for certificates inside their renewal window.
+    renewal_check_seconds: float = Field(default=3600.0, ge=0.5)
+    # Ask a device again if it has not renewed this long after the last request.
+    renewal_retry_hours: float = Field(default=24.0, ge=0.01)
+    # Also refuse revoked certificates during the TLS handshake on the KES listener (CRL check).
+    kes_tls_crl_check: bool = True
 
 
 class LimitsConfig(_Section):
@@ -329,6 +341,11 @@ rsa_bits = 2048
 passphrase_file = ""
 server_validity_days = 825
 extra_sans = []        # additional DNS names / IPs for server certificates
+crl_url = ""           # CRL distribution point; default http://<hostname>:<web http_port>/crl/issuing.crl
+crl_validity_hours = 72
+revocation_refresh_seconds = 10.0   # pick up revocations made by other replicas
+renewal_check_seconds = 3600.0      # look for device certificates inside their renewal window
+kes_tls_crl_check = true            # refuse revoked certificates in the KES TLS handshake
 
 [limits]
 max_body_bytes = 1048576

@@ -19,6 +19,7 @@ from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
 from mdm.db.models import ApiToken
 from mdm.pki.ca import CAError, CertificateAuthority
+from mdm.pki.crl import crl_url_for
 from mdm.pki.keys import KeyError_
 from mdm.pki.slots import SLOTS, issue_server_certificate, slot_exists
 
@@ -121,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
     except (CAError, KeyError_, ConfigError) as exc:
         raise CliError(str(exc)) from None
 
+    ca.crl_url = crl_url_for(config)  # CRL distribution point in the server certificates
     config.certs_dir.mkdir(parents=True, exist_ok=True)
     hostnames = server_hostnames(config)
     regenerate_all = args.force or any(c.startswith("created CA") for c in changes)

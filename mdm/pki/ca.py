@@ -1,7 +1,9 @@
 """The internal certificate authority: a self-signed root and an issuing CA below it.
 
 Files (DATA_DIR/ca): ``root.pem``, ``root.key``, ``issuing.pem``, ``issuing.key`` (keys 0600,
-PKCS#8, encrypted when a passphrase is configured) and ``chain.pem`` (issuing + root).
+PKCS#8, encrypted when a passphrase is configured) and ``chain.pem`` (issuing, any intermediates,
+root). After ``mdm certs import-ca`` the issuing CA may sit below an enterprise root: then
+``root.key`` is absent and ``chain.pem`` carries the intermediates (see ``mdm.pki.castore``).
 This module is pure X.509 work; recording issued certificates is the issuance service's job.
 """
 
@@ -32,8 +34,9 @@ class CAError(Exception):
 
 
 def random_serial() -> int:
-    """A positive 128-bit serial (RFC 5280 allows up to 20 octets; top bit cleared)."""
-    return secrets.randbits(127) | (1 << 126)
+    """A positive 128-bit serial: 127 random bits under a set top bit, so every serial prints as
+    32 hex digits (17 DER octets with the sign octet; RFC 5280 allows up to 20)."""
+    return secrets.randbits(127) | (1 << 127)
 
 
 def _sign_hash(key: PrivateKey) -> hashes.SHA256:
@@ -80,11 +83,14 @@ class CertificateAuthority:
         issuing: x509.Certificate,
         issuing_key: PrivateKey,
         crl_url: str | None = None,
+        intermediates: Sequence[x509.Certificate] = (),
     ) -> None:
         self.root = root
         self.issuing = issuing
         self.issuing_key = issuing_key
         self.crl_url = crl_url
+        # CA certificates between the issuing CA and the root (imported CAs only), issuer order.
+        self.intermediates = list(intermediates)
 
     # ---- creation / loading ------------------------------------------------------------------
     @classmethod
@@ -154,7 +160,7 @@ class CertificateAuthority:
         key = load_key(directory / ISSUING_KEY, passphrase)
         if _spki(key.public_key()) != _spki(issuing.public_key()):
             raise CAError(f"{directory / ISSUING_KEY}: does not match {directory / ISSUING_CERT}")
-        return cls(root, issuing, key)
+        return cls(root, issuing, key, intermediates=_intermediates(directory / CHAIN, issuing, root))
 
     @staticmethod
     def exists(directory: Path) -> bool:
@@ -163,8 +169,11 @@ class CertificateAuthority:
     # ---- issuance ----------------------------------------------------------------------------
     @property
     def chain(self) -> list[x509.Certificate]:
-        """Issuing CA then root: what a leaf presents after itself."""
-        return [self.issuing, self.root]
+        """Issuing CA, intermediates, root: what a leaf presents after itself."""
+        out = [self.issuing, *self.intermediates]
+        if self.root != self.issuing:
+            out.append(self.root)
+        return out
 
     def issue(
         self,
@@ -180,8 +189,14 @@ class CertificateAuthority:
         organization: str = "mdm",
         uid: str | None = None,
         serial: int | None = None,
+        not_before: datetime | None = None,
+        not_after: datetime | None = None,
     ) -> x509.Certificate:
+        """Sign a leaf. ``not_before``/``not_after`` override the validity computed from ``days``
+        (tests build expired certificates this way); the end is capped at the issuing CA's."""
         now = datetime.now(UTC)
+        start = not_before or now - timedelta(minutes=5)
+        end = min(not_after or now + timedelta(days=days), self.issuing.not_valid_after_utc)
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, organization)]
         if uid:
             attrs.append(x509.NameAttribute(NameOID.USER_ID, uid))
@@ -200,8 +215,8 @@ class CertificateAuthority:
             .issuer_name(self.issuing.subject)
             .public_key(public_key)
             .serial_number(serial or random_serial())
-            .not_valid_before(now - timedelta(minutes=5))
-            .not_valid_after(min(now + timedelta(days=days), self.issuing.not_valid_after_utc))
+            .not_valid_before(start)
+            .not_valid_after(end)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
@@ -266,8 +281,20 @@ def _ca_key_usage() -> x509.KeyUsage:
     )
 
 
+def _intermediates(
+    chain_file: Path, issuing: x509.Certificate, root: x509.Certificate
+) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(chain_file.read_bytes())
+    except (FileNotFoundError, ValueError):
+        return []
+    return [c for c in certs if c != issuing and c != root]
+
+
 def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
-    return public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def _pem(cert: x509.Certificate) -> bytes:
@@ -278,4 +305,11 @@ def pem_chain(certs: Iterable[x509.Certificate]) -> bytes:
     return b"".join(_pem(c) for c in certs)
 
 
-__all__ = ["CAError", "CertificateAuthority", "IssuedCertificate", "pem_chain", "random_serial", "rsa"]
+def spki_der(public_key: CertificatePublicKeyTypes) -> bytes:
+    """SubjectPublicKeyInfo DER: compare keys of any type with this."""
+    return _spki(public_key)
+
+
+__all__ = [
+    "CAError", "CertificateAuthority", "IssuedCertificate", "pem_chain", "random_serial", "rsa", "spki_der",
+]

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.core.errors import NotFound
+from mdm.core.errors import InvalidArgument, NotFound
+from mdm.db.models import Severity
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.keys import PrivateKey, generate_key
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
@@ -40,8 +42,9 @@ class CertificateRequest:
     key_type: str = "rsa"
     rsa_bits: int = 2048
     template: str | None = None  # enterprise PKI template name
-    renews_serial: str | None = None
+    renews_serial: str | None = None  # the certificate this one replaces (marked superseded)
     extra: dict[str, str] = field(default_factory=dict)
+    uid: str | None = None  # subject UID attribute (the user name), optional
 
 
 @dataclass(frozen=True)
@@ -89,16 +92,39 @@ class InternalCASource:
             server=request.type == CertType.SERVER,
             sans=request.sans,
             emails=request.emails,
+            uid=request.uid,
         )
         return cert, self.ca.chain
 
 
-async def issue(session: AsyncSession, source: CertificateSource, request: CertificateRequest) -> IssuedIdentity:
-    """Sign (generating a key pair if the request has no public key), record, emit the event."""
+def check_public_key(public_key: CertificatePublicKeyTypes) -> None:
+    """Refuse keys too weak to certify: RSA below 2048 bits, EC curves other than P-256/P-384."""
+    if isinstance(public_key, rsa.RSAPublicKey):
+        if public_key.key_size < 2048:
+            raise InvalidArgument(f"RSA key of {public_key.key_size} bits is too weak (at least 2048)")
+        return
+    if isinstance(public_key, ec.EllipticCurvePublicKey):
+        if not isinstance(public_key.curve, ec.SECP256R1 | ec.SECP384R1):
+            raise InvalidArgument(f"EC curve {public_key.curve.name} is not accepted (P-256 or P-384)")
+        return
+    raise InvalidArgument(f"{type(public_key).__name__} keys are not accepted (RSA >= 2048 or EC P-256)")
+
+
+async def issue(
+    session: AsyncSession, source: CertificateSource, request: CertificateRequest
+) -> IssuedIdentity:
+    """Sign (generating a key pair if the request has no public key), record, emit the event.
+
+    A request with ``renews_serial`` emits ``cert_renewed`` and marks that certificate
+    superseded (it stays usable until it expires or is revoked).
+    """
     key: PrivateKey | None = None
     public_key = request.public_key
-    if public_key is None:
-        key = await asyncio.to_thread(generate_key, "ec" if request.key_type == "ec" else "rsa", request.rsa_bits)
+    if public_key is not None:
+        check_public_key(public_key)
+    else:
+        key_type: Literal["rsa", "ec"] = "ec" if request.key_type == "ec" else "rsa"
+        key = await asyncio.to_thread(generate_key, key_type, request.rsa_bits)
         public_key = key.public_key()
     cert, chain = await source.sign(request, public_key)
     record = IssuedCertificateRecord(
@@ -111,14 +137,24 @@ async def issue(session: AsyncSession, source: CertificateSource, request: Certi
         status=CertStatus.VALID.value,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
-        renews_serial=request.renews_serial,
+        renews_serial=normalise_serial(request.renews_serial) if request.renews_serial else None,
         pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
     )
     session.add(record)
     await session.flush()
+    renewed: dict[str, str] = {}
+    if request.renews_serial:
+        old_serial = normalise_serial(request.renews_serial)
+        old = await session.scalar(
+            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == old_serial)
+        )
+        if old is not None and old.status == CertStatus.VALID.value:
+            old.status = CertStatus.SUPERSEDED.value
+        renewed = {"renews_serial": normalise_serial(request.renews_serial)}
     events.emit(
         session,
         "cert_renewed" if request.renews_serial else "cert_issued",
+        Severity.INFO,
         device_id=request.device_id,
         user_id=request.user_id,
         serial=record.serial,
@@ -126,13 +162,22 @@ async def issue(session: AsyncSession, source: CertificateSource, request: Certi
         subject=record.subject,
         not_after=record.not_after.isoformat(),
         source=source.name,
+        **renewed,
     )
     return IssuedIdentity(cert, key, chain, record)
 
 
+def normalise_serial(serial: str) -> str:
+    """Lower-case hex without leading zeros or separators (``0A:1B`` -> ``a1b``)."""
+    text = serial.strip().lower().replace(":", "")
+    if text.startswith("0x"):
+        text = text[2:]
+    return text.lstrip("0") or "0"
+
+
 async def get_record(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
     record = await session.scalar(
-        select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial.lower().lstrip("0"))
+        select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == normalise_serial(serial))
     )
     if record is None:
         raise NotFound(f"no certificate with serial {serial}")

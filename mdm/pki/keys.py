@@ -54,6 +54,12 @@ def save_key(path: Path, key: PrivateKeyTypes, passphrase: bytes | None = None) 
     write_private(path, pem)
 
 
+def key_is_encrypted(path: Path) -> bool:
+    """Whether the PEM key file is passphrase-protected (PKCS#8 ``ENCRYPTED PRIVATE KEY``)."""
+    with path.open("rb") as fh:
+        return b"ENCRYPTED" in fh.readline()
+
+
 def load_key(path: Path, passphrase: bytes | None = None) -> PrivateKey:
     try:
         data = path.read_bytes()

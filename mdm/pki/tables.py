@@ -1,11 +1,12 @@
-"""PKI tables: every certificate the service issues, with its status."""
+"""PKI tables: every certificate the service issues, with its status, and the issuance rules of
+the user/device certificate types."""
 
 from __future__ import annotations
 
 import enum
 from datetime import datetime
 
-from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdm.db.models import Base, BigId, utcnow
@@ -23,6 +24,10 @@ class CertType(enum.StrEnum):
     MAIL = "mail"
     VPN = "vpn"
     SERVER = "server"
+
+
+# Types that have issuance rules (user/device certificates); server certificates follow [pki].
+RULE_TYPES = (CertType.MOBILE, CertType.MAIL, CertType.VPN)
 
 
 class IssuedCertificateRecord(Base):
@@ -43,7 +48,26 @@ class IssuedCertificateRecord(Base):
     # Serial of the certificate this one renews.
     renews_serial: Mapped[str | None] = mapped_column(String(64))
     pem: Mapped[str] = mapped_column(Text)
+    # Renewal bookkeeping: when cert_expiring was emitted, when a protocol was last asked to renew.
+    expiring_notified_at: Mapped[datetime | None] = mapped_column()
+    renewal_requested_at: Mapped[datetime | None] = mapped_column()
     __table_args__ = (
         CheckConstraint("status IN ('valid', 'revoked', 'expired', 'superseded')", name="status"),
         Index("ix_certificates_status_not_after", "status", "not_after"),
     )
+
+
+class IssuanceRuleRecord(Base):
+    """One row per certificate type (mobile, mail, vpn); defaults are inserted by the migration."""
+
+    __tablename__ = "certificate_rules"
+    type: Mapped[str] = mapped_column(String(16), primary_key=True)
+    validity_days: Mapped[int] = mapped_column(Integer)
+    key_type: Mapped[str] = mapped_column(String(8))
+    key_size: Mapped[int] = mapped_column(Integer)  # RSA bits, or the EC curve size (256)
+    renewal_days: Mapped[int] = mapped_column(Integer)  # renew this long before expiry; 0: never
+    source: Mapped[str] = mapped_column(String(32))  # a registered CertificateSource name
+    template: Mapped[str | None] = mapped_column(String(255))  # enterprise PKI template name
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_by: Mapped[str | None] = mapped_column(String(255))
+    __table_args__ = (CheckConstraint("key_type IN ('rsa', 'ec')", name="key_type"),)

@@ -70,9 +70,22 @@ class ClientCertVerifier:
         )
 
     def set_revoked(self, serials: set[str] | frozenset[str]) -> None:
+        """Replace the revoked set (lower-case hex serials); takes effect on the next verify."""
         self.revoked = frozenset(serials)
 
-    def verify_der(self, der: bytes, extra_intermediates: list[x509.Certificate] | None = None) -> VerifiedCertificate:
+    def add_revoked(self, serial: str) -> None:
+        self.revoked = self.revoked | {serial}
+
+    def set_trust(self, trusted: list[x509.Certificate], intermediates: list[x509.Certificate]) -> None:
+        """Swap the trust anchors (e.g. after a CA import) and forget cached verdicts."""
+        with self._lock:
+            self._store = Store(trusted)
+            self._intermediates = list(intermediates)
+            self._cache.clear()
+
+    def verify_der(
+        self, der: bytes, extra_intermediates: list[x509.Certificate] | None = None
+    ) -> VerifiedCertificate:
         fingerprint = hashlib.sha256(der).digest()
         now = datetime.now(UTC)
         with self._lock:
@@ -90,7 +103,9 @@ class ClientCertVerifier:
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
         if hit.not_after < now:
-            raise IdentityRejected("expired", f"certificate {hit.serial_hex} expired at {hit.not_after.isoformat()}")
+            raise IdentityRejected(
+                "expired", f"certificate {hit.serial_hex} expired at {hit.not_after.isoformat()}"
+            )
         if hit.serial_hex in self.revoked:
             raise IdentityRejected("revoked", f"certificate {hit.serial_hex} is revoked")
         return hit
@@ -104,18 +119,23 @@ class ClientCertVerifier:
         self, cert: x509.Certificate, fingerprint: bytes, now: datetime, extra: list[x509.Certificate]
     ) -> VerifiedCertificate:
         if cert.not_valid_after_utc < now:
-            raise IdentityRejected("expired", f"certificate expired at {cert.not_valid_after_utc.isoformat()}")
+            raise IdentityRejected(
+                "expired", f"certificate expired at {cert.not_valid_after_utc.isoformat()}"
+            )
         if cert.not_valid_before_utc > now:
             raise IdentityRejected("not_yet_valid", "certificate is not yet valid")
         try:
             self._verifier(now).verify(cert, self._intermediates + extra)
         except VerificationError as exc:
-            raise IdentityRejected("untrusted", f"certificate does not chain to a trusted CA: {exc}") from None
+            raise IdentityRejected(
+                "untrusted", f"certificate does not chain to a trusted CA: {exc}"
+            ) from None
         try:
             usages = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
         except x509.ExtensionNotFound:
             usages = None
-        if usages is not None and not {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE} & set(usages):
+        client_usages = {ExtendedKeyUsageOID.CLIENT_AUTH, ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE}
+        if usages is not None and not client_usages & set(usages):
             raise IdentityRejected("wrong_usage", "certificate is not valid for client authentication (EKU)")
         cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return VerifiedCertificate(

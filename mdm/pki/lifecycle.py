@@ -1,0 +1,215 @@
+"""Certificate life cycle as service functions on the caller's session: issue per the type's
+rule, list, show, revoke. The caller commits; events go into the same transaction."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events
+from mdm.core.errors import Conflict, InvalidArgument, NotFound
+from mdm.db.models import Severity, User
+from mdm.pki import rules
+from mdm.pki.crl import RevokedEntry, parse_reason
+from mdm.pki.issuance import IssuedIdentity, get_record, issue
+from mdm.pki.sources import SourceSet
+from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
+
+MAX_CSR_BYTES = 64 * 1024
+
+
+def load_csr(pem: str) -> CertificatePublicKeyTypes:
+    """The public key of a PEM (or base64 DER) PKCS#10 request whose signature verifies."""
+    data = pem.strip().encode()
+    if len(data) > MAX_CSR_BYTES:
+        raise InvalidArgument("csr: too large for a certificate request")
+    try:
+        if data.startswith(b"-----BEGIN"):
+            csr = x509.load_pem_x509_csr(data)
+        else:
+            import base64
+
+            csr = x509.load_der_x509_csr(base64.b64decode(data, validate=True))
+    except ValueError as exc:
+        raise InvalidArgument(f"csr: not a PKCS#10 certificate request ({exc})") from None
+    if not csr.is_signature_valid:
+        raise InvalidArgument("csr: the request's signature does not verify (proof of possession failed)")
+    return csr.public_key()
+
+
+async def resolve_user(
+    session: AsyncSession, name: str, *, create: bool = False, email: str | None = None
+) -> tuple[User, bool]:
+    """The user by name; created only when asked (a typo must not mint a new identity)."""
+    user = await session.scalar(select(User).where(User.name == name))
+    if user is not None:
+        return user, False
+    if not create:
+        raise NotFound(
+            f"no user {name!r}; create it first (POST /api/v1/users) or ask to create it (--create-user)"
+        )
+    user = User(name=name, email=email)
+    session.add(user)
+    await session.flush()
+    return user, True
+
+
+@dataclass
+class IssueResult:
+    identity: IssuedIdentity
+    user: User
+    user_created: bool
+
+
+async def issue_for_user(
+    session: AsyncSession,
+    sources: SourceSet,
+    *,
+    user_name: str,
+    cert_type: str,
+    public_key: CertificatePublicKeyTypes | None = None,
+    create_user: bool = False,
+    email: str | None = None,
+    device_id: int | None = None,
+    renews_serial: str | None = None,
+) -> IssueResult:
+    """Issue a ``cert_type`` certificate for the user by the type's rule and source."""
+    kind = rules.rule_type(cert_type)
+    user, created = await resolve_user(session, user_name, create=create_user, email=email)
+    rule = await rules.get_rule(session, kind)
+    address = email or user.email
+    if kind == CertType.MAIL and not address:
+        raise InvalidArgument(
+            f"mail certificates carry the user's e-mail address and user {user.name!r} has none "
+            "(give an email)"
+        )
+    request = rules.request_for(
+        rule,
+        common_name=user.name,
+        user_id=user.id,
+        device_id=device_id,
+        public_key=public_key,
+        emails=(address,) if address and kind == CertType.MAIL else (),
+        uid=user.name,
+        renews_serial=renews_serial,
+    )
+    identity = await issue(session, sources.get(rule.source), request)
+    return IssueResult(identity, user, created)
+
+
+async def revoke(session: AsyncSession, serial: str, reason: str, *, by: str) -> IssuedCertificateRecord:
+    """Mark the certificate revoked and emit ``cert_revoked``; the caller then refreshes the CRL."""
+    reason_name = parse_reason(reason)
+    record = await get_record(session, serial)
+    now = datetime.now(UTC)
+    if record.status == CertStatus.REVOKED.value:
+        raise Conflict(
+            f"certificate {record.serial} is already revoked ({record.revocation_reason}, "
+            f"{_aware(record.revoked_at or now):%Y-%m-%d %H:%M}Z)"
+        )
+    if record.status == CertStatus.EXPIRED.value or _aware(record.not_after) <= now:
+        raise Conflict(f"certificate {record.serial} has expired; it no longer needs revoking")
+    record.status = CertStatus.REVOKED.value
+    record.revoked_at = now
+    record.revocation_reason = reason_name
+    events.emit(
+        session,
+        "cert_revoked",
+        Severity.WARNING,
+        device_id=record.device_id,
+        user_id=record.user_id,
+        serial=record.serial,
+        cert_type=record.type,
+        subject=record.subject,
+        reason=reason_name,
+        by=by,
+    )
+    return record
+
+
+async def revoked_entries(session: AsyncSession, now: datetime | None = None) -> list[RevokedEntry]:
+    """Revoked certificates that have not expired yet (expired ones drop off the CRL)."""
+    now = now or datetime.now(UTC)
+    rows = await session.execute(
+        select(
+            IssuedCertificateRecord.serial,
+            IssuedCertificateRecord.revoked_at,
+            IssuedCertificateRecord.revocation_reason,
+            IssuedCertificateRecord.not_after,
+        ).where(
+            IssuedCertificateRecord.status == CertStatus.REVOKED.value,
+            IssuedCertificateRecord.not_after > now,
+        )
+    )
+    return [
+        RevokedEntry(serial=r.serial, revoked_at=_aware(r.revoked_at or now), reason=r.revocation_reason,
+                     not_after=_aware(r.not_after))
+        for r in rows
+    ]
+
+
+async def revoked_pems(session: AsyncSession, serials: list[str]) -> dict[str, str]:
+    rows = await session.execute(
+        select(IssuedCertificateRecord.serial, IssuedCertificateRecord.pem).where(
+            IssuedCertificateRecord.serial.in_(serials)
+        )
+    )
+    return {r.serial: r.pem for r in rows}
+
+
+async def list_certificates(
+    session: AsyncSession,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    user: str | None = None,
+    status: str | None = None,
+    cert_type: str | None = None,
+    device_id: int | None = None,
+) -> tuple[list[tuple[IssuedCertificateRecord, str | None]], int | None]:
+    """Newest first, with the owner's name; the cursor is the last id of the page."""
+    stmt = (
+        select(IssuedCertificateRecord, User.name)
+        .outerjoin(User, User.id == IssuedCertificateRecord.user_id)
+        .order_by(IssuedCertificateRecord.id.desc())
+    )
+    if before_id is not None:
+        stmt = stmt.where(IssuedCertificateRecord.id < before_id)
+    if user is not None:
+        stmt = stmt.where(User.name == user)
+    if status is not None:
+        stmt = stmt.where(IssuedCertificateRecord.status == status)
+    if cert_type is not None:
+        stmt = stmt.where(IssuedCertificateRecord.type == cert_type)
+    if device_id is not None:
+        stmt = stmt.where(IssuedCertificateRecord.device_id == device_id)
+    rows: list[tuple[IssuedCertificateRecord, str | None]] = [
+        (r[0], r[1]) for r in (await session.execute(stmt.limit(limit + 1))).all()
+    ]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows, (rows[-1][0].id if more and rows else None)
+
+
+async def owner_name(session: AsyncSession, record: IssuedCertificateRecord) -> str | None:
+    if record.user_id is None:
+        return None
+    return await session.scalar(select(User.name).where(User.id == record.user_id))
+
+
+async def get(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
+    try:
+        int(serial.replace(":", ""), 16)
+    except ValueError:
+        raise NotFound(f"no certificate with serial {serial} (serials are hexadecimal)") from None
+    return await get_record(session, serial)
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes for timezone-aware columns; they are UTC."""
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
