@@ -9,8 +9,10 @@ declare are kept in ``extra`` and otherwise ignored, as devices add keys with ev
 from __future__ import annotations
 
 import base64
+import binascii
 import math
 import plistlib
+import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -71,13 +73,32 @@ def _check_str(text: str) -> None:
             raise MessageError("property list string is not valid Unicode") from None
 
 
+_DATA = re.compile(rb"<data>([^<]*)</data>")
+
+
+def _repad(match: re.Match[bytes]) -> bytes:
+    text = re.sub(rb"[^A-Za-z0-9+/]", b"", match.group(1))
+    if len(text) % 4 == 1:
+        text = text[:-1]
+    return b"<data>" + text + b"=" * (-len(text) % 4) + b"</data>"
+
+
+def _repad_data(body: bytes) -> bytes:
+    """Some captured (anonymised) plists carry <data> with wrong base64 padding; Apple's own parser
+    is lenient about it, plistlib is not."""
+    return _DATA.sub(_repad, body)
+
+
 def load_plist(body: bytes, *, max_depth: int = 32, max_nodes: int = 200_000) -> dict[str, Any]:
     """Parse a device's plist (XML or binary) into a dict, or raise MessageError."""
     if not body:
         raise MessageError("empty body; a property list is required")
     _sniff(body)
     try:
-        value = plistlib.loads(body)
+        try:
+            value = plistlib.loads(body)
+        except binascii.Error:
+            value = plistlib.loads(_repad_data(body))
     except RecursionError:
         raise MessageError(f"property list is nested deeper than {max_depth} levels") from None
     except (
@@ -177,7 +198,7 @@ CHECKIN_KEYS: dict[str, dict[str, tuple[str, bool]]] = {
     },
     "CheckOut": {
         "MessageType": (STRING, True),
-        "Topic": (STRING, False),
+        "Topic": (STRING, True),
         "UDID": (STRING, False),
         "EnrollmentID": (STRING, False),
     },
