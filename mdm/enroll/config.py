@@ -79,7 +79,7 @@ class SmtpConfig(_Section):
     password_file: str = ""  # file holding the password (kept out of mdm.toml)
     from_address: str = Field(default="", alias="from", max_length=320)
     ca_file: str = ""  # CA bundle to verify the SMTP server; default: the system trust store
-    timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    timeout_seconds: float = Field(default=15.0, gt=0, le=300)
     subject: str = Field(default="Enroll your device", max_length=200)
 
     @model_validator(mode="after")
