@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import httpx
 import pytest
+from conftest import client_ssl_context
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from scep_tools.support import (
-    certificate_count,
     challenge_used,
     make_challenge,
     make_user,
@@ -17,7 +17,6 @@ from scep_tools.support import (
 )
 from sqlalchemy import select
 
-from conftest import client_ssl_context
 from mdm.config import Config
 from mdm.db.models import Event
 from mdm.scep import client, messages
@@ -67,13 +66,23 @@ async def test_enroll_with_one_time_challenge(server: Server, config: Config, db
     challenge = await make_challenge(db, user_id=user_id)
     key = new_key()
     cert = await client.enroll(
-        scep_url(server), challenge, "device-1", key, ssl_context=client_ssl_context(config), encryption=encryption
+        scep_url(server),
+        challenge,
+        "device-1",
+        key,
+        ssl_context=client_ssl_context(config),
+        encryption=encryption,
     )
     _chains_to_ca(cert, config)
     assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "device-1"
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
     record = await record_of(db, cert)
-    assert record is not None and record.type == "mobile" and record.user_id == user_id and record.status == "valid"
+    assert (
+        record is not None
+        and record.type == "mobile"
+        and record.user_id == user_id
+        and record.status == "valid"
+    )
     assert await challenge_used(db)
     async with db.session() as session:
         issued = (await session.scalars(select(Event).where(Event.type == "cert_issued"))).all()

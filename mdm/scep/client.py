@@ -184,6 +184,7 @@ class _Exchange:
     transaction_id: str
     encryption: Encryption
     digest: str
+    subject_key: rsa.RSAPrivateKey  # the key being certified (differs from ``key`` on renewal)
 
     async def send(self, kind: MessageType, content: bytes) -> messages.PkiMessage:
         nonce = messages.new_nonce()
@@ -217,7 +218,7 @@ class _Exchange:
             inner, _ = envelope.decrypt(reply.content, self.identity, self.key)
         except ScepFailure as exc:
             raise ScepError(f"cannot open the CertRep envelope: {exc}") from None
-        ours = self.key.public_key().public_numbers()
+        ours = self.subject_key.public_key().public_numbers()
         for cert in messages.certificates_of(inner):
             public = cert.public_key()
             if isinstance(public, rsa.RSAPublicKey) and public.public_numbers() == ours:
@@ -254,22 +255,96 @@ async def enroll(
     to ``max_wait`` seconds, then ``ScepPending`` is raised. A refusal raises ``ScepError`` with
     the server's failInfo.
     """
-    algorithm: Encryption = "aes256" if encryption == "aes" else encryption
+    csr = build_csr(key, subject_cn, challenge)
+    return await _run(
+        url,
+        MessageType.PKCS_REQ,
+        csr,
+        key,
+        self_signed(key, subject_cn),
+        key,
+        ssl_context=ssl_context,
+        encryption=encryption,
+        digest=digest,
+        poll_interval=poll_interval,
+        max_wait=max_wait,
+        http_timeout=http_timeout,
+    )
+
+
+async def renew(
+    url: str,
+    certificate: x509.Certificate,
+    certificate_key: rsa.RSAPrivateKey,
+    new_key: rsa.RSAPrivateKey,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    subject_cn: str | None = None,
+    encryption: Literal["aes", "aes128", "aes256", "3des"] = "aes",
+    digest: str = "sha256",
+    poll_interval: float = 2.0,
+    max_wait: float = 0.0,
+    http_timeout: float = 30.0,
+) -> x509.Certificate:
+    """RenewalReq: a certificate for ``new_key``, authenticated by the current ``certificate``."""
+    if subject_cn is None:
+        names = certificate.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+        subject_cn = str(names[0].value) if names else "renewal"
+    csr = build_csr(new_key, subject_cn, None)
+    return await _run(
+        url,
+        MessageType.RENEWAL_REQ,
+        csr,
+        new_key,
+        certificate,
+        certificate_key,
+        ssl_context=ssl_context,
+        encryption=encryption,
+        digest=digest,
+        poll_interval=poll_interval,
+        max_wait=max_wait,
+        http_timeout=http_timeout,
+    )
+
+
+async def _run(
+    url: str,
+    kind: MessageType,
+    csr: x509.CertificateSigningRequest,
+    key: rsa.RSAPrivateKey,
+    identity: x509.Certificate,
+    identity_key: rsa.RSAPrivateKey,
+    *,
+    ssl_context: ssl.SSLContext | None,
+    encryption: str,
+    digest: str,
+    poll_interval: float,
+    max_wait: float,
+    http_timeout: float,
+) -> x509.Certificate:
+    algorithms: dict[str, Encryption] = {
+        "aes": "aes256",
+        "aes128": "aes128",
+        "aes256": "aes256",
+        "3des": "3des",
+    }
+    if encryption not in algorithms:
+        raise ValueError(f"encryption must be one of {', '.join(algorithms)}")
     async with httpx.AsyncClient(verify=ssl_context or True, timeout=http_timeout) as http:
         caps = await get_capabilities(http, url)
         server = select_certificates(await get_ca_certificates(http, url), caps)
-        csr = build_csr(key, subject_cn, challenge)
         exchange = _Exchange(
             http,
             url,
             server,
-            key,
-            self_signed(key, subject_cn),
+            identity_key,
+            identity,
             transaction_id_for(key.public_key()),
-            algorithm,
+            algorithms[encryption],
             digest,
+            key,
         )
-        reply = await exchange.send(MessageType.PKCS_REQ, csr.public_bytes(serialization.Encoding.DER))
+        reply = await exchange.send(kind, csr.public_bytes(serialization.Encoding.DER))
         deadline = time.monotonic() + max_wait
         poll = IssuerAndSubject(
             {

@@ -238,6 +238,7 @@ def sign(
     signer_key: PrivateKey,
     digest: str = "sha256",
     certificates: Sequence[x509.Certificate] = (),
+    signing_time: datetime | None = None,
 ) -> bytes:
     """CMS SignedData over ``content`` (id-data) with the standard plus ``scep_attributes``."""
     hash_cls = DIGESTS[digest]
@@ -248,7 +249,10 @@ def sign(
             cms.CMSAttribute({"type": "content_type", "values": ["data"]}),
             cms.CMSAttribute({"type": "message_digest", "values": [h.finalize()]}),
             cms.CMSAttribute(
-                {"type": "signing_time", "values": [cms.Time(name="utc_time", value=datetime.now(UTC))]}
+                {
+                    "type": "signing_time",
+                    "values": [cms.Time(name="utc_time", value=signing_time or datetime.now(UTC))],
+                }
             ),
             *scep_attributes,
         ]
@@ -307,6 +311,7 @@ def request(
     signer_cert: x509.Certificate,
     signer_key: PrivateKey,
     digest: str = "sha256",
+    signing_time: datetime | None = None,
 ) -> bytes:
     """A client's pkiMessage (PKCSReq, RenewalReq, CertPoll, GetCert, GetCRL)."""
     return sign(
@@ -319,6 +324,7 @@ def request(
         signer_cert=signer_cert,
         signer_key=signer_key,
         digest=digest,
+        signing_time=signing_time,
     )
 
 
@@ -335,7 +341,11 @@ def cert_rep(
     fail_info_text: str | None = None,
     certificates: Sequence[x509.Certificate] = (),
 ) -> bytes:
-    """The server's CertRep. FAILURE and PENDING carry no content (RFC 8894 §3.3.2)."""
+    """The server's CertRep. FAILURE and PENDING carry no pkcsPKIEnvelope (RFC 8894 §3.3.2).
+
+    Their eContent is present but empty rather than absent: OpenSSL's PKCS7_verify, which
+    OpenSSL-based clients (certmonger, sscep) use on every reply, refuses absent content.
+    """
     attributes = [
         _attr(OID_TRANSACTION_ID, core.PrintableString(transaction_id)),
         _attr(OID_MESSAGE_TYPE, core.PrintableString(MessageType.CERT_REP.value)),
@@ -350,7 +360,7 @@ def cert_rep(
         if fail_info_text:
             attributes.append(_attr(OID_FAIL_INFO_TEXT, core.UTF8String(fail_info_text[:200])))
     return sign(
-        content=envelope if status == PkiStatus.SUCCESS else None,
+        content=envelope if status == PkiStatus.SUCCESS else b"",
         scep_attributes=attributes,
         signer_cert=signer_cert,
         signer_key=signer_key,

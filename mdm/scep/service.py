@@ -109,10 +109,12 @@ async def pki_operation(ctx: ServerContext, der: bytes) -> bytes:
         )
     else:
         log.info(
-            "scep %s transaction %s: %s",
+            "scep %s transaction %s: %s (%s, %s)",
             kind,
             msg.transaction_id,
             outcome.status.name,
+            msg.digest_algorithm,
+            outcome.encryption if outcome.status == PkiStatus.SUCCESS else "no envelope",
             extra={"transaction_id": msg.transaction_id},
         )
     return await asyncio.to_thread(_reply, state, msg, outcome)

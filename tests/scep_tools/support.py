@@ -34,7 +34,9 @@ async def make_user(db: Database, name: str = "alice") -> int:
         return user.id
 
 
-async def make_challenge(db: Database, user_id: int | None = None, ttl: int = 600, purpose: str = "test") -> str:
+async def make_challenge(
+    db: Database, user_id: int | None = None, ttl: int = 600, purpose: str = "test"
+) -> str:
     async with db.transaction() as session:
         return await challenges.create_challenge(session, user_id=user_id, purpose=purpose, ttl_seconds=ttl)
 
@@ -47,8 +49,14 @@ async def challenge_used(db: Database, purpose: str = "test") -> bool:
 
 
 async def certificate_count(db: Database) -> int:
+    """User/device certificates on record (server certificates are recorded at start-up too)."""
     async with db.session() as session:
-        return int(await session.scalar(select(func.count()).select_from(IssuedCertificateRecord)) or 0)
+        stmt = (
+            select(func.count())
+            .select_from(IssuedCertificateRecord)
+            .where(IssuedCertificateRecord.type != "server")
+        )
+        return int(await session.scalar(stmt) or 0)
 
 
 async def transaction_count(db: Database) -> int:
@@ -59,5 +67,7 @@ async def transaction_count(db: Database) -> int:
 async def record_of(db: Database, cert: x509.Certificate) -> IssuedCertificateRecord | None:
     async with db.session() as session:
         return await session.scalar(
-            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == format(cert.serial_number, "x"))
+            select(IssuedCertificateRecord).where(
+                IssuedCertificateRecord.serial == format(cert.serial_number, "x")
+            )
         )
