@@ -11,10 +11,10 @@ import sys
 from collections.abc import Sequence
 
 from mdm import __version__
-from mdm.cli import certs_cmd, client_commands, enroll_cmd, init_cmd, serve_cmd
+from mdm.cli import bench_cmd, certs_cmd, client_commands, enroll_cmd, init_cmd, serve_cmd, sim_cmd
 from mdm.cli.common import CliError
 
-GROUPS = [init_cmd, serve_cmd, client_commands, enroll_cmd, certs_cmd]
+GROUPS = [init_cmd, serve_cmd, client_commands, enroll_cmd, certs_cmd, sim_cmd, bench_cmd]
 
 
 def build_parser() -> argparse.ArgumentParser:

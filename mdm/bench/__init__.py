@@ -1,0 +1,1 @@
+"""Benchmarks (``mdm bench``): simulated devices as load generators against a running server."""

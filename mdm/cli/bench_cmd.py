@@ -1,0 +1,151 @@
+"""``mdm bench ios``: load-test the iOS command channel with simulated devices.
+
+Without ``--url`` it prepares a data directory (temporary, or ``--data-dir`` to keep identities and
+enrolled devices between runs), starts ``mdm serve`` in a subprocess and measures it. With
+``--url`` it measures a running (possibly remote) server through its admin API.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+from mdm.bench import ios
+from mdm.bench.local import LocalServerError
+from mdm.cli.common import CliError
+from mdm.sim.fleet import FleetError
+from mdm.sim.profile import ProfileError
+from mdm.sim.transport import TransportError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="benchmarks with simulated devices")
+    kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
+    b = kinds.add_parser(
+        "ios",
+        help="iOS idle polls, command round trip and server memory",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--devices", type=int, default=1000, help="simulated devices (default 1000)")
+    b.add_argument("--duration", type=float, default=30.0, help="seconds per measured phase (default 30)")
+    b.add_argument(
+        "--mode",
+        choices=("signature", "mtls"),
+        default="signature",
+        help="device identity: Mdm-Signature on every request (default) or TLS client certificate",
+    )
+    b.add_argument(
+        "--plain",
+        action="store_true",
+        help="local server's iOS listener in plain-HTTP mode (as behind a TLS-terminating proxy)",
+    )
+    b.add_argument(
+        "--concurrency", type=int, default=50, help="connections of the Python generator (default 50)"
+    )
+    b.add_argument(
+        "--generator",
+        choices=("python", "wrk"),
+        default="python",
+        help="idle-poll load generator: the Python fleet or wrk replaying signed bodies",
+    )
+    b.add_argument("--wrk-threads", type=int, default=2)
+    b.add_argument("--wrk-connections", type=int, default=50)
+    b.add_argument(
+        "--emit-wrk",
+        metavar="DIR",
+        type=Path,
+        help="also write precomputed signed idle bodies and idle.lua for wrk into DIR",
+    )
+    b.add_argument("--rt-command", default="Block", help="command type for the round trip (default Block)")
+    b.add_argument("--rt-concurrency", type=int, default=4, help="concurrent round trips (default 4)")
+    b.add_argument("--rt-duration", type=float, help="seconds of round trips (default: --duration)")
+    b.add_argument(
+        "--background-rate",
+        type=float,
+        default=200.0,
+        help="idle polls per second from other devices during the round trips (default 200)",
+    )
+    b.add_argument("--skip-idle", action="store_true", help="skip phase (a)")
+    b.add_argument("--skip-rt", action="store_true", help="skip phase (b)")
+    b.add_argument(
+        "--key-type",
+        choices=("ec", "rsa"),
+        default="ec",
+        help="device keys for local runs: P-256 (default) or RSA-2048 from a pool of 64 keys",
+    )
+    local = b.add_argument_group("local server (no --url)")
+    local.add_argument("--data-dir", type=Path, help="keep the server data here (default: a new temp dir)")
+    local.add_argument(
+        "--database-url",
+        default="",
+        help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)",
+    )
+    local.add_argument("--pool-size", type=int, default=10, help="database pool size (default 10)")
+    remote = b.add_argument_group("remote server")
+    remote.add_argument("--url", help="iOS listener base URL, e.g. https://mdm.example.com")
+    remote.add_argument("--admin-url", help="admin API base URL, e.g. https://mdm.example.com:13299")
+    remote.add_argument("--token", help="admin API token (enrollments, commands)")
+    remote.add_argument("--ca", type=Path, help="root CA that signs the server certificates (PEM)")
+    remote.add_argument("--server-pid", type=int, help="read this process's RSS (same host only)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=run_ios)
+
+
+def run_ios(args: argparse.Namespace) -> int:
+    options = ios.Options(
+        devices=args.devices,
+        duration=args.duration,
+        mode=args.mode,
+        plain=args.plain,
+        concurrency=args.concurrency,
+        url=args.url,
+        admin_url=args.admin_url,
+        token=args.token,
+        ca=args.ca,
+        server_pid=args.server_pid,
+        database_url=args.database_url,
+        data_dir=args.data_dir,
+        pool_size=args.pool_size,
+        key_type=args.key_type,
+        generator=args.generator,
+        wrk_threads=args.wrk_threads,
+        wrk_connections=args.wrk_connections,
+        emit_wrk=args.emit_wrk,
+        rt_command=args.rt_command,
+        rt_concurrency=args.rt_concurrency,
+        rt_duration=args.rt_duration,
+        background_rate=args.background_rate,
+        skip_idle=args.skip_idle,
+        skip_rt=args.skip_rt,
+    )
+    if options.concurrency < 1 or options.rt_concurrency < 1 or options.background_rate < 0:
+        raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate >= 0", exit_code=2)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        report = asyncio.run(ios.run(options, say))
+    except ios.BenchError as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    except (
+        LocalServerError,
+        FleetError,
+        TransportError,
+        ProfileError,
+        FileNotFoundError,
+        RuntimeError,
+    ) as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.as_dict(), indent=2) if args.json else ios.render(report))
+    return 0

@@ -1,0 +1,111 @@
+"""``mdm bench ios`` end to end at small scale: a real server subprocess (on the test engine),
+identities issued in bulk, check-ins, idle polls from the Python fleet and from wrk, command round
+trips confirmed by the server, RSS read from /proc. Numbers are not asserted, correctness is."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mdm.bench import ios, wrk
+from mdm.bench.stats import Samples, percentile
+
+pytestmark = pytest.mark.slow
+
+
+def test_percentiles_are_nearest_rank() -> None:
+    values = [float(i) for i in range(1, 101)]
+    assert (
+        percentile(values, 50) == 50.0 and percentile(values, 99) == 99.0 and percentile(values, 100) == 100.0
+    )
+    assert percentile([3.0], 99) == 3.0
+    s = Samples()
+    s.add(0.010)
+    s.error("http_400")
+    s.elapsed = 2.0
+    assert s.summary()["per_second"] == 0.5 and s.summary()["errors"] == {"http_400": 1}
+
+
+def test_lua_long_strings_never_end_early() -> None:
+    assert wrk._lua_long_string(b"<a>]=]</a>") == "[==[<a>]=]</a>]==]"
+
+
+async def test_bench_python_fleet_and_wrk(tmp_path: Path, database_url: str) -> None:
+    lines: list[str] = []
+    options = ios.Options(
+        devices=12,
+        duration=2.0,
+        data_dir=tmp_path / "bench",
+        database_url=database_url,
+        concurrency=4,
+        rt_concurrency=2,
+        background_rate=20,
+        emit_wrk=tmp_path / "wrk",
+        generator="wrk" if shutil.which("wrk") else "python",
+    )
+    report = await ios.run(options, lines.append)
+    assert report.prepare["identities_issued"] == 12 and report.prepare["checkins"] == 12
+    idle = report.idle
+    assert idle["requests"] > 0 and not idle["errors"], idle
+    rt = report.round_trip
+    assert rt["requests"] > 0 and not rt["errors"], rt
+    done, checked = rt["checked_completed"].split("/")
+    assert done == checked and int(checked) > 0
+    assert report.background["requests"] > 0 and not report.background["errors"]
+    assert report.rss_kib["start"] > 10_000 and report.rss_kib["peak"] >= report.rss_kib["end"]
+    text = ios.render(report)
+    assert "(a) idle polls" in text and "(b) command round trip" in text and "(c) server RSS" in text
+    # The emitted wrk files replay signed polls of the same devices.
+    bodies = (tmp_path / "wrk" / "idle_bodies.lua").read_text()
+    assert bodies.count("<key>Status</key>") == 12 and (tmp_path / "wrk" / "idle.lua").exists()
+
+    # Second run on the same data dir: identities and enrollments are reused, nothing re-issued.
+    again = await ios.run(
+        ios.Options(
+            devices=12,
+            duration=1.0,
+            data_dir=tmp_path / "bench",
+            database_url=database_url,
+            concurrency=4,
+            mode="mtls",
+            skip_rt=True,
+        ),
+        lines.append,
+    )
+    assert again.prepare["identities_cached"] == 12 and again.prepare["already_checked_in"] == 12
+    assert "identities_issued" not in again.prepare
+    assert again.idle["requests"] > 0 and not again.idle["errors"], again.idle
+
+
+def test_bench_cli_rejects_bad_combinations(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mdm",
+            "bench",
+            "ios",
+            "--devices",
+            "5",
+            "--mode",
+            "mtls",
+            "--plain",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--plain" in proc.stderr and "Traceback" not in proc.stderr
+    proc = subprocess.run(
+        [sys.executable, "-m", "mdm", "bench", "ios", "--url", "https://example.invalid"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 2 and "--admin-url" in proc.stderr
