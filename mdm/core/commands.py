@@ -168,8 +168,14 @@ async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> 
     else:
         if entry is not None:
             await session.delete(entry)
-        _finish(session, command, CommandStatus.REMOVED)
-        journal(session, command, command.status, f"recalled by {by or 'unknown'} before delivery")
+        done = step_index(command)
+        if done:
+            _finish(session, command, CommandStatus.REMOVE_FAILED)
+            journal(session, command, command.status,
+                    f"recalled by {by or 'unknown'} after {done} step(s) had run; the rest were dropped")
+        else:
+            _finish(session, command, CommandStatus.REMOVED)
+            journal(session, command, command.status, f"recalled by {by or 'unknown'} before delivery")
     events.emit(
         session,
         "command_recalled",
@@ -238,8 +244,20 @@ async def complete(
     info: str | None = None,
     data: dict[str, Any] | None = None,
 ) -> None:
-    """Record the device's final answer and move the command out of the hot queue."""
+    """Record the device's final answer and move the command out of the hot queue.
+
+    For a multi-step command this is the answer of the last step: the result gathers every
+    step's answer (``result_data["steps"]``) and the command succeeds only if every step did.
+    """
     await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+    previous = step_results(command)
+    if previous:
+        steps = [*previous, _step(success, info, data)]
+        failed = [f"step {i}: {s['info'] or 'failed'}" for i, s in enumerate(steps, 1) if not s["ok"]]
+        success = not failed
+        info = f"{len(steps) - len(failed)} of {len(steps)} steps succeeded" + (
+            f"; {'; '.join(failed)}" if failed else "")
+        data = {"steps": steps}
     if command.status == CommandStatus.REMOVING:
         status = CommandStatus.REMOVE_FAILED
         info = (info or "") + " (device executed it before the recall reached it)"
@@ -259,6 +277,69 @@ async def complete(
         status=status.value,
         info=info,
     )
+
+
+# ---- multi-step commands -----------------------------------------------------------------------
+# A translator may turn one library command into several protocol commands (an iOS
+# RefreshDeviceInfo is DeviceInformation, SecurityInfo, ProfileList...; a SoftWipe is one removal
+# per managed item). It stays ONE command (one row, one status, one journal); the channel delivers
+# its steps one at a time, reports each answer but the last with ``step_done`` and the last with
+# ``complete``. Answers so far live in ``result_data["steps"]``: their count is the index of the
+# step to deliver next, so a NotNow (``defer``) simply offers the same step again later.
+
+
+def _step(success: bool, info: str | None, data: dict[str, Any] | None) -> dict[str, Any]:
+    return {"ok": success, "info": info, "data": data}
+
+
+def step_results(command: Command) -> list[dict[str, Any]]:
+    steps = (command.result_data or {}).get("steps")
+    return list(steps) if isinstance(steps, list) else []
+
+
+def step_index(command: Command) -> int:
+    """Index (0-based) of the step of a multi-step command to deliver next."""
+    return len(step_results(command))
+
+
+async def step_done(
+    session: AsyncSession,
+    command: Command,
+    *,
+    success: bool,
+    info: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> bool:
+    """Record the answer of a step that is not the last; the next step is offered at the next
+    poll. Returns False if a recall arrived meanwhile: the remaining steps are dropped and the
+    command ends ``remove_failed`` (the device ran part of it)."""
+    steps = [*step_results(command), _step(success, info, data)]
+    command.result_data = {"steps": steps}
+    command.updated_at = utcnow()
+    detail = f"step {len(steps)} {'done' if success else 'failed'}" + (f": {info}" if info else "")
+    if command.status == CommandStatus.REMOVING:
+        await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+        command.result_info = f"recalled after {len(steps)} step(s) had run; the rest were dropped"
+        _finish(session, command, CommandStatus.REMOVE_FAILED)
+        journal(session, command, CommandStatus.REMOVE_FAILED.value, f"{detail}; {command.result_info}")
+        events.emit(
+            session,
+            "command_failed",
+            Severity.WARNING,
+            device_id=command.device_id,
+            command=command.guid,
+            command_type=command.type,
+            status=command.status,
+            info=command.result_info,
+        )
+        return False
+    await session.execute(
+        update(CommandQueueEntry)
+        .where(CommandQueueEntry.command_id == command.id)
+        .values(in_flight=False, not_before=None)
+    )
+    journal(session, command, "step", detail)
+    return True
 
 
 async def journal_of(session: AsyncSession, command_id: int) -> list[CommandJournalEntry]:

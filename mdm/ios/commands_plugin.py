@@ -1,0 +1,41 @@
+"""Registers the iOS command translator, its ``[ios_commands]`` configuration section and, at
+start-up, the ``ios`` slot certificate as the signer of configuration profiles."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from mdm.config import register_section
+from mdm.core.library import register_translator
+from mdm.db.models import Protocol
+from mdm.ios.commands import IosCommandTranslator, SlotSigner
+from mdm.server import registry
+from mdm.server.context import ServerContext
+
+SECTION = "ios_commands"
+
+
+class IosCommandsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    # Sign InstallConfProf profiles with the `ios` certificate unless the command says otherwise
+    # (args.sign). Profiles travel over the authenticated MDM channel, so signing is optional.
+    sign_profiles: bool = False
+
+
+register_section(SECTION, IosCommandsConfig)
+
+TRANSLATOR = IosCommandTranslator()
+register_translator(Protocol.IOS, TRANSLATOR)
+
+
+@registry.startup_hook
+async def configure_signing(ctx: ServerContext) -> None:
+    section = ctx.config.extensions.get(SECTION)
+    settings = section if isinstance(section, IosCommandsConfig) else IosCommandsConfig()
+    TRANSLATOR.configure_signing(SlotSigner(ctx.config.certs_dir), by_default=settings.sign_profiles)
+
+
+@registry.shutdown_hook
+async def unconfigure_signing(ctx: ServerContext) -> None:
+    TRANSLATOR.configure_signing(None, by_default=False)
