@@ -257,7 +257,7 @@ def _bplist(objects: list[bytes], top: int = 0) -> bytes:
         b'<?xml version="1.0"?><plist><array>' * 1 + b"<array>" * 3000 + b"</array>" * 3001 + b"</plist>",
         _bplist([b"\xa1\x00"]),  # an array that contains itself
         _bplist([b"\xa2" + bytes([i + 1, i + 1]) for i in range(40)] + [b"\x09"]),  # 2^40 leaves by sharing
-        _bplist([b"\xd1\x01\x00"] + [b"\x51a"]),  # dict whose value is itself
+        _bplist([b"\xd1\x01\x00", b"\x51a"]),  # dict whose value is itself
         b'<?xml version="1.0"?><!DOCTYPE plist [<!ENTITY a "aaaa">]><plist><string>&a;</string></plist>',
         b"<plist><dict><key>Status</key><string>Idle\x00</string></dict></plist>",
         plistlib.dumps({"Status": "Idle", "UDID": "x\x00y"}, fmt=plistlib.FMT_BINARY),
