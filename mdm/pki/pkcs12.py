@@ -94,6 +94,8 @@ def load(data: bytes, password: str | None) -> Container:
     except ValueError:
         if LEGACY_ALGORITHMS & set(algorithms):
             return _load_with_openssl(data, password or "", algorithms)
+        if secret is None:
+            raise ContainerError("wrong_password", "the container is password-protected: give -p PASSWORD") from None
         raise ContainerError("wrong_password", WRONG_PASSWORD) from None
     except TypeError:
         raise ContainerError("wrong_password", "the container needs a password (-p PASSWORD)") from None
