@@ -29,6 +29,7 @@ _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z0-9 ]+)-----.+?-----END \1-----", re.
 LEGACY_ALGORITHMS = {"pkcs12_sha1_rc2_40", "pkcs12_sha1_rc2_128", "pkcs12_sha1_rc4_40", "pkcs12_sha1_rc4_128"}
 
 
+NEEDS_PASSWORD = "the container is password-protected: give -p PASSWORD"  # noqa: S105
 WRONG_PASSWORD = "wrong password for the PKCS#12 container (its integrity check failed)"  # noqa: S105
 
 
@@ -95,10 +96,10 @@ def load(data: bytes, password: str | None) -> Container:
         if LEGACY_ALGORITHMS & set(algorithms):
             return _load_with_openssl(data, password or "", algorithms)
         if secret is None:
-            raise ContainerError("wrong_password", "the container is password-protected: give -p PASSWORD") from None
+            raise ContainerError("wrong_password", NEEDS_PASSWORD) from None
         raise ContainerError("wrong_password", WRONG_PASSWORD) from None
     except TypeError:
-        raise ContainerError("wrong_password", "the container needs a password (-p PASSWORD)") from None
+        raise ContainerError("wrong_password", NEEDS_PASSWORD) from None
     key = parsed.key
     if key is not None and not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
         raise _unsupported_key(key)
