@@ -140,7 +140,7 @@ async def test_devices_show(cli: Cli, db) -> None:
 async def test_command_send_conflict_log_and_recall(cli: Cli, db) -> None:
     ids = await seed(db)
     dev = str(ids["ipad"])
-    out = await cli.ok("command", "send", dev, "Block", "--arg", "Message=lost, call 555", "--arg", "PIN:=123456")
+    out = await cli.ok("command", "send", dev, "Block", "--arg", "message=lost, call 555", "--arg", "phone_number=555")
     assert out.startswith(f"queued Block for device {dev}: ")
     guid = out.split(": ", 1)[1].split()[0]
     r = await cli("command", "send", dev, "Block")
@@ -150,12 +150,12 @@ async def test_command_send_conflict_log_and_recall(cli: Cli, db) -> None:
     )
     log = await cli.ok("command", "log", dev)
     lines = log.splitlines()
-    assert lines[0].startswith(f"{guid}  Block  processing") and "Message=lost, call 555" in lines[0]
+    assert lines[0].startswith(f"{guid}  Block  processing") and "message=lost, call 555" in lines[0]
     assert "processing" in lines[1] and "queued" in lines[1]
     out = await cli.ok("command", "recall", guid)
     assert out.startswith(f"{guid} (Block on device {dev}): removed")
     entries = (await cli.json("command", "log", dev))["items"]
-    assert entries[0]["args"] == {"Message": "lost, call 555", "PIN": 123456}
+    assert entries[0]["args"] == {"message": "lost, call 555", "phone_number": "555"}
     assert [j["status"] for j in entries[0]["journal"]] == ["processing", "removed"]
     r = await cli("command", "recall", guid)
     assert r.returncode == 1 and "409 conflict" in one_error_line(r) and "already removed" in r.stderr
@@ -181,8 +181,13 @@ async def test_command_send_argument_errors_are_usage_errors(cli: Cli, db) -> No
         r = await cli(*args)
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
-    sent = await cli.json("command", "send", dev, "Alarm", "--args-json", '{"a": [1, 2], "b": "x"}', "--arg", "b=y")
-    assert sent["args"] == {"a": [1, 2], "b": "y"}
+    # --args-json first, then --arg on top; KEY:=JSON gives a typed value
+    sent = await cli.json("command", "send", dev, "Wipe", "--args-json", '{"preserve_data_plan": false}',
+                          "--arg", "preserve_data_plan:=true")
+    assert sent["args"] == {"preserve_data_plan": True}
+    # the server's own argument checks come back as one line
+    r = await cli("command", "send", dev, "Block", "--arg", "colour=red")
+    assert r.returncode == 1 and one_error_line(r).startswith("mdm: error: 400 invalid_argument: Block: ")
 
 
 async def test_bulk_send_reports_skipped(cli: Cli, db) -> None:
@@ -197,9 +202,9 @@ async def test_bulk_send_reports_skipped(cli: Cli, db) -> None:
     out = await cli.ok("command", "send", "--devices", f"{ids['ipad']},424242", "Block")
     assert "queued Block for 1 device(s)" in out
     assert "skipped 1 device(s):" in out and "424242" in out and "no such device" in out
-    result = await cli.json("command", "send", "--group", str(ids["sales"]), "Locate")
+    result = await cli.json("command", "send", "--group", str(ids["sales"]), "RefreshDeviceInfo")
     assert sorted(c["device_id"] for c in result["created"]) == sorted([ids["ipad"], ids["phone"]])
-    r = await cli("command", "send", "--group", "999", "Locate")
+    r = await cli("command", "send", "--group", "999", "RefreshDeviceInfo")
     assert r.returncode == 1 and one_error_line(r) == "mdm: error: 404 not_found: no group 999"
 
 
