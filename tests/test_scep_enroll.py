@@ -15,11 +15,13 @@ from scep_tools.support import (
     record_of,
     scep_url,
 )
-from sqlalchemy import select
+from sqlalchemy import select, update
 
 from mdm.config import Config
 from mdm.db.models import Event
+from mdm.pki.tables import IssuedCertificateRecord
 from mdm.scep import client, messages
+from mdm.scep.protocol import FailInfo
 from mdm.server.runtime import Server
 
 
@@ -87,3 +89,46 @@ async def test_enroll_with_one_time_challenge(server: Server, config: Config, db
     async with db.session() as session:
         issued = (await session.scalars(select(Event).where(Event.type == "cert_issued"))).all()
     assert [e.body["serial"] for e in issued] == [record.serial]
+
+
+async def test_renewal(server: Server, config: Config, db) -> None:
+    user_id = await make_user(db)
+    old_key = new_key()
+    ssl_ctx = client_ssl_context(config)
+    old = await client.enroll(
+        scep_url(server), await make_challenge(db, user_id=user_id), "dev", old_key, ssl_context=ssl_ctx
+    )
+    new = new_key()
+    renewed = await client.renew(scep_url(server), old, old_key, new, ssl_context=ssl_ctx, encryption="3des")
+    assert renewed.public_key().public_numbers() == new.public_key().public_numbers()
+    _chains_to_ca(renewed, config)
+    record = await record_of(db, renewed)
+    assert record is not None and record.renews_serial == format(old.serial_number, "x")
+    assert record.user_id == user_id
+    async with db.session() as session:
+        types = [e.type for e in (await session.scalars(select(Event))).all()]
+    assert "cert_renewed" in types
+
+
+async def test_renewal_needs_a_certificate_of_ours(server: Server, config: Config, db) -> None:
+    foreign_key = new_key()
+    foreign = client.self_signed(foreign_key, "dev")  # not issued by our CA
+    with pytest.raises(client.ScepError) as caught:
+        await client.renew(
+            scep_url(server), foreign, foreign_key, new_key(), ssl_context=client_ssl_context(config)
+        )
+    assert caught.value.fail_info == FailInfo.BAD_CERT_ID
+    # A revoked certificate of ours is refused the same way.
+    old_key = new_key()
+    old = await client.enroll(
+        scep_url(server), await make_challenge(db), "dev", old_key, ssl_context=client_ssl_context(config)
+    )
+    async with db.transaction() as session:
+        await session.execute(
+            update(IssuedCertificateRecord)
+            .where(IssuedCertificateRecord.serial == format(old.serial_number, "x"))
+            .values(status="revoked")
+        )
+    with pytest.raises(client.ScepError) as caught:
+        await client.renew(scep_url(server), old, old_key, new_key(), ssl_context=client_ssl_context(config))
+    assert caught.value.fail_info == FailInfo.BAD_CERT_ID

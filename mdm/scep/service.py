@@ -446,7 +446,7 @@ async def _decide(
     if row is None:
         raise NotFound(f"no SCEP request {request_id}")
     if result.rowcount != 1:
-        raise Conflict(f"SCEP request {request_id} is {row.status}, not pending", status=row.status)
+        raise Conflict(f"SCEP request {request_id} is {row.status}, not pending", current_status=row.status)
     return row
 
 
