@@ -647,3 +647,27 @@ def test_signing_not_configured_is_a_clear_error() -> None:
         IosCommandTranslator().translate(
             "InstallConfProf", {"profile": PROFILE_SPEC, "sign": True}, ios_device()
         )
+
+
+# ---- contract with the device simulator ----------------------------------------------------------
+def test_the_simulator_understands_every_generated_command(
+    translator: IosCommandTranslator, certs_dir: Path
+) -> None:
+    """mdm.sim answers what the translator generates (an Error from device state is fine; a
+    CommandFormatError or an unknown RequestType is not)."""
+    import random
+
+    sim = pytest.importorskip("mdm.sim.behaviour")
+    from mdm.sim.facts import HardwareFacts
+
+    assert set(GENERATED_REQUEST_TYPES) <= set(sim.HANDLERS)
+    for command_type, args in cases(certs_dir):
+        if command_type == "Raw":
+            continue
+        for i, command in enumerate(delivered(translator.translate(command_type, args, ios_device()))):
+            state = sim.DeviceState(facts=HardwareFacts.generate(random.Random(7)), supervised=True)
+            answer = sim.answer(state, {"CommandUUID": f"C-{i}", "Command": command})
+            assert answer["Status"] in ("Acknowledged", "Error"), (command_type, command, answer)
+            if answer["Status"] == "Error":
+                text = str(answer["ErrorChain"])
+                assert "Invalid request type" not in text, (command_type, answer)

@@ -16,7 +16,7 @@ from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Event, Protocol
 from mdm.ios import schema
-from mdm.ios.commands import steps_of, to_plist_dict
+from mdm.ios.commands import MASK, mask_secrets, steps_of, to_plist_dict
 from mdm.ios.commands_plugin import TRANSLATOR
 from mdm.ios.signing import ProfileSigner
 from mdm.server.runtime import Server
@@ -90,7 +90,7 @@ async def test_enqueue_stores_a_schema_valid_payload(db: Database, type_: str, a
     for step in steps_of(stored.payload):
         command = to_plist_dict(step)
         assert schema.validate_command(command, os_name="iOS") == []
-    assert stored.args == args
+    assert stored.args == mask_secrets(args)
 
 
 async def test_invalid_arguments_change_nothing(db: Database) -> None:
@@ -201,6 +201,42 @@ async def test_recall_between_steps_drops_the_rest(db: Database, in_flight: bool
         assert await commands.next_command(session, device_id) is None
         journal = await commands.journal_of(session, done.id)
         assert "the rest were dropped" in (journal[-1].detail or "")
+
+
+async def test_secrets_stay_out_of_the_command_log(api: httpx.AsyncClient, db: Database) -> None:
+    device_id = await new_device(db)
+    p12 = base64.b64encode(b"\x30" + b"k" * 100).decode()
+    args = {
+        "profile": {
+            "identifier": "com.example.s",
+            "display_name": "S",
+            "payloads": [
+                {"type": "wifi", "ssid": "corp", "encryption_type": "WPA2", "password": "hunter2-wifi"},
+                {
+                    "type": "mail",
+                    "incoming": {"host": "imap.example.com", "password": "hunter2-imap"},
+                    "outgoing": {"host": "smtp.example.com"},
+                },
+                {"type": "scep", "url": "https://ca.example.com/scep", "challenge": "hunter2-scep"},
+            ],
+        }
+    }
+    response = await api.post(
+        f"/api/v1/devices/{device_id}/commands", json={"type": "InstallConfProf", "args": args}
+    )
+    assert response.status_code == 201, response.text
+    shown = response.json()
+    assert "hunter2" not in response.text
+    payloads = shown["args"]["profile"]["payloads"]
+    assert payloads[0]["password"] == MASK and payloads[1]["incoming"]["password"] == MASK
+    assert payloads[2]["challenge"] == MASK and payloads[0]["ssid"] == "corp"
+    logged = await api.get(f"/api/v1/devices/{device_id}/commands")
+    assert "hunter2" not in logged.text
+    # The device still gets them.
+    stored = await reload(db, shown["guid"])
+    profile = to_plist_dict(stored.payload)["Payload"]
+    assert b"hunter2-wifi" in profile and b"hunter2-imap" in profile and b"hunter2-scep" in profile
+    assert mask_secrets({"pkcs12": p12})["pkcs12"]["bytes"] == len(p12)
 
 
 # ---- through the admin API and a running server ------------------------------------------------

@@ -73,7 +73,7 @@ async def enqueue(
         guid=str(uuid.uuid4()).upper(),
         device_id=device.id,
         type=ctype.name,
-        args=args,
+        args=library.public_args(ctype, args, device),
         payload=payload,
         priority=ctype.priority,
         status=CommandStatus.PROCESSING.value,

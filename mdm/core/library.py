@@ -61,7 +61,12 @@ LIBRARY: dict[str, CommandType] = {
 
 
 class CommandTranslator(TypingProtocol):
-    """Turns a library command into the protocol's payload; raises InvalidArgument/Unsupported."""
+    """Turns a library command into the protocol's payload; raises InvalidArgument/Unsupported.
+
+    A translator may also define ``public_args(command_type, args) -> dict``: the arguments as
+    stored with the command and shown in its log, with secrets (passwords, keys) masked. The
+    payload keeps them; it is what the device needs.
+    """
 
     def translate(self, command_type: str, args: dict[str, Any], device: Device) -> dict[str, Any]: ...
 
@@ -93,6 +98,12 @@ def check_supported(command_type: CommandType, device: Device) -> None:
             f"{command_type.name} is not supported on {protocol.name.lower()} devices",
             supported=sorted(p.name.lower() for p in command_type.protocols),
         )
+
+
+def public_args(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
+    """The arguments to store and show: secrets masked when the translator knows which they are."""
+    mask = getattr(translator_for(device.protocol), "public_args", None)
+    return dict(mask(command_type.name, args)) if callable(mask) else args
 
 
 def translate(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:

@@ -155,6 +155,40 @@ def to_plist_dict(payload: Mapping[str, Any], *, unlock_token: bytes | None = No
     return out
 
 
+# ---- what the command log shows ----------------------------------------------------------------
+MASK = "********"
+# Argument keys (ours and Apple's) whose values are secrets.
+SECRET_KEYS = frozenset({
+    "password", "shared_secret", "auth_password", "proxy_password", "challenge", "redemption_code",
+    "Password", "UserPassword", "SharedSecret", "AuthPassword", "XAuthPassword", "ProxyPassword",
+    "IncomingPassword", "OutgoingPassword", "CertificatePassword", "Challenge", "RedemptionCode",
+    "UnlockToken",
+})
+# Arguments carrying whole files (keys, profiles with passwords inside): shown as size + digest.
+BLOB_KEYS = frozenset({"pkcs12", "mobileconfig_base64", "provisioning_profile"})
+
+
+def _summary(text: str | bytes) -> dict[str, Any]:
+    raw = text.encode() if isinstance(text, str) else text
+    return {"bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
+def mask_secrets(value: Any, key: str | None = None) -> Any:
+    """Arguments as stored in the command log and shown by the API: secrets masked, files and
+    data reduced to their size and SHA-256 (the payload keeps them for the device)."""
+    if key in SECRET_KEYS and value is not None:
+        return MASK
+    if key in BLOB_KEYS and isinstance(value, str | bytes):
+        return _summary(value)
+    if isinstance(value, Mapping):
+        if len(value) == 1 and DATA_MARKER in value and isinstance(value[DATA_MARKER], str):
+            return {DATA_MARKER: _summary(value[DATA_MARKER])}
+        return {k: mask_secrets(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [mask_secrets(v) for v in value]
+    return value
+
+
 # ---- steps -------------------------------------------------------------------------------------
 def steps_of(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The Apple commands of a stored payload, in delivery order (one for most commands)."""
@@ -268,6 +302,10 @@ class IosCommandTranslator:
             self._check(command_type, step, None if command_type == "Raw" else platform)
         stored = [to_json_safe(s) for s in steps]
         return stored[0] if len(stored) == 1 else {STEPS: stored}
+
+    def public_args(self, command_type: str, args: dict[str, Any]) -> dict[str, Any]:
+        masked = mask_secrets(args)
+        return masked if isinstance(masked, dict) else {}
 
     @staticmethod
     def _check(command_type: str, step: Step, platform: str | None) -> None:
