@@ -55,10 +55,18 @@ def test_schema_file_lookup_by_type() -> None:
 def test_valid_commands_pass() -> None:
     assert schema.validate_command({"RequestType": "DeviceLock", "Message": "hi"}, os_name="iOS") == []
     assert schema.validate_command({"RequestType": "SecurityInfo"}) == []
-    assert schema.validate_command(
-        {"RequestType": "Settings", "Settings": [{"Item": "DataRoaming", "Enabled": True},
-                                                 {"Item": "Wallpaper", "Image": b"\x89PNG", "Where": 3}]}
-    ) == []
+    assert (
+        schema.validate_command(
+            {
+                "RequestType": "Settings",
+                "Settings": [
+                    {"Item": "DataRoaming", "Enabled": True},
+                    {"Item": "Wallpaper", "Image": b"\x89PNG", "Where": 3},
+                ],
+            }
+        )
+        == []
+    )
 
 
 def test_unknown_request_type_suggests_the_right_one() -> None:
@@ -86,15 +94,23 @@ def test_unknown_key() -> None:
     ("command", "expected"),
     [
         ({"RequestType": "DeviceLock", "Message": 5}, "Message: expected <string>, got integer"),
-        ({"RequestType": "InstallApplication", "iTunesStoreID": "12"},
-         "iTunesStoreID: expected <integer>, got string"),
+        (
+            {"RequestType": "InstallApplication", "iTunesStoreID": "12"},
+            "iTunesStoreID: expected <integer>, got string",
+        ),
         # bool is not an integer in a plist
-        ({"RequestType": "InstallApplication", "iTunesStoreID": True},
-         "iTunesStoreID: expected <integer>, got boolean"),
-        ({"RequestType": "EraseDevice", "PreserveDataPlan": 1},
-         "PreserveDataPlan: expected <boolean>, got integer"),
-        ({"RequestType": "ClearPasscode", "UnlockToken": "dG9rZW4="},
-         "UnlockToken: expected <data>, got string"),
+        (
+            {"RequestType": "InstallApplication", "iTunesStoreID": True},
+            "iTunesStoreID: expected <integer>, got boolean",
+        ),
+        (
+            {"RequestType": "EraseDevice", "PreserveDataPlan": 1},
+            "PreserveDataPlan: expected <boolean>, got integer",
+        ),
+        (
+            {"RequestType": "ClearPasscode", "UnlockToken": "dG9rZW4="},
+            "UnlockToken: expected <data>, got string",
+        ),
         ({"RequestType": "DeviceInformation", "Queries": "UDID"}, "Queries: expected <array>, got string"),
         ({"RequestType": "InstallApplication", "Options": [1]}, "Options: expected <dictionary>, got array"),
     ],
@@ -104,8 +120,10 @@ def test_wrong_types(command: dict[str, object], expected: str) -> None:
 
 
 def test_real_and_date_types() -> None:
-    keys = [{"key": "R", "type": "<real>", "presence": "optional"},
-            {"key": "D", "type": "<date>", "presence": "optional"}]
+    keys = [
+        {"key": "R", "type": "<real>", "presence": "optional"},
+        {"key": "D", "type": "<date>", "presence": "optional"},
+    ]
     assert schema.validate_keys(keys, {"R": 1.5, "D": datetime.now(UTC)}) == []
     assert schema.validate_keys(keys, {"R": 2}) == []  # an integer is a valid real
     assert messages(schema.validate_keys(keys, {"R": True, "D": "2024-01-01"})) == [
@@ -152,17 +170,20 @@ def test_range_format_and_repetition_in_profiles() -> None:
     assert messages(schema.validate_payload(bad_uuid))[0].startswith(
         "PayloadCertificateUUID: 'not-a-uuid' does not match the format"
     )
-    triple = _payload("com.apple.security.scep",
-                      PayloadContent={"URL": "https://x", "Subject": [[["CN", "a", "b"]]]})
+    triple = _payload(
+        "com.apple.security.scep", PayloadContent={"URL": "https://x", "Subject": [[["CN", "a", "b"]]]}
+    )
     assert messages(schema.validate_payload(triple)) == [
         "PayloadContent.Subject[0][0]: must hold between 2 and 2 items, got 3"
     ]
 
 
 def test_array_item_alternatives_report_the_closest_kind() -> None:
-    problems = messages(schema.validate_command(
-        {"RequestType": "Settings", "Settings": [{"Item": "DataRoaming", "Enabled": "yes"}]}
-    ))
+    problems = messages(
+        schema.validate_command(
+            {"RequestType": "Settings", "Settings": [{"Item": "DataRoaming", "Enabled": "yes"}]}
+        )
+    )
     assert problems[0].startswith("Settings[0]: matches none of the")
     assert "(closest: DataRoaming)" in problems[0]
     assert "Settings[0].Enabled: expected <boolean>, got string" in problems
@@ -176,8 +197,11 @@ def test_string_with_subkeys_is_an_enumeration() -> None:
 
 
 def test_wildcard_keys_accept_any_name() -> None:
-    command = {"RequestType": "InstallApplication", "iTunesStoreID": 1,
-               "Configuration": {"anything": "goes", "nested": {"a": [1, 2.5, b"x"]}}}
+    command = {
+        "RequestType": "InstallApplication",
+        "iTunesStoreID": 1,
+        "Configuration": {"anything": "goes", "nested": {"a": [1, 2.5, b"x"]}},
+    }
     assert schema.validate_command(command) == []
     # ... but still only plist values.
     problems = schema.validate_command({**command, "Configuration": {"x": None}})
@@ -192,9 +216,11 @@ def test_os_support() -> None:
     assert messages(schema.validate_command({"RequestType": "DeviceLocation"}, os_name="macOS")) == [
         "RequestType: DeviceLocation is not supported on macOS"
     ]
-    assert messages(schema.validate_command(
-        {"RequestType": "DeviceInformation", "Queries": ["EthernetMAC"]}, os_name="iOS"
-    )) == ["Queries[0]: 'EthernetMAC' is not supported on iOS"]
+    assert messages(
+        schema.validate_command(
+            {"RequestType": "DeviceInformation", "Queries": ["EthernetMAC"]}, os_name="iOS"
+        )
+    ) == ["Queries[0]: 'EthernetMAC' is not supported on iOS"]
     # Without an OS, only structure is checked.
     assert schema.validate_command({"RequestType": "DeviceLock", "PIN": "123456"}) == []
 
@@ -216,21 +242,38 @@ def test_check_command_raises_with_every_problem() -> None:
 
 # ---- profiles ------------------------------------------------------------------------------------
 def _payload(payload_type: str, **keys: object) -> dict[str, object]:
-    return {"PayloadType": payload_type, "PayloadVersion": 1, "PayloadIdentifier": "com.example.p",
-            "PayloadUUID": "7D1F0E9A-2B2C-4C1E-9A53-4D0E2F6B8C11", **keys}
+    return {
+        "PayloadType": payload_type,
+        "PayloadVersion": 1,
+        "PayloadIdentifier": "com.example.p",
+        "PayloadUUID": "7D1F0E9A-2B2C-4C1E-9A53-4D0E2F6B8C11",
+        **keys,
+    }
 
 
 def _profile(*payloads: dict[str, object], **keys: object) -> dict[str, object]:
-    return {"PayloadType": "Configuration", "PayloadVersion": 1, "PayloadIdentifier": "com.example",
-            "PayloadUUID": "1D1F0E9A-2B2C-4C1E-9A53-4D0E2F6B8C11", "PayloadContent": list(payloads), **keys}
+    return {
+        "PayloadType": "Configuration",
+        "PayloadVersion": 1,
+        "PayloadIdentifier": "com.example",
+        "PayloadUUID": "1D1F0E9A-2B2C-4C1E-9A53-4D0E2F6B8C11",
+        "PayloadContent": list(payloads),
+        **keys,
+    }
 
 
 def test_profile_top_level_and_payloads() -> None:
     good = _profile(_payload("com.apple.security.root", PayloadContent=b"\x30\x82"))
     assert schema.validate_profile(good, os_name="iOS") == []
-    problems = messages(schema.validate_profile(_profile(
-        _payload("com.apple.security.root"), PayloadScope="Everyone", PayloadVersion=2,
-    )))
+    problems = messages(
+        schema.validate_profile(
+            _profile(
+                _payload("com.apple.security.root"),
+                PayloadScope="Everyone",
+                PayloadVersion=2,
+            )
+        )
+    )
     assert problems == [
         "PayloadVersion: 2 is not one of [1]",
         "PayloadScope: 'Everyone' is not one of ['System', 'User']",
