@@ -16,7 +16,15 @@ from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Event, Protocol
 from mdm.ios import schema
-from mdm.ios.commands import MASK, mask_secrets, steps_of, to_plist_dict
+from mdm.ios.commands import (
+    MASK,
+    answered_step,
+    mask_secrets,
+    outgoing,
+    split_command_uuid,
+    steps_of,
+    to_plist_dict,
+)
 from mdm.ios.commands_plugin import TRANSLATOR
 from mdm.ios.signing import ProfileSigner
 from mdm.server.runtime import Server
@@ -105,23 +113,28 @@ async def test_invalid_arguments_change_nothing(db: Database) -> None:
 
 
 async def _deliver_and_answer(db: Database, device_id: int, *, ok: bool = True) -> tuple[str, bool]:
-    """What a command channel does for one poll: next step out, its answer recorded."""
+    """What the command channel does for one poll, with the helpers it uses: the due step goes
+    out under its CommandUUID; the device's answer to it is recorded."""
     async with db.transaction() as session:
         command = await commands.next_command(session, device_id)
         assert command is not None
-        steps = steps_of(command.payload)
-        index = commands.step_index(command)
-        request_type = steps[index]["RequestType"]
+        uuid, body = outgoing(command, unlock_token=b"T")
         await commands.mark_delivered(session, command)
+    guid, _ = split_command_uuid(uuid)
     async with db.transaction() as session:
-        command = await commands.get_by_guid(session, command.guid, for_update=True)
+        command = await commands.get_by_guid(session, guid, for_update=True)
+        step = answered_step(command, uuid)
+        assert step is not None and step[0] == body["RequestType"]
+        request_type, last = step
         answer = {"RequestType": request_type}
         info = None if ok else f"{request_type} refused"
-        if index == len(steps) - 1:
+        if last:
             await commands.complete(session, command, success=ok, info=info, data=answer)
-            return request_type, True
-        assert await commands.step_done(session, command, success=ok, info=info, data=answer)
-        return request_type, False
+        else:
+            assert await commands.step_done(session, command, success=ok, info=info, data=answer)
+        # The same report again is stale now.
+        assert answered_step(command, uuid) is None
+        return request_type, last
 
 
 async def test_multi_step_command_runs_step_by_step(db: Database) -> None:
@@ -136,6 +149,7 @@ async def test_multi_step_command_runs_step_by_step(db: Database) -> None:
         if not finished:
             assert (await reload(db, created.guid)).status == CommandStatus.PROCESSING
     assert seen == expected
+    assert split_command_uuid(f"{created.guid}.5") == (created.guid, 5)
     done = await reload(db, created.guid)
     assert done.status == CommandStatus.COMPLETED
     assert done.result_info == "6 of 6 steps succeeded"
@@ -301,3 +315,16 @@ async def test_server_stop_unconfigures_signing(server: Server) -> None:
     assert unconfigure_signing in registry.shutdown_hooks()
     await unconfigure_signing(server.ctx)
     assert TRANSLATOR.signer is None and TRANSLATOR.sign_by_default is False
+
+
+async def test_single_step_commands_use_the_guid_as_command_uuid(db: Database) -> None:
+    device_id = await new_device(db)
+    created = await enqueue(db, device_id, "Unblock", {})
+    async with db.transaction() as session:
+        command = await commands.get_by_guid(session, created.guid)
+        uuid, body = outgoing(command, unlock_token=b"secret-token")
+        assert uuid == created.guid
+        assert body == {"RequestType": "ClearPasscode", "UnlockToken": b"secret-token"}
+        assert answered_step(command, created.guid) == ("ClearPasscode", True)
+        assert answered_step(command, f"{created.guid}.1") is None
+    assert "secret-token" not in str((await reload(db, created.guid)).payload)

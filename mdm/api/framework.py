@@ -19,6 +19,8 @@ from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.tokens import Principal
 
 PRINCIPAL_KEY = web.RequestKey("mdm_principal", Principal)
+# Text path parameters (GUIDs, names, serials): also the pattern documented in the OpenAPI document.
+_PATH_TEXT = re.compile(r"^[A-Za-z0-9._:@-]{1,255}$")
 RawHandler = Callable[..., Awaitable[Any]]
 
 
@@ -119,12 +121,19 @@ class ApiRouter:
             for param in op.path_params:
                 raw = request.match_info[param.name]
                 if param.type is int:
-                    if not raw.isdigit() or len(raw) > 18:
+                    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
                         raise InvalidArgument(f"path parameter {param.name} must be a positive integer")
                     kwargs[param.name] = int(raw)
                 else:
+                    if not _PATH_TEXT.fullmatch(raw):
+                        raise InvalidArgument(
+                            f"path parameter {param.name} must be 1-255 letters, digits or . _ : @ -"
+                        )
                     kwargs[param.name] = raw
             if op.query is not None:
+                for key, value in request.query.items():
+                    if "\x00" in key or "\x00" in value:
+                        raise InvalidArgument(f"query parameter {key!r} contains a NUL character")
                 try:
                     kwargs["query"] = op.query.model_validate(dict(request.query))
                 except ValidationError as exc:
@@ -172,7 +181,7 @@ class ApiRouter:
                 schema: dict[str, Any] = (
                     {"type": "integer", "minimum": 1, "maximum": 2**62}
                     if param.type is int
-                    else {"type": "string", "minLength": 1, "maxLength": 64, "pattern": "^[A-Za-z0-9-]+$"}
+                    else {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _PATH_TEXT.pattern}
                 )
                 entry["parameters"].append({"name": param.name, "in": "path", "required": True, "schema": schema})
             if op.query is not None:
@@ -268,8 +277,30 @@ async def parse_json_body(request: web.Request, model: type[BaseModel]) -> Any:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"body is not valid JSON: {exc}") from None
+    where = _nul_in(data)
+    if where is not None:
+        # PostgreSQL text cannot hold U+0000; refuse it the same way on every engine.
+        raise InvalidArgument(f"{where} contains a NUL character (\\u0000)")
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         details = validation_details(exc)
         raise InvalidArgument(f"invalid body: {_summarise(details)}", fields=details) from None
+
+
+def _nul_in(value: Any) -> str | None:
+    """Where the first string (or key) holding U+0000 is, or None. Iterative: bodies may nest deeply."""
+    stack: list[tuple[Any, str]] = [(value, "body")]
+    while stack:
+        item, path = stack.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return path
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                if "\x00" in key:
+                    return path
+                stack.append((child, f"{path}.{key}"))
+        elif isinstance(item, list):
+            stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
+    return None

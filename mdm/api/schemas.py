@@ -34,7 +34,7 @@ class Strict(BaseModel):
 class PageQuery(Strict):
     limit: int = Field(default=50, ge=1, le=500, description="page size (1..500)")
     cursor: str | None = Field(
-        default=None, max_length=32, pattern=r"^[0-9]+$", description="opaque cursor from next_cursor"
+        default=None, max_length=18, pattern=r"^[0-9]+$", description="opaque cursor from next_cursor"
     )
 
 
@@ -302,7 +302,8 @@ class EventPage(BaseModel):
 
 # ---- tokens -------------------------------------------------------------------------------------
 class TokenIn(Strict):
-    name: str = Field(min_length=1, max_length=255)
+    # The name is a path parameter of DELETE /tokens/{name}: the same characters as any such parameter.
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:@-]+$")
     scopes: list[str] = Field(min_length=1, max_length=16)
 
 

@@ -14,14 +14,15 @@ delivery (``to_plist_dict(step, unlock_token=...)``).
 
 Delivery (for the command channel)::
 
-    steps = steps_of(command.payload)
-    i = core.commands.step_index(command)
-    uuid = command_uuid(command.guid, i, len(steps))          # the guid itself for one step
-    body = {"CommandUUID": uuid, "Command": to_plist_dict(steps[i], unlock_token=...)}
+    uuid, body = outgoing(command, unlock_token=ios_device.unlock_token)   # the step due now
+    plist = {"CommandUUID": uuid, "Command": body}
     ...
-    guid, i = split_command_uuid(report["CommandUUID"])
-    last = i == len(steps_of(command.payload)) - 1
+    guid, _ = split_command_uuid(report["CommandUUID"])                  # find the command
+    step = answered_step(command, report["CommandUUID"])                 # None: stale/replayed
+    request_type, last = step
     await (core.commands.complete if last else core.commands.step_done)(session, command, ...)
+
+``CommandUUID`` is the command's GUID for a one-step command and ``GUID.N`` for step N.
 """
 
 from __future__ import annotations
@@ -43,8 +44,9 @@ from asn1crypto import cms
 from cryptography.hazmat.primitives import hashes
 from pydantic import BaseModel, ValidationError
 
+from mdm.core.commands import step_index
 from mdm.core.errors import InvalidArgument, Unsupported
-from mdm.db.models import Device
+from mdm.db.models import Command, Device
 from mdm.ios import command_args as a
 from mdm.ios import schema
 from mdm.ios.profiles.base import serialise
@@ -209,6 +211,24 @@ def split_command_uuid(value: str) -> tuple[str, int]:
     if sep and tail.isdigit() and len(tail) <= 4:
         return guid, int(tail)
     return value, 0
+
+
+def outgoing(command: Command, *, unlock_token: bytes | None = None) -> tuple[str, dict[str, Any]]:
+    """(CommandUUID, ``Command`` dict) of the step of ``command`` to deliver now."""
+    steps = steps_of(command.payload or {})
+    index = min(step_index(command), len(steps) - 1)
+    body = to_plist_dict(steps[index], unlock_token=unlock_token)
+    return command_uuid(command.guid, index, len(steps)), body
+
+
+def answered_step(command: Command, reported_uuid: str) -> tuple[str, bool] | None:
+    """For a device's report: (RequestType of the step it answers, whether it is the last step),
+    or None when ``reported_uuid`` is not the step in flight (a stale or replayed report)."""
+    steps = steps_of(command.payload or {})
+    index = step_index(command)
+    if index >= len(steps) or reported_uuid != command_uuid(command.guid, index, len(steps)):
+        return None
+    return str(steps[index].get("RequestType", "")), index == len(steps) - 1
 
 
 # ---- the device's platform ---------------------------------------------------------------------
