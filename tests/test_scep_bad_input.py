@@ -26,8 +26,10 @@ from scep_tools.support import (
 from sqlalchemy import update
 
 from mdm.config import Config
+from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
-from mdm.scep import client, envelope
+from mdm.pki import plugin as pki_plugin
+from mdm.scep import client, envelope, settings
 from mdm.scep.protocol import FailInfo, MessageType, PkiStatus
 from mdm.scep.tables import ScepChallenge
 from mdm.server.runtime import Server
@@ -342,3 +344,26 @@ async def test_der_of_reply_is_cms(http, server, ca, db, config) -> None:
         check=False,
     )
     assert out.returncode == 0, out.stderr
+
+
+class _RefusingSource:
+    """A certificate source that refuses (as an enterprise CA or an issuance rule may)."""
+
+    name = "refusing"
+
+    async def sign(self, request, public_key):
+        raise InvalidArgument("template MobileDevice does not allow this subject")
+
+
+async def test_issuance_refused_is_a_failure_and_writes_nothing(http, server, ca, db) -> None:
+    server.ctx.services[pki_plugin.SOURCE] = _RefusingSource()
+    forged = Forge(ca, new_key()).pkcs_req(await make_challenge(db))
+    text = await _failure(http, server, forged, ca, FailInfo.BAD_REQUEST)
+    assert "template MobileDevice" in text
+    await _nothing_written(db)
+    assert not await challenge_used(db)
+
+
+def test_public_url(config: Config) -> None:
+    assert settings.public_url(config, 443) == "https://localhost/scep"
+    assert settings.public_url(config, 8443) == "https://localhost:8443/scep"

@@ -77,7 +77,8 @@ STATIC = ChallengeMatch(id=None, user_id=None, purpose="static", problem=None)
 
 async def match(session: AsyncSession, challenge: str, static_secret: str = "") -> ChallengeMatch | None:
     """Find the challenge a password belongs to, without consuming it; None if unknown."""
-    if static_secret and hmac.compare_digest(challenge.encode(), static_secret.encode()):
+    # Hashing first keeps the comparison constant-time in the length as well.
+    if static_secret and hmac.compare_digest(_hash(challenge), _hash(static_secret)):
         return STATIC
     if len(challenge) != SECRET_HEX_LEN:
         return None

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from asn1crypto import cms, core
 from asn1crypto import x509 as asn1_x509
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.serialization import pkcs7
@@ -93,7 +93,10 @@ class PkiMessage:
         digest.update(self.content or b"")
         if self.message_digest is None or digest.finalize() != self.message_digest:
             raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, "messageDigest does not match the content")
-        public_key = cert.public_key()
+        try:
+            public_key = cert.public_key()
+        except UnsupportedAlgorithm as exc:
+            raise ScepFailure(FailInfo.BAD_ALG, f"the signer's key type is not supported: {exc}") from None
         signature_hash = DIGESTS[self.signature_hash or self.digest_algorithm]()
         try:
             if self.signature_algorithm == "rsassa_pkcs1v15" and isinstance(public_key, rsa.RSAPublicKey):

@@ -28,7 +28,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.core.errors import Conflict, NotFound
+from mdm.core.errors import Conflict, NotFound, ServiceError
 from mdm.db.models import Severity
 from mdm.pki import issuance
 from mdm.pki import plugin as pki_plugin
@@ -323,7 +323,10 @@ async def _enroll(
                     subject=row.subject,
                 )
                 return Outcome(PkiStatus.PENDING)
-            cert = await _issue(ctx, state, session, row, req.csr, device_id=device_id)
+            try:
+                cert = await _issue(ctx, state, session, row, req.csr, device_id=device_id)
+            except ServiceError as exc:  # refused by the issuance rules or the certificate source
+                raise ScepFailure(FailInfo.BAD_REQUEST, exc.message) from None
     except IntegrityError:
         raise ScepFailure(
             FailInfo.BAD_REQUEST,

@@ -45,3 +45,13 @@ register_section("scep", ScepConfig)
 def settings(config: Config) -> ScepConfig:
     section = config.extensions.get("scep")
     return section if isinstance(section, ScepConfig) else ScepConfig()
+
+
+def public_url(config: Config, port: int | None = None) -> str:
+    """The SCEP URL devices are given (enrollment profiles): the iOS listener at ``hostname``.
+
+    ``port`` overrides the configured one (e.g. the port actually bound, or a reverse proxy's).
+    """
+    port = config.listeners.ios.port if port is None else port
+    host = f"[{config.hostname}]" if ":" in config.hostname else config.hostname
+    return f"https://{host}/scep" if port in (443, 0) else f"https://{host}:{port}/scep"
