@@ -25,16 +25,29 @@ DEFAULTS = [
 ]
 
 
-async def test_defaults_come_from_the_database(api: httpx.AsyncClient, db) -> None:
+async def test_defaults(api: httpx.AsyncClient) -> None:
     r = await api.get("/api/v1/certificates/rules")
     assert r.status_code == 200
     assert r.json()["items"] == DEFAULTS
-    assert [r.as_dict() for r in DEFAULT_RULES.values()] == DEFAULTS  # migration and code agree
+    assert [r.as_dict() for r in DEFAULT_RULES.values()] == DEFAULTS
+
+
+async def test_migration_inserts_the_default_rules(tmp_path) -> None:
+    from mdm.db import migrate
+    from mdm.db.engine import Database
+    from mdm.pki.rules import all_rules
     from mdm.pki.tables import IssuanceRuleRecord
 
-    async with db.session() as session:
-        rows = (await session.scalars(select(IssuanceRuleRecord).order_by(IssuanceRuleRecord.type))).all()
-    assert [r.type for r in rows] == ["mail", "mobile", "vpn"]
+    fresh = Database(f"sqlite+aiosqlite:///{tmp_path / 'fresh.sqlite3'}")
+    try:
+        await migrate.upgrade(fresh)
+        async with fresh.session() as session:
+            rows = (await session.scalars(select(IssuanceRuleRecord).order_by(IssuanceRuleRecord.type))).all()
+            assert [(r.type, r.updated_by) for r in rows] == [("mail", "default"), ("mobile", "default"),
+                                                             ("vpn", "default")]
+            assert [r.as_dict() for r in await all_rules(session)] == DEFAULTS  # migration and code agree
+    finally:
+        await fresh.close()
 
 
 async def test_set_rule_and_event(api: httpx.AsyncClient, db) -> None:
