@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import logging
 import math
@@ -607,7 +608,8 @@ def _roaming(t: Translator, args: Args, device: Device, platform: str) -> list[S
     return [{"RequestType": "Settings", "Settings": items}]
 
 
-def supported_queries(platform: str) -> list[str]:
+@functools.lru_cache(maxsize=8)
+def supported_queries(platform: str) -> tuple[str, ...]:
     """DeviceInformation query names Apple's schema lists for ``platform``."""
     doc = schema.command_document("DeviceInformation")
     queries = next(k for k in doc["payloadkeys"] if k["key"] == "Queries")
@@ -616,7 +618,7 @@ def supported_queries(platform: str) -> list[str]:
         entry = (spec.get("supportedOS") or {}).get(platform) or {}
         if str(entry.get("introduced", "")) != "n/a":
             names.append(str(spec["key"]))
-    return names
+    return tuple(names)
 
 
 def _refresh(t: Translator, args: Args, device: Device, platform: str) -> list[Step]:

@@ -194,6 +194,22 @@ def _same(value: Any, allowed: Any) -> bool:
     return type(value) is type(allowed) and value == allowed
 
 
+# Name -> spec of each payloadkeys list, built once per list (the documents are cached, and a
+# restrictions payload has some two hundred keys). The list itself is kept to pin its id.
+_COMPILED: dict[int, tuple[Sequence[KeySpec], dict[str, KeySpec], KeySpec | None]] = {}
+
+
+def _compiled(keys: Sequence[KeySpec]) -> tuple[dict[str, KeySpec], KeySpec | None]:
+    hit = _COMPILED.get(id(keys))
+    if hit is not None and hit[0] is keys:
+        return hit[1], hit[2]
+    named = {str(k["key"]): k for k in keys if not _is_wildcard(k)}
+    wildcard = next((k for k in keys if _is_wildcard(k)), None)
+    if len(_COMPILED) < 20_000:
+        _COMPILED[id(keys)] = (keys, named, wildcard)
+    return named, wildcard
+
+
 @functools.lru_cache(maxsize=512)
 def _regex(pattern: str) -> re.Pattern[str]:
     return re.compile(pattern)
@@ -266,12 +282,12 @@ class _Validator:
         if isinstance(fmt, str) and isinstance(value, str) and not _regex(fmt).search(value):
             self.add(path, f"{value!r} does not match the format {fmt!r}")
         if subkeys and isinstance(value, str):
-            allowed = [str(s.get("key")) for s in subkeys]
+            allowed, _ = _compiled(subkeys)
             if value not in allowed:
-                close = difflib.get_close_matches(value, allowed, n=1)
+                close = difflib.get_close_matches(value, list(allowed), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
                 self.add(path, f"{value!r} is not a known value{hint}")
-            elif self.os_name and _not_on(next(s for s in subkeys if s.get("key") == value), self.os_name):
+            elif _not_on(allowed[value], self.os_name):
                 self.add(path, f"{value!r} is not supported on {self.os_name}")
 
     def array(self, spec: KeySpec, subkeys: Sequence[KeySpec], items: Sequence[Any], path: str,
@@ -307,8 +323,7 @@ class _Validator:
 
     def dictionary(self, keys: Sequence[KeySpec], mapping: Mapping[Any, Any], path: str,
                    depth: int) -> None:
-        named = {str(k["key"]): k for k in keys if not _is_wildcard(k)}
-        wildcard = next((k for k in keys if _is_wildcard(k)), None)
+        named, wildcard = _compiled(keys)
         for name, value in mapping.items():
             if not isinstance(name, str):
                 self.add(path, f"dictionary keys must be strings, got {_type_name(name)}")
@@ -357,6 +372,7 @@ def validate_command(command: Mapping[str, Any], *, os_name: str | None = None) 
     return problems + validate_keys(doc.get("payloadkeys") or [], body, os_name=os_name)
 
 
+@functools.lru_cache(maxsize=256)
 def _payload_keys(payload_type: str) -> list[KeySpec]:
     """A payload's own keys plus the common ``Payload*`` keys (its own definition wins)."""
     own = list(profile_document(payload_type).get("payloadkeys") or [])
@@ -364,6 +380,13 @@ def _payload_keys(payload_type: str) -> list[KeySpec]:
     common = [k for k in profile_document("CommonPayloadKeys").get("payloadkeys") or []
               if k.get("key") not in names]
     return common + own
+
+
+@functools.lru_cache(maxsize=1)
+def _common_and_any() -> list[KeySpec]:
+    """The common payload keys, and anything else (a payload type without a vendored schema)."""
+    common = profile_document("CommonPayloadKeys").get("payloadkeys") or []
+    return [*common, {"key": "ANY", "type": "<any>"}]
 
 
 def validate_payload(payload: Mapping[str, Any], *, os_name: str | None = None,
@@ -401,9 +424,7 @@ def validate_profile(profile: Mapping[str, Any], *, os_name: str | None = None,
             path = f"PayloadContent[{i}]"
             if (unknown_payloads and isinstance(item, Mapping)
                     and item.get("PayloadType") not in payload_types()):
-                common = profile_document("CommonPayloadKeys").get("payloadkeys") or []
-                wildcard: list[KeySpec] = [{"key": "ANY", "type": "<any>"}]
-                problems += validate_keys([*common, *wildcard], item, os_name=os_name, path=path)
+                problems += validate_keys(_common_and_any(), item, os_name=os_name, path=path)
             else:
                 problems += validate_payload(item, os_name=os_name, path=path)
     return problems

@@ -11,8 +11,10 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import json
 import plistlib
 import uuid as uuidlib
+from datetime import datetime
 from typing import Annotated, Any, ClassVar
 
 from cryptography import x509
@@ -126,8 +128,17 @@ class PayloadBase(BaseModel):
 def stable_uuid(identifier: str, kind: str, body: Any) -> uuidlib.UUID:
     """Same identifier and content -> same UUID, so that re-sending an unchanged profile to many
     devices builds (and signs) identical bytes; any change of content gives a new UUID."""
-    digest = hashlib.sha256(plistlib.dumps({"b": body}, fmt=plistlib.FMT_BINARY, sort_keys=True)).hexdigest()
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_canonical)
+    digest = hashlib.sha256(canonical.encode()).hexdigest()
     return uuidlib.uuid5(UUID_NAMESPACE, f"{kind}\n{identifier}\n{digest}")
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray):
+        return {"data": base64.b64encode(value).decode()}
+    if isinstance(value, datetime):
+        return {"date": value.isoformat()}
+    raise TypeError(f"{type(value).__name__} is not a plist value")
 
 
 def serialise(profile: dict[str, Any]) -> bytes:
