@@ -26,8 +26,8 @@ MODES = ["signature", "mtls"]
 
 @pytest.fixture
 def extra_config() -> str:
-    # NotNow back-off 0: the next poll may be offered the deferred command again at once.
-    return APNS_TOML + "\n[ios]\nnotnow_backoff_seconds = 0\n"
+    # Configuration profiles go out CMS-signed with the ios certificate.
+    return APNS_TOML + "\n[ios_commands]\nsign_profiles = true\n"
 
 
 def _roots(config: Config) -> list[x509.Certificate]:
@@ -203,14 +203,20 @@ async def test_configuration_profile_install_list_remove(
             device_id,
             "InstallConfProf",
             {
-                "identifier": "com.example.restrictions",
-                "display_name": "No camera",
-                "payloads": [{"type": "restrictions", "allow_camera": False}],
+                "profile": {
+                    "identifier": "com.example.restrictions",
+                    "display_name": "No camera",
+                    "payloads": [{"type": "restrictions", "allow_camera": False}],
+                }
             },
         )
         assert (await device.poll()).statuses == [("InstallProfile", "Acknowledged")]
         assert (await _command(api, guid))["status"] == "completed"
-        assert "com.example.restrictions" in device.state.profiles
+        installed = device.state.profiles["com.example.restrictions"]
+        assert installed.signer is not None  # signed by the server, signature checked by the device
+        restrictions = installed.plist["PayloadContent"][0]
+        assert restrictions["PayloadType"] == "com.apple.applicationaccess"
+        assert restrictions["allowCamera"] is False
 
         await _send(api, device_id, "RefreshDeviceInfo")
         await device.poll()
@@ -252,8 +258,9 @@ async def test_unsupported_and_supervised_only_requests_fail(
         assert statuses and statuses[0][1] == "Error"
         command = await _command(api, locate)
         assert command["status"] == "failed"
-        raw = await _send(api, device_id, "Raw", {"RequestType": "NoSuchRequestType"})
-        assert (await device.poll()).statuses == [("NoSuchRequestType", "Error")]
+        raw = await _send(api, device_id, "Raw", {"RequestType": "SetFirmwarePassword", "NewPassword": "pw"})
+        # A macOS-only request: iOS does not know it.
+        assert (await device.poll()).statuses == [("SetFirmwarePassword", "Error")]
         assert (await _command(api, raw))["status"] == "failed"
 
 
@@ -332,3 +339,24 @@ async def test_every_request_type_through_the_real_channel(
         assert "com.microsoft.Office.Word" not in {
             a["Identifier"] for a in record["inventory"]["apps"]["items"]
         }  # listed before the install
+
+
+class TestScepIdentity:
+    """``enroll.identity = "scep"``: the profile carries a SCEP payload with a one-time challenge
+    instead of a PKCS#12; the device generates its key and enrolls at the server's /scep."""
+
+    @pytest.fixture
+    def extra_config(self) -> str:
+        return APNS_TOML + '\n[enroll]\nidentity = "scep"\n'
+
+    @pytest.mark.parametrize("mode", MODES)
+    async def test_scep_enrollment_then_check_in(
+        self, server: Server, api: httpx.AsyncClient, config: Config, mode: str
+    ) -> None:
+        async with await _enrolled(api, config, mode, seed=11) as device:
+            assert device.profile is not None and device.profile.identity_kind == "scep"
+            assert device.identity is not None
+            record = await _device_record(api, device.udid)
+            assert record["cert_serial"] == device.identity.serial_hex
+            assert record["user"] == "alice"
+            assert (await device.poll()).commands == 0

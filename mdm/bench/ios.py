@@ -27,7 +27,7 @@ from cryptography import x509
 from sqlalchemy.engine import make_url
 
 from mdm.bench import identities, local, wrk
-from mdm.bench.stats import Samples, rss_kib
+from mdm.bench.stats import Samples, cpu_seconds, rss_kib
 from mdm.sim import profile as profiles
 from mdm.sim.device import fetch_profile
 from mdm.sim.facts import HardwareFacts
@@ -408,7 +408,13 @@ async def run(options: Options, say: Say) -> Report:
                     f"wrote {script} (+ idle_bodies.lua): wrk -t2 -c50 -d30s -s {script} {ios_url}/mdm/server"
                 )
             if not options.skip_idle:
+                cpu0 = cpu_seconds(pid) if pid else None
                 await _idle_phase(options, fleet, say, report)
+                cpu1 = cpu_seconds(pid) if pid else None
+                if cpu0 is not None and cpu1 is not None and report.idle.get("requests"):
+                    used = cpu1 - cpu0
+                    report.idle["server_cpu_us_per_poll"] = round(used * 1e6 / report.idle["requests"], 1)
+                    report.idle["server_cpu_percent"] = round(100 * used / options.duration, 1)
             if pid:
                 report.rss_kib["after_idle"] = rss_kib(pid).get("VmRSS")
             if not options.skip_rt:
@@ -446,9 +452,15 @@ def render(report: Report) -> str:
     if p:
         lines.append("prepare: " + ", ".join(f"{k}={v}" for k, v in p.items()))
     if i:
+        cpu = (
+            f"; server CPU {i['server_cpu_us_per_poll']} us/poll ({i['server_cpu_percent']}% of a core)"
+            if "server_cpu_us_per_poll" in i
+            else ""
+        )
         lines.append(
             f"(a) idle polls: {i['per_second']}/s ({i['requests']} requests, {i.get('generator')}); latency "
-            f"p50 {i['p50_ms']} ms, p90 {i['p90_ms']} ms, p99 {i['p99_ms']} ms; errors {i['errors'] or 0}"
+            f"p50 {i['p50_ms']} ms, p90 {i['p90_ms']} ms, p99 {i['p99_ms']} ms;"
+            f" errors {i['errors'] or 0}{cpu}"
         )
     if r:
         lines.append(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import plistlib
 import random
 import secrets
@@ -79,8 +78,7 @@ async def scep_identity(
     payload: dict[str, Any], trusted_roots: list[x509.Certificate], default_cn: str
 ) -> Identity:
     """Enroll for the identity described by a com.apple.security.scep payload (H3's SCEP client)."""
-    # Imported late: the simulator works without the SCEP package for PKCS#12 enrollments.
-    scep_client = importlib.import_module("mdm.scep.client")
+    from mdm.scep import client as scep_client
 
     content = payload.get("PayloadContent")
     if not isinstance(content, dict) or not isinstance(content.get("URL"), str):
@@ -94,12 +92,15 @@ async def scep_identity(
     key = await asyncio.to_thread(rsa.generate_private_key, 65537, max(int(bits), 2048))
     url = content["URL"]
     ctx = client_context(trusted_roots) if url.startswith("https") else None
-    result = await scep_client.enroll(url, content.get("Challenge", ""), subject_cn, key, ssl_context=ctx)
-    if isinstance(result, tuple):
-        cert, chain = result[0], list(result[1]) if len(result) > 1 else []
-    else:
-        cert, chain = result, []
-    return Identity(key=key, certificate=cert, chain=chain)
+    try:
+        cert = await scep_client.enroll(
+            url, str(content.get("Challenge", "")), subject_cn, key, ssl_context=ctx
+        )
+    except scep_client.ScepError as exc:
+        raise profiles.ProfileError(
+            f"SCEP enrollment failed: {exc}", code=22013, domain="MCSCEPErrorDomain"
+        ) from None
+    return Identity(key=key, certificate=cert, chain=[])
 
 
 class SimulatedDevice:
