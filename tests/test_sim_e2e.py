@@ -360,3 +360,56 @@ class TestScepIdentity:
             assert record["cert_serial"] == device.identity.serial_hex
             assert record["user"] == "alice"
             assert (await device.poll()).commands == 0
+
+
+async def _cli(*args: str) -> tuple[int, str, str]:
+    import asyncio
+    import sys
+
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "mdm",
+        "sim",
+        "ios",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await proc.communicate()
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def test_sim_cli_enrolls_checks_in_and_polls(
+    server: Server, api: httpx.AsyncClient, config: Config
+) -> None:
+    link = await _link(api)
+    code, out, err = await _cli(
+        "--url",
+        link,
+        "--ca",
+        str(config.ca_dir / "root.pem"),
+        "--mode",
+        "mtls",
+        "--polls",
+        "2",
+        "--interval",
+        "0",
+        "--seed",
+        "5",
+    )
+    assert code == 0, err
+    facts = HardwareFacts.generate(random.Random(5))
+    assert f"UDID {facts.udid}" in out and "signature verified" in out and "checked in" in out
+    assert "poll 2: nothing queued" in out
+    await _device_record(api, facts.udid)
+    # The link is spent: a second run fails with one line, no traceback.
+    code, out, err = await _cli("--url", link, "--ca", str(config.ca_dir / "root.pem"))
+    assert code == 1 and err.startswith("mdm: error:") and "410" in err and "Traceback" not in err
+
+
+async def test_sim_cli_usage_errors(tmp_path: Path) -> None:
+    code, _, err = await _cli("--url", "https://127.0.0.1:1/e/x", "--ca", str(tmp_path / "missing.pem"))
+    assert code == 2 and "--ca" in err
+    code, _, err = await _cli("--url", "https://127.0.0.1:1/e/x", "--polls", "-1")
+    assert code == 2
