@@ -35,6 +35,8 @@ from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.runtime import Server
 
 PROFILE_TYPE = "application/x-apple-aspen-config"
+# Server start records the listener certificates; device identities are the "mobile" ones.
+MOBILE = IssuedCertificateRecord.type == "mobile"
 
 
 @pytest.fixture
@@ -121,7 +123,7 @@ async def test_create_download_once(api: httpx.AsyncClient, web: httpx.AsyncClie
     # Also over the plain-HTTP port (8060): same path, same answer.
     plain = await web.get(listener_url(server, "web", tls=False) + url.path)
     assert plain.status_code == 410
-    assert await _count(db, IssuedCertificateRecord) == 1
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 1
 
 
 async def test_unknown_and_malformed_tokens(web: httpx.AsyncClient, server: Server) -> None:
@@ -147,7 +149,7 @@ async def test_concurrent_downloads_exactly_one_succeeds(api: httpx.AsyncClient,
     answers = await asyncio.gather(*(web.get(u) for u in urls))
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] + [410] * (n - 1), statuses
-    assert await _count(db, IssuedCertificateRecord) == 1
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 1
     assert (await _event_types(db)).count("enrollment_downloaded") == 1
 
 
@@ -163,7 +165,7 @@ async def test_expired_link(api: httpx.AsyncClient, web: httpx.AsyncClient, db: 
         r = await web.get(link)
         assert r.status_code == 410 and "expired" in r.text
     assert (await _event_types(db)).count("enrollment_expired") == 1
-    assert await _count(db, IssuedCertificateRecord) == 0
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 0
     assert (await api.get(f"/api/v1/enrollments/{created['id']}")).json()["status"] == "expired"
 
 
@@ -242,8 +244,8 @@ async def test_bad_input_writes_nothing(api: httpx.AsyncClient, db: Any, body: d
     r = await api.post("/api/v1/enrollments", json=body)
     assert r.status_code == status, r.text
     assert message in r.json()["error"]["message"]
-    for table in (Enrollment, User, IssuedCertificateRecord, Event):
-        assert await _count(db, table) == 0
+    for table, *where in ((Enrollment,), (User,), (IssuedCertificateRecord, MOBILE), (Event,)):
+        assert await _count(db, table, *where) == 0
 
 
 @pytest.mark.parametrize("extra_config", [""])
@@ -266,7 +268,7 @@ async def test_missing_ios_certificate(api: httpx.AsyncClient, web: httpx.AsyncC
     link = created["url"].replace("localhost", "127.0.0.1")
     r = await web.get(link)
     assert r.status_code == 503 and "try again later" in r.text.lower()
-    assert await _count(db, IssuedCertificateRecord) == 0
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 0
     assert "enrollment_download_failed" in await _event_types(db)
     pem.write_bytes(saved)
     assert (await web.get(link)).status_code == 200
@@ -298,7 +300,7 @@ async def test_scep_identity(api: httpx.AsyncClient, web: httpx.AsyncClient, ser
         user_id = await session.scalar(select(User.id).where(User.name == "alice"))
     assert match is not None and match.problem is None
     assert match.user_id == user_id and match.purpose == f"ios-enrollment:{created['id']}"
-    assert await _count(db, IssuedCertificateRecord) == 0  # the device gets its certificate over SCEP
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 0  # the device gets its certificate over SCEP
 
 
 async def test_attach_device_for_checkin(api: httpx.AsyncClient, web: httpx.AsyncClient, db: Any,
@@ -315,3 +317,26 @@ async def test_attach_device_for_checkin(api: httpx.AsyncClient, web: httpx.Asyn
         assert await service.attach_device(session, device_id=78, cert_serial=12345) is None
     assert (await api.get(f"/api/v1/enrollments/{created['id']}")).json()["device_id"] == 77
 
+
+
+@pytest.mark.parametrize(("raw", "content_type", "status"), [
+    (b"not json", "application/json", 400),
+    (b"[]", "application/json", 400),
+    (b"null", "application/json", 400),
+    (b'{"platform": "ios", "user": "alice"}', "text/plain", 415),
+    (b'{"platform": 1, "user": "alice"}', "application/json", 400),
+    (b'{"platform": "ios", "user": 12}', "application/json", 400),
+    (b'{"platform": "ios", "user": "' + b"a" * 300 + b'"}', "application/json", 400),
+    (b'{"platform": "ios", "user": "al\\u0000ice"}', "application/json", 400),
+    (b'{"platform": "ios", "user": "alice", "email": ""}', "application/json", 400),
+    (b'{"platform": "ios", "user": "alice", "email": "\\u00e9@\\u00e9"}', "application/json", 400),
+    (b'{"platform": "ios\\u0000", "user": "alice"}', "application/json", 400),
+    (b'{"a":' * 5000 + b"1" + b"}" * 5000, "application/json", 400),
+    (b"\xff\xfe\x00garbage", "application/json", 400),
+])
+async def test_hostile_bodies(api: httpx.AsyncClient, db: Any, raw: bytes, content_type: str,
+                              status: int) -> None:
+    r = await api.post("/api/v1/enrollments", content=raw, headers={"Content-Type": content_type})
+    assert r.status_code == status, r.text
+    assert r.json()["error"]["code"]
+    assert await _count(db, Enrollment) == 0 and await _count(db, User) == 0

@@ -52,10 +52,12 @@ async def mdm(config: Config, *args: str) -> tuple[int, str, str]:
 
 
 async def _counts(db: Any) -> dict[str, int]:
+    """Rows per table; certificates: device identities only (not the listeners' own)."""
+    mobile = IssuedCertificateRecord.type == "mobile"
     async with db.session() as session:
         return {
-            t.__tablename__: int(await session.scalar(select(func.count()).select_from(t)) or 0)
-            for t in (Enrollment, User, IssuedCertificateRecord, Event)
+            t.__tablename__: int(await session.scalar(select(func.count()).select_from(t).where(*w)) or 0)
+            for t, *w in ((Enrollment,), (User,), (IssuedCertificateRecord, mobile), (Event,))
         }
 
 

@@ -277,6 +277,8 @@ async def parse_json_body(request: web.Request, model: type[BaseModel]) -> Any:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument("body is not acceptable JSON: nested too deeply") from None
     where = _nul_in(data)
     if where is not None:
         # PostgreSQL text cannot hold U+0000; refuse it the same way on every engine.

@@ -46,7 +46,7 @@ from mdm.server.context import ServerContext
 log = logging.getLogger("mdm.enroll")
 
 PLATFORMS = ("ios", "android")
-_USER_RE = re.compile(r"^[^\s/\\]{1,255}$")
+_USER_RE = re.compile(r"^[^\s/\\\x00-\x1f\x7f]{1,255}$")
 _EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9-]+)*$")
 
 
@@ -111,7 +111,7 @@ def validate_request(platform: str, user: str, email: str | None) -> tuple[str, 
         raise InvalidArgument("user must not be empty", field="user")
     if not _USER_RE.match(user):
         raise InvalidArgument(
-            "user must be 1-255 characters without spaces, '/' or '\\'", field="user"
+            "user must be 1-255 characters without spaces, control characters, '/' or '\\'", field="user"
         )
     if email is not None:
         email = email.strip()
