@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Any, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mdm.core.library import LIBRARY
 from mdm.db.models import (
@@ -20,6 +20,14 @@ from mdm.db.models import (
     Severity,
     User,
 )
+
+
+def _as_utc(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+# Every time the API returns carries its offset (RFC 3339); SQLite hands back naive UTC values.
+Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
 
 PROTOCOL_NAMES = {p.value: p.name.lower() for p in Protocol}
 ProtocolName = Literal["ios", "kes", "eas"]
@@ -62,11 +70,11 @@ class DeviceOut(BaseModel):
     imei: str | None
     phone_number: str | None
     status: str
-    enrolled_at: datetime
-    last_seen_at: datetime | None
+    enrolled_at: Timestamp
+    last_seen_at: Timestamp | None
     push_valid: bool
     cert_serial: str | None
-    cert_not_after: datetime | None
+    cert_not_after: Timestamp | None
 
     @classmethod
     def of(cls, d: Device, user: str | None = None) -> DeviceOut:
@@ -121,7 +129,7 @@ class UserOut(BaseModel):
     name: str
     email: str | None
     display_name: str | None
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, u: User) -> UserOut:
@@ -142,7 +150,7 @@ class GroupOut(BaseModel):
     id: int
     name: str
     parent_id: int | None
-    created_at: datetime
+    created_at: Timestamp
 
     @classmethod
     def of(cls, g: Group) -> GroupOut:
@@ -186,7 +194,7 @@ class BulkCommandIn(Strict):
 
 
 class JournalOut(BaseModel):
-    at: datetime
+    at: Timestamp
     status: str
     detail: str | None
 
@@ -204,10 +212,10 @@ class CommandOut(BaseModel):
     result_info: str | None
     result_data: dict[str, Any] | None
     created_by: str | None
-    created_at: datetime
-    updated_at: datetime
-    delivered_at: datetime | None
-    finished_at: datetime | None
+    created_at: Timestamp
+    updated_at: Timestamp
+    delivered_at: Timestamp | None
+    finished_at: Timestamp | None
     attempts: int
     journal: list[JournalOut] | None = None
 
@@ -277,8 +285,8 @@ class EventOut(BaseModel):
     device_id: int | None
     user_id: int | None
     body: dict[str, Any]
-    created_at: datetime
-    delivered_at: datetime | None
+    created_at: Timestamp
+    delivered_at: Timestamp | None
 
     @classmethod
     def of(cls, e: Event) -> EventOut:
@@ -310,8 +318,8 @@ class TokenIn(Strict):
 class TokenOut(BaseModel):
     name: str
     scopes: list[str]
-    created_at: datetime
-    last_used_at: datetime | None
+    created_at: Timestamp
+    last_used_at: Timestamp | None
     revoked: bool
     token: str | None = Field(default=None, description="the secret, returned once at creation")
 
