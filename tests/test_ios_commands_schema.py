@@ -298,3 +298,20 @@ def test_payload_common_keys_and_unknown_payload_types() -> None:
     assert schema.validate_profile(foreign, unknown_payloads=True) == []
     broken = _profile({"PayloadType": "com.example.custom"})
     assert len(schema.validate_profile(broken, unknown_payloads=True)) == 3
+
+
+def test_values_a_plist_cannot_carry() -> None:
+    big = {"RequestType": "InstallApplication", "iTunesStoreID": 2**64}
+    assert [str(p) for p in schema.validate_command(big)] == [
+        "iTunesStoreID: outside the 64-bit range of a plist integer"
+    ]
+    assert schema.validate_command({**big, "iTunesStoreID": 2**64 - 1}) == []
+    control = {"RequestType": "DeviceLock", "Message": "line\x00break"}
+    assert [str(p) for p in schema.validate_command(control)] == [
+        "Message: control characters cannot be sent in a plist string (use <data>)"
+    ]
+    surrogate = {"RequestType": "InstallApplication", "Configuration": {"\ud800": 1, "n": -(2**63) - 1}}
+    assert sorted(str(p) for p in schema.validate_command(surrogate)) == [
+        "Configuration.n: outside the 64-bit range of a plist integer",
+        "Configuration.\ud800: key: not valid Unicode (lone surrogate)",
+    ]

@@ -40,6 +40,25 @@ PROFILES_DIR = SCHEMA_ROOT / "profiles"
 KeySpec = Mapping[str, Any]
 
 _PLIST_SCALARS = (str, int, float, bool, bytes, bytearray, datetime)
+# What a plist (XML as sent to devices, or binary) can carry at all.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+PLIST_INT_MIN, PLIST_INT_MAX = -(2**63), 2**64 - 1
+
+
+def _encoding_problem(value: Any) -> str | None:
+    if isinstance(value, str):
+        if _CONTROL_CHARS.search(value):
+            return "control characters cannot be sent in a plist string (use <data>)"
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "not valid Unicode (lone surrogate)"
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if not PLIST_INT_MIN <= value <= PLIST_INT_MAX:
+            return "outside the 64-bit range of a plist integer"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "a plist real must be finite"
+    return None
 
 
 @dataclass(frozen=True)
@@ -228,16 +247,19 @@ class _Validator:
         """``<any>``: still has to be something a plist can hold."""
         if depth > self.max_depth:
             self.add(path, "nested too deeply")
-        elif isinstance(value, float) and not math.isfinite(value):
-            self.add(path, "a plist real must be finite")
         elif isinstance(value, _PLIST_SCALARS):
-            return
+            problem = _encoding_problem(value)
+            if problem:
+                self.add(path, problem)
         elif isinstance(value, Mapping):
             for k, v in value.items():
+                where = f"{path}.{k}" if path else str(k)
                 if not isinstance(k, str):
                     self.add(path, f"dictionary keys must be strings, got {_type_name(k)}")
+                elif _encoding_problem(k):
+                    self.add(where, f"key: {_encoding_problem(k)}")
                 else:
-                    self.plist_value(v, f"{path}.{k}" if path else k, depth + 1)
+                    self.plist_value(v, where, depth + 1)
         elif isinstance(value, list | tuple):
             for i, v in enumerate(value):
                 self.plist_value(v, f"{path}[{i}]", depth + 1)
@@ -266,8 +288,10 @@ class _Validator:
             self.scalar(spec, subkeys, value, path)
 
     def scalar(self, spec: KeySpec, subkeys: Sequence[KeySpec], value: Any, path: str) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            self.add(path, "a plist real must be finite")
+        problem = _encoding_problem(value)
+        if problem:
+            self.add(path, problem)
+            return
         rangelist = spec.get("rangelist")
         if rangelist is not None and not any(_same(value, allowed) for allowed in rangelist):
             self.add(path, f"{value!r} is not one of {list(rangelist)!r}")
@@ -329,7 +353,11 @@ class _Validator:
                 self.add(path, f"dictionary keys must be strings, got {_type_name(name)}")
                 continue
             where = f"{path}.{name}" if path else name
-            spec = named.get(name) or wildcard
+            spec = named.get(name)
+            if spec is None and wildcard is not None and _encoding_problem(name):
+                self.add(where, f"key: {_encoding_problem(name)}")
+                continue
+            spec = spec or wildcard
             if spec is None:
                 close = difflib.get_close_matches(name, list(named), n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
