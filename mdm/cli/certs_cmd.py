@@ -117,6 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--key", metavar="FILE", help="CA private key (PEM/DER) for --cert")
     p.add_argument("--chain", metavar="FILE", help="intermediates and root (PEM) if not in --cert")
     p.add_argument("--password", metavar="P", help="password of the PKCS#12 or of an encrypted key")
+    p.add_argument("--reissue-server-certs", action="store_true",
+                   help="also reissue the server certificates the previous CA issued (devices must trust "
+                   "the new root first)")
     p.set_defaults(func=run_import_ca)
 
     p = actions.add_parser("encrypt-keys", help="encrypt the CA keys with the configured passphrase")
@@ -453,11 +456,13 @@ def run_import_ca(args: argparse.Namespace) -> int:
         material = castore.validate_ca(cert, key, pool)
     except CertInputError as exc:
         raise CliError(f"{what}: {exc.message}; the CA is unchanged") from None
+    previous = _current_issuing(config)
     try:
         passphrase = config.ca_passphrase()
         retired = castore.install(config.ca_dir, material, passphrase)
     except (ConfigError, OSError) as exc:
         raise CliError(f"cannot install the CA in {config.ca_dir}: {exc}") from None
+    reissued = _reissue_server_certs(config, passphrase, previous) if args.reissue_server_certs else []
     summary = CertSummary.of(material.certificate)
     _, problem = _db_call(config, lambda db: _record_import(db, summary, retired))
     print(f"issuing CA is now {_describe(summary)}")
@@ -465,8 +470,12 @@ def run_import_ca(args: argparse.Namespace) -> int:
     print(f"  key stored in {config.ca_dir / ISSUING_KEY} (0600{', encrypted' if passphrase else ''})")
     if retired is not None:
         print(f"  previous CA moved to {retired}; certificates it issued stay trusted until they expire")
-        print("  server certificates are unchanged (they still chain to the previous root); "
-              "replace them with `mdm certs set` when devices trust the new chain")
+    if reissued:
+        print(f"  reissued the server certificates of slots {', '.join(reissued)} from the imported CA")
+    elif retired is not None:
+        print("  server certificates are unchanged (they still chain to the previous root, kept in "
+              "root.pem); replace them with `mdm certs set`, or --reissue-server-certs, once devices "
+              "trust the new root")
     for warning in material.warnings:
         output.note(f"warning: {warning}")
     if problem:
@@ -474,6 +483,46 @@ def run_import_ca(args: argparse.Namespace) -> int:
     if running_pid(config.data_path) is not None:
         output.note("restart the running server (`mdm serve`) so that it issues from the imported CA")
     return 0
+
+
+def _current_issuing(config: Config) -> Any:
+    from cryptography import x509
+
+    try:
+        return x509.load_pem_x509_certificate((config.ca_dir / "issuing.pem").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def _reissue_server_certs(config: Config, passphrase: bytes | None, previous: Any) -> list[str]:
+    """Reissue, from the new CA, the slot certificates the previous internal CA issued (those
+    brought in with `mdm certs set` are left alone)."""
+    from cryptography.exceptions import InvalidSignature
+
+    from mdm.cli.init_cmd import server_hostnames
+    from mdm.pki.crl import crl_url_for
+    from mdm.pki.slots import issue_server_certificate, load_slot_chain
+
+    if previous is None:
+        return []
+    try:
+        ca = CertificateAuthority.load(config.ca_dir, passphrase)
+    except (CAError, KeyError_) as exc:
+        raise CliError(f"the CA was imported but does not load: {exc}") from None
+    ca.crl_url = crl_url_for(config)
+    done = []
+    for slot in SLOTS:
+        try:
+            leaf = load_slot_chain(config.certs_dir, slot)[0]
+            leaf.verify_directly_issued_by(previous)
+        except (OSError, ValueError, IndexError, TypeError, InvalidSignature):
+            continue
+        issue_server_certificate(
+            ca, config.certs_dir, slot, server_hostnames(config), key_type=config.pki.key_type,
+            rsa_bits=config.pki.rsa_bits, days=config.pki.server_validity_days,
+        )
+        done.append(slot)
+    return done
 
 
 async def _record_import(db: Database, summary: CertSummary, retired: Path | None) -> None:

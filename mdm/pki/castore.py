@@ -4,7 +4,10 @@ it retires, and the client-certificate trust bundle.
 Layout of ``DATA_DIR/ca`` after an import:
 
 - ``issuing.pem``/``issuing.key``: the imported CA (key encrypted if a passphrase is configured),
-  ``chain.pem``: it, its intermediates and its root, ``root.pem``: that root (no ``root.key``);
+  ``chain.pem``: it, its intermediates and its root; ``root.pem``: that root first, followed by
+  the previous roots (no ``root.key``). The server certificates are not reissued unless asked
+  (``--reissue-server-certs``): they keep chaining to the previous root, so whatever trusts
+  ``root.pem`` (the CLI, devices given this file) keeps trusting the listeners;
 - ``retired/<UTC time>/``: the previous CA files, moved aside. Certificates they issued stay
   trusted for client authentication until they expire (devices keep working and get renewed by
   the new CA), and their CRL keeps being signed while their key is readable;
@@ -192,9 +195,9 @@ def install(
     staging.mkdir(mode=0o700)
     try:
         save_key(staging / ISSUING_KEY, material.key, passphrase)
-        root = material.chain[-1]
+        roots = [material.chain[-1], *_previous_roots(ca_dir / ROOT_CERT, now)]
         write_public(staging / ISSUING_CERT, pem_chain([material.certificate]))
-        write_public(staging / ROOT_CERT, pem_chain([root]))
+        write_public(staging / ROOT_CERT, pem_chain(dict.fromkeys(roots)))
         write_public(staging / CHAIN, pem_chain(material.chain))
         retired_dir: Path | None = None
         existing = [f for f in CA_FILES if (ca_dir / f).exists()]
@@ -212,3 +215,11 @@ def install(
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return retired_dir
+
+
+def _previous_roots(path: Path, now: datetime) -> list[x509.Certificate]:
+    try:
+        certs = x509.load_pem_x509_certificates(path.read_bytes())
+    except (OSError, ValueError):
+        return []
+    return [c for c in certs if c.not_valid_after_utc > now]
