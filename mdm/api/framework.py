@@ -219,7 +219,7 @@ class ApiRouter:
                 }
             paths.setdefault(op.path, {})[op.method.lower()] = entry
         return {
-            "openapi": "3.0.3",
+            "openapi": "3.1.0",  # JSON Schema 2020-12, as pydantic writes it (null as a type)
             "info": {"title": title, "version": version},
             "servers": [{"url": "/"}],
             "paths": paths,
