@@ -9,7 +9,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from conftest import client_ssl_context, listener_url
+from conftest import PG_URL, client_ssl_context, listener_url
 from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
 from sqlalchemy import func, select
 
@@ -311,3 +311,44 @@ async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, serv
     async with db.session() as session:
         fresh = await session.scalar(select(Device.last_seen_at).where(Device.id == device_id))
     assert fresh is not None and utcnow() - fresh.replace(tzinfo=utcnow().tzinfo) < timedelta(minutes=1)
+
+
+@pytest.mark.skipif(not PG_URL, reason="LISTEN/NOTIFY needs PostgreSQL")
+async def test_other_replicas_are_told_of_enqueues(ios, phone: Phone, db: Database, server: Server) -> None:
+    """An enqueue NOTIFYs (transactionally); a notification from another replica clears the hint."""
+    import asyncio
+
+    import asyncpg
+
+    from mdm.ios.notify import asyncpg_dsn
+
+    svc = ios_plugin.service(server.ctx)
+    device_id = await _device_id(db, phone.udid)
+    received: asyncio.Queue[str] = asyncio.Queue()
+    listener = await asyncpg.connect(asyncpg_dsn(db.url))
+    await listener.add_listener("mdm_ios_queue", lambda *args: received.put_nowait(args[-1]))
+    try:
+        await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+        assert await asyncio.wait_for(received.get(), 5) == str(device_id)
+        # Another replica's notification reaches this server's listener worker.
+        assert _offered(await phone.report(ios)) is not None
+        await phone.report(ios, "Acknowledged", (await _command_guids(db, device_id))[0])
+        assert _offered(await phone.report(ios)) is None
+        assert svc.hint.known_empty(device_id)
+        other = await asyncpg.connect(asyncpg_dsn(db.url))
+        try:
+            await other.execute("SELECT pg_notify('mdm_ios_queue', $1)", f"999999,{device_id}")
+        finally:
+            await other.close()
+        for _ in range(50):
+            if not svc.hint.known_empty(device_id):
+                break
+            await asyncio.sleep(0.05)
+        assert not svc.hint.known_empty(device_id)
+    finally:
+        await listener.close()
+
+
+async def _command_guids(db: Database, device_id: int) -> list[str]:
+    async with db.session() as session:
+        return list((await session.scalars(select(Command.guid).where(Command.device_id == device_id))).all())

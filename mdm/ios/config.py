@@ -25,11 +25,14 @@ class IosConfig(BaseModel):
     last_seen_flush_seconds: float = Field(default=5.0, gt=0, le=300)
     # Bounded caches of the hot path (entries).
     identity_cache_size: int = Field(default=100_000, ge=16)
-    # How long a certificate -> device binding is trusted from the cache (other replicas may rebind).
-    binding_cache_seconds: float = Field(default=60.0, ge=0)
+    # How long a certificate -> device binding is trusted from the cache. Revocation and expiry are
+    # checked on every request regardless; only a re-binding done by another replica waits for this.
+    binding_cache_seconds: float = Field(default=600.0, ge=0)
     # "This device's queue is empty" hint, invalidated on enqueue in this process and (PostgreSQL)
     # by NOTIFY from other replicas. 0 disables the hint: one indexed query per idle poll.
-    queue_hint_seconds: float = Field(default=30.0, ge=0)
+    queue_hint_seconds: float = Field(default=120.0, ge=0)
+    # Parsed Idle reports by body (devices repeat the same Idle body); entries, 0 disables.
+    parse_cache_size: int = Field(default=10_000, ge=0)
     # Nesting depth / node count limits for plists from devices.
     max_plist_depth: int = Field(default=32, ge=4, le=256)
     max_plist_nodes: int = Field(default=200_000, ge=100)

@@ -20,6 +20,7 @@ SERVICE = web.AppKey("mdm_ios_service", IosService)
 CHECKIN_PATH = "/mdm/checkin"
 SERVER_PATH = "/mdm/server"
 PLIST_TYPE = "application/xml; charset=utf-8"
+MAX_CACHED_BODY = 1024
 
 
 async def read_body(request: web.Request, limit: int) -> bytes:
@@ -89,7 +90,12 @@ async def server_handler(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     cfg = svc.config
     body = await read_body(request, cfg.max_body_bytes)
-    report = parse_report(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
+    small = len(body) <= MAX_CACHED_BODY and cfg.parse_cache_size > 0
+    report = svc.idle_reports.get(body) if small else None
+    if report is None:
+        report = parse_report(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
+        if small and report.is_idle:
+            svc.idle_reports.put(body, report)
     try:
         identity = identify(svc, request, body)
         binding = await svc.binding_of(identity, report.identifier)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import ipaddress
 import time
 from collections import OrderedDict
@@ -23,6 +24,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from asn1crypto import cms
+from asn1crypto import x509 as asn1_x509
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes
@@ -30,6 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from mdm.core.errors import ServiceError
+from mdm.ios import cms as cms_reader
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected, VerifiedCertificate
 
 SIGNATURE_HEADER = "Mdm-Signature"
@@ -42,12 +45,6 @@ _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha256": hashes.SHA256,
     "sha384": hashes.SHA384,
     "sha512": hashes.SHA512,
-}
-_HASHLIB = {
-    "sha1": hashlib.sha1,
-    "sha256": hashlib.sha256,
-    "sha384": hashlib.sha384,
-    "sha512": hashlib.sha512,
 }
 
 
@@ -170,6 +167,8 @@ class IdentityResolver:
             verified = self.verifier.verify_der(der, extra or None)
         except IdentityRejected as exc:
             raise _rejected(exc) from None
+        except (ValueError, TypeError, UnsupportedAlgorithm):
+            raise IdentityError("malformed", "the client certificate cannot be used") from None
         return verified
 
     # ---- Mdm-Signature -----------------------------------------------------------------------
@@ -189,53 +188,39 @@ class IdentityResolver:
             raise IdentityError("malformed", "Mdm-Signature is not a CMS SignedData structure") from None
 
     def _check_cms(self, der: bytes, body: bytes) -> Identity:
-        info = cms.ContentInfo.load(der)
-        if info["content_type"].native != "signed_data":
-            raise IdentityError("malformed", "Mdm-Signature is not CMS SignedData")
-        signed = info["content"]
-        signers = signed["signer_infos"]
-        if len(signers) != 1:
-            raise IdentityError("malformed", "Mdm-Signature must have exactly one signer")
-        signer = signers[0]
-        certs = [c.chosen for c in signed["certificates"] if c.name == "certificate"]
-        cert = _signer_certificate(signer["sid"], certs)
-        cert_der = cert.dump()
-        verified = self._verify(cert_der, [c.dump() for c in certs if c is not cert])
-        key = self._keys.get(verified.fingerprint)
-        if key is None:
-            key = verified.certificate.public_key()
-            self._keys.put(verified.fingerprint, key)
-
-        hash_name = signer["digest_algorithm"]["algorithm"].native
-        if hash_name not in _HASHES:
-            raise IdentityError("unsupported", f"Mdm-Signature digest {hash_name} is not supported")
-        digest = _HASHLIB[hash_name](body).digest()
-        attrs = signer["signed_attrs"]
-        signed_at: datetime | None = None
-        if len(attrs):
-            message_digest = None
-            for attr in attrs:
-                kind = attr["type"].native
-                if kind == "message_digest":
-                    message_digest = attr["values"][0].native
-                elif kind == "signing_time":
-                    signed_at = attr["values"][0].native
-            if message_digest is None or not _equal(message_digest, digest):
+        parts = cms_reader.read(der)
+        key, cert_der, others = self._signer(parts)
+        verified = self._verify(cert_der, others)
+        if parts.pss:
+            raise IdentityError("unsupported", "RSASSA-PSS signatures are not supported")
+        if parts.digest is None:
+            raise IdentityError("unsupported", "the Mdm-Signature digest algorithm is not supported")
+        if parts.signed_attrs is not None:
+            digest = hashlib.new(parts.digest, body).digest()
+            if parts.message_digest is None or not hmac.compare_digest(parts.message_digest, digest):
                 raise IdentityError("bad_signature", "Mdm-Signature does not match the body (message digest)")
-            # The signature covers the DER of the attributes as a SET (tag 0x31), not [0] IMPLICIT.
-            to_verify = b"\x31" + attrs.dump()[1:]
+            to_verify = parts.signed_attrs
         else:
             to_verify = body
-        _verify_signature(
-            key,
-            signer["signature"].native,
-            to_verify,
-            hash_name,
-            signer["signature_algorithm"].signature_algo,
-        )
-        if signed_at is not None:
-            self._check_age(signed_at)
-        return Identity(verified, "signature", signed_at)
+        _verify_signature(key, parts.signature, to_verify, parts.digest)
+        if parts.signing_time is not None:
+            self._check_age(parts.signing_time)
+        return Identity(verified, "signature", parts.signing_time)
+
+    def _signer(self, parts: cms_reader.SignedParts) -> tuple[CertificatePublicKeyTypes, bytes, list[bytes]]:
+        """The certificate the SignerIdentifier names, its public key (cached), and the others."""
+        if not parts.certificates:
+            raise IdentityError("malformed", "Mdm-Signature carries no certificate")
+        for index, cert_der in enumerate(parts.certificates):
+            fingerprint = hashlib.sha256(cert_der).digest()
+            entry: _SignerEntry | None = self._keys.get(fingerprint)
+            if entry is None:
+                entry = _signer_entry(cert_der)
+                self._keys.put(fingerprint, entry)
+            if parts.sid in entry.sids:
+                others = [c for i, c in enumerate(parts.certificates) if i != index]
+                return entry.key, cert_der, others
+        raise IdentityError("malformed", "Mdm-Signature signer certificate is not in the message")
 
     def _check_age(self, signed_at: datetime) -> None:
         age = (datetime.now(UTC) - signed_at).total_seconds()
@@ -246,40 +231,31 @@ class IdentityResolver:
             )
 
 
-def _equal(a: bytes, b: bytes) -> bool:
-    import hmac
-
-    return hmac.compare_digest(a, b)
-
-
-def _signer_certificate(sid: Any, certs: list[Any]) -> Any:
-    if not certs:
-        raise IdentityError("malformed", "Mdm-Signature carries no certificate")
-    if sid.name == "issuer_and_serial_number":
-        wanted = sid.chosen
-        for cert in certs:
-            tbs = cert["tbs_certificate"]
-            if (
-                tbs["serial_number"].native == wanted["serial_number"].native
-                and tbs["issuer"] == wanted["issuer"]
-            ):
-                return cert
-    elif sid.name == "subject_key_identifier":
-        ski = sid.chosen.native
-        for cert in certs:
-            if cert.key_identifier == ski:
-                return cert
-    raise IdentityError("malformed", "Mdm-Signature signer certificate is not in the message")
+@dataclass(frozen=True, slots=True)
+class _SignerEntry:
+    key: CertificatePublicKeyTypes
+    sids: frozenset[bytes]  # the DER SignerIdentifier forms that name this certificate
 
 
-def _verify_signature(
-    key: CertificatePublicKeyTypes, signature: bytes, data: bytes, hash_name: str, algo: str
-) -> None:
+def _signer_entry(cert_der: bytes) -> _SignerEntry:
+    try:
+        parsed = asn1_x509.Certificate.load(cert_der)
+        tbs = parsed["tbs_certificate"]
+        sids = {
+            cms.IssuerAndSerialNumber({"issuer": tbs["issuer"], "serial_number": tbs["serial_number"]}).dump()
+        }
+        if parsed.key_identifier:
+            sids.add(cms.SignerIdentifier({"subject_key_identifier": parsed.key_identifier}).dump())
+        key = x509.load_der_x509_certificate(cert_der).public_key()
+    except (ValueError, TypeError, KeyError, UnsupportedAlgorithm):
+        raise IdentityError("malformed", "Mdm-Signature carries a malformed certificate") from None
+    return _SignerEntry(key, frozenset(sids))
+
+
+def _verify_signature(key: CertificatePublicKeyTypes, signature: bytes, data: bytes, hash_name: str) -> None:
     algorithm = _HASHES[hash_name]()
     try:
         if isinstance(key, rsa.RSAPublicKey):
-            if algo == "rsassa_pss":
-                raise IdentityError("unsupported", "RSASSA-PSS signatures are not supported")
             key.verify(signature, data, padding.PKCS1v15(), algorithm)
         elif isinstance(key, ec.EllipticCurvePublicKey):
             key.verify(signature, data, ec.ECDSA(algorithm))

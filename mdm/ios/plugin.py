@@ -9,8 +9,9 @@ import logging
 from aiohttp import web
 
 from mdm.ios import config as ios_config
+from mdm.ios import notify
 from mdm.ios.handlers import install_routes
-from mdm.ios.identity import BindingCache, IdentityResolver
+from mdm.ios.identity import LRU, BindingCache, IdentityResolver
 from mdm.ios.service import IosService
 from mdm.ios.state import QueueHint
 from mdm.pki import plugin as pki_plugin
@@ -46,6 +47,7 @@ async def start_ios(ctx: ServerContext) -> None:
         resolver=resolver,
         bindings=BindingCache(cfg.identity_cache_size, cfg.binding_cache_seconds),
         hint=QueueHint(cfg.queue_hint_seconds, cfg.identity_cache_size),
+        idle_reports=LRU(cfg.parse_cache_size),
     )
 
 
@@ -63,6 +65,14 @@ async def flush_last_seen(ctx: ServerContext) -> None:
             await svc.last_seen.flush(svc.engine)
         except Exception as exc:  # keep polling; the rows stay pending for the next flush
             log.warning("last_seen flush failed, will retry: %s", exc)
+
+
+@registry.worker("ios.queue_notify")
+async def listen_for_enqueues(ctx: ServerContext) -> None:
+    svc = service(ctx)
+    if svc.db.is_sqlite or not svc.hint.enabled:
+        return  # SQLite is single-process: local invalidation is exact
+    await notify.listen(svc.db.url, svc.hint)
 
 
 @registry.shutdown_hook

@@ -15,7 +15,7 @@ from mdm.core import events
 from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol, Severity, utcnow
 from mdm.ios.config import IosConfig
-from mdm.ios.identity import Binding, BindingCache, Identity, IdentityError, IdentityResolver
+from mdm.ios.identity import LRU, Binding, BindingCache, Identity, IdentityError, IdentityResolver
 from mdm.ios.state import LastSeen, QueueHint
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
@@ -44,6 +44,8 @@ class IosService:
     bindings: BindingCache
     hint: QueueHint
     last_seen: LastSeen = field(default_factory=LastSeen)
+    # Idle bodies repeat byte for byte per device: body -> parsed report (bounded).
+    idle_reports: LRU = field(default_factory=lambda: LRU(10_000))
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -18,7 +18,7 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, update
+from sqlalchemy import bindparam, event, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, object_session
 
@@ -76,6 +76,8 @@ def invalidate_everywhere(device_id: int) -> None:
 
 
 QUEUED_KEY = "mdm_ios_queued_devices"
+NOTIFY_CHANNEL = "mdm_ios_queue"
+NOTIFY_STMT = text("SELECT pg_notify(:channel, :payload)")
 NOTIFY_KEY = "mdm_ios_notify_devices"
 
 
@@ -88,6 +90,34 @@ def _queued(_mapper: Any, _connection: Any, target: CommandQueueEntry) -> None:
     if session is not None:
         session.info.setdefault(QUEUED_KEY, set()).add(target.device_id)
         session.info.setdefault(NOTIFY_KEY, set()).add(target.device_id)
+
+
+@event.listens_for(Session, "after_flush")
+def _notify_replicas(session: Session, _context: Any) -> None:
+    # PostgreSQL: tell other replicas (delivered at commit, dropped on rollback).
+    devices = session.info.pop(NOTIFY_KEY, None)
+    if not devices:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    for chunk in _chunks([str(d) for d in sorted(devices)], 7000):  # payloads must stay < 8000 bytes
+        connection.execute(NOTIFY_STMT, {"channel": NOTIFY_CHANNEL, "payload": chunk})
+
+
+def _chunks(items: list[str], size: int) -> list[str]:
+    out: list[str] = []
+    current: list[str] = []
+    length = 0
+    for item in items:
+        if current and length + len(item) + 1 > size:
+            out.append(",".join(current))
+            current, length = [], 0
+        current.append(item)
+        length += len(item) + 1
+    if current:
+        out.append(",".join(current))
+    return out
 
 
 @event.listens_for(Session, "after_commit")
@@ -105,11 +135,7 @@ def _rolled_back(session: Session) -> None:
 class LastSeen:
     """device id -> last time seen, flushed in batches (bounded by the devices seen per interval)."""
 
-    _STMT = (
-        update(Device)
-        .where(Device.id == bindparam("b_id"))
-        .values(last_seen_at=bindparam("b_at"))
-    )
+    _STMT = update(Device).where(Device.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
