@@ -269,3 +269,51 @@ async def test_cli_issue_list_show_revoke(server, config, admin_token: str, db, 
     assert r.code == 1 and "409 conflict: certificate" in r.err and "already revoked" in r.err
     r = await cli("certs", "list", "--status", "revoked", "--json", *conn)
     assert r.code == 0 and '"status": "revoked"' in r.out
+
+
+async def test_crl_is_resigned_before_it_goes_stale(server, config) -> None:
+    from datetime import timedelta
+
+    service = plugin.revocation(server.ctx)
+    first = service.published
+    assert first is not None
+    validity = timedelta(hours=config.pki.crl_validity_hours)
+    assert first.next_update - first.this_update == validity
+    assert not await service.refresh(now=first.this_update + timedelta(minutes=5))
+    later = first.this_update + validity / 2 + timedelta(seconds=1)
+    assert await service.refresh(now=later)
+    second = service.published
+    assert second is not None and second.number > first.number and second.next_update > first.next_update
+    async with httpx.AsyncClient() as plain:
+        served = x509.load_der_x509_crl((await plain.get(listener_url(server, "web", tls=False) + "/crl/issuing.crl")).content)
+    assert served.next_update_utc == second.next_update
+    assert served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == second.number
+    on_disk = x509.load_der_x509_crl((config.ca_dir / "issuing.crl").read_bytes())
+    assert on_disk.next_update_utc == second.next_update
+
+
+async def test_ca_certificates_on_the_web_listener(server, config) -> None:
+    from conftest import client_ssl_context
+
+    ca = server.ctx.ca
+    for url, verify in ((listener_url(server, "web", tls=False), False),
+                        (listener_url(server, "web", tls=True), client_ssl_context(config))):
+        async with httpx.AsyncClient(base_url=url, verify=verify) as client:
+            r = await client.get("/ca/root.pem")
+            assert r.status_code == 200 and x509.load_pem_x509_certificates(r.content) == [ca.root]
+            r = await client.get("/ca/root.crt")
+            assert r.headers["Content-Type"] == "application/x-x509-ca-cert"
+            assert x509.load_der_x509_certificate(r.content) == ca.root
+            r = await client.get("/ca/chain.pem")
+            assert x509.load_pem_x509_certificates(r.content) == ca.chain
+            r = await client.get("/crl/issuing.crl")
+            assert r.status_code == 200 and x509.load_der_x509_crl(r.content).issuer == ca.issuing.subject
+
+
+async def test_odd_but_valid_queries(api: httpx.AsyncClient, db) -> None:
+    await add_user(db)
+    r = await api.get("/api/v1/certificates", params={"cursor": "9" * 18})
+    assert r.status_code == 200
+    r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "mail", "p12_password": "pw",
+                                                      "email": "élise@example.com"})
+    assert r.status_code == 400 and "email" in r.json()["error"]["message"]

@@ -54,7 +54,7 @@ async def set_certificate_rule(request: web.Request, cert_type: str, body: s.Rul
 async def list_certificates(request: web.Request, query: s.CertificateListQuery) -> s.CertificatePage:
     async with ctx_of(request).db.session() as session:
         rows, next_id = await lifecycle.list_certificates(
-            session, limit=query.limit, before_id=int(query.cursor) if query.cursor else None,
+            session, limit=query.limit, before_id=min(int(query.cursor), 2**62) if query.cursor else None,
             user=query.user, status=query.status, cert_type=query.type, device_id=query.device,
         )
     return s.CertificatePage(

@@ -126,7 +126,10 @@ async def issue(
         key_type: Literal["rsa", "ec"] = "ec" if request.key_type == "ec" else "rsa"
         key = await asyncio.to_thread(generate_key, key_type, request.rsa_bits)
         public_key = key.public_key()
-    cert, chain = await source.sign(request, public_key)
+    try:
+        cert, chain = await source.sign(request, public_key)
+    except ValueError as exc:  # a name or value the certificate cannot carry
+        raise InvalidArgument(f"cannot certify this request: {exc}") from None
     record = IssuedCertificateRecord(
         serial=serial_hex(cert.serial_number),
         type=request.type.value,

@@ -83,6 +83,8 @@ async def issue_for_user(
     user, created = await resolve_user(session, user_name, create=create_user, email=email)
     rule = await rules.get_rule(session, kind)
     address = email or user.email
+    if kind == CertType.MAIL and address and not address.isascii():
+        raise InvalidArgument(f"e-mail address {address!r}: certificates need an ASCII address")
     if kind == CertType.MAIL and not address:
         raise InvalidArgument(
             f"mail certificates carry the user's e-mail address and user {user.name!r} has none "

@@ -66,11 +66,11 @@ class RevocationService:
         self.verifier.add_revoked(serial)
         await self.refresh(force=True)
 
-    async def refresh(self, *, force: bool = False) -> bool:
-        """Re-read revocations; re-publish if they changed, the CRL is getting old, or forced.
-        Returns whether a new CRL was published."""
+    async def refresh(self, *, force: bool = False, now: datetime | None = None) -> bool:
+        """Re-read revocations; re-publish if they changed, the CRL is past half its validity, or
+        forced. Returns whether a new CRL was published."""
         async with self._lock:
-            now = datetime.now(UTC)
+            now = now or datetime.now(UTC)
             async with self.db.session() as session:
                 entries = await lifecycle.revoked_entries(session, now)
                 serials = frozenset(e.serial for e in entries)
@@ -83,7 +83,7 @@ class RevocationService:
             signers = [Signer(r.issuing, r.key) for r in self.retired if r.key is not None]
             current = Signer(self.ca.issuing, self.ca.issuing_key)
             self.published = await asyncio.to_thread(
-                publish, self.ca_dir, current, signers, entries, self.validity
+                publish, self.ca_dir, current, signers, entries, self.validity, now
             )
             self._serials = serials
             log.info(

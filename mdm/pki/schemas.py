@@ -84,7 +84,7 @@ class IssueIn(Strict):
         default=False, description="3DES/SHA-1 PKCS#12 for old clients (default AES-256)"
     )
     create_user: bool = Field(default=False, description="create the user if it does not exist")
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    email: str | None = Field(default=None, max_length=320, pattern=r"^[A-Za-z0-9._%+'-]+@[A-Za-z0-9.-]+$")
 
 
 class IssueOut(BaseModel):

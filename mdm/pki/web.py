@@ -33,9 +33,12 @@ async def crl(request: web.Request) -> web.Response:
     )
 
 
+ROOTS_KEY = web.AppKey("mdm_pki_roots", bytes)
+
+
 async def root_pem(request: web.Request) -> web.Response:
-    ca = ctx_of(request).ca
-    return web.Response(body=pem_chain([ca.root]), content_type="application/x-pem-file")
+    """The issuing CA's root, then any previous roots the listeners may still chain to."""
+    return web.Response(body=request.app[ROOTS_KEY], content_type="application/x-pem-file")
 
 
 async def root_der(request: web.Request) -> web.Response:
@@ -52,6 +55,11 @@ async def chain_pem(request: web.Request) -> web.Response:
 
 @registry.route_installer("web")
 def install(app: web.Application, ctx: ServerContext) -> None:
+    try:
+        roots = (ctx.config.ca_dir / "root.pem").read_bytes()
+    except OSError:
+        roots = pem_chain([ctx.ca.root])
+    app[ROOTS_KEY] = roots
     app.router.add_get(CRL_PATH, crl)
     app.router.add_get("/ca/root.pem", root_pem)
     app.router.add_get("/ca/root.crt", root_der)
