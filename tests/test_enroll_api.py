@@ -340,3 +340,24 @@ async def test_hostile_bodies(api: httpx.AsyncClient, db: Any, raw: bytes, conte
     assert r.status_code == status, r.text
     assert r.json()["error"]["code"]
     assert await _count(db, Enrollment) == 0 and await _count(db, User) == 0
+
+
+@pytest.mark.parametrize("n", [30])
+async def test_database_claim_is_atomic_across_replicas(api: httpx.AsyncClient, server: Server, db: Any,
+                                                        n: int) -> None:
+    """The per-process guard is bypassed here (as with several replicas on one database): the
+    conditional UPDATE alone must let exactly one builder through."""
+    from mdm.enroll import links
+
+    created = await _create(api)
+    token = urlsplit(created["url"]).path.removeprefix("/e/")
+    env = service.env_of(server.ctx)
+    answers = await asyncio.gather(
+        *(service._build_download(env, db, links.token_hash(token), created["id"], None) for _ in range(n)),
+        return_exceptions=True,
+    )
+    profiles = [a for a in answers if isinstance(a, bytes)]
+    gone = [a for a in answers if isinstance(a, service.LinkGone)]
+    assert len(profiles) == 1 and len(gone) == n - 1, [type(a) for a in answers]
+    assert await _count(db, IssuedCertificateRecord, MOBILE) == 1
+    assert (await _event_types(db)).count("enrollment_downloaded") == 1

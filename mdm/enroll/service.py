@@ -449,12 +449,9 @@ def _gone_message(status: str) -> str:
     }.get(status, "this enrollment link is no longer valid")
 
 
-async def download(env: Env, db: Database, token: str, *, peer: str | None = None) -> bytes:
-    """Serve a link once: the signed profile, or LinkUnknown (404) / LinkGone (410) /
-    Unavailable (503, the link stays valid)."""
-    if not links.well_formed(token):
-        raise LinkUnknown("no such enrollment link")
-    token_hash = links.token_hash(token)
+async def _pending_link(db: Database, token_hash: bytes) -> int:
+    """The id of the pending enrollment behind a link, or LinkUnknown / LinkGone (an expired link
+    is marked expired on the way)."""
     now = utcnow()
     async with db.session() as session:
         found = (
@@ -472,18 +469,48 @@ async def download(env: Env, db: Database, token: str, *, peer: str | None = Non
         raise LinkGone(_gone_message(EnrollmentStatus.EXPIRED.value))
     if found.status != EnrollmentStatus.PENDING.value:
         raise LinkGone(_gone_message(found.status))
+    return int(found.id)
 
+
+# Downloads being built in this process, by token hash. Concurrent requests for the same link
+# wait for the first instead of each generating a key pair only to lose the claim; across
+# processes and replicas the database claim alone decides.
+_IN_FLIGHT: dict[bytes, asyncio.Event] = {}
+
+
+async def download(env: Env, db: Database, token: str, *, peer: str | None = None) -> bytes:
+    """Serve a link once: the signed profile, or LinkUnknown (404) / LinkGone (410) /
+    Unavailable (503, the link stays valid)."""
+    if not links.well_formed(token):
+        raise LinkUnknown("no such enrollment link")
+    token_hash = links.token_hash(token)
+    while True:
+        enrollment_id = await _pending_link(db, token_hash)
+        running = _IN_FLIGHT.get(token_hash)
+        if running is None:
+            break
+        await running.wait()
+    done = _IN_FLIGHT[token_hash] = asyncio.Event()
+    try:
+        return await _build_download(env, db, token_hash, enrollment_id, peer)
+    finally:
+        done.set()
+        del _IN_FLIGHT[token_hash]
+
+
+async def _build_download(env: Env, db: Database, token_hash: bytes, enrollment_id: int,
+                          peer: str | None) -> bytes:
     try:
         prereq = await asyncio.to_thread(check_prerequisites, env)
     except Conflict as exc:
-        await _download_failed(db, found.id, exc.message)
+        await _download_failed(db, enrollment_id, exc.message)
         raise Unavailable(f"the enrollment profile cannot be built right now: {exc.message}") from None
     # The key pair is made before the claim so the claiming transaction stays short (SQLite
     # serialises writers for its whole duration).
     key = await _generate_identity_key(env)
     try:
         async with db.transaction() as session:
-            claimed = await _claim(session, token_hash, now)
+            claimed = await _claim(session, token_hash, utcnow())
             if claimed is None:
                 raise LinkGone(_gone_message(EnrollmentStatus.DOWNLOADED.value))
             enrollment = await session.get(Enrollment, claimed)
@@ -500,8 +527,8 @@ async def download(env: Env, db: Database, token: str, *, peer: str | None = Non
     except ServiceError:
         raise
     except Exception as exc:
-        log.exception("enrollment %s: building the profile failed", found.id)
-        await _download_failed(db, found.id, f"{type(exc).__name__}: {exc}")
+        log.exception("enrollment %s: building the profile failed", enrollment_id)
+        await _download_failed(db, enrollment_id, f"{type(exc).__name__}: {exc}")
         raise Unavailable("the enrollment profile could not be built; the link is still valid") from None
 
 
