@@ -20,7 +20,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
@@ -32,8 +32,12 @@ NOW = datetime.now(UTC)
 
 
 def name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Example Corp"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
@@ -116,17 +120,30 @@ def make_leaf(
     return Issuer(builder.sign(parent.key, hashes.SHA256()), key)
 
 
-def p12(leaf: Issuer | None, chain: list[x509.Certificate], password: str = "secret", *,
-        with_key: bool = True, legacy: bool = False) -> bytes:
+def p12(
+    leaf: Issuer | None,
+    chain: list[x509.Certificate],
+    password: str = "secret",
+    *,
+    with_key: bool = True,
+    legacy: bool = False,
+) -> bytes:
     encryption: serialization.KeySerializationEncryption
     if legacy:
-        encryption = (serialization.PrivateFormat.PKCS12.encryption_builder()
-                      .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
-                      .hmac_hash(hashes.SHA1()).build(password.encode()))
+        encryption = (
+            serialization.PrivateFormat.PKCS12.encryption_builder()
+            .key_cert_algorithm(pkcs12.PBES.PBESv1SHA1And3KeyTripleDESCBC)
+            .hmac_hash(hashes.SHA1())
+            .build(password.encode())
+        )
     else:
         encryption = serialization.BestAvailableEncryption(password.encode())
     return pkcs12.serialize_key_and_certificates(
-        b"server", leaf.key if (leaf and with_key) else None, leaf.cert if leaf else None, chain or None, encryption
+        b"server",
+        leaf.key if (leaf and with_key) else None,
+        leaf.cert if leaf else None,
+        chain or None,
+        encryption,
     )
 
 
@@ -135,8 +152,9 @@ def pem(*certs: x509.Certificate) -> bytes:
 
 
 def key_pem(key: PrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def rc2_p12(leaf: Issuer, chain: list[x509.Certificate], password: str = "secret") -> bytes:
@@ -147,17 +165,39 @@ def rc2_p12(leaf: Issuer, chain: list[x509.Certificate], password: str = "secret
         (d / "key.pem").write_bytes(key_pem(leaf.key))
         (d / "chain.pem").write_bytes(pem(*chain))
         subprocess.run(
-            ["openssl", "pkcs12", "-export", "-legacy", "-certpbe", "PBE-SHA1-RC2-40", "-keypbe", "PBE-SHA1-3DES",
-             "-in", str(d / "leaf.pem"), "-inkey", str(d / "key.pem"), "-certfile", str(d / "chain.pem"),
-             "-out", str(d / "out.p12"), "-passout", f"pass:{password}"],
-            check=True, capture_output=True,
+            [
+                "openssl",
+                "pkcs12",
+                "-export",
+                "-legacy",
+                "-certpbe",
+                "PBE-SHA1-RC2-40",
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-in",
+                str(d / "leaf.pem"),
+                "-inkey",
+                str(d / "key.pem"),
+                "-certfile",
+                str(d / "chain.pem"),
+                "-out",
+                str(d / "out.p12"),
+                "-passout",
+                f"pass:{password}",
+            ],
+            check=True,
+            capture_output=True,
         )
         return (d / "out.p12").read_bytes()
 
 
 # ---- TLS ----------------------------------------------------------------------------------------
-def client_context(ca_file: Path, identity: Issuer | None = None, chain: list[x509.Certificate] = (),  # type: ignore[assignment]
-                   tls12: bool = False) -> ssl.SSLContext:
+def client_context(
+    ca_file: Path,
+    identity: Issuer | None = None,
+    chain: list[x509.Certificate] = (),  # type: ignore[assignment]
+    tls12: bool = False,
+) -> ssl.SSLContext:
     ctx = ssl.create_default_context(cafile=str(ca_file))
     if tls12:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
@@ -181,11 +221,16 @@ def _exchange(port: int, ctx: ssl.SSLContext, request: bytes | None) -> tuple[x5
             return peer, data
 
 
-async def exchange(port: int, ctx: ssl.SSLContext, path: str | None = "/healthz"
-                   ) -> tuple[x509.Certificate, bytes]:
+async def exchange(
+    port: int, ctx: ssl.SSLContext, path: str | None = "/healthz"
+) -> tuple[x509.Certificate, bytes]:
     """Handshake (and an HTTP/1.1 GET); returns the server's certificate and the raw response.
     Raises ssl.SSLError when the server refuses (in TLS 1.3 the alert arrives on the first read)."""
-    request = None if path is None else f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+    request = (
+        None
+        if path is None
+        else f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode()
+    )
     return await asyncio.to_thread(_exchange, port, ctx, request)
 
 
@@ -219,8 +264,13 @@ async def cli(*argv: str) -> Result:
 
 def cli_subprocess(*argv: str, env: dict[str, str] | None = None, timeout: float = 120) -> Result:
     base = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
-    r = subprocess.run([sys.executable, "-m", "mdm", *argv], capture_output=True, text=True,
-                       env={**base, **(env or {})}, timeout=timeout)
+    r = subprocess.run(
+        [sys.executable, "-m", "mdm", *argv],
+        capture_output=True,
+        text=True,
+        env={**base, **(env or {})},
+        timeout=timeout,
+    )
     return Result(r.returncode, r.stdout, r.stderr)
 
 

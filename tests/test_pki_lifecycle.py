@@ -11,20 +11,20 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from conftest import listener_url
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pki_support import cli
 from sqlalchemy import select, update
 
-from conftest import listener_url
 from mdm.core import tokens
 from mdm.db.models import Event, User
 from mdm.pki import plugin
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.pki.trust import IdentityRejected
-from pki_support import cli
 
 
 @pytest.fixture
@@ -42,7 +42,9 @@ async def add_user(db, name: str = "alice", email: str | None = "alice@example.c
 
 async def events_of(db, type_: str) -> list[Event]:
     async with db.session() as session:
-        return list((await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all())
+        return list(
+            (await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all()
+        )
 
 
 def csr_for(key, cn: str = "device") -> str:
@@ -67,13 +69,20 @@ async def test_issue_with_generated_key_returns_a_pkcs12(api: httpx.AsyncClient,
     assert [c.certificate for c in container.additional_certs] == server.ctx.ca.chain
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice"
     assert cert.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value == "alice"
-    assert ExtendedKeyUsageOID.CLIENT_AUTH in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    assert (
+        ExtendedKeyUsageOID.CLIENT_AUTH
+        in cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    )
     assert isinstance(cert.public_key(), rsa.RSAPublicKey) and cert.public_key().key_size == 2048
     days = (cert.not_valid_after_utc - cert.not_valid_before_utc).days
     assert 364 <= days <= 366  # the default mobile rule
     assert len(format(cert.serial_number, "x")) == 32  # 128-bit serial
     out = body["certificate"]
-    assert out["serial"] == format(cert.serial_number, "x") and out["status"] == "valid" and out["user"] == "alice"
+    assert (
+        out["serial"] == format(cert.serial_number, "x")
+        and out["status"] == "valid"
+        and out["user"] == "alice"
+    )
     issued = await events_of(db, "cert_issued")
     assert [e.body["serial"] for e in issued] == [out["serial"]]
 
@@ -93,7 +102,9 @@ async def test_issue_with_generated_key_returns_a_pkcs12(api: httpx.AsyncClient,
 
 async def test_issue_follows_the_rule_and_certifies_a_csr(api: httpx.AsyncClient, db) -> None:
     await add_user(db)
-    r = await api.put("/api/v1/certificates/rules/vpn", json={"key_type": "ec", "validity_days": 30, "renewal_days": 7})
+    r = await api.put(
+        "/api/v1/certificates/rules/vpn", json={"key_type": "ec", "validity_days": 30, "renewal_days": 7}
+    )
     assert r.status_code == 200, r.text
     r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "vpn", "p12_password": "pw"})
     assert r.status_code == 201, r.text
@@ -113,8 +124,10 @@ async def test_mail_certificates_carry_the_address(api: httpx.AsyncClient, db) -
     await add_user(db, "bob", None)
     r = await api.post("/api/v1/certificates", json={"user": "bob", "type": "mail", "p12_password": "pw"})
     assert r.status_code == 400 and "has none" in r.json()["error"]["message"]
-    r = await api.post("/api/v1/certificates",
-                       json={"user": "bob", "type": "mail", "p12_password": "pw", "email": "bob@example.com"})
+    r = await api.post(
+        "/api/v1/certificates",
+        json={"user": "bob", "type": "mail", "p12_password": "pw", "email": "bob@example.com"},
+    )
     assert r.status_code == 201, r.text
     cert = x509.load_pem_x509_certificate(r.json()["certificate_pem"].encode())
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
@@ -126,14 +139,32 @@ async def test_mail_certificates_carry_the_address(api: httpx.AsyncClient, db) -
 async def test_issue_bad_input(api: httpx.AsyncClient, db) -> None:
     await add_user(db)
     cases = [
-        ({"user": "nobody", "type": "mobile", "p12_password": "pw"}, 404, "no user 'nobody'; create it first"),
+        (
+            {"user": "nobody", "type": "mobile", "p12_password": "pw"},
+            404,
+            "no user 'nobody'; create it first",
+        ),
         ({"user": "alice", "type": "mobile"}, 400, "p12_password: required"),
         ({"user": "alice", "type": "server", "p12_password": "pw"}, 400, "type"),
-        ({"user": "alice", "type": "mobile", "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n"
-          "-----END CERTIFICATE REQUEST-----"}, 400, "csr: not a PKCS#10"),
+        (
+            {
+                "user": "alice",
+                "type": "mobile",
+                "csr": "-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----",
+            },
+            400,
+            "csr: not a PKCS#10",
+        ),
         ({"user": "alice", "type": "mobile", "csr": "bm90IGEgY3Ny"}, 400, "csr: not a PKCS#10"),
-        ({"user": "alice", "type": "mobile",
-          "csr": csr_for(rsa.generate_private_key(public_exponent=65537, key_size=1024))}, 400, "too weak"),
+        (
+            {
+                "user": "alice",
+                "type": "mobile",
+                "csr": csr_for(rsa.generate_private_key(public_exponent=65537, key_size=1024)),
+            },
+            400,
+            "too weak",
+        ),
         ({"user": "alice", "type": "mobile", "p12_password": "pw", "extra": 1}, 400, "extra"),
     ]
     for body, status, message in cases:
@@ -141,10 +172,15 @@ async def test_issue_bad_input(api: httpx.AsyncClient, db) -> None:
         assert r.status_code == status, (body, r.text)
         assert message in r.json()["error"]["message"], (body, r.text)
     async with db.session() as session:
-        assert (await session.scalars(select(IssuedCertificateRecord).where(
-            IssuedCertificateRecord.type != "server"))).all() == []
-    r = await api.post("/api/v1/certificates",
-                       json={"user": "carol", "type": "vpn", "p12_password": "pw", "create_user": True})
+        assert (
+            await session.scalars(
+                select(IssuedCertificateRecord).where(IssuedCertificateRecord.type != "server")
+            )
+        ).all() == []
+    r = await api.post(
+        "/api/v1/certificates",
+        json={"user": "carol", "type": "vpn", "p12_password": "pw", "create_user": True},
+    )
     assert r.status_code == 201 and r.json()["user_created"]
 
 
@@ -160,7 +196,9 @@ async def test_list_show_revoke(api: httpx.AsyncClient, db, server) -> None:
     r = await api.get("/api/v1/certificates", params={"type": "mobile", "limit": 1})
     page = r.json()
     assert [c["serial"] for c in page["items"]] == [serials[2]] and page["next_cursor"]
-    r = await api.get("/api/v1/certificates", params={"type": "mobile", "limit": 1, "cursor": page["next_cursor"]})
+    r = await api.get(
+        "/api/v1/certificates", params={"type": "mobile", "limit": 1, "cursor": page["next_cursor"]}
+    )
     assert [c["serial"] for c in r.json()["items"]] == [serials[0]]
     servers = (await api.get("/api/v1/certificates", params={"type": "server"})).json()["items"]
     assert {c["subject"] for c in servers} == {"CN=localhost,O=mdm"}  # recorded at start-up
@@ -179,8 +217,10 @@ async def test_list_show_revoke(api: httpx.AsyncClient, db, server) -> None:
     assert r.status_code == 400
     r = await api.post("/api/v1/certificates/abcdef/revoke", json={})
     assert r.status_code == 404
-    assert [c["serial"] for c in (await api.get("/api/v1/certificates", params={"status": "revoked"})).json()["items"]] \
-        == [serials[0]]
+    assert [
+        c["serial"]
+        for c in (await api.get("/api/v1/certificates", params={"status": "revoked"})).json()["items"]
+    ] == [serials[0]]
     revoked = await events_of(db, "cert_revoked")
     assert [(e.body["serial"], e.body["reason"], e.severity) for e in revoked] == [
         (serials[0], "key_compromise", "warning")
@@ -191,7 +231,10 @@ async def test_list_show_revoke(api: httpx.AsyncClient, db, server) -> None:
     crl = x509.load_der_x509_crl(der)
     entry = crl.get_revoked_certificate_by_serial_number(int(serials[0], 16))
     assert entry is not None
-    assert entry.extensions.get_extension_for_class(x509.CRLReason).value.reason == x509.ReasonFlags.key_compromise
+    assert (
+        entry.extensions.get_extension_for_class(x509.CRLReason).value.reason
+        == x509.ReasonFlags.key_compromise
+    )
     assert crl.get_revoked_certificate_by_serial_number(int(serials[1], 16)) is None
     assert crl.next_update_utc > datetime.now(UTC)
 
@@ -206,8 +249,9 @@ async def test_revocation_made_elsewhere_is_picked_up(server, db, api: httpx.Asy
     # another replica (or a script) revokes it in the shared database
     async with db.transaction() as session:
         await session.execute(
-            update(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial).values(
-                status="revoked", revoked_at=datetime.now(UTC), revocation_reason="superseded")
+            update(IssuedCertificateRecord)
+            .where(IssuedCertificateRecord.serial == serial)
+            .values(status="revoked", revoked_at=datetime.now(UTC), revocation_reason="superseded")
         )
     for _ in range(100):
         if serial in verifier.revoked:
@@ -231,12 +275,42 @@ async def test_pki_scope_required(api: httpx.AsyncClient, db) -> None:
 
 # ---- the CLI --------------------------------------------------------------------------------------
 async def test_cli_issue_list_show_revoke(server, config, admin_token: str, db, tmp_path) -> None:
-    conn = ["--url", listener_url(server, "admin"), "--token", admin_token, "--data-dir", str(config.data_path)]
-    r = await cli("certs", "issue", "--user", "dave", "--type", "mobile", "--p12", str(tmp_path / "d.p12"),
-                  "--password", "pw", *conn)
+    conn = [
+        "--url",
+        listener_url(server, "admin"),
+        "--token",
+        admin_token,
+        "--data-dir",
+        str(config.data_path),
+    ]
+    r = await cli(
+        "certs",
+        "issue",
+        "--user",
+        "dave",
+        "--type",
+        "mobile",
+        "--p12",
+        str(tmp_path / "d.p12"),
+        "--password",
+        "pw",
+        *conn,
+    )
     assert r.code == 1 and "no user 'dave'" in r.err and "--create-user" in r.err
-    r = await cli("certs", "issue", "--user", "dave", "--type", "mobile", "--p12", str(tmp_path / "d.p12"),
-                  "--password", "pw", "--create-user", *conn)
+    r = await cli(
+        "certs",
+        "issue",
+        "--user",
+        "dave",
+        "--type",
+        "mobile",
+        "--p12",
+        str(tmp_path / "d.p12"),
+        "--password",
+        "pw",
+        "--create-user",
+        *conn,
+    )
     assert r.code == 0, r.err
     assert "created user dave" in r.err
     p12_file = tmp_path / "d.p12"
@@ -251,7 +325,12 @@ async def test_cli_issue_list_show_revoke(server, config, admin_token: str, db, 
     r = await cli("certs", "list", "--user", "dave", *conn)
     assert r.code == 0
     lines = r.out.splitlines()
-    assert lines[0].split()[:3] == ["SERIAL", "TYPE", "STATUS"] and lines[1].split()[:4] == [serial, "mobile", "valid", "dave"]
+    assert lines[0].split()[:3] == ["SERIAL", "TYPE", "STATUS"] and lines[1].split()[:4] == [
+        serial,
+        "mobile",
+        "valid",
+        "dave",
+    ]
 
     r = await cli("certs", "show", serial, "--pem", *conn)
     assert r.code == 0 and x509.load_pem_x509_certificate(r.out.encode()) == cert
@@ -285,7 +364,9 @@ async def test_crl_is_resigned_before_it_goes_stale(server, config) -> None:
     second = service.published
     assert second is not None and second.number > first.number and second.next_update > first.next_update
     async with httpx.AsyncClient() as plain:
-        served = x509.load_der_x509_crl((await plain.get(listener_url(server, "web", tls=False) + "/crl/issuing.crl")).content)
+        served = x509.load_der_x509_crl(
+            (await plain.get(listener_url(server, "web", tls=False) + "/crl/issuing.crl")).content
+        )
     assert served.next_update_utc == second.next_update
     assert served.extensions.get_extension_for_class(x509.CRLNumber).value.crl_number == second.number
     on_disk = x509.load_der_x509_crl((config.ca_dir / "issuing.crl").read_bytes())
@@ -296,8 +377,10 @@ async def test_ca_certificates_on_the_web_listener(server, config) -> None:
     from conftest import client_ssl_context
 
     ca = server.ctx.ca
-    for url, verify in ((listener_url(server, "web", tls=False), False),
-                        (listener_url(server, "web", tls=True), client_ssl_context(config))):
+    for url, verify in (
+        (listener_url(server, "web", tls=False), False),
+        (listener_url(server, "web", tls=True), client_ssl_context(config)),
+    ):
         async with httpx.AsyncClient(base_url=url, verify=verify) as client:
             r = await client.get("/ca/root.pem")
             assert r.status_code == 200 and x509.load_pem_x509_certificates(r.content) == [ca.root]
@@ -314,6 +397,8 @@ async def test_odd_but_valid_queries(api: httpx.AsyncClient, db) -> None:
     await add_user(db)
     r = await api.get("/api/v1/certificates", params={"cursor": "9" * 18})
     assert r.status_code == 200
-    r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "mail", "p12_password": "pw",
-                                                      "email": "élise@example.com"})
+    r = await api.post(
+        "/api/v1/certificates",
+        json={"user": "alice", "type": "mail", "p12_password": "pw", "email": "élise@example.com"},
+    )
     assert r.status_code == 400 and "email" in r.json()["error"]["message"]

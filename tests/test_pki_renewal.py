@@ -28,13 +28,21 @@ class ReissuingRenewer:
     def __init__(self) -> None:
         self.asked: list[str] = []
 
-    async def request_renewal(self, ctx: ServerContext, session: AsyncSession, device: Device,
-                              certificate: IssuedCertificateRecord) -> str:
+    async def request_renewal(
+        self, ctx: ServerContext, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
+    ) -> str:
         self.asked.append(certificate.serial)
-        new = await issue(session, plugin.source(ctx), CertificateRequest(
-            type=CertType(certificate.type), common_name=device.identifier, device_id=device.id,
-            user_id=certificate.user_id, renews_serial=certificate.serial,
-        ))
+        new = await issue(
+            session,
+            plugin.source(ctx),
+            CertificateRequest(
+                type=CertType(certificate.type),
+                common_name=device.identifier,
+                device_id=device.id,
+                user_id=certificate.user_id,
+                renews_serial=certificate.serial,
+            ),
+        )
         device.cert_serial, device.cert_not_after = new.serial_hex, new.certificate.not_valid_after_utc
         return f"reissued as {new.serial_hex}"
 
@@ -64,31 +72,47 @@ def register(registered: dict, protocol: Protocol, renewer) -> None:
     registered[protocol] = renewer
 
 
-async def device_with_cert(server: Server, protocol: Protocol, days: int, identifier: str = "dev-1") -> tuple[int, str]:
+async def device_with_cert(
+    server: Server, protocol: Protocol, days: int, identifier: str = "dev-1"
+) -> tuple[int, str]:
     async with server.ctx.db.transaction() as session:
         user = User(name=f"owner-{identifier}")
         session.add(user)
         await session.flush()
-        device = Device(protocol=protocol.value, identifier=identifier, user_id=user.id, inventory={}, attributes={})
+        device = Device(
+            protocol=protocol.value, identifier=identifier, user_id=user.id, inventory={}, attributes={}
+        )
         session.add(device)
         await session.flush()
-        ident = await issue(session, plugin.source(server.ctx), CertificateRequest(
-            type=CertType.MOBILE, common_name=identifier, days=days, device_id=device.id, user_id=user.id,
-        ))
+        ident = await issue(
+            session,
+            plugin.source(server.ctx),
+            CertificateRequest(
+                type=CertType.MOBILE,
+                common_name=identifier,
+                days=days,
+                device_id=device.id,
+                user_id=user.id,
+            ),
+        )
         device.cert_serial = ident.serial_hex
         return device.id, ident.serial_hex
 
 
 async def record(db, serial: str) -> IssuedCertificateRecord:
     async with db.session() as session:
-        row = await session.scalar(select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial))
+        row = await session.scalar(
+            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial)
+        )
     assert row is not None
     return row
 
 
 async def event_types(db) -> list[tuple[str, dict]]:
     async with db.session() as session:
-        rows = (await session.scalars(select(Event).where(Event.type.like("cert_%")).order_by(Event.id))).all()
+        rows = (
+            await session.scalars(select(Event).where(Event.type.like("cert_%")).order_by(Event.id))
+        ).all()
     return [(e.type, e.body) for e in rows if e.type != "cert_issued"]
 
 
@@ -104,8 +128,9 @@ async def test_device_certificate_in_window_is_renewed(server: Server, db, renew
     old_row = await record(db, old)
     assert old_row.status == "superseded" and old_row.renewal_requested_at is not None
     async with db.session() as session:
-        new_row = await session.scalar(select(IssuedCertificateRecord).where(
-            IssuedCertificateRecord.renews_serial == old))
+        new_row = await session.scalar(
+            select(IssuedCertificateRecord).where(IssuedCertificateRecord.renews_serial == old)
+        )
         device = await session.get(Device, device_id)
     assert new_row is not None and new_row.status == "valid" and new_row.device_id == device_id
     assert device is not None and device.cert_serial == new_row.serial
@@ -145,7 +170,11 @@ async def test_unavailable_and_failing_renewers(server: Server, db, renewers) ->
     assert (report.expiring, report.unrenewable, report.failed, report.requested) == (2, 1, 1, 0)
     for serial in (kes, ios):
         row = await record(db, serial)
-        assert row.status == "valid" and row.expiring_notified_at is not None and row.renewal_requested_at is not None
+        assert (
+            row.status == "valid"
+            and row.expiring_notified_at is not None
+            and row.renewal_requested_at is not None
+        )
     async with db.session() as session:
         assert (await session.scalar(select(Event).where(Event.type == "half_done"))) is None
     assert sorted(b["serial"] for t, b in await event_types(db) if t == "cert_expiring") == sorted([kes, ios])
@@ -155,19 +184,37 @@ async def test_expired_certificates_are_marked(server: Server, db) -> None:
     now = datetime.now(UTC)
     async with db.transaction() as session:
         for serial, status in (("aa01", "valid"), ("aa02", "superseded"), ("aa03", "revoked")):
-            session.add(IssuedCertificateRecord(
-                serial=serial, type="mobile", subject="CN=x", source="internal", status=status,
-                not_before=now - timedelta(days=30), not_after=now - timedelta(minutes=1), pem="-",
-            ))
+            session.add(
+                IssuedCertificateRecord(
+                    serial=serial,
+                    type="mobile",
+                    subject="CN=x",
+                    source="internal",
+                    status=status,
+                    not_before=now - timedelta(days=30),
+                    not_after=now - timedelta(minutes=1),
+                    pem="-",
+                )
+            )
     user_cert_days = 3
     async with db.transaction() as session:
-        ident = await issue(session, plugin.source(server.ctx), CertificateRequest(
-            type=CertType.VPN, common_name="carol", days=user_cert_days))
+        ident = await issue(
+            session,
+            plugin.source(server.ctx),
+            CertificateRequest(type=CertType.VPN, common_name="carol", days=user_cert_days),
+        )
     report = await renewal.renewal_pass(server.ctx)
     assert report.expired == 2 and report.expiring == 1
-    assert [(await record(db, s)).status for s in ("aa01", "aa02", "aa03")] == ["expired", "expired", "revoked"]
+    assert [(await record(db, s)).status for s in ("aa01", "aa02", "aa03")] == [
+        "expired",
+        "expired",
+        "revoked",
+    ]
     seen = await event_types(db)
-    assert [(t, b["serial"]) for t, b in seen] == [("cert_expired", "aa01"), ("cert_expiring", ident.serial_hex)]
+    assert [(t, b["serial"]) for t, b in seen] == [
+        ("cert_expired", "aa01"),
+        ("cert_expiring", ident.serial_hex),
+    ]
 
 
 @pytest.mark.parametrize("extra_config", ["[pki]\nrenewal_check_seconds = 0.5\n"])

@@ -13,12 +13,12 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from pki_support import NOW, Issuer, cli, cli_subprocess, make_ca, make_leaf, p12, pem, rc2_p12
 from sqlalchemy import select
 
 from mdm.db.models import Device, Event, Protocol
 from mdm.pki.certcheck import fingerprint
-from mdm.pki.slots import load_slot_chain, load_slot_certificate
-from pki_support import NOW, Issuer, cli, cli_subprocess, make_ca, make_leaf, p12, pem, rc2_p12
+from mdm.pki.slots import load_slot_certificate, load_slot_chain
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,9 @@ async def test_modern_container_with_foreign_chain_replaces_the_slot(config, for
     assert "Traceback" not in r.err
     assert "slot web (web server (HTTPS one-time links)) replaced" in r.out
     assert f"old: {old.subject.rfc4514_string()}, serial {format(old.serial_number, 'x')}" in r.out
-    assert f"new: {leaf.cert.subject.rfc4514_string()}, serial {format(leaf.cert.serial_number, 'x')}" in r.out
+    assert (
+        f"new: {leaf.cert.subject.rfc4514_string()}, serial {format(leaf.cert.serial_number, 'x')}" in r.out
+    )
     assert f"sha256 {fingerprint(leaf.cert)}" in r.out
     assert "chain: 3 certificate(s) up to CN=Example Root CA,O=Example Corp" in r.out
     assert "pinned devices: 0 device(s)" in r.out
@@ -85,8 +87,11 @@ async def test_chain_may_end_at_our_own_root(config, db) -> None:
 async def test_legacy_containers(config, foreign, kind: str) -> None:
     root, intermediate = foreign
     leaf = make_leaf(intermediate, "localhost")
-    data = p12(leaf, [intermediate.cert, root.cert], legacy=True) if kind == "3des" else rc2_p12(
-        leaf, [intermediate.cert, root.cert])
+    data = (
+        p12(leaf, [intermediate.cert, root.cert], legacy=True)
+        if kind == "3des"
+        else rc2_p12(leaf, [intermediate.cert, root.cert])
+    )
     r = await set_slot(config, "C", data)
     assert r.code == 0, r.err
     assert load_slot_certificate(config.certs_dir, "C") == leaf.cert
@@ -100,17 +105,45 @@ def test_rc2_container_without_the_legacy_provider_falls_back_to_openssl(config,
     no_legacy = {"CRYPTOGRAPHY_OPENSSL_NO_LEGACY": "1"}
     # the in-process library really cannot read it in that mode...
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys; from cryptography.hazmat.primitives.serialization import pkcs12; "
-         f"pkcs12.load_pkcs12(open({str(container)!r}, 'rb').read(), b'pw')"],
-        capture_output=True, text=True, env={**_env(), **no_legacy},
+        [
+            sys.executable,
+            "-c",
+            "import sys; from cryptography.hazmat.primitives.serialization import pkcs12; "
+            f"pkcs12.load_pkcs12(open({str(container)!r}, 'rb').read(), b'pw')",
+        ],
+        capture_output=True,
+        text=True,
+        env={**_env(), **no_legacy},
     )
     assert probe.returncode != 0 and "Invalid password or PKCS12 data" in probe.stderr
     # ...and `mdm certs set` still loads it (openssl pkcs12 -legacy), and still tells a wrong password
-    wrong = cli_subprocess("certs", "set", "-t", "MR", "-i", str(container), "-p", "nope",
-                           "--data-dir", str(config.data_path), env=no_legacy)
+    wrong = cli_subprocess(
+        "certs",
+        "set",
+        "-t",
+        "MR",
+        "-i",
+        str(container),
+        "-p",
+        "nope",
+        "--data-dir",
+        str(config.data_path),
+        env=no_legacy,
+    )
     assert wrong.code == 1 and "wrong password" in wrong.err and "Traceback" not in wrong.err
-    r = cli_subprocess("certs", "set", "-t", "MR", "-i", str(container), "-p", "pw",
-                       "--data-dir", str(config.data_path), env=no_legacy)
+    r = cli_subprocess(
+        "certs",
+        "set",
+        "-t",
+        "MR",
+        "-i",
+        str(container),
+        "-p",
+        "pw",
+        "--data-dir",
+        str(config.data_path),
+        env=no_legacy,
+    )
     assert r.code == 0, r.err
     assert load_slot_chain(config.certs_dir, "MR") == [leaf.cert, intermediate.cert, root.cert]
 
@@ -125,8 +158,14 @@ async def test_pinned_devices_are_counted(config, foreign, db) -> None:
     old_fp = fingerprint(load_slot_certificate(config.certs_dir, "M"))
     async with db.transaction() as session:
         for i, pin in enumerate([old_fp, old_fp, "00" * 32]):
-            session.add(Device(protocol=Protocol.KES.value, identifier=f"android-{i}", inventory={},
-                               attributes={"server_pin": pin}))
+            session.add(
+                Device(
+                    protocol=Protocol.KES.value,
+                    identifier=f"android-{i}",
+                    inventory={},
+                    attributes={"server_pin": pin},
+                )
+            )
     root, intermediate = foreign
     r = await set_slot(config, "M", p12(make_leaf(intermediate, "localhost"), [intermediate.cert, root.cert]))
     assert r.code == 0, r.err
@@ -148,8 +187,11 @@ def _cases(root: Issuer, intermediate: Issuer) -> dict[str, tuple[bytes, str | N
         "wrong password": (good, "wrong", "wrong password for the PKCS#12 container"),
         "no key": (p12(make_leaf(intermediate), chain, with_key=False), "secret", "holds no private key"),
         "no chain": (p12(make_leaf(intermediate), []), "secret", "the chain is incomplete: the issuer of"),
-        "chain without root": (p12(make_leaf(intermediate), [intermediate.cert]), "secret",
-                               "the issuer of CN=Example Server CA,O=Example Corp"),
+        "chain without root": (
+            p12(make_leaf(intermediate), [intermediate.cert]),
+            "secret",
+            "the issuer of CN=Example Server CA,O=Example Corp",
+        ),
         "1024-bit key": (p12(weak, chain), "secret", "RSA key of 1024 bits is too weak"),
         "expired": (p12(expired, chain), "secret", "the certificate CN=localhost,O=Example Corp expired on"),
         "wrong EKU": (p12(client_only, chain), "secret", "serverAuth is required"),
@@ -182,6 +224,16 @@ async def test_bad_containers_change_nothing(config, foreign) -> None:
 async def test_usage_errors(config, tmp_path) -> None:
     r = await cli("certs", "set", "-t", "X", "-i", "a.p12", "-p", "x", "--data-dir", str(config.data_path))
     assert r.code == 2 and "invalid choice: 'X'" in r.err
-    r = await cli("certs", "set", "-t", "C", "-i", str(tmp_path / "missing.p12"), "-p", "x",
-                  "--data-dir", str(config.data_path))
+    r = await cli(
+        "certs",
+        "set",
+        "-t",
+        "C",
+        "-i",
+        str(tmp_path / "missing.p12"),
+        "-p",
+        "x",
+        "--data-dir",
+        str(config.data_path),
+    )
     assert r.code == 1 and r.err.strip() == f"mdm: error: -i {tmp_path / 'missing.p12'}: no such file"

@@ -6,21 +6,28 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import httpx
+from conftest import listener_url
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from pki_support import cli, make_ca, name
 from sqlalchemy import select
 
-from conftest import listener_url
 from mdm.db.models import Event, User
 from mdm.pki import sources
 from mdm.pki.issuance import CertificateRequest
 from mdm.pki.rules import DEFAULT_RULES
-from pki_support import cli, make_ca, name
 
 DEFAULTS = [
-    {"type": t, "validity_days": 365, "key_type": "rsa", "key_size": 2048, "renewal_days": 30,
-     "source": "internal", "template": None}
+    {
+        "type": t,
+        "validity_days": 365,
+        "key_type": "rsa",
+        "key_size": 2048,
+        "renewal_days": 30,
+        "source": "internal",
+        "template": None,
+    }
     for t in ("mobile", "mail", "vpn")
 ]
 
@@ -43,16 +50,21 @@ async def test_migration_inserts_the_default_rules(tmp_path) -> None:
         await migrate.upgrade(fresh)
         async with fresh.session() as session:
             rows = (await session.scalars(select(IssuanceRuleRecord).order_by(IssuanceRuleRecord.type))).all()
-            assert [(r.type, r.updated_by) for r in rows] == [("mail", "default"), ("mobile", "default"),
-                                                             ("vpn", "default")]
+            assert [(r.type, r.updated_by) for r in rows] == [
+                ("mail", "default"),
+                ("mobile", "default"),
+                ("vpn", "default"),
+            ]
             assert [r.as_dict() for r in await all_rules(session)] == DEFAULTS  # migration and code agree
     finally:
         await fresh.close()
 
 
 async def test_set_rule_and_event(api: httpx.AsyncClient, db) -> None:
-    r = await api.put("/api/v1/certificates/rules/mobile",
-                      json={"validity_days": 730, "renewal_days": 60, "template": "MDM-Device"})
+    r = await api.put(
+        "/api/v1/certificates/rules/mobile",
+        json={"validity_days": 730, "renewal_days": 60, "template": "MDM-Device"},
+    )
     assert r.status_code == 200, r.text
     assert r.json() == {**DEFAULTS[0], "validity_days": 730, "renewal_days": 60, "template": "MDM-Device"}
     assert (await api.get("/api/v1/certificates/rules/mobile")).json() == r.json()
@@ -61,9 +73,19 @@ async def test_set_rule_and_event(api: httpx.AsyncClient, db) -> None:
     r = await api.put("/api/v1/certificates/rules/mobile", json={"key_type": "rsa", "template": ""})
     assert r.json()["key_size"] == 2048 and r.json()["template"] is None
     async with db.session() as session:
-        changes = [e.body["changes"] for e in (await session.scalars(
-            select(Event).where(Event.type == "cert_rule_changed").order_by(Event.id))).all()]
-    assert changes[0] == {"validity_days": [365, 730], "renewal_days": [30, 60], "template": [None, "MDM-Device"]}
+        changes = [
+            e.body["changes"]
+            for e in (
+                await session.scalars(
+                    select(Event).where(Event.type == "cert_rule_changed").order_by(Event.id)
+                )
+            ).all()
+        ]
+    assert changes[0] == {
+        "validity_days": [365, 730],
+        "renewal_days": [30, 60],
+        "template": [None, "MDM-Device"],
+    }
     assert changes[1] == {"key_type": ["rsa", "ec"], "key_size": [2048, 256]}
     # a PUT that changes nothing emits nothing
     await api.put("/api/v1/certificates/rules/mobile", json={"validity_days": 730})
@@ -101,14 +123,19 @@ class EnterpriseSource:
         self.ca = make_ca("Enterprise Issuing CA")
         self.templates: list[str | None] = []
 
-    async def sign(self, request: CertificateRequest, public_key: CertificatePublicKeyTypes
-                   ) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    async def sign(
+        self, request: CertificateRequest, public_key: CertificatePublicKeyTypes
+    ) -> tuple[x509.Certificate, list[x509.Certificate]]:
         self.templates.append(request.template)
         now = datetime.now(UTC)
         cert = (
-            x509.CertificateBuilder().subject_name(name(request.common_name)).issuer_name(self.ca.cert.subject)
-            .public_key(public_key).serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + timedelta(days=request.days))
+            x509.CertificateBuilder()
+            .subject_name(name(request.common_name))
+            .issuer_name(self.ca.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now)
+            .not_valid_after(now + timedelta(days=request.days))
             .sign(self.ca.key, hashes.SHA256())
         )
         return cert, [self.ca.cert]
@@ -120,8 +147,10 @@ async def test_rules_pick_a_registered_source(api: httpx.AsyncClient, db) -> Non
     try:
         async with db.transaction() as session:
             session.add(User(name="erin"))
-        r = await api.put("/api/v1/certificates/rules/vpn",
-                          json={"source": "testpki", "template": "VPNUser", "validity_days": 90})
+        r = await api.put(
+            "/api/v1/certificates/rules/vpn",
+            json={"source": "testpki", "template": "VPNUser", "validity_days": 90},
+        )
         assert r.status_code == 200, r.text
         r = await api.post("/api/v1/certificates", json={"user": "erin", "type": "vpn", "p12_password": "pw"})
         assert r.status_code == 201, r.text
@@ -134,13 +163,40 @@ async def test_rules_pick_a_registered_source(api: httpx.AsyncClient, db) -> Non
 
 
 async def test_cli_rules(server, config, admin_token: str) -> None:
-    conn = ["--url", listener_url(server, "admin"), "--token", admin_token, "--data-dir", str(config.data_path)]
+    conn = [
+        "--url",
+        listener_url(server, "admin"),
+        "--token",
+        admin_token,
+        "--data-dir",
+        str(config.data_path),
+    ]
     r = await cli("certs", "rules", "show", *conn)
     assert r.code == 0
-    assert r.out.splitlines()[0].split() == ["TYPE", "VALIDITY", "KEY", "RENEW", "BEFORE", "SOURCE", "TEMPLATE"]
+    assert r.out.splitlines()[0].split() == [
+        "TYPE",
+        "VALIDITY",
+        "KEY",
+        "RENEW",
+        "BEFORE",
+        "SOURCE",
+        "TEMPLATE",
+    ]
     assert r.out.splitlines()[1].split() == ["mobile", "365d", "rsa-2048", "30d", "internal", "-"]
-    r = await cli("certs", "rules", "set", "--type", "mail", "--validity-days", "180", "--renewal-days", "0",
-                  "--template", "SMIME", *conn)
+    r = await cli(
+        "certs",
+        "rules",
+        "set",
+        "--type",
+        "mail",
+        "--validity-days",
+        "180",
+        "--renewal-days",
+        "0",
+        "--template",
+        "SMIME",
+        *conn,
+    )
     assert r.code == 0, r.err
     assert r.out.splitlines()[1].split() == ["mail", "180d", "rsa-2048", "never", "internal", "SMIME"]
     r = await cli("certs", "rules", "set", "--type", "mail", "--key-size", "1024", *conn)

@@ -12,20 +12,12 @@ import socket
 import ssl
 import sys
 from datetime import timedelta
-from pathlib import Path
 
 import httpx
 import pytest
+from conftest import listener_url
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
-
-from conftest import listener_url
-from mdm.pki import plugin
-from mdm.pki.issuance import CertificateRequest, issue
-from mdm.pki.slots import load_slot_certificate
-from mdm.pki.tables import CertType
-from mdm.pki.trust import IdentityRejected
-from mdm.server.runtime import Server
 from pki_support import (
     NOW,
     Issuer,
@@ -41,6 +33,13 @@ from pki_support import (
     server_verdict,
 )
 
+from mdm.pki import plugin
+from mdm.pki.issuance import CertificateRequest, issue
+from mdm.pki.slots import load_slot_certificate
+from mdm.pki.tables import CertType
+from mdm.pki.trust import IdentityRejected
+from mdm.server.runtime import Server
+
 
 def port_of(server: Server, listener: str) -> int:
     return int(listener_url(server, listener, tls=True).rsplit(":", 1)[1])
@@ -49,7 +48,9 @@ def port_of(server: Server, listener: str) -> int:
 async def issue_identity(server: Server, common_name: str = "alice") -> Issuer:
     async with server.ctx.db.transaction() as session:
         ident = await issue(
-            session, plugin.source(server.ctx), CertificateRequest(type=CertType.MOBILE, common_name=common_name)
+            session,
+            plugin.source(server.ctx),
+            CertificateRequest(type=CertType.MOBILE, common_name=common_name),
         )
     assert ident.key is not None
     return Issuer(ident.certificate, ident.key)
@@ -69,7 +70,9 @@ async def assert_kes_refuses(server: Server, config, identity: Issuer, why: str)
         except (ssl.SSLError, ConnectionError):
             data = b""
         assert data == b"", f"KES answered a refused certificate (tls12={tls12}): {data[:60]!r}"
-    verdict = server_verdict(server.ctx.tls["kes"].front, client_context(config.ca_dir / "root.pem", identity))
+    verdict = server_verdict(
+        server.ctx.tls["kes"].front, client_context(config.ca_dir / "root.pem", identity)
+    )
     assert verdict is not None and re.search(why, verdict, re.I), verdict
 
 
@@ -77,7 +80,9 @@ async def test_certificate_issued_now_authenticates(server: Server, config) -> N
     alice = await issue_identity(server)
     data = await kes_response(server, config, alice)
     assert data.startswith(b"HTTP/1.1 "), data[:80]
-    assert server_verdict(server.ctx.tls["kes"].front, client_context(config.ca_dir / "root.pem", alice)) is None
+    assert (
+        server_verdict(server.ctx.tls["kes"].front, client_context(config.ca_dir / "root.pem", alice)) is None
+    )
     verified = plugin.verifier(server.ctx).verify(alice.cert)
     assert verified.serial_hex == format(alice.cert.serial_number, "x")
     assert verified.subject_cn == "alice"
@@ -106,8 +111,11 @@ async def test_revoked_certificate_is_refused_on_kes_and_by_the_verifier(
 async def test_expired_certificate_is_refused(server: Server, config) -> None:
     ca = server.ctx.ca
     old = ca.issue_with_key(
-        common_name="old-phone", days=1, client=True,
-        not_before=NOW - timedelta(days=30), not_after=NOW - timedelta(days=1),
+        common_name="old-phone",
+        days=1,
+        client=True,
+        not_before=NOW - timedelta(days=30),
+        not_after=NOW - timedelta(days=1),
     )
     assert old.key is not None
     expired = Issuer(old.certificate, old.key)
@@ -125,27 +133,45 @@ async def test_foreign_ca_certificate_is_refused(server: Server, config) -> None
         plugin.verifier(server.ctx).verify(foreign.cert)
     assert rejected.value.reason == "untrusted"
     # A certificate that copies our issuing CA's name but is signed by another key is foreign too.
-    impostor_ca = make_ca(server.ctx.ca.issuing.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value)
+    impostor_ca = make_ca(
+        server.ctx.ca.issuing.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    )
     impostor = make_leaf(impostor_ca, "eve", sans=[], eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
     await assert_kes_refuses(server, config, impostor, "signature failure|unable to get local issuer")
 
 
-async def test_replaced_server_certificate_is_served_on_next_handshake(server: Server, config, tmp_path) -> None:
+async def test_replaced_server_certificate_is_served_on_next_handshake(
+    server: Server, config, tmp_path
+) -> None:
     root = config.ca_dir / "root.pem"
     admin, kes = port_of(server, "admin"), port_of(server, "kes")
     before_c = await served_certificate(admin, root)
     before_m = await served_certificate(kes, root)
     # a connection opened before the replacement keeps working afterwards
-    reader, writer = await asyncio.open_connection("127.0.0.1", admin, ssl=client_context(root),
-                                                   server_hostname="localhost")
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", admin, ssl=client_context(root), server_hostname="localhost"
+    )
 
     ca = server.ctx.ca
     for slot in ("C", "M"):
-        new = ca.issue_with_key(common_name="localhost", days=90, server=True, sans=["localhost", "127.0.0.1"])
+        new = ca.issue_with_key(
+            common_name="localhost", days=90, server=True, sans=["localhost", "127.0.0.1"]
+        )
         assert new.key is not None
         container = tmp_path / f"{slot}.p12"
         container.write_bytes(p12(Issuer(new.certificate, new.key), ca.chain))
-        r = await cli("certs", "set", "-t", slot, "-i", str(container), "-p", "secret", "--data-dir", str(config.data_path))
+        r = await cli(
+            "certs",
+            "set",
+            "-t",
+            slot,
+            "-i",
+            str(container),
+            "-p",
+            "secret",
+            "--data-dir",
+            str(config.data_path),
+        )
         assert r.code == 0, r.err
         assert f"slot {slot} " in r.out and "replaced" in r.out
         assert format(new.certificate.serial_number, "x") in r.out
@@ -164,7 +190,9 @@ async def test_replaced_server_certificate_is_served_on_next_handshake(server: S
     writer.close()
 
 
-async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(server: Server, config, tmp_path) -> None:
+async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(
+    server: Server, config, tmp_path
+) -> None:
     root = config.ca_dir / "root.pem"
     admin = port_of(server, "admin")
     main_cert = load_slot_certificate(config.certs_dir, "C")
@@ -186,8 +214,14 @@ async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(server: Se
 
     # An expired main certificate also falls back to the reserve.
     ca = server.ctx.ca
-    stale = ca.issue_with_key(common_name="localhost", days=1, server=True, sans=["localhost", "127.0.0.1"],
-                              not_before=NOW - timedelta(days=10), not_after=NOW - timedelta(days=1))
+    stale = ca.issue_with_key(
+        common_name="localhost",
+        days=1,
+        server=True,
+        sans=["localhost", "127.0.0.1"],
+        not_before=NOW - timedelta(days=10),
+        not_after=NOW - timedelta(days=1),
+    )
     from mdm.pki.slots import install_slot
 
     assert stale.key is not None
@@ -208,12 +242,24 @@ def _free_ports(n: int) -> list[int]:
 
 
 async def test_certs_set_signals_a_running_server_which_serves_the_new_certificate(config, tmp_path) -> None:
-    ports = dict(zip(("MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT"),
-                     map(str, _free_ports(5)), strict=True))
+    ports = dict(
+        zip(
+            ("MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT"),
+            map(str, _free_ports(5)),
+            strict=True,
+        )
+    )
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MDM_")}, **ports}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdm", "serve", "--data-dir", str(config.data_path),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+        sys.executable,
+        "-m",
+        "mdm",
+        "serve",
+        "--data-dir",
+        str(config.data_path),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+        env=env,
     )
     lines: list[str] = []
     try:
@@ -238,13 +284,24 @@ async def test_certs_set_signals_a_running_server_which_serves_the_new_certifica
         from mdm.pki.ca import CertificateAuthority
 
         ca = CertificateAuthority.load(config.ca_dir)
-        new = ca.issue_with_key(common_name="localhost", days=60, server=True, sans=["localhost", "127.0.0.1"])
+        new = ca.issue_with_key(
+            common_name="localhost", days=60, server=True, sans=["localhost", "127.0.0.1"]
+        )
         assert new.key is not None
         container = tmp_path / "m.p12"
         container.write_bytes(p12(Issuer(new.certificate, new.key), ca.chain, "pw"))
         r = await asyncio.to_thread(
-            cli_subprocess, "certs", "set", "-t", "M", "-i", str(container), "-p", "pw",
-            "--data-dir", str(config.data_path),
+            cli_subprocess,
+            "certs",
+            "set",
+            "-t",
+            "M",
+            "-i",
+            str(container),
+            "-p",
+            "pw",
+            "--data-dir",
+            str(config.data_path),
         )
         assert r.code == 0, r.err
         assert f"asked the running server (pid {proc.pid}) to reload" in r.out
