@@ -291,11 +291,10 @@ async def _user_authenticate(
     attributes = dict(device.attributes or {})
     users = dict(attributes.get("user_channels") or {})
     entry = dict(users.get(msg.user_id or "", {}))
-    entry.update(
-        short_name=msg.get("UserShortName"),
-        long_name=msg.get("UserLongName"),
-        authenticated_at=utcnow().isoformat(),
-    )
+    for key, name in (("UserShortName", "short_name"), ("UserLongName", "long_name")):
+        if msg.get(key) is not None:
+            entry[name] = msg.get(key)
+    entry["authenticated_at"] = utcnow().isoformat()
     users[(msg.user_id or "")[:255]] = entry
     attributes["user_channels"] = users
     device.attributes = attributes
