@@ -316,3 +316,39 @@ async def test_certs_set_signals_a_running_server_which_serves_the_new_certifica
             except TimeoutError:
                 proc.kill()
                 await proc.wait()
+
+
+async def test_start_up_with_an_expired_main_slot_serves_the_reserve(config) -> None:
+    from mdm.pki.ca import CertificateAuthority
+    from mdm.pki.slots import install_slot
+    from mdm.server.runtime import open_context
+    from mdm.server.tls import TLSFilesError
+
+    ca = CertificateAuthority.load(config.ca_dir)
+    stale = ca.issue_with_key(
+        common_name="localhost",
+        days=1,
+        server=True,
+        sans=["localhost"],
+        not_before=NOW - timedelta(days=10),
+        not_after=NOW - timedelta(days=1),
+    )
+    assert stale.key is not None
+    install_slot(config.certs_dir, "M", stale.key, [stale.certificate, *ca.chain])
+    ctx = await open_context(config)
+    server = Server(ctx)
+    await server.start()
+    try:
+        served = await served_certificate(port_of(server, "kes"), config.ca_dir / "root.pem")
+        assert served == load_slot_certificate(config.certs_dir, "MR")
+    finally:
+        await server.stop()
+    # other problems with the main slot stop the start-up with a precise message
+    fresh = ca.issue_with_key(common_name="localhost", days=30, server=True, sans=["localhost"])
+    assert fresh.key is not None
+    install_slot(config.certs_dir, "M", fresh.key, [fresh.certificate, *ca.chain])
+    (config.certs_dir / "M.key").write_bytes(b"not a key")
+    ctx = await open_context(config)
+    server = Server(ctx)
+    with pytest.raises(TLSFilesError, match="slot M: .* unusable"):
+        await server.start()

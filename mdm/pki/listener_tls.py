@@ -1,10 +1,12 @@
 """TLS contexts of the listeners that carry PKI policy (installed by ``mdm.pki.plugin`` at start-up,
 before the runtime would build its default ones):
 
-- **reserve slots**: the admin listener serves ``C`` and the KES listener ``M``; when the main
-  slot's files are missing, do not match (a replacement caught between its two renames) or hold
-  an expired certificate, the listener serves the reserve slot (``CR``, ``MR``) instead, and goes
-  back to the main slot on the next reload once it is sound. ``mdm reload`` rebuilds them.
+- **reserve slots**: the admin listener serves ``C`` and the KES listener ``M``. When a reload
+  (``mdm reload``, SIGHUP) finds the main slot's files missing, unreadable or not matching (a
+  replacement caught between its two renames), the listener serves the reserve slot (``CR``,
+  ``MR``) instead of dropping devices, and goes back to the main slot on the next reload once it
+  is sound. An expired main certificate gives way to a valid reserve at start-up too; other
+  problems with the main slot at start-up stop the server with a clear message.
 - **client-certificate trust** (iOS, KES): the issuing CA certificates in ``client-trust.pem``
   are the anchors (partial-chain verification), so a sibling sub-CA of an imported CA is not
   trusted. Client certificates stay optional; expired or foreign ones fail verification.
@@ -58,6 +60,10 @@ def _slot_context(config: Config, listener: str, slot: str) -> ssl.SSLContext:
     return ctx
 
 
+class SlotExpired(TLSFilesError):
+    """The slot's certificate has expired (its files are otherwise fine)."""
+
+
 def _check_not_expired(cert_file: Path, slot: str) -> None:
     try:
         cert = x509.load_pem_x509_certificates(cert_file.read_bytes())[0]
@@ -67,16 +73,16 @@ def _check_not_expired(cert_file: Path, slot: str) -> None:
         raise TLSFilesError(f"slot {slot}: {cert_file} is not a readable PEM certificate ({exc})") from None
     if cert.not_valid_after_utc <= datetime.now(UTC):
         expired = f"{cert.not_valid_after_utc:%Y-%m-%d}"
-        raise TLSFilesError(f"slot {slot}: the certificate in {cert_file} expired on {expired}")
+        raise SlotExpired(f"slot {slot}: the certificate in {cert_file} expired on {expired}")
 
 
-def build_listener_context(config: Config, listener: str) -> ssl.SSLContext:
+def build_listener_context(config: Config, listener: str, *, reloading: bool = True) -> ssl.SSLContext:
     slot = LISTENER_SLOT[listener]
     try:
         return _slot_context(config, listener, slot)
     except TLSFilesError as exc:
         reserve = RESERVE.get(slot)
-        if reserve is None:
+        if reserve is None or not (reloading or isinstance(exc, SlotExpired)):
             raise
         try:
             ctx = _slot_context(config, listener, reserve)
@@ -97,7 +103,15 @@ def install(config: Config, tls: dict[str, ReloadableContext]) -> None:
 
 
 def _builder(config: Config, listener: str) -> Callable[[], ssl.SSLContext]:
-    return lambda: build_listener_context(config, listener)
+    built = False
+
+    def build() -> ssl.SSLContext:
+        nonlocal built
+        ctx = build_listener_context(config, listener, reloading=built)
+        built = True
+        return ctx
+
+    return build
 
 
 def serving_slot(config: Config, listener: str) -> str:
