@@ -350,5 +350,5 @@ async def test_start_up_with_an_expired_main_slot_serves_the_reserve(config) -> 
     (config.certs_dir / "M.key").write_bytes(b"not a key")
     ctx = await open_context(config)
     server = Server(ctx)
-    with pytest.raises(TLSFilesError, match="slot M: .* unusable"):
+    with pytest.raises(TLSFilesError, match=r"slot M: .* unusable"):
         await server.start()
