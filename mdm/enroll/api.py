@@ -90,7 +90,7 @@ class EnrollmentPage(BaseModel):
 class EnrollmentListQuery(BaseModel):
     model_config = ConfigDict(extra="forbid")
     limit: int = Field(default=50, ge=1, le=500, description="page size (1..500)")
-    cursor: str | None = Field(default=None, max_length=32, pattern=r"^[0-9]+$")
+    cursor: str | None = Field(default=None, max_length=18, pattern=r"^[0-9]+$")
     user: str | None = Field(default=None, max_length=255)
     status: StatusName | None = None
 
