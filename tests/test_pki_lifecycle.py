@@ -144,7 +144,7 @@ async def test_issue_bad_input(api: httpx.AsyncClient, db) -> None:
             404,
             "no user 'nobody'; create it first",
         ),
-        ({"user": "alice", "type": "mobile"}, 400, "p12_password: required"),
+        ({"user": "alice", "type": "mobile", "p12_password": ""}, 400, "p12_password"),
         ({"user": "alice", "type": "server", "p12_password": "pw"}, 400, "type"),
         (
             {
@@ -402,3 +402,15 @@ async def test_odd_but_valid_queries(api: httpx.AsyncClient, db) -> None:
         json={"user": "alice", "type": "mail", "p12_password": "pw", "email": "élise@example.com"},
     )
     assert r.status_code == 400 and "email" in r.json()["error"]["message"]
+
+
+async def test_generated_pkcs12_password(api: httpx.AsyncClient, db) -> None:
+    await add_user(db)
+    r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "vpn"})
+    assert r.status_code == 201, r.text
+    password = r.json()["p12_password"]
+    assert password and len(password) >= 20
+    container = pkcs12.load_pkcs12(base64.b64decode(r.json()["pkcs12"]), password.encode())
+    assert container.key is not None
+    r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "vpn", "p12_password": "mine"})
+    assert r.json()["p12_password"] is None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import secrets
 
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
 from mdm.api.framework import PRINCIPAL_KEY
 from mdm.api.routes import router
-from mdm.core.errors import InvalidArgument
 from mdm.pki import lifecycle, pkcs12, plugin, rules
 from mdm.pki import schemas as s
 from mdm.pki.ca import pem_chain
@@ -42,9 +42,6 @@ async def get_certificate_rule(request: web.Request, cert_type: str) -> s.RuleOu
               tag=TAG, scope="pki", body=s.RuleIn, response=s.RuleOut)
 async def set_certificate_rule(request: web.Request, cert_type: str, body: s.RuleIn) -> s.RuleOut:
     changes = body.model_dump(exclude_unset=True)
-    none_given = [k for k, v in changes.items() if v is None and k != "template"]
-    if none_given:
-        raise InvalidArgument(f"{', '.join(none_given)}: null is not a value; leave the field out instead")
     async with ctx_of(request).db.transaction() as session:
         return s.RuleOut.of(await rules.set_rule(session, cert_type, changes, by=_who(request)))
 
@@ -68,8 +65,9 @@ async def list_certificates(request: web.Request, query: s.CertificateListQuery)
 async def issue_certificate(request: web.Request, body: s.IssueIn) -> s.IssueOut:
     ctx = ctx_of(request)
     public_key = lifecycle.load_csr(body.csr) if body.csr else None
+    generated = None
     if public_key is None and not body.p12_password:
-        raise InvalidArgument("p12_password: required when the server generates the key (no csr given)")
+        generated = secrets.token_urlsafe(18)
     async with ctx.db.transaction() as session:
         result = await lifecycle.issue_for_user(
             session, plugin.sources(ctx), user_name=body.user, cert_type=body.type, public_key=public_key,
@@ -78,9 +76,10 @@ async def issue_certificate(request: web.Request, body: s.IssueIn) -> s.IssueOut
         out = s.CertificateOut.of(result.identity.record, result.user.name)
     identity = result.identity
     p12 = None
-    if identity.key is not None and body.p12_password:
+    password = body.p12_password or generated
+    if identity.key is not None and password:
         p12_bytes = await asyncio.to_thread(
-            pkcs12.export, identity.key, identity.certificate, identity.chain, body.p12_password,
+            pkcs12.export, identity.key, identity.certificate, identity.chain, password,
             name=f"{body.user} ({body.type})", legacy=body.legacy_p12,
         )
         p12 = base64.b64encode(p12_bytes).decode()
@@ -89,6 +88,7 @@ async def issue_certificate(request: web.Request, body: s.IssueIn) -> s.IssueOut
         certificate_pem=identity.certificate.public_bytes(serialization.Encoding.PEM).decode(),
         chain_pem=pem_chain(identity.chain).decode(),
         pkcs12=p12,
+        p12_password=generated,
         user_created=result.user_created,
     )
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from mdm.api.schemas import PageQuery, Strict
+from mdm.api.schemas import PageQuery, Strict, Timestamp
 from mdm.pki.crl import REASONS
 from mdm.pki.rules import IssuanceRule
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
@@ -39,10 +39,10 @@ class CertificateOut(BaseModel):
     user_id: int | None
     device_id: int | None
     source: str
-    not_before: datetime
-    not_after: datetime
-    issued_at: datetime
-    revoked_at: datetime | None
+    not_before: Timestamp
+    not_after: Timestamp
+    issued_at: Timestamp
+    revoked_at: Timestamp | None
     revocation_reason: str | None
     renews_serial: str | None
 
@@ -76,9 +76,10 @@ class IssueIn(Strict):
         default=None, max_length=65536,
         description="PKCS#10 request (PEM); without it the server generates the key pair per the rule",
     )
-    p12_password: str | None = Field(
-        default=None, min_length=1, max_length=1024,
-        description="protects the returned PKCS#12 (required when the server generates the key)",
+    p12_password: Annotated[str, Field(min_length=1, max_length=1024)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="protects the returned PKCS#12 when the server generates the key; omitted: a random "
+        "password is generated and returned once in the response",
     )
     legacy_p12: bool = Field(
         default=False, description="3DES/SHA-1 PKCS#12 for old clients (default AES-256)"
@@ -92,6 +93,7 @@ class IssueOut(BaseModel):
     certificate_pem: str
     chain_pem: str = Field(description="issuing CA up to the root")
     pkcs12: str | None = Field(description="base64 PKCS#12 with key, certificate and chain (generated keys)")
+    p12_password: str | None = Field(description="the generated PKCS#12 password, when none was given")
     user_created: bool
 
 
@@ -120,9 +122,20 @@ class RuleList(BaseModel):
 class RuleIn(Strict):
     """Fields to change; the others keep their value."""
 
-    validity_days: int | None = Field(default=None, ge=1, le=3650)
-    key_type: Literal["rsa", "ec"] | None = None
-    key_size: int | None = Field(default=None, ge=256, le=8192)
-    renewal_days: int | None = Field(default=None, ge=0, le=3649)
-    source: str | None = Field(default=None, min_length=1, max_length=32)
-    template: str | None = Field(default=None, max_length=255, description="empty string clears it")
+    # Optional but not nullable (null is refused, and the schema does not offer it); a field left
+    # out keeps its value.
+    validity_days: Annotated[int, Field(ge=1, le=3650)] | SkipJsonSchema[None] = None
+    key_type: Literal["rsa", "ec"] | SkipJsonSchema[None] = None
+    key_size: Annotated[int, Field(ge=256, le=8192)] | SkipJsonSchema[None] = None
+    renewal_days: Annotated[int, Field(ge=0, le=3649)] | SkipJsonSchema[None] = None
+    source: Annotated[str, Field(min_length=1, max_length=32)] | SkipJsonSchema[None] = None
+    template: str | None = Field(default=None, max_length=255, description="empty string or null clears it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            nulls = sorted(k for k, v in data.items() if v is None and k != "template")
+            if nulls:
+                raise ValueError(f"{', '.join(nulls)}: null is not a value; leave the field out instead")
+        return data
