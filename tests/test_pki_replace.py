@@ -19,6 +19,7 @@ from sqlalchemy import select
 from mdm.db.models import Device, Event, Protocol
 from mdm.pki.certcheck import fingerprint
 from mdm.pki.slots import load_slot_certificate, load_slot_chain
+from mdm.pki.tables import IssuedCertificateRecord
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +45,19 @@ async def test_modern_container_with_foreign_chain_replaces_the_slot(config, for
     root, intermediate = foreign
     leaf = make_leaf(intermediate, "localhost")
     old = load_slot_certificate(config.certs_dir, "web")
+    async with db.transaction() as session:  # as recorded when a server started
+        session.add(
+            IssuedCertificateRecord(
+                serial=format(old.serial_number, "x"),
+                type="server",
+                subject="CN=localhost",
+                source="internal",
+                status="valid",
+                not_before=old.not_valid_before_utc,
+                not_after=old.not_valid_after_utc,
+                pem="-",
+            )
+        )
     r = await set_slot(config, "web", p12(leaf, [intermediate.cert, root.cert]))
     assert r.code == 0, r.err
     assert "Traceback" not in r.err
@@ -68,6 +82,13 @@ async def test_modern_container_with_foreign_chain_replaces_the_slot(config, for
     assert event.body["slot"] == "web"
     assert event.body["new"]["sha256"] == fingerprint(leaf.cert)
     assert event.body["old"]["serial"] == format(old.serial_number, "x")
+    async with db.session() as session:
+        row = await session.scalar(
+            select(IssuedCertificateRecord).where(
+                IssuedCertificateRecord.serial == format(old.serial_number, "x")
+            )
+        )
+    assert row is not None and row.status == "superseded"  # no expiry notices for a certificate out of use
 
 
 async def test_chain_may_end_at_our_own_root(config, db) -> None:

@@ -395,7 +395,7 @@ async def _record(
     db: Database, slot: str, old: CertSummary | None, new: CertSummary, pinned: int | None
 ) -> None:
     async with db.transaction() as session:
-        replace.record(session, slot, old, new, pinned, by=_operator())
+        await replace.record(session, slot, old, new, pinned, by=_operator())
 
 
 def _operator() -> str:

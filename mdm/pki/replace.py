@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
@@ -28,6 +28,7 @@ from mdm.pki import certcheck, pkcs12
 from mdm.pki.certcheck import CertInputError, CertSummary
 from mdm.pki.keys import PrivateKey
 from mdm.pki.slots import SLOTS, install_slot, load_slot_chain
+from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 
 PIN_ATTRIBUTE = "server_pin"
 SOON = timedelta(days=30)
@@ -100,9 +101,18 @@ async def count_pinned(session: AsyncSession, fingerprint: str) -> int:
     return int(await session.scalar(select(func.count(Device.id)).where(pin == fingerprint)) or 0)
 
 
-def record(
+async def record(
     session: AsyncSession, slot: str, old: CertSummary | None, new: CertSummary, pinned: int | None, by: str
 ) -> None:
+    """Emit ``server_cert_replaced``; a replaced certificate this CA had issued is superseded (so
+    it no longer draws expiry notices)."""
+    if old is not None:
+        await session.execute(
+            update(IssuedCertificateRecord)
+            .where(IssuedCertificateRecord.serial == old.serial,
+                   IssuedCertificateRecord.status == CertStatus.VALID.value)
+            .values(status=CertStatus.SUPERSEDED.value)
+        )
     events.emit(
         session,
         "server_cert_replaced",
