@@ -39,7 +39,10 @@ def upgrade() -> None:
     now = datetime.now(UTC)
     op.bulk_insert(
         rules,
-        [{**row, "source": "internal", "template": None, "updated_at": now, "updated_by": "default"} for row in DEFAULTS],
+        [
+            {**row, "source": "internal", "template": None, "updated_at": now, "updated_by": "default"}
+            for row in DEFAULTS
+        ],
     )
     with op.batch_alter_table('certificates', schema=None) as batch_op:
         batch_op.add_column(sa.Column('expiring_notified_at', sa.DateTime(timezone=True), nullable=True))
