@@ -86,8 +86,19 @@ class Signer:
 def build_crl(
     signer: Signer, entries: list[RevokedEntry], this_update: datetime, next_update: datetime, number: int
 ) -> x509.CertificateRevocationList:
+    revoked = []
+    for entry in entries:
+        item = (
+            x509.RevokedCertificateBuilder()
+            .serial_number(int(entry.serial, 16))
+            .revocation_date(entry.revoked_at)
+        )
+        if entry.reason and entry.reason != "unspecified":
+            item = item.add_extension(x509.CRLReason(REASONS[entry.reason]), critical=False)
+        revoked.append(item.build())
+    # The list goes in at construction: adding entries one by one copies the list each time.
     builder = (
-        x509.CertificateRevocationListBuilder()
+        x509.CertificateRevocationListBuilder(revoked_certificates=revoked)
         .issuer_name(signer.certificate.subject)
         .last_update(this_update)
         .next_update(next_update)
@@ -96,15 +107,6 @@ def build_crl(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(signer.key.public_key()), critical=False
         )
     )
-    for entry in entries:
-        revoked = (
-            x509.RevokedCertificateBuilder()
-            .serial_number(int(entry.serial, 16))
-            .revocation_date(entry.revoked_at)
-        )
-        if entry.reason and entry.reason != "unspecified":
-            revoked = revoked.add_extension(x509.CRLReason(REASONS[entry.reason]), critical=False)
-        builder = builder.add_revoked_certificate(revoked.build())
     return builder.sign(signer.key, hashes.SHA256())
 
 

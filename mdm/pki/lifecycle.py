@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
@@ -153,6 +153,17 @@ async def revoked_entries(session: AsyncSession, now: datetime | None = None) ->
                      not_after=_aware(r.not_after))
         for r in rows
     ]
+
+
+async def revocation_marker(session: AsyncSession, now: datetime) -> tuple[int, str | None]:
+    """A cheap summary of the revoked set (count, latest revocation): if it has not moved, the
+    set has not changed (revocation is permanent), so the full list need not be read."""
+    record = IssuedCertificateRecord
+    stmt = select(func.count(record.id), func.max(record.revoked_at)).where(
+        record.status == CertStatus.REVOKED.value, record.not_after > now
+    )
+    row = (await session.execute(stmt)).one()
+    return int(row[0] or 0), (None if row[1] is None else str(row[1]))
 
 
 async def revoked_pems(session: AsyncSession, serials: list[str]) -> dict[str, str]:

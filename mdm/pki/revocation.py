@@ -49,7 +49,7 @@ class RevocationService:
         self.tls = tls
         self.ca_dir = ca_dir
         self.published: PublishedCrl | None = None
-        self._serials: frozenset[str] | None = None
+        self._marker: tuple[int, str | None] | None = None
         self._lock = asyncio.Lock()
 
     @property
@@ -72,11 +72,11 @@ class RevocationService:
         async with self._lock:
             now = now or datetime.now(UTC)
             async with self.db.session() as session:
+                marker = await lifecycle.revocation_marker(session, now)
+                if not (force or marker != self._marker or self.stale(now)):
+                    return False
                 entries = await lifecycle.revoked_entries(session, now)
                 serials = frozenset(e.serial for e in entries)
-                changed = serials != self._serials
-                if not (force or changed or self.stale(now)):
-                    return False
                 if self.retired and entries:
                     entries = await self._with_issuers(session, entries)
             self.verifier.set_revoked(serials)
@@ -85,7 +85,7 @@ class RevocationService:
             self.published = await asyncio.to_thread(
                 publish, self.ca_dir, current, signers, entries, self.validity, now
             )
-            self._serials = serials
+            self._marker = marker
             log.info(
                 "published CRL #%d: %d revoked certificate(s), next update %s",
                 self.published.number, self.published.count, self.published.next_update.isoformat(),
