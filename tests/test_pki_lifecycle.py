@@ -414,3 +414,38 @@ async def test_generated_pkcs12_password(api: httpx.AsyncClient, db) -> None:
     assert container.key is not None
     r = await api.post("/api/v1/certificates", json={"user": "alice", "type": "vpn", "p12_password": "mine"})
     assert r.json()["p12_password"] is None
+
+
+async def test_cli_issue_from_a_der_csr(server, config, admin_token: str, db, tmp_path) -> None:
+    await add_user(db)
+    conn = [
+        "--url",
+        listener_url(server, "admin"),
+        "--token",
+        admin_token,
+        "--data-dir",
+        str(config.data_path),
+    ]
+    key = ec.generate_private_key(ec.SECP256R1())
+    der = x509.load_pem_x509_csr(csr_for(key).encode()).public_bytes(serialization.Encoding.DER)
+    (tmp_path / "req.der").write_bytes(der)
+    r = await cli(
+        "certs",
+        "issue",
+        "--user",
+        "alice",
+        "--type",
+        "vpn",
+        "--csr",
+        str(tmp_path / "req.der"),
+        "--out",
+        str(tmp_path / "alice.pem"),
+        *conn,
+    )
+    assert r.code == 0, r.err
+    certs = x509.load_pem_x509_certificates((tmp_path / "alice.pem").read_bytes())
+    assert certs[0].public_key() == key.public_key() and certs[1:] == server.ctx.ca.chain
+    r = await cli(
+        "certs", "issue", "--user", "alice", "--type", "vpn", "--csr", str(tmp_path / "alice.pem"), *conn
+    )
+    assert r.code == 1 and "400 invalid_argument: csr: not a PKCS#10" in r.err

@@ -185,7 +185,10 @@ def run_issue(args: argparse.Namespace) -> int:
     if args.csr:
         if args.p12:
             raise CliError("--p12 and --csr exclude each other (with a CSR the key stays with you)", 2)
-        body["csr"] = _read(args.csr, "--csr").decode(errors="replace")
+        csr = _read(args.csr, "--csr")
+        # PEM as is; a DER request travels base64-encoded
+        is_pem = csr.lstrip().startswith(b"-----")
+        body["csr"] = csr.decode(errors="replace") if is_pem else base64.b64encode(csr).decode()
     elif args.p12:
         body["p12_password"] = _password(args.password, "PKCS#12 password: ", required=True)
         body["legacy_p12"] = args.legacy_p12

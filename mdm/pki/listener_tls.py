@@ -112,13 +112,3 @@ def _builder(config: Config, listener: str) -> Callable[[], ssl.SSLContext]:
         return ctx
 
     return build
-
-
-def serving_slot(config: Config, listener: str) -> str:
-    """Which slot a fresh build would serve (for messages and tests)."""
-    slot = LISTENER_SLOT[listener]
-    try:
-        _slot_context(config, listener, slot)
-        return slot
-    except TLSFilesError:
-        return RESERVE.get(slot, slot)

@@ -76,13 +76,6 @@ class ClientCertVerifier:
     def add_revoked(self, serial: str) -> None:
         self.revoked = self.revoked | {serial}
 
-    def set_trust(self, trusted: list[x509.Certificate], intermediates: list[x509.Certificate]) -> None:
-        """Swap the trust anchors (e.g. after a CA import) and forget cached verdicts."""
-        with self._lock:
-            self._store = Store(trusted)
-            self._intermediates = list(intermediates)
-            self._cache.clear()
-
     def verify_der(
         self, der: bytes, extra_intermediates: list[x509.Certificate] | None = None
     ) -> VerifiedCertificate:
