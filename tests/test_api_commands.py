@@ -18,15 +18,21 @@ GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12
 KES_TYPES = sorted(name for name, c in LIBRARY.items() if Protocol.KES in c.protocols)
 
 
-async def device(db, protocol: Protocol = Protocol.KES, identifier: str = "dev", group_id: int | None = None) -> int:
+async def device(
+    db, protocol: Protocol = Protocol.KES, identifier: str = "dev", group_id: int | None = None
+) -> int:
     async with db.transaction() as session:
-        d = Device(protocol=protocol.value, identifier=identifier, group_id=group_id, inventory={}, attributes={})
+        d = Device(
+            protocol=protocol.value, identifier=identifier, group_id=group_id, inventory={}, attributes={}
+        )
         session.add(d)
         await session.flush()
         return d.id
 
 
-async def send(api: httpx.AsyncClient, device_id: int, type_: str, args: dict | None = None) -> httpx.Response:
+async def send(
+    api: httpx.AsyncClient, device_id: int, type_: str, args: dict | None = None
+) -> httpx.Response:
     return await api.post(f"/api/v1/devices/{device_id}/commands", json={"type": type_, "args": args or {}})
 
 
@@ -42,7 +48,12 @@ async def test_send_returns_the_command_with_its_journal(api: httpx.AsyncClient,
     assert r.status_code == 201, r.text
     c = r.json()
     assert GUID.match(c["guid"])
-    assert (c["device_id"], c["type"], c["status"], c["created_by"]) == (dev, "Alarm", "processing", "test-admin")
+    assert (c["device_id"], c["type"], c["status"], c["created_by"]) == (
+        dev,
+        "Alarm",
+        "processing",
+        "test-admin",
+    )
     assert c["args"] == {"sound": "loud", "repeat": 3} and c["attempts"] == 0 and c["finished_at"] is None
     assert [j["status"] for j in c["journal"]] == ["processing"]
     r = await api.get(f"/api/v1/commands/{c['guid'].lower()}")
@@ -76,7 +87,9 @@ async def test_one_active_command_per_type(api: httpx.AsyncClient, db) -> None:
         ([], 400, "invalid body"),
     ],
 )
-async def test_send_rejects_bad_requests(api: httpx.AsyncClient, db, body: object, status: int, needle: str) -> None:
+async def test_send_rejects_bad_requests(
+    api: httpx.AsyncClient, db, body: object, status: int, needle: str
+) -> None:
     dev = await device(db)
     r = await api.post(f"/api/v1/devices/{dev}/commands", json=body)
     assert r.status_code == status, r.text
@@ -94,7 +107,9 @@ async def test_bulk_by_ids_reports_unknown_unsupported_and_conflicts(api: httpx.
     kes1, kes2 = await device(db, Protocol.KES, "kes-1"), await device(db, Protocol.KES, "kes-2")
     eas = await device(db, Protocol.EAS, "eas-1")
     busy = (await send(api, kes2, "Mugshot")).json()["guid"]
-    r = await api.post("/api/v1/commands", json={"devices": [ios, kes1, kes2, eas, 9999, kes1], "type": "Mugshot"})
+    r = await api.post(
+        "/api/v1/commands", json={"devices": [ios, kes1, kes2, eas, 9999, kes1], "type": "Mugshot"}
+    )
     assert r.status_code == 201, r.text
     result = r.json()
     assert [c["device_id"] for c in result["created"]] == [kes1]
@@ -182,16 +197,29 @@ async def test_recall_in_flight_then_device_answers(api: httpx.AsyncClient, db) 
     assert again.status_code == 200 and again.json()["status"] == "removing"
     assert len(again.json()["journal"]) == len(r.json()["journal"])
     async with db.session() as session:
-        assert (await session.get(CommandQueueEntry, (await commands.get_by_guid(session, guid)).id)) is not None
+        assert (
+            await session.get(CommandQueueEntry, (await commands.get_by_guid(session, guid)).id)
+        ) is not None
     async with db.transaction() as session:  # ... and the device executed it anyway
-        await commands.complete(session, await commands.get_by_guid(session, guid), success=True, info="locked")
+        await commands.complete(
+            session, await commands.get_by_guid(session, guid), success=True, info="locked"
+        )
     log = (await api.get(f"/api/v1/devices/{dev}/commands")).json()["items"]
     assert log[0]["guid"] == guid and log[0]["status"] == "remove_failed"
-    assert [j["status"] for j in log[0]["journal"]] == ["processing", "delivered", "removing", "remove_failed"]
+    assert [j["status"] for j in log[0]["journal"]] == [
+        "processing",
+        "delivered",
+        "removing",
+        "remove_failed",
+    ]
     assert log[0]["attempts"] == 1 and log[0]["delivered_at"] is not None
     assert "before the recall reached it" in log[0]["result_info"]
     failed = await events_of(api, type="command_failed")
-    assert len(failed) == 1 and failed[0]["severity"] == "warning" and failed[0]["body"]["status"] == "remove_failed"
+    assert (
+        len(failed) == 1
+        and failed[0]["severity"] == "warning"
+        and failed[0]["body"]["status"] == "remove_failed"
+    )
     r = await api.delete(f"/api/v1/commands/{guid}")
     assert r.status_code == 409
     assert (await send(api, dev, "Block")).status_code == 201

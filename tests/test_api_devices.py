@@ -27,16 +27,27 @@ async def make_fleet(db) -> dict[str, object]:
         devices = []
         for i in range(30):
             d = Device(
-                protocol=protocols[i % 3].value, identifier=f"ID-{i:03d}", name=f"device {i}",
-                serial_number=f"SN{i:05d}", user_id=[None, alice.id, bob.id][i % 3 if i % 4 else 0],
-                group_id=groups[i % 5], status=statuses[i % 5], inventory={}, attributes={},
+                protocol=protocols[i % 3].value,
+                identifier=f"ID-{i:03d}",
+                name=f"device {i}",
+                serial_number=f"SN{i:05d}",
+                user_id=[None, alice.id, bob.id][i % 3 if i % 4 else 0],
+                group_id=groups[i % 5],
+                status=statuses[i % 5],
+                inventory={},
+                attributes={},
             )
             devices.append(d)
         session.add_all(devices)
         await session.flush()
         return {
-            "devices": devices, "corp": corp.id, "sales": sales.id, "it": it.id, "emea": emea.id,
-            "alice": alice.id, "bob": bob.id,
+            "devices": devices,
+            "corp": corp.id,
+            "sales": sales.id,
+            "it": it.id,
+            "emea": emea.id,
+            "alice": alice.id,
+            "bob": bob.id,
         }
 
 
@@ -133,16 +144,25 @@ async def test_cursor_pagination_walks_every_device_once(api: httpx.AsyncClient,
         ({"status": "lost"}, "status"),
         ({"group": 0}, "group"),
         ({"group": "x"}, "group"),
-        ({"colour": "red"}, "colour"),
     ],
 )
-async def test_bad_query_is_400_naming_the_parameter(api: httpx.AsyncClient, params: dict, field: str) -> None:
+async def test_bad_query_is_400_naming_the_parameter(
+    api: httpx.AsyncClient, params: dict, field: str
+) -> None:
     r = await api.get("/api/v1/devices", params=params)
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert error["code"] == "invalid_argument"
     assert error["message"].startswith(f"invalid query: {field}")
     assert error["details"]["fields"][0]["field"] == field
+
+
+async def test_unknown_query_parameter_is_400(api: httpx.AsyncClient) -> None:
+    r = await api.get("/api/v1/devices", params={"colour": "red"})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["message"] == "unknown query parameter 'colour'"
+    assert "protocol" in error["details"]["allowed"] and "limit" in error["details"]["allowed"]
 
 
 async def test_unknown_group_filter_is_404(api: httpx.AsyncClient) -> None:
@@ -155,14 +175,30 @@ async def test_get_device(api: httpx.AsyncClient, db) -> None:
         user = User(name="carol")
         session.add(user)
         await session.flush()
-        d = Device(protocol=2, identifier="android-77", name="Phone", model="Pixel", os_name="Android",
-                   os_version="14", user_id=user.id, inventory={"apps": {"refreshed_at": "2024-01-01T00:00:00Z",
-                                                                        "items": [{"id": "com.x"}]}},
-                   attributes={"agent": "1.2"})
+        d = Device(
+            protocol=2,
+            identifier="android-77",
+            name="Phone",
+            model="Pixel",
+            os_name="Android",
+            os_version="14",
+            user_id=user.id,
+            inventory={"apps": {"refreshed_at": "2024-01-01T00:00:00Z", "items": [{"id": "com.x"}]}},
+            attributes={"agent": "1.2"},
+        )
         session.add(d)
         await session.flush()
-        session.add(Command(guid="G-1", device_id=d.id, type="Locate", args={}, payload={}, status="processing",
-                            active=True))
+        session.add(
+            Command(
+                guid="G-1",
+                device_id=d.id,
+                type="Locate",
+                args={},
+                payload={},
+                status="processing",
+                active=True,
+            )
+        )
         device_id = d.id
     r = await api.get(f"/api/v1/devices/{device_id}")
     assert r.status_code == 200
@@ -172,12 +208,17 @@ async def test_get_device(api: httpx.AsyncClient, db) -> None:
     assert body["active_commands"] == 1 and body["push_valid"] is False
     r = await api.get("/api/v1/devices/999999")
     assert r.status_code == 404 and r.json()["error"] == {
-        "code": "not_found", "message": "no device 999999", "request_id": r.headers["X-Request-Id"]
+        "code": "not_found",
+        "message": "no device 999999",
+        "request_id": r.headers["X-Request-Id"],
     }
-    for bad in ("abc", "-1", "1.5", "9" * 30):
+    for bad in ("abc", "-1", "1.5", "9" * 30, str(2**62 + 1)):
         r = await api.get(f"/api/v1/devices/{bad}")
         assert r.status_code == 400, bad
-        assert r.json()["error"]["message"] == "path parameter id must be a positive integer"
+        assert (
+            r.json()["error"]["message"] == f"path parameter id must be a positive integer (at most {2**62})"
+        )
+    assert (await api.get(f"/api/v1/devices/{2**62}")).status_code == 404  # the documented maximum
 
 
 async def test_delete_device_emits_event_and_removes_commands(api: httpx.AsyncClient, db) -> None:
@@ -186,7 +227,9 @@ async def test_delete_device_emits_event_and_removes_commands(api: httpx.AsyncCl
         session.add(d)
         await session.flush()
         device_id = d.id
-    assert (await api.post(f"/api/v1/devices/{device_id}/commands", json={"type": "Block"})).status_code == 201
+    assert (
+        await api.post(f"/api/v1/devices/{device_id}/commands", json={"type": "Block"})
+    ).status_code == 201
     r = await api.delete(f"/api/v1/devices/{device_id}")
     assert r.status_code == 204 and r.content == b""
     assert (await api.get(f"/api/v1/devices/{device_id}")).status_code == 404
@@ -197,6 +240,7 @@ async def test_delete_device_emits_event_and_removes_commands(api: httpx.AsyncCl
     assert events[0]["body"] == {"identifier": "UDID-DEL", "protocol": "ios", "by": "test-admin"}
     async with db.session() as session:
         from sqlalchemy import func, select
+
         assert await session.scalar(select(func.count()).select_from(Command)) == 0
     r = await api.delete(f"/api/v1/devices/{device_id}")
     assert r.status_code == 404

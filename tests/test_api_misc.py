@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from mdm.core import events, tokens
 from mdm.db.engine import Database
-from mdm.db.models import ApiToken, Device, Event, Group, Severity, User
+from mdm.db.models import ApiToken, Device, Event, Group, Severity
 
 
 def err(r: httpx.Response) -> dict:
@@ -31,13 +31,22 @@ async def token_with(db, name: str, *scopes: str) -> dict[str, str]:
 
 # ---- users --------------------------------------------------------------------------------------
 async def test_users_crud(api: httpx.AsyncClient, db) -> None:
-    r = await api.post("/api/v1/users", json={"name": "alice", "email": "alice@example.com", "display_name": "Alice"})
+    r = await api.post(
+        "/api/v1/users", json={"name": "alice", "email": "alice@example.com", "display_name": "Alice"}
+    )
     assert r.status_code == 201
     alice = r.json()
     assert (alice["name"], alice["email"], alice["display_name"]) == ("alice", "alice@example.com", "Alice")
     r = await api.post("/api/v1/users", json={"name": "alice"})
     assert r.status_code == 409 and err(r)["message"] == "user 'alice' already exists"
-    for bad in ({"name": ""}, {"name": "a b"}, {"name": "x" * 256}, {"name": "bob", "email": "nope"}, {}, {"nm": "x"}):
+    for bad in (
+        {"name": ""},
+        {"name": "a b"},
+        {"name": "x" * 256},
+        {"name": "bob", "email": "nope"},
+        {},
+        {"nm": "x"},
+    ):
         r = await api.post("/api/v1/users", json=bad)
         assert r.status_code == 400, bad
         assert err(r)["code"] == "invalid_argument"
@@ -47,7 +56,9 @@ async def test_users_crud(api: httpx.AsyncClient, db) -> None:
         assert (await api.post("/api/v1/users", json={"name": name})).status_code == 201
     seen, cursor = [], None
     while True:
-        page = (await api.get("/api/v1/users", params={"limit": 3, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await api.get("/api/v1/users", params={"limit": 3, **({"cursor": cursor} if cursor else {})})
+        ).json()
         seen += [u["name"] for u in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -79,11 +90,17 @@ async def test_nested_groups(api: httpx.AsyncClient, db) -> None:
     assert r.status_code == 404 and err(r)["message"] == "no parent group 4242"
     assert (await create("")).status_code == 400
     listed = (await api.get("/api/v1/groups")).json()["items"]
-    assert [(g["name"], g["parent_id"]) for g in listed][:3] == [("Corp", None), ("Sales", corp["id"]),
-                                                                 ("EMEA", sales["id"])]
+    assert [(g["name"], g["parent_id"]) for g in listed][:3] == [
+        ("Corp", None),
+        ("Sales", corp["id"]),
+        ("EMEA", sales["id"]),
+    ]
     # a group with subgroups or devices cannot go; an empty one can
     r = await api.delete(f"/api/v1/groups/{sales['id']}")
-    assert r.status_code == 409 and err(r)["message"] == f"group {sales['id']} has subgroups; delete or move them first"
+    assert (
+        r.status_code == 409
+        and err(r)["message"] == f"group {sales['id']} has subgroups; delete or move them first"
+    )
     async with db.transaction() as session:
         d = Device(protocol=2, identifier="in-emea", group_id=emea["id"], inventory={}, attributes={})
         session.add(d)
@@ -113,9 +130,11 @@ async def test_tokens_create_list_revoke(api: httpx.AsyncClient, db) -> None:
     assert {t["name"] for t in listed} == {"test-admin", "ci"} and all(t["token"] is None for t in listed)
     assert (await api.post("/api/v1/tokens", json={"name": "ci", "scopes": ["admin"]})).status_code == 409
     r = await api.post("/api/v1/tokens", json={"name": "x", "scopes": ["root"]})
-    assert r.status_code == 400 and err(r)["details"]["allowed"][0] == "admin"
+    assert r.status_code == 400 and "scopes.0: Input should be 'admin', 'devices:read'" in err(r)["message"]
     assert (await api.post("/api/v1/tokens", json={"name": "x", "scopes": []})).status_code == 400
-    assert (await api.post("/api/v1/tokens", json={"name": "with space", "scopes": ["admin"]})).status_code == 400
+    assert (
+        await api.post("/api/v1/tokens", json={"name": "with space", "scopes": ["admin"]})
+    ).status_code == 400
 
     auth = {"Authorization": f"Bearer {secret}"}
     for _ in range(3):  # warm the server's token cache
@@ -124,7 +143,9 @@ async def test_tokens_create_list_revoke(api: httpx.AsyncClient, db) -> None:
     assert r.status_code == 200 and r.json()["revoked"] is True
     r = await api.get("/api/v1/devices", headers=auth)
     assert r.status_code == 401, "a revoked token must stop working at once"
-    assert err(r)["message"] == "invalid or revoked token" and r.headers["WWW-Authenticate"].startswith("Bearer")
+    assert err(r)["message"] == "invalid or revoked token" and r.headers["WWW-Authenticate"].startswith(
+        "Bearer"
+    )
     assert (await api.delete("/api/v1/tokens/nope")).status_code == 404
 
 
@@ -167,14 +188,21 @@ async def test_authentication_failures(api: httpx.AsyncClient) -> None:
 async def test_events_filters_and_pagination(api: httpx.AsyncClient, db) -> None:
     async with db.transaction() as session:
         for i in range(12):
-            events.emit(session, "tick" if i % 2 else "tock", Severity.CRITICAL if i == 5 else Severity.INFO,
-                        device_id=100 + i % 3, n=i)
+            events.emit(
+                session,
+                "tick" if i % 2 else "tock",
+                Severity.CRITICAL if i == 5 else Severity.INFO,
+                device_id=100 + i % 3,
+                n=i,
+            )
         old = events.emit(session, "ancient", device_id=100, n=-1)
         await session.flush()
         old.created_at = datetime.now(UTC) - timedelta(days=30)
     everything = (await api.get("/api/v1/events", params={"limit": 500})).json()["items"]
     assert len(everything) == 13
-    assert [e["id"] for e in everything] == sorted((e["id"] for e in everything), reverse=True)  # newest first
+    assert [e["id"] for e in everything] == sorted(
+        (e["id"] for e in everything), reverse=True
+    )  # newest first
     by_type = (await api.get("/api/v1/events", params={"type": "tick"})).json()["items"]
     assert sorted(e["body"]["n"] for e in by_type) == [1, 3, 5, 7, 9, 11]
     critical = (await api.get("/api/v1/events", params={"severity": "critical"})).json()["items"]
@@ -190,7 +218,9 @@ async def test_events_filters_and_pagination(api: httpx.AsyncClient, db) -> None
     assert [e["id"] for e in after] == [e["id"] for e in everything if e["id"] > middle]
     seen, cursor = [], None
     while True:
-        page = (await api.get("/api/v1/events", params={"limit": 5, **({"cursor": cursor} if cursor else {})})).json()
+        page = (
+            await api.get("/api/v1/events", params={"limit": 5, **({"cursor": cursor} if cursor else {})})
+        ).json()
         seen += [e["id"] for e in page["items"]]
         cursor = page["next_cursor"]
         if not cursor:
@@ -209,8 +239,9 @@ async def test_wrong_content_type_is_415(api: httpx.AsyncClient) -> None:
         assert err(r)["message"] == f"expected Content-Type application/json, got {ctype}"
     r = await api.post("/api/v1/users", content=b'{"name": "x"}', headers={"Content-Type": ""})
     assert r.status_code == 415
-    r = await api.post("/api/v1/users", content=b'{"name": "x"}',
-                       headers={"Content-Type": "application/json; charset=utf-8"})
+    r = await api.post(
+        "/api/v1/users", content=b'{"name": "x"}', headers={"Content-Type": "application/json; charset=utf-8"}
+    )
     assert r.status_code == 201
 
 
@@ -241,7 +272,7 @@ async def test_cursor_beyond_64_bits_is_400(api: httpx.AsyncClient, path: str) -
 
 
 async def test_non_ascii_digits_in_ids(api: httpx.AsyncClient) -> None:
-    for raw in ("\u00b2", "\u0661\u0662", "１"):
+    for raw in ("\u00b2", "\u0661\u0662", "\uff11"):
         r = await api.get(f"/api/v1/devices/{raw}")
         assert r.status_code == 400, raw
 
@@ -280,7 +311,10 @@ async def test_health_and_readiness(api: httpx.AsyncClient, server, unused_tcp_p
     try:
         r = await api.get("/readyz")
         assert r.status_code == 503
-        assert r.json()["status"] == "unavailable" and "cannot reach the database" in r.json()["checks"]["database"]
+        assert (
+            r.json()["status"] == "unavailable"
+            and "cannot reach the database" in r.json()["checks"]["database"]
+        )
         assert "pw" not in r.text
         assert (await api.get("/healthz")).status_code == 200  # alive, just not ready
     finally:
@@ -290,7 +324,9 @@ async def test_health_and_readiness(api: httpx.AsyncClient, server, unused_tcp_p
 
 async def test_metrics(api: httpx.AsyncClient, db) -> None:
     async with db.transaction() as session:
-        session.add_all([Device(protocol=1, identifier=f"m{i}", inventory={}, attributes={}) for i in range(3)])
+        session.add_all(
+            [Device(protocol=1, identifier=f"m{i}", inventory={}, attributes={}) for i in range(3)]
+        )
         session.add(Device(protocol=2, identifier="k", status="wiped", inventory={}, attributes={}))
         session.add(Event(uuid="e-1", type="x", severity="info", body={}))
     for _ in range(3):
@@ -299,10 +335,15 @@ async def test_metrics(api: httpx.AsyncClient, db) -> None:
     r = await api.get("/metrics", headers={"Authorization": ""})
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
-    requests = {(s.labels["listener"], s.labels["status"]): s.value for s in families["mdm_http_requests"].samples
-                if s.name == "mdm_http_requests_total"}
+    requests = {
+        (s.labels["listener"], s.labels["status"]): s.value
+        for s in families["mdm_http_requests"].samples
+        if s.name == "mdm_http_requests_total"
+    }
     assert requests[("admin", "200")] >= 3 and requests[("admin", "404")] >= 1
-    assert any(s.name == "mdm_http_request_seconds_bucket" for s in families["mdm_http_request_seconds"].samples)
+    assert any(
+        s.name == "mdm_http_request_seconds_bucket" for s in families["mdm_http_request_seconds"].samples
+    )
     devices = {(s.labels["protocol"], s.labels["status"]): s.value for s in families["mdm_devices"].samples}
     assert devices[("ios", "ok")] == 3 and devices[("kes", "wiped")] == 1
     assert families["mdm_events_undelivered"].samples[0].value >= 1
@@ -312,4 +353,3 @@ async def test_metrics(api: httpx.AsyncClient, db) -> None:
 async def test_openapi_document_is_public(api: httpx.AsyncClient) -> None:
     r = await api.get("/api/openapi.json", headers={"Authorization": ""})
     assert r.status_code == 200 and r.json()["openapi"].startswith("3.")
-

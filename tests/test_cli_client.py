@@ -13,8 +13,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-
 from conftest import listener_url
+
 from mdm.core import tokens
 from mdm.db.models import Device, Group, Protocol, User
 from mdm.testing import make_pki
@@ -32,15 +32,22 @@ class Cli:
         env.update(extra)
         return env
 
-    async def raw(self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
-                  ) -> subprocess.CompletedProcess[str]:
+    async def raw(
+        self, *args: str, env: dict[str, str] | None = None, stdin: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
-            subprocess.run, [sys.executable, "-m", "mdm", *args], capture_output=True, text=True,
-            env=env or self.env(), input=stdin, timeout=60,
+            subprocess.run,
+            [sys.executable, "-m", "mdm", *args],
+            capture_output=True,
+            text=True,
+            env=env or self.env(),
+            input=stdin,
+            timeout=60,
         )
 
-    async def __call__(self, *args: str, token: str | None = None, **kw: object
-                       ) -> subprocess.CompletedProcess[str]:
+    async def __call__(
+        self, *args: str, token: str | None = None, **kw: object
+    ) -> subprocess.CompletedProcess[str]:
         common = ["--url", self.url, "--data-dir", str(self.data_dir)]
         tok = token if token is not None else self.token
         if tok:
@@ -81,13 +88,37 @@ async def seed(db) -> dict[str, int]:
         emea = Group(name="EMEA", parent_id=sales.id)
         session.add(emea)
         await session.flush()
-        ipad = Device(protocol=Protocol.IOS.value, identifier="UDID-IPAD", name="Alice iPad", model="iPad13,1",
-                      os_name="iPadOS", os_version="17.4", serial_number="SER-IPAD", user_id=alice.id,
-                      group_id=emea.id, inventory={}, attributes={})
-        phone = Device(protocol=Protocol.KES.value, identifier="android-1", name="Bob Phone", model="Pixel 8",
-                       user_id=bob.id, group_id=sales.id, inventory={}, attributes={})
-        eas = Device(protocol=Protocol.EAS.value, identifier="EASDEV1", name="Outlook", inventory={},
-                     attributes={}, status="unmanaged")
+        ipad = Device(
+            protocol=Protocol.IOS.value,
+            identifier="UDID-IPAD",
+            name="Alice iPad",
+            model="iPad13,1",
+            os_name="iPadOS",
+            os_version="17.4",
+            serial_number="SER-IPAD",
+            user_id=alice.id,
+            group_id=emea.id,
+            inventory={},
+            attributes={},
+        )
+        phone = Device(
+            protocol=Protocol.KES.value,
+            identifier="android-1",
+            name="Bob Phone",
+            model="Pixel 8",
+            user_id=bob.id,
+            group_id=sales.id,
+            inventory={},
+            attributes={},
+        )
+        eas = Device(
+            protocol=Protocol.EAS.value,
+            identifier="EASDEV1",
+            name="Outlook",
+            inventory={},
+            attributes={},
+            status="unmanaged",
+        )
         session.add_all([ipad, phone, eas])
         await session.flush()
         return {"ipad": ipad.id, "phone": phone.id, "eas": eas.id, "sales": sales.id, "emea": emea.id}
@@ -140,7 +171,9 @@ async def test_devices_show(cli: Cli, db) -> None:
 async def test_command_send_conflict_log_and_recall(cli: Cli, db) -> None:
     ids = await seed(db)
     dev = str(ids["ipad"])
-    out = await cli.ok("command", "send", dev, "Block", "--arg", "message=lost, call 555", "--arg", "phone_number=555")
+    out = await cli.ok(
+        "command", "send", dev, "Block", "--arg", "message=lost, call 555", "--arg", "phone_number=555"
+    )
     assert out.startswith(f"queued Block for device {dev}: ")
     guid = out.split(": ", 1)[1].split()[0]
     r = await cli("command", "send", dev, "Block")
@@ -160,7 +193,9 @@ async def test_command_send_conflict_log_and_recall(cli: Cli, db) -> None:
     r = await cli("command", "recall", guid)
     assert r.returncode == 1 and "409 conflict" in one_error_line(r) and "already removed" in r.stderr
     r = await cli("command", "send", dev, "Explode")
-    assert r.returncode == 1 and one_error_line(r).startswith("mdm: error: 400 invalid_argument: invalid body: type")
+    assert r.returncode == 1 and one_error_line(r).startswith(
+        "mdm: error: 400 invalid_argument: invalid body: type"
+    )
     r = await cli("command", "send", str(ids["ipad"]), "Mugshot")
     assert r.returncode == 1
     assert one_error_line(r) == "mdm: error: 422 unsupported: Mugshot is not supported on ios devices"
@@ -182,8 +217,16 @@ async def test_command_send_argument_errors_are_usage_errors(cli: Cli, db) -> No
         assert r.returncode == 2, (args, r.stderr)
         assert needle in r.stderr, (args, r.stderr)
     # --args-json first, then --arg on top; KEY:=JSON gives a typed value
-    sent = await cli.json("command", "send", dev, "Wipe", "--args-json", '{"preserve_data_plan": false}',
-                          "--arg", "preserve_data_plan:=true")
+    sent = await cli.json(
+        "command",
+        "send",
+        dev,
+        "Wipe",
+        "--args-json",
+        '{"preserve_data_plan": false}',
+        "--arg",
+        "preserve_data_plan:=true",
+    )
     assert sent["args"] == {"preserve_data_plan": True}
     # the server's own argument checks come back as one line
     r = await cli("command", "send", dev, "Block", "--arg", "colour=red")
@@ -232,9 +275,25 @@ async def test_events_filters_and_follow(cli: Cli, db, api: httpx.AsyncClient) -
     assert r.returncode == 2 and "invalid choice" in r.stderr
 
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdm", "events", "--follow", "--json", "--interval", "0.2", "--type", "device_deleted",
-        "--url", cli.url, "--token", cli.token or "", "--data-dir", str(cli.data_dir),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=cli.env(),
+        sys.executable,
+        "-m",
+        "mdm",
+        "events",
+        "--follow",
+        "--json",
+        "--interval",
+        "0.2",
+        "--type",
+        "device_deleted",
+        "--url",
+        cli.url,
+        "--token",
+        cli.token or "",
+        "--data-dir",
+        str(cli.data_dir),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli.env(),
     )
     try:
         await asyncio.sleep(1.5)  # let it start and take its first look
@@ -307,12 +366,18 @@ async def test_login_verifies_and_stores_token_0600(cli: Cli, db) -> None:
     assert stat.S_IMODE(token_file.stat().st_mode) == 0o600
 
 
-async def test_connection_problems_each_have_their_message(cli: Cli, tmp_path: Path, unused_tcp_port: int) -> None:
+async def test_connection_problems_each_have_their_message(
+    cli: Cli, tmp_path: Path, unused_tcp_port: int
+) -> None:
     base = ["--data-dir", str(cli.data_dir)]
     r = await cli.raw("devices", "list", "--url", cli.url, *base)
     assert r.returncode == 1
-    assert one_error_line(r).startswith("mdm: error: no API token: pass --token, set MDM_API_TOKEN, or run `mdm login")
-    r = await cli.raw("devices", "list", "--url", f"https://127.0.0.1:{unused_tcp_port}", "--token", "x" * 30, *base)
+    assert one_error_line(r).startswith(
+        "mdm: error: no API token: pass --token, set MDM_API_TOKEN, or run `mdm login"
+    )
+    r = await cli.raw(
+        "devices", "list", "--url", f"https://127.0.0.1:{unused_tcp_port}", "--token", "x" * 30, *base
+    )
     assert r.returncode == 1
     assert one_error_line(r).startswith(
         f"mdm: error: cannot connect to https://127.0.0.1:{unused_tcp_port}: connection refused"
@@ -320,12 +385,16 @@ async def test_connection_problems_each_have_their_message(cli: Cli, tmp_path: P
     # a data dir whose CA did not sign the server's certificate
     other = tmp_path / "other"
     make_pki(other)
-    r = await cli.raw("devices", "list", "--url", cli.url, "--token", cli.token or "", "--data-dir", str(other))
+    r = await cli.raw(
+        "devices", "list", "--url", cli.url, "--token", cli.token or "", "--data-dir", str(other)
+    )
     assert r.returncode == 1
     line = one_error_line(r)
     assert line.startswith(f"mdm: error: TLS verification of {cli.url} failed: ")
     assert str(other / "ca" / "root.pem") in line
-    r = await cli.raw("devices", "list", "--url", cli.url.replace("https", "http"), "--token", "x" * 30, *base)
+    r = await cli.raw(
+        "devices", "list", "--url", cli.url.replace("https", "http"), "--token", "x" * 30, *base
+    )
     assert r.returncode == 1 and "does --url match the scheme" in one_error_line(r)
     r = await cli.raw("devices", "list", "--url", "ftp://x", "--token", "x" * 30, *base)
     assert r.returncode == 2 and "must start with https://" in one_error_line(r)
@@ -339,6 +408,6 @@ async def test_url_and_ca_from_client_section(cli: Cli, db, tmp_path: Path) -> N
     (data_dir / "mdm.toml").write_text(f'[client]\nurl = "{cli.url}"\nca_file = "{ca_copy}"\n')
     r = await cli.raw("devices", "list", "--data-dir", str(data_dir), "--token", cli.token or "")
     assert r.returncode == 0, r.stderr
-    (data_dir / "mdm.toml").write_text('[client]\nurl = 5\n')
+    (data_dir / "mdm.toml").write_text("[client]\nurl = 5\n")
     r = await cli.raw("devices", "list", "--data-dir", str(data_dir), "--token", cli.token or "")
     assert r.returncode == 2 and "client.url" in one_error_line(r)

@@ -53,8 +53,9 @@ def base_env(**extra: str) -> dict[str, str]:
 
 
 def mdm(*args: str, env: dict[str, str], prefix: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*prefix, sys.executable, "-m", "mdm", *args], capture_output=True, text=True,
-                          env=env, timeout=120)
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "mdm", *args], capture_output=True, text=True, env=env, timeout=120
+    )
 
 
 def snapshot(directory: Path) -> dict[str, tuple[int, str, int]]:
@@ -64,7 +65,9 @@ def snapshot(directory: Path) -> dict[str, tuple[int, str, int]]:
         if path.is_file():
             st = path.stat()
             out[str(path.relative_to(directory))] = (
-                st.st_mtime_ns, hashlib.sha256(path.read_bytes()).hexdigest(), stat.S_IMODE(st.st_mode)
+                st.st_mtime_ns,
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                stat.S_IMODE(st.st_mode),
             )
     return out
 
@@ -83,11 +86,15 @@ def error_lines(r: subprocess.CompletedProcess[str]) -> list[str]:
 def init_env(request: pytest.FixtureRequest) -> dict[str, str]:
     """On PostgreSQL runs init uses the (emptied) test database; on SQLite it makes its own file."""
     if PG_URL:
-        return base_env(MDM_HOSTNAME="mdm.example.test", MDM_DATABASE_URL=request.getfixturevalue("database_url"))
+        return base_env(
+            MDM_HOSTNAME="mdm.example.test", MDM_DATABASE_URL=request.getfixturevalue("database_url")
+        )
     return base_env(MDM_HOSTNAME="mdm.example.test")
 
 
-def test_init_creates_everything_and_second_run_changes_nothing(tmp_path: Path, init_env: dict[str, str]) -> None:
+def test_init_creates_everything_and_second_run_changes_nothing(
+    tmp_path: Path, init_env: dict[str, str]
+) -> None:
     data = tmp_path / "init"
     r = mdm("init", "--data-dir", str(data), env=init_env)
     assert r.returncode == 0, r.stderr
@@ -102,7 +109,9 @@ def test_init_creates_everything_and_second_run_changes_nothing(tmp_path: Path, 
     digest = hashlib.sha256(token.encode()).digest()
     if not PG_URL:
         with closing(sqlite3.connect(data / "mdm.sqlite3")) as conn:
-            assert conn.execute("SELECT secret_hash FROM api_tokens WHERE name='admin'").fetchone()[0] == digest
+            assert (
+                conn.execute("SELECT secret_hash FROM api_tokens WHERE name='admin'").fetchone()[0] == digest
+            )
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
             assert {"alembic_version", "devices", "commands", "command_journal", "events", "groups"} <= tables
             assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
@@ -116,7 +125,9 @@ def test_init_creates_everything_and_second_run_changes_nothing(tmp_path: Path, 
     # CA and server certificates; keys 0600, CA directory 0700
     assert mode(data / "ca") == 0o700
     keys = sorted(p.name for p in data.rglob("*.key"))
-    assert keys == sorted(["root.key", "issuing.key", *(f"{s}.key" for s in ("C", "CR", "M", "MR", "ios", "web"))])
+    assert keys == sorted(
+        ["root.key", "issuing.key", *(f"{s}.key" for s in ("C", "CR", "M", "MR", "ios", "web"))]
+    )
     for key in data.rglob("*.key"):
         assert mode(key) == 0o600, key
     for slot in ("C", "CR", "M", "ios", "web"):
@@ -159,7 +170,14 @@ def test_init_force_regenerates_ca_certificates_and_token(tmp_path: Path, init_e
     assert r.returncode == 0, r.stderr
     after = snapshot(data)
     assert after["mdm.toml"] == before["mdm.toml"]  # the config is kept
-    for name in ("ca/root.pem", "ca/root.key", "ca/issuing.pem", "certs/C.pem", "certs/C.key", "certs/web.pem"):
+    for name in (
+        "ca/root.pem",
+        "ca/root.key",
+        "ca/issuing.pem",
+        "certs/C.pem",
+        "certs/C.key",
+        "certs/web.pem",
+    ):
         assert after[name][1] != before[name][1], name
     assert after["ca/root.key"][2] == 0o600
     new_token = TOKEN_RE.findall(r.stdout)
@@ -238,8 +256,16 @@ async def serve(data_dir: Path) -> AsyncIterator:
 
     async def start(env: dict[str, str], *extra: str) -> Served:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mdm", "serve", "--data-dir", str(data_dir), *extra,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE, env=env,
+            sys.executable,
+            "-m",
+            "mdm",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
         )
         served = Served(proc, env)
         started.append(served)
@@ -286,7 +312,11 @@ async def test_serve_logs_each_listener_and_drains_in_flight_request_on_sigterm(
     served = await serve(env)
     listening = await served.wait_for("listening:", count=5)
     assert sorted(line.split("listening: ")[1].split(" on ")[0] for line in listening) == [
-        "admin", "ios", "kes", "web", "web"
+        "admin",
+        "ios",
+        "kes",
+        "web",
+        "web",
     ]
     admin = int(env["MDM_ADMIN_PORT"])
     assert any(f"admin on https://0.0.0.0:{admin}" in line for line in listening)
@@ -303,8 +333,10 @@ async def test_serve_logs_each_listener_and_drains_in_flight_request_on_sigterm(
     reader, writer = await asyncio.open_connection("127.0.0.1", admin, ssl=tls, server_hostname="localhost")
     body = json.dumps({"name": "slow-uploader", "display_name": "x" * 200}).encode()
     writer.write(
-        (f"POST /api/v1/users HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
-         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+        (
+            f"POST /api/v1/users HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer {token}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        ).encode()
         + body[:10]
     )
     await writer.drain()
@@ -341,8 +373,8 @@ async def test_port_in_use_names_port_key_and_fix(serve) -> None:
     assert rc == 1
     errors = [line for line in served.lines if line.startswith("mdm: error:")]
     assert errors == [
-        f"mdm: error: port {port} (admin listener) is already in use (listeners.admin.port / MDM_ADMIN_PORT): "
-        "stop the other process or choose another port"
+        f"mdm: error: port {port} (admin listener) is already in use "
+        "(listeners.admin.port / MDM_ADMIN_PORT): stop the other process or choose another port"
     ]
     assert served.lines[-1] == errors[0]
     assert not any("Traceback" in line for line in served.lines)
@@ -389,7 +421,8 @@ def test_missing_tls_file(data_dir: Path) -> None:
     r = mdm("serve", "--data-dir", str(data_dir), env=base_env())
     assert r.returncode == 1
     assert error_lines(r) == [
-        f"mdm: error: slot C: {data_dir / 'certs' / 'C.pem'} is missing (run `mdm init`, or `mdm certs set -t C`)"
+        f"mdm: error: slot C: {data_dir / 'certs' / 'C.pem'} is missing "
+        "(run `mdm init`, or `mdm certs set -t C`)"
     ]
 
 
@@ -399,7 +432,9 @@ def test_database_unreachable(data_dir: Path) -> None:
     r = mdm("serve", "--data-dir", str(data_dir), env=base_env(MDM_DATABASE_URL=url))
     assert r.returncode == 1
     (line,) = error_lines(r)
-    assert line.startswith(f"mdm: error: cannot reach the database postgresql+asyncpg://mdm:***@127.0.0.1:{closed}/mdm: ")
+    assert line.startswith(
+        f"mdm: error: cannot reach the database postgresql+asyncpg://mdm:***@127.0.0.1:{closed}/mdm: "
+    )
     assert line.endswith("(check database.url / MDM_DATABASE_URL and that the server is running)")
     assert "s3cret-pw" not in r.stderr
 
@@ -409,8 +444,16 @@ def test_database_unreachable(data_dir: Path) -> None:
     [
         ("[listeners.admin]", "[listeners.admin", "not valid TOML"),
         ("[listeners.kes]", "[listeners.kes]\nprot = 5", "listeners.kes.prot: unknown key"),
-        ("max_body_bytes = 1048576", 'max_body_bytes = "big"', "limits.max_body_bytes: Input should be a valid integer"),
-        ('level = "INFO"', 'level = "LOUD"', "logging.level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'"),
+        (
+            "max_body_bytes = 1048576",
+            'max_body_bytes = "big"',
+            "limits.max_body_bytes: Input should be a valid integer",
+        ),
+        (
+            'level = "INFO"',
+            'level = "LOUD"',
+            "logging.level: Input should be 'DEBUG', 'INFO', 'WARNING' or 'ERROR'",
+        ),
         ("json = false", 'json = "sometimes"', "logging.json: Input should be a valid boolean"),
     ],
 )

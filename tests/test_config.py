@@ -22,8 +22,12 @@ def write(directory: Path, text: str) -> Path:
 @pytest.mark.parametrize(
     ("var", "value", "read", "expected"),
     [
-        ("MDM_DATABASE_URL", "postgresql+asyncpg://mdm@db:5432/mdm", lambda c: c.database_url,
-         "postgresql+asyncpg://mdm@db:5432/mdm"),
+        (
+            "MDM_DATABASE_URL",
+            "postgresql+asyncpg://mdm@db:5432/mdm",
+            lambda c: c.database_url,
+            "postgresql+asyncpg://mdm@db:5432/mdm",
+        ),
         ("MDM_HOSTNAME", "mdm.example.com", lambda c: c.hostname, "mdm.example.com"),
         ("MDM_IOS_PORT", "8443", lambda c: c.listeners.ios.port, 8443),
         ("MDM_KES_PORT", "23292", lambda c: c.listeners.kes.port, 23292),
@@ -36,10 +40,18 @@ def write(directory: Path, text: str) -> Path:
     ],
 )
 def test_environment_overrides_file(tmp_path: Path, var: str, value: str, read, expected) -> None:
-    data = write(tmp_path, CONFIG_TEMPLATE.format(
-        hostname="file.example.com", database_url="", ios_port=1443, kes_port=1292, web_http_port=1060,
-        web_https_port=1061, admin_port=1299,
-    ))
+    data = write(
+        tmp_path,
+        CONFIG_TEMPLATE.format(
+            hostname="file.example.com",
+            database_url="",
+            ios_port=1443,
+            kes_port=1292,
+            web_http_port=1060,
+            web_https_port=1061,
+            admin_port=1299,
+        ),
+    )
     baseline = load_config(data, env={})
     assert read(baseline) != expected
     assert read(load_config(data, env={var: value})) == expected
@@ -48,8 +60,17 @@ def test_environment_overrides_file(tmp_path: Path, var: str, value: str, read, 
 
 def test_every_contract_variable_is_covered() -> None:
     # MDM_DATA_DIR selects the directory and MDM_ADMIN_TOKEN is read by `mdm init` (test_cli_init_serve).
-    contract = {"MDM_DATA_DIR", "MDM_DATABASE_URL", "MDM_HOSTNAME", "MDM_IOS_PORT", "MDM_KES_PORT",
-                "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT", "MDM_ADMIN_TOKEN"}
+    contract = {
+        "MDM_DATA_DIR",
+        "MDM_DATABASE_URL",
+        "MDM_HOSTNAME",
+        "MDM_IOS_PORT",
+        "MDM_KES_PORT",
+        "MDM_WEB_HTTP_PORT",
+        "MDM_WEB_HTTPS_PORT",
+        "MDM_ADMIN_PORT",
+        "MDM_ADMIN_TOKEN",
+    }
     assert contract - {"MDM_DATA_DIR", "MDM_ADMIN_TOKEN"} <= set(config_module.ENV_OVERRIDES)
 
 
@@ -66,14 +87,26 @@ def test_data_dir_from_environment(tmp_path: Path) -> None:
 
 def test_defaults_follow_the_reference_product(tmp_path: Path) -> None:
     c = load_config(tmp_path, env={})
-    assert (c.listeners.ios.port, c.listeners.kes.port, c.listeners.web.http_port, c.listeners.web.https_port,
-            c.listeners.admin.port) == (443, 13292, 8060, 8061, 13299)
+    assert (
+        c.listeners.ios.port,
+        c.listeners.kes.port,
+        c.listeners.web.http_port,
+        c.listeners.web.https_port,
+        c.listeners.admin.port,
+    ) == (443, 13292, 8060, 8061, 13299)
     assert c.database.url == "" and c.database_url.startswith("sqlite+aiosqlite:///")
 
 
 def test_template_written_by_init_is_valid_and_commented(tmp_path: Path) -> None:
-    text = CONFIG_TEMPLATE.format(hostname="h.example", database_url="", ios_port=443, kes_port=13292,
-                                  web_http_port=8060, web_https_port=8061, admin_port=13299)
+    text = CONFIG_TEMPLATE.format(
+        hostname="h.example",
+        database_url="",
+        ios_port=443,
+        kes_port=13292,
+        web_http_port=8060,
+        web_https_port=8061,
+        admin_port=13299,
+    )
     assert sum(1 for line in text.splitlines() if line.lstrip().startswith("#")) >= 5
     c = load_config(write(tmp_path, text), env={})
     assert c.hostname == "h.example" and c.listeners.admin.port == 13299
@@ -85,24 +118,41 @@ def test_template_written_by_init_is_valid_and_commented(tmp_path: Path) -> None
         ("[listeners.admin]\nport = 70000\n", {}, ["listeners.admin.port:", "between 1 and 65535", "70000"]),
         ("", {"MDM_ADMIN_PORT": "abc"}, ["listeners.admin.port:", "valid integer", "'abc'"]),
         ("", {"MDM_KES_PORT": "-1"}, ["listeners.kes.port:", "between 1 and 65535"]),
-        ('[logging]\nlevel = "LOUD"\n', {}, ["logging.level:", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'", "LOUD"]),
+        (
+            '[logging]\nlevel = "LOUD"\n',
+            {},
+            ["logging.level:", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'", "LOUD"],
+        ),
         ("", {"MDM_LOG_JSON": "maybe"}, ["logging.json:", "valid boolean", "'maybe'"]),
         ('[listeners.ios]\nmode = "proxy"\n', {}, ["listeners.ios.mode:", "'tls' or 'plain'", "proxy"]),
-        ('[database]\nurl = "mysql://x"\n', {}, ["database.url:", "sqlite+aiosqlite://", "postgresql+asyncpg://"]),
+        (
+            '[database]\nurl = "mysql://x"\n',
+            {},
+            ["database.url:", "sqlite+aiosqlite://", "postgresql+asyncpg://"],
+        ),
         ("[database]\npool_size = 0\n", {}, ["database.pool_size:", "greater than or equal to 1"]),
         ('[pki]\nkey_type = "dsa"\n', {}, ["pki.key_type:", "'rsa' or 'ec'"]),
         ("[pki]\nrsa_bits = 1024\n", {}, ["pki.rsa_bits:", "greater than or equal to 2048"]),
-        ('[listeners.kes]\ntrusted_proxies = ["10.0.0.300"]\n', {}, ["listeners.kes.trusted_proxies", "not an IP"]),
+        (
+            '[listeners.kes]\ntrusted_proxies = ["10.0.0.300"]\n',
+            {},
+            ["listeners.kes.trusted_proxies", "not an IP"],
+        ),
         ('hostname = "bad name"\n', {}, ["hostname:", "DNS name or IP address"]),
         ("[limits]\nmax_body_bytes = 10\n", {}, ["limits.max_body_bytes:", "greater than or equal to 1024"]),
         ("colour = 1\n", {}, ["colour: unknown key"]),
-        ("[listeners.admin]\nprot = 13299\n", {}, ["listeners.admin.prot: unknown key", "check the spelling"]),
+        (
+            "[listeners.admin]\nprot = 13299\n",
+            {},
+            ["listeners.admin.prot: unknown key", "check the spelling"],
+        ),
         ("[listeners.vpn]\nport = 1\n", {}, ["listeners.vpn: unknown key"]),
         ('listeners = "all"\n', {}, ["listeners:", "valid dictionary"]),
     ],
 )
-def test_validation_names_key_and_allowed_values(tmp_path: Path, toml: str, env: dict[str, str],
-                                                 fragments: list[str]) -> None:
+def test_validation_names_key_and_allowed_values(
+    tmp_path: Path, toml: str, env: dict[str, str], fragments: list[str]
+) -> None:
     data = write(tmp_path, toml)
     with pytest.raises(ConfigError) as info:
         load_config(data, env=env)
@@ -144,11 +194,14 @@ def test_same_port_twice_is_refused_at_start(tmp_path: Path) -> None:
     with pytest.raises(StartupError) as info:
         bindings(config)
     assert str(info.value) == (
-        "port 9443 is configured twice (listeners.ios.port and listeners.admin.port); give each listener its own port"
+        "port 9443 is configured twice (listeners.ios.port and listeners.admin.port); "
+        "give each listener its own port"
     )
     # disabled listeners do not count, and port 0 (ephemeral) may repeat
-    config = load_config(write(tmp_path / "b", "[listeners.ios]\nenabled = false\nport = 9443\n"),
-                         env={"MDM_ADMIN_PORT": "9443"})
+    config = load_config(
+        write(tmp_path / "b", "[listeners.ios]\nenabled = false\nport = 9443\n"),
+        env={"MDM_ADMIN_PORT": "9443"},
+    )
     assert [b.listener for b in bindings(config)] == ["kes", "admin", "web", "web"]
 
 
@@ -157,12 +210,16 @@ class _Feature(BaseModel):
     interval_seconds: int = Field(default=30, ge=1)
 
 
-def test_feature_sections_are_validated_with_their_prefix(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_feature_sections_are_validated_with_their_prefix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setitem(config_module.EXTENSIONS, "feature_x", _Feature)
     ok = load_config(write(tmp_path / "ok", "[feature_x]\ninterval_seconds = 5\n"), env={})
     assert ok.section("feature_x").interval_seconds == 5
     assert load_config(write(tmp_path / "default", ""), env={}).section("feature_x").interval_seconds == 30
-    with pytest.raises(ConfigError, match=r"feature_x\.interval_seconds: Input should be greater than or equal to 1"):
+    with pytest.raises(
+        ConfigError, match=r"feature_x\.interval_seconds: Input should be greater than or equal to 1"
+    ):
         load_config(write(tmp_path / "bad", "[feature_x]\ninterval_seconds = 0\n"), env={})
     with pytest.raises(ConfigError, match=r"feature_x\.intervall: unknown key"):
         load_config(write(tmp_path / "typo", "[feature_x]\nintervall = 5\n"), env={})

@@ -29,7 +29,9 @@ def served_routes(app: web.Application) -> set[tuple[str, str]]:
 
 
 def documented_routes(doc: dict) -> set[tuple[str, str]]:
-    return {(method.upper(), path) for path, item in doc["paths"].items() for method in item if method in METHODS}
+    return {
+        (method.upper(), path) for path, item in doc["paths"].items() for method in item if method in METHODS
+    }
 
 
 def admin_app(server: Server) -> web.Application:
@@ -64,7 +66,8 @@ async def test_an_undocumented_route_is_caught(server: Server) -> None:
     sub.router.add_post("/thing", sneaky)
     app.add_subapp("/extra", sub)
     assert served_routes(app) - documented_routes(openapi()) == {
-        ("GET", "/api/v1/sneaky"), ("POST", "/extra/thing")
+        ("GET", "/api/v1/sneaky"),
+        ("POST", "/extra/thing"),
     }
 
 

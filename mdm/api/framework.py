@@ -19,6 +19,7 @@ from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.tokens import Principal
 
 PRINCIPAL_KEY = web.RequestKey("mdm_principal", Principal)
+MAX_ID = 2**62  # the largest integer id a path parameter may carry (documented as the maximum)
 # Text path parameters (GUIDs, names, serials): also the pattern documented in the OpenAPI document.
 _PATH_TEXT = re.compile(r"^[A-Za-z0-9._:@-]{1,255}$")
 RawHandler = Callable[..., Awaitable[Any]]
@@ -121,8 +122,10 @@ class ApiRouter:
             for param in op.path_params:
                 raw = request.match_info[param.name]
                 if param.type is int:
-                    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-                        raise InvalidArgument(f"path parameter {param.name} must be a positive integer")
+                    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
+                        raise InvalidArgument(
+                            f"path parameter {param.name} must be a positive integer (at most {MAX_ID})"
+                        )
                     kwargs[param.name] = int(raw)
                 else:
                     if not _PATH_TEXT.fullmatch(raw):
@@ -131,9 +134,14 @@ class ApiRouter:
                         )
                     kwargs[param.name] = raw
             if op.query is not None:
+                known = {f.alias or name for name, f in op.query.model_fields.items()}
                 for key, value in request.query.items():
                     if "\x00" in key or "\x00" in value:
                         raise InvalidArgument(f"query parameter {key!r} contains a NUL character")
+                    if key not in known:
+                        raise InvalidArgument(
+                            f"unknown query parameter {key!r}", allowed=sorted(known)
+                        )
                 try:
                     kwargs["query"] = op.query.model_validate(dict(request.query))
                 except ValidationError as exc:
@@ -160,6 +168,7 @@ class ApiRouter:
 
         def ref(model: type[BaseModel]) -> dict[str, Any]:
             schema = model.model_json_schema(ref_template="#/components/schemas/{model}", by_alias=True)
+            _drop_null_defaults(schema)
             for name, sub in schema.pop("$defs", {}).items():
                 components[name] = sub
             components[model.__name__] = schema
@@ -179,11 +188,13 @@ class ApiRouter:
                 entry["description"] = f"Requires scope `{op.scope}` (or `admin`)."
             for param in op.path_params:
                 schema: dict[str, Any] = (
-                    {"type": "integer", "minimum": 1, "maximum": 2**62}
+                    {"type": "integer", "minimum": 1, "maximum": MAX_ID}
                     if param.type is int
                     else {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _PATH_TEXT.pattern}
                 )
-                entry["parameters"].append({"name": param.name, "in": "path", "required": True, "schema": schema})
+                entry["parameters"].append(
+                    {"name": param.name, "in": "path", "required": True, "schema": schema}
+                )
             if op.query is not None:
                 schema = op.query.model_json_schema()
                 required = set(schema.get("required", []))
@@ -201,7 +212,8 @@ class ApiRouter:
             if op.response is not None:
                 ok["content"] = {"application/json": {"schema": ref(op.response)}}
             elif op.raw_response:
-                ok["content"] = {op.raw_response: {"schema": {"type": "string"}}}
+                raw_type = "object" if op.raw_response == "application/json" else "string"
+                ok["content"] = {op.raw_response: {"schema": {"type": raw_type}}}
             entry["responses"][str(op.status)] = ok
             codes = set(op.errors)
             if op.scope is not None:
@@ -306,3 +318,22 @@ def _nul_in(value: Any) -> str | None:
         elif isinstance(item, list):
             stack.extend((child, f"{path}[{i}]") for i, child in enumerate(item))
     return None
+
+
+def _admits_null(schema: dict[str, Any]) -> bool:
+    if schema.get("type") == "null" or "null" in (schema.get("type") or []):
+        return True
+    return any(_admits_null(branch) for key in ("anyOf", "oneOf") for branch in schema.get(key, []))
+
+
+def _drop_null_defaults(schema: Any) -> None:
+    """``default: null`` on a field that cannot be null (an optional field left out keeps its value)
+    is not a valid default: say nothing instead."""
+    if isinstance(schema, dict):
+        if "default" in schema and schema["default"] is None and not _admits_null(schema):
+            del schema["default"]
+        for value in schema.values():
+            _drop_null_defaults(value)
+    elif isinstance(schema, list):
+        for value in schema:
+            _drop_null_defaults(value)

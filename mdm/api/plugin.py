@@ -42,13 +42,15 @@ async def readyz(request: web.Request) -> web.Response | s.Health:
               raw_response="text/plain")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     async with ctx_of(request).db.session() as session:
-        metrics.COMMANDS_QUEUED.set(await session.scalar(select(func.count()).select_from(CommandQueueEntry)) or 0)
-        metrics.EVENTS_UNDELIVERED.set(
-            await session.scalar(select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))) or 0
+        queued = await session.scalar(select(func.count()).select_from(CommandQueueEntry))
+        undelivered = await session.scalar(
+            select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))
         )
-        counts = (
-            await session.execute(select(Device.protocol, Device.status, func.count()).group_by(Device.protocol, Device.status))
-        ).all()
+        state = (Device.protocol, Device.status)
+        by_state = select(*state, func.count()).group_by(*state)
+        counts = (await session.execute(by_state)).all()
+    metrics.COMMANDS_QUEUED.set(queued or 0)
+    metrics.EVENTS_UNDELIVERED.set(undelivered or 0)
     metrics.DEVICES.clear()
     for protocol, status, count in counts:
         metrics.DEVICES.labels(Protocol(protocol).name.lower(), status).set(count)

@@ -103,7 +103,8 @@ async def send_bulk_command(request: web.Request, body: s.BulkCommandIn) -> s.Bu
             wanted = sorted(set(body.devices))
             stmt = stmt.where(Device.id.in_(wanted))
         elif isinstance(body.devices, s.GroupTarget):
-            stmt = stmt.where(Device.group_id.in_(await devices.group_and_descendants(session, body.devices.group)))
+            group_ids = await devices.group_and_descendants(session, body.devices.group)
+            stmt = stmt.where(Device.group_id.in_(group_ids))
         targets = list((await session.scalars(stmt)).all())
         if isinstance(body.devices, list):
             found = {d.id for d in targets}
@@ -119,7 +120,9 @@ async def send_bulk_command(request: web.Request, body: s.BulkCommandIn) -> s.Bu
 async def device_command_log(request: web.Request, id: int, query: s.CommandLogQuery) -> s.CommandPage:
     async with ctx_of(request).db.session() as session:
         await devices.get(session, id)
-        entries = await commands.command_log(session, id, limit=query.limit + 1, before_id=_cursor(query.cursor))
+        entries = await commands.command_log(
+            session, id, limit=query.limit + 1, before_id=_cursor(query.cursor)
+        )
     more = len(entries) > query.limit
     entries = entries[: query.limit]
     return s.CommandPage(
@@ -196,7 +199,8 @@ async def create_user(request: web.Request, body: s.UserIn) -> s.UserOut:
         return s.UserOut.of(user)
 
 
-@router.route("GET", "/users/{id}", summary="Get a user", tag="users", scope="devices:read", response=s.UserOut)
+@router.route("GET", "/users/{id}", summary="Get a user", tag="users", scope="devices:read",
+              response=s.UserOut)
 async def get_user(request: web.Request, id: int) -> s.UserOut:
     async with ctx_of(request).db.session() as session:
         user = await session.get(User, id)
@@ -216,7 +220,8 @@ async def delete_user(request: web.Request, id: int) -> web.Response:
     return web.Response(status=204)
 
 
-@router.route("GET", "/groups", summary="List groups", tag="groups", scope="devices:read", response=s.GroupList)
+@router.route("GET", "/groups", summary="List groups", tag="groups", scope="devices:read",
+              response=s.GroupList)
 async def list_groups(request: web.Request) -> s.GroupList:
     async with ctx_of(request).db.session() as session:
         rows = (await session.scalars(select(Group).order_by(Group.id))).all()

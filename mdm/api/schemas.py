@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mdm.core.library import LIBRARY
+from mdm.core.tokens import SCOPES
 from mdm.db.models import (
     Command,
     CommandJournalEntry,
@@ -109,7 +110,10 @@ class DeviceDetail(DeviceOut):
     @classmethod
     def detail(cls, d: Device, user: str | None, active_commands: int) -> DeviceDetail:
         base = DeviceOut.of(d, user).model_dump()
-        return cls(**base, inventory=d.inventory or {}, attributes=d.attributes or {}, active_commands=active_commands)
+        return cls(
+            **base, inventory=d.inventory or {}, attributes=d.attributes or {},
+            active_commands=active_commands,
+        )
 
 
 class DevicePage(BaseModel):
@@ -119,8 +123,11 @@ class DevicePage(BaseModel):
 
 # ---- users & groups -----------------------------------------------------------------------------
 class UserIn(Strict):
-    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\s/\\]+$")
-    email: str | None = Field(default=None, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")
+    # Explicit ranges, not \s: Python, Rust (pydantic) and ECMA (the document's readers) disagree on \s.
+    name: str = Field(min_length=1, max_length=255, pattern=r"^[^\x00-\x20\x7f-\x9f/\\]+$")
+    email: str | None = Field(
+        default=None, max_length=320, pattern=r"^[^@\x00-\x20\x7f-\x9f]+@[^@\x00-\x20\x7f-\x9f]+$"
+    )
     display_name: str | None = Field(default=None, max_length=255)
 
 
@@ -175,20 +182,33 @@ class GroupTarget(Strict):
     group: int = Field(ge=1, le=2**62)
 
 
+DeviceId = Annotated[int, Field(ge=1, le=2**62)]
+
+
+def _positive_id(value: Any) -> bool:
+    # JSON Schema counts 3.0 as an integer, and so does pydantic; true/false are not.
+    integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    return integral and not isinstance(value, bool) and 1 <= value <= 2**62
+DeviceIds = Annotated[list[DeviceId], Field(min_length=1, max_length=10000)]
+
+
 class BulkCommandIn(Strict):
-    devices: list[int] | Literal["all"] | GroupTarget
+    devices: DeviceIds | Literal["all"] | GroupTarget = Field(
+        description="device ids (1..10000 of them), \"all\", or {\"group\": id} (with its subgroups)"
+    )
     type: CommandTypeName  # type: ignore[valid-type]
     args: dict[str, Any] = Field(default_factory=dict)
 
-    @field_validator("devices")
+    @field_validator("devices", mode="before")
     @classmethod
-    def _bounded(cls, value: Any) -> Any:
+    def _explain_ids(cls, value: Any) -> Any:
+        # Before the union is tried, so that a bad list gets one clear message, not one per branch.
         if isinstance(value, list):
             if not value:
                 raise ValueError("give at least one device id, 'all' or {'group': id}")
             if len(value) > 10000:
                 raise ValueError("at most 10000 ids per request; use a group or 'all'")
-            if any(not (1 <= v <= 2**62) for v in value):
+            if not all(_positive_id(v) for v in value):
                 raise ValueError("device ids are positive integers")
         return value
 
@@ -309,10 +329,13 @@ class EventPage(BaseModel):
 
 
 # ---- tokens -------------------------------------------------------------------------------------
+ScopeName = Literal[tuple(SCOPES)]  # type: ignore[valid-type]
+
+
 class TokenIn(Strict):
     # The name is a path parameter of DELETE /tokens/{name}: the same characters as any such parameter.
     name: str = Field(min_length=1, max_length=255, pattern=r"^[A-Za-z0-9._:@-]+$")
-    scopes: list[str] = Field(min_length=1, max_length=16)
+    scopes: list[ScopeName] = Field(min_length=1, max_length=16)  # type: ignore[valid-type]
 
 
 class TokenOut(BaseModel):
