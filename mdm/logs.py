@@ -17,10 +17,20 @@ _SECRET_KEYS = ("token", "password", "passphrase", "secret", "authorization", "c
 _SECRET_PATTERN = re.compile(
     r"(?i)\b(" + "|".join(_SECRET_KEYS) + r")[a-z_]*(\s*[=:]\s*)(\S+)",
 )
+_QUOTED_SECRET = re.compile(r'(?i)("(?:' + "|".join(_SECRET_KEYS) + r')[a-z_]*"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_CREDENTIALS = re.compile(r"(?i)\b(bearer|basic|negotiate)\s+[A-Za-z0-9._~+/=-]+")
+_API_TOKEN = re.compile(r"\bmdm_([0-9a-f]{8})_[A-Za-z0-9_-]+")
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@")
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 def redact(text: str) -> str:
+    """Mask what looks like a secret: key=value / "key": "value" pairs with a secret-ish key,
+    credentials after an auth scheme, API tokens, and passwords inside URLs."""
+    text = _QUOTED_SECRET.sub(lambda m: f'{m.group(1)}"***"', text)
+    text = _CREDENTIALS.sub(lambda m: f"{m.group(1)} ***", text)
+    text = _API_TOKEN.sub(lambda m: f"mdm_{m.group(1)}_***", text)
+    text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}***@", text)
     return _SECRET_PATTERN.sub(lambda m: f"{m.group(1)}{m.group(2)}***", text)
 
 
@@ -31,6 +41,8 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
             continue
         if any(s in key.lower() for s in _SECRET_KEYS):
             value = "***"
+        elif isinstance(value, str):
+            value = redact(value)
         out[key] = value
     return out
 
@@ -47,7 +59,7 @@ class JsonFormatter(logging.Formatter):
         }
         entry.update(_extras(record))
         if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+            entry["exc"] = redact(self.formatException(record.exc_info))
         return json.dumps(entry, default=str)
 
 
