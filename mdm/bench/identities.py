@@ -20,6 +20,7 @@ from typing import Literal
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdm.config import Config
 from mdm.db.engine import Database
@@ -50,12 +51,21 @@ def load(path: Path, chain: list[x509.Certificate]) -> list[Member]:
     members: list[Member] = []
     if not path.exists():
         return members
+    keys: dict[str, PrivateKey] = {}  # the RSA pool: 64 keys shared by many certificates
     for line in path.read_text().splitlines():
         row = json.loads(line)
-        key = serialization.load_pem_private_key(row["key"].encode(), None)
+        key = keys.get(row["key"])
+        if key is None:
+            # Keys this benchmark generated itself: skip OpenSSL's slow RSA consistency check.
+            loaded = serialization.load_pem_private_key(
+                row["key"].encode(), None, unsafe_skip_rsa_key_validation=True
+            )
+            if not isinstance(loaded, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{path}: unexpected key type {type(loaded).__name__}")
+            key = keys[row["key"]] = loaded
         cert = x509.load_pem_x509_certificate(row["cert"].encode())
         facts = HardwareFacts.generate(random.Random(row["seed"]))  # noqa: S311
-        members.append(Member(facts, Identity(key, cert, chain), row.get("device_id")))  # type: ignore[arg-type]
+        members.append(Member(facts, Identity(key, cert, chain), row.get("device_id")))
     return members
 
 

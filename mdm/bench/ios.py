@@ -52,7 +52,7 @@ class Options:
     database_url: str = ""
     data_dir: Path | None = None
     pool_size: int = 10
-    key_type: identities.KeyType = "ec"
+    key_type: identities.KeyType = "rsa"
     generator: Literal["python", "wrk"] = "python"
     wrk_threads: int = 2
     wrk_connections: int = 50
@@ -62,6 +62,7 @@ class Options:
     rt_duration: float | None = None
     background_rate: float = 200.0
     enroll_concurrency: int = 4
+    warmup: bool = True
     skip_idle: bool = False
     skip_rt: bool = False
 
@@ -402,6 +403,15 @@ async def run(options: Options, say: Say) -> Report:
             await _check_in_missing(fleet, admin, say, report)
             if pid:
                 report.rss_kib["start"] = rss_kib(pid).get("VmRSS")
+            if options.warmup:
+                say(f"warm-up: one idle poll per device ({len(fleet.members)})...")
+                warm = await fleet.warm_up()
+                report.prepare["warmup_s"] = round(warm.elapsed, 1)
+                report.prepare["warmup_polls_per_s"] = warm.summary()["per_second"]
+                if warm.errors:
+                    raise BenchError(f"warm-up polls failed: {dict(warm.errors)}")
+                if pid:
+                    report.rss_kib["after_warmup"] = rss_kib(pid).get("VmRSS")
             if options.emit_wrk:
                 script = wrk.emit(options.emit_wrk, fleet.members)
                 say(

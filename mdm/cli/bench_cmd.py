@@ -69,13 +69,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=200.0,
         help="idle polls per second from other devices during the round trips (default 200)",
     )
+    b.add_argument(
+        "--no-warmup",
+        action="store_true",
+        help="measure from a cold server (default: one idle poll per device first)",
+    )
     b.add_argument("--skip-idle", action="store_true", help="skip phase (a)")
     b.add_argument("--skip-rt", action="store_true", help="skip phase (b)")
     b.add_argument(
         "--key-type",
-        choices=("ec", "rsa"),
-        default="ec",
-        help="device keys for local runs: P-256 (default) or RSA-2048 from a pool of 64 keys",
+        choices=("rsa", "ec"),
+        default="rsa",
+        help="device keys for local runs: RSA-2048 like enrolled iPhones (default; a pool of 64 keys, each"
+        " device still gets its own certificate) or ECDSA P-256",
     )
     local = b.add_argument_group("local server (no --url)")
     local.add_argument("--data-dir", type=Path, help="keep the server data here (default: a new temp dir)")
@@ -119,6 +125,7 @@ def run_ios(args: argparse.Namespace) -> int:
         rt_concurrency=args.rt_concurrency,
         rt_duration=args.rt_duration,
         background_rate=args.background_rate,
+        warmup=not args.no_warmup,
         skip_idle=args.skip_idle,
         skip_rt=args.skip_rt,
     )

@@ -163,6 +163,23 @@ class Fleet:
 
         await asyncio.gather(*(worker() for _ in range(self.concurrency)))
 
+    async def warm_up(self, members: Sequence[Member] | None = None) -> Samples:
+        """One signed idle poll per member (fills the server's per-certificate caches the way a
+        fleet that has been running for a while has, and pre-signs every idle body)."""
+        pool = iter(list(members) if members is not None else self.members)
+        samples = Samples()
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+
+        async def worker() -> None:
+            for member in pool:
+                body, headers = member.idle_request()
+                await self._timed(self.session, body, headers, samples)
+
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        samples.elapsed = loop.time() - start
+        return samples
+
     # ---- idle load -----------------------------------------------------------------------------
     async def idle_load(
         self,
