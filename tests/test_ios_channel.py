@@ -298,7 +298,7 @@ async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Databa
 async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, server: Server) -> None:
     svc = ios_plugin.service(server.ctx)
     device_id = await _device_id(db, phone.udid)
-    await svc.last_seen.flush(svc.engine)
+    await svc.last_seen.flush(svc.db)
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
@@ -307,7 +307,7 @@ async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, serv
     async with db.session() as session:
         stale = await session.scalar(select(Device.last_seen_at).where(Device.id == device_id))
     assert stale is not None and utcnow() - stale.replace(tzinfo=utcnow().tzinfo) > timedelta(hours=23)
-    assert await svc.last_seen.flush(svc.engine) == 1
+    assert await svc.last_seen.flush(svc.db) == 1
     async with db.session() as session:
         fresh = await session.scalar(select(Device.last_seen_at).where(Device.id == device_id))
     assert fresh is not None and utcnow() - fresh.replace(tzinfo=utcnow().tzinfo) < timedelta(minutes=1)

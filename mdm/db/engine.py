@@ -54,6 +54,8 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._write_lock = asyncio.Lock()
+        self._writer: asyncio.Task[Any] | None = None
 
     @property
     def safe_url(self) -> str:
@@ -61,9 +63,24 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """A session in a transaction committed on success, rolled back on any exception."""
-        async with self.sessionmaker() as session, session.begin():
-            yield session
+        """A session in a transaction committed on success, rolled back on any exception.
+
+        SQLite allows one writer: a transaction that read and then writes after another
+        connection committed fails at once with "database is locked" (WAL snapshot), and
+        concurrent writers otherwise sleep in SQLite's busy handler. On SQLite, transactions are
+        therefore queued in-process (re-entrant within a task); PostgreSQL is unaffected.
+        """
+        if not self.is_sqlite or self._writer is asyncio.current_task():
+            async with self.sessionmaker() as session, session.begin():
+                yield session
+            return
+        async with self._write_lock:
+            self._writer = asyncio.current_task()
+            try:
+                async with self.sessionmaker() as session, session.begin():
+                    yield session
+            finally:
+                self._writer = None
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:

@@ -62,7 +62,7 @@ async def flush_last_seen(ctx: ServerContext) -> None:
     while True:
         await asyncio.sleep(svc.config.last_seen_flush_seconds)
         try:
-            await svc.last_seen.flush(svc.engine)
+            await svc.last_seen.flush(svc.db)
         except Exception as exc:  # keep polling; the rows stay pending for the next flush
             log.warning("last_seen flush failed, will retry: %s", exc)
 
@@ -79,4 +79,4 @@ async def listen_for_enqueues(ctx: ServerContext) -> None:
 async def stop_ios(ctx: ServerContext) -> None:
     svc = ctx.services.get(SERVICE)
     if isinstance(svc, IosService):
-        await svc.last_seen.flush(svc.engine)
+        await svc.last_seen.flush(svc.db)

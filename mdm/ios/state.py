@@ -19,9 +19,9 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import bindparam, event, text, update
-from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.orm import Session, object_session
 
+from mdm.db.engine import Database
 from mdm.db.models import CommandQueueEntry, Device, utcnow
 
 
@@ -153,14 +153,15 @@ class LastSeen:
     def __len__(self) -> int:
         return len(self._pending)
 
-    async def flush(self, engine: AsyncEngine) -> int:
+    async def flush(self, db: Database) -> int:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
         rows = [{"b_id": device_id, "b_at": at} for device_id, at in batch.items()]
         try:
-            async with engine.begin() as conn:
-                await conn.execute(self._STMT, rows)
+            async with db.transaction() as session:
+                connection = await session.connection()
+                await connection.execute(self._STMT, rows)  # Core executemany, not ORM bulk
         except BaseException:
             # Keep what was not written (newer touches win) and let the caller log/retry.
             for device_id, at in batch.items():
