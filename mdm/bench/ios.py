@@ -26,7 +26,7 @@ import aiohttp
 from cryptography import x509
 from sqlalchemy.engine import make_url
 
-from mdm.bench import identities, local, wrk
+from mdm.bench import identities, local, profile, wrk
 from mdm.bench.stats import Samples, cpu_seconds, rss_kib
 from mdm.sim import profile as profiles
 from mdm.sim.device import fetch_profile
@@ -63,6 +63,7 @@ class Options:
     background_rate: float = 200.0
     enroll_concurrency: int = 4
     warmup: bool = True
+    py_spy: Path | None = None  # record the server with py-spy during phase (a) into this file
     skip_idle: bool = False
     skip_rt: bool = False
 
@@ -75,6 +76,7 @@ class Report:
     round_trip: dict[str, Any] = field(default_factory=dict)
     background: dict[str, Any] = field(default_factory=dict)
     rss_kib: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
@@ -419,7 +421,15 @@ async def run(options: Options, say: Say) -> Report:
                 )
             if not options.skip_idle:
                 cpu0 = cpu_seconds(pid) if pid else None
+                sampler = None
+                if options.py_spy and pid:
+                    sampler = await profile.record(pid, options.duration - 2, options.py_spy)
                 await _idle_phase(options, fleet, say, report)
+                if sampler is not None and options.py_spy:
+                    _, err = await sampler.communicate()
+                    if sampler.returncode != 0:
+                        raise BenchError(f"py-spy failed: {err.decode().strip()[-300:]}")
+                    report.profile = {"file": str(options.py_spy), **profile.summarise(options.py_spy)}
                 cpu1 = cpu_seconds(pid) if pid else None
                 if cpu0 is not None and cpu1 is not None and report.idle.get("requests"):
                     used = cpu1 - cpu0
@@ -485,4 +495,12 @@ def render(report: Report) -> str:
         )
     if m:
         lines.append("(c) server RSS: " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in m.items() if v))
+    if report.profile:
+        prof = report.profile
+        lines.append(
+            f"py-spy ({prof['samples']} event-loop samples, {prof['file']}): share of samples on stack"
+        )
+        lines.extend(f"    {share:5.1f}%  {frame}" for frame, share in prof["inclusive"])
+        lines.append("  on top of stack (self):")
+        lines.extend(f"    {share:5.1f}%  {frame}" for frame, share in prof["self"])
     return "\n".join(lines)

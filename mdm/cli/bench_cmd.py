@@ -97,6 +97,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     remote.add_argument("--token", help="admin API token (enrollments, commands)")
     remote.add_argument("--ca", type=Path, help="root CA that signs the server certificates (PEM)")
     remote.add_argument("--server-pid", type=int, help="read this process's RSS (same host only)")
+    b.add_argument(
+        "--py-spy",
+        metavar="FILE",
+        type=Path,
+        help="record the server with py-spy (raw format) during phase (a) and summarise it",
+    )
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_ios)
 
@@ -126,6 +132,7 @@ def run_ios(args: argparse.Namespace) -> int:
         rt_duration=args.rt_duration,
         background_rate=args.background_rate,
         warmup=not args.no_warmup,
+        py_spy=args.py_spy,
         skip_idle=args.skip_idle,
         skip_rt=args.skip_rt,
     )
