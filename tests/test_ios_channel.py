@@ -352,3 +352,24 @@ async def test_other_replicas_are_told_of_enqueues(ios, phone: Phone, db: Databa
 async def _command_guids(db: Database, device_id: int) -> list[str]:
     async with db.session() as session:
         return list((await session.scalars(select(Command.guid).where(Command.device_id == device_id))).all())
+
+
+async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server) -> None:
+    """Many devices answering at once (SQLite: one writer) all succeed, none sees a 500."""
+    import asyncio
+
+    phones = [await new_phone(db, server.ctx.ca) for _ in range(16)]
+    await asyncio.gather(*(p.enroll(ios) for p in phones))
+    guids = {}
+    for p in phones:
+        guids[p.udid] = await queue_command(db, await _device_id(db, p.udid), {"RequestType": "DeviceLock"},
+                                            type_="Block")
+
+    async def exchange(p: Phone) -> None:
+        offered = _offered(await p.report(ios))
+        assert offered == (guids[p.udid], "DeviceLock")
+        assert _offered(await p.report(ios, "Acknowledged", guids[p.udid])) is None
+
+    await asyncio.gather(*(exchange(p) for p in phones))
+    for guid in guids.values():
+        assert (await _command(db, guid)).status == "completed"
