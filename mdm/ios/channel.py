@@ -50,6 +50,8 @@ NEXT_ANY = _NEXT
 NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam("now")))
 
 MDM_PROFILE_REMOVAL = "RemoveProfile"
+# Acknowledged answers that change the device record (others only complete the command).
+DEVICE_CHANGING = frozenset({*inventory.ANSWER_KEYS, "EraseDevice", MDM_PROFILE_REMOVAL})
 
 
 class ReplayError(MessageError):
@@ -87,17 +89,22 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
         hint.mark_empty(device_id, generation)
         return EMPTY
     async with svc.db.transaction() as session:
-        return await _next(session, device_id, NEXT_ANY)
+        return await _next(session, device_id, NEXT_ANY, first=command_id)
 
 
-async def _next(session: AsyncSession, device_id: int, stmt: Any) -> ChannelResult:
-    """Deliver the first deliverable command (in the caller's transaction)."""
+async def _next(session: AsyncSession, device_id: int, stmt: Any, first: int | None = None) -> ChannelResult:
+    """Deliver the first deliverable command (in the caller's transaction). ``first``: the id a
+    query just outside the transaction found, re-checked here under the row lock."""
     for _ in range(50):  # undeliverable commands are failed and skipped; bounded
-        command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
+        command_id, guessed, first = first, first is not None, None
+        if command_id is None:
+            command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
         if command_id is None:
             return EMPTY
         command = await session.get(Command, command_id, with_for_update=True, populate_existing=True)
         if command is None or command.status != CommandStatus.PROCESSING.value:
+            if guessed:
+                continue  # handled meanwhile by a concurrent request: look again
             return EMPTY
         body = await _encode(session, command, device_id)
         if body is not None:
@@ -195,7 +202,7 @@ async def _acknowledged(
 ) -> None:
     payload = command.payload or {}
     request_type = inventory.request_type_of(report.result, payload.get("RequestType"))
-    if request_type is None:
+    if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
         return
     device = await session.get(Device, binding.device_id, with_for_update=True)
     if device is None:
