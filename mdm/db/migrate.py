@@ -8,11 +8,13 @@ from alembic import command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import text
 from sqlalchemy.engine import Connection
 
 from mdm.db.engine import Database
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATION_LOCK_KEY = 0x6D646D5F6D6967  # "mdm_mig": the advisory lock that serialises upgrades
 
 
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
@@ -48,4 +50,8 @@ async def upgrade(db: Database) -> list[str]:
         return todo
 
     async with db.engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            # Replicas starting together: one migrates, the others wait here and then find nothing
+            # to do (the lock is released when this transaction, DDL included, commits).
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
         return await conn.run_sync(_run)
