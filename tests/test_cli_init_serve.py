@@ -146,19 +146,27 @@ def test_init_creates_everything_and_second_run_changes_nothing(
 
 
 def test_init_honours_mdm_admin_token(tmp_path: Path, init_env: dict[str, str]) -> None:
+    r = mdm("init", "--data-dir", str(tmp_path / "short"), env={**init_env, "MDM_ADMIN_TOKEN": "short"})
+    assert r.returncode == 2
+    assert error_lines(r) == ["mdm: error: MDM_ADMIN_TOKEN: a token must be at least 24 characters long"]
     data = tmp_path / "init"
     chosen = "mdm_0123abcd_" + "s" * 40
     r = mdm("init", "--data-dir", str(data), env={**init_env, "MDM_ADMIN_TOKEN": chosen})
     assert r.returncode == 0, r.stderr
     assert chosen not in r.stdout and "shown once" not in r.stdout
-    if not PG_URL:
-        with closing(sqlite3.connect(data / "mdm.sqlite3")) as conn:
-            stored = conn.execute("SELECT secret_hash, prefix FROM api_tokens WHERE name='admin'").fetchone()
-        assert stored == (hashlib.sha256(chosen.encode()).digest(), "0123abcd")
-    other = tmp_path / "short"
-    r = mdm("init", "--data-dir", str(other), env={**init_env, "MDM_ADMIN_TOKEN": "short"})
-    assert r.returncode == 2
-    assert error_lines(r) == ["mdm: error: MDM_ADMIN_TOKEN: a token must be at least 24 characters long"]
+    url = init_env.get("MDM_DATABASE_URL") or f"sqlite+aiosqlite:///{data / 'mdm.sqlite3'}"
+
+    async def principal(token: str) -> tokens.Principal | None:
+        db = Database(url)
+        try:
+            async with db.session() as session:
+                return await tokens.authenticate(session, token)
+        finally:
+            await db.close()
+
+    found = asyncio.run(principal(chosen))
+    assert found is not None and found.name == "admin" and found.allows("commands:write")
+    assert asyncio.run(principal(chosen[:-1] + "x")) is None
 
 
 def test_init_force_regenerates_ca_certificates_and_token(tmp_path: Path, init_env: dict[str, str]) -> None:
