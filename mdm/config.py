@@ -233,10 +233,13 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _format_errors(exc: ValidationError, prefix: str = "") -> str:
+def _format_errors(exc: ValidationError, prefix: str = "", sources: Mapping[str, str] | None = None) -> str:
+    """``key: problem (got value)``; a key set by an environment variable names the variable."""
     lines = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if sources and key in sources:
+            key = f"{key} (set by {sources[key]})"
         message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the commented mdm.toml written by mdm init)"
@@ -268,15 +271,18 @@ def load_config(
     elif require_file:
         raise ConfigError(f"{path} does not exist; run `mdm init --data-dir {directory}` first")
     raw["data_dir"] = str(directory)
+    from_env: dict[str, str] = {}
     for var, key in ENV_OVERRIDES.items():
         if var in env and env[var] != "":
             _set_dotted(raw, key, env[var])
+            from_env[key] = var
 
     extension_raw = {name: raw.pop(name) for name in list(raw) if name in EXTENSIONS}
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration in {path}: {_format_errors(exc)}") from None
+        problems = _format_errors(exc, sources=from_env)
+        raise ConfigError(f"invalid configuration in {path}: {problems}") from None
     for name, model in EXTENSIONS.items():
         try:
             config.extensions[name] = model.model_validate(extension_raw.get(name, {}))

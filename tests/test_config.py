@@ -116,14 +116,23 @@ def test_template_written_by_init_is_valid_and_commented(tmp_path: Path) -> None
     ("toml", "env", "fragments"),
     [
         ("[listeners.admin]\nport = 70000\n", {}, ["listeners.admin.port:", "between 1 and 65535", "70000"]),
-        ("", {"MDM_ADMIN_PORT": "abc"}, ["listeners.admin.port:", "valid integer", "'abc'"]),
-        ("", {"MDM_KES_PORT": "-1"}, ["listeners.kes.port:", "between 1 and 65535"]),
+        (
+            "",
+            {"MDM_ADMIN_PORT": "abc"},
+            ["listeners.admin.port (set by MDM_ADMIN_PORT):", "valid integer", "'abc'"],
+        ),
+        ("", {"MDM_KES_PORT": "-1"}, ["listeners.kes.port (set by MDM_KES_PORT):", "between 1 and 65535"]),
         (
             '[logging]\nlevel = "LOUD"\n',
             {},
             ["logging.level:", "'DEBUG', 'INFO', 'WARNING' or 'ERROR'", "LOUD"],
         ),
-        ("", {"MDM_LOG_JSON": "maybe"}, ["logging.json:", "valid boolean", "'maybe'"]),
+        ("", {"MDM_LOG_JSON": "maybe"}, ["logging.json (set by MDM_LOG_JSON):", "valid boolean", "'maybe'"]),
+        (
+            "",
+            {"MDM_DATABASE_URL": "mysql://x"},
+            ["database.url (set by MDM_DATABASE_URL):", "postgresql+asyncpg://"],
+        ),
         ('[listeners.ios]\nmode = "proxy"\n', {}, ["listeners.ios.mode:", "'tls' or 'plain'", "proxy"]),
         (
             '[database]\nurl = "mysql://x"\n',
