@@ -60,7 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p = leaf(command, "send", command_send,
              "send a command to one device, or to many (--all/--group/--devices)")
-    p.add_argument("target", nargs="+", metavar="[DEVICE_ID] TYPE",
+    p.usage = (
+        "mdm command send [options] DEVICE_ID TYPE\n"
+        "       mdm command send [options] (--all | --group ID | --devices ID,ID,...) TYPE"
+    )
+    p.add_argument("target", nargs="+", metavar="DEVICE_ID TYPE",
                    help="device id and command type (only TYPE with --all/--group/--devices)")
     bulk = p.add_mutually_exclusive_group()
     bulk.add_argument("--all", action="store_true", help="every device")
