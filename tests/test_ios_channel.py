@@ -362,8 +362,9 @@ async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server
     await asyncio.gather(*(p.enroll(ios) for p in phones))
     guids = {}
     for p in phones:
-        guids[p.udid] = await queue_command(db, await _device_id(db, p.udid), {"RequestType": "DeviceLock"},
-                                            type_="Block")
+        guids[p.udid] = await queue_command(
+            db, await _device_id(db, p.udid), {"RequestType": "DeviceLock"}, type_="Block"
+        )
 
     async def exchange(p: Phone) -> None:
         offered = _offered(await p.report(ios))
@@ -373,3 +374,36 @@ async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server
     await asyncio.gather(*(exchange(p) for p in phones))
     for guid in guids.values():
         assert (await _command(db, guid)).status == "completed"
+
+
+async def test_multi_step_command_is_delivered_step_by_step(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    payload = {
+        "Steps": [
+            {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
+            {"RequestType": "SecurityInfo"},
+        ]
+    }
+    guid = await queue_command(db, device_id, payload, type_="RefreshDeviceInfo")
+    first = _offered(await phone.report(ios))
+    assert first == (f"{guid}.0", "DeviceInformation")
+    # NotNow on a step: the same step comes back at the next exchange.
+    assert _offered(await phone.report(ios, "NotNow", f"{guid}.0")) is None
+    assert _offered(await phone.report(ios)) == (f"{guid}.0", "DeviceInformation")
+    second = _offered(
+        await phone.report(ios, "Acknowledged", f"{guid}.0", QueryResponses={"OSVersion": "18.1"})
+    )
+    assert second == (f"{guid}.1", "SecurityInfo")
+    # The answered step cannot be answered again.
+    replay = await phone.report(ios, "Acknowledged", f"{guid}.0", QueryResponses={"OSVersion": "1.0"})
+    assert replay.status_code == 400
+    assert (
+        _offered(await phone.report(ios, "Acknowledged", f"{guid}.1", SecurityInfo={"PasscodePresent": True}))
+        is None
+    )
+    command = await _command(db, guid)
+    assert command.status == "completed" and len(command.result_data["steps"]) == 2
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+    assert device is not None and device.os_version == "18.1"
+    assert device.inventory["security"]["values"]["PasscodePresent"] is True

@@ -24,11 +24,13 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events, library
+from mdm.core.commands import step_index
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, DeviceStatus, Severity, utcnow
+from mdm.ios import commands as ios_commands
 from mdm.ios import inventory
 from mdm.ios.identity import Binding
-from mdm.ios.messages import CommandReport, MessageError, describe_errors, from_json_safe, to_json_safe
+from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
 from mdm.ios.push_seam import backoff, schedule_push
 from mdm.ios.service import IosService
 from mdm.ios.tables import IosDevice
@@ -114,24 +116,25 @@ async def _next(session: AsyncSession, device_id: int, stmt: Any, first: int | N
 
 
 async def _encode(session: AsyncSession, command: Command, device_id: int) -> bytes | None:
-    """The plist for the device, or None after failing a command that cannot be sent."""
+    """The plist of the step due now, or None after failing a command that cannot be sent."""
     payload = dict(command.payload or {})
     if not payload:
         payload = await _late_translation(session, command, device_id)
+    steps = ios_commands.steps_of(payload)
+    current = steps[min(step_index(command), len(steps) - 1)]
     problem = None
-    if not isinstance(payload.get("RequestType"), str):
+    unlock_token = None
+    if not isinstance(current.get("RequestType"), str):
         problem = f"no iOS translation for {command.type}; it cannot be sent"
-    else:
-        payload = from_json_safe(payload)
-        if payload["RequestType"] == "ClearPasscode" and "UnlockToken" not in payload:
-            ios = await session.get(IosDevice, device_id)
-            if ios is None or ios.unlock_token is None:
-                problem = "the device sent no UnlockToken; its passcode cannot be cleared"
-            else:
-                payload["UnlockToken"] = bytes(ios.unlock_token)
+    elif current["RequestType"] == "ClearPasscode" and "UnlockToken" not in current:
+        ios = await session.get(IosDevice, device_id)
+        unlock_token = ios.unlock_token if ios is not None else None
+        if unlock_token is None:
+            problem = "the device sent no UnlockToken; its passcode cannot be cleared"
     if problem is None:
         try:
-            return plistlib.dumps({"CommandUUID": command.guid, "Command": payload}, fmt=plistlib.FMT_XML)
+            uuid, body = ios_commands.outgoing(command, unlock_token=unlock_token)
+            return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
         except (TypeError, ValueError, OverflowError) as exc:
             problem = f"the command payload cannot be encoded as a property list: {exc}"
     log.warning("command %s not sent: %s", command.guid, problem)
@@ -160,18 +163,19 @@ async def _late_translation(session: AsyncSession, command: Command, device_id: 
 
 async def _record(svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport) -> None:
     assert report.command_uuid is not None
-    command = await session.scalar(
-        select(Command).where(Command.guid == report.command_uuid).with_for_update()
-    )
+    guid, _ = ios_commands.split_command_uuid(report.command_uuid)
+    command = await session.scalar(select(Command).where(Command.guid == guid).with_for_update())
     if command is None or command.device_id != binding.device_id:
         raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")
     entry = await session.get(CommandQueueEntry, command.id, with_for_update=True)
-    if entry is None or not entry.in_flight:
+    step = ios_commands.answered_step(command, report.command_uuid) if entry is not None else None
+    if entry is None or not entry.in_flight or step is None:
         raise ReplayError(
-            f"command {command.guid} is not awaiting an answer ({command.status});"
+            f"command {report.command_uuid[:64]} is not awaiting an answer ({command.status});"
             " replayed or duplicate report",
             command=command.guid,
         )
+    request_type, last = step
     if report.status == "NotNow":
         delay = backoff(
             entry.not_now_count + 1, svc.config.notnow_backoff_seconds, svc.config.notnow_backoff_max_seconds
@@ -181,27 +185,22 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
         return
     data = to_json_safe(report.result)
     if report.status == "Acknowledged":
-        await _acknowledged(session, binding, command, report)
-        await commands.complete(session, command, success=True, info="Acknowledged", data=data)
+        success, info = True, "Acknowledged"
+        await _acknowledged(session, binding, command, report, request_type)
     elif report.status == "CommandFormatError":
-        await commands.complete(
-            session,
-            command,
-            success=False,
-            info="CommandFormatError: the device could not parse the command",
-            data=data,
-        )
+        success, info = False, "CommandFormatError: the device could not parse the command"
     else:
-        await commands.complete(
-            session, command, success=False, info=f"Error: {describe_errors(report)}", data=data
-        )
+        success, info = False, f"Error: {describe_errors(report)}"
+    finish = commands.complete if last else commands.step_done
+    await finish(session, command, success=success, info=info, data=data)
 
 
 async def _acknowledged(
-    session: AsyncSession, binding: Binding, command: Command, report: CommandReport
+    session: AsyncSession, binding: Binding, command: Command, report: CommandReport, step_type: str
 ) -> None:
-    payload = command.payload or {}
-    request_type = inventory.request_type_of(report.result, payload.get("RequestType"))
+    steps = ios_commands.steps_of(command.payload or {})
+    step = steps[min(step_index(command), len(steps) - 1)]
+    request_type = inventory.request_type_of(report.result, step_type or None)
     if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
         return
     device = await session.get(Device, binding.device_id, with_for_update=True)
@@ -213,8 +212,8 @@ async def _acknowledged(
         events.emit(session, "device_wiped", Severity.WARNING, device_id=device.id, command=command.guid)
     elif command.type == "Remove" or (
         request_type == MDM_PROFILE_REMOVAL
-        and payload.get("Identifier") is not None
-        and payload.get("Identifier") == inventory.mdm_profile_identifier(device)
+        and step.get("Identifier") is not None
+        and step.get("Identifier") == inventory.mdm_profile_identifier(device)
     ):
         device.status = DeviceStatus.UNMANAGED.value
         device.push_valid = False

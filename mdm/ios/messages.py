@@ -125,7 +125,8 @@ def load_plist(body: bytes, *, max_depth: int = 32, max_nodes: int = 200_000) ->
 
 
 def to_json_safe(value: Any) -> Any:
-    """Plist value -> JSON value: data as {"__data__": base64}, dates as {"__date__": iso}."""
+    """Plist value -> JSON value: data as {"__data__": base64}, dates as {"__date__": iso} (the
+    markers ``mdm.ios.commands.to_plist_dict`` turns back into plist values)."""
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):
@@ -142,20 +143,6 @@ def to_json_safe(value: Any) -> Any:
     if isinstance(value, plistlib.UID):
         return value.data
     return str(value)
-
-
-def from_json_safe(value: Any) -> Any:
-    """Inverse of ``to_json_safe`` for command payloads on their way to a device."""
-    if isinstance(value, dict):
-        if len(value) == 1:
-            if DATA_MARKER in value and isinstance(value[DATA_MARKER], str):
-                return base64.b64decode(value[DATA_MARKER])
-            if DATE_MARKER in value and isinstance(value[DATE_MARKER], str):
-                return datetime.fromisoformat(value[DATE_MARKER])
-        return {k: from_json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [from_json_safe(v) for v in value]
-    return value
 
 
 # ---- typed messages ----------------------------------------------------------------------------
