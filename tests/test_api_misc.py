@@ -139,6 +139,8 @@ async def test_tokens_create_list_revoke(api: httpx.AsyncClient, db) -> None:
     auth = {"Authorization": f"Bearer {secret}"}
     for _ in range(3):  # warm the server's token cache
         assert (await api.get("/api/v1/devices", headers=auth)).status_code == 200
+    listed = {t["name"]: t for t in (await api.get("/api/v1/tokens")).json()["items"]}
+    assert listed["ci"]["last_used_at"] is not None and listed["test-admin"]["last_used_at"] is not None
     r = await api.delete("/api/v1/tokens/ci")
     assert r.status_code == 200 and r.json()["revoked"] is True
     r = await api.get("/api/v1/devices", headers=auth)

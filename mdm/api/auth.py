@@ -58,8 +58,11 @@ async def authenticate(request: web.Request) -> Principal:
     cache = request.app[TOKEN_CACHE]
     principal = cache.get(key)
     if principal is None:
-        async with ctx_of(request).db.session() as session:
+        async with ctx_of(request).db.transaction() as session:
             principal = await tokens.authenticate(session, token)
+            if principal is not None:
+                # Once per cache period, not per request: "last used" to within CACHE_TTL.
+                await tokens.touch(session, principal.token_id)
         if principal is None:
             raise _challenge("invalid or revoked token")
         cache.put(key, principal)
