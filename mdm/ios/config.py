@@ -24,7 +24,7 @@ class IosConfig(BaseModel):
     # last_seen_at is written behind, in batches, this often.
     last_seen_flush_seconds: float = Field(default=5.0, gt=0, le=300)
     # Bounded caches of the hot path (entries).
-    identity_cache_size: int = Field(default=100_000, ge=16)
+    identity_cache_size: int = Field(default=20_000, ge=16)
     # How long a certificate -> device binding is trusted from the cache. Revocation and expiry are
     # checked on every request regardless; only a re-binding done by another replica waits for this.
     binding_cache_seconds: float = Field(default=600.0, ge=0)
