@@ -237,17 +237,16 @@ def _format_errors(exc: ValidationError, prefix: str = "", sources: Mapping[str,
     """``key: problem (got value)``; a key set by an environment variable names the variable."""
     lines = []
     for err in exc.errors():
-        key = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        key = prefix + ".".join(str(p) for p in err["loc"])
+        key = key.rstrip(".") or "(top level)"
         if sources and key in sources:
             key = f"{key} (set by {sources[key]})"
-        message = err["msg"]
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             message = "unknown key (check the spelling; see the commented mdm.toml written by mdm init)"
-        elif err["type"] == "literal_error":
-            message = f"{message}"
         value = err.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
-        lines.append(f"{prefix}{key}: {message}{shown}")
+        lines.append(f"{key}: {message}{shown}")
     return "; ".join(lines)
 
 
@@ -257,6 +256,8 @@ def load_config(
     require_file: bool = False,
 ) -> Config:
     """Read ``DATA_DIR/mdm.toml`` (if present), apply environment overrides and validate."""
+    import mdm.config_sections  # noqa: F401 - registers every feature's section before validation
+
     env = os.environ if env is None else env
     directory = Path(data_dir or env.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR)
     path = directory / CONFIG_FILE
@@ -356,6 +357,39 @@ kes_tls_crl_check = true            # refuse revoked certificates in the KES TLS
 [limits]
 max_body_bytes = 1048576
 shutdown_grace_seconds = 10.0
+
+[apns]                 # the MDM push certificate (PEM); its subject UID is the profile Topic
+certificate_file = ""  # required before iOS enrollment profiles can be made
+
+[enroll]               # iOS enrollment profiles and one-time links
+identity = "pkcs12"    # "pkcs12": identity issued into the profile; "scep": a SCEP payload with a one-time challenge
+link_ttl_seconds = 604800
+pkcs12_encryption = "legacy"   # "legacy" (3DES, every iOS version) or "aes"
+identity_validity_days = 365
+access_rights = 8191
+# server_url / checkin_url / scep_url / link_base_url: set when a reverse proxy publishes other names
+
+[smtp]                 # e-mail delivery of enrollment links (empty host: off)
+host = ""
+port = 587
+security = "starttls"  # "starttls", "ssl" or "none"
+username = ""
+password_file = ""     # the password lives in this file, not here
+from = ""
+
+[ios]                  # iOS MDM protocol
+user_authenticate_enabled = false
+max_body_bytes = 1048576
+notnow_backoff_seconds = 60.0
+signature_max_age = 600.0      # an older Mdm-Signature signingTime is a replay
+
+[ios_commands]
+sign_profiles = false  # sign InstallConfProf profiles with the `ios` certificate
+
+[scep]                 # SCEP server at /scep on the iOS listener (RFC 8894)
+enabled = true
+static_challenge_file = ""     # optional shared challenge besides the one-time ones
+manual_approval = false        # answer PENDING until an administrator approves
 
 [client]               # how the `mdm` CLI reaches a running server
 url = ""               # default https://127.0.0.1:<admin port>

@@ -232,3 +232,22 @@ def test_feature_sections_are_validated_with_their_prefix(
         load_config(write(tmp_path / "bad", "[feature_x]\ninterval_seconds = 0\n"), env={})
     with pytest.raises(ConfigError, match=r"feature_x\.intervall: unknown key"):
         load_config(write(tmp_path / "typo", "[feature_x]\nintervall = 5\n"), env={})
+
+
+def test_feature_sections_load_without_the_server(tmp_path) -> None:
+    """The CLI loads the config without importing the server; feature sections must still be known."""
+    import subprocess
+    import sys
+
+    (tmp_path / "mdm.toml").write_text(
+        '[smtp]\nhost = "127.0.0.1"\nfrom = "mdm@example.com"\n[apns]\ncertificate_file = ""\n'
+        "[scep]\nenabled = true\n[ios]\n[ios_commands]\nsign_profiles = true\n[enroll]\n"
+    )
+    code = (
+        "import sys; from mdm.config import load_config; c = load_config(sys.argv[1]);"
+        "assert 'mdm.server.runtime' not in sys.modules, 'config loading imported the server';"
+        "print(c.section('smtp').host, c.section('ios_commands').sign_profiles)"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["127.0.0.1", "True"]

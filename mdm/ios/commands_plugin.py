@@ -3,27 +3,12 @@ start-up, the ``ios`` slot certificate as the signer of configuration profiles."
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
-
-from mdm.config import register_section
 from mdm.core.library import register_translator
 from mdm.db.models import Protocol
 from mdm.ios.commands import IosCommandTranslator, SlotSigner
+from mdm.ios.commands_config import SECTION, IosCommandsConfig
 from mdm.server import registry
 from mdm.server.context import ServerContext
-
-SECTION = "ios_commands"
-
-
-class IosCommandsConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    # Sign InstallConfProf profiles with the `ios` certificate unless the command says otherwise
-    # (args.sign). Profiles travel over the authenticated MDM channel, so signing is optional.
-    sign_profiles: bool = False
-
-
-register_section(SECTION, IosCommandsConfig)
 
 TRANSLATOR = IosCommandTranslator()
 register_translator(Protocol.IOS, TRANSLATOR)
