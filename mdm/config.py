@@ -362,7 +362,7 @@ shutdown_grace_seconds = 10.0
 certificate_file = ""  # required before iOS enrollment profiles can be made
 
 [enroll]               # iOS enrollment profiles and one-time links
-identity = "pkcs12"    # "pkcs12": identity issued into the profile; "scep": a SCEP payload with a one-time challenge
+identity = "pkcs12"    # "pkcs12": identity inside the profile; "scep": SCEP payload, one-time challenge
 link_ttl_seconds = 604800
 pkcs12_encryption = "legacy"   # "legacy" (3DES, every iOS version) or "aes"
 identity_validity_days = 365

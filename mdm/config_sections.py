@@ -4,7 +4,7 @@ the CLI validates the whole file (unknown keys are errors) without loading the s
 Add one line here when a package registers a section with ``register_section``.
 """
 
-import mdm.enroll.config  # noqa: F401 - [enroll], [smtp], [apns]
-import mdm.ios.commands_config  # noqa: F401 - [ios_commands]
-import mdm.ios.config  # noqa: F401 - [ios]
+import mdm.enroll.config
+import mdm.ios.commands_config
+import mdm.ios.config
 import mdm.scep.settings  # noqa: F401 - [scep]
