@@ -407,3 +407,37 @@ async def test_multi_step_command_is_delivered_step_by_step(ios, phone: Phone, d
         device = await session.get(Device, device_id)
     assert device is not None and device.os_version == "18.1"
     assert device.inventory["security"]["values"]["PasscodePresent"] is True
+
+
+async def test_removing_the_mdm_profile_unmanages(ios, phone: Phone, db: Database) -> None:
+    device_id = await _device_id(db, phone.udid)
+    listing = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="L1")
+    assert _offered(await phone.report(ios)) == (listing, "ProfileList")
+    profiles = [
+        {
+            "PayloadIdentifier": "com.example.wifi",
+            "PayloadContent": [{"PayloadType": "com.apple.wifi.managed"}],
+        },
+        {"PayloadIdentifier": "com.example.enroll", "PayloadContent": [{"PayloadType": "com.apple.mdm"}]},
+    ]
+    await phone.report(ios, "Acknowledged", listing, ProfileList=profiles)
+    # Removing another profile changes nothing; removing the enrollment profile unmanages.
+    other = await queue_command(
+        db,
+        device_id,
+        {"RequestType": "RemoveProfile", "Identifier": "com.example.wifi"},
+        type_="DeleteConfProf",
+    )
+    assert _offered(await phone.report(ios)) == (other, "RemoveProfile")
+    await phone.report(ios, "Acknowledged", other)
+    async with db.session() as session:
+        assert (await session.get(Device, device_id)).status == "ok"
+    mdm = await queue_command(
+        db, device_id, {"RequestType": "RemoveProfile", "Identifier": "com.example.enroll"}, type_="Raw"
+    )
+    assert _offered(await phone.report(ios)) == (mdm, "RemoveProfile")
+    await phone.report(ios, "Acknowledged", mdm)
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+        unmanaged = (await session.scalars(select(Event).where(Event.type == "device_unmanaged"))).all()
+    assert device is not None and device.status == "unmanaged" and len(unmanaged) == 1
