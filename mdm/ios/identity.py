@@ -39,6 +39,8 @@ SIGNATURE_HEADER = "Mdm-Signature"
 CLIENT_CERT_HEADER = "Client-Cert"
 CLIENT_CERT_CHAIN_HEADER = "Client-Cert-Chain"
 MAX_SIGNATURE_HEADER = 64 * 1024
+# Signer plus intermediates; more is not a device's signature (and each costs a parse).
+MAX_CERTIFICATES = 8
 
 _HASHES: dict[str, type[hashes.HashAlgorithm]] = {
     "sha1": hashes.SHA1,
@@ -211,6 +213,8 @@ class IdentityResolver:
         """The certificate the SignerIdentifier names, its public key (cached), and the others."""
         if not parts.certificates:
             raise IdentityError("malformed", "Mdm-Signature carries no certificate")
+        if len(parts.certificates) > MAX_CERTIFICATES:
+            raise IdentityError("malformed", f"Mdm-Signature carries more than {MAX_CERTIFICATES} certificates")
         for index, cert_der in enumerate(parts.certificates):
             fingerprint = hashlib.sha256(cert_der).digest()
             entry: _SignerEntry | None = self._keys.get(fingerprint)
