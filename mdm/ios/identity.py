@@ -214,7 +214,9 @@ class IdentityResolver:
         if not parts.certificates:
             raise IdentityError("malformed", "Mdm-Signature carries no certificate")
         if len(parts.certificates) > MAX_CERTIFICATES:
-            raise IdentityError("malformed", f"Mdm-Signature carries more than {MAX_CERTIFICATES} certificates")
+            raise IdentityError(
+                "malformed", f"Mdm-Signature carries more than {MAX_CERTIFICATES} certificates"
+            )
         for index, cert_der in enumerate(parts.certificates):
             fingerprint = hashlib.sha256(cert_der).digest()
             entry: _SignerEntry | None = self._keys.get(fingerprint)
