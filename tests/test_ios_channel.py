@@ -441,3 +441,25 @@ async def test_removing_the_mdm_profile_unmanages(ios, phone: Phone, db: Databas
         device = await session.get(Device, device_id)
         unmanaged = (await session.scalars(select(Event).where(Event.type == "device_unmanaged"))).all()
     assert device is not None and device.status == "unmanaged" and len(unmanaged) == 1
+
+
+async def test_steady_idle_poll_needs_at_most_one_query(ios, phone: Phone, server: Server) -> None:
+    """The hot path: a cached binding, then one indexed queue query, then none while the hint holds."""
+    from sqlalchemy import event
+
+    statements: list[str] = []
+
+    def count(_conn, _cursor, statement, *_args) -> None:  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    engine = server.ctx.db.engine.sync_engine
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        assert _offered(await phone.report(ios)) is None
+        assert len(statements) == 1 and "command_queue" in statements[0]
+        statements.clear()
+        for _ in range(5):
+            assert _offered(await phone.report(ios)) is None
+        assert statements == []
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
