@@ -7,7 +7,6 @@ DeviceInformation also fills the device's columns (name, model, OS, serial, IMEI
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
@@ -239,8 +238,3 @@ def apply_answer(session: AsyncSession, device: Device, request_type: str, resul
     count = len(entry.get("items", entry.get("values", {})))
     events.emit(session, "inventory_updated", device_id=device.id, part=part, count=count)
     return True
-
-
-def parse_time(value: str) -> datetime:
-    when = datetime.fromisoformat(value)
-    return when if when.tzinfo else when.replace(tzinfo=UTC)
