@@ -12,6 +12,10 @@ command is offered again in its original order (the semantics real devices expec
 Replays: a report is accepted only for a command of this device that is in flight (delivered and
 not yet answered). A report for a finished, deferred or never-delivered command is a replay or a
 confused device: 400, nothing changes.
+
+Multi-step commands (the translator's ``{"Steps": [...]}``) go out one step per response with
+CommandUUID ``GUID.N`` (``mdm.ios.commands.outgoing``); each answer but the last is recorded with
+``core.commands.step_done`` and the next step follows in the same response.
 """
 
 from __future__ import annotations
