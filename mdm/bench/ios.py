@@ -268,6 +268,8 @@ async def _round_trip_phase(options: Options, fleet: Fleet, admin: Admin, say: S
     targets, idlers = fleet.members[:half], fleet.members[half:] or fleet.members[:half]
     busy: set[str] = set()
     samples = Samples()
+    # Enqueue (admin API), Idle poll that fetches the command, the answer that completes it.
+    steps = {"enqueue": Samples(), "poll_delivers": Samples(), "answer_accepted": Samples()}
     stop = asyncio.Event()
     guids: list[str] = []
 
@@ -285,8 +287,10 @@ async def _round_trip_phase(options: Options, fleet: Fleet, admin: Admin, say: S
                 continue
             busy.add(member.udid)
             try:
-                elapsed, guid = await fleet.round_trip(member, enqueue)
+                elapsed, guid, parts = await fleet.round_trip(member, enqueue)
                 samples.add(elapsed)
+                for step, seconds in zip(steps.values(), parts, strict=False):
+                    step.add(seconds)
                 guids.append(guid)
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
                 samples.error(type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[:80])
@@ -321,6 +325,10 @@ async def _round_trip_phase(options: Options, fleet: Fleet, admin: Admin, say: S
         "concurrency": options.rt_concurrency,
         **samples.summary(),
         "checked_completed": f"{statuses.count('completed')}/{len(statuses)}",
+        "steps": {
+            name: {k: v for k, v in st.summary().items() if k in ("p50_ms", "p90_ms", "p99_ms")}
+            for name, st in steps.items()
+        },
     }
 
 
@@ -487,6 +495,11 @@ def render(report: Report) -> str:
             f"(b) command round trip ({r['command']}, {r['concurrency']} concurrent): {r['requests']} "
             f"done; p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms;"
             f" errors {r['errors'] or 0}; server says completed: {r['checked_completed']}"
+        )
+    if r.get("steps"):
+        lines.append(
+            "    steps: "
+            + "; ".join(f"{name} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" for name, v in r["steps"].items())
         )
     if b:
         lines.append(

@@ -257,9 +257,14 @@ class Fleet:
 
     # ---- commands ------------------------------------------------------------------------------
     async def poll_and_answer(
-        self, member: Member, session: aiohttp.ClientSession | None = None, max_commands: int = 20
+        self,
+        member: Member,
+        session: aiohttp.ClientSession | None = None,
+        max_commands: int = 20,
+        timings: list[float] | None = None,
     ) -> list[tuple[str, str]]:
-        """One device session: Idle, then answer every command with the device behaviour."""
+        """One device session: Idle, then answer every command with the device behaviour
+        (``timings`` collects the seconds each request of the session took)."""
         session = session or self.session
         sign = self.mode == "signature"
         message: dict[str, Any] = {"Status": "Idle", "UDID": member.udid}
@@ -269,7 +274,10 @@ class Fleet:
                 body, headers = member.idle_request(sign)
             else:
                 body, headers = member.signed(message, COMMAND_TYPE, sign)
+            t0 = time.perf_counter()
             status, payload = await self._put(session, self.server_url, body, headers)
+            if timings is not None:
+                timings.append(time.perf_counter() - t0)
             if status != 200:
                 raise FleetError(f"{member.udid}: command channel answered {status}: {payload[:200]!r}")
             if not payload.strip():
@@ -285,20 +293,22 @@ class Fleet:
 
     async def round_trip(
         self, member: Member, enqueue: Callable[[Member], Awaitable[str]]
-    ) -> tuple[float, str]:
+    ) -> tuple[float, str, list[float]]:
         """Enqueue (admin API) -> the device polls at once (standing in for the push) -> answer
-        accepted. Returns the elapsed seconds and the command id."""
+        accepted. Returns the elapsed seconds, the command id, and the seconds of each step
+        (enqueue, then every command-channel request)."""
         t0 = time.perf_counter()
         guid = await enqueue(member)
+        steps = [time.perf_counter() - t0]
         if self.mode == "mtls":
             ctx = client_context(self.trusted_roots, member.identity)
             async with self._new_session(ctx, 1) as session:
-                statuses = await self.poll_and_answer(member, session)
+                statuses = await self.poll_and_answer(member, session, timings=steps)
         else:
-            statuses = await self.poll_and_answer(member)
+            statuses = await self.poll_and_answer(member, timings=steps)
         elapsed = time.perf_counter() - t0
         if not statuses:
             raise FleetError(f"{member.udid}: the command {guid} was not delivered on the first poll")
         if statuses[0][1] != "Acknowledged":
             raise FleetError(f"{member.udid}: {statuses[0][0]} answered {statuses[0][1]}")
-        return elapsed, guid
+        return elapsed, guid, steps
