@@ -43,7 +43,7 @@ KNOWN_GAPS = {
     ),
     "create_enrollment": (
         [positive_data_acceptance],
-        "platform is a free string in the schema, 400 if unknown",
+        "platform \"android\" is valid in the schema but answers 422 until the KES agent protocol exists",
     ),
 }
 OPERATIONS = [

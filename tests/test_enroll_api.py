@@ -230,7 +230,7 @@ async def test_scope(api: httpx.AsyncClient, db: Any) -> None:
 
 @pytest.mark.parametrize(("body", "status", "message"), [
     ({"platform": "android", "user": "alice"}, 422, "not available yet"),
-    ({"platform": "windows", "user": "alice"}, 400, "unknown platform"),
+    ({"platform": "windows", "user": "alice"}, 400, "platform: Input should be 'ios' or 'android'"),
     ({"platform": "ios", "user": ""}, 400, "user must not be empty"),
     ({"platform": "ios", "user": "a/b"}, 400, "without spaces"),
     ({"platform": "ios", "user": "alice", "email": "nope"}, 400, "not an e-mail address"),

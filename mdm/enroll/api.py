@@ -22,7 +22,7 @@ StatusName = Literal["pending", "downloaded", "delivered", "expired", "revoked"]
 
 class EnrollmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    platform: str = Field(max_length=32, description='"ios" ("android" is not available yet: 422)')
+    platform: Literal["ios", "android"] = Field(description='"android" is not available yet (422)')
     user: str = Field(max_length=255, description="user name; created if it does not exist")
     email: str | None = Field(default=None, max_length=320, description="send the link to this address")
 

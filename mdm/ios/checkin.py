@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import commands, events
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Command, Device, DeviceStatus, Protocol, Severity, utcnow
+from mdm.enroll.service import attach_device
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.inventory import apply_device_facts
 from mdm.ios.messages import CheckinMessage, dump_plist
@@ -138,11 +139,21 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
         attributes["topic"] = msg.get("Topic")
         if msg.get("EnrollmentID"):
             attributes["user_enrollment"] = True
-        device.attributes = attributes
         if record is not None:
             record.device_id = device.id
             if record.user_id is not None and device.user_id is None:
                 device.user_id = record.user_id
+        # The enrollment this identity came from: owner and the MDM profile's identifier (the
+        # target of a later Remove command).
+        enrollment = await attach_device(
+            session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
+        )
+        if enrollment is not None:
+            attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier
+            attributes["enrollment_id"] = enrollment.id
+            if device.user_id is None:
+                device.user_id = enrollment.user_id
+        device.attributes = attributes
         if ios is None:
             session.add(
                 IosDevice(
