@@ -111,7 +111,10 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
         doc["database"]["url"] = database_url
     doc["database"]["pool_size"] = pool_size
     if "apns" not in doc:
-        doc["apns"] = {"certificate_file": str(data_dir / "bench-push.pem")}
+        doc["apns"] = tomlkit.table()
+    apns = doc["apns"]
+    if not apns.get("certificate_file"):
+        apns["certificate_file"] = str(data_dir / "bench-push.pem")
     config_path.write_text(tomlkit.dumps(doc))
     return load_config(data_dir, env=_env(data_dir), require_file=True)
 
