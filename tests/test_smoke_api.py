@@ -62,9 +62,15 @@ async def test_queue_and_recall_with_journal(api: httpx.AsyncClient, db) -> None
 
 async def test_bad_input_is_4xx(api: httpx.AsyncClient, db) -> None:
     device_id = await _device(db)
-    r = await api.post(f"/api/v1/devices/{device_id}/commands", content=b"{nope", headers={"Content-Type": "application/json"})
+    r = await api.post(
+        f"/api/v1/devices/{device_id}/commands",
+        content=b"{nope",
+        headers={"Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
-    r = await api.post(f"/api/v1/devices/{device_id}/commands", content=b"type=Block", headers={"Content-Type": "text/plain"})
+    r = await api.post(
+        f"/api/v1/devices/{device_id}/commands", content=b"type=Block", headers={"Content-Type": "text/plain"}
+    )
     assert r.status_code == 415
     r = await api.post(f"/api/v1/devices/{device_id}/commands", json={"type": "Explode"})
     assert r.status_code == 400

@@ -23,7 +23,7 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from mdm.cli import output
-from mdm.cli.client import ApiClient, settings_from
+from mdm.cli.client import ApiClient, server_options, settings_from
 from mdm.cli.common import CliError, add_data_dir, config_from
 from mdm.config import Config, ConfigError
 from mdm.core.errors import InvalidArgument
@@ -44,7 +44,7 @@ MAX_INPUT_BYTES = 1024 * 1024
 def register(sub: argparse._SubParsersAction) -> None:
     certs = sub.add_parser("certs", help="certificates: issue, list, revoke, rules, server certificates, CA")
     actions = certs.add_subparsers(dest="action", metavar="ACTION", required=True)
-    api = _api_options()
+    api = server_options()
 
     p = actions.add_parser("issue", parents=[api], help="issue a user certificate per its type's rule")
     p.add_argument("--user", required=True, metavar="NAME", help="owner (existing, or --create-user)")
@@ -125,16 +125,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = actions.add_parser("encrypt-keys", help="encrypt the CA keys with the configured passphrase")
     add_data_dir(p)
     p.set_defaults(func=run_encrypt_keys)
-
-
-def _api_options() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("server connection")
-    g.add_argument("--data-dir", metavar="DIR", help="data directory whose mdm.toml [client] and CA to use")
-    g.add_argument("--url", help="admin API base URL (default: client.url or https://127.0.0.1:<admin port>)")
-    g.add_argument("--token", help="API token (default: $MDM_API_TOKEN, then client.token_file)")
-    g.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    return p
 
 
 def _client(args: argparse.Namespace) -> ApiClient:

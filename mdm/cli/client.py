@@ -32,6 +32,17 @@ class Settings:
     timeout: float = 30.0
 
 
+def server_options() -> argparse.ArgumentParser:
+    """The options every command that talks to a running server takes (a parent parser)."""
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_argument_group("server connection")
+    g.add_argument("--data-dir", metavar="DIR", help="data directory whose mdm.toml [client] and CA to use")
+    g.add_argument("--url", help="admin API base URL (default: client.url or https://127.0.0.1:<admin port>)")
+    g.add_argument("--token", help="API token (default: $MDM_API_TOKEN, then client.token_file)")
+    g.add_argument("--json", action="store_true", help="machine-readable JSON output")
+    return p
+
+
 def load_client_config(args: argparse.Namespace) -> Config:
     try:
         return load_config(getattr(args, "data_dir", None))

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mdm.cli import output
-from mdm.cli.client import ApiClient, error_line, settings_from, write_token_file
+from mdm.cli.client import ApiClient, error_line, server_options, settings_from, write_token_file
 from mdm.cli.common import CliError
 from mdm.cli.output import Column
 
@@ -21,18 +21,8 @@ API = "/api/v1"
 Handler = Callable[[argparse.Namespace, ApiClient], int]
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
-    g = p.add_argument_group("server connection")
-    g.add_argument("--data-dir", metavar="DIR", help="data directory whose mdm.toml [client] and CA to use")
-    g.add_argument("--url", help="admin API base URL (default: client.url or https://127.0.0.1:<admin port>)")
-    g.add_argument("--token", help="API token (default: $MDM_API_TOKEN, then client.token_file)")
-    g.add_argument("--json", action="store_true", help="machine-readable JSON output")
-    return p
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    common = _common()
+    common = server_options()
 
     def leaf(parent: Any, name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
         p: argparse.ArgumentParser = parent.add_parser(name, parents=[common], help=help, description=help)

@@ -23,7 +23,7 @@ from mdm.pki.crl import crl_url_for
 from mdm.pki.keys import KeyError_
 from mdm.pki.slots import SLOTS, issue_server_certificate, slot_exists
 
-ADMIN_TOKEN_NAME = "admin"
+ADMIN_TOKEN_NAME = "admin"  # noqa: S105 - the token's name, not its secret
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     kept: list[str] = []
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
-        os.chmod(data_dir, 0o750)
+        os.chmod(data_dir, 0o750)  # noqa: S103 - the service group may read mdm.toml; secrets are 0600/0700
     except OSError as exc:
         raise CliError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
 
@@ -95,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
     if not config.database.url and sqlite_file.exists():
         os.chmod(sqlite_file, 0o600)
     if applied:
-        changes.append(f"database migrated ({', '.join(applied)}) at {Database(config.database_url).safe_url}")
+        changes.append(
+            f"database migrated ({', '.join(applied)}) at {Database(config.database_url).safe_url}"
+        )
     else:
         kept.append("database schema (up to date)")
 
@@ -131,12 +133,19 @@ def run(args: argparse.Namespace) -> int:
         if slot_exists(config.certs_dir, slot) and not regenerate_all:
             continue
         issue_server_certificate(
-            ca, config.certs_dir, slot, hostnames,
-            key_type=config.pki.key_type, rsa_bits=config.pki.rsa_bits, days=config.pki.server_validity_days,
+            ca,
+            config.certs_dir,
+            slot,
+            hostnames,
+            key_type=config.pki.key_type,
+            rsa_bits=config.pki.rsa_bits,
+            days=config.pki.server_validity_days,
         )
         issued.append(slot)
     if issued:
-        changes.append(f"issued server certificates for slots {', '.join(issued)} (SANs: {', '.join(hostnames)})")
+        changes.append(
+            f"issued server certificates for slots {', '.join(issued)} (SANs: {', '.join(hostnames)})"
+        )
     else:
         kept.append("server certificates")
 
@@ -149,7 +158,10 @@ def run(args: argparse.Namespace) -> int:
     for line in changes:
         print(f"  + {line}")
     if not changes:
-        print(f"nothing to do: {data_dir} is already initialised ({'; '.join(kept)}). Use --force to regenerate.")
+        print(
+            f"nothing to do: {data_dir} is already initialised ({'; '.join(kept)}). "
+            "Use --force to regenerate."
+        )
     elif kept:
         print(f"  = kept: {'; '.join(kept)}")
     if token is not None and not os.environ.get("MDM_ADMIN_TOKEN"):

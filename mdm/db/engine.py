@@ -87,7 +87,7 @@ class Database:
         async with self.sessionmaker() as session:
             yield session
 
-    async def check(self, timeout: float = 5.0) -> None:
+    async def check(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - bounded probe for readiness
         """Open a connection and run a trivial query, or raise DatabaseUnavailable."""
         try:
             async with asyncio.timeout(timeout), self.engine.connect() as conn:

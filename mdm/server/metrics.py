@@ -15,5 +15,7 @@ HTTP_LATENCY = Histogram(
     registry=REGISTRY,
 )
 COMMANDS_QUEUED = Gauge("mdm_command_queue_depth", "Commands waiting in the hot queue", registry=REGISTRY)
-EVENTS_UNDELIVERED = Gauge("mdm_events_undelivered", "Events in the outbox not yet delivered", registry=REGISTRY)
+EVENTS_UNDELIVERED = Gauge(
+    "mdm_events_undelivered", "Events in the outbox not yet delivered", registry=REGISTRY
+)
 DEVICES = Gauge("mdm_devices", "Managed devices", ["protocol", "status"], registry=REGISTRY)

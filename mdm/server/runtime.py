@@ -57,11 +57,25 @@ def bindings(config: Config) -> list[Binding]:
     if ls.web.enabled:
         if ls.web.http_enabled:
             out.append(
-                Binding("web", ls.web.http_port, ls.web.bind, False, "listeners.web.http_port", "MDM_WEB_HTTP_PORT")
+                Binding(
+                    "web",
+                    ls.web.http_port,
+                    ls.web.bind,
+                    False,
+                    "listeners.web.http_port",
+                    "MDM_WEB_HTTP_PORT",
+                )
             )
         if ls.web.https_enabled:
             out.append(
-                Binding("web", ls.web.https_port, ls.web.bind, True, "listeners.web.https_port", "MDM_WEB_HTTPS_PORT")
+                Binding(
+                    "web",
+                    ls.web.https_port,
+                    ls.web.bind,
+                    True,
+                    "listeners.web.https_port",
+                    "MDM_WEB_HTTPS_PORT",
+                )
             )
     ports: dict[int, Binding] = {}
     for b in out:
@@ -70,7 +84,8 @@ def bindings(config: Config) -> list[Binding]:
         if b.port in ports:
             other = ports[b.port]
             raise StartupError(
-                f"port {b.port} is configured twice ({other.config_key} and {b.config_key}); give each listener its own port"
+                f"port {b.port} is configured twice ({other.config_key} and {b.config_key}); "
+                "give each listener its own port"
             )
         ports[b.port] = b
     return out
@@ -80,12 +95,14 @@ def bind_error(b: Binding, exc: OSError) -> StartupError:
     where = f"{b.config_key} / {b.env_var}"
     if exc.errno == errno.EADDRINUSE:
         return StartupError(
-            f"port {b.port} ({b.listener} listener) is already in use ({where}): stop the other process or choose another port"
+            f"port {b.port} ({b.listener} listener) is already in use ({where}): "
+            "stop the other process or choose another port"
         )
     if exc.errno == errno.EACCES:
         return StartupError(
             f"port {b.port} ({b.listener} listener) needs privileges to bind ({where}): run as root, grant "
-            "CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the python binary), or choose a port >= 1024"
+            "CAP_NET_BIND_SERVICE (setcap cap_net_bind_service=+ep on the python binary), "
+            "or choose a port >= 1024"
         )
     if exc.errno == errno.EADDRNOTAVAIL:
         return StartupError(
@@ -177,7 +194,9 @@ class Server:
                     await runner.setup()
                     apps[b.listener] = runner
                     self.runners.append(runner)
-                site = web.TCPSite(runner, b.bind, b.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True)
+                site = web.TCPSite(
+                    runner, b.bind, b.port, ssl_context=ssl_ctx, backlog=1024, reuse_address=True
+                )
                 try:
                     await site.start()
                 except OSError as exc:
@@ -187,7 +206,11 @@ class Server:
                 self.bound.append((b, port))
                 ctx.bound_ports[f"{b.listener}:{'https' if b.tls else 'http'}"] = port
                 log.info(
-                    "listening: %s on %s://%s:%d", b.listener, "https" if b.tls else "http", b.bind, port,
+                    "listening: %s on %s://%s:%d",
+                    b.listener,
+                    "https" if b.tls else "http",
+                    b.bind,
+                    port,
                     extra={"listener": b.listener, "port": port, "tls": b.tls},
                 )
         except BaseException:

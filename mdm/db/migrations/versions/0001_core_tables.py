@@ -1,7 +1,7 @@
 """core tables
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-24 00:43:02.654773
 """
 import sqlalchemy as sa
