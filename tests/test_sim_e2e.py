@@ -134,21 +134,12 @@ async def test_mutual_tls_device_without_identity_is_rejected(
             assert err.value.status == 400
 
 
-# ---- commands (need the iOS command translator) -------------------------------------------------------
-
-
-@pytest.fixture
-def translator() -> None:
-    from mdm.core import library
-    from mdm.db.models import Protocol
-
-    if library.translator_for(Protocol.IOS) is None:
-        pytest.skip("iOS command translator not landed yet")
+# ---- commands sent by an administrator ------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("mode", MODES)
 async def test_admin_commands_round_trip(
-    server: Server, api: httpx.AsyncClient, config: Config, mode: str, translator: None
+    server: Server, api: httpx.AsyncClient, config: Config, mode: str
 ) -> None:
     async with await _enrolled(api, config, mode) as device:
         record = await _device_record(api, device.udid)
@@ -194,7 +185,7 @@ async def test_admin_commands_round_trip(
 
 
 async def test_configuration_profile_install_list_remove(
-    server: Server, api: httpx.AsyncClient, config: Config, translator: None
+    server: Server, api: httpx.AsyncClient, config: Config
 ) -> None:
     async with await _enrolled(api, config, "signature") as device:
         device_id = (await _device_record(api, device.udid))["id"]
@@ -235,7 +226,7 @@ async def test_configuration_profile_install_list_remove(
 
 
 async def test_busy_device_defers_and_command_is_offered_again(
-    server: Server, api: httpx.AsyncClient, config: Config, translator: None
+    server: Server, api: httpx.AsyncClient, config: Config
 ) -> None:
     async with await _enrolled(api, config, "signature") as device:
         device_id = (await _device_record(api, device.udid))["id"]
@@ -249,7 +240,7 @@ async def test_busy_device_defers_and_command_is_offered_again(
 
 
 async def test_unsupported_and_supervised_only_requests_fail(
-    server: Server, api: httpx.AsyncClient, config: Config, translator: None
+    server: Server, api: httpx.AsyncClient, config: Config
 ) -> None:
     async with await _enrolled(api, config, "signature") as device:
         device_id = (await _device_record(api, device.udid))["id"]
