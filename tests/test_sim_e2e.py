@@ -404,3 +404,20 @@ async def test_sim_cli_usage_errors(tmp_path: Path) -> None:
     assert code == 2 and "--ca" in err
     code, _, err = await _cli("--url", "https://127.0.0.1:1/e/x", "--polls", "-1")
     assert code == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_remove_unenrolls_and_checks_out(
+    server: Server, api: httpx.AsyncClient, config: Config, mode: str
+) -> None:
+    async with await _enrolled(api, config, mode, seed=21) as device:
+        device_id = (await _device_record(api, device.udid))["id"]
+        guid = await _send(api, device_id, "Remove")
+        assert (await device.poll()).statuses == [("RemoveProfile", "Acknowledged")]
+        assert device.state.unenrolled
+        assert (await _command(api, guid))["status"] == "completed"
+        assert (await _device_record(api, device.udid))["status"] == "unmanaged"
+        events = (await api.get("/api/v1/events", params={"device": device_id})).json()["items"]
+        assert "device_unenrolled" in {e["type"] for e in events}  # the device's CheckOut arrived
+        with pytest.raises(DeviceGone):
+            await device.poll()
