@@ -9,7 +9,7 @@ import logging
 from aiohttp import web
 
 from mdm.ios import config as ios_config
-from mdm.ios import notify
+from mdm.ios import notify, renewal
 from mdm.ios.handlers import install_routes
 from mdm.ios.identity import LRU, BindingCache, IdentityResolver
 from mdm.ios.service import IosService
@@ -35,6 +35,7 @@ def service(ctx: ServerContext) -> IosService:
 @registry.startup_hook
 async def start_ios(ctx: ServerContext) -> None:
     cfg = settings(ctx)
+    renewal.register()  # the identity renewer of the pki.renewal worker
     resolver = IdentityResolver(
         pki_plugin.verifier(ctx),
         trusted_proxies=ctx.config.listeners.ios.trusted_proxies,

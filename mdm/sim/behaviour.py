@@ -201,6 +201,8 @@ class DeviceState:
     identity: x509.Certificate | None = None
     enrollment: InstalledProfile | None = None
     mdm_identifier: str = ""
+    # A re-installed enrollment profile (new identity), applied by the device after the session.
+    replacement_enrollment: bytes | None = None
     trusted_roots: list[x509.Certificate] = field(default_factory=list)
     profiles: dict[str, InstalledProfile] = field(default_factory=dict)
     apps: dict[str, App] = field(default_factory=lambda: {a.identifier: App(**vars(a)) for a in PREINSTALLED})
@@ -541,7 +543,7 @@ def _install_profile(state: DeviceState, cmd: dict[str, Any]) -> dict[str, Any]:
         ) from None
     types = [p.get("PayloadType") for p in plist["PayloadContent"]]
     if profiles.MDM_PAYLOAD in types:
-        raise CommandFailed(("MCMDMErrorDomain", 12001, "A device can be managed by only one MDM server."))
+        return _replace_enrollment(state, data, plist)
     for payload in plist["PayloadContent"]:
         if payload.get("PayloadType") == profiles.PKCS12_PAYLOAD:
             try:
@@ -560,6 +562,31 @@ def _install_profile(state: DeviceState, cmd: dict[str, Any]) -> dict[str, Any]:
     state.profiles[identifier] = InstalledProfile(
         plist, managed=True, signer=signed.signer, certificates=certs
     )
+    return {}
+
+
+def _replace_enrollment(state: DeviceState, data: bytes, plist: dict[str, Any]) -> dict[str, Any]:
+    """An MDM profile with the installed one's PayloadIdentifier and topic replaces it in place (how
+    the server renews the device identity); the device switches identity after this session."""
+    mdm = [p for p in plist["PayloadContent"] if p.get("PayloadType") == profiles.MDM_PAYLOAD]
+    installed = state.enrollment.plist if state.enrollment is not None else None
+    installed_topic = next(
+        (p.get("Topic") for p in (installed or {}).get("PayloadContent", [])
+         if p.get("PayloadType") == profiles.MDM_PAYLOAD),
+        None,
+    )
+    if plist["PayloadIdentifier"] != state.mdm_identifier or mdm[0].get("Topic") != installed_topic:
+        raise CommandFailed(("MCMDMErrorDomain", 12001, "A device can be managed by only one MDM server."))
+    try:
+        for payload in plist["PayloadContent"]:
+            if payload.get("PayloadType") == profiles.PKCS12_PAYLOAD:
+                profiles.identity_from_pkcs12(payload)
+    except profiles.ProfileError as exc:
+        raise CommandFailed(
+            ("MCInstallationErrorDomain", 4001, "The profile could not be installed."),
+            (exc.domain, exc.code, str(exc)),
+        ) from None
+    state.replacement_enrollment = data
     return {}
 
 

@@ -263,6 +263,10 @@ class SimulatedDevice:
         finally:
             if state.busy_polls > 0:
                 state.busy_polls -= 1
+        if state.replacement_enrollment is not None and not (state.wiped or state.unenrolled):
+            data, state.replacement_enrollment = state.replacement_enrollment, None
+            await self.install_enrollment(data)
+            await transport.aclose()  # the previous identity's connection
         if state.unenrolled and enrollment.check_out_when_removed:
             await self.check_out()
         return result
