@@ -152,6 +152,9 @@ def _finish(session: AsyncSession, command: Command, status: CommandStatus) -> N
     command.status = status.value
     command.active = None
     command.finished_at = command.updated_at = utcnow()
+    # The protocol payload is only needed for delivery, and it can carry secrets (a PKCS#12 with
+    # its password, Wi-Fi keys); the masked arguments and the result stay for the command log.
+    command.payload = {}
 
 
 async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> Command:
