@@ -77,6 +77,7 @@ class Report:
     background: dict[str, Any] = field(default_factory=dict)
     rss_kib: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
+    profile_rt: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
@@ -446,7 +447,22 @@ async def run(options: Options, say: Say) -> Report:
             if pid:
                 report.rss_kib["after_idle"] = rss_kib(pid).get("VmRSS")
             if not options.skip_rt:
+                cpu0 = cpu_seconds(pid) if pid else None
+                sampler, rt_profile = None, None
+                if options.py_spy and pid:
+                    rt_profile = options.py_spy.with_name(options.py_spy.stem + "-rt" + options.py_spy.suffix)
+                    rt_seconds = (options.rt_duration or options.duration) - 2
+                    sampler = await profile.record(pid, rt_seconds, rt_profile)
                 await _round_trip_phase(options, fleet, admin, say, report)
+                cpu1 = cpu_seconds(pid) if pid else None
+                if cpu0 is not None and cpu1 is not None and report.round_trip.get("requests"):
+                    report.round_trip["server_cpu_ms_per_round_trip"] = round(
+                        (cpu1 - cpu0) * 1000 / report.round_trip["requests"], 2
+                    )
+                if sampler is not None and rt_profile is not None:
+                    _, err = await sampler.communicate()
+                    if sampler.returncode == 0:
+                        report.profile_rt = {"file": str(rt_profile), **profile.summarise(rt_profile)}
             if pid:
                 final = rss_kib(pid)
                 report.rss_kib["end"] = final.get("VmRSS")
@@ -495,6 +511,11 @@ def render(report: Report) -> str:
             f"(b) command round trip ({r['command']}, {r['concurrency']} concurrent): {r['requests']} "
             f"done; p50 {r['p50_ms']} ms, p90 {r['p90_ms']} ms, p99 {r['p99_ms']} ms, max {r['max_ms']} ms;"
             f" errors {r['errors'] or 0}; server says completed: {r['checked_completed']}"
+            + (
+                f"; server CPU {r['server_cpu_ms_per_round_trip']} ms per round trip (incl. background)"
+                if "server_cpu_ms_per_round_trip" in r
+                else ""
+            )
         )
     if r.get("steps"):
         lines.append(

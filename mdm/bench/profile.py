@@ -1,9 +1,12 @@
 """Sampling the server with py-spy during a phase, and summarising where its event loop spends time.
 
 ``py-spy record --nonblocking -f raw`` writes one line per distinct stack (``frame;frame;... count``).
-The summary keeps the server's main thread (the asyncio loop: stacks through ``Runner.run``) and
-reports, per function, the share of samples in which it is on the stack (inclusive) and on top
-(self). Samples of the event loop waiting in ``select``/``epoll`` are counted as idle.
+The summary keeps the server's main thread: the asyncio loop (stacks through ``Runner.run``) and
+the greenlets SQLAlchemy's asyncio layer runs ORM code in (their stacks start at the greenlet, not
+at ``Runner.run``); stacks of other threads (``Thread._bootstrap``: aiosqlite's connection
+threads, ``asyncio.to_thread`` workers) are left out. It reports, per function, the share of
+samples in which it is on the stack (inclusive) and on top (self); ``Runner.run`` on top means
+the loop was waiting for I/O.
 """
 
 from __future__ import annotations
@@ -14,8 +17,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
-
-IDLE_MARKERS = ("select (selectors.py", "_run_once (asyncio/base_events.py", "run_forever (uvloop")
 
 
 def py_spy() -> str | None:
@@ -63,13 +64,15 @@ def summarise(raw: Path, top: int = 25) -> dict[str, Any]:
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
-        if "Runner.run" not in stack and "run (asyncio/runners.py" not in stack:
+        if "Thread._bootstrap" in stack:
             continue
         try:
             count = int(count_text)
         except ValueError:
             continue
         frames = [_short(f) for f in stack.split(";") if f]
+        if not frames:
+            continue
         total += count
         for frame in set(frames):
             inclusive[frame] += count
