@@ -109,3 +109,25 @@ def test_bench_cli_rejects_bad_combinations(tmp_path: Path) -> None:
         check=False,
     )
     assert proc.returncode == 2 and "--admin-url" in proc.stderr
+
+
+def test_profile_summary_keeps_loop_and_greenlets_not_threads(tmp_path: Path) -> None:
+    from mdm.bench.profile import summarise
+
+    raw = tmp_path / "p.raw"
+    raw.write_text(
+        "<module> (mdm/__main__.py:3);run (asyncio/runners.py:190);Runner.run (asyncio/runners.py:118) 60\n"
+        "Runner.run (asyncio/runners.py:118);server_handler (mdm/ios/handlers.py:90);"
+        "_verify_signature (mdm/ios/identity.py:265) 30\n"
+        "greenlet_spawn (sqlalchemy/util/concurrency.py:209);"
+        "Session.execute (sqlalchemy/orm/session.py:2555) 10\n"
+        "Thread._bootstrap (threading.py:1002);_connection_worker_thread (aiosqlite/core.py:59) 500\n"
+    )
+    summary = summarise(raw)
+    assert summary["samples"] == 100
+    inclusive = dict(summary["inclusive"])
+    own = dict(summary["self"])
+    assert inclusive["server_handler (ios/handlers.py)"] == 30.0
+    assert own["Runner.run (asyncio/runners.py)"] == 60.0
+    assert own["Session.execute (orm/session.py)"] == 10.0
+    assert not any("aiosqlite" in f for f in inclusive)
