@@ -131,3 +131,40 @@ def test_profile_summary_keeps_loop_and_greenlets_not_threads(tmp_path: Path) ->
     assert own["Runner.run (asyncio/runners.py)"] == 60.0
     assert own["Session.execute (orm/session.py)"] == 10.0
     assert not any("aiosqlite" in f for f in inclusive)
+
+
+class TestRemoteServer:
+    """``--url``: a running server measured through its public endpoints only (devices enrolled
+    through the enrollment API, one one-time profile each)."""
+
+    @pytest.fixture
+    def extra_config(self) -> str:
+        from enroll_support import APNS_TOML
+
+        return APNS_TOML
+
+    async def test_bench_against_a_running_server(self, server, config, admin_token: str) -> None:
+        import os
+
+        from conftest import listener_url
+
+        lines: list[str] = []
+        report = await ios.run(
+            ios.Options(
+                devices=3,
+                duration=1.0,
+                url=listener_url(server, "ios"),
+                admin_url=listener_url(server, "admin"),
+                token=admin_token,
+                ca=config.ca_dir / "root.pem",
+                server_pid=os.getpid(),
+                concurrency=2,
+                rt_concurrency=1,
+                background_rate=5,
+            ),
+            lines.append,
+        )
+        assert report.prepare["checkins"] == 3 and report.prepare["enroll_s"] >= 0
+        assert report.idle["requests"] > 0 and not report.idle["errors"], report.idle
+        assert report.round_trip["requests"] > 0 and not report.round_trip["errors"], report.round_trip
+        assert report.rss_kib["start"] > 0

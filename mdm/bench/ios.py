@@ -84,7 +84,11 @@ class Report:
 
 
 class BenchError(Exception):
-    pass
+    """A usage problem (bad option combination)."""
+
+
+class AdminError(Exception):
+    """The server's admin API refused or failed a request the benchmark needs."""
 
 
 # ---- admin API ------------------------------------------------------------------------------------
@@ -109,7 +113,7 @@ class Admin:
             params = {"protocol": "ios", "limit": "500", **({"cursor": cursor} if cursor else {})}
             async with self.session.get(f"{self.base}/devices", params=params) as response:
                 if response.status != 200:
-                    raise BenchError(f"GET /devices answered {response.status}: {await response.text()}")
+                    raise AdminError(f"GET /devices answered {response.status}: {await response.text()}")
                 page = await response.json()
             ids.update({d["identifier"]: d["id"] for d in page["items"]})
             cursor = page.get("next_cursor")
@@ -133,7 +137,7 @@ class Admin:
     async def enrollment_url(self, user: str) -> str:
         async with self.session.post(f"{self.base}/enrollments", json={"platform": "ios", "user": user}) as r:
             if r.status != 201:
-                raise BenchError(f"POST /enrollments answered {r.status}: {await r.text()}")
+                raise AdminError(f"POST /enrollments answered {r.status}: {await r.text()}")
             return str((await r.json())["url"])
 
 
@@ -209,7 +213,7 @@ async def _check_in_missing(fleet: Fleet, admin: Admin, say: Say, report: Report
         member.device_id = known.get(member.udid)
     absent = [m.udid for m in fleet.members if m.device_id is None]
     if absent:
-        raise BenchError(f"{len(absent)} devices are unknown to the server after check-in (e.g. {absent[0]})")
+        raise AdminError(f"{len(absent)} devices are unknown to the server after check-in (e.g. {absent[0]})")
 
 
 # ---- phases ----------------------------------------------------------------------------------------------
@@ -420,7 +424,7 @@ async def run(options: Options, say: Say) -> Report:
                 report.prepare["warmup_s"] = round(warm.elapsed, 1)
                 report.prepare["warmup_polls_per_s"] = warm.summary()["per_second"]
                 if warm.errors:
-                    raise BenchError(f"warm-up polls failed: {dict(warm.errors)}")
+                    raise AdminError(f"warm-up polls failed: {dict(warm.errors)}")
                 if pid:
                     report.rss_kib["after_warmup"] = rss_kib(pid).get("VmRSS")
             if options.emit_wrk:
