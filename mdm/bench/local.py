@@ -15,17 +15,17 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import tomlkit
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from mdm.config import CONFIG_FILE, Config, load_config
+from mdm.pki.ca import self_signed
 
 TOKEN_FILE = "bench-admin-token"  # noqa: S105 - a file name, not a secret
 SERVER_LOG = "bench-server.log"
@@ -50,17 +50,7 @@ def _push_certificate(path: Path) -> None:
             x509.NameAttribute(NameOID.COMMON_NAME, "APSP: mdm bench"),
         ]
     )
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=365))
-        .sign(key, hashes.SHA256())
-    )
+    cert = self_signed(key, name, days=365)
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 

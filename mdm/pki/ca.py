@@ -158,7 +158,7 @@ class CertificateAuthority:
         except ValueError as exc:
             raise CAError(f"{directory}: CA certificate is not valid PEM: {exc}") from None
         key = load_key(directory / ISSUING_KEY, passphrase)
-        if _spki(key.public_key()) != _spki(issuing.public_key()):
+        if spki_der(key.public_key()) != spki_der(issuing.public_key()):
             raise CAError(f"{directory / ISSUING_KEY}: does not match {directory / ISSUING_CERT}")
         return cls(root, issuing, key, intermediates=_intermediates(directory / CHAIN, issuing, root))
 
@@ -291,9 +291,18 @@ def _intermediates(
     return [c for c in certs if c != issuing and c != root]
 
 
-def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+def self_signed(key: PrivateKey, name: x509.Name, days: int) -> x509.Certificate:
+    """A throw-away self-signed certificate (SCEP requester identity, stand-in push certificate)."""
+    now = datetime.now(UTC)
+    return (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=days))
+        .sign(key, hashes.SHA256())
     )
 
 
@@ -307,9 +316,17 @@ def pem_chain(certs: Iterable[x509.Certificate]) -> bytes:
 
 def spki_der(public_key: CertificatePublicKeyTypes) -> bytes:
     """SubjectPublicKeyInfo DER: compare keys of any type with this."""
-    return _spki(public_key)
+    return public_key.public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 __all__ = [
-    "CAError", "CertificateAuthority", "IssuedCertificate", "pem_chain", "random_serial", "rsa", "spki_der",
+    "CAError",
+    "CertificateAuthority",
+    "IssuedCertificate",
+    "pem_chain",
+    "random_serial",
+    "rsa",
+    "spki_der",
 ]

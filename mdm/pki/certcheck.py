@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mdm.pki.ca import spki_der
 from mdm.pki.keys import PrivateKey
 
 MAX_CHAIN = 8
@@ -62,12 +63,6 @@ def name_of(cert: x509.Certificate) -> str:
     return cert.subject.rfc4514_string() or "(empty subject)"
 
 
-def spki(public_key: CertificatePublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
 def check_key_strength(public_key: CertificatePublicKeyTypes, what: str) -> None:
     if isinstance(public_key, rsa.RSAPublicKey):
         if public_key.key_size < 2048:
@@ -85,7 +80,7 @@ def check_key_strength(public_key: CertificatePublicKeyTypes, what: str) -> None
 
 
 def check_key_matches(cert: x509.Certificate, key: PrivateKey) -> None:
-    if spki(cert.public_key()) != spki(key.public_key()):
+    if spki_der(cert.public_key()) != spki_der(key.public_key()):
         raise CertInputError(
             "key_mismatch", f"the private key does not belong to the certificate {name_of(cert)}"
         )
@@ -131,8 +126,9 @@ def check_server_usage(cert: x509.Certificate) -> None:
     if ExtendedKeyUsageOID.SERVER_AUTH not in usages:
         names = ", ".join(getattr(u, "_name", None) or u.dotted_string for u in usages) or "none"
         raise CertInputError(
-            "wrong_eku", f"{name_of(cert)} is not valid for TLS servers: extended key usage is {names}, "
-            "serverAuth is required"
+            "wrong_eku",
+            f"{name_of(cert)} is not valid for TLS servers: extended key usage is {names}, "
+            "serverAuth is required",
         )
 
 

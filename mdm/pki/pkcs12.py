@@ -19,9 +19,9 @@ from asn1crypto import pkcs12 as asn1_pkcs12
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.hazmat.primitives.serialization import pkcs12
 
+from mdm.pki.ca import spki_der
 from mdm.pki.keys import PrivateKey
 
 MAX_CONTAINER_BYTES = 1024 * 1024
@@ -64,7 +64,9 @@ def inspect(data: bytes) -> list[str]:
         for info in pfx.authenticated_safe:
             kind = info["content_type"].native
             if kind == "encrypted_data":
-                algorithms.append(_algorithm(info["content"]["encrypted_content_info"]["content_encryption_algorithm"]))
+                algorithms.append(
+                    _algorithm(info["content"]["encrypted_content_info"]["content_encryption_algorithm"])
+                )
             elif kind == "data":
                 for bag in asn1_pkcs12.SafeContents.load(info["content"].native):
                     if bag["bag_id"].native == "pkcs8_shrouded_key_bag":
@@ -124,7 +126,11 @@ def _load_with_openssl(data: bytes, password: str, algorithms: list[str]) -> Con
     env = {**os.environ, "MDM_P12_PASSWORD": password}
     result = subprocess.run(
         [tool, "pkcs12", "-legacy", "-nodes", "-passin", "env:MDM_P12_PASSWORD"],
-        input=data, capture_output=True, env=env, timeout=30, check=False,
+        input=data,
+        capture_output=True,
+        env=env,
+        timeout=30,
+        check=False,
     )
     if result.returncode != 0:
         err = result.stderr.decode(errors="replace").lower()
@@ -147,8 +153,8 @@ def _load_with_openssl(data: bytes, password: str, algorithms: list[str]) -> Con
             certs.append(x509.load_pem_x509_certificate(match.group(0)))
     leaf = None
     if key is not None:
-        spki = _spki(key.public_key())
-        leaf = next((c for c in certs if _spki(c.public_key()) == spki), None)
+        spki = spki_der(key.public_key())
+        leaf = next((c for c in certs if spki_der(c.public_key()) == spki), None)
     if leaf is None and certs:
         leaf = certs[0]
     others = [c for c in certs if c is not leaf]
@@ -181,12 +187,6 @@ def export(
         encryption = serialization.BestAvailableEncryption(password.encode())
     return pkcs12.serialize_key_and_certificates(
         name.encode() if name else None, key, cert, chain or None, encryption
-    )
-
-
-def _spki(public_key: CertificatePublicKeyTypes) -> bytes:
-    return public_key.public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 

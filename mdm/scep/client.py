@@ -12,7 +12,6 @@ import hashlib
 import ssl
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 import httpx
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import AttributeOID, NameOID
 
+from mdm.pki import ca
 from mdm.scep import envelope, messages
 from mdm.scep.envelope import Encryption
 from mdm.scep.protocol import (
@@ -123,18 +123,7 @@ def build_csr(
 
 def self_signed(key: rsa.RSAPrivateKey, subject_cn: str) -> x509.Certificate:
     """The throw-away certificate that signs a PKCSReq and receives the encrypted reply."""
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)])
-    now = datetime.now(UTC)
-    return (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5))
-        .not_valid_after(now + timedelta(days=1))
-        .sign(key, hashes.SHA256())
-    )
+    return ca.self_signed(key, x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject_cn)]), days=1)
 
 
 # ---- transport ----------------------------------------------------------------------------------
