@@ -86,10 +86,10 @@ async def list_command_types(request: web.Request) -> s.CommandTypeList:
 async def send_command(request: web.Request, id: int, body: s.CommandIn) -> s.CommandOut:
     async with ctx_of(request).db.transaction() as session:
         device = await devices.get(session, id)
-        command = await commands.enqueue(session, device, body.type, body.args, created_by=_who(request))
-        await session.flush()
-        _, journal = (await commands.command_log(session, id, limit=1))[0]
-        return s.CommandOut.of(command, journal)
+        command, queued = await commands.enqueue_logged(
+            session, device, body.type, body.args, created_by=_who(request)
+        )
+    return s.CommandOut.of(command, [queued])
 
 
 @router.route("POST", "/commands", summary="Send a command to many devices", tag="commands",

@@ -15,8 +15,10 @@ from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import delete, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
 
 from mdm.core import events, library
 from mdm.core.errors import Conflict, InvalidArgument, NotFound, Unsupported
@@ -38,8 +40,12 @@ FINAL_STATUSES = {
 }
 
 
-def journal(session: AsyncSession, command: Command, status: str, detail: str | None = None) -> None:
-    session.add(CommandJournalEntry(command_id=command.id, status=status, detail=detail))
+def journal(
+    session: AsyncSession, command: Command, status: str, detail: str | None = None
+) -> CommandJournalEntry:
+    entry = CommandJournalEntry(command_id=command.id, status=status, detail=detail, at=utcnow())
+    session.add(entry)
+    return entry
 
 
 async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
@@ -47,6 +53,22 @@ async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> 
         select(Command).where(
             Command.device_id == device_id, Command.type == type_, Command.active.is_(True)
         )
+    )
+
+
+_COMMANDS = Command.__table__
+
+
+def _insert_unless_active(session: AsyncSession, values: dict[str, Any]) -> Any:
+    """INSERT of a command that yields no row when the device already has an active command of
+    that type (the partial unique index ``uq_commands_one_active_type``): one statement instead of
+    a look-up, a savepoint and a flush that may fail."""
+    insert_for = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    return (
+        insert_for(_COMMANDS)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=_COMMANDS.c.active)
+        .returning(_COMMANDS.c.id)
     )
 
 
@@ -59,36 +81,55 @@ async def enqueue(
     created_by: str | None = None,
 ) -> Command:
     """Queue one command; Conflict if the device already has an active command of that type."""
+    command, _ = await enqueue_logged(session, device, type_name, args, created_by=created_by)
+    return command
+
+
+async def enqueue_logged(
+    session: AsyncSession,
+    device: Device,
+    type_name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    created_by: str | None = None,
+) -> tuple[Command, CommandJournalEntry]:
+    """``enqueue`` that also returns the command's first journal entry (what the API answers
+    with, so that nothing is read back)."""
     ctype = library.lookup(type_name)
     args = dict(args or {})
     payload = library.translate(ctype, args, device)
-    existing = await _active_of_type(session, device.id, ctype.name)
-    if existing is not None:
-        raise Conflict(
-            f"device {device.id} already has an active {ctype.name} command ({existing.guid})",
-            command=existing.guid,
-        )
     now = utcnow()
-    command = Command(
-        guid=str(uuid.uuid4()).upper(),
-        device_id=device.id,
-        type=ctype.name,
-        args=library.public_args(ctype, args, device),
-        payload=payload,
-        priority=ctype.priority,
-        status=CommandStatus.PROCESSING.value,
-        created_by=created_by,
-        created_at=now,
-        updated_at=now,
-        active=True,
-    )
+    values: dict[str, Any] = {
+        "guid": str(uuid.uuid4()).upper(),
+        "device_id": device.id,
+        "type": ctype.name,
+        "args": library.public_args(ctype, args, device),
+        "payload": payload,
+        "flags": 0,
+        "priority": ctype.priority,
+        "status": CommandStatus.PROCESSING.value,
+        "result_info": None,
+        "result_data": None,
+        "created_by": created_by,
+        "created_at": now,
+        "updated_at": now,
+        "delivered_at": None,
+        "finished_at": None,
+        "attempts": 0,
+        "active": True,
+    }
+    command_id = await session.scalar(_insert_unless_active(session, values))
+    if command_id is None:
+        existing = await _active_of_type(session, device.id, ctype.name)
+        raise Conflict(
+            f"device {device.id} already has an active {ctype.name} command"
+            + (f" ({existing.guid})" if existing is not None else ""),
+            **({"command": existing.guid} if existing is not None else {}),
+        )
+    command = Command(id=command_id, **values)
+    # The row exists: attach the object as persistent (no read-back, nothing dirty).
+    make_transient_to_detached(command)
     session.add(command)
-    try:
-        async with session.begin_nested():
-            await session.flush()
-    except IntegrityError:
-        # A concurrent enqueue won the partial unique index.
-        raise Conflict(f"device {device.id} already has an active {ctype.name} command") from None
     session.add(
         CommandQueueEntry(
             command_id=command.id, device_id=device.id, priority=command.priority, created_at=now
@@ -97,7 +138,7 @@ async def enqueue(
     detail = "queued" if payload or library.translator_for(device.protocol) else (
         "queued; no protocol handler is registered yet, delivery waits for one"
     )
-    journal(session, command, CommandStatus.PROCESSING.value, detail)
+    first = journal(session, command, CommandStatus.PROCESSING.value, detail)
     events.emit(
         session,
         "command_created",
@@ -106,7 +147,7 @@ async def enqueue(
         command_type=command.type,
         created_by=created_by,
     )
-    return command
+    return command, first
 
 
 @dataclass
@@ -129,10 +170,8 @@ async def enqueue_bulk(
     for device in devices:
         try:
             library.check_supported(ctype, device)
-            async with session.begin_nested():
-                result.created.append(
-                    await enqueue(session, device, type_name, args, created_by=created_by)
-                )
+            # enqueue() raises before it writes anything: no savepoint is needed per device.
+            result.created.append(await enqueue(session, device, type_name, args, created_by=created_by))
         except (Conflict, Unsupported, InvalidArgument) as exc:
             result.skipped.append({"device": device.id, "reason": exc.message})
     return result
@@ -239,6 +278,17 @@ async def defer(session: AsyncSession, command: Command, delay: timedelta, detai
     journal(session, command, "not_now", detail)
 
 
+async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
+    """Remove an in-flight command from the queue; False if it was not in flight (a replayed or
+    duplicate answer). One DELETE ... RETURNING both checks and removes."""
+    taken = await session.execute(
+        delete(CommandQueueEntry)
+        .where(CommandQueueEntry.command_id == command_id, CommandQueueEntry.in_flight.is_(True))
+        .returning(CommandQueueEntry.command_id)
+    )
+    return taken.first() is not None
+
+
 async def complete(
     session: AsyncSession,
     command: Command,
@@ -246,13 +296,17 @@ async def complete(
     success: bool,
     info: str | None = None,
     data: dict[str, Any] | None = None,
+    dequeued: bool = False,
 ) -> None:
     """Record the device's final answer and move the command out of the hot queue.
 
     For a multi-step command this is the answer of the last step: the result gathers every
     step's answer (``result_data["steps"]``) and the command succeeds only if every step did.
+
+    ``dequeued``: the caller already took the row out of the queue (``take_in_flight``).
     """
-    await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+    if not dequeued:
+        await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
     previous = step_results(command)
     if previous:
         steps = [*previous, _step(success, info, data)]

@@ -171,15 +171,20 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
     command = await session.scalar(select(Command).where(Command.guid == guid).with_for_update())
     if command is None or command.device_id != binding.device_id:
         raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")
-    entry = await session.get(CommandQueueEntry, command.id, with_for_update=True)
-    step = ios_commands.answered_step(command, report.command_uuid) if entry is not None else None
-    if entry is None or not entry.in_flight or step is None:
-        raise ReplayError(
-            f"command {report.command_uuid[:64]} is not awaiting an answer ({command.status});"
-            " replayed or duplicate report",
-            command=command.guid,
-        )
+    step = ios_commands.answered_step(command, report.command_uuid)
+    if step is None:
+        raise _replay(report.command_uuid, command)
     request_type, last = step
+    if last and report.status != "NotNow":
+        # The final answer (the common case): take the row out of the queue, which also proves
+        # the command was in flight.
+        if not await commands.take_in_flight(session, command.id):
+            raise _replay(report.command_uuid, command)
+        await _answered(session, binding, command, report, request_type, commands.complete, dequeued=True)
+        return
+    entry = await session.get(CommandQueueEntry, command.id, with_for_update=True)
+    if entry is None or not entry.in_flight:
+        raise _replay(report.command_uuid, command)
     if report.status == "NotNow":
         delay = backoff(
             entry.not_now_count + 1, svc.config.notnow_backoff_seconds, svc.config.notnow_backoff_max_seconds
@@ -187,6 +192,26 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
         await commands.defer(session, command, delay, f"device busy (NotNow); offered again after {delay}")
         await schedule_push(session, binding.device_id, delay, "notnow")
         return
+    await _answered(session, binding, command, report, request_type, commands.step_done)
+
+
+def _replay(command_uuid: str, command: Command) -> ReplayError:
+    return ReplayError(
+        f"command {command_uuid[:64]} is not awaiting an answer ({command.status}); replayed or duplicate report",
+        command=command.guid,
+    )
+
+
+async def _answered(
+    session: AsyncSession,
+    binding: Binding,
+    command: Command,
+    report: CommandReport,
+    request_type: str,
+    finish: Any,
+    **options: Any,
+) -> None:
+    """Acknowledged, Error or CommandFormatError for the step ``request_type``."""
     data = to_json_safe(report.result)
     if report.status == "Acknowledged":
         success, info = True, "Acknowledged"
@@ -195,8 +220,7 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
         success, info = False, "CommandFormatError: the device could not parse the command"
     else:
         success, info = False, f"Error: {describe_errors(report)}"
-    finish = commands.complete if last else commands.step_done
-    await finish(session, command, success=success, info=info, data=data)
+    await finish(session, command, success=success, info=info, data=data, **options)
 
 
 async def _acknowledged(
