@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import delete, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,19 +56,16 @@ async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> 
     )
 
 
-_COMMANDS = Command.__table__
-
-
 def _insert_unless_active(session: AsyncSession, values: dict[str, Any]) -> Any:
     """INSERT of a command that yields no row when the device already has an active command of
     that type (the partial unique index ``uq_commands_one_active_type``): one statement instead of
     a look-up, a savepoint and a flush that may fail."""
     insert_for = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
     return (
-        insert_for(_COMMANDS)
+        insert_for(Command)
         .values(values)
-        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=_COMMANDS.c.active)
-        .returning(_COMMANDS.c.id)
+        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=text("active"))
+        .returning(Command.id)
     )
 
 

@@ -47,6 +47,10 @@ class Database:
         kwargs: dict[str, Any] = {"echo": echo}
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
+        elif url.startswith("sqlite+aiosqlite"):
+            from mdm.db import sqlite_driver
+
+            kwargs["module"] = sqlite_driver.dbapi()
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:

@@ -197,7 +197,8 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
 
 def _replay(command_uuid: str, command: Command) -> ReplayError:
     return ReplayError(
-        f"command {command_uuid[:64]} is not awaiting an answer ({command.status}); replayed or duplicate report",
+        f"command {command_uuid[:64]} is not awaiting an answer ({command.status});"
+        " replayed or duplicate report",
         command=command.guid,
     )
 

@@ -1,0 +1,115 @@
+"""aiosqlite with one thread hop per statement, for the embedded SQLite engine.
+
+aiosqlite runs the sqlite3 connection in its own thread; every call into it is a hand-off through
+a queue and a wake-up of the event loop. SQLAlchemy's aiosqlite adapter makes four such calls per
+statement (create the cursor, execute, fetchall, close), and the hand-offs, not SQLite, were most
+of the CPU of a command round trip (about 60 per round trip). This cursor does the four in one
+call on the connection's thread. It is hand-written because neither SQLAlchemy nor aiosqlite
+offers it; it plugs in through ``create_async_engine(module=...)`` and keeps SQLAlchemy's dialect,
+pool and statement cache as they are. Server-side cursors (``stream()``) are unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import sqlite3
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import (
+    AsyncAdapt_aiosqlite_connection,
+    AsyncAdapt_aiosqlite_cursor,
+    AsyncAdapt_aiosqlite_dbapi,
+)
+from sqlalchemy.util import EMPTY_DICT
+
+Outcome = tuple[Any, list[Any], int, int | None]
+
+
+def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
+    """On aiosqlite's thread: the whole statement, results included."""
+    cursor = connection.cursor()
+    try:
+        if many:
+            cursor.executemany(operation, parameters)
+        elif parameters is None:
+            cursor.execute(operation)
+        else:
+            cursor.execute(operation, parameters)
+        description = cursor.description
+        rows = cursor.fetchall() if description else []
+        return description, rows, cursor.rowcount, cursor.lastrowid
+    finally:
+        cursor.close()
+
+
+class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
+    __slots__ = ("_description", "_lastrowid", "_rowcount", "arraysize")
+
+    def __init__(self, adapt_connection: AsyncAdapt_aiosqlite_connection) -> None:
+        # No sqlite3 cursor is created here (that would be a hop of its own): _run makes one per
+        # statement on the connection's thread.
+        self._adapt_connection = adapt_connection
+        self._connection = adapt_connection._connection
+        self._cursor = None  # type: ignore[assignment]
+        self._soft_closed_memoized = EMPTY_DICT
+        self._rows = collections.deque()
+        self._description: Any = None
+        self._rowcount = -1
+        self._lastrowid: int | None = None
+        self.arraysize = 1
+
+    @property
+    def description(self) -> Any:
+        return self._description
+
+    @property
+    def rowcount(self) -> int:
+        return self._rowcount
+
+    @property
+    def lastrowid(self) -> int:
+        return self._lastrowid  # type: ignore[return-value]
+
+    async def _async_soft_close(self) -> None:
+        return None  # the sqlite3 cursor is already closed; rows and description stay
+
+    def close(self) -> None:
+        self._rows.clear()
+
+    def setinputsizes(self, *inputsizes: Any) -> None:
+        return None
+
+    def nextset(self) -> None:
+        return None
+
+    async def _outcome(self, operation: Any, parameters: Any, many: bool) -> None:
+        connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
+        async with self._adapt_connection._execute_mutex:
+            outcome: Outcome = await connection._execute(_run, connection._conn, operation, parameters, many)
+        self._description, rows, self._rowcount, self._lastrowid = outcome
+        self._rows = collections.deque(rows)
+
+    async def _execute_async(self, operation: Any, parameters: Any) -> Any:
+        await self._outcome(operation, parameters, False)
+        return self
+
+    async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
+        await self._outcome(operation, seq_of_parameters, True)
+        return self
+
+
+class OneHopConnection(AsyncAdapt_aiosqlite_connection):
+    __slots__ = ()
+    _cursor_cls = OneHopCursor  # type: ignore[assignment]  # a subclass; the stub types it exactly
+
+
+class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
+    def connect(self, *arg: Any, **kw: Any) -> OneHopConnection:
+        adapted = super().connect(*arg, **kw)
+        return OneHopConnection(self, adapted._connection)
+
+
+def dbapi() -> OneHopDBAPI:
+    """The DB-API module to hand to ``create_async_engine(module=...)`` for sqlite+aiosqlite."""
+    return OneHopDBAPI(aiosqlite, sqlite3)

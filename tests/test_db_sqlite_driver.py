@@ -1,0 +1,72 @@
+"""The one-hop aiosqlite cursor behaves like the DB-API cursor SQLAlchemy expects."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from mdm.db import sqlite_driver
+from mdm.db.engine import Database
+
+meta = MetaData()
+items = Table("items", meta, Column("id", Integer, primary_key=True), Column("name", String, unique=True))
+
+
+@pytest.fixture
+async def sqlite_db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'x.sqlite3'}")
+    async with database.engine.begin() as conn:
+        await conn.run_sync(meta.create_all)
+    yield database
+    await database.close()
+
+
+async def test_the_engine_uses_the_one_hop_driver(sqlite_db: Database) -> None:
+    async with sqlite_db.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert isinstance(raw.dbapi_connection.cursor(), sqlite_driver.OneHopCursor)
+
+
+async def test_rows_rowcount_lastrowid_and_executemany(sqlite_db: Database) -> None:
+    async with sqlite_db.engine.begin() as conn:
+        first = await conn.execute(insert(items).values(name="a"))
+        assert first.inserted_primary_key == (1,)
+        await conn.execute(insert(items), [{"name": "b"}, {"name": "c"}, {"name": "d"}])
+        changed = await conn.execute(update(items).where(items.c.id > 2).values(name=items.c.name + "!"))
+        assert changed.rowcount == 2
+        returned = await conn.execute(
+            insert(items).values(name="e").returning(items.c.id, items.c.name)
+        )
+        assert returned.one() == (5, "e")
+    async with sqlite_db.engine.connect() as conn:
+        names = (await conn.execute(select(items.c.name).order_by(items.c.id))).scalars().all()
+        assert names == ["a", "b", "c!", "d!", "e"]
+        assert (await conn.execute(text("SELECT 1 WHERE 0"))).first() is None
+        streamed = [row.name async for row in await conn.stream(select(items).order_by(items.c.id))]
+        assert streamed == names
+
+
+async def test_errors_keep_their_types_and_roll_back(sqlite_db: Database) -> None:
+    with pytest.raises(IntegrityError):
+        async with sqlite_db.transaction() as session:
+            await session.execute(insert(items).values(name="x"))
+            await session.execute(insert(items).values(name="x"))
+    async with sqlite_db.session() as session:
+        assert (await session.execute(select(items))).all() == []
+
+
+async def test_concurrent_transactions_on_one_engine(sqlite_db: Database) -> None:
+    async def writer(i: int) -> None:
+        async with sqlite_db.transaction() as session:
+            await session.execute(insert(items).values(name=f"n{i}"))
+            count = len((await session.execute(select(items.c.id))).all())
+            assert count >= 1
+
+    await asyncio.gather(*(writer(i) for i in range(40)))
+    async with sqlite_db.session() as session:
+        assert len((await session.execute(select(items.c.id))).all()) == 40
