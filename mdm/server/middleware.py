@@ -4,10 +4,12 @@ traceback to the client)."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import itertools
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -85,11 +87,31 @@ _HTTP_CODES = {
 }
 
 
+# A per-process random prefix and a counter: unique across replicas and restarts without an
+# os.urandom call per request.
+_REQUEST_ID_PREFIX = secrets.token_hex(5)
+_request_numbers = itertools.count(1)
+
+
+def _new_request_id() -> str:
+    return f"{_REQUEST_ID_PREFIX}{next(_request_numbers):06x}"
+
+
+@functools.cache
+def _request_counter(listener: str, status: int) -> Any:
+    return metrics.HTTP_REQUESTS.labels(listener, str(status))
+
+
+@functools.cache
+def _latency_histogram(listener: str) -> Any:
+    return metrics.HTTP_LATENCY.labels(listener)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id (from a well-formed X-Request-Id, else new), access log, JSON errors."""
     incoming = request.headers.get("X-Request-Id", "")
-    rid = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex[:16]
+    rid = incoming if _REQUEST_ID.match(incoming) else _new_request_id()
     token = request_id_var.set(rid)
     request[REQUEST_ID_KEY] = rid
     started = time.perf_counter()
@@ -127,8 +149,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             in_flight.leave()
         listener = request.app.get(LISTENER_KEY, "-")
         elapsed = time.perf_counter() - started
-        metrics.HTTP_REQUESTS.labels(listener, str(status)).inc()
-        metrics.HTTP_LATENCY.labels(listener).observe(elapsed)
+        _request_counter(listener, status).inc()
+        _latency_histogram(listener).observe(elapsed)
         if request.app.get(ACCESS_LOG_KEY, True):
             access_log.info(
                 "%s %s %s %.1fms",
