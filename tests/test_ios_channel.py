@@ -198,6 +198,28 @@ async def test_clear_passcode_gets_the_stored_unlock_token(ios, phone: Phone, db
     assert body["CommandUUID"] == guid and body["Command"]["UnlockToken"] == b"unlock-secret"
 
 
+async def test_a_command_that_cannot_be_sent_fails_and_the_next_goes_out(
+    ios, phone: Phone, db: Database
+) -> None:
+    device_id = await _device_id(db, phone.udid)
+    # plistlib cannot encode None: the command is failed at delivery, never counted as sent.
+    broken = await queue_command(db, device_id, {"RequestType": "DeviceLock", "Message": None}, priority=5)
+    good = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    assert _offered(await phone.report(ios)) == (good, "DeviceLock")
+    failed = await _command(db, broken)
+    assert failed.status == "failed" and "property list" in (failed.result_info or "")
+    assert failed.attempts == 0 and failed.delivered_at is None
+    async with db.session() as session:
+        statuses = (await session.scalars(
+            select(CommandJournalEntry.status).where(CommandJournalEntry.command_id == failed.id)
+            .order_by(CommandJournalEntry.id)
+        )).all()
+        assert statuses == ["processing", "failed"]
+        assert await session.get(CommandQueueEntry, failed.id) is None
+    sent = await _command(db, good)
+    assert sent.attempts == 1 and sent.delivered_at is not None
+
+
 async def test_data_marker_becomes_plist_data(ios, phone: Phone, db: Database) -> None:
     device_id = await _device_id(db, phone.udid)
     payload = {"RequestType": "InstallProfile", "Payload": {"__data__": "AAEC"}}

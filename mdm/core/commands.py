@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, or_, select, text, update
+from sqlalchemy import delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -246,6 +246,44 @@ async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[
     if skip:
         stmt = stmt.where(CommandQueueEntry.command_id.not_in(skip))
     return await session.scalar(stmt)
+
+
+async def claim(session: AsyncSession, command_id: int) -> Command | None:
+    """Lock a queued command for delivery and count the attempt, in one UPDATE ... RETURNING;
+    None when it is no longer ``processing`` (a concurrent request got there first). Follow with
+    ``delivered`` once the protocol message is built, or ``unclaim`` if it cannot be."""
+    now = utcnow()
+    stmt = (
+        update(Command)
+        .where(Command.id == command_id, Command.status == CommandStatus.PROCESSING.value)
+        .values(
+            attempts=Command.attempts + 1,
+            delivered_at=func.coalesce(Command.delivered_at, now),
+            updated_at=now,
+        )
+        .returning(Command)
+        .execution_options(populate_existing=True, synchronize_session=False)
+    )
+    claimed: Command | None = await session.scalar(stmt)
+    return claimed
+
+
+def unclaim(command: Command) -> None:
+    """Undo ``claim``'s count for a command that was not sent after all."""
+    command.attempts -= 1
+    if command.attempts == 0:
+        command.delivered_at = None
+
+
+async def delivered(session: AsyncSession, command: Command) -> None:
+    """The claimed command went out: it is in flight until the device answers."""
+    await session.execute(
+        update(CommandQueueEntry)
+        .where(CommandQueueEntry.command_id == command.id)
+        .values(in_flight=True, not_before=None)
+    )
+    if command.attempts == 1:
+        journal(session, command, "delivered")
 
 
 async def mark_delivered(session: AsyncSession, command: Command) -> None:

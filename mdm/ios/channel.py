@@ -107,14 +107,14 @@ async def _next(session: AsyncSession, device_id: int, stmt: Any, first: int | N
             command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
         if command_id is None:
             return EMPTY
-        command = await session.get(Command, command_id, with_for_update=True, populate_existing=True)
-        if command is None or command.status != CommandStatus.PROCESSING.value:
+        command = await commands.claim(session, command_id)
+        if command is None:
             if guessed:
                 continue  # handled meanwhile by a concurrent request: look again
             return EMPTY
         body = await _encode(session, command, device_id)
         if body is not None:
-            await commands.mark_delivered(session, command)
+            await commands.delivered(session, command)
             return ChannelResult(body)
     return EMPTY
 
@@ -142,6 +142,7 @@ async def _encode(session: AsyncSession, command: Command, device_id: int) -> by
         except (TypeError, ValueError, OverflowError) as exc:
             problem = f"the command payload cannot be encoded as a property list: {exc}"
     log.warning("command %s not sent: %s", command.guid, problem)
+    commands.unclaim(command)
     await commands.complete(session, command, success=False, info=problem)
     return None
 
