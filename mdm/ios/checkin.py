@@ -105,7 +105,7 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
                 serial=cert.serial_hex,
             )
         ios = await session.get(IosDevice, device.id, with_for_update=True) if device is not None else None
-        not_before = cert.certificate.not_valid_before_utc
+        not_before = cert.not_before
         if (
             ios is not None
             and ios.cert_fingerprint != fingerprint

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import events
 from mdm.db.models import Device, utcnow
 from mdm.ios.messages import to_json_safe
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
 # Report key holding the answer, per RequestType.
 ANSWER_KEYS = {
@@ -126,7 +127,7 @@ def _certificate_item(entry: dict[str, Any]) -> dict[str, Any]:
                 not_before=cert.not_valid_before_utc.isoformat(),
                 not_after=cert.not_valid_after_utc.isoformat(),
             )
-        except ValueError:
+        except CERTIFICATE_ERRORS:
             item["error"] = "certificate data is not valid DER"
     return item
 

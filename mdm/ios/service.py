@@ -85,7 +85,7 @@ class IosService:
             # Only a newer certificate, issued by us to this device, may take over (not a superseded one).
             newer = ios is not None and (
                 ios.cert_not_before is None
-                or cert.certificate.not_valid_before_utc >= _aware(ios.cert_not_before)
+                or cert.not_before >= _aware(ios.cert_not_before)
             )
             if (
                 device is None
@@ -102,7 +102,7 @@ class IosService:
                 )
             old = ios.cert_fingerprint
             ios.cert_fingerprint = identity.fingerprint
-            ios.cert_not_before = cert.certificate.not_valid_before_utc
+            ios.cert_not_before = cert.not_before
             ios.updated_at = utcnow()
             device.cert_serial = cert.serial_hex
             device.cert_not_after = cert.not_after

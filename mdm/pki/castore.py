@@ -34,6 +34,7 @@ from mdm.pki import certcheck, pkcs12
 from mdm.pki.ca import CHAIN, ISSUING_CERT, ISSUING_KEY, ROOT_CERT, ROOT_KEY, CertificateAuthority, pem_chain
 from mdm.pki.certcheck import CertInputError
 from mdm.pki.keys import KeyError_, PrivateKey, load_key, save_key, write_public
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ def _load_certs(data: bytes, what: str) -> list[x509.Certificate]:
         if b"-----BEGIN" in data:
             return x509.load_pem_x509_certificates(data)
         return [x509.load_der_x509_certificate(data)]
-    except ValueError as exc:
+    except CERTIFICATE_ERRORS as exc:
         raise CertInputError("not_certificate", f"{what}: not a PEM or DER certificate ({exc})") from None
 
 

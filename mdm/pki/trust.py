@@ -25,6 +25,8 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
+
 DEFAULT_CACHE_SIZE = 50_000
 
 
@@ -37,11 +39,14 @@ class IdentityRejected(Exception):
         self.message = message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerifiedCertificate:
-    certificate: x509.Certificate
+    """What a verified client certificate is used for; the parsed certificate itself is not kept
+    (it was most of a cache entry's memory)."""
+
     fingerprint: bytes  # SHA-256 of the DER
     serial_hex: str
+    not_before: datetime
     not_after: datetime
     subject_cn: str | None
 
@@ -88,7 +93,7 @@ class ClientCertVerifier:
         if hit is None:
             try:
                 cert = x509.load_der_x509_certificate(der)
-            except ValueError:
+            except CERTIFICATE_ERRORS:
                 raise IdentityRejected("malformed", "client certificate is not valid DER") from None
             hit = self._verify_chain(cert, fingerprint, now, extra_intermediates or [])
             with self._lock:
@@ -132,9 +137,9 @@ class ClientCertVerifier:
             raise IdentityRejected("wrong_usage", "certificate is not valid for client authentication (EKU)")
         cn = cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         return VerifiedCertificate(
-            certificate=cert,
             fingerprint=fingerprint,
             serial_hex=format(cert.serial_number, "x"),
+            not_before=cert.not_valid_before_utc,
             not_after=cert.not_valid_after_utc,
             subject_cn=str(cn[0].value) if cn else None,
         )

@@ -145,7 +145,8 @@ def parse(der: bytes) -> PkiMessage:
     except MalformedMessage:
         raise
     # asn1crypto parses lazily and signals broken input with several exception types.
-    except (ValueError, TypeError, KeyError, IndexError, OverflowError, AttributeError) as exc:
+    except (ValueError, x509.InvalidVersion, TypeError, KeyError, IndexError, OverflowError,
+            AttributeError) as exc:
         raise MalformedMessage(f"not a valid pkiMessage: {exc}") from None
 
 

@@ -28,6 +28,7 @@ from cryptography.x509.verification import (
     VerificationError,
 )
 
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 from mdm.sim.identity import Identity
 
 MDM_PAYLOAD = "com.apple.mdm"
@@ -259,7 +260,7 @@ def _certificate(payload: dict[str, Any]) -> x509.Certificate:
         if data.lstrip().startswith(b"-----BEGIN"):
             return x509.load_pem_x509_certificate(data)
         return x509.load_der_x509_certificate(data)
-    except ValueError:
+    except CERTIFICATE_ERRORS:
         raise ProfileError(
             "certificate payload is malformed", code=1003, domain="MCCertificateErrorDomain"
         ) from None

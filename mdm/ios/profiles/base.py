@@ -21,6 +21,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
+
 # Namespace of the stable payload UUIDs (uuid5 over identifier + content digest).
 UUID_NAMESPACE = uuidlib.UUID("6f1d0a8e-2b7c-5c1e-9a53-4d0e2f6b8c11")
 
@@ -51,7 +53,7 @@ def _certificate_der(value: Any) -> bytes:
             cert = x509.load_pem_x509_certificate(bytes(raw))
         else:
             cert = x509.load_der_x509_certificate(bytes(raw))
-    except ValueError:
+    except CERTIFICATE_ERRORS:
         raise ValueError("is not an X.509 certificate (PEM or DER)") from None
     return cert.public_bytes(serialization.Encoding.DER)
 
