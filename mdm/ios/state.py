@@ -153,18 +153,27 @@ class LastSeen:
     def __len__(self) -> int:
         return len(self._pending)
 
+    # Rows per transaction: a fleet's worth in one transaction would hold SQLite's write lock
+    # (and PostgreSQL row locks) long enough to show in the latency of command round trips.
+    CHUNK = 500
+
     async def flush(self, db: Database) -> int:
         if not self._pending:
             return 0
         batch, self._pending = self._pending, {}
-        rows = [{"b_id": device_id, "b_at": at} for device_id, at in batch.items()]
+        items = list(batch.items())
+        written = 0
         try:
-            async with db.transaction() as session:
-                connection = await session.connection()
-                await connection.execute(self._STMT, rows)  # Core executemany, not ORM bulk
+            for start in range(0, len(items), self.CHUNK):
+                chunk = items[start : start + self.CHUNK]
+                rows = [{"b_id": device_id, "b_at": at} for device_id, at in chunk]
+                async with db.transaction() as session:
+                    connection = await session.connection()
+                    await connection.execute(self._STMT, rows)  # Core executemany, not ORM bulk
+                written += len(rows)
         except BaseException:
             # Keep what was not written (newer touches win) and let the caller log/retry.
-            for device_id, at in batch.items():
+            for device_id, at in items[written:]:
                 self._pending.setdefault(device_id, at)
             raise
-        return len(rows)
+        return written
