@@ -12,9 +12,9 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, or_, select, text, update
+from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -248,24 +248,44 @@ async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[
     return await session.scalar(stmt)
 
 
+# Hot-path statements, built once against the tables (plain Core: no ORM bulk-update machinery,
+# compiled-statement cache hits). Parameters are bound by name at execution.
+_commands = cast(Table, Command.__table__)
+_queue = cast(Table, CommandQueueEntry.__table__)
+_journal = cast(Table, CommandJournalEntry.__table__)
+
+_CLAIM = (
+    update(_commands)
+    .where(_commands.c.id == bindparam("b_id"), _commands.c.status == CommandStatus.PROCESSING.value)
+    .values(
+        attempts=_commands.c.attempts + 1,
+        delivered_at=func.coalesce(_commands.c.delivered_at, bindparam("b_now")),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(*_commands.c)
+)
+_SET_IN_FLIGHT = (
+    update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
+)
+_TAKE_IN_FLIGHT = (
+    delete(_queue)
+    .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
+    .returning(_queue.c.command_id)
+)
+
+
 async def claim(session: AsyncSession, command_id: int) -> Command | None:
     """Lock a queued command for delivery and count the attempt, in one UPDATE ... RETURNING;
     None when it is no longer ``processing`` (a concurrent request got there first). Follow with
     ``delivered`` once the protocol message is built, or ``unclaim`` if it cannot be."""
-    now = utcnow()
-    stmt = (
-        update(Command)
-        .where(Command.id == command_id, Command.status == CommandStatus.PROCESSING.value)
-        .values(
-            attempts=Command.attempts + 1,
-            delivered_at=func.coalesce(Command.delivered_at, now),
-            updated_at=now,
-        )
-        .returning(Command)
-        .execution_options(populate_existing=True, synchronize_session=False)
-    )
-    claimed: Command | None = await session.scalar(stmt)
-    return claimed
+    row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
+    if row is None:
+        return None
+    command = Command(**row._asdict())
+    # The row was just written: attach it as persistent without reading it back.
+    make_transient_to_detached(command)
+    session.add(command)
+    return command
 
 
 def unclaim(command: Command) -> None:
@@ -277,11 +297,7 @@ def unclaim(command: Command) -> None:
 
 async def delivered(session: AsyncSession, command: Command) -> None:
     """The claimed command went out: it is in flight until the device answers."""
-    await session.execute(
-        update(CommandQueueEntry)
-        .where(CommandQueueEntry.command_id == command.id)
-        .values(in_flight=True, not_before=None)
-    )
+    await session.execute(_SET_IN_FLIGHT, {"b_id": command.id})
     if command.attempts == 1:
         journal(session, command, "delivered")
 
@@ -316,11 +332,7 @@ async def defer(session: AsyncSession, command: Command, delay: timedelta, detai
 async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
     """Remove an in-flight command from the queue; False if it was not in flight (a replayed or
     duplicate answer). One DELETE ... RETURNING both checks and removes."""
-    taken = await session.execute(
-        delete(CommandQueueEntry)
-        .where(CommandQueueEntry.command_id == command_id, CommandQueueEntry.in_flight.is_(True))
-        .returning(CommandQueueEntry.command_id)
-    )
+    taken = await session.execute(_TAKE_IN_FLIGHT, {"b_id": command_id})
     return taken.first() is not None
 
 
