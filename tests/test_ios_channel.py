@@ -485,3 +485,54 @@ async def test_steady_idle_poll_needs_at_most_one_query(ios, phone: Phone, serve
         assert statements == []
     finally:
         event.remove(engine, "before_cursor_execute", count)
+
+
+async def test_a_just_queued_command_is_fetched_in_one_transaction(
+    ios, phone: Phone, db: Database, server: Server
+) -> None:
+    """After an enqueue the next Idle poll skips the read-only look and uses one connection."""
+    from sqlalchemy import event
+
+    device_id = await _device_id(db, phone.udid)
+    assert _offered(await phone.report(ios)) is None  # the hint now says "empty"
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    checkouts: list[int] = []
+    pool = server.ctx.db.engine.sync_engine.pool
+
+    def checked_out(*_args: object) -> None:
+        checkouts.append(1)
+
+    event.listen(pool, "checkout", checked_out)
+    try:
+        assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
+        assert len(checkouts) == 1
+        checkouts.clear()
+        # Nothing is pending any more: the next Idle looks read-only first, finds nothing, and
+        # the hint answers the ones after that without the database.
+        await phone.report(ios, "Acknowledged", guid)
+        checkouts.clear()
+        assert _offered(await phone.report(ios)) is None
+        assert len(checkouts) == 1
+        checkouts.clear()
+        assert _offered(await phone.report(ios)) is None
+        assert checkouts == []
+    finally:
+        event.remove(pool, "checkout", checked_out)
+
+
+def test_queue_hint_pending_is_taken_once_and_bounded() -> None:
+    from mdm.ios.state import QueueHint
+
+    hint = QueueHint(ttl=60, size=2)
+    hint.mark_empty(1, hint.generation)
+    assert hint.known_empty(1) and not hint.take_pending(1)
+    hint.invalidate(1)
+    assert not hint.known_empty(1)
+    assert hint.take_pending(1) and not hint.take_pending(1)
+    for device_id in (1, 2, 3):
+        hint.invalidate(device_id)
+    assert not hint.take_pending(1)  # the oldest was dropped: its poll just looks first
+    assert hint.take_pending(2) and hint.take_pending(3)
+    hint.invalidate(4)
+    hint.clear()
+    assert not hint.take_pending(4)

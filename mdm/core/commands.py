@@ -264,6 +264,7 @@ _CLAIM = (
     )
     .returning(*_commands.c)
 )
+_BY_GUID_LOCKED = select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
 _SET_IN_FLIGHT = (
     update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
 )
@@ -279,13 +280,21 @@ async def claim(session: AsyncSession, command_id: int) -> Command | None:
     None when it is no longer ``processing`` (a concurrent request got there first). Follow with
     ``delivered`` once the protocol message is built, or ``unclaim`` if it cannot be."""
     row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
-    if row is None:
-        return None
+    return None if row is None else _attach(session, row)
+
+
+async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
+    """The command with this GUID, row-locked (PostgreSQL) for the rest of the transaction."""
+    row = (await session.execute(_BY_GUID_LOCKED, {"b_guid": guid})).first()
+    return None if row is None else _attach(session, row)
+
+
+def _attach(session: AsyncSession, row: Any) -> Command:
+    """An ORM object for a row a Core statement just read or wrote, without reading it again;
+    later attribute changes are flushed as usual."""
     command = Command(**row._asdict())
-    # The row was just written: attach it as persistent without reading it back.
     make_transient_to_detached(command)
-    session.add(command)
-    return command
+    return session.sync_session.merge(command, load=False)
 
 
 def unclaim(command: Command) -> None:

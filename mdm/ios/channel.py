@@ -89,6 +89,13 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     if hint.enabled and hint.known_empty(device_id):
         return EMPTY
     generation = hint.generation
+    if hint.take_pending(device_id):
+        # Just queued (the push that woke the device): no read-only look first.
+        async with svc.db.transaction() as session:
+            result = await _next(session, device_id, NEXT_ANY)
+        if not result.body:
+            hint.mark_empty(device_id, generation)
+        return result
     async with svc.engine.connect() as conn:
         command_id = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
     if command_id is None:
@@ -169,7 +176,7 @@ async def _late_translation(session: AsyncSession, command: Command, device_id: 
 async def _record(svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport) -> None:
     assert report.command_uuid is not None
     guid, _ = ios_commands.split_command_uuid(report.command_uuid)
-    command = await session.scalar(select(Command).where(Command.guid == guid).with_for_update())
+    command = await commands.lock_by_guid(session, guid)
     if command is None or command.device_id != binding.device_id:
         raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")
     step = ios_commands.answered_step(command, report.command_uuid)

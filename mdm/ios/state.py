@@ -1,11 +1,13 @@
 """Process-local, bounded state that keeps the idle poll cheap.
 
 ``QueueHint``: "device N had nothing to deliver" for a few seconds, so an idle poll of an empty
-queue needs no query at all. Enqueueing anywhere in this process clears the device's hint (an
-ORM ``after_insert`` listener on the queue table) and bumps a generation counter, so a query
-that raced with an enqueue never stores a stale "empty". Other replicas clear it through
-PostgreSQL ``NOTIFY`` (``notify.py``); without that (SQLite, or a lost listener connection) a
-stale hint delays delivery by at most ``ios.queue_hint_seconds``, until the next poll after expiry.
+queue needs no query at all; and "something was just queued for device N", so that its next Idle
+poll goes straight to the delivering transaction without a read-only look first. Enqueueing
+anywhere in this process clears the device's hint (an ORM ``after_insert`` listener on the queue
+table) and bumps a generation counter, so a query that raced with an enqueue never stores a
+stale "empty". Other replicas clear it through PostgreSQL ``NOTIFY`` (``notify.py``); without
+that (SQLite, or a lost listener connection) a stale hint delays delivery by at most
+``ios.queue_hint_seconds``, until the next poll after expiry.
 
 ``LastSeen``: ``last_seen_at`` is written behind, in one batched statement every few seconds.
 """
@@ -31,6 +33,7 @@ class QueueHint:
         self.size = size
         self.generation = 0
         self._empty: OrderedDict[int, float] = OrderedDict()
+        self._pending: OrderedDict[int, None] = OrderedDict()
         _HINTS.add(self)
 
     @property
@@ -56,12 +59,27 @@ class QueueHint:
             self._empty.popitem(last=False)
 
     def invalidate(self, device_id: int) -> None:
+        """Something was queued for the device (or may have been): forget "empty", and remember
+        that its next Idle poll should look for work inside a transaction straight away."""
         self.generation += 1
         self._empty.pop(device_id, None)
+        self._pending[device_id] = None
+        self._pending.move_to_end(device_id)
+        if len(self._pending) > self.size:
+            self._pending.popitem(last=False)
+
+    def take_pending(self, device_id: int) -> bool:
+        """True once after ``invalidate`` (bounded: an entry may be dropped, never invented)."""
+        try:
+            del self._pending[device_id]
+        except KeyError:
+            return False
+        return True
 
     def clear(self) -> None:
         self.generation += 1
         self._empty.clear()
+        self._pending.clear()
 
     def __len__(self) -> int:
         return len(self._empty)
