@@ -380,7 +380,7 @@ from = ""
 [ios]                  # iOS MDM protocol
 user_authenticate_enabled = false
 max_body_bytes = 1048576
-notnow_backoff_seconds = 60.0
+notnow_backoff_seconds = 60.0  # NotNow: re-push after 60 s, 120 s, ... (at least 1)
 signature_max_age = 600.0      # an older Mdm-Signature signingTime is a replay
 
 [ios_commands]

@@ -251,3 +251,12 @@ def test_feature_sections_load_without_the_server(tmp_path) -> None:
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["127.0.0.1", "True"]
+
+
+def test_notnow_back_off_cannot_be_zero(tmp_path: Path) -> None:
+    """A zero back-off offered a NotNow'd command again within the exchange that refused it."""
+    for key in ("notnow_backoff_seconds", "notnow_backoff_max_seconds"):
+        with pytest.raises(ConfigError, match=rf"ios\.{key}: Input should be greater than or equal to 1"):
+            load_config(write(tmp_path / key, f"[ios]\n{key} = 0\n"), env={})
+    ok = load_config(write(tmp_path / "ok", "[ios]\nnotnow_backoff_seconds = 1\n"), env={})
+    assert ok.section("ios").notnow_backoff_seconds == 1

@@ -16,9 +16,11 @@ class IosConfig(BaseModel):
     user_authenticate_enabled: bool = False
     # Largest request body accepted on /mdm/checkin and /mdm/server (413 above it).
     max_body_bytes: int = Field(default=1024 * 1024, ge=4096, le=64 * 1024 * 1024)
-    # NotNow: the re-push is scheduled after base * 2^(n-1) seconds, at most max.
-    notnow_backoff_seconds: float = Field(default=60.0, ge=0)
-    notnow_backoff_max_seconds: float = Field(default=3600.0, ge=0)
+    # NotNow: the command is not offered again in the same exchange, and the re-push is scheduled
+    # after base * 2^(n-1) seconds, at most max. At least 1 s: a zero back-off would offer a
+    # NotNow'd command again within the exchange that just refused it.
+    notnow_backoff_seconds: float = Field(default=60.0, ge=1)
+    notnow_backoff_max_seconds: float = Field(default=3600.0, ge=1)
     # Mdm-Signature with a CMS signingTime older than this (or this far in the future) is a replay.
     signature_max_age: float = Field(default=600.0, ge=1)
     # last_seen_at is written behind, in batches, this often.
