@@ -188,7 +188,8 @@ async def test_recall_in_flight_then_device_answers(api: httpx.AsyncClient, db) 
     dev = await device(db)
     guid = (await send(api, dev, "Block")).json()["guid"]
     async with db.transaction() as session:  # what a protocol channel does when it hands the command out
-        await commands.mark_delivered(session, await commands.get_by_guid(session, guid))
+        command_id = (await commands.get_by_guid(session, guid)).id
+        await commands.delivered(session, await commands.claim(session, command_id))
     r = await api.delete(f"/api/v1/commands/{guid}")
     assert r.status_code == 200
     assert r.json()["status"] == "removing"
@@ -237,7 +238,7 @@ async def test_completed_command_is_final(api: httpx.AsyncClient, db) -> None:
     guid = (await send(api, dev, "RefreshDeviceInfo")).json()["guid"]
     async with db.transaction() as session:
         command = await commands.get_by_guid(session, guid)
-        await commands.mark_delivered(session, command)
+        await commands.delivered(session, await commands.claim(session, command.id))
         await commands.complete(session, command, success=False, info="device said no")
     c = (await api.get(f"/api/v1/commands/{guid}")).json()
     assert (c["status"], c["result_info"]) == ("failed", "device said no")

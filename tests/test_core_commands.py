@@ -28,7 +28,7 @@ async def test_finished_commands_keep_no_payload(db) -> None:
         command = await commands.get_by_guid(session, guid)
         assert "s3cret-wifi" in repr(command.payload) or _in_data(command.payload, b"s3cret-wifi")
         assert "s3cret-wifi" not in repr(command.args)
-        await commands.mark_delivered(session, command)
+        await commands.delivered(session, await commands.claim(session, command.id))
         await commands.complete(session, command, success=True, info="Acknowledged")
         await commands.recall(session, recalled_guid)
     async with db.session() as session:

@@ -119,7 +119,7 @@ async def _deliver_and_answer(db: Database, device_id: int, *, ok: bool = True) 
         command = await commands.next_command(session, device_id)
         assert command is not None
         uuid, body = outgoing(command, unlock_token=b"T")
-        await commands.mark_delivered(session, command)
+        await commands.delivered(session, await commands.claim(session, command.id))
     guid, _ = split_command_uuid(uuid)
     async with db.transaction() as session:
         command = await commands.get_by_guid(session, guid, for_update=True)
@@ -182,7 +182,7 @@ async def test_not_now_re_offers_the_same_step(db: Database) -> None:
     async with db.transaction() as session:
         command = await commands.next_command(session, device_id)
         assert command is not None and commands.step_index(command) == 1
-        await commands.mark_delivered(session, command)
+        await commands.delivered(session, await commands.claim(session, command.id))
         await commands.defer(session, command, timedelta(0), "NotNow")
     async with db.session() as session:
         again = await commands.next_command(session, device_id)
@@ -201,7 +201,7 @@ async def test_recall_between_steps_drops_the_rest(db: Database, in_flight: bool
         async with db.transaction() as session:
             command = await commands.next_command(session, device_id)
             assert command is not None
-            await commands.mark_delivered(session, command)
+            await commands.delivered(session, await commands.claim(session, command.id))
     async with db.transaction() as session:
         recalled = await commands.recall(session, created.guid, by="admin")
         assert recalled.status == (CommandStatus.REMOVING if in_flight else CommandStatus.REMOVE_FAILED)

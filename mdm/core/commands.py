@@ -311,21 +311,6 @@ async def delivered(session: AsyncSession, command: Command) -> None:
         journal(session, command, "delivered")
 
 
-async def mark_delivered(session: AsyncSession, command: Command) -> None:
-    now = utcnow()
-    first = command.delivered_at is None
-    command.delivered_at = command.delivered_at or now
-    command.attempts += 1
-    command.updated_at = now
-    await session.execute(
-        update(CommandQueueEntry)
-        .where(CommandQueueEntry.command_id == command.id)
-        .values(in_flight=True, not_before=None)
-    )
-    if first:
-        journal(session, command, "delivered")
-
-
 async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:
     """The device said NotNow: keep it queued, not offered again before ``delay`` has passed."""
     entry = await session.get(CommandQueueEntry, command.id)
