@@ -259,6 +259,24 @@ async def test_stale_authenticate_cannot_rebind_an_older_identity(ios, server: S
     assert (await new.report(ios)).status_code == 200
 
 
+async def test_expired_tls_client_certificate_gets_400_not_a_failed_handshake(
+    server: Server, config, db: Database, tmp_path: Path
+) -> None:
+    import plistlib
+
+    phone = _foreign_or_expired(server, expired=True)
+    context = client_ssl_context(config)
+    context.load_cert_chain(*_pem_files(tmp_path, phone))
+    async with httpx.AsyncClient(base_url=listener_url(server, "ios"), verify=context, timeout=30) as client:
+        body = plistlib.dumps({"UDID": phone.udid, **phone.authenticate()})
+        response = await client.put("/mdm/checkin", content=body)
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "identity_rejected" and "expired" in response.text
+    assert await _reasons(db) == ["expired"]
+    async with db.session() as session:
+        assert (await session.scalars(select(Device))).all() == []
+
+
 def test_tls_listener_requests_but_does_not_require_client_certs(server: Server) -> None:
     context = server.ctx.tls["ios"].front
     assert context.verify_mode == ssl.CERT_OPTIONAL

@@ -35,6 +35,8 @@ from mdm.server.tls import ReloadableContext, TLSFilesError, build_server_contex
 log = logging.getLogger(__name__)
 
 RESERVE = {"C": "CR", "M": "MR"}
+# OpenSSL's X509_V_FLAG_NO_CHECK_TIME; Python's ssl.VerifyFlags has no name for it.
+X509_V_FLAG_NO_CHECK_TIME = 0x200000
 CLIENT_CERT_LISTENERS = ("ios", "kes")
 
 
@@ -50,6 +52,12 @@ def _slot_context(config: Config, listener: str, slot: str) -> ssl.SSLContext:
     ctx = build_server_context(cert_file, key_file, client_ca_file=client_ca, slot=slot)
     if client_ca is not None:
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+    if listener == "ios":
+        # An expired (or not yet valid) device certificate completes the handshake, so that the
+        # application's verifier, which checks the validity period on every request, answers it
+        # with HTTP 400 and a security event; iOS devices unenroll on some failures, and a failed
+        # handshake tells the administrator nothing. The chain must still lead to a trusted CA.
+        ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
     if listener == "kes" and config.pki.kes_tls_crl_check:
         crl_file = config.ca_dir / CRL_BUNDLE
         if crl_file.exists():
