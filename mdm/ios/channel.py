@@ -93,7 +93,7 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
         # Just queued (the push that woke the device): no read-only look first.
         async with svc.db.transaction() as session:
             result = await _next(session, device_id, NEXT_ANY)
-        if not result.body:
+        if result is EMPTY:
             hint.mark_empty(device_id, generation)
         return result
     async with svc.engine.connect() as conn:
@@ -109,21 +109,19 @@ async def _next(session: AsyncSession, device_id: int, stmt: Any, first: int | N
     """Deliver the first deliverable command (in the caller's transaction). ``first``: the id a
     query just outside the transaction found, re-checked here under the row lock."""
     for _ in range(50):  # undeliverable commands are failed and skipped; bounded
-        command_id, guessed, first = first, first is not None, None
+        command_id, first = first, None
         if command_id is None:
             command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
         if command_id is None:
-            return EMPTY
+            return EMPTY  # callers may record "empty": only a query that found nothing says so
         command = await commands.claim(session, command_id)
         if command is None:
-            if guessed:
-                continue  # handled meanwhile by a concurrent request: look again
-            return EMPTY
+            continue  # handled meanwhile by a concurrent request: look again
         body = await _encode(session, command, device_id)
         if body is not None:
             await commands.delivered(session, command)
             return ChannelResult(body)
-    return EMPTY
+    return ChannelResult()  # gave up after 50 undeliverable commands: not "the queue is empty"
 
 
 async def _encode(session: AsyncSession, command: Command, device_id: int) -> bytes | None:
