@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 from sqlalchemy import select
 
 from mdm.api import schemas as s
 from mdm.api.auth import TOKEN_CACHE
 from mdm.api.framework import PRINCIPAL_KEY, ApiRouter
-from mdm.core import commands, devices, tokens
+from mdm.core import commands, devices, groups, tokens
 from mdm.core.errors import Conflict, NotFound
-from mdm.core.library import LIBRARY
-from mdm.db.models import ApiToken, Device, Event, Group, User
+from mdm.core.library import LIBRARY, translator_for
+from mdm.db.models import ApiToken, Device, Event, Group, Protocol, User
 from mdm.server.context import ctx_of
 
 router = ApiRouter()
@@ -69,13 +71,26 @@ async def set_device_group(request: web.Request, id: int, body: s.DeviceGroupIn)
 
 
 # ---- commands -----------------------------------------------------------------------------------
-@router.route("GET", "/command-types", summary="The command library", tag="commands", scope="commands:read",
-              response=s.CommandTypeList)
-async def list_command_types(request: web.Request) -> s.CommandTypeList:
+def _arg_schemas(command_type: str, protocols: frozenset[Protocol]) -> dict[str, dict[str, Any]]:
+    """The argument schema of each protocol whose translator describes it (``arg_schema``; the
+    translators cache them, they never change at run time)."""
+    out: dict[str, dict[str, Any]] = {}
+    for protocol in sorted(protocols):
+        describe = getattr(translator_for(protocol), "arg_schema", None)
+        schema = describe(command_type) if callable(describe) else None
+        if schema is not None:
+            out[protocol.name.lower()] = schema
+    return out
+
+
+@router.route("GET", "/command-types", summary="The command library (?args=true: with argument schemas)",
+              tag="commands", scope="commands:read", query=s.CommandTypesQuery, response=s.CommandTypeList)
+async def list_command_types(request: web.Request, query: s.CommandTypesQuery) -> s.CommandTypeList:
     return s.CommandTypeList(
         items=[
             s.CommandTypeOut(name=c.name, description=c.description,
-                             protocols=sorted(p.name.lower() for p in c.protocols))
+                             protocols=sorted(p.name.lower() for p in c.protocols),
+                             args=_arg_schemas(c.name, c.protocols) if query.args else None)
             for c in LIBRARY.values()
         ]
     )
@@ -162,6 +177,9 @@ async def list_events(request: web.Request, query: s.EventQuery) -> s.EventPage:
         stmt = stmt.where(Event.type == query.type)
     if query.severity:
         stmt = stmt.where(Event.severity == query.severity)
+    if query.min_severity:
+        at_least = s.SEVERITY_ORDER[s.SEVERITY_ORDER.index(query.min_severity):]
+        stmt = stmt.where(Event.severity.in_(at_least))
     if query.device:
         stmt = stmt.where(Event.device_id == query.device)
     if query.since:
@@ -174,12 +192,14 @@ async def list_events(request: web.Request, query: s.EventQuery) -> s.EventPage:
 
 
 # ---- users & groups -----------------------------------------------------------------------------
-@router.route("GET", "/users", summary="List users", tag="users", scope="devices:read", query=s.PageQuery,
-              response=s.UserPage)
-async def list_users(request: web.Request, query: s.PageQuery) -> s.UserPage:
+@router.route("GET", "/users", summary="List users", tag="users", scope="devices:read",
+              query=s.UserListQuery, response=s.UserPage)
+async def list_users(request: web.Request, query: s.UserListQuery) -> s.UserPage:
     stmt = select(User).order_by(User.id)
     if query.cursor:
         stmt = stmt.where(User.id > int(query.cursor))
+    if query.name is not None:
+        stmt = stmt.where(User.name == query.name)
     async with ctx_of(request).db.session() as session:
         rows = list((await session.scalars(stmt.limit(query.limit + 1))).all())
     more = len(rows) > query.limit
@@ -246,6 +266,13 @@ async def create_group(request: web.Request, body: s.GroupIn) -> s.GroupOut:
         session.add(group)
         await session.flush()
         return s.GroupOut.of(group)
+
+
+@router.route("PUT", "/groups/{id}/parent", summary="Move a group under another one (null: top level)",
+              tag="groups", scope="devices:write", body=s.GroupParentIn, response=s.GroupOut, errors=(409,))
+async def move_group(request: web.Request, id: int, body: s.GroupParentIn) -> s.GroupOut:
+    async with ctx_of(request).db.transaction() as session:
+        return s.GroupOut.of(await groups.move(session, id, body.parent_id, by=_who(request)))
 
 
 @router.route("DELETE", "/groups/{id}", summary="Delete an empty group", tag="groups", scope="devices:write",

@@ -131,6 +131,10 @@ class UserIn(Strict):
     display_name: str | None = Field(default=None, max_length=255)
 
 
+class UserListQuery(PageQuery):
+    name: str | None = Field(default=None, max_length=255, description="exactly this user name")
+
+
 class UserOut(BaseModel):
     id: int
     name: str
@@ -166,6 +170,10 @@ class GroupOut(BaseModel):
 
 class GroupList(BaseModel):
     items: list[GroupOut]
+
+
+class GroupParentIn(Strict):
+    parent_id: int | None = Field(ge=1, le=2**62, description="the new parent group; null: top level")
 
 
 class DeviceGroupIn(Strict):
@@ -278,10 +286,19 @@ class CommandPage(BaseModel):
     next_cursor: str | None
 
 
+class CommandTypesQuery(Strict):
+    args: bool = Field(default=False, description="include each type's argument schema per protocol")
+
+
 class CommandTypeOut(BaseModel):
     name: str
     description: str
     protocols: list[str]
+    args: dict[str, dict[str, Any]] | None = Field(
+        default=None,
+        description="with ?args=true: the JSON Schema of the arguments per protocol whose translator "
+        "describes them (examples under each property's `examples`)",
+    )
 
 
 class CommandTypeList(BaseModel):
@@ -289,9 +306,17 @@ class CommandTypeList(BaseModel):
 
 
 # ---- events -------------------------------------------------------------------------------------
+# Severities from the least to the most severe: min_severity=S means S or worse.
+SEVERITY_ORDER = [s.value for s in Severity]
+SeverityName = Literal[tuple(SEVERITY_ORDER)]  # type: ignore[valid-type]
+
+
 class EventQuery(PageQuery):
     type: str | None = Field(default=None, max_length=64)
-    severity: Literal[tuple(s.value for s in Severity)] | None = None  # type: ignore[valid-type]
+    severity: SeverityName | None = Field(default=None, description="exactly this severity")  # type: ignore[valid-type]
+    min_severity: SeverityName | None = Field(  # type: ignore[valid-type]
+        default=None, description="this severity or worse (info < warning < functional_failure < critical)"
+    )
     device: int | None = Field(default=None, ge=1, le=2**62)
     since: datetime | None = None
     after: int | None = Field(default=None, ge=0, le=2**62, description="only events with a larger id")

@@ -66,6 +66,9 @@ class CommandTranslator(TypingProtocol):
     A translator may also define ``public_args(command_type, args) -> dict``: the arguments as
     stored with the command and shown in its log, with secrets (passwords, keys) masked. The
     payload keeps them; it is what the device needs.
+
+    It may also define ``arg_schema(command_type) -> dict | None``: the JSON Schema of the
+    command's arguments on its protocol, published by ``GET /api/v1/command-types?args=true``.
     """
 
     def translate(self, command_type: str, args: dict[str, Any], device: Device) -> dict[str, Any]: ...

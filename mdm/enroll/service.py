@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptography import x509
-from sqlalchemy import select, update
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -569,6 +569,18 @@ async def get(session: AsyncSession, enrollment_id: int) -> tuple[Enrollment, st
     return row[0], row[1]
 
 
+def _status_is(status: str, now: datetime) -> ColumnElement[bool]:
+    """The status as listed: a pending link past its expiry is "expired" before the expiry worker
+    has marked it (the list shows it so, and filters the same way)."""
+    pending, expired = EnrollmentStatus.PENDING.value, EnrollmentStatus.EXPIRED.value
+    if status == pending:
+        return and_(Enrollment.status == pending, Enrollment.expires_at > now)
+    if status == expired:
+        return or_(Enrollment.status == expired,
+                   and_(Enrollment.status == pending, Enrollment.expires_at <= now))
+    return Enrollment.status == status
+
+
 async def list_enrollments(
     session: AsyncSession, *, limit: int, after_id: int | None = None, user: str | None = None,
     status: str | None = None,
@@ -579,7 +591,7 @@ async def list_enrollments(
     if user is not None:
         stmt = stmt.where(User.name == user)
     if status is not None:
-        stmt = stmt.where(Enrollment.status == status)
+        stmt = stmt.where(_status_is(status, utcnow()))
     rows = [(r[0], r[1]) for r in (await session.execute(stmt.limit(limit + 1))).all()]
     more = len(rows) > limit
     rows = rows[:limit]

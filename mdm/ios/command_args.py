@@ -1,10 +1,13 @@
 """Typed arguments of the library commands on iOS (``{"type": ..., "args": {...}}`` in the API).
 
 Unknown keys are refused; every field is optional unless the command cannot work without it.
+Each field carries a description and an example: ``GET /api/v1/command-types?args=true`` publishes
+them as JSON Schema (``arg_schema``), and ``mdm command types --args`` prints them.
 """
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -12,7 +15,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from mdm.ios.profiles import Profile
 from mdm.ios.profiles.base import Data
 
-SixDigits = Field(default=None, pattern=r"^[0-9]{6}$")
+
+def _find_my_pin() -> Any:
+    return Field(default=None, pattern=r"^[0-9]{6}$", examples=["123456"],
+                 description="Find My PIN, 6 digits (macOS only: refused for iOS devices)")
+
+
+_MESSAGE = "This device belongs to ACME Corp: please call +1 555 0100"
+_PHONE = "+1 555 0100"
 
 
 class Args(BaseModel):
@@ -24,33 +34,39 @@ class NoArgs(Args):
 
 
 class BlockArgs(Args):
-    message: str | None = Field(default=None, max_length=1000)
-    phone_number: str | None = Field(default=None, max_length=64)
-    # Find My PIN: macOS only (refused for iOS devices).
-    pin: str | None = SixDigits
+    message: str | None = Field(default=None, max_length=1000, examples=[_MESSAGE],
+                                description="shown on the lock screen")
+    phone_number: str | None = Field(default=None, max_length=64, examples=[_PHONE],
+                                     description="shown on the lock screen")
+    pin: str | None = _find_my_pin()
 
 
 class WipeArgs(Args):
-    preserve_data_plan: bool | None = None
-    disallow_proximity_setup: bool | None = None
-    # macOS only (refused for iOS devices).
-    pin: str | None = SixDigits
+    preserve_data_plan: bool | None = Field(default=None, examples=[True],
+                                            description="keep the cellular data plan (eSIM)")
+    disallow_proximity_setup: bool | None = Field(default=None, examples=[True],
+                                                  description="no Quick Start from a nearby device")
+    pin: str | None = _find_my_pin()
     obliteration_behavior: Literal["Default", "DoNotObliterate", "ObliterateWithWarning", "Always"] | None = (
-        None
+        Field(default=None, examples=["Default"], description="macOS only (refused for iOS devices)")
     )
 
 
 class SoftWipeArgs(Args):
     """What to remove; by default every managed profile and managed app the inventory lists."""
 
-    profiles: list[str] | None = Field(default=None, max_length=500)
-    applications: list[str] | None = Field(default=None, max_length=500)
+    profiles: list[str] | None = Field(default=None, max_length=500, examples=[["com.example.wifi"]],
+                                       description="identifiers of the managed profiles to remove")
+    applications: list[str] | None = Field(default=None, max_length=500, examples=[["com.example.mail"]],
+                                           description="bundle ids of the managed apps to remove")
 
 
 class LostMode(Args):
-    message: str | None = Field(default=None, max_length=1000)
-    phone_number: str | None = Field(default=None, max_length=64)
-    footnote: str | None = Field(default=None, max_length=1000)
+    """A message or a phone number (or both) for the lock screen."""
+
+    message: str | None = Field(default=None, max_length=1000, examples=[_MESSAGE])
+    phone_number: str | None = Field(default=None, max_length=64, examples=[_PHONE])
+    footnote: str | None = Field(default=None, max_length=1000, examples=["ACME Corp IT"])
 
     @model_validator(mode="after")
     def _something(self) -> LostMode:
@@ -63,15 +79,30 @@ class LostModeArgs(Args):
     """Locate / Alarm work on a device in lost mode (supervised); ``enable_lost_mode`` first puts
     it in lost mode with this message."""
 
-    enable_lost_mode: LostMode | None = None
+    enable_lost_mode: LostMode | None = Field(
+        default=None, examples=[{"message": _MESSAGE}],
+        description="put the device in lost mode first, with this lock-screen text (supervised devices)",
+    )
 
 
 class InstallConfProfArgs(Args):
-    profile: Profile | None = None
-    # A ready .mobileconfig (XML/binary plist, or already CMS-signed), base64.
-    mobileconfig_base64: Data | None = None
-    # Sign with the `ios` certificate; default: the [ios_commands] sign_profiles setting.
-    sign: bool | None = None
+    """Exactly one of profile or mobileconfig_base64."""
+
+    profile: Profile | None = Field(
+        default=None,
+        examples=[{"identifier": "com.example.wifi", "display_name": "Office Wi-Fi",
+                   "payloads": [{"type": "wifi", "ssid": "office", "encryption_type": "WPA2",
+                                 "password": "correct horse"}]}],
+        description="a profile built from typed payloads (wifi, vpn, email, passcode, ...)",
+    )
+    mobileconfig_base64: Data | None = Field(
+        default=None, examples=["PD94bWwgdmVyc2lvbj0iMS4wIj8+"],
+        description="a ready .mobileconfig (XML or binary plist, or already CMS-signed), base64",
+    )
+    sign: bool | None = Field(
+        default=None, examples=[True],
+        description="sign with the ios certificate (default: the [ios_commands] sign_profiles setting)",
+    )
 
     @model_validator(mode="after")
     def _one(self) -> InstallConfProfArgs:
@@ -81,12 +112,15 @@ class InstallConfProfArgs(Args):
 
 
 class IdentifierArgs(Args):
-    identifier: str = Field(min_length=1, max_length=255)
+    identifier: str = Field(
+        min_length=1, max_length=255, examples=["com.example.wifi"],
+        description="profile identifier (DeleteConfProf) or app bundle id (DeleteApplication)",
+    )
 
 
 class InstallProvProfArgs(Args):
-    # The .mobileprovision file (CMS-signed plist), base64.
-    provisioning_profile: Data
+    provisioning_profile: Data = Field(examples=["MIAGCSqGSIb3DQEHAqCA"],
+                                       description="the .mobileprovision file (CMS-signed plist), base64")
 
     @field_validator("provisioning_profile")
     @classmethod
@@ -97,24 +131,33 @@ class InstallProvProfArgs(Args):
 
 
 class DeleteProvProfArgs(Args):
-    uuid: str = Field(min_length=1, max_length=64)
+    uuid: str = Field(min_length=1, max_length=64, examples=["5C1F2E7A-9D3B-4C8E-A1F0-2B6D8E4C7A91"],
+                      description="UUID of the provisioning profile")
 
 
 class InstallApplicationArgs(Args):
     """Exactly one source: App Store id, bundle identifier (VPP/App Store), or enterprise manifest."""
 
-    itunes_store_id: int | None = Field(default=None, ge=1, le=2**53)
-    identifier: str | None = Field(default=None, min_length=1, max_length=255)
-    manifest_url: str | None = Field(default=None, max_length=2048)
+    itunes_store_id: int | None = Field(default=None, ge=1, le=2**53, examples=[361309726],
+                                        description="App Store id")
+    identifier: str | None = Field(default=None, min_length=1, max_length=255, examples=["com.example.mail"],
+                                   description="bundle id (VPP / App Store)")
+    manifest_url: str | None = Field(default=None, max_length=2048,
+                                     examples=["https://apps.example.com/mail/manifest.plist"],
+                                     description="enterprise app manifest (https:// only)")
     # ManagementFlags: 1 = remove the app when the MDM profile is removed, 4 = no app-data backup.
-    remove_with_mdm: bool = True
-    prevent_backup: bool = False
-    # Take over an app the user installed.
-    take_management: bool = False
-    # 0 = legacy VPP redemption codes, 1 = VPP app assignment.
-    purchase_method: Literal[0, 1] | None = None
-    # Managed app configuration (any plist-able dictionary).
-    configuration: dict[str, Any] | None = None
+    remove_with_mdm: bool = Field(default=True, examples=[True],
+                                  description="remove the app when the MDM profile is removed")
+    prevent_backup: bool = Field(default=False, examples=[True], description="no backup of the app's data")
+    take_management: bool = Field(default=False, examples=[True],
+                                  description="take over an app the user installed")
+    purchase_method: Literal[0, 1] | None = Field(
+        default=None, examples=[1], description="0: legacy VPP redemption codes, 1: VPP app assignment"
+    )
+    configuration: dict[str, Any] | None = Field(
+        default=None, examples=[{"ServerURL": "https://mail.example.com"}],
+        description="managed app configuration (any plist-able dictionary)",
+    )
 
     @field_validator("manifest_url")
     @classmethod
@@ -136,13 +179,16 @@ class InstallApplicationArgs(Args):
 
 
 class RedemptionCodeArgs(Args):
-    identifier: str = Field(min_length=1, max_length=255)
-    redemption_code: str = Field(min_length=1, max_length=255)
+    identifier: str = Field(min_length=1, max_length=255, examples=["com.example.mail"],
+                            description="bundle id of the app")
+    redemption_code: str = Field(min_length=1, max_length=255, examples=["ABCD1234EFGH"])
 
 
 class RoamingArgs(Args):
-    voice_roaming: bool | None = None
-    data_roaming: bool | None = None
+    """voice_roaming and/or data_roaming; data roaming needs voice roaming."""
+
+    voice_roaming: bool | None = Field(default=None, examples=[True])
+    data_roaming: bool | None = Field(default=None, examples=[False])
 
     @model_validator(mode="after")
     def _sensible(self) -> RoamingArgs:
@@ -157,7 +203,55 @@ InventoryPart = Literal["device_info", "security", "apps", "managed_apps", "prof
 
 
 class RefreshArgs(Args):
-    # Default: every part.
-    parts: list[InventoryPart] | None = Field(default=None, min_length=1)
-    # DeviceInformation queries; default: a standard set for the device's OS.
-    queries: list[str] | None = Field(default=None, min_length=1, max_length=200)
+    parts: list[InventoryPart] | None = Field(default=None, min_length=1, examples=[["device_info", "apps"]],
+                                              description="inventory parts to refresh (default: every part)")
+    queries: list[str] | None = Field(
+        default=None, min_length=1, max_length=200, examples=[["OSVersion", "BatteryLevel"]],
+        description="DeviceInformation queries (default: a standard set for the device's OS)",
+    )
+
+
+# The arguments of each library command on iOS (None: free-form, see RAW_SCHEMA).
+BY_COMMAND: dict[str, type[Args] | None] = {
+    "Block": BlockArgs,
+    "Unblock": NoArgs,
+    "ResetPassword": NoArgs,
+    "Wipe": WipeArgs,
+    "SoftWipe": SoftWipeArgs,
+    "Locate": LostModeArgs,
+    "Alarm": LostModeArgs,
+    "InstallConfProf": InstallConfProfArgs,
+    "DeleteConfProf": IdentifierArgs,
+    "InstallProvProf": InstallProvProfArgs,
+    "DeleteProvProf": DeleteProvProfArgs,
+    "InstallApplication": InstallApplicationArgs,
+    "DeleteApplication": IdentifierArgs,
+    "EnterRedemptionCode": RedemptionCodeArgs,
+    "EditRoamingSettings": RoamingArgs,
+    "RefreshDeviceInfo": RefreshArgs,
+    "Remove": NoArgs,
+    "Raw": None,
+}
+
+RAW_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "description": "an Apple command dictionary, given verbatim (the service adds CommandUUID); "
+    "checked against Apple's published schema for its RequestType",
+    "properties": {
+        "RequestType": {"type": "string", "description": "the Apple RequestType",
+                        "examples": ["DeviceInformation"]},
+    },
+    "required": ["RequestType"],
+    "additionalProperties": True,
+    "examples": [{"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}],
+}
+
+
+@cache
+def json_schema(command_type: str) -> dict[str, Any] | None:
+    """The JSON Schema of a command's arguments on iOS (validation mode), or None for an unknown
+    type. Built once per type: the models never change at run time."""
+    if command_type not in BY_COMMAND:
+        return None
+    model = BY_COMMAND[command_type]
+    return RAW_SCHEMA if model is None else model.model_json_schema()

@@ -328,6 +328,10 @@ class IosCommandTranslator:
         masked = mask_secrets(args)
         return masked if isinstance(masked, dict) else {}
 
+    def arg_schema(self, command_type: str) -> dict[str, Any] | None:
+        """The JSON Schema of the command's arguments (``GET /command-types?args=true``)."""
+        return a.json_schema(command_type)
+
     @staticmethod
     def _check(command_type: str, step: Step, platform: str | None) -> None:
         candidate = dict(step)
