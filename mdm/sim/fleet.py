@@ -190,13 +190,15 @@ class Fleet:
         stop: asyncio.Event | None = None,
         polls_per_connection: int = 20,
         members: Sequence[Member] | None = None,
+        samples: Samples | None = None,
     ) -> Samples:
         """Idle polls for ``duration`` seconds from ``concurrency`` connections, as fast as the server
         answers (closed loop) or at ``rate`` polls per second in total (open loop), cycling through
-        ``members`` (default: the whole fleet)."""
+        ``members`` (default: the whole fleet). ``samples``: fill these (a caller reporting progress
+        reads them meanwhile)."""
         pool = list(members) if members is not None else self.members
         workers = concurrency or self.concurrency
-        samples = Samples()
+        samples = Samples() if samples is None else samples
         order = itertools.count()
         loop = asyncio.get_running_loop()
         start = loop.time()
