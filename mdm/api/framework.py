@@ -6,6 +6,7 @@ exist without being documented, and the document cannot list a route that does n
 from __future__ import annotations
 
 import json
+import math
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -286,9 +287,11 @@ async def parse_json_body(request: web.Request, model: type[BaseModel]) -> Any:
         )
     raw = await request.read()
     try:
-        data = json.loads(raw)
+        data = json.loads(raw, parse_int=_json_int, parse_float=_json_float, parse_constant=_json_constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidArgument(f"body is not valid JSON: {exc}") from None
+    except _NumberOutOfRange as exc:
+        raise InvalidArgument(f"body is not acceptable JSON: {exc}") from None
     except RecursionError:
         raise InvalidArgument("body is not acceptable JSON: nested too deeply") from None
     where = _nul_in(data)
@@ -300,6 +303,39 @@ async def parse_json_body(request: web.Request, model: type[BaseModel]) -> Any:
     except ValidationError as exc:
         details = validation_details(exc)
         raise InvalidArgument(f"invalid body: {_summarise(details)}", fields=details) from None
+
+
+class _NumberOutOfRange(ValueError):
+    pass
+
+
+# Every number the API takes fits in 64 bits (ids, counts, plist integers): a longer literal is
+# refused before int() sees it (thousands of digits cost quadratic time, then ValueError).
+_MAX_INT_DIGITS = 20
+_INT_RANGE = (-(2**63), 2**64 - 1)
+
+
+def _json_int(text: str) -> int:
+    if len(text.lstrip("-")) > _MAX_INT_DIGITS:
+        raise _NumberOutOfRange(f"integer with {len(text.lstrip('-'))} digits is out of range")
+    value = int(text)
+    if not _INT_RANGE[0] <= value <= _INT_RANGE[1]:
+        raise _NumberOutOfRange(f"integer {text} is out of the 64-bit range")
+    return value
+
+
+def _json_float(text: str) -> float:
+    if len(text) > 400:
+        raise _NumberOutOfRange(f"number literal of {len(text)} characters is too long")
+    value = float(text)
+    if math.isinf(value):
+        raise _NumberOutOfRange(f"number {text[:40]} is out of range")
+    return value
+
+
+def _json_constant(name: str) -> float:
+    # NaN and Infinity are not JSON (Python's json accepts them); PostgreSQL's json would refuse them.
+    raise _NumberOutOfRange(f"{name} is not a JSON number")
 
 
 def _nul_in(value: Any) -> str | None:

@@ -106,8 +106,7 @@ def load_plist(body: bytes, *, max_depth: int = 32, max_nodes: int = 200_000) ->
         ExpatError,
         ValueError,
         TypeError,
-        KeyError,
-        IndexError,
+        LookupError,  # KeyError, IndexError, and an unknown encoding= in the XML declaration
         OverflowError,
         UnicodeError,
         AttributeError,

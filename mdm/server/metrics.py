@@ -19,3 +19,22 @@ EVENTS_UNDELIVERED = Gauge(
     "mdm_events_undelivered", "Events in the outbox not yet delivered", registry=REGISTRY
 )
 DEVICES = Gauge("mdm_devices", "Managed devices", ["protocol", "status"], registry=REGISTRY)
+# Not answered at all, so not in mdm_http_requests_total: routine on mobile networks, never a 500.
+HTTP_CLIENT_GONE = Counter(
+    "mdm_http_client_disconnects",
+    "Requests whose client closed the connection before the answer (e.g. mid-upload)",
+    ["listener"],
+    registry=REGISTRY,
+)
+# Refused by aiohttp's HTTP parser (request line, headers, chunked framing) before any handler ran.
+HTTP_MALFORMED = Counter(
+    "mdm_http_malformed_requests",
+    "Requests the HTTP parser refused with 400 before routing",
+    registry=REGISTRY,
+)
+SECURITY_REJECTIONS = Counter(
+    "mdm_security_rejections",
+    "Rejected requests reported as security events: written one by one, or counted into an aggregate",
+    ["event", "recorded"],
+    registry=REGISTRY,
+)

@@ -1,5 +1,12 @@
 """Middleware shared by every listener: request ids, access log, and errors as JSON (never a
-traceback to the client)."""
+traceback to the client).
+
+Two kinds of bad input are not errors of ours and are never answered as 500: a client that closes
+the connection before its request was read (routine on mobile networks: an INFO line and
+``mdm_http_client_disconnects_total``), and a body whose framing or content encoding is broken (400,
+connection closed). Requests that aiohttp's parser refuses before routing get its own 400; the
+traceback it would log for each is replaced by one INFO line and ``mdm_http_malformed_requests_total``.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +21,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from mdm.core.errors import ServiceError
 from mdm.logs import request_id_var
@@ -23,6 +32,8 @@ log = logging.getLogger("mdm.http")
 access_log = logging.getLogger("mdm.access")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# nginx's "client closed request": only in our access log and metrics, never sent (nobody listens).
+CLIENT_CLOSED = 499
 
 
 class InFlight:
@@ -107,6 +118,45 @@ def _latency_histogram(listener: str) -> Any:
     return metrics.HTTP_LATENCY.labels(listener)
 
 
+@functools.cache
+def _client_gone_counter(listener: str) -> Any:
+    return metrics.HTTP_CLIENT_GONE.labels(listener)
+
+
+def _client_gone(request: web.Request) -> bool:
+    """The peer closed the connection (aiohttp drops the transport when the connection is lost)."""
+    transport = request.transport
+    return transport is None or transport.is_closing()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = exc.message if isinstance(exc, HttpProcessingError) else str(exc)
+    lines = [line for line in str(text).splitlines() if line.strip()]
+    return (lines[0] if lines else type(exc).__name__)[:200]
+
+
+class _ParserErrorFilter(logging.Filter):
+    """aiohttp answers a request its parser refuses (bad request line, header, chunk size,
+    oversized line) with 400 itself, and logs each at ERROR with a traceback. Anyone can send
+    those, so each becomes one INFO line and a counter; real errors pass through untouched."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if record.levelno < logging.WARNING or exc is None:
+            return True
+        bad_request = isinstance(exc, HttpProcessingError) and 400 <= exc.code < 500
+        if not (bad_request or isinstance(exc, RequestPayloadError)):
+            return True
+        metrics.HTTP_MALFORMED.inc()
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else "-"
+        log.info("malformed HTTP request from %s refused: %s", peer, _first_line(exc))
+        return False
+
+
+PARSER_ERROR_FILTER = _ParserErrorFilter()
+logging.getLogger("aiohttp.server").addFilter(PARSER_ERROR_FILTER)
+
+
 @web.middleware
 async def request_context(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Request id (from a well-formed X-Request-Id, else new), access log, JSON errors."""
@@ -135,7 +185,21 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             for header in ("Allow", "WWW-Authenticate", "Retry-After"):
                 if header in exc.headers:
                     response.headers[header] = exc.headers[header]
-        except Exception:
+        except RequestPayloadError as exc:
+            # Broken chunked framing or content encoding inside the body: what follows on this
+            # connection cannot be trusted, so answer and close. The body is marked read so that
+            # aiohttp does not linger on it (and log the same error again).
+            log.info("malformed request body in %s %s: %s", request.method, request.path, _first_line(exc))
+            request.content.feed_eof()
+            response = json_error(
+                400, "malformed_body", "malformed request body (broken framing or content encoding)"
+            )
+            response.force_close()
+        except Exception as exc:
+            if isinstance(exc, ConnectionResetError) and _client_gone(request):
+                status = CLIENT_CLOSED
+                log.info("client closed the connection during %s %s", request.method, request.path)
+                return web.Response(status=CLIENT_CLOSED)
             log.exception("unhandled error in %s %s", request.method, request.path)
             response = json_error(500, "internal", "internal error; see the server log for this request id")
         status = response.status
@@ -149,8 +213,11 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
             in_flight.leave()
         listener = request.app.get(LISTENER_KEY, "-")
         elapsed = time.perf_counter() - started
-        _request_counter(listener, status).inc()
-        _latency_histogram(listener).observe(elapsed)
+        if status == CLIENT_CLOSED:
+            _client_gone_counter(listener).inc()
+        else:
+            _request_counter(listener, status).inc()
+            _latency_histogram(listener).observe(elapsed)
         if request.app.get(ACCESS_LOG_KEY, True):
             access_log.info(
                 "%s %s %s %.1fms",
