@@ -79,8 +79,12 @@ class WebListenerConfig(_Section):
     https_port: Port = 8061
     http_enabled: bool = True
     https_enabled: bool = True
+    # Reverse proxies that terminate TLS in front of http_port: only from these is a forwarded
+    # "proto=https" believed (enrollment profiles are served over HTTPS only).
+    trusted_proxies: list[str] = Field(default_factory=list)
 
     _ports = field_validator("http_port", "https_port")(_check_port)
+    _proxies = field_validator("trusted_proxies")(lambda value: ListenerConfig._networks(value))
 
 
 class ListenersConfig(_Section):
@@ -149,6 +153,11 @@ class LimitsConfig(_Section):
 class ApiConfig(_Section):
     page_size_default: int = Field(default=50, ge=1, le=1000)
     page_size_max: int = Field(default=500, ge=1, le=10000)
+    # Addresses/networks that may read /metrics without a token (a Prometheus scraper's address);
+    # anyone else needs a token with the metrics:read (or admin) scope.
+    metrics_allow: list[str] = Field(default_factory=list)
+
+    _metrics_allow = field_validator("metrics_allow")(lambda value: ListenerConfig._networks(value))
 
 
 class ClientConfig(_Section):

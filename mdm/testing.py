@@ -26,6 +26,7 @@ port = 0
 bind = "127.0.0.1"
 http_port = 0
 https_port = 0
+trusted_proxies = ["127.0.0.2/32"]
 [listeners.admin]
 bind = "127.0.0.1"
 port = 0

@@ -334,7 +334,10 @@ async def test_metrics(api: httpx.AsyncClient, db) -> None:
     for _ in range(3):
         await api.get("/api/v1/devices")
     await api.get("/api/v1/devices/999999")
-    r = await api.get("/metrics", headers={"Authorization": ""})
+    # /metrics needs the metrics:read scope (tests/test_secrets_over_tls.py); the fixture's
+    # token is an admin one, which implies it.
+    assert (await api.get("/metrics", headers={"Authorization": ""})).status_code == 401
+    r = await api.get("/metrics")
     assert r.status_code == 200 and r.headers["Content-Type"].startswith("text/plain")
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     requests = {

@@ -51,6 +51,15 @@ async def web(server: Server, config: Config) -> Any:
         yield client
 
 
+# The test configuration trusts 127.0.0.2 as a TLS-terminating proxy of the web listener.
+PROXIED_TLS = {"X-Forwarded-Proto": "https"}
+
+
+def _proxy() -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.AsyncHTTPTransport(local_address="127.0.0.2"), timeout=60,
+                             limits=httpx.Limits(max_connections=100))
+
+
 async def _create(api: httpx.AsyncClient, **body: Any) -> dict[str, Any]:
     r = await api.post("/api/v1/enrollments", json={"platform": "ios", "user": "alice", **body})
     assert r.status_code == 201, r.text
@@ -120,9 +129,12 @@ async def test_create_download_once(api: httpx.AsyncClient, web: httpx.AsyncClie
     second = await web.get(created["url"].replace("localhost", "127.0.0.1"))
     assert second.status_code == 410
     assert "already been used" in second.text
-    # Also over the plain-HTTP port (8060): same path, same answer.
-    plain = await web.get(listener_url(server, "web", tls=False) + url.path)
+    # Also over the plain-HTTP port (8060) behind a TLS-terminating trusted proxy: same path, same
+    # answer. Straight to that port it is refused before the link is looked at (profiles need TLS).
+    async with _proxy() as proxy:
+        plain = await proxy.get(listener_url(server, "web", tls=False) + url.path, headers=PROXIED_TLS)
     assert plain.status_code == 410
+    assert (await web.get(listener_url(server, "web", tls=False) + url.path)).status_code == 403
     assert await _count(db, IssuedCertificateRecord, MOBILE) == 1
 
 
@@ -145,8 +157,10 @@ async def test_concurrent_downloads_exactly_one_succeeds(api: httpx.AsyncClient,
                                                         server: Server, db: Any, n: int) -> None:
     link = (await _create(api))["url"].replace("localhost", "127.0.0.1")
     plain = listener_url(server, "web", tls=False) + urlsplit(link).path
-    urls = [link if i % 2 else plain for i in range(n)]  # over both web ports at once
-    answers = await asyncio.gather(*(web.get(u) for u in urls))
+    async with _proxy() as proxy:  # over both web ports at once (plain HTTP behind a trusted proxy)
+        answers = await asyncio.gather(
+            *(web.get(link) if i % 2 else proxy.get(plain, headers=PROXIED_TLS) for i in range(n))
+        )
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200] + [410] * (n - 1), statuses
     assert await _count(db, IssuedCertificateRecord, MOBILE) == 1

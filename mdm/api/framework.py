@@ -64,6 +64,10 @@ class Operation:
     path_params: list[PathParam] = field(default_factory=list)
     errors: tuple[int, ...] = ()
     raw_response: str | None = None  # content type of a non-JSON response
+    # A request for which the scope is not asked (e.g. /metrics from an allow-listed address),
+    # with the sentence that says so in the document.
+    open_to: Callable[[web.Request], bool] | None = None
+    open_note: str = ""
 
     @property
     def operation_id(self) -> str:
@@ -90,6 +94,8 @@ class ApiRouter:
         errors: tuple[int, ...] = (),
         raw_response: str | None = None,
         prefixed: bool = True,
+        open_to: Callable[[web.Request], bool] | None = None,
+        open_note: str = "",
     ) -> Callable[[RawHandler], RawHandler]:
         full = (self.prefix if prefixed else "") + path
         params = [PathParam(n, int if n == "id" else str) for n in re.findall(r"{(\w+)}", full)]
@@ -98,7 +104,7 @@ class ApiRouter:
             self.operations.append(
                 Operation(
                     method.upper(), full, fn, summary, tag, scope, query, body, response, status,
-                    params, errors, raw_response,
+                    params, errors, raw_response, open_to, open_note,
                 )
             )
             return fn
@@ -112,7 +118,7 @@ class ApiRouter:
 
     def _wrap(self, op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
-            if op.scope is not None:
+            if op.scope is not None and not (op.open_to is not None and op.open_to(request)):
                 principal = await authenticate(request)
                 request[PRINCIPAL_KEY] = principal
                 if not principal.allows(op.scope):
@@ -186,7 +192,8 @@ class ApiRouter:
             if op.scope is None:
                 entry["security"] = []
             else:
-                entry["description"] = f"Requires scope `{op.scope}` (or `admin`)."
+                note = f" {op.open_note}" if op.open_note else ""
+                entry["description"] = f"Requires scope `{op.scope}` (or `admin`).{note}"
             for param in op.path_params:
                 schema: dict[str, Any] = (
                     {"type": "integer", "minimum": 1, "maximum": MAX_ID}

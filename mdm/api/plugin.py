@@ -1,5 +1,6 @@
 """Registers the admin API, health, readiness, metrics and the OpenAPI document on the admin
-listener."""
+listener. Health, readiness and the document are public; /metrics (it tells the size of the fleet
+and of the queues) needs the ``metrics:read`` scope unless the peer is in ``api.metrics_allow``."""
 
 from __future__ import annotations
 
@@ -15,10 +16,11 @@ from mdm.api.auth import TOKEN_CACHE, TokenCache
 from mdm.api.routes import router
 from mdm.db.engine import DatabaseUnavailable
 from mdm.db.models import CommandQueueEntry, Device, Event, Protocol
-from mdm.server import metrics, registry
+from mdm.server import metrics, peers, registry
 from mdm.server.context import ServerContext, ctx_of
 
 OPENAPI_KEY = web.AppKey("mdm_openapi", str)
+METRICS_ALLOW = web.AppKey("mdm_metrics_allow", tuple)
 
 
 @router.route("GET", "/healthz", summary="Liveness: the process answers", tag="health", scope=None,
@@ -38,8 +40,13 @@ async def readyz(request: web.Request) -> web.Response | s.Health:
     return s.Health(status="ok", checks={"database": "ok"})
 
 
-@router.route("GET", "/metrics", summary="Prometheus metrics", tag="health", scope=None, prefixed=False,
-              raw_response="text/plain")
+def _metrics_allowed(request: web.Request) -> bool:
+    return peers.peer_in(request, request.app[METRICS_ALLOW])
+
+
+@router.route("GET", "/metrics", summary="Prometheus metrics", tag="health", scope="metrics:read",
+              prefixed=False, raw_response="text/plain", open_to=_metrics_allowed,
+              open_note="Addresses in `api.metrics_allow` need no token.")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     async with ctx_of(request).db.session() as session:
         queued = await session.scalar(select(func.count()).select_from(CommandQueueEntry))
@@ -71,5 +78,6 @@ def openapi() -> dict[str, object]:
 @registry.route_installer("admin")
 def install(app: web.Application, ctx: ServerContext) -> None:
     app[TOKEN_CACHE] = TokenCache()
+    app[METRICS_ALLOW] = peers.networks(ctx.config.api.metrics_allow)
     app[OPENAPI_KEY] = json.dumps(openapi())
     router.install(app)

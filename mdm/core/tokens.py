@@ -26,6 +26,7 @@ SCOPES = {
     "events:read": "read events and status",
     "enroll": "create enrollments",
     "pki": "issue, revoke and replace certificates",
+    "metrics:read": "read /metrics (Prometheus)",
 }
 PREFIX_LEN = 8
 

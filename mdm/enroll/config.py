@@ -44,7 +44,9 @@ class EnrollConfig(_Section):
     server_url: str = ""  # com.apple.mdm ServerURL, default https://HOST[:PORT]/mdm/server
     checkin_url: str = ""  # default https://HOST[:PORT]/mdm/checkin
     scep_url: str = ""  # default https://HOST[:PORT]/scep
-    link_base_url: str = ""  # default https://HOST:WEB_HTTPS_PORT (http://... if HTTPS is off)
+    # Where one-time links point; https:// only (profiles carry a private key). Default
+    # https://HOST:WEB_HTTPS_PORT, or https://HOST when only the plain-HTTP port is enabled.
+    link_base_url: str = ""
     access_rights: int = Field(default=ALL_ACCESS_RIGHTS, ge=1, le=ALL_ACCESS_RIGHTS)
     per_user_connections: bool = False
     organization: str = Field(default="mdm", min_length=1, max_length=128)
@@ -53,7 +55,7 @@ class EnrollConfig(_Section):
 
     _urls = field_validator("server_url", "checkin_url", "scep_url", "link_base_url")(_url)
 
-    @field_validator("server_url", "checkin_url", "scep_url")
+    @field_validator("server_url", "checkin_url", "scep_url", "link_base_url")
     @classmethod
     def _https(cls, value: str) -> str:
         if value and not value.startswith("https://"):

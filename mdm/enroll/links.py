@@ -64,7 +64,9 @@ def scep_url(config: Config, bound: Mapping[str, int] | None = None) -> str:
 
 
 def link_base(config: Config, bound: Mapping[str, int] | None = None) -> str:
-    """The web listener's public origin: HTTPS (8061) unless only plain HTTP is enabled."""
+    """The web listener's public origin, always HTTPS (profiles are never served over plain
+    HTTP): its HTTPS port (8061), or, when only plain HTTP is enabled, the TLS-terminating proxy
+    in front of it at https://HOST (set ``enroll.link_base_url`` if the proxy uses another port)."""
     override = enroll_config(config).link_base_url
     if override:
         return override
@@ -72,7 +74,7 @@ def link_base(config: Config, bound: Mapping[str, int] | None = None) -> str:
     web = config.listeners.web
     if web.https_enabled or not web.http_enabled:
         return _origin("https", config.hostname, _port(web.https_port, bound, "web:https"), 443)
-    return _origin("http", config.hostname, _port(web.http_port, bound, "web:http"), 80)
+    return _origin("https", config.hostname, 443, 443)
 
 
 def link_url(config: Config, token: str, bound: Mapping[str, int] | None = None) -> str:
