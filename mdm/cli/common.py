@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from mdm.config import Config, ConfigError, load_config
+if TYPE_CHECKING:
+    from mdm.config import Config
 
 
 class CliError(Exception):
@@ -22,6 +24,9 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from(args: argparse.Namespace, require_file: bool = True) -> Config:
+    # Imported here: `mdm --help` and the parsers need this module, not the configuration model.
+    from mdm.config import ConfigError, load_config
+
     try:
         return load_config(args.data_dir, require_file=require_file)
     except ConfigError as exc:

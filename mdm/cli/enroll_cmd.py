@@ -1,10 +1,16 @@
-"""``mdm enroll ios|android --user NAME [--email ADDR] [--file OUT]``.
+"""``mdm enroll ios|android --user NAME [--email ADDR] [--file OUT]`` and ``mdm enroll links``.
 
-Works on the data directory directly (no running server needed): it creates the enrollment in
-the database, which the web listener of any replica then serves. Without ``--file`` it prints the
-one-time URL and its QR code (and mails the link with ``--email``); with ``--file`` it writes the
-signed profile for Apple Configurator instead. Exit status: 0 done, 1 runtime failure (including
-"link created but the e-mail could not be sent"), 2 bad input or configuration.
+``ios``/``android`` work on the data directory directly (no running server needed): they create
+the enrollment in the database, which the web listener of any replica then serves. Without
+``--file`` they print the one-time URL and its QR code (and mail the link with ``--email``); with
+``--file`` they write the signed profile for Apple Configurator instead. Exit status: 0 done, 1
+runtime failure (including "link created but the e-mail could not be sent"), 2 bad input or
+configuration.
+
+``links list|revoke`` go through the admin API of the running server (``mdm.cli.enroll_links``).
+
+The parser imports nothing heavy: the enrollment service, the CA and the database are imported
+when an enrollment is made.
 """
 
 from __future__ import annotations
@@ -16,33 +22,41 @@ import getpass
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from mdm.cli import enroll_links
 from mdm.cli.common import CliError, add_data_dir, config_from
-from mdm.config import Config, ConfigError
-from mdm.core.errors import InvalidArgument, ServiceError
-from mdm.db.engine import DatabaseUnavailable
-from mdm.enroll import qr, service
-from mdm.pki.ca import CAError
-from mdm.pki.issuance import InternalCASource
-from mdm.pki.keys import KeyError_, write_private
-from mdm.server.runtime import open_context
+
+if TYPE_CHECKING:
+    from mdm.config import Config
+    from mdm.enroll import service
+
+# mdm.enroll.service.PLATFORMS (a test keeps them equal; importing it here would load the server).
+PLATFORMS = ("ios", "android")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "enroll",
         help="enroll a device: one-time profile link + QR code (or --file for Apple Configurator)",
-        description="Create an enrollment for USER. Unknown users are created.",
+        description="Create an enrollment for USER (unknown users are created), or list and revoke "
+        "enrollment links.",
     )
-    p.add_argument("platform", choices=service.PLATFORMS, help="device platform (android: not available yet)")
-    p.add_argument("--user", required=True, help="owner of the device (created if it does not exist)")
-    p.add_argument("--email", metavar="ADDR", help="send the link to this address (needs [smtp])")
-    p.add_argument("--file", metavar="OUT", help="write the signed .mobileconfig here instead of a link")
-    p.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
-    p.add_argument("--json", action="store_true", help="print the result as JSON")
-    add_data_dir(p)
-    p.set_defaults(func=run)
+    platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", required=True)
+    for platform in PLATFORMS:
+        e = platforms.add_parser(
+            platform, help=f"enroll an {'iPhone or iPad' if platform == 'ios' else 'Android device'}"
+            + (" (not available yet)" if platform == "android" else ""),
+            description=f"Create an {platform} enrollment for USER. Unknown users are created.",
+        )
+        e.add_argument("--user", required=True, help="owner of the device (created if it does not exist)")
+        e.add_argument("--email", metavar="ADDR", help="send the link to this address (needs [smtp])")
+        e.add_argument("--file", metavar="OUT", help="write the signed .mobileconfig here instead of a link")
+        e.add_argument("--no-qr", action="store_true", help="do not draw the QR code")
+        e.add_argument("--json", action="store_true", help="print the result as JSON")
+        add_data_dir(e)
+        e.set_defaults(func=run)
+    enroll_links.register(platforms)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,6 +65,12 @@ def run(args: argparse.Namespace) -> int:
     if args.file and Path(args.file).is_dir():
         raise CliError(f"--file {args.file}: is a directory", exit_code=2)
     config = config_from(args)
+    from mdm.config import ConfigError
+    from mdm.core.errors import InvalidArgument, ServiceError
+    from mdm.db.engine import DatabaseUnavailable
+    from mdm.pki.ca import CAError
+    from mdm.pki.keys import KeyError_
+
     try:
         return asyncio.run(_run(args, config))
     except InvalidArgument as exc:
@@ -64,6 +84,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
+    from mdm.enroll import qr, service
+    from mdm.pki.issuance import InternalCASource
+    from mdm.server.runtime import open_context
+
     service.validate_request(args.platform, args.user, args.email)
     ctx = await open_context(config)
     try:
@@ -111,6 +135,9 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
 async def _to_file(env: service.Env, db: Any, args: argparse.Namespace, by: str) -> int:
     """Certificate, enrollment and file together: the file is written inside the transaction,
     and removed again if the commit fails."""
+    from mdm.enroll import service
+    from mdm.pki.keys import write_private
+
     out = Path(args.file)
     prereq = await asyncio.to_thread(service.check_prerequisites, env)
     written = False

@@ -10,13 +10,15 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
-from types import ModuleType
 
 from mdm import __version__
 from mdm.cli.common import CliError
 
 # Modules under mdm.cli, each with a register(subparsers).
-GROUPS = ["init_cmd", "serve_cmd", "client_commands", "enroll_cmd", "certs_cmd", "sim_cmd", "bench_cmd"]
+GROUPS = [
+    "init_cmd", "serve_cmd", "client_commands", "users_groups", "enroll_cmd", "certs_cmd", "sim_cmd",
+    "bench_cmd",
+]
 # Top-level command -> its group. Running a command imports only its group: importing all of them
 # pulls in the server, crypto and benchmark stacks, seconds of start-up for every `mdm devices list`.
 # A command missing here still works (every group is imported then), only slower.
@@ -24,22 +26,63 @@ COMMANDS = {
     "init": "init_cmd", "serve": "serve_cmd", "reload": "serve_cmd",
     "login": "client_commands", "devices": "client_commands", "command": "client_commands",
     "events": "client_commands", "tokens": "client_commands",
+    "users": "users_groups", "groups": "users_groups",
+    "enroll": "enroll_cmd", "certs": "certs_cmd", "sim": "sim_cmd", "bench": "bench_cmd",
+}
+# The one-line help of each command for `mdm --help`, so that the overview imports no group at
+# all (tests/test_cli_fast.py keeps these equal to the groups' own help). A command without a
+# line here is listed by importing its group.
+SUMMARIES = {
+    "init": "prepare a data directory (config, database, CA, certificates, token)",
+    "serve": "run the service (every enabled listener)",
+    "reload": "re-read certificates in a running server (SIGHUP)",
+    "login": "verify an API token and store it for the CLI",
+    "devices": "list, show, move and delete devices",
+    "command": "send, recall and inspect commands",
+    "events": "list events (newest last); --follow to keep watching",
+    "tokens": "manage API tokens (admin scope)",
+    "users": "list, create, show and delete users (device owners)",
+    "groups": "list, create, nest, move and delete groups",
+    "enroll": "enroll a device: one-time profile link + QR code (or --file for Apple Configurator)",
+    "certs": "certificates: issue, list, revoke, rules, server certificates, CA",
+    "sim": "simulated devices (manual testing)",
+    "bench": "benchmarks with simulated devices",
 }
 
 
-def _groups(argv: Sequence[str]) -> list[ModuleType]:
-    first = next((a for a in argv if not a.startswith("-")), None)
-    names = [COMMANDS[first]] if first in COMMANDS else GROUPS
-    return [importlib.import_module(f"mdm.cli.{name}") for name in names]
+def _first_word(argv: Sequence[str]) -> str | None:
+    return next((a for a in argv if not a.startswith("-")), None)
 
 
-def build_parser(argv: Sequence[str] = ()) -> argparse.ArgumentParser:
-    """The parser with every group, or only the group of the command in ``argv``."""
+def _register(sub: argparse._SubParsersAction, group: str) -> None:
+    importlib.import_module(f"mdm.cli.{group}").register(sub)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for ``argv``: only the group of its command; for anything else (``--help``, no
+    command, an unknown one) the overview, built from SUMMARIES. Without ``argv``: every group."""
     parser = argparse.ArgumentParser(prog="mdm", description="Mobile Device Management service")
     parser.add_argument("--version", action="version", version=f"mdm {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for group in _groups(argv):
-        group.register(sub)
+    first = None if argv is None else _first_word(argv)
+    if argv is None:
+        for group in GROUPS:
+            _register(sub, group)
+    elif first in COMMANDS:
+        _register(sub, COMMANDS[first])
+    else:
+        # A group with a command that has no summary, or that COMMANDS does not know, is imported
+        # (complete, only slower); the other commands are listed from SUMMARIES, in COMMANDS order.
+        load = {g for c, g in COMMANDS.items() if c not in SUMMARIES}
+        load |= set(GROUPS) - set(COMMANDS.values())
+        loaded: set[str] = set()
+        for command, group in [*COMMANDS.items(), *((g, g) for g in GROUPS if g not in COMMANDS.values())]:
+            if group in load:
+                if group not in loaded:
+                    loaded.add(group)
+                    _register(sub, group)
+            elif command not in sub.choices:
+                sub.add_parser(command, help=SUMMARIES[command])
     return parser
 
 

@@ -12,14 +12,14 @@ import asyncio
 import random
 import sys
 from pathlib import Path
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from mdm.cli.common import CliError
-from mdm.sim.device import DeviceGone, SimulatedDevice
-from mdm.sim.facts import HardwareFacts
-from mdm.sim.profile import ProfileError
-from mdm.sim.transport import TransportError
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+# The simulator (crypto, aiohttp) is imported when it runs, not for `mdm sim --help`.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -50,6 +50,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _roots(path: str | None) -> list[x509.Certificate]:
+    from cryptography import x509
+
     if not path:
         return []
     try:
@@ -61,6 +63,9 @@ def _roots(path: str | None) -> list[x509.Certificate]:
 
 
 async def _run(args: argparse.Namespace, roots: list[x509.Certificate]) -> None:
+    from mdm.sim.device import DeviceGone, SimulatedDevice
+    from mdm.sim.facts import HardwareFacts
+
     facts = HardwareFacts.generate(random.Random(args.seed) if args.seed is not None else None)  # noqa: S311
     async with SimulatedDevice(
         facts, mode=args.mode, trusted_roots=roots, supervised=args.supervised, server_base=args.server_base
@@ -104,6 +109,9 @@ async def _run(args: argparse.Namespace, roots: list[x509.Certificate]) -> None:
 def run_ios(args: argparse.Namespace) -> int:
     if args.polls < 0 or args.interval < 0 or args.busy_polls < 0:
         raise CliError("--polls, --interval and --busy-polls must not be negative", exit_code=2)
+    from mdm.sim.profile import ProfileError
+    from mdm.sim.transport import TransportError
+
     roots = _roots(args.ca)
     try:
         asyncio.run(_run(args, roots))
