@@ -3,6 +3,10 @@
 Without ``--url`` it prepares a data directory (temporary, or ``--data-dir`` to keep identities and
 enrolled devices between runs), starts ``mdm serve`` in a subprocess and measures it. With
 ``--url`` it measures a running (possibly remote) server through its admin API.
+
+A temporary data directory holds the CA's keys and an admin token: it is removed when the run
+ends, also on errors, Ctrl-C or SIGTERM, unless ``--keep-data``. A ``--data-dir`` is never removed.
+Long phases report progress (counts, rate, ETA) on stderr.
 """
 
 from __future__ import annotations
@@ -10,15 +14,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import signal
 import sys
 from pathlib import Path
+from typing import Any
 
-from mdm.bench import ios
-from mdm.bench.local import LocalServerError
 from mdm.cli.common import CliError
-from mdm.sim.fleet import FleetError
-from mdm.sim.profile import ProfileError
-from mdm.sim.transport import TransportError
+
+# The benchmark (server, crypto, simulator) is imported when it runs, not for `mdm bench --help`.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -84,7 +87,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         " device still gets its own certificate) or ECDSA P-256",
     )
     local = b.add_argument_group("local server (no --url)")
-    local.add_argument("--data-dir", type=Path, help="keep the server data here (default: a new temp dir)")
+    local.add_argument("--data-dir", type=Path,
+                       help="keep the server data here, never removed (default: a new temp dir, removed "
+                       "at the end)")
+    local.add_argument("--keep-data", action="store_true",
+                       help="keep the temporary data directory (CA keys, admin token) and wrk scripts; "
+                       "their place is printed")
     local.add_argument(
         "--database-url",
         default="",
@@ -108,6 +116,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_ios(args: argparse.Namespace) -> int:
+    from mdm.bench import ios
+    from mdm.bench.local import LocalServerError
+    from mdm.sim.fleet import FleetError
+    from mdm.sim.profile import ProfileError
+    from mdm.sim.transport import TransportError
+
     options = ios.Options(
         devices=args.devices,
         duration=args.duration,
@@ -135,6 +149,7 @@ def run_ios(args: argparse.Namespace) -> int:
         py_spy=args.py_spy,
         skip_idle=args.skip_idle,
         skip_rt=args.skip_rt,
+        keep_data=args.keep_data,
     )
     if options.concurrency < 1 or options.rt_concurrency < 1 or options.background_rate < 0:
         raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate >= 0", exit_code=2)
@@ -149,7 +164,9 @@ def run_ios(args: argparse.Namespace) -> int:
     except ImportError:
         pass
     try:
-        report = asyncio.run(ios.run(options, say))
+        report = asyncio.run(_cancel_on_sigterm(ios.run(options, say)))
+    except asyncio.CancelledError:
+        raise CliError("stopped by SIGTERM", exit_code=143) from None
     except ios.BenchError as exc:
         raise CliError(str(exc), exit_code=2) from None
     except (
@@ -163,3 +180,15 @@ def run_ios(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else ios.render(report))
     return 0
+
+
+async def _cancel_on_sigterm(run: Any) -> Any:
+    """SIGTERM cancels the run like Ctrl-C does, so that it stops its server and removes its
+    temporary data directory before exiting."""
+    task = asyncio.ensure_future(run)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await task
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
