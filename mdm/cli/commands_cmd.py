@@ -188,13 +188,14 @@ def _print_arguments(protocol: str, schema: dict[str, Any], label: bool) -> None
     rows = argument_rows(schema)
     if not rows:
         print(f"{indent}(no arguments)")
-        return
-    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    widths = [max([len(r[i]) for r in rows], default=0) for i in range(3)]
     for row in rows:
         cells = [row[i].ljust(widths[i]) for i in range(3)]
         print(f"{indent}{'  '.join(cells)}  e.g. {row[3]}".rstrip())
         if row[4]:
             print(f"{indent}  {row[4]}")
+    for example in schema.get("examples") or []:  # a whole command (free-form arguments)
+        print(f"{indent}e.g. --args-json {_shell_quote(json.dumps(example))}")
 
 
 def argument_rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -211,9 +212,6 @@ def argument_rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str, str]
             _as_arg(name, example),
             str(prop.get("description") or ""),
         ))
-    if not rows and schema.get("examples"):  # free-form (Raw): the whole object is the example
-        rows.append(("(object)", "Apple command dictionary", "required",
-                     f"--args-json '{json.dumps(schema['examples'][0])}'", ""))
     return rows
 
 
