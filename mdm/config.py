@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from mdm.config_template import CONFIG_TEMPLATE as CONFIG_TEMPLATE  # re-exported: init writes it
 
 CONFIG_FILE = "mdm.toml"
 DEFAULT_DATA_DIR = "/var/lib/mdm"
@@ -242,12 +245,44 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
-def _format_errors(exc: ValidationError, prefix: str = "", sources: Mapping[str, str] | None = None) -> str:
-    """``key: problem (got value)``; a key set by an environment variable names the variable."""
-    lines = []
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(?:#.*)?$")
+_KEY = re.compile(r"^\s*([A-Za-z0-9_.\"' -]+?)\s*=")
+
+
+def key_lines(text: str) -> dict[str, int]:
+    """Dotted key (and table) -> line number in a TOML text, to say where a bad value is.
+
+    Hand-written because neither tomllib nor tomlkit exposes source positions. It follows table
+    headers and ``key =`` lines, which is what mdm.toml holds; a value spanning lines (a multi-line
+    array) is found at its first line, and lines inside it are skipped unless they look like keys.
+    """
+    found: dict[str, int] = {}
+    table = ""
+    for number, line in enumerate(text.splitlines(), start=1):
+        header = _TABLE.match(line)
+        if header:
+            table = ".".join(part.strip().strip("\"'") for part in header.group(1).split("."))
+            found.setdefault(table, number)
+            continue
+        key = _KEY.match(line)
+        if key:
+            name = ".".join(part.strip().strip("\"'") for part in key.group(1).split("."))
+            found.setdefault(f"{table}.{name}" if table else name, number)
+    return found
+
+
+def _format_errors(
+    exc: ValidationError,
+    prefix: str = "",
+    sources: Mapping[str, str] | None = None,
+    lines: Mapping[str, int] | None = None,
+) -> str:
+    """``key: problem (got value)``; a key set by an environment variable names the variable, a
+    key from the file names its line."""
+    out = []
     for err in exc.errors():
-        key = prefix + ".".join(str(p) for p in err["loc"])
-        key = key.rstrip(".") or "(top level)"
+        dotted = prefix + ".".join(str(p) for p in err["loc"])
+        key = dotted = dotted.rstrip(".") or "(top level)"
         if sources and key in sources:
             key = f"{key} (set by {sources[key]})"
         message = err["msg"].removeprefix("Value error, ")
@@ -255,8 +290,12 @@ def _format_errors(exc: ValidationError, prefix: str = "", sources: Mapping[str,
             message = "unknown key (check the spelling; see the commented mdm.toml written by mdm init)"
         value = err.get("input")
         shown = f" (got {value!r})" if not isinstance(value, dict | list) and value is not None else ""
-        lines.append(f"{key}: {message}{shown}")
-    return "; ".join(lines)
+        where = ""
+        if lines and not (sources and dotted in sources):
+            line = lines.get(dotted) or lines.get(dotted.rsplit(".", 1)[0] if "." in dotted else "")
+            where = f" [line {line}]" if line else ""
+        out.append(f"{key}: {message}{shown}{where}")
+    return "; ".join(out)
 
 
 def load_config(
@@ -271,9 +310,11 @@ def load_config(
     directory = Path(data_dir or env.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR)
     path = directory / CONFIG_FILE
     raw: dict[str, Any] = {}
+    text = ""
     if path.exists():
         try:
-            raw = tomllib.loads(path.read_text())
+            text = path.read_text()
+            raw = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
         except OSError as exc:
@@ -291,116 +332,12 @@ def load_config(
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
-        problems = _format_errors(exc, sources=from_env)
+        problems = _format_errors(exc, sources=from_env, lines=key_lines(text))
         raise ConfigError(f"invalid configuration in {path}: {problems}") from None
     for name, model in EXTENSIONS.items():
         try:
             config.extensions[name] = model.model_validate(extension_raw.get(name, {}))
         except ValidationError as exc:
-            raise ConfigError(
-                f"invalid configuration in {path}: {_format_errors(exc, prefix=name + '.')}"
-            ) from None
+            problems = _format_errors(exc, prefix=name + ".", lines=key_lines(text))
+            raise ConfigError(f"invalid configuration in {path}: {problems}") from None
     return config
-
-
-CONFIG_TEMPLATE = """\
-# mdm configuration. Every key can be left out; the value shown is the default.
-# Environment variables override keys: MDM_DATABASE_URL, MDM_HOSTNAME, MDM_IOS_PORT,
-# MDM_KES_PORT, MDM_WEB_HTTP_PORT, MDM_WEB_HTTPS_PORT, MDM_ADMIN_PORT, MDM_LOG_JSON,
-# MDM_LOG_LEVEL, MDM_CA_PASSPHRASE.
-
-# Public host name: used in URLs handed to devices and in server-certificate SANs.
-hostname = "{hostname}"
-
-[database]
-# Empty: embedded SQLite in the data directory. For PostgreSQL:
-# url = "postgresql+asyncpg://mdm:secret@db.example.com:5432/mdm"
-url = "{database_url}"
-pool_size = 10
-
-[listeners.ios]        # iOS MDM check-in, command channel, SCEP (server certificate slot "ios")
-enabled = true
-bind = "0.0.0.0"
-port = {ios_port}
-mode = "tls"           # "plain" when a trusted reverse proxy terminates TLS
-trusted_proxies = []   # e.g. ["10.0.0.5/32"]: only these may send Client-Cert headers
-
-[listeners.kes]        # Android agent protocol (slot "M"), mutual TLS once a device holds a certificate
-enabled = true
-bind = "0.0.0.0"
-port = {kes_port}
-mode = "tls"
-trusted_proxies = []
-
-[listeners.web]        # one-time links: enrollment profiles, packages, CRL, CA certificates (slot "web")
-enabled = true
-bind = "0.0.0.0"
-http_port = {web_http_port}
-https_port = {web_https_port}
-
-[listeners.admin]      # REST API, console, metrics (slot "C", reserve "CR")
-enabled = true
-bind = "0.0.0.0"
-port = {admin_port}
-mode = "tls"
-trusted_proxies = []
-
-[logging]
-json = false           # JSON lines instead of text
-level = "INFO"
-access_log = true
-
-[pki]
-key_type = "rsa"       # "rsa" or "ec" (P-256)
-rsa_bits = 2048
-# Encrypts CA keys at rest. Prefer passphrase_file or MDM_CA_PASSPHRASE to a literal here.
-passphrase_file = ""
-server_validity_days = 825
-extra_sans = []        # additional DNS names / IPs for server certificates
-crl_url = ""           # CRL distribution point; default http://<hostname>:<web http_port>/crl/issuing.crl
-crl_validity_hours = 72
-revocation_refresh_seconds = 10.0   # pick up revocations made by other replicas
-renewal_check_seconds = 3600.0      # look for device certificates inside their renewal window
-kes_tls_crl_check = true            # refuse revoked certificates in the KES TLS handshake
-
-[limits]
-max_body_bytes = 1048576
-shutdown_grace_seconds = 10.0
-
-[apns]                 # the MDM push certificate (PEM); its subject UID is the profile Topic
-certificate_file = ""  # required before iOS enrollment profiles can be made
-
-[enroll]               # iOS enrollment profiles and one-time links
-identity = "pkcs12"    # "pkcs12": identity inside the profile; "scep": SCEP payload, one-time challenge
-link_ttl_seconds = 604800
-pkcs12_encryption = "legacy"   # "legacy" (3DES, every iOS version) or "aes"
-identity_validity_days = 365
-access_rights = 8191
-# server_url / checkin_url / scep_url / link_base_url: set when a reverse proxy publishes other names
-
-[smtp]                 # e-mail delivery of enrollment links (empty host: off)
-host = ""
-port = 587
-security = "starttls"  # "starttls", "ssl" or "none"
-username = ""
-password_file = ""     # the password lives in this file, not here
-from = ""
-
-[ios]                  # iOS MDM protocol
-user_authenticate_enabled = false
-max_body_bytes = 1048576
-notnow_backoff_seconds = 60.0  # NotNow: re-push after 60 s, 120 s, ... (at least 1)
-signature_max_age = 600.0      # an older Mdm-Signature signingTime is a replay
-
-[ios_commands]
-sign_profiles = false  # sign InstallConfProf profiles with the `ios` certificate
-
-[scep]                 # SCEP server at /scep on the iOS listener (RFC 8894)
-enabled = true
-static_challenge_file = ""     # optional shared challenge besides the one-time ones
-manual_approval = false        # answer PENDING until an administrator approves
-
-[client]               # how the `mdm` CLI reaches a running server
-url = ""               # default https://127.0.0.1:<admin port>
-token_file = ""        # default ~/.config/mdm/token (mode 0600); or MDM_API_TOKEN
-"""

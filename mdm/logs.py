@@ -85,3 +85,12 @@ def setup_logging(json_lines: bool = False, level: str = "INFO") -> None:
     root.setLevel(level)
     # aiohttp's own access log duplicates ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+
+
+def reconfigure_logging(json_lines: bool, level: str) -> None:
+    """A reload: the new level and format on the handlers ``setup_logging`` installed."""
+    root = logging.getLogger()
+    root.setLevel(level)
+    for handler in root.handlers:
+        if isinstance(handler.formatter, JsonFormatter | TextFormatter):
+            handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())

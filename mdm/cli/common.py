@@ -23,11 +23,18 @@ def add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def config_from(args: argparse.Namespace, require_file: bool = True) -> Config:
+def config_from(args: argparse.Namespace, require_file: bool = True, check_server: bool = True) -> Config:
+    """The data directory's configuration; with ``check_server``, a warning if a server runs there
+    with a configuration that differs from it (mdm.cli.runcheck)."""
     # Imported here: `mdm --help` and the parsers need this module, not the configuration model.
     from mdm.config import ConfigError, load_config
 
     try:
-        return load_config(args.data_dir, require_file=require_file)
+        config = load_config(args.data_dir, require_file=require_file)
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
+    if check_server:
+        from mdm.cli.runcheck import warn_if_server_differs
+
+        warn_if_server_differs(config)
+    return config

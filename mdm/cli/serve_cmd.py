@@ -1,20 +1,18 @@
-"""``mdm serve``: run every enabled listener until SIGTERM/SIGINT."""
+"""``mdm serve``: run every enabled listener until SIGTERM/SIGINT. ``mdm reload``: have the running
+server re-read ``mdm.toml`` and its certificates (SIGHUP), then print what it applied."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import os
-import signal
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from mdm.cli.common import CliError, add_data_dir, config_from
-from mdm.config import ConfigError
-from mdm.db.engine import DatabaseUnavailable
-from mdm.logs import setup_logging
-from mdm.pki.ca import CAError
-from mdm.pki.keys import KeyError_
-from mdm.server.runtime import StartupError, running_pid, serve
-from mdm.server.tls import TLSFilesError
+
+if TYPE_CHECKING:
+    from mdm.config import Config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -22,8 +20,17 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_data_dir(p)
     p.add_argument("--json-logs", action="store_true", help="log JSON lines (logging.json)")
     p.set_defaults(func=run)
-    r = sub.add_parser("reload", help="re-read certificates in a running server (SIGHUP)")
+    r = sub.add_parser(
+        "reload",
+        help="re-read certificates in a running server (SIGHUP)",
+        description="Have the running server re-read mdm.toml (applying what can change at run time "
+        "and naming the keys that need a restart) and its certificates (SIGHUP), and print its answer. "
+        "A file with an error is refused: the server keeps its configuration. Exit 1 if refused.",
+    )
     add_data_dir(r)
+    r.add_argument(
+        "--timeout", type=float, default=15.0, help="seconds to wait for the server's answer (default 15)"
+    )
     r.set_defaults(func=reload)
 
 
@@ -35,14 +42,32 @@ def _event_loop_policy() -> None:
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
-def run(args: argparse.Namespace) -> int:
-    config = config_from(args)
+def _with_flags(config: Config, args: argparse.Namespace) -> Config:
     if args.json_logs:
         config.logging.json_lines = True
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    # The server stack is imported here: `mdm reload` (same module) does not need it.
+    from mdm.config import ConfigError, load_config
+    from mdm.db.engine import DatabaseUnavailable
+    from mdm.logs import setup_logging
+    from mdm.pki.ca import CAError
+    from mdm.pki.keys import KeyError_
+    from mdm.server.runtime import StartupError, serve
+    from mdm.server.tls import TLSFilesError
+
+    config = _with_flags(config_from(args, check_server=False), args)
     setup_logging(config.logging.json_lines, config.logging.level)
     _event_loop_policy()
+
+    def again() -> Config:  # a reload reads the file and the environment again, with the same flags
+        return _with_flags(load_config(args.data_dir, require_file=True), args)
+
+    overrides = ["logging.json"] if args.json_logs else []
     try:
-        asyncio.run(serve(config))
+        asyncio.run(serve(config, again, overrides))
     except (StartupError, DatabaseUnavailable, CAError, KeyError_, TLSFilesError) as exc:
         raise CliError(str(exc)) from None
     except ConfigError as exc:
@@ -51,10 +76,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def reload(args: argparse.Namespace) -> int:
-    config = config_from(args)
-    pid = running_pid(config.data_path)
-    if pid is None:
-        raise CliError(f"no running server for {config.data_path} (no live pid in mdm.pid)")
-    os.kill(pid, signal.SIGHUP)
-    print(f"asked server (pid {pid}) to reload its certificates")
-    return 0
+    from mdm.cli.reload_cmd import run_reload
+    from mdm.config import DEFAULT_DATA_DIR
+
+    # Not validated here: judging an edited file is the server's part (it says what is wrong).
+    return run_reload(Path(args.data_dir or os.environ.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR), args.timeout)

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from mdm.config import Config, register_section
+from mdm.config_reload import hot
 
 # Every AccessRights bit Apple defines (1 .. 4096).
 ALL_ACCESS_RIGHTS = 8191
@@ -101,6 +102,9 @@ class ApnsConfig(_Section):
 register_section("enroll", EnrollConfig)
 register_section("smtp", SmtpConfig)
 register_section("apns", ApnsConfig)
+# mdm reload: enrollment reads its settings from ctx.config at every request (the [apns] callback,
+# which reports the new push identity, is in mdm.enroll.topic).
+hot("enroll", "smtp")
 
 
 def enroll_config(config: Config) -> EnrollConfig:

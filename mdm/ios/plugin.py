@@ -8,6 +8,7 @@ import logging
 
 from aiohttp import web
 
+from mdm.config_reload import hot
 from mdm.ios import config as ios_config
 from mdm.ios import notify, renewal
 from mdm.ios.handlers import install_routes
@@ -50,6 +51,21 @@ async def start_ios(ctx: ServerContext) -> None:
         hint=QueueHint(cfg.queue_hint_seconds, cfg.identity_cache_size),
         idle_reports=LRU(cfg.parse_cache_size),
     )
+
+
+def _reload_settings(ctx: ServerContext) -> None:
+    service(ctx).config = settings(ctx)
+
+
+# Read from service.config at every request (mdm reload); the caches, the identity resolver and
+# the queue hint keep their start-up settings until a restart.
+hot(
+    *(f"{ios_config.SECTION}.{key}" for key in (
+        "user_authenticate_enabled", "max_body_bytes", "notnow_backoff_seconds", "notnow_backoff_max_seconds",
+        "last_seen_flush_seconds", "max_plist_depth", "max_plist_nodes",
+    )),
+    apply=_reload_settings,
+)
 
 
 @registry.route_installer("ios")

@@ -13,6 +13,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
+from mdm.config_reload import hot
 from mdm.pki import castore, listener_tls
 from mdm.pki.crl import crl_url_for
 from mdm.pki.issuance import CertificateSource
@@ -31,6 +32,15 @@ SOURCE = "pki.source"
 SOURCES = "pki.sources"
 VERIFIER = "pki.verifier"
 REVOCATION = "pki.revocation"
+
+
+# mdm reload: the workers and issuance read these from ctx.config at each use (the server_*, root_*,
+# issuing_* and extra_sans keys only matter to the CLI). The CRL settings, the passphrase and the
+# KES TLS check are built in at start: restart.
+hot(*(f"pki.{key}" for key in (
+    "revocation_refresh_seconds", "renewal_check_seconds", "renewal_retry_hours", "key_type", "rsa_bits",
+    "server_validity_days", "extra_sans", "root_validity_days", "issuing_validity_days",
+)))
 
 
 @registry.startup_hook

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from mdm.config_reload import hot
 from mdm.scep import api as _api  # noqa: F401 - registers the admin API routes
 from mdm.scep import challenges, handlers, ra
 from mdm.scep.service import SERVICE_KEY, ScepState
@@ -27,6 +28,24 @@ async def start_scep(ctx: ServerContext) -> None:
         ra.ensure, ctx.config.data_path, ctx.ca, ctx.config.ca_passphrase(), ctx.config.hostname
     )
     ctx.services[SERVICE_KEY] = ScepState(conf, credentials, conf.static_secret())
+
+
+def _reload_settings(ctx: ServerContext) -> None:
+    """mdm reload: every key but ``enabled`` (the routes are installed at start) is read from the
+    state at each request."""
+    old = ctx.services.get(SERVICE_KEY)
+    if isinstance(old, ScepState):
+        conf = settings(ctx.config)
+        ctx.services[SERVICE_KEY] = ScepState(conf, old.ra, conf.static_secret())
+
+
+hot(
+    *(f"scep.{key}" for key in (
+        "static_challenge", "static_challenge_file", "cert_type", "validity_days", "manual_approval",
+        "max_clock_skew_seconds", "max_message_bytes", "min_rsa_bits",
+    )),
+    apply=_reload_settings,
+)
 
 
 @registry.route_installer("ios")

@@ -1,5 +1,7 @@
 """``mdm serve``: migrate, open every enabled listener with its own TLS context, run background
-workers, and stop gracefully on SIGTERM/SIGINT (SIGHUP re-reads certificates)."""
+workers, and stop gracefully on SIGTERM/SIGINT. SIGHUP (``mdm reload``) re-reads ``mdm.toml``,
+applies the keys features declared hot (``mdm.config_reload``), re-reads server certificates, and
+writes the outcome to ``run/reload.json``."""
 
 from __future__ import annotations
 
@@ -10,27 +12,43 @@ import logging
 import os
 import signal
 import ssl
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from mdm import plugins  # noqa: F401 - registers feature packages
 from mdm.config import Config
+from mdm.config_reload import hot
 from mdm.db import migrate
 from mdm.db.engine import Database
+from mdm.logs import reconfigure_logging
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.slots import LISTENER_SLOT, slot_paths
 from mdm.server import registry
 from mdm.server.context import CTX, ServerContext
 from mdm.server.middleware import ACCESS_LOG_KEY, IN_FLIGHT_KEY, LISTENER_KEY, InFlight, request_context
+from mdm.server.reloader import Reloader
+from mdm.server.runfiles import PID_FILE as PID_FILE  # re-exported
+from mdm.server.runfiles import remove_state
+from mdm.server.runfiles import running_pid as running_pid  # re-exported: the CLI signals the server
 from mdm.server.tls import ReloadableContext, build_server_context
 
 log = logging.getLogger("mdm.server")
 
-PID_FILE = "mdm.pid"
 # Listeners that accept (optional) client certificates from devices.
 CLIENT_CERT_LISTENERS = {"ios", "kes"}
+
+
+def _apply_logging(ctx: ServerContext) -> None:
+    reconfigure_logging(ctx.config.logging.json_lines, ctx.config.logging.level)
+
+
+# What the runtime can change while running (mdm reload). Listeners, the database, TLS settings,
+# limits.max_body_bytes and logging.access_log are built into the applications at start: restart.
+hot("logging.level", "logging.json", apply=_apply_logging)
+hot("limits.shutdown_grace_seconds")  # read when stopping
+hot("client")  # only the CLI reads [client]
 
 
 class StartupError(Exception):
@@ -159,8 +177,17 @@ async def open_context(config: Config) -> ServerContext:
 
 
 class Server:
-    def __init__(self, ctx: ServerContext) -> None:
+    def __init__(
+        self,
+        ctx: ServerContext,
+        load_config: Callable[[], Config] | None = None,
+        overrides: Sequence[str] = (),
+    ) -> None:
+        """``load_config`` reads the configuration again for a reload (without it, a reload only
+        re-reads certificates); ``overrides`` are keys the command line set."""
         self.ctx = ctx
+        self.reloader = Reloader(ctx, load_config, self.reload, overrides)
+        self._reloads: set[asyncio.Task[object]] = set()
         self.runners: list[web.AppRunner] = []
         self.sites: list[web.BaseSite] = []
         self.worker_tasks: list[asyncio.Task[None]] = []
@@ -231,6 +258,12 @@ class Server:
                 log.error("TLS reload failed for %s, keeping the old certificate: %s", name, exc)
         return problems
 
+    def request_reload(self) -> None:
+        """SIGHUP: configuration and certificates, in a task (a signal handler cannot await)."""
+        task: asyncio.Task[object] = asyncio.ensure_future(self.reloader.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
     def request_stop(self) -> None:
         self._stop.set()
 
@@ -248,7 +281,7 @@ class Server:
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
-        for task in self.worker_tasks:
+        for task in [*self.worker_tasks, *self._reloads]:
             task.cancel()
         for task in self.worker_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -282,16 +315,19 @@ async def _run_worker(w: registry.Worker, ctx: ServerContext) -> None:
             backoff = min(backoff * 2, 60)
 
 
-async def serve(config: Config) -> None:
+async def serve(
+    config: Config, load_config: Callable[[], Config] | None = None, overrides: Sequence[str] = ()
+) -> None:
     ctx = await open_context(config)
-    server = Server(ctx)
+    server = Server(ctx, load_config, overrides)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
-    loop.add_signal_handler(signal.SIGHUP, server.reload)
+    loop.add_signal_handler(signal.SIGHUP, server.request_reload)
     pid_file = config.data_path / PID_FILE
     pid_file.write_text(f"{os.getpid()}\n")
+    server.reloader.write_state()
     try:
         await server.wait()
     finally:
@@ -300,12 +336,4 @@ async def serve(config: Config) -> None:
         await server.stop()
         with contextlib.suppress(FileNotFoundError):
             pid_file.unlink()
-
-
-def running_pid(data_dir: Path) -> int | None:
-    try:
-        pid = int((data_dir / PID_FILE).read_text().strip())
-        os.kill(pid, 0)
-        return pid
-    except (FileNotFoundError, ValueError, ProcessLookupError, PermissionError):
-        return None
+        remove_state(config.data_path)

@@ -1,0 +1,108 @@
+"""The commented ``mdm.toml`` that ``mdm init`` writes (``str.format`` fields: hostname,
+database_url and the five listener ports)."""
+
+CONFIG_TEMPLATE = """\
+# mdm configuration. Every key can be left out; the value shown is the default.
+# Environment variables override keys: MDM_DATABASE_URL, MDM_HOSTNAME, MDM_IOS_PORT,
+# MDM_KES_PORT, MDM_WEB_HTTP_PORT, MDM_WEB_HTTPS_PORT, MDM_ADMIN_PORT, MDM_LOG_JSON,
+# MDM_LOG_LEVEL, MDM_CA_PASSPHRASE.
+# `mdm reload` applies an edited file to a running server and names the keys that need a restart.
+
+# Public host name: used in URLs handed to devices and in server-certificate SANs.
+hostname = "{hostname}"
+
+[database]
+# Empty: embedded SQLite in the data directory. For PostgreSQL:
+# url = "postgresql+asyncpg://mdm:secret@db.example.com:5432/mdm"
+url = "{database_url}"
+pool_size = 10
+
+[listeners.ios]        # iOS MDM check-in, command channel, SCEP (server certificate slot "ios")
+enabled = true
+bind = "0.0.0.0"
+port = {ios_port}
+mode = "tls"           # "plain" when a trusted reverse proxy terminates TLS
+trusted_proxies = []   # e.g. ["10.0.0.5/32"]: only these may send Client-Cert headers
+
+[listeners.kes]        # Android agent protocol (slot "M"), mutual TLS once a device holds a certificate
+enabled = true
+bind = "0.0.0.0"
+port = {kes_port}
+mode = "tls"
+trusted_proxies = []
+
+[listeners.web]        # one-time links: enrollment profiles, packages, CRL, CA certificates (slot "web")
+enabled = true
+bind = "0.0.0.0"
+http_port = {web_http_port}
+https_port = {web_https_port}
+
+[listeners.admin]      # REST API, console, metrics (slot "C", reserve "CR")
+enabled = true
+bind = "0.0.0.0"
+port = {admin_port}
+mode = "tls"
+trusted_proxies = []
+
+[logging]
+json = false           # JSON lines instead of text
+level = "INFO"
+access_log = true
+
+[pki]
+key_type = "rsa"       # "rsa" or "ec" (P-256)
+rsa_bits = 2048
+# Encrypts CA keys at rest. Prefer passphrase_file or MDM_CA_PASSPHRASE to a literal here.
+passphrase_file = ""
+server_validity_days = 825
+extra_sans = []        # additional DNS names / IPs for server certificates
+crl_url = ""           # CRL distribution point; default http://<hostname>:<web http_port>/crl/issuing.crl
+crl_validity_hours = 72
+revocation_refresh_seconds = 10.0   # pick up revocations made by other replicas
+renewal_check_seconds = 3600.0      # look for device certificates inside their renewal window
+kes_tls_crl_check = true            # refuse revoked certificates in the KES TLS handshake
+
+[limits]
+max_body_bytes = 1048576
+shutdown_grace_seconds = 10.0
+
+[apns]                 # the MDM push certificate (PEM); its subject UID is the profile Topic
+# Required before iOS enrollment profiles can be made. `mdm init` puts a self-signed DEVELOPMENT
+# identity here: devices enroll but cannot be woken by push. Apple's certificate replaces it
+# (`mdm push apns csr`, then `mdm push apns set-cert FILE`; see the README).
+certificate_file = ""
+
+[enroll]               # iOS enrollment profiles and one-time links
+identity = "pkcs12"    # "pkcs12": identity inside the profile; "scep": SCEP payload, one-time challenge
+link_ttl_seconds = 604800
+pkcs12_encryption = "legacy"   # "legacy" (3DES, every iOS version) or "aes"
+identity_validity_days = 365
+access_rights = 8191
+# server_url / checkin_url / scep_url / link_base_url: set when a reverse proxy publishes other names
+
+[smtp]                 # e-mail delivery of enrollment links (empty host: off)
+host = ""
+port = 587
+security = "starttls"  # "starttls", "ssl" or "none"
+username = ""
+password_file = ""     # the password lives in this file, not here
+from = ""
+
+[ios]                  # iOS MDM protocol
+user_authenticate_enabled = false
+max_body_bytes = 1048576
+notnow_backoff_seconds = 60.0  # NotNow: re-push after 60 s, 120 s, ... (at least 1)
+signature_max_age = 600.0      # an older Mdm-Signature signingTime is a replay
+
+[ios_commands]
+sign_profiles = false  # sign InstallConfProf profiles with the `ios` certificate
+
+[scep]                 # SCEP server at /scep on the iOS listener (RFC 8894)
+enabled = true
+static_challenge_file = ""     # optional shared challenge besides the one-time ones
+manual_approval = false        # answer PENDING until an administrator approves
+
+[client]               # how the `mdm` CLI reaches a running server
+url = ""               # default https://127.0.0.1:<admin port>
+token_file = ""        # default ~/.config/mdm/token (mode 0600); or MDM_API_TOKEN
+"""
