@@ -63,6 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--scope", action="append", required=True, metavar="SCOPE",
                    help="e.g. devices:read, commands:write, events:read, admin; repeatable")
+    from mdm.cli.tokens_local import add_local_option  # light: the database is imported with --local only
+
+    add_local_option(p)
     p = leaf(tokens, "revoke", tokens_revoke, "revoke a token (effective immediately)")
     p.add_argument("name", metavar="NAME")
 
