@@ -84,7 +84,8 @@ def error_lines(r: subprocess.CompletedProcess[str]) -> list[str]:
 # ---- init ---------------------------------------------------------------------------------------
 @pytest.fixture
 def init_env(request: pytest.FixtureRequest) -> dict[str, str]:
-    """On PostgreSQL runs init uses the (emptied) test database; on SQLite it makes its own file."""
+    """On PostgreSQL runs init uses the (emptied) test database; on SQLite it makes its own file.
+    mdm.example.test does not resolve: the tests pass --no-resolve-check (test_firsthour_init)."""
     if PG_URL:
         return base_env(
             MDM_HOSTNAME="mdm.example.test", MDM_DATABASE_URL=request.getfixturevalue("database_url")
@@ -96,7 +97,7 @@ def test_init_creates_everything_and_second_run_changes_nothing(
     tmp_path: Path, init_env: dict[str, str]
 ) -> None:
     data = tmp_path / "init"
-    r = mdm("init", "--data-dir", str(data), env=init_env)
+    r = mdm("init", "--data-dir", str(data), "--no-resolve-check", env=init_env)
     assert r.returncode == 0, r.stderr
     # the admin token is printed once, and only its hash is stored
     printed = TOKEN_RE.findall(r.stdout)
@@ -126,7 +127,8 @@ def test_init_creates_everything_and_second_run_changes_nothing(
     assert mode(data / "ca") == 0o700
     keys = sorted(p.name for p in data.rglob("*.key"))
     assert keys == sorted(
-        ["root.key", "issuing.key", *(f"{s}.key" for s in ("C", "CR", "M", "MR", "ios", "web"))]
+        ["root.key", "issuing.key", *(f"{s}.key" for s in ("C", "CR", "M", "MR", "ios", "web")),
+         "development-push.key"]
     )
     for key in data.rglob("*.key"):
         assert mode(key) == 0o600, key
@@ -146,12 +148,14 @@ def test_init_creates_everything_and_second_run_changes_nothing(
 
 
 def test_init_honours_mdm_admin_token(tmp_path: Path, init_env: dict[str, str]) -> None:
-    r = mdm("init", "--data-dir", str(tmp_path / "short"), env={**init_env, "MDM_ADMIN_TOKEN": "short"})
+    r = mdm("init", "--data-dir", str(tmp_path / "short"), "--no-resolve-check",
+            env={**init_env, "MDM_ADMIN_TOKEN": "short"})
     assert r.returncode == 2
     assert error_lines(r) == ["mdm: error: MDM_ADMIN_TOKEN: a token must be at least 24 characters long"]
     data = tmp_path / "init"
     chosen = "mdm_0123abcd_" + "s" * 40
-    r = mdm("init", "--data-dir", str(data), env={**init_env, "MDM_ADMIN_TOKEN": chosen})
+    r = mdm("init", "--data-dir", str(data), "--no-resolve-check",
+            env={**init_env, "MDM_ADMIN_TOKEN": chosen})
     assert r.returncode == 0, r.stderr
     assert chosen not in r.stdout and "shown once" not in r.stdout
     url = init_env.get("MDM_DATABASE_URL") or f"sqlite+aiosqlite:///{data / 'mdm.sqlite3'}"
@@ -171,7 +175,7 @@ def test_init_honours_mdm_admin_token(tmp_path: Path, init_env: dict[str, str]) 
 
 def test_init_force_regenerates_ca_certificates_and_token(tmp_path: Path, init_env: dict[str, str]) -> None:
     data = tmp_path / "init"
-    first = mdm("init", "--data-dir", str(data), env=init_env)
+    first = mdm("init", "--data-dir", str(data), "--no-resolve-check", env=init_env)
     assert first.returncode == 0, first.stderr
     before = snapshot(data)
     r = mdm("init", "--data-dir", str(data), "--force", env=init_env)

@@ -1,6 +1,10 @@
-"""``mdm init``: config, database, CA, server certificates and the admin token. Idempotent:
-a second run changes nothing and says so; ``--force`` regenerates the CA, the server
-certificates and the admin token (the config file is always kept)."""
+"""``mdm init``: config, database, CA, server certificates, the admin token and, until Apple's
+push certificate is configured, a development push identity. Idempotent: a second run changes
+nothing and says so; ``--reissue-certs`` issues new server certificates from the existing CA (after
+a host name change); ``--force`` regenerates the CA, the server certificates and the admin token
+(the config file and the push identity are always kept).
+
+Before writing anything it checks that devices can reach the public host name (``hostcheck``)."""
 
 from __future__ import annotations
 
@@ -8,16 +12,21 @@ import argparse
 import asyncio
 import os
 import socket
+import sys
 from pathlib import Path
 
+import tomlkit
 from sqlalchemy import select
 
+from mdm.cli import hostcheck
 from mdm.cli.common import CliError, add_data_dir
 from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError, load_config
 from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
 from mdm.db.models import ApiToken
+from mdm.enroll.config import apns_config
+from mdm.enroll.topic import DEVELOPMENT_HOWTO, create_development_identity
 from mdm.pki.ca import CAError, CertificateAuthority
 from mdm.pki.crl import crl_url_for
 from mdm.pki.keys import KeyError_
@@ -30,6 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("init", help="prepare a data directory (config, database, CA, certificates, token)")
     add_data_dir(p)
     p.add_argument("--hostname", help="public host name (default: $MDM_HOSTNAME or this host's FQDN)")
+    p.add_argument(
+        "--no-resolve-check",
+        action="store_true",
+        help="accept a --hostname / MDM_HOSTNAME that does not resolve (yet)",
+    )
+    p.add_argument(
+        "--reissue-certs",
+        action="store_true",
+        help="issue new server certificates from the existing CA (e.g. after changing hostname)",
+    )
     p.add_argument(
         "--force", action="store_true", help="regenerate the CA, server certificates and admin token"
     )
@@ -59,23 +78,50 @@ def server_hostnames(config: Config) -> list[str]:
     return names
 
 
+def _hostname_source(args: argparse.Namespace) -> tuple[str, str, bool]:
+    """(name, where it came from, given explicitly)."""
+    if args.hostname:
+        return args.hostname, "--hostname", True
+    if os.environ.get("MDM_HOSTNAME"):
+        return os.environ["MDM_HOSTNAME"], "MDM_HOSTNAME", True
+    return socket.getfqdn() or "localhost", "this host's FQDN", False
+
+
+def _set_push_certificate(path: Path, value: str) -> None:
+    """apns.certificate_file in mdm.toml, keeping the file's comments and layout."""
+    doc = tomlkit.parse(path.read_text())
+    section = doc.get("apns")
+    if section is None:
+        section = tomlkit.table()
+        doc["apns"] = section
+    section["certificate_file"] = value
+    path.write_text(tomlkit.dumps(doc))
+
+
 def run(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir or os.environ.get("MDM_DATA_DIR") or "/var/lib/mdm")
     changes: list[str] = []
     kept: list[str] = []
+    warnings: list[str] = []
+    config_path = data_dir / CONFIG_FILE
+    new_config = not config_path.exists()
+    if new_config:
+        hostname, source, explicit = _hostname_source(args)
+        verdict = hostcheck.check(hostname, resolve_name=not args.no_resolve_check)
+        if verdict.unresolved is not None and explicit:
+            raise CliError(hostcheck.refusal(verdict, source), exit_code=2)
+        warnings += hostcheck.warning_lines(verdict, source, data_dir)
     try:
         data_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(data_dir, 0o750)  # noqa: S103 - the service group may read mdm.toml; secrets are 0600/0700
     except OSError as exc:
         raise CliError(f"cannot create data directory {data_dir}: {exc.strerror}") from None
 
-    config_path = data_dir / CONFIG_FILE
-    if config_path.exists():
-        kept.append(f"config {config_path}")
-    else:
-        hostname = args.hostname or os.environ.get("MDM_HOSTNAME") or socket.getfqdn() or "localhost"
+    if new_config:
         _write_config(config_path, hostname)
         changes.append(f"wrote config {config_path}")
+    else:
+        kept.append(f"config {config_path}")
     try:
         config = load_config(data_dir)
     except ConfigError as exc:
@@ -83,9 +129,12 @@ def run(args: argparse.Namespace) -> int:
     if args.hostname and args.hostname != config.hostname:
         raise CliError(
             f"--hostname {args.hostname} differs from hostname = {config.hostname!r} in {config_path}; "
-            "edit the file (then `mdm init --force` to reissue certificates)",
+            "edit the file (then `mdm init --reissue-certs` to reissue the server certificates)",
             exit_code=2,
         )
+    if not new_config:
+        verdict = hostcheck.check(config.hostname, resolve_name=not args.no_resolve_check)
+        warnings += hostcheck.warning_lines(verdict, f"hostname in {config_path}", data_dir)
 
     try:
         applied = asyncio.run(_prepare_database(config))
@@ -127,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
     ca.crl_url = crl_url_for(config)  # CRL distribution point in the server certificates
     config.certs_dir.mkdir(parents=True, exist_ok=True)
     hostnames = server_hostnames(config)
-    regenerate_all = args.force or any(c.startswith("created CA") for c in changes)
+    regenerate_all = args.force or args.reissue_certs or any(c.startswith("created CA") for c in changes)
     issued = []
     for slot in SLOTS:
         if slot_exists(config.certs_dir, slot) and not regenerate_all:
@@ -155,6 +204,17 @@ def run(args: argparse.Namespace) -> int:
     else:
         changes.append("created admin token")
 
+    if not apns_config(config).certificate_file:
+        try:
+            value, topic = create_development_identity(config.data_path)
+            _set_push_certificate(config_path, value)
+        except OSError as exc:
+            raise CliError(f"cannot write the development push identity: {exc.strerror or exc}") from None
+        changes.append(
+            f"created a DEVELOPMENT push identity (self-signed, topic {topic}) as apns.certificate_file"
+        )
+        warnings += ["", *DEVELOPMENT_HOWTO, ""]
+
     for line in changes:
         print(f"  + {line}")
     if not changes:
@@ -164,6 +224,9 @@ def run(args: argparse.Namespace) -> int:
         )
     elif kept:
         print(f"  = kept: {'; '.join(kept)}")
+    if warnings:
+        sys.stdout.flush()
+        print("\n".join(warnings), file=sys.stderr, flush=True)
     if token is not None and not os.environ.get("MDM_ADMIN_TOKEN"):
         print("\nAdmin API token (shown once, stored only as a hash):\n")
         print(f"    {token}\n")

@@ -33,7 +33,7 @@ from mdm.db.models import Severity, User, utcnow
 from mdm.enroll import links
 from mdm.enroll.config import EnrollConfig, enroll_config, smtp_config
 from mdm.enroll.tables import Delivery, Enrollment, EnrollmentStatus
-from mdm.enroll.topic import PushTopic, TopicError, read_topic
+from mdm.enroll.topic import DEVELOPMENT_WARNING, PushTopic, TopicError, read_topic
 from mdm.ios import enrollment_profile as ep
 from mdm.ios.signing import ProfileSigner, SigningError, sign_profile
 from mdm.pki import plugin as pki_plugin
@@ -154,6 +154,8 @@ def check_prerequisites(env: Env) -> Prerequisites:
             ) from None
     warnings = []
     now = datetime.now(UTC)
+    if topic.development:
+        warnings.append(DEVELOPMENT_WARNING)
     if topic.expired:
         warnings.append(
             f"the APNs certificate expired on {topic.not_after:%Y-%m-%d}: devices will enroll but "
