@@ -21,6 +21,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from mdm.config import EXTENSIONS, Config, ConfigError
+from mdm.logs import redact
 
 # Called with the ServerContext once ``ctx.config`` holds the new configuration.
 Apply = Callable[[Any], Awaitable[None] | None]
@@ -77,13 +78,23 @@ def changed_keys(old: Config, new: Config) -> list[str]:
     return sorted(k for k in a.keys() | b.keys() if a.get(k, _MISSING) != b.get(k, _MISSING))
 
 
+# Keys whose value is a secret: left out of fingerprints. A fast hash of a passphrase in a file
+# that backups copy would be a shortcut past the slow KDF protecting the CA keys.
+_SECRET_PARTS = ("passphrase", "password", "secret", "static_challenge", "token")
+
+
 def fingerprint(config: Config) -> dict[str, str]:
     """Dotted key -> SHA-256 of its value: compares two configurations without writing values
-    (a database URL may hold a password) into the run-state file."""
-    return {
-        key: hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
-        for key, value in flatten(config).items()
-    }
+    into the run-state file. Secret keys are left out and passwords in URLs masked first."""
+    out: dict[str, str] = {}
+    for key, value in flatten(config).items():
+        leaf = key.rsplit(".", 1)[-1]
+        if any(part in leaf for part in _SECRET_PARTS) and not leaf.endswith("_file"):
+            continue
+        if isinstance(value, str):
+            value = redact(value)
+        out[key] = hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
+    return out
 
 
 @dataclass

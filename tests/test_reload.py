@@ -81,6 +81,20 @@ def test_every_hot_key_names_a_configuration_key() -> None:
         assert key in keys and not is_hot(key), key
 
 
+def test_fingerprints_hold_no_secret(tmp_path: Path) -> None:
+    """run/state.json is copied by backups: no fast hash of a passphrase or a password in it."""
+    (tmp_path / "mdm.toml").write_text(
+        '[database]\nurl = "postgresql+asyncpg://mdm:s3cret@db.example.com/mdm"\n'
+        '[pki]\npassphrase = "correct horse"\n[scep]\nstatic_challenge = "shared"\n'
+    )
+    config = load_config(tmp_path, env={})
+    digests = fingerprint(config)
+    assert "pki.passphrase" not in digests and "scep.static_challenge" not in digests
+    assert "client.token_file" in digests and "scep.static_challenge_file" in digests
+    masked = load_config(tmp_path, env={"MDM_DATABASE_URL": "postgresql+asyncpg://mdm:other@db.example.com/mdm"})
+    assert fingerprint(masked)["database.url"] == digests["database.url"]  # the password is not in it
+
+
 async def test_reload_applies_hot_keys_and_names_the_rest(
     reloading: Server, config: Config, api: httpx.AsyncClient, root_level: None
 ) -> None:
