@@ -39,6 +39,10 @@ NAMING = {
 
 # SQLite only auto-increments INTEGER PRIMARY KEY; PostgreSQL gets BIGINT identity.
 BigId = BigInteger().with_variant(Integer(), "sqlite")
+# Ids a credential, a cache or another record may still name after the row is deleted (devices,
+# users, groups, commands, tokens, enrollments) are never handed out again: SQLite AUTOINCREMENT
+# (without it SQLite reuses the highest freed id); PostgreSQL sequences never go back.
+NEVER_REUSED: dict[str, Any] = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -91,6 +95,7 @@ class Severity(enum.StrEnum):
 
 class User(Base):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     email: Mapped[str | None] = mapped_column(String(320))
@@ -106,7 +111,7 @@ class Group(Base):
     name: Mapped[str] = mapped_column(String(255))
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("groups.id", ondelete="RESTRICT"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    __table_args__ = (Index("ix_groups_parent_name", "parent_id", "name"),)
+    __table_args__ = (Index("ix_groups_parent_name", "parent_id", "name"), NEVER_REUSED)
 
 
 class Device(Base):
@@ -145,6 +150,7 @@ class Device(Base):
         Index("ix_devices_status", "status"),
         CheckConstraint(_in("status", [s.value for s in DeviceStatus]), name="status"),
         CheckConstraint("protocol IN (1, 2, 4)", name="protocol"),
+        NEVER_REUSED,
     )
 
 
@@ -183,6 +189,7 @@ class Command(Base):
             postgresql_where=text("active"),
         ),
         CheckConstraint(_in("status", [s.value for s in CommandStatus]), name="status"),
+        NEVER_REUSED,
     )
 
 
@@ -242,6 +249,7 @@ class ApiToken(Base):
     """Admin API bearer tokens, stored only as SHA-256 of the secret."""
 
     __tablename__ = "api_tokens"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     name: Mapped[str] = mapped_column(String(255), unique=True)
     # Public lookup prefix (first characters of the token) so verification is one indexed read.

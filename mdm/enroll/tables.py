@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mdm.db.models import Base, BigId, utcnow
+from mdm.db.models import NEVER_REUSED, Base, BigId, utcnow
 
 
 class EnrollmentStatus(enum.StrEnum):
@@ -54,10 +54,14 @@ class Enrollment(Base):
     cert_serial: Mapped[str | None] = mapped_column(String(64), index=True)
     # Set by the check-in service at the device's first Authenticate.
     device_id: Mapped[int | None] = mapped_column(BigInteger, index=True)
+    # An administrator's re-enrollment of this device: its identity may take over the device's
+    # binding whoever owns the device (otherwise only the owner's enrollments may).
+    for_device_id: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         CheckConstraint(_in("status", [s.value for s in EnrollmentStatus]), name="status"),
         CheckConstraint(_in("delivery", [d.value for d in Delivery]), name="delivery"),
         CheckConstraint("platform IN ('ios', 'android')", name="platform"),
         CheckConstraint("identity IN ('pkcs12', 'scep')", name="identity"),
         Index("ix_enrollments_status_expires", "status", "expires_at"),
+        NEVER_REUSED,
     )

@@ -30,6 +30,8 @@ class IosDevice(Base):
     awaiting_configuration: Mapped[bool] = mapped_column(Boolean, default=False)
     bound_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # CMS signingTime of the last check-in that changed something: an older one is a replay.
+    last_signed_at: Mapped[datetime | None] = mapped_column()
     __table_args__ = (Index("uq_ios_devices_cert_fingerprint", "cert_fingerprint", unique=True),)
 
 
