@@ -47,7 +47,8 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
         return await _authenticate_retrying(svc, identity, msg)
     if msg.message_type == "UserAuthenticate" and not svc.config.user_authenticate_enabled:
         raise Gone("UserAuthenticate is not enabled on this server (ios.user_authenticate_enabled)")
-    binding = await svc.binding_of(identity, msg.identifier)
+    check_out = msg.message_type == "CheckOut"
+    binding = await svc.binding_of(identity, msg.identifier, check_out=check_out)
     svc.last_seen.touch(binding.device_id)
     handler = _HANDLERS[msg.message_type]
     async with svc.db.transaction() as session:
@@ -56,7 +57,7 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
         if device is None or ios is None:
             raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
         result = await handler(session, device, ios, msg)
-    if msg.message_type == "CheckOut":
+    if check_out:
         svc.bindings.drop(identity.fingerprint)
     return result
 

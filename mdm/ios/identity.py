@@ -304,30 +304,81 @@ class Binding:
 
 
 class BindingCache:
-    """fingerprint -> Binding for ``ttl`` seconds (other replicas may rebind; the TTL bounds it)."""
+    """fingerprint -> Binding for ``ttl`` seconds, bounded (least recently used goes first).
+
+    Also indexed by device id, so that a device whose binding ended (deleted, checked out,
+    removed, re-bound to another identity) is dropped at once: ``drop_device`` is called at commit
+    in this process and on a NOTIFY from other replicas (``state.py``, ``notify.py``). The TTL
+    only bounds what a lost notification could leave behind. ``generation`` moves on every drop:
+    a look-up that read the database before a drop does not cache what it read.
+    """
 
     def __init__(self, size: int, ttl: float) -> None:
-        self._lru = LRU(size)
+        self._entries: OrderedDict[bytes, Binding] = OrderedDict()
+        # device id -> the fingerprint cached for it (one binding per device in the database).
+        self._device: dict[int, bytes] = {}
+        self.size = size
         self.ttl = ttl
+        self.generation = 0
+        # False while the replica cannot hear other replicas' drops (PostgreSQL LISTEN down):
+        # nothing is cached then, every request reads its binding.
+        self.live = True
 
     def get(self, fingerprint: bytes) -> Binding | None:
-        hit: Binding | None = self._lru.get(fingerprint)
+        hit = self._entries.get(fingerprint)
         if hit is None:
             return None
         if hit.expires < time.monotonic():
-            self._lru.pop(fingerprint)
+            self._remove(fingerprint)
             return None
+        self._entries.move_to_end(fingerprint)
         return hit
 
-    def put(self, fingerprint: bytes, device_id: int, identifier: str, status: str) -> Binding:
+    def put(
+        self, fingerprint: bytes, device_id: int, identifier: str, status: str, generation: int | None = None
+    ) -> Binding:
+        """Cache (unless a drop happened since ``generation`` was read) and return the binding."""
         binding = Binding(device_id, identifier, status, time.monotonic() + self.ttl)
-        if self.ttl > 0:
-            self._lru.put(fingerprint, binding)
+        if self.ttl <= 0 or not self.live or (generation is not None and generation != self.generation):
+            return binding
+        self._remove(fingerprint)
+        previous = self._device.get(device_id)
+        if previous is not None:
+            self._remove(previous)  # the device is bound to this fingerprint now, not that one
+        self._entries[fingerprint] = binding
+        self._device[device_id] = fingerprint
+        if len(self._entries) > self.size:
+            oldest, evicted = self._entries.popitem(last=False)
+            if self._device.get(evicted.device_id) == oldest:
+                del self._device[evicted.device_id]
         return binding
+
+    def _remove(self, fingerprint: bytes) -> None:
+        binding = self._entries.pop(fingerprint, None)
+        if binding is not None and self._device.get(binding.device_id) == fingerprint:
+            del self._device[binding.device_id]
 
     def drop(self, fingerprint: bytes | None) -> None:
         if fingerprint is not None:
-            self._lru.pop(fingerprint)
+            self.generation += 1
+            self._remove(fingerprint)
+
+    def drop_device(self, device_id: int) -> None:
+        """The device's binding ended or changed: forget whatever is cached for it."""
+        self.generation += 1
+        fingerprint = self._device.pop(device_id, None)
+        if fingerprint is not None:
+            self._entries.pop(fingerprint, None)
 
     def clear(self) -> None:
-        self._lru.clear()
+        self.generation += 1
+        self._entries.clear()
+        self._device.clear()
+
+    def set_live(self, live: bool) -> None:
+        """Caching on (drops from other replicas are heard) or off (they may be missed)."""
+        self.live = live
+        self.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)

@@ -87,9 +87,9 @@ async def flush_last_seen(ctx: ServerContext) -> None:
 @registry.worker("ios.queue_notify")
 async def listen_for_enqueues(ctx: ServerContext) -> None:
     svc = service(ctx)
-    if svc.db.is_sqlite or not svc.hint.enabled:
+    if svc.db.is_sqlite or (not svc.hint.enabled and svc.bindings.ttl <= 0):
         return  # SQLite is single-process: local invalidation is exact
-    await notify.listen(svc.db.url, svc.hint)
+    await notify.listen(svc.db.url, svc.hint, svc.bindings)
 
 
 @registry.shutdown_hook

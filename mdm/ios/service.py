@@ -13,10 +13,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mdm.core import events
 from mdm.db.engine import Database
-from mdm.db.models import Device, Protocol, Severity, utcnow
+from mdm.db.models import Device, DeviceStatus, Protocol, Severity, utcnow
 from mdm.ios.config import IosConfig
 from mdm.ios.identity import LRU, Binding, BindingCache, Identity, IdentityError, IdentityResolver
-from mdm.ios.state import LastSeen, QueueHint
+from mdm.ios.state import LastSeen, QueueHint, track_bindings
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 
@@ -30,6 +30,12 @@ BINDING_STMT = (
     .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
     .where(_ios.cert_fingerprint == bindparam("fp"))
 )
+
+
+# The enrollment is over (removed by the Remove command): the identity may still send the
+# CheckOut its removal triggers, nothing else. (An erased device keeps answering until it is gone;
+# its binding only counts as ended for the takeover rule in ``takeover.py``.)
+ENDED = frozenset({DeviceStatus.UNMANAGED.value})
 
 
 def _aware(value: datetime) -> datetime:
@@ -48,25 +54,37 @@ class IosService:
     idle_reports: LRU = field(default_factory=lambda: LRU(10_000))
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Transactions on this database that end a binding drop it from this cache at commit.
+        track_bindings(self.db.engine.sync_engine, self.bindings)
+
     @property
     def engine(self) -> AsyncEngine:
         return self.db.engine
 
-    async def binding_of(self, identity: Identity, identifier: str) -> Binding:
-        """The enrollment this certificate is bound to; it must be the one the message names."""
+    async def binding_of(self, identity: Identity, identifier: str, *, check_out: bool = False) -> Binding:
+        """The enrollment this certificate is bound to; it must be the one the message names and
+        still be managed (``check_out``: the CheckOut of a removed enrollment is let through)."""
         fingerprint = identity.fingerprint
         binding = self.bindings.get(fingerprint)
         if binding is None:
+            generation = self.bindings.generation
             async with self.engine.connect() as conn:
                 row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
             if row is not None:
-                binding = self.bindings.put(fingerprint, row.id, row.identifier, row.status)
+                binding = self.bindings.put(fingerprint, row.id, row.identifier, row.status, generation)
             else:
                 binding = await self._renewed(identity, identifier)
         if binding.identifier != identifier:
             raise IdentityError(
                 "mismatch",
                 "the certificate is bound to another device than the one this message names",
+                serial=identity.cert.serial_hex,
+            )
+        if binding.status in ENDED and not check_out:
+            raise IdentityError(
+                "binding_ended",
+                f"the enrollment of this device has ended (device {binding.status}); enroll again",
                 serial=identity.cert.serial_hex,
             )
         return binding
@@ -82,7 +100,9 @@ class IosService:
             record = await session.scalar(
                 select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
             )
-            # Only a newer certificate, issued by us to this device, may take over (not a superseded one).
+            # Only a newer certificate, issued by us to this device as the renewal of the one it is
+            # bound to, may take over (not a superseded one, nor an identity the device was
+            # re-enrolled away from).
             newer = ios is not None and (
                 ios.cert_not_before is None
                 or cert.not_before >= _aware(ios.cert_not_before)
@@ -92,8 +112,10 @@ class IosService:
                 or ios is None
                 or record is None
                 or record.device_id != device.id
+                or record.renews_serial != device.cert_serial
                 or record.status != CertStatus.VALID.value
                 or not newer
+                or device.status in ENDED
             ):
                 raise IdentityError(
                     "unbound",

@@ -9,6 +9,11 @@ stale "empty". Other replicas clear it through PostgreSQL ``NOTIFY`` (``notify.p
 that (SQLite, or a lost listener connection) a stale hint delays delivery by at most
 ``ios.queue_hint_seconds``, until the next poll after expiry.
 
+Bindings (certificate -> device, ``identity.BindingCache``): a transaction that deletes a device,
+changes its status (checked out, removed, wiped, ...) or re-binds or deletes its ``ios_devices``
+row drops the device's cached binding at commit in this process, and on PostgreSQL sends
+``NOTIFY mdm_ios_binding, '<device ids>'`` so that every other replica drops it as well.
+
 ``LastSeen``: ``last_seen_at`` is written behind, in one batched statement every few seconds.
 """
 
@@ -20,11 +25,14 @@ from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, text, update
+from sqlalchemy import bindparam, event, inspect, text, update
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session, object_session
 
 from mdm.db.engine import Database
 from mdm.db.models import CommandQueueEntry, Device, utcnow
+from mdm.ios.identity import BindingCache
+from mdm.ios.tables import IosDevice
 
 
 class QueueHint:
@@ -142,12 +150,85 @@ def _chunks(items: list[str], size: int) -> list[str]:
 def _committed(session: Session) -> None:
     for device_id in session.info.pop(QUEUED_KEY, ()):
         invalidate_everywhere(device_id)
+    ended = session.info.pop(BINDING_KEY, None)
+    if ended:
+        drop_bindings(session.bind, ended)
 
 
 @event.listens_for(Session, "after_rollback")
 def _rolled_back(session: Session) -> None:
     session.info.pop(QUEUED_KEY, None)
     session.info.pop(NOTIFY_KEY, None)
+    session.info.pop(BINDING_KEY, None)
+    session.info.pop(BINDING_NOTIFY_KEY, None)
+
+
+# ---- bindings ---------------------------------------------------------------------------------
+
+BINDING_CHANNEL = "mdm_ios_binding"
+BINDING_KEY = "mdm_ios_binding_devices"  # dropped in this process at commit
+BINDING_NOTIFY_KEY = "mdm_ios_binding_notify"  # sent to the other replicas at flush
+
+# The binding caches of each engine (one per server in a process; tests run two "replicas" in one
+# process, and a commit on one must not reach the other except through NOTIFY).
+_BINDING_CACHES: weakref.WeakKeyDictionary[Engine, weakref.WeakSet[BindingCache]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def track_bindings(engine: Engine, cache: BindingCache) -> None:
+    """Drop ``cache``'s entries for devices whose binding a transaction on ``engine`` ended."""
+    _BINDING_CACHES.setdefault(engine, weakref.WeakSet()).add(cache)
+
+
+def drop_bindings(bind: Engine | Connection | None, device_ids: set[int]) -> None:
+    engine = bind.engine if isinstance(bind, Connection) else bind
+    if engine is None:
+        return
+    for cache in list(_BINDING_CACHES.get(engine, ())):
+        for device_id in device_ids:
+            cache.drop_device(device_id)
+
+
+def _binding_changed(target: Any, device_id: int) -> None:
+    session = object_session(target)
+    if session is not None:
+        session.info.setdefault(BINDING_KEY, set()).add(device_id)
+        session.info.setdefault(BINDING_NOTIFY_KEY, set()).add(device_id)
+
+
+@event.listens_for(Device, "after_update")
+def _device_updated(_mapper: Any, _connection: Any, target: Device) -> None:
+    if inspect(target).attrs.status.history.has_changes():
+        _binding_changed(target, target.id)
+
+
+@event.listens_for(Device, "after_delete")
+def _device_deleted(_mapper: Any, _connection: Any, target: Device) -> None:
+    _binding_changed(target, target.id)
+
+
+@event.listens_for(IosDevice, "after_update")
+def _rebound(_mapper: Any, _connection: Any, target: IosDevice) -> None:
+    if inspect(target).attrs.cert_fingerprint.history.has_changes():
+        _binding_changed(target, target.device_id)
+
+
+@event.listens_for(IosDevice, "after_delete")
+def _unbound(_mapper: Any, _connection: Any, target: IosDevice) -> None:
+    _binding_changed(target, target.device_id)
+
+
+@event.listens_for(Session, "after_flush")
+def _notify_binding_replicas(session: Session, _context: Any) -> None:
+    devices = session.info.pop(BINDING_NOTIFY_KEY, None)
+    if not devices:
+        return
+    connection = session.connection()
+    if connection.dialect.name != "postgresql":
+        return
+    for chunk in _chunks([str(d) for d in sorted(devices)], 7000):
+        connection.execute(NOTIFY_STMT, {"channel": BINDING_CHANNEL, "payload": chunk})
 
 
 class LastSeen:
