@@ -92,7 +92,9 @@ async def active_command_count(session: AsyncSession, device_id: int) -> int:
 
 
 async def delete(session: AsyncSession, device_id: int, *, by: str | None = None) -> Device:
-    """Forget a device (its commands go with it); the event keeps the facts."""
+    """Forget a device (its commands go with it); the event keeps the facts. Its certificate stops
+    identifying it at commit, on every replica (the iOS binding cache watches device deletes:
+    ``mdm/ios/state.py``), and its id is never handed out again (``NEVER_REUSED``)."""
     device = await get(session, device_id)
     events.emit(
         session,

@@ -25,6 +25,11 @@ class EnrollmentIn(BaseModel):
     platform: Literal["ios", "android"] = Field(description='"android" is not available yet (422)')
     user: str = Field(max_length=255, description="user name; created if it does not exist")
     email: str | None = Field(default=None, max_length=320, description="send the link to this address")
+    device_id: int | None = Field(
+        default=None, ge=1, le=2**63 - 1,
+        description="re-enroll this device: the new identity may take over the device's enrollment "
+        "(otherwise only an enrollment of the device's owner may)",
+    )
 
 
 class MailStatus(BaseModel):
@@ -45,6 +50,7 @@ class EnrollmentCreated(BaseModel):
     qr_png: str = Field(description="the URL as a QR code, base64-encoded PNG")
     email: MailStatus | None = Field(description="e-mail delivery outcome; null when no address was given")
     warnings: list[str] = Field(default_factory=list)
+    for_device_id: int | None = Field(default=None, description="the device this link re-enrolls")
 
 
 class EnrollmentOut(BaseModel):
@@ -65,6 +71,7 @@ class EnrollmentOut(BaseModel):
     mdm_profile_identifier: str
     cert_serial: str | None
     device_id: int | None
+    for_device_id: int | None = Field(default=None, description="the device this enrollment re-enrolls")
 
     @classmethod
     def of(cls, e: Enrollment, user: str) -> EnrollmentOut:
@@ -79,6 +86,7 @@ class EnrollmentOut(BaseModel):
             revoked_at=e.revoked_at and service.as_utc(e.revoked_at),
             mailed_at=e.mailed_at and service.as_utc(e.mailed_at),
             mdm_profile_identifier=e.mdm_profile_identifier, cert_serial=e.cert_serial, device_id=e.device_id,
+            for_device_id=e.for_device_id,
         )
 
 
@@ -101,12 +109,13 @@ def _who(request: web.Request) -> str:
 
 @router.route("POST", "/enrollments", summary="Create an enrollment: a one-time profile link (+ QR, e-mail)",
               tag="enrollments", scope="enroll", body=EnrollmentIn, response=EnrollmentCreated, status=201,
-              errors=(409, 422))
+              errors=(404, 409, 422))
 async def create_enrollment(request: web.Request, body: EnrollmentIn) -> EnrollmentCreated:
     ctx = ctx_of(request)
     env = service.env_of(ctx)
     created = await service.create_with_retry(
-        env, ctx.db, platform=body.platform, user=body.user, email=body.email, created_by=_who(request)
+        env, ctx.db, platform=body.platform, user=body.user, email=body.email, created_by=_who(request),
+        for_device_id=body.device_id,
     )
     assert created.url is not None
     png = await asyncio.to_thread(qr.png, created.url)
@@ -119,6 +128,7 @@ async def create_enrollment(request: web.Request, body: EnrollmentIn) -> Enrollm
         id=e.id, uuid=e.uuid, platform=e.platform, user=created.user.name, user_created=created.user_created,
         status=e.status, url=created.url, expires_at=service.as_utc(e.expires_at),
         qr_png=base64.b64encode(png).decode(), email=mail, warnings=list(created.warnings),
+        for_device_id=e.for_device_id,
     )
 
 

@@ -29,7 +29,7 @@ from mdm.config import Config
 from mdm.core import events
 from mdm.core.errors import Conflict, Gone, InvalidArgument, NotFound, ServiceError, Unsupported
 from mdm.db.engine import Database
-from mdm.db.models import Severity, User, utcnow
+from mdm.db.models import Device, Protocol, Severity, User, utcnow
 from mdm.enroll import links
 from mdm.enroll.config import EnrollConfig, enroll_config, smtp_config
 from mdm.enroll.tables import Delivery, Enrollment, EnrollmentStatus
@@ -41,6 +41,7 @@ from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, CertificateSource, issue, serial_hex
 from mdm.pki.keys import PrivateKey, generate_key
 from mdm.pki.tables import CertType
+from mdm.scep.tables import ScepChallenge, ScepTransaction
 from mdm.server.context import ServerContext
 
 log = logging.getLogger("mdm.enroll")
@@ -294,13 +295,27 @@ def _event_body(enrollment: Enrollment, user: User) -> dict[str, Any]:
         "delivery": enrollment.delivery,
         "identity": enrollment.identity,
         "mdm_profile_identifier": enrollment.mdm_profile_identifier,
+        "for_device_id": enrollment.for_device_id,
     }
+
+
+async def _target_device(session: AsyncSession, device_id: int | None) -> int | None:
+    """The device an administrator re-enrolls with this enrollment (its identity may then take
+    over that device's binding, whoever owns it)."""
+    if device_id is None:
+        return None
+    protocol = await session.scalar(select(Device.protocol).where(Device.id == device_id))
+    if protocol is None:
+        raise NotFound(f"no device {device_id}", field="device_id")
+    if protocol != Protocol.IOS.value:
+        raise InvalidArgument(f"device {device_id} is not an iOS device", field="device_id")
+    return device_id
 
 
 # ---- creation -----------------------------------------------------------------------------------
 async def create_link(
     env: Env, session: AsyncSession, prereq: Prerequisites, *, user: str, email: str | None,
-    created_by: str | None,
+    created_by: str | None, for_device_id: int | None = None,
 ) -> Created:
     """Record a pending one-time link; the clear token exists only in the returned value."""
     if email and not smtp_config(env.config).host:
@@ -309,8 +324,10 @@ async def create_link(
             "smtp.from), or enroll without an e-mail address and hand out the URL / QR code",
             field="email",
         )
+    target = await _target_device(session, for_device_id)
     owner, user_created = await get_or_create_user(session, user, email)
     enrollment = _new_enrollment(env, owner, email, Delivery.LINK, created_by, prereq.topic.topic)
+    enrollment.for_device_id = target
     token = links.new_token()
     enrollment.token_hash = links.token_hash(token)
     session.add(enrollment)
@@ -344,7 +361,8 @@ async def create_file(
 
 
 async def create_with_retry(
-    env: Env, db: Database, *, platform: str, user: str, email: str | None, created_by: str | None
+    env: Env, db: Database, *, platform: str, user: str, email: str | None, created_by: str | None,
+    for_device_id: int | None = None,
 ) -> Created:
     """Validate, check prerequisites, create the link in one transaction (retried once if a
     concurrent request created the same user first)."""
@@ -353,7 +371,10 @@ async def create_with_retry(
     for attempt in (1, 2):
         try:
             async with db.transaction() as session:
-                return await create_link(env, session, prereq, user=user, email=email, created_by=created_by)
+                return await create_link(
+                    env, session, prereq, user=user, email=email, created_by=created_by,
+                    for_device_id=for_device_id,
+                )
         except IntegrityError:
             if attempt == 2:
                 raise Conflict(f"could not create the user {user!r} concurrently; retry") from None
@@ -624,19 +645,40 @@ async def revoke(
     return enrollment, user_name
 
 
+SCEP_PURPOSE = "ios-enrollment:"
+
+
+async def enrollment_of_certificate(session: AsyncSession, cert_serial: int | str) -> Enrollment | None:
+    """The enrollment that issued this identity, if one did: a PKCS#12 identity by its serial, a
+    SCEP identity through the one-time challenge its SCEP request used (made for one enrollment)."""
+    serial = serial_hex(cert_serial) if isinstance(cert_serial, int) else cert_serial.lower().lstrip("0")
+    enrollment = await session.scalar(select(Enrollment).where(Enrollment.cert_serial == serial))
+    if enrollment is not None:
+        return enrollment
+    purpose = await session.scalar(
+        select(ScepChallenge.purpose)
+        .join(ScepTransaction, ScepTransaction.challenge_id == ScepChallenge.id)
+        .where(ScepTransaction.cert_serial == serial)
+        .limit(1)
+    )
+    if purpose is None or not purpose.startswith(SCEP_PURPOSE) or not purpose[len(SCEP_PURPOSE):].isdigit():
+        return None
+    return await session.get(Enrollment, int(purpose[len(SCEP_PURPOSE):]))
+
+
 async def attach_device(
     session: AsyncSession, *, device_id: int, cert_serial: int | str | None = None, user_id: int | None = None
 ) -> Enrollment | None:
     """For the check-in service at a device's first Authenticate: the enrollment the device came
     from (user, ``mdm_profile_identifier``, topic), recorded with its device id.
 
-    PKCS#12 identities are found by certificate serial. SCEP identities are issued by the SCEP
-    server, so they fall back to the user's most recent downloaded SCEP enrollment not yet bound.
+    PKCS#12 identities are found by certificate serial, SCEP identities by the challenge of their
+    SCEP request; SCEP identities without one fall back to the user's most recent downloaded SCEP
+    enrollment not yet bound.
     """
     enrollment = None
     if cert_serial is not None:
-        serial = serial_hex(cert_serial) if isinstance(cert_serial, int) else cert_serial.lower().lstrip("0")
-        enrollment = await session.scalar(select(Enrollment).where(Enrollment.cert_serial == serial))
+        enrollment = await enrollment_of_certificate(session, cert_serial)
     if enrollment is None and user_id is not None:
         enrollment = await session.scalar(
             select(Enrollment)

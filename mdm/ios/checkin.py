@@ -1,12 +1,19 @@
 """Check-in messages (``PUT /mdm/checkin``): enrollment, push tokens, check-out, bootstrap token.
 
 Every state change and its event happen in one transaction; identity problems raise
-``IdentityError`` before anything is written.
+``IdentityError`` before anything is written. Authenticate cannot take a UDID from an active
+device's identity (``takeover.py``).
+
+Replays inside the signature window: a check-in signed earlier than the last accepted one that
+changed something for the device (``ios_devices.last_signed_at``) is refused, and a TokenUpdate
+that repeats what is stored changes nothing (no row update, no event). Equal signing times pass
+(signingTime has one-second resolution); a signature without one is accepted.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,6 +27,7 @@ from mdm.core import commands, events
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Command, Device, DeviceStatus, Protocol, Severity, utcnow
 from mdm.enroll.service import attach_device
+from mdm.ios import takeover
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.inventory import apply_device_facts
 from mdm.ios.messages import CheckinMessage, dump_plist
@@ -56,10 +64,28 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
         ios = await session.get(IosDevice, binding.device_id, with_for_update=True)
         if device is None or ios is None:
             raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
+        _not_replayed(ios, identity)
         result = await handler(session, device, ios, msg)
+        if not check_out and _changed(session):
+            ios.last_signed_at = identity.signed_at or ios.last_signed_at
     if check_out:
         svc.bindings.drop(identity.fingerprint)
     return result
+
+
+def _not_replayed(ios: IosDevice, identity: Identity) -> None:
+    signed_at, last = identity.signed_at, ios.last_signed_at
+    if signed_at is not None and last is not None and signed_at < _aware(last):
+        raise IdentityError(
+            "replayed",
+            f"Mdm-Signature signing time {signed_at.isoformat()} is older than this device's last "
+            "accepted check-in",
+            serial=identity.cert.serial_hex,
+        )
+
+
+def _changed(session: AsyncSession) -> bool:
+    return bool(session.new or session.deleted or any(session.is_modified(o) for o in session.dirty))
 
 
 # ---- Authenticate ----------------------------------------------------------------------------
@@ -117,6 +143,10 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             raise IdentityError(
                 "stale_identity", "an older certificate cannot replace the bound one", serial=cert.serial_hex
             )
+        if device is not None:
+            await takeover.check(session, device=device, ios=ios, identity=identity, record=record)
+        if ios is not None and ios.cert_fingerprint == fingerprint:
+            _not_replayed(ios, identity)
         enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
         now = utcnow()
         if device is None:
@@ -152,8 +182,8 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
         if enrollment is not None:
             attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier
             attributes["enrollment_id"] = enrollment.id
-            if device.user_id is None:
-                device.user_id = enrollment.user_id
+            if device.user_id is None or enrollment.for_device_id == device.id:
+                device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
         device.attributes = attributes
         if ios is None:
             session.add(
@@ -165,10 +195,13 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
                     awaiting_configuration=False,
                     bound_at=now,
                     updated_at=now,
+                    last_signed_at=identity.signed_at,
                 )
             )
         else:
             old_fingerprint = ios.cert_fingerprint
+            if old_fingerprint != fingerprint or identity.signed_at is not None:
+                ios.last_signed_at = identity.signed_at  # a new identity starts its own sequence
             ios.cert_fingerprint = fingerprint
             ios.cert_not_before = not_before
             ios.topic = msg.get("Topic")
@@ -205,13 +238,16 @@ async def _token_update(
     if msg.user_id:
         attributes = dict(device.attributes or {})
         channels = dict(attributes.get("user_channels") or {})
-        channels[msg.user_id[:255]] = {
+        entry = {
             "short_name": msg.get("UserShortName"),
             "long_name": msg.get("UserLongName"),
             "push_token": token.hex(),
             "push_magic": magic,
-            "updated_at": now.isoformat(),
         }
+        stored = channels.get(msg.user_id[:255])
+        if isinstance(stored, dict) and all(stored.get(k) == v for k, v in entry.items()):
+            return CheckinResult()  # a repeat: nothing to record
+        channels[msg.user_id[:255]] = {**entry, "updated_at": now.isoformat()}
         attributes["user_channels"] = channels
         device.attributes = attributes
         events.emit(
@@ -219,7 +255,14 @@ async def _token_update(
         )
         return CheckinResult()
     token_hex = token.hex()
-    changed = token_hex != device.push_token or magic != device.push_magic or not device.push_valid
+    unlock, awaiting = msg.get("UnlockToken"), msg.get("AwaitingConfiguration")
+    changed = token_hex != device.push_token or magic[:255] != device.push_magic or not device.push_valid
+    if not (
+        changed
+        or (unlock is not None and not _same_secret(ios.unlock_token, unlock))
+        or (awaiting is not None and bool(awaiting) != ios.awaiting_configuration)
+    ):
+        return CheckinResult()  # a repeat (or a replay) of what is stored: nothing to record
     device.push_token = token_hex
     device.push_magic = magic[:255]
     device.push_valid = True
@@ -239,6 +282,10 @@ async def _token_update(
         unlock_token=msg.get("UnlockToken") is not None,
     )
     return CheckinResult()
+
+
+def _same_secret(stored: bytes | None, given: bytes) -> bool:
+    return stored is not None and hmac.compare_digest(bytes(stored), bytes(given))
 
 
 async def _check_out(
