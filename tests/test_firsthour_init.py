@@ -293,6 +293,47 @@ def test_tokens_create_local_without_a_data_directory(tmp_path: Path) -> None:
         f"mdm: error: {tmp_path / 'none' / 'mdm.toml'} does not exist; "
         f"run `mdm init --data-dir {tmp_path / 'none'}` first"
     ]
+    # a configuration but no database yet: said, and no empty database file left behind
+    data = tmp_path / "configured"
+    data.mkdir()
+    (data / "mdm.toml").write_text('hostname = "127.0.0.1"\n')
+    r = mdm("tokens", "create", "--local", "x", "--scope", "admin", "--data-dir", str(data), env=base_env())
+    assert r.returncode == 1
+    assert error_lines(r) == [f"mdm: error: no database in {data}: run `mdm init --data-dir {data}` first"]
+    assert sorted(p.name for p in data.iterdir()) == ["mdm.toml"]
+
+
+def test_tokens_create_local_on_a_database_without_the_schema(tmp_path: Path, env: dict[str, str]) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    (data / "mdm.toml").write_text('hostname = "127.0.0.1"\n')
+    if not PG_URL:
+        (data / "mdm.sqlite3").write_bytes(b"")  # an empty SQLite file: no tables
+    else:  # a database of its own, empty (the shared test database keeps its schema)
+        from conftest import _ensure_pg_database
+        from sqlalchemy import text
+        from sqlalchemy.engine import make_url
+
+        url = make_url(PG_URL)
+        empty = url.set(database=f"{url.database}_noschema").render_as_string(hide_password=False)
+
+        async def fresh() -> None:
+            await _ensure_pg_database(empty)
+            db = Database(empty)
+            try:
+                async with db.engine.begin() as conn:
+                    await conn.execute(text("DROP SCHEMA public CASCADE"))
+                    await conn.execute(text("CREATE SCHEMA public"))
+            finally:
+                await db.close()
+
+        asyncio.run(fresh())
+        env = {**env, "MDM_DATABASE_URL": empty}
+    r = mdm("tokens", "create", "--local", "x", "--scope", "admin", "--data-dir", str(data), env=env)
+    assert r.returncode == 1, r.stderr
+    (line,) = error_lines(r)
+    assert line.startswith("mdm: error: cannot write the token to the database (")
+    assert line.endswith(f"has `mdm init` run for {data}?")
 
 
 # ---- the way to Apple's certificate ---------------------------------------------------------------

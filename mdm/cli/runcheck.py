@@ -25,7 +25,8 @@ def server_differences(config: Config) -> tuple[int, list[str], list[str]] | Non
         return None
     theirs: dict[str, str] = state["config"]
     ours = fingerprint(config)
-    skip = set(state.get("overrides") or [])
+    # The directory is the same one (its pid file led here), however it was spelt.
+    skip = {"data_dir", *(state.get("overrides") or [])}
     differ = sorted(k for k in theirs.keys() | ours.keys() if k not in skip and theirs.get(k) != ours.get(k))
     pending = [k for k in state.get("restart_pending") or [] if isinstance(k, str)]
     return pid, differ, pending

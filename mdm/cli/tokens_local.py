@@ -39,6 +39,8 @@ def add_local_option(p: argparse.ArgumentParser) -> None:
 
 
 def run_local(args: argparse.Namespace) -> int:
+    from sqlalchemy.exc import SQLAlchemyError
+
     from mdm.cli import output
     from mdm.cli.common import config_from
     from mdm.core import tokens
@@ -57,8 +59,16 @@ def run_local(args: argparse.Namespace) -> int:
         allowed = ", ".join(sorted(tokens.SCOPES))
         raise CliError(f"{exc.message} (allowed: {allowed})", exit_code=2) from None
     config = config_from(args)
+    if not config.database.url and not (config.data_path / "mdm.sqlite3").exists():
+        data = config.data_path
+        raise CliError(f"no database in {data}: run `mdm init --data-dir {data}` first")
     try:
         row, secret = asyncio.run(_create(config, args.name, scopes))
+    except SQLAlchemyError as exc:
+        first = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
+        raise CliError(
+            f"cannot write the token to the database ({first}); has `mdm init` run for {config.data_path}?"
+        ) from None
     except Conflict:
         raise CliError(
             f"a token named {args.name!r} already exists; nothing was changed. Choose another name "
