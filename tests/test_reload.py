@@ -20,7 +20,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from enroll_support import APNS_TOML
+from enroll_support import APNS_TOML, PUSH_PEM
 from test_cli_init_serve import PG_URL, Served, base_env, error_lines, mdm
 
 from mdm import plugins  # noqa: F401 - every feature's hot keys
@@ -133,6 +133,30 @@ async def test_reload_applies_hot_keys_and_names_the_rest(
     assert again["applied"] == [] and again["config"] == "restart needed"
     assert again["seq"] == status["seq"] + 1
     assert again["restart_needed"] == ["ios.signature_max_age", "listeners.admin.bind"]
+
+
+async def test_switching_the_push_certificate_takes_effect_and_is_reported(
+    reloading: Server, config: Config, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Apple's certificate -> the development identity: the next enrollment uses its topic and
+    says what it means; the log says it at once."""
+    from mdm.enroll.topic import DEVELOPMENT_WARNING, create_development_identity
+
+    value, topic = create_development_identity(config.data_path)
+    _edit(config, f'certificate_file = "{PUSH_PEM}"', f'certificate_file = "{value}"')
+    with caplog.at_level(logging.WARNING, logger="mdm.enroll"):
+        status = await reloading.reloader.reload()
+    assert status["applied"] == ["apns.certificate_file"] and status["restart_needed"] == []
+    assert any(DEVELOPMENT_WARNING in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    response = await api.post("/api/v1/enrollments", json={"platform": "ios", "user": "bob"})
+    assert response.status_code == 201, response.text
+    assert DEVELOPMENT_WARNING in response.json()["warnings"]
+    async with reloading.ctx.db.session() as session:
+        from sqlalchemy import select
+
+        from mdm.enroll.tables import Enrollment
+
+        assert await session.scalar(select(Enrollment.topic)) == topic
 
 
 @pytest.mark.parametrize(
