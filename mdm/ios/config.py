@@ -38,6 +38,12 @@ class IosConfig(BaseModel):
     # Nesting depth / node count limits for plists from devices.
     max_plist_depth: int = Field(default=32, ge=4, le=256)
     max_plist_nodes: int = Field(default=200_000, ge=100)
+    # Security events of rejected requests: per source address (IPv6: its /64) and reason, the first
+    # N per interval are written one by one, the rest counted into one aggregate event per
+    # interval; at most max_sources keys are tracked (beyond: one catch-all count).
+    security_events_verbatim_per_interval: int = Field(default=5, ge=0, le=1000)
+    security_events_interval_seconds: float = Field(default=60.0, ge=1, le=3600)
+    security_events_max_sources: int = Field(default=1000, ge=1, le=100_000)
 
 
 register_section(SECTION, IosConfig)

@@ -15,6 +15,7 @@ from mdm.ios.identity import (
 )
 from mdm.ios.messages import load_plist, parse_checkin, parse_report
 from mdm.ios.service import IosService
+from mdm.server.middleware import REFUSAL_LOGGED_KEY
 
 SERVICE = web.AppKey("mdm_ios_service", IosService)
 CHECKIN_PATH = "/mdm/checkin"
@@ -42,9 +43,8 @@ async def read_body(request: web.Request, limit: int) -> bytes:
 
 
 def _peer(request: web.Request) -> str | None:
-    transport = request.transport
-    peername = transport.get_extra_info("peername") if transport is not None else None
-    return str(peername[0]) if peername else None
+    # The TCP peer as recorded when the request arrived (still known once the client has left).
+    return request.remote
 
 
 def identify(svc: IosService, request: web.Request, body: bytes) -> Identity:
@@ -69,6 +69,7 @@ def identify(svc: IosService, request: web.Request, body: bytes) -> Identity:
 async def _rejected(
     svc: IosService, request: web.Request, exc: IdentityError, identifier: str | None
 ) -> None:
+    request[REFUSAL_LOGGED_KEY] = True  # the service logs it (or counts it, in a flood)
     await svc.identity_rejected(exc, peer=_peer(request), path=request.path, identifier=identifier)
 
 
@@ -106,7 +107,10 @@ async def server_handler(request: web.Request) -> web.Response:
     try:
         result = await channel.handle(svc, binding, report)
     except channel.ReplayError as exc:
-        await svc.message_rejected("replay", exc.message, device_id=binding.device_id, path=request.path)
+        request[REFUSAL_LOGGED_KEY] = True
+        await svc.message_rejected(
+            "replay", exc.message, device_id=binding.device_id, path=request.path, peer=_peer(request)
+        )
         raise
     if not result.body:
         return web.Response()

@@ -9,6 +9,7 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
+from mdm.core.security_events import RejectionLog
 from mdm.ios import config as ios_config
 from mdm.ios import notify, renewal
 from mdm.ios.handlers import install_routes
@@ -50,6 +51,11 @@ async def start_ios(ctx: ServerContext) -> None:
         bindings=BindingCache(cfg.identity_cache_size, cfg.binding_cache_seconds),
         hint=QueueHint(cfg.queue_hint_seconds, cfg.identity_cache_size),
         idle_reports=LRU(cfg.parse_cache_size),
+        rejections=RejectionLog(
+            cfg.security_events_verbatim_per_interval,
+            cfg.security_events_interval_seconds,
+            cfg.security_events_max_sources,
+        ),
     )
 
 
@@ -92,8 +98,15 @@ async def listen_for_enqueues(ctx: ServerContext) -> None:
     await notify.listen(svc.db.url, svc.hint, svc.bindings)
 
 
+@registry.worker("ios.security_events")
+async def flush_security_events(ctx: ServerContext) -> None:
+    svc = service(ctx)
+    await svc.rejections.run(svc.db)
+
+
 @registry.shutdown_hook
 async def stop_ios(ctx: ServerContext) -> None:
     svc = ctx.services.get(SERVICE)
     if isinstance(svc, IosService):
         await svc.last_seen.flush(svc.db)
+        await svc.rejections.flush(svc.db)

@@ -12,6 +12,7 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mdm.core import events
+from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
 from mdm.db.models import Device, DeviceStatus, Protocol, Severity, utcnow
 from mdm.ios.config import IosConfig
@@ -53,6 +54,8 @@ class IosService:
     # Idle bodies repeat byte for byte per device: body -> parsed report (bounded).
     idle_reports: LRU = field(default_factory=lambda: LRU(10_000))
     extra: dict[str, Any] = field(default_factory=dict)
+    # Security events of rejected requests: the first few verbatim, the rest aggregated.
+    rejections: RejectionLog = field(default_factory=RejectionLog)
 
     def __post_init__(self) -> None:
         # Transactions on this database that end a binding drop it from this cache at commit.
@@ -136,7 +139,13 @@ class IosService:
     async def identity_rejected(
         self, exc: IdentityError, *, peer: str | None, path: str, identifier: str | None
     ) -> None:
-        """One security event per rejection, in a transaction of its own."""
+        """A security event for the rejection, in a transaction of its own; beyond the first few
+        per source and reason in an interval, only counted for one aggregate event (no write)."""
+        details = {k: v for k, v in exc.details.items() if k != "reason"}
+        sample = {"message": exc.message, "peer": peer, "path": path, "identifier": identifier, **details}
+        if not self.rejections.admit("security_identity_rejected", peer, exc.reason, sample):
+            log.debug("iOS identity rejected (%s), counted: %s [peer %s]", exc.reason, exc.message, peer)
+            return
         log.warning("iOS identity rejected (%s): %s [peer %s, %s]", exc.reason, exc.message, peer, path)
         try:
             async with self.db.transaction() as session:
@@ -157,13 +166,20 @@ class IosService:
                     peer=peer,
                     path=path,
                     identifier=identifier,
-                    **{k: v for k, v in exc.details.items() if k != "reason"},
+                    **details,
                 )
         except Exception:
             log.exception("could not record the security event")
 
-    async def message_rejected(self, reason: str, message: str, *, device_id: int, path: str) -> None:
-        """A well-identified device sent something that is not acceptable now (e.g. a replay)."""
+    async def message_rejected(
+        self, reason: str, message: str, *, device_id: int, path: str, peer: str | None = None
+    ) -> None:
+        """A well-identified device sent something that is not acceptable now (e.g. a replay).
+        Rate-limited like ``identity_rejected``."""
+        sample = {"message": message, "device_id": device_id, "path": path, "peer": peer}
+        if not self.rejections.admit("security_message_rejected", peer, reason, sample):
+            log.debug("iOS message rejected (%s), counted: %s [device %s]", reason, message, device_id)
+            return
         log.warning("iOS message rejected (%s): %s [device %s, %s]", reason, message, device_id, path)
         try:
             async with self.db.transaction() as session:

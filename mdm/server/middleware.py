@@ -66,6 +66,9 @@ class InFlight:
 
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 REQUEST_ID_KEY = web.RequestKey("request_id", str)
+# Set by a handler that has already logged (or deliberately counted) the refusal it raises, so
+# that a flood of refused requests is not logged twice per request.
+REFUSAL_LOGGED_KEY = web.RequestKey("mdm_refusal_logged", bool)
 ACCESS_LOG_KEY = web.AppKey("mdm_access_log", bool)
 LISTENER_KEY = web.AppKey("mdm_listener", str)
 IN_FLIGHT_KEY = web.AppKey("mdm_in_flight", InFlight)
@@ -173,7 +176,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
         try:
             response = await handler(request)
         except ServiceError as exc:
-            log.info("request refused: %s", exc.message, extra={"code": exc.code})
+            if not request.get(REFUSAL_LOGGED_KEY):
+                log.info("request refused: %s", exc.message, extra={"code": exc.code})
             response = json_error(exc.status, exc.code, exc.message, **exc.details)
             if exc.status == 401:
                 response.headers["WWW-Authenticate"] = 'Bearer realm="mdm"'

@@ -20,9 +20,9 @@ def networks(items: Iterable[str]) -> tuple[Network, ...]:
 
 
 def peer_address(request: web.Request) -> str | None:
-    transport = request.transport
-    peername = transport.get_extra_info("peername") if transport is not None else None
-    return str(peername[0]) if peername else None
+    # aiohttp records the TCP peer when the request arrives (no header can change it); it stays
+    # known after the client has gone.
+    return request.remote
 
 
 def peer_in(request: web.Request, nets: tuple[Network, ...]) -> bool:
