@@ -24,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 HEAVY = ("sqlalchemy", "aiohttp", "alembic", "aiosqlite", "asyncpg", "cryptography", "pydantic", "httpx",
          "mdm.server", "mdm.db", "mdm.config", "mdm.pki", "mdm.core", "mdm.ios", "mdm.sim", "mdm.bench",
          "mdm.enroll", "mdm.scep", "mdm.api")
-# ... and of these while a client command runs (it validates mdm.toml with the pydantic model).
-SERVER_SIDE = ("sqlalchemy", "aiohttp", "alembic", "aiosqlite", "asyncpg", "cryptography.x509",
-               "cryptography.hazmat.backends", "cryptography.hazmat.primitives.asymmetric", "mdm.server",
-               "mdm.db", "mdm.pki", "mdm.core", "mdm.sim", "mdm.bench", "mdm.api", "mdm.ios.commands",
-               "mdm.enroll.service")
+# ... and of these while a client command runs (with a plainly valid mdm.toml: the configuration
+# model is loaded only to explain a problem).
+SERVER_SIDE = ("sqlalchemy", "aiohttp", "alembic", "aiosqlite", "asyncpg", "cryptography", "pydantic",
+               "httpx", "mdm.server", "mdm.db", "mdm.config", "mdm.pki", "mdm.core", "mdm.sim", "mdm.bench",
+               "mdm.api", "mdm.ios", "mdm.enroll", "mdm.scep")
 
 # Runs the CLI like `python -m mdm ARGS` and prints, whatever the exit, the modules it imported.
 PROBE = """
@@ -85,10 +85,12 @@ def test_parsers_import_nothing_heavy(args: list[str]) -> None:
 
 
 def test_a_running_client_command_imports_no_server_code(tmp_path: Path) -> None:
-    """Up to the request (here refused: nothing listens), a client command loads the configuration
-    and the HTTP client only."""
+    """Up to the request (here refused: nothing listens), a client command reads mdm.toml and
+    opens a connection, nothing more."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
     env["HOME"] = str(tmp_path)
+    (tmp_path / "mdm.toml").write_text('hostname = "mdm.example.com"\n[client]\ntoken_file = "~/t"\n'
+                                       '[listeners.admin]\nport = 13300\n[ios]\n')
     for args in (["devices", "list"], ["users", "list"], ["groups", "list", "--tree"],
                  ["command", "types", "--args"], ["events", "--severity", "warning"],
                  ["enroll", "links", "list"], ["certs", "revoke", "abcdef12"], ["tokens", "list"]):
@@ -98,7 +100,7 @@ def test_a_running_client_command_imports_no_server_code(tmp_path: Path) -> None
         assert heavy(modules, SERVER_SIDE) == [], args
 
 
-def _median_seconds(*args: str, runs: int = 5) -> float:
+def _median_seconds(*args: str, runs: int = 7) -> float:
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
@@ -107,13 +109,16 @@ def _median_seconds(*args: str, runs: int = 5) -> float:
     return statistics.median(times)
 
 
-def test_help_starts_within_half_a_second() -> None:
+def test_help_and_client_commands_start_within_half_a_second(tmp_path: Path) -> None:
     load = os.getloadavg()[0]
     cores = os.cpu_count() or 1
-    if load > 2 * cores:
+    if load > 1.5 * cores:  # other work saturates the machine: wall time would measure that
         pytest.skip(f"machine overloaded (load {load:.1f} on {cores} cores): wall time would not mean much")
+    # a client command all the way to its request (refused: nothing listens on port 9)
+    running = ["devices", "list", "--url", "https://127.0.0.1:9", "--token", "x" * 30,
+               "--data-dir", str(tmp_path)]
     for args in (["--help"], ["devices", "list", "--help"], ["groups", "move", "--help"],
-                 ["certs", "revoke", "--help"], ["enroll", "links", "list", "--help"]):
+                 ["certs", "revoke", "--help"], ["enroll", "links", "list", "--help"], running):
         seconds = _median_seconds(*args)
         assert seconds < 0.5, f"mdm {' '.join(args)}: {seconds:.2f}s"
 
@@ -141,3 +146,44 @@ def test_constants_match_the_modules_they_stand_for() -> None:
     assert client_commands.SEVERITIES == [s.value for s in Severity]
     for spelling in ("keyCompromise", "key-compromise", "key_compromise", "superseded", "aa_compromise"):
         assert certs_cmd.parse_reason(spelling) == parse_reason(spelling)
+
+
+@pytest.mark.parametrize(("toml", "env"), [
+    ("", {}),
+    ('[client]\nurl = "https://mdm.example.com:9000"\nca_file = "/etc/mdm/root.pem"\n', {}),
+    ('[listeners.admin]\nbind = "::1"\nport = 14000\nmode = "plain"\nenabled = true\n', {}),
+    ('[listeners.admin]\nport = 14000\n', {"MDM_ADMIN_PORT": "15000"}),
+    ('[listeners.admin]\nbind = "10.1.2.3"\n[client]\ntoken_file = "~/tok"\n', {"MDM_ADMIN_PORT": "13299"}),
+    ('hostname = "x"\n[logging]\nlevel = "DEBUG"\n', {"MDM_HOSTNAME": "y"}),
+])
+def test_quick_view_agrees_with_the_configuration_model(
+    tmp_path: Path, toml: str, env: dict[str, str]
+) -> None:
+    from mdm.cli.client import ClientView, quick_view
+    from mdm.config import load_config
+
+    (tmp_path / "mdm.toml").write_text(toml)
+    quick = quick_view(str(tmp_path), env)
+    assert quick is not None
+    assert quick == ClientView.of(load_config(tmp_path, env=env))
+
+
+@pytest.mark.parametrize(("toml", "env"), [
+    ("[client]\nurl = 5\n", {}),
+    ('[client]\nurll = "https://x"\n', {}),
+    ('[listeners.admin]\nport = 70000\n', {}),
+    ('[listeners.admin]\nport = "13299"\n', {}),
+    ('[listeners.admin]\nmode = "tcp"\n', {}),
+    ('[listeners.admin]\nprot = 1\n', {}),
+    ("", {"MDM_ADMIN_PORT": "eighty"}),
+    ("[client\n", {}),
+    # a section without a port: the model's default for it (what the server uses) decides
+    ('[listeners.admin]\nbind = "10.1.2.3"\n', {"MDM_ADMIN_PORT": ""}),
+])
+def test_quick_view_leaves_anything_unusual_to_the_model(
+    tmp_path: Path, toml: str, env: dict[str, str]
+) -> None:
+    from mdm.cli.client import quick_view
+
+    (tmp_path / "mdm.toml").write_text(toml)
+    assert quick_view(str(tmp_path), env) is None

@@ -8,14 +8,11 @@ configuration model is imported when a command runs, not when ``--help`` is buil
 from __future__ import annotations
 
 import argparse
-import http.client
 import json as _json
 import os
-import socket
-import ssl
 import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +21,13 @@ from urllib.parse import SplitResult, urlencode, urlsplit
 from mdm.cli.common import CliError
 
 if TYPE_CHECKING:
+    import http.client
+    import ssl
+
     from mdm.config import Config
+
+# http.client (with the email package) and ssl are imported when a request is made: building the
+# parsers for `--help` needs none of it.
 
 TOKEN_ENV = "MDM_API_TOKEN"  # noqa: S105 - a variable name, not a secret
 DEFAULT_TOKEN_FILE = "~/.config/mdm/token"  # noqa: S105
@@ -52,26 +55,97 @@ def server_options() -> argparse.ArgumentParser:
     return p
 
 
-def load_client_config(args: argparse.Namespace) -> Config:
+@dataclass(frozen=True)
+class ClientView:
+    """What the CLI needs of the configuration: where the admin API listens, the [client] section
+    and the data directory (for the CA)."""
+
+    data_path: Path
+    url: str
+    token_file: str
+    ca_file: str
+    admin_bind: str
+    admin_port: int
+    admin_mode: str
+
+    @classmethod
+    def of(cls, config: Config) -> ClientView:
+        admin = config.listeners.admin
+        return cls(config.data_path, config.client.url, config.client.token_file, config.client.ca_file,
+                   admin.bind, admin.port, admin.mode)
+
+
+# mdm.config's defaults and the one §11 variable the CLI reads (tests/test_cli_fast.py keeps
+# them equal to what load_config gives).
+DEFAULT_DATA_DIR = "/var/lib/mdm"
+DEFAULT_ADMIN = {"bind": "0.0.0.0", "port": 13299, "mode": "tls"}  # noqa: S104 - compared with
+
+
+def quick_view(data_dir: str | None, env: Mapping[str, str] | None = None) -> ClientView | None:
+    """The ClientView read straight from mdm.toml when what the CLI uses is plainly valid, or None:
+    then the full configuration model (pydantic, a third of a second to import) is loaded and
+    reports whatever is wrong with the precise message. Other sections are not checked here."""
+    env = os.environ if env is None else env
+    directory = Path(data_dir or env.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR)
+    raw: dict[str, Any] = {}
+    try:
+        text = (directory / "mdm.toml").read_text()
+    except FileNotFoundError:
+        text = ""
+    except OSError:
+        return None
+    if text:
+        import tomllib
+
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError:
+            return None
+    client, listeners = raw.get("client", {}), raw.get("listeners", {})
+    admin = listeners.get("admin", {}) if isinstance(listeners, dict) else None
+    if not isinstance(client, dict) or not isinstance(admin, dict):
+        return None
+    if set(admin) - {"enabled", "bind", "port", "mode", "trusted_proxies"}:
+        return None
+    if admin and "port" not in admin and not env.get("MDM_ADMIN_PORT"):
+        return None  # the model's default port for a section without one is the one the server uses
+    if set(client) - {"url", "token_file", "ca_file"} or not all(isinstance(v, str) for v in client.values()):
+        return None
+    settings = {**DEFAULT_ADMIN, **{k: v for k, v in admin.items() if k in DEFAULT_ADMIN}}
+    port = settings["port"]
+    if env.get("MDM_ADMIN_PORT"):  # text from the environment; in the file a port is a number
+        text = env["MDM_ADMIN_PORT"]
+        port = int(text) if text.isascii() and text.isdigit() else None
+    if not (isinstance(port, int) and not isinstance(port, bool) and 1 <= port <= 65535):
+        return None
+    if not isinstance(settings["bind"], str) or settings["mode"] not in ("tls", "plain"):
+        return None
+    return ClientView(directory, client.get("url", ""), client.get("token_file", ""),
+                      client.get("ca_file", ""), settings["bind"], port, settings["mode"])
+
+
+def client_view(args: argparse.Namespace) -> ClientView:
+    view = quick_view(getattr(args, "data_dir", None))
+    if view is not None:
+        return view
     from mdm.config import ConfigError, load_config
 
     try:
-        return load_config(getattr(args, "data_dir", None))
+        return ClientView.of(load_config(getattr(args, "data_dir", None)))
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
 
 
-def default_url(config: Config) -> str:
-    admin = config.listeners.admin
-    host = "127.0.0.1" if admin.bind in _ANY_ADDRESS else admin.bind
+def default_url(view: ClientView) -> str:
+    host = "127.0.0.1" if view.admin_bind in _ANY_ADDRESS else view.admin_bind
     if ":" in host:
         host = f"[{host}]"
-    scheme = "https" if admin.mode == "tls" else "http"
-    return f"{scheme}://{host}:{admin.port}"
+    scheme = "https" if view.admin_mode == "tls" else "http"
+    return f"{scheme}://{host}:{view.admin_port}"
 
 
-def token_file_of(config: Config) -> Path:
-    return Path(config.client.token_file or DEFAULT_TOKEN_FILE).expanduser()
+def token_file_of(view: ClientView) -> Path:
+    return Path(view.token_file or DEFAULT_TOKEN_FILE).expanduser()
 
 
 def read_token_file(path: Path) -> str | None:
@@ -107,8 +181,8 @@ def write_token_file(path: Path, token: str) -> None:
 
 
 def settings_from(args: argparse.Namespace, *, need_token: bool = True) -> Settings:
-    config = load_client_config(args)
-    url = (getattr(args, "url", None) or config.client.url or default_url(config)).rstrip("/")
+    config = client_view(args)
+    url = (getattr(args, "url", None) or config.url or default_url(config)).rstrip("/")
     if not url.startswith(("https://", "http://")):
         raise CliError(f"--url {url}: must start with https:// or http://", exit_code=2)
     token_file = token_file_of(config)
@@ -126,11 +200,11 @@ def settings_from(args: argparse.Namespace, *, need_token: bool = True) -> Setti
     return Settings(url, token.strip() if token else None, source, token_file, _ca_file(config))
 
 
-def _ca_file(config: Config) -> Path | None:
+def _ca_file(config: ClientView) -> Path | None:
     """client.ca_file, else the server's root CA in the data directory, else None (system store)."""
-    if config.client.ca_file:
-        return Path(config.client.ca_file).expanduser()
-    default = config.ca_dir / "root.pem"
+    if config.ca_file:
+        return Path(config.ca_file).expanduser()
+    default = config.data_path / "ca" / "root.pem"
     try:
         return default if default.exists() else None
     except PermissionError:
@@ -179,6 +253,8 @@ class ApiClient:
         self._used = 0.0
 
     def _verify(self) -> ssl.SSLContext:
+        import ssl
+
         ca = self.settings.ca_file
         try:
             return ssl.create_default_context(cafile=str(ca) if ca else None)
@@ -193,6 +269,8 @@ class ApiClient:
             raise CliError(f"CA file {ca} is not a PEM certificate file ({exc.reason or exc})") from None
 
     def _connection(self) -> http.client.HTTPConnection:
+        import http.client
+
         if self._conn is None:
             timeout = self.settings.timeout
             proxy = _proxy_for(self._host, "https" if self._tls else "http")
@@ -232,6 +310,8 @@ class ApiClient:
         self, method: str, path: str, *, params: dict[str, Any] | None = None, json: Any = None
     ) -> Response:
         """The raw response, whatever its status; transport failures become one-line CliErrors."""
+        import http.client
+
         clean = {k: str(v).lower() if isinstance(v, bool) else v for k, v in (params or {}).items()
                  if v is not None}
         target = self._base + path + (f"?{urlencode(clean)}" if clean else "")
@@ -294,6 +374,10 @@ class ApiClient:
             params["cursor"] = page["next_cursor"]
 
     def _transport_message(self, exc: BaseException) -> str:
+        import http.client
+        import socket
+        import ssl
+
         url = self.settings.url
         chain = _causes(exc)
         cert_error = next((c for c in chain if isinstance(c, ssl.SSLCertVerificationError)), None)
