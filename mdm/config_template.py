@@ -36,6 +36,7 @@ enabled = true
 bind = "0.0.0.0"
 http_port = {web_http_port}
 https_port = {web_https_port}
+trusted_proxies = []   # TLS-terminating proxies in front of http_port (profiles are served over HTTPS only)
 
 [listeners.admin]      # REST API, console, metrics (slot "C", reserve "CR")
 enabled = true
@@ -93,6 +94,9 @@ user_authenticate_enabled = false
 max_body_bytes = 1048576
 notnow_backoff_seconds = 60.0  # NotNow: re-push after 60 s, 120 s, ... (at least 1)
 signature_max_age = 600.0      # an older Mdm-Signature signingTime is a replay
+# Refused requests: per source and reason, the first 5 per minute are security events, the rest one aggregate.
+security_events_verbatim_per_interval = 5
+security_events_interval_seconds = 60.0
 
 [ios_commands]
 sign_profiles = false  # sign InstallConfProf profiles with the `ios` certificate
@@ -101,6 +105,9 @@ sign_profiles = false  # sign InstallConfProf profiles with the `ios` certificat
 enabled = true
 static_challenge_file = ""     # optional shared challenge besides the one-time ones
 manual_approval = false        # answer PENDING until an administrator approves
+
+[api]                  # admin REST API
+metrics_allow = []     # addresses that may read /metrics without a token (else the metrics:read scope)
 
 [client]               # how the `mdm` CLI reaches a running server
 url = ""               # default https://127.0.0.1:<admin port>
