@@ -127,6 +127,11 @@ async def test_groups_nest_move_and_refuse(cli: Cli, db: Any) -> None:
     assert f"└── IT  [{it}]" in await cli.ok("groups", "list", "--tree")
     r = await cli("groups", "delete", "Corp")
     assert r.returncode == 1 and "has subgroups" in one_error_line(r)
+    # a name made of digits that is no group's id is a name
+    year = gid(await cli.ok("groups", "create", "2024", "--parent", "Corp"))
+    assert await cli.ok("groups", "move", "2024", "--parent", "none") == f"moved group {year}: now 2024\n"
+    r = await cli("groups", "delete", "4242")
+    assert r.returncode == 1 and one_error_line(r) == "mdm: error: no group 4242 (mdm groups list shows them)"
     assert "deleted group" in await cli.ok("groups", "delete", str(it_emea))
 
 
@@ -194,6 +199,7 @@ async def test_command_types_show_arguments_that_work(cli: Cli, db: Any) -> None
     assert "(no arguments)" in blocks["Unblock"]
     assert "--args-json '{\"RequestType\": \"DeviceInformation\"" in blocks["Raw"]
     assert "arguments not described for these protocols yet" in blocks["Mugshot"]
+    assert "(supervised); enable_lost_mode first puts it in lost mode" in blocks["Locate"]  # one line
     assert "InstallApplication" in blocks and "e.g. --arg configuration:=" in blocks["InstallApplication"]
     one = await cli.json("command", "types", "Block", "--args")
     assert [t["name"] for t in one["items"]] == ["Block"]

@@ -182,7 +182,7 @@ def _print_arguments(protocol: str, schema: dict[str, Any], label: bool) -> None
     if label:
         print(f"  on {protocol}:")
         indent = "    "
-    note = schema.get("description")
+    note = " ".join(str(schema.get("description") or "").replace("``", "").split())
     if note:
         print(f"{indent}{note}")
     rows = argument_rows(schema)
@@ -210,7 +210,7 @@ def argument_rows(schema: dict[str, Any]) -> list[tuple[str, str, str, str, str]
             type_of(prop, defs),
             "required" if name in required else "optional",
             _as_arg(name, example),
-            str(prop.get("description") or ""),
+            " ".join(str(prop.get("description") or "").split()),
         ))
     return rows
 

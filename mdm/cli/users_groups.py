@@ -145,12 +145,13 @@ def _all_groups(client: ApiClient) -> list[dict[str, Any]]:
 def resolve_group(client: ApiClient, text: str, groups: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """A group by id, by path from the top, or by a name only one group has."""
     groups = _all_groups(client) if groups is None else groups
+    paths = _paths(groups)
     if text.isascii() and text.isdigit():
         found = [g for g in groups if g["id"] == int(text)]
-        if not found:
+        if found:
+            return found[0]
+        if not any(g["name"] == text for g in groups):  # else: a group named with digits
             raise CliError(f"no group {text} (mdm groups list shows them)")
-        return found[0]
-    paths = _paths(groups)
     by_path = [g for g in groups if paths[g["id"]] == text.strip("/")]
     if len(by_path) == 1:
         return by_path[0]
