@@ -159,7 +159,7 @@ def test_constants_match_the_modules_they_stand_for() -> None:
 def test_quick_view_agrees_with_the_configuration_model(
     tmp_path: Path, toml: str, env: dict[str, str]
 ) -> None:
-    from mdm.cli.client import ClientView, quick_view
+    from mdm.cli.client_settings import ClientView, quick_view
     from mdm.config import load_config
 
     (tmp_path / "mdm.toml").write_text(toml)
@@ -183,7 +183,7 @@ def test_quick_view_agrees_with_the_configuration_model(
 def test_quick_view_leaves_anything_unusual_to_the_model(
     tmp_path: Path, toml: str, env: dict[str, str]
 ) -> None:
-    from mdm.cli.client import quick_view
+    from mdm.cli.client_settings import quick_view
 
     (tmp_path / "mdm.toml").write_text(toml)
     assert quick_view(str(tmp_path), env) is None
