@@ -209,3 +209,36 @@ async def test_ordinary_64_bit_numbers_still_parse(api: httpx.AsyncClient) -> No
     r = await api.post("/api/v1/groups", content='{"name": "g", "parent_id": 1e0}',
                        headers={"Content-Type": "application/json"})
     assert r.status_code == 404, r.text  # an ordinary float literal is still a number
+
+
+# ---- Expect headers aiohttp cannot echo (found by tests/test_http_fuzz.py) ----------------------
+@pytest.mark.parametrize(
+    ("listener", "tls", "path"),
+    [
+        ("web", True, "/e/" + "A" * 43),
+        ("web", False, "/ca/root.pem"),
+        ("admin", True, "/healthz"),
+        ("admin", True, "/no/such/route"),
+        ("ios", True, "/mdm/server"),
+        ("kes", True, "/"),
+    ],
+)
+async def test_non_ascii_expect_is_417_not_500(
+    listener: str, tls: bool, path: str, server: Server, config: Config, caplog: pytest.LogCaptureFixture
+) -> None:
+    context = client_ssl_context(config) if tls else None
+    port = _port(server, listener, tls)
+
+    def request(expect: bytes) -> bytes:
+        head = b"GET %s HTTP/1.1\r\nHost: x\r\nExpect: %s\r\n" % (path.encode(), expect)
+        return head + b"Connection: close\r\n\r\n"
+
+    for value in (b"\x80", b"100-continue\xff", b"\xc3\xa9t\xc3\xa9"):
+        answer = await exchange(port, request(value), tls=context)
+        assert answer.statuses == [417], answer.data[:300]
+        assert value not in answer.data
+    # ASCII values keep aiohttp's behaviour: 100-continue continues, anything else is 417.
+    assert (await exchange(port, request(b"x"), tls=context)).statuses == [417]
+    answer = await exchange(port, request(b"100-continue"), tls=context)
+    assert answer.statuses[0] == 100 and all(s < 500 for s in answer.statuses), answer.data[:300]
+    assert _errors(caplog) == []

@@ -20,7 +20,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import hdrs, web, web_urldispatcher
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
@@ -158,6 +158,23 @@ class _ParserErrorFilter(logging.Filter):
 
 PARSER_ERROR_FILTER = _ParserErrorFilter()
 logging.getLogger("aiohttp.server").addFilter(PARSER_ERROR_FILTER)
+
+_aiohttp_expect_handler = web_urldispatcher._default_expect_handler
+
+
+async def _expect_handler(request: web.Request) -> None:
+    """aiohttp answers an unknown ``Expect`` with 417 whose text repeats the value, before any
+    middleware runs; a value that is not ASCII (surrogate-escaped bytes) cannot be encoded and
+    becomes a 500 with a logged traceback. Such a value gets a 417 that does not repeat it.
+    Installed as aiohttp's default expect handler (no public hook runs that early): every route,
+    including the not-found one, takes it when it is created, which is after this import."""
+    expect = request.headers.get(hdrs.EXPECT, "")
+    if not expect.isascii():
+        raise web.HTTPExpectationFailed(text="Unknown Expect header value")
+    await _aiohttp_expect_handler(request)
+
+
+web_urldispatcher._default_expect_handler = _expect_handler
 
 
 @web.middleware
