@@ -1,7 +1,7 @@
 """A flood of unauthenticated requests at a fixed rate, run as a separate process by the latency
 test: ``python tests/flood_client.py --port P --ca root.pem --rate 1000``.
 
-Open loop: each connection writes the requests due every 10 ms in one go (HTTP/1.1 pipelining)
+Open loop: each connection writes the requests due every 5 ms in one go (HTTP/1.1 pipelining)
 and a reader counts the answers, so a slow server gets the offered rate anyway (up to TCP
 back-pressure, which ``sent`` then reflects) instead of slowing the flood down. Cheap on purpose:
 on a small machine the flooder must not be what starves the server.
@@ -26,7 +26,7 @@ import time
 from collections import Counter
 
 BODY = plistlib.dumps({"UDID": "FLOOD-0000", "Status": "Idle"})
-TICK = 0.01
+TICK = 0.005
 _STATUS = re.compile(rb"HTTP/1\.1 (\d{3}) ")
 
 
@@ -58,7 +58,8 @@ class Flood:
             )
             self.writers.append(writer)
             self.tasks.append(asyncio.create_task(self._read(reader)))
-            self.tasks.append(asyncio.create_task(self._send(writer, self.rate / connections)))
+            offset = TICK * len(self.writers) / connections  # staggered: no synchronised bursts
+            self.tasks.append(asyncio.create_task(self._send(writer, self.rate / connections, offset)))
 
     async def _read(self, reader: asyncio.StreamReader) -> None:
         """Counts status lines; cheap on purpose."""
@@ -70,11 +71,12 @@ class Flood:
             cut = data.rfind(b"HTTP/1.1 ")
             tail = data[cut:] if cut >= 0 and len(data) - cut < 13 else b""
 
-    async def _send(self, writer: asyncio.StreamWriter, rate: float) -> None:
+    async def _send(self, writer: asyncio.StreamWriter, rate: float, offset: float) -> None:
         requests = _requests("localhost")
         done = 0
         while True:
             await self.on.wait()
+            await asyncio.sleep(offset)
             started, due_before = time.monotonic(), done
             while self.on.is_set():
                 # Every tick, the requests now due, in one write (one TLS record, one syscall).

@@ -92,7 +92,11 @@ async def test_thousand_rejections_write_a_handful_of_rows(
     assert await _event_count(db) - before == 2 * VERBATIM
     assert all(e.body["peer"] == "127.0.0.1" and e.body["path"] == "/mdm/server" for e in rejected)
     # Nor a log line each: the ones written are logged once (not again as "request refused").
-    lines = [r for r in caplog.records if r.name.startswith("mdm") and r.levelno >= logging.INFO]
+    lines = [
+        r for r in caplog.records
+        if r.name.startswith("mdm") and r.levelno >= logging.INFO
+        and ("rejected" in r.getMessage() or "refused" in r.getMessage())
+    ]
     assert len(lines) == 2 * VERBATIM, [r.getMessage() for r in lines][:20]
     log = service(server.ctx).rejections
     assert log.pending() == 1000 - 2 * VERBATIM
@@ -182,7 +186,7 @@ async def test_replays_are_rate_limited_too(server: Server, db: Database) -> Non
 
 
 # ---- latency of legitimate devices during a flood -----------------------------------------------
-SAMPLES = 300
+SAMPLES = 900
 ROUNDS = 3
 FLOOD_RATE = 1000
 FLOOR_MS = 5.0  # on a shared 2-core machine a few milliseconds are noise, not a regression
@@ -286,6 +290,6 @@ async def test_idle_latency_stays_within_2x_during_a_flood(
     answered = sum(report["statuses"].values())
     assert set(report["statuses"]) == {"400"} and answered == report["sent"], summary
     assert flood_median <= max(2 * base_median, FLOOR_MS), summary
-    assert flood_p95 <= max(2 * base_p95, 2 * FLOOR_MS), summary
+    assert flood_p95 <= max(2 * base_p95, FLOOR_MS), summary
     # Thousands of rejected requests, a handful of rows (two reasons, one source).
     assert await _event_count(db) - events_before <= 2 * VERBATIM, summary
