@@ -49,7 +49,7 @@ async def get_profile(request: web.Request) -> web.Response:
     ctx = ctx_of(request)
     if not _over_tls(request):
         # Refused before the token is even looked up: the link stays valid for the HTTPS port.
-        log.warning("enrollment link refused: requested over plain HTTP from %s", peers.peer_address(request))
+        log.info("enrollment link refused: requested over plain HTTP from %s", peers.peer_address(request))
         # The token is not repeated back over plain HTTP.
         origin = links.link_base(ctx.config, ctx.bound_ports)
         return _page(403, "enrollment profiles are only served over HTTPS",
