@@ -27,6 +27,20 @@ from mdm.db.registry import metadata
 from mdm.server.runtime import Server, open_context
 from mdm.testing import make_data_dir, make_pki
 
+
+def _per_worker(url: str) -> str:
+    """Under pytest-xdist each worker gets a PostgreSQL database of its own (``mdm_test_gw0``, ...):
+    every session drops and re-migrates its schema and every test truncates all tables."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    if not url or not worker:
+        return url
+    u = make_url(url)
+    return u.set(database=f"{u.database}_{worker}").render_as_string(hide_password=False)
+
+
+# Set back into the environment, so that modules and subprocesses reading it see the worker's own.
+if os.environ.get("MDM_TEST_DATABASE_URL"):
+    os.environ["MDM_TEST_DATABASE_URL"] = _per_worker(os.environ["MDM_TEST_DATABASE_URL"])
 PG_URL = os.environ.get("MDM_TEST_DATABASE_URL", "")
 FIXTURES = Path(__file__).parent / "fixtures"
 

@@ -237,6 +237,7 @@ def _p95(values: list[float]) -> float:
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 async def test_idle_latency_stays_within_2x_during_a_flood(
     server: Server, config: Any, db: Database, ios: httpx.AsyncClient, tmp_path: Path
 ) -> None:
