@@ -4,6 +4,7 @@ reused: a deleted device's certificate never reaches a later device's record or 
 
 from __future__ import annotations
 
+import asyncio
 import plistlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +19,7 @@ from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import ApiToken, Command, Device, Group, Protocol, User
 from mdm.enroll.tables import Enrollment
+from mdm.ios.plugin import SERVICE
 from mdm.server.runtime import Server, open_context
 
 
@@ -145,6 +147,18 @@ async def test_remove_completion_ends_the_binding_but_check_out_still_arrives(
     assert len(await events_of(db, "device_unenrolled")) == 1
 
 
+async def _dropped_on(replica: Server, device_id: int) -> None:
+    """Wait (at most 2 s, far below the 300 s cache TTL) until the replica has heard the NOTIFY
+    that ends the device's binding: it arrives a few milliseconds after the other replica's
+    commit, so a request sent in that window could still be served from the cache."""
+    bindings = replica.ctx.services[SERVICE].bindings
+    for _ in range(200):
+        if not bindings.holds(device_id):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"replica still caches the binding of device {device_id}")
+
+
 @pytest.mark.skipif(not PG_URL, reason="replicas share a PostgreSQL database; SQLite is one process")
 async def test_deleting_on_one_replica_cuts_the_device_off_on_the_other(
     api: httpx.AsyncClient, server: Server, config: Config, db: Database
@@ -169,17 +183,21 @@ async def test_deleting_on_one_replica_cuts_the_device_off_on_the_other(
                 assert _offered(await phone.report(on_b)) is None  # bound in B's cache
             # Deleted through A's API: B refuses the device's very next request.
             device = await device_of(db, deleted.udid)
+            assert replica.ctx.services[SERVICE].bindings.holds(device.id)
             assert (await api.delete(f"/api/v1/devices/{device.id}")).status_code == 204
+            await _dropped_on(replica, device.id)
             refused = await deleted.report(on_b)
             assert refused.status_code == 400, refused.text
             # Checked out on A: B refuses the old binding too.
             check_out = {"MessageType": "CheckOut", "Topic": "t"}
             assert (await checked_out.checkin(on_a, check_out)).status_code == 200
+            await _dropped_on(replica, (await device_of(db, checked_out.udid)).id)
             refused = await checked_out.report(on_b)
             assert refused.status_code == 400, refused.text
             # Re-enrolled on A with a new identity: B no longer accepts the old one.
             successor = await new_phone(db, server.ctx.ca, udid=renewed.udid, user_id=owner.id)
             assert (await successor.checkin(on_a, successor.authenticate())).status_code == 200
+            await _dropped_on(replica, (await device_of(db, renewed.udid)).id)
             refused = await renewed.report(on_b)
             assert refused.status_code == 400, refused.text
             assert _offered(await successor.report(on_b)) is None

@@ -370,6 +370,10 @@ class BindingCache:
         if fingerprint is not None:
             self._entries.pop(fingerprint, None)
 
+    def holds(self, device_id: int) -> bool:
+        """Whether a binding of the device is cached (what a replica's drop is seen by)."""
+        return device_id in self._device
+
     def clear(self) -> None:
         self.generation += 1
         self._entries.clear()
