@@ -164,6 +164,15 @@ def client_ssl_context(config: Config) -> ssl.SSLContext:
 
 
 @pytest.fixture
+async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTPS client of the iOS listener (devices identify themselves per request)."""
+    async with httpx.AsyncClient(
+        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
+    ) as client:
+        yield client
+
+
+@pytest.fixture
 async def admin_token(db: Database) -> str:
     async with db.transaction() as session:
         _, token = await tokens.create(session, "test-admin", ["admin"])

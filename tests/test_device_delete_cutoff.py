@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import plistlib
-from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -26,14 +25,6 @@ from mdm.server.runtime import Server, open_context
 @pytest.fixture
 def extra_config() -> str:
     return "[ios]\nbinding_cache_seconds = 300\n"
-
-
-@pytest.fixture
-async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 def _offered(response: httpx.Response) -> str | None:

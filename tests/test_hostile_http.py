@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -42,14 +41,6 @@ def _errors(caplog: pytest.LogCaptureFixture) -> list[str]:
 @pytest.fixture
 def tls(config: Config) -> ssl.SSLContext:
     return client_ssl_context(config)
-
-
-@pytest.fixture
-async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 # ---- plists with an unknown encoding ------------------------------------------------------------

@@ -4,12 +4,11 @@ EraseDevice/Remove, inventory, the queue hint and last_seen write-behind."""
 from __future__ import annotations
 
 import plistlib
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
-from conftest import PG_URL, client_ssl_context, listener_url
+from conftest import PG_URL
 from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
 from sqlalchemy import func, select
 
@@ -19,14 +18,6 @@ from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Devic
 from mdm.ios import plugin as ios_plugin
 from mdm.ios.tables import IosPushRequest
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -4,11 +4,8 @@ bootstrap token, UserAuthenticate, DeclarativeManagement, unknown types."""
 from __future__ import annotations
 
 import plistlib
-from collections.abc import AsyncIterator
 
-import httpx
 import pytest
-from conftest import client_ssl_context, listener_url
 from ios_support import Phone, new_phone, queue_command
 from sqlalchemy import select
 
@@ -16,14 +13,6 @@ from mdm.db.engine import Database
 from mdm.db.models import Command, Device, Event
 from mdm.ios.tables import IosDevice
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -6,16 +6,13 @@ a signature without a signing time is accepted as before."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of, rejections
-from conftest import client_ssl_context, listener_url
 from ios_support import Phone, new_phone, sign, snapshot
 
-from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.server.runtime import Server
 
@@ -23,14 +20,6 @@ from mdm.server.runtime import Server
 @pytest.fixture
 def extra_config() -> str:
     return "[ios]\nlast_seen_flush_seconds = 300\n"  # no write-behind during "nothing changed" checks
-
-
-@pytest.fixture
-async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 @pytest.fixture

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import plistlib
 import uuid
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import yaml
-from conftest import client_ssl_context, listener_url
 from ios_support import FIXTURES, Phone, new_phone, sign
 from sqlalchemy import select
 
@@ -138,14 +136,6 @@ def test_checkin_key_types_match_apple_schema(message_type: str) -> None:
 
 
 # ---- through the real endpoints ------------------------------------------------------------------
-
-
-@pytest.fixture
-async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 async def _send(client: httpx.AsyncClient, phone: Phone, path: str, body: bytes) -> httpx.Response:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import ssl
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -33,14 +32,6 @@ from mdm.server.runtime import Server
 @pytest.fixture
 def extra_config() -> str:
     return "[ios]\nsignature_max_age = 2\n"
-
-
-@pytest.fixture
-async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 async def _reasons(db: Database) -> list[str]:

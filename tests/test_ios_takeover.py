@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import plistlib
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import httpx
 import pytest
 from binding_support import device_of, enrollment_identity, events_of, rejections
-from conftest import client_ssl_context, listener_url
 from enroll_support import APNS_TOML
 from ios_support import Phone, new_phone, queue_command, snapshot
 from sqlalchemy import select, update
@@ -29,14 +27,6 @@ from mdm.server.runtime import Server
 def extra_config() -> str:
     # A long binding cache and a slow last_seen flush: neither may hide or add a change.
     return APNS_TOML + "\n[ios]\nbinding_cache_seconds = 300\nlast_seen_flush_seconds = 300\n"
-
-
-@pytest.fixture
-async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(
-        base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
-    ) as client:
-        yield client
 
 
 def _udid() -> str:
