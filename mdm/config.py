@@ -10,9 +10,9 @@ import ipaddress
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
@@ -40,8 +40,39 @@ class ConfigError(Exception):
     """A configuration problem an administrator must fix; the message names the key."""
 
 
-class _Section(BaseModel):
+class Section(BaseModel):
+    """A table of mdm.toml. A feature's own section sets ``name`` (its table name) and is handed to
+    ``load_config`` in a ``Sections`` registry; ``Config.section(Model)`` returns it, typed."""
+
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name: ClassVar[str] = ""
+
+
+_Section = Section
+S = TypeVar("S", bound=Section)
+
+
+class Sections:
+    """The feature sections a configuration may hold: table name -> model class. Built once where
+    the application is composed (``mdm.sections``) and passed in; there is no global registry."""
+
+    def __init__(self, *models: type[Section]) -> None:
+        self.models: dict[str, type[Section]] = {}
+        for model in models:
+            if not model.name:
+                raise ValueError(f"{model.__name__} has no section name")
+            if model.name in self.models or model.name in Config.model_fields:
+                raise ValueError(f"section [{model.name}] is declared twice")
+            self.models[model.name] = model
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.models
+
+    def __iter__(self) -> Iterator[tuple[str, type[Section]]]:
+        return iter(self.models.items())
+
+
+NO_SECTIONS = Sections()
 
 
 Port = int
@@ -181,9 +212,9 @@ class Config(_Section):
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
-    # Sections owned by feature packages (ios, push, smtp, ...) are validated by those packages;
-    # they register their models in ``mdm.config.EXTENSIONS``.
-    extensions: dict[str, Any] = Field(default_factory=dict, exclude=True)
+    # Sections owned by feature packages (ios, apns, smtp, ...): validated by the models handed to
+    # ``load_config`` (a ``Sections``); read with ``section(Model)``.
+    extensions: dict[str, Section] = Field(default_factory=dict, exclude=True)
 
     @field_validator("hostname")
     @classmethod
@@ -221,17 +252,13 @@ class Config(_Section):
             return text.encode() or None
         return self.pki.passphrase.encode() or None
 
-    def section(self, name: str) -> Any:
-        """The validated model of a feature section registered in ``EXTENSIONS``."""
-        return self.extensions[name]
-
-
-# Feature packages add their own top-level sections here: name -> pydantic model class.
-EXTENSIONS: dict[str, type[BaseModel]] = {}
-
-
-def register_section(name: str, model: type[BaseModel]) -> None:
-    EXTENSIONS[name] = model
+    def section(self, model: type[S]) -> S:
+        """The validated ``[model.name]`` table; its defaults when the configuration was built
+        without it (a ``Config()`` in a test, a section the file leaves out)."""
+        found = self.extensions.get(model.name)
+        if not isinstance(found, model):
+            found = self.extensions[model.name] = model()
+        return found
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -302,9 +329,11 @@ def load_config(
     data_dir: str | os.PathLike[str] | None = None,
     env: Mapping[str, str] | None = None,
     require_file: bool = False,
+    *,
+    sections: Sections = NO_SECTIONS,
 ) -> Config:
-    """Read ``DATA_DIR/mdm.toml`` (if present), apply environment overrides and validate."""
-    import mdm.config_sections  # noqa: F401 - registers every feature's section before validation
+    """Read ``DATA_DIR/mdm.toml`` (if present), apply environment overrides and validate; the
+    feature tables are validated by ``sections`` (any other table is an unknown key)."""
 
     env = os.environ if env is None else env
     directory = Path(data_dir or env.get("MDM_DATA_DIR") or DEFAULT_DATA_DIR)
@@ -328,13 +357,13 @@ def load_config(
             _set_dotted(raw, key, env[var])
             from_env[key] = var
 
-    extension_raw = {name: raw.pop(name) for name in list(raw) if name in EXTENSIONS}
+    extension_raw = {name: raw.pop(name) for name in list(raw) if name in sections}
     try:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         problems = _format_errors(exc, sources=from_env, lines=key_lines(text))
         raise ConfigError(f"invalid configuration in {path}: {problems}") from None
-    for name, model in EXTENSIONS.items():
+    for name, model in sections:
         try:
             config.extensions[name] = model.model_validate(extension_raw.get(name, {}))
         except ValidationError as exc:

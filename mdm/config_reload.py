@@ -1,6 +1,6 @@
 """Applying an edited configuration to a running server (``mdm reload``, SIGHUP).
 
-Each feature declares which of its keys it can take at run time with ``hot(*keys, apply=...)``:
+Each feature declares which of its keys it can take at run time, as ``HotKeys`` in its plugin:
 either its code reads them from ``ctx.config`` at every use (no callback needed), or the callback
 moves the new values into the service it built at start-up. A key is a dotted name (``logging.level``)
 or a whole section (``enroll``). Every other changed key needs a restart: the running server keeps
@@ -14,13 +14,13 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from mdm.config import EXTENSIONS, Config, ConfigError
+from mdm.config import Config, ConfigError
 from mdm.logs import redact
 
 # Called with the ServerContext once ``ctx.config`` holds the new configuration.
@@ -34,20 +34,17 @@ class HotKeys:
     apply: Apply | None
 
 
-_HOT: list[HotKeys] = []
-
-
-def hot(*keys: str, apply: Apply | None = None) -> None:
-    """Declare ``keys`` (dotted keys or whole sections) as applied at run time."""
-    _HOT.append(HotKeys(tuple(keys), apply))
+def hot(*keys: str, apply: Apply | None = None) -> HotKeys:
+    """``keys`` (dotted keys or whole sections) applied at run time, by ``apply`` if given."""
+    return HotKeys(tuple(keys), apply)
 
 
 def _covers(pattern: str, key: str) -> bool:
     return key == pattern or key.startswith(pattern + ".")
 
 
-def is_hot(key: str) -> bool:
-    return any(_covers(p, key) for h in _HOT for p in h.keys)
+def is_hot(key: str, declared: Sequence[HotKeys]) -> bool:
+    return any(_covers(p, key) for h in declared for p in h.keys)
 
 
 def tree(config: Config) -> dict[str, Any]:
@@ -108,12 +105,12 @@ class Plan:
     callbacks: list[Apply] = field(default_factory=list)
 
 
-def plan(old: Config, new: Config) -> Plan:
+def plan(old: Config, new: Config, declared: Sequence[HotKeys]) -> Plan:
     applied: list[str] = []
     restart: list[str] = []
     callbacks: list[Apply] = []
     for key in changed_keys(old, new):
-        owners = [h for h in _HOT if any(_covers(p, key) for p in h.keys)]
+        owners = [h for h in declared if any(_covers(p, key) for p in h.keys)]
         if not owners:
             restart.append(key)
             continue
@@ -139,10 +136,11 @@ def _merge(old: Config, new: Config, keys: list[str]) -> Config:
             dst[leaf] = src[leaf]
         else:
             dst.pop(leaf, None)
-    sections = {name: merged.pop(name, {}) for name in list(merged) if name in EXTENSIONS}
+    models = {name: type(section) for name, section in old.extensions.items()}
+    sections = {name: merged.pop(name, {}) for name in list(merged) if name in models}
     try:
         config = Config.model_validate(merged)
-        for name, model in EXTENSIONS.items():
+        for name, model in models.items():
             config.extensions[name] = model.model_validate(sections.get(name, {}))
     except ValidationError as exc:
         # Only a validator that ties a hot key to one that needs a restart gets here.

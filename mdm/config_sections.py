@@ -1,10 +1,28 @@
-"""Every feature's configuration section, registered without importing the feature itself:
-the CLI validates the whole file (unknown keys are errors) without loading the server.
+"""Every feature's configuration section, composed in one place and handed to ``load_config``.
 
-Add one line here when a package registers a section with ``register_section``.
+The section models are small pydantic modules that import nothing of their feature, so the CLI
+validates the whole file (unknown keys are errors) without loading the server. A new feature adds
+its model to ``SECTIONS``.
 """
 
-import mdm.enroll.config
-import mdm.ios.commands_config
-import mdm.ios.config
-import mdm.scep.settings  # noqa: F401 - [scep]
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from mdm.config import Config, Sections, load_config
+from mdm.enroll.config import ApnsConfig, EnrollConfig, SmtpConfig
+from mdm.ios.commands_config import IosCommandsConfig
+from mdm.ios.config import IosConfig
+from mdm.scep.settings import ScepConfig
+
+SECTIONS = Sections(EnrollConfig, SmtpConfig, ApnsConfig, IosConfig, IosCommandsConfig, ScepConfig)
+
+
+def load(
+    data_dir: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    require_file: bool = False,
+) -> Config:
+    """``load_config`` with every feature section of this build."""
+    return load_config(data_dir, env, require_file, sections=SECTIONS)

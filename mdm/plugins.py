@@ -1,11 +1,29 @@
-"""Imports every feature package's registrations (routes, hooks, workers, config sections).
+"""The composition root: every feature of this build, in start-up order, handed to the runtime.
 
-Add one line here when a new package plugs into the runtime.
+Nothing registers itself on import. A new feature builds its ``Plugin`` in its ``plugin.py`` and
+is added here (and its configuration section in ``mdm.config_sections``). The PKI comes first: its
+start-up loads the CA and builds every listener's TLS context, which the others use.
 """
 
-import mdm.api.plugin
-import mdm.enroll.plugin  # enrollment links, profiles, mail
-import mdm.ios.commands_plugin
-import mdm.ios.plugin
-import mdm.pki.plugin
-import mdm.scep.plugin  # noqa: F401 - SCEP server on the iOS listener, challenges
+from __future__ import annotations
+
+from mdm.api import plugin as api_plugin
+from mdm.enroll import api as enroll_api
+from mdm.enroll import plugin as enroll_plugin
+from mdm.ios import plugin as ios_plugin
+from mdm.pki import api as pki_api
+from mdm.pki import plugin as pki_plugin
+from mdm.scep import api as scep_api
+from mdm.scep import plugin as scep_plugin
+from mdm.server.plugin import Plugin
+
+# The admin API document covers every feature's routes.
+ADMIN_API = api_plugin.admin_api(pki_api.router, scep_api.router, enroll_api.router)
+
+PLUGINS: tuple[Plugin, ...] = (
+    pki_plugin.PLUGIN,
+    api_plugin.plugin(ADMIN_API),
+    scep_plugin.PLUGIN,
+    enroll_plugin.PLUGIN,
+    ios_plugin.PLUGIN,
+)

@@ -7,7 +7,8 @@ import os
 import shutil
 from pathlib import Path
 
-from mdm.config import CONFIG_FILE, Config, load_config
+from mdm.config import CONFIG_FILE, Config
+from mdm.config_sections import load as load_config
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.slots import SLOTS, issue_server_certificate
 

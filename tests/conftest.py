@@ -24,6 +24,7 @@ from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database
 from mdm.db.registry import metadata
+from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server, open_context
 from mdm.testing import make_data_dir, make_pki
 
@@ -143,7 +144,7 @@ async def db(config: Config) -> AsyncIterator[Database]:
 @pytest.fixture
 async def server(config: Config) -> AsyncIterator[Server]:
     ctx = await open_context(config)
-    srv = Server(ctx)
+    srv = Server(ctx, PLUGINS)
     await srv.start()
     try:
         yield srv

@@ -28,6 +28,7 @@ from mdm.api.plugin import openapi
 from mdm.config import Config
 from mdm.core import tokens
 from mdm.db.models import Device, Group, User
+from mdm.plugins import ADMIN_API, PLUGINS
 from mdm.server.runtime import Server, open_context
 from mdm.testing import make_data_dir
 
@@ -48,7 +49,7 @@ KNOWN_GAPS = {
 }
 OPERATIONS = [
     pytest.param(method.upper(), path, id=op["operationId"])
-    for path, item in openapi()["paths"].items()
+    for path, item in openapi(ADMIN_API)["paths"].items()
     for method, op in item.items()
 ]
 
@@ -65,7 +66,7 @@ class ThreadedServer:
 
     async def _start(self) -> None:
         ctx = await open_context(self.config)
-        self.server = Server(ctx)
+        self.server = Server(ctx, PLUGINS)
         await self.server.start()
         async with ctx.db.transaction() as session:
             _, self.token = await tokens.create(session, TOKEN_NAME, ["admin"])

@@ -160,7 +160,7 @@ def test_quick_view_agrees_with_the_configuration_model(
     tmp_path: Path, toml: str, env: dict[str, str]
 ) -> None:
     from mdm.cli.client_settings import ClientView, quick_view
-    from mdm.config import load_config
+    from mdm.config_sections import load as load_config
 
     (tmp_path / "mdm.toml").write_text(toml)
     quick = quick_view(str(tmp_path), env)

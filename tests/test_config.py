@@ -6,10 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
 from mdm import config as config_module
-from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, ConfigError, load_config
+from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError, Section, Sections
+from mdm.config import load_config as load_core
+from mdm.config_sections import load as load_config
+from mdm.ios.config import IosConfig
 from mdm.server.runtime import StartupError, bindings
 
 
@@ -214,24 +217,35 @@ def test_same_port_twice_is_refused_at_start(tmp_path: Path) -> None:
     assert [b.listener for b in bindings(config)] == ["kes", "admin", "web", "web"]
 
 
-class _Feature(BaseModel):
+class _Feature(Section):
     model_config = ConfigDict(extra="forbid")
+    name = "feature_x"
     interval_seconds: int = Field(default=30, ge=1)
 
 
-def test_feature_sections_are_validated_with_their_prefix(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setitem(config_module.EXTENSIONS, "feature_x", _Feature)
-    ok = load_config(write(tmp_path / "ok", "[feature_x]\ninterval_seconds = 5\n"), env={})
-    assert ok.section("feature_x").interval_seconds == 5
-    assert load_config(write(tmp_path / "default", ""), env={}).section("feature_x").interval_seconds == 30
+def test_feature_sections_are_validated_with_their_prefix(tmp_path: Path) -> None:
+    sections = Sections(_Feature)
+
+    def load(path: Path) -> Config:
+        return load_core(path, env={}, sections=sections)
+
+    ok = load(write(tmp_path / "ok", "[feature_x]\ninterval_seconds = 5\n"))
+    assert ok.section(_Feature).interval_seconds == 5
+    assert load(write(tmp_path / "default", "")).section(_Feature).interval_seconds == 30
     with pytest.raises(
         ConfigError, match=r"feature_x\.interval_seconds: Input should be greater than or equal to 1"
     ):
-        load_config(write(tmp_path / "bad", "[feature_x]\ninterval_seconds = 0\n"), env={})
+        load(write(tmp_path / "bad", "[feature_x]\ninterval_seconds = 0\n"))
     with pytest.raises(ConfigError, match=r"feature_x\.intervall: unknown key"):
-        load_config(write(tmp_path / "typo", "[feature_x]\nintervall = 5\n"), env={})
+        load(write(tmp_path / "typo", "[feature_x]\nintervall = 5\n"))
+    # Without the registry handed in, the table is not a known key: nothing is registered globally.
+    with pytest.raises(ConfigError, match=r"feature_x: unknown key"):
+        load_core(write(tmp_path / "alone", "[feature_x]\ninterval_seconds = 5\n"), env={})
+
+
+def test_a_section_is_declared_once() -> None:
+    with pytest.raises(ValueError, match="declared twice"):
+        Sections(_Feature, _Feature)
 
 
 def test_feature_sections_load_without_the_server(tmp_path) -> None:
@@ -244,9 +258,9 @@ def test_feature_sections_load_without_the_server(tmp_path) -> None:
         "[scep]\nenabled = true\n[ios]\n[ios_commands]\nsign_profiles = true\n[enroll]\n"
     )
     code = (
-        "import sys; from mdm.config import load_config; c = load_config(sys.argv[1]);"
+        "import sys; from mdm.config_sections import load; c = load(sys.argv[1]);"
         "assert 'mdm.server.runtime' not in sys.modules, 'config loading imported the server';"
-        "print(c.section('smtp').host, c.section('ios_commands').sign_profiles)"
+        "print(c.extensions['smtp'].host, c.extensions['ios_commands'].sign_profiles)"
     )
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
@@ -259,4 +273,4 @@ def test_notnow_back_off_cannot_be_zero(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match=rf"ios\.{key}: Input should be greater than or equal to 1"):
             load_config(write(tmp_path / key, f"[ios]\n{key} = 0\n"), env={})
     ok = load_config(write(tmp_path / "ok", "[ios]\nnotnow_backoff_seconds = 1\n"), env={})
-    assert ok.section("ios").notnow_backoff_seconds == 1
+    assert ok.section(IosConfig).notnow_backoff_seconds == 1

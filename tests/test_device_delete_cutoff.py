@@ -19,6 +19,8 @@ from mdm.db.engine import Database
 from mdm.db.models import ApiToken, Command, Device, Group, Protocol, User
 from mdm.enroll.tables import Enrollment
 from mdm.ios.plugin import SERVICE
+from mdm.pki import services as pki_services
+from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server, open_context
 
 
@@ -35,7 +37,7 @@ def _offered(response: httpx.Response) -> str | None:
 async def test_a_deleted_device_is_refused_at_its_next_poll(
     api: httpx.AsyncClient, ios: httpx.AsyncClient, server: Server, db: Database
 ) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     assert _offered(await phone.report(ios)) is None  # the binding is cached now
     device = await device_of(db, phone.udid)
@@ -53,12 +55,12 @@ async def test_a_deleted_devices_certificate_never_gets_a_new_devices_commands(
 ) -> None:
     """The issue's case: on SQLite the freed id went to the next enrollment, and the deleted
     device's cached binding then received (and completed) the new device's commands."""
-    old = await new_phone(db, server.ctx.ca)
+    old = await new_phone(db, pki_services.ca(server.ctx))
     await old.enroll(ios)
     assert _offered(await old.report(ios)) is None
     old_id = (await device_of(db, old.udid)).id
     assert (await api.delete(f"/api/v1/devices/{old_id}")).status_code == 204
-    new = await new_phone(db, server.ctx.ca)
+    new = await new_phone(db, pki_services.ca(server.ctx))
     await new.enroll(ios)
     new_id = (await device_of(db, new.udid)).id
     assert new_id > old_id
@@ -119,7 +121,7 @@ async def test_ids_are_never_reused(db: Database, model: Any) -> None:
 async def test_remove_completion_ends_the_binding_but_check_out_still_arrives(
     ios: httpx.AsyncClient, server: Server, db: Database
 ) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     device = await device_of(db, phone.udid)
     guid = await queue_command(
@@ -154,7 +156,7 @@ async def _dropped_on(replica: Server, device_id: int) -> None:
 async def test_deleting_on_one_replica_cuts_the_device_off_on_the_other(
     api: httpx.AsyncClient, server: Server, config: Config, db: Database
 ) -> None:
-    replica = Server(await open_context(config))
+    replica = Server(await open_context(config), PLUGINS)
     await replica.start()
     try:
         tls = client_ssl_context(config)
@@ -167,7 +169,7 @@ async def test_deleting_on_one_replica_cuts_the_device_off_on_the_other(
                 session.add(owner)
                 await session.flush()
             deleted, checked_out, renewed = [
-                await new_phone(db, server.ctx.ca, user_id=owner.id) for _ in range(3)
+                await new_phone(db, pki_services.ca(server.ctx), user_id=owner.id) for _ in range(3)
             ]
             for phone in (deleted, checked_out, renewed):
                 await phone.enroll(on_a)
@@ -186,7 +188,7 @@ async def test_deleting_on_one_replica_cuts_the_device_off_on_the_other(
             refused = await checked_out.report(on_b)
             assert refused.status_code == 400, refused.text
             # Re-enrolled on A with a new identity: B no longer accepts the old one.
-            successor = await new_phone(db, server.ctx.ca, udid=renewed.udid, user_id=owner.id)
+            successor = await new_phone(db, pki_services.ca(server.ctx), udid=renewed.udid, user_id=owner.id)
             assert (await successor.checkin(on_a, successor.authenticate())).status_code == 200
             await _dropped_on(replica, (await device_of(db, renewed.udid)).id)
             refused = await renewed.report(on_b)

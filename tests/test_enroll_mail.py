@@ -24,6 +24,7 @@ from sqlalchemy import select
 
 from mdm.config import Config
 from mdm.db.models import Event
+from mdm.enroll.config import SmtpConfig
 from mdm.enroll.tables import Enrollment
 from mdm.server.runtime import Server
 
@@ -134,7 +135,7 @@ async def test_starttls_with_login(api: httpx.AsyncClient, smtp: SmtpServers, co
                                    server: Server) -> None:
     secret = tmp_path / "smtp-password"
     secret.write_text(SMTP_PASSWORD + "\n")
-    section = config.section("smtp")
+    section = config.section(SmtpConfig)
     section.security = "starttls"
     section.username = SMTP_USER
     section.password_file = str(secret)
@@ -146,7 +147,7 @@ async def test_starttls_with_login(api: httpx.AsyncClient, smtp: SmtpServers, co
 
 async def test_implicit_tls(api: httpx.AsyncClient, smtp: SmtpServers, config: Config,
                             server: Server) -> None:
-    section = config.section("smtp")
+    section = config.section(SmtpConfig)
     section.security = "ssl"
     section.port = smtp.ssl_port
     section.ca_file = str(smtp.cert_dir / "root.pem")
@@ -159,7 +160,7 @@ async def test_refused_login_keeps_the_enrollment(api: httpx.AsyncClient, smtp: 
                                                   tmp_path: Path, db: Any, server: Server) -> None:
     secret = tmp_path / "smtp-password"
     secret.write_text("wrong")
-    section = config.section("smtp")
+    section = config.section(SmtpConfig)
     section.security = "starttls"
     section.username = SMTP_USER
     section.password_file = str(secret)
@@ -176,14 +177,14 @@ async def test_refused_login_keeps_the_enrollment(api: httpx.AsyncClient, smtp: 
 
 async def test_untrusted_smtp_certificate(api: httpx.AsyncClient, smtp: SmtpServers, config: Config,
                                           server: Server) -> None:
-    config.section("smtp").security = "starttls"  # system trust store: our test CA is not in it
+    config.section(SmtpConfig).security = "starttls"  # system trust store: our test CA is not in it
     created = await _enroll(api)
     assert created["email"]["sent"] is False
     assert "TLS failed" in created["email"]["error"]
 
 
 async def test_smtp_server_down(api: httpx.AsyncClient, config: Config, db: Any, server: Server) -> None:
-    config.section("smtp").port = _free_port()  # nobody listens there
+    config.section(SmtpConfig).port = _free_port()  # nobody listens there
     created = await _enroll(api)
     assert created["email"]["sent"] is False
     assert "Connection refused" in created["email"]["error"]

@@ -27,6 +27,7 @@ from mdm.config import Config
 from mdm.core.errors import Conflict
 from mdm.db.models import Event
 from mdm.enroll import service
+from mdm.enroll.config import ApnsConfig, EnrollConfig
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
 from mdm.enroll.topic import TopicError, read_topic, topic_of
 from mdm.ios import enrollment_profile as ep
@@ -185,14 +186,14 @@ def test_topic_from_the_push_certificate(config: Config) -> None:
 
 
 def test_topic_errors(config: Config, tmp_path: Path) -> None:
-    config.section("apns").certificate_file = ""
+    config.section(ApnsConfig).certificate_file = ""
     with pytest.raises(TopicError, match=r"configure apns\.certificate_file"):
         read_topic(config)
-    config.section("apns").certificate_file = str(tmp_path / "missing.pem")
+    config.section(ApnsConfig).certificate_file = str(tmp_path / "missing.pem")
     with pytest.raises(TopicError, match="cannot read"):
         read_topic(config)
     (tmp_path / "junk.pem").write_text("not a certificate")
-    config.section("apns").certificate_file = str(tmp_path / "junk.pem")
+    config.section(ApnsConfig).certificate_file = str(tmp_path / "junk.pem")
     with pytest.raises(TopicError, match="not a PEM or DER certificate"):
         read_topic(config)
     # A certificate without a com.apple.mgmt UID (e.g. the web TLS certificate) is refused.
@@ -252,10 +253,10 @@ async def test_failure_while_building_leaves_nothing(
 
 def test_prerequisites_name_what_is_missing(config: Config, tmp_path: Path) -> None:
     env = _env(config)
-    config.section("apns").certificate_file = ""
+    config.section(ApnsConfig).certificate_file = ""
     with pytest.raises(Conflict, match=r"configure apns\.certificate_file"):
         service.check_prerequisites(env)
-    config.section("apns").certificate_file = str(PUSH_PEM)
+    config.section(ApnsConfig).certificate_file = str(PUSH_PEM)
     (config.certs_dir / "ios.pem").unlink()
     with pytest.raises(Conflict, match=r"cannot sign enrollment profiles: .*'ios' certificate is missing"):
         service.check_prerequisites(env)
@@ -282,7 +283,7 @@ def test_identifier_prefix(config: Config) -> None:
     assert service.identifier_prefix(config) == "com.example.corp.mdm"
     config.hostname = "10.0.0.5"
     assert service.identifier_prefix(config) == "mdm"
-    config.section("enroll").profile_identifier_prefix = "org.acme"
+    config.section(EnrollConfig).profile_identifier_prefix = "org.acme"
     assert service.identifier_prefix(config) == "org.acme"
 
 

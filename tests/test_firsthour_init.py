@@ -19,9 +19,10 @@ from enroll_support import PUSH_PEM, PUSH_TOPIC
 from test_cli_init_serve import PG_URL, TOKEN_RE, base_env, error_lines, mdm, snapshot
 
 from mdm.cli import hostcheck
-from mdm.config import load_config
+from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db.engine import Database
+from mdm.enroll.config import ApnsConfig
 from mdm.enroll.topic import DEVELOPMENT_CN, read_topic
 
 # RFC 6761: names under .invalid never resolve.
@@ -63,7 +64,7 @@ def test_init_makes_a_labelled_development_push_identity(tmp_path: Path, env: di
     assert "mdm push apns set-cert FILE" in r.stderr
 
     config = load_config(data, env={})
-    assert config.section("apns").certificate_file == "apns/development-push.pem"
+    assert config.section(ApnsConfig).certificate_file == "apns/development-push.pem"
     cert = x509.load_pem_x509_certificate((data / "apns" / "development-push.pem").read_bytes())
     uid = cert.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value
     assert re.fullmatch(r"com\.apple\.mgmt\.External\.[0-9a-f-]{36}", str(uid))
@@ -104,7 +105,7 @@ def test_init_keeps_a_configured_apns_certificate(tmp_path: Path, env: dict[str,
     output = _init(data, env)
     assert "DEVELOPMENT" not in output
     assert not (data / "apns").exists()
-    assert load_config(data, env={}).section("apns").certificate_file == str(PUSH_PEM)
+    assert load_config(data, env={}).section(ApnsConfig).certificate_file == str(PUSH_PEM)
 
 
 def test_init_adds_the_identity_to_an_older_data_directory(tmp_path: Path, env: dict[str, str]) -> None:

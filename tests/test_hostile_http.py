@@ -20,9 +20,10 @@ from raw_http import db_rows as snapshot
 from raw_http import exchange
 
 from mdm.config import Config
+from mdm.core import metrics
 from mdm.db.engine import Database
 from mdm.ios.messages import MessageError, load_plist
-from mdm.server import metrics
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -63,7 +64,7 @@ def test_unknown_xml_encoding_is_a_message_error(encoding: str) -> None:
 async def test_unknown_xml_encoding_over_http_is_400(
     ios: httpx.AsyncClient, server: Server, db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     before = await snapshot(db)
     for encoding in ("bogus", "rot13", "zlib"):
         body = _declared(encoding)

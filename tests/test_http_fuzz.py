@@ -26,6 +26,7 @@ from raw_http import db_rows, exchange
 
 from mdm.config import Config
 from mdm.db.engine import Database
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 pytestmark = pytest.mark.slow
@@ -252,7 +253,7 @@ async def signer(
     """An enrolled device whose signed messages the iOS cases mangle."""
     if TARGETS[request.node.callspec.params["name"]].listener != "ios":
         return None
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     async with httpx.AsyncClient(
         base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
     ) as client:

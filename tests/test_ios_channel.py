@@ -17,12 +17,13 @@ from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event, utcnow
 from mdm.ios import plugin as ios_plugin
 from mdm.ios.tables import IosPushRequest
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
 @pytest.fixture
 async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, server.ctx.ca)
+    p = await new_phone(db, pki_services.ca(server.ctx))
     await p.enroll(ios)
     return p
 
@@ -142,7 +143,7 @@ async def test_replayed_or_foreign_reports_are_400_without_change(
     assert (
         await phone.report(ios, "Acknowledged", "00000000-0000-0000-0000-000000000000")
     ).status_code == 400
-    other = await new_phone(db, server.ctx.ca)
+    other = await new_phone(db, pki_services.ca(server.ctx))
     await other.enroll(ios)
     theirs = await queue_command(
         db, await _device_id(db, other.udid), {"RequestType": "DeviceLock"}, type_="Block"
@@ -371,7 +372,7 @@ async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server
     """Many devices answering at once (SQLite: one writer) all succeed, none sees a 500."""
     import asyncio
 
-    phones = [await new_phone(db, server.ctx.ca) for _ in range(16)]
+    phones = [await new_phone(db, pki_services.ca(server.ctx)) for _ in range(16)]
     await asyncio.gather(*(p.enroll(ios) for p in phones))
     guids = {}
     for p in phones:

@@ -12,12 +12,13 @@ from sqlalchemy import select
 from mdm.db.engine import Database
 from mdm.db.models import Command, Device, Event
 from mdm.ios.tables import IosDevice
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
 @pytest.fixture
 async def phone(server: Server, db: Database) -> Phone:
-    return await new_phone(db, server.ctx.ca)
+    return await new_phone(db, pki_services.ca(server.ctx))
 
 
 async def _device(db: Database, udid: str) -> Device:
@@ -167,7 +168,7 @@ async def test_wrong_certificate_for_udid_is_rejected(
     ios, phone: Phone, server: Server, db: Database
 ) -> None:
     await phone.enroll(ios)
-    other = await new_phone(db, server.ctx.ca)
+    other = await new_phone(db, pki_services.ca(server.ctx))
     await other.enroll(ios)
     # other's identity claiming phone's UDID
     impostor = Phone(phone.udid, other.cert, other.key, other.serial)

@@ -14,6 +14,7 @@ from binding_support import checkin_at, device_of, events_of, rejections
 from ios_support import Phone, new_phone, sign, snapshot
 
 from mdm.db.engine import Database
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -24,7 +25,7 @@ def extra_config() -> str:
 
 @pytest.fixture
 async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, server.ctx.ca)
+    p = await new_phone(db, pki_services.ca(server.ctx))
     await p.enroll(ios)  # Authenticate, then TokenUpdate with UnlockToken b"unlock-secret"
     return p
 

@@ -25,7 +25,7 @@ from mdm.ios.commands import (
     steps_of,
     to_plist_dict,
 )
-from mdm.ios.commands_plugin import TRANSLATOR
+from mdm.ios.plugin import TRANSLATOR
 from mdm.ios.signing import ProfileSigner
 from mdm.server.runtime import Server
 
@@ -308,11 +308,10 @@ async def test_bulk_profile_signed_once_with_the_configured_certificate(
 
 
 async def test_server_stop_unconfigures_signing(server: Server) -> None:
-    from mdm.ios.commands_plugin import unconfigure_signing
-    from mdm.server import registry
+    from mdm.ios.plugin import PLUGIN, unconfigure_signing
 
     assert TRANSLATOR.signer is not None
-    assert unconfigure_signing in registry.shutdown_hooks()
+    assert unconfigure_signing in PLUGIN.shutdown
     await unconfigure_signing(server.ctx)
     assert TRANSLATOR.signer is None and TRANSLATOR.sign_by_default is False
 

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Device, utcnow
 from mdm.ios.messages import CHECKIN_KEYS, load_plist, parse_checkin, parse_report
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 CAPTURES = sorted(
@@ -179,7 +180,7 @@ async def _device(db: Database, udid: str) -> Device:
 async def test_nanomdm_captures_through_http(ios, server: Server, db: Database, api, n: str) -> None:
     authenticate = (FIXTURES / f"nanomdm/Authenticate.{n}.plist").read_bytes()
     udid = plistlib.loads(authenticate)["UDID"]
-    phone = await new_phone(db, server.ctx.ca, udid=udid)
+    phone = await new_phone(db, pki_services.ca(server.ctx), udid=udid)
     assert (await _send(ios, phone, "/mdm/checkin", authenticate)).status_code == 200
     token = (FIXTURES / f"nanomdm/TokenUpdate.{n}.plist").read_bytes()
     assert (await _send(ios, phone, "/mdm/checkin", token)).status_code == 200
@@ -208,7 +209,7 @@ async def test_nanomdm_captures_through_http(ios, server: Server, db: Database, 
 async def test_commandment_captures_through_http(ios, server: Server, db: Database, api) -> None:
     base = FIXTURES / "commandment"
     udid = "1c111c111c111c111c111c111c111c111c111c11"
-    phone = await new_phone(db, server.ctx.ca, udid=udid)
+    phone = await new_phone(db, pki_services.ca(server.ctx), udid=udid)
     for name in ("Authenticate/IOS-11.3.1.xml", "TokenUpdate/iOS-11.3.1.xml"):
         response = await _send(ios, phone, "/mdm/checkin", (base / name).read_bytes())
         assert response.status_code == 200, (name, response.text)
@@ -243,7 +244,7 @@ async def test_commandment_captures_through_http(ios, server: Server, db: Databa
     "name", ["commandment/TokenUpdate/10.11.x.plist", "commandment/TokenUpdate/10.11.x-user.plist"]
 )
 async def test_macos_token_updates_through_http(ios, server: Server, db: Database, name: str) -> None:
-    phone = await new_phone(db, server.ctx.ca, udid="00000000-1111-2222-3333-444455556666")
+    phone = await new_phone(db, pki_services.ca(server.ctx), udid="00000000-1111-2222-3333-444455556666")
     auth = (FIXTURES / "commandment/Authenticate/10.11.x.xml").read_bytes()
     assert (await _send(ios, phone, "/mdm/checkin", auth)).status_code == 200
     assert (await _send(ios, phone, "/mdm/checkin", (FIXTURES / name).read_bytes())).status_code == 200

@@ -25,6 +25,7 @@ from mdm.db.engine import Database
 from mdm.db.models import Device, Event
 from mdm.ios.config import IosConfig
 from mdm.ios.messages import MessageError, load_plist
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 LIMIT = 16384
@@ -48,7 +49,7 @@ async def ios(server: Server, config) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, server.ctx.ca)
+    p = await new_phone(db, pki_services.ca(server.ctx))
     await p.enroll(ios)
     async with db.session() as session:
         device_id = await session.scalar(select(Device.id).where(Device.identifier == p.udid))

@@ -23,7 +23,8 @@ from sqlalchemy import select
 from mdm.db.engine import Database
 from mdm.db.models import Device, Event
 from mdm.ios import plugin as ios_plugin
-from mdm.pki import plugin as pki_plugin
+from mdm.pki import services as pki_plugin
+from mdm.pki import services as pki_services
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.tables import CertType
 from mdm.server.runtime import Server
@@ -56,7 +57,7 @@ def _pem_files(tmp_path: Path, phone: Phone) -> tuple[str, str]:
 
 
 async def test_rsa_identity_and_signature_without_attributes(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca, key_type="rsa")
+    phone = await new_phone(db, pki_services.ca(server.ctx), key_type="rsa")
     await phone.enroll(ios)
     body = b'<?xml version="1.0"?><plist version="1.0"><dict><key>Status</key><string>Idle</string>' + (
         f"<key>UDID</key><string>{phone.udid}</string></dict></plist>".encode()
@@ -67,7 +68,7 @@ async def test_rsa_identity_and_signature_without_attributes(ios, server: Server
 
 
 async def test_mutual_tls_identity(server: Server, config, db: Database, tmp_path: Path) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     context = client_ssl_context(config)
     context.load_cert_chain(*_pem_files(tmp_path, phone))
     phone.extra_headers = {}
@@ -95,7 +96,7 @@ async def test_no_identity_is_400_never_401(ios, server: Server, db: Database) -
 
 
 async def test_tampered_truncated_and_garbage_signatures(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     body, headers = phone.signed({"UDID": phone.udid, "Status": "Idle"})
     tampered = body.replace(b"<dict>", b"<dict> ")
@@ -115,7 +116,7 @@ async def test_tampered_truncated_and_garbage_signatures(ios, server: Server, db
 
 
 async def test_signature_of_another_body_is_rejected(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     _, headers = phone.signed({"UDID": phone.udid, "Status": "Idle"})
     other, _ = phone.signed({"UDID": phone.udid, "Status": "Idle", "X": 1})
@@ -124,7 +125,7 @@ async def test_signature_of_another_body_is_rejected(ios, server: Server, db: Da
 
 
 async def test_old_signature_is_a_replay(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     body, headers = phone.signed({"UDID": phone.udid, "Status": "Idle"})
     assert (await ios.put("/mdm/server", content=body, headers=headers)).status_code == 200
@@ -134,7 +135,7 @@ async def test_old_signature_is_a_replay(ios, server: Server, db: Database) -> N
 
 
 async def test_revoked_identity_is_rejected(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     verifier = pki_plugin.verifier(server.ctx)
     verifier.set_revoked(set(verifier.revoked) | {phone.serial})
@@ -145,7 +146,7 @@ async def test_revoked_identity_is_rejected(ios, server: Server, db: Database) -
 def _foreign_or_expired(server: Server, *, expired: bool) -> Phone:
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.now(UTC)
-    ca = server.ctx.ca
+    ca = pki_services.ca(server.ctx)
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "device")])
     builder = (
         x509.CertificateBuilder()
@@ -184,7 +185,7 @@ async def test_expired_and_untrusted_identities(ios, server: Server, db: Databas
 async def test_client_cert_header_only_from_trusted_proxy(server: Server, config, db: Database) -> None:
     import plistlib
 
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     der = phone.cert.public_bytes(serialization.Encoding.DER)
     header = {"Client-Cert": ":" + base64.b64encode(der).decode() + ":"}
     url = listener_url(server, "ios")
@@ -203,7 +204,7 @@ async def test_client_cert_header_only_from_trusted_proxy(server: Server, config
 
 
 async def test_renewed_certificate_takes_over_the_binding(ios, server: Server, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     async with db.session() as session:
         device_id = await session.scalar(select(Device.id).where(Device.identifier == phone.udid))
@@ -211,7 +212,7 @@ async def test_renewed_certificate_takes_over_the_binding(ios, server: Server, d
     async with db.transaction() as session:
         renewed = await issue(
             session,
-            InternalCASource(server.ctx.ca),
+            InternalCASource(pki_services.ca(server.ctx)),
             CertificateRequest(
                 type=CertType.MOBILE,
                 common_name="renewed",
@@ -233,16 +234,16 @@ async def test_renewed_certificate_takes_over_the_binding(ios, server: Server, d
     ios_plugin.service(server.ctx).bindings.clear()
     assert (await phone.report(ios)).status_code == 400
     # A certificate issued for the same user but not to this device cannot take over.
-    stranger = await new_phone(db, server.ctx.ca)
+    stranger = await new_phone(db, pki_services.ca(server.ctx))
     assert (
         await Phone(phone.udid, stranger.cert, stranger.key, stranger.serial).report(ios)
     ).status_code == 400
 
 
 async def test_stale_authenticate_cannot_rebind_an_older_identity(ios, server: Server, db: Database) -> None:
-    old = await new_phone(db, server.ctx.ca)
+    old = await new_phone(db, pki_services.ca(server.ctx))
     await asyncio.sleep(1.1)
-    new = await new_phone(db, server.ctx.ca, udid=old.udid)
+    new = await new_phone(db, pki_services.ca(server.ctx), udid=old.udid)
     await new.enroll(ios)
     # The old identity (enrolled earlier, e.g. a captured profile) tries to Authenticate the same UDID.
     response = await old.checkin(ios, old.authenticate())

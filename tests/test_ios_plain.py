@@ -14,6 +14,7 @@ from ios_support import new_phone
 
 from mdm.config import Config
 from mdm.db.engine import Database
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -26,7 +27,7 @@ def config(config: Config) -> Config:
 async def test_signed_messages_over_plain_http(server: Server, db: Database) -> None:
     url = listener_url(server, "ios", tls=False)
     assert url.startswith("http://")
-    phone = await new_phone(db, server.ctx.ca, key_type="rsa")
+    phone = await new_phone(db, pki_services.ca(server.ctx), key_type="rsa")
     async with httpx.AsyncClient(base_url=url) as client:
         await phone.enroll(client)
         assert (await phone.report(client)).status_code == 200
@@ -38,7 +39,7 @@ async def test_signed_messages_over_plain_http(server: Server, db: Database) -> 
 
 async def test_proxy_forwarded_certificate_over_plain_http(server: Server, db: Database) -> None:
     url = listener_url(server, "ios", tls=False)
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     header = {
         "Client-Cert": ":"
         + base64.b64encode(phone.cert.public_bytes(serialization.Encoding.DER)).decode()

@@ -19,6 +19,7 @@ from sqlalchemy import select, update
 from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import Device, User, utcnow
+from mdm.pki import services as pki_services
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.runtime import Server
 
@@ -131,18 +132,18 @@ async def test_an_administrators_enrollment_for_the_device_takes_over(
 async def test_certificates_issued_to_users(ios: httpx.AsyncClient, server: Server, db: Database) -> None:
     """Identities not from an enrollment link: only one issued to the device's owner may take over."""
     alice, mallory = await _user(db, "alice"), await _user(db, "mallory")
-    victim = await new_phone(db, server.ctx.ca, user_id=alice)
+    victim = await new_phone(db, pki_services.ca(server.ctx), user_id=alice)
     await victim.enroll(ios)
     for owner in (mallory, None):
-        stranger = await new_phone(db, server.ctx.ca, udid=victim.udid, user_id=owner)
+        stranger = await new_phone(db, pki_services.ca(server.ctx), udid=victim.udid, user_id=owner)
         await _refused(ios, db, stranger, victim)
-    same = await new_phone(db, server.ctx.ca, udid=victim.udid, user_id=alice)
+    same = await new_phone(db, pki_services.ca(server.ctx), udid=victim.udid, user_id=alice)
     assert (await same.checkin(ios, same.authenticate())).status_code == 200
     # A device without an owner: no certificate is "the owner's".
-    orphan = await new_phone(db, server.ctx.ca)
+    orphan = await new_phone(db, pki_services.ca(server.ctx))
     await orphan.enroll(ios)
     for owner in (mallory, None):
-        stranger = await new_phone(db, server.ctx.ca, udid=orphan.udid, user_id=owner)
+        stranger = await new_phone(db, pki_services.ca(server.ctx), udid=orphan.udid, user_id=owner)
         await _refused(ios, db, stranger, orphan)
 
 
@@ -151,7 +152,7 @@ async def test_an_ended_binding_may_move(
     api: httpx.AsyncClient, ios: httpx.AsyncClient, server: Server, db: Database, ending: str
 ) -> None:
     alice, mallory = await _user(db, "alice"), await _user(db, "mallory")
-    victim = await new_phone(db, server.ctx.ca, user_id=alice)
+    victim = await new_phone(db, pki_services.ca(server.ctx), user_id=alice)
     await victim.enroll(ios)
     device = await device_of(db, victim.udid)
     if ending == "checked_out":
@@ -175,7 +176,7 @@ async def test_an_ended_binding_may_move(
                 .where(IssuedCertificateRecord.serial == victim.serial)
                 .values(not_after=past)
             )
-    newcomer = await new_phone(db, server.ctx.ca, udid=victim.udid, user_id=mallory)
+    newcomer = await new_phone(db, pki_services.ca(server.ctx), udid=victim.udid, user_id=mallory)
     response = await newcomer.checkin(ios, newcomer.authenticate())
     assert response.status_code == 200, response.text
     after = await device_of(db, victim.udid)

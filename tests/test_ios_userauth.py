@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from mdm.db.engine import Database
 from mdm.db.models import Device
+from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -21,7 +22,7 @@ def extra_config() -> str:
 
 
 async def test_user_authenticate_enabled(server: Server, config, db: Database) -> None:
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     async with httpx.AsyncClient(
         base_url=listener_url(server, "ios"), verify=client_ssl_context(config)
     ) as ios:

@@ -35,13 +35,14 @@ from pki_support import (
     server_verdict,
 )
 
-from mdm.config import load_config
+from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db.models import User
-from mdm.pki import plugin
+from mdm.pki import services as plugin
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.keys import KeyError_, load_key
 from mdm.pki.trust import IdentityRejected
+from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server, open_context
 
 
@@ -189,7 +190,7 @@ async def test_import_ca_from_pem_and_what_is_trusted_afterwards(config, enterpr
     ]
 
     ctx = await open_context(config)
-    server = Server(ctx)
+    server = Server(ctx, PLUGINS)
     await server.start()
     # the server certificates were not reissued: they still chain to the previous root
     old_root = config.ca_dir / "retired" / retired[0].name / "root.pem"

@@ -22,7 +22,8 @@ from sqlalchemy import select, update
 
 from mdm.core import tokens
 from mdm.db.models import Event, User
-from mdm.pki import plugin
+from mdm.pki import services as pki_services
+from mdm.pki import services as plugin
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.pki.trust import IdentityRejected
 
@@ -66,7 +67,7 @@ async def test_issue_with_generated_key_returns_a_pkcs12(api: httpx.AsyncClient,
     container = pkcs12.load_pkcs12(base64.b64decode(body["pkcs12"]), b"pw")
     cert = container.cert.certificate
     assert cert.public_bytes(serialization.Encoding.PEM).decode() == body["certificate_pem"]
-    assert [c.certificate for c in container.additional_certs] == server.ctx.ca.chain
+    assert [c.certificate for c in container.additional_certs] == pki_services.ca(server.ctx).chain
     assert cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "alice"
     assert cert.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value == "alice"
     assert (
@@ -96,7 +97,7 @@ async def test_issue_with_generated_key_returns_a_pkcs12(api: httpx.AsyncClient,
     assert crl_response.status_code == 200
     assert crl_response.headers["Content-Type"] == "application/pkix-crl"
     crl = x509.load_der_x509_crl(crl_response.content)
-    assert crl.is_signature_valid(server.ctx.ca.issuing.public_key())
+    assert crl.is_signature_valid(pki_services.ca(server.ctx).issuing.public_key())
     assert crl.get_revoked_certificate_by_serial_number(cert.serial_number) is None
 
 
@@ -376,7 +377,7 @@ async def test_crl_is_resigned_before_it_goes_stale(server, config) -> None:
 async def test_ca_certificates_on_the_web_listener(server, config) -> None:
     from conftest import client_ssl_context
 
-    ca = server.ctx.ca
+    ca = pki_services.ca(server.ctx)
     for url, verify in (
         (listener_url(server, "web", tls=False), False),
         (listener_url(server, "web", tls=True), client_ssl_context(config)),
@@ -444,7 +445,7 @@ async def test_cli_issue_from_a_der_csr(server, config, admin_token: str, db, tm
     )
     assert r.code == 0, r.err
     certs = x509.load_pem_x509_certificates((tmp_path / "alice.pem").read_bytes())
-    assert certs[0].public_key() == key.public_key() and certs[1:] == server.ctx.ca.chain
+    assert certs[0].public_key() == key.public_key() and certs[1:] == pki_services.ca(server.ctx).chain
     r = await cli(
         "certs", "issue", "--user", "alice", "--type", "vpn", "--csr", str(tmp_path / "alice.pem"), *conn
     )

@@ -14,7 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.db.models import Device, Event, Protocol, User
-from mdm.pki import plugin, renewal
+from mdm.pki import renewal
+from mdm.pki import services as plugin
 from mdm.pki.issuance import CertificateRequest, issue
 from mdm.pki.tables import CertType, IssuedCertificateRecord
 from mdm.server.context import ServerContext

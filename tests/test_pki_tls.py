@@ -33,11 +33,13 @@ from pki_support import (
     server_verdict,
 )
 
-from mdm.pki import plugin
+from mdm.pki import services as pki_services
+from mdm.pki import services as plugin
 from mdm.pki.issuance import CertificateRequest, issue
 from mdm.pki.slots import load_slot_certificate
 from mdm.pki.tables import CertType
 from mdm.pki.trust import IdentityRejected
+from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server
 
 
@@ -109,7 +111,7 @@ async def test_revoked_certificate_is_refused_on_kes_and_by_the_verifier(
 
 
 async def test_expired_certificate_is_refused(server: Server, config) -> None:
-    ca = server.ctx.ca
+    ca = pki_services.ca(server.ctx)
     old = ca.issue_with_key(
         common_name="old-phone",
         days=1,
@@ -134,7 +136,7 @@ async def test_foreign_ca_certificate_is_refused(server: Server, config) -> None
     assert rejected.value.reason == "untrusted"
     # A certificate that copies our issuing CA's name but is signed by another key is foreign too.
     impostor_ca = make_ca(
-        server.ctx.ca.issuing.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+        pki_services.ca(server.ctx).issuing.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
     )
     impostor = make_leaf(impostor_ca, "eve", sans=[], eku=[ExtendedKeyUsageOID.CLIENT_AUTH])
     await assert_kes_refuses(server, config, impostor, "signature failure|unable to get local issuer")
@@ -152,7 +154,7 @@ async def test_replaced_server_certificate_is_served_on_next_handshake(
         "127.0.0.1", admin, ssl=client_context(root), server_hostname="localhost"
     )
 
-    ca = server.ctx.ca
+    ca = pki_services.ca(server.ctx)
     for slot in ("C", "M"):
         new = ca.issue_with_key(
             common_name="localhost", days=90, server=True, sans=["localhost", "127.0.0.1"]
@@ -202,7 +204,8 @@ async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(
     # The state between the two renames of a replacement: new key, old certificate.
     key_file = config.certs_dir / "C.key"
     original_key = key_file.read_bytes()
-    other = server.ctx.ca.issue_with_key(common_name="localhost", days=30, server=True, sans=["localhost"])
+    ca = pki_services.ca(server.ctx)
+    other = ca.issue_with_key(common_name="localhost", days=30, server=True, sans=["localhost"])
     assert other.key is not None
     key_file.write_bytes(key_pem(other.key))
     assert server.reload() == []
@@ -213,7 +216,7 @@ async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(
     assert (await served_certificate(admin, root)) == main_cert
 
     # An expired main certificate also falls back to the reserve.
-    ca = server.ctx.ca
+    ca = pki_services.ca(server.ctx)
     stale = ca.issue_with_key(
         common_name="localhost",
         days=1,
@@ -336,7 +339,7 @@ async def test_start_up_with_an_expired_main_slot_serves_the_reserve(config) -> 
     assert stale.key is not None
     install_slot(config.certs_dir, "M", stale.key, [stale.certificate, *ca.chain])
     ctx = await open_context(config)
-    server = Server(ctx)
+    server = Server(ctx, PLUGINS)
     await server.start()
     try:
         served = await served_certificate(port_of(server, "kes"), config.ca_dir / "root.pem")
@@ -349,6 +352,6 @@ async def test_start_up_with_an_expired_main_slot_serves_the_reserve(config) -> 
     install_slot(config.certs_dir, "M", fresh.key, [fresh.certificate, *ca.chain])
     (config.certs_dir / "M.key").write_bytes(b"not a key")
     ctx = await open_context(config)
-    server = Server(ctx)
+    server = Server(ctx, PLUGINS)
     with pytest.raises(TLSFilesError, match=r"slot M: .* unusable"):
         await server.start()

@@ -23,12 +23,15 @@ import pytest
 from enroll_support import APNS_TOML, PUSH_PEM
 from test_cli_init_serve import PG_URL, Served, base_env, error_lines, mdm
 
-from mdm import plugins  # noqa: F401 - every feature's hot keys
-from mdm.config import Config, load_config
-from mdm.config_reload import _HOT, fingerprint, flatten, is_hot
+from mdm.config import Config
+from mdm.config_reload import fingerprint, flatten, is_hot
+from mdm.config_sections import load as load_config
+from mdm.enroll.config import EnrollConfig
 from mdm.ios import plugin as ios_plugin
+from mdm.ios.config import IosConfig
+from mdm.plugins import PLUGINS
 from mdm.server.runfiles import read_reload_status, read_state
-from mdm.server.runtime import Server
+from mdm.server.runtime import RUNTIME_HOT, Server
 
 
 @pytest.fixture
@@ -71,14 +74,16 @@ def _line_of(path: Path, fragment: str) -> int:
 def test_every_hot_key_names_a_configuration_key() -> None:
     """A misspelt registration would silently report a key as needing a restart."""
     keys = set(flatten(load_config(Path("/nonexistent-mdm"), env={})))
-    for entry in _HOT:
+    declared = [*RUNTIME_HOT, *(h for plugin in PLUGINS for h in plugin.hot)]
+    assert len(declared) > len(RUNTIME_HOT)
+    for entry in declared:
         for pattern in entry.keys:
             assert any(k == pattern or k.startswith(pattern + ".") for k in keys), pattern
     # what is built into listeners, the database and the TLS contexts at start is never hot
     for key in ("hostname", "database.url", "listeners.ios.port", "listeners.admin.bind",
                 "limits.max_body_bytes", "logging.access_log", "pki.passphrase", "pki.crl_url",
                 "ios.signature_max_age", "ios.identity_cache_size", "scep.enabled"):
-        assert key in keys and not is_hot(key), key
+        assert key in keys and not is_hot(key, declared), key
 
 
 def test_fingerprints_hold_no_secret(tmp_path: Path) -> None:
@@ -116,7 +121,7 @@ async def test_reload_applies_hot_keys_and_names_the_rest(
     assert svc.config.notnow_backoff_seconds == 5
     # not applied: the running values stay, everywhere
     assert ctx.config.listeners.admin.bind == "127.0.0.1"
-    assert ctx.config.section("ios").signature_max_age == svc.config.signature_max_age == 600
+    assert ctx.config.section(IosConfig).signature_max_age == svc.config.signature_max_age == 600
     # the next request uses the new value
     response = await api.post("/api/v1/enrollments", json={"platform": "ios", "user": "alice"})
     assert response.status_code == 201, response.text
@@ -186,7 +191,7 @@ async def test_a_broken_file_is_refused_and_the_running_configuration_kept(
     if where is not None:
         assert status["error"].endswith(f"[line {_line_of(path, where)}]"), status["error"]
     assert reloading.ctx.config is running  # nothing applied, not even the valid change
-    assert running.section("enroll").link_ttl_seconds == 7 * 24 * 3600
+    assert running.section(EnrollConfig).link_ttl_seconds == 7 * 24 * 3600
     assert read_reload_status(config.data_path) == status
     state = read_state(config.data_path)
     assert state is not None and state["config"] == fingerprint(running) and state["restart_pending"] == []

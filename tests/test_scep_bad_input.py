@@ -28,7 +28,7 @@ from sqlalchemy import update
 from mdm.config import Config
 from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
-from mdm.pki import plugin as pki_plugin
+from mdm.pki import services as pki_plugin
 from mdm.scep import client, envelope, settings
 from mdm.scep.protocol import FailInfo, MessageType, PkiStatus
 from mdm.scep.tables import ScepChallenge

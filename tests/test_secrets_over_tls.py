@@ -22,7 +22,8 @@ from enroll_support import APNS_TOML
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from mdm.config import Config, ConfigError, load_config
+from mdm.config import Config, ConfigError
+from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db.engine import Database
 from mdm.db.models import Event
@@ -221,8 +222,9 @@ def test_metrics_allow_is_validated(tmp_path: Path, pki_template: Path, database
 
 def test_metrics_scope_is_documented() -> None:
     from mdm.api.plugin import openapi
+    from mdm.plugins import ADMIN_API
 
-    op = openapi()["paths"]["/metrics"]["get"]
+    op = openapi(ADMIN_API)["paths"]["/metrics"]["get"]
     assert "security" not in op  # the document-wide bearer requirement applies
     assert "`metrics:read`" in op["description"] and "api.metrics_allow" in op["description"]
     assert {"401", "403"} <= set(op["responses"])

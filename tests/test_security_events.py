@@ -31,6 +31,8 @@ from mdm.core.security_events import AGGREGATED, RejectionLog, source_key
 from mdm.db.engine import Database
 from mdm.db.models import Event
 from mdm.ios.plugin import service
+from mdm.pki import services as pki_services
+from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server
 
 VERBATIM = 5
@@ -124,7 +126,7 @@ async def test_thousand_rejections_write_a_handful_of_rows(
 async def test_flush_on_shutdown_writes_what_was_counted(config: Any, db: Database) -> None:
     from mdm.server.runtime import Server, open_context
 
-    srv = Server(await open_context(config))
+    srv = Server(await open_context(config), PLUGINS)
     await srv.start()
     try:
         url = listener_url(srv, "ios")
@@ -245,7 +247,7 @@ async def test_idle_latency_stays_within_2x_during_a_flood(
     a flooder sends 1,000 unauthenticated requests per second. Quiet and flooded windows
     alternate (so that both see the same background load of a shared machine), each with the same
     number of polls; medians and 95th percentiles are compared."""
-    phone = await new_phone(db, server.ctx.ca)
+    phone = await new_phone(db, pki_services.ca(server.ctx))
     await phone.enroll(ios)
     cert, key = tmp_path / "device.pem", tmp_path / "device.key"
     cert.write_bytes(phone.cert.public_bytes(serialization.Encoding.PEM))

@@ -111,6 +111,14 @@ class ApiRouter:
 
         return decorate
 
+    @classmethod
+    def combine(cls, *routers: ApiRouter) -> ApiRouter:
+        """One router holding the operations of ``routers`` (one document, one install)."""
+        combined = cls()
+        for router in routers:
+            combined.operations.extend(router.operations)
+        return combined
+
     # ---- wiring -------------------------------------------------------------------------------
     def install(self, app: web.Application) -> None:
         for op in self.operations:

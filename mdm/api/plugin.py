@@ -13,14 +13,18 @@ from sqlalchemy import func, select
 from mdm import __version__
 from mdm.api import schemas as s
 from mdm.api.auth import TOKEN_CACHE, TokenCache
-from mdm.api.routes import router
+from mdm.api.framework import ApiRouter
+from mdm.api.routes import router as core_router
+from mdm.core import metrics
 from mdm.db.engine import DatabaseUnavailable
 from mdm.db.models import CommandQueueEntry, Device, Event, Protocol
-from mdm.server import metrics, peers, registry
+from mdm.server import peers
 from mdm.server.context import ServerContext, ctx_of
+from mdm.server.plugin import Plugin
 
 OPENAPI_KEY = web.AppKey("mdm_openapi", str)
 METRICS_ALLOW = web.AppKey("mdm_metrics_allow", tuple)
+router = ApiRouter()  # health, readiness, metrics and the document itself
 
 
 @router.route("GET", "/healthz", summary="Liveness: the process answers", tag="health", scope=None,
@@ -71,13 +75,23 @@ async def openapi_document(request: web.Request) -> web.Response:
     return web.Response(text=request.app[OPENAPI_KEY], content_type="application/json")
 
 
-def openapi() -> dict[str, object]:
-    return router.openapi("mdm admin API", __version__)
+def admin_api(*feature_routers: ApiRouter) -> ApiRouter:
+    """The whole admin API: these routes, the core resources and each feature's routers."""
+    return ApiRouter.combine(router, core_router, *feature_routers)
 
 
-@registry.route_installer("admin")
-def install(app: web.Application, ctx: ServerContext) -> None:
-    app[TOKEN_CACHE] = TokenCache()
-    app[METRICS_ALLOW] = peers.networks(ctx.config.api.metrics_allow)
-    app[OPENAPI_KEY] = json.dumps(openapi())
-    router.install(app)
+def openapi(api: ApiRouter) -> dict[str, object]:
+    return api.openapi("mdm admin API", __version__)
+
+
+def plugin(api: ApiRouter) -> Plugin:
+    """The admin listener's API (``admin_api``: these routes and the features' composed)."""
+    document = json.dumps(openapi(api))
+
+    def install(app: web.Application, ctx: ServerContext) -> None:
+        app[TOKEN_CACHE] = TokenCache()
+        app[METRICS_ALLOW] = peers.networks(ctx.config.api.metrics_allow)
+        app[OPENAPI_KEY] = document
+        api.install(app)
+
+    return Plugin(name="api", routes={"admin": install})

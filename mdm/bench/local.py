@@ -24,7 +24,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from mdm.config import CONFIG_FILE, Config, load_config
+from mdm.config import CONFIG_FILE, Config
+from mdm.config_sections import load as load_config
 from mdm.pki.ca import self_signed
 
 TOKEN_FILE = "bench-admin-token"  # noqa: S105 - a file name, not a secret

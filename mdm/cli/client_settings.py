@@ -120,7 +120,8 @@ def client_view(args: argparse.Namespace) -> ClientView:
     view = quick_view(getattr(args, "data_dir", None))
     if view is not None:
         return view
-    from mdm.config import ConfigError, load_config
+    from mdm.config import ConfigError
+    from mdm.config_sections import load as load_config
 
     try:
         return ClientView.of(load_config(getattr(args, "data_dir", None)))

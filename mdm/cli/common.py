@@ -27,7 +27,8 @@ def config_from(args: argparse.Namespace, require_file: bool = True, check_serve
     """The data directory's configuration; with ``check_server``, a warning if a server runs there
     with a configuration that differs from it (mdm.cli.runcheck)."""
     # Imported here: `mdm --help` and the parsers need this module, not the configuration model.
-    from mdm.config import ConfigError, load_config
+    from mdm.config import ConfigError
+    from mdm.config_sections import load as load_config
 
     try:
         config = load_config(args.data_dir, require_file=require_file)

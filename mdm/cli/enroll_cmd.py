@@ -85,13 +85,15 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     from mdm.enroll import qr, service
+    from mdm.pki.ca import CertificateAuthority
     from mdm.pki.issuance import InternalCASource
     from mdm.server.runtime import open_context
 
     service.validate_request(args.platform, args.user, args.email)
     ctx = await open_context(config)
     try:
-        env = service.Env(config, ctx.ca, InternalCASource(ctx.ca))
+        ca = await asyncio.to_thread(CertificateAuthority.load, config.ca_dir, config.ca_passphrase())
+        env = service.Env(config, ca, InternalCASource(ca))
         by = f"cli:{getpass.getuser()}"
         if args.file:
             return await _to_file(env, ctx.db, args, by)

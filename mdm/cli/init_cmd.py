@@ -20,7 +20,8 @@ from sqlalchemy import select
 
 from mdm.cli import hostcheck
 from mdm.cli.common import CliError, add_data_dir
-from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError, load_config
+from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError
+from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable

@@ -50,11 +50,13 @@ def _with_flags(config: Config, args: argparse.Namespace) -> Config:
 
 def run(args: argparse.Namespace) -> int:
     # The server stack is imported here: `mdm reload` (same module) does not need it.
-    from mdm.config import ConfigError, load_config
+    from mdm.config import ConfigError
+    from mdm.config_sections import load as load_config
     from mdm.db.engine import DatabaseUnavailable
     from mdm.logs import setup_logging
     from mdm.pki.ca import CAError
     from mdm.pki.keys import KeyError_
+    from mdm.plugins import PLUGINS
     from mdm.server.runtime import StartupError, serve
     from mdm.server.tls import TLSFilesError
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = ["logging.json"] if args.json_logs else []
     try:
-        asyncio.run(serve(config, again, overrides))
+        asyncio.run(serve(config, PLUGINS, again, overrides))
     except (StartupError, DatabaseUnavailable, CAError, KeyError_, TLSFilesError) as exc:
         raise CliError(str(exc)) from None
     except ConfigError as exc:

@@ -26,10 +26,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from mdm.core import events
+from mdm.core import events, metrics
 from mdm.db.engine import Database
 from mdm.db.models import Severity
-from mdm.server import metrics
 
 log = logging.getLogger("mdm.security")
 

@@ -1,9 +1,9 @@
 """Platform-neutral tables (DESIGN §3). Protocol packages keep their own tables in their own modules
 (``mdm/ios/tables.py``, ``mdm/pki/tables.py``, ...) on the same ``Base`` and add an Alembic revision.
 
-Conventions: integer surrogate keys, UTC ``DateTime(timezone=True)``, JSON columns for
-protocol-specific detail, and every enum stored as text with a CHECK constraint so that both
-SQLite and PostgreSQL enforce it.
+Conventions: integer surrogate keys, UTC timestamps (``mdm.db.types.UtcDateTime``: aware on every
+engine), JSON columns for protocol-specific detail, and every enum stored as text with a CHECK
+constraint so that both SQLite and PostgreSQL enforce it.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
-    DateTime,
     ForeignKey,
     Index,
     Integer,
@@ -28,6 +27,8 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from mdm.db.types import UtcDateTime
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -51,7 +52,7 @@ def utcnow() -> datetime:
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
-    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+    type_annotation_map = {dict[str, Any]: JSON, datetime: UtcDateTime}
 
 
 def _in(column: str, values: list[str]) -> str:

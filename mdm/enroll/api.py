@@ -10,12 +10,13 @@ from typing import Literal
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field
 
-from mdm.api.framework import PRINCIPAL_KEY
-from mdm.api.routes import router
+from mdm.api.framework import PRINCIPAL_KEY, ApiRouter
 from mdm.db.models import utcnow
 from mdm.enroll import qr, service
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
 from mdm.server.context import ctx_of
+
+router = ApiRouter()  # installed on the admin listener by the API plugin
 
 StatusName = Literal["pending", "downloaded", "delivered", "expired", "revoked"]
 

@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
-from mdm.config import Config, register_section
-from mdm.config_reload import hot
+from mdm.config import Config, Section
 
 # Every AccessRights bit Apple defines (1 .. 4096).
 ALL_ACCESS_RIGHTS = 8191
 
 
-class _Section(BaseModel):
+class _Section(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
 
 
@@ -29,6 +28,8 @@ def _url(value: str) -> str:
 
 
 class EnrollConfig(_Section):
+    name = "enroll"
+
     # One-time links live a week by default: long enough for a user to open the mail on the
     # device, short enough that a forgotten link stops being a key to the fleet.
     link_ttl_seconds: int = Field(default=7 * 24 * 3600, ge=60, le=90 * 24 * 3600)
@@ -75,6 +76,8 @@ class EnrollConfig(_Section):
 
 
 class SmtpConfig(_Section):
+    name = "smtp"
+
     host: str = ""  # empty: e-mail delivery is off
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["starttls", "ssl", "none"] = "starttls"
@@ -95,28 +98,21 @@ class SmtpConfig(_Section):
 
 
 class ApnsConfig(_Section):
+    name = "apns"
+
     # The MDM push certificate (PEM); its subject UID is the topic written into profiles.
     certificate_file: str = ""
 
 
-register_section("enroll", EnrollConfig)
-register_section("smtp", SmtpConfig)
-register_section("apns", ApnsConfig)
-# mdm reload: enrollment reads its settings from ctx.config at every request (the [apns] callback,
-# which reports the new push identity, is in mdm.enroll.topic).
-hot("enroll", "smtp")
 
 
 def enroll_config(config: Config) -> EnrollConfig:
-    section: EnrollConfig = config.section("enroll")
-    return section
+    return config.section(EnrollConfig)
 
 
 def smtp_config(config: Config) -> SmtpConfig:
-    section: SmtpConfig = config.section("smtp")
-    return section
+    return config.section(SmtpConfig)
 
 
 def apns_config(config: Config) -> ApnsConfig:
-    section: ApnsConfig = config.section("apns")
-    return section
+    return config.section(ApnsConfig)

@@ -8,22 +8,21 @@ import logging
 
 from aiohttp import web
 
-from mdm.enroll import api, config  # noqa: F401 - they register routes and config sections on import
+from mdm.config_reload import hot
 from mdm.enroll import web as enroll_web
 from mdm.enroll.service import expire_due
-from mdm.server import registry
+from mdm.enroll.topic import log_push_identity
 from mdm.server.context import ServerContext
+from mdm.server.plugin import Plugin, Worker
 
 log = logging.getLogger("mdm.enroll")
 EXPIRY_INTERVAL_SECONDS = 60.0
 
 
-@registry.route_installer("web")
 def install(app: web.Application, ctx: ServerContext) -> None:
     enroll_web.install(app)
 
 
-@registry.worker("enroll.expiry")
 async def expire_links(ctx: ServerContext) -> None:
     while True:
         while True:
@@ -34,3 +33,15 @@ async def expire_links(ctx: ServerContext) -> None:
             if count < 500:
                 break
         await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
+
+
+PLUGIN = Plugin(
+    name="enroll",
+    startup=(log_push_identity,),
+    routes={"web": install},
+    workers=(Worker("enroll.expiry", expire_links),),
+    hot=(
+        hot("enroll", "smtp"),  # read from ctx.config at every request
+        hot("apns", apply=log_push_identity),  # read at each enrollment; a reload reports the identity
+    ),
+)

@@ -36,7 +36,7 @@ from mdm.enroll.tables import Delivery, Enrollment, EnrollmentStatus
 from mdm.enroll.topic import DEVELOPMENT_WARNING, PushTopic, TopicError, read_topic
 from mdm.ios import enrollment_profile as ep
 from mdm.ios.signing import ProfileSigner, SigningError, sign_profile
-from mdm.pki import plugin as pki_plugin
+from mdm.pki import services as pki_plugin
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, CertificateSource, issue, serial_hex
 from mdm.pki.keys import PrivateKey, generate_key
@@ -71,7 +71,7 @@ class Env:
 
 
 def env_of(ctx: ServerContext) -> Env:
-    return Env(ctx.config, ctx.ca, pki_plugin.source(ctx), ctx.bound_ports)
+    return Env(ctx.config, pki_plugin.ca(ctx), pki_plugin.source(ctx), ctx.bound_ports)
 
 
 @dataclass(frozen=True)

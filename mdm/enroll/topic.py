@@ -20,9 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
 from mdm.config import Config
-from mdm.config_reload import hot
 from mdm.enroll.config import apns_config
-from mdm.server import registry
 from mdm.server.context import ServerContext
 
 log = logging.getLogger("mdm.enroll")
@@ -152,10 +150,7 @@ def describe(config: Config) -> tuple[int, str]:
     return logging.INFO, f"APNs push topic {topic.topic}, certificate valid until {topic.not_after:%Y-%m-%d}"
 
 
-@registry.startup_hook
 async def log_push_identity(ctx: ServerContext) -> None:
     level, message = await asyncio.to_thread(describe, ctx.config)
     log.log(level, message)
 
-
-hot("apns", apply=log_push_identity)  # read at each enrollment; a reload reports the new identity

@@ -3,19 +3,18 @@ the configuration does not import it)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import ConfigDict
 
-from mdm.config import register_section
+from mdm.config import Section
 
 SECTION = "ios_commands"
 
 
-class IosCommandsConfig(BaseModel):
+class IosCommandsConfig(Section):
     model_config = ConfigDict(extra="forbid")
+    name = SECTION
 
     # Sign InstallConfProf profiles with the `ios` certificate unless the command says otherwise
     # (args.sign). Profiles travel over the authenticated MDM channel, so signing is optional.
     sign_profiles: bool = False
 
-
-register_section(SECTION, IosCommandsConfig)

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from mdm.config import register_section
+from mdm.config import Section
 
 SECTION = "ios"
 
 
-class IosConfig(BaseModel):
+class IosConfig(Section):
     model_config = ConfigDict(extra="forbid")
+    name = SECTION
 
     # UserAuthenticate (user channel on macOS / Shared iPad) is declined with 410 unless enabled.
     user_authenticate_enabled: bool = False
@@ -45,5 +46,3 @@ class IosConfig(BaseModel):
     security_events_interval_seconds: float = Field(default=60.0, ge=1, le=3600)
     security_events_max_sources: int = Field(default=1000, ge=1, le=100_000)
 
-
-register_section(SECTION, IosConfig)

@@ -9,32 +9,45 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
+from mdm.core.library import register_translator
 from mdm.core.security_events import RejectionLog
+from mdm.db.models import Protocol
 from mdm.ios import config as ios_config
 from mdm.ios import notify, renewal
+from mdm.ios.commands import IosCommandTranslator, SlotSigner
+from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.handlers import install_routes
 from mdm.ios.identity import LRU, BindingCache, IdentityResolver
 from mdm.ios.service import IosService
 from mdm.ios.state import QueueHint
-from mdm.pki import plugin as pki_plugin
-from mdm.server import registry
-from mdm.server.context import ServerContext
+from mdm.pki import services as pki_plugin
+from mdm.server.context import ServerContext, ServiceKey
+from mdm.server.plugin import Plugin, Worker
 
 log = logging.getLogger("mdm.ios")
-SERVICE = "ios.service"
+SERVICE = ServiceKey("ios.service", IosService)
+TRANSLATOR = IosCommandTranslator()
 
 
 def settings(ctx: ServerContext) -> ios_config.IosConfig:
-    section = ctx.config.extensions.get(ios_config.SECTION)
-    return section if isinstance(section, ios_config.IosConfig) else ios_config.IosConfig()
+    return ctx.config.section(ios_config.IosConfig)
 
 
 def service(ctx: ServerContext) -> IosService:
-    svc: IosService = ctx.services[SERVICE]
-    return svc
+    return ctx.services[SERVICE]
 
 
-@registry.startup_hook
+async def configure_signing(ctx: ServerContext) -> None:
+    """The ``ios`` slot certificate signs configuration profiles (``[ios_commands]``)."""
+    register_translator(Protocol.IOS, TRANSLATOR)
+    settings_ = ctx.config.section(IosCommandsConfig)
+    TRANSLATOR.configure_signing(SlotSigner(ctx.config.certs_dir), by_default=settings_.sign_profiles)
+
+
+async def unconfigure_signing(ctx: ServerContext) -> None:
+    TRANSLATOR.configure_signing(None, by_default=False)
+
+
 async def start_ios(ctx: ServerContext) -> None:
     cfg = settings(ctx)
     renewal.register()  # the identity renewer of the pki.renewal worker
@@ -63,23 +76,10 @@ def _reload_settings(ctx: ServerContext) -> None:
     service(ctx).config = settings(ctx)
 
 
-# Read from service.config at every request (mdm reload); the caches, the identity resolver and
-# the queue hint keep their start-up settings until a restart.
-hot(
-    *(f"{ios_config.SECTION}.{key}" for key in (
-        "user_authenticate_enabled", "max_body_bytes", "notnow_backoff_seconds", "notnow_backoff_max_seconds",
-        "last_seen_flush_seconds", "max_plist_depth", "max_plist_nodes",
-    )),
-    apply=_reload_settings,
-)
-
-
-@registry.route_installer("ios")
 def install(app: web.Application, ctx: ServerContext) -> None:
     install_routes(app, service(ctx))
 
 
-@registry.worker("ios.last_seen")
 async def flush_last_seen(ctx: ServerContext) -> None:
     svc = service(ctx)
     while True:
@@ -90,7 +90,6 @@ async def flush_last_seen(ctx: ServerContext) -> None:
             log.warning("last_seen flush failed, will retry: %s", exc)
 
 
-@registry.worker("ios.queue_notify")
 async def listen_for_enqueues(ctx: ServerContext) -> None:
     svc = service(ctx)
     if svc.db.is_sqlite or (not svc.hint.enabled and svc.bindings.ttl <= 0):
@@ -98,15 +97,38 @@ async def listen_for_enqueues(ctx: ServerContext) -> None:
     await notify.listen(svc.db.url, svc.hint, svc.bindings)
 
 
-@registry.worker("ios.security_events")
 async def flush_security_events(ctx: ServerContext) -> None:
     svc = service(ctx)
     await svc.rejections.run(svc.db)
 
 
-@registry.shutdown_hook
 async def stop_ios(ctx: ServerContext) -> None:
     svc = ctx.services.get(SERVICE)
-    if isinstance(svc, IosService):
+    if svc is not None:
         await svc.last_seen.flush(svc.db)
         await svc.rejections.flush(svc.db)
+
+
+PLUGIN = Plugin(
+    name="ios",
+    startup=(configure_signing, start_ios),
+    shutdown=(unconfigure_signing, stop_ios),
+    routes={"ios": install},
+    workers=(
+        Worker("ios.last_seen", flush_last_seen),
+        Worker("ios.queue_notify", listen_for_enqueues),
+        Worker("ios.security_events", flush_security_events),
+    ),
+    hot=(
+        # Read from service.config at every request; the caches, the identity resolver and the
+        # queue hint keep their start-up settings until a restart.
+        hot(
+            *(f"{ios_config.SECTION}.{key}" for key in (
+                "user_authenticate_enabled", "max_body_bytes", "notnow_backoff_seconds",
+                "notnow_backoff_max_seconds", "last_seen_flush_seconds", "max_plist_depth", "max_plist_nodes",
+            )),
+            apply=_reload_settings,
+        ),
+        hot("ios_commands.sign_profiles", apply=configure_signing),
+    ),
+)

@@ -31,8 +31,8 @@ from mdm.enroll import links
 from mdm.enroll import service as enroll
 from mdm.ios import enrollment_profile as ep
 from mdm.ios.signing import sign_profile
-from mdm.pki import plugin as pki_plugin
 from mdm.pki import rules
+from mdm.pki import services as pki_plugin
 from mdm.pki.issuance import issue
 from mdm.pki.renewal import RenewalUnavailable, register_renewer
 from mdm.pki.tables import IssuedCertificateRecord

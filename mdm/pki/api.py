@@ -9,12 +9,13 @@ import secrets
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from mdm.api.framework import PRINCIPAL_KEY
-from mdm.api.routes import router
-from mdm.pki import lifecycle, pkcs12, plugin, rules
+from mdm.api.framework import PRINCIPAL_KEY, ApiRouter
+from mdm.pki import lifecycle, pkcs12, rules, services
 from mdm.pki import schemas as s
 from mdm.pki.ca import pem_chain
 from mdm.server.context import ctx_of
+
+router = ApiRouter()  # installed on the admin listener by the API plugin
 
 TAG = "certificates"
 
@@ -70,7 +71,7 @@ async def issue_certificate(request: web.Request, body: s.IssueIn) -> s.IssueOut
         generated = secrets.token_urlsafe(18)
     async with ctx.db.transaction() as session:
         result = await lifecycle.issue_for_user(
-            session, plugin.sources(ctx), user_name=body.user, cert_type=body.type, public_key=public_key,
+            session, services.sources(ctx), user_name=body.user, cert_type=body.type, public_key=public_key,
             create_user=body.create_user, email=body.email,
         )
         out = s.CertificateOut.of(result.identity.record, result.user.name)
@@ -108,5 +109,5 @@ async def revoke_certificate(request: web.Request, serial: str, body: s.RevokeIn
     async with ctx.db.transaction() as session:
         record = await lifecycle.revoke(session, serial, body.reason, by=_who(request))
         out = s.CertificateOut.of(record, await lifecycle.owner_name(session, record))
-    await plugin.revocation(ctx).after_revoke(record.serial)
+    await services.revocation(ctx).after_revoke(record.serial)
     return out

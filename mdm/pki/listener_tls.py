@@ -1,5 +1,5 @@
-"""TLS contexts of the listeners that carry PKI policy (installed by ``mdm.pki.plugin`` at start-up,
-before the runtime would build its default ones):
+"""TLS contexts of every listener that terminates TLS itself (installed by ``mdm.pki.plugin`` at
+start-up, before the runtime binds), with the PKI's policy:
 
 - **reserve slots**: the admin listener serves ``C`` and the KES listener ``M``. When a reload
   (``mdm reload``, SIGHUP) finds the main slot's files missing, unreadable or not matching (a
@@ -103,11 +103,13 @@ def build_listener_context(config: Config, listener: str, *, reloading: bool = T
 def install(config: Config, tls: dict[str, ReloadableContext]) -> None:
     """Create the PKI-aware contexts for the listeners that terminate TLS themselves."""
     listeners = config.listeners
-    for name in ("ios", "kes", "admin"):
-        lc = getattr(listeners, name)
-        if not lc.enabled or lc.mode != "tls" or name in tls:
-            continue
-        tls[name] = ReloadableContext(_builder(config, name))
+    wanted = [name for name in ("ios", "kes", "admin") if getattr(listeners, name).enabled
+              and getattr(listeners, name).mode == "tls"]
+    if listeners.web.enabled and listeners.web.https_enabled:
+        wanted.append("web")
+    for name in wanted:
+        if name not in tls:
+            tls[name] = ReloadableContext(_builder(config, name))
 
 
 def _builder(config: Config, listener: str) -> Callable[[], ssl.SSLContext]:

@@ -32,7 +32,6 @@ from mdm.core import events
 from mdm.db.models import Device, DeviceStatus, Protocol, Severity
 from mdm.pki import rules
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
-from mdm.server import registry
 from mdm.server.context import ServerContext
 
 log = logging.getLogger(__name__)
@@ -250,7 +249,6 @@ async def _ask(
     report.requested += 1
 
 
-@registry.worker("pki.renewal")
 async def renewal_worker(ctx: ServerContext) -> None:
     while True:
         try:

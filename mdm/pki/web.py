@@ -8,17 +8,16 @@ from datetime import UTC, datetime
 from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 
-from mdm.pki import plugin
+from mdm.pki import services
 from mdm.pki.ca import pem_chain
 from mdm.pki.crl import CRL_PATH
-from mdm.server import registry
 from mdm.server.context import ServerContext, ctx_of
 
 CRL_MAX_AGE = 60  # seconds: a revocation reaches caching relying parties within a minute
 
 
 async def crl(request: web.Request) -> web.Response:
-    service = plugin.revocation(ctx_of(request))
+    service = services.revocation(ctx_of(request))
     published = service.published
     if published is None:
         raise web.HTTPServiceUnavailable(text="the CRL is being generated; retry shortly")
@@ -42,23 +41,22 @@ async def root_pem(request: web.Request) -> web.Response:
 
 
 async def root_der(request: web.Request) -> web.Response:
-    ca = ctx_of(request).ca
+    ca = services.ca(ctx_of(request))
     return web.Response(
         body=ca.root.public_bytes(serialization.Encoding.DER), content_type="application/x-x509-ca-cert"
     )
 
 
 async def chain_pem(request: web.Request) -> web.Response:
-    ca = ctx_of(request).ca
+    ca = services.ca(ctx_of(request))
     return web.Response(body=pem_chain(ca.chain), content_type="application/x-pem-file")
 
 
-@registry.route_installer("web")
 def install(app: web.Application, ctx: ServerContext) -> None:
     try:
         roots = (ctx.config.ca_dir / "root.pem").read_bytes()
     except OSError:
-        roots = pem_chain([ctx.ca.root])
+        roots = pem_chain([services.ca(ctx).root])
     app[ROOTS_KEY] = roots
     app.router.add_get(CRL_PATH, crl)
     app.router.add_get("/ca/root.pem", root_pem)

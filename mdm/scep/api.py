@@ -9,13 +9,14 @@ from aiohttp import web
 from pydantic import BaseModel, Field
 from sqlalchemy import select
 
-from mdm.api.framework import PRINCIPAL_KEY
-from mdm.api.routes import router
+from mdm.api.framework import PRINCIPAL_KEY, ApiRouter
 from mdm.core.errors import NotFound
 from mdm.db.models import User
 from mdm.scep import challenges, service
 from mdm.scep.tables import ScepTransaction
 from mdm.server.context import ctx_of
+
+router = ApiRouter()  # installed on the admin listener by the API plugin
 
 
 class ScepRequestOut(BaseModel):

@@ -8,24 +8,23 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
-from mdm.scep import api as _api  # noqa: F401 - registers the admin API routes
+from mdm.pki.services import CA
 from mdm.scep import challenges, handlers, ra
 from mdm.scep.service import SERVICE_KEY, ScepState
 from mdm.scep.settings import settings
-from mdm.server import registry
 from mdm.server.context import ServerContext
+from mdm.server.plugin import Plugin, Worker
 
 log = logging.getLogger("mdm.scep")
 PURGE_INTERVAL_SECONDS = 3600
 
 
-@registry.startup_hook
 async def start_scep(ctx: ServerContext) -> None:
     conf = settings(ctx.config)
     if not conf.enabled:
         return
     credentials = await asyncio.to_thread(
-        ra.ensure, ctx.config.data_path, ctx.ca, ctx.config.ca_passphrase(), ctx.config.hostname
+        ra.ensure, ctx.config.data_path, ctx.services[CA], ctx.config.ca_passphrase(), ctx.config.hostname
     )
     ctx.services[SERVICE_KEY] = ScepState(conf, credentials, conf.static_secret())
 
@@ -34,27 +33,16 @@ def _reload_settings(ctx: ServerContext) -> None:
     """mdm reload: every key but ``enabled`` (the routes are installed at start) is read from the
     state at each request."""
     old = ctx.services.get(SERVICE_KEY)
-    if isinstance(old, ScepState):
+    if old is not None:
         conf = settings(ctx.config)
         ctx.services[SERVICE_KEY] = ScepState(conf, old.ra, conf.static_secret())
 
 
-hot(
-    *(f"scep.{key}" for key in (
-        "static_challenge", "static_challenge_file", "cert_type", "validity_days", "manual_approval",
-        "max_clock_skew_seconds", "max_message_bytes", "min_rsa_bits",
-    )),
-    apply=_reload_settings,
-)
-
-
-@registry.route_installer("ios")
 def install(app: web.Application, ctx: ServerContext) -> None:
     if SERVICE_KEY in ctx.services:
         handlers.install(app, ctx)
 
 
-@registry.worker("scep-purge")
 async def purge_challenges(ctx: ServerContext) -> None:
     while True:
         async with ctx.db.transaction() as session:
@@ -62,3 +50,18 @@ async def purge_challenges(ctx: ServerContext) -> None:
         if removed:
             log.info("scep: purged %d used or expired challenges", removed)
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
+
+
+PLUGIN = Plugin(
+    name="scep",
+    startup=(start_scep,),
+    routes={"ios": install},
+    workers=(Worker("scep-purge", purge_challenges),),
+    hot=(hot(
+        *(f"scep.{key}" for key in (
+            "static_challenge", "static_challenge_file", "cert_type", "validity_days", "manual_approval",
+            "max_clock_skew_seconds", "max_message_bytes", "min_rsa_bits",
+        )),
+        apply=_reload_settings,
+    ),),
+)

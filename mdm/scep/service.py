@@ -31,7 +31,7 @@ from mdm.core import events
 from mdm.core.errors import Conflict, NotFound, ServiceError
 from mdm.db.models import Severity
 from mdm.pki import issuance
-from mdm.pki import plugin as pki_plugin
+from mdm.pki import services as pki_plugin
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
 from mdm.pki.trust import IdentityRejected
 from mdm.scep import challenges, envelope, messages
@@ -40,11 +40,11 @@ from mdm.scep.protocol import FailInfo, MessageType, PkiStatus, ScepFailure
 from mdm.scep.ra import RaCredentials
 from mdm.scep.settings import ScepConfig
 from mdm.scep.tables import ScepTransaction, TransactionStatus
-from mdm.server.context import ServerContext
+from mdm.server.context import ServerContext, ServiceKey
 
 log = logging.getLogger("mdm.scep")
 
-SERVICE_KEY = "scep"
+SERVICE_KEY: ServiceKey[ScepState] = ServiceKey("scep.state")
 CAPABILITIES = ("AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-512", "SCEPStandard")
 _NEEDS_REPLY_ENVELOPE = {
     MessageType.PKCS_REQ,
@@ -62,9 +62,7 @@ class ScepState:
 
 
 def state_of(ctx: ServerContext) -> ScepState:
-    state = ctx.services[SERVICE_KEY]
-    assert isinstance(state, ScepState)
-    return state
+    return ctx.services[SERVICE_KEY]
 
 
 @dataclass(frozen=True)

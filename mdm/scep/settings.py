@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
-from mdm.config import Config, ConfigError, register_section
+from mdm.config import Config, ConfigError, Section
 
 
-class ScepConfig(BaseModel):
+class ScepConfig(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name = "scep"
 
     enabled: bool = True
     # A shared challenge accepted in addition to the one-time ones (empty: none). Prefer
@@ -39,12 +40,9 @@ class ScepConfig(BaseModel):
         return self.static_challenge
 
 
-register_section("scep", ScepConfig)
-
 
 def settings(config: Config) -> ScepConfig:
-    section = config.extensions.get("scep")
-    return section if isinstance(section, ScepConfig) else ScepConfig()
+    return config.section(ScepConfig)
 
 
 def public_url(config: Config, port: int | None = None) -> str:

@@ -1,27 +1,64 @@
-"""What every handler and worker can reach: configuration, database, CA, TLS contexts, and the
-services that feature packages attach at start-up."""
+"""What every handler and worker can reach: configuration, database, TLS contexts, the core seams
+and the services that feature plugins build at start-up under typed keys."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar, cast
 
 from aiohttp import web
 
 from mdm.config import Config
 from mdm.db.engine import Database
-from mdm.pki.ca import CertificateAuthority
 from mdm.server.tls import ReloadableContext
+
+T = TypeVar("T")
+
+
+class ServiceKey(Generic[T]):
+    """A typed key of ``ServerContext.services`` (in the manner of aiohttp's ``AppKey``): the
+    feature that builds the service defines the key; ``services[KEY]`` is typed by it."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str, _type: type[T] | None = None) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<ServiceKey {self.name}>"
+
+
+class Services:
+    """Feature services by typed key; a missing one is a wiring error that names the key."""
+
+    def __init__(self) -> None:
+        self._items: dict[ServiceKey[Any], object] = {}
+
+    def __getitem__(self, key: ServiceKey[T]) -> T:
+        try:
+            return cast(T, self._items[key])
+        except KeyError:
+            raise LookupError(f"service {key.name} is not started (is its plugin composed?)") from None
+
+    def __setitem__(self, key: ServiceKey[T], value: T) -> None:
+        self._items[key] = value
+
+    def __contains__(self, key: ServiceKey[Any]) -> bool:
+        return key in self._items
+
+    def get(self, key: ServiceKey[T]) -> T | None:
+        return cast("T | None", self._items.get(key))
+
+    def pop(self, key: ServiceKey[T]) -> T | None:
+        return cast("T | None", self._items.pop(key, None))
 
 
 @dataclass
 class ServerContext:
     config: Config
     db: Database
-    ca: CertificateAuthority
     tls: dict[str, ReloadableContext] = field(default_factory=dict)
-    # Feature services by name (e.g. "push.apns", "pki.issuer"); set by their start-up hooks.
-    services: dict[str, Any] = field(default_factory=dict)
+    services: Services = field(default_factory=Services)
     # Ports actually bound, by "listener:scheme" (e.g. "ios:https", "web:http"); differs from the
     # configured port when that is 0 (ephemeral). Used to build URLs handed to devices.
     bound_ports: dict[str, int] = field(default_factory=dict)

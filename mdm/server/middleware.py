@@ -24,9 +24,9 @@ from aiohttp import hdrs, web, web_urldispatcher
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 
+from mdm.core import metrics
 from mdm.core.errors import ServiceError
 from mdm.logs import request_id_var
-from mdm.server import metrics
 
 log = logging.getLogger("mdm.http")
 access_log = logging.getLogger("mdm.access")

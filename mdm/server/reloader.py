@@ -17,7 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mdm.config import Config, ConfigError
-from mdm.config_reload import changed_keys, fingerprint, plan, run_callbacks
+from mdm.config_reload import HotKeys, changed_keys, fingerprint, plan, run_callbacks
 from mdm.server.context import ServerContext
 from mdm.server.runfiles import write_reload_status, write_state
 
@@ -35,8 +35,10 @@ class Reloader:
         load: Callable[[], Config] | None,
         reload_certificates: Callable[[], list[str]],
         overrides: Sequence[str] = (),
+        hot: Sequence[HotKeys] = (),
     ) -> None:
         self.ctx = ctx
+        self.hot = list(hot)
         self.load = load
         self.reload_certificates = reload_certificates
         # Keys set on the command line of `mdm serve` (e.g. logging.json by --json-logs): the file
@@ -85,7 +87,7 @@ class Reloader:
         assert self.load is not None
         try:
             new = await asyncio.to_thread(self.load)
-            change = plan(self.ctx.config, new)
+            change = plan(self.ctx.config, new, self.hot)
         except ConfigError as exc:
             status.update(ok=False, config="refused", error=str(exc), restart_needed=self.pending)
             log.error("configuration reload refused, the server keeps its running configuration: %s", exc)

@@ -11,33 +11,25 @@ import errno
 import logging
 import os
 import signal
-import ssl
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
 
-from mdm import plugins  # noqa: F401 - registers feature packages
 from mdm.config import Config
-from mdm.config_reload import hot
+from mdm.config_reload import HotKeys, hot
 from mdm.db import migrate
 from mdm.db.engine import Database
 from mdm.logs import reconfigure_logging
-from mdm.pki.ca import CertificateAuthority
-from mdm.pki.slots import LISTENER_SLOT, slot_paths
-from mdm.server import registry
 from mdm.server.context import CTX, ServerContext
 from mdm.server.middleware import ACCESS_LOG_KEY, IN_FLIGHT_KEY, LISTENER_KEY, InFlight, request_context
+from mdm.server.plugin import Plugin, Worker
 from mdm.server.reloader import Reloader
 from mdm.server.runfiles import PID_FILE as PID_FILE  # re-exported
 from mdm.server.runfiles import remove_state
 from mdm.server.runfiles import running_pid as running_pid  # re-exported: the CLI signals the server
-from mdm.server.tls import ReloadableContext, build_server_context
 
 log = logging.getLogger("mdm.server")
-
-# Listeners that accept (optional) client certificates from devices.
-CLIENT_CERT_LISTENERS = {"ios", "kes"}
 
 
 def _apply_logging(ctx: ServerContext) -> None:
@@ -46,9 +38,11 @@ def _apply_logging(ctx: ServerContext) -> None:
 
 # What the runtime can change while running (mdm reload). Listeners, the database, TLS settings,
 # limits.max_body_bytes and logging.access_log are built into the applications at start: restart.
-hot("logging.level", "logging.json", apply=_apply_logging)
-hot("limits.shutdown_grace_seconds")  # read when stopping
-hot("client")  # only the CLI reads [client]
+RUNTIME_HOT = (
+    hot("logging.level", "logging.json", apply=_apply_logging),
+    hot("limits.shutdown_grace_seconds"),  # read when stopping
+    hot("client"),  # only the CLI reads [client]
+)
 
 
 class StartupError(Exception):
@@ -130,20 +124,7 @@ def bind_error(b: Binding, exc: OSError) -> StartupError:
     return StartupError(f"cannot listen on {b.bind}:{b.port} ({where}): {exc.strerror or exc}")
 
 
-def tls_context_for(ctx: ServerContext, listener: str) -> ReloadableContext:
-    config = ctx.config
-    cert_file, key_file = slot_paths(config.certs_dir, LISTENER_SLOT[listener])
-    client_ca = config.ca_dir / "chain.pem" if listener in CLIENT_CERT_LISTENERS else None
-
-    def build() -> ssl.SSLContext:
-        return build_server_context(
-            cert_file, key_file, client_ca_file=client_ca, slot=LISTENER_SLOT[listener]
-        )
-
-    return ReloadableContext(build)
-
-
-def build_app(ctx: ServerContext, listener: str) -> web.Application:
+def build_app(ctx: ServerContext, listener: str, plugins: Sequence[Plugin]) -> web.Application:
     app = web.Application(
         middlewares=[request_context],
         client_max_size=ctx.config.limits.max_body_bytes,
@@ -152,13 +133,15 @@ def build_app(ctx: ServerContext, listener: str) -> web.Application:
     app[CTX] = ctx
     app[ACCESS_LOG_KEY] = ctx.config.logging.access_log
     app[LISTENER_KEY] = listener
-    for install in registry.installers(listener):
-        install(app, ctx)
+    for plugin in plugins:
+        install = plugin.routes.get(listener)
+        if install is not None:
+            install(app, ctx)
     return app
 
 
 async def open_context(config: Config) -> ServerContext:
-    """Database reachable and migrated, CA loaded."""
+    """Database reachable and migrated (the plugins' start-up hooks load the rest: the CA first)."""
     db = Database(config.database_url, config.database.pool_size, config.database.echo)
     try:
         await db.check()
@@ -168,25 +151,24 @@ async def open_context(config: Config) -> ServerContext:
         raise
     if applied:
         log.info("database migrated: applied %s", ", ".join(applied))
-    try:
-        ca = await asyncio.to_thread(CertificateAuthority.load, config.ca_dir, config.ca_passphrase())
-    except BaseException:
-        await db.close()
-        raise
-    return ServerContext(config=config, db=db, ca=ca)
+    return ServerContext(config=config, db=db)
 
 
 class Server:
     def __init__(
         self,
         ctx: ServerContext,
+        plugins: Sequence[Plugin],
         load_config: Callable[[], Config] | None = None,
         overrides: Sequence[str] = (),
     ) -> None:
-        """``load_config`` reads the configuration again for a reload (without it, a reload only
-        re-reads certificates); ``overrides`` are keys the command line set."""
+        """``plugins`` are the features to run, in start-up order; ``load_config`` reads the
+        configuration again for a reload (without it, a reload only re-reads certificates);
+        ``overrides`` are keys the command line set."""
         self.ctx = ctx
-        self.reloader = Reloader(ctx, load_config, self.reload, overrides)
+        self.plugins = tuple(plugins)
+        declared: list[HotKeys] = [*RUNTIME_HOT, *(h for p in self.plugins for h in p.hot)]
+        self.reloader = Reloader(ctx, load_config, self.reload, overrides, declared)
         self._reloads: set[asyncio.Task[object]] = set()
         self.runners: list[web.AppRunner] = []
         self.sites: list[web.BaseSite] = []
@@ -197,20 +179,21 @@ class Server:
 
     async def start(self) -> None:
         ctx = self.ctx
-        for hook in registry.startup_hooks():
-            await hook(ctx)
+        for plugin in self.plugins:
+            for hook in plugin.startup:
+                await hook(ctx)
         wanted = bindings(ctx.config)
         apps: dict[str, web.AppRunner] = {}
         try:
             for b in wanted:
                 ssl_ctx = None
                 if b.tls:
-                    if b.listener not in ctx.tls:
-                        ctx.tls[b.listener] = tls_context_for(ctx, b.listener)
+                    if b.listener not in ctx.tls:  # a plugin (the PKI) builds every listener's context
+                        raise StartupError(f"no TLS certificate is set up for the {b.listener} listener")
                     ssl_ctx = ctx.tls[b.listener].front
                 runner = apps.get(b.listener)
                 if runner is None:
-                    app = build_app(ctx, b.listener)
+                    app = build_app(ctx, b.listener, self.plugins)
                     app[IN_FLIGHT_KEY] = self.in_flight
                     runner = web.AppRunner(
                         app,
@@ -243,7 +226,7 @@ class Server:
         except BaseException:
             await self.stop()
             raise
-        for w in registry.workers():
+        for w in (w for p in self.plugins for w in p.workers):
             self.worker_tasks.append(asyncio.create_task(_run_worker(w, ctx), name=f"worker:{w.name}"))
 
     def reload(self) -> list[str]:
@@ -286,9 +269,10 @@ class Server:
         for task in self.worker_tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        for hook in registry.shutdown_hooks():
-            with contextlib.suppress(Exception):
-                await hook(self.ctx)
+        for plugin in reversed(self.plugins):
+            for hook in plugin.shutdown:
+                with contextlib.suppress(Exception):
+                    await hook(self.ctx)
         await self.ctx.db.close()
         self.sites.clear()
         self.runners.clear()
@@ -301,7 +285,7 @@ def _actual_port(site: web.BaseSite) -> int | None:
     return sockets[0].getsockname()[1] if sockets else None
 
 
-async def _run_worker(w: registry.Worker, ctx: ServerContext) -> None:
+async def _run_worker(w: Worker, ctx: ServerContext) -> None:
     backoff = 1.0
     while True:
         try:
@@ -316,10 +300,13 @@ async def _run_worker(w: registry.Worker, ctx: ServerContext) -> None:
 
 
 async def serve(
-    config: Config, load_config: Callable[[], Config] | None = None, overrides: Sequence[str] = ()
+    config: Config,
+    plugins: Sequence[Plugin],
+    load_config: Callable[[], Config] | None = None,
+    overrides: Sequence[str] = (),
 ) -> None:
     ctx = await open_context(config)
-    server = Server(ctx, load_config, overrides)
+    server = Server(ctx, plugins, load_config, overrides)
     await server.start()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

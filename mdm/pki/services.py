@@ -1,0 +1,38 @@
+"""The PKI's services as other features reach them: typed keys of ``ServerContext.services``,
+set by the PKI plugin at start-up (which runs first)."""
+
+from __future__ import annotations
+
+from mdm.pki.ca import CertificateAuthority
+from mdm.pki.issuance import CertificateSource
+from mdm.pki.revocation import RevocationService
+from mdm.pki.sources import SourceSet
+from mdm.pki.trust import ClientCertVerifier
+from mdm.server.context import ServerContext, ServiceKey
+
+CA = ServiceKey("pki.ca", CertificateAuthority)
+SOURCES = ServiceKey("pki.sources", SourceSet)
+# The internal CA source (what SCEP and enrollment issue through by default).
+SOURCE: ServiceKey[CertificateSource] = ServiceKey("pki.source")
+VERIFIER = ServiceKey("pki.verifier", ClientCertVerifier)
+REVOCATION = ServiceKey("pki.revocation", RevocationService)
+
+
+def ca(ctx: ServerContext) -> CertificateAuthority:
+    return ctx.services[CA]
+
+
+def source(ctx: ServerContext) -> CertificateSource:
+    return ctx.services[SOURCE]
+
+
+def sources(ctx: ServerContext) -> SourceSet:
+    return ctx.services[SOURCES]
+
+
+def verifier(ctx: ServerContext) -> ClientCertVerifier:
+    return ctx.services[VERIFIER]
+
+
+def revocation(ctx: ServerContext) -> RevocationService:
+    return ctx.services[REVOCATION]
