@@ -1,31 +1,78 @@
-"""Transactional outbox: ``emit`` adds the event to the caller's transaction."""
+"""Transactional outbox and the event catalog.
+
+Every event type is declared once, with ``EventType`` in its feature's ``event_types.py``: name,
+severity, a body model and a description (the contract the core server reads). ``emit`` takes a
+declared type, validates the body against its model and adds the event to the caller's
+transaction, so the state change and the event that reports it commit together.
+"""
 
 from __future__ import annotations
 
 import uuid
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Event, Severity
 
 
+class EventBody(BaseModel):
+    """Base of body models: unknown fields are refused, so the catalog stays the contract."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class UndeclaredEvent(Exception):
+    """``emit`` was given a type that is not in the catalog (a programming error)."""
+
+
+@dataclass(frozen=True)
+class EventType:
+    name: str
+    severity: Severity
+    body: type[EventBody]
+    description: str
+    # Every declared type by name; filled by declaration, checked by ``emit``.
+    declared: ClassVar[dict[str, EventType]] = {}
+
+    def __post_init__(self) -> None:
+        known = EventType.declared.get(self.name)
+        if known is not None and known != self:
+            raise ValueError(f"event type {self.name!r} is declared twice")
+        EventType.declared[self.name] = self
+
+
 def emit(
     session: AsyncSession,
-    type: str,
-    severity: Severity = Severity.INFO,
+    type: EventType | str,
+    severity: Severity | None = None,
     *,
     device_id: int | None = None,
     user_id: int | None = None,
     **body: Any,
 ) -> Event:
+    """Add an event of a declared ``type`` to the caller's transaction. ``severity`` overrides the
+    declared one only where the catalog says the type's severity varies."""
+    if isinstance(type, str):  # transitional (issue 10): removed once every caller declares its type
+        event = Event(uuid=str(uuid.uuid4()), type=type, severity=(severity or Severity.INFO).value,
+                      device_id=device_id, user_id=user_id, body=body)
+        session.add(event)
+        return event
+    if not isinstance(type, EventType) or EventType.declared.get(type.name) is not type:
+        raise UndeclaredEvent(f"event type {type!r} is not declared in the catalog")
+    try:
+        checked = type.body.model_validate(body).model_dump(mode="json", exclude_unset=True)
+    except ValidationError as exc:
+        raise UndeclaredEvent(f"event {type.name}: body does not match its model: {exc}") from None
     event = Event(
         uuid=str(uuid.uuid4()),
-        type=type,
-        severity=severity.value,
+        type=type.name,
+        severity=(severity or type.severity).value,
         device_id=device_id,
         user_id=user_id,
-        body=body,
+        body=checked,
     )
     session.add(event)
     return event

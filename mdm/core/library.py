@@ -74,15 +74,34 @@ class CommandTranslator(TypingProtocol):
     def translate(self, command_type: str, args: dict[str, Any], device: Device) -> dict[str, Any]: ...
 
 
-_TRANSLATORS: dict[Protocol, CommandTranslator] = {}
+class Translators:
+    """The command translators by protocol, registered by platform plugins at start-up and passed
+    to whatever enqueues or delivers commands (``ServerContext.translators``)."""
+
+    def __init__(self) -> None:
+        self._by_protocol: dict[Protocol, CommandTranslator] = {}
+
+    def register(self, protocol: Protocol, translator: CommandTranslator) -> None:
+        self._by_protocol[protocol] = translator
+
+    def unregister(self, protocol: Protocol) -> None:
+        self._by_protocol.pop(protocol, None)
+
+    def get(self, protocol: Protocol | int) -> CommandTranslator | None:
+        return self._by_protocol.get(Protocol(protocol))
+
+
+# Transitional: the process-wide instance the code used before translators were passed in.
+# Remove once every caller receives a ``Translators`` (issue 10).
+_DEFAULT = Translators()
 
 
 def register_translator(protocol: Protocol, translator: CommandTranslator) -> None:
-    _TRANSLATORS[protocol] = translator
+    _DEFAULT.register(protocol, translator)
 
 
 def translator_for(protocol: int) -> CommandTranslator | None:
-    return _TRANSLATORS.get(Protocol(protocol))
+    return _DEFAULT.get(protocol)
 
 
 def lookup(name: str) -> CommandType:

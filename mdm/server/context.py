@@ -9,6 +9,8 @@ from typing import Any, Generic, TypeVar, cast
 from aiohttp import web
 
 from mdm.config import Config
+from mdm.core.library import Translators
+from mdm.core.push import Pushers
 from mdm.db.engine import Database
 from mdm.server.tls import ReloadableContext
 
@@ -59,6 +61,9 @@ class ServerContext:
     db: Database
     tls: dict[str, ReloadableContext] = field(default_factory=dict)
     services: Services = field(default_factory=Services)
+    # Core seams that platform plugins fill at start-up (see docs/ARCHITECTURE.md, seams).
+    translators: Translators = field(default_factory=Translators)
+    pushers: Pushers = field(default_factory=Pushers)
     # Ports actually bound, by "listener:scheme" (e.g. "ios:https", "web:http"); differs from the
     # configured port when that is 0 (ephemeral). Used to build URLs handed to devices.
     bound_ports: dict[str, int] = field(default_factory=dict)
