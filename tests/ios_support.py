@@ -20,7 +20,7 @@ from sqlalchemy import func, select
 
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
-from mdm.db.registry import metadata
+from mdm.schema import metadata
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.keys import PrivateKey

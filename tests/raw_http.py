@@ -83,7 +83,7 @@ async def db_rows(db: Any, skip: tuple[str, ...] = ("events",)) -> dict[str, lis
     comparison follows the database as migrated, for "a rejected request changed nothing"."""
     from sqlalchemy import text
 
-    from mdm.db.registry import metadata
+    from mdm.schema import metadata
 
     out: dict[str, list[tuple[str, ...]]] = {}
     async with db.session() as session:

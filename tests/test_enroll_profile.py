@@ -292,7 +292,7 @@ async def test_migration_matches_model(db) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from mdm.db.registry import metadata
+    from mdm.schema import metadata
 
     def diff(sync_conn: object) -> list[object]:
         ctx = MigrationContext.configure(sync_conn, opts={"compare_type": True})  # type: ignore[arg-type]

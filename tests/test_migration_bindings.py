@@ -17,7 +17,7 @@ from test_migrations import _pg_scratch
 
 from mdm.db import migrate
 from mdm.db.engine import Database
-from mdm.db.registry import metadata
+from mdm.schema import metadata
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 T = metadata.tables

@@ -20,7 +20,7 @@ from sqlalchemy.engine import Connection, make_url
 
 from mdm.db import migrate
 from mdm.db.engine import Database
-from mdm.db.registry import metadata
+from mdm.schema import metadata
 
 
 async def _pg_scratch(base_url: str) -> str:

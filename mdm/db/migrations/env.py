@@ -2,7 +2,7 @@
 
 from alembic import context
 
-from mdm.db.registry import metadata
+from mdm.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:  # pragma: no cover - offline/CLI use is not supported

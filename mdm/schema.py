@@ -1,6 +1,8 @@
 """Every table module, imported so that ``metadata`` is complete (migrations, drift test).
 
-A package that adds tables adds its module here and an Alembic revision under migrations/versions.
+A composition module like ``mdm.plugins``: it sits above the features (``mdm.db`` must not import
+them). A package that adds tables adds its module here and an Alembic revision under
+``mdm/db/migrations/versions``.
 """
 
 from mdm.db import models
