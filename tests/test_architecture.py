@@ -214,9 +214,11 @@ def _sql_outside_stores(module: Module) -> list[str]:
             found.append(f"{module.relative}:{node.lineno}: {func.id}(...) statement")
         elif isinstance(func, ast.Attribute):
             owner = func.value
-            if isinstance(owner, ast.Name) and names.get(owner.id) == "sqlalchemy" and func.attr in STATEMENTS:
+            if not isinstance(owner, ast.Name):
+                continue
+            if names.get(owner.id) == "sqlalchemy" and func.attr in STATEMENTS:
                 found.append(f"{module.relative}:{node.lineno}: {owner.id}.{func.attr}(...) statement")
-            elif isinstance(owner, ast.Name) and owner.id in SESSION_NAMES and func.attr in SESSION_CALLS:
+            elif owner.id in SESSION_NAMES and func.attr in SESSION_CALLS:
                 found.append(f"{module.relative}:{node.lineno}: {owner.id}.{func.attr}(...) outside a store")
     return found
 
@@ -322,8 +324,11 @@ def _emit_calls(module: Module) -> Iterator[ast.Call]:
     for node in ast.walk(module.tree):
         if isinstance(node, ast.Call):
             func = node.func
-            name = func.attr if isinstance(func, ast.Attribute) else func.id if isinstance(func, ast.Name) else ""
-            owner = func.value.id if isinstance(func, ast.Attribute) and isinstance(func.value, ast.Name) else ""
+            if isinstance(func, ast.Attribute):
+                name = func.attr
+                owner = func.value.id if isinstance(func.value, ast.Name) else "?"
+            else:
+                name, owner = (func.id if isinstance(func, ast.Name) else ""), ""
             if name == "emit" and owner in {"events", ""} and len(node.args) >= 2:
                 yield node
 
