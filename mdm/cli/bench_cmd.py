@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 
 # The benchmark (server, crypto, simulator) is imported when it runs, not for `mdm bench --help`.
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("bench", help="benchmarks with simulated devices")
     kinds = p.add_subparsers(dest="kind", metavar="KIND", required=True)
     b = kinds.add_parser(

@@ -17,13 +17,13 @@ from typing import Any
 from mdm.cli import commands_cmd, output
 from mdm.cli.api_cmd import API, actions, common, confirm, leaf, list_page, more_hint, paging, positive_id
 from mdm.cli.client import ApiClient, error_line, settings_from, write_token_file
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 from mdm.cli.output import Column
 
 SEVERITIES = ["info", "warning", "functional_failure", "critical"]  # least to most severe
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     login = sub.add_parser("login", parents=[common()], help="verify an API token and store it for the CLI")
     login.set_defaults(func=run_login)
 

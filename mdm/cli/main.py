@@ -12,7 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from mdm import __version__
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 
 # Modules under mdm.cli, each with a register(subparsers).
 GROUPS = [
@@ -56,7 +56,7 @@ def _first_word(argv: Sequence[str]) -> str | None:
     return next((a for a in argv if not a.startswith("-")), None)
 
 
-def _register(sub: argparse._SubParsersAction, group: str) -> None:
+def _register(sub: Subparsers, group: str) -> None:
     importlib.import_module(f"mdm.cli.{group}").register(sub)
 
 

@@ -9,13 +9,13 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdm.cli.common import CliError, add_data_dir, config_from
+from mdm.cli.common import CliError, Subparsers, add_data_dir, config_from
 
 if TYPE_CHECKING:
     from mdm.config import Config
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the service (every enabled listener)")
     add_data_dir(p)
     p.add_argument("--json-logs", action="store_true", help="log JSON lines (logging.json)")

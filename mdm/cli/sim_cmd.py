@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 
 if TYPE_CHECKING:
     from cryptography import x509
@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 # The simulator (crypto, aiohttp) is imported when it runs, not for `mdm sim --help`.
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("sim", help="simulated devices (manual testing)")
     platforms = p.add_subparsers(dest="platform", metavar="PLATFORM", required=True)
     ios = platforms.add_parser("ios", help="enroll a simulated iPhone from a link and answer commands")
