@@ -8,7 +8,6 @@ constraint so that both SQLite and PostgreSQL enforce it.
 
 from __future__ import annotations
 
-import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,6 +27,11 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from mdm.db.enums import ACTIVE_COMMAND_STATUSES as ACTIVE_COMMAND_STATUSES
+from mdm.db.enums import CommandStatus as CommandStatus
+from mdm.db.enums import DeviceStatus as DeviceStatus
+from mdm.db.enums import Protocol as Protocol
+from mdm.db.enums import Severity as Severity
 from mdm.db.types import UtcDateTime
 
 NAMING = {
@@ -57,41 +61,6 @@ class Base(DeclarativeBase):
 
 def _in(column: str, values: list[str]) -> str:
     return f"{column} IN ({', '.join(repr(v) for v in values)})"
-
-
-class Protocol(enum.IntEnum):
-    """The reference product's protocol bitmask."""
-
-    IOS = 1
-    KES = 2
-    EAS = 4
-
-
-class DeviceStatus(enum.StrEnum):
-    OK = "ok"
-    WIPED = "wiped"
-    REMOVING = "removing"
-    REMOVE_FAILED = "remove_failed"
-    UNMANAGED = "unmanaged"
-
-
-class CommandStatus(enum.StrEnum):
-    PROCESSING = "processing"
-    COMPLETED = "completed"
-    FAILED = "failed"
-    REMOVING = "removing"
-    REMOVED = "removed"
-    REMOVE_FAILED = "remove_failed"
-
-
-ACTIVE_COMMAND_STATUSES = (CommandStatus.PROCESSING, CommandStatus.REMOVING)
-
-
-class Severity(enum.StrEnum):
-    INFO = "info"
-    WARNING = "warning"
-    FUNCTIONAL_FAILURE = "functional_failure"
-    CRITICAL = "critical"
 
 
 class User(Base):
