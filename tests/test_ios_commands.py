@@ -22,16 +22,10 @@ from mdm.core.errors import InvalidArgument, ServiceError, Unsupported
 from mdm.core.library import LIBRARY
 from mdm.db.models import Device, Protocol
 from mdm.ios import schema
-from mdm.ios.commands import (
-    GENERATED_REQUEST_TYPES,
-    IosCommandTranslator,
-    SlotSigner,
-    command_uuid,
-    split_command_uuid,
-    steps_of,
-    to_json_safe,
-    to_plist_dict,
-)
+from mdm.ios.command_codec import to_json_safe, to_plist_dict
+from mdm.ios.command_steps import command_uuid, split_command_uuid, steps_of
+from mdm.ios.commands import GENERATED_REQUEST_TYPES, IosCommandTranslator
+from mdm.ios.profile_signer import SlotSigner
 from mdm.ios.profiles import PasscodePolicy, Profile
 from mdm.ios.signing import ProfileSigner, sign_profile
 

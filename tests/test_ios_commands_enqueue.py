@@ -16,15 +16,9 @@ from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Event, Protocol
 from mdm.ios import schema
-from mdm.ios.commands import (
-    MASK,
-    answered_step,
-    mask_secrets,
-    outgoing,
-    split_command_uuid,
-    steps_of,
-    to_plist_dict,
-)
+from mdm.ios.command_codec import to_plist_dict
+from mdm.ios.command_masking import MASK, mask_secrets
+from mdm.ios.command_steps import answered_step, outgoing, split_command_uuid, steps_of
 from mdm.ios.plugin import TRANSLATOR
 from mdm.ios.signing import ProfileSigner
 from mdm.server.runtime import Server

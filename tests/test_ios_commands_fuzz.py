@@ -14,7 +14,9 @@ from mdm.core.errors import ServiceError
 from mdm.core.library import LIBRARY
 from mdm.db.models import Device, Protocol
 from mdm.ios import schema
-from mdm.ios.commands import IosCommandTranslator, steps_of, to_plist_dict
+from mdm.ios.command_codec import to_plist_dict
+from mdm.ios.command_steps import steps_of
+from mdm.ios.commands import IosCommandTranslator
 
 IOS_TYPES = sorted(name for name, c in LIBRARY.items() if Protocol.IOS in c.protocols)
 KEYS = st.sampled_from(

@@ -19,7 +19,8 @@ from sqlalchemy import select
 from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import Command, Device, Event
-from mdm.ios.commands import steps_of, to_plist_dict
+from mdm.ios.command_codec import to_plist_dict
+from mdm.ios.command_steps import steps_of
 from mdm.pki import renewal
 from mdm.pki.issuance import serial_hex
 from mdm.pki.tables import IssuedCertificateRecord

@@ -14,7 +14,7 @@ not yet answered). A report for a finished, deferred or never-delivered command 
 confused device: 400, nothing changes.
 
 Multi-step commands (the translator's ``{"Steps": [...]}``) go out one step per response with
-CommandUUID ``GUID.N`` (``mdm.ios.commands.outgoing``); each answer but the last is recorded with
+CommandUUID ``GUID.N`` (``mdm.ios.command_steps.outgoing``); each answer but the last is recorded with
 ``core.commands.step_done`` and the next step follows in the same response.
 """
 
@@ -31,8 +31,7 @@ from mdm.core import commands, events, library
 from mdm.core.commands import step_index
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, DeviceStatus, Severity, utcnow
-from mdm.ios import commands as ios_commands
-from mdm.ios import inventory
+from mdm.ios import command_steps, inventory
 from mdm.ios.identity import Binding
 from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
 from mdm.ios.push_seam import backoff, schedule_push
@@ -129,7 +128,7 @@ async def _encode(session: AsyncSession, command: Command, device_id: int) -> by
     payload = dict(command.payload or {})
     if not payload:
         payload = await _late_translation(session, command, device_id)
-    steps = ios_commands.steps_of(payload)
+    steps = command_steps.steps_of(payload)
     current = steps[min(step_index(command), len(steps) - 1)]
     problem = None
     unlock_token = None
@@ -142,7 +141,7 @@ async def _encode(session: AsyncSession, command: Command, device_id: int) -> by
             problem = "the device sent no UnlockToken; its passcode cannot be cleared"
     if problem is None:
         try:
-            uuid, body = ios_commands.outgoing(command, unlock_token=unlock_token)
+            uuid, body = command_steps.outgoing(command, unlock_token=unlock_token)
             return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
         except (TypeError, ValueError, OverflowError) as exc:
             problem = f"the command payload cannot be encoded as a property list: {exc}"
@@ -173,11 +172,11 @@ async def _late_translation(session: AsyncSession, command: Command, device_id: 
 
 async def _record(svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport) -> None:
     assert report.command_uuid is not None
-    guid, _ = ios_commands.split_command_uuid(report.command_uuid)
+    guid, _ = command_steps.split_command_uuid(report.command_uuid)
     command = await commands.lock_by_guid(session, guid)
     if command is None or command.device_id != binding.device_id:
         raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")
-    step = ios_commands.answered_step(command, report.command_uuid)
+    step = command_steps.answered_step(command, report.command_uuid)
     if step is None:
         raise _replay(report.command_uuid, command)
     request_type, last = step
@@ -233,7 +232,7 @@ async def _answered(
 async def _acknowledged(
     session: AsyncSession, binding: Binding, command: Command, report: CommandReport, step_type: str
 ) -> None:
-    steps = ios_commands.steps_of(command.payload or {})
+    steps = command_steps.steps_of(command.payload or {})
     step = steps[min(step_index(command), len(steps) - 1)]
     request_type = inventory.request_type_of(report.result, step_type or None)
     if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):

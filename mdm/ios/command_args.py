@@ -7,11 +7,13 @@ them as JSON Schema (``arg_schema``), and ``mdm command types --args`` prints th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mdm.core.errors import InvalidArgument
 from mdm.ios.profiles import Profile
 from mdm.ios.profiles.base import Data
 
@@ -255,3 +257,27 @@ def json_schema(command_type: str) -> dict[str, Any] | None:
         return None
     model = BY_COMMAND[command_type]
     return RAW_SCHEMA if model is None else model.model_json_schema()
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    out = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            out.append(f"unknown argument {where!r}")
+            continue
+        message = str(err["msg"]).removeprefix("Value error, ")
+        out.append(f"{where}: {message}" if where else message)
+    return out
+
+
+def parse_args(model: type[M], command_type: str, args: Mapping[str, Any]) -> M:
+    """``args`` validated by ``model``; InvalidArgument lists every problem."""
+    try:
+        return model.model_validate(dict(args))
+    except ValidationError as exc:
+        problems = _describe(exc)
+        raise InvalidArgument(f"{command_type}: {'; '.join(problems)}", problems=problems) from None

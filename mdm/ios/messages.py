@@ -125,7 +125,7 @@ def load_plist(body: bytes, *, max_depth: int = 32, max_nodes: int = 200_000) ->
 
 def to_json_safe(value: Any) -> Any:
     """Plist value -> JSON value: data as {"__data__": base64}, dates as {"__date__": iso} (the
-    markers ``mdm.ios.commands.to_plist_dict`` turns back into plist values)."""
+    markers ``mdm.ios.command_codec.to_plist_dict`` turns back into plist values)."""
     if isinstance(value, bool | int | str) or value is None:
         return value
     if isinstance(value, float):

@@ -14,10 +14,11 @@ from mdm.core.security_events import RejectionLog
 from mdm.db.models import Protocol
 from mdm.ios import config as ios_config
 from mdm.ios import notify, renewal
-from mdm.ios.commands import IosCommandTranslator, SlotSigner
+from mdm.ios.commands import IosCommandTranslator
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.handlers import install_routes
 from mdm.ios.identity import LRU, BindingCache, IdentityResolver
+from mdm.ios.profile_signer import SlotSigner
 from mdm.ios.service import IosService
 from mdm.ios.state import QueueHint
 from mdm.pki import services as pki_plugin

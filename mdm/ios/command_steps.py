@@ -1,0 +1,78 @@
+"""Step bookkeeping of multi-step commands.
+
+A stored payload is one Apple command (``RequestType`` at the top level) or several
+(RefreshDeviceInfo, SoftWipe, Locate/Alarm with ``enable_lost_mode``): ``{"Steps": [command,
+...]}``, delivered one at a time (see ``core.commands.step_done``). ``CommandUUID`` is the
+command's GUID for a one-step command and ``GUID.N`` for step N.
+
+Delivery (for the command channel)::
+
+    uuid, body = outgoing(command, unlock_token=ios_device.unlock_token)   # the step due now
+    plist = {"CommandUUID": uuid, "Command": body}
+    ...
+    guid, _ = split_command_uuid(report["CommandUUID"])                  # find the command
+    step = answered_step(command, report["CommandUUID"])                 # None: stale/replayed
+    request_type, last = step
+    await (core.commands.complete if last else core.commands.step_done)(session, command, ...)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from mdm.core.commands import step_index
+from mdm.db.models import Command
+from mdm.ios.command_codec import to_plist_dict
+
+STEPS = "Steps"
+
+
+def steps_of(payload: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The Apple commands of a stored payload, in delivery order (one for most commands)."""
+    steps = payload.get(STEPS)
+    if "RequestType" not in payload and isinstance(steps, list):
+        return [dict(s) for s in steps]
+    return [dict(payload)]
+
+
+def stored(steps: list[Any]) -> dict[str, Any]:
+    """The payload to store for these (JSON-safe) steps."""
+    return steps[0] if len(steps) == 1 else {STEPS: steps}
+
+
+def command_uuid(guid: str, step: int, total: int) -> str:
+    """CommandUUID of a step: the command's GUID, suffixed ``.N`` when it has several steps."""
+    return guid if total <= 1 else f"{guid}.{step}"
+
+
+def split_command_uuid(value: str) -> tuple[str, int]:
+    """``guid`` or ``guid.N`` -> (guid, step)."""
+    guid, sep, tail = value.rpartition(".")
+    if sep and tail.isdigit() and len(tail) <= 4:
+        return guid, int(tail)
+    return value, 0
+
+
+def current_step(command: Command) -> dict[str, Any]:
+    """The stored Apple command of the step due now (the last one once all are answered)."""
+    steps = steps_of(command.payload or {})
+    return steps[min(step_index(command), len(steps) - 1)]
+
+
+def outgoing(command: Command, *, unlock_token: bytes | None = None) -> tuple[str, dict[str, Any]]:
+    """(CommandUUID, ``Command`` dict) of the step of ``command`` to deliver now."""
+    steps = steps_of(command.payload or {})
+    index = min(step_index(command), len(steps) - 1)
+    body = to_plist_dict(steps[index], unlock_token=unlock_token)
+    return command_uuid(command.guid, index, len(steps)), body
+
+
+def answered_step(command: Command, reported_uuid: str) -> tuple[str, bool] | None:
+    """For a device's report: (RequestType of the step it answers, whether it is the last step),
+    or None when ``reported_uuid`` is not the step in flight (a stale or replayed report)."""
+    steps = steps_of(command.payload or {})
+    index = step_index(command)
+    if index >= len(steps) or reported_uuid != command_uuid(command.guid, index, len(steps)):
+        return None
+    return str(steps[index].get("RequestType", "")), index == len(steps) - 1
