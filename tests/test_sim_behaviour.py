@@ -320,3 +320,12 @@ def test_provisioning_profiles() -> None:
     assert _ask(state, "RemoveProvisioningProfile", UUID="A1B2")["Status"] == "Acknowledged"
     assert _ask(state, "RemoveProvisioningProfile", UUID="A1B2")["Status"] == "Error"
     assert _ask(state, "InstallProvisioningProfile", ProvisioningProfile=b"junk")["Status"] == "Error"
+
+
+def test_each_request_type_belongs_to_one_handler_family() -> None:
+    """The dispatch table merges the families; a RequestType in two would silently shadow one."""
+    from mdm.sim import actions, installs, queries
+
+    families = [queries.HANDLERS, actions.HANDLERS, installs.HANDLERS]
+    assert sum(len(f) for f in families) == len(B.HANDLERS)
+    assert all(B.HANDLERS[name] is handler for f in families for name, handler in f.items())

@@ -17,9 +17,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from mdm.sim import profile as profiles
-from mdm.sim.behaviour import DeviceState, InstalledProfile, answer
+from mdm.sim.behaviour import answer
 from mdm.sim.facts import HardwareFacts
 from mdm.sim.identity import Identity
+from mdm.sim.state import DeviceState, InstalledProfile
 from mdm.sim.transport import Mode, Transport, TransportError, client_context
 
 MAX_COMMANDS_PER_SESSION = 1000
