@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from mdm.bench import ios, wrk
-from mdm.bench.stats import Samples, percentile
+from mdm.sim.stats import Samples, percentile
 
 pytestmark = pytest.mark.slow
 

@@ -19,11 +19,11 @@ from cryptography import x509
 from mdm.bench import identities, wrk
 from mdm.bench.model import AdminError, Options, Report, Say
 from mdm.bench.progress import Progress, timed
-from mdm.bench.stats import Samples
 from mdm.sim import profile as profiles
 from mdm.sim.device import fetch_profile
 from mdm.sim.facts import HardwareFacts
 from mdm.sim.fleet import Fleet, FleetError, Member
+from mdm.sim.stats import Samples
 from mdm.sim.transport import client_context
 
 # ---- admin API ------------------------------------------------------------------------------------

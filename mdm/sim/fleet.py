@@ -21,10 +21,11 @@ from typing import Any
 
 import aiohttp
 
-from mdm.bench.stats import Samples
-from mdm.sim.behaviour import DeviceState, answer
+from mdm.sim.behaviour import answer
 from mdm.sim.facts import HardwareFacts
 from mdm.sim.identity import Identity
+from mdm.sim.state import DeviceState
+from mdm.sim.stats import Samples
 from mdm.sim.transport import CHECKIN_TYPE, COMMAND_TYPE, Mode, client_context, encode
 
 # Re-sign idle bodies older than this (the server's default replay window is 600 s).
