@@ -1,11 +1,11 @@
 """Automatic renewal: the worker finds device certificates inside their renewal window, emits
 cert_expiring once, asks the protocol's registered renewer, marks expired certificates; a real
-renewer (registered here) issues the replacement through issuance.issue(renews_serial=...)."""
+renewer (registered here, in ctx.services[RENEWERS]) issues the replacement through
+issuance.issue(renews_serial=...)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -13,29 +13,33 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.db.models import Device, Event, Protocol, User
+from mdm.core.events import EventBody, EventType
+from mdm.db.models import Device, Event, Protocol, Severity, User
 from mdm.pki import renewal
 from mdm.pki import services as plugin
-from mdm.pki.issuance import CertificateRequest, issue
+from mdm.pki.issuance import CertificateRequest, CertificateSource, issue
+from mdm.pki.renewers import Renewer, Renewers
 from mdm.pki.tables import CertType, IssuedCertificateRecord
-from mdm.server.context import ServerContext
 from mdm.server.runtime import Server
+
+HALF_DONE = EventType("half_done", Severity.INFO, EventBody, "test: emitted by a renewer that then fails")
 
 
 class ReissuingRenewer:
     """What a protocol does when the device answers at once: a new certificate for the same
     device, renewing the old one."""
 
-    def __init__(self) -> None:
+    def __init__(self, source: CertificateSource) -> None:
+        self.source = source
         self.asked: list[str] = []
 
     async def request_renewal(
-        self, ctx: ServerContext, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
+        self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
     ) -> str:
         self.asked.append(certificate.serial)
         new = await issue(
             session,
-            plugin.source(ctx),
+            self.source,
             CertificateRequest(
                 type=CertType(certificate.type),
                 common_name=device.identifier,
@@ -49,28 +53,28 @@ class ReissuingRenewer:
 
 
 class Unavailable:
-    async def request_renewal(self, ctx, session, device, certificate) -> str:
+    async def request_renewal(self, session, device, certificate) -> str:
         raise renewal.RenewalUnavailable("no push token")
 
 
 class Broken:
-    async def request_renewal(self, ctx, session, device, certificate) -> str:
-        events.emit(session, "half_done")  # must be rolled back with the failure
+    async def request_renewal(self, session, device, certificate) -> str:
+        events.emit(session, HALF_DONE)  # must be rolled back with the failure
         raise RuntimeError("renewer bug")
 
 
 @pytest.fixture
-def renewers() -> Iterator[dict[Protocol, object]]:
-    registered: dict[Protocol, object] = {}
-
-    yield registered
-    for protocol in list(registered):
-        renewal.unregister_renewer(protocol)
+def renewers(server: Server) -> Renewers:
+    """The server's renewers (created by the PKI plugin), where platforms register."""
+    return plugin.renewers(server.ctx)
 
 
-def register(registered: dict, protocol: Protocol, renewer) -> None:
-    renewal.register_renewer(protocol, renewer)
-    registered[protocol] = renewer
+def register(renewers: Renewers, protocol: Protocol, renewer: Renewer) -> None:
+    renewers.register(protocol, renewer)
+
+
+def reissuing(server: Server) -> ReissuingRenewer:
+    return ReissuingRenewer(plugin.source(server.ctx))
 
 
 async def device_with_cert(
@@ -118,7 +122,7 @@ async def event_types(db) -> list[tuple[str, dict]]:
 
 
 async def test_device_certificate_in_window_is_renewed(server: Server, db, renewers) -> None:
-    renewer = ReissuingRenewer()
+    renewer = reissuing(server)
     register(renewers, Protocol.KES, renewer)
     device_id, old = await device_with_cert(server, Protocol.KES, days=10)
     _, fresh = await device_with_cert(server, Protocol.KES, days=200, identifier="dev-2")
@@ -155,7 +159,7 @@ async def test_without_a_renewer_only_the_notice_goes_out(server: Server, db, re
     assert (report.expiring, report.unrenewable) == (0, 0)  # not nagged again before the retry time
     assert [t for t, _ in await event_types(db)] == ["cert_expiring"]
     # once a renewer exists, the next retry asks it
-    register(renewers, Protocol.IOS, ReissuingRenewer())
+    register(renewers, Protocol.IOS, reissuing(server))
     later = datetime.now(UTC) + timedelta(hours=server.ctx.config.pki.renewal_retry_hours, minutes=1)
     report = await renewal.renewal_pass(server.ctx, now=later)
     assert report.requested == 1
@@ -220,7 +224,7 @@ async def test_expired_certificates_are_marked(server: Server, db) -> None:
 
 @pytest.mark.parametrize("extra_config", ["[pki]\nrenewal_check_seconds = 0.5\n"])
 async def test_the_worker_renews_by_itself(server: Server, db, renewers) -> None:
-    register(renewers, Protocol.KES, ReissuingRenewer())
+    register(renewers, Protocol.KES, reissuing(server))
     _, serial = await device_with_cert(server, Protocol.KES, days=3)
     for _ in range(100):
         if (await record(db, serial)).status == "superseded":

@@ -3,20 +3,26 @@ a certificate source plugged in by name (the seam enterprise PKI connectors use)
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import httpx
-from conftest import listener_url
+import pytest
+from conftest import client_ssl_context, listener_url
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from pki_support import cli, make_ca, name
 from sqlalchemy import select
 
+from mdm.config import Config
 from mdm.db.models import Event, User
-from mdm.pki import sources
+from mdm.pki import plugin as pki_plugin
 from mdm.pki.issuance import CertificateRequest
 from mdm.pki.rules import DEFAULT_RULES
+from mdm.pki.sources import DEFAULT_SOURCES
+from mdm.plugins import PLUGINS
+from mdm.server.runtime import Server, open_context
 
 DEFAULTS = [
     {
@@ -141,25 +147,48 @@ class EnterpriseSource:
         return cert, [self.ca.cert]
 
 
-async def test_rules_pick_a_registered_source(api: httpx.AsyncClient, db) -> None:
+@pytest.fixture
+async def enterprise_api(
+    config: Config, admin_token: str
+) -> AsyncIterator[tuple[httpx.AsyncClient, EnterpriseSource]]:
+    """The admin API of a server whose PKI plugin was handed one more certificate source."""
     source = EnterpriseSource()
-    sources.register_source("testpki", lambda _config, _ca: source)
+    pki = pki_plugin.make_plugin({**DEFAULT_SOURCES, "testpki": lambda _config, _ca: source})
+    srv = Server(await open_context(config), tuple(pki if p.name == "pki" else p for p in PLUGINS))
+    await srv.start()
     try:
-        async with db.transaction() as session:
-            session.add(User(name="erin"))
-        r = await api.put(
-            "/api/v1/certificates/rules/vpn",
-            json={"source": "testpki", "template": "VPNUser", "validity_days": 90},
-        )
-        assert r.status_code == 200, r.text
-        r = await api.post("/api/v1/certificates", json={"user": "erin", "type": "vpn", "p12_password": "pw"})
-        assert r.status_code == 201, r.text
-        assert r.json()["certificate"]["source"] == "testpki"
-        assert source.templates == ["VPNUser"]
-        cert = x509.load_pem_x509_certificate(r.json()["certificate_pem"].encode())
-        assert cert.issuer == source.ca.cert.subject
+        async with httpx.AsyncClient(
+            base_url=listener_url(srv, "admin"), verify=client_ssl_context(config),
+            headers={"Authorization": f"Bearer {admin_token}"}, timeout=30,
+        ) as client:
+            yield client, source
     finally:
-        sources._FACTORIES.pop("testpki", None)
+        await srv.stop()
+
+
+async def test_rules_pick_a_source_handed_to_the_plugin(
+    enterprise_api: tuple[httpx.AsyncClient, EnterpriseSource], db
+) -> None:
+    api, source = enterprise_api
+    async with db.transaction() as session:
+        session.add(User(name="erin"))
+    r = await api.put(
+        "/api/v1/certificates/rules/vpn",
+        json={"source": "testpki", "template": "VPNUser", "validity_days": 90},
+    )
+    assert r.status_code == 200, r.text
+    r = await api.post("/api/v1/certificates", json={"user": "erin", "type": "vpn", "p12_password": "pw"})
+    assert r.status_code == 201, r.text
+    assert r.json()["certificate"]["source"] == "testpki"
+    assert source.templates == ["VPNUser"]
+    cert = x509.load_pem_x509_certificate(r.json()["certificate_pem"].encode())
+    assert cert.issuer == source.ca.cert.subject
+
+
+async def test_a_source_not_handed_to_the_plugin_is_refused(api: httpx.AsyncClient) -> None:
+    r = await api.put("/api/v1/certificates/rules/vpn", json={"source": "testpki"})
+    assert r.status_code == 400, r.text
+    assert "unknown certificate source 'testpki' (known: internal)" in r.text
 
 
 async def test_cli_rules(server, config, admin_token: str) -> None:

@@ -16,13 +16,13 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.errors import InvalidArgument, NotFound
-from mdm.db.models import Severity
+from mdm.pki import store
 from mdm.pki.ca import CertificateAuthority
+from mdm.pki.event_types import CERT_ISSUED, CERT_RENEWED
 from mdm.pki.keys import PrivateKey, generate_key
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
 
@@ -143,30 +143,22 @@ async def issue(
         renews_serial=normalise_serial(request.renews_serial) if request.renews_serial else None,
         pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
     )
-    session.add(record)
-    await session.flush()
-    renewed: dict[str, str] = {}
-    if request.renews_serial:
-        old_serial = normalise_serial(request.renews_serial)
-        old = await session.scalar(
-            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == old_serial)
-        )
+    await store.add_record(session, record)
+    if record.renews_serial is not None:
+        old = await store.by_serial(session, record.renews_serial)
         if old is not None and old.status == CertStatus.VALID.value:
             old.status = CertStatus.SUPERSEDED.value
-        renewed = {"renews_serial": normalise_serial(request.renews_serial)}
-    events.emit(
-        session,
-        "cert_renewed" if request.renews_serial else "cert_issued",
-        Severity.INFO,
-        device_id=request.device_id,
-        user_id=request.user_id,
-        serial=record.serial,
-        cert_type=record.type,
-        subject=record.subject,
-        not_after=record.not_after.isoformat(),
-        source=source.name,
-        **renewed,
-    )
+        events.emit(
+            session, CERT_RENEWED, device_id=request.device_id, user_id=request.user_id, serial=record.serial,
+            cert_type=record.type, subject=record.subject, not_after=record.not_after.isoformat(),
+            source=source.name, renews_serial=record.renews_serial,
+        )
+    else:
+        events.emit(
+            session, CERT_ISSUED, device_id=request.device_id, user_id=request.user_id, serial=record.serial,
+            cert_type=record.type, subject=record.subject, not_after=record.not_after.isoformat(),
+            source=source.name,
+        )
     return IssuedIdentity(cert, key, chain, record)
 
 
@@ -179,9 +171,7 @@ def normalise_serial(serial: str) -> str:
 
 
 async def get_record(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
-    record = await session.scalar(
-        select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == normalise_serial(serial))
-    )
+    record = await store.by_serial(session, normalise_serial(serial))
     if record is None:
         raise NotFound(f"no certificate with serial {serial}")
     return record

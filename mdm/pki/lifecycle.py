@@ -8,14 +8,14 @@ from datetime import UTC, datetime
 
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.errors import Conflict, InvalidArgument, NotFound
-from mdm.db.models import Severity, User
-from mdm.pki import rules
+from mdm.db.models import User
+from mdm.pki import rules, store
 from mdm.pki.crl import RevokedEntry, parse_reason
+from mdm.pki.event_types import CERT_REVOKED
 from mdm.pki.issuance import IssuedIdentity, get_record, issue
 from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
@@ -46,17 +46,14 @@ async def resolve_user(
     session: AsyncSession, name: str, *, create: bool = False, email: str | None = None
 ) -> tuple[User, bool]:
     """The user by name; created only when asked (a typo must not mint a new identity)."""
-    user = await session.scalar(select(User).where(User.name == name))
+    user = await store.user_by_name(session, name)
     if user is not None:
         return user, False
     if not create:
         raise NotFound(
             f"no user {name!r}; create it first (POST /api/v1/users) or ask to create it (--create-user)"
         )
-    user = User(name=name, email=email)
-    session.add(user)
-    await session.flush()
-    return user, True
+    return await store.add_user(session, name, email), True
 
 
 @dataclass
@@ -112,17 +109,16 @@ async def revoke(session: AsyncSession, serial: str, reason: str, *, by: str) ->
     if record.status == CertStatus.REVOKED.value:
         raise Conflict(
             f"certificate {record.serial} is already revoked ({record.revocation_reason}, "
-            f"{_aware(record.revoked_at or now):%Y-%m-%d %H:%M}Z)"
+            f"{record.revoked_at or now:%Y-%m-%d %H:%M}Z)"
         )
-    if record.status == CertStatus.EXPIRED.value or _aware(record.not_after) <= now:
+    if record.status == CertStatus.EXPIRED.value or record.not_after <= now:
         raise Conflict(f"certificate {record.serial} has expired; it no longer needs revoking")
     record.status = CertStatus.REVOKED.value
     record.revoked_at = now
     record.revocation_reason = reason_name
     events.emit(
         session,
-        "cert_revoked",
-        Severity.WARNING,
+        CERT_REVOKED,
         device_id=record.device_id,
         user_id=record.user_id,
         serial=record.serial,
@@ -137,42 +133,20 @@ async def revoke(session: AsyncSession, serial: str, reason: str, *, by: str) ->
 async def revoked_entries(session: AsyncSession, now: datetime | None = None) -> list[RevokedEntry]:
     """Revoked certificates that have not expired yet (expired ones drop off the CRL)."""
     now = now or datetime.now(UTC)
-    rows = await session.execute(
-        select(
-            IssuedCertificateRecord.serial,
-            IssuedCertificateRecord.revoked_at,
-            IssuedCertificateRecord.revocation_reason,
-            IssuedCertificateRecord.not_after,
-        ).where(
-            IssuedCertificateRecord.status == CertStatus.REVOKED.value,
-            IssuedCertificateRecord.not_after > now,
-        )
-    )
     return [
-        RevokedEntry(serial=r.serial, revoked_at=_aware(r.revoked_at or now), reason=r.revocation_reason,
-                     not_after=_aware(r.not_after))
-        for r in rows
+        RevokedEntry(serial=serial, revoked_at=revoked_at or now, reason=reason, not_after=not_after)
+        for serial, revoked_at, reason, not_after in await store.revoked_unexpired(session, now)
     ]
 
 
 async def revocation_marker(session: AsyncSession, now: datetime) -> tuple[int, str | None]:
     """A cheap summary of the revoked set (count, latest revocation): if it has not moved, the
     set has not changed (revocation is permanent), so the full list need not be read."""
-    record = IssuedCertificateRecord
-    stmt = select(func.count(record.id), func.max(record.revoked_at)).where(
-        record.status == CertStatus.REVOKED.value, record.not_after > now
-    )
-    row = (await session.execute(stmt)).one()
-    return int(row[0] or 0), (None if row[1] is None else str(row[1]))
+    return await store.revocation_marker(session, now)
 
 
 async def revoked_pems(session: AsyncSession, serials: list[str]) -> dict[str, str]:
-    rows = await session.execute(
-        select(IssuedCertificateRecord.serial, IssuedCertificateRecord.pem).where(
-            IssuedCertificateRecord.serial.in_(serials)
-        )
-    )
-    return {r.serial: r.pem for r in rows}
+    return await store.pems(session, serials)
 
 
 async def list_certificates(
@@ -186,24 +160,10 @@ async def list_certificates(
     device_id: int | None = None,
 ) -> tuple[list[tuple[IssuedCertificateRecord, str | None]], int | None]:
     """Newest first, with the owner's name; the cursor is the last id of the page."""
-    stmt = (
-        select(IssuedCertificateRecord, User.name)
-        .outerjoin(User, User.id == IssuedCertificateRecord.user_id)
-        .order_by(IssuedCertificateRecord.id.desc())
+    rows = await store.list_page(
+        session, limit=limit, before_id=before_id, user=user, status=status, cert_type=cert_type,
+        device_id=device_id,
     )
-    if before_id is not None:
-        stmt = stmt.where(IssuedCertificateRecord.id < before_id)
-    if user is not None:
-        stmt = stmt.where(User.name == user)
-    if status is not None:
-        stmt = stmt.where(IssuedCertificateRecord.status == status)
-    if cert_type is not None:
-        stmt = stmt.where(IssuedCertificateRecord.type == cert_type)
-    if device_id is not None:
-        stmt = stmt.where(IssuedCertificateRecord.device_id == device_id)
-    rows: list[tuple[IssuedCertificateRecord, str | None]] = [
-        (r[0], r[1]) for r in (await session.execute(stmt.limit(limit + 1))).all()
-    ]
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1][0].id if more and rows else None)
@@ -212,7 +172,7 @@ async def list_certificates(
 async def owner_name(session: AsyncSession, record: IssuedCertificateRecord) -> str | None:
     if record.user_id is None:
         return None
-    return await session.scalar(select(User.name).where(User.id == record.user_id))
+    return await store.user_name(session, record.user_id)
 
 
 async def get(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
@@ -221,8 +181,3 @@ async def get(session: AsyncSession, serial: str) -> IssuedCertificateRecord:
     except ValueError:
         raise NotFound(f"no certificate with serial {serial} (serials are hexadecimal)") from None
     return await get_record(session, serial)
-
-
-def _aware(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes for timezone-aware columns; they are UTC."""
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -1,29 +1,33 @@
 """Start-up wiring of the PKI: certificate sources, the client-certificate verifier, revocation
-(CRL, revoked set, KES TLS check), the listeners' TLS contexts (reserve slots), the admin API and
-web routes, and the revocation-refresh and renewal workers."""
+(CRL, revoked set, KES TLS check), the listeners' TLS contexts (reserve slots), the certificate
+service of the admin API, the renewers platforms register into, the web routes, and the
+revocation-refresh and renewal workers.
+
+Only the composition root (``mdm.plugins``) imports this module."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import timedelta
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
-from sqlalchemy import select
 
 from mdm.config_reload import hot
-from mdm.pki import castore, listener_tls
-from mdm.pki import web as pki_web
+from mdm.pki import castore, handlers_web, listener_tls, store
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.crl import crl_url_for
 from mdm.pki.keys import key_is_encrypted
 from mdm.pki.renewal import renewal_worker
+from mdm.pki.renewers import Renewers
 from mdm.pki.revocation import RevocationService
-from mdm.pki.services import CA, REVOCATION, SOURCE, SOURCES, VERIFIER, revocation
+from mdm.pki.service import CertificateService
+from mdm.pki.services import CA, CERTIFICATES, RENEWERS, REVOCATION, SOURCE, SOURCES, VERIFIER, revocation
 from mdm.pki.slots import SLOTS, load_slot_chain
-from mdm.pki.sources import INTERNAL, SourceSet
+from mdm.pki.sources import DEFAULT_SOURCES, INTERNAL, SourceFactory, SourceSet
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
 from mdm.pki.trust import ClientCertVerifier
 from mdm.server.context import ServerContext
@@ -32,7 +36,7 @@ from mdm.server.plugin import Plugin, Worker
 log = logging.getLogger(__name__)
 
 
-async def start_pki(ctx: ServerContext) -> None:
+async def start_pki(ctx: ServerContext, factories: Mapping[str, SourceFactory] = DEFAULT_SOURCES) -> None:
     config = ctx.config
     passphrase = config.ca_passphrase()
     ca = await asyncio.to_thread(CertificateAuthority.load, config.ca_dir, passphrase)
@@ -41,7 +45,7 @@ async def start_pki(ctx: ServerContext) -> None:
     ca.crl_url = crl_url_for(config)
     anchors = castore.client_anchors(ca, retired)
     await asyncio.to_thread(castore.write_client_trust, config.ca_dir, anchors)
-    sources = SourceSet(config, ca)
+    sources = SourceSet(config, ca, factories)
     ctx.services[SOURCES] = sources
     ctx.services[SOURCE] = sources.get(INTERNAL)
     verifier_ = ClientCertVerifier(anchors, [])
@@ -49,6 +53,8 @@ async def start_pki(ctx: ServerContext) -> None:
     validity = timedelta(hours=config.pki.crl_validity_hours)
     service = RevocationService(ctx.db, ca, retired, verifier_, validity, ctx.tls, config.ca_dir)
     ctx.services[REVOCATION] = service
+    ctx.services[CERTIFICATES] = CertificateService(ctx.db, sources, service)
+    ctx.services[RENEWERS] = Renewers()
     await service.refresh(force=True)
     await record_server_certificates(ctx)
     listener_tls.install(config, ctx.tls)
@@ -79,20 +85,17 @@ async def record_server_certificates(ctx: ServerContext) -> int:
     if not found:
         return 0
     async with ctx.db.transaction() as session:
-        known = set(
-            (await session.scalars(
-                select(IssuedCertificateRecord.serial).where(IssuedCertificateRecord.serial.in_(list(found)))
-            )).all()
-        )
-        for serial, cert in found.items():
-            if serial in known:
-                continue
-            session.add(IssuedCertificateRecord(
+        known = await store.known_serials(session, found)
+        await store.add_records(session, (
+            IssuedCertificateRecord(
                 serial=serial, type=CertType.SERVER.value, subject=cert.subject.rfc4514_string(),
                 source=INTERNAL, status=CertStatus.VALID.value, not_before=cert.not_valid_before_utc,
                 not_after=cert.not_valid_after_utc,
                 pem=cert.public_bytes(serialization.Encoding.PEM).decode(),
-            ))
+            )
+            for serial, cert in found.items()
+            if serial not in known
+        ))
     return len(set(found) - known)
 
 
@@ -111,16 +114,30 @@ async def revocation_worker(ctx: ServerContext) -> None:
             log.exception("revocation refresh failed; retrying")
 
 
-PLUGIN = Plugin(
-    name="pki",
-    startup=(start_pki,),
-    routes={"web": pki_web.install},
-    workers=(Worker("pki.revocation", revocation_worker), Worker("pki.renewal", renewal_worker)),
-    # mdm reload: the workers and issuance read these from ctx.config at each use (the server_*,
-    # root_*, issuing_* and extra_sans keys only matter to the CLI). The CRL settings, the
-    # passphrase and the KES TLS check are built in at start: restart.
-    hot=(hot(*(f"pki.{key}" for key in (
-        "revocation_refresh_seconds", "renewal_check_seconds", "renewal_retry_hours", "key_type", "rsa_bits",
-        "server_validity_days", "extra_sans", "root_validity_days", "issuing_validity_days",
-    ))),),
-)
+def make_plugin(sources: Mapping[str, SourceFactory] = DEFAULT_SOURCES) -> Plugin:
+    """The PKI plugin with these certificate sources (by the name issuance rules use; must
+    include ``internal``): the composition root adds enterprise connectors here."""
+    factories = dict(sources)
+    if INTERNAL not in factories:
+        raise ValueError(f"the certificate sources must include {INTERNAL!r}")
+
+    async def startup(ctx: ServerContext) -> None:
+        await start_pki(ctx, factories)
+
+    return Plugin(
+        name="pki",
+        startup=(startup,),
+        routes={"web": handlers_web.install},
+        workers=(Worker("pki.revocation", revocation_worker), Worker("pki.renewal", renewal_worker)),
+        # mdm reload: the workers and issuance read these from ctx.config at each use (the server_*,
+        # root_*, issuing_* and extra_sans keys only matter to the CLI). The CRL settings, the
+        # passphrase and the KES TLS check are built in at start: restart.
+        hot=(hot(*(f"pki.{key}" for key in (
+            "revocation_refresh_seconds", "renewal_check_seconds", "renewal_retry_hours", "key_type",
+            "rsa_bits",
+            "server_validity_days", "extra_sans", "root_validity_days", "issuing_validity_days",
+        ))),),
+    )
+
+
+PLUGIN = make_plugin()

@@ -19,16 +19,15 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from cryptography import x509
-from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.db.models import Device, Severity
-from mdm.pki import certcheck, pkcs12
+from mdm.db.models import Severity
+from mdm.pki import certcheck, pkcs12, store
 from mdm.pki.certcheck import CertInputError, CertSummary
+from mdm.pki.event_types import SERVER_CERT_REPLACED
 from mdm.pki.keys import PrivateKey
 from mdm.pki.slots import SLOTS, install_slot, load_slot_chain
-from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 
 PIN_ATTRIBUTE = "server_pin"
 SOON = timedelta(days=30)
@@ -97,8 +96,7 @@ def write(certs_dir: Path, prepared: Prepared) -> None:
 
 async def count_pinned(session: AsyncSession, fingerprint: str) -> int:
     """Devices whose ``attributes["server_pin"]`` is this certificate's SHA-256 (see module doc)."""
-    pin = Device.attributes[PIN_ATTRIBUTE].as_string()
-    return int(await session.scalar(select(func.count(Device.id)).where(pin == fingerprint)) or 0)
+    return await store.count_pinned(session, PIN_ATTRIBUTE, fingerprint)
 
 
 async def record(
@@ -107,16 +105,11 @@ async def record(
     """Emit ``server_cert_replaced``; a replaced certificate this CA had issued is superseded (so
     it no longer draws expiry notices)."""
     if old is not None:
-        await session.execute(
-            update(IssuedCertificateRecord)
-            .where(IssuedCertificateRecord.serial == old.serial,
-                   IssuedCertificateRecord.status == CertStatus.VALID.value)
-            .values(status=CertStatus.SUPERSEDED.value)
-        )
+        await store.supersede_valid(session, old.serial)
     events.emit(
         session,
-        "server_cert_replaced",
-        Severity.WARNING if pinned else Severity.INFO,
+        SERVER_CERT_REPLACED,
+        Severity.WARNING if pinned else None,  # pinned devices must receive the new pin
         slot=slot,
         old=_summary(old),
         new=_summary(new),

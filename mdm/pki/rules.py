@@ -4,18 +4,20 @@ migration; a missing row falls back to the same defaults)."""
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.errors import InvalidArgument, NotFound
 from mdm.db.models import utcnow
+from mdm.pki import store_rules
+from mdm.pki.event_types import CERT_RULE_CHANGED
 from mdm.pki.issuance import CertificateRequest
-from mdm.pki.sources import INTERNAL, source_names
+from mdm.pki.sources import INTERNAL
 from mdm.pki.tables import RULE_TYPES, CertType, IssuanceRuleRecord
 
 MAX_VALIDITY_DAYS = 3650
@@ -56,17 +58,18 @@ def _of(row: IssuanceRuleRecord) -> IssuanceRule:
 
 async def get_rule(session: AsyncSession, type: str | CertType) -> IssuanceRule:
     name = rule_type(str(type)).value
-    row = await session.get(IssuanceRuleRecord, name)
+    row = await store_rules.get(session, name)
     return _of(row) if row is not None else DEFAULT_RULES[name]
 
 
 async def all_rules(session: AsyncSession) -> list[IssuanceRule]:
-    rows = {r.type: _of(r) for r in (await session.scalars(select(IssuanceRuleRecord))).all()}
+    rows = {r.type: _of(r) for r in await store_rules.all_rows(session)}
     return [rows.get(name, default) for name, default in DEFAULT_RULES.items()]
 
 
-def validate(rule: IssuanceRule) -> None:
-    """Raise InvalidArgument naming the field; every rule stored has passed this."""
+def validate(rule: IssuanceRule, sources: Collection[str]) -> None:
+    """Raise InvalidArgument naming the field; every rule stored has passed this. ``sources``:
+    the names of the certificate sources this process knows."""
     if not 1 <= rule.validity_days <= MAX_VALIDITY_DAYS:
         raise InvalidArgument(
             f"validity_days: must be between 1 and {MAX_VALIDITY_DAYS} (got {rule.validity_days})"
@@ -86,15 +89,18 @@ def validate(rule: IssuanceRule) -> None:
             f"renewal_days: must be between 0 (no automatic renewal) and validity_days - 1 "
             f"({rule.validity_days - 1}) (got {rule.renewal_days})"
         )
-    if rule.source not in source_names():
-        known = ", ".join(source_names())
+    if rule.source not in sources:
+        known = ", ".join(sorted(sources))
         raise InvalidArgument(f"source: unknown certificate source {rule.source!r} (known: {known})")
     if rule.template is not None and (len(rule.template) > 255 or not rule.template.isprintable()):
         raise InvalidArgument("template: at most 255 printable characters")
 
 
-async def set_rule(session: AsyncSession, type: str, changes: dict[str, Any], *, by: str) -> IssuanceRule:
-    """Apply ``changes`` (a subset of EDITABLE) to the type's rule; emits ``cert_rule_changed``."""
+async def set_rule(
+    session: AsyncSession, type: str, changes: dict[str, Any], *, by: str, sources: Collection[str]
+) -> IssuanceRule:
+    """Apply ``changes`` (a subset of EDITABLE) to the type's rule; emits ``cert_rule_changed``.
+    ``sources``: the certificate source names a rule may name."""
     unknown = sorted(set(changes) - set(EDITABLE))
     if unknown:
         raise InvalidArgument(f"unknown rule fields: {', '.join(unknown)} (editable: {', '.join(EDITABLE)})")
@@ -106,11 +112,8 @@ async def set_rule(session: AsyncSession, type: str, changes: dict[str, Any], *,
     if changes.get("template") == "":
         changes = {**changes, "template": None}
     after = replace(before, **changes)
-    validate(after)
-    row = await session.get(IssuanceRuleRecord, after.type)
-    if row is None:
-        row = IssuanceRuleRecord(type=after.type)
-        session.add(row)
+    validate(after, sources)
+    row = await store_rules.get_or_add(session, after.type)
     for name in EDITABLE:
         setattr(row, name, getattr(after, name))
     row.updated_at = utcnow()
@@ -121,7 +124,7 @@ async def set_rule(session: AsyncSession, type: str, changes: dict[str, Any], *,
         if getattr(before, k) != getattr(after, k)
     }
     if changed:
-        events.emit(session, "cert_rule_changed", cert_type=after.type, changes=changed, by=by)
+        events.emit(session, CERT_RULE_CHANGED, cert_type=after.type, changes=changed, by=by)
     return after
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateSource
+from mdm.pki.renewers import Renewers
 from mdm.pki.revocation import RevocationService
+from mdm.pki.service import CertificateService
 from mdm.pki.sources import SourceSet
 from mdm.pki.trust import ClientCertVerifier
 from mdm.server.context import ServerContext, ServiceKey
@@ -16,6 +18,9 @@ SOURCES = ServiceKey("pki.sources", SourceSet)
 SOURCE: ServiceKey[CertificateSource] = ServiceKey("pki.source")
 VERIFIER = ServiceKey("pki.verifier", ClientCertVerifier)
 REVOCATION = ServiceKey("pki.revocation", RevocationService)
+CERTIFICATES = ServiceKey("pki.certificates", CertificateService)
+# Platforms register how their devices renew certificates into this at their start-up.
+RENEWERS = ServiceKey("pki.renewers", Renewers)
 
 
 def ca(ctx: ServerContext) -> CertificateAuthority:
@@ -36,3 +41,7 @@ def verifier(ctx: ServerContext) -> ClientCertVerifier:
 
 def revocation(ctx: ServerContext) -> RevocationService:
     return ctx.services[REVOCATION]
+
+
+def renewers(ctx: ServerContext) -> Renewers:
+    return ctx.services[RENEWERS]

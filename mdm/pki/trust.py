@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 from cryptography.x509.verification import (
@@ -56,8 +56,7 @@ class ClientCertVerifier:
                  cache_size: int = DEFAULT_CACHE_SIZE) -> None:
         self._store = Store(trusted_roots)
         self._intermediates = list(intermediates)
-        self._cache: OrderedDict[bytes, VerifiedCertificate] = OrderedDict()
-        self._cache_size = cache_size
+        self._cache: LRUCache[bytes, VerifiedCertificate] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
         self.revoked: frozenset[str] = frozenset()
 
@@ -87,9 +86,7 @@ class ClientCertVerifier:
         fingerprint = hashlib.sha256(der).digest()
         now = datetime.now(UTC)
         with self._lock:
-            hit = self._cache.get(fingerprint)
-            if hit is not None:
-                self._cache.move_to_end(fingerprint)
+            hit = self._cache.get(fingerprint)  # a hit becomes the most recently used
         if hit is None:
             try:
                 cert = x509.load_der_x509_certificate(der)
@@ -97,9 +94,7 @@ class ClientCertVerifier:
                 raise IdentityRejected("malformed", "client certificate is not valid DER") from None
             hit = self._verify_chain(cert, fingerprint, now, extra_intermediates or [])
             with self._lock:
-                self._cache[fingerprint] = hit
-                while len(self._cache) > self._cache_size:
-                    self._cache.popitem(last=False)
+                self._cache[fingerprint] = hit  # evicts the least recently used past cache_size
         if hit.not_after < now:
             raise IdentityRejected(
                 "expired", f"certificate {hit.serial_hex} expired at {hit.not_after.isoformat()}"

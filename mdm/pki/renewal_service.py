@@ -1,0 +1,167 @@
+"""Automatic renewal before expiry: one sweep of the renewal worker (``mdm.pki.renewal``).
+
+A sweep does three things:
+
+1. marks certificates past their end ``expired`` (``cert_expired`` for those still valid);
+2. emits ``cert_expiring`` once per certificate entering its type's renewal window
+   (``renewal_days`` of the issuance rule; server certificates and types with automatic renewal
+   off get a fixed ``NOTICE_DAYS`` notice);
+3. for certificates bound to a device (``device_id``) of a type with ``renewal_days > 0``, asks
+   the device's protocol to renew through its ``Renewer`` (``mdm.pki.renewers``), and asks again
+   every ``retry`` until a new certificate replaces it (``cert_renewal_requested``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events
+from mdm.db.engine import Database
+from mdm.db.models import Device, DeviceStatus, Protocol
+from mdm.pki import rules, store, store_renewal
+from mdm.pki.event_types import CERT_EXPIRED, CERT_EXPIRING, CERT_RENEWAL_REQUESTED
+from mdm.pki.renewers import RenewalUnavailable, Renewer
+from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
+
+log = logging.getLogger("mdm.pki.renewal")
+
+NOTICE_DAYS = 30
+BATCH = 500
+
+RenewerLookup = Callable[[int], Renewer | None]
+
+
+@dataclass
+class RenewalReport:
+    expired: int = 0
+    expiring: int = 0
+    requested: int = 0
+    unrenewable: int = 0
+    failed: int = 0
+
+
+class RenewalSweep:
+    """Sweeps over the certificates of ``db``; ``renewer_for`` gives a protocol's renewer."""
+
+    def __init__(self, db: Database, renewer_for: RenewerLookup) -> None:
+        self.db = db
+        self.renewer_for = renewer_for
+
+    async def run(self, now: datetime, retry: timedelta) -> RenewalReport:
+        """One sweep: expire, notify, ask for renewals. Safe to run on several replicas at once."""
+        report = RenewalReport()
+        async with self.db.transaction() as session:
+            await _expire(session, now, report)
+            windows: list[tuple[str, int, bool]] = [
+                (r.type, r.renewal_days or NOTICE_DAYS, r.renewal_days > 0)
+                for r in await rules.all_rules(session)
+            ]
+        windows.append((CertType.SERVER.value, NOTICE_DAYS, False))
+        for cert_type, days, automatic in windows:
+            async with self.db.session() as session:
+                ids = await store_renewal.due_ids(
+                    session, cert_type, now, timedelta(days=days), retry, automatic, BATCH
+                )
+            for cert_id in ids:
+                await self._handle(cert_id, now, retry, automatic, report)
+        if report.expired or report.expiring or report.requested or report.failed:
+            log.info(
+                "renewal pass: %d expired, %d entered their renewal window, %d renewals requested, "
+                "%d not renewable now, %d failed",
+                report.expired, report.expiring, report.requested, report.unrenewable, report.failed,
+            )
+        return report
+
+    async def _handle(
+        self, cert_id: int, now: datetime, retry: timedelta, automatic: bool, report: RenewalReport
+    ) -> None:
+        noticed = report.expiring
+        try:
+            async with self.db.transaction() as session:
+                record = await store_renewal.claim_valid(session, cert_id)
+                if record is None:
+                    return
+                _notify(session, record, now, report)
+                if automatic and record.device_id is not None and _retry_due(record, now, retry):
+                    record.renewal_requested_at = now
+                    device = await store.device(session, record.device_id)
+                    await self._ask(session, device, record, report)
+        except Exception:
+            log.exception(
+                "renewal of certificate id %d failed; retrying after pki.renewal_retry_hours", cert_id
+            )
+            report.failed += 1
+            report.expiring = noticed  # the notice was rolled back with the rest; counted again below
+            # Keep the bookkeeping (notice, retry time) so a failing renewer is not called every pass.
+            async with self.db.transaction() as session:
+                record = await store_renewal.claim_valid(session, cert_id)
+                if record is not None:
+                    _notify(session, record, now, report)
+                    record.renewal_requested_at = now
+
+    async def _ask(
+        self, session: AsyncSession, device: Device | None, record: IssuedCertificateRecord,
+        report: RenewalReport,
+    ) -> None:
+        if device is None or device.status != DeviceStatus.OK.value:
+            report.unrenewable += 1
+            return
+        renewer = self.renewer_for(device.protocol)
+        if renewer is None:
+            log.warning(
+                "certificate %s of device %d is due for renewal but protocol %s has no renewer",
+                record.serial, device.id, Protocol(device.protocol).name.lower(),
+            )
+            report.unrenewable += 1
+            return
+        try:
+            note = await renewer.request_renewal(session, device, record)
+        except RenewalUnavailable as exc:
+            log.info(
+                "certificate %s of device %d: renewal not possible now: %s", record.serial, device.id, exc
+            )
+            report.unrenewable += 1
+            return
+        events.emit(
+            session, CERT_RENEWAL_REQUESTED, device_id=device.id, user_id=record.user_id,
+            serial=record.serial, cert_type=record.type, protocol=Protocol(device.protocol).name.lower(),
+            note=note,
+        )
+        report.requested += 1
+
+
+async def _expire(session: AsyncSession, now: datetime, report: RenewalReport) -> None:
+    for record in await store_renewal.claim_expired(session, now, BATCH):
+        if record.status == CertStatus.VALID.value:
+            events.emit(
+                session, CERT_EXPIRED, device_id=record.device_id, user_id=record.user_id,
+                serial=record.serial, cert_type=record.type, subject=record.subject,
+                not_after=record.not_after.isoformat(),
+            )
+        record.status = CertStatus.EXPIRED.value
+        report.expired += 1
+
+
+def _retry_due(record: IssuedCertificateRecord, now: datetime, retry: timedelta) -> bool:
+    last = record.renewal_requested_at
+    return last is None or last <= now - retry
+
+
+def _notify(
+    session: AsyncSession, record: IssuedCertificateRecord, now: datetime, report: RenewalReport
+) -> None:
+    if record.expiring_notified_at is not None:
+        return
+    record.expiring_notified_at = now
+    not_after = record.not_after
+    events.emit(
+        session, CERT_EXPIRING, device_id=record.device_id, user_id=record.user_id,
+        serial=record.serial, cert_type=record.type, subject=record.subject, not_after=not_after.isoformat(),
+        days_left=max(0, (not_after - now).days),
+    )
+    report.expiring += 1

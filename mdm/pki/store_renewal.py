@@ -1,0 +1,67 @@
+"""SQL of the renewal worker's sweeps: expired certificates, those due for a notice or a renewal
+request, and the claim of one certificate (row locks, so several replicas can sweep at once)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import or_, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.pki.tables import CertStatus, IssuedCertificateRecord
+
+Record = IssuedCertificateRecord
+
+
+async def claim_expired(session: AsyncSession, now: datetime, limit: int) -> list[IssuedCertificateRecord]:
+    """Valid or superseded certificates past their end, locked (skipping rows others hold)."""
+    stmt = (
+        select(Record)
+        .where(
+            Record.status.in_([CertStatus.VALID.value, CertStatus.SUPERSEDED.value]),
+            Record.not_after <= now,
+        )
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def due_ids(
+    session: AsyncSession,
+    cert_type: str,
+    now: datetime,
+    window: timedelta,
+    retry: timedelta,
+    automatic: bool,
+    limit: int,
+) -> list[int]:
+    """Ids of valid ``cert_type`` certificates ending within ``window`` that still need their
+    notice or (``automatic``: device certificates) a renewal request, soonest first."""
+    due = or_(
+        Record.expiring_notified_at.is_(None),
+        Record.renewal_requested_at.is_(None),
+        Record.renewal_requested_at <= now - retry,
+    ) if automatic else Record.expiring_notified_at.is_(None)
+    stmt = select(Record.id).where(
+        Record.status == CertStatus.VALID.value,
+        Record.type == cert_type,
+        Record.not_after > now,
+        Record.not_after <= now + window,
+        due,
+    )
+    if automatic:
+        # Certificates without a device only need the notice.
+        stmt = stmt.where(or_(Record.device_id.is_not(None), Record.expiring_notified_at.is_(None)))
+    stmt = stmt.order_by(Record.not_after).limit(limit)
+    return list((await session.scalars(stmt)).all())
+
+
+async def claim_valid(session: AsyncSession, cert_id: int) -> IssuedCertificateRecord | None:
+    """The certificate if it is still valid and no other sweep holds it."""
+    record: IssuedCertificateRecord | None = await session.scalar(
+        select(Record)
+        .where(Record.id == cert_id, Record.status == CertStatus.VALID.value)
+        .with_for_update(skip_locked=True)
+    )
+    return record
