@@ -11,7 +11,6 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import Any
 
 import aiohttp
 from cryptography import x509
@@ -19,6 +18,7 @@ from cryptography import x509
 from mdm.bench import identities, wrk
 from mdm.bench.model import AdminError, Options, Report, Say
 from mdm.bench.progress import Progress, timed
+from mdm.config import Config
 from mdm.sim import profile as profiles
 from mdm.sim.device import fetch_profile
 from mdm.sim.facts import HardwareFacts
@@ -79,7 +79,7 @@ class Admin:
 # ---- preparation ---------------------------------------------------------------------------------------
 
 
-async def local_members(options: Options, config: Any, say: Say, report: Report) -> list[Member]:
+async def local_members(options: Options, config: Config, say: Say, report: Report) -> list[Member]:
     path = identities.cache_path(config)
     chain = x509.load_pem_x509_certificates((config.ca_dir / "issuing.pem").read_bytes())
     cached = identities.load(path, chain)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
+from cryptography import x509
 
 from mdm.sim.behaviour import answer
 from mdm.sim.facts import HardwareFacts
@@ -79,7 +80,7 @@ class Fleet:
         checkin_url: str,
         topic: str,
         mode: Mode = "signature",
-        trusted_roots: Sequence[Any] = (),
+        trusted_roots: Sequence[x509.Certificate] = (),
         concurrency: int = 50,
         timeout: float = 30.0,
     ) -> None:
