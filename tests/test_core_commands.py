@@ -5,7 +5,15 @@ from __future__ import annotations
 import base64
 
 from mdm.core import commands
+from mdm.core.library import Translators
 from mdm.db.models import Command, Device, Protocol
+from mdm.ios.commands import IosCommandTranslator
+
+
+def _translators() -> Translators:
+    translators = Translators()
+    translators.register(Protocol.IOS, IosCommandTranslator())
+    return translators
 
 
 async def test_finished_commands_keep_no_payload(db) -> None:
@@ -21,8 +29,11 @@ async def test_finished_commands_keep_no_payload(db) -> None:
                 {"type": "wifi", "ssid": "corp", "encryption_type": "WPA2", "password": "s3cret-wifi"}
             ],
         }
-        command = await commands.enqueue(session, device, "InstallConfProf", {"profile": wifi})
-        recalled = await commands.enqueue(session, device, "Block", {})
+        translators = _translators()
+        command = await commands.enqueue(
+            session, device, "InstallConfProf", {"profile": wifi}, translators=translators
+        )
+        recalled = await commands.enqueue(session, device, "Block", {}, translators=translators)
         guid, recalled_guid = command.guid, recalled.guid
     async with db.transaction() as session:
         command = await commands.get_by_guid(session, guid)

@@ -12,25 +12,16 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Table, bindparam, delete, func, or_, select, text, update
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm import make_transient_to_detached
 
 from mdm.core import events, library
+from mdm.core import store_commands as store
 from mdm.core.errors import Conflict, InvalidArgument, NotFound, Unsupported
-from mdm.db.models import (
-    Command,
-    CommandJournalEntry,
-    CommandQueueEntry,
-    CommandStatus,
-    Device,
-    Severity,
-    utcnow,
-)
+from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED, COMMAND_FAILED, COMMAND_RECALLED
+from mdm.core.library import Translators
+from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, utcnow
 
 FINAL_STATUSES = {
     CommandStatus.COMPLETED,
@@ -43,30 +34,7 @@ FINAL_STATUSES = {
 def journal(
     session: AsyncSession, command: Command, status: str, detail: str | None = None
 ) -> CommandJournalEntry:
-    entry = CommandJournalEntry(command_id=command.id, status=status, detail=detail, at=utcnow())
-    session.add(entry)
-    return entry
-
-
-async def _active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
-    return await session.scalar(
-        select(Command).where(
-            Command.device_id == device_id, Command.type == type_, Command.active.is_(True)
-        )
-    )
-
-
-def _insert_unless_active(session: AsyncSession, values: dict[str, Any]) -> Any:
-    """INSERT of a command that yields no row when the device already has an active command of
-    that type (the partial unique index ``uq_commands_one_active_type``): one statement instead of
-    a look-up, a savepoint and a flush that may fail."""
-    insert_for = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
-    return (
-        insert_for(Command)
-        .values(values)
-        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=text("active"))
-        .returning(Command.id)
-    )
+    return store.add_journal(session, command.id, status, detail)
 
 
 async def enqueue(
@@ -76,9 +44,15 @@ async def enqueue(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
+    translators: Translators | None = None,
 ) -> Command:
-    """Queue one command; Conflict if the device already has an active command of that type."""
-    command, _ = await enqueue_logged(session, device, type_name, args, created_by=created_by)
+    """Queue one command; Conflict if the device already has an active command of that type.
+
+    ``translators``: the platforms' command translators (``ServerContext.translators``). None is
+    TRANSITIONAL (issue 10): the process-wide registry, for callers not yet handed one."""
+    command, _ = await enqueue_logged(
+        session, device, type_name, args, created_by=created_by, translators=translators
+    )
     return command
 
 
@@ -89,18 +63,21 @@ async def enqueue_logged(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
+    translators: Translators | None = None,
 ) -> tuple[Command, CommandJournalEntry]:
     """``enqueue`` that also returns the command's first journal entry (what the API answers
     with, so that nothing is read back)."""
+    if translators is None:
+        translators = library.transitional_default()
     ctype = library.lookup(type_name)
     args = dict(args or {})
-    payload = library.translate(ctype, args, device)
+    payload = translators.translate(ctype, args, device)
     now = utcnow()
     values: dict[str, Any] = {
         "guid": str(uuid.uuid4()).upper(),
         "device_id": device.id,
         "type": ctype.name,
-        "args": library.public_args(ctype, args, device),
+        "args": translators.public_args(ctype, args, device),
         "payload": payload,
         "flags": 0,
         "priority": ctype.priority,
@@ -115,30 +92,21 @@ async def enqueue_logged(
         "attempts": 0,
         "active": True,
     }
-    command_id = await session.scalar(_insert_unless_active(session, values))
-    if command_id is None:
-        existing = await _active_of_type(session, device.id, ctype.name)
+    command = await store.insert_unless_active(session, values)
+    if command is None:
+        existing = await store.active_of_type(session, device.id, ctype.name)
         raise Conflict(
             f"device {device.id} already has an active {ctype.name} command"
             + (f" ({existing.guid})" if existing is not None else ""),
             **({"command": existing.guid} if existing is not None else {}),
         )
-    command = Command(id=command_id, **values)
-    # The row exists: attach the object as persistent (no read-back, nothing dirty).
-    make_transient_to_detached(command)
-    session.add(command)
-    session.add(
-        CommandQueueEntry(
-            command_id=command.id, device_id=device.id, priority=command.priority, created_at=now
-        )
-    )
-    detail = "queued" if payload or library.translator_for(device.protocol) else (
+    detail = "queued" if payload or translators.get(device.protocol) else (
         "queued; no protocol handler is registered yet, delivery waits for one"
     )
     first = journal(session, command, CommandStatus.PROCESSING.value, detail)
     events.emit(
         session,
-        "command_created",
+        COMMAND_CREATED,
         device_id=device.id,
         command=command.guid,
         command_type=command.type,
@@ -160,6 +128,7 @@ async def enqueue_bulk(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
+    translators: Translators | None = None,
 ) -> BulkResult:
     """Queue for many devices; devices that cannot take it are reported, not failed."""
     ctype = library.lookup(type_name)
@@ -168,17 +137,18 @@ async def enqueue_bulk(
         try:
             library.check_supported(ctype, device)
             # enqueue() raises before it writes anything: no savepoint is needed per device.
-            result.created.append(await enqueue(session, device, type_name, args, created_by=created_by))
+            result.created.append(
+                await enqueue(
+                    session, device, type_name, args, created_by=created_by, translators=translators
+                )
+            )
         except (Conflict, Unsupported, InvalidArgument) as exc:
             result.skipped.append({"device": device.id, "reason": exc.message})
     return result
 
 
 async def get_by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command:
-    stmt = select(Command).where(Command.guid == guid.upper())
-    if for_update:
-        stmt = stmt.with_for_update()
-    command = await session.scalar(stmt)
+    command = await store.by_guid(session, guid.upper(), for_update=for_update)
     if command is None:
         raise NotFound(f"no command {guid}")
     return command
@@ -199,14 +169,14 @@ async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> 
         raise Conflict(f"command {command.guid} is already {command.status}; nothing to recall")
     if command.status == CommandStatus.REMOVING:
         return command
-    entry = await session.get(CommandQueueEntry, command.id)
+    entry = await store.queue_entry(session, command.id)
     if entry is not None and entry.in_flight:
         command.status = CommandStatus.REMOVING.value
         command.updated_at = utcnow()
         journal(session, command, command.status, f"recall requested by {by or 'unknown'}; device holds it")
     else:
         if entry is not None:
-            await session.delete(entry)
+            await store.delete_queue_entry(session, entry)
         done = step_index(command)
         if done:
             _finish(session, command, CommandStatus.REMOVE_FAILED)
@@ -217,7 +187,7 @@ async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> 
             journal(session, command, command.status, f"recalled by {by or 'unknown'} before delivery")
     events.emit(
         session,
-        "command_recalled",
+        COMMAND_RECALLED,
         device_id=command.device_id,
         command=command.guid,
         command_type=command.type,
@@ -231,70 +201,19 @@ async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> 
 
 async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[int] = ()) -> Command | None:
     """The next deliverable command: priority first, then age; NotNow'd ones wait their turn."""
-    now = utcnow()
-    stmt = (
-        select(Command)
-        .join(CommandQueueEntry, CommandQueueEntry.command_id == Command.id)
-        .where(
-            CommandQueueEntry.device_id == device_id,
-            Command.status == CommandStatus.PROCESSING.value,
-            or_(CommandQueueEntry.not_before.is_(None), CommandQueueEntry.not_before <= now),
-        )
-        .order_by(CommandQueueEntry.priority.desc(), CommandQueueEntry.command_id)
-        .limit(1)
-    )
-    if skip:
-        stmt = stmt.where(CommandQueueEntry.command_id.not_in(skip))
-    return await session.scalar(stmt)
-
-
-# Hot-path statements, built once against the tables (plain Core: no ORM bulk-update machinery,
-# compiled-statement cache hits). Parameters are bound by name at execution.
-_commands = cast(Table, Command.__table__)
-_queue = cast(Table, CommandQueueEntry.__table__)
-_journal = cast(Table, CommandJournalEntry.__table__)
-
-_CLAIM = (
-    update(_commands)
-    .where(_commands.c.id == bindparam("b_id"), _commands.c.status == CommandStatus.PROCESSING.value)
-    .values(
-        attempts=_commands.c.attempts + 1,
-        delivered_at=func.coalesce(_commands.c.delivered_at, bindparam("b_now")),
-        updated_at=bindparam("b_now"),
-    )
-    .returning(*_commands.c)
-)
-_BY_GUID_LOCKED = select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
-_SET_IN_FLIGHT = (
-    update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
-)
-_TAKE_IN_FLIGHT = (
-    delete(_queue)
-    .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
-    .returning(_queue.c.command_id)
-)
+    return await store.next_command(session, device_id, skip=skip)
 
 
 async def claim(session: AsyncSession, command_id: int) -> Command | None:
     """Lock a queued command for delivery and count the attempt, in one UPDATE ... RETURNING;
     None when it is no longer ``processing`` (a concurrent request got there first). Follow with
     ``delivered`` once the protocol message is built, or ``unclaim`` if it cannot be."""
-    row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
-    return None if row is None else _attach(session, row)
+    return await store.claim(session, command_id)
 
 
 async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
     """The command with this GUID, row-locked (PostgreSQL) for the rest of the transaction."""
-    row = (await session.execute(_BY_GUID_LOCKED, {"b_guid": guid})).first()
-    return None if row is None else _attach(session, row)
-
-
-def _attach(session: AsyncSession, row: Any) -> Command:
-    """An ORM object for a row a Core statement just read or wrote, without reading it again;
-    later attribute changes are flushed as usual."""
-    command = Command(**row._asdict())
-    make_transient_to_detached(command)
-    return session.sync_session.merge(command, load=False)
+    return await store.lock_by_guid(session, guid)
 
 
 def unclaim(command: Command) -> None:
@@ -306,14 +225,14 @@ def unclaim(command: Command) -> None:
 
 async def delivered(session: AsyncSession, command: Command) -> None:
     """The claimed command went out: it is in flight until the device answers."""
-    await session.execute(_SET_IN_FLIGHT, {"b_id": command.id})
+    await store.set_in_flight(session, command.id)
     if command.attempts == 1:
         journal(session, command, "delivered")
 
 
 async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:
     """The device said NotNow: keep it queued, not offered again before ``delay`` has passed."""
-    entry = await session.get(CommandQueueEntry, command.id)
+    entry = await store.queue_entry(session, command.id)
     if entry is None:
         return
     entry.in_flight = False
@@ -326,8 +245,7 @@ async def defer(session: AsyncSession, command: Command, delay: timedelta, detai
 async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
     """Remove an in-flight command from the queue; False if it was not in flight (a replayed or
     duplicate answer). One DELETE ... RETURNING both checks and removes."""
-    taken = await session.execute(_TAKE_IN_FLIGHT, {"b_id": command_id})
-    return taken.first() is not None
+    return await store.take_in_flight(session, command_id)
 
 
 async def complete(
@@ -347,7 +265,7 @@ async def complete(
     ``dequeued``: the caller already took the row out of the queue (``take_in_flight``).
     """
     if not dequeued:
-        await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+        await store.dequeue(session, command.id)
     previous = step_results(command)
     if previous:
         steps = [*previous, _step(success, info, data)]
@@ -367,8 +285,7 @@ async def complete(
     journal(session, command, status.value, info)
     events.emit(
         session,
-        "command_completed" if status == CommandStatus.COMPLETED else "command_failed",
-        Severity.INFO if status == CommandStatus.COMPLETED else Severity.WARNING,
+        COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED,
         device_id=command.device_id,
         command=command.guid,
         command_type=command.type,
@@ -416,14 +333,13 @@ async def step_done(
     command.updated_at = utcnow()
     detail = f"step {len(steps)} {'done' if success else 'failed'}" + (f": {info}" if info else "")
     if command.status == CommandStatus.REMOVING:
-        await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+        await store.dequeue(session, command.id)
         command.result_info = f"recalled after {len(steps)} step(s) had run; the rest were dropped"
         _finish(session, command, CommandStatus.REMOVE_FAILED)
         journal(session, command, CommandStatus.REMOVE_FAILED.value, f"{detail}; {command.result_info}")
         events.emit(
             session,
-            "command_failed",
-            Severity.WARNING,
+            COMMAND_FAILED,
             device_id=command.device_id,
             command=command.guid,
             command_type=command.type,
@@ -431,39 +347,16 @@ async def step_done(
             info=command.result_info,
         )
         return False
-    await session.execute(
-        update(CommandQueueEntry)
-        .where(CommandQueueEntry.command_id == command.id)
-        .values(in_flight=False, not_before=None)
-    )
+    await store.release_step(session, command.id)
     journal(session, command, "step", detail)
     return True
 
 
 async def journal_of(session: AsyncSession, command_id: int) -> list[CommandJournalEntry]:
-    rows = await session.scalars(
-        select(CommandJournalEntry)
-        .where(CommandJournalEntry.command_id == command_id)
-        .order_by(CommandJournalEntry.id)
-    )
-    return list(rows.all())
+    return await store.journal_of(session, command_id)
 
 
 async def command_log(
     session: AsyncSession, device_id: int, *, limit: int = 100, before_id: int | None = None
 ) -> list[tuple[Command, list[CommandJournalEntry]]]:
-    stmt = select(Command).where(Command.device_id == device_id)
-    if before_id is not None:
-        stmt = stmt.where(Command.id < before_id)
-    commands = list((await session.scalars(stmt.order_by(Command.id.desc()).limit(limit))).all())
-    if not commands:
-        return []
-    rows = await session.scalars(
-        select(CommandJournalEntry)
-        .where(CommandJournalEntry.command_id.in_([c.id for c in commands]))
-        .order_by(CommandJournalEntry.id)
-    )
-    by_command: dict[int, list[CommandJournalEntry]] = {c.id: [] for c in commands}
-    for row in rows:
-        by_command[row.command_id].append(row)
-    return [(c, by_command[c.id]) for c in commands]
+    return await store.command_log(session, device_id, limit=limit, before_id=before_id)

@@ -90,6 +90,26 @@ class Translators:
     def get(self, protocol: Protocol | int) -> CommandTranslator | None:
         return self._by_protocol.get(Protocol(protocol))
 
+    def public_args(self, command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
+        """The arguments to store and show: secrets masked when the translator knows which they are."""
+        mask = getattr(self.get(device.protocol), "public_args", None)
+        return dict(mask(command_type.name, args)) if callable(mask) else args
+
+    def translate(self, command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
+        """The protocol payload, or {} when no translator is registered yet for the protocol."""
+        check_supported(command_type, device)
+        translator = self.get(device.protocol)
+        if translator is None:
+            return {}
+        return translator.translate(command_type.name, args, device)
+
+    def arg_schema(self, command_type: str, protocol: Protocol) -> dict[str, Any] | None:
+        """The JSON Schema of the command's arguments on ``protocol``, when its translator
+        describes it (``arg_schema``)."""
+        describe = getattr(self.get(protocol), "arg_schema", None)
+        schema: dict[str, Any] | None = describe(command_type) if callable(describe) else None
+        return schema
+
 
 # Transitional: the process-wide instance the code used before translators were passed in.
 # Remove once every caller receives a ``Translators`` (issue 10).
@@ -123,15 +143,15 @@ def check_supported(command_type: CommandType, device: Device) -> None:
 
 
 def public_args(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
-    """The arguments to store and show: secrets masked when the translator knows which they are."""
-    mask = getattr(translator_for(device.protocol), "public_args", None)
-    return dict(mask(command_type.name, args)) if callable(mask) else args
+    """Transitional (``Translators.public_args`` on the process-wide instance)."""
+    return _DEFAULT.public_args(command_type, args, device)
 
 
 def translate(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
-    """The protocol payload, or {} when no translator is registered yet for the protocol."""
-    check_supported(command_type, device)
-    translator = translator_for(device.protocol)
-    if translator is None:
-        return {}
-    return translator.translate(command_type.name, args, device)
+    """Transitional (``Translators.translate`` on the process-wide instance)."""
+    return _DEFAULT.translate(command_type, args, device)
+
+
+def transitional_default() -> Translators:
+    """Transitional: the process-wide instance, for callers not yet handed a ``Translators``."""
+    return _DEFAULT

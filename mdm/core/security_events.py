@@ -27,12 +27,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mdm.core import events, metrics
+from mdm.core.event_types import SECURITY_REJECTIONS_AGGREGATED
 from mdm.db.engine import Database
-from mdm.db.models import Severity
 
 log = logging.getLogger("mdm.security")
 
-AGGREGATED = "security_rejections_aggregated"
+AGGREGATED = SECURITY_REJECTIONS_AGGREGATED.name  # the event type's name, e.g. to filter on
 CATCH_ALL = "*"
 
 
@@ -130,8 +130,7 @@ class RejectionLog:
                 for (event_type, source, reason), t in due:
                     events.emit(
                         session,
-                        AGGREGATED,
-                        Severity.WARNING,
+                        SECURITY_REJECTIONS_AGGREGATED,
                         event=event_type,
                         source=source,
                         reason=reason,

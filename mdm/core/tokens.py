@@ -10,9 +10,9 @@ import hmac
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mdm.core import store_tokens as store
 from mdm.core.errors import Conflict, InvalidArgument, NotFound
 from mdm.db.models import ApiToken, utcnow
 
@@ -78,19 +78,15 @@ async def create(
         if len(token) < 24:
             raise InvalidArgument("a token must be at least 24 characters long")
         prefix = token[:PREFIX_LEN]
-    if await session.scalar(select(ApiToken.id).where(ApiToken.name == name)) is not None:
+    if await store.name_taken(session, name):
         raise Conflict(f"a token named {name!r} already exists")
-    row = ApiToken(name=name, prefix=prefix, secret_hash=_hash(token), scopes=" ".join(scopes))
-    session.add(row)
-    await session.flush()
+    row = await store.add(session, name, prefix, _hash(token), " ".join(scopes))
     return row, token
 
 
 async def authenticate(session: AsyncSession, token: str) -> Principal | None:
     prefix = _split(token) or token[:PREFIX_LEN]
-    candidates = await session.scalars(
-        select(ApiToken).where(ApiToken.prefix == prefix, ApiToken.revoked.is_(False))
-    )
+    candidates = await store.live_with_prefix(session, prefix)
     digest = _hash(token)
     for row in candidates:
         if hmac.compare_digest(row.secret_hash, digest):
@@ -99,14 +95,33 @@ async def authenticate(session: AsyncSession, token: str) -> Principal | None:
 
 
 async def touch(session: AsyncSession, token_id: int) -> None:
-    row = await session.get(ApiToken, token_id)
+    row = await store.by_id(session, token_id)
     if row is not None:
         row.last_used_at = utcnow()
 
 
 async def revoke(session: AsyncSession, name: str) -> ApiToken:
-    row = await session.scalar(select(ApiToken).where(ApiToken.name == name))
+    row = await store.named(session, name)
     if row is None:
         raise NotFound(f"no token named {name!r}")
     row.revoked = True
     return row
+
+
+async def every(session: AsyncSession) -> list[ApiToken]:
+    """Every token, oldest first (revoked ones too)."""
+    return await store.every(session)
+
+
+async def replace_or_keep(
+    session: AsyncSession, name: str, scopes: list[str], token: str | None, *, force: bool
+) -> str | None:
+    """``mdm init``'s token: create it if missing; with ``force`` delete and create it again.
+    Returns the clear token, or None when one exists and is kept."""
+    existing = await store.named(session, name)
+    if existing is not None and not force:
+        return None
+    if existing is not None:
+        await store.delete(session, existing)
+    _, secret = await create(session, name, scopes, token)
+    return secret

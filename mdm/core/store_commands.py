@@ -1,0 +1,202 @@
+"""Every SQL statement of the command life cycle (``mdm.core.commands``): the queue, the journal
+and the command log. The delivery path's statements (claim, in flight, take) are built once
+against the tables: plain Core, no ORM bulk-update machinery, compiled-statement cache hits;
+parameters are bound by name at execution."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import make_transient_to_detached
+
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
+
+_commands = cast(Table, Command.__table__)
+_queue = cast(Table, CommandQueueEntry.__table__)
+
+_CLAIM = (
+    update(_commands)
+    .where(_commands.c.id == bindparam("b_id"), _commands.c.status == CommandStatus.PROCESSING.value)
+    .values(
+        attempts=_commands.c.attempts + 1,
+        delivered_at=func.coalesce(_commands.c.delivered_at, bindparam("b_now")),
+        updated_at=bindparam("b_now"),
+    )
+    .returning(*_commands.c)
+)
+_BY_GUID_LOCKED = select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
+_SET_IN_FLIGHT = (
+    update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
+)
+_TAKE_IN_FLIGHT = (
+    delete(_queue)
+    .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
+    .returning(_queue.c.command_id)
+)
+
+
+def add_journal(
+    session: AsyncSession, command_id: int, status: str, detail: str | None = None
+) -> CommandJournalEntry:
+    entry = CommandJournalEntry(command_id=command_id, status=status, detail=detail, at=utcnow())
+    session.add(entry)
+    return entry
+
+
+async def active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
+    return await session.scalar(
+        select(Command).where(
+            Command.device_id == device_id, Command.type == type_, Command.active.is_(True)
+        )
+    )
+
+
+async def insert_unless_active(session: AsyncSession, values: dict[str, Any]) -> Command | None:
+    """INSERT a command and queue it; None (nothing written) when the device already has an
+    active command of that type (the partial unique index ``uq_commands_one_active_type``): one
+    statement instead of a look-up, a savepoint and a flush that may fail."""
+    insert_for = pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    stmt = (
+        insert_for(Command)
+        .values(values)
+        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=text("active"))
+        .returning(Command.id)
+    )
+    command_id = await session.scalar(stmt)
+    if command_id is None:
+        return None
+    command = Command(id=command_id, **values)
+    # The row exists: attach the object as persistent (no read-back, nothing dirty).
+    make_transient_to_detached(command)
+    session.add(command)
+    session.add(
+        CommandQueueEntry(
+            command_id=command_id,
+            device_id=values["device_id"],
+            priority=values["priority"],
+            created_at=values["created_at"],
+        )
+    )
+    return command
+
+
+async def by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command | None:
+    stmt = select(Command).where(Command.guid == guid)
+    if for_update:
+        stmt = stmt.with_for_update()
+    return await session.scalar(stmt)
+
+
+async def queue_entry(session: AsyncSession, command_id: int) -> CommandQueueEntry | None:
+    return await session.get(CommandQueueEntry, command_id)
+
+
+async def delete_queue_entry(session: AsyncSession, entry: CommandQueueEntry) -> None:
+    await session.delete(entry)
+
+
+async def dequeue(session: AsyncSession, command_id: int) -> None:
+    await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command_id))
+
+
+async def release_step(session: AsyncSession, command_id: int) -> None:
+    """A step was answered: the command is offered again (its next step) at the next poll."""
+    await session.execute(
+        update(CommandQueueEntry)
+        .where(CommandQueueEntry.command_id == command_id)
+        .values(in_flight=False, not_before=None)
+    )
+
+
+async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[int] = ()) -> Command | None:
+    now = utcnow()
+    stmt = (
+        select(Command)
+        .join(CommandQueueEntry, CommandQueueEntry.command_id == Command.id)
+        .where(
+            CommandQueueEntry.device_id == device_id,
+            Command.status == CommandStatus.PROCESSING.value,
+            or_(CommandQueueEntry.not_before.is_(None), CommandQueueEntry.not_before <= now),
+        )
+        .order_by(CommandQueueEntry.priority.desc(), CommandQueueEntry.command_id)
+        .limit(1)
+    )
+    if skip:
+        stmt = stmt.where(CommandQueueEntry.command_id.not_in(skip))
+    return await session.scalar(stmt)
+
+
+async def claim(session: AsyncSession, command_id: int) -> Command | None:
+    row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
+    return None if row is None else _attach(session, row)
+
+
+async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
+    row = (await session.execute(_BY_GUID_LOCKED, {"b_guid": guid})).first()
+    return None if row is None else _attach(session, row)
+
+
+def _attach(session: AsyncSession, row: Row[Any]) -> Command:
+    """An ORM object for a row a Core statement just read or wrote, without reading it again;
+    later attribute changes are flushed as usual."""
+    command = Command(**row._asdict())
+    make_transient_to_detached(command)
+    return session.sync_session.merge(command, load=False)
+
+
+async def set_in_flight(session: AsyncSession, command_id: int) -> None:
+    await session.execute(_SET_IN_FLIGHT, {"b_id": command_id})
+
+
+async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
+    taken = await session.execute(_TAKE_IN_FLIGHT, {"b_id": command_id})
+    return taken.first() is not None
+
+
+async def journal_of(session: AsyncSession, command_id: int) -> list[CommandJournalEntry]:
+    rows = await session.scalars(
+        select(CommandJournalEntry)
+        .where(CommandJournalEntry.command_id == command_id)
+        .order_by(CommandJournalEntry.id)
+    )
+    return list(rows.all())
+
+
+async def command_log(
+    session: AsyncSession, device_id: int, *, limit: int, before_id: int | None = None
+) -> list[tuple[Command, list[CommandJournalEntry]]]:
+    stmt = select(Command).where(Command.device_id == device_id)
+    if before_id is not None:
+        stmt = stmt.where(Command.id < before_id)
+    commands = list((await session.scalars(stmt.order_by(Command.id.desc()).limit(limit))).all())
+    if not commands:
+        return []
+    rows = await session.scalars(
+        select(CommandJournalEntry)
+        .where(CommandJournalEntry.command_id.in_([c.id for c in commands]))
+        .order_by(CommandJournalEntry.id)
+    )
+    by_command: dict[int, list[CommandJournalEntry]] = {c.id: [] for c in commands}
+    for row in rows:
+        by_command[row.command_id].append(row)
+    return [(c, by_command[c.id]) for c in commands]
+
+
+async def active_count(session: AsyncSession, device_id: int) -> int:
+    return int(
+        await session.scalar(
+            select(func.count())
+            .select_from(Command)
+            .where(Command.device_id == device_id, Command.active.is_(True))
+        )
+        or 0
+    )
+
+
+async def queue_depth(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(CommandQueueEntry)) or 0)
