@@ -28,8 +28,8 @@ from sqlalchemy import update
 from mdm.config import Config
 from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
-from mdm.pki import services as pki_plugin
 from mdm.scep import client, envelope, settings
+from mdm.scep.keys import SCEP
 from mdm.scep.protocol import FailInfo, MessageType, PkiStatus
 from mdm.scep.tables import ScepChallenge
 from mdm.server.runtime import Server
@@ -356,7 +356,7 @@ class _RefusingSource:
 
 
 async def test_issuance_refused_is_a_failure_and_writes_nothing(http, server, ca, db) -> None:
-    server.ctx.services[pki_plugin.SOURCE] = _RefusingSource()
+    server.ctx.services[SCEP].source = _RefusingSource()  # the source SCEP issues through
     forged = Forge(ca, new_key()).pkcs_req(await make_challenge(db))
     text = await _failure(http, server, forged, ca, FailInfo.BAD_REQUEST)
     assert "template MobileDevice" in text

@@ -14,11 +14,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import delete, or_, select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core.errors import InvalidArgument
+from mdm.core.errors import InvalidArgument, NotFound
+from mdm.db.engine import Database
+from mdm.scep import store
 from mdm.scep.tables import ScepChallenge
 
 PREFIX_LEN = 8
@@ -28,10 +28,6 @@ MAX_TTL_SECONDS = 90 * 86400
 
 def _hash(challenge: str) -> bytes:
     return hashlib.sha256(challenge.encode()).digest()
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite returns naive UTC
 
 
 async def create_challenge(
@@ -48,7 +44,8 @@ async def create_challenge(
         raise InvalidArgument("purpose must be 1-64 characters")
     secret = secrets.token_hex(SECRET_HEX_LEN // 2)
     now = datetime.now(UTC)
-    session.add(
+    await store.add_challenge(
+        session,
         ScepChallenge(
             prefix=secret[:PREFIX_LEN],
             secret_hash=_hash(secret),
@@ -56,10 +53,24 @@ async def create_challenge(
             user_id=user_id,
             created_at=now,
             expires_at=now + timedelta(seconds=ttl_seconds),
-        )
+        ),
     )
-    await session.flush()
     return secret
+
+
+async def create_for(
+    db: Database, *, user: str | None, purpose: str, ttl_seconds: int
+) -> tuple[str, datetime]:
+    """Create a one-time challenge for the user named ``user`` (None: no owner), in its own
+    transaction; returns it (shown once) and when it expires."""
+    async with db.transaction() as session:
+        user_id = None
+        if user is not None:
+            user_id = await store.user_id_by_name(session, user)
+            if user_id is None:
+                raise NotFound(f"no user {user!r}")
+        secret = await create_challenge(session, user_id=user_id, purpose=purpose, ttl_seconds=ttl_seconds)
+    return secret, datetime.now(UTC) + timedelta(seconds=ttl_seconds)
 
 
 @dataclass(frozen=True)
@@ -83,9 +94,7 @@ async def match(session: AsyncSession, challenge: str, static_secret: str = "") 
     if len(challenge) != SECRET_HEX_LEN:
         return None
     digest = _hash(challenge)
-    rows = (
-        await session.scalars(select(ScepChallenge).where(ScepChallenge.prefix == challenge[:PREFIX_LEN]))
-    ).all()
+    rows = await store.challenges_with_prefix(session, challenge[:PREFIX_LEN])
     found = None
     for row in rows:
         if hmac.compare_digest(row.secret_hash, digest):
@@ -95,30 +104,16 @@ async def match(session: AsyncSession, challenge: str, static_secret: str = "") 
     problem = None
     if found.used_at is not None:
         problem = "used"
-    elif _aware(found.expires_at) <= datetime.now(UTC):
+    elif found.expires_at <= datetime.now(UTC):
         problem = "expired"
     return ChallengeMatch(found.id, found.user_id, found.purpose, problem)
 
 
 async def consume(session: AsyncSession, challenge_id: int) -> bool:
     """Mark the challenge used if it still is usable; False if another request got there first."""
-    now = datetime.now(UTC)
-    result = await session.execute(
-        update(ScepChallenge)
-        .where(
-            ScepChallenge.id == challenge_id, ScepChallenge.used_at.is_(None), ScepChallenge.expires_at > now
-        )
-        .values(used_at=now)
-    )
-    assert isinstance(result, CursorResult)
-    return result.rowcount == 1
+    return await store.consume_challenge(session, challenge_id, datetime.now(UTC))
 
 
 async def purge(session: AsyncSession, *, keep_days: int = 30) -> int:
     """Delete challenges used or expired more than ``keep_days`` ago; returns how many."""
-    cutoff = datetime.now(UTC) - timedelta(days=keep_days)
-    result = await session.execute(
-        delete(ScepChallenge).where(or_(ScepChallenge.expires_at < cutoff, ScepChallenge.used_at < cutoff))
-    )
-    assert isinstance(result, CursorResult)
-    return result.rowcount
+    return await store.delete_challenges_before(session, datetime.now(UTC) - timedelta(days=keep_days))

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.scep import service
+from mdm.scep.keys import SCEP
 from mdm.scep.protocol import (
     CONTENT_TYPE_CA_RA_CERT,
     CONTENT_TYPE_PKI_MESSAGE,
@@ -34,26 +35,28 @@ class PayloadTooLarge(ServiceError):
     code = "body_too_large"
 
 
+def _service(request: web.Request) -> service.ScepService:
+    return ctx_of(request).services[SCEP]
+
+
 async def _answer(request: web.Request, der: bytes) -> web.Response:
-    ctx = ctx_of(request)
     try:
-        reply = await service.pki_operation(ctx, der)
+        reply = await _service(request).pki_operation(der)
     except MalformedMessage as exc:
         raise InvalidArgument(f"PKIOperation: {exc}") from None
     return web.Response(body=reply, content_type=CONTENT_TYPE_PKI_MESSAGE)
 
 
 def _limit(request: web.Request) -> int:
-    return service.state_of(ctx_of(request)).settings.max_message_bytes
+    return _service(request).state.settings.max_message_bytes
 
 
 async def scep_get(request: web.Request) -> web.Response:
     operation = request.query.get("operation", "")
-    state = service.state_of(ctx_of(request))
     if operation == "GetCACaps":
         return web.Response(text=service.capabilities(), content_type="text/plain")
     if operation == "GetCACert":
-        return web.Response(body=service.ca_certificates(state), content_type=CONTENT_TYPE_CA_RA_CERT)
+        return web.Response(body=_service(request).ca_certificates(), content_type=CONTENT_TYPE_CA_RA_CERT)
     if operation == "PKIOperation":
         message = request.query.get("message", "")
         if not message:

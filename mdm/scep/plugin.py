@@ -8,9 +8,11 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
-from mdm.pki.services import CA
+from mdm.pki.services import CA, SOURCE, VERIFIER
 from mdm.scep import challenges, handlers, ra
-from mdm.scep.service import SERVICE_KEY, ScepState
+from mdm.scep.approval_service import ScepApprovals
+from mdm.scep.keys import APPROVALS, SCEP
+from mdm.scep.service import ScepService, ScepState
 from mdm.scep.settings import settings
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
@@ -21,25 +23,30 @@ PURGE_INTERVAL_SECONDS = 3600
 
 async def start_scep(ctx: ServerContext) -> None:
     conf = settings(ctx.config)
+    ctx.services[APPROVALS] = ScepApprovals(ctx.db, ctx.services[SOURCE], conf)
     if not conf.enabled:
         return
     credentials = await asyncio.to_thread(
         ra.ensure, ctx.config.data_path, ctx.services[CA], ctx.config.ca_passphrase(), ctx.config.hostname
     )
-    ctx.services[SERVICE_KEY] = ScepState(conf, credentials, conf.static_secret())
+    state = ScepState(conf, credentials, conf.static_secret())
+    ctx.services[SCEP] = ScepService(ctx.db, state, ctx.services[SOURCE], ctx.services[VERIFIER])
 
 
 def _reload_settings(ctx: ServerContext) -> None:
     """mdm reload: every key but ``enabled`` (the routes are installed at start) is read from the
     state at each request."""
-    old = ctx.services.get(SERVICE_KEY)
-    if old is not None:
-        conf = settings(ctx.config)
-        ctx.services[SERVICE_KEY] = ScepState(conf, old.ra, conf.static_secret())
+    conf = settings(ctx.config)
+    approvals = ctx.services.get(APPROVALS)
+    if approvals is not None:
+        approvals.settings = conf
+    service = ctx.services.get(SCEP)
+    if service is not None:
+        service.state = ScepState(conf, service.state.ra, conf.static_secret())
 
 
 def install(app: web.Application, ctx: ServerContext) -> None:
-    if SERVICE_KEY in ctx.services:
+    if SCEP in ctx.services:
         handlers.install(app, ctx)
 
 

@@ -1,4 +1,4 @@
-"""SCEP server logic: turn a pkiMessage into a CertRep, and approve/reject pending requests.
+"""SCEP protocol: turn a pkiMessage into a CertRep (the approval queue is ``approval_service``).
 
 Every refusal of a well-formed message is a CertRep FAILURE with a failInfo; a message too broken
 to answer (no transactionID, not CMS) is ``MalformedMessage`` and the handler answers HTTP 400.
@@ -13,7 +13,6 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from asn1crypto import cms
 from cryptography import x509
@@ -22,29 +21,27 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import AttributeOID, NameOID
-from sqlalchemy import select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.core.errors import Conflict, NotFound, ServiceError
-from mdm.db.models import Severity
+from mdm.core.errors import ServiceError
+from mdm.db.engine import Database
 from mdm.pki import issuance
-from mdm.pki import services as pki_plugin
-from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
-from mdm.pki.trust import IdentityRejected
-from mdm.scep import challenges, envelope, messages
+from mdm.pki import store as pki_store
+from mdm.pki.issuance import CertificateSource
+from mdm.pki.tables import CertStatus, IssuedCertificateRecord
+from mdm.pki.trust import ClientCertVerifier, IdentityRejected
+from mdm.scep import challenges, envelope, messages, store
 from mdm.scep.envelope import Encryption
+from mdm.scep.event_types import SCEP_REQUEST_PENDING
+from mdm.scep.issuing import issue_request
 from mdm.scep.protocol import FailInfo, MessageType, PkiStatus, ScepFailure
 from mdm.scep.ra import RaCredentials
 from mdm.scep.settings import ScepConfig
 from mdm.scep.tables import ScepTransaction, TransactionStatus
-from mdm.server.context import ServerContext, ServiceKey
 
 log = logging.getLogger("mdm.scep")
 
-SERVICE_KEY: ServiceKey[ScepState] = ServiceKey("scep.state")
 CAPABILITIES = ("AES", "DES3", "POSTPKIOperation", "Renewal", "SHA-1", "SHA-256", "SHA-512", "SCEPStandard")
 _NEEDS_REPLY_ENVELOPE = {
     MessageType.PKCS_REQ,
@@ -56,13 +53,12 @@ _NEEDS_REPLY_ENVELOPE = {
 
 @dataclass(frozen=True)
 class ScepState:
+    """What ``mdm reload`` replaces as one: the settings and the static challenge (the RA
+    certificates stay)."""
+
     settings: ScepConfig
     ra: RaCredentials
     static_secret: str
-
-
-def state_of(ctx: ServerContext) -> ScepState:
-    return ctx.services[SERVICE_KEY]
 
 
 @dataclass(frozen=True)
@@ -86,13 +82,32 @@ def fingerprint(public_key: CertificatePublicKeyTypes) -> str:
     return hashlib.sha256(der).hexdigest()
 
 
+class ScepService:
+    """The SCEP server of one process: its database, RA credentials and settings (``state``,
+    replaced by ``mdm reload``), the certificate source it issues through, and the verifier that
+    accepts the certificate a RenewalReq renews."""
+
+    def __init__(
+        self, db: Database, state: ScepState, source: CertificateSource, verifier: ClientCertVerifier
+    ) -> None:
+        self.db = db
+        self.state = state
+        self.source = source
+        self.verifier = verifier
+
+    def ca_certificates(self) -> bytes:
+        return ca_certificates(self.state)
+
+    async def pki_operation(self, der: bytes) -> bytes:
+        """Answer one pkiMessage with a signed CertRep. Raises MalformedMessage for non-messages."""
+        return await _pki_operation(self, self.state, der)
+
+
 # ---- PKIOperation ----------------------------------------------------------------------------
-async def pki_operation(ctx: ServerContext, der: bytes) -> bytes:
-    """Answer one pkiMessage with a signed CertRep. Raises MalformedMessage for non-messages."""
-    state = state_of(ctx)
+async def _pki_operation(svc: ScepService, state: ScepState, der: bytes) -> bytes:
     msg = messages.parse(der)
     try:
-        outcome = await _dispatch(ctx, state, msg)
+        outcome = await _dispatch(svc, state, msg)
     except ScepFailure as failure:
         outcome = Outcome(PkiStatus.FAILURE, failure=failure)
     kind = _type_name(msg.message_type)
@@ -145,7 +160,7 @@ def _reply(state: ScepState, msg: messages.PkiMessage, outcome: Outcome) -> byte
     )
 
 
-async def _dispatch(ctx: ServerContext, state: ScepState, msg: messages.PkiMessage) -> Outcome:
+async def _dispatch(svc: ScepService, state: ScepState, msg: messages.PkiMessage) -> Outcome:
     msg.verify()
     skew = state.settings.max_clock_skew_seconds
     if skew and msg.signing_time is not None:
@@ -168,11 +183,11 @@ async def _dispatch(ctx: ServerContext, state: ScepState, msg: messages.PkiMessa
     if msg.content is None:
         raise ScepFailure(FailInfo.BAD_REQUEST, "the message carries no pkcsPKIEnvelope")
     if kind in (MessageType.PKCS_REQ, MessageType.RENEWAL_REQ):
-        return await _enroll(ctx, state, msg, kind)
+        return await _enroll(svc, state, msg, kind)
     if kind == MessageType.CERT_POLL:
-        return await _poll(ctx, state, msg)
+        return await _poll(svc, state, msg)
     if kind == MessageType.GET_CERT:
-        return await _get_cert(ctx, state, msg)
+        return await _get_cert(svc, state, msg)
     if kind == MessageType.GET_CRL:
         raise ScepFailure(FailInfo.BAD_REQUEST, "GetCRL is not supported; use the CRL distribution point")
     raise ScepFailure(FailInfo.BAD_REQUEST, f"messageType {kind.name} is not a request")
@@ -234,15 +249,13 @@ def _challenge_of(csr: x509.CertificateSigningRequest) -> str | None:
         return None
 
 
-async def _existing(ctx: ServerContext, transaction_id: str) -> ScepTransaction | None:
-    async with ctx.db.session() as session:
-        return await session.scalar(
-            select(ScepTransaction).where(ScepTransaction.transaction_id == transaction_id)
-        )
+async def _existing(svc: ScepService, transaction_id: str) -> ScepTransaction | None:
+    async with svc.db.session() as session:
+        return await store.transaction_by_id(session, transaction_id)
 
 
 async def _enroll(
-    ctx: ServerContext, state: ScepState, msg: messages.PkiMessage, kind: MessageType
+    svc: ScepService, state: ScepState, msg: messages.PkiMessage, kind: MessageType
 ) -> Outcome:
     assert msg.signer is not None
     plaintext, encryption = await _open(state, msg)
@@ -251,7 +264,7 @@ async def _enroll(
     req = _Request(req.csr, req.common_name, req.key_fingerprint, signer_fp)
     if kind == MessageType.PKCS_REQ and signer_fp != req.key_fingerprint:
         raise ScepFailure(FailInfo.BAD_REQUEST, "PKCSReq must be signed with the key being certified")
-    existing = await _existing(ctx, msg.transaction_id)
+    existing = await _existing(svc, msg.transaction_id)
     if existing is not None:
         if existing.key_fingerprint != req.key_fingerprint:
             raise ScepFailure(FailInfo.BAD_REQUEST, "transactionID is already in use with another key")
@@ -269,7 +282,7 @@ async def _enroll(
         password = _challenge_of(req.csr)
         if not password:
             raise ScepFailure(FailInfo.BAD_REQUEST, "the CSR carries no challengePassword")
-        async with ctx.db.session() as session:
+        async with svc.db.session() as session:
             challenge = await challenges.match(session, password, state.static_secret)
         if challenge is None or challenge.problem:
             reason = "unknown" if challenge is None else f"{challenge.problem} (challenge {challenge.id})"
@@ -280,11 +293,11 @@ async def _enroll(
             )
         user_id = challenge.user_id
     else:
-        record = await _renewable(ctx, msg.signer)
+        record = await _renewable(svc, msg.signer)
         user_id, device_id, renews = record.user_id, record.device_id, record.serial
 
     try:
-        async with ctx.db.transaction() as session:
+        async with svc.db.transaction() as session:
             # The first statement writes, so SQLite takes its write lock before any read.
             if (
                 challenge is not None
@@ -308,13 +321,11 @@ async def _enroll(
                 challenge_id=challenge.id if challenge else None,
                 renews_serial=renews,
             )
-            session.add(row)
-            await session.flush()
+            await store.add_transaction(session, row)
             if state.settings.manual_approval:
                 events.emit(
                     session,
-                    "scep_request_pending",
-                    Severity.INFO,
+                    SCEP_REQUEST_PENDING,
                     user_id=user_id,
                     request_id=row.id,
                     transaction_id=row.transaction_id,
@@ -322,7 +333,9 @@ async def _enroll(
                 )
                 return Outcome(PkiStatus.PENDING)
             try:
-                cert = await _issue(ctx, state, session, row, req.csr, device_id=device_id)
+                cert = await issue_request(
+                    session, svc.source, state.settings, row, req.csr, device_id=device_id
+                )
             except ServiceError as exc:  # refused by the issuance rules or the certificate source
                 raise ScepFailure(FailInfo.BAD_REQUEST, exc.message) from None
     except IntegrityError:
@@ -334,18 +347,16 @@ async def _enroll(
     return Outcome(PkiStatus.SUCCESS, certificate=cert, encryption=encryption)
 
 
-async def _renewable(ctx: ServerContext, signer: x509.Certificate) -> IssuedCertificateRecord:
+async def _renewable(svc: ScepService, signer: x509.Certificate) -> IssuedCertificateRecord:
     """RenewalReq: the signer must be a valid certificate we issued."""
     try:
-        verified = pki_plugin.verifier(ctx).verify(signer)
+        verified = svc.verifier.verify(signer)
     except IdentityRejected as exc:
         raise ScepFailure(
             FailInfo.BAD_CERT_ID, "the certificate being renewed is not valid here", exc.message
         ) from None
-    async with ctx.db.session() as session:
-        record = await session.scalar(
-            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == verified.serial_hex)
-        )
+    async with svc.db.session() as session:
+        record = await pki_store.by_serial(session, verified.serial_hex)
     if record is None or record.status not in (CertStatus.VALID, CertStatus.SUPERSEDED):
         raise ScepFailure(
             FailInfo.BAD_CERT_ID,
@@ -355,45 +366,17 @@ async def _renewable(ctx: ServerContext, signer: x509.Certificate) -> IssuedCert
     return record
 
 
-async def _issue(
-    ctx: ServerContext,
-    state: ScepState,
-    session: AsyncSession,
-    row: ScepTransaction,
-    csr: x509.CertificateSigningRequest,
-    *,
-    device_id: int | None = None,
-) -> x509.Certificate:
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    fields: dict[str, Any] = {
-        "type": CertType(state.settings.cert_type),
-        "common_name": str(names[0].value).strip(),
-        "public_key": csr.public_key(),
-        "user_id": row.user_id,
-        "device_id": device_id,
-        "renews_serial": row.renews_serial,
-    }
-    if state.settings.validity_days:
-        fields["days"] = state.settings.validity_days
-    identity = await issuance.issue(session, pki_plugin.source(ctx), issuance.CertificateRequest(**fields))
-    row.status = TransactionStatus.ISSUED.value
-    row.cert_serial = identity.serial_hex
-    return identity.certificate
-
-
 # ---- polling and GetCert --------------------------------------------------------------------------
-async def _certificate(ctx: ServerContext, serial: str) -> x509.Certificate | None:
-    async with ctx.db.session() as session:
-        pem = await session.scalar(
-            select(IssuedCertificateRecord.pem).where(IssuedCertificateRecord.serial == serial)
-        )
+async def _certificate(svc: ScepService, serial: str) -> x509.Certificate | None:
+    async with svc.db.session() as session:
+        pem = await pki_store.pem_of(session, serial)
     return x509.load_pem_x509_certificate(pem.encode()) if pem else None
 
 
-async def _poll(ctx: ServerContext, state: ScepState, msg: messages.PkiMessage) -> Outcome:
+async def _poll(svc: ScepService, state: ScepState, msg: messages.PkiMessage) -> Outcome:
     assert msg.signer is not None
     _, encryption = await _open(state, msg)
-    row = await _existing(ctx, msg.transaction_id)
+    row = await _existing(svc, msg.transaction_id)
     if row is None:
         raise ScepFailure(FailInfo.BAD_CERT_ID, f"no request with transaction {msg.transaction_id}")
     if fingerprint(msg.signer.public_key()) not in (row.key_fingerprint, row.signer_fingerprint):
@@ -402,13 +385,13 @@ async def _poll(ctx: ServerContext, state: ScepState, msg: messages.PkiMessage) 
         return Outcome(PkiStatus.PENDING)
     if row.status == TransactionStatus.REJECTED:
         raise ScepFailure(FailInfo.BAD_REQUEST, "the request was rejected by an administrator")
-    cert = await _certificate(ctx, row.cert_serial or "")
+    cert = await _certificate(svc, row.cert_serial or "")
     if cert is None:
         raise ScepFailure(FailInfo.BAD_CERT_ID, "the issued certificate is no longer on record")
     return Outcome(PkiStatus.SUCCESS, certificate=cert, encryption=encryption)
 
 
-async def _get_cert(ctx: ServerContext, state: ScepState, msg: messages.PkiMessage) -> Outcome:
+async def _get_cert(svc: ScepService, state: ScepState, msg: messages.PkiMessage) -> Outcome:
     plaintext, encryption = await _open(state, msg)
     try:
         ias = cms.IssuerAndSerialNumber.load(plaintext)
@@ -419,76 +402,7 @@ async def _get_cert(ctx: ServerContext, state: ScepState, msg: messages.PkiMessa
         ) from None
     if issuer_der != state.ra.ca_chain[0].subject.public_bytes():
         raise ScepFailure(FailInfo.BAD_CERT_ID, "the issuer is not this CA")
-    cert = await _certificate(ctx, issuance.serial_hex(serial))
+    cert = await _certificate(svc, issuance.serial_hex(serial))
     if cert is None:
         raise ScepFailure(FailInfo.BAD_CERT_ID, f"no certificate with serial {serial:x}")
     return Outcome(PkiStatus.SUCCESS, certificate=cert, encryption=encryption)
-
-
-# ---- administration ---------------------------------------------------------------------------------
-async def list_requests(ctx: ServerContext, *, status: str | None, limit: int) -> list[ScepTransaction]:
-    async with ctx.db.session() as session:
-        stmt = select(ScepTransaction).order_by(ScepTransaction.id.desc()).limit(limit)
-        if status:
-            stmt = stmt.where(ScepTransaction.status == status)
-        return list((await session.scalars(stmt)).all())
-
-
-async def _decide(
-    session: AsyncSession, request_id: int, status: TransactionStatus, by: str
-) -> ScepTransaction:
-    result = await session.execute(
-        update(ScepTransaction)
-        .where(ScepTransaction.id == request_id, ScepTransaction.status == TransactionStatus.PENDING.value)
-        .values(status=status.value, decided_at=datetime.now(UTC), decided_by=by)
-    )
-    assert isinstance(result, CursorResult)
-    row = await session.get(ScepTransaction, request_id, populate_existing=True)
-    if row is None:
-        raise NotFound(f"no SCEP request {request_id}")
-    if result.rowcount != 1:
-        raise Conflict(f"SCEP request {request_id} is {row.status}, not pending", current_status=row.status)
-    return row
-
-
-async def approve(ctx: ServerContext, request_id: int, *, by: str) -> ScepTransaction:
-    """Issue the certificate of a pending request; the device gets it on its next poll."""
-    state = state_of(ctx)
-    async with ctx.db.transaction() as session:
-        row = await _decide(session, request_id, TransactionStatus.ISSUED, by)
-        csr = x509.load_der_x509_csr(row.csr)
-        device_id = None
-        if row.renews_serial:
-            device_id = await session.scalar(
-                select(IssuedCertificateRecord.device_id).where(
-                    IssuedCertificateRecord.serial == row.renews_serial
-                )
-            )
-        await _issue(ctx, state, session, row, csr, device_id=device_id)
-        events.emit(
-            session,
-            "scep_request_approved",
-            user_id=row.user_id,
-            request_id=row.id,
-            transaction_id=row.transaction_id,
-            serial=row.cert_serial,
-            by=by,
-        )
-    log.info("scep request %d approved by %s", request_id, by)
-    return row
-
-
-async def reject(ctx: ServerContext, request_id: int, *, by: str) -> ScepTransaction:
-    async with ctx.db.transaction() as session:
-        row = await _decide(session, request_id, TransactionStatus.REJECTED, by)
-        events.emit(
-            session,
-            "scep_request_rejected",
-            Severity.WARNING,
-            user_id=row.user_id,
-            request_id=row.id,
-            transaction_id=row.transaction_id,
-            by=by,
-        )
-    log.info("scep request %d rejected by %s", request_id, by)
-    return row

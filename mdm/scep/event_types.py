@@ -1,0 +1,37 @@
+"""Events of SCEP: the approval queue of requests under ``scep.manual_approval``."""
+
+from __future__ import annotations
+
+from mdm.core.events import EventBody, EventType
+from mdm.db.models import Severity
+
+
+class ScepRequestPending(EventBody):
+    request_id: int
+    transaction_id: str
+    subject: str
+
+
+class ScepRequestApproved(EventBody):
+    request_id: int
+    transaction_id: str
+    serial: str | None
+    by: str
+
+
+class ScepRequestRejected(EventBody):
+    request_id: int
+    transaction_id: str
+    by: str
+
+
+SCEP_REQUEST_PENDING = EventType(
+    "scep_request_pending", Severity.INFO, ScepRequestPending, "A SCEP request waits for an administrator"
+)
+SCEP_REQUEST_APPROVED = EventType(
+    "scep_request_approved", Severity.INFO, ScepRequestApproved,
+    "A pending SCEP request was approved and issued",
+)
+SCEP_REQUEST_REJECTED = EventType(
+    "scep_request_rejected", Severity.WARNING, ScepRequestRejected, "A pending SCEP request was rejected"
+)
