@@ -1,8 +1,8 @@
 """``mdm certs set|import-ca|encrypt-keys``: they change files in this host's data directory
 that the server reads (server certificates, the CA), then signal the running server.
 
-Imported only when one of them runs (``mdm.cli.certs_cmd`` registers them): they need the
-crypto and database stacks.
+Imported only when one of them runs (``mdm.cli.certs_cmd`` parses their arguments): they need
+the crypto and database stacks. Their SQL is in ``mdm.pki.store`` (through ``mdm.pki.replace``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,8 @@ from typing import Any
 from sqlalchemy.exc import SQLAlchemyError
 
 from mdm.cli import output
-from mdm.cli.certs_cmd import _password, _read
+from mdm.cli.certs_io import password as _password
+from mdm.cli.certs_io import read_input as _read
 from mdm.cli.common import CliError, config_from
 from mdm.config import Config, ConfigError
 from mdm.db.engine import Database, DatabaseUnavailable
@@ -231,9 +232,10 @@ def _reissue_server_certs(config: Config, passphrase: bytes | None, previous: An
 
 async def _record_import(db: Database, summary: CertSummary, retired: Path | None) -> None:
     from mdm.core import events
+    from mdm.pki.event_types import CA_IMPORTED
 
     async with db.transaction() as session:
-        events.emit(session, "ca_imported", subject=summary.subject, serial=summary.serial,
+        events.emit(session, CA_IMPORTED, subject=summary.subject, serial=summary.serial,
                     sha256=summary.fingerprint, not_after=summary.not_after.isoformat(),
                     retired=str(retired) if retired else None, by=_operator())
 
