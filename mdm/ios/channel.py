@@ -24,35 +24,20 @@ import logging
 import plistlib
 from typing import Any
 
-from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events, library
 from mdm.core.commands import step_index
 from mdm.core.errors import InvalidArgument, ServiceError
-from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, DeviceStatus, Severity, utcnow
-from mdm.ios import command_steps, inventory
-from mdm.ios.identity import Binding
+from mdm.core.identity import Binding
+from mdm.db.models import Command, DeviceStatus
+from mdm.ios import command_steps, inventory, store
+from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED
 from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
 from mdm.ios.push_seam import backoff, schedule_push
 from mdm.ios.service import IosService
-from mdm.ios.tables import IosDevice
 
 log = logging.getLogger("mdm.ios.channel")
-
-_q = CommandQueueEntry.__table__.c
-_c = Command.__table__.c
-_NEXT = (
-    select(_q.command_id)
-    .select_from(CommandQueueEntry.__table__.join(Command.__table__, _c.id == _q.command_id))
-    .where(_q.device_id == bindparam("device_id"), _c.status == CommandStatus.PROCESSING.value)
-    .order_by(_q.priority.desc(), _q.command_id)
-    .limit(1)
-)
-# Idle starts a new exchange: everything queued is eligible, in order.
-NEXT_ANY = _NEXT
-# Later in an exchange: commands deferred by NotNow wait for the next Idle (or their back-off).
-NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam("now")))
 
 MDM_PROFILE_REMOVAL = "RemoveProfile"
 # Acknowledged answers that change the device record (others only complete the command).
@@ -80,7 +65,7 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
         return await _idle(svc, binding.device_id)
     async with svc.db.transaction() as session:
         await _record(svc, session, binding, report)
-        return await _next(session, binding.device_id, NEXT_READY)
+        return await _next(svc, session, binding.device_id, ready_only=True)
 
 
 async def _idle(svc: IosService, device_id: int) -> ChannelResult:
@@ -91,43 +76,45 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     if hint.take_pending(device_id):
         # Just queued (the push that woke the device): no read-only look first.
         async with svc.db.transaction() as session:
-            result = await _next(session, device_id, NEXT_ANY)
+            result = await _next(svc, session, device_id, ready_only=False)
         if result is EMPTY:
             hint.mark_empty(device_id, generation)
         return result
-    async with svc.engine.connect() as conn:
-        command_id = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
+    command_id = await store.peek_next_command(svc.engine, device_id)
     if command_id is None:
         hint.mark_empty(device_id, generation)
         return EMPTY
     async with svc.db.transaction() as session:
-        return await _next(session, device_id, NEXT_ANY, first=command_id)
+        return await _next(svc, session, device_id, ready_only=False, first=command_id)
 
 
-async def _next(session: AsyncSession, device_id: int, stmt: Any, first: int | None = None) -> ChannelResult:
+async def _next(
+    svc: IosService,
+    session: AsyncSession, device_id: int, *, ready_only: bool, first: int | None = None
+) -> ChannelResult:
     """Deliver the first deliverable command (in the caller's transaction). ``first``: the id a
     query just outside the transaction found, re-checked here under the row lock."""
     for _ in range(50):  # undeliverable commands are failed and skipped; bounded
         command_id, first = first, None
         if command_id is None:
-            command_id = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
+            command_id = await store.next_command(session, device_id, ready_only=ready_only)
         if command_id is None:
             return EMPTY  # callers may record "empty": only a query that found nothing says so
         command = await commands.claim(session, command_id)
         if command is None:
             continue  # handled meanwhile by a concurrent request: look again
-        body = await _encode(session, command, device_id)
+        body = await _encode(svc, session, command, device_id)
         if body is not None:
             await commands.delivered(session, command)
             return ChannelResult(body)
     return ChannelResult()  # gave up after 50 undeliverable commands: not "the queue is empty"
 
 
-async def _encode(session: AsyncSession, command: Command, device_id: int) -> bytes | None:
+async def _encode(svc: IosService, session: AsyncSession, command: Command, device_id: int) -> bytes | None:
     """The plist of the step due now, or None after failing a command that cannot be sent."""
     payload = dict(command.payload or {})
     if not payload:
-        payload = await _late_translation(session, command, device_id)
+        payload = await _late_translation(svc, session, command, device_id)
     steps = command_steps.steps_of(payload)
     current = steps[min(step_index(command), len(steps) - 1)]
     problem = None
@@ -135,7 +122,7 @@ async def _encode(session: AsyncSession, command: Command, device_id: int) -> by
     if not isinstance(current.get("RequestType"), str):
         problem = f"no iOS translation for {command.type}; it cannot be sent"
     elif current["RequestType"] == "ClearPasscode" and "UnlockToken" not in current:
-        ios = await session.get(IosDevice, device_id)
+        ios = await store.ios_device(session, device_id)
         unlock_token = ios.unlock_token if ios is not None else None
         if unlock_token is None:
             problem = "the device sent no UnlockToken; its passcode cannot be cleared"
@@ -151,15 +138,20 @@ async def _encode(session: AsyncSession, command: Command, device_id: int) -> by
     return None
 
 
-async def _late_translation(session: AsyncSession, command: Command, device_id: int) -> dict[str, Any]:
+async def _late_translation(
+    svc: IosService, session: AsyncSession, command: Command, device_id: int
+) -> dict[str, Any]:
     """Commands queued before the iOS translator was registered are translated at delivery."""
     if command.type == "Raw" and isinstance((command.args or {}).get("RequestType"), str):
         return dict(command.args)
-    device = await session.get(Device, device_id)
-    if device is None or library.translator_for(device.protocol) is None:
+    device = await store.device(session, device_id)
+    translator = svc.translators.get(device.protocol) if device is not None else None
+    if device is None or translator is None:
         return {}
     try:
-        payload = library.translate(library.lookup(command.type), dict(command.args or {}), device)
+        command_type = library.lookup(command.type)
+        library.check_supported(command_type, device)
+        payload = translator.translate(command_type.name, dict(command.args or {}), device)
     except ServiceError as exc:
         log.info("late translation of %s failed: %s", command.guid, exc.message)
         return {}
@@ -187,7 +179,7 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
             raise _replay(report.command_uuid, command)
         await _answered(session, binding, command, report, request_type, commands.complete, dequeued=True)
         return
-    entry = await session.get(CommandQueueEntry, command.id, with_for_update=True)
+    entry = await store.lock_queue_entry(session, command.id)
     if entry is None or not entry.in_flight:
         raise _replay(report.command_uuid, command)
     if report.status == "NotNow":
@@ -232,18 +224,17 @@ async def _answered(
 async def _acknowledged(
     session: AsyncSession, binding: Binding, command: Command, report: CommandReport, step_type: str
 ) -> None:
-    steps = command_steps.steps_of(command.payload or {})
-    step = steps[min(step_index(command), len(steps) - 1)]
+    step = command_steps.current_step(command)
     request_type = inventory.request_type_of(report.result, step_type or None)
     if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
         return
-    device = await session.get(Device, binding.device_id, with_for_update=True)
+    device = await store.device(session, binding.device_id, lock=True)
     if device is None:
         return
     inventory.apply_answer(session, device, request_type, report.result)
     if request_type == "EraseDevice":
         device.status = DeviceStatus.WIPED.value
-        events.emit(session, "device_wiped", Severity.WARNING, device_id=device.id, command=command.guid)
+        events.emit(session, DEVICE_WIPED, device_id=device.id, command=command.guid)
     elif command.type == "Remove" or (
         request_type == MDM_PROFILE_REMOVAL
         and step.get("Identifier") is not None
@@ -251,4 +242,4 @@ async def _acknowledged(
     ):
         device.status = DeviceStatus.UNMANAGED.value
         device.push_valid = False
-        events.emit(session, "device_unmanaged", Severity.WARNING, device_id=device.id, command=command.guid)
+        events.emit(session, DEVICE_UNMANAGED, device_id=device.id, command=command.guid)

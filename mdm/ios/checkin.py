@@ -16,24 +16,30 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events
 from mdm.core.errors import Gone, NotFound
-from mdm.db.models import Command, Device, DeviceStatus, Protocol, Severity, utcnow
+from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.service import attach_device
-from mdm.ios import takeover
+from mdm.ios import store, takeover
+from mdm.ios.event_types import (
+    BOOTSTRAP_TOKEN_CLEARED,
+    BOOTSTRAP_TOKEN_ESCROW_READ,
+    BOOTSTRAP_TOKEN_SET,
+    DEVICE_ENROLLED,
+    DEVICE_REAUTHENTICATED,
+    DEVICE_UNENROLLED,
+    PUSH_TOKEN_UPDATED,
+)
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.inventory import apply_device_facts
 from mdm.ios.messages import CheckinMessage, dump_plist
 from mdm.ios.service import IosService
-from mdm.ios.tables import IosDevice, IosPushRequest
-from mdm.pki.tables import IssuedCertificateRecord
+from mdm.ios.tables import IosDevice
 
 PLIST = "application/xml"
 JSON = "application/json"
@@ -46,10 +52,6 @@ class CheckinResult:
     status: int = 200
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
     if msg.message_type == "Authenticate":
         return await _authenticate_retrying(svc, identity, msg)
@@ -60,8 +62,8 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
     svc.last_seen.touch(binding.device_id)
     handler = _HANDLERS[msg.message_type]
     async with svc.db.transaction() as session:
-        device = await session.get(Device, binding.device_id, with_for_update=True)
-        ios = await session.get(IosDevice, binding.device_id, with_for_update=True)
+        device = await store.device(session, binding.device_id, lock=True)
+        ios = await store.ios_device(session, binding.device_id, lock=True)
         if device is None or ios is None:
             raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
         _not_replayed(ios, identity)
@@ -75,7 +77,7 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
 
 def _not_replayed(ios: IosDevice, identity: Identity) -> None:
     signed_at, last = identity.signed_at, ios.last_signed_at
-    if signed_at is not None and last is not None and signed_at < _aware(last):
+    if signed_at is not None and last is not None and signed_at < last:
         raise IdentityError(
             "replayed",
             f"Mdm-Signature signing time {signed_at.isoformat()} is older than this device's last "
@@ -104,23 +106,15 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
     fingerprint = identity.fingerprint
     old_fingerprint: bytes | None = None
     async with svc.db.transaction() as session:
-        device = await session.scalar(
-            select(Device)
-            .where(Device.protocol == Protocol.IOS.value, Device.identifier == msg.identifier)
-            .with_for_update()
-        )
-        bound_to = await session.scalar(
-            select(IosDevice.device_id).where(IosDevice.cert_fingerprint == fingerprint)
-        )
+        device = await store.device_by_identifier(session, msg.identifier, lock=True)
+        bound_to = await store.device_bound_to(session, fingerprint)
         if bound_to is not None and (device is None or bound_to != device.id):
             raise IdentityError(
                 "identity_in_use",
                 "this certificate is already bound to another device",
                 serial=cert.serial_hex,
             )
-        record = await session.scalar(
-            select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
-        )
+        record = await store.issued_certificate(session, cert.serial_hex)
         if (
             record is not None
             and record.device_id is not None
@@ -131,13 +125,13 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
                 "this certificate was issued to another device",
                 serial=cert.serial_hex,
             )
-        ios = await session.get(IosDevice, device.id, with_for_update=True) if device is not None else None
+        ios = await store.ios_device(session, device.id, lock=True) if device is not None else None
         not_before = cert.not_before
         if (
             ios is not None
             and ios.cert_fingerprint != fingerprint
             and ios.cert_not_before is not None
-            and (not_before < _aware(ios.cert_not_before))
+            and not_before < ios.cert_not_before
         ):
             # A replayed Authenticate signed with an identity older than the bound one.
             raise IdentityError(
@@ -150,16 +144,17 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
         enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
         now = utcnow()
         if device is None:
-            device = Device(
-                protocol=Protocol.IOS.value,
-                identifier=msg.identifier,
-                status=DeviceStatus.OK.value,
-                enrolled_at=now,
-                inventory={},
-                attributes={},
+            device = await store.add_device(
+                session,
+                Device(
+                    protocol=Protocol.IOS.value,
+                    identifier=msg.identifier,
+                    status=DeviceStatus.OK.value,
+                    enrolled_at=now,
+                    inventory={},
+                    attributes={},
+                ),
             )
-            session.add(device)
-            await session.flush()
         elif enrolled:
             device.enrolled_at = now
         apply_device_facts(device, msg.values)
@@ -186,7 +181,8 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
                 device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
         device.attributes = attributes
         if ios is None:
-            session.add(
+            store.add_ios_device(
+                session,
                 IosDevice(
                     device_id=device.id,
                     cert_fingerprint=fingerprint,
@@ -196,7 +192,7 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
                     bound_at=now,
                     updated_at=now,
                     last_signed_at=identity.signed_at,
-                )
+                ),
             )
         else:
             old_fingerprint = ios.cert_fingerprint
@@ -206,9 +202,10 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             ios.cert_not_before = not_before
             ios.topic = msg.get("Topic")
             ios.bound_at = ios.updated_at = now
+        kind = DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED
         events.emit(
             session,
-            "device_enrolled" if enrolled else "device_reauthenticated",
+            kind,
             device_id=device.id,
             user_id=device.user_id,
             identifier=device.identifier,
@@ -251,7 +248,7 @@ async def _token_update(
         attributes["user_channels"] = channels
         device.attributes = attributes
         events.emit(
-            session, "push_token_updated", device_id=device.id, channel="user", user_id_apple=msg.user_id
+            session, PUSH_TOKEN_UPDATED, device_id=device.id, channel="user", user_id_apple=msg.user_id
         )
         return CheckinResult()
     token_hex = token.hex()
@@ -275,7 +272,7 @@ async def _token_update(
     ios.updated_at = now
     events.emit(
         session,
-        "push_token_updated",
+        PUSH_TOKEN_UPDATED,
         device_id=device.id,
         channel="device",
         changed=changed,
@@ -291,13 +288,7 @@ def _same_secret(stored: bytes | None, given: bytes) -> bool:
 async def _check_out(
     session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
 ) -> CheckinResult:
-    active = (
-        await session.scalars(
-            select(Command)
-            .where(Command.device_id == device.id, Command.active.is_(True))
-            .order_by(Command.id)
-        )
-    ).all()
+    active = await store.active_commands(session, device.id)
     for command in active:
         await commands.complete(
             session, command, success=False, info="device checked out (MDM profile removed)"
@@ -305,12 +296,10 @@ async def _check_out(
     device.status = DeviceStatus.UNMANAGED.value
     device.push_valid = False
     device.push_changed_at = utcnow()
-    await session.execute(delete(IosPushRequest).where(IosPushRequest.device_id == device.id))
-    await session.delete(ios)
+    await store.unbind(session, ios)
     events.emit(
         session,
-        "device_unenrolled",
-        Severity.WARNING,
+        DEVICE_UNENROLLED,
         device_id=device.id,
         user_id=device.user_id,
         identifier=device.identifier,
@@ -326,11 +315,8 @@ async def _set_bootstrap(
     ios.bootstrap_token = token
     ios.bootstrap_token_at = utcnow() if token is not None else None
     ios.updated_at = utcnow()
-    events.emit(
-        session,
-        "bootstrap_token_set" if token is not None else "bootstrap_token_cleared",
-        device_id=device.id,
-    )
+    kind = BOOTSTRAP_TOKEN_SET if token is not None else BOOTSTRAP_TOKEN_CLEARED
+    events.emit(session, kind, device_id=device.id)
     return CheckinResult()
 
 
@@ -339,7 +325,7 @@ async def _get_bootstrap(
 ) -> CheckinResult:
     if ios.bootstrap_token is None:
         return CheckinResult()
-    events.emit(session, "bootstrap_token_escrow_read", device_id=device.id)
+    events.emit(session, BOOTSTRAP_TOKEN_ESCROW_READ, device_id=device.id)
     return CheckinResult(dump_plist({"BootstrapToken": bytes(ios.bootstrap_token)}), PLIST)
 
 

@@ -96,7 +96,7 @@ async def server_handler(request: web.Request) -> web.Response:
     if report is None:
         report = parse_report(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
         if small and report.is_idle:
-            svc.idle_reports.put(body, report)
+            svc.idle_reports[body] = report
     try:
         identity = identify(svc, request, body)
         binding = await svc.binding_of(identity, report.identifier)

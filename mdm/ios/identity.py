@@ -17,14 +17,13 @@ import binascii
 import hashlib
 import hmac
 import ipaddress
-import time
-from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
 from asn1crypto import cms
 from asn1crypto import x509 as asn1_x509
+from cachetools import LRUCache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
@@ -74,35 +73,6 @@ class Identity:
         return self.cert.fingerprint
 
 
-class LRU:
-    """A small bounded mapping with least-recently-used eviction (single event loop; no lock)."""
-
-    def __init__(self, size: int) -> None:
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self.size = size
-
-    def get(self, key: Any) -> Any:
-        value = self._data.get(key)
-        if value is not None:
-            self._data.move_to_end(key)
-        return value
-
-    def put(self, key: Any, value: Any) -> None:
-        self._data[key] = value
-        self._data.move_to_end(key)
-        if len(self._data) > self.size:
-            self._data.popitem(last=False)
-
-    def pop(self, key: Any) -> None:
-        self._data.pop(key, None)
-
-    def clear(self) -> None:
-        self._data.clear()
-
-    def __len__(self) -> int:
-        return len(self._data)
-
-
 def _rejected(exc: IdentityRejected) -> IdentityError:
     return IdentityError(exc.reason, exc.message)
 
@@ -120,7 +90,7 @@ class IdentityResolver:
         self.trusted_proxies = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
         self.signature_max_age = signature_max_age
         # signer certificate DER SHA-256 -> public key (parsed once).
-        self._keys = LRU(cache_size)
+        self._keys: LRUCache[bytes, _SignerEntry] = LRUCache(maxsize=cache_size)
 
     # ---- entry point -------------------------------------------------------------------------
     def identify(
@@ -223,7 +193,7 @@ class IdentityResolver:
             entry: _SignerEntry | None = self._keys.get(fingerprint)
             if entry is None:
                 entry = _signer_entry(cert_der)
-                self._keys.put(fingerprint, entry)
+                self._keys[fingerprint] = entry
             if parts.sid in entry.sids:
                 others = [c for i, c in enumerate(parts.certificates) if i != index]
                 return entry.key(), cert_der, others
@@ -290,99 +260,3 @@ def _sf_binary(value: str) -> bytes:
         return base64.b64decode(text[1:-1], validate=True)
     except (binascii.Error, ValueError):
         raise IdentityError("malformed", f"{CLIENT_CERT_HEADER} is not valid base64") from None
-
-
-# ---- bindings: certificate -> enrolled device --------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Binding:
-    device_id: int
-    identifier: str
-    status: str
-    expires: float
-
-
-class BindingCache:
-    """fingerprint -> Binding for ``ttl`` seconds, bounded (least recently used goes first).
-
-    Also indexed by device id, so that a device whose binding ended (deleted, checked out,
-    removed, re-bound to another identity) is dropped at once: ``drop_device`` is called at commit
-    in this process and on a NOTIFY from other replicas (``state.py``, ``notify.py``). The TTL
-    only bounds what a lost notification could leave behind. ``generation`` moves on every drop:
-    a look-up that read the database before a drop does not cache what it read.
-    """
-
-    def __init__(self, size: int, ttl: float) -> None:
-        self._entries: OrderedDict[bytes, Binding] = OrderedDict()
-        # device id -> the fingerprint cached for it (one binding per device in the database).
-        self._device: dict[int, bytes] = {}
-        self.size = size
-        self.ttl = ttl
-        self.generation = 0
-        # False while the replica cannot hear other replicas' drops (PostgreSQL LISTEN down):
-        # nothing is cached then, every request reads its binding.
-        self.live = True
-
-    def get(self, fingerprint: bytes) -> Binding | None:
-        hit = self._entries.get(fingerprint)
-        if hit is None:
-            return None
-        if hit.expires < time.monotonic():
-            self._remove(fingerprint)
-            return None
-        self._entries.move_to_end(fingerprint)
-        return hit
-
-    def put(
-        self, fingerprint: bytes, device_id: int, identifier: str, status: str, generation: int | None = None
-    ) -> Binding:
-        """Cache (unless a drop happened since ``generation`` was read) and return the binding."""
-        binding = Binding(device_id, identifier, status, time.monotonic() + self.ttl)
-        if self.ttl <= 0 or not self.live or (generation is not None and generation != self.generation):
-            return binding
-        self._remove(fingerprint)
-        previous = self._device.get(device_id)
-        if previous is not None:
-            self._remove(previous)  # the device is bound to this fingerprint now, not that one
-        self._entries[fingerprint] = binding
-        self._device[device_id] = fingerprint
-        if len(self._entries) > self.size:
-            oldest, evicted = self._entries.popitem(last=False)
-            if self._device.get(evicted.device_id) == oldest:
-                del self._device[evicted.device_id]
-        return binding
-
-    def _remove(self, fingerprint: bytes) -> None:
-        binding = self._entries.pop(fingerprint, None)
-        if binding is not None and self._device.get(binding.device_id) == fingerprint:
-            del self._device[binding.device_id]
-
-    def drop(self, fingerprint: bytes | None) -> None:
-        if fingerprint is not None:
-            self.generation += 1
-            self._remove(fingerprint)
-
-    def drop_device(self, device_id: int) -> None:
-        """The device's binding ended or changed: forget whatever is cached for it."""
-        self.generation += 1
-        fingerprint = self._device.pop(device_id, None)
-        if fingerprint is not None:
-            self._entries.pop(fingerprint, None)
-
-    def holds(self, device_id: int) -> bool:
-        """Whether a binding of the device is cached (what a replica's drop is seen by)."""
-        return device_id in self._device
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._entries.clear()
-        self._device.clear()
-
-    def set_live(self, live: bool) -> None:
-        """Caching on (drops from other replicas are heard) or off (they may be missed)."""
-        self.live = live
-        self.clear()
-
-    def __len__(self) -> int:
-        return len(self._entries)

@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.db.models import Device, utcnow
+from mdm.ios.event_types import INVENTORY_UPDATED
 from mdm.ios.messages import to_json_safe
 from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
@@ -237,5 +238,5 @@ def apply_answer(session: AsyncSession, device: Device, request_type: str, resul
     inventory[part] = entry
     device.inventory = inventory
     count = len(entry.get("items", entry.get("values", {})))
-    events.emit(session, "inventory_updated", device_id=device.id, part=part, count=count)
+    events.emit(session, INVENTORY_UPDATED, device_id=device.id, part=part, count=count)
     return True

@@ -7,8 +7,10 @@ import asyncio
 import logging
 
 from aiohttp import web
+from cachetools import LRUCache
 
 from mdm.config_reload import hot
+from mdm.core.identity import BindingCache
 from mdm.core.library import register_translator
 from mdm.core.security_events import RejectionLog
 from mdm.db.models import Protocol
@@ -17,7 +19,7 @@ from mdm.ios import notify, renewal
 from mdm.ios.commands import IosCommandTranslator
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.handlers import install_routes
-from mdm.ios.identity import LRU, BindingCache, IdentityResolver
+from mdm.ios.identity import IdentityResolver
 from mdm.ios.profile_signer import SlotSigner
 from mdm.ios.service import IosService
 from mdm.ios.state import QueueHint
@@ -39,8 +41,10 @@ def service(ctx: ServerContext) -> IosService:
 
 
 async def configure_signing(ctx: ServerContext) -> None:
-    """The ``ios`` slot certificate signs configuration profiles (``[ios_commands]``)."""
-    register_translator(Protocol.IOS, TRANSLATOR)
+    """The ``ios`` slot certificate signs configuration profiles (``[ios_commands]``); the
+    translator is registered for ``Protocol.IOS`` (re-registering on reload is harmless)."""
+    ctx.translators.register(Protocol.IOS, TRANSLATOR)
+    register_translator(Protocol.IOS, TRANSLATOR)  # TRANSITIONAL (issue 10): the lead removes it
     settings_ = ctx.config.section(IosCommandsConfig)
     TRANSLATOR.configure_signing(SlotSigner(ctx.config.certs_dir), by_default=settings_.sign_profiles)
 
@@ -51,7 +55,7 @@ async def unconfigure_signing(ctx: ServerContext) -> None:
 
 async def start_ios(ctx: ServerContext) -> None:
     cfg = settings(ctx)
-    renewal.register()  # the identity renewer of the pki.renewal worker
+    renewal.register(ctx)  # the identity renewer of the pki.renewal worker
     resolver = IdentityResolver(
         pki_plugin.verifier(ctx),
         trusted_proxies=ctx.config.listeners.ios.trusted_proxies,
@@ -64,7 +68,9 @@ async def start_ios(ctx: ServerContext) -> None:
         resolver=resolver,
         bindings=BindingCache(cfg.identity_cache_size, cfg.binding_cache_seconds),
         hint=QueueHint(cfg.queue_hint_seconds, cfg.identity_cache_size),
-        idle_reports=LRU(cfg.parse_cache_size),
+        # (0 disables it: the handler neither reads nor fills it then)
+        idle_reports=LRUCache(maxsize=max(cfg.parse_cache_size, 1)),
+        translators=ctx.translators,
         rejections=RejectionLog(
             cfg.security_events_verbatim_per_interval,
             cfg.security_events_interval_seconds,

@@ -10,44 +10,29 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import utcnow
+from mdm.ios import store
 from mdm.ios.tables import IosPushRequest
 
 
 async def schedule_push(session: AsyncSession, device_id: int, delay: timedelta, reason: str) -> datetime:
     """Ask for a push to ``device_id`` after ``delay``; an earlier pending request wins."""
     due = utcnow() + delay
-    existing = await session.get(IosPushRequest, device_id, with_for_update=True)
+    existing = await store.push_request(session, device_id)
     if existing is None:
-        session.add(IosPushRequest(device_id=device_id, due_at=due, reason=reason[:64]))
+        store.add_push_request(session, device_id, due, reason[:64])
         return due
-    if _aware(existing.due_at) > due:
+    if existing.due_at > due:
         existing.due_at = due
         existing.reason = reason[:64]
-    return _aware(existing.due_at)
+    return existing.due_at
 
 
 async def take_due(session: AsyncSession, limit: int = 1000) -> list[IosPushRequest]:
     """Remove and return the requests that are due (for the APNs worker)."""
-    rows = list(
-        (
-            await session.scalars(
-                select(IosPushRequest)
-                .where(IosPushRequest.due_at <= utcnow())
-                .order_by(IosPushRequest.due_at)
-                .limit(limit)
-                .with_for_update(skip_locked=True)
-            )
-        ).all()
-    )
-    if rows:
-        await session.execute(
-            delete(IosPushRequest).where(IosPushRequest.device_id.in_([r.device_id for r in rows]))
-        )
-    return rows
+    return await store.take_due_push_requests(session, limit)
 
 
 def backoff(not_now_count: int, base: float, maximum: float) -> timedelta:
@@ -55,9 +40,3 @@ def backoff(not_now_count: int, base: float, maximum: float) -> timedelta:
     exponent = max(0, min(not_now_count - 1, 30))
     return timedelta(seconds=min(base * (2**exponent), maximum))
 
-
-def _aware(value: datetime) -> datetime:
-    # SQLite returns naive datetimes for DateTime(timezone=True); they are stored as UTC.
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -21,20 +21,21 @@ import uuid
 
 from cryptography import x509
 from cryptography.x509.oid import NameOID
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands
 from mdm.core.errors import Conflict
-from mdm.db.models import Command, Device, Protocol, User
+from mdm.db.models import Device, Protocol
 from mdm.enroll import links
 from mdm.enroll import service as enroll
 from mdm.ios import enrollment_profile as ep
+from mdm.ios import store
 from mdm.ios.signing import sign_profile
 from mdm.pki import rules
 from mdm.pki import services as pki_plugin
 from mdm.pki.issuance import issue
-from mdm.pki.renewal import RenewalUnavailable, register_renewer
+from mdm.pki.renewers import RenewalUnavailable
+from mdm.pki.services import RENEWERS
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.context import ServerContext
 
@@ -53,19 +54,16 @@ def _common_name(certificate: IssuedCertificateRecord, device: Device) -> str:
     return device.identifier
 
 
-async def _active_install(session: AsyncSession, device_id: int) -> str | None:
-    guid: str | None = await session.scalar(
-        select(Command.guid).where(
-            Command.device_id == device_id, Command.type == COMMAND, Command.active.is_(True)
-        ).limit(1)
-    )
-    return guid
-
-
 class IosRenewer:
+    """``pki.renewers.Renewer`` of ``Protocol.IOS``."""
+
+    def __init__(self, ctx: ServerContext) -> None:
+        self.ctx = ctx
+
     async def request_renewal(
-        self, ctx: ServerContext, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
+        self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
     ) -> str:
+        ctx = self.ctx
         attributes = device.attributes or {}
         identifier = attributes.get("mdm_profile_identifier")
         if not identifier:
@@ -85,12 +83,12 @@ class IosRenewer:
                 f"the device's push topic {device_topic!r} is not the configured {topic!r}; "
                 "a profile with another topic cannot replace its MDM profile"
             )
-        active = await _active_install(session, device.id)
+        active = await store.active_command_guid(session, device.id, COMMAND)
         if active is not None:
             raise RenewalUnavailable(f"an {COMMAND} command ({active}) is still pending for the device")
 
         rule = await rules.get_rule(session, "mobile")
-        user = await session.get(User, device.user_id) if device.user_id is not None else None
+        user = await store.user(session, device.user_id) if device.user_id is not None else None
         issued = await issue(
             session,
             pki_plugin.sources(ctx).get(rule.source),
@@ -132,5 +130,6 @@ class IosRenewer:
         return f"{COMMAND} {command.guid} queued with a new identity {issued.serial_hex}"
 
 
-def register() -> None:
-    register_renewer(Protocol.IOS, IosRenewer())
+def register(ctx: ServerContext) -> None:
+    """Plug the iOS renewer into the PKI's renewal worker (at start-up; the PKI plugin starts first)."""
+    ctx.services[RENEWERS].register(Protocol.IOS, IosRenewer(ctx))

@@ -5,42 +5,33 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from cachetools import LRUCache
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mdm.core import events
+from mdm.core.identity import Binding, BindingCache, DeviceBindings
+from mdm.core.identity_invalidation import track_bindings
+from mdm.core.library import Translators
 from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
-from mdm.db.models import Device, DeviceStatus, Protocol, Severity, utcnow
+from mdm.db.models import DeviceStatus, utcnow
+from mdm.ios import store
 from mdm.ios.config import IosConfig
-from mdm.ios.identity import LRU, Binding, BindingCache, Identity, IdentityError, IdentityResolver
-from mdm.ios.state import LastSeen, QueueHint, track_bindings
-from mdm.ios.tables import IosDevice
-from mdm.pki.tables import CertStatus, IssuedCertificateRecord
+from mdm.ios.event_types import DEVICE_IDENTITY_RENEWED, SECURITY_IDENTITY_REJECTED, SECURITY_MESSAGE_REJECTED
+from mdm.ios.identity import Identity, IdentityError, IdentityResolver
+from mdm.ios.messages import CommandReport
+from mdm.ios.state import LastSeen, QueueHint
+from mdm.pki.tables import CertStatus
 
 log = logging.getLogger("mdm.ios")
-
-_devices = Device.__table__.c
-_ios = IosDevice.__table__.c
-# Built once: the hot path's only query when the binding is not cached.
-BINDING_STMT = (
-    select(_devices.id, _devices.identifier, _devices.status)
-    .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
-    .where(_ios.cert_fingerprint == bindparam("fp"))
-)
 
 
 # The enrollment is over (removed by the Remove command): the identity may still send the
 # CheckOut its removal triggers, nothing else. (An erased device keeps answering until it is gone;
 # its binding only counts as ended for the takeover rule in ``takeover.py``.)
 ENDED = frozenset({DeviceStatus.UNMANAGED.value})
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 @dataclass
@@ -52,14 +43,20 @@ class IosService:
     hint: QueueHint
     last_seen: LastSeen = field(default_factory=LastSeen)
     # Idle bodies repeat byte for byte per device: body -> parsed report (bounded).
-    idle_reports: LRU = field(default_factory=lambda: LRU(10_000))
+    idle_reports: LRUCache[bytes, CommandReport] = field(default_factory=lambda: LRUCache(maxsize=10_000))
     extra: dict[str, Any] = field(default_factory=dict)
+    # The command translators (``ServerContext.translators``): late translation at delivery.
+    translators: Translators = field(default_factory=Translators)
     # Security events of rejected requests: the first few verbatim, the rest aggregated.
     rejections: RejectionLog = field(default_factory=RejectionLog)
+    # The binding look-up: ``bindings`` in front of ``ios_devices`` (built from the fields above).
+    device_bindings: DeviceBindings = field(init=False)
 
     def __post_init__(self) -> None:
         # Transactions on this database that end a binding drop it from this cache at commit.
         track_bindings(self.db.engine.sync_engine, self.bindings)
+        # Revocation is checked by the resolver's ClientCertVerifier on every request.
+        self.device_bindings = DeviceBindings(self.bindings, store.BindingSource(self.db.engine))
 
     @property
     def engine(self) -> AsyncEngine:
@@ -68,16 +65,9 @@ class IosService:
     async def binding_of(self, identity: Identity, identifier: str, *, check_out: bool = False) -> Binding:
         """The enrollment this certificate is bound to; it must be the one the message names and
         still be managed (``check_out``: the CheckOut of a removed enrollment is let through)."""
-        fingerprint = identity.fingerprint
-        binding = self.bindings.get(fingerprint)
+        binding = await self.device_bindings.lookup(identity.fingerprint)
         if binding is None:
-            generation = self.bindings.generation
-            async with self.engine.connect() as conn:
-                row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
-            if row is not None:
-                binding = self.bindings.put(fingerprint, row.id, row.identifier, row.status, generation)
-            else:
-                binding = await self._renewed(identity, identifier)
+            binding = await self._renewed(identity, identifier)
         if binding.identifier != identifier:
             raise IdentityError(
                 "mismatch",
@@ -96,19 +86,15 @@ class IosService:
         """A certificate we issued to this very device (renewal) takes over its binding."""
         cert = identity.cert
         async with self.db.transaction() as session:
-            device = await session.scalar(
-                select(Device).where(Device.protocol == Protocol.IOS.value, Device.identifier == identifier)
-            )
-            ios = await session.get(IosDevice, device.id, with_for_update=True) if device else None
-            record = await session.scalar(
-                select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == cert.serial_hex)
-            )
+            device = await store.device_by_identifier(session, identifier)
+            ios = await store.ios_device(session, device.id, lock=True) if device else None
+            record = await store.issued_certificate(session, cert.serial_hex)
             # Only a newer certificate, issued by us to this device as the renewal of the one it is
             # bound to, may take over (not a superseded one, nor an identity the device was
             # re-enrolled away from).
             newer = ios is not None and (
                 ios.cert_not_before is None
-                or cert.not_before >= _aware(ios.cert_not_before)
+                or cert.not_before >= ios.cert_not_before
             )
             if (
                 device is None
@@ -131,7 +117,7 @@ class IosService:
             ios.updated_at = utcnow()
             device.cert_serial = cert.serial_hex
             device.cert_not_after = cert.not_after
-            events.emit(session, "device_identity_renewed", device_id=device.id, serial=cert.serial_hex)
+            events.emit(session, DEVICE_IDENTITY_RENEWED, device_id=device.id, serial=cert.serial_hex)
             binding = Binding(device.id, device.identifier, device.status, 0.0)
         self.bindings.drop(old)
         return self.bindings.put(identity.fingerprint, binding.device_id, binding.identifier, binding.status)
@@ -151,15 +137,10 @@ class IosService:
             async with self.db.transaction() as session:
                 device_id = None
                 if identifier:
-                    device_id = await session.scalar(
-                        select(Device.id).where(
-                            Device.protocol == Protocol.IOS.value, Device.identifier == identifier
-                        )
-                    )
+                    device_id = await store.device_id_by_identifier(session, identifier)
                 events.emit(
                     session,
-                    "security_identity_rejected",
-                    Severity.WARNING,
+                    SECURITY_IDENTITY_REJECTED,
                     device_id=device_id,
                     reason=exc.reason,
                     message=exc.message,
@@ -185,8 +166,7 @@ class IosService:
             async with self.db.transaction() as session:
                 events.emit(
                     session,
-                    "security_message_rejected",
-                    Severity.WARNING,
+                    SECURITY_MESSAGE_REJECTED,
                     device_id=device_id,
                     reason=reason,
                     message=message,

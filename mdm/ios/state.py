@@ -9,10 +9,9 @@ stale "empty". Other replicas clear it through PostgreSQL ``NOTIFY`` (``notify.p
 that (SQLite, or a lost listener connection) a stale hint delays delivery by at most
 ``ios.queue_hint_seconds``, until the next poll after expiry.
 
-Bindings (certificate -> device, ``identity.BindingCache``): a transaction that deletes a device,
-changes its status (checked out, removed, wiped, ...) or re-binds or deletes its ``ios_devices``
-row drops the device's cached binding at commit in this process, and on PostgreSQL sends
-``NOTIFY mdm_ios_binding, '<device ids>'`` so that every other replica drops it as well.
+Bindings (certificate -> device, ``core.identity.BindingCache``) are dropped at commit by
+``core.identity_invalidation``: ``ios_devices`` is declared there as the iOS binding table, with
+``NOTIFY mdm_ios_binding, '<device ids>'`` for the other replicas.
 
 ``LastSeen``: ``last_seen_at`` is written behind, in one batched statement every few seconds.
 """
@@ -21,17 +20,18 @@ from __future__ import annotations
 
 import time
 import weakref
-from collections import OrderedDict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, event, inspect, text, update
-from sqlalchemy.engine import Connection, Engine
+from cachetools import LRUCache, TTLCache
+from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
+from mdm.core.identity_invalidation import watch_bindings
+from mdm.core.store_identity import notify_devices
 from mdm.db.engine import Database
-from mdm.db.models import CommandQueueEntry, Device, utcnow
-from mdm.ios.identity import BindingCache
+from mdm.db.models import CommandQueueEntry, Protocol, utcnow
+from mdm.ios import store
 from mdm.ios.tables import IosDevice
 
 
@@ -40,8 +40,9 @@ class QueueHint:
         self.ttl = ttl
         self.size = size
         self.generation = 0
-        self._empty: OrderedDict[int, float] = OrderedDict()
-        self._pending: OrderedDict[int, None] = OrderedDict()
+        # device id -> True while "known empty" (expired entries are dropped by the cache).
+        self._empty: TTLCache[int, bool] = TTLCache(maxsize=size, ttl=max(ttl, 0.0), timer=time.monotonic)
+        self._pending: LRUCache[int, bool] = LRUCache(maxsize=size)
         _HINTS.add(self)
 
     @property
@@ -49,40 +50,26 @@ class QueueHint:
         return self.ttl > 0
 
     def known_empty(self, device_id: int) -> bool:
-        until = self._empty.get(device_id)
-        if until is None:
-            return False
-        if until < time.monotonic():
-            del self._empty[device_id]
-            return False
-        return True
+        return device_id in self._empty
 
     def mark_empty(self, device_id: int, generation: int) -> None:
         """Record an empty queue seen by a query that started at ``generation``."""
         if not self.enabled or generation != self.generation:
             return
-        self._empty[device_id] = time.monotonic() + self.ttl
-        self._empty.move_to_end(device_id)
-        if len(self._empty) > self.size:
-            self._empty.popitem(last=False)
+        self._empty.pop(device_id, None)  # a fresh expiry and the most recent place
+        self._empty[device_id] = True
 
     def invalidate(self, device_id: int) -> None:
         """Something was queued for the device (or may have been): forget "empty", and remember
         that its next Idle poll should look for work inside a transaction straight away."""
         self.generation += 1
         self._empty.pop(device_id, None)
-        self._pending[device_id] = None
-        self._pending.move_to_end(device_id)
-        if len(self._pending) > self.size:
-            self._pending.popitem(last=False)
+        self._pending.pop(device_id, None)
+        self._pending[device_id] = True
 
     def take_pending(self, device_id: int) -> bool:
         """True once after ``invalidate`` (bounded: an entry may be dropped, never invented)."""
-        try:
-            del self._pending[device_id]
-        except KeyError:
-            return False
-        return True
+        return self._pending.pop(device_id, None) is not None
 
     def clear(self) -> None:
         self.generation += 1
@@ -103,8 +90,12 @@ def invalidate_everywhere(device_id: int) -> None:
 
 QUEUED_KEY = "mdm_ios_queued_devices"
 NOTIFY_CHANNEL = "mdm_ios_queue"
-NOTIFY_STMT = text("SELECT pg_notify(:channel, :payload)")
 NOTIFY_KEY = "mdm_ios_notify_devices"
+BINDING_CHANNEL = "mdm_ios_binding"
+
+# ``ios_devices`` is the iOS binding table: re-binding or deleting a row (and any status change or
+# deletion of an iOS device) drops the cached binding here and, by NOTIFY, on other replicas.
+watch_bindings(Protocol.IOS, IosDevice, channel=BINDING_CHANNEL)
 
 
 @event.listens_for(CommandQueueEntry, "after_insert")
@@ -122,119 +113,24 @@ def _queued(_mapper: Any, _connection: Any, target: CommandQueueEntry) -> None:
 def _notify_replicas(session: Session, _context: Any) -> None:
     # PostgreSQL: tell other replicas (delivered at commit, dropped on rollback).
     devices = session.info.pop(NOTIFY_KEY, None)
-    if not devices:
-        return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return
-    for chunk in _chunks([str(d) for d in sorted(devices)], 7000):  # payloads must stay < 8000 bytes
-        connection.execute(NOTIFY_STMT, {"channel": NOTIFY_CHANNEL, "payload": chunk})
-
-
-def _chunks(items: list[str], size: int) -> list[str]:
-    out: list[str] = []
-    current: list[str] = []
-    length = 0
-    for item in items:
-        if current and length + len(item) + 1 > size:
-            out.append(",".join(current))
-            current, length = [], 0
-        current.append(item)
-        length += len(item) + 1
-    if current:
-        out.append(",".join(current))
-    return out
+    if devices:
+        notify_devices(session.connection(), NOTIFY_CHANNEL, devices)
 
 
 @event.listens_for(Session, "after_commit")
 def _committed(session: Session) -> None:
     for device_id in session.info.pop(QUEUED_KEY, ()):
         invalidate_everywhere(device_id)
-    ended = session.info.pop(BINDING_KEY, None)
-    if ended:
-        drop_bindings(session.bind, ended)
 
 
 @event.listens_for(Session, "after_rollback")
 def _rolled_back(session: Session) -> None:
     session.info.pop(QUEUED_KEY, None)
     session.info.pop(NOTIFY_KEY, None)
-    session.info.pop(BINDING_KEY, None)
-    session.info.pop(BINDING_NOTIFY_KEY, None)
-
-
-# ---- bindings ---------------------------------------------------------------------------------
-
-BINDING_CHANNEL = "mdm_ios_binding"
-BINDING_KEY = "mdm_ios_binding_devices"  # dropped in this process at commit
-BINDING_NOTIFY_KEY = "mdm_ios_binding_notify"  # sent to the other replicas at flush
-
-# The binding caches of each engine (one per server in a process; tests run two "replicas" in one
-# process, and a commit on one must not reach the other except through NOTIFY).
-_BINDING_CACHES: weakref.WeakKeyDictionary[Engine, weakref.WeakSet[BindingCache]] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def track_bindings(engine: Engine, cache: BindingCache) -> None:
-    """Drop ``cache``'s entries for devices whose binding a transaction on ``engine`` ended."""
-    _BINDING_CACHES.setdefault(engine, weakref.WeakSet()).add(cache)
-
-
-def drop_bindings(bind: Engine | Connection | None, device_ids: set[int]) -> None:
-    engine = bind.engine if isinstance(bind, Connection) else bind
-    if engine is None:
-        return
-    for cache in list(_BINDING_CACHES.get(engine, ())):
-        for device_id in device_ids:
-            cache.drop_device(device_id)
-
-
-def _binding_changed(target: Any, device_id: int) -> None:
-    session = object_session(target)
-    if session is not None:
-        session.info.setdefault(BINDING_KEY, set()).add(device_id)
-        session.info.setdefault(BINDING_NOTIFY_KEY, set()).add(device_id)
-
-
-@event.listens_for(Device, "after_update")
-def _device_updated(_mapper: Any, _connection: Any, target: Device) -> None:
-    if inspect(target).attrs.status.history.has_changes():
-        _binding_changed(target, target.id)
-
-
-@event.listens_for(Device, "after_delete")
-def _device_deleted(_mapper: Any, _connection: Any, target: Device) -> None:
-    _binding_changed(target, target.id)
-
-
-@event.listens_for(IosDevice, "after_update")
-def _rebound(_mapper: Any, _connection: Any, target: IosDevice) -> None:
-    if inspect(target).attrs.cert_fingerprint.history.has_changes():
-        _binding_changed(target, target.device_id)
-
-
-@event.listens_for(IosDevice, "after_delete")
-def _unbound(_mapper: Any, _connection: Any, target: IosDevice) -> None:
-    _binding_changed(target, target.device_id)
-
-
-@event.listens_for(Session, "after_flush")
-def _notify_binding_replicas(session: Session, _context: Any) -> None:
-    devices = session.info.pop(BINDING_NOTIFY_KEY, None)
-    if not devices:
-        return
-    connection = session.connection()
-    if connection.dialect.name != "postgresql":
-        return
-    for chunk in _chunks([str(d) for d in sorted(devices)], 7000):
-        connection.execute(NOTIFY_STMT, {"channel": BINDING_CHANNEL, "payload": chunk})
 
 
 class LastSeen:
     """device id -> last time seen, flushed in batches (bounded by the devices seen per interval)."""
-
-    _STMT = update(Device).where(Device.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
@@ -265,10 +161,9 @@ class LastSeen:
         try:
             for start in range(0, len(items), self.CHUNK):
                 chunk = items[start : start + self.CHUNK]
-                rows = [{"b_id": device_id, "b_at": at} for device_id, at in chunk]
+                rows: list[dict[str, Any]] = [{"b_id": device_id, "b_at": at} for device_id, at in chunk]
                 async with db.transaction() as session:
-                    connection = await session.connection()
-                    await connection.execute(self._STMT, rows)  # Core executemany, not ORM bulk
+                    await store.write_last_seen(session, rows)
                 written += len(rows)
         except BaseException:
             # Keep what was not written (newer touches win) and let the caller log/retry.

@@ -18,23 +18,17 @@ enrollment made for it.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, DeviceStatus, utcnow
 from mdm.enroll.service import enrollment_of_certificate
+from mdm.ios import store
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 
 ACTIVE = frozenset({DeviceStatus.OK.value, DeviceStatus.REMOVING.value, DeviceStatus.REMOVE_FAILED.value})
 _ENDED_CERTIFICATE = frozenset({CertStatus.REVOKED.value, CertStatus.EXPIRED.value})
-
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def check(
@@ -71,15 +65,9 @@ async def check(
 
 async def _bound_certificate_ended(session: AsyncSession, device: Device) -> bool:
     now = utcnow()
-    if device.cert_not_after is not None and _aware(device.cert_not_after) <= now:
+    if device.cert_not_after is not None and device.cert_not_after <= now:
         return True
     if device.cert_serial is None:
         return False
-    row = (
-        await session.execute(
-            select(IssuedCertificateRecord.status, IssuedCertificateRecord.not_after).where(
-                IssuedCertificateRecord.serial == device.cert_serial
-            )
-        )
-    ).first()
-    return row is not None and (row.status in _ENDED_CERTIFICATE or _aware(row.not_after) <= now)
+    row = await store.certificate_state(session, device.cert_serial)
+    return row is not None and (row.status in _ENDED_CERTIFICATE or row.not_after <= now)

@@ -1,0 +1,221 @@
+"""Every SQL statement of the iOS feature, as named functions.
+
+The hot path keeps its shape: the binding look-up and the Idle poll's first look are one
+statement each on a bare connection (no transaction); the statements are built once at import.
+Everything else takes the caller's ``AsyncSession`` (one transaction per request).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, NamedTuple
+
+from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+
+from mdm.core.identity import BoundDevice
+from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, User, utcnow
+from mdm.ios.tables import IosDevice, IosPushRequest
+from mdm.pki.tables import IssuedCertificateRecord
+
+_devices = Device.__table__.c
+_ios = IosDevice.__table__.c
+_q = CommandQueueEntry.__table__.c
+_c = Command.__table__.c
+
+# ---- bindings (hot path) ----------------------------------------------------------------------
+BINDING_STMT = (
+    select(_devices.id, _devices.identifier, _devices.status)
+    .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
+    .where(_ios.cert_fingerprint == bindparam("fp"))
+)
+
+
+async def bound_device(engine: AsyncEngine, fingerprint: bytes) -> BoundDevice | None:
+    """The device a certificate fingerprint is bound to (one statement, no transaction)."""
+    async with engine.connect() as conn:
+        row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
+    return None if row is None else BoundDevice(row.id, row.identifier, row.status)
+
+
+class BindingSource:
+    """``core.identity.BindingSource`` over ``ios_devices``."""
+
+    __slots__ = ("engine",)
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+
+    async def __call__(self, fingerprint: bytes) -> BoundDevice | None:
+        return await bound_device(self.engine, fingerprint)
+
+
+# ---- devices ------------------------------------------------------------------------------------
+async def device(session: AsyncSession, device_id: int, *, lock: bool = False) -> Device | None:
+    return await session.get(Device, device_id, with_for_update=lock or None)
+
+
+async def ios_device(session: AsyncSession, device_id: int, *, lock: bool = False) -> IosDevice | None:
+    return await session.get(IosDevice, device_id, with_for_update=lock or None)
+
+
+async def device_by_identifier(
+    session: AsyncSession, identifier: str, *, lock: bool = False
+) -> Device | None:
+    """The iOS device with this UDID (EnrollmentID for a user enrollment)."""
+    stmt = select(Device).where(Device.protocol == Protocol.IOS.value, Device.identifier == identifier)
+    return await session.scalar(stmt.with_for_update() if lock else stmt)
+
+
+async def device_id_by_identifier(session: AsyncSession, identifier: str) -> int | None:
+    found: int | None = await session.scalar(
+        select(Device.id).where(Device.protocol == Protocol.IOS.value, Device.identifier == identifier)
+    )
+    return found
+
+
+async def device_bound_to(session: AsyncSession, fingerprint: bytes) -> int | None:
+    """The id of the device this fingerprint is bound to, in the caller's transaction."""
+    found: int | None = await session.scalar(
+        select(IosDevice.device_id).where(IosDevice.cert_fingerprint == fingerprint)
+    )
+    return found
+
+
+async def add_device(session: AsyncSession, row: Device) -> Device:
+    """Insert a new device (flushed: its id is known on return)."""
+    session.add(row)
+    await session.flush()
+    return row
+
+
+def add_ios_device(session: AsyncSession, row: IosDevice) -> None:
+    session.add(row)
+
+
+async def unbind(session: AsyncSession, ios: IosDevice) -> None:
+    """The enrollment ended (CheckOut): its pending re-push requests and its binding row go."""
+    await session.execute(delete(IosPushRequest).where(IosPushRequest.device_id == ios.device_id))
+    await session.delete(ios)
+
+
+async def user(session: AsyncSession, user_id: int) -> User | None:
+    return await session.get(User, user_id)
+
+
+# ---- certificates -------------------------------------------------------------------------------
+async def issued_certificate(session: AsyncSession, serial: str) -> IssuedCertificateRecord | None:
+    record: IssuedCertificateRecord | None = await session.scalar(
+        select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == serial)
+    )
+    return record
+
+
+class CertificateState(NamedTuple):
+    status: str
+    not_after: datetime
+
+
+async def certificate_state(session: AsyncSession, serial: str) -> CertificateState | None:
+    row = (
+        await session.execute(
+            select(IssuedCertificateRecord.status, IssuedCertificateRecord.not_after).where(
+                IssuedCertificateRecord.serial == serial
+            )
+        )
+    ).first()
+    return None if row is None else CertificateState(row.status, row.not_after)
+
+
+# ---- commands -----------------------------------------------------------------------------------
+_NEXT = (
+    select(_q.command_id)
+    .select_from(CommandQueueEntry.__table__.join(Command.__table__, _c.id == _q.command_id))
+    .where(_q.device_id == bindparam("device_id"), _c.status == CommandStatus.PROCESSING.value)
+    .order_by(_q.priority.desc(), _q.command_id)
+    .limit(1)
+)
+# Idle starts a new exchange: everything queued is eligible, in order.
+NEXT_ANY = _NEXT
+# Later in an exchange: commands deferred by NotNow wait for the next Idle (or their back-off).
+NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam("now")))
+
+
+async def peek_next_command(engine: AsyncEngine, device_id: int) -> int | None:
+    """The Idle poll's read-only first look (no transaction): the next queued command's id."""
+    async with engine.connect() as conn:
+        found: int | None = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
+    return found
+
+
+async def next_command(session: AsyncSession, device_id: int, *, ready_only: bool) -> int | None:
+    """The next command to offer: any queued (an Idle report), or only those not deferred by a
+    NotNow (``ready_only``, later in an exchange)."""
+    stmt = NEXT_READY if ready_only else NEXT_ANY
+    found: int | None = (await session.execute(stmt, {"device_id": device_id, "now": utcnow()})).scalar()
+    return found
+
+
+async def lock_queue_entry(session: AsyncSession, command_id: int) -> CommandQueueEntry | None:
+    return await session.get(CommandQueueEntry, command_id, with_for_update=True)
+
+
+async def active_commands(session: AsyncSession, device_id: int) -> Sequence[Command]:
+    return (
+        await session.scalars(
+            select(Command)
+            .where(Command.device_id == device_id, Command.active.is_(True))
+            .order_by(Command.id)
+        )
+    ).all()
+
+
+async def active_command_guid(session: AsyncSession, device_id: int, command_type: str) -> str | None:
+    guid: str | None = await session.scalar(
+        select(Command.guid).where(
+            Command.device_id == device_id, Command.type == command_type, Command.active.is_(True)
+        ).limit(1)
+    )
+    return guid
+
+
+# ---- re-push requests (for the APNs pusher) -----------------------------------------------------
+async def push_request(session: AsyncSession, device_id: int) -> IosPushRequest | None:
+    """The device's pending request, locked."""
+    return await session.get(IosPushRequest, device_id, with_for_update=True)
+
+
+def add_push_request(session: AsyncSession, device_id: int, due: datetime, reason: str) -> None:
+    session.add(IosPushRequest(device_id=device_id, due_at=due, reason=reason))
+
+
+async def take_due_push_requests(session: AsyncSession, limit: int) -> list[IosPushRequest]:
+    """Remove and return the requests that are due, oldest first (skipping rows locked by a
+    concurrent taker)."""
+    rows = list(
+        (
+            await session.scalars(
+                select(IosPushRequest)
+                .where(IosPushRequest.due_at <= utcnow())
+                .order_by(IosPushRequest.due_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+        ).all()
+    )
+    if rows:
+        await session.execute(
+            delete(IosPushRequest).where(IosPushRequest.device_id.in_([r.device_id for r in rows]))
+        )
+    return rows
+
+
+# ---- last seen (write-behind) -------------------------------------------------------------------
+LAST_SEEN_STMT = update(Device).where(Device.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
+
+
+async def write_last_seen(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """``rows``: ``{"b_id": device id, "b_at": when}``; one Core executemany, not ORM bulk."""
+    connection = await session.connection()
+    await connection.execute(LAST_SEEN_STMT, rows)
