@@ -11,9 +11,10 @@ import os
 from collections.abc import Mapping
 
 from mdm.config import Config, Sections, load_config
-from mdm.enroll.config import ApnsConfig, EnrollConfig, SmtpConfig
+from mdm.enroll.config import EnrollConfig, SmtpConfig
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
+from mdm.push.config import ApnsConfig
 from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(EnrollConfig, SmtpConfig, ApnsConfig, IosConfig, IosCommandsConfig, ScepConfig)

@@ -22,8 +22,8 @@ from mdm.cli import hostcheck
 from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db.engine import Database
-from mdm.enroll.config import ApnsConfig
-from mdm.enroll.topic import DEVELOPMENT_CN, read_topic
+from mdm.push.config import ApnsConfig
+from mdm.push.topic import DEVELOPMENT_CN, read_topic
 
 # RFC 6761: names under .invalid never resolve.
 UNRESOLVABLE = "mdm.does-not-exist.invalid"

@@ -1,8 +1,5 @@
-"""Configuration sections owned by enrollment: ``[enroll]``, ``[smtp]`` and ``[apns]``.
-
-``[apns]`` only needs the push certificate here (its subject UID is the MDM ``Topic``); the push
-service may extend the section with its key and endpoint.
-"""
+"""Configuration sections owned by enrollment: ``[enroll]`` and ``[smtp]`` (``[apns]`` is
+``mdm.push.config``)."""
 
 from __future__ import annotations
 
@@ -11,6 +8,9 @@ from typing import Literal
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mdm.config import Config, Section
+
+# TRANSITIONAL (issue 10): [apns] moved to mdm.push.config; mdm/cli/init_cmd.py still imports it here.
+from mdm.push.config import ApnsConfig, apns_config
 
 # Every AccessRights bit Apple defines (1 .. 4096).
 ALL_ACCESS_RIGHTS = 8191
@@ -97,15 +97,6 @@ class SmtpConfig(_Section):
         return self
 
 
-class ApnsConfig(_Section):
-    name = "apns"
-
-    # The MDM push certificate (PEM); its subject UID is the topic written into profiles.
-    certificate_file: str = ""
-
-
-
-
 def enroll_config(config: Config) -> EnrollConfig:
     return config.section(EnrollConfig)
 
@@ -114,5 +105,5 @@ def smtp_config(config: Config) -> SmtpConfig:
     return config.section(SmtpConfig)
 
 
-def apns_config(config: Config) -> ApnsConfig:
-    return config.section(ApnsConfig)
+__all__ = ["ALL_ACCESS_RIGHTS", "ApnsConfig", "EnrollConfig", "SmtpConfig", "apns_config", "enroll_config",
+           "smtp_config"]

@@ -1,0 +1,2 @@
+"""Push notifications: the ``[apns]`` section and the MDM push topic (the push service itself
+comes with the APNs pusher)."""
