@@ -29,7 +29,8 @@ from sqlalchemy import func, select, update
 from mdm.config import Config
 from mdm.core import tokens
 from mdm.db.models import Event, User, utcnow
-from mdm.enroll import service
+from mdm.enroll import attach, download, expiry
+from mdm.enroll.seams import env_of
 from mdm.enroll.tables import Enrollment
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.runtime import Server
@@ -189,9 +190,9 @@ async def test_expiry_sweep(db: Any, api: httpx.AsyncClient) -> None:
         await session.execute(update(Enrollment).where(Enrollment.id != ids[2])
                               .values(expires_at=utcnow() - timedelta(minutes=1)))
     async with db.transaction() as session:
-        assert await service.expire_due(session) == 2
+        assert await expiry.expire_due(session) == 2
     async with db.transaction() as session:
-        assert await service.expire_due(session) == 0
+        assert await expiry.expire_due(session) == 0
     statuses = [e["status"] for e in (await api.get("/api/v1/enrollments")).json()["items"]]
     assert statuses == ["expired", "expired", "pending"]
     assert (await _event_types(db)).count("enrollment_expired") == 2
@@ -325,10 +326,10 @@ async def test_attach_device_for_checkin(api: httpx.AsyncClient, web: httpx.Asyn
     serial = open_pkcs12(payloads(profile)["com.apple.security.pkcs12"]).cert
     assert serial is not None
     async with db.transaction() as session:
-        e = await service.attach_device(session, device_id=77, cert_serial=serial.certificate.serial_number)
+        e = await attach.attach_device(session, device_id=77, cert_serial=serial.certificate.serial_number)
         assert e is not None and e.id == created["id"] and e.mdm_profile_identifier
     async with db.transaction() as session:
-        assert await service.attach_device(session, device_id=78, cert_serial=12345) is None
+        assert await attach.attach_device(session, device_id=78, cert_serial=12345) is None
     assert (await api.get(f"/api/v1/enrollments/{created['id']}")).json()["device_id"] == 77
 
 
@@ -365,13 +366,13 @@ async def test_database_claim_is_atomic_across_replicas(api: httpx.AsyncClient, 
 
     created = await _create(api)
     token = urlsplit(created["url"]).path.removeprefix("/e/")
-    env = service.env_of(server.ctx)
+    env = env_of(server.ctx)
     answers = await asyncio.gather(
-        *(service._build_download(env, db, links.token_hash(token), created["id"], None) for _ in range(n)),
+        *(download.build_download(env, db, links.token_hash(token), created["id"], None) for _ in range(n)),
         return_exceptions=True,
     )
     profiles = [a for a in answers if isinstance(a, bytes)]
-    gone = [a for a in answers if isinstance(a, service.LinkGone)]
+    gone = [a for a in answers if isinstance(a, download.LinkGone)]
     assert len(profiles) == 1 and len(gone) == n - 1, [type(a) for a in answers]
     assert await _count(db, IssuedCertificateRecord, MOBILE) == 1
     assert (await _event_types(db)).count("enrollment_downloaded") == 1

@@ -27,15 +27,20 @@ from mdm.config import Config
 from mdm.core.errors import Conflict
 from mdm.db.models import Event
 from mdm.enroll import service
-from mdm.enroll.config import ApnsConfig, EnrollConfig
+from mdm.enroll.config import EnrollConfig
+from mdm.enroll.profiles import prepare
+from mdm.enroll.seams import Env
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
-from mdm.enroll.topic import TopicError, read_topic, topic_of
+from mdm.enroll.validation import identifier_prefix, validate_request
+from mdm.ios import enroll_profiles
 from mdm.ios import enrollment_profile as ep
 from mdm.ios.signing import ProfileSigner, SigningError, sign_profile
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import InternalCASource
 from mdm.pki.keys import generate_key
 from mdm.pki.tables import IssuedCertificateRecord
+from mdm.push.config import ApnsConfig
+from mdm.push.topic import TopicError, read_topic, topic_of
 
 
 @pytest.fixture
@@ -43,9 +48,9 @@ def extra_config() -> str:
     return APNS_TOML
 
 
-def _env(config: Config) -> service.Env:
+def _env(config: Config) -> Env:
     ca = CertificateAuthority.load(config.ca_dir)
-    return service.Env(config, ca, InternalCASource(ca))
+    return Env(config, ca, InternalCASource(ca), builders=enroll_profiles.builders())
 
 
 def _pkcs12_spec(ca: CertificateAuthority, encryption: str = "legacy") -> ep.EnrollmentProfileSpec:
@@ -210,7 +215,7 @@ async def test_file_enrollment_records_certificate_and_enrollment_together(
     config: Config, db, tmp_path: Path
 ) -> None:
     env = _env(config)
-    prereq = service.check_prerequisites(env)
+    prereq = prepare(env)
     assert any("APNs certificate expired" in w for w in prereq.warnings)
     async with db.transaction() as session:
         created = await service.create_file(env, session, prereq, user="alice", created_by="test")
@@ -237,12 +242,13 @@ async def test_failure_while_building_leaves_nothing(
     config: Config, db, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     env = _env(config)
-    prereq = service.check_prerequisites(env)
+    prereq = prepare(env)
 
     def broken(*args: object) -> bytes:
         raise RuntimeError("disk full")
 
-    monkeypatch.setattr(service, "_sign", broken)  # fault injection after issuance, not the thing tested
+    # fault injection after issuance, not the thing tested
+    monkeypatch.setattr(enroll_profiles, "_sign", broken)
     with pytest.raises(RuntimeError):
         async with db.transaction() as session:
             await service.create_file(env, session, prereq, user="bob", created_by="test")
@@ -255,11 +261,11 @@ def test_prerequisites_name_what_is_missing(config: Config, tmp_path: Path) -> N
     env = _env(config)
     config.section(ApnsConfig).certificate_file = ""
     with pytest.raises(Conflict, match=r"configure apns\.certificate_file"):
-        service.check_prerequisites(env)
+        prepare(env)
     config.section(ApnsConfig).certificate_file = str(PUSH_PEM)
     (config.certs_dir / "ios.pem").unlink()
     with pytest.raises(Conflict, match=r"cannot sign enrollment profiles: .*'ios' certificate is missing"):
-        service.check_prerequisites(env)
+        prepare(env)
 
 
 @pytest.mark.parametrize(("platform", "user", "email", "message"), [
@@ -273,18 +279,18 @@ def test_prerequisites_name_what_is_missing(config: Config, tmp_path: Path) -> N
 ])
 def test_request_validation(platform: str, user: str, email: str | None, message: str) -> None:
     with pytest.raises(Exception, match=message) as info:
-        service.validate_request(platform, user, email)
+        validate_request(platform, user, email)
     assert info.value.status == (422 if platform == "android" else 400)  # type: ignore[attr-defined]
 
 
 def test_identifier_prefix(config: Config) -> None:
-    assert service.identifier_prefix(config) == "localhost"
+    assert identifier_prefix(config) == "localhost"
     config.hostname = "mdm.corp.example.com"
-    assert service.identifier_prefix(config) == "com.example.corp.mdm"
+    assert identifier_prefix(config) == "com.example.corp.mdm"
     config.hostname = "10.0.0.5"
-    assert service.identifier_prefix(config) == "mdm"
+    assert identifier_prefix(config) == "mdm"
     config.section(EnrollConfig).profile_identifier_prefix = "org.acme"
-    assert service.identifier_prefix(config) == "org.acme"
+    assert identifier_prefix(config) == "org.acme"
 
 
 # ---- migration matches the model ----------------------------------------------------------------

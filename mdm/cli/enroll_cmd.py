@@ -25,17 +25,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mdm.cli import enroll_links
-from mdm.cli.common import CliError, add_data_dir, config_from
+from mdm.cli.common import CliError, Subparsers, add_data_dir, config_from
 
 if TYPE_CHECKING:
     from mdm.config import Config
-    from mdm.enroll import service
+    from mdm.db.engine import Database
+    from mdm.enroll.seams import Env
 
-# mdm.enroll.service.PLATFORMS (a test keeps them equal; importing it here would load the server).
+# mdm.enroll.validation.PLATFORMS (a test keeps them equal; importing it here would load the server).
 PLATFORMS = ("ios", "android")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser(
         "enroll",
         help="enroll a device: one-time profile link + QR code (or --file for Apple Configurator)",
@@ -85,15 +86,19 @@ def run(args: argparse.Namespace) -> int:
 
 async def _run(args: argparse.Namespace, config: Config) -> int:
     from mdm.enroll import qr, service
+    from mdm.enroll.mailing import mail_link
+    from mdm.enroll.seams import Env
+    from mdm.enroll.validation import validate_request
+    from mdm.ios.enroll_profiles import builders
     from mdm.pki.ca import CertificateAuthority
     from mdm.pki.issuance import InternalCASource
     from mdm.server.runtime import open_context
 
-    service.validate_request(args.platform, args.user, args.email)
+    validate_request(args.platform, args.user, args.email)
     ctx = await open_context(config)
     try:
         ca = await asyncio.to_thread(CertificateAuthority.load, config.ca_dir, config.ca_passphrase())
-        env = service.Env(config, ca, InternalCASource(ca))
+        env = Env(config, ca, InternalCASource(ca), builders=builders())
         by = f"cli:{getpass.getuser()}"
         if args.file:
             return await _to_file(env, ctx.db, args, by)
@@ -104,11 +109,11 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
         mail = None
         if created.enrollment.email:
             png = await asyncio.to_thread(qr.png, created.url)
-            mail = await service.mail_link(env, ctx.db, created, png)
+            mail = await mail_link(env, ctx.db, created.enrollment, created.user, created.url, png)
     finally:
         await ctx.db.close()
     e = created.enrollment
-    expires = service.as_utc(e.expires_at)
+    expires = e.expires_at
     if args.json:
         out: dict[str, Any] = {
             "id": e.id, "user": created.user.name, "user_created": created.user_created, "url": created.url,
@@ -134,18 +139,20 @@ async def _run(args: argparse.Namespace, config: Config) -> int:
     return 0
 
 
-async def _to_file(env: service.Env, db: Any, args: argparse.Namespace, by: str) -> int:
+async def _to_file(env: Env, db: Database, args: argparse.Namespace, by: str) -> int:
     """Certificate, enrollment and file together: the file is written inside the transaction,
     and removed again if the commit fails."""
     from mdm.enroll import service
+    from mdm.enroll.profiles import prepare
     from mdm.pki.keys import write_private
 
     out = Path(args.file)
-    prereq = await asyncio.to_thread(service.check_prerequisites, env)
+    prereq = await asyncio.to_thread(prepare, env, args.platform)
     written = False
     try:
         async with db.transaction() as session:
-            created = await service.create_file(env, session, prereq, user=args.user, created_by=by)
+            created = await service.create_file(env, session, prereq, user=args.user, created_by=by,
+                                                platform=args.platform)
             assert created.profile is not None
             try:
                 # The profile holds the device's private key (PKCS#12 and its password): 0600.

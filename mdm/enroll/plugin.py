@@ -1,5 +1,6 @@
-"""Registers enrollment: config sections, admin API routes, the web listener's one-time links and
-the worker that expires unused links."""
+"""Registers enrollment: the registry of platform profile builders (platforms register into it at
+their start-up), the web listener's one-time links and the worker that expires unused links. The
+admin API routes (``handlers_api.router``) are composed in ``mdm.plugins``."""
 
 from __future__ import annotations
 
@@ -9,9 +10,10 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
-from mdm.enroll import web as enroll_web
-from mdm.enroll.service import expire_due
-from mdm.enroll.topic import log_push_identity
+from mdm.enroll import handlers_web
+from mdm.enroll.expiry import BATCH, expire_due
+from mdm.enroll.seams import PROFILE_BUILDERS, ProfileBuilders
+from mdm.push.topic import log_push_identity
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
 
@@ -20,7 +22,12 @@ EXPIRY_INTERVAL_SECONDS = 60.0
 
 
 def install(app: web.Application, ctx: ServerContext) -> None:
-    enroll_web.install(app)
+    handlers_web.install(app)
+
+
+async def start_enroll(ctx: ServerContext) -> None:
+    ctx.services[PROFILE_BUILDERS] = ProfileBuilders()
+    await log_push_identity(ctx)
 
 
 async def expire_links(ctx: ServerContext) -> None:
@@ -30,14 +37,14 @@ async def expire_links(ctx: ServerContext) -> None:
                 count = await expire_due(session)
             if count:
                 log.info("expired %d unused enrollment link(s)", count)
-            if count < 500:
+            if count < BATCH:
                 break
         await asyncio.sleep(EXPIRY_INTERVAL_SECONDS)
 
 
 PLUGIN = Plugin(
     name="enroll",
-    startup=(log_push_identity,),
+    startup=(start_enroll,),
     routes={"web": install},
     workers=(Worker("enroll.expiry", expire_links),),
     hot=(

@@ -18,7 +18,8 @@ from aiohttp import web
 
 from mdm.core.errors import ServiceError
 from mdm.enroll import links
-from mdm.enroll.service import download, env_of
+from mdm.enroll.download import download
+from mdm.enroll.seams import env_of
 from mdm.server import peers
 from mdm.server.context import CTX, ctx_of
 

@@ -1,0 +1,127 @@
+"""Serving a one-time link: the profile, exactly once.
+
+The one-time claim, the certificate record and the ``enrollment_downloaded`` event commit
+together; if building fails the claim rolls back and the link stays usable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from mdm.core import events
+from mdm.core.errors import Conflict, Gone, NotFound, ServiceError
+from mdm.db.engine import Database
+from mdm.db.models import utcnow
+from mdm.enroll import links, store
+from mdm.enroll.event_types import ENROLLMENT_DOWNLOAD_FAILED, ENROLLMENT_DOWNLOADED
+from mdm.enroll.expiry import expire
+from mdm.enroll.profiles import build_profile, event_fields, new_identity_key, prepare
+from mdm.enroll.seams import Env
+from mdm.enroll.tables import EnrollmentStatus
+
+log = logging.getLogger("mdm.enroll")
+
+
+class Unavailable(ServiceError):
+    status = 503
+    code = "unavailable"
+
+
+class LinkUnknown(NotFound):
+    pass
+
+
+class LinkGone(Gone):
+    pass
+
+
+def _gone_message(status: str) -> str:
+    return {
+        EnrollmentStatus.DOWNLOADED.value: "this enrollment link has already been used",
+        EnrollmentStatus.EXPIRED.value: "this enrollment link has expired",
+        EnrollmentStatus.REVOKED.value: "this enrollment link has been revoked",
+    }.get(status, "this enrollment link is no longer valid")
+
+
+async def _pending_link(db: Database, token_hash: bytes) -> store.LinkState:
+    """The pending enrollment behind a link, or LinkUnknown / LinkGone (an expired link
+    is marked expired on the way)."""
+    now = utcnow()
+    async with db.session() as session:
+        found = await store.link_state(session, token_hash)
+    if found is None:
+        raise LinkUnknown("no such enrollment link")
+    if found.status == EnrollmentStatus.PENDING.value and found.expires_at <= now:
+        async with db.transaction() as session:
+            await expire(session, found.id, now)
+        raise LinkGone(_gone_message(EnrollmentStatus.EXPIRED.value))
+    if found.status != EnrollmentStatus.PENDING.value:
+        raise LinkGone(_gone_message(found.status))
+    return found
+
+
+# Downloads being built in this process, by token hash. Concurrent requests for the same link
+# wait for the first instead of each generating a key pair only to lose the claim; across
+# processes and replicas the database claim alone decides.
+_IN_FLIGHT: dict[bytes, asyncio.Event] = {}
+
+
+async def download(env: Env, db: Database, token: str, *, peer: str | None = None) -> bytes:
+    """Serve a link once: the profile, or LinkUnknown (404) / LinkGone (410) / Unavailable (503,
+    the link stays valid)."""
+    if not links.well_formed(token):
+        raise LinkUnknown("no such enrollment link")
+    token_hash = links.token_hash(token)
+    while True:
+        pending = await _pending_link(db, token_hash)
+        running = _IN_FLIGHT.get(token_hash)
+        if running is None:
+            break
+        await running.wait()
+    done = _IN_FLIGHT[token_hash] = asyncio.Event()
+    try:
+        return await build_download(env, db, token_hash, pending.id, peer, pending.platform)
+    finally:
+        done.set()
+        del _IN_FLIGHT[token_hash]
+
+
+async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_id: int,
+                         peer: str | None, platform: str = "ios") -> bytes:
+    """Claim the link and build its profile (without the per-process guard of ``download``)."""
+    try:
+        prepared = await asyncio.to_thread(prepare, env, platform)
+    except Conflict as exc:
+        await _download_failed(db, enrollment_id, exc.message)
+        raise Unavailable(f"the enrollment profile cannot be built right now: {exc.message}") from None
+    # The key pair is made before the claim so the claiming transaction stays short (SQLite
+    # serialises writers for its whole duration).
+    key = await new_identity_key(env)
+    try:
+        async with db.transaction() as session:
+            claimed = await store.claim_link(session, token_hash, utcnow())
+            if claimed is None:
+                raise LinkGone(_gone_message(EnrollmentStatus.DOWNLOADED.value))
+            enrollment = await store.enrollment_by_id(session, claimed)
+            assert enrollment is not None
+            owner = await store.user_by_id(session, enrollment.user_id)
+            if owner is None:  # the user was deleted: the link went with it (cascade)
+                raise LinkUnknown("no such enrollment link")
+            profile = await build_profile(env, session, enrollment, owner, prepared, key)
+            events.emit(
+                session, ENROLLMENT_DOWNLOADED, user_id=owner.id, cert_serial=enrollment.cert_serial,
+                peer=peer, **event_fields(enrollment, owner),
+            )
+        return profile
+    except ServiceError:
+        raise
+    except Exception as exc:
+        log.exception("enrollment %s: building the profile failed", enrollment_id)
+        await _download_failed(db, enrollment_id, f"{type(exc).__name__}: {exc}")
+        raise Unavailable("the enrollment profile could not be built; the link is still valid") from None
+
+
+async def _download_failed(db: Database, enrollment_id: int, reason: str) -> None:
+    async with db.transaction() as session:
+        events.emit(session, ENROLLMENT_DOWNLOAD_FAILED, enrollment_id=enrollment_id, error=reason)
