@@ -13,10 +13,10 @@ import argparse
 import os
 from pathlib import Path
 
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     push = sub.add_parser("push", help="push notification services (APNs)").add_subparsers(
         dest="service", metavar="SERVICE", required=True
     )
