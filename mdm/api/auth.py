@@ -4,10 +4,9 @@ integration does not cost a database read per request."""
 from __future__ import annotations
 
 import hashlib
-import time
-from collections import OrderedDict
 
 from aiohttp import web
+from cachetools import TTLCache
 
 from mdm.core import tokens
 from mdm.core.errors import ServiceError
@@ -24,22 +23,17 @@ class Unauthenticated(ServiceError):
 
 
 class TokenCache:
+    """Principals by token digest for ``CACHE_TTL`` seconds after they were read, at most
+    ``CACHE_SIZE`` of them (least recently used out first)."""
+
     def __init__(self) -> None:
-        self._items: OrderedDict[bytes, tuple[float, Principal]] = OrderedDict()
+        self._items: TTLCache[bytes, Principal] = TTLCache(maxsize=CACHE_SIZE, ttl=CACHE_TTL)
 
     def get(self, key: bytes) -> Principal | None:
-        hit = self._items.get(key)
-        if hit is None or hit[0] < time.monotonic():
-            self._items.pop(key, None)
-            return None
-        self._items.move_to_end(key)
-        return hit[1]
+        return self._items.get(key)
 
     def put(self, key: bytes, principal: Principal) -> None:
-        self._items[key] = (time.monotonic() + CACHE_TTL, principal)
-        self._items.move_to_end(key)
-        while len(self._items) > CACHE_SIZE:
-            self._items.popitem(last=False)
+        self._items[key] = principal
 
     def clear(self) -> None:
         self._items.clear()

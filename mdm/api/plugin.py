@@ -8,16 +8,14 @@ import json
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import func, select
 
 from mdm import __version__
 from mdm.api import schemas as s
 from mdm.api.auth import TOKEN_CACHE, TokenCache
 from mdm.api.framework import ApiRouter
-from mdm.api.routes import router as core_router
-from mdm.core import metrics
+from mdm.api.handlers import router as core_router
+from mdm.core import fleet_metrics, metrics
 from mdm.db.engine import DatabaseUnavailable
-from mdm.db.models import CommandQueueEntry, Device, Event, Protocol
 from mdm.server import peers
 from mdm.server.context import ServerContext, ctx_of
 from mdm.server.plugin import Plugin
@@ -53,18 +51,7 @@ def _metrics_allowed(request: web.Request) -> bool:
               open_note="Addresses in `api.metrics_allow` need no token.")
 async def prometheus_metrics(request: web.Request) -> web.Response:
     async with ctx_of(request).db.session() as session:
-        queued = await session.scalar(select(func.count()).select_from(CommandQueueEntry))
-        undelivered = await session.scalar(
-            select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))
-        )
-        state = (Device.protocol, Device.status)
-        by_state = select(*state, func.count()).group_by(*state)
-        counts = (await session.execute(by_state)).all()
-    metrics.COMMANDS_QUEUED.set(queued or 0)
-    metrics.EVENTS_UNDELIVERED.set(undelivered or 0)
-    metrics.DEVICES.clear()
-    for protocol, status, count in counts:
-        metrics.DEVICES.labels(Protocol(protocol).name.lower(), status).set(count)
+        await fleet_metrics.refresh(session)
     body = generate_latest(metrics.REGISTRY)
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 

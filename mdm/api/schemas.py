@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from mdm.core.library import LIBRARY
 from mdm.core.tokens import SCOPES
-from mdm.db.models import (
-    Command,
-    CommandJournalEntry,
-    CommandStatus,
-    Device,
-    DeviceStatus,
-    Event,
-    Group,
-    Protocol,
-    Severity,
-    User,
-)
+from mdm.db.enums import CommandStatus, DeviceStatus, Protocol, Severity
+from mdm.db.models import ApiToken, Command, CommandJournalEntry, Device, Event, Group, User
+from mdm.db.types import as_utc
 
-
-def _as_utc(value: datetime) -> datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-# Every time the API returns carries its offset (RFC 3339); SQLite hands back naive UTC values.
-Timestamp = Annotated[datetime, AfterValidator(_as_utc)]
+# Every time the API returns carries its offset (RFC 3339). Columns are aware already
+# (``UtcDateTime``); values from elsewhere (a certificate) may not be.
+Timestamp = Annotated[datetime, AfterValidator(as_utc)]
 
 PROTOCOL_NAMES = {p.value: p.name.lower() for p in Protocol}
 ProtocolName = Literal["ios", "kes", "eas"]
@@ -370,6 +357,11 @@ class TokenOut(BaseModel):
     last_used_at: Timestamp | None
     revoked: bool
     token: str | None = Field(default=None, description="the secret, returned once at creation")
+
+    @classmethod
+    def of(cls, row: ApiToken, secret: str | None = None) -> TokenOut:
+        return cls(name=row.name, scopes=row.scopes.split(), created_at=row.created_at,
+                   last_used_at=row.last_used_at, revoked=row.revoked, token=secret)
 
 
 class TokenList(BaseModel):

@@ -16,7 +16,6 @@ import sys
 from pathlib import Path
 
 import tomlkit
-from sqlalchemy import select
 
 from mdm.cli import hostcheck
 from mdm.cli.common import CliError, add_data_dir
@@ -25,7 +24,6 @@ from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
-from mdm.db.models import ApiToken
 from mdm.enroll.config import apns_config
 from mdm.enroll.topic import DEVELOPMENT_HOWTO, create_development_identity
 from mdm.pki.ca import CAError, CertificateAuthority
@@ -248,18 +246,12 @@ async def _admin_token(config: Config, *, force: bool) -> str | None:
     db = Database(config.database_url, config.database.pool_size)
     try:
         async with db.transaction() as session:
-            existing = await session.scalar(select(ApiToken).where(ApiToken.name == ADMIN_TOKEN_NAME))
-            if existing is not None and not force:
-                return None
-            if existing is not None:
-                await session.delete(existing)
-                await session.flush()
             try:
-                _, token = await tokens.create(
-                    session, ADMIN_TOKEN_NAME, ["admin"], os.environ.get("MDM_ADMIN_TOKEN") or None
+                return await tokens.replace_or_keep(
+                    session, ADMIN_TOKEN_NAME, ["admin"], os.environ.get("MDM_ADMIN_TOKEN") or None,
+                    force=force,
                 )
             except tokens.InvalidArgument as exc:
                 raise CliError(f"MDM_ADMIN_TOKEN: {exc.message}", exit_code=2) from None
-            return token
     finally:
         await db.close()

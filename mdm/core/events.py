@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mdm.core.store_events import add_event
 from mdm.db.models import Event, Severity
 
 
@@ -58,7 +59,7 @@ def emit(
     if isinstance(type, str):  # transitional (issue 10): removed once every caller declares its type
         event = Event(uuid=str(uuid.uuid4()), type=type, severity=(severity or Severity.INFO).value,
                       device_id=device_id, user_id=user_id, body=body)
-        session.add(event)
+        add_event(session, event)
         return event
     if not isinstance(type, EventType) or EventType.declared.get(type.name) is not type:
         raise UndeclaredEvent(f"event type {type!r} is not declared in the catalog")
@@ -74,5 +75,5 @@ def emit(
         user_id=user_id,
         body=checked,
     )
-    session.add(event)
+    add_event(session, event)
     return event

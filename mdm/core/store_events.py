@@ -1,0 +1,52 @@
+"""The event outbox: the write ``mdm.core.events.emit`` makes in the caller's transaction, and the
+reads of the admin API and the metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.db.models import Event
+
+
+def add_event(session: AsyncSession, event: Event) -> None:
+    session.add(event)
+
+
+async def event_page(
+    session: AsyncSession,
+    *,
+    limit: int,
+    before_id: int | None = None,
+    after_id: int | None = None,
+    type_: str | None = None,
+    severity: str | None = None,
+    severities: Sequence[str] | None = None,
+    device_id: int | None = None,
+    since: datetime | None = None,
+) -> list[Event]:
+    """Up to ``limit`` events, newest first."""
+    stmt = select(Event).order_by(Event.id.desc())
+    if before_id is not None:
+        stmt = stmt.where(Event.id < before_id)
+    if after_id is not None:
+        stmt = stmt.where(Event.id > after_id)
+    if type_:
+        stmt = stmt.where(Event.type == type_)
+    if severity:
+        stmt = stmt.where(Event.severity == severity)
+    if severities is not None:
+        stmt = stmt.where(Event.severity.in_(severities))
+    if device_id:
+        stmt = stmt.where(Event.device_id == device_id)
+    if since:
+        stmt = stmt.where(Event.created_at >= since)
+    return list((await session.scalars(stmt.limit(limit))).all())
+
+
+async def undelivered_count(session: AsyncSession) -> int:
+    stmt = select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))
+    return int(await session.scalar(stmt) or 0)

@@ -1,0 +1,134 @@
+"""Command enqueue wakes the platform's pusher after the transaction commits: single and bulk
+(grouped by protocol), never for an enqueue that failed or rolled back. Without a pusher the
+command waits for the device's next poll (the delivery tests cover that)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import func, select
+
+from mdm.core import command_service
+from mdm.db.engine import Database
+from mdm.db.models import Command, Device, Protocol
+from mdm.server.runtime import Server
+
+
+class RecordingPusher:
+    """Records each wake with the number of commands another connection can see for those
+    devices at that moment: they must be committed already."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.calls: list[tuple[list[int], str, int]] = []
+
+    async def _visible(self, device_ids: Sequence[int]) -> int:
+        async with self.db.session() as session:
+            stmt = select(func.count()).select_from(Command).where(Command.device_id.in_(device_ids))
+            return int(await session.scalar(stmt) or 0)
+
+    async def wake(self, device_id: int, reason: str) -> None:
+        self.calls.append(([device_id], reason, await self._visible([device_id])))
+
+    async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
+        ids = sorted(device_ids)
+        self.calls.append((ids, reason, await self._visible(ids)))
+
+
+@pytest.fixture
+def pushers(server: Server, db: Database) -> dict[Protocol, RecordingPusher]:
+    recorders = {p: RecordingPusher(db) for p in (Protocol.KES, Protocol.EAS)}
+    for protocol, pusher in recorders.items():
+        server.ctx.pushers.register(protocol, pusher)
+    return recorders
+
+
+async def _device(db: Database, protocol: Protocol, identifier: str) -> int:
+    async with db.transaction() as session:
+        device = Device(protocol=protocol.value, identifier=identifier, inventory={}, attributes={})
+        session.add(device)
+        await session.flush()
+        return device.id
+
+
+async def test_single_enqueue_wakes_after_commit(
+    api: httpx.AsyncClient, db: Database, pushers: dict[Protocol, RecordingPusher]
+) -> None:
+    dev = await _device(db, Protocol.KES, "kes-1")
+    r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block", "args": {}})
+    assert r.status_code == 201, r.text
+    assert pushers[Protocol.KES].calls == [([dev], "command", 1)]
+    assert pushers[Protocol.EAS].calls == []
+
+
+async def test_bulk_enqueue_wakes_each_protocol_once_after_commit(
+    api: httpx.AsyncClient, db: Database, pushers: dict[Protocol, RecordingPusher]
+) -> None:
+    kes = [await _device(db, Protocol.KES, f"kes-{i}") for i in range(3)]
+    eas = await _device(db, Protocol.EAS, "eas-1")
+    r = await api.post("/api/v1/commands", json={"type": "RefreshDeviceInfo", "devices": [*kes, eas, 999999]})
+    assert r.status_code == 201, r.text
+    assert len(r.json()["created"]) == 4
+    assert pushers[Protocol.KES].calls == [(kes, "command", 3)]
+    assert pushers[Protocol.EAS].calls == [([eas], "command", 1)]
+    # Devices that cannot take the command are skipped and not woken.
+    r = await api.post("/api/v1/commands", json={"type": "Block", "devices": "all"})
+    assert r.status_code == 201, r.text
+    assert {s["device"] for s in r.json()["skipped"]} == {eas}
+    assert pushers[Protocol.KES].calls[1:] == [(kes, "command", 6)]
+    assert len(pushers[Protocol.EAS].calls) == 1
+
+
+async def test_no_wake_when_the_enqueue_fails(
+    api: httpx.AsyncClient, db: Database, pushers: dict[Protocol, RecordingPusher]
+) -> None:
+    dev = await _device(db, Protocol.KES, "kes-1")
+    assert (await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})).status_code == 201
+    pushers[Protocol.KES].calls.clear()
+    r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
+    assert r.status_code == 409
+    r = await api.post("/api/v1/commands", json={"type": "Block", "devices": [dev]})
+    assert r.status_code == 201 and r.json()["created"] == []
+    assert pushers[Protocol.KES].calls == []
+
+
+async def test_no_wake_when_the_transaction_rolls_back(
+    api: httpx.AsyncClient,
+    db: Database,
+    pushers: dict[Protocol, RecordingPusher],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    dev = await _device(db, Protocol.KES, "kes-1")
+    real = command_service.commands.enqueue_logged
+
+    async def written_then_failed(*args: Any, **kwargs: Any) -> Any:
+        await real(*args, **kwargs)
+        raise RuntimeError("the database went away before the commit")
+
+    monkeypatch.setattr(command_service.commands, "enqueue_logged", written_then_failed)
+    r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
+    assert r.status_code == 500
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Command)) == 0
+    assert pushers[Protocol.KES].calls == []
+
+
+async def test_a_failing_pusher_loses_nothing(
+    api: httpx.AsyncClient, db: Database, server: Server
+) -> None:
+    class Broken:
+        async def wake(self, device_id: int, reason: str) -> None:
+            raise ConnectionError("push gateway down")
+
+        async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
+            raise ConnectionError("push gateway down")
+
+    server.ctx.pushers.register(Protocol.KES, Broken())
+    dev = await _device(db, Protocol.KES, "kes-1")
+    r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
+    assert r.status_code == 201, r.text
+    async with db.session() as session:
+        assert await session.scalar(select(func.count()).select_from(Command)) == 1
