@@ -51,7 +51,7 @@ def _local(name: str) -> Callable[[argparse.Namespace], int]:
     return _lazy("certs_local", name)
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     certs = sub.add_parser("certs", help="certificates: issue, list, revoke, rules, server certificates, CA")
     actions = certs.add_subparsers(dest="action", metavar="ACTION", required=True)
     api = server_options()

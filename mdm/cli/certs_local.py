@@ -147,14 +147,18 @@ def run_import_ca(args: argparse.Namespace) -> int:
     if args.p12:
         if args.key or args.chain:
             raise CliError("--key/--chain go with --cert, not with --p12", exit_code=2)
-        load = lambda: castore.material_from_p12(_read(args.p12, "--p12"), args.password)  # noqa: E731
+        def load() -> castore.Material:
+            return castore.material_from_p12(_read(args.p12, "--p12"), args.password)
+
         what = args.p12
     else:
         if not args.key:
             raise CliError("--cert needs --key FILE (the CA's private key)", exit_code=2)
         extra = _read(args.chain, "--chain") if args.chain else None
         cert_data, key_data = _read(args.cert, "--cert"), _read(args.key, "--key")
-        load = lambda: castore.material_from_files(cert_data, key_data, args.password, extra)  # noqa: E731
+        def load() -> castore.Material:
+            return castore.material_from_files(cert_data, key_data, args.password, extra)
+
         what = args.cert
     try:
         cert, key, pool = load()

@@ -52,7 +52,7 @@ class ScepPending(ScepError):
         self.transaction_id = transaction_id
 
 
-class IssuerAndSubject(core.Sequence):
+class IssuerAndSubject(core.Sequence):  # type: ignore[misc, unused-ignore]  # asn1crypto is untyped
     """CertPoll content (RFC 8894 §3.3.3)."""
 
     _fields = [("issuer", asn1_x509.Name), ("subject", asn1_x509.Name)]
