@@ -24,12 +24,12 @@ from mdm.config_sections import load as load_config
 from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
-from mdm.enroll.config import apns_config
-from mdm.enroll.topic import DEVELOPMENT_HOWTO, create_development_identity
 from mdm.pki.ca import CAError, CertificateAuthority
 from mdm.pki.crl import crl_url_for
 from mdm.pki.keys import KeyError_
 from mdm.pki.slots import SLOTS, issue_server_certificate, slot_exists
+from mdm.push.config import apns_config
+from mdm.push.topic import DEVELOPMENT_HOWTO, create_development_identity
 
 ADMIN_TOKEN_NAME = "admin"  # noqa: S105 - the token's name, not its secret
 
