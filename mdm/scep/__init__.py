@@ -8,10 +8,10 @@ password required), RenewalReq (signed by a valid certificate we issued), CertPo
 
 Modules: ``protocol`` (names, errors), ``envelope`` (EnvelopedData), ``messages`` (SignedData
 pkiMessage), ``ra`` (RA certificates), ``challenges`` (one-time challenges), ``service`` (the
-protocol), ``approval_service`` (the approval queue), ``issuing`` (issuing an accepted request),
-``store`` (every SQL statement), ``event_types``, ``keys`` (typed service keys), ``handlers``
-(HTTP), ``api`` and ``schemas`` (admin API), ``settings`` (``[scep]``), ``plugin`` (wiring),
-``client``.
+protocol), ``approval_service`` (the approval queue), ``csr`` (the request inside), ``issuing``
+(issuing an accepted request), ``store`` (every SQL statement), ``event_types``, ``keys`` (typed
+service keys), ``handlers`` (HTTP), ``api`` and ``schemas`` (admin API), ``settings``
+(``[scep]``), ``plugin`` (wiring), ``client``.
 
 Configuration ``[scep]``: ``enabled``, ``static_challenge`` / ``static_challenge_file``,
 ``cert_type`` (mobile|mail|vpn), ``validity_days`` (0: issuance default), ``manual_approval``,

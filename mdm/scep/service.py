@@ -9,18 +9,14 @@ database transaction, so a failure anywhere leaves nothing behind.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from asn1crypto import cms
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import AttributeOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy.exc import IntegrityError
 
 from mdm.core import events
@@ -32,6 +28,7 @@ from mdm.pki.issuance import CertificateSource
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected
 from mdm.scep import challenges, envelope, messages, store
+from mdm.scep.csr import CsrRequest, challenge_of, fingerprint, load_csr
 from mdm.scep.envelope import Encryption
 from mdm.scep.event_types import SCEP_REQUEST_PENDING
 from mdm.scep.issuing import issue_request
@@ -75,11 +72,6 @@ def capabilities() -> str:
 
 def ca_certificates(state: ScepState) -> bytes:
     return messages.degenerate(state.ra.getcacert)
-
-
-def fingerprint(public_key: CertificatePublicKeyTypes) -> str:
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 class ScepService:
@@ -199,56 +191,6 @@ async def _open(state: ScepState, msg: messages.PkiMessage) -> tuple[bytes, Encr
 
 
 # ---- enrollment --------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class _Request:
-    csr: x509.CertificateSigningRequest
-    common_name: str
-    key_fingerprint: str
-    signer_fingerprint: str
-
-
-def _load_csr(der: bytes, settings: ScepConfig) -> _Request:
-    try:
-        csr = x509.load_der_x509_csr(der)
-        public_key = csr.public_key()
-        valid = csr.is_signature_valid
-    except UnsupportedAlgorithm as exc:
-        raise ScepFailure(FailInfo.BAD_ALG, "the CSR uses an unsupported algorithm", str(exc)) from None
-    except ValueError as exc:
-        raise ScepFailure(
-            FailInfo.BAD_REQUEST, "the envelope does not hold a valid PKCS#10 CSR", str(exc)
-        ) from None
-    if not valid:
-        raise ScepFailure(FailInfo.BAD_MESSAGE_CHECK, "the CSR's signature does not verify")
-    if isinstance(public_key, rsa.RSAPublicKey):
-        if public_key.key_size < settings.min_rsa_bits:
-            raise ScepFailure(
-                FailInfo.BAD_REQUEST,
-                f"RSA key of {public_key.key_size} bits is below the minimum of {settings.min_rsa_bits}",
-            )
-    elif isinstance(public_key, ec.EllipticCurvePublicKey):
-        if not isinstance(public_key.curve, ec.SECP256R1 | ec.SECP384R1):
-            raise ScepFailure(FailInfo.BAD_ALG, f"elliptic curve {public_key.curve.name} is not supported")
-    else:
-        raise ScepFailure(FailInfo.BAD_ALG, f"{type(public_key).__name__} keys are not supported")
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn = str(names[0].value).strip() if names else ""
-    if not cn:
-        raise ScepFailure(FailInfo.BAD_REQUEST, "the CSR subject has no common name")
-    return _Request(csr, cn, fingerprint(public_key), "")
-
-
-def _challenge_of(csr: x509.CertificateSigningRequest) -> str | None:
-    try:
-        value = csr.attributes.get_attribute_for_oid(AttributeOID.CHALLENGE_PASSWORD).value
-    except x509.AttributeNotFound:
-        return None
-    try:
-        return value.decode("utf-8")
-    except UnicodeDecodeError:
-        return None
-
-
 async def _existing(svc: ScepService, transaction_id: str) -> ScepTransaction | None:
     async with svc.db.session() as session:
         return await store.transaction_by_id(session, transaction_id)
@@ -259,9 +201,9 @@ async def _enroll(
 ) -> Outcome:
     assert msg.signer is not None
     plaintext, encryption = await _open(state, msg)
-    req = _load_csr(plaintext, state.settings)
+    req = load_csr(plaintext, state.settings)
     signer_fp = fingerprint(msg.signer.public_key())
-    req = _Request(req.csr, req.common_name, req.key_fingerprint, signer_fp)
+    req = CsrRequest(req.csr, req.common_name, req.key_fingerprint, signer_fp)
     if kind == MessageType.PKCS_REQ and signer_fp != req.key_fingerprint:
         raise ScepFailure(FailInfo.BAD_REQUEST, "PKCSReq must be signed with the key being certified")
     existing = await _existing(svc, msg.transaction_id)
@@ -279,7 +221,7 @@ async def _enroll(
     renews: str | None = None
     challenge: challenges.ChallengeMatch | None = None
     if kind == MessageType.PKCS_REQ:
-        password = _challenge_of(req.csr)
+        password = challenge_of(req.csr)
         if not password:
             raise ScepFailure(FailInfo.BAD_REQUEST, "the CSR carries no challengePassword")
         async with svc.db.session() as session:
