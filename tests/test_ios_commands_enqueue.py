@@ -13,6 +13,7 @@ from sqlalchemy import select
 
 from mdm.core import commands
 from mdm.core.errors import InvalidArgument
+from mdm.core.library import Translators
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Event, Protocol
 from mdm.ios import schema
@@ -24,6 +25,10 @@ from mdm.ios.signing import ProfileSigner
 from mdm.server.runtime import Server
 
 MDM_PROFILE = "com.example.mdm.enrollment.7"
+
+# The translators a server registers at start-up (the tests below run without one).
+TRANSLATORS = Translators()
+TRANSLATORS.register(Protocol.IOS, TRANSLATOR)
 
 
 async def new_device(db: Database, udid: str = "UDID-1") -> int:
@@ -50,7 +55,9 @@ async def enqueue(db: Database, device_id: int, type_: str, args: dict[str, Any]
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
-        return await commands.enqueue(session, device, type_, args, created_by="test")
+        return await commands.enqueue(
+            session, device, type_, args, created_by="test", translators=TRANSLATORS
+        )
 
 
 async def reload(db: Database, guid: str) -> Command:

@@ -216,7 +216,7 @@ def _topic(config: Any) -> str:
 
 
 def render(report: Report) -> str:
-    s, p, i, r, b, m = (
+    setup, p, i, r, b, m = (
         report.setup,
         report.prepare,
         report.idle,
@@ -225,8 +225,8 @@ def render(report: Report) -> str:
         report.rss_kib,
     )
     lines = [
-        f"mdm bench ios: {s.get('devices')} devices, {s.get('mode')} over {s.get('transport')}, "
-        f"{s.get('database', '')} [{s.get('server')}]"
+        f"mdm bench ios: {setup.get('devices')} devices, {setup.get('mode')} over {setup.get('transport')}, "
+        f"{setup.get('database', '')} [{setup.get('server')}]"
     ]
     if p:
         lines.append("prepare: " + ", ".join(f"{k}={v}" for k, v in p.items()))

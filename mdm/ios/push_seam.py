@@ -1,9 +1,13 @@
-"""Where the iOS command channel asks for a wake-up push; the APNs worker (push issue) consumes it.
+"""Where the iOS command channel asks for a delayed wake-up push (NotNow back-off).
 
-``schedule_push`` writes (or moves earlier) one ``ios_push_requests`` row per device in the
-caller's transaction. The APNs worker is expected to select rows with ``due_at <= now``, push
-``{"mdm": PushMagic}`` to the device's token and delete the row (``take_due`` does the select and
-delete for it). Nothing here talks to APNs.
+A NotNow is answered with a back-off of at least one second (``ios.notnow_backoff_seconds``), so
+a wake-up is never due at once: instead of ``ServerContext.pushers.wake`` (which pushes now), the
+channel records the durable, delayed request here. ``schedule_push`` writes (or moves earlier) one
+``ios_push_requests`` row per device in the caller's transaction (a rollback takes it back). The
+APNs pusher (push issue) drains due rows with ``take_due`` (select, delete) and pushes
+``{"mdm": PushMagic}`` to each device's token. Without that pusher nothing is lost: the deferred
+command is offered again at the device's next Idle poll. Nothing here talks to APNs; the SQL is
+in ``store.py``.
 """
 
 from __future__ import annotations

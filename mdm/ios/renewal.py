@@ -125,7 +125,7 @@ class IosRenewer:
         signed = await asyncio.to_thread(lambda: sign_profile(ep.build_bytes(spec), prereq.signer))
         command = await commands.enqueue(
             session, device, COMMAND, {"mobileconfig_base64": base64.b64encode(signed).decode()},
-            created_by=CREATED_BY,
+            created_by=CREATED_BY, translators=ctx.translators,
         )
         return f"{COMMAND} {command.guid} queued with a new identity {issued.serial_hex}"
 
