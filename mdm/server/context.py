@@ -9,7 +9,7 @@ from typing import Any, Generic, TypeVar, cast
 from aiohttp import web
 
 from mdm.config import Config
-from mdm.core.library import Translators, transitional_default
+from mdm.core.library import Translators
 from mdm.core.push import Pushers
 from mdm.db.engine import Database
 from mdm.server.tls import ReloadableContext
@@ -62,9 +62,7 @@ class ServerContext:
     tls: dict[str, ReloadableContext] = field(default_factory=dict)
     services: Services = field(default_factory=Services)
     # Core seams that platform plugins fill at start-up (see docs/ARCHITECTURE.md, seams).
-    # TRANSITIONAL (issue 10): the process-wide instance that ``register_translator`` still fills,
-    # until every platform plugin registers on ``ctx.translators``; then ``Translators``.
-    translators: Translators = field(default_factory=transitional_default)
+    translators: Translators = field(default_factory=Translators)
     pushers: Pushers = field(default_factory=Pushers)
     # Ports actually bound, by "listener:scheme" (e.g. "ios:https", "web:http"); differs from the
     # configured port when that is 0 (ephemeral). Used to build URLs handed to devices.
