@@ -8,12 +8,13 @@ start-up loads the CA and builds every listener's TLS context, which the others 
 from __future__ import annotations
 
 from mdm.api import plugin as api_plugin
-from mdm.enroll import api as enroll_api
+from mdm.enroll import handlers_api as enroll_api
 from mdm.enroll import plugin as enroll_plugin
+from mdm.ios import enroll_profiles as ios_enroll_profiles
 from mdm.ios import plugin as ios_plugin
-from mdm.pki import api as pki_api
+from mdm.pki import handlers as pki_api
 from mdm.pki import plugin as pki_plugin
-from mdm.scep import api as scep_api
+from mdm.scep import handlers_api as scep_api
 from mdm.scep import plugin as scep_plugin
 from mdm.server.plugin import Plugin
 
@@ -24,6 +25,7 @@ PLUGINS: tuple[Plugin, ...] = (
     pki_plugin.PLUGIN,
     api_plugin.plugin(ADMIN_API),
     scep_plugin.PLUGIN,
-    enroll_plugin.PLUGIN,
+    enroll_plugin.PLUGIN,  # before every platform: it holds the registry of profile builders
+    ios_enroll_profiles.PLUGIN,
     ios_plugin.PLUGIN,
 )

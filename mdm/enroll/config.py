@@ -9,9 +9,6 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from mdm.config import Config, Section
 
-# TRANSITIONAL (issue 10): [apns] moved to mdm.push.config; mdm/cli/init_cmd.py still imports it here.
-from mdm.push.config import ApnsConfig, apns_config
-
 # Every AccessRights bit Apple defines (1 .. 4096).
 ALL_ACCESS_RIGHTS = 8191
 
@@ -105,5 +102,4 @@ def smtp_config(config: Config) -> SmtpConfig:
     return config.section(SmtpConfig)
 
 
-__all__ = ["ALL_ACCESS_RIGHTS", "ApnsConfig", "EnrollConfig", "SmtpConfig", "apns_config", "enroll_config",
-           "smtp_config"]
+__all__ = ["ALL_ACCESS_RIGHTS", "EnrollConfig", "SmtpConfig", "enroll_config", "smtp_config"]
