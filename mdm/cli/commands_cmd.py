@@ -9,10 +9,10 @@ from typing import Any
 from mdm.cli import output
 from mdm.cli.api_cmd import API, actions, leaf, list_page, more_hint, paging
 from mdm.cli.client import ApiClient
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     command = actions(sub, "command", "send, recall and inspect commands")
     p = leaf(command, "send", command_send,
              "send a command to one device, or to many (--all/--group/--devices)")

@@ -18,10 +18,11 @@ from pathlib import Path
 import tomlkit
 
 from mdm.cli import hostcheck
-from mdm.cli.common import CliError, add_data_dir
+from mdm.cli.common import CliError, Subparsers, add_data_dir
 from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError
 from mdm.config_sections import load as load_config
 from mdm.core import tokens
+from mdm.core.errors import InvalidArgument
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
 from mdm.pki.ca import CAError, CertificateAuthority
@@ -34,7 +35,7 @@ from mdm.push.topic import DEVELOPMENT_HOWTO, create_development_identity
 ADMIN_TOKEN_NAME = "admin"  # noqa: S105 - the token's name, not its secret
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     p = sub.add_parser("init", help="prepare a data directory (config, database, CA, certificates, token)")
     add_data_dir(p)
     p.add_argument("--hostname", help="public host name (default: $MDM_HOSTNAME or this host's FQDN)")
@@ -251,7 +252,7 @@ async def _admin_token(config: Config, *, force: bool) -> str | None:
                     session, ADMIN_TOKEN_NAME, ["admin"], os.environ.get("MDM_ADMIN_TOKEN") or None,
                     force=force,
                 )
-            except tokens.InvalidArgument as exc:
+            except InvalidArgument as exc:
                 raise CliError(f"MDM_ADMIN_TOKEN: {exc.message}", exit_code=2) from None
     finally:
         await db.close()

@@ -12,13 +12,13 @@ from typing import Any
 from mdm.cli import output
 from mdm.cli.api_cmd import API, actions, confirm, every, leaf, list_page, more_hint, paging
 from mdm.cli.client import ApiClient
-from mdm.cli.common import CliError
+from mdm.cli.common import CliError, Subparsers
 from mdm.cli.output import Column
 
 GROUP_HELP = "group id, path from the top (Corp/Sales) or a name only one group has"
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: Subparsers) -> None:
     users = actions(sub, "users", "list, create, show and delete users (device owners)")
     p = leaf(users, "list", users_list, "list users")
     paging(p)
@@ -165,7 +165,7 @@ def resolve_group(client: ApiClient, text: str, groups: list[dict[str, Any]] | N
 
 
 def group_path(client: ApiClient, group: dict[str, Any]) -> str:
-    return _paths(_all_groups(client)).get(group["id"], group["name"])
+    return str(_paths(_all_groups(client)).get(group["id"], group["name"]))
 
 
 def groups_list(args: argparse.Namespace, client: ApiClient) -> int:

@@ -283,9 +283,10 @@ async def complete(
     command.result_data = data
     _finish(session, command, status)
     journal(session, command, status.value, info)
+    finished = COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED
     events.emit(
         session,
-        COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED,
+        finished,
         device_id=command.device_id,
         command=command.guid,
         command_type=command.type,
