@@ -152,9 +152,8 @@ async def get_command(request: web.Request, guid: str) -> s.CommandOut:
               scope="commands:write", response=s.CommandOut, errors=(409,))
 async def recall_command(request: web.Request, guid: str) -> s.CommandOut:
     async with ctx_of(request).db.transaction() as session:
-        command = await commands.recall(session, guid, by=_who(request))
-        await session.flush()
-        return s.CommandOut.of(command, await commands.journal_of(session, command.id))
+        command, journal = await commands.recall_logged(session, guid, by=_who(request))
+        return s.CommandOut.of(command, journal)
 
 
 # ---- events -------------------------------------------------------------------------------------

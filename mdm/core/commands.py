@@ -196,6 +196,15 @@ async def recall(session: AsyncSession, guid: str, *, by: str | None = None) -> 
     return command
 
 
+async def recall_logged(
+    session: AsyncSession, guid: str, *, by: str | None = None
+) -> tuple[Command, list[CommandJournalEntry]]:
+    """``recall`` and the command's whole journal with the recall's entry (what the API answers)."""
+    command = await recall(session, guid, by=by)
+    await session.flush()
+    return command, await journal_of(session, command.id)
+
+
 # ---- used by protocol command channels ---------------------------------------------------------
 
 
