@@ -23,8 +23,8 @@ from mdm.config import Config
 from mdm.core import tokens
 from mdm.db import migrate
 from mdm.db.engine import Database
-from mdm.schema import metadata
 from mdm.plugins import PLUGINS
+from mdm.schema import metadata
 from mdm.server.runtime import Server, open_context
 from mdm.testing import make_data_dir, make_pki
 

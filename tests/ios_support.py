@@ -20,11 +20,11 @@ from sqlalchemy import func, select
 
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
-from mdm.schema import metadata
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.keys import PrivateKey
 from mdm.pki.tables import CertType
+from mdm.schema import metadata
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apple"
 TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"

@@ -355,3 +355,47 @@ def test_event_types_are_declared_only_in_catalog_modules() -> None:
         if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "EventType"
     ]
     assert found == []
+
+
+async def test_emit_refuses_an_undeclared_type_and_an_unknown_body_field() -> None:
+    """The catalog is enforced at run time too: a made-up type or a field its model lacks raises
+    before anything is added to the transaction."""
+    from mdm.core import events
+    from mdm.core.event_types import DEVICE_DELETED
+    from mdm.db.models import Severity
+
+    class Session:
+        added: list[object] = []
+
+        def add(self, item: object) -> None:
+            self.added.append(item)
+
+    session = Session()
+    made_up = events.EventType.__new__(events.EventType)
+    object.__setattr__(made_up, "name", "made_up")
+    object.__setattr__(made_up, "severity", Severity.INFO)
+    object.__setattr__(made_up, "body", events.EventBody)
+    object.__setattr__(made_up, "description", "not in any catalog module")
+    with pytest.raises(events.UndeclaredEvent, match="not declared"):
+        events.emit(session, made_up)  # type: ignore[arg-type]
+    with pytest.raises(events.UndeclaredEvent, match="not declared"):
+        events.emit(session, "device_deleted")  # type: ignore[arg-type]
+    with pytest.raises(events.UndeclaredEvent, match="body does not match"):
+        events.emit(session, DEVICE_DELETED, device_id=1, no_such_field=1)  # type: ignore[arg-type]
+    assert session.added == []
+    with pytest.raises(ValueError, match="declared twice"):
+        events.EventType("device_deleted", Severity.INFO, events.EventBody, "again")
+
+
+def test_every_declared_event_type_is_unique_and_described() -> None:
+    import importlib
+
+    from mdm.core.events import EventType
+
+    for module in MODULES.values():
+        if module.basename == "event_types":
+            importlib.import_module(module.name)
+    declared = EventType.declared
+    assert len(declared) >= 35
+    for name, kind in declared.items():
+        assert kind.name == name and kind.description.strip(), name

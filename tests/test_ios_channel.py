@@ -302,7 +302,8 @@ async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Databa
         device = await session.get(Device, device_id)
         assert device is not None
         command = await commands.enqueue(
-            session, device, "Raw", {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]}
+            session, device, "Raw", {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
+            translators=server.ctx.translators,
         )
         guid = command.guid
     assert not svc.hint.known_empty(device_id)

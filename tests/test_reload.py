@@ -145,7 +145,7 @@ async def test_switching_the_push_certificate_takes_effect_and_is_reported(
 ) -> None:
     """Apple's certificate -> the development identity: the next enrollment uses its topic and
     says what it means; the log says it at once."""
-    from mdm.enroll.topic import DEVELOPMENT_WARNING, create_development_identity
+    from mdm.push.topic import DEVELOPMENT_WARNING, create_development_identity
 
     value, topic = create_development_identity(config.data_path)
     _edit(config, f'certificate_file = "{PUSH_PEM}"', f'certificate_file = "{value}"')

@@ -210,7 +210,7 @@ def _dispose(directory: Path, keep: bool, say: Say, report: Report) -> None:
 
 
 def _topic(config: Any) -> str:
-    from mdm.enroll.topic import read_topic
+    from mdm.push.topic import read_topic
 
     return read_topic(config).topic
 

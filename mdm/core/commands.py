@@ -44,12 +44,11 @@ async def enqueue(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
-    translators: Translators | None = None,
+    translators: Translators,
 ) -> Command:
     """Queue one command; Conflict if the device already has an active command of that type.
 
-    ``translators``: the platforms' command translators (``ServerContext.translators``). None is
-    TRANSITIONAL (issue 10): the process-wide registry, for callers not yet handed one."""
+    ``translators``: the platforms' command translators (``ServerContext.translators``)."""
     command, _ = await enqueue_logged(
         session, device, type_name, args, created_by=created_by, translators=translators
     )
@@ -63,12 +62,10 @@ async def enqueue_logged(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
-    translators: Translators | None = None,
+    translators: Translators,
 ) -> tuple[Command, CommandJournalEntry]:
     """``enqueue`` that also returns the command's first journal entry (what the API answers
     with, so that nothing is read back)."""
-    if translators is None:
-        translators = library.transitional_default()
     ctype = library.lookup(type_name)
     args = dict(args or {})
     payload = translators.translate(ctype, args, device)
@@ -128,7 +125,7 @@ async def enqueue_bulk(
     args: dict[str, Any] | None = None,
     *,
     created_by: str | None = None,
-    translators: Translators | None = None,
+    translators: Translators,
 ) -> BulkResult:
     """Queue for many devices; devices that cannot take it are reported, not failed."""
     ctype = library.lookup(type_name)

@@ -47,20 +47,15 @@ class EventType:
 
 def emit(
     session: AsyncSession,
-    type: EventType | str,
-    severity: Severity | None = None,
+    type: EventType,
     *,
+    severity: Severity | None = None,
     device_id: int | None = None,
     user_id: int | None = None,
     **body: Any,
 ) -> Event:
     """Add an event of a declared ``type`` to the caller's transaction. ``severity`` overrides the
     declared one only where the catalog says the type's severity varies."""
-    if isinstance(type, str):  # transitional (issue 10): removed once every caller declares its type
-        event = Event(uuid=str(uuid.uuid4()), type=type, severity=(severity or Severity.INFO).value,
-                      device_id=device_id, user_id=user_id, body=body)
-        add_event(session, event)
-        return event
     if not isinstance(type, EventType) or EventType.declared.get(type.name) is not type:
         raise UndeclaredEvent(f"event type {type!r} is not declared in the catalog")
     try:

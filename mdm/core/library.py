@@ -111,19 +111,6 @@ class Translators:
         return schema
 
 
-# Transitional: the process-wide instance the code used before translators were passed in.
-# Remove once every caller receives a ``Translators`` (issue 10).
-_DEFAULT = Translators()
-
-
-def register_translator(protocol: Protocol, translator: CommandTranslator) -> None:
-    _DEFAULT.register(protocol, translator)
-
-
-def translator_for(protocol: int) -> CommandTranslator | None:
-    return _DEFAULT.get(protocol)
-
-
 def lookup(name: str) -> CommandType:
     try:
         return LIBRARY[name]
@@ -140,18 +127,3 @@ def check_supported(command_type: CommandType, device: Device) -> None:
             f"{command_type.name} is not supported on {protocol.name.lower()} devices",
             supported=sorted(p.name.lower() for p in command_type.protocols),
         )
-
-
-def public_args(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
-    """Transitional (``Translators.public_args`` on the process-wide instance)."""
-    return _DEFAULT.public_args(command_type, args, device)
-
-
-def translate(command_type: CommandType, args: dict[str, Any], device: Device) -> dict[str, Any]:
-    """Transitional (``Translators.translate`` on the process-wide instance)."""
-    return _DEFAULT.translate(command_type, args, device)
-
-
-def transitional_default() -> Translators:
-    """Transitional: the process-wide instance, for callers not yet handed a ``Translators``."""
-    return _DEFAULT

@@ -86,7 +86,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _outcome(self, operation: Any, parameters: Any, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         async with self._adapt_connection._execute_mutex:
-            outcome: Outcome = await connection._execute(  # type: ignore[no-untyped-call]  # aiosqlite private API
+            outcome: Outcome = await connection._execute(  # type: ignore[no-untyped-call, unused-ignore]  # private API
                 _run, connection._conn, operation, parameters, many
             )
         self._description, rows, self._rowcount, self._lastrowid = outcome

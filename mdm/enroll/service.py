@@ -13,7 +13,6 @@ import asyncio
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -23,10 +22,6 @@ from mdm.core.errors import Conflict
 from mdm.db.engine import Database
 from mdm.db.models import User, utcnow
 from mdm.enroll import links, store
-
-# Names other packages import from here (mdm/ios/checkin.py, takeover.py, renewal.py, and the
-# CLI's constant check): re-exported so their imports keep working.
-from mdm.enroll.attach import attach_device, enrollment_of_certificate
 from mdm.enroll.config import smtp_config
 from mdm.enroll.event_types import ENROLLMENT_CREATED
 from mdm.enroll.profiles import build_profile, event_fields, new_identity_key, prepare
@@ -36,8 +31,7 @@ from mdm.enroll.users import get_or_create_user, target_device
 from mdm.enroll.validation import PLATFORMS, identifier_prefix, validate_request
 
 __all__ = [
-    "PLATFORMS", "Created", "Env", "attach_device", "check_prerequisites", "create_file", "create_link",
-    "create_with_retry", "enrollment_of_certificate", "env_of",
+    "PLATFORMS", "Created", "Env", "create_file", "create_link", "create_with_retry", "env_of",
 ]
 
 
@@ -50,13 +44,6 @@ class Created:
     url: str | None = None
     profile: bytes | None = None
     warnings: tuple[str, ...] = ()
-
-
-def check_prerequisites(env: Env) -> Any:
-    """TRANSITIONAL (issue 10): what ``mdm/ios/renewal.py`` calls; the iOS prerequisites (push
-    topic and signer) are ``mdm.ios.enroll_profiles.check_prerequisites``. Delete once renewal
-    imports that."""
-    return prepare(env, "ios")
 
 
 def _new_enrollment(env: Env, user: User, email: str | None, delivery: Delivery, created_by: str | None,

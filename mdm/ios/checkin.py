@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import commands, events
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
-from mdm.enroll.service import attach_device
+from mdm.enroll.attach import attach_device
 from mdm.ios import store, takeover
 from mdm.ios.event_types import (
     BOOTSTRAP_TOKEN_CLEARED,

@@ -11,7 +11,6 @@ from cachetools import LRUCache
 
 from mdm.config_reload import hot
 from mdm.core.identity import BindingCache
-from mdm.core.library import register_translator
 from mdm.core.security_events import RejectionLog
 from mdm.db.models import Protocol
 from mdm.ios import config as ios_config
@@ -44,7 +43,6 @@ async def configure_signing(ctx: ServerContext) -> None:
     """The ``ios`` slot certificate signs configuration profiles (``[ios_commands]``); the
     translator is registered for ``Protocol.IOS`` (re-registering on reload is harmless)."""
     ctx.translators.register(Protocol.IOS, TRANSLATOR)
-    register_translator(Protocol.IOS, TRANSLATOR)  # TRANSITIONAL (issue 10): the lead removes it
     settings_ = ctx.config.section(IosCommandsConfig)
     TRANSLATOR.configure_signing(SlotSigner(ctx.config.certs_dir), by_default=settings_.sign_profiles)
 

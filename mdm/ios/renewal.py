@@ -27,9 +27,10 @@ from mdm.core import commands
 from mdm.core.errors import Conflict
 from mdm.db.models import Device, Protocol
 from mdm.enroll import links
-from mdm.enroll import service as enroll
+from mdm.enroll.seams import env_of
 from mdm.ios import enrollment_profile as ep
 from mdm.ios import store
+from mdm.ios.enroll_profiles import check_prerequisites
 from mdm.ios.signing import sign_profile
 from mdm.pki import rules
 from mdm.pki import services as pki_plugin
@@ -71,9 +72,9 @@ class IosRenewer:
                 "the device has no known MDM profile identifier (it did not enroll through an "
                 "enrollment link or file), so its enrollment profile cannot be replaced in place"
             )
-        env = enroll.env_of(ctx)
+        env = env_of(ctx)
         try:
-            prereq = await asyncio.to_thread(enroll.check_prerequisites, env)
+            prereq = await asyncio.to_thread(check_prerequisites, env)
         except Conflict as exc:
             raise RenewalUnavailable(exc.message) from None
         topic = prereq.topic.topic

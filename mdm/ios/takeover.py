@@ -21,7 +21,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, DeviceStatus, utcnow
-from mdm.enroll.service import enrollment_of_certificate
+from mdm.enroll.attach import enrollment_of_certificate
 from mdm.ios import store
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.tables import IosDevice

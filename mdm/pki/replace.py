@@ -109,7 +109,7 @@ async def record(
     events.emit(
         session,
         SERVER_CERT_REPLACED,
-        Severity.WARNING if pinned else None,  # pinned devices must receive the new pin
+        severity=Severity.WARNING if pinned else None,  # pinned devices must receive the new pin
         slot=slot,
         old=_summary(old),
         new=_summary(new),
