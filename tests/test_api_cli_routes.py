@@ -10,10 +10,11 @@ from typing import Any
 import httpx
 import pytest
 from enroll_support import APNS_TOML
+from event_rows import outbox_row
 from pydantic import ValidationError
 from sqlalchemy import func, select, update
 
-from mdm.core import events, tokens
+from mdm.core import tokens
 from mdm.db.models import Event, Group, Severity, utcnow
 from mdm.enroll.tables import Enrollment
 from mdm.ios import command_args
@@ -124,7 +125,7 @@ async def test_users_filtered_by_exact_name(api: httpx.AsyncClient) -> None:
 async def test_events_min_severity_is_at_least(api: httpx.AsyncClient, db: Any) -> None:
     async with db.transaction() as session:
         for severity in Severity:
-            events.emit(session, f"e_{severity.value}", severity)
+            outbox_row(session, f"e_{severity.value}", severity)
 
     async def types(**params: str) -> list[str]:
         r = await api.get("/api/v1/events", params=params)

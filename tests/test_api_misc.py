@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
+from event_rows import outbox_row
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
-from mdm.core import events, tokens
+from mdm.core import tokens
 from mdm.db.engine import Database
 from mdm.db.models import ApiToken, Device, Event, Group, Severity
 
@@ -190,14 +191,14 @@ async def test_authentication_failures(api: httpx.AsyncClient) -> None:
 async def test_events_filters_and_pagination(api: httpx.AsyncClient, db) -> None:
     async with db.transaction() as session:
         for i in range(12):
-            events.emit(
+            outbox_row(
                 session,
                 "tick" if i % 2 else "tock",
                 Severity.CRITICAL if i == 5 else Severity.INFO,
                 device_id=100 + i % 3,
                 n=i,
             )
-        old = events.emit(session, "ancient", device_id=100, n=-1)
+        old = outbox_row(session, "ancient", device_id=100, n=-1)
         await session.flush()
         old.created_at = datetime.now(UTC) - timedelta(days=30)
     everything = (await api.get("/api/v1/events", params={"limit": 500})).json()["items"]

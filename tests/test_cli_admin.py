@@ -11,10 +11,10 @@ import httpx
 import pytest
 from conftest import listener_url
 from enroll_support import APNS_TOML
+from event_rows import outbox_row
 from sqlalchemy import func, select
 from test_cli_client import Cli, one_error_line, seed
 
-from mdm.core import events
 from mdm.db.models import Device, Event, Group, Severity, User
 from mdm.pki.tables import IssuedCertificateRecord
 
@@ -269,7 +269,7 @@ async def test_certs_revoke_by_unique_prefix(cli: Cli, db: Any, api: httpx.Async
 async def test_events_severity_means_at_least(cli: Cli, db: Any) -> None:
     async with db.transaction() as session:
         for severity in Severity:
-            events.emit(session, f"e_{severity.value}", severity)
+            outbox_row(session, f"e_{severity.value}", severity)
     page = await cli.json("events", "--severity", "warning")
     assert sorted(e["severity"] for e in page["items"]) == ["critical", "functional_failure", "warning"]
     page = await cli.json("events", "--severity", "critical")
