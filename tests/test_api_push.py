@@ -37,6 +37,9 @@ class RecordingPusher:
         ids = sorted(device_ids)
         self.calls.append((ids, reason, await self._visible(ids)))
 
+    async def wake_at(self, device_id: int, due: object, reason: str) -> None:
+        raise AssertionError("enqueue wakes at once")
+
 
 @pytest.fixture
 def pushers(server: Server, db: Database) -> dict[Protocol, RecordingPusher]:

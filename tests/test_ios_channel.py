@@ -4,7 +4,7 @@ EraseDevice/Remove, inventory, the queue hint and last_seen write-behind."""
 from __future__ import annotations
 
 import plistlib
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import httpx
 import pytest
@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from mdm.core import commands
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event, utcnow
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event, Protocol, utcnow
 from mdm.ios import plugin as ios_plugin
 from mdm.ios.tables import IosPushRequest
 from mdm.pki import services as pki_services
@@ -308,6 +308,48 @@ async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Databa
         guid = command.guid
     assert not svc.hint.known_empty(device_id)
     assert _offered(await phone.report(ios)) == (guid, "DeviceInformation")
+
+
+class _RecordingPusher:
+    """Records NotNow wake-ups with what another connection sees at that moment."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.scheduled: list[tuple[int, object, str, bool]] = []
+
+    async def wake(self, device_id: int, reason: str) -> None:
+        raise AssertionError("a NotNow must not push at once")
+
+    async def wake_many(self, device_ids: object, reason: str) -> None:
+        raise AssertionError("a NotNow must not push at once")
+
+    async def wake_at(self, device_id: int, due: object, reason: str) -> None:
+        async with self.db.session() as session:
+            committed = await session.get(IosPushRequest, device_id) is not None
+        self.scheduled.append((device_id, due, reason, committed))
+
+
+async def test_not_now_asks_the_pusher_for_a_wake_up_after_commit(
+    ios, phone: Phone, db: Database, server: Server
+) -> None:
+    pusher = _RecordingPusher(db)
+    server.ctx.pushers.register(Protocol.IOS, pusher)
+    try:
+        device_id = await _device_id(db, phone.udid)
+        guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+        assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
+        before = utcnow()
+        assert _offered(await phone.report(ios, "NotNow", guid)) is None
+        [(woken, due, reason, committed)] = pusher.scheduled
+        assert (woken, reason, committed) == (device_id, "notnow", True)
+        backoff = ios_plugin.service(server.ctx).config.notnow_backoff_seconds
+        assert isinstance(due, datetime) and due >= before + timedelta(seconds=backoff)
+        # An acknowledgement asks for nothing.
+        assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
+        assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
+        assert len(pusher.scheduled) == 1
+    finally:
+        server.ctx.pushers.unregister(Protocol.IOS)
 
 
 async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, server: Server) -> None:

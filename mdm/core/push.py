@@ -1,16 +1,18 @@
 """The push seam (DESIGN §6): how a platform's push client wakes devices that have work.
 
 A platform plugin registers one ``Pusher`` per protocol in ``ServerContext.pushers`` at start-up.
-Command enqueue (single and bulk) and the NotNow back-off call ``Pushers.wake`` **after** their
-transaction commits: a push must never announce a command that a rollback took back. Without a
-registered pusher ``wake`` does nothing and nothing is lost: the device fetches its commands at
-its next poll or check-in.
+Command enqueue (single and bulk) calls ``Pushers.wake`` and the NotNow back-off
+``Pushers.wake_at`` (a push once the back-off is over) **after** their transaction commits: a push
+must never announce a command that a rollback took back. Without a registered pusher both do
+nothing and nothing is lost: the device fetches its commands at its next poll or check-in (and
+the iOS NotNow request is also kept as a durable ``ios_push_requests`` row).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from datetime import datetime
 from typing import Protocol as TypingProtocol
 
 from mdm.db.models import Protocol
@@ -25,6 +27,10 @@ class Pusher(TypingProtocol):
     async def wake(self, device_id: int, reason: str) -> None: ...
 
     async def wake_many(self, device_ids: Sequence[int], reason: str) -> None: ...
+
+    async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
+        """Wake the device once ``due`` has passed (not before)."""
+        ...
 
 
 class Pushers:
@@ -61,3 +67,14 @@ class Pushers:
         except Exception:
             log.exception("push to %d %s device(s) failed; they get their work at the next poll",
                           len(ids), Protocol(protocol).name.lower())
+
+    async def wake_at(self, protocol: Protocol | int, device_id: int, due: datetime, reason: str) -> None:
+        """A wake-up once ``due`` has passed (the NotNow back-off); never raises, like ``wake``."""
+        pusher = self.get(protocol)
+        if pusher is None:
+            return
+        try:
+            await pusher.wake_at(device_id, due, reason)
+        except Exception:
+            log.exception("scheduling a push to %s device %d failed; it gets its work at the next poll",
+                          Protocol(protocol).name.lower(), device_id)

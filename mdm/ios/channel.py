@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import plistlib
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -30,7 +31,7 @@ from mdm.core import commands, events, library
 from mdm.core.commands import step_index
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.identity import Binding
-from mdm.db.models import Command, DeviceStatus
+from mdm.db.models import Command, DeviceStatus, Protocol
 from mdm.ios import command_steps, inventory, store
 from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED
 from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
@@ -64,8 +65,11 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
             return EMPTY  # no user-channel commands are queued by this service
         return await _idle(svc, binding.device_id)
     async with svc.db.transaction() as session:
-        await _record(svc, session, binding, report)
-        return await _next(svc, session, binding.device_id, ready_only=True)
+        due = await _record(svc, session, binding, report)
+        result = await _next(svc, session, binding.device_id, ready_only=True)
+    if due is not None:  # after the commit: the deferral it announces is durable now
+        await svc.pushers.wake_at(Protocol.IOS, binding.device_id, due, "notnow")
+    return result
 
 
 async def _idle(svc: IosService, device_id: int) -> ChannelResult:
@@ -162,7 +166,10 @@ async def _late_translation(
 # ---- reports ----------------------------------------------------------------------------------
 
 
-async def _record(svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport) -> None:
+async def _record(
+    svc: IosService, session: AsyncSession, binding: Binding, report: CommandReport
+) -> datetime | None:
+    """Record the report; for a NotNow, the time a wake-up push is due (else None)."""
     assert report.command_uuid is not None
     guid, _ = command_steps.split_command_uuid(report.command_uuid)
     command = await commands.lock_by_guid(session, guid)
@@ -178,7 +185,7 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
         if not await commands.take_in_flight(session, command.id):
             raise _replay(report.command_uuid, command)
         await _answered(session, binding, command, report, request_type, commands.complete, dequeued=True)
-        return
+        return None
     entry = await store.lock_queue_entry(session, command.id)
     if entry is None or not entry.in_flight:
         raise _replay(report.command_uuid, command)
@@ -187,9 +194,9 @@ async def _record(svc: IosService, session: AsyncSession, binding: Binding, repo
             entry.not_now_count + 1, svc.config.notnow_backoff_seconds, svc.config.notnow_backoff_max_seconds
         )
         await commands.defer(session, command, delay, f"device busy (NotNow); offered again after {delay}")
-        await schedule_push(session, binding.device_id, delay, "notnow")
-        return
+        return await schedule_push(session, binding.device_id, delay, "notnow")
     await _answered(session, binding, command, report, request_type, commands.step_done)
+    return None
 
 
 def _replay(command_uuid: str, command: Command) -> ReplayError:

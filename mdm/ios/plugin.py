@@ -69,6 +69,7 @@ async def start_ios(ctx: ServerContext) -> None:
         # (0 disables it: the handler neither reads nor fills it then)
         idle_reports=LRUCache(maxsize=max(cfg.parse_cache_size, 1)),
         translators=ctx.translators,
+        pushers=ctx.pushers,
         rejections=RejectionLog(
             cfg.security_events_verbatim_per_interval,
             cfg.security_events_interval_seconds,

@@ -1,11 +1,11 @@
 """Where the iOS command channel asks for a delayed wake-up push (NotNow back-off).
 
 A NotNow is answered with a back-off of at least one second (``ios.notnow_backoff_seconds``), so
-a wake-up is never due at once: instead of ``ServerContext.pushers.wake`` (which pushes now), the
-channel records the durable, delayed request here. ``schedule_push`` writes (or moves earlier) one
-``ios_push_requests`` row per device in the caller's transaction (a rollback takes it back). The
-APNs pusher (push issue) drains due rows with ``take_due`` (select, delete) and pushes
-``{"mdm": PushMagic}`` to each device's token. Without that pusher nothing is lost: the deferred
+a wake-up is never due at once. ``schedule_push`` writes (or moves earlier) one durable
+``ios_push_requests`` row per device in the caller's transaction (a rollback takes it back); after
+the commit the channel also calls ``ServerContext.pushers.wake_at`` with the due time. The APNs
+pusher (push issue) may schedule from that call and drains due rows with ``take_due`` (select,
+delete) after a restart or on another replica. Without a pusher nothing is lost: the deferred
 command is offered again at the device's next Idle poll. Nothing here talks to APNs; the SQL is
 in ``store.py``.
 """

@@ -14,6 +14,7 @@ from mdm.core import events
 from mdm.core.identity import Binding, BindingCache, DeviceBindings
 from mdm.core.identity_invalidation import track_bindings
 from mdm.core.library import Translators
+from mdm.core.push import Pushers
 from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, utcnow
@@ -47,6 +48,8 @@ class IosService:
     extra: dict[str, Any] = field(default_factory=dict)
     # The command translators (``ServerContext.translators``): late translation at delivery.
     translators: Translators = field(default_factory=Translators)
+    # The push clients (``ServerContext.pushers``): the NotNow back-off asks for a later wake-up.
+    pushers: Pushers = field(default_factory=Pushers)
     # Security events of rejected requests: the first few verbatim, the rest aggregated.
     rejections: RejectionLog = field(default_factory=RejectionLog)
     # The binding look-up: ``bindings`` in front of ``ios_devices`` (built from the fields above).
