@@ -23,23 +23,29 @@ from types import SimpleNamespace
 
 from sqlalchemy import select
 
-import mdm.ios.commands_plugin  # noqa: F401 - registers the iOS translator
 from mdm.core import commands, devices
+from mdm.core.identity import Binding
+from mdm.core.library import Translators
+from mdm.core.push import Pushers
 from mdm.db.engine import Database
-from mdm.db.models import Device
+from mdm.db.models import Device, Protocol
 from mdm.ios import channel
-from mdm.ios.identity import Binding
+from mdm.ios.commands import IosCommandTranslator
 from mdm.ios.messages import CommandReport
 from mdm.ios.state import QueueHint
 
 
 async def run(database: Path, count: int, echo: bool) -> None:
     db = Database(f"sqlite+aiosqlite:///{database}", echo=echo)
+    translators = Translators()
+    translators.register(Protocol.IOS, IosCommandTranslator())
     svc = SimpleNamespace(
         db=db,
         engine=db.engine,
         hint=QueueHint(60, 1000),
         config=SimpleNamespace(notnow_backoff_seconds=60, notnow_backoff_max_seconds=3600),
+        translators=translators,
+        pushers=Pushers(),
     )
     async with db.session() as session:
         fleet = list((await session.scalars(select(Device).order_by(Device.id).limit(count))).all())
@@ -48,7 +54,9 @@ async def run(database: Path, count: int, echo: bool) -> None:
     for device in fleet:
         t0 = time.perf_counter()
         async with db.transaction() as session:
-            await commands.enqueue_logged(session, await devices.get(session, device.id), "Block", {})
+            await commands.enqueue_logged(
+                session, await devices.get(session, device.id), "Block", {}, translators=translators
+            )
         t1 = time.perf_counter()
         offered = plistlib.loads((await channel._idle(svc, device.id)).body)  # type: ignore[arg-type]
         t2 = time.perf_counter()
