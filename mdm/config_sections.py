@@ -14,10 +14,12 @@ from mdm.config import Config, Sections, load_config
 from mdm.enroll.config import EnrollConfig, SmtpConfig
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
-from mdm.push.config import ApnsConfig
+from mdm.push.config import ApnsConfig, FcmConfig, PushConfig
 from mdm.scep.settings import ScepConfig
 
-SECTIONS = Sections(EnrollConfig, SmtpConfig, ApnsConfig, IosConfig, IosCommandsConfig, ScepConfig)
+SECTIONS = Sections(
+    EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig
+)
 
 
 def load(

@@ -1,23 +1,98 @@
-"""The ``[apns]`` configuration section.
+"""The ``[apns]``, ``[fcm]`` and ``[push]`` configuration sections.
 
 Enrollment only needs the push certificate (its subject UID is the MDM ``Topic`` written into
-profiles); the APNs pusher may extend the section with its key and endpoint.
+profiles); the APNs client, the FCM client and the dispatcher read the rest.
 """
 
 from __future__ import annotations
 
-from pydantic import ConfigDict
+from typing import Literal
+
+from pydantic import ConfigDict, Field
 
 from mdm.config import Config, Section
+
+APNS_PRODUCTION = "https://api.push.apple.com"
+APNS_DEVELOPMENT = "https://api.sandbox.push.apple.com"
 
 
 class ApnsConfig(Section):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
     name = "apns"
 
-    # The MDM push certificate (PEM); its subject UID is the topic written into profiles.
+    # The MDM push certificate (PEM); its subject UID is the topic written into profiles. The key
+    # is in the same file or in key_file (set both with `mdm push apns set-cert FILE`).
     certificate_file: str = ""
+    key_file: str = ""
+    # Apple's production or development (sandbox) gateway; base_url overrides both (tests, fakes).
+    environment: Literal["production", "development"] = "production"
+    base_url: str = ""
+    # apns-expiration: how long Apple keeps a push for an offline device (0: deliver now or never).
+    expiration_seconds: int = Field(default=7 * 24 * 3600, ge=0, le=30 * 24 * 3600)
+    # Long-lived HTTP/2 connections; each carries as many streams as Apple allows.
+    connections: int = Field(default=2, ge=1, le=32)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # CA bundle to verify the gateway with (empty: the system's; tests point it at a test CA).
+    ca_file: str = ""
+
+    def endpoint(self) -> str:
+        if self.base_url:
+            return self.base_url.rstrip("/")
+        return APNS_PRODUCTION if self.environment == "production" else APNS_DEVELOPMENT
+
+
+class FcmConfig(Section):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name = "fcm"
+
+    # The Firebase service-account JSON (project_id, client_email, private_key, token_uri).
+    service_account_file: str = ""
+    # Overrides of Google's endpoints (tests, fakes): the FCM API and the OAuth2 token endpoint
+    # (empty: https://fcm.googleapis.com and the service account's token_uri).
+    base_url: str = ""
+    token_url: str = ""
+    ttl_seconds: int = Field(default=7 * 24 * 3600, ge=0, le=28 * 24 * 3600)
+    collapse_key: str = "mdm-wake"
+    # Google's limits: messages per minute for the project, and per device.
+    project_per_minute: int = Field(default=600_000, ge=1)
+    device_per_minute: int = Field(default=240, ge=1)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    ca_file: str = ""
+
+
+class PushConfig(Section):
+    """The dispatcher, and the outbound proxy both services use (the reference product's
+    ApnProxyHost, ApnProxyPort, ApnProxyLogin, ApnProxyPwd)."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    name = "push"
+
+    proxy_host: str = ""
+    proxy_port: int = Field(default=3128, ge=1, le=65535)
+    proxy_login: str = ""
+    proxy_password: str = ""
+    proxy_password_file: str = ""
+    # Re-push a device that stays silent while it has queued commands: after retry_seconds,
+    # doubling up to retry_max_seconds (with jitter).
+    retry_seconds: float = Field(default=300.0, ge=1)
+    retry_max_seconds: float = Field(default=6 * 3600.0, ge=1)
+    # Devices silent for longer than this get a wake-up from the daily sweep.
+    silent_after_hours: float = Field(default=24.0, gt=0)
+    sweep_interval_seconds: float = Field(default=24 * 3600.0, ge=1)
+    # Owed wake-ups taken per batch, and pushes in flight at once.
+    batch_size: int = Field(default=1000, ge=1, le=100_000)
+    concurrency: int = Field(default=1000, ge=1, le=100_000)
+    # Warn (log and event) this many days before the push certificate expires.
+    expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
 
 
 def apns_config(config: Config) -> ApnsConfig:
     return config.section(ApnsConfig)
+
+
+def fcm_config(config: Config) -> FcmConfig:
+    return config.section(FcmConfig)
+
+
+def push_config(config: Config) -> PushConfig:
+    return config.section(PushConfig)
