@@ -62,3 +62,32 @@ class PushTransport(Protocol):
     async def send(self, target: WakeTarget, *, expires: datetime | None = None) -> PushResult: ...
 
     async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ApnsIdentity:
+    """The MDM push certificate and its key (PEM), and the topic (the certificate's subject UID).
+    Built by ``mdm.push.identity`` from the configured files; handed to the APNs client, which can
+    take a renewed one with the same topic while running."""
+
+    cert_pem: bytes
+    key_pem: bytes
+    topic: str
+    not_after: datetime
+    development: bool = False  # mdm init's self-signed stand-in: Apple would refuse it
+
+    def __repr__(self) -> str:  # never the key
+        return f"ApnsIdentity(topic={self.topic!r}, not_after={self.not_after:%Y-%m-%d})"
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    """An outbound HTTP CONNECT proxy ([push] proxy_*), with optional Basic login."""
+
+    host: str
+    port: int
+    login: str = ""
+    password: str = ""
+
+    def __repr__(self) -> str:  # never the password
+        return f"ProxySettings({self.host}:{self.port}, login={'yes' if self.login else 'no'})"
