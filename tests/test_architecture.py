@@ -33,7 +33,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.enroll",),
     ("mdm.ios",),
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
-    ("mdm.sim",),
+    ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services
     ("mdm.bench",),
     ("mdm.cli", "mdm.testing"),
     ("mdm.__main__",),
