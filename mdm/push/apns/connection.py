@@ -1,0 +1,315 @@
+"""One long-lived HTTP/2 connection to the APNs gateway (h2 over an asyncio TLS transport).
+
+Streams are bounded by the server's ``SETTINGS_MAX_CONCURRENT_STREAMS``: 1 until its SETTINGS
+arrive (APNs starts at 1 and raises it after the first request), then whatever it says. Frames
+are written once per event-loop tick (every push of a tick in one ``write``). A GOAWAY's reason
+(JSON debug data) is logged; streams the server did not process come back as ``Unprocessed`` so
+that the client sends them on another connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import (
+    ConnectionTerminated,
+    DataReceived,
+    RemoteSettingsChanged,
+    ResponseReceived,
+    StreamEnded,
+    StreamReset,
+    WindowUpdated,
+)
+from h2.exceptions import H2Error
+from h2.settings import SettingCodes
+
+from mdm.push.apns.reasons import goaway_reason
+
+log = logging.getLogger("mdm.push.apns")
+
+# Until the server's first SETTINGS frame: one stream, like APNs announces at first.
+INITIAL_STREAMS = 1
+# A server that announces no limit (HTTP/2 says unlimited) still gets at most this many.
+MAX_STREAMS = 1000
+MAX_BODY = 64 * 1024
+
+Headers = list[tuple[bytes, bytes]]
+Answer = tuple[int, Headers, bytes]
+
+
+class Unprocessed(Exception):
+    """The server did not process this stream (above a GOAWAY's last stream id, or the stream
+    was never sent): safe to send again on another connection."""
+
+
+class StreamFailed(Exception):
+    """The stream failed after it may have reached the server (reset, connection lost)."""
+
+
+class _Stream:
+    __slots__ = ("body", "future", "headers", "pending", "status", "timer")
+
+    def __init__(self, future: asyncio.Future[Answer], pending: bytes) -> None:
+        self.future = future
+        self.status = 0
+        self.headers: Headers = []
+        self.body = b""
+        self.pending = pending  # body bytes still waiting for flow-control window
+        self.timer: asyncio.TimerHandle | None = None
+
+
+class Connection(asyncio.Protocol):
+    def __init__(self, authority: bytes, on_change: Callable[[], None], label: str) -> None:
+        self.authority = authority
+        self.label = label
+        self._on_change = on_change  # a slot freed, the limit changed, or the connection ended
+        self._loop = asyncio.get_running_loop()
+        self._h2 = H2Connection(H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        ))
+        self._transport: asyncio.Transport | None = None
+        self._streams: dict[int, _Stream] = {}
+        self._blocked: deque[int] = deque()  # streams waiting for flow-control window
+        self._flush_scheduled = False
+        self.max_streams = INITIAL_STREAMS
+        self.closed = False
+        self.draining = False  # no new streams (GOAWAY received, or replaced identity)
+        self.ready: asyncio.Future[None] = self._loop.create_future()
+        self.close_reason = ""
+
+    # -- state the pool reads
+
+    @property
+    def free(self) -> int:
+        if self.closed or self.draining:
+            return 0
+        return self.max_streams - len(self._streams)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._streams)
+
+    # -- sending
+
+    def request(self, headers: Headers, body: bytes, timeout: float) -> asyncio.Future[Answer]:
+        """Start one stream; the future gets (status, headers, body) or raises ``Unprocessed`` /
+        ``StreamFailed``. The caller checks ``free`` first."""
+        future: asyncio.Future[Answer] = self._loop.create_future()
+        if self.closed or self.draining or self._transport is None:
+            future.set_exception(Unprocessed(self.close_reason or "connection not usable"))
+            return future
+        h2 = self._h2
+        stream_id = h2.get_next_available_stream_id()
+        stream = _Stream(future, body)
+        self._streams[stream_id] = stream
+        try:
+            h2.send_headers(stream_id, headers)
+        except H2Error as exc:
+            del self._streams[stream_id]
+            future.set_exception(Unprocessed(f"HTTP/2: {exc}"))
+            return future
+        self._send_body(stream_id, stream)
+        stream.timer = self._loop.call_later(timeout, self._timed_out, stream_id, timeout)
+        self._schedule_flush()
+        return future
+
+    def _send_body(self, stream_id: int, stream: _Stream) -> None:
+        h2 = self._h2
+        window = min(h2.local_flow_control_window(stream_id), h2.max_outbound_frame_size)
+        if window < len(stream.pending):
+            if window > 0:
+                h2.send_data(stream_id, stream.pending[:window])
+                stream.pending = stream.pending[window:]
+            self._blocked.append(stream_id)
+            return
+        h2.send_data(stream_id, stream.pending, end_stream=True)
+        stream.pending = b""
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self._h2.data_to_send()
+        if data and self._transport is not None and not self.closed:
+            self._transport.write(data)
+
+    def _timed_out(self, stream_id: int, timeout: float) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        stream.timer = None
+        if not stream.future.done():
+            stream.future.set_exception(StreamFailed(f"timeout: no answer within {timeout:g}s"))
+        try:
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        except H2Error:
+            pass
+        self._schedule_flush()
+        self._released()
+
+    # -- closing
+
+    def drain(self) -> None:
+        """No new streams; close once the in-flight ones are answered."""
+        self.draining = True
+        if not self._streams:
+            self.close("drained")
+
+    def close(self, reason: str) -> None:
+        if self.closed:
+            return
+        if self._transport is not None:
+            try:
+                self._h2.close_connection()
+                self._transport.write(self._h2.data_to_send())
+            except H2Error:
+                pass
+            self._transport.close()
+        self._fail_all(reason)
+
+    def _fail_all(self, reason: str) -> None:
+        self.closed = True
+        self.close_reason = self.close_reason or reason
+        streams, self._streams = self._streams, {}
+        for stream_id, stream in streams.items():
+            if stream.timer is not None:
+                stream.timer.cancel()
+            if not stream.future.done():
+                error: Exception = (
+                    Unprocessed(reason) if stream_id in self._blocked else StreamFailed(reason)
+                )
+                stream.future.set_exception(error)
+        self._blocked.clear()
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(reason))
+        self._on_change()
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+        self._h2.initiate_connection()
+        # A large connection window: answers are small, but many arrive at once.
+        self._h2.increment_flow_control_window(1 << 24)
+        transport.write(self._h2.data_to_send())
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        lost = f"connection lost: {exc}" if exc else "connection closed by the gateway"
+        reason = self.close_reason or lost
+        self._fail_all(reason)
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            events = self._h2.receive_data(data)
+        except H2Error as exc:
+            log.warning("APNs %s: HTTP/2 protocol error from the gateway: %s", self.label, exc)
+            self.close_reason = f"HTTP/2 protocol error: {type(exc).__name__}"
+            self.close(self.close_reason)
+            return
+        except Exception as exc:  # garbage bytes must not kill the event loop
+            log.warning("APNs %s: unparsable data from the gateway: %s", self.label, type(exc).__name__)
+            self.close_reason = "unparsable data from the gateway"
+            self.close(self.close_reason)
+            return
+        for event in events:
+            self._handle(event)
+        self._schedule_flush()
+
+    def _handle(self, event: Any) -> None:
+        if isinstance(event, ResponseReceived):
+            stream = self._streams.get(event.stream_id)
+            if stream is not None:
+                stream.headers = list(event.headers)
+                for name, value in stream.headers:
+                    if name == b":status":
+                        stream.status = int(value) if value.isdigit() else 0
+        elif isinstance(event, DataReceived):
+            self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            stream = self._streams.get(event.stream_id)
+            if stream is not None and len(stream.body) < MAX_BODY:
+                stream.body += event.data
+        elif isinstance(event, StreamEnded):
+            self._finish(event.stream_id, None)
+        elif isinstance(event, StreamReset):
+            self._finish(event.stream_id, f"stream reset by the gateway ({_code(event.error_code)})")
+        elif isinstance(event, RemoteSettingsChanged):
+            changed = event.changed_settings.get(SettingCodes.MAX_CONCURRENT_STREAMS)
+            if not self.ready.done():
+                self.ready.set_result(None)
+            if changed is not None:
+                self.max_streams = max(1, min(MAX_STREAMS, changed.new_value))
+            self._on_change()
+        elif isinstance(event, WindowUpdated):
+            self._unblock()
+        elif isinstance(event, ConnectionTerminated):
+            self._goaway(event)
+
+    def _finish(self, stream_id: int, failure: str | None) -> None:
+        stream = self._streams.pop(stream_id, None)
+        if stream is None:
+            return
+        if stream.timer is not None:
+            stream.timer.cancel()
+        if not stream.future.done():
+            if failure is None:
+                stream.future.set_result((stream.status, stream.headers, stream.body))
+            else:
+                stream.future.set_exception(StreamFailed(failure))
+        self._released()
+
+    def _released(self) -> None:
+        if self.draining and not self._streams:
+            self.close("drained")
+        else:
+            self._on_change()
+
+    def _unblock(self) -> None:
+        for _ in range(len(self._blocked)):
+            stream_id = self._blocked.popleft()
+            stream = self._streams.get(stream_id)
+            if stream is not None and stream.pending:
+                self._send_body(stream_id, stream)
+
+    def _goaway(self, event: ConnectionTerminated) -> None:
+        reason = goaway_reason(event.additional_data)
+        code = _code(event.error_code)
+        level = logging.INFO if event.error_code == ErrorCodes.NO_ERROR and not reason else logging.WARNING
+        log.log(level, "APNs %s: GOAWAY from the gateway: %s%s (last stream %s, %d in flight)",
+                self.label, code, f", reason {reason}" if reason else "", event.last_stream_id,
+                len(self._streams))
+        self.draining = True
+        self.close_reason = f"GOAWAY {reason or code}"
+        last = event.last_stream_id if event.last_stream_id is not None else 0
+        for stream_id in [s for s in self._streams if s > last]:
+            stream = self._streams.pop(stream_id)
+            if stream.timer is not None:
+                stream.timer.cancel()
+            if not stream.future.done():
+                stream.future.set_exception(Unprocessed(self.close_reason))
+        if not self._streams:
+            self.close(self.close_reason)
+        else:
+            self._on_change()
+
+
+def _code(code: int | ErrorCodes | None) -> str:
+    if isinstance(code, ErrorCodes):
+        return code.name
+    if code is None:
+        return "no error code"
+    try:
+        return ErrorCodes(code).name
+    except ValueError:
+        return f"error {code}"
