@@ -1,0 +1,310 @@
+"""The push dispatcher (DESIGN §6): wake-ups owed to devices, persisted, coalesced, sent, retried.
+
+``PushDispatcher`` is the core ``Pusher`` of every protocol it has a transport for (APNs for iOS,
+FCM for Android). ``wake``/``wake_many``/``wake_at`` only write an owed row (``push_wakeups``,
+one per device, the earlier due time wins) and nudge the worker; the worker takes due rows in
+batches, leases them (a crash during the send retries them), sends concurrently and applies each
+answer (``mdm.push.types.Outcome``) with its event in one transaction:
+
+- SENT: done, unless the device still has commands to fetch: then it is pushed again after
+  ``retry_seconds`` (doubling to ``retry_max_seconds``, jittered) for as long as it stays silent;
+- INVALID_TOKEN: the device's token is marked invalid (``push_valid``; a newer TokenUpdate sets
+  it again) with a ``push_token_invalid`` event; the row is dropped, never retried;
+- RETRY: again after the back-off or the server's Retry-After, whichever is longer;
+- CREDENTIALS: one ``push_credentials_refused`` event per circuit opening; the rows are kept
+  (``resume`` makes them due when the credentials are replaced);
+- REJECTED: logged and dropped; UNAVAILABLE (circuit open, no credentials): kept, tried later.
+
+Devices without a valid token are never pushed. ``mdm.push.sweeps`` adds the recovery pass and
+the daily sweep of silent devices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from mdm.core import events
+from mdm.db.engine import Database
+from mdm.db.models import Protocol, utcnow
+from mdm.push import metrics, store
+from mdm.push.config import PushConfig
+from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
+from mdm.push.store import DueRow
+from mdm.push.tables import REPUSH
+from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
+
+log = logging.getLogger("mdm.push")
+
+SERVICE_NAMES: dict[Protocol, str] = {Protocol.IOS: "apns", Protocol.KES: "fcm"}
+CHUNK = 1000  # devices per statement and transaction when many are woken at once
+
+
+def service_name(protocol: Protocol | int) -> str:
+    return SERVICE_NAMES.get(Protocol(protocol), Protocol(protocol).name.lower())
+
+
+@dataclass
+class ServiceStats:
+    """What this process saw of one push service (``GET /api/v1/push/status``)."""
+
+    configured: bool
+    circuit_open: bool = False
+    sent: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    last_success_at: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InvalidToken:
+    device_id: int
+    identifier: str
+    protocol: Protocol
+    push_changed_at: datetime | None
+
+
+class PushDispatcher:
+    def __init__(
+        self,
+        db: Database,
+        config: PushConfig,
+        transports: Mapping[Protocol, PushTransport],
+        *,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+        lease_seconds: float = 300.0,
+        idle_seconds: float = 10.0,
+    ) -> None:
+        self.db = db
+        self.config = config
+        self.transports = dict(transports)
+        self.clock = clock
+        self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
+        self.lease_seconds = lease_seconds
+        self.idle_seconds = idle_seconds
+        self.stats = {
+            name: ServiceStats(configured=any(service_name(p) == name for p in self.transports))
+            for name in SERVICE_NAMES.values()
+        }
+        self._nudge = asyncio.Event()
+        self._labels = metrics.ReasonLabels()
+        self._owed_refreshed = 0.0
+
+    @property
+    def protocols(self) -> list[int]:
+        return [int(p) for p in self.transports]
+
+    # ---- the Pusher seam ------------------------------------------------------------------------
+    async def wake(self, device_id: int, reason: str) -> None:
+        await self.wake_many([device_id], reason)
+
+    async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
+        """Owe a wake-up now to these devices: one statement per ``CHUNK``, one transaction each."""
+        ids = list(dict.fromkeys(device_ids))
+        for start in range(0, len(ids), CHUNK):
+            await self._request(ids[start:start + CHUNK], self.clock(), reason)
+        self.nudge()
+
+    async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
+        await self._request([device_id], due, reason)
+        self.nudge()
+
+    async def _request(self, ids: Sequence[int], due: datetime, reason: str) -> None:
+        if not ids or not self.transports:
+            return
+        async with self.db.transaction() as session:
+            await store.request(session, ids, due, reason, self.clock(), self.protocols)
+
+    def nudge(self) -> None:
+        """Wake the worker (a new row may be due before the one it waits for)."""
+        self._nudge.set()
+
+    async def resume(self, protocol: Protocol) -> int:
+        """The credentials of ``protocol`` were replaced: rows held by the open circuit are due
+        now (batched) and the circuit is taken as closed until the service says otherwise."""
+        self.stats[service_name(protocol)].circuit_open = False
+        total = 0
+        while True:
+            async with self.db.transaction() as session:
+                n = await store.resume(session, int(protocol), self.clock(), self.config.batch_size)
+            total += n
+            if n < self.config.batch_size:
+                break
+        self.nudge()
+        return total
+
+    # ---- the worker -----------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Send due wake-ups until cancelled."""
+        if not self.transports:
+            return
+        while True:
+            self._nudge.clear()
+            try:
+                taken = await self.dispatch_once()
+            except Exception as exc:  # the database is away: the rows wait, nothing is lost
+                log.warning("push dispatch pass failed, will retry: %s", exc)
+                taken = 0
+                await asyncio.sleep(min(self.idle_seconds, 5.0))
+            if taken >= self.config.batch_size:
+                await asyncio.sleep(0)
+                continue
+            await self._idle()
+
+    async def _idle(self) -> None:
+        timeout = self.idle_seconds
+        try:
+            async with self.db.session() as session:
+                due = await store.next_due(session, self.protocols)
+                if time.monotonic() - self._owed_refreshed > self.idle_seconds:
+                    metrics.OWED.set(await store.owed_count(session))
+                    self._owed_refreshed = time.monotonic()
+        except Exception as exc:
+            log.debug("push: next due time unknown: %s", exc)
+            due = None
+        if due is not None:
+            timeout = min(timeout, max(0.0, (due - self.clock()).total_seconds()))
+        if timeout <= 0:
+            return
+        try:
+            await asyncio.wait_for(self._nudge.wait(), timeout)
+        except TimeoutError:
+            pass
+
+    async def dispatch_once(self) -> int:
+        """Take one batch of due rows, send them, apply the answers; the number of rows taken."""
+        now = self.clock()
+        lease = now + timedelta(seconds=self.lease_seconds)
+        async with self.db.transaction() as session:
+            rows = await store.take_due(session, now, self.config.batch_size, self.protocols, lease)
+            if not rows:
+                return 0
+            repush = [r.device_id for r in rows if r.reason == REPUSH]
+            queued = await store.with_queued_commands(session, repush, now)
+            done = [r.device_id for r in rows if not self._still_owed(r, queued)]
+            await store.drop(session, done)
+        dropped = set(done)
+        targets = [r for r in rows if r.device_id not in dropped]
+        if targets:
+            limit = asyncio.Semaphore(self.config.concurrency)
+            results = await asyncio.gather(*(self._send(row, limit) for row in targets))
+            await self._apply(list(zip(targets, results, strict=True)))
+        return len(rows)
+
+    @staticmethod
+    def _still_owed(row: DueRow, queued: set[int]) -> bool:
+        if not row.push_valid or not row.token:
+            return False  # never pushed; a newer token comes with a new request
+        if row.reason != REPUSH:
+            return True
+        # A re-push is owed while the device has work and has not been seen since the last push.
+        seen = row.last_seen_at is not None and row.last_attempt_at is not None and (
+            row.last_seen_at >= row.last_attempt_at
+        )
+        return row.device_id in queued and not seen
+
+    async def _send(self, row: DueRow, limit: asyncio.Semaphore) -> PushResult:
+        transport = self.transports[Protocol(row.protocol)]
+        service = service_name(row.protocol)
+        target = WakeTarget(row.device_id, row.token or "", row.push_magic or "")
+        async with limit:
+            started = time.perf_counter()
+            try:
+                result = await transport.send(target)
+            except Exception as exc:  # a transport must classify; if it raises, try again later
+                log.warning("push: %s transport raised for device %d: %s", service, row.device_id,
+                            type(exc).__name__)
+                result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
+            else:
+                metrics.LATENCY.labels(service).observe(time.perf_counter() - started)
+        stats = self.stats[service]
+        if result.outcome is Outcome.SENT:
+            metrics.SENT.labels(service).inc()
+            stats.sent += 1
+            stats.last_success_at = self.clock()
+        else:
+            reason = self._labels(service, result.reason or result.outcome.value)
+            metrics.FAILED.labels(service, reason).inc()
+            stats.failures[reason] = stats.failures.get(reason, 0) + 1
+        return result
+
+    # ---- answers --------------------------------------------------------------------------------
+    def backoff(self, attempts: int) -> float:
+        """retry_seconds * 2^(attempts-1), capped at retry_max_seconds (seconds, no jitter)."""
+        base = self.config.retry_seconds * 2 ** max(0, min(attempts - 1, 40))
+        return float(min(base, self.config.retry_max_seconds))
+
+    def jittered(self, seconds: float) -> timedelta:
+        return timedelta(seconds=seconds * self.rng.uniform(0.85, 1.15))
+
+    async def _apply(self, answered: list[tuple[DueRow, PushResult]]) -> None:
+        now = self.clock()
+        finish: list[tuple[int, int]] = []
+        later: list[tuple[int, int, datetime, str, str]] = []
+        opened: set[str] = set()
+        async with self.db.transaction() as session:
+            sent = [row.device_id for row, res in answered if res.outcome is Outcome.SENT]
+            queued = await store.with_queued_commands(session, sent, now)
+            for row, res in answered:
+                service = service_name(row.protocol)
+                key = (row.device_id, row.requests)
+                why = f"{res.outcome.value}:{res.reason}" if res.reason else res.outcome.value
+                if res.outcome is Outcome.SENT:
+                    if row.device_id in queued:
+                        later.append((*key, now + self.jittered(self.backoff(row.attempts)), why, REPUSH))
+                    else:
+                        finish.append(key)
+                elif res.outcome is Outcome.INVALID_TOKEN:
+                    if await store.invalidate_token(session, row.device_id, row.token or ""):
+                        events.emit(session, PUSH_TOKEN_INVALID, device_id=row.device_id, service=service,
+                                    reason=res.reason or "invalid token", status=res.status)
+                        await store.drop(session, [row.device_id])
+                    else:  # a newer token arrived during the send: push that one
+                        later.append((*key, now, why, row.reason))
+                elif res.outcome is Outcome.RETRY:
+                    server_said = timedelta(seconds=res.retry_after or 0)
+                    delay = max(self.jittered(self.backoff(row.attempts)), server_said)
+                    later.append((*key, now + delay, why, row.reason))
+                elif res.outcome is Outcome.CREDENTIALS:
+                    if not self.stats[service].circuit_open and service not in opened:
+                        opened.add(service)
+                        events.emit(session, PUSH_CREDENTIALS_REFUSED, service=service,
+                                    reason=res.reason or "credentials refused", status=res.status)
+                    later.append((*key, now + self.jittered(self.config.retry_seconds), why, row.reason))
+                elif res.outcome is Outcome.REJECTED:
+                    log.warning("push: %s rejected the wake-up of device %d for good: %s (status %s)",
+                                service, row.device_id, res.reason or "no reason", res.status)
+                    finish.append(key)
+                else:  # UNAVAILABLE: the circuit is open or nothing is configured
+                    later.append((*key, now + self.jittered(self.config.retry_seconds), why, row.reason))
+            await store.finish(session, finish)
+            await store.reschedule(session, later)
+        for row, res in answered:  # after the commit (the event went out with the state): the last says
+            if res.outcome in (Outcome.SENT, Outcome.CREDENTIALS, Outcome.UNAVAILABLE):
+                self.stats[service_name(row.protocol)].circuit_open = res.outcome is not Outcome.SENT
+
+    # ---- what the API shows ---------------------------------------------------------------------
+    async def counts(self) -> tuple[int, int]:
+        """(owed wake-ups, devices whose token was refused for good); refreshes the gauge."""
+        async with self.db.session() as session:
+            owed = await store.owed_count(session)
+            invalid = await store.invalid_token_count(session)
+        metrics.OWED.set(owed)
+        return owed, invalid
+
+    async def invalid_tokens(self, after_id: int, limit: int) -> list[InvalidToken]:
+        async with self.db.session() as session:
+            rows = await store.invalid_tokens(session, after_id, limit)
+        return [InvalidToken(r.id, r.identifier, Protocol(r.protocol), r.push_changed_at) for r in rows]
+
+    async def close(self) -> None:
+        for transport in self.transports.values():
+            try:
+                await transport.close()
+            except Exception as exc:
+                log.warning("push: closing a transport failed: %s", exc)

@@ -1,0 +1,237 @@
+"""Every SQL statement of the push dispatcher: owed wake-ups (``push_wakeups``) and what it reads
+and writes of the core ``devices`` and ``command_queue`` tables.
+
+Bulk paths are set-based: a wake-up for many devices is one ``INSERT ... SELECT ... ON CONFLICT``
+per chunk (devices without a valid token are filtered by the same statement), results are
+applied with one executemany per kind. Due rows are taken with ``FOR UPDATE SKIP LOCKED`` on
+PostgreSQL so that replicas share the work (SQLite has one writer: the lock is a no-op there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import Table, and_, bindparam, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.db.models import CommandQueueEntry, Device
+from mdm.push.tables import REPUSH, PushWakeup
+
+_w = cast(Table, PushWakeup.__table__)
+_d = cast(Table, Device.__table__)
+_q = cast(Table, CommandQueueEntry.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class DueRow:
+    device_id: int
+    protocol: int
+    reason: str
+    attempts: int  # after this claim
+    requests: int
+    last_attempt_at: datetime | None  # the previous claim's time
+    token: str | None
+    push_magic: str | None
+    push_valid: bool
+    last_seen_at: datetime | None
+
+
+def _insert(session: AsyncSession) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def _pushable(protocols: Sequence[int]) -> Any:
+    return and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
+                _d.c.protocol.in_(protocols))
+
+
+async def request(
+    session: AsyncSession, device_ids: Sequence[int], due: datetime, reason: str, now: datetime,
+    protocols: Sequence[int],
+) -> None:
+    """Owe a wake-up at ``due`` to each device that can be pushed (valid token, a protocol with a
+    transport); an existing row keeps the earlier due time and counts one more request. One
+    statement for the whole (caller-chunked) list."""
+    source = select(
+        _d.c.id, literal(due, PushWakeup.due_at.type), literal(reason[:64]), literal(0), literal(1),
+        literal(now, PushWakeup.created_at.type),
+    ).where(_d.c.id.in_(list(device_ids)), _pushable(protocols))
+    stmt = _insert(session)(_w).from_select(
+        ["device_id", "due_at", "reason", "attempts", "requests", "created_at"], source
+    )
+    earlier = stmt.excluded.due_at < _w.c.due_at
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["device_id"],
+        set_={
+            "due_at": case((earlier, stmt.excluded.due_at), else_=_w.c.due_at),
+            "reason": case((earlier, stmt.excluded.reason), (_w.c.reason == REPUSH, stmt.excluded.reason),
+                           else_=_w.c.reason),
+            # A new request after a sent push starts the re-push back-off again.
+            "attempts": case((_w.c.reason == REPUSH, 0), else_=_w.c.attempts),
+            "requests": _w.c.requests + 1,
+        },
+    )
+    await session.execute(stmt)
+
+
+async def take_due(
+    session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int], lease_until: datetime
+) -> list[DueRow]:
+    """Claim up to ``limit`` due rows: each is leased (due at ``lease_until``, so a crash during
+    the send retries it) and its attempt counted; the device's push fields come along."""
+    stmt = (
+        select(_w.c.device_id, _w.c.reason, _w.c.attempts, _w.c.requests, _w.c.last_attempt_at,
+               _d.c.protocol, _d.c.push_token, _d.c.push_magic, _d.c.push_valid, _d.c.last_seen_at)
+        .join(_d, _d.c.id == _w.c.device_id)
+        .where(_w.c.due_at <= now, _d.c.protocol.in_(protocols))
+        .order_by(_w.c.due_at)
+        .limit(limit)
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=_w, skip_locked=True)
+    rows = (await session.execute(stmt)).all()
+    if not rows:
+        return []
+    ids = [r.device_id for r in rows]
+    await session.execute(
+        update(_w).where(_w.c.device_id.in_(ids))
+        .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
+    )
+    return [
+        DueRow(r.device_id, r.protocol, r.reason, r.attempts + 1, r.requests, r.last_attempt_at,
+               r.push_token, r.push_magic, bool(r.push_valid), r.last_seen_at)
+        for r in rows
+    ]
+
+
+async def with_queued_commands(session: AsyncSession, device_ids: Sequence[int], now: datetime) -> set[int]:
+    """The devices among these that have a command to fetch now (not deferred by a NotNow)."""
+    if not device_ids:
+        return set()
+    rows = await session.scalars(
+        select(_q.c.device_id).distinct()
+        .where(_q.c.device_id.in_(list(device_ids)), or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
+    )
+    return set(rows)
+
+
+async def drop(session: AsyncSession, device_ids: Sequence[int]) -> None:
+    if device_ids:
+        await session.execute(delete(_w).where(_w.c.device_id.in_(list(device_ids))))
+
+
+_FINISH = delete(_w).where(_w.c.device_id == bindparam("b_id"), _w.c.requests == bindparam("b_requests"))
+_RESCHEDULE = (
+    update(_w)
+    .where(_w.c.device_id == bindparam("b_id"), _w.c.requests == bindparam("b_requests"))
+    .values(due_at=bindparam("b_due"), last_result=bindparam("b_result"), reason=bindparam("b_reason"))
+)
+
+
+async def finish(session: AsyncSession, done: Iterable[tuple[int, int]]) -> None:
+    """Delete these (device id, requests seen) rows unless a newer request came meanwhile."""
+    params = [{"b_id": device_id, "b_requests": requests} for device_id, requests in done]
+    if params:
+        await session.execute(_FINISH, params)
+
+
+async def reschedule(session: AsyncSession, rows: Iterable[tuple[int, int, datetime, str, str]]) -> None:
+    """(device id, requests seen, due, last result, reason): unless a newer request came."""
+    params = [
+        {"b_id": i, "b_requests": n, "b_due": due, "b_result": result[:64], "b_reason": reason[:64]}
+        for i, n, due, result, reason in rows
+    ]
+    if params:
+        await session.execute(_RESCHEDULE, params)
+
+
+async def invalidate_token(session: AsyncSession, device_id: int, token: str) -> bool:
+    """Mark the device's token invalid, unless it sent a newer one meanwhile; True if marked."""
+    result = await session.execute(
+        update(_d).where(_d.c.id == device_id, _d.c.push_token == token, _d.c.push_valid.is_(True))
+        .values(push_valid=False)
+        .returning(_d.c.id)
+    )
+    return result.first() is not None
+
+
+async def recover(session: AsyncSession, now: datetime, protocols: Sequence[int], limit: int) -> int:
+    """Owe a wake-up to up to ``limit`` pushable devices that have queued commands and no owed
+    row (a crash between an enqueue's commit and its wake-up); due when their first command may
+    be offered. Returns how many were added."""
+    first = func.min(func.coalesce(_q.c.not_before, now))
+    source = (
+        select(_q.c.device_id, first, literal("recovery"), literal(0), literal(1),
+               literal(now, PushWakeup.created_at.type))
+        .join(_d, _d.c.id == _q.c.device_id)
+        .where(_pushable(protocols), ~exists().where(_w.c.device_id == _q.c.device_id))
+        .group_by(_q.c.device_id)
+        .limit(limit)
+    )
+    stmt = _insert(session)(_w).from_select(
+        ["device_id", "due_at", "reason", "attempts", "requests", "created_at"], source
+    ).on_conflict_do_nothing(index_elements=["device_id"]).returning(_w.c.device_id)
+    return len((await session.execute(stmt)).all())
+
+
+async def silent_devices(
+    session: AsyncSession, silent_before: datetime, protocols: Sequence[int], after_id: int, limit: int
+) -> list[int]:
+    """A page (by id) of pushable devices not seen since ``silent_before`` with no owed row."""
+    seen = func.coalesce(_d.c.last_seen_at, _d.c.enrolled_at)
+    rows = await session.scalars(
+        select(_d.c.id)
+        .where(_d.c.id > after_id, _pushable(protocols), seen < silent_before,
+               ~exists().where(_w.c.device_id == _d.c.id))
+        .order_by(_d.c.id)
+        .limit(limit)
+    )
+    return list(rows)
+
+
+async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime | None:
+    stmt = (
+        select(func.min(_w.c.due_at)).select_from(_w.join(_d, _d.c.id == _w.c.device_id))
+        .where(_d.c.protocol.in_(protocols))
+    )
+    return cast("datetime | None", await session.scalar(stmt))
+
+
+async def owed_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(_w)) or 0)
+
+
+def _invalid() -> Any:
+    return and_(_d.c.push_valid.is_(False), _d.c.push_token.is_not(None), _d.c.push_token != "")
+
+
+async def invalid_token_count(session: AsyncSession) -> int:
+    return int(await session.scalar(select(func.count()).select_from(_d).where(_invalid())) or 0)
+
+
+async def invalid_tokens(session: AsyncSession, after_id: int, limit: int) -> list[Any]:
+    """A page (by id) of devices whose push token the service refused for good."""
+    rows = await session.execute(
+        select(_d.c.id, _d.c.identifier, _d.c.protocol, _d.c.push_changed_at)
+        .where(_invalid(), _d.c.id > after_id)
+        .order_by(_d.c.id)
+        .limit(limit)
+    )
+    return list(rows.all())
+
+
+async def resume(session: AsyncSession, protocol: int, now: datetime, limit: int) -> int:
+    """Make up to ``limit`` rows held by an open circuit (or missing credentials) due now."""
+    held = or_(_w.c.last_result.like("credentials%"), _w.c.last_result.like("unavailable%"))
+    ids = list(await session.scalars(
+        select(_w.c.device_id).join(_d, _d.c.id == _w.c.device_id)
+        .where(_d.c.protocol == protocol, held, _w.c.due_at > now).limit(limit)
+    ))
+    if ids:
+        await session.execute(update(_w).where(_w.c.device_id.in_(ids)).values(due_at=now))
+    return len(ids)
