@@ -288,7 +288,7 @@ def _check_message(body: Any) -> tuple[str, dict[str, str], dict[str, Any], str]
     token = message.get("token")
     if not isinstance(token, str) or not token:
         return "", {}, {}, "Recipient of the message is not set."
-    if not _REG_TOKEN_RE.match(token):
+    if not _REG_TOKEN_RE.fullmatch(token):
         return "", {}, {}, "The registration token is not a valid FCM registration token"
     if "notification" in message or "notification" in (message.get("android") or {}):
         return "", {}, {}, "A wake-up is data-only: no notification."
@@ -302,7 +302,7 @@ def _check_message(body: Any) -> tuple[str, dict[str, str], dict[str, Any], str]
     if android.get("priority", "NORMAL") not in ("NORMAL", "HIGH"):
         return "", {}, {}, "Invalid value at 'message.android.priority'"
     ttl = android.get("ttl", "0s")
-    if not isinstance(ttl, str) or not _TTL_RE.match(ttl) or float(ttl[:-1]) > 28 * 24 * 3600:
+    if not isinstance(ttl, str) or not _TTL_RE.fullmatch(ttl) or float(ttl[:-1]) > 28 * 24 * 3600:
         return "", {}, {}, "Invalid value at 'message.android.ttl' (google.protobuf.Duration)"
     return token, data, android, ""
 

@@ -123,7 +123,7 @@ class FcmClient:
         return {"message": {"token": token, "data": {"mdm": "wake"}, "android": android}}
 
     async def _send(self, target: WakeTarget, expires: datetime | None) -> PushResult:
-        if not _TOKEN_RE.match(target.token):
+        if not _TOKEN_RE.fullmatch(target.token):
             return PushResult(Outcome.INVALID_TOKEN, "malformed registration token")
         wait = self.device_limiter.check(target.token)
         if wait is not None:
