@@ -206,16 +206,22 @@ class ApnsClient:
             idle: _Slot | None = None
             now = time.monotonic()
             error = ""
+            live = False
             for slot in self._slots:
                 connection = slot.connection
                 if connection is not None and not connection.closed and not connection.draining:
+                    live = True
                     if connection.free > 0 and (best is None or connection.free > best.free):
                         best = connection
-                elif slot.connecting is None:
-                    if slot.retry_at <= now:
-                        idle = idle or slot
-                    else:
-                        error = slot.last_error
+                elif slot.connecting is not None:
+                    live = True
+                elif slot.retry_at <= now:
+                    idle = idle or slot
+                else:
+                    error = slot.last_error
+            if error and not live:
+                # The gateway (or proxy) failed us a moment ago: no new attempt before the backoff.
+                return PushResult(Outcome.RETRY, f"{error} (reconnecting with backoff)")
             if best is not None:
                 # Open the other connections as the load grows, not before.
                 if idle is not None and best.in_flight >= best.max_streams // 2 and best.max_streams > 1:
@@ -229,8 +235,6 @@ class ApnsClient:
                     if not any(s.connection is not None and not s.connection.closed for s in self._slots):
                         return PushResult(Outcome.RETRY, idle.last_error)
                 continue
-            if error and not any(s.connection or s.connecting for s in self._slots):
-                return PushResult(Outcome.RETRY, f"{error} (reconnecting with backoff)")
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
