@@ -70,8 +70,41 @@ shutdown_grace_seconds = 10.0
 [apns]                 # the MDM push certificate (PEM); its subject UID is the profile Topic
 # Required before iOS enrollment profiles can be made. `mdm init` puts a self-signed DEVELOPMENT
 # identity here: devices enroll but cannot be woken by push. Apple's certificate replaces it
-# (`mdm push apns csr`, then `mdm push apns set-cert FILE`; see the README).
+# (`mdm push apns csr`, then `mdm push apns set-cert FILE`, which sets both files; see the README).
+# A renewed certificate with the same topic is taken by `mdm reload` without a restart.
 certificate_file = ""
+key_file = ""          # empty: the key is in certificate_file, or in the .key file next to it
+environment = "production"     # or "development" (Apple's sandbox gateway)
+base_url = ""          # overrides the gateway (tests, the contract fake)
+expiration_seconds = 604800    # apns-expiration: Apple keeps a push this long for an offline device
+connections = 2        # long-lived HTTP/2 connections (1..32), each with as many streams as Apple allows
+timeout_seconds = 10.0
+ca_file = ""           # CA bundle to verify the gateway with (empty: the system's)
+
+[fcm]                  # Firebase Cloud Messaging (HTTP v1) for Android wake-ups (empty file: off)
+service_account_file = ""      # the service-account JSON (its private key: keep it mode 0600)
+base_url = ""          # overrides https://fcm.googleapis.com (tests, the contract fake)
+token_url = ""         # overrides the service account's token_uri
+ttl_seconds = 604800   # how long FCM keeps a wake-up for an offline device (at most 28 days)
+collapse_key = "mdm-wake"
+project_per_minute = 600000    # Google's quota for the project ...
+device_per_minute = 240        # ... and per device
+timeout_seconds = 10.0
+ca_file = ""
+
+[push]                 # the wake-up dispatcher, and the outbound proxy of APNs and FCM
+proxy_host = ""        # HTTP CONNECT proxy (empty: direct)
+proxy_port = 3128
+proxy_login = ""       # optional Basic login; prefer proxy_password_file to a literal password
+proxy_password = ""
+proxy_password_file = ""
+retry_seconds = 300.0          # re-push a silent device with queued commands after 5 min, doubling ...
+retry_max_seconds = 21600.0    # ... up to 6 h (with jitter)
+silent_after_hours = 24.0      # the daily sweep wakes devices silent for longer
+sweep_interval_seconds = 86400.0
+batch_size = 1000      # owed wake-ups taken per batch
+concurrency = 1000     # pushes in flight at once
+expiry_warning_days = [30, 7, 1]   # warn (log and event) this many days before the certificate expires
 
 [enroll]               # iOS enrollment profiles and one-time links
 identity = "pkcs12"    # "pkcs12": identity inside the profile; "scep": SCEP payload, one-time challenge

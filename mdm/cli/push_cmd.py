@@ -1,4 +1,6 @@
-"""``mdm push apns csr``: the first step towards Apple's MDM push certificate.
+"""``mdm push``: ``apns csr`` (the first step towards Apple's MDM push certificate), ``apns
+set-cert`` (install it: ``mdm.cli.push_cert``) and ``status`` (the push services of a running
+server, through the admin API).
 
 Apple issues the MDM push certificate (whose subject UID is the topic devices are woken on) to a
 certificate signing request that an MDM vendor has signed: this command writes the private key
@@ -12,8 +14,12 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
-from mdm.cli.common import CliError, Subparsers
+from mdm.cli import output
+from mdm.cli.api_cmd import API, leaf
+from mdm.cli.client import ApiClient
+from mdm.cli.common import CliError, Subparsers, add_data_dir
 
 
 def register(sub: Subparsers) -> None:
@@ -36,6 +42,72 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--email", metavar="ADDR", help="subject e-mail address (optional)")
     p.add_argument("--force", action="store_true", help="overwrite existing files")
     p.set_defaults(func=run_csr)
+    p = apns.add_parser(
+        "set-cert",
+        help="install the MDM push certificate and its key (PKCS#12 or PEM)",
+        description="Check and install Apple's MDM push certificate with its private key: written to "
+        "DATA/apns/push.pem and push.key (mode 0600), [apns] of mdm.toml pointed at them, and a running "
+        "server reloads it (a renewed certificate with the same topic needs no restart).",
+    )
+    p.add_argument("file", metavar="FILE", help="PKCS#12 (.p12/.pfx) or PEM with the certificate (and key)")
+    p.add_argument("--key", metavar="KEY", help="the private key (PEM) when FILE holds only the certificate "
+                   "(e.g. the key written by `mdm push apns csr`)")
+    secret = p.add_mutually_exclusive_group()
+    secret.add_argument("--password", metavar="P", help="password of the PKCS#12 file or encrypted key "
+                        "(visible to other users in the process list: prefer --password-file)")
+    secret.add_argument("--password-file", metavar="F", help="file holding that password")
+    p.add_argument("--new-topic", action="store_true",
+                   help="accept a topic other than the configured one "
+                   "(every enrolled iOS device must re-enroll)")
+    add_data_dir(p)
+    p.set_defaults(func=_set_cert)
+
+    p = leaf(push, "status", run_status,
+             "push certificate (topic, expiry), each service's state, owed wake-ups, invalid tokens")
+
+
+def _set_cert(args: argparse.Namespace) -> int:
+    from mdm.cli.push_cert import run_set_cert  # the crypto and configuration stack, when it runs
+
+    return run_set_cert(args)
+
+
+def run_status(args: argparse.Namespace, client: ApiClient) -> int:
+    status: dict[str, Any] = client.get(f"{API}/push/status")
+    if args.json:
+        output.emit_json(status)
+        return 0
+    for line in status_lines(status):
+        print(line)
+    return 0
+
+
+def status_lines(status: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    cert = status.get("certificate") or {}
+    if cert.get("configured", bool(cert.get("topic"))):
+        expiry = "EXPIRED" if cert.get("expired") else f"{cert.get('days_left')} days left"
+        lines.append(f"apns certificate: topic {cert.get('topic')}, valid until "
+                     f"{output.when(cert.get('not_after'))} ({expiry})")
+        env = cert.get("environment") or "-"
+        dev = ", DEVELOPMENT identity (self-signed: cannot wake real devices)" if cert.get("development") \
+            else ""
+        lines.append(f"  environment: {env}{dev}")
+    else:
+        lines.append("apns certificate: none installed (`mdm push apns set-cert FILE`)")
+    for name, svc in sorted((status.get("services") or {}).items()):
+        if not svc.get("configured"):
+            lines.append(f"{name}: not configured")
+            continue
+        circuit = "OPEN (credentials refused: pushes held)" if svc.get("circuit_open") else "closed"
+        lines.append(f"{name}: circuit {circuit}, sent {svc.get('sent', 0)}, "
+                     f"last success {output.when(svc.get('last_success_at'))}")
+        failures = svc.get("failures") or {}
+        if failures:
+            lines.append("  failures: " + ", ".join(f"{r} {n}" for r, n in sorted(failures.items())))
+    lines.append(f"owed wake-ups: {status.get('owed', 0)}")
+    lines.append(f"devices with an invalid push token: {status.get('invalid_tokens', 0)}")
+    return lines
 
 
 def run_csr(args: argparse.Namespace) -> int:
