@@ -113,6 +113,48 @@ def register(sub: Subparsers) -> None:
     )
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_ios)
+    _register_push(kinds)
+
+
+def _register_push(kinds: Any) -> None:
+    b = kinds.add_parser(
+        "push",
+        help="APNs pushes per second to the contract fake (HTTP/2, mutual TLS)",
+        description="Start the APNs contract fake in a subprocess (test push CA and client certificate "
+        "in a temporary directory) and send pushes to it from this process; report pushes/s, latency, "
+        "client CPU per push and both processes' memory.",
+    )
+    b.add_argument("--pushes", type=int, default=100_000, help="pushes to send (default 100000)")
+    b.add_argument("--concurrency", type=int, default=1000, help="pushes in flight (default 1000)")
+    b.add_argument("--connections", type=int, default=2, help="HTTP/2 connections (default 2)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=run_push)
+
+
+def run_push(args: argparse.Namespace) -> int:
+    from mdm.bench import push
+
+    if args.pushes < 1 or args.concurrency < 1 or not 1 <= args.connections <= 32:
+        raise CliError("--pushes and --concurrency must be >= 1, --connections 1..32", exit_code=2)
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        measure = push.run(args.pushes, args.concurrency, args.connections, say)
+        report = asyncio.run(_cancel_on_sigterm(measure))
+    except asyncio.CancelledError:
+        raise CliError("stopped by SIGTERM", exit_code=143) from None
+    except push.BenchError as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.as_dict(), indent=2) if args.json else push.render(report))
+    return 0
 
 
 def run_ios(args: argparse.Namespace) -> int:

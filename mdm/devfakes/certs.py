@@ -120,3 +120,11 @@ def write_fake_certs(directory: Path, topic: str | None = None) -> FakeCerts:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
     return files
+
+
+def identity_from_files(cert: Path, key: Path) -> ApnsIdentity:
+    """The push identity from a client certificate and key written by ``write_fake_certs``."""
+    cert_pem, key_pem = cert.read_bytes(), key.read_bytes()
+    parsed = x509.load_pem_x509_certificate(cert_pem)
+    topic = str(parsed.subject.get_attributes_for_oid(NameOID.USER_ID)[0].value)
+    return ApnsIdentity(cert_pem, key_pem, topic, parsed.not_valid_after_utc)

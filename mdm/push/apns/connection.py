@@ -13,7 +13,7 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
@@ -193,12 +193,13 @@ class Connection(asyncio.Protocol):
         self._blocked.clear()
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(reason))
+            self.ready.exception()  # retrieved: the dialer sees the closed connection instead
         self._on_change()
 
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
         self._transport = transport
         self._h2.initiate_connection()
         # A large connection window: answers are small, but many arrive at once.
