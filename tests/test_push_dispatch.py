@@ -10,14 +10,6 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-
-from mdm.db.engine import Database
-from mdm.db.models import Protocol
-from mdm.push.config import PushConfig
-from mdm.push.dispatcher import PushDispatcher
-from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
-from mdm.push.tables import REPUSH
-from mdm.push.types import Outcome, PushResult
 from push_dispatch_support import (
     Clock,
     ScriptedTransport,
@@ -30,6 +22,14 @@ from push_dispatch_support import (
     set_device,
     wakeups,
 )
+
+from mdm.db.engine import Database
+from mdm.db.models import Protocol
+from mdm.push.config import PushConfig
+from mdm.push.dispatcher import PushDispatcher
+from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
+from mdm.push.tables import REPUSH
+from mdm.push.types import Outcome, PushResult
 
 CONFIG = PushConfig(retry_seconds=60, retry_max_seconds=600, batch_size=50, concurrency=8)
 
@@ -214,7 +214,8 @@ async def test_refused_credentials_alert_once_per_opening_and_keep_the_rows(
     await dispatcher.wake_many(ids, "command")
     await dispatcher.dispatch_once()
     assert dispatcher.stats["apns"].circuit_open is True
-    assert [e.body["reason"] for e in await events_of(db, PUSH_CREDENTIALS_REFUSED.name)] == ["BadCertificate"]
+    refused = await events_of(db, PUSH_CREDENTIALS_REFUSED.name)
+    assert [e.body["reason"] for e in refused] == ["BadCertificate"]
     assert set(await wakeups(db)) == set(ids)
     # Still refused later (the transport's circuit answers UNAVAILABLE or CREDENTIALS): no new alert.
     clock.advance(600)
