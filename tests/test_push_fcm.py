@@ -141,13 +141,44 @@ async def test_token_endpoint_failures(tmp_path: Path, mode: str, outcome: Outco
         result = await client.send(target())
         assert (result.outcome, result.status) == (outcome, status)
         assert "token endpoint" in result.reason
-        # A failed refresh is remembered briefly: waiting senders do not hammer the endpoint.
+        # A failed refresh is remembered briefly: waiting senders do not hammer the endpoint; a
+        # refused grant opens the circuit (no push until the account is replaced or reset).
         results = await asyncio.gather(*(client.send(target(f"t{i}")) for i in range(10)))
-        assert {r.outcome for r in results} == {outcome}
+        later = Outcome.UNAVAILABLE if outcome is Outcome.CREDENTIALS else outcome
+        assert {r.outcome for r in results} == {later}
         assert env.fake.token_requests == 1 and env.fake.send_requests == 0
+        assert client.circuit_open is (outcome is Outcome.CREDENTIALS)
         env.fake.oauth_mode = "ok"
         await asyncio.sleep(2.1)  # the cool-down
+        client.reset_circuit()
         assert (await client.send(target())).outcome is Outcome.SENT
+
+
+async def test_refused_credentials_open_the_circuit_until_the_account_is_replaced(
+        tmp_path: Path) -> None:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from fcm_support import account_json, key_pem
+
+    async with fcm_env(tmp_path) as env:
+        client = env.client()
+        env.fake.third_party_auth.add(TOKEN)
+        assert (await client.send(target())).outcome is Outcome.CREDENTIALS
+        r = await client.send(target("fine"))
+        assert (r.outcome, r.reason) == (Outcome.UNAVAILABLE, "circuit open: THIRD_PARTY_AUTH_ERROR")
+        assert env.fake.send_requests == 1
+        # A new key for the same project: taken while running, the circuit closes.
+        new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        renewed = ServiceAccount.from_mapping(account_json(
+            env.fake.urls.token_url, private_key=key_pem(new_key), private_key_id="k2"))  # type: ignore[union-attr]
+        env.fake.add_service_account(renewed)
+        client.replace_account(renewed)
+        assert not client.circuit_open
+        assert (await client.send(target("fine"))).outcome is Outcome.SENT
+        assert env.fake.token_requests == 2
+        with pytest.raises(ValueError, match="re-register"):
+            client.replace_account(ServiceAccount.from_mapping(
+                account_json("https://x/token", project_id="other")))
+        assert client.stats.by_outcome == {"credentials": 1, "unavailable": 1, "sent": 1}
 
 
 async def test_a_key_the_token_endpoint_does_not_know_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -47,11 +46,24 @@ ERROR_OUTCOMES: dict[str, Outcome] = {
 
 @dataclass
 class FcmStats:
+    """Counters for ``mdm push status`` and the metrics (the same shape as ``ApnsStats``)."""
+
     sent: int = 0
-    failed: Counter[str] = field(default_factory=Counter)  # by reason
+    failed: dict[str, int] = field(default_factory=dict)  # by reason (at most 100, then "other")
+    by_outcome: dict[str, int] = field(default_factory=dict)
     last_success: datetime | None = None
-    last_failure: datetime | None = None
-    last_failure_reason: str = ""
+    last_failure: str = ""
+
+    def record(self, result: PushResult) -> None:
+        self.by_outcome[result.outcome.value] = self.by_outcome.get(result.outcome.value, 0) + 1
+        if result.outcome is Outcome.SENT:
+            self.sent += 1
+            self.last_success = datetime.now(UTC)
+        else:
+            reason = result.reason or result.outcome.value
+            key = reason if len(self.failed) < 100 or reason in self.failed else "other"
+            self.failed[key] = self.failed.get(key, 0) + 1
+            self.last_failure = reason
 
 
 def proxy_url(proxy: ProxySettings | None) -> str | None:
@@ -89,25 +101,55 @@ class FcmClient:
         self.project_limiter = ProjectLimiter(config.project_per_minute)
         self.device_limiter = DeviceLimiter(config.device_per_minute)
         self.stats = FcmStats()
+        self._circuit = ""
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"FcmClient(project={self.account.project_id!r}, url={self._url!r})"
 
     async def close(self) -> None:
+        self._closed = True
         await self._http.aclose()
+
+    # -- circuit breaker and credentials
+
+    @property
+    def circuit_open(self) -> bool:
+        return bool(self._circuit)
+
+    @property
+    def circuit_reason(self) -> str:
+        return self._circuit
+
+    def reset_circuit(self) -> None:
+        if self._circuit:
+            log.info("FCM circuit closed again (was open: %s)", self._circuit)
+        self._circuit = ""
+
+    def replace_account(self, account: ServiceAccount) -> None:
+        """A new key for the same Firebase project, taken while running: the cached access token
+        is dropped and the circuit closed. Another project would orphan every device's token."""
+        if account.project_id != self.account.project_id:
+            raise ValueError(f"the new service account is for project {account.project_id!r}, not "
+                             f"{self.account.project_id!r}: every Android device would have to "
+                             "re-register")
+        self.account = account
+        self.tokens = AccessTokens(account, self._http, token_url=self._config.token_url)
+        self.reset_circuit()
+
+    # -- sending
 
     async def send(self, target: WakeTarget, *, expires: datetime | None = None) -> PushResult:
         result = await self._send(target, expires)
-        now = datetime.now(UTC)
-        if result.outcome is Outcome.SENT:
-            self.stats.sent += 1
-            self.stats.last_success = now
-        else:
-            self.stats.failed[result.reason] += 1
-            self.stats.last_failure = now
-            self.stats.last_failure_reason = result.reason
-            log.info("FCM push to device %d not sent: %s (%s)", target.device_id,
-                     result.outcome.value, result.reason)
+        self.stats.record(result)
+        if result.outcome is Outcome.CREDENTIALS:
+            if not self._circuit:
+                log.error("FCM refused our credentials (%s, project %s): no push is sent until the "
+                          "service account is replaced", result.reason, self.account.project_id)
+            self._circuit = result.reason
+        elif result.outcome is not Outcome.SENT:
+            log.debug("FCM push to device %d not sent: %s (%s)", target.device_id,
+                      result.outcome.value, result.reason)
         return result
 
     def message(self, token: str, expires: datetime | None = None) -> dict[str, Any]:
@@ -125,14 +167,19 @@ class FcmClient:
     async def _send(self, target: WakeTarget, expires: datetime | None) -> PushResult:
         if not _TOKEN_RE.fullmatch(target.token):
             return PushResult(Outcome.INVALID_TOKEN, "malformed registration token")
+        if self._closed:
+            return PushResult(Outcome.UNAVAILABLE, "FCM client closed")
+        if self._circuit:
+            return PushResult(Outcome.UNAVAILABLE, f"circuit open: {self._circuit}")
         wait = self.device_limiter.check(target.token)
         if wait is not None:
             return PushResult(Outcome.RETRY, "device_rate_limited", retry_after=wait)
         await self.project_limiter.acquire()
         body = self.message(target.token, expires)
         for attempt in range(2):
+            tokens = self.tokens
             try:
-                access = await self.tokens.get()
+                access = await tokens.get()
             except TokenError as exc:
                 return PushResult(exc.outcome, exc.reason, exc.status, exc.retry_after)
             try:
@@ -147,7 +194,7 @@ class FcmClient:
             result = classify(resp.status_code, _json(resp), resp.headers.get("retry-after"))
             if resp.status_code == 401 and result.reason != "THIRD_PARTY_AUTH_ERROR" and attempt == 0:
                 # Most likely our access token expired early or was revoked: refresh it once.
-                self.tokens.invalidate(access)
+                tokens.invalidate(access)
                 continue
             return result
         raise AssertionError("unreachable")  # pragma: no cover
