@@ -2,17 +2,17 @@
 an alert once it has: a WARNING log and PUSH_CERTIFICATE_EXPIRING, then an ERROR log and
 PUSH_CERTIFICATE_EXPIRED. Each threshold is reported once per certificate.
 
-What was reported is kept in ``DATA/run/push-expiry.json`` (the certificate's SHA-256, and the
-thresholds reported), written atomically after the events commit, so that a restart does not
+Only the certificate is needed (not its key): the configured one is read with ``read_topic``.
+What was reported is kept in ``DATA/run/push-expiry.json`` (the certificate's topic and expiry,
+and the thresholds reported), written atomically after the events commit, so that a restart does not
 repeat a warning. A file rather than a table: it is one fact about the files this data directory
 holds, and losing it costs at most one repeated warning. A renewed certificate (another
-fingerprint) starts afresh. With several replicas on one database each data directory warns once.
+expiry) starts afresh. With several replicas on one database each data directory warns once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -20,14 +20,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mdm.core import events
 from mdm.push.config import push_config
 from mdm.push.event_types import PUSH_CERTIFICATE_EXPIRED, PUSH_CERTIFICATE_EXPIRING
-from mdm.push.identity import load_identity
-from mdm.push.topic import TopicError
-from mdm.push.types import ApnsIdentity
+from mdm.push.topic import TopicError, read_topic
 from mdm.server.context import ServerContext
 
 log = logging.getLogger("mdm.push")
@@ -35,6 +33,16 @@ log = logging.getLogger("mdm.push")
 STATE_FILE = "push-expiry.json"
 EXPIRED = 0  # the mark of the "expired" alert in ``already_warned`` (thresholds are >= 1 day)
 CHECK_SECONDS = 24 * 3600.0
+
+
+class Certificate(Protocol):
+    """What expiry needs of a push certificate: ``ApnsIdentity`` and ``PushTopic`` both qualify."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def not_after(self) -> datetime: ...
 
 
 @dataclass(frozen=True)
@@ -51,7 +59,7 @@ class ExpiryWarning:
 
 
 def check(
-    identity: ApnsIdentity, now: datetime, already_warned: set[int], days: Sequence[int] = (30, 7, 1)
+    identity: Certificate, now: datetime, already_warned: set[int], days: Sequence[int] = (30, 7, 1)
 ) -> list[ExpiryWarning]:
     """The warning due now (at most one: the tightest threshold crossed, or the expiry alert) and
     adds what it covers to ``already_warned``: a certificate found with 5 days left gets the 7-day
@@ -77,11 +85,12 @@ def check(
         "(renew, do not create a new one) and install it with `mdm push apns set-cert FILE`"))]
 
 
-def fingerprint(identity: ApnsIdentity) -> str:
-    return hashlib.sha256(identity.cert_pem).hexdigest()
+def fingerprint(identity: Certificate) -> str:
+    """One certificate: Apple renews with the same topic and a later expiry."""
+    return f"{identity.topic}|{identity.not_after.isoformat()}"
 
 
-def read_warned(data_dir: Path, identity: ApnsIdentity) -> set[int]:
+def read_warned(data_dir: Path, identity: Certificate) -> set[int]:
     """The thresholds already reported for this certificate (none after a renewal)."""
     try:
         state: Any = json.loads((data_dir / "run" / STATE_FILE).read_text())
@@ -93,7 +102,7 @@ def read_warned(data_dir: Path, identity: ApnsIdentity) -> set[int]:
     return {int(x) for x in warned if isinstance(x, int)} if isinstance(warned, list) else set()
 
 
-def write_warned(data_dir: Path, identity: ApnsIdentity, warned: set[int]) -> None:
+def write_warned(data_dir: Path, identity: Certificate, warned: set[int]) -> None:
     directory = data_dir / "run"
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / STATE_FILE
@@ -106,7 +115,7 @@ def write_warned(data_dir: Path, identity: ApnsIdentity, warned: set[int]) -> No
 async def expiry_pass(ctx: ServerContext, now: datetime | None = None) -> list[ExpiryWarning]:
     """One check of the configured certificate: log, emit and remember what is due."""
     try:
-        identity = await asyncio.to_thread(load_identity, ctx.config)
+        identity = await asyncio.to_thread(read_topic, ctx.config)
     except TopicError:
         return []  # nothing usable is configured: start-up and reload report that
     if identity.development:
