@@ -179,3 +179,10 @@ async def test_no_secret_in_logs(tmp_path: Path, caplog: pytest.LogCaptureFixtur
     assert access not in caplog.text and "ya29." not in caplog.text
     assert "Bearer" not in caplog.text and "assertion" not in caplog.text
 
+
+
+def test_the_fake_cli_names_a_bad_service_account(tmp_path: Path) -> None:
+    from mdm.devfakes.fcm import main
+
+    with pytest.raises(SystemExit, match="does not exist"):
+        main(["--service-account", str(tmp_path / "missing.json")])

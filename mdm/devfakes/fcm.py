@@ -35,7 +35,7 @@ import jwt
 from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
-from mdm.push.fcm.oauth import GOOGLE_TOKEN_URI, GRANT_TYPE, SCOPE, ServiceAccount
+from mdm.push.fcm.oauth import GOOGLE_TOKEN_URI, GRANT_TYPE, SCOPE, ServiceAccount, ServiceAccountError
 
 FCM_ERROR_TYPE = "type.googleapis.com/google.firebase.fcm.v1.FcmError"
 # errorCode -> (HTTP status, canonical status, message), after Google's FCM v1 error table.
@@ -329,7 +329,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8090)
     args = parser.parse_args(argv)
     try:
-        asyncio.run(_serve(args, ServiceAccount.load(args.service_account)))
+        account = ServiceAccount.load(args.service_account)
+    except ServiceAccountError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    try:
+        asyncio.run(_serve(args, account))
     except KeyboardInterrupt:
         pass
 
