@@ -27,11 +27,12 @@ from typing import Any, cast
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
+
+from mdm.push.apns.h2conn import CountingH2Connection
 
 log = logging.getLogger("mdm.devfakes.apns")
 
@@ -89,6 +90,7 @@ class FakeApns:
         self.answers: dict[int, int] = {}  # status -> count
         self.max_concurrent = 0  # most streams one connection had open at once
         self.connections_seen = 0
+        self.refused_streams = 0  # streams beyond SETTINGS_MAX_CONCURRENT_STREAMS (a client bug)
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(push_ca))
         self._context.verify_mode = ssl.CERT_REQUIRED
         self._context.load_cert_chain(str(server_cert), str(server_key))
@@ -240,7 +242,12 @@ class FakeApns:
 class _FakeConnection(asyncio.Protocol):
     def __init__(self, fake: FakeApns) -> None:
         self.fake = fake
-        self.h2 = H2Connection(H2Configuration(client_side=False, header_encoding=None))
+        # Header checks are the fake's own (``answer``), in Apple's terms rather than h2's.
+        self.h2 = CountingH2Connection(H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=False,
+            normalize_inbound_headers=False, validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        ))
         self.transport: asyncio.Transport | None = None
         self.topic = ""
         self.requests: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
@@ -285,6 +292,10 @@ class _FakeConnection(asyncio.Protocol):
         done: list[int] = []
         for event in events:
             if isinstance(event, RequestReceived):
+                if len(self.requests) >= self.h2.local_settings.max_concurrent_streams:
+                    self.fake.refused_streams += 1
+                    self.h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
+                    continue
                 self.requests[event.stream_id] = (list(event.headers), bytearray())
             elif isinstance(event, DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)

@@ -114,7 +114,6 @@ class ApnsClient:
             (b"apns-topic", topic.encode()),
             (b"apns-push-type", b"mdm"),
             (b"apns-priority", b"10"),
-            (b"content-type", b"application/json"),
         ]
 
     # -- circuit breaker

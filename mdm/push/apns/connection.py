@@ -16,7 +16,6 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from h2.config import H2Configuration
-from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import (
     ConnectionTerminated,
@@ -30,6 +29,7 @@ from h2.events import (
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes
 
+from mdm.push.apns.h2conn import CountingH2Connection
 from mdm.push.apns.reasons import goaway_reason
 
 log = logging.getLogger("mdm.push.apns")
@@ -71,9 +71,9 @@ class Connection(asyncio.Protocol):
         self.label = label
         self._on_change = on_change  # a slot freed, the limit changed, or the connection ended
         self._loop = asyncio.get_running_loop()
-        self._h2 = H2Connection(H2Configuration(
+        self._h2 = CountingH2Connection(H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
-            normalize_outbound_headers=False,
+            normalize_outbound_headers=False, validate_inbound_headers=False,
         ))
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}

@@ -1,0 +1,120 @@
+"""``H2Connection`` tuned for many small, alike requests (the APNs client and its fake).
+
+- h2 counts open streams (and forgets closed ones) by walking every stream it knows each time a
+  stream opens: with a thousand streams in flight that walk dominated a push. Both sides bound
+  their streams themselves (the client by the server's SETTINGS, the fake by its own limit), so
+  the count is taken for real only every ``CLEAN_EVERY`` streams, which also keeps the forgetting.
+- ``LiteralEncoder`` replaces hpack's encoder: every field a literal *without indexing*
+  (RFC 7541 §6.2.2; a static-table name index where there is one, no Huffman, no dynamic table),
+  and the encoding of the constant fields (method, scheme, authority, topic, push type, priority)
+  cached. Any HPACK decoder reads it; it costs a few dict look-ups instead of hpack's table
+  searches, and the per-push fields (path, apns-id, expiration) never evict anything.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from hpack.table import HeaderTable
+
+CLEAN_EVERY = 512
+MAX_CACHED = 256
+
+# The static table (RFC 7541 Appendix A): name -> first index, (name, value) -> index.
+_NAME_INDEX: dict[bytes, int] = {}
+_PAIR_INDEX: dict[tuple[bytes, bytes], int] = {}
+for _i, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
+    _NAME_INDEX.setdefault(_name, _i)
+    _PAIR_INDEX.setdefault((_name, _value), _i)
+
+
+def _integer(value: int, prefix_bits: int, first: int = 0) -> bytes:
+    """An HPACK integer (RFC 7541 §5.1) in a byte whose high bits are ``first``."""
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _name_part(name: bytes) -> bytes:
+    index = _NAME_INDEX.get(name)
+    if index is not None:
+        return _integer(index, 4)  # literal without indexing, indexed name
+    return b"\x00" + _integer(len(name), 7) + name
+
+
+class LiteralEncoder:
+    CONSTANT = frozenset({b":method", b":scheme", b":authority", b":status", b"apns-topic",
+                          b"apns-push-type", b"apns-priority", b"content-type"})
+
+    def __init__(self) -> None:
+        self._names: dict[bytes, bytes] = {}
+        self._pairs: dict[tuple[bytes, bytes], bytes] = {}
+        self._table_size = 4096
+
+    # h2 sets this when the peer changes SETTINGS_HEADER_TABLE_SIZE: nothing is ever indexed here.
+    @property
+    def header_table_size(self) -> int:
+        return self._table_size
+
+    @header_table_size.setter
+    def header_table_size(self, value: int) -> None:
+        self._table_size = value
+
+    def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
+        out = bytearray()
+        pairs, names = self._pairs, self._names
+        for name, value in headers:
+            name = name if isinstance(name, bytes) else name.encode()
+            value = value if isinstance(value, bytes) else value.encode()
+            cached = pairs.get((name, value))
+            if cached is not None:
+                out += cached
+                continue
+            part = names.get(name)
+            if part is None:
+                part = _name_part(name)
+                if len(names) < MAX_CACHED:
+                    names[name] = part
+            if name in self.CONSTANT:
+                index = _PAIR_INDEX.get((name, value))
+                field = _integer(index, 7, 0x80) if index else part + _integer(len(value), 7) + value
+                if len(pairs) < MAX_CACHED:
+                    pairs[(name, value)] = field
+                out += field
+                continue
+            out += part
+            out += _integer(len(value), 7)
+            out += value
+        return bytes(out)
+
+
+class CountingH2Connection(H2Connection):
+    _opened = 0
+
+    def __init__(self, config: H2Configuration) -> None:
+        super().__init__(config)
+        self.encoder = LiteralEncoder()  # type: ignore[assignment]
+
+    @property
+    def open_outbound_streams(self) -> int:
+        self._opened += 1
+        if self._opened % CLEAN_EVERY:
+            return 0
+        return int(super().open_outbound_streams)
+
+    @property
+    def open_inbound_streams(self) -> int:
+        self._opened += 1
+        if self._opened % CLEAN_EVERY:
+            return 0
+        return int(super().open_inbound_streams)
