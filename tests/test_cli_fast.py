@@ -51,7 +51,8 @@ CLIENT_HELP = [
     ["groups", "delete"], ["enroll"], ["enroll", "ios"], ["enroll", "links"], ["enroll", "links", "list"],
     ["enroll", "links", "revoke"], ["certs"], ["certs", "list"], ["certs", "show"], ["certs", "revoke"],
     ["certs", "issue"], ["certs", "rules", "show"], ["certs", "rules", "set"], ["certs", "set"],
-    ["certs", "import-ca"], ["sim", "ios"], ["bench", "ios"],
+    ["certs", "import-ca"], ["sim", "ios"], ["bench", "ios"], ["push"], ["push", "status"],
+    ["push", "apns", "set-cert"],
 ]
 
 
@@ -93,7 +94,8 @@ def test_a_running_client_command_imports_no_server_code(tmp_path: Path) -> None
                                        '[listeners.admin]\nport = 13300\n[ios]\n')
     for args in (["devices", "list"], ["users", "list"], ["groups", "list", "--tree"],
                  ["command", "types", "--args"], ["events", "--severity", "warning"],
-                 ["enroll", "links", "list"], ["certs", "revoke", "abcdef12"], ["tokens", "list"]):
+                 ["enroll", "links", "list"], ["certs", "revoke", "abcdef12"], ["tokens", "list"],
+                 ["push", "status"]):
         proc, modules = probe(*args, "--url", "https://127.0.0.1:9", "--token", "x" * 30,
                               "--data-dir", str(tmp_path), env=env)
         assert "connection refused" in proc.stderr, proc.stderr
