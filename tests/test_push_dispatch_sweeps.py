@@ -9,7 +9,15 @@ from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
-from push_dispatch_support import Clock, ScriptedTransport, add_device, count_wakeups, queue_command, wakeups
+from push_dispatch_support import (
+    Clock,
+    ScriptedTransport,
+    add_device,
+    count_wakeups,
+    queue_command,
+    set_device,
+    wakeups,
+)
 
 from mdm.core.metrics import REGISTRY
 from mdm.db.engine import Database
@@ -64,6 +72,24 @@ async def test_recovery_owes_a_wake_up_for_queued_commands_in_bounded_passes(
     assert rows[deferred].due_at == clock.now + timedelta(minutes=10)  # when NotNow lets it through
     assert rows[owed].due_at == clock.now + timedelta(minutes=3) and rows[owed].reason == "notnow"
     assert await sweeps.recover(dispatcher) == 0  # idempotent
+
+
+async def test_recovery_skips_commands_the_device_has_seen(
+    db: Database, dispatcher: PushDispatcher, clock: Clock
+) -> None:
+    """A device that polled after its command was queued has it (or deferred it): no push. One
+    whose NotNow back-off ends after its last poll is owed one at that time."""
+    polled = await add_device(db, "polled", token="p")
+    await queue_command(db, polled)
+    await set_device(db, polled, last_seen_at=clock.now + timedelta(seconds=5))
+    deferred = await add_device(db, "deferred", token="d", last_seen_at=clock.now + timedelta(seconds=5))
+    await queue_command(db, deferred, not_before=clock.now + timedelta(minutes=4))
+    stale = await add_device(db, "stale", token="s", last_seen_at=clock.now - timedelta(hours=1))
+    await queue_command(db, stale)
+    assert await sweeps.recover(dispatcher) == 2
+    rows = await wakeups(db)
+    assert set(rows) == {deferred, stale}
+    assert rows[deferred].due_at == clock.now + timedelta(minutes=4)
 
 
 async def test_sweep_wakes_devices_silent_for_too_long(

@@ -154,9 +154,9 @@ class PushDispatcher:
             if taken >= self.config.batch_size:
                 await asyncio.sleep(0)
                 continue
-            await self._idle()
+            await self._idle(taken)
 
-    async def _idle(self) -> None:
+    async def _idle(self, taken: int) -> None:
         timeout = self.idle_seconds
         try:
             async with self.db.session() as session:
@@ -169,6 +169,8 @@ class PushDispatcher:
             due = None
         if due is not None:
             timeout = min(timeout, max(0.0, (due - self.clock()).total_seconds()))
+        if taken == 0:  # due rows another replica holds (SKIP LOCKED): do not spin on them
+            timeout = max(timeout, 0.1)
         if timeout <= 0:
             return
         try:

@@ -161,16 +161,19 @@ async def invalidate_token(session: AsyncSession, device_id: int, token: str) ->
 
 
 async def recover(session: AsyncSession, now: datetime, protocols: Sequence[int], limit: int) -> int:
-    """Owe a wake-up to up to ``limit`` pushable devices that have queued commands and no owed
-    row (a crash between an enqueue's commit and its wake-up); due when their first command may
-    be offered. Returns how many were added."""
+    """Owe a wake-up to up to ``limit`` pushable devices with no owed row that have a queued
+    command they have not seen: queued (or let through again after a NotNow) since their last
+    poll, as after a crash between an enqueue's commit and its wake-up. Due when the first of
+    their commands may be offered. Returns how many were added."""
     first = func.min(func.coalesce(_q.c.not_before, now))
+    newest = func.max(func.coalesce(_q.c.not_before, _q.c.created_at))
     source = (
         select(_q.c.device_id, first, literal("recovery"), literal(0), literal(1),
                literal(now, PushWakeup.created_at.type))
         .join(_d, _d.c.id == _q.c.device_id)
         .where(_pushable(protocols), ~exists().where(_w.c.device_id == _q.c.device_id))
-        .group_by(_q.c.device_id)
+        .group_by(_q.c.device_id, _d.c.last_seen_at)
+        .having(or_(_d.c.last_seen_at.is_(None), newest > _d.c.last_seen_at))
         .limit(limit)
     )
     stmt = _insert(session)(_w).from_select(
@@ -195,9 +198,10 @@ async def silent_devices(
 
 
 async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime | None:
+    """The earliest due time (walks the due_at index until a row of these protocols)."""
     stmt = (
-        select(func.min(_w.c.due_at)).select_from(_w.join(_d, _d.c.id == _w.c.device_id))
-        .where(_d.c.protocol.in_(protocols))
+        select(_w.c.due_at).join(_d, _d.c.id == _w.c.device_id)
+        .where(_d.c.protocol.in_(protocols)).order_by(_w.c.due_at).limit(1)
     )
     return cast("datetime | None", await session.scalar(stmt))
 
