@@ -305,3 +305,43 @@ def test_development_identity_of_mdm_init_loads(tmp_path: Path) -> None:
     identity = load_identity(config)
     assert identity.topic == topic and identity.development
     assert certificate_status(identity, NOW)["development"] is True
+
+
+# A stand-in for `mdm serve` on the data directory: it answers SIGHUP the way the server does
+# (run/reload.json with a new sequence number), which is all `mdm reload` relies on.
+SERVER = """
+import json, os, signal, sys, time
+from pathlib import Path
+from mdm.server.runfiles import write_reload_status
+data = Path(sys.argv[1])
+seq = 0
+def hup(signum, frame):
+    global seq
+    seq += 1
+    write_reload_status(data, {"pid": os.getpid(), "seq": seq, "config": "applied",
+                               "applied": ["apns.certificate_file", "apns.key_file"]})
+signal.signal(signal.SIGHUP, hup)
+print("ready", flush=True)
+time.sleep(60)
+"""
+
+
+def test_set_cert_has_a_running_server_reload(
+    tmp_path: Path, good: Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import subprocess
+    import sys
+
+    d = data_dir(tmp_path)
+    (tmp_path / "a.pem").write_bytes(good.cert_pem + good.key_pem)
+    command = [sys.executable, "-c", SERVER, str(d)]
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True) as server:
+        try:
+            assert server.stdout is not None and server.stdout.readline().strip() == "ready"
+            (d / "mdm.pid").write_text(f"{server.pid}\n")
+            assert set_cert(d, str(tmp_path / "a.pem")) == 0
+            out = capsys.readouterr().out
+            assert f"asking the running server (pid {server.pid}) to reload" in out
+            assert "reloaded; applied: apns.certificate_file, apns.key_file" in out
+        finally:
+            server.kill()

@@ -104,7 +104,7 @@ def read_warned(data_dir: Path, identity: Certificate) -> set[int]:
 
 def write_warned(data_dir: Path, identity: Certificate, warned: set[int]) -> None:
     directory = data_dir / "run"
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # like the server's run files
     path = directory / STATE_FILE
     tmp = path.with_name(f".{STATE_FILE}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps({"certificate": fingerprint(identity), "topic": identity.topic,
