@@ -5,8 +5,8 @@ subject UID; validates method, path, headers and body like the gateway and answe
 with Apple's status and ``{"reason": ...}`` ("Handling notification responses from APNs").
 Each connection starts with ``SETTINGS_MAX_CONCURRENT_STREAMS = 1`` and raises it after the first
 request, like APNs. Controls (``unregister``, ``throttle``, ``fail``, ``refuse``, ``goaway``,
-``drop_connections``, ``stall``, ``garbage``) make it misbehave on purpose; ``on_push`` sees every
-accepted wake-up (end-to-end tests forward it to device simulators).
+``drop_connections``, ``stall``, ``garbage``, ``reset``) make it misbehave on purpose;
+``on_push`` sees every accepted wake-up (end-to-end tests forward it to device simulators).
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Controls:
     goaway_reason: str = ""
     stall_until: float = 0.0
     garbage: int = 0
+    reset: int = 0
 
 
 class FakeApns:
@@ -158,6 +159,10 @@ class FakeApns:
         """The next ``n`` requests get an invalid HTTP/2 frame instead of an answer (the connection
         dies)."""
         self.controls.garbage = n
+
+    def reset(self, n: int = 1) -> None:
+        """The next ``n`` requests get RST_STREAM (INTERNAL_ERROR) instead of an answer."""
+        self.controls.reset = n
 
     # -- the request
 
@@ -334,6 +339,10 @@ class _FakeConnection(asyncio.Protocol):
         for stream_id in stream_ids:
             request = self.requests.pop(stream_id, None)
             if request is None:
+                continue
+            if c.reset > 0:
+                c.reset -= 1
+                self.h2.reset_stream(stream_id, ErrorCodes.INTERNAL_ERROR)
                 continue
             status, reason, apns_id = fake.answer(self.topic, request[0], bytes(request[1]))
             fake.answers[status] = fake.answers.get(status, 0) + 1
