@@ -345,3 +345,33 @@ def test_set_cert_has_a_running_server_reload(
             assert "reloaded; applied: apns.certificate_file, apns.key_file" in out
         finally:
             server.kill()
+
+
+def test_apple_certificate_replaces_the_development_identity(
+    tmp_path: Path, good: Issued, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README's steps: `mdm init`'s development identity, then `set-cert` without --new-topic."""
+    from mdm.push.topic import create_development_identity
+
+    d = data_dir(tmp_path)
+    cert_file, dev_topic = create_development_identity(d)
+    text = (d / "mdm.toml").read_text().replace('certificate_file = ""', f'certificate_file = "{cert_file}"')
+    (d / "mdm.toml").write_text(text)
+    (tmp_path / "apple.pem").write_bytes(good.cert_pem + good.key_pem)
+    assert set_cert(d, str(tmp_path / "apple.pem")) == 0
+    assert f"replaced the development identity's topic {dev_topic}" in capsys.readouterr().out
+    assert load_identity(load_config(d, env={})).topic == TOPIC
+
+
+async def test_apply_identity_replaces_the_development_identity(
+    config: Config, db: Database, push_ca: Issued
+) -> None:
+    from mdm.push.topic import create_development_identity
+
+    apns_config(config).certificate_file, _ = create_development_identity(config.data_path)
+    current = await apply_identity(None, config, db)
+    assert current is not None and current.development
+    install(config, push_certificate(push_ca, TOPIC))
+    new = await apply_identity(current, config, db)
+    assert new is not None and new.topic == TOPIC and not new.development
+    assert await events_of(db, "push_certificate_refused") == []

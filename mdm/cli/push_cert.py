@@ -77,11 +77,16 @@ def run_set_cert(args: argparse.Namespace) -> int:
     except IdentityError as exc:
         raise CliError(str(exc), exit_code=2) from None
     try:
-        configured: str | None = read_topic(config).topic
+        current = read_topic(config)
+        configured: str | None = current.topic
+        development = current.development
     except TopicError:
-        configured = None  # nothing usable configured yet: any topic is the first one
-    if configured is not None and configured != topic and not args.new_topic:
-        raise CliError(topic_change_message(topic, configured), exit_code=2)
+        configured, development = None, False  # nothing usable configured yet: any topic is the first
+    changed = configured is not None and configured != topic
+    # mdm init's self-signed development identity cannot wake any device: Apple's replaces it as
+    # the README's steps say, without --new-topic.
+    if changed and not development and not args.new_topic:
+        raise CliError(topic_change_message(topic, configured or ""), exit_code=2)
     data_dir = config.data_path
     try:
         cert_file, key_file = write_identity(data_dir, bundle)
@@ -98,12 +103,14 @@ def run_set_cert(args: argparse.Namespace) -> int:
           f"{identity.not_after:%Y-%m-%d} ({days} days)")
     print(f"wrote {data_dir / cert_file} and {data_dir / key_file} (mode 0600); "
           f"{data_dir / CONFIG_FILE}: [apns] certificate_file, key_file")
-    if configured is not None and configured != topic:
-        print(f"topic changed from {configured}: enrolled iOS devices must re-enroll to be woken by push")
+    if changed:
+        what = "the development identity's topic" if development else "topic"
+        print(f"replaced {what} {configured}: iOS devices enrolled with it must re-enroll to be "
+              "woken by push")
     if is_development(bundle.cert):
         print("mdm: warning: this certificate is self-signed, not Apple's: APNs will refuse it",
               file=sys.stderr)
-    return _reload(data_dir, changed_topic=configured is not None and configured != topic)
+    return _reload(data_dir, changed_topic=changed and not development)
 
 
 def _reload(data_dir: Path, changed_topic: bool) -> int:

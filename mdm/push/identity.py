@@ -250,7 +250,8 @@ async def apply_identity(
         return new
     if new.cert_pem == current.cert_pem and new.key_pem == current.key_pem:
         return current  # unchanged: nothing to replace
-    if new.topic != current.topic:
+    if new.topic != current.topic and not current.development:
+        # (the self-signed development identity cannot wake anything: Apple's replaces it at once)
         await _refuse(db, f"the new push certificate's topic {new.topic} differs from the running one's "
                           f"{current.topic}: {RE_ENROLL}; kept the running certificate (to change the "
                           "topic on purpose: `mdm push apns set-cert FILE --new-topic`, then restart)",
