@@ -10,6 +10,7 @@ from mdm.db.models import Base
 from mdm.enroll import tables as enroll_tables  # noqa: F401
 from mdm.ios import tables as ios_tables  # noqa: F401
 from mdm.pki import tables as pki_tables
+from mdm.push import tables as push_tables  # noqa: F401
 from mdm.scep import tables as scep_tables  # noqa: F401
 
 __all__ = ["metadata", "models", "pki_tables"]
