@@ -165,7 +165,7 @@ async def test_dropped_connection_reconnects_and_a_retried_push_arrives(tmp_path
             env.fake.drop_connections()
             lost = await pending
             assert lost.outcome is Outcome.RETRY and "connection" in lost.reason
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.7)  # the reconnect backoff after an early death
             assert (await client.send(target())).outcome is Outcome.SENT  # the caller's retry
         finally:
             await client.close()
@@ -184,7 +184,8 @@ async def test_stall_times_out_and_garbage_kills_only_the_connection(tmp_path: P
             env.fake.garbage(1)
             broken = await client.send(target())
             assert broken.outcome is Outcome.RETRY and "protocol error" in broken.reason
-            await asyncio.sleep(0.7)
+            assert (await client.send(target())).outcome is Outcome.RETRY  # backoff: no storm
+            await asyncio.sleep(1.0)
             assert (await client.send(target())).outcome is Outcome.SENT
         finally:
             await client.close()

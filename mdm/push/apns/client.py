@@ -36,6 +36,7 @@ _TOKEN = re.compile(r"[0-9a-fA-F]+")
 MAX_TOKEN = 200
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
+STABLE_SECONDS = 10.0  # a connection that dies of an error younger than this counts as a failure
 ATTEMPTS = 3  # sends of one push when the gateway did not process it (GOAWAY, unusable connection)
 
 
@@ -208,7 +209,10 @@ class ApnsClient:
             live = False
             for slot in self._slots:
                 connection = slot.connection
-                if connection is not None and not connection.closed and not connection.draining:
+                if connection is not None and (connection.closed or connection.draining):
+                    self._retire(slot, connection)
+                    connection = None
+                if connection is not None:
                     live = True
                     if connection.free > 0 and (best is None or connection.free > best.free):
                         best = connection
@@ -245,17 +249,32 @@ class ApnsClient:
                 if not waiter.done():
                     waiter.cancel()
 
-    def _wake(self) -> None:
-        waiters = self._waiters
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
-                break
+    def _retire(self, slot: _Slot, connection: Connection) -> None:
+        """A connection that died (or drains): the slot reconnects, after a backoff when it died
+        of an error soon after opening (no reconnect storm against a failing gateway)."""
+        slot.connection = None
+        if connection.draining and not connection.closed:
+            self._old.append(connection)
+            return
+        if not connection.graceful and connection.closed_at - connection.opened_at < STABLE_SECONDS:
+            slot.failures += 1
+            delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (slot.failures - 1)) * random.uniform(0.8, 1.2)  # noqa: S311
+            slot.retry_at = connection.closed_at + delay
+            slot.last_error = connection.close_reason
+        else:
+            slot.failures = 0
 
-    def _changed(self) -> None:
-        # A freed stream wakes one waiter; a raised limit or a closed connection wakes them all.
-        waiters, self._waiters = self._waiters, deque()
+    def _changed(self, freed: int = 0) -> None:
+        """A freed stream wakes one waiter; a raised limit or a closed connection wakes them all."""
+        waiters = self._waiters
+        if freed:
+            while waiters:
+                waiter = waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+                    return
+            return
+        self._waiters = deque()
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
@@ -298,14 +317,18 @@ class ApnsClient:
         context = await self._context()
         timeout = self.config.timeout_seconds
         connection = Connection(self._authority, self._changed, label)
-        async with asyncio.timeout(timeout):
-            if self._proxy is not None:
-                sock = await open_tunnel(self._proxy, self._host, self._port, timeout)
-                await loop.create_connection(lambda: connection, sock=sock, ssl=context,
-                                             server_hostname=self._host)
-            else:
-                await loop.create_connection(lambda: connection, self._host, self._port, ssl=context)
-            await asyncio.shield(connection.ready)
+        try:
+            async with asyncio.timeout(timeout):
+                if self._proxy is not None:
+                    sock = await open_tunnel(self._proxy, self._host, self._port, timeout)
+                    await loop.create_connection(lambda: connection, sock=sock, ssl=context,
+                                                 server_hostname=self._host)
+                else:
+                    await loop.create_connection(lambda: connection, self._host, self._port, ssl=context)
+                await asyncio.shield(connection.ready)
+        except BaseException:
+            connection.close("connect failed")
+            raise
         return connection
 
     async def _context(self) -> ssl.SSLContext:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any, cast
@@ -66,11 +67,15 @@ class _Stream:
 
 
 class Connection(asyncio.Protocol):
-    def __init__(self, authority: bytes, on_change: Callable[[], None], label: str) -> None:
+    def __init__(self, authority: bytes, on_change: Callable[[int], None], label: str) -> None:
         self.authority = authority
         self.label = label
-        self._on_change = on_change  # a slot freed, the limit changed, or the connection ended
+        # Called with 1 when a stream is freed, 0 when anything else changed (the limit, closed).
+        self._on_change = on_change
         self._loop = asyncio.get_running_loop()
+        self.opened_at = time.monotonic()
+        self.closed_at = 0.0
+        self.graceful = False  # closed by GOAWAY or by draining, not by an error
         self._h2 = CountingH2Connection(H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False,
@@ -163,6 +168,7 @@ class Connection(asyncio.Protocol):
     def drain(self) -> None:
         """No new streams; close once the in-flight ones are answered."""
         self.draining = True
+        self.graceful = True
         if not self._streams:
             self.close("drained")
 
@@ -180,6 +186,7 @@ class Connection(asyncio.Protocol):
 
     def _fail_all(self, reason: str) -> None:
         self.closed = True
+        self.closed_at = time.monotonic()
         self.close_reason = self.close_reason or reason
         streams, self._streams = self._streams, {}
         for stream_id, stream in streams.items():
@@ -191,10 +198,12 @@ class Connection(asyncio.Protocol):
                 )
                 stream.future.set_exception(error)
         self._blocked.clear()
+        if not self.graceful and self._transport is not None:
+            log.warning("APNs %s closed: %s", self.label, self.close_reason)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(reason))
             self.ready.exception()  # retrieved: the dialer sees the closed connection instead
-        self._on_change()
+        self._on_change(0)
 
     # -- asyncio.Protocol
 
@@ -251,7 +260,7 @@ class Connection(asyncio.Protocol):
                 self.ready.set_result(None)
             if changed is not None:
                 self.max_streams = max(1, min(MAX_STREAMS, changed.new_value))
-            self._on_change()
+            self._on_change(0)
         elif isinstance(event, WindowUpdated):
             self._unblock()
         elif isinstance(event, ConnectionTerminated):
@@ -274,7 +283,7 @@ class Connection(asyncio.Protocol):
         if self.draining and not self._streams:
             self.close("drained")
         else:
-            self._on_change()
+            self._on_change(1)
 
     def _unblock(self) -> None:
         for _ in range(len(self._blocked)):
@@ -291,6 +300,7 @@ class Connection(asyncio.Protocol):
                 self.label, code, f", reason {reason}" if reason else "", event.last_stream_id,
                 len(self._streams))
         self.draining = True
+        self.graceful = event.error_code == ErrorCodes.NO_ERROR
         self.close_reason = f"GOAWAY {reason or code}"
         last = event.last_stream_id if event.last_stream_id is not None else 0
         for stream_id in [s for s in self._streams if s > last]:
@@ -302,7 +312,7 @@ class Connection(asyncio.Protocol):
         if not self._streams:
             self.close(self.close_reason)
         else:
-            self._on_change()
+            self._on_change(0)
 
 
 def _code(code: int | ErrorCodes | None) -> str:
