@@ -175,6 +175,8 @@ class Connection(asyncio.Protocol):
     def close(self, reason: str) -> None:
         if self.closed:
             return
+        if not self.close_reason:
+            self.graceful = True  # our own decision, not an error (those set close_reason first)
         if self._transport is not None:
             try:
                 self._h2.close_connection()

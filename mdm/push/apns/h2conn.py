@@ -9,6 +9,9 @@
   and the encoding of the constant fields (method, scheme, authority, topic, push type, priority)
   cached. Any HPACK decoder reads it; it costs a few dict look-ups instead of hpack's table
   searches, and the per-push fields (path, apns-id, expiration) never evict anything.
+- ``FastDecoder`` reads such blocks (literals without indexing or never indexed, static
+  indexes, no Huffman) directly and hands every other block, untouched, to hpack's decoder:
+  those representations change no decoder state, so both paths agree.
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import H2Connection
+from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
 
 CLEAN_EVERY = 512
 MAX_CACHED = 256
 
 # The static table (RFC 7541 Appendix A): name -> first index, (name, value) -> index.
+_STATIC = [(bytes(n), bytes(v)) for n, v in HeaderTable.STATIC_TABLE]
 _NAME_INDEX: dict[bytes, int] = {}
 _PAIR_INDEX: dict[tuple[bytes, bytes], int] = {}
 for _i, (_name, _value) in enumerate(HeaderTable.STATIC_TABLE, start=1):
@@ -98,12 +103,82 @@ class LiteralEncoder:
         return bytes(out)
 
 
+class _Fallback(Exception):
+    pass
+
+
+def _read_int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
+    limit = (1 << prefix_bits) - 1
+    value = data[pos] & limit
+    pos += 1
+    if value < limit:
+        return value, pos
+    shift = 0
+    while True:
+        if pos >= len(data) or shift > 28:
+            raise _Fallback
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        shift += 7
+        if not byte & 0x80:
+            return value, pos
+
+
+def _fast_decode(data: bytes) -> list[HeaderTuple]:
+    out: list[HeaderTuple] = []
+    pos, end = 0, len(data)
+    while pos < end:
+        first = data[pos]
+        if first & 0x80:  # indexed field: static table only
+            index, pos = _read_int(data, pos, 7)
+            if not 0 < index <= len(_STATIC):
+                raise _Fallback
+            out.append(HeaderTuple(*_STATIC[index - 1]))
+            continue
+        if first & 0xE0 != 0:  # incremental indexing, table size update: state changes
+            raise _Fallback
+        index, pos = _read_int(data, pos, 4)  # without indexing (0000) or never indexed (0001)
+        if index:
+            if index > len(_STATIC):
+                raise _Fallback
+            name = _STATIC[index - 1][0]
+        else:
+            if pos >= end or data[pos] & 0x80:
+                raise _Fallback  # Huffman
+            length, pos = _read_int(data, pos, 7)
+            name = data[pos:pos + length]
+            pos += length
+        if pos >= end or data[pos] & 0x80:
+            raise _Fallback
+        length, pos = _read_int(data, pos, 7)
+        value = data[pos:pos + length]
+        pos += length
+        if pos > end:
+            raise _Fallback
+        out.append(HeaderTuple(name, value))
+    return out
+
+
+class FastDecoder(Decoder):
+    def decode(self, data: bytes, raw: bool = False) -> Iterable[HeaderTuple]:
+        if raw and len(data) <= self.max_header_list_size:
+            try:
+                return _fast_decode(data)
+            except (_Fallback, IndexError):
+                pass
+        return super().decode(data, raw=raw)
+
+
 class CountingH2Connection(H2Connection):
     _opened = 0
 
     def __init__(self, config: H2Configuration) -> None:
         super().__init__(config)
         self.encoder = LiteralEncoder()  # type: ignore[assignment]
+        decoder = FastDecoder()
+        decoder.max_header_list_size = self.decoder.max_header_list_size
+        self.decoder = decoder
 
     @property
     def open_outbound_streams(self) -> int:
