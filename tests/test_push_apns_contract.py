@@ -120,3 +120,29 @@ async def test_bench_push_measures_a_small_run() -> None:
     assert report.fake["accepted"] >= 3000 and report.fake["max_concurrent"] > 1
     assert report.fake_rss_mb > 0 and report.client_rss_after_mb > 0
     assert "pushes/s" in bench_push.render(report)
+
+
+async def test_a_key_that_does_not_match_is_a_clear_failure(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    async with apns_env(tmp_path) as env:
+        wrong = replace(env.identity, key_pem=env.other_identity().key_pem)
+        client = ApnsClient(env.config(), wrong)
+        try:
+            result = await client.send(target())
+        finally:
+            await client.close()
+        assert result.outcome is Outcome.RETRY and "do not load" in result.reason
+        assert "PRIVATE KEY" not in result.reason
+
+
+async def test_close_while_pushes_wait_answers_them(tmp_path: Path) -> None:
+    import asyncio
+
+    async with apns_env(tmp_path) as env:
+        client = env.client(connections=1)
+        pending = [asyncio.ensure_future(client.send(target())) for _ in range(5)]
+        await asyncio.sleep(0)
+        await client.close()
+        results = await asyncio.gather(*pending)
+        assert all(r.outcome in (Outcome.UNAVAILABLE, Outcome.RETRY) for r in results), results

@@ -232,11 +232,11 @@ class ApnsClient:
                 return best
             if idle is not None:
                 task = self._connect(idle)
-                try:
-                    await asyncio.shield(task)
-                except Exception:
+                # (wait, not shield: the dial's failure or cancellation is not this caller's)
+                await asyncio.wait([task])
+                if task.cancelled() or task.exception() is not None:
                     if not any(s.connection is not None and not s.connection.closed for s in self._slots):
-                        return PushResult(Outcome.RETRY, idle.last_error)
+                        return PushResult(Outcome.RETRY, idle.last_error or "connect cancelled")
                 continue
             waiter = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
@@ -281,7 +281,9 @@ class ApnsClient:
 
     def _connect(self, slot: _Slot) -> asyncio.Task[Connection]:
         if slot.connecting is None:
-            slot.connecting = asyncio.get_running_loop().create_task(self._open(slot))
+            task = asyncio.get_running_loop().create_task(self._open(slot))
+            task.add_done_callback(_retrieve)  # failures are logged and kept in the slot
+            slot.connecting = task
         return slot.connecting
 
     async def _open(self, slot: _Slot) -> Connection:
@@ -376,6 +378,11 @@ class ApnsClient:
             connection.close("client closed")
         self._changed()
         await asyncio.sleep(0)
+
+
+def _retrieve(task: asyncio.Task[Connection]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 def _json_string(text: str) -> bytes:
