@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from mdm.devfakes.certs import identity_from_files
 from mdm.push.apns import ApnsClient
@@ -45,7 +46,7 @@ class PushReport:
     fake_rss_mb: float
     fake_cpu_us_per_push: float = 0.0
     outcomes: dict[str, int] = field(default_factory=dict)
-    fake: dict[str, int] = field(default_factory=dict)
+    fake: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)

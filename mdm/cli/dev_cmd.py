@@ -21,11 +21,13 @@ def register(sub: Subparsers) -> None:
     f.add_argument("--cert-dir", type=Path, required=True,
                    help="test push CA, gateway and client certificates (made here when missing)")
     f.add_argument("--quiet", action="store_true", help="do not print every accepted push")
+    f.add_argument("--control-port", type=int,
+                   help="also serve the JSON control endpoint (POST /control, GET /stats) on 127.0.0.1")
     f.set_defaults(func=run_fake_apns)
 
 
 def run_fake_apns(args: argparse.Namespace) -> int:
     from mdm.devfakes.run_apns import run
 
-    run(args.cert_dir, args.host, args.port, quiet=args.quiet)
+    run(args.cert_dir, args.host, args.port, quiet=args.quiet, control_port=args.control_port)
     return 0

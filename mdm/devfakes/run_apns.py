@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from mdm.devfakes.apns import FakeApns
+from mdm.devfakes.apns_control import start_control, stats
 from mdm.devfakes.certs import FakeCerts, write_fake_certs
 
 
@@ -22,7 +23,8 @@ def cert_files(directory: Path) -> FakeCerts:
     return write_fake_certs(directory)
 
 
-async def serve(cert_dir: Path, host: str, port: int, record: bool, quiet: bool) -> None:
+async def serve(cert_dir: Path, host: str, port: int, record: bool, quiet: bool,
+                control_port: int | None = None) -> None:
     certs = cert_files(cert_dir)
     counter = {"n": 0}
 
@@ -34,7 +36,9 @@ async def serve(cert_dir: Path, host: str, port: int, record: bool, quiet: bool)
     fake = FakeApns(push_ca=certs.push_ca, server_cert=certs.server_cert, server_key=certs.server_key,
                     host=host, port=port, record=record, on_push=None if quiet else on_push)
     await fake.start()
+    runner = await start_control(fake, control_port) if control_port is not None else None
     print(json.dumps({
+        "control": f"http://127.0.0.1:{control_port}" if control_port is not None else None,
         "port": fake.port,
         "url": fake.url,
         "ca_file": str(certs.server_ca),
@@ -49,21 +53,21 @@ async def serve(cert_dir: Path, host: str, port: int, record: bool, quiet: bool)
     try:
         await stop.wait()
     finally:
+        if runner is not None:
+            await runner.cleanup()
         await fake.stop()
-        print(json.dumps({"accepted": fake.count, "requests": fake.requests,
-                          "max_concurrent": fake.max_concurrent,
-                          "connections": fake.connections_seen}), file=sys.stderr, flush=True)
+        print(json.dumps(stats(fake)), file=sys.stderr, flush=True)
 
 
 def run(cert_dir: Path, host: str = "127.0.0.1", port: int = 0, *, record: bool = False,
-        quiet: bool = False) -> None:
+        quiet: bool = False, control_port: int | None = None) -> None:
     try:
         import uvloop
 
         uvloop.install()
     except ImportError:
         pass
-    asyncio.run(serve(cert_dir, host, port, record, quiet))
+    asyncio.run(serve(cert_dir, host, port, record, quiet, control_port))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -72,8 +76,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--control-port", type=int)
     args = parser.parse_args(argv)
-    run(args.cert_dir, args.host, args.port, quiet=args.quiet)
+    run(args.cert_dir, args.host, args.port, quiet=args.quiet, control_port=args.control_port)
 
 
 if __name__ == "__main__":
