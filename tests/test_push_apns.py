@@ -244,3 +244,14 @@ def test_real_apple_certificate_yields_its_topic() -> None:
     cert = x509.load_pem_x509_certificates((FIXTURES / "push.pem").read_bytes())[0]
     assert topic_of(cert).startswith("com.apple.mgmt.External.")
     assert cert.not_valid_after_utc < datetime.now(UTC)
+
+
+async def test_bodies_wait_for_the_flow_control_window(tmp_path: Path) -> None:
+    async with apns_env(tmp_path, initial_window=8) as env:
+        client = env.client(connections=1)
+        try:
+            results = await asyncio.gather(*(client.send(target(magic=f"magic-{i:04}")) for i in range(20)))
+        finally:
+            await client.close()
+        assert all(r.outcome is Outcome.SENT for r in results), results
+        assert sorted(a.body["mdm"] for a in env.fake.accepted) == [f"magic-{i:04}" for i in range(20)]

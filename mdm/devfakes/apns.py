@@ -76,12 +76,14 @@ class FakeApns:
         host: str = "127.0.0.1",
         port: int = 0,
         raise_streams_to: int = 1000,
+        initial_window: int = 65535,
         record: bool = True,
         on_push: OnPush | None = None,
     ) -> None:
         self.host = host
         self.port = port
         self.raise_streams_to = raise_streams_to
+        self.initial_window = initial_window  # per-stream flow-control window it announces
         self.record = record
         self.on_push = on_push
         self.controls = Controls()
@@ -274,6 +276,7 @@ class _FakeConnection(asyncio.Protocol):
         self.h2.local_settings = Settings(client=False, initial_values={
             SettingCodes.MAX_CONCURRENT_STREAMS: 1,
             SettingCodes.MAX_HEADER_LIST_SIZE: 8000,
+            SettingCodes.INITIAL_WINDOW_SIZE: self.fake.initial_window,
         })
         self.h2.initiate_connection()
         transport.write(self.h2.data_to_send())
