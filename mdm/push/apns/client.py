@@ -12,6 +12,7 @@ streams and close.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -254,6 +255,7 @@ class ApnsClient:
         of an error soon after opening (no reconnect storm against a failing gateway)."""
         slot.connection = None
         if connection.draining and not connection.closed:
+            self._old = [c for c in self._old if not c.closed]
             self._old.append(connection)
             return
         if not connection.graceful and connection.closed_at - connection.opened_at < STABLE_SECONDS:
@@ -386,8 +388,6 @@ def _retrieve(task: asyncio.Task[Connection]) -> None:
 
 
 def _json_string(text: str) -> bytes:
-    import json
-
     return json.dumps(text)[1:-1].encode()
 
 
