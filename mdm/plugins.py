@@ -8,22 +8,40 @@ start-up loads the CA and builds every listener's TLS context, which the others 
 from __future__ import annotations
 
 from mdm.api import plugin as api_plugin
+from mdm.config_reload import hot
+from mdm.db.enums import Protocol
 from mdm.enroll import handlers_api as enroll_api
 from mdm.enroll import plugin as enroll_plugin
 from mdm.ios import enroll_profiles as ios_enroll_profiles
 from mdm.ios import plugin as ios_plugin
 from mdm.pki import handlers as pki_api
 from mdm.pki import plugin as pki_plugin
+from mdm.push import handlers_api as push_api
+from mdm.push import plugin as push_plugin
+from mdm.push import transports
+from mdm.push.expiry import expiry_worker
 from mdm.scep import handlers_api as scep_api
 from mdm.scep import plugin as scep_plugin
-from mdm.server.plugin import Plugin
+from mdm.server.plugin import Plugin, Worker
 
 # The admin API document covers every feature's routes.
-ADMIN_API = api_plugin.admin_api(pki_api.router, scep_api.router, enroll_api.router)
+ADMIN_API = api_plugin.admin_api(pki_api.router, scep_api.router, enroll_api.router, push_api.router)
+
+# Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`
+# and warned about before it expires.
+PUSH = push_plugin.make_plugin(
+    {Protocol.IOS: transports.apns_transport, Protocol.KES: transports.fcm_transport},
+    extra_workers=(Worker("push.expiry", expiry_worker),),
+    # The certificate keys are hot, and the files are re-read at every reload: `mdm push apns
+    # set-cert` writes a renewed certificate over the old one, under the same names.
+    extra_hot=(hot("apns.certificate_file", "apns.key_file"),),
+    extra_reload=(transports.reload_apns_identity,),
+)
 
 PLUGINS: tuple[Plugin, ...] = (
     pki_plugin.PLUGIN,
     api_plugin.plugin(ADMIN_API),
+    PUSH,  # before the platforms: it registers their pushers
     scep_plugin.PLUGIN,
     enroll_plugin.PLUGIN,  # before every platform: it holds the registry of profile builders
     ios_enroll_profiles.PLUGIN,

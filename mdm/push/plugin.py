@@ -11,9 +11,9 @@ poll, as without push. A factory that fails is logged and treated the same way.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 
-from mdm.config_reload import hot
+from mdm.config_reload import HotKeys, hot
 from mdm.db.models import Protocol
 from mdm.push import sweeps
 from mdm.push.config import push_config
@@ -32,7 +32,15 @@ def dispatcher(ctx: ServerContext) -> PushDispatcher:
     return ctx.services[DISPATCHER]
 
 
-def make_plugin(factories: Mapping[Protocol, TransportFactory] | None = None) -> Plugin:
+def make_plugin(
+    factories: Mapping[Protocol, TransportFactory] | None = None,
+    *,
+    extra_workers: Sequence[Worker] = (),
+    extra_hot: Sequence[HotKeys] = (),
+    extra_reload: Sequence[Callable[[ServerContext], Awaitable[None]]] = (),
+) -> Plugin:
+    """The push plugin over these transports; ``extra_workers``/``extra_hot``: what the
+    composition adds for them (the APNs certificate's expiry warnings and renewal)."""
     factories = dict(factories or {})
 
     async def start(ctx: ServerContext) -> None:
@@ -84,6 +92,7 @@ def make_plugin(factories: Mapping[Protocol, TransportFactory] | None = None) ->
             Worker("push.dispatch", run_dispatch),
             Worker("push.recovery", run_recovery),
             Worker("push.sweep", run_sweep),
+            *extra_workers,
         ),
         hot=(
             # Read from dispatcher.config at each use; the proxy is the transports' (a restart).
@@ -91,7 +100,9 @@ def make_plugin(factories: Mapping[Protocol, TransportFactory] | None = None) ->
                 "retry_seconds", "retry_max_seconds", "silent_after_hours", "sweep_interval_seconds",
                 "batch_size", "concurrency",
             )), apply=reload_settings),
+            *extra_hot,
         ),
+        reload=tuple(extra_reload),
     )
 
 

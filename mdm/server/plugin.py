@@ -3,7 +3,9 @@
 Nothing registers itself on import; the runtime receives the list of plugins and calls, in order:
 each plugin's ``startup`` hooks (build services into ``ctx.services`` under typed keys), its route
 installers for every listener it serves, then its ``workers``; at stop its ``shutdown`` hooks.
-``hot`` declares the configuration keys the feature takes at run time (``mdm reload``).
+``hot`` declares the configuration keys the feature takes at run time (``mdm reload``);
+``reload`` hooks run at every ``mdm reload``, changed keys or not (files re-read in place, like the
+server certificates: a renewed push certificate written over the old one).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ class Plugin:
     shutdown: Sequence[Hook] = ()
     workers: Sequence[Worker] = ()
     hot: Sequence[HotKeys] = ()
+    reload: Sequence[Hook] = ()
 
     def __post_init__(self) -> None:
         unknown = set(self.routes) - set(LISTENERS)

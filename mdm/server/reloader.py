@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,9 +36,11 @@ class Reloader:
         reload_certificates: Callable[[], list[str]],
         overrides: Sequence[str] = (),
         hot: Sequence[HotKeys] = (),
+        on_reload: Sequence[Callable[[ServerContext], Awaitable[None]]] = (),
     ) -> None:
         self.ctx = ctx
         self.hot = list(hot)
+        self.on_reload = list(on_reload)
         self.load = load
         self.reload_certificates = reload_certificates
         # Keys set on the command line of `mdm serve` (e.g. logging.json by --json-logs): the file
@@ -73,6 +75,11 @@ class Reloader:
             if self.load is not None:
                 await self._reload_config(status)
             problems = self.reload_certificates()
+            for hook in self.on_reload:  # files a feature re-reads in place (the push certificate)
+                try:
+                    await hook(self.ctx)
+                except Exception as exc:
+                    problems.append(f"{getattr(hook, '__qualname__', hook)}: {exc}")
             if problems:
                 status["ok"] = False
                 status["certificate_problems"] = problems

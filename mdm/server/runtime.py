@@ -168,7 +168,8 @@ class Server:
         self.ctx = ctx
         self.plugins = tuple(plugins)
         declared: list[HotKeys] = [*RUNTIME_HOT, *(h for p in self.plugins for h in p.hot)]
-        self.reloader = Reloader(ctx, load_config, self.reload, overrides, declared)
+        on_reload = [hook for p in self.plugins for hook in p.reload]
+        self.reloader = Reloader(ctx, load_config, self.reload, overrides, declared, on_reload)
         self._reloads: set[asyncio.Task[object]] = set()
         self.runners: list[web.AppRunner] = []
         self.sites: list[web.BaseSite] = []

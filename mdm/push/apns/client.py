@@ -134,6 +134,11 @@ class ApnsClient:
         self._circuit = ""
 
     @property
+    def identity(self) -> ApnsIdentity:
+        """The identity new connections use (the renewed one after ``replace_identity``)."""
+        return self._identity
+
+    @property
     def topic(self) -> str:
         return self._identity.topic
 

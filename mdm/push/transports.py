@@ -1,0 +1,112 @@
+"""The push transports the server runs, built from the configuration at start-up, and the APNs
+certificate's life in a running server (renewal on ``mdm reload``, status, expiry warnings).
+
+- APNs for iOS: the MDM push certificate (``mdm.push.identity``) and ``ApnsClient``. The
+  self-signed development identity of ``mdm init`` cannot wake a real device, so against Apple's
+  gateways it is not used (no pusher: commands wait for the next poll); with ``apns.base_url``
+  (a contract fake) it is.
+- FCM for Android: the service account and ``FcmClient``.
+
+A renewed certificate with the same topic replaces the client's identity without a restart; the
+dispatcher then sends what an open circuit held back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from mdm.db.models import Protocol
+from mdm.push.apns.client import ApnsClient
+from mdm.push.config import PushConfig, apns_config, fcm_config, push_config
+from mdm.push.fcm.client import FcmClient
+from mdm.push.fcm.oauth import ServiceAccount
+from mdm.push.identity import apply_identity, certificate_status, load_identity, record_replaced
+from mdm.push.keys import CERTIFICATE_STATUS, DISPATCHER
+from mdm.push.topic import TopicError
+from mdm.push.types import ApnsIdentity, ProxySettings, PushTransport
+from mdm.server.context import ServerContext, ServiceKey
+
+log = logging.getLogger("mdm.push")
+
+APNS_CLIENT = ServiceKey("push.apns_client", ApnsClient)
+FCM_CLIENT = ServiceKey("push.fcm_client", FcmClient)
+
+
+def proxy_settings(config: PushConfig, data_dir: Path) -> ProxySettings | None:
+    if not config.proxy_host:
+        return None
+    password = config.proxy_password
+    if config.proxy_password_file:
+        path = Path(config.proxy_password_file)
+        password = (path if path.is_absolute() else data_dir / path).read_text().strip()
+    return ProxySettings(config.proxy_host, config.proxy_port, config.proxy_login, password)
+
+
+async def apns_transport(ctx: ServerContext) -> PushTransport | None:
+    section = apns_config(ctx.config)
+    try:
+        identity = await asyncio.to_thread(load_identity, ctx.config)
+    except TopicError as exc:
+        log.warning("push: APNs is not started: %s", exc)
+        identity = None
+    ctx.services[CERTIFICATE_STATUS] = lambda: _certificate_status(ctx)
+    if identity is None:
+        return None
+    if identity.development and not section.base_url:
+        log.info("push: the development push identity cannot wake devices through Apple; iOS "
+                 "commands wait for the device's next poll")
+        return None
+    proxy = await asyncio.to_thread(proxy_settings, push_config(ctx.config), ctx.config.data_path)
+    client = ApnsClient(section, identity, proxy=proxy)
+    ctx.services[APNS_CLIENT] = client
+    return client
+
+
+async def fcm_transport(ctx: ServerContext) -> PushTransport | None:
+    section = fcm_config(ctx.config)
+    if not section.service_account_file:
+        return None
+    path = Path(section.service_account_file)
+    account = await asyncio.to_thread(
+        ServiceAccount.load, path if path.is_absolute() else ctx.config.data_path / path
+    )
+    proxy = await asyncio.to_thread(proxy_settings, push_config(ctx.config), ctx.config.data_path)
+    client = FcmClient(section, account, proxy=proxy)
+    ctx.services[FCM_CLIENT] = client
+    return client
+
+
+def _identity(ctx: ServerContext) -> ApnsIdentity | None:
+    client = ctx.services.get(APNS_CLIENT)
+    if client is not None:
+        return client.identity
+    try:
+        return load_identity(ctx.config)
+    except TopicError:
+        return None
+
+
+async def _certificate_status(ctx: ServerContext) -> dict[str, Any] | None:
+    identity = await asyncio.to_thread(_identity, ctx)
+    return certificate_status(identity, datetime.now(UTC), apns_config(ctx.config).environment)
+
+
+async def reload_apns_identity(ctx: ServerContext) -> None:
+    """``mdm reload`` with changed ``[apns]`` certificate keys: a renewed certificate with the
+    same topic is taken into use at once; another topic is refused and the old one kept."""
+    client = ctx.services.get(APNS_CLIENT)
+    if client is None:
+        return  # APNs was not started (no or development identity): a restart starts it
+    current = client.identity
+    new = await apply_identity(current, ctx.config, ctx.db)
+    if new is None or new is current:
+        return
+    await client.replace_identity(new)
+    await record_replaced(ctx.db, current, new, by="reload")
+    dispatcher = ctx.services.get(DISPATCHER)
+    if dispatcher is not None:
+        await dispatcher.resume(Protocol.IOS)
