@@ -14,8 +14,10 @@ from typing import Any
 import httpx
 import pytest
 from apns_support import Env, apns_env
+from conftest import listener_url
 from ios_support import Phone, new_phone
 from sqlalchemy import select
+from test_cli_client import Cli
 
 from mdm.db.engine import Database
 from mdm.db.models import Event
@@ -161,3 +163,38 @@ async def test_renewed_certificate_is_used_without_restart(
         )).all()
     assert refused and refused[-1].body["topic"] == "com.apple.mgmt.External.other-topic"
     del cert, key
+
+
+async def test_an_unregistered_token_is_shown_and_never_pushed_again(
+    api: httpx.AsyncClient, apns: Env, woken_phone: Phone, fleet: Woken, db: Database,
+    server: Server, admin_token: str, config: Any, tmp_path: Path,
+) -> None:
+    """Apple answers 410 Unregistered: the token is marked invalid (an event), the API and the
+    CLI list the device, and a later command pushes nothing until a newer TokenUpdate."""
+    token = "01" * 32
+    apns.fake.unregister(token)
+    [device] = (await api.get("/api/v1/devices", params={"q": woken_phone.udid})).json()["items"]
+    first = await api.post(f"/api/v1/devices/{device['id']}/commands", json={"type": "Block"})
+    assert first.status_code == 201, first.text
+    for _ in range(200):
+        page = (await api.get("/api/v1/push/invalid-tokens")).json()
+        if page["items"]:
+            break
+        await asyncio.sleep(0.05)
+    assert [d["id"] for d in page["items"]] == [device["id"]]
+    async with db.session() as session:
+        kinds = list((await session.scalars(select(Event.type).where(Event.device_id == device["id"]))).all())
+    assert "push_token_invalid" in kinds
+
+    home = tmp_path / "home"
+    home.mkdir()
+    cli = Cli(listener_url(server, "admin"), admin_token, config.data_path, home)
+    listed = await cli.json("push", "invalid-tokens")
+    assert isinstance(listed, dict) and [d["identifier"] for d in listed["items"]] == [woken_phone.udid]
+    assert woken_phone.udid in await cli.ok("push", "invalid-tokens")
+
+    requests = apns.fake.requests
+    sent = await api.post(f"/api/v1/devices/{device['id']}/commands", json={"type": "RefreshDeviceInfo"})
+    assert sent.status_code == 201, sent.text
+    await asyncio.sleep(0.5)
+    assert apns.fake.requests == requests  # not pushed again

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mdm.cli import output
-from mdm.cli.api_cmd import API, leaf
+from mdm.cli.api_cmd import API, leaf, list_page, more_hint, paging
 from mdm.cli.client import ApiClient
 from mdm.cli.common import CliError, Subparsers, add_data_dir
 
@@ -64,6 +64,9 @@ def register(sub: Subparsers) -> None:
 
     p = leaf(push, "status", run_status,
              "push certificate (topic, expiry), each service's state, owed wake-ups, invalid tokens")
+    p = leaf(push, "invalid-tokens", run_invalid_tokens,
+             "devices whose push token the service refused for good (not pushed until a new token)")
+    paging(p)
 
 
 def _set_cert(args: argparse.Namespace) -> int:
@@ -79,6 +82,27 @@ def run_status(args: argparse.Namespace, client: ApiClient) -> int:
         return 0
     for line in status_lines(status):
         print(line)
+    return 0
+
+
+INVALID_TOKEN_COLUMNS: list[output.Column] = [
+    ("ID", lambda d: d["id"]),
+    ("PROTOCOL", lambda d: d["protocol"]),
+    ("IDENTIFIER", lambda d: d["identifier"]),
+    ("TOKEN REFUSED", lambda d: output.when(d.get("push_changed_at"))),
+]
+
+
+def run_invalid_tokens(args: argparse.Namespace, client: ApiClient) -> int:
+    page = list_page(args, client, f"{API}/push/invalid-tokens", {})
+    if args.json:
+        output.emit_json(page)
+        return 0
+    if page["items"]:
+        output.table(page["items"], INVALID_TOKEN_COLUMNS)
+    else:
+        output.note("no device has an invalid push token")
+    more_hint(page, "devices")
     return 0
 
 
