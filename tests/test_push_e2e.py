@@ -192,6 +192,9 @@ async def test_an_unregistered_token_is_shown_and_never_pushed_again(
     listed = await cli.json("push", "invalid-tokens")
     assert isinstance(listed, dict) and [d["identifier"] for d in listed["items"]] == [woken_phone.udid]
     assert woken_phone.udid in await cli.ok("push", "invalid-tokens")
+    status = await cli.ok("push", "status")
+    assert f"topic {apns.identity.topic}" in status and "Unregistered 1" in status
+    assert "devices with an invalid push token: 1" in status
 
     requests = apns.fake.requests
     sent = await api.post(f"/api/v1/devices/{device['id']}/commands", json={"type": "RefreshDeviceInfo"})
