@@ -102,6 +102,10 @@ class ApnsClient:
             (b":authority", self._authority),
         ]
         self._set_topic(identity.topic)
+        first = uuid.uuid4()
+        self._id_prefix = str(first)[:24].encode()  # "xxxxxxxx-xxxx-4xxx-yxxx-"
+        self._ids = first.int & 0xFFFFFFFFFFFF
+        self._expiration = (-1, b"")
         self._context_task: asyncio.Future[ssl.SSLContext] | None = None
         self._slots = [_Slot() for _ in range(config.connections)]
         self._old: list[Connection] = []  # draining after a replaced identity
@@ -162,12 +166,17 @@ class ApnsClient:
             expiration = int(time.time()) + seconds if seconds else 0
         else:
             expiration = max(0, int(expires.timestamp()))
+        if expiration != self._expiration[0]:
+            self._expiration = (expiration, str(expiration).encode())
+        self._ids = (self._ids + 1) & 0xFFFFFFFFFFFF
         headers = [
             *self._base,
             (b":path", b"/3/device/" + token.lower().encode()),
             *self._tail,
-            (b"apns-expiration", str(expiration).encode()),
-            (b"apns-id", str(uuid.uuid4()).encode()),
+            (b"apns-expiration", self._expiration[1]),
+            # A random (version 4) UUID per client, its last 48 bits a counter: unique, and far
+            # cheaper than uuid4() per push.
+            (b"apns-id", self._id_prefix + b"%012x" % self._ids),
         ]
         body = b'{"mdm":"' + _json_string(target.push_magic) + b'"}'
         reason = ""

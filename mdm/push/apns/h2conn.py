@@ -14,6 +14,8 @@
   directly instead of building, flagging and serializing hyperframe objects: that was a third of
   a push's CPU. Anything unusual (priority, padding, CONTINUATION-sized blocks, informational
   responses, outbound header normalization or validation) takes h2's own path.
+- ``_receive_frame`` is h2's (4.4) without its trace line, whose ``repr(frame)`` was built for
+  every received frame even with logging off.
 - ``FastDecoder`` reads such blocks (literals without indexing or never indexed, static
   indexes, no Huffman) directly and hands every other block, untouched, to hpack's decoder:
   those representations change no decoder state, so both paths agree.
@@ -26,10 +28,19 @@ from typing import Any
 
 from h2.config import H2Configuration
 from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection
-from h2.exceptions import FlowControlError, FrameTooLargeError, ProtocolError, TooManyStreamsError
+from h2.errors import ErrorCodes
+from h2.exceptions import (
+    FlowControlError,
+    FrameTooLargeError,
+    ProtocolError,
+    StreamClosedError,
+    StreamIDTooLowError,
+    TooManyStreamsError,
+)
 from h2.stream import StreamInputs
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
+from hyperframe.frame import Frame, RstStreamFrame
 
 CLEAN_EVERY = 512
 _HEADERS, _DATA = 0x1, 0x0
@@ -136,6 +147,8 @@ def _read_int(data: bytes, pos: int, prefix_bits: int) -> tuple[int, int]:
 
 def _fast_decode(data: bytes) -> list[HeaderTuple]:
     out: list[HeaderTuple] = []
+    append = out.append
+    new = tuple.__new__  # HeaderTuple(name, value) without its Python-level __new__
     pos, end = 0, len(data)
     while pos < end:
         first = data[pos]
@@ -143,29 +156,45 @@ def _fast_decode(data: bytes) -> list[HeaderTuple]:
             index, pos = _read_int(data, pos, 7)
             if not 0 < index <= len(_STATIC):
                 raise _Fallback
-            out.append(HeaderTuple(*_STATIC[index - 1]))
+            append(new(HeaderTuple, _STATIC[index - 1]))
             continue
         if first & 0xE0 != 0:  # incremental indexing, table size update: state changes
             raise _Fallback
-        index, pos = _read_int(data, pos, 4)  # without indexing (0000) or never indexed (0001)
+        # without indexing (0000) or never indexed (0001)
+        if first & 0x0F != 0x0F:
+            index, pos = first & 0x0F, pos + 1
+        else:
+            index, pos = _read_int(data, pos, 4)
         if index:
             if index > len(_STATIC):
                 raise _Fallback
             name = _STATIC[index - 1][0]
         else:
-            if pos >= end or data[pos] & 0x80:
+            if pos >= end:
+                raise _Fallback
+            length = data[pos]
+            if length & 0x80:
                 raise _Fallback  # Huffman
-            length, pos = _read_int(data, pos, 7)
+            if length != 0x7F:
+                pos += 1
+            else:
+                length, pos = _read_int(data, pos, 7)
             name = data[pos:pos + length]
             pos += length
-        if pos >= end or data[pos] & 0x80:
+        if pos >= end:
             raise _Fallback
-        length, pos = _read_int(data, pos, 7)
+        length = data[pos]
+        if length & 0x80:
+            raise _Fallback  # Huffman
+        if length != 0x7F:
+            pos += 1
+        else:
+            length, pos = _read_int(data, pos, 7)
         value = data[pos:pos + length]
         pos += length
         if pos > end:
             raise _Fallback
-        out.append(HeaderTuple(name, value))
+        append(new(HeaderTuple, (name, value)))
     return out
 
 
@@ -203,6 +232,32 @@ class CountingH2Connection(H2Connection):
             return 0
         return int(super().open_inbound_streams)
 
+    def _receive_frame(self, frame: Frame) -> list[Any]:
+        """h2's ``_receive_frame`` (4.4), less ``trace("Received frame: %s", repr(frame))``."""
+        events: list[Any]
+        try:
+            frames, events = self._frame_dispatch_table[frame.__class__](frame)
+        except StreamClosedError as e:
+            if not self._stream_is_closed_by_reset(e.stream_id):
+                raise
+            reset = RstStreamFrame(e.stream_id)
+            reset.error_code = e.error_code
+            self._prepare_for_sending([reset])
+            events = e._events
+        except StreamIDTooLowError as e:
+            if self._stream_is_closed_by_reset(e.stream_id):
+                reset = RstStreamFrame(e.stream_id)
+                reset.error_code = ErrorCodes.STREAM_CLOSED
+                self._prepare_for_sending([reset])
+                events = []
+            elif self._stream_is_closed_by_end(e.stream_id):
+                raise StreamClosedError(e.stream_id) from e
+            else:
+                raise
+        else:
+            self._prepare_for_sending(frames)
+        return events
+
     # -- sending without hyperframe objects (same state transitions as h2)
 
     def send_headers(
@@ -213,10 +268,19 @@ class CountingH2Connection(H2Connection):
         config = self.config
         client = config.client_side
         headers = headers if isinstance(headers, list) else list(headers)
-        if (priority_weight is not None or priority_depends_on is not None
+        authority = method = None
+        plain = True
+        for name, value in headers:
+            if type(name) is not bytes or type(value) is not bytes:
+                plain = False
+                break
+            if name == b":authority" and authority is None:
+                authority = value
+            elif name == b":method" and method is None:
+                method = value
+        if (not plain or priority_weight is not None or priority_depends_on is not None
                 or priority_exclusive is not None or config.normalize_outbound_headers
-                or config.validate_outbound_headers or not all(
-                    type(n) is bytes and type(v) is bytes for n, v in headers)
+                or config.validate_outbound_headers
                 or (not client and headers and headers[0][0] == b":status"
                     and headers[0][1][:1] == b"1")):
             super().send_headers(stream_id, headers, end_stream, priority_weight,
@@ -241,12 +305,8 @@ class CountingH2Connection(H2Connection):
             flags |= _END_STREAM
         elif machine.trailers_sent:
             raise ProtocolError("Trailers must have END_STREAM set.")
-        method = None
-        for name, value in headers:
-            if name == b":authority" and client and stream._authority is None:
-                stream._authority = value
-            elif name == b":method" and method is None:
-                method = value
+        if client and stream._authority is None:
+            stream._authority = authority
         stream.request_method = method
         self._data_to_send += _frame_header(len(block), _HEADERS, flags, stream_id) + block
 
