@@ -98,13 +98,15 @@ class LiteralEncoder:
     def encode(self, headers: Iterable[Any], huffman: bool = True) -> bytes:
         out = bytearray()
         pairs, names = self._pairs, self._names
-        for name, value in headers:
-            name = name if isinstance(name, bytes) else name.encode()
-            value = value if isinstance(value, bytes) else value.encode()
-            cached = pairs.get((name, value))
+        for pair in headers:
+            # (keys are bytes pairs: a str pair never hits, and is encoded below)
+            cached = pairs.get(pair) if isinstance(pair, tuple) else None
             if cached is not None:
                 out += cached
                 continue
+            name, value = pair
+            name = name if isinstance(name, bytes) else name.encode()
+            value = value if isinstance(value, bytes) else value.encode()
             part = names.get(name)
             if part is None:
                 part = _name_part(name)
@@ -118,7 +120,10 @@ class LiteralEncoder:
                 out += field
                 continue
             out += part
-            out += _integer(len(value), 7)
+            if len(value) < 0x7F:
+                out.append(len(value))
+            else:
+                out += _integer(len(value), 7)
             out += value
         return bytes(out)
 
