@@ -28,6 +28,7 @@ from mdm.push.apns.connection import Connection, Headers, StreamFailed, Unproces
 from mdm.push.apns.proxy import ProxyError, open_tunnel
 from mdm.push.apns.reasons import classify, retry_after_of
 from mdm.push.apns.tls import client_context
+from mdm.push.circuit import Circuit
 from mdm.push.config import ApnsConfig
 from mdm.push.types import ApnsIdentity, Outcome, ProxySettings, PushResult, WakeTarget
 
@@ -110,7 +111,7 @@ class ApnsClient:
         self._slots = [_Slot() for _ in range(config.connections)]
         self._old: list[Connection] = []  # draining after a replaced identity
         self._waiters: deque[asyncio.Future[None]] = deque()
-        self._circuit = ""
+        self._circuit = Circuit("APNs")
         self._closed = False
         self._generation = 0
         self.stats = ApnsStats()
@@ -126,16 +127,14 @@ class ApnsClient:
 
     @property
     def circuit_open(self) -> bool:
-        return bool(self._circuit)
+        return self._circuit.is_open
 
     @property
     def circuit_reason(self) -> str:
-        return self._circuit
+        return self._circuit.reason
 
     def reset_circuit(self) -> None:
-        if self._circuit:
-            log.info("APNs circuit closed again (was open: %s)", self._circuit)
-        self._circuit = ""
+        self._circuit.reset()
 
     @property
     def identity(self) -> ApnsIdentity:
@@ -159,8 +158,9 @@ class ApnsClient:
             return PushResult(Outcome.REJECTED, "BadDeviceToken (not hex)")
         if self._closed:
             return PushResult(Outcome.UNAVAILABLE, "APNs client closed")
-        if self._circuit:
-            return PushResult(Outcome.UNAVAILABLE, f"circuit open: {self._circuit}")
+        refused = self._circuit.refusal()
+        if refused is not None:
+            return refused
         if expires is None:
             seconds = self.config.expiration_seconds
             expiration = int(time.time()) + seconds if seconds else 0
@@ -207,10 +207,9 @@ class ApnsClient:
         return PushResult(Outcome.RETRY, f"not processed by the gateway: {reason}")
 
     def _open_circuit(self, reason: str) -> None:
-        if not self._circuit:
-            log.error("APNs refused the push certificate (%s, topic %s): no push is sent until it is "
-                      "replaced (mdm push apns set-cert)", reason, self._identity.topic)
-        self._circuit = reason
+        self._circuit.open(reason, f"APNs refused the push certificate ({reason}, topic "
+                           f"{self._identity.topic}): no push is sent until it is replaced "
+                           "(mdm push apns set-cert)")
 
     async def _acquire(self) -> Connection | PushResult:
         """A connection with a free stream; waits while every one is busy."""

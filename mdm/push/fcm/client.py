@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import httpx
 
+from mdm.push.circuit import Circuit
 from mdm.push.config import FcmConfig
 from mdm.push.fcm.limits import DeviceLimiter, ProjectLimiter
 from mdm.push.fcm.oauth import AccessTokens, ServiceAccount, TokenError, parse_retry_after
@@ -101,7 +102,7 @@ class FcmClient:
         self.project_limiter = ProjectLimiter(config.project_per_minute)
         self.device_limiter = DeviceLimiter(config.device_per_minute)
         self.stats = FcmStats()
-        self._circuit = ""
+        self._circuit = Circuit("FCM")
         self._closed = False
 
     def __repr__(self) -> str:
@@ -115,16 +116,14 @@ class FcmClient:
 
     @property
     def circuit_open(self) -> bool:
-        return bool(self._circuit)
+        return self._circuit.is_open
 
     @property
     def circuit_reason(self) -> str:
-        return self._circuit
+        return self._circuit.reason
 
     def reset_circuit(self) -> None:
-        if self._circuit:
-            log.info("FCM circuit closed again (was open: %s)", self._circuit)
-        self._circuit = ""
+        self._circuit.reset()
 
     def replace_account(self, account: ServiceAccount) -> None:
         """A new key for the same Firebase project, taken while running: the cached access token
@@ -143,10 +142,9 @@ class FcmClient:
         result = await self._send(target, expires)
         self.stats.record(result)
         if result.outcome is Outcome.CREDENTIALS:
-            if not self._circuit:
-                log.error("FCM refused our credentials (%s, project %s): no push is sent until the "
-                          "service account is replaced", result.reason, self.account.project_id)
-            self._circuit = result.reason
+            self._circuit.open(result.reason, f"FCM refused our credentials ({result.reason}, project "
+                               f"{self.account.project_id}): no push is sent until the service "
+                               "account is replaced")
         elif result.outcome is not Outcome.SENT:
             log.debug("FCM push to device %d not sent: %s (%s)", target.device_id,
                       result.outcome.value, result.reason)
@@ -169,8 +167,9 @@ class FcmClient:
             return PushResult(Outcome.INVALID_TOKEN, "malformed registration token")
         if self._closed:
             return PushResult(Outcome.UNAVAILABLE, "FCM client closed")
-        if self._circuit:
-            return PushResult(Outcome.UNAVAILABLE, f"circuit open: {self._circuit}")
+        refused = self._circuit.refusal()
+        if refused is not None:
+            return refused
         wait = self.device_limiter.check(target.token)
         if wait is not None:
             return PushResult(Outcome.RETRY, "device_rate_limited", retry_after=wait)
