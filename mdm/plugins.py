@@ -19,7 +19,7 @@ from mdm.pki import plugin as pki_plugin
 from mdm.push import handlers_api as push_api
 from mdm.push import plugin as push_plugin
 from mdm.push import transports
-from mdm.push.expiry import expiry_worker
+from mdm.push.expiry import check_at_start, expiry_worker
 from mdm.scep import handlers_api as scep_api
 from mdm.scep import plugin as scep_plugin
 from mdm.server.plugin import Plugin, Worker
@@ -31,6 +31,7 @@ ADMIN_API = api_plugin.admin_api(pki_api.router, scep_api.router, enroll_api.rou
 # and warned about before it expires.
 PUSH = push_plugin.make_plugin(
     {Protocol.IOS: transports.apns_transport, Protocol.KES: transports.fcm_transport},
+    extra_startup=(check_at_start,),
     extra_workers=(Worker("push.expiry", expiry_worker),),
     # The certificate keys are hot, and the files are re-read at every reload: `mdm push apns
     # set-cert` writes a renewed certificate over the old one, under the same names.

@@ -270,11 +270,14 @@ async def test_events_severity_means_at_least(cli: Cli, db: Any) -> None:
     async with db.transaction() as session:
         for severity in Severity:
             outbox_row(session, f"e_{severity.value}", severity)
+    # (the server's own alerts, e.g. the expired APNs certificate of the test data, aside)
     page = await cli.json("events", "--severity", "warning")
-    assert sorted(e["severity"] for e in page["items"]) == ["critical", "functional_failure", "warning"]
+    mine = [e for e in page["items"] if e["type"].startswith("e_")]
+    assert sorted(e["severity"] for e in mine) == ["critical", "functional_failure", "warning"]
     page = await cli.json("events", "--severity", "critical")
-    assert [e["type"] for e in page["items"]] == ["e_critical"]
-    assert len((await cli.json("events", "--severity", "info"))["items"]) == 4
+    assert [e["type"] for e in page["items"] if e["type"].startswith("e_")] == ["e_critical"]
+    page = await cli.json("events", "--severity", "info")
+    assert len([e for e in page["items"] if e["type"].startswith("e_")]) == 4
     helped = " ".join((await cli.ok("events", "--help")).split())
     assert "this severity or worse (info < warning < functional_failure < critical)" in helped
 

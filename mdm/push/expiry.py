@@ -139,11 +139,21 @@ async def expiry_pass(ctx: ServerContext, now: datetime | None = None) -> list[E
     return due
 
 
+async def check_at_start(ctx: ServerContext) -> None:
+    """The first check, before the listeners open: an expired or expiring certificate is reported
+    at every start-up that has not reported it yet, deterministically."""
+    try:
+        await expiry_pass(ctx)
+    except Exception:
+        log.exception("push certificate expiry check failed")
+
+
 async def expiry_worker(ctx: ServerContext) -> None:
-    """Daily: ``expiry_pass``; a failing pass is logged and tried again the next day."""
+    """Daily after the start-up check: ``expiry_pass``; a failing pass is logged and tried again
+    the next day."""
     while True:
+        await asyncio.sleep(CHECK_SECONDS)
         try:
             await expiry_pass(ctx)
         except Exception:
             log.exception("push certificate expiry check failed")
-        await asyncio.sleep(CHECK_SECONDS)

@@ -35,6 +35,7 @@ def dispatcher(ctx: ServerContext) -> PushDispatcher:
 def make_plugin(
     factories: Mapping[Protocol, TransportFactory] | None = None,
     *,
+    extra_startup: Sequence[Callable[[ServerContext], Awaitable[None]]] = (),
     extra_workers: Sequence[Worker] = (),
     extra_hot: Sequence[HotKeys] = (),
     extra_reload: Sequence[Callable[[ServerContext], Awaitable[None]]] = (),
@@ -86,7 +87,7 @@ def make_plugin(
 
     return Plugin(
         name="push",
-        startup=(start,),
+        startup=(start, *extra_startup),
         shutdown=(stop,),
         workers=(
             Worker("push.dispatch", run_dispatch),
