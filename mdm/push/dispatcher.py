@@ -99,6 +99,13 @@ class PushDispatcher:
     def protocols(self) -> list[int]:
         return [int(p) for p in self.transports]
 
+    def add_transport(self, protocol: Protocol, transport: PushTransport) -> None:
+        """A transport that could not be built at start-up (the first real push certificate,
+        installed while running): its protocol's devices are pushed from now on."""
+        self.transports[protocol] = transport
+        self.stats[service_name(protocol)].configured = True
+        self._nudge.set()
+
     # ---- the Pusher seam ------------------------------------------------------------------------
     async def wake(self, device_id: int, reason: str) -> None:
         await self.wake_many([device_id], reason)
@@ -140,9 +147,11 @@ class PushDispatcher:
 
     # ---- the worker -----------------------------------------------------------------------------
     async def run(self) -> None:
-        """Send due wake-ups until cancelled."""
-        if not self.transports:
-            return
+        """Send due wake-ups until cancelled (idle until a transport exists: the first push
+        certificate may be installed while running)."""
+        while not self.transports:
+            self._nudge.clear()
+            await self._nudge.wait()
         while True:
             self._nudge.clear()
             try:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from mdm.db.models import Protocol
+from mdm.push import sweeps
 from mdm.push.apns.client import ApnsClient
 from mdm.push.config import PushConfig, apns_config, fcm_config, push_config
 from mdm.push.fcm.client import FcmClient
@@ -95,12 +96,29 @@ async def _certificate_status(ctx: ServerContext) -> dict[str, Any] | None:
     return certificate_status(identity, datetime.now(UTC), apns_config(ctx.config).environment)
 
 
+async def _start_apns(ctx: ServerContext) -> None:
+    dispatcher = ctx.services.get(DISPATCHER)
+    if dispatcher is None:
+        return
+    transport = await apns_transport(ctx)
+    if transport is None:
+        return
+    dispatcher.add_transport(Protocol.IOS, transport)
+    if ctx.pushers.get(Protocol.IOS) is None:
+        ctx.pushers.register(Protocol.IOS, dispatcher)
+    identity = ctx.services[APNS_CLIENT].identity
+    log.info("push: APNs started with topic %s: iOS devices are pushed from now on", identity.topic)
+    await record_replaced(ctx.db, None, identity, by="reload")
+    await sweeps.recover(dispatcher)  # commands already queued get their wake-up now
+
+
 async def reload_apns_identity(ctx: ServerContext) -> None:
     """``mdm reload`` with changed ``[apns]`` certificate keys: a renewed certificate with the
     same topic is taken into use at once; another topic is refused and the old one kept."""
     client = ctx.services.get(APNS_CLIENT)
     if client is None:
-        return  # APNs was not started (no or development identity): a restart starts it
+        await _start_apns(ctx)  # the first usable certificate (e.g. Apple's, after the dev identity)
+        return
     current = client.identity
     new = await apply_identity(current, ctx.config, ctx.db)
     if new is None or new is current:
