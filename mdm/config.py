@@ -233,6 +233,11 @@ class Config(_Section):
     def database_url(self) -> str:
         return self.database.url or f"sqlite+aiosqlite:///{self.data_path / 'mdm.sqlite3'}"
 
+    def resolve(self, path: str) -> Path:
+        """A file named in the configuration: relative paths are under the data directory."""
+        found = Path(path)
+        return found if found.is_absolute() else self.data_path / found
+
     @property
     def ca_dir(self) -> Path:
         return self.data_path / "ca"

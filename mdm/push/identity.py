@@ -177,11 +177,6 @@ def identity_of(bundle: Bundle, topic: str) -> ApnsIdentity:
     )
 
 
-def _resolve(config: Config, text: str) -> Path:
-    path = Path(text)
-    return path if path.is_absolute() else config.data_path / path
-
-
 def _read(path: Path, what: str) -> bytes:
     try:
         return path.read_bytes()
@@ -198,10 +193,10 @@ def load_identity(config: Config, now: datetime | None = None) -> ApnsIdentity:
     if not section.certificate_file:
         raise IdentityError("apns.certificate_file is not set: install the MDM push certificate with "
                             "`mdm push apns set-cert FILE`")
-    cert_path = _resolve(config, section.certificate_file)
+    cert_path = config.resolve(section.certificate_file)
     data = _read(cert_path, "apns.certificate_file")
     if section.key_file:
-        data = data.rstrip(b"\n") + b"\n" + _read(_resolve(config, section.key_file), "apns.key_file")
+        data = data.rstrip(b"\n") + b"\n" + _read(config.resolve(section.key_file), "apns.key_file")
     elif b"-----BEGIN" in data and b"PRIVATE KEY-----" not in data:
         sibling = cert_path.with_suffix(".key")
         if not sibling.exists():

@@ -96,9 +96,7 @@ def read_topic(config: Config) -> PushTopic:
             "its topic goes into every enrollment profile; `mdm init` makes a development push "
             "identity to try the service with"
         )
-    path = Path(path_text)
-    if not path.is_absolute():
-        path = config.data_path / path
+    path = config.resolve(path_text)
     try:
         data = path.read_bytes()
     except OSError as exc:

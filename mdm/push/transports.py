@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
+from mdm.config import Config
 from mdm.db.models import Protocol
 from mdm.push import sweeps
 from mdm.push.apns.client import ApnsClient
-from mdm.push.config import PushConfig, apns_config, fcm_config, push_config
+from mdm.push.config import apns_config, fcm_config, push_config
 from mdm.push.fcm.client import FcmClient
 from mdm.push.fcm.oauth import ServiceAccount
 from mdm.push.identity import apply_identity, certificate_status, load_identity, record_replaced
@@ -37,14 +37,14 @@ APNS_CLIENT = ServiceKey("push.apns_client", ApnsClient)
 FCM_CLIENT = ServiceKey("push.fcm_client", FcmClient)
 
 
-def proxy_settings(config: PushConfig, data_dir: Path) -> ProxySettings | None:
-    if not config.proxy_host:
+def proxy_settings(config: Config) -> ProxySettings | None:
+    section = push_config(config)
+    if not section.proxy_host:
         return None
-    password = config.proxy_password
-    if config.proxy_password_file:
-        path = Path(config.proxy_password_file)
-        password = (path if path.is_absolute() else data_dir / path).read_text().strip()
-    return ProxySettings(config.proxy_host, config.proxy_port, config.proxy_login, password)
+    password = section.proxy_password
+    if section.proxy_password_file:
+        password = config.resolve(section.proxy_password_file).read_text().strip()
+    return ProxySettings(section.proxy_host, section.proxy_port, section.proxy_login, password)
 
 
 async def apns_transport(ctx: ServerContext) -> PushTransport | None:
@@ -61,7 +61,7 @@ async def apns_transport(ctx: ServerContext) -> PushTransport | None:
         log.info("push: the development push identity cannot wake devices through Apple; iOS "
                  "commands wait for the device's next poll")
         return None
-    proxy = await asyncio.to_thread(proxy_settings, push_config(ctx.config), ctx.config.data_path)
+    proxy = await asyncio.to_thread(proxy_settings, ctx.config)
     client = ApnsClient(section, identity, proxy=proxy)
     ctx.services[APNS_CLIENT] = client
     return client
@@ -71,11 +71,8 @@ async def fcm_transport(ctx: ServerContext) -> PushTransport | None:
     section = fcm_config(ctx.config)
     if not section.service_account_file:
         return None
-    path = Path(section.service_account_file)
-    account = await asyncio.to_thread(
-        ServiceAccount.load, path if path.is_absolute() else ctx.config.data_path / path
-    )
-    proxy = await asyncio.to_thread(proxy_settings, push_config(ctx.config), ctx.config.data_path)
+    account = await asyncio.to_thread(ServiceAccount.load, ctx.config.resolve(section.service_account_file))
+    proxy = await asyncio.to_thread(proxy_settings, ctx.config)
     client = FcmClient(section, account, proxy=proxy)
     ctx.services[FCM_CLIENT] = client
     return client
