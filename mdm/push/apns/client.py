@@ -20,8 +20,8 @@ import ssl
 import time
 import uuid
 from collections import deque
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit
 
 from mdm.push.apns.connection import Connection, Headers, StreamFailed, Unprocessed
@@ -30,6 +30,7 @@ from mdm.push.apns.reasons import classify, retry_after_of
 from mdm.push.apns.tls import client_context
 from mdm.push.circuit import Circuit
 from mdm.push.config import ApnsConfig
+from mdm.push.stats import TransportStats
 from mdm.push.types import ApnsIdentity, Outcome, ProxySettings, PushResult, WakeTarget
 
 log = logging.getLogger("mdm.push.apns")
@@ -43,27 +44,11 @@ ATTEMPTS = 3  # sends of one push when the gateway did not process it (GOAWAY, u
 
 
 @dataclass
-class ApnsStats:
-    """Counters for ``mdm push status`` and the metrics."""
+class ApnsStats(TransportStats):
+    """The client's counters, and its connections opened and failed."""
 
-    sent: int = 0
-    failed: dict[str, int] = field(default_factory=dict)  # by reason
-    by_outcome: dict[str, int] = field(default_factory=dict)
-    last_success: datetime | None = None
-    last_failure: str = ""
     connects: int = 0
     connect_failures: int = 0
-
-    def record(self, result: PushResult) -> None:
-        self.by_outcome[result.outcome.value] = self.by_outcome.get(result.outcome.value, 0) + 1
-        if result.outcome is Outcome.SENT:
-            self.sent += 1
-            self.last_success = datetime.now(UTC)
-        else:
-            reason = result.reason or result.outcome.value
-            key = reason if len(self.failed) < 100 or reason in self.failed else "other"
-            self.failed[key] = self.failed.get(key, 0) + 1
-            self.last_failure = reason
 
 
 class _Slot:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import ssl
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
@@ -23,6 +22,7 @@ from mdm.push.circuit import Circuit
 from mdm.push.config import FcmConfig
 from mdm.push.fcm.limits import DeviceLimiter, ProjectLimiter
 from mdm.push.fcm.oauth import AccessTokens, ServiceAccount, TokenError, parse_retry_after
+from mdm.push.stats import TransportStats
 from mdm.push.types import Outcome, ProxySettings, PushResult, WakeTarget
 
 log = logging.getLogger("mdm.push.fcm")
@@ -45,26 +45,7 @@ ERROR_OUTCOMES: dict[str, Outcome] = {
 }
 
 
-@dataclass
-class FcmStats:
-    """Counters for ``mdm push status`` and the metrics (the same shape as ``ApnsStats``)."""
-
-    sent: int = 0
-    failed: dict[str, int] = field(default_factory=dict)  # by reason (at most 100, then "other")
-    by_outcome: dict[str, int] = field(default_factory=dict)
-    last_success: datetime | None = None
-    last_failure: str = ""
-
-    def record(self, result: PushResult) -> None:
-        self.by_outcome[result.outcome.value] = self.by_outcome.get(result.outcome.value, 0) + 1
-        if result.outcome is Outcome.SENT:
-            self.sent += 1
-            self.last_success = datetime.now(UTC)
-        else:
-            reason = result.reason or result.outcome.value
-            key = reason if len(self.failed) < 100 or reason in self.failed else "other"
-            self.failed[key] = self.failed.get(key, 0) + 1
-            self.last_failure = reason
+FcmStats = TransportStats  # nothing FCM-specific to count
 
 
 def proxy_url(proxy: ProxySettings | None) -> str | None:
