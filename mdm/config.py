@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mdm.config_template import CONFIG_TEMPLATE as CONFIG_TEMPLATE  # re-exported: init writes it
 
@@ -121,11 +121,28 @@ class WebListenerConfig(_Section):
     _proxies = field_validator("trusted_proxies")(lambda value: ListenerConfig._networks(value))
 
 
+# Each listener's own port (DESIGN §11), also when its section is given without one.
+DEFAULT_PORTS = {"ios": 443, "kes": 13292, "admin": 13299}
+
+
 class ListenersConfig(_Section):
-    ios: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=443))
-    kes: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=13292))
+    ios: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=DEFAULT_PORTS["ios"]))
+    kes: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=DEFAULT_PORTS["kes"]))
     web: WebListenerConfig = Field(default_factory=WebListenerConfig)
-    admin: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=13299))
+    admin: ListenerConfig = Field(default_factory=lambda: ListenerConfig(port=DEFAULT_PORTS["admin"]))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_default_ports(cls, data: Any) -> Any:
+        """A ``[listeners.admin]`` table without ``port`` gets 13299, not ListenerConfig's 443."""
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, port in DEFAULT_PORTS.items():
+            section = out.get(name)
+            if isinstance(section, dict) and "port" not in section:
+                out[name] = {**section, "port": port}
+        return out
 
 
 class DatabaseConfig(_Section):

@@ -274,3 +274,13 @@ def test_notnow_back_off_cannot_be_zero(tmp_path: Path) -> None:
             load_config(write(tmp_path / key, f"[ios]\n{key} = 0\n"), env={})
     ok = load_config(write(tmp_path / "ok", "[ios]\nnotnow_backoff_seconds = 1\n"), env={})
     assert ok.section(IosConfig).notnow_backoff_seconds == 1
+
+
+def test_a_listener_section_without_a_port_keeps_its_own_default(tmp_path: Path) -> None:
+    """`[listeners.admin]` that only sets the mode must not move the admin API to 443 (the
+    generic listener default) and collide with the iOS listener."""
+    write(tmp_path, '[listeners.admin]\nmode = "plain"\n\n[listeners.kes]\nenabled = false\n')
+    c = load_config(tmp_path, env={})
+    assert (c.listeners.admin.mode, c.listeners.admin.port) == ("plain", 13299)
+    assert (c.listeners.kes.enabled, c.listeners.kes.port) == (False, 13292)
+    assert c.listeners.ios.port == 443
