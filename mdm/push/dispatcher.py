@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from mdm.core import events
+from mdm.core.push import PushReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.push import metrics, store
@@ -79,6 +80,7 @@ class PushDispatcher:
         rng: random.Random | None = None,
         lease_seconds: float = 300.0,
         idle_seconds: float = 10.0,
+        receipts: PushReceipts | None = None,
     ) -> None:
         self.db = db
         self.config = config
@@ -87,6 +89,9 @@ class PushDispatcher:
         self.rng = rng or random.Random()  # noqa: S311 - jitter, not a secret
         self.lease_seconds = lease_seconds
         self.idle_seconds = idle_seconds
+        # Told the accepted pushes per wake-up reason after each batch (bulk operations count
+        # the devices they woke this way).
+        self.receipts = receipts
         self.stats = {
             name: ServiceStats(configured=any(service_name(p) == name for p in self.transports))
             for name in SERVICE_NAMES.values()
@@ -204,8 +209,26 @@ class PushDispatcher:
         if targets:
             limit = asyncio.Semaphore(self.config.concurrency)
             results = await asyncio.gather(*(self._send(row, limit) for row in targets))
-            await self._apply(list(zip(targets, results, strict=True)))
+            answered = list(zip(targets, results, strict=True))
+            await self._apply(answered)
+            await self._receipts(answered)
         return len(rows)
+
+    async def _receipts(self, answered: list[tuple[DueRow, PushResult]]) -> None:
+        """Hand the accepted pushes of this batch, counted per reason, to ``receipts``; a failing
+        receiver is logged, never raised into the worker (the pushes are sent and recorded)."""
+        if self.receipts is None:
+            return
+        counts: dict[str, int] = {}
+        for row, result in answered:
+            if result.outcome is Outcome.SENT:
+                counts[row.reason] = counts.get(row.reason, 0) + 1
+        if not counts:
+            return
+        try:
+            await self.receipts.accepted(counts)
+        except Exception:
+            log.exception("push: the receipts of %d accepted push(es) were not taken", sum(counts.values()))
 
     @staticmethod
     def _still_owed(row: DueRow, queued: set[int]) -> bool:

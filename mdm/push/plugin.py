@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 
 from mdm.config_reload import HotKeys, hot
+from mdm.core.push import PushReceipts
 from mdm.db.models import Protocol
 from mdm.push import sweeps
 from mdm.push.config import push_config
@@ -26,6 +27,9 @@ from mdm.server.plugin import Plugin, Worker
 log = logging.getLogger("mdm.push")
 
 TransportFactory = Callable[[ServerContext], Awaitable[PushTransport | None]]
+# Who hears the accepted pushes per wake-up reason (the bulk operations), read from the context
+# when the dispatcher is built (the service it names is started by an earlier plugin).
+ReceiptsFactory = Callable[[ServerContext], PushReceipts | None]
 
 
 def dispatcher(ctx: ServerContext) -> PushDispatcher:
@@ -39,9 +43,12 @@ def make_plugin(
     extra_workers: Sequence[Worker] = (),
     extra_hot: Sequence[HotKeys] = (),
     extra_reload: Sequence[Callable[[ServerContext], Awaitable[None]]] = (),
+    receipts: ReceiptsFactory | None = None,
 ) -> Plugin:
     """The push plugin over these transports; ``extra_workers``/``extra_hot``: what the
-    composition adds for them (the APNs certificate's expiry warnings and renewal)."""
+    composition adds for them (the APNs certificate's expiry warnings and renewal);
+    ``receipts``: the ``PushReceipts`` told after each batch how many pushes were accepted per
+    reason (None, or a factory answering None: nobody is told)."""
     factories = dict(factories or {})
 
     async def start(ctx: ServerContext) -> None:
@@ -58,7 +65,8 @@ def make_plugin(
                          service_name(protocol), protocol.name.lower())
                 continue
             transports[protocol] = transport
-        service = PushDispatcher(ctx.db, push_config(ctx.config), transports)
+        service = PushDispatcher(ctx.db, push_config(ctx.config), transports,
+                                 receipts=receipts(ctx) if receipts is not None else None)
         ctx.services[DISPATCHER] = service
         for protocol in transports:
             ctx.pushers.register(protocol, service)
