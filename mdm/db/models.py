@@ -8,6 +8,7 @@ constraint so that both SQLite and PostgreSQL enforce it.
 
 from __future__ import annotations
 
+import enum
 from datetime import UTC, datetime
 from typing import Any
 
@@ -148,8 +149,12 @@ class Command(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # Set while active so the partial unique index enforces one active command per type.
     active: Mapped[bool | None] = mapped_column(Boolean, default=True)
+    # The bulk operation that queued it (no foreign key: an old operation may be purged while its
+    # commands stay in the device's log); counts delivered/completed/failed per operation.
+    bulk_id: Mapped[int | None] = mapped_column(BigInteger)
     __table_args__ = (
         Index("ix_commands_device_created", "device_id", "id"),
+        Index("ix_commands_bulk_status", "bulk_id", "status"),
         Index(
             "uq_commands_one_active_type",
             "device_id",
@@ -229,3 +234,81 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     last_used_at: Mapped[datetime | None] = mapped_column()
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class BulkState(enum.StrEnum):
+    QUEUING = "queuing"  # batches still being queued (resumed at start-up)
+    QUEUED = "queued"  # every target queued or skipped
+    RECALLING = "recalling"  # recall asked; what is still queued is being removed
+    RECALLED = "recalled"
+    FAILED = "failed"  # queuing stopped on an error it cannot retry (``error`` says which)
+
+
+class BulkTarget(enum.StrEnum):
+    ALL = "all"
+    GROUP = "group"
+    DEVICES = "devices"
+
+
+class BulkOperation(Base):
+    """One command sent to many devices, queued in batches by a worker (``mdm.core.bulk``).
+
+    ``cursor`` is the last device id done (queued or skipped): every batch moves it, writes its
+    commands, queue rows, journal rows, skipped rows and the counters in ONE transaction, so a
+    restart resumes exactly where the last committed batch ended."""
+
+    __tablename__ = "bulk_operations"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    type: Mapped[str] = mapped_column(String(64))
+    # Public arguments (secrets masked) as shown; ``request_args`` are the arguments as given,
+    # needed to translate the remaining batches, dropped once queuing has ended.
+    args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    request_args: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    target: Mapped[str] = mapped_column(String(8))
+    group_id: Mapped[int | None] = mapped_column(BigInteger)
+    # The group and its subgroups at the time of the request (target "group").
+    group_ids: Mapped[list[int] | None] = mapped_column(JSON)
+    state: Mapped[str] = mapped_column(String(16), default=BulkState.QUEUING.value)
+    cursor: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Highest device id at the request: devices enrolled later are not targeted.
+    max_device_id: Mapped[int] = mapped_column(BigInteger, default=0)
+    targeted: Mapped[int] = mapped_column(BigInteger, default=0)
+    queued: Mapped[int] = mapped_column(BigInteger, default=0)
+    skipped: Mapped[int] = mapped_column(BigInteger, default=0)
+    # {"reason": count} of the skipped devices.
+    skipped_reasons: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    woken: Mapped[int] = mapped_column(BigInteger, default=0)
+    recalled: Mapped[int] = mapped_column(BigInteger, default=0)
+    error: Mapped[str | None] = mapped_column(Text)
+    created_by: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column()
+    __table_args__ = (
+        Index("ix_bulk_operations_state", "state"),
+        CheckConstraint(_in("state", [s.value for s in BulkState]), name="state"),
+        CheckConstraint(_in("target", [t.value for t in BulkTarget]), name="target"),
+        NEVER_REUSED,
+    )
+
+
+class BulkTargetDevice(Base):
+    """The device ids an operation with an explicit list names (unknown ones included: they are
+    reported as skipped)."""
+
+    __tablename__ = "bulk_targets"
+    bulk_id: Mapped[int] = mapped_column(
+        ForeignKey("bulk_operations.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+
+
+class BulkSkipped(Base):
+    """A targeted device that did not get the command, and why (paged by device id)."""
+
+    __tablename__ = "bulk_skipped"
+    bulk_id: Mapped[int] = mapped_column(
+        ForeignKey("bulk_operations.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    reason: Mapped[str] = mapped_column(Text)
