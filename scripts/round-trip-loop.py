@@ -2,41 +2,88 @@
 """The three transactions of a command round trip, in a loop, without HTTP: CPU per round trip.
 
 Developer tool behind the service-layer figures in docs/PERFORMANCE.md ("Where the time goes").
-It works on a copy of the SQLite database of a prepared bench data directory (the original is not
-touched), enqueues `Block` for the first N devices, lets the channel deliver it as an Idle poll
-would, and records `Acknowledged`:
+It enqueues a command for the first N devices of a prepared bench fleet, lets the channel deliver
+it as an Idle poll would, and records the device's answer. On SQLite it works on a copy of the
+database of a prepared bench data directory (the original is not touched); on PostgreSQL
+(``--database-url``) on the bench's database itself (it only adds commands, which it completes).
 
-    python scripts/round-trip-loop.py --data-dir /tmp/b10k-sqlite --count 300 [--echo]
+``--command Block`` answers ``Acknowledged`` to the DeviceLock; ``--command DeviceInformation``
+queues ``RefreshDeviceInfo`` for the device_info part (one DeviceInformation step with the default
+queries) and answers it with the simulator's full answer (``mdm.sim.behaviour``), serialised to an
+XML plist and parsed again as the iOS handler does. The CPU of each phase is the server's only
+(the simulated device's work is outside the measured spans); the split is printed per phase:
+
+    python scripts/round-trip-loop.py --data-dir /tmp/b10k-sqlite --count 300 [--command DeviceInformation]
+    python scripts/round-trip-loop.py --database-url postgresql+asyncpg://postgres@127.0.0.1/delivery_bench
+    ... [--statements] [--profile out.prof] [--echo]
+
+``--statements`` counts the SQL statements (and transactions) per phase; ``--profile`` writes a
+cProfile of the deliver and answer phases (not the enqueue) and prints its top entries.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
+import dataclasses
 import plistlib
+import pstats
+import random
 import shutil
 import statistics
 import tempfile
 import time
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from mdm.core import commands, devices
 from mdm.core.identity import Binding
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
+from mdm.db import migrate
 from mdm.db.engine import Database
-from mdm.db.models import Device, Protocol
+from mdm.db.models import Command, Device, Protocol
 from mdm.ios import channel
 from mdm.ios.commands import IosCommandTranslator
-from mdm.ios.messages import CommandReport
+from mdm.ios.messages import load_plist, parse_report
 from mdm.ios.state import QueueHint
+from mdm.sim.behaviour import DeviceState, answer
+from mdm.sim.facts import HardwareFacts
+
+PHASES = ("enqueue", "deliver", "answer")
+# What each --command queues: (library type, arguments).
+QUEUED: dict[str, tuple[str, dict[str, Any]]] = {
+    "Block": ("Block", {}),
+    "DeviceInformation": ("RefreshDeviceInfo", {"parts": ["device_info"]}),
+}
 
 
-async def run(database: Path, count: int, echo: bool) -> None:
-    db = Database(f"sqlite+aiosqlite:///{database}", echo=echo)
+class Counter:
+    """SQL statements per phase (``--statements``)."""
+
+    def __init__(self) -> None:
+        self.phase = "enqueue"
+        self.statements: dict[str, int] = dict.fromkeys(PHASES, 0)
+        self.commits: dict[str, int] = dict.fromkeys(PHASES, 0)
+
+    def install(self, db: Database) -> None:
+        event.listen(db.engine.sync_engine, "before_cursor_execute", self._statement)
+        event.listen(db.engine.sync_engine, "commit", self._commit)
+
+    def _statement(self, *_: Any) -> None:
+        self.statements[self.phase] += 1
+
+    def _commit(self, *_: Any) -> None:
+        self.commits[self.phase] += 1
+
+
+async def run(url: str, count: int, command: str, echo: bool, statements: bool, profile: Path | None) -> None:
+    db = Database(url, echo=echo)
+    await migrate.upgrade(db)  # the schema of this tree (a prepared database may be older)
     translators = Translators()
     translators.register(Protocol.IOS, IosCommandTranslator())
     svc = SimpleNamespace(
@@ -47,56 +94,110 @@ async def run(database: Path, count: int, echo: bool) -> None:
         translators=translators,
         pushers=Pushers(),
     )
+    counter = Counter()
+    if statements:
+        counter.install(db)
+    type_name, args = QUEUED[command]
     async with db.session() as session:
         fleet = list((await session.scalars(select(Device).order_by(Device.id).limit(count))).all())
-    phases: dict[str, list[float]] = {"enqueue": [], "deliver": [], "answer": []}
-    cpu0, wall0 = time.process_time(), time.perf_counter()
+    cpu: dict[str, list[float]] = {name: [] for name in PHASES}
+    wall: dict[str, list[float]] = {name: [] for name in PHASES}
+    profiler = cProfile.Profile(time.thread_time) if profile else None
+    answered = 0
+    async with db.transaction() as session:  # left over by an interrupted run
+        for device in fleet:
+            for guid in await session.scalars(
+                select(Command.guid).where(Command.device_id == device.id, Command.active.is_(True))
+            ):
+                await commands.recall(session, guid, by="round-trip-loop")
     for device in fleet:
-        t0 = time.perf_counter()
+        facts = dataclasses.replace(HardwareFacts.generate(random.Random(device.id)), udid=device.identifier)
+        state = DeviceState(facts=facts)
+        counter.phase = "enqueue"
+        c0, w0 = time.process_time(), time.perf_counter()
         async with db.transaction() as session:
             await commands.enqueue_logged(
-                session, await devices.get(session, device.id), "Block", {}, translators=translators
+                session, await devices.get(session, device.id), type_name, dict(args), translators=translators
             )
-        t1 = time.perf_counter()
-        offered = plistlib.loads((await channel._idle(svc, device.id)).body)  # type: ignore[arg-type]
-        t2 = time.perf_counter()
-        report = CommandReport(
-            identifier=device.identifier,
-            status="Acknowledged",
-            command_uuid=offered["CommandUUID"],
-            request_type=None,
-            user_id=None,
-            result={},
-        )
+        c1, w1 = time.process_time(), time.perf_counter()
+        counter.phase = "deliver"
+        if profiler:
+            profiler.enable()
+        delivered = await channel._idle(svc, device.id)  # type: ignore[arg-type]
+        if profiler:
+            profiler.disable()
+        c2, w2 = time.process_time(), time.perf_counter()
+        # The simulated device (not measured): read the command, build and serialise its answer.
+        message = answer(state, plistlib.loads(delivered.body))
+        if message["Status"] != "Acknowledged":
+            raise SystemExit(f"device {device.id} answered {message['Status']}: {message}")
+        body = plistlib.dumps(message, fmt=plistlib.FMT_XML)
+        counter.phase = "answer"
+        c3, w3 = time.process_time(), time.perf_counter()
+        if profiler:
+            profiler.enable()
+        report = parse_report(load_plist(body))  # as the iOS handler does
         await channel.handle(svc, Binding(device.id, device.identifier, "active", 0), report)  # type: ignore[arg-type]
-        t3 = time.perf_counter()
-        for name, seconds in zip(phases, (t1 - t0, t2 - t1, t3 - t2), strict=True):
-            phases[name].append(seconds)
-    cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
+        if profiler:
+            profiler.disable()
+        c4, w4 = time.process_time(), time.perf_counter()
+        answered += 1
+        for name, used, took in zip(
+            PHASES, (c1 - c0, c2 - c1, c4 - c3), (w1 - w0, w2 - w1, w4 - w3), strict=True
+        ):
+            cpu[name].append(used)
+            wall[name].append(took)
     await db.close()
-    n = max(1, len(fleet))
-    print(f"{len(fleet)} round trips: wall {1000 * wall / n:.2f} ms, cpu {1000 * cpu / n:.2f} ms each")
-    for name, values in phases.items():
-        print(f"  {name}: median {1000 * statistics.median(values):.2f} ms")
+    n = max(1, answered)
+    total = {name: sum(v) for name, v in cpu.items()}
+    print(
+        f"{answered} {command} round trips ({db.engine.dialect.name}): server CPU per round trip "
+        f"{1000 * sum(total.values()) / n:.2f} ms incl. enqueue, "
+        f"{1000 * (total['deliver'] + total['answer']) / n:.2f} ms delivery (poll + answer)"
+    )
+    for name in PHASES:
+        line = (
+            f"  {name}: cpu {1000 * total[name] / n:.2f} ms mean, wall median "
+            f"{1000 * statistics.median(wall[name] or [0]):.2f} ms"
+        )
+        if statements:
+            line += (
+                f"; {counter.statements[name] / n:.1f} statements,"
+                f" {counter.commits[name] / n:.1f} commits per round trip"
+            )
+        print(line)
+    if profiler and profile:
+        profiler.dump_stats(profile)
+        stats = pstats.Stats(str(profile))
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(30)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--data-dir", type=Path, required=True, help="a data directory prepared by mdm bench ios"
-    )
+    parser.add_argument("--data-dir", type=Path, help="a data directory prepared by mdm bench ios (SQLite)")
+    parser.add_argument("--database-url", help="a PostgreSQL database prepared by mdm bench ios --database-url")
     parser.add_argument("--count", type=int, default=300, help="round trips (one per device)")
+    parser.add_argument("--command", choices=sorted(QUEUED), default="Block")
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
+    parser.add_argument("--statements", action="store_true", help="count SQL statements per phase")
+    parser.add_argument("--profile", type=Path, help="write a cProfile of deliver + answer here")
     args = parser.parse_args()
+    if args.database_url:
+        asyncio.run(run(args.database_url, args.count, args.command, args.echo, args.statements, args.profile))
+        return
+    if args.data_dir is None:
+        parser.error("give --data-dir (SQLite) or --database-url (PostgreSQL)")
     source = args.data_dir / "mdm.sqlite3"
     if not source.exists():
         parser.error(f"{source} does not exist (prepare it with mdm bench ios --data-dir {args.data_dir})")
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "mdm.sqlite3"
         shutil.copyfile(source, copy)  # the server must not be running: its WAL is not copied
-        asyncio.run(run(copy, args.count, args.echo))
+        url = f"sqlite+aiosqlite:///{copy}"
+        asyncio.run(run(url, args.count, args.command, args.echo, args.statements, args.profile))
 
 
 if __name__ == "__main__":
