@@ -111,7 +111,8 @@ async def run(url: str, count: int, command: str, echo: bool, statements: bool, 
             ):
                 await commands.recall(session, guid, by="round-trip-loop")
     for device in fleet:
-        facts = dataclasses.replace(HardwareFacts.generate(random.Random(device.id)), udid=device.identifier)
+        rng = random.Random(device.id)  # noqa: S311 - simulation data
+        facts = dataclasses.replace(HardwareFacts.generate(rng), udid=device.identifier)
         state = DeviceState(facts=facts)
         counter.phase = "enqueue"
         c0, w0 = time.process_time(), time.perf_counter()
@@ -178,7 +179,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--data-dir", type=Path, help="a data directory prepared by mdm bench ios (SQLite)")
-    parser.add_argument("--database-url", help="a PostgreSQL database prepared by mdm bench ios --database-url")
+    parser.add_argument("--database-url", help="PostgreSQL prepared by mdm bench ios")
     parser.add_argument("--count", type=int, default=300, help="round trips (one per device)")
     parser.add_argument("--command", choices=sorted(QUEUED), default="Block")
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
@@ -186,7 +187,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a cProfile of deliver + answer here")
     args = parser.parse_args()
     if args.database_url:
-        asyncio.run(run(args.database_url, args.count, args.command, args.echo, args.statements, args.profile))
+        url = args.database_url
+        asyncio.run(run(url, args.count, args.command, args.echo, args.statements, args.profile))
         return
     if args.data_dir is None:
         parser.error("give --data-dir (SQLite) or --database-url (PostgreSQL)")
