@@ -46,3 +46,29 @@ async def test_control_endpoint_drives_the_fake(tmp_path: Path) -> None:
         finally:
             await client.close()
             await runner.cleanup()
+
+
+async def test_watched_tokens_are_listed_once_per_accepted_push(tmp_path: Path) -> None:
+    async with apns_env(tmp_path) as env:
+        port = free_port()
+        runner = await start_control(env.fake, port)
+        client = env.client()
+        watched, other = "ab" * 32, "cd" * 32
+        try:
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as http:
+                assert (await http.post("/control", json={"action": "watch", "tokens": [watched.upper()]})
+                        ).json() == {"ok": True}
+                bad = await http.post("/control", json={"action": "watch", "tokens": "x"})
+                assert bad.status_code == 400 and "list" in bad.json()["error"]
+                env.fake.unregister(watched)
+                assert (await client.send(target(watched))).outcome is Outcome.INVALID_TOKEN
+                env.fake.controls.unregistered.clear()
+                for token in (watched, other, watched):
+                    assert (await client.send(target(token))).outcome is Outcome.SENT
+                first = (await http.get("/woken", params={"after": 0})).json()
+                assert first == {"tokens": [watched, watched], "next": 2, "total": 2}
+                assert (await http.get("/woken", params={"after": 2})).json()["tokens"] == []
+                assert (await http.get("/woken", params={"after": "x"})).status_code == 400
+        finally:
+            await client.close()
+            await runner.cleanup()

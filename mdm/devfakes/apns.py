@@ -6,7 +6,9 @@ with Apple's status and ``{"reason": ...}`` ("Handling notification responses fr
 Each connection starts with ``SETTINGS_MAX_CONCURRENT_STREAMS = 1`` and raises it after the first
 request, like APNs. Controls (``unregister``, ``throttle``, ``fail``, ``refuse``, ``goaway``,
 ``drop_connections``, ``stall``, ``garbage``, ``reset``) make it misbehave on purpose;
-``on_push`` sees every accepted wake-up (end-to-end tests forward it to device simulators).
+``on_push`` sees every accepted wake-up (end-to-end tests forward it to device simulators), and
+``watch`` lists the accepted pushes of chosen tokens, in order, for a process that drives those
+devices from outside (``mdm bench fleet``, through the control endpoint).
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class FakeApns:
         self.max_concurrent = 0  # most streams one connection had open at once
         self.connections_seen = 0
         self.refused_streams = 0  # streams beyond SETTINGS_MAX_CONCURRENT_STREAMS (a client bug)
+        self.watched: set[str] = set()
+        self.woken: list[str] = []  # watched tokens, once per accepted push, in order
         self._context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(push_ca))
         self._context.verify_mode = ssl.CERT_REQUIRED
         self._context.load_cert_chain(str(server_cert), str(server_key))
@@ -135,6 +139,10 @@ class FakeApns:
 
     def token_topic(self, token: str, topic: str) -> None:
         self.controls.token_topics[token.lower()] = topic
+
+    def watch(self, tokens: list[str]) -> None:
+        """Record the accepted pushes to these tokens in ``woken`` (bounded by what is watched)."""
+        self.watched.update(t.lower() for t in tokens)
 
     def throttle(self, n: int) -> None:
         self.controls.throttle = n
@@ -237,6 +245,8 @@ class FakeApns:
             reason = "InternalServerError" if c.fail_status == 500 else "ServiceUnavailable"
             return c.fail_status, reason, apns_id
         self.count += 1
+        if token in self.watched:
+            self.woken.append(token)
         if self.record:
             self.accepted.append(Accepted(token, topic, payload, apns_id, int(expiration), int(priority)))
         if self.on_push is not None:
