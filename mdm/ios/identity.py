@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
 
-from asn1crypto import cms
-from asn1crypto import x509 as asn1_x509
 from cachetools import LRUCache
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
@@ -220,20 +218,64 @@ class _SignerEntry:
 
 
 def _signer_entry(cert_der: bytes) -> _SignerEntry:
+    """The signer forms that name this certificate and its public key, read from the DER itself
+    (the certificate's own issuer and serial bytes: what a SignerIdentifier repeats)."""
     try:
-        parsed = asn1_x509.Certificate.load(cert_der)
-        tbs = parsed["tbs_certificate"]
-        sids = {
-            cms.IssuerAndSerialNumber({"issuer": tbs["issuer"], "serial_number": tbs["serial_number"]}).dump()
-        }
-        if parsed.key_identifier:
-            sids.add(cms.SignerIdentifier({"subject_key_identifier": parsed.key_identifier}).dump())
-        key_der = x509.load_der_x509_certificate(cert_der).public_key().public_bytes(
-            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-        )
-    except (ValueError, x509.InvalidVersion, TypeError, KeyError, UnsupportedAlgorithm):
+        issuer, serial, spki = _tbs_parts(cert_der)
+        sids = [_der(0x30, issuer + serial)]  # IssuerAndSerialNumber
+        cert = x509.load_der_x509_certificate(cert_der)
+        try:
+            ski = cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+        except x509.ExtensionNotFound:
+            ski = None
+        if ski:
+            sids.append(_der(0x80, ski))  # [0] SubjectKeyIdentifier
+        serialization.load_der_public_key(spki)  # a key we can use (or malformed)
+    except (ValueError, x509.InvalidVersion, TypeError, KeyError, UnsupportedAlgorithm, cms_reader.DerError):
         raise IdentityError("malformed", "Mdm-Signature carries a malformed certificate") from None
-    return _SignerEntry(key_der, tuple(sids))
+    return _SignerEntry(spki, tuple(sids))
+
+
+def _tbs_parts(der: bytes) -> tuple[bytes, bytes, bytes]:
+    """The DER of the issuer Name, the serial INTEGER (tag and length included) and the
+    SubjectPublicKeyInfo of a certificate (RFC 5280 §4.1)."""
+    _, cert_start, cert_end = _tlv(der, 0, len(der), 0x30)
+    _, tbs_start, tbs_end = _tlv(der, cert_start, cert_end, 0x30)
+    pos = tbs_start
+    if pos < tbs_end and der[pos] == 0xA0:  # [0] version
+        pos = _tlv(der, pos, tbs_end, 0xA0)[2]
+    serial_at, _, serial_end = _tlv(der, pos, tbs_end, 0x02)
+    pos = _tlv(der, serial_end, tbs_end, 0x30)[2]  # signature AlgorithmIdentifier
+    issuer_at, _, pos = _tlv(der, pos, tbs_end, 0x30)
+    issuer_end = pos
+    pos = _tlv(der, pos, tbs_end, 0x30)[2]  # validity
+    pos = _tlv(der, pos, tbs_end, 0x30)[2]  # subject
+    spki_at, _, spki_end = _tlv(der, pos, tbs_end, 0x30)
+    return der[issuer_at:issuer_end], der[serial_at:serial_end], der[spki_at:spki_end]
+
+
+def _tlv(der: bytes, pos: int, end: int, tag: int) -> tuple[int, int, int]:
+    """(element start, content start, element end) of the ``tag`` element at ``pos``."""
+    if pos + 2 > end or der[pos] != tag:
+        raise cms_reader.DerError(f"expected tag {tag:#x}")
+    length, start = der[pos + 1], pos + 2
+    if length & 0x80:
+        count = length & 0x7F
+        if count == 0 or count > 4 or start + count > end:
+            raise cms_reader.DerError("indefinite or oversized length")
+        length = int.from_bytes(der[start : start + count], "big")
+        start += count
+    if start + length > end:
+        raise cms_reader.DerError("element runs past its parent")
+    return pos, start, start + length
+
+
+def _der(tag: int, content: bytes) -> bytes:
+    n = len(content)
+    if n < 0x80:
+        return bytes((tag, n)) + content
+    size = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes((tag, 0x80 | len(size))) + size + content
 
 
 def _verify_signature(key: CertificatePublicKeyTypes, signature: bytes, data: bytes, hash_name: str) -> None:
