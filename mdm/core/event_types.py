@@ -43,6 +43,41 @@ class CommandFinished(EventBody):
     info: str | None = None
 
 
+class BulkCommandCreated(EventBody):
+    bulk: int
+    command_type: str
+    target: str
+    group: int | None = None
+    targeted: int
+    created_by: str | None = None
+
+
+class CommandsCreated(EventBody):
+    bulk: int
+    command_type: str
+    count: int
+    # [device id, command GUID] of every command of the batch
+    commands: list[tuple[int, str]]
+
+
+class BulkCommandQueued(EventBody):
+    bulk: int
+    command_type: str
+    targeted: int
+    queued: int
+    skipped: int
+    skipped_reasons: dict[str, int]
+
+
+class BulkCommandRecalled(EventBody):
+    bulk: int
+    command_type: str
+    count: int
+    # [device id, command GUID] of every command this batch of the recall removed
+    commands: list[tuple[int, str]]
+    by: str | None = None
+
+
 class SecurityRejectionsAggregated(EventBody):
     event: str
     source: str
@@ -74,6 +109,27 @@ COMMAND_COMPLETED = EventType(
 COMMAND_FAILED = EventType(
     "command_failed", Severity.WARNING, CommandFinished,
     "A command failed on the device, or ended remove_failed after a late recall",
+)
+BULK_COMMAND_CREATED = EventType(
+    "bulk_command_created", Severity.INFO, BulkCommandCreated,
+    "An administrator sent a command to many devices (all, a group and its subgroups, or a list): "
+    "the bulk operation is recorded and its devices are queued in batches",
+)
+COMMANDS_CREATED = EventType(
+    "commands_created", Severity.INFO, CommandsCreated,
+    "One batch of a bulk operation was queued: the bulk id, the command type, the count and the "
+    "(device, command GUID) pairs. For bulk operations this one summary per batch REPLACES the "
+    "per-device command_created event",
+)
+BULK_COMMAND_QUEUED = EventType(
+    "bulk_command_queued", Severity.INFO, BulkCommandQueued,
+    "A bulk operation finished queuing: targeted, queued and skipped counts (skipped per reason)",
+)
+BULK_COMMAND_RECALLED = EventType(
+    "bulk_command_recalled", Severity.INFO, BulkCommandRecalled,
+    "One batch of a bulk recall removed these not yet delivered commands of the operation (the "
+    "(device, command GUID) pairs). For bulk recalls this summary REPLACES the per-device "
+    "command_recalled event; commands the devices already hold are left to finish",
 )
 SECURITY_REJECTIONS_AGGREGATED = EventType(
     "security_rejections_aggregated", Severity.WARNING, SecurityRejectionsAggregated,

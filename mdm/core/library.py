@@ -10,6 +10,7 @@ are queued with their arguments only and translated when a handler exists.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from typing import Protocol as TypingProtocol
@@ -69,9 +70,45 @@ class CommandTranslator(TypingProtocol):
 
     It may also define ``arg_schema(command_type) -> dict | None``: the JSON Schema of the
     command's arguments on its protocol, published by ``GET /api/v1/command-types?args=true``.
+
+    And ``bulk_key(command_type, args) -> BulkKey | None``: what the translation of this command
+    depends on, so that a bulk operation translates once per *variant* (devices with the same key
+    get the same payload) instead of once per device. None (or no ``bulk_key``): the translation
+    reads per-device detail (inventory...), and a bulk operation translates each device.
+    ``check_args(command_type, args)`` validates the arguments alone (InvalidArgument), before a
+    bulk operation is recorded.
     """
 
     def translate(self, command_type: str, args: dict[str, Any], device: Device) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """The few columns of a device that a bulk variant key may read (read with Core, no ORM).
+    ``attributes`` is read only when the key asks for it (``BulkKey.attributes``), else empty."""
+
+    id: int
+    protocol: int
+    os_name: str | None
+    model: str | None
+    attributes: Mapping[str, Any]
+
+    def as_device(self) -> Device:
+        """A transient (never added) device with these facts, to translate a variant with."""
+        return Device(id=self.id, protocol=self.protocol, os_name=self.os_name, model=self.model,
+                      attributes=dict(self.attributes), inventory={})
+
+
+@dataclass(frozen=True, slots=True)
+class BulkKey:
+    """``key(facts)``: devices with equal keys get the same payload (and the same error)."""
+
+    key: Callable[[DeviceFacts], Hashable]
+    attributes: bool = False  # the key reads ``facts.attributes``
+
+
+def _protocol_only(facts: DeviceFacts) -> Hashable:
+    return None
 
 
 class Translators:
@@ -102,6 +139,35 @@ class Translators:
         if translator is None:
             return {}
         return translator.translate(command_type.name, args, device)
+
+    def bulk_key(self, command_type: CommandType, args: dict[str, Any], protocol: Protocol) -> BulkKey | None:
+        """What the translation of this command on ``protocol`` depends on (see
+        ``CommandTranslator``); without a translator the payload is {} for every device."""
+        translator = self.get(protocol)
+        if translator is None:
+            return BulkKey(_protocol_only)
+        describe = getattr(translator, "bulk_key", None)
+        key: BulkKey | None = describe(command_type.name, args) if callable(describe) else None
+        return key
+
+    def check_args(self, command_type: CommandType, args: dict[str, Any]) -> None:
+        """Validate the arguments alone, before a bulk operation: InvalidArgument (the first
+        protocol's) when no protocol of the command takes them. A protocol whose translator cannot
+        check them alone (no ``check_args``) takes anything; devices of a protocol that refuses
+        them are skipped with the reason when the operation reaches them."""
+        first: InvalidArgument | None = None
+        for protocol in sorted(command_type.protocols):
+            check = getattr(self.get(protocol), "check_args", None)
+            if not callable(check):
+                return
+            try:
+                check(command_type.name, args)
+            except InvalidArgument as exc:
+                first = first or exc
+            else:
+                return
+        if first is not None:
+            raise first
 
     def arg_schema(self, command_type: str, protocol: Protocol) -> dict[str, Any] | None:
         """The JSON Schema of the command's arguments on ``protocol``, when its translator

@@ -9,12 +9,13 @@ The jobs around it live beside it: ``command_builders`` (one builder per library
 from __future__ import annotations
 
 import plistlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import Any
 
 from asn1crypto import cms
 
 from mdm.core.errors import InvalidArgument, Unsupported
+from mdm.core.library import BulkKey, DeviceFacts
 from mdm.db.models import Device
 from mdm.ios import command_args as a
 from mdm.ios import schema
@@ -27,6 +28,25 @@ from mdm.ios.profiles.base import serialise
 from mdm.ios.signing import ProfileSigner, SigningError
 
 __all__ = ["GENERATED_REQUEST_TYPES", "_BUILDERS", "IosCommandTranslator", "platform_of"]
+
+# What each builder reads from the device besides the arguments (command_builders): the platform
+# (os_name, model) for all of them; ``has_unlock_token`` for the ClearPasscode ones; Raw nothing
+# (validated without a platform). Remove, DeleteConfProf and SoftWipe read the MDM profile
+# identifier or the managed items, which may come from the inventory: translated per device.
+_PER_DEVICE = frozenset({"Remove", "DeleteConfProf", "SoftWipe"})
+_UNLOCK_TOKEN = frozenset({"Unblock", "ResetPassword"})
+
+
+def _by_platform(facts: DeviceFacts) -> Hashable:
+    return platform_of(facts)
+
+
+def _by_platform_and_token(facts: DeviceFacts) -> Hashable:
+    return platform_of(facts), facts.attributes.get("has_unlock_token") is False
+
+
+def _same_for_all(facts: DeviceFacts) -> Hashable:
+    return None
 
 # Stands in for the device's UnlockToken when a ClearPasscode is checked against the schema.
 _TOKEN_PLACEHOLDER = b"\x00" * 32
@@ -41,14 +61,18 @@ GENERATED_REQUEST_TYPES = frozenset({
 })
 
 
-def platform_of(device: Device) -> str:
+def platform_of(device: Device | DeviceFacts) -> str:
     """The OS name Apple's schema uses (iOS covers iPadOS)."""
-    name = (device.os_name or "").lower()
+    return _platform(device.os_name, device.model)
+
+
+def _platform(os_name: str | None, model: str | None) -> str:
+    name = (os_name or "").lower()
     for needle, os_name in (("mac", "macOS"), ("tvos", "tvOS"), ("watch", "watchOS"),
                             ("vision", "visionOS")):
         if needle in name:
             return os_name
-    if not name and "mac" in (device.model or "").lower():
+    if not name and "mac" in (model or "").lower():
         return "macOS"
     return "iOS"
 
@@ -80,6 +104,24 @@ class IosCommandTranslator:
 
     def public_args(self, command_type: str, args: dict[str, Any]) -> dict[str, Any]:
         return public_args(args)
+
+    def check_args(self, command_type: str, args: dict[str, Any]) -> None:
+        """Validate the arguments alone, before a bulk operation is recorded (InvalidArgument)."""
+        model = a.BY_COMMAND.get(command_type)
+        if model is not None:
+            a.parse_args(model, command_type, args)
+        elif command_type == "Raw":
+            _BUILDERS["Raw"](self, args, Device(os_name=None, model=None, attributes={}, inventory={}), "iOS")
+
+    def bulk_key(self, command_type: str, args: dict[str, Any]) -> BulkKey | None:
+        """What the translation depends on, for bulk operations (``CommandTranslator``)."""
+        if command_type in _PER_DEVICE:
+            return None
+        if command_type in _UNLOCK_TOKEN:
+            return BulkKey(_by_platform_and_token, attributes=True)
+        # Raw is validated without a platform; a type without a builder fails alike everywhere.
+        same = command_type == "Raw" or command_type not in _BUILDERS
+        return BulkKey(_same_for_all if same else _by_platform)
 
     def arg_schema(self, command_type: str) -> dict[str, Any] | None:
         """The JSON Schema of the command's arguments (``GET /command-types?args=true``)."""
