@@ -11,6 +11,7 @@ import os
 from collections.abc import Mapping
 
 from mdm.config import Config, Sections, load_config
+from mdm.core.bulk_config import BulkConfig
 from mdm.enroll.config import EnrollConfig, SmtpConfig
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
@@ -18,7 +19,8 @@ from mdm.push.config import ApnsConfig, FcmConfig, PushConfig
 from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(
-    EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig
+    EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig,
+    BulkConfig,
 )
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import select
 from mdm.core import commands
 from mdm.core.library import LIBRARY
 from mdm.db.models import CommandQueueEntry, Device, Group, Protocol
+from bulk_support import send_bulk
 
 GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 # KES has no protocol translator in this scope, so any arguments are stored as given.
@@ -106,21 +107,24 @@ async def test_bulk_by_ids_reports_unknown_unsupported_and_conflicts(api: httpx.
     ios = await device(db, Protocol.IOS, "ios-1")
     kes1, kes2 = await device(db, Protocol.KES, "kes-1"), await device(db, Protocol.KES, "kes-2")
     eas = await device(db, Protocol.EAS, "eas-1")
-    busy = (await send(api, kes2, "Mugshot")).json()["guid"]
-    r = await api.post(
-        "/api/v1/commands", json={"devices": [ios, kes1, kes2, eas, 9999, kes1], "type": "Mugshot"}
-    )
-    assert r.status_code == 201, r.text
-    result = r.json()
-    assert [c["device_id"] for c in result["created"]] == [kes1]
-    assert result["created"][0]["status"] == "processing"
-    assert {s["device"]: s["reason"] for s in result["skipped"]} == {
+    await send(api, kes2, "Mugshot")
+    op = await send_bulk(api, [ios, kes1, kes2, eas, 9999, kes1], "Mugshot")
+    assert (op["state"], op["targeted"], op["queued"], op["skipped"]) == ("queued", 5, 1, 4)
+    r = await api.get(f"/api/v1/devices/{kes1}/commands")
+    assert [(c["type"], c["status"]) for c in r.json()["items"]] == [("Mugshot", "processing")]
+    r = await api.get(f"/api/v1/bulk/{op['id']}/skipped")
+    assert {s["device"]: s["reason"] for s in r.json()["items"]} == {
         ios: "Mugshot is not supported on ios devices",
-        kes2: f"device {kes2} already has an active Mugshot command ({busy})",
+        kes2: "already has an active Mugshot command",
         eas: "Mugshot is not supported on eas devices",
         9999: "no such device",
     }
-    assert len(await events_of(api, type="command_created")) == 2
+    assert op["skipped_reasons"] == {
+        "Mugshot is not supported on ios devices": 1, "already has an active Mugshot command": 1,
+        "Mugshot is not supported on eas devices": 1, "no such device": 1,
+    }
+    created = await events_of(api, type="commands_created")
+    assert [(e["body"]["count"], e["body"]["commands"][0][0]) for e in created] == [(1, kes1)]
 
 
 async def test_bulk_all_and_group_with_subgroups(api: httpx.AsyncClient, db) -> None:
@@ -137,14 +141,17 @@ async def test_bulk_all_and_group_with_subgroups(api: httpx.AsyncClient, db) -> 
     b = await device(db, identifier="b", group_id=child_id)
     c = await device(db, identifier="c", group_id=other_id)
     d = await device(db, identifier="d")
-    r = await api.post("/api/v1/commands", json={"devices": {"group": top_id}, "type": "Locate"})
-    assert r.status_code == 201
-    assert sorted(x["device_id"] for x in r.json()["created"]) == [a, b] and r.json()["skipped"] == []
-    r = await api.post("/api/v1/commands", json={"devices": "all", "type": "Locate", "args": {"accuracy": 5}})
-    assert r.status_code == 201
-    assert sorted(x["device_id"] for x in r.json()["created"]) == [c, d]
-    assert all(x["args"] == {"accuracy": 5} for x in r.json()["created"])
-    assert sorted(s["device"] for s in r.json()["skipped"]) == [a, b]  # already have an active Locate
+    op = await send_bulk(api, {"group": top_id}, "Locate")
+    assert (op["targeted"], op["queued"], op["skipped"]) == (2, 2, 0)
+    assert op["target"] == {"kind": "group", "group": top_id}
+    op = await send_bulk(api, "all", "Locate", {"accuracy": 5})
+    assert (op["targeted"], op["queued"], op["skipped"]) == (4, 2, 2)
+    assert op["args"] == {"accuracy": 5}
+    skipped = (await api.get(f"/api/v1/bulk/{op['id']}/skipped")).json()["items"]
+    assert sorted(s["device"] for s in skipped) == [a, b]  # already have an active Locate
+    for dev in (c, d):
+        log = (await api.get(f"/api/v1/devices/{dev}/commands")).json()["items"]
+        assert [(x["type"], x["args"]) for x in log] == [("Locate", {"accuracy": 5})]
     r = await api.post("/api/v1/commands", json={"devices": {"group": 4242}, "type": "Locate"})
     assert r.status_code == 404 and r.json()["error"]["message"] == "no group 4242"
 

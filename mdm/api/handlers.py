@@ -106,23 +106,6 @@ async def send_command(request: web.Request, id: int, body: s.CommandIn) -> s.Co
     return s.CommandOut.of(command, [queued])
 
 
-@router.route("POST", "/commands", summary="Send a command to many devices", tag="commands",
-              scope="commands:write", body=s.BulkCommandIn, response=s.BulkCommandOut, status=201,
-              errors=(404,))
-async def send_bulk_command(request: web.Request, body: s.BulkCommandIn) -> s.BulkCommandOut:
-    target = body.devices
-    result = await _commands(request).send_bulk(
-        body.type, body.args,
-        device_ids=target if isinstance(target, list) else None,
-        group=target.group if isinstance(target, s.GroupTarget) else None,
-        by=_who(request),
-    )
-    return s.BulkCommandOut(
-        created=[s.CommandOut.of(c) for c in result.created],
-        skipped=[s.SkippedDevice(**x) for x in result.skipped],
-    )
-
-
 @router.route("GET", "/devices/{id}/commands", summary="Command log of a device, each with its journal",
               tag="commands", scope="commands:read", query=s.CommandLogQuery, response=s.CommandPage)
 async def device_command_log(request: web.Request, id: int, query: s.CommandLogQuery) -> s.CommandPage:

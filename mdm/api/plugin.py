@@ -1,6 +1,7 @@
 """Registers the admin API, health, readiness, metrics and the OpenAPI document on the admin
-listener. Health, readiness and the document are public; /metrics (it tells the size of the fleet
-and of the queues) needs the ``metrics:read`` scope unless the peer is in ``api.metrics_allow``."""
+listener; builds the bulk-operation service (``BULK``) and runs its worker. Health, readiness
+and the document are public; /metrics (it tells the size of the fleet and of the queues) needs the
+``metrics:read`` scope unless the peer is in ``api.metrics_allow``."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from mdm.api import schemas as s
 from mdm.api.auth import TOKEN_CACHE, TokenCache
 from mdm.api.framework import ApiRouter
 from mdm.api.handlers import router as core_router
+from mdm.api.handlers_bulk import router as bulk_router
+from mdm.api.keys import BULK
 from mdm.core import fleet_metrics, metrics
+from mdm.core.bulk import BulkService
+from mdm.core.bulk_config import BulkConfig
 from mdm.db.engine import DatabaseUnavailable
 from mdm.server import peers
 from mdm.server.context import ServerContext, ctx_of
-from mdm.server.plugin import Plugin
+from mdm.server.plugin import Plugin, Worker
 
 OPENAPI_KEY = web.AppKey("mdm_openapi", str)
 METRICS_ALLOW = web.AppKey("mdm_metrics_allow", tuple)
@@ -64,7 +69,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 def admin_api(*feature_routers: ApiRouter) -> ApiRouter:
     """The whole admin API: these routes, the core resources and each feature's routers."""
-    return ApiRouter.combine(router, core_router, *feature_routers)
+    return ApiRouter.combine(router, core_router, bulk_router, *feature_routers)
 
 
 def openapi(api: ApiRouter) -> dict[str, object]:
@@ -81,4 +86,13 @@ def plugin(api: ApiRouter) -> Plugin:
         app[OPENAPI_KEY] = document
         api.install(app)
 
-    return Plugin(name="api", routes={"admin": install})
+    async def start_bulk(ctx: ServerContext) -> None:
+        settings = ctx.config.section(BulkConfig)
+        ctx.services[BULK] = BulkService(ctx.db, ctx.translators, ctx.pushers,
+                                         batch_size=settings.batch_size, idle_seconds=settings.idle_seconds)
+
+    async def run_bulk(ctx: ServerContext) -> None:
+        await ctx.services[BULK].run()
+
+    return Plugin(name="api", routes={"admin": install}, startup=[start_bulk],
+                  workers=[Worker("bulk", run_bulk)])

@@ -254,16 +254,6 @@ class CommandOut(BaseModel):
         )
 
 
-class SkippedDevice(BaseModel):
-    device: int
-    reason: str
-
-
-class BulkCommandOut(BaseModel):
-    created: list[CommandOut]
-    skipped: list[SkippedDevice]
-
-
 class CommandLogQuery(PageQuery):
     pass
 

@@ -1,0 +1,262 @@
+"""Bulk operations: one command sent to every device, a group (with its subgroups) or a list of ids.
+
+The request records the operation (state ``queuing``, how many devices it targets) in one
+transaction and answers at once; a worker (``run``) then queues it in batches of ``batch_size``
+devices in ascending device id (``bulk_queue.queue_batch``), ONE transaction per batch that also
+moves the operation's cursor and counters: a crash never leaves a half-recorded batch and a
+restart resumes exactly. Each batch locks the operation row first and checks its state and cursor,
+so that replicas sharing a PostgreSQL database never queue the same batch twice, and a recall
+stops the queuing at the next batch. After each batch commits, the pushers wake its devices with
+the reason ``bulk:<id>``; the push service reports accepted pushes back (``accepted``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import devices, events, library
+from mdm.core import store_bulk as store
+from mdm.core.bulk_queue import Plan, make_plan, queue_batch
+from mdm.core.errors import NotFound, ServiceError
+from mdm.core.event_types import BULK_COMMAND_CREATED, BULK_COMMAND_RECALLED
+from mdm.core.library import Translators
+from mdm.core.push import Pushers, bulk_id_of, bulk_reason
+from mdm.db.engine import Database
+from mdm.db.models import BulkOperation, BulkState, BulkTarget, CommandStatus, Device, utcnow
+
+log = logging.getLogger("mdm.bulk")
+
+DEFAULT_BATCH_SIZE = 2000
+FINISHED = (BulkState.QUEUED.value, BulkState.RECALLED.value, BulkState.FAILED.value)
+# Consecutive failures of one operation's batches before it is marked failed (a bug or a row
+# that cannot be written, not a database that went away for a moment).
+MAX_FAILURES = 5
+
+
+class NoTargets(ServiceError):
+    """The target matches no device: nothing is recorded."""
+
+    status = 422
+    code = "no_targets"
+
+
+@dataclass(frozen=True)
+class BulkView:
+    """An operation and the counts taken from its commands (delivered, completed, ...)."""
+
+    op: BulkOperation
+    by_status: dict[str, int]
+    delivered: int
+
+    def count(self, status: CommandStatus) -> int:
+        return self.by_status.get(status.value, 0)
+
+
+class BulkService:
+    def __init__(
+        self, db: Database, translators: Translators, pushers: Pushers, *,
+        batch_size: int = DEFAULT_BATCH_SIZE, idle_seconds: float = 5.0, view_ttl: float = 1.0,
+    ) -> None:
+        self.db = db
+        self.translators = translators
+        self.pushers = pushers
+        self.batch_size = batch_size
+        self.idle_seconds = idle_seconds
+        self.view_ttl = view_ttl
+        self._nudge = asyncio.Event()
+        self._plans: dict[int, Plan] = {}
+        self._failures: dict[int, int] = {}
+        self._views: dict[int, tuple[float, BulkView]] = {}
+        self._by: dict[int, str | None] = {}  # who asked for a recall in progress here
+
+    # ---- the request --------------------------------------------------------------------------
+    async def create(
+        self, type_name: str, args: dict[str, Any] | None, *, device_ids: Sequence[int] | None = None,
+        group: int | None = None, by: str | None,
+    ) -> BulkOperation:
+        """Record an operation for these devices, the devices of ``group`` and its subgroups, or
+        (neither given) every device enrolled now. Arguments are checked once, here."""
+        ctype = library.lookup(type_name)
+        args = dict(args or {})
+        self.translators.check_args(ctype, args)
+        public = args
+        for protocol in sorted(ctype.protocols):
+            if self.translators.get(protocol) is not None:
+                public = self.translators.public_args(ctype, args, Device(protocol=protocol.value))
+                break
+        wanted: list[int] = []
+        group_ids: list[int] | None = None
+        async with self.db.transaction() as session:
+            if device_ids is not None:
+                wanted = sorted(set(device_ids))
+                if not await store.count_known(session, wanted):
+                    raise NoTargets(f"none of the {len(wanted)} device id(s) given names a device")
+                target, max_id, targeted = BulkTarget.DEVICES, wanted[-1], len(wanted)
+            else:
+                if group is not None:
+                    group_ids = await devices.group_and_descendants(session, group)
+                max_id = await store.max_device_id(session)
+                targeted = await store.count_devices(session, max_id, group_ids)
+                if not targeted:
+                    raise NoTargets(f"group {group} and its subgroups have no device" if group is not None
+                                    else "there is no device to send it to")
+                target = BulkTarget.ALL if group is None else BulkTarget.GROUP
+            now = utcnow()
+            op = await store.add_operation(session, BulkOperation(
+                type=ctype.name, args=public, request_args=args, target=target.value, group_id=group,
+                group_ids=group_ids, state=BulkState.QUEUING.value, cursor=0, max_device_id=max_id,
+                targeted=targeted, queued=0, skipped=0, skipped_reasons={}, woken=0, recalled=0,
+                created_by=by, created_at=now, updated_at=now,
+            ), wanted)
+            events.emit(session, BULK_COMMAND_CREATED, bulk=op.id, command_type=ctype.name,
+                        target=target.value, group=group, targeted=targeted, created_by=by)
+        self._nudge.set()
+        return op
+
+    # ---- the worker ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """The worker: carry every unfinished operation on, one batch of each in turn (resumes
+        what a stopped server left queuing or recalling); sleep until nudged when idle."""
+        while True:
+            self._nudge.clear()
+            async with self.db.session() as session:
+                pending = await store.unfinished(session)
+            for bulk_id in pending:
+                await self.step(bulk_id)
+            if not pending:
+                try:
+                    await asyncio.wait_for(self._nudge.wait(), self.idle_seconds)
+                except TimeoutError:
+                    pass
+
+    async def step(self, bulk_id: int) -> bool:
+        """One batch of the operation (queuing or recalling); False once it has nothing left to
+        do. An error is logged and the batch retried at the next step; after ``MAX_FAILURES`` in a
+        row the operation is marked failed."""
+        try:
+            more = await self._step(bulk_id)
+        except Exception as exc:
+            failures = self._failures[bulk_id] = self._failures.get(bulk_id, 0) + 1
+            log.exception("bulk operation %d: a batch failed (%d in a row)", bulk_id, failures)
+            if failures >= MAX_FAILURES:
+                await self._fail(bulk_id, f"{type(exc).__name__}: {exc}"[:500])
+                return False
+            return True
+        self._failures.pop(bulk_id, None)
+        if not more:
+            self._plans.pop(bulk_id, None)
+        return more
+
+    async def _step(self, bulk_id: int) -> bool:
+        async with self.db.transaction() as session:
+            op = await store.get(session, bulk_id, for_update=True)
+            if op is None or op.state in FINISHED:
+                return False
+            if op.state == BulkState.RECALLING:
+                return await self._recall_batch(session, op)
+            plan = self._plans.get(bulk_id)
+            if plan is None:
+                plan = self._plans[bulk_id] = make_plan(op, self.translators)
+            outcome = await queue_batch(session, op, plan, self.translators, self.batch_size)
+        for protocol, ids in outcome.woken.items():
+            await self.pushers.wake(protocol, ids, bulk_reason(bulk_id))
+        return not outcome.done
+
+    async def _fail(self, bulk_id: int, error: str) -> None:
+        self._plans.pop(bulk_id, None)
+        self._failures.pop(bulk_id, None)
+        async with self.db.transaction() as session:
+            op = await store.get(session, bulk_id, for_update=True)
+            if op is not None and op.state not in FINISHED:
+                op.state, op.error, op.request_args = BulkState.FAILED.value, error, None
+                op.finished_at = op.updated_at = utcnow()
+
+    # ---- recall -------------------------------------------------------------------------------
+    async def recall(self, bulk_id: int, *, by: str | None) -> BulkOperation:
+        """Stop queuing and remove, in batches, every command of the operation still queued and
+        never delivered (those the devices hold are left to finish). Idempotent: a recalled
+        operation is answered as it is."""
+        async with self.db.transaction() as session:
+            op = await self._get(session, bulk_id, for_update=True)
+            if op.state != BulkState.RECALLED:
+                op.state = BulkState.RECALLING.value
+                op.request_args = None
+                op.updated_at = utcnow()
+        self._by[bulk_id] = by
+        while await self.step(bulk_id):
+            pass
+        self._views.pop(bulk_id, None)
+        async with self.db.session() as session:
+            return await self._get(session, bulk_id)
+
+    async def _recall_batch(self, session: AsyncSession, op: BulkOperation) -> bool:
+        by = self._by.get(op.id)
+        now = utcnow()
+        detail = f"recalled by {by or 'unknown'} before delivery (bulk operation {op.id})"
+        removed = await store.recall_batch(session, op.id, self.batch_size, now, detail)
+        op.recalled += len(removed)
+        op.updated_at = now
+        if removed:
+            events.emit(session, BULK_COMMAND_RECALLED, bulk=op.id, command_type=op.type, count=len(removed),
+                        commands=[(r.device_id, r.guid) for r in removed], by=by)
+        if len(removed) < self.batch_size:
+            op.state = BulkState.RECALLED.value
+            op.finished_at = now
+            self._by.pop(op.id, None)
+            return False
+        return True
+
+    # ---- reading ------------------------------------------------------------------------------
+    async def _get(self, session: AsyncSession, bulk_id: int, *, for_update: bool = False) -> BulkOperation:
+        op = await store.get(session, bulk_id, for_update=for_update)
+        if op is None:
+            raise NotFound(f"no bulk operation {bulk_id}")
+        return op
+
+    async def view(self, bulk_id: int) -> BulkView:
+        """The operation with its commands' counts, cached ``view_ttl`` seconds per operation so
+        that a polling progress bar costs one GROUP BY a second at most."""
+        cached = self._views.get(bulk_id)
+        if cached is not None and time.monotonic() - cached[0] < self.view_ttl:
+            return cached[1]
+        async with self.db.session() as session:
+            op = await self._get(session, bulk_id)
+            by_status, delivered = await store.status_counts(session, bulk_id)
+        view = BulkView(op, by_status, delivered)
+        if len(self._views) > 1000:
+            self._views.clear()
+        self._views[bulk_id] = (time.monotonic(), view)
+        return view
+
+    async def skipped(self, bulk_id: int, *, after: int, limit: int) -> list[tuple[int, str]]:
+        async with self.db.session() as session:
+            await self._get(session, bulk_id)
+            return await store.skipped_page(session, bulk_id, after=after, limit=limit)
+
+    async def page(self, *, limit: int, before_id: int | None) -> list[BulkOperation]:
+        async with self.db.session() as session:
+            return await store.page(session, limit=limit, before_id=before_id)
+
+    # ---- PushReceipts -------------------------------------------------------------------------
+    async def accepted(self, by_reason: Mapping[str, int]) -> None:
+        """Count the wake-ups the push provider accepted for bulk operations (other reasons are
+        not ours); one UPDATE per operation. Never raises: the push worker must go on."""
+        counts: dict[int, int] = {}
+        for reason, n in by_reason.items():
+            bulk_id = bulk_id_of(reason)
+            if bulk_id is not None and n > 0:
+                counts[bulk_id] = counts.get(bulk_id, 0) + n
+        if not counts:
+            return
+        try:
+            async with self.db.transaction() as session:
+                await store.add_woken(session, counts)
+        except Exception:
+            log.exception("counting accepted wake-ups of bulk operations %s failed", sorted(counts))

@@ -1,0 +1,164 @@
+"""One batch of a bulk operation (``mdm.core.bulk``), inside the caller's transaction.
+
+The targets after the cursor are read with a few columns; each is classified by the translation of
+its *variant* (the translator's ``bulk_key``: devices with the same key get the same payload, so a
+fleet of one OS model is translated once), or translated one by one from an ORM load when the
+translation reads per-device detail; then the commands are written by one multi-row
+INSERT ... ON CONFLICT DO NOTHING (the one-active-per-type rule: a device that already has one is
+skipped), their queue and journal rows by INSERT ... SELECT, the skipped rows, one
+``commands_created`` event, and the operation's cursor and counters, all in that transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Hashable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events, library, store_devices
+from mdm.core import store_bulk as store
+from mdm.core.errors import InvalidArgument, Unsupported
+from mdm.core.event_types import BULK_COMMAND_QUEUED, COMMANDS_CREATED
+from mdm.core.library import BulkKey, CommandType, DeviceFacts, Translators
+from mdm.db.models import BulkOperation, BulkState, CommandStatus, Device, Protocol, utcnow
+
+NO_SUCH_DEVICE = "no such device"
+NO_HANDLER = "queued; no protocol handler is registered yet, delivery waits for one"
+
+
+@dataclass(frozen=True, slots=True)
+class Variant:
+    """What every device of one variant gets: its payload and stored arguments, or why not."""
+
+    payload: dict[str, Any] | None
+    public_args: dict[str, Any] | None
+    reason: str | None = None
+
+
+@dataclass
+class Plan:
+    """The translation state of one operation, kept between its batches by this process."""
+
+    ctype: CommandType
+    args: dict[str, Any]
+    keys: dict[int, BulkKey | None]
+    variants: dict[tuple[int, Hashable], Variant] = field(default_factory=dict)
+
+    @property
+    def attributes(self) -> bool:
+        return any(k is not None and k.attributes for k in self.keys.values())
+
+
+def make_plan(op: BulkOperation, translators: Translators) -> Plan:
+    ctype = library.lookup(op.type)
+    args = dict(op.request_args or {})
+    keys = {p.value: translators.bulk_key(ctype, args, p) for p in ctype.protocols}
+    return Plan(ctype, args, keys)
+
+
+def _translate(plan: Plan, translators: Translators, device: Device) -> Variant:
+    try:
+        payload = translators.translate(plan.ctype, plan.args, device)
+    except (Unsupported, InvalidArgument) as exc:
+        return Variant(None, None, exc.message)
+    return Variant(payload, translators.public_args(plan.ctype, plan.args, device))
+
+
+def _unsupported(ctype: CommandType, protocol: int) -> str:
+    return f"{ctype.name} is not supported on {Protocol(protocol).name.lower()} devices"
+
+
+@dataclass
+class BatchOutcome:
+    done: bool  # the operation has no target left (or is no longer queuing)
+    woken: dict[int, list[int]] = field(default_factory=dict)  # protocol -> device ids queued
+
+
+async def queue_batch(
+    session: AsyncSession, op: BulkOperation, plan: Plan, translators: Translators, batch_size: int
+) -> BatchOutcome:
+    """One batch of ``op`` (row-locked by the caller and still queuing)."""
+    ctype = plan.ctype
+    rows = await store.batch_targets(session, op, batch_size, attributes=plan.attributes)
+    per_device = [r.id for r in rows if r.protocol in plan.keys and plan.keys[r.protocol] is None]
+    loaded = {d.id: d for d in await store_devices.devices_by_id(session, per_device)} if per_device else {}
+    now = utcnow()
+    skipped: list[tuple[int, str]] = []
+    inserts: list[dict[str, Any]] = []
+    protocols: dict[int, int] = {}
+    for row in rows:
+        if row.protocol is None:
+            skipped.append((row.id, NO_SUCH_DEVICE))
+            continue
+        if row.protocol not in plan.keys:
+            skipped.append((row.id, _unsupported(ctype, row.protocol)))
+            continue
+        key = plan.keys[row.protocol]
+        if key is None:
+            device = loaded.get(row.id)
+            if device is None:  # deleted between the two reads (PostgreSQL, read committed)
+                skipped.append((row.id, NO_SUCH_DEVICE))
+                continue
+            variant = _translate(plan, translators, device)
+        else:
+            facts = DeviceFacts(row.id, row.protocol, row.os_name, row.model, row.attributes or {})
+            vkey = (row.protocol, key.key(facts))
+            found = plan.variants.get(vkey)
+            if found is None:
+                found = plan.variants[vkey] = _translate(plan, translators, facts.as_device())
+            variant = found
+        if variant.reason is not None:
+            skipped.append((row.id, variant.reason))
+            continue
+        protocols[row.id] = row.protocol
+        inserts.append({
+            "guid": str(uuid.uuid4()).upper(), "device_id": row.id, "type": ctype.name,
+            "args": variant.public_args, "payload": variant.payload, "flags": 0, "priority": ctype.priority,
+            "status": CommandStatus.PROCESSING.value, "result_info": None, "result_data": None,
+            "created_by": op.created_by, "created_at": now, "updated_at": now, "delivered_at": None,
+            "finished_at": None, "attempts": 0, "active": True, "bulk_id": op.id,
+        })
+    created = await store.insert_commands(session, inserts)
+    outcome = BatchOutcome(done=len(rows) < batch_size)
+    if created:
+        no_handler = [p.value for p in ctype.protocols if translators.get(p) is None]
+        await store.queue_and_journal(
+            session, op.id, min(c.id for c in created), max(c.id for c in created), now,
+            f"queued (bulk operation {op.id})", no_handler, f"{NO_HANDLER} (bulk operation {op.id})",
+        )
+        events.emit(session, COMMANDS_CREATED, bulk=op.id, command_type=ctype.name, count=len(created),
+                    commands=[(c.device_id, c.guid) for c in created])
+        for c in created:
+            outcome.woken.setdefault(protocols[c.device_id], []).append(c.device_id)
+    if len(created) < len(inserts):
+        got = {c.device_id for c in created}
+        busy = f"already has an active {ctype.name} command"
+        skipped += [(r["device_id"], busy) for r in inserts if r["device_id"] not in got]
+    skipped.sort()
+    await store.add_skipped(session, op.id, skipped)
+    if rows:
+        op.cursor = rows[-1].id
+    op.queued += len(created)
+    op.skipped += len(skipped)
+    if skipped:
+        reasons = dict(op.skipped_reasons or {})
+        for _, reason in skipped:
+            reasons[reason] = reasons.get(reason, 0) + 1
+        op.skipped_reasons = reasons
+    op.updated_at = now
+    if outcome.done:
+        finish_queuing(session, op)
+    return outcome
+
+
+def finish_queuing(session: AsyncSession, op: BulkOperation) -> None:
+    """Every target is done: devices deleted since the request are no longer counted."""
+    op.state = BulkState.QUEUED.value
+    op.targeted = op.queued + op.skipped
+    op.finished_at = op.updated_at = utcnow()
+    op.request_args = None  # may hold secrets; the commands carry what they need
+    events.emit(session, BULK_COMMAND_QUEUED, bulk=op.id, command_type=op.type, targeted=op.targeted,
+                queued=op.queued, skipped=op.skipped, skipped_reasons=dict(op.skipped_reasons or {}))
