@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
@@ -57,15 +59,45 @@ async def list_devices(
         session,
         limit=limit + 1,
         after_id=after_id,
-        protocol=None if protocol is None else Protocol[protocol.upper()].value,
-        status=status,
-        user=user,
-        group_ids=None if group is None else await group_and_descendants(session, group),
-        q=q,
+        **await _filters(session, protocol=protocol, status=status, user=user, group=group, q=q),
     )
     more = len(rows) > limit
     rows = rows[:limit]
     return rows, (rows[-1][0].id if more and rows else None)
+
+
+async def count_devices(
+    session: AsyncSession,
+    *,
+    protocol: str | None = None,
+    status: str | None = None,
+    user: str | None = None,
+    group: int | None = None,
+    q: str | None = None,
+) -> int:
+    """How many devices ``list_devices`` with these filters pages through (all pages). Costs a
+    pass over the matching index entries (a scan of the table for ``q``): ask only when shown."""
+    return await store.count_devices(
+        session, **await _filters(session, protocol=protocol, status=status, user=user, group=group, q=q)
+    )
+
+
+async def _filters(
+    session: AsyncSession,
+    *,
+    protocol: str | None,
+    status: str | None,
+    user: str | None,
+    group: int | None,
+    q: str | None,
+) -> dict[str, Any]:
+    return {
+        "protocol": None if protocol is None else Protocol[protocol.upper()].value,
+        "status": status,
+        "user": user,
+        "group_ids": None if group is None else await group_and_descendants(session, group),
+        "q": q,
+    }
 
 
 async def active_command_count(session: AsyncSession, device_id: int) -> int:

@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, TypeVar
 
-from sqlalchemy import Row, func, or_, select
+from sqlalchemy import Row, Select, func, or_, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, Group, User
+
+_S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
 # ---- devices ------------------------------------------------------------------------------------
 
@@ -23,6 +26,38 @@ async def delete_device(session: AsyncSession, row: Device) -> None:
 
 async def user_name(session: AsyncSession, user_id: int) -> str | None:
     return await session.scalar(select(User.name).where(User.id == user_id))
+
+
+def _filtered(
+    stmt: _S,
+    *,
+    protocol: int | None,
+    status: str | None,
+    user: str | None,
+    group_ids: Sequence[int] | None,
+    q: str | None,
+) -> _S:
+    """``stmt`` (over ``devices``) with the list filters; the owner by name through a scalar
+    subquery (one index look-up, no join)."""
+    if protocol is not None:
+        stmt = stmt.where(Device.protocol == protocol)
+    if status is not None:
+        stmt = stmt.where(Device.status == status)
+    if user is not None:
+        stmt = stmt.where(Device.user_id == select(User.id).where(User.name == user).scalar_subquery())
+    if group_ids is not None:
+        stmt = stmt.where(Device.group_id.in_(group_ids))
+    if q:
+        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        like = f"%{escaped}%"
+        stmt = stmt.where(
+            or_(
+                Device.name.ilike(like, escape="\\"),
+                Device.serial_number.ilike(like, escape="\\"),
+                Device.identifier.ilike(like, escape="\\"),
+            )
+        )
+    return stmt
 
 
 async def device_page(
@@ -40,25 +75,29 @@ async def device_page(
     stmt = select(Device, User.name).outerjoin(User, User.id == Device.user_id).order_by(Device.id)
     if after_id is not None:
         stmt = stmt.where(Device.id > after_id)
-    if protocol is not None:
-        stmt = stmt.where(Device.protocol == protocol)
-    if status is not None:
-        stmt = stmt.where(Device.status == status)
-    if user is not None:
-        stmt = stmt.where(User.name == user)
-    if group_ids is not None:
-        stmt = stmt.where(Device.group_id.in_(group_ids))
-    if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{escaped}%"
-        stmt = stmt.where(
-            or_(
-                Device.name.ilike(like, escape="\\"),
-                Device.serial_number.ilike(like, escape="\\"),
-                Device.identifier.ilike(like, escape="\\"),
-            )
-        )
+    stmt = _filtered(stmt, protocol=protocol, status=status, user=user, group_ids=group_ids, q=q)
     return [(r[0], r[1]) for r in (await session.execute(stmt.limit(limit))).all()]
+
+
+async def count_devices(
+    session: AsyncSession,
+    *,
+    protocol: int | None = None,
+    status: str | None = None,
+    user: str | None = None,
+    group_ids: Sequence[int] | None = None,
+    q: str | None = None,
+) -> int:
+    """How many devices the filters of ``device_page`` match (every page together)."""
+    stmt = _filtered(
+        select(func.count()).select_from(Device),
+        protocol=protocol,
+        status=status,
+        user=user,
+        group_ids=group_ids,
+        q=q,
+    )
+    return int((await session.execute(stmt)).scalar_one())
 
 
 async def devices_by_id(session: AsyncSession, device_ids: Sequence[int]) -> list[Device]:
