@@ -114,6 +114,76 @@ def register(sub: Subparsers) -> None:
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_ios)
     _register_push(kinds)
+    _register_fleet(kinds)
+
+
+FLEET_HELP = """Prepare N enrolled iOS devices straight into the tables of a local server (kept in
+--data-dir and reused), point its APNs client at the contract fake, then measure: (b) a bulk
+command to all devices until queued, (c) until every wake-up is accepted, (d) M simulated devices
+answering when woken (time to 50/99/100 %), (e) idle polls, (f) GET /devices pages, (g) a
+check-in storm and cold first polls after a restart; server RSS every second, CPU per operation."""
+
+
+def _register_fleet(kinds: Any) -> None:
+    b = kinds.add_parser(
+        "fleet",
+        help="a fleet of N devices: bulk command, wake-ups, answers, idle polls, pages, check-in storm",
+        description=FLEET_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--devices", type=int, required=True, help="enrolled devices to prepare (N)")
+    b.add_argument("--answering", type=int,
+                   help="simulated devices that answer when woken (default min(N, 10000))")
+    b.add_argument("--data-dir", type=Path, required=True,
+                   help="the prepared server data (kept: later runs with the same N reuse the fleet)")
+    b.add_argument("--database-url", default="",
+                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
+    b.add_argument("--key-type", choices=("rsa", "ec"), default="rsa",
+                   help="the pool of 64 device keys (first preparation only; default rsa)")
+    b.add_argument("--plain", action="store_true", help="the iOS listener in plain-HTTP mode")
+    b.add_argument("--command", default="Block", help="the bulk command type (default Block)")
+    b.add_argument("--concurrency", type=int, default=50, help="simulated devices' connections (default 50)")
+    b.add_argument("--idle-seconds", type=float, default=15.0, help="length of the idle-poll phase")
+    b.add_argument("--timeout", type=float, default=900.0,
+                   help="seconds allowed for bulk queuing, wake-ups and answers together (default 900)")
+    b.add_argument("--skip", action="append", choices=("idle", "pages", "storm"), default=[],
+                   help="skip a phase (repeatable)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=run_fleet)
+
+
+def run_fleet(args: argparse.Namespace) -> int:
+    from mdm.bench import fleet, fleet_apns, fleet_phases, fleet_prepare
+    from mdm.bench.local import LocalServerError
+
+    if args.devices < 1 or (args.answering is not None and args.answering < 0) or args.concurrency < 1:
+        raise CliError("--devices and --concurrency must be >= 1, --answering >= 0", exit_code=2)
+    options = fleet.Options(
+        devices=args.devices, data_dir=args.data_dir, answering=args.answering,
+        database_url=args.database_url, key_type=args.key_type, plain=args.plain, command=args.command,
+        concurrency=args.concurrency, idle_seconds=args.idle_seconds, timeout=args.timeout,
+        skip=tuple(args.skip),
+    )
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        report = asyncio.run(_cancel_on_sigterm(fleet.run(options, say)))
+    except asyncio.CancelledError:
+        raise CliError("stopped by SIGTERM", exit_code=143) from None
+    except (fleet.FleetBenchError, fleet_prepare.FleetPrepareError) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    except (LocalServerError, fleet_apns.FakeApnsError, fleet_phases.PhaseError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.as_dict(), indent=2, default=sorted) if args.json else fleet.render(report))
+    return 0
 
 
 def _register_push(kinds: Any) -> None:

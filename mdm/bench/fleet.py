@@ -1,0 +1,235 @@
+"""``mdm bench fleet``: a fleet of N enrolled iOS devices on one local server.
+
+Phases, each timed, the server's RSS sampled every second and its CPU read from /proc:
+  (a) prepare  N devices written straight to the tables (``fleet_prepare``; reused when the data
+               directory already holds them), the APNs contract fake started as the server's
+               gateway, ``mdm serve`` started;
+  (b) bulk     ``POST /api/v1/commands {"devices": "all", "type": "Block"}``: time until every
+               device is queued (``GET /api/v1/bulk/{id}``), and RSS meanwhile;
+  (c) wake-ups time from the request until the fake accepted a push for every device;
+  (d) answers  M simulated devices poll when the fake accepts their push and answer with signed
+               messages: time to 50 / 99 / 100 % of them completed, round trips per second;
+  (e) idle     idle polls from the answering devices at N enrolled;
+  (f) pages    ``GET /api/v1/devices``: first page, a deep page, filters;
+  (g) storm    Authenticate + TokenUpdate for the M devices; then a restart and their cold
+               first polls.
+The bulk operation is recalled at the end (what the silent devices did not fetch), so that the
+next run on the same data directory starts from the same state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+
+from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, local
+from mdm.bench.fleet_prepare import KeyType
+from mdm.bench.phases import Admin
+from mdm.bench.progress import Progress
+from mdm.bench.stats import rss_kib
+from mdm.config_sections import load as load_config
+from mdm.db.engine import Database
+from mdm.push.topic import read_topic
+from mdm.sim.fleet import Fleet
+
+Say = fleet_phases.Say
+
+
+class FleetBenchError(Exception):
+    pass
+
+
+@dataclass
+class Options:
+    devices: int
+    data_dir: Path
+    answering: int | None = None  # default min(devices, 10,000)
+    database_url: str = ""
+    key_type: KeyType = "rsa"
+    plain: bool = False
+    command: str = "Block"
+    concurrency: int = 50  # simulated devices' connections
+    idle_seconds: float = 15.0
+    page_repeat: int = 5
+    timeout: float = 900.0  # for (b)-(d) together
+    skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm
+
+
+@dataclass
+class Report:
+    setup: dict[str, Any] = field(default_factory=dict)
+    prepare: dict[str, Any] = field(default_factory=dict)
+    bulk: dict[str, Any] = field(default_factory=dict)
+    wakeups: dict[str, Any] = field(default_factory=dict)
+    answers: dict[str, Any] = field(default_factory=dict)
+    idle: dict[str, Any] = field(default_factory=dict)
+    pages: dict[str, Any] = field(default_factory=dict)
+    storm: dict[str, Any] = field(default_factory=dict)
+    cold_polls: dict[str, Any] = field(default_factory=dict)
+    recall: dict[str, Any] = field(default_factory=dict)
+    rss_mib: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in vars(self).items() if v}
+
+
+def answering_count(options: Options) -> int:
+    return min(options.devices, options.answering if options.answering is not None else 10_000)
+
+
+async def run(options: Options, say: Say) -> Report:
+    if options.devices < 1 or (options.answering is not None and options.answering < 0):
+        raise FleetBenchError("--devices must be >= 1 and --answering >= 0")
+    report = Report()
+    data_dir = options.data_dir
+    say(f"preparing {data_dir}...")
+    config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url,
+                                     plain=options.plain, pool_size=10)
+    async with fleet_apns.running(data_dir) as fake:
+        fleet_apns.configure(data_dir, fake.info)
+        config = load_config(data_dir, env=local._env(data_dir), require_file=True)
+        topic = read_topic(config).topic
+        t0 = time.perf_counter()
+        progress = Progress(say, "(a) prepare devices", options.devices, interval=5.0)
+        prepared = await fleet_prepare.prepare(config, options.devices, topic=topic,
+                                               key_type=options.key_type, progress=progress.update)
+        if prepared.added:
+            progress.finish()
+        rate = round(prepared.added / prepared.seconds, 1) if prepared.added else None
+        report.prepare = {"devices": prepared.devices, "added": prepared.added, "seconds": prepared.seconds,
+                          "per_second": rate, "key_type": prepared.key_type}
+        members = await fleet_prepare.driven_members(config, answering_count(options))
+        group_id = await _group(config)
+        report.prepare["members_loaded_s"] = round(time.perf_counter() - t0 - prepared.seconds, 1)
+        server = local.LocalServer(config)
+        say("starting mdm serve...")
+        await server.start(wait_s=300)
+        report.setup = {"devices": options.devices, "answering": len(members), "data_dir": str(data_dir),
+                        "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
+                        "transport": "plain HTTP" if options.plain else "TLS", "command": options.command,
+                        "server_pid": server.pid, "apns_fake_pid": fake.pid}
+        report.rss_mib["start"] = _rss(server.pid)
+        roots = [x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())]
+        admin = Admin(server.url("admin"), local.admin_token(data_dir), roots)
+        try:
+            await _measure(options, report, server, admin, fake, members, group_id, topic, roots, say)
+        finally:
+            await admin.close()
+            await server.stop()
+    return report
+
+
+async def _measure(options: Options, report: Report, server: local.LocalServer, admin: Admin,
+                   fake: fleet_apns.FakeProcess, members: list[Any], group_id: int | None, topic: str,
+                   roots: list[x509.Certificate], say: Say) -> None:
+    ios = server.url("ios")
+
+    def new_fleet() -> Fleet:
+        return Fleet(members, server_url=f"{ios}/mdm/server", checkin_url=f"{ios}/mdm/checkin", topic=topic,
+                     trusted_roots=roots, concurrency=options.concurrency)
+
+    async with fleet_phases.monitoring(server.pid) as monitor, new_fleet() as fleet:
+        say(f"(b) bulk {options.command} to all {options.devices} devices; "
+            f"{len(members)} answer when woken...")
+        phases = await fleet_phases.bulk_and_answers(
+            admin, fake, fleet, members, devices=options.devices, command=options.command,
+            concurrency=options.concurrency, limit_s=options.timeout, say=say, pid=server.pid,
+            monitor=monitor)
+        report.bulk, report.wakeups, report.answers = phases["bulk"], phases["wakeups"], phases["answers"]
+        report.rss_mib["after_bulk"] = _rss(server.pid)
+        # Idle polls and the storm use the devices that answered: their queues are empty.
+        answered = [m for m in members if m.udid in phases["answered"]]
+        if "idle" not in options.skip and answered:
+            report.idle = await fleet_phases.idle(fleet, answered, duration=options.idle_seconds,
+                                                  concurrency=options.concurrency, say=say, pid=server.pid)
+        if "pages" not in options.skip:
+            first_id = min((m.device_id for m in members if m.device_id is not None), default=1)
+            report.pages = await fleet_phases.pages(
+                admin, devices=options.devices, first_id=first_id, group_id=group_id,
+                probe=fleet_prepare.udid(options.devices // 2)[:-2], repeat=options.page_repeat, say=say)
+        if "storm" not in options.skip and answered:
+            report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
+        bulk_id = report.bulk.get("bulk_id")
+        if bulk_id is not None:
+            say("recalling what the silent devices did not fetch...")
+            status = await fleet_phases.recall(admin, int(bulk_id))
+            report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
+        report.rss_mib["peak"] = round(rss_kib(server.pid).get("VmHWM", 0) / 1024, 1)
+        report.rss_mib["end"] = _rss(server.pid)
+    if "storm" not in options.skip and answered:
+        say("restarting mdm serve for cold polls...")
+        await server.stop()
+        await server.start(wait_s=300)
+        async with new_fleet() as fleet:
+            report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say, pid=server.pid)
+        report.rss_mib["after_cold_polls"] = _rss(server.pid)
+
+
+async def _group(config: Any) -> int | None:
+    from mdm.bench import store_fleet
+
+    db = Database(config.database_url, 1)
+    try:
+        async with db.session() as session:
+            return await store_fleet.group_id(session, fleet_prepare.GROUP)
+    finally:
+        await db.close()
+
+
+def _rss(pid: int) -> float:
+    return round(rss_kib(pid).get("VmRSS", 0) / 1024, 1)
+
+
+def render(report: Report) -> str:
+    setup, p, b, w, a = report.setup, report.prepare, report.bulk, report.wakeups, report.answers
+    lines = [f"mdm bench fleet: {setup.get('devices'):,} devices ({setup.get('answering'):,} answering), "
+             f"{setup.get('database')}, {setup.get('transport')}, {setup.get('data_dir')}"]
+    if p:
+        lines.append(f"(a) prepare: {p['added']:,} added in {p['seconds']}s"
+                     + (f" ({p['per_second']:,}/s)" if p.get("per_second") else " (reused)")
+                     + f", {p['key_type']} device keys")
+    if b:
+        rss = b.get("rss", {})
+        lines.append(f"(b) bulk {setup.get('command')} [{b['api']}]: all queued in {b['queued_s']}s "
+                     f"({b['queued_per_s']}/s), server CPU {b['server_cpu_us_per_device']} µs/device; "
+                     f"RSS {rss.get('start_mib')} -> peak {rss.get('peak_mib')} -> {rss.get('end_mib')} MiB")
+        status = b.get("status", {})
+        counts = {k: status[k] for k in ("state", "targeted", "queued", "skipped", "woken", "delivered",
+                                         "completed", "failed") if k in status}
+        lines.append(f"    bulk status: {counts}")
+    if w:
+        lines.append(f"(c) wake-ups: all accepted by the APNs fake {w['accepted_s']}s after the request "
+                     f"({w['per_s']}/s)")
+    if a:
+        lines.append(f"(d) answers: {a['completed']:,}/{a['answering']:,} completed; "
+                     f"50% at {a['p50_done_s']}s, 99% at {a['p99_done_s']}s, 100% at {a['all_done_s']}s; "
+                     f"{a['round_trips_per_s']} round "
+                     f"trips/s, server CPU {a['server_cpu_ms_per_round_trip']} ms each"
+                     + (" (overlapping queuing/pushing)" if a.get("overlaps_queuing_or_pushing") else "")
+                     + f"; woken->answered p99 {a['p99_ms']} ms, max {a['max_ms']} ms; errors {a['errors']}")
+    if report.idle:
+        i = report.idle
+        lines.append(f"(e) idle polls: {i['per_second']:,}/s, p99 {i['p99_ms']} ms, max {i['max_ms']} ms, "
+                     f"server CPU {i.get('server_cpu_us_per_poll')} µs/poll; errors {i['errors']}")
+    if report.pages:
+        lines.append("(f) GET /devices: " + "; ".join(
+            f"{name} {v['p50_ms']}/{v['max_ms']} ms ({v['items']})" for name, v in report.pages.items())
+            + "  [p50/max, items]")
+    if report.storm:
+        g = report.storm
+        lines.append(f"(g) check-in storm: {g['messages_per_s']:,} messages/s ({g['devices']:,} devices in "
+                     f"{g['seconds']}s), server CPU {g['server_cpu_ms_per_message']} ms/message; "
+                     f"errors {g['errors']}")
+    if report.cold_polls:
+        c = report.cold_polls
+        lines.append(f"    cold first polls after a restart: {c['per_second']:,}/s, p99 {c['p99_ms']} ms, "
+                     f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}")
+    if report.recall:
+        lines.append(f"    recall at the end: {report.recall}")
+    lines.append("server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report.rss_mib.items()))
+    return "\n".join(lines)

@@ -1,0 +1,109 @@
+"""The APNs contract fake for ``mdm bench fleet``: a subprocess (its CPU and memory its own) whose
+certificates live in the data directory (``bench/apns``: the same push topic on every run, so a
+prepared fleet stays valid), the server's ``[apns]`` pointed at it, and its control endpoint read
+for the accepted-push counter and the pushes to the devices the simulator drives."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import socket
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import tomlkit
+
+from mdm.config import CONFIG_FILE
+
+CERT_DIR = "bench/apns"
+# The synthetic fleet is never "silent" to the daily sweep (it would push every device at start).
+SILENT_AFTER_HOURS = 24 * 365 * 10
+
+
+class FakeApnsError(Exception):
+    pass
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class FakeProcess:
+    process: asyncio.subprocess.Process
+    info: dict[str, Any]
+    control: str
+    http: aiohttp.ClientSession
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def stats(self) -> dict[str, Any]:
+        async with self.http.get(f"{self.control}/stats") as response:
+            return dict(await response.json())
+
+    async def watch(self, tokens: list[str]) -> None:
+        for start in range(0, len(tokens), 10_000):
+            async with self.http.post(f"{self.control}/control",
+                                      json={"action": "watch", "tokens": tokens[start:start + 10_000]}) as r:
+                if r.status != 200:
+                    raise FakeApnsError(f"the APNs fake refused the watch list: {await r.text()}")
+
+    async def woken(self, after: int) -> tuple[list[str], int]:
+        async with self.http.get(f"{self.control}/woken", params={"after": str(after)}) as response:
+            body = await response.json()
+        return list(body["tokens"]), int(body["next"])
+
+
+@contextlib.asynccontextmanager
+async def running(data_dir: Path) -> AsyncIterator[FakeProcess]:
+    """The fake in a subprocess with its control endpoint; stopped (and waited for) on exit."""
+    port = _free_port()
+    fake = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mdm.devfakes.run_apns", "--cert-dir", str(data_dir / CERT_DIR), "--quiet",
+        "--control-port", str(port), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
+    try:
+        assert fake.stdout is not None and fake.stderr is not None
+        line = await fake.stdout.readline()
+        if not line:
+            problem = (await fake.stderr.read()).decode(errors="replace")[-2000:]
+            raise FakeApnsError(f"the APNs fake did not start: {problem}")
+        yield FakeProcess(fake, json.loads(line), f"http://127.0.0.1:{port}", http)
+    finally:
+        await http.close()
+        if fake.returncode is None:
+            fake.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await fake.communicate()
+        except TimeoutError:
+            fake.kill()
+            await fake.wait()
+
+
+def configure(data_dir: Path, info: dict[str, Any]) -> None:
+    """Point the server's ``[apns]`` at the fake (its client certificate is the push certificate:
+    its subject UID is the topic) and keep the daily sweep off the synthetic fleet."""
+    path = data_dir / CONFIG_FILE
+    doc = tomlkit.parse(path.read_text())
+    if "apns" not in doc:
+        doc["apns"] = tomlkit.table()
+    apns = doc["apns"]
+    apns["certificate_file"] = info["client_cert"]
+    apns["key_file"] = info["client_key"]
+    apns["base_url"] = info["url"]
+    apns["ca_file"] = info["ca_file"]
+    if "push" not in doc:
+        doc["push"] = tomlkit.table()
+    doc["push"]["silent_after_hours"] = SILENT_AFTER_HOURS
+    path.write_text(tomlkit.dumps(doc))
