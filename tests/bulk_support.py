@@ -26,8 +26,9 @@ async def wait_bulk(api: httpx.AsyncClient, bulk_id: int, *, timeout: float = 60
             await asyncio.sleep(0.05)
 
 
-async def send_bulk(api: httpx.AsyncClient, devices: object, type_: str, args: dict[str, Any] | None = None,
-                    ) -> dict[str, Any]:
+async def send_bulk(
+    api: httpx.AsyncClient, devices: object, type_: str, args: dict[str, Any] | None = None
+) -> dict[str, Any]:
     r = await api.post("/api/v1/commands", json={"devices": devices, "type": type_, "args": args or {}})
     assert r.status_code == 202, r.text
     body = r.json()
@@ -36,14 +37,15 @@ async def send_bulk(api: httpx.AsyncClient, devices: object, type_: str, args: d
 
 
 async def add_devices(
-    db: Database, n: int, protocol: Protocol = Protocol.IOS, *, prefix: str = "dev", group_id: int | None = None,
-    os_name: str | None = "iOS",
+    db: Database, n: int, protocol: Protocol = Protocol.IOS, *, prefix: str = "dev",
+    group_id: int | None = None, os_name: str | None = "iOS",
 ) -> list[int]:
     """``n`` device rows by one multi-row INSERT; their ids."""
     async with db.transaction() as session:
         await session.execute(insert(Device), [
-            {"protocol": protocol.value, "identifier": f"{prefix}-{i}", "group_id": group_id, "os_name": os_name,
-             "inventory": {}, "attributes": {}, "status": "ok", "supported_commands": 0, "push_valid": False}
+            {"protocol": protocol.value, "identifier": f"{prefix}-{i}", "group_id": group_id,
+             "os_name": os_name, "inventory": {}, "attributes": {}, "status": "ok", "supported_commands": 0,
+             "push_valid": False}
             for i in range(n)
         ])
         rows = await session.scalars(

@@ -172,7 +172,8 @@ async def test_scopes(api: httpx.AsyncClient, db, scopes, method, path, body, al
     headers = await token_with(db, "scoped", *scopes)
     r = await api.request(method, path, json=body, headers=headers)
     if allowed:
-        assert r.status_code < 300, r.text
+        # A bulk command to an empty fleet gets past the scope check and is then refused (422).
+        assert r.status_code < 300 or err(r)["code"] == "no_targets", r.text
     else:
         assert r.status_code == 403
         assert err(r)["code"] == "forbidden" and "lacks scope" in err(r)["message"]

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bulk_support import send_bulk
 from sqlalchemy import func, select
 
 from mdm.core import command_service
@@ -72,16 +73,15 @@ async def test_bulk_enqueue_wakes_each_protocol_once_after_commit(
 ) -> None:
     kes = [await _device(db, Protocol.KES, f"kes-{i}") for i in range(3)]
     eas = await _device(db, Protocol.EAS, "eas-1")
-    r = await api.post("/api/v1/commands", json={"type": "RefreshDeviceInfo", "devices": [*kes, eas, 999999]})
-    assert r.status_code == 201, r.text
-    assert len(r.json()["created"]) == 4
-    assert pushers[Protocol.KES].calls == [(kes, "command", 3)]
-    assert pushers[Protocol.EAS].calls == [([eas], "command", 1)]
+    op = await send_bulk(api, [*kes, eas, 999999], "RefreshDeviceInfo")
+    assert (op["queued"], op["skipped"]) == (4, 1)
+    reason = f"bulk:{op['id']}"
+    assert pushers[Protocol.KES].calls == [(kes, reason, 3)]
+    assert pushers[Protocol.EAS].calls == [([eas], reason, 1)]
     # Devices that cannot take the command are skipped and not woken.
-    r = await api.post("/api/v1/commands", json={"type": "Block", "devices": "all"})
-    assert r.status_code == 201, r.text
-    assert {s["device"] for s in r.json()["skipped"]} == {eas}
-    assert pushers[Protocol.KES].calls[1:] == [(kes, "command", 6)]
+    op = await send_bulk(api, "all", "Block")
+    assert op["skipped_reasons"] == {"Block is not supported on eas devices": 1}
+    assert pushers[Protocol.KES].calls[1:] == [(kes, f"bulk:{op['id']}", 6)]
     assert len(pushers[Protocol.EAS].calls) == 1
 
 
@@ -93,8 +93,8 @@ async def test_no_wake_when_the_enqueue_fails(
     pushers[Protocol.KES].calls.clear()
     r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
     assert r.status_code == 409
-    r = await api.post("/api/v1/commands", json={"type": "Block", "devices": [dev]})
-    assert r.status_code == 201 and r.json()["created"] == []
+    op = await send_bulk(api, [dev], "Block")
+    assert (op["queued"], op["skipped"]) == (0, 1)
     assert pushers[Protocol.KES].calls == []
 
 

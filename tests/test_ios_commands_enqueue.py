@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from bulk_support import send_bulk
 from sqlalchemy import select
 
 from mdm.core import commands
@@ -288,11 +289,8 @@ async def test_bulk_profile_signed_once_with_the_configured_certificate(
         "display_name": "Bulk",
         "payloads": [{"type": "restrictions", "allow_camera": False}],
     }
-    response = await api.post(
-        "/api/v1/commands", json={"devices": ids, "type": "InstallConfProf", "args": {"profile": profile}}
-    )
-    assert response.status_code == 201, response.text
-    assert len(response.json()["created"]) == 5
+    op = await send_bulk(api, ids, "InstallConfProf", {"profile": profile})
+    assert (op["queued"], op["skipped"]) == (5, 0)
     async with db.session() as session:
         payloads = (
             await session.scalars(select(Command.payload).where(Command.type == "InstallConfProf"))

@@ -132,7 +132,7 @@ async def test_bulk_enqueue_wakes_every_device(
         fleet.phones[token.hex()] = phone
         phones.append(phone)
     r = await api.post("/api/v1/commands", json={"type": "Block", "devices": "all"})
-    assert r.status_code == 201, r.text
+    assert r.status_code == 202, r.text
     answered = {await asyncio.wait_for(fleet.answered.get(), timeout=20) for _ in phones}
     assert {udid for udid, _ in answered} == {p.udid for p in phones}
 
