@@ -7,6 +7,12 @@ of the CPU of a command round trip (about 60 per round trip). This cursor does t
 call on the connection's thread. It is hand-written because neither SQLAlchemy nor aiosqlite
 offers it; it plugs in through ``create_async_engine(module=...)`` and keeps SQLAlchemy's dialect,
 pool and statement cache as they are. Server-side cursors (``stream()``) are unchanged.
+
+Each statement also reports whether the connection is now inside a transaction
+(``sqlite3.Connection.in_transaction``, read on its thread). ``commit`` and ``rollback`` with no
+transaction open are then no-ops in SQLite and cost no hop: the pool's rollback when a connection
+returns after a commit, and the end of a read-only look (a SELECT opens no transaction in
+sqlite3's default mode), were a third of the hops of a command round trip.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 
-Outcome = tuple[Any, list[Any], int, int | None]
+Outcome = tuple[Any, list[Any], int, int | None, bool]
 
 
 def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
@@ -38,7 +44,7 @@ def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: 
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
-        return description, rows, cursor.rowcount, cursor.lastrowid
+        return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction
     finally:
         cursor.close()
 
@@ -85,11 +91,13 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
     async def _outcome(self, operation: Any, parameters: Any, many: bool) -> None:
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
-        async with self._adapt_connection._execute_mutex:
+        adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
+        adapted.in_transaction = True  # unknown until the statement reports (e.g. if it fails)
+        async with adapted._execute_mutex:
             outcome: Outcome = await connection._execute(  # type: ignore[no-untyped-call, unused-ignore]  # private API
                 _run, connection._conn, operation, parameters, many
             )
-        self._description, rows, self._rowcount, self._lastrowid = outcome
+        self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction = outcome
         self._rows = collections.deque(rows)
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
@@ -102,8 +110,28 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ()
+    __slots__ = ("in_transaction",)
     _cursor_cls = OneHopCursor  # type: ignore[assignment]  # a subclass; the stub types it exactly
+
+    def __init__(self, dbapi: Any, connection: Any) -> None:
+        super().__init__(dbapi, connection)
+        # Whether SQLite may hold a transaction open on this connection (True when unsure).
+        self.in_transaction = True
+
+    def cursor(self, server_side: bool = False) -> Any:
+        if server_side:
+            self.in_transaction = True  # its statements do not report
+        return super().cursor(server_side)
+
+    def rollback(self) -> None:
+        if self.in_transaction:
+            super().rollback()
+            self.in_transaction = False
+
+    def commit(self) -> None:
+        if self.in_transaction:
+            super().commit()
+            self.in_transaction = False
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
