@@ -217,6 +217,15 @@ async def claim(session: AsyncSession, command_id: int) -> Command | None:
     return await store.claim(session, command_id)
 
 
+async def claim_next(
+    session: AsyncSession, device_id: int, *, ready_only: bool
+) -> tuple[bool, Command | None]:
+    """Find the device's next deliverable command (priority, then age; ``ready_only``: none
+    that a NotNow deferred) and ``claim`` it, in one statement: (found, claimed). Found but not
+    claimed: a concurrent request got there first, look again."""
+    return await store.claim_next(session, device_id, ready_only=ready_only)
+
+
 async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
     """The command with this GUID, row-locked (PostgreSQL) for the rest of the transaction."""
     return await store.lock_by_guid(session, guid)
@@ -233,7 +242,7 @@ async def delivered(session: AsyncSession, command: Command) -> None:
     """The claimed command went out: it is in flight until the device answers."""
     await store.set_in_flight(session, command.id)
     if command.attempts == 1:
-        journal(session, command, "delivered")
+        await store.insert_journal(session, command.id, "delivered")
 
 
 async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:
@@ -285,12 +294,21 @@ async def complete(
         info = (info or "") + " (device executed it before the recall reached it)"
     else:
         status = CommandStatus.COMPLETED if success else CommandStatus.FAILED
-    command.result_info = info
-    command.result_data = data
-    _finish(session, command, status)
-    journal(session, command, status.value, info)
+    # Core statements, not a flush: the command row, its journal entry, the event, in this order.
+    now = utcnow()
+    await store.finish_command(session, command, {
+        "status": status.value,
+        "active": None,
+        "finished_at": now,
+        "updated_at": now,
+        # As _finish: the payload may carry secrets and is only needed for delivery.
+        "payload": {},
+        "result_info": info,
+        "result_data": data,
+    })
+    await store.insert_journal(session, command.id, status.value, info)
     finished = COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED
-    events.emit(
+    await events.emit_now(
         session,
         finished,
         device_id=command.device_id,

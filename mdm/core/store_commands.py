@@ -8,16 +8,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Row, Table, bindparam, delete, func, or_, select, text, update
+from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
+from mdm.core.store_events import flush_pending
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
 
 _commands = cast(Table, Command.__table__)
 _queue = cast(Table, CommandQueueEntry.__table__)
+_journal = cast(Table, CommandJournalEntry.__table__)
 
 _CLAIM = (
     update(_commands)
@@ -29,6 +32,64 @@ _CLAIM = (
     )
     .returning(*_commands.c)
 )
+
+
+def _next_id(ready_only: bool) -> Select[tuple[int]]:
+    """The device's next deliverable command: priority, then age; ``ready_only``: not deferred
+    by a NotNow (later in an exchange)."""
+    q, c = _queue.c, _commands.c
+    stmt = (
+        select(q.command_id)
+        .select_from(_queue.join(_commands, c.id == q.command_id))
+        .where(q.device_id == bindparam("b_device"), c.status == CommandStatus.PROCESSING.value)
+        .order_by(q.priority.desc(), q.command_id)
+        .limit(1)
+    )
+    if ready_only:
+        stmt = stmt.where(or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
+    return stmt
+
+
+_CLAIM_VALUES = {
+    "attempts": _commands.c.attempts + 1,
+    "delivered_at": func.coalesce(_commands.c.delivered_at, bindparam("b_now")),
+    "updated_at": bindparam("b_now"),
+}
+# Find and claim in one statement. SQLite: write transactions are serialised in-process, so
+# nothing can claim the command between the sub-select and the update: no row means no command.
+_CLAIM_NEXT_SQLITE = {
+    ready: update(_commands)
+    .where(
+        _commands.c.id == _next_id(ready).scalar_subquery(),
+        _commands.c.status == CommandStatus.PROCESSING.value,
+    )
+    .values(_CLAIM_VALUES)
+    .returning(*_commands.c)
+    for ready in (False, True)
+}
+
+
+def _claim_next_pg(ready_only: bool) -> Select[Any]:
+    # PostgreSQL: a concurrent request may claim the command the sub-select found; the UPDATE
+    # then matches nothing. The CTE also returns the id it found, so that a race ("found, not
+    # claimed") is told apart from an empty queue.
+    found = _next_id(ready_only).cte("next_command")
+    claimed = (
+        update(_commands)
+        .where(
+            _commands.c.id.in_(select(found.c.command_id)),
+            _commands.c.status == CommandStatus.PROCESSING.value,
+        )
+        .values(_CLAIM_VALUES)
+        .returning(*_commands.c)
+        .cte("claimed")
+    )
+    return select(found.c.command_id.label("b_found"), *claimed.c).select_from(
+        found.outerjoin(claimed, true())
+    )
+
+
+_CLAIM_NEXT_PG = {ready: _claim_next_pg(ready) for ready in (False, True)}
 _BY_GUID_LOCKED = select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
 _SET_IN_FLIGHT = (
     update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
@@ -38,6 +99,15 @@ _TAKE_IN_FLIGHT = (
     .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
     .returning(_queue.c.command_id)
 )
+_INSERT_JOURNAL = insert(_journal)
+# The columns a final answer writes (``commands.complete``), prebuilt: a statement built per call
+# costs more than running it (coercion and a cache key over the JSON values).
+FINISH_COLUMNS = ("status", "active", "finished_at", "updated_at", "payload", "result_info", "result_data")
+_FINISH = (
+    update(_commands)
+    .where(_commands.c.id == bindparam("b_id"))
+    .values({name: bindparam(f"b_{name}", type_=_commands.c[name].type) for name in FINISH_COLUMNS})
+)
 
 
 def add_journal(
@@ -46,6 +116,27 @@ def add_journal(
     entry = CommandJournalEntry(command_id=command_id, status=status, detail=detail, at=utcnow())
     session.add(entry)
     return entry
+
+
+async def insert_journal(
+    session: AsyncSession, command_id: int, status: str, detail: str | None = None
+) -> None:
+    """``add_journal`` written at once with one Core INSERT (the delivery and answer paths), after
+    whatever the session still holds (the journal's order is its ids)."""
+    await flush_pending(session)
+    await session.execute(
+        _INSERT_JOURNAL, {"command_id": command_id, "status": status, "detail": detail, "at": utcnow()}
+    )
+
+
+async def finish_command(session: AsyncSession, command: Command, values: dict[str, Any]) -> None:
+    """Write the ``FINISH_COLUMNS`` in ``values`` to the command's row with one Core UPDATE by id
+    and show them on the object as committed (nothing left for a flush)."""
+    params = {f"b_{name}": values[name] for name in FINISH_COLUMNS}
+    params["b_id"] = command.id
+    await session.execute(_FINISH, params)
+    for key, value in values.items():
+        set_committed_value(command, key, value)
 
 
 async def active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
@@ -133,18 +224,36 @@ async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[
 
 async def claim(session: AsyncSession, command_id: int) -> Command | None:
     row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
-    return None if row is None else _attach(session, row)
+    return None if row is None else _attach(session, row._asdict())
+
+
+async def claim_next(
+    session: AsyncSession, device_id: int, *, ready_only: bool
+) -> tuple[bool, Command | None]:
+    """``claim`` of the device's next deliverable command, found and claimed in one statement:
+    (whether a command was found, the claimed command). Found but not claimed: a concurrent
+    request claimed it first (PostgreSQL), look again."""
+    params = {"b_device": device_id, "b_now": utcnow()}
+    if session.get_bind().dialect.name == "postgresql":
+        row = (await session.execute(_CLAIM_NEXT_PG[ready_only], params)).first()
+        if row is None:
+            return False, None
+        values = row._asdict()
+        del values["b_found"]
+        return True, None if values["id"] is None else _attach(session, values)
+    claimed = (await session.execute(_CLAIM_NEXT_SQLITE[ready_only], params)).first()
+    return claimed is not None, None if claimed is None else _attach(session, claimed._asdict())
 
 
 async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
     row = (await session.execute(_BY_GUID_LOCKED, {"b_guid": guid})).first()
-    return None if row is None else _attach(session, row)
+    return None if row is None else _attach(session, row._asdict())
 
 
-def _attach(session: AsyncSession, row: Row[Any]) -> Command:
+def _attach(session: AsyncSession, values: dict[str, Any]) -> Command:
     """An ORM object for a row a Core statement just read or wrote, without reading it again;
     later attribute changes are flushed as usual."""
-    command = Command(**row._asdict())
+    command = Command(**values)
     make_transient_to_detached(command)
     return session.sync_session.merge(command, load=False)
 

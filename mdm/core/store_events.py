@@ -5,15 +5,30 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, func, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Event
 
+_INSERT = insert(cast(Table, Event.__table__))
+
 
 def add_event(session: AsyncSession, event: Event) -> None:
     session.add(event)
+
+
+async def flush_pending(session: AsyncSession) -> None:
+    """Write the objects the session holds before a Core write that must come after them."""
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+
+
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
+    """One event row, written now (Core), after whatever the session still holds."""
+    await flush_pending(session)
+    await session.execute(_INSERT, values)
 
 
 async def event_page(

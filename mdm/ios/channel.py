@@ -101,10 +101,11 @@ async def _next(
     for _ in range(50):  # undeliverable commands are failed and skipped; bounded
         command_id, first = first, None
         if command_id is None:
-            command_id = await store.next_command(session, device_id, ready_only=ready_only)
-        if command_id is None:
-            return EMPTY  # callers may record "empty": only a query that found nothing says so
-        command = await commands.claim(session, command_id)
+            found, command = await commands.claim_next(session, device_id, ready_only=ready_only)
+            if not found:
+                return EMPTY  # callers may record "empty": only a query that found nothing says so
+        else:
+            command = await commands.claim(session, command_id)
         if command is None:
             continue  # handled meanwhile by a concurrent request: look again
         body = await _encode(svc, session, command, device_id)

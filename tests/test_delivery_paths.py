@@ -1,0 +1,179 @@
+"""The delivery hot path (issue 12): Core statements instead of ORM flushes keep every record the
+ORM path wrote, in the same order; the queue's find-and-claim is one statement; the SQLite driver
+spends no thread hop on a commit or rollback without a transaction."""
+
+from __future__ import annotations
+
+import collections
+import plistlib
+from collections.abc import Iterator
+from typing import Any
+
+import aiosqlite.core
+import httpx
+import pytest
+from ios_support import Phone, new_phone, queue_command
+from sqlalchemy import select
+
+from mdm.core import commands, events
+from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
+from mdm.db.engine import Database
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
+from mdm.pki import services as pki_services
+from mdm.server.runtime import Server
+
+
+@pytest.fixture
+async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
+    p = await new_phone(db, pki_services.ca(server.ctx))
+    await p.enroll(ios)
+    return p
+
+
+async def _device_id(db: Database, udid: str) -> int:
+    async with db.session() as session:
+        value = await session.scalar(select(Device.id).where(Device.identifier == udid))
+        assert value is not None
+        return int(value)
+
+
+def _offered(response: httpx.Response) -> str | None:
+    assert response.status_code == 200, response.text
+    return plistlib.loads(response.content)["CommandUUID"] if response.content else None
+
+
+async def _records(db: Database, guid: str) -> tuple[Command, list[str], list[str]]:
+    async with db.session() as session:
+        command = await session.scalar(select(Command).where(Command.guid == guid))
+        assert command is not None
+        journal = (
+            await session.scalars(
+                select(CommandJournalEntry.status)
+                .where(CommandJournalEntry.command_id == command.id)
+                .order_by(CommandJournalEntry.id)
+            )
+        ).all()
+        types = (
+            await session.scalars(
+                select(Event.type).where(Event.device_id == command.device_id).order_by(Event.id)
+            )
+        ).all()
+        return command, list(journal), list(types)
+
+
+async def test_an_answer_writes_command_journal_and_events_in_order(
+    ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    device_id = await _device_id(db, phone.udid)
+    guid = await queue_command(
+        db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName", "OSVersion"]}
+    )
+    assert _offered(await phone.report(ios)) == guid
+    answer = {"QueryResponses": {"DeviceName": "Kim's iPhone", "OSVersion": "17.6"}}
+    assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+    command, journal, types = await _records(db, guid)
+    assert journal == ["processing", "delivered", "completed"]
+    assert types[-2:] == ["inventory_updated", "command_completed"]
+    assert command.status == "completed" and command.active is None and command.payload == {}
+    assert command.result_info == "Acknowledged" and command.attempts == 1
+    assert command.result_data == answer
+    assert command.finished_at is not None and command.delivered_at is not None
+    async with db.session() as session:
+        assert await session.get(CommandQueueEntry, command.id) is None
+        event = await session.scalar(select(Event).where(Event.type == "command_completed"))
+        assert event is not None
+        assert event.body == {
+            "command": guid, "command_type": "Raw", "status": "completed", "info": "Acknowledged"
+        }
+        assert event.severity == COMMAND_COMPLETED.severity.value and event.created_at is not None
+
+
+async def test_the_next_command_follows_the_answer_by_priority(
+    ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    device_id = await _device_id(db, phone.udid)
+    first = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw", priority=5)
+    low = await queue_command(db, device_id, {"RequestType": "SecurityInfo"}, type_="Locate")
+    high = await queue_command(db, device_id, {"RequestType": "CertificateList"}, type_="Alarm", priority=9)
+    assert _offered(await phone.report(ios)) == high
+    assert _offered(await phone.report(ios, "Acknowledged", high, CertificateList=[])) == first
+    assert _offered(await phone.report(ios, "Acknowledged", first, ProfileList=[])) == low
+    assert _offered(await phone.report(ios, "Acknowledged", low, SecurityInfo={})) is None
+    for guid in (high, first, low):
+        _, journal, _ = await _records(db, guid)
+        assert journal == ["processing", "delivered", "completed"]
+
+
+async def test_claim_next_finds_nothing_in_an_empty_queue(db: Database, phone: Phone) -> None:
+    device_id = await _device_id(db, phone.udid)
+    async with db.transaction() as session:
+        assert await commands.claim_next(session, device_id, ready_only=False) == (False, None)
+    guid = await queue_command(db, device_id, {"RequestType": "ProfileList"})
+    async with db.transaction() as session:
+        found, command = await commands.claim_next(session, device_id, ready_only=True)
+        assert found and command is not None and command.guid == guid and command.attempts == 1
+    async with db.transaction() as session:  # claimed (no longer deliverable until answered)
+        found, command = await commands.claim_next(session, device_id, ready_only=False)
+        assert found and command is not None and command.attempts == 2
+
+
+async def test_emit_now_keeps_the_order_of_emission(db: Database, phone: Phone) -> None:
+    device_id = await _device_id(db, phone.udid)
+    body: dict[str, Any] = {"command": "C", "command_type": "Block", "created_by": None}
+    async with db.transaction() as session:
+        events.emit(session, COMMAND_CREATED, device_id=device_id, **{**body, "command": "first"})
+        await events.emit_now(session, COMMAND_CREATED, device_id=device_id, **{**body, "command": "second"})
+        events.emit(session, COMMAND_CREATED, device_id=device_id, **{**body, "command": "third"})
+    async with db.session() as session:
+        created = select(Event).where(Event.type == "command_created").order_by(Event.id)
+        rows = await session.scalars(created)
+        assert [e.body["command"] for e in rows] == ["first", "second", "third"]
+
+
+async def test_emit_now_refuses_what_emit_refuses(db: Database) -> None:
+    async with db.transaction() as session:
+        with pytest.raises(events.UndeclaredEvent):
+            await events.emit_now(session, COMMAND_CREATED, command="x", unknown=1)
+
+
+# ---- the SQLite driver -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> Iterator[collections.Counter[str]]:
+    """Calls handed to aiosqlite's thread, by function name."""
+    counted: collections.Counter[str] = collections.Counter()
+    original = aiosqlite.core.Connection._execute
+
+    async def _execute(self: Any, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        counted[getattr(fn, "__name__", "?")] += 1
+        return await original(self, fn, *args, **kwargs)  # type: ignore[no-untyped-call]
+
+    monkeypatch.setattr(aiosqlite.core.Connection, "_execute", _execute)
+    yield counted
+
+
+async def test_sqlite_commit_and_pool_return_cost_one_hop(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    if not db.is_sqlite:
+        pytest.skip("the one-hop driver is SQLite's")
+    async with db.session() as session:  # warm the pool (the first connection is set up)
+        await session.scalar(select(Device.id).limit(1))
+    hops.clear()
+    async with db.session() as session:
+        await session.scalar(select(Device.id).limit(1))  # a read opens no transaction
+    assert hops == {"_run": 1}
+    hops.clear()
+    async with db.transaction() as session:
+        session.add(Event(uuid="u-1", type="t", severity="info", body={}))
+    assert hops == {"_run": 1, "commit": 1}  # no rollback when the connection returns
+    hops.clear()
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as session:
+            session.add(Event(uuid="u-2", type="t", severity="info", body={}))
+            await session.flush()
+            raise RuntimeError("abort")
+    assert hops == {"_run": 1, "rollback": 1}
+    async with db.session() as session:
+        assert list((await session.scalars(select(Event.uuid))).all()) == ["u-1"]
