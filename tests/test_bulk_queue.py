@@ -1,0 +1,267 @@
+"""Bulk operations queued batch by batch through the service (no worker running): exact counts,
+one command + one queue row + one journal row per queued device, batches that never exceed the
+batch size, devices that cannot take the command, two operations racing, a recall while queuing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pytest
+from bulk_support import add_devices, count
+from sqlalchemy import select
+
+from mdm.core.bulk import BulkService, NoTargets
+from mdm.core.errors import InvalidArgument, NotFound
+from mdm.core.library import Translators
+from mdm.core.push import Pushers
+from mdm.db.engine import Database
+from mdm.db.models import (
+    BulkOperation,
+    BulkSkipped,
+    Command,
+    CommandJournalEntry,
+    CommandQueueEntry,
+    Event,
+    Group,
+    Protocol,
+)
+from mdm.ios.commands import IosCommandTranslator
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.calls: list[tuple[list[int], str]] = []
+
+    async def wake(self, device_id: int, reason: str) -> None:
+        self.calls.append(([device_id], reason))
+
+    async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
+        self.calls.append((list(device_ids), reason))
+
+    async def wake_at(self, device_id: int, due: object, reason: str) -> None:
+        raise AssertionError("bulk wakes at once")
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+def service(db: Database, recorder: Recorder, batch_size: int = 7) -> BulkService:
+    translators = Translators()
+    translators.register(Protocol.IOS, IosCommandTranslator())
+    pushers = Pushers()
+    pushers.register(Protocol.IOS, recorder)
+    return BulkService(db, translators, pushers, batch_size=batch_size)
+
+
+async def run_to_end(svc: BulkService, bulk_id: int) -> int:
+    steps = 1
+    while await svc.step(bulk_id):
+        steps += 1
+    return steps
+
+
+async def op_row(db: Database, bulk_id: int) -> BulkOperation:
+    async with db.session() as session:
+        op = await session.get(BulkOperation, bulk_id)
+        assert op is not None
+        return op
+
+
+async def assert_consistent(db: Database, bulk_id: int, queued: int, no_handler: Sequence[int] = ()) -> None:
+    """Every command of the operation has its queue row and its one "queued" journal row."""
+    mine = select(Command.id).where(Command.bulk_id == bulk_id)
+    assert await count(db, mine) == queued
+    assert await count(db, select(CommandQueueEntry).where(CommandQueueEntry.command_id.in_(mine))) == queued
+    journal = select(CommandJournalEntry).where(CommandJournalEntry.command_id.in_(mine))
+    assert await count(db, journal) == queued
+    async with db.session() as session:
+        details = dict((await session.execute(select(Command.device_id, CommandJournalEntry.detail).join(
+            Command, Command.id == CommandJournalEntry.command_id).where(Command.bulk_id == bulk_id))).all())
+    waits = "queued; no protocol handler is registered yet, delivery waits for one"
+    expected = {d: f"{waits if d in no_handler else 'queued'} (bulk operation {bulk_id})" for d in details}
+    assert details == expected
+
+
+async def test_all_in_batches_with_exact_counts_and_events(db: Database, recorder: Recorder) -> None:
+    ids = await add_devices(db, 30)
+    svc = service(db, recorder, batch_size=7)
+    op = await svc.create("Block", {"message": "lost"}, by="alice")
+    assert (op.state, op.targeted, op.queued) == ("queuing", 30, 0)
+    # Nothing is queued by the request itself.
+    assert await count(db, select(Command.id)) == 0
+    steps = await run_to_end(svc, op.id)
+    assert steps == 5  # 7+7+7+7+2
+    done = await op_row(db, op.id)
+    assert (done.state, done.targeted, done.queued, done.skipped) == ("queued", 30, 30, 0)
+    assert done.cursor == ids[-1]
+    assert done.finished_at is not None and done.request_args is None
+    await assert_consistent(db, op.id, 30)
+    async with db.session() as session:
+        commands = (await session.scalars(select(Command).where(Command.bulk_id == op.id))).all()
+        events = (await session.scalars(select(Event).order_by(Event.id))).all()
+    assert sorted(c.device_id for c in commands) == ids
+    assert all(c.payload == {"RequestType": "DeviceLock", "Message": "lost"} for c in commands)
+    assert all(c.guid == c.guid.upper() and c.created_by == "alice" and c.active for c in commands)
+    kinds = [e.type for e in events]
+    assert kinds == ["bulk_command_created", *["commands_created"] * 5, "bulk_command_queued"]
+    batches = [e.body for e in events if e.type == "commands_created"]
+    # The batch never exceeds the batch size: 5 transactions of at most 7 commands.
+    assert [b["count"] for b in batches] == [7, 7, 7, 7, 2]
+    pairs = {(d, g) for b in batches for d, g in b["commands"]}
+    assert pairs == {(c.device_id, c.guid) for c in commands}
+    assert events[-1].body == {"bulk": op.id, "command_type": "Block", "targeted": 30, "queued": 30,
+                               "skipped": 0, "skipped_reasons": {}}
+    # Woken after each batch with the operation's reason.
+    assert [len(i) for i, _ in recorder.calls] == [7, 7, 7, 7, 2]
+    assert {r for _, r in recorder.calls} == {f"bulk:{op.id}"}
+    assert sorted(d for i, _ in recorder.calls for d in i) == ids
+
+
+async def test_group_with_subgroups_and_devices_enrolled_later(db: Database, recorder: Recorder) -> None:
+    async with db.transaction() as session:
+        top = Group(name="top")
+        session.add(top)
+        await session.flush()
+        child = Group(name="child", parent_id=top.id)
+        session.add(child)
+        await session.flush()
+        top_id, child_id = top.id, child.id
+    a = await add_devices(db, 3, prefix="a", group_id=top_id)
+    b = await add_devices(db, 4, prefix="b", group_id=child_id)
+    await add_devices(db, 5, prefix="c")
+    svc = service(db, recorder, batch_size=2)
+    op = await svc.create("Locate", None, group=top_id, by=None)
+    assert op.targeted == 7
+    await svc.step(op.id)
+    await add_devices(db, 2, prefix="late", group_id=top_id)  # after the request: not targeted
+    await run_to_end(svc, op.id)
+    done = await op_row(db, op.id)
+    assert (done.targeted, done.queued, done.skipped) == (7, 7, 0)
+    async with db.session() as session:
+        got = (await session.scalars(select(Command.device_id).where(Command.bulk_id == op.id))).all()
+    assert sorted(got) == sorted(a + b)
+    await assert_consistent(db, op.id, 7)
+    with pytest.raises(NotFound, match="no group 999"):
+        await svc.create("Locate", None, group=999, by=None)
+
+
+async def test_unsupported_devices_and_unknown_ids_are_skipped_with_reasons(
+    db: Database, recorder: Recorder
+) -> None:
+    ios = await add_devices(db, 4)
+    mac = await add_devices(db, 2, prefix="mac", os_name="macOS")
+    kes = await add_devices(db, 3, Protocol.KES, prefix="kes", os_name=None)
+    svc = service(db, recorder, batch_size=4)
+    # An iOS-only command to a mixed fleet.
+    op = await svc.create("EditRoamingSettings", {"voice_roaming": True}, by=None)
+    await run_to_end(svc, op.id)
+    done = await op_row(db, op.id)
+    assert (done.targeted, done.queued, done.skipped) == (9, 6, 3)
+    assert done.skipped_reasons == {"EditRoamingSettings is not supported on kes devices": 3}
+    # A command whose translation depends on the platform: one variant queued, one skipped; KES
+    # has no translator here, so its devices are queued with the arguments alone.
+    op = await svc.create("Block", {"pin": "123456"}, by=None)
+    await run_to_end(svc, op.id)
+    done = await op_row(db, op.id)
+    assert (done.targeted, done.queued, done.skipped) == (9, 5, 4)
+    assert done.skipped_reasons == {"Block: pin applies to macOS only; this device runs iOS": 4}
+    async with db.session() as session:
+        queued = dict((await session.execute(
+            select(Command.device_id, Command.payload).where(Command.bulk_id == op.id))).all())
+    lock = {"RequestType": "DeviceLock", "PIN": "123456"}
+    assert queued == {**{m: lock for m in mac}, **{k: {} for k in kes}}
+    await assert_consistent(db, op.id, 5, no_handler=kes)
+    # A Raw command that fails Apple's schema, to a list with an unknown id.
+    op = await svc.create("Raw", {"RequestType": "DeviceLock", "Foo": 1}, device_ids=[*ios, *mac, 424242],
+                          by=None)
+    await run_to_end(svc, op.id)
+    done = await op_row(db, op.id)
+    assert (done.targeted, done.queued, done.skipped) == (7, 0, 7)
+    async with db.session() as session:
+        skipped = dict((await session.execute(
+            select(BulkSkipped.device_id, BulkSkipped.reason).where(BulkSkipped.bulk_id == op.id)
+        )).all())
+    schema = "Raw: DeviceLock does not match Apple's schema: Foo: unknown key"
+    assert skipped == {424242: "no such device", **{d: schema for d in [*ios, *mac]}}
+    assert done.skipped_reasons == {"no such device": 1, schema: 6}
+    # Arguments no protocol takes: refused before anything is recorded.
+    before = await count(db, select(BulkOperation.id))
+    with pytest.raises(InvalidArgument, match="unknown argument"):
+        await svc.create("InstallConfProf", {"nope": 1}, by=None)
+    assert await count(db, select(BulkOperation.id)) == before
+
+
+async def test_empty_targets_record_nothing(db: Database, recorder: Recorder) -> None:
+    svc = service(db, recorder)
+    with pytest.raises(NoTargets, match="no device"):
+        await svc.create("Block", None, by=None)
+    async with db.transaction() as session:
+        group = Group(name="empty")
+        session.add(group)
+        await session.flush()
+        gid = group.id
+    with pytest.raises(NoTargets, match=f"group {gid} and its subgroups have no device"):
+        await svc.create("Block", None, group=gid, by=None)
+    with pytest.raises(NoTargets, match="none of the 2 device id"):
+        await svc.create("Block", None, device_ids=[5, 6], by=None)
+    assert await count(db, select(BulkOperation.id)) == 0
+    assert await count(db, select(Event.id)) == 0
+
+
+async def test_two_operations_of_the_same_type_racing(db: Database, recorder: Recorder) -> None:
+    ids = await add_devices(db, 25)
+    a_svc, b_svc = service(db, recorder, batch_size=4), service(db, recorder, batch_size=6)
+    a = await a_svc.create("Block", None, by="a")
+    b = await b_svc.create("Block", None, by="b")
+    more_a = more_b = True
+    while more_a or more_b:  # interleaved batches, as two workers (or replicas) would run them
+        more_a = more_a and await a_svc.step(a.id)
+        more_b = more_b and await b_svc.step(b.id)
+    op_a, op_b = await op_row(db, a.id), await op_row(db, b.id)
+    assert op_a.queued + op_b.queued == 25
+    assert op_a.queued + op_a.skipped == 25 and op_b.queued + op_b.skipped == 25
+    assert op_b.skipped_reasons == {"already has an active Block command": op_b.skipped}
+    async with db.session() as session:
+        per_device = (await session.execute(
+            select(Command.device_id).where(Command.active.is_(True))
+        )).scalars().all()
+    assert sorted(per_device) == ids  # exactly one active Block each
+    await assert_consistent(db, a.id, op_a.queued)
+    await assert_consistent(db, b.id, op_b.queued)
+
+
+async def test_recall_while_queuing(db: Database, recorder: Recorder) -> None:
+    await add_devices(db, 20)
+    svc = service(db, recorder, batch_size=6)
+    op = await svc.create("Wipe", None, by="alice")
+    await svc.step(op.id)
+    await svc.step(op.id)
+    # One command is delivered meanwhile: it is left to finish.
+    async with db.transaction() as session:
+        first = await session.scalar(select(Command).where(Command.bulk_id == op.id).order_by(Command.id))
+        assert first is not None
+        first.delivered_at = first.created_at
+        first.attempts = 1
+        first_id = first.id
+    recalled = await svc.recall(op.id, by="bob")
+    assert (recalled.state, recalled.queued, recalled.recalled) == ("recalled", 12, 11)
+    assert await svc.step(op.id) is False  # the worker stops: no more queuing
+    mine = select(Command.id).where(Command.bulk_id == op.id)
+    assert await count(db, mine) == 12
+    left = select(CommandQueueEntry.command_id).where(CommandQueueEntry.command_id.in_(mine))
+    async with db.session() as session:
+        assert (await session.scalars(left)).all() == [first_id]
+        statuses = (await session.execute(
+            select(Command.status, Command.active).where(Command.bulk_id == op.id, Command.id != first_id)
+        )).all()
+        journal = (await session.scalars(select(CommandJournalEntry.detail).where(
+            CommandJournalEntry.status == "removed"))).all()
+        events = (await session.scalars(select(Event).where(Event.type == "bulk_command_recalled"))).all()
+    assert set(statuses) == {("removed", None)}
+    assert len(journal) == 11
+    assert set(journal) == {f"recalled by bob before delivery (bulk operation {op.id})"}
+    assert sum(e.body["count"] for e in events) == 11
+    again = await svc.recall(op.id, by="bob")
+    assert (again.state, again.recalled) == ("recalled", 11)
