@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -25,7 +26,7 @@ from mdm.core import commands, events
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.attach import attach_device
-from mdm.ios import store, takeover
+from mdm.ios import store, store_checkin, takeover
 from mdm.ios.event_types import (
     BOOTSTRAP_TOKEN_CLEARED,
     BOOTSTRAP_TOKEN_ESCROW_READ,
@@ -60,6 +61,10 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
     check_out = msg.message_type == "CheckOut"
     binding = await svc.binding_of(identity, msg.identifier, check_out=check_out)
     svc.last_seen.touch(binding.device_id)
+    if msg.message_type == "TokenUpdate" and not msg.user_id:
+        async with svc.db.transaction() as session:
+            await _device_token_update(session, binding.device_id, identity, msg)
+        return CheckinResult()
     handler = _HANDLERS[msg.message_type]
     async with svc.db.transaction() as session:
         device = await store.device(session, binding.device_id, lock=True)
@@ -76,7 +81,11 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
 
 
 def _not_replayed(ios: IosDevice, identity: Identity) -> None:
-    signed_at, last = identity.signed_at, ios.last_signed_at
+    _not_replayed_since(ios.last_signed_at, identity)
+
+
+def _not_replayed_since(last: datetime | None, identity: Identity) -> None:
+    signed_at = identity.signed_at
     if signed_at is not None and last is not None and signed_at < last:
         raise IdentityError(
             "replayed",
@@ -143,17 +152,16 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             _not_replayed(ios, identity)
         enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
         now = utcnow()
+        fresh = device is None
         if device is None:
-            device = await store.add_device(
-                session,
-                Device(
-                    protocol=Protocol.IOS.value,
-                    identifier=msg.identifier,
-                    status=DeviceStatus.OK.value,
-                    enrolled_at=now,
-                    inventory={},
-                    attributes={},
-                ),
+            # Built whole before its INSERT: one statement, no UPDATE after it.
+            device = Device(
+                protocol=Protocol.IOS.value,
+                identifier=msg.identifier,
+                status=DeviceStatus.OK.value,
+                enrolled_at=now,
+                inventory={},
+                attributes={},
             )
         elif enrolled:
             device.enrolled_at = now
@@ -165,21 +173,27 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
         attributes["topic"] = msg.get("Topic")
         if msg.get("EnrollmentID"):
             attributes["user_enrollment"] = True
+        if record is not None and record.user_id is not None and device.user_id is None:
+            device.user_id = record.user_id
+        device.attributes = attributes
+        # The enrollment this identity came from: owner and the MDM profile's identifier (the
+        # target of a later Remove command). Its look-ups read no row changed here: they need not
+        # flush what is pending (one UPDATE of the device at commit instead of two).
+        with session.no_autoflush:
+            if fresh:
+                device = await store.add_device(session, device)
+            enrollment = await attach_device(
+                session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
+            )
         if record is not None:
             record.device_id = device.id
-            if record.user_id is not None and device.user_id is None:
-                device.user_id = record.user_id
-        # The enrollment this identity came from: owner and the MDM profile's identifier (the
-        # target of a later Remove command).
-        enrollment = await attach_device(
-            session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
-        )
         if enrollment is not None:
+            attributes = dict(attributes)
             attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier
             attributes["enrollment_id"] = enrollment.id
+            device.attributes = attributes
             if device.user_id is None or enrollment.for_device_id == device.id:
                 device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
-        device.attributes = attributes
         if ios is None:
             store.add_ios_device(
                 session,
@@ -215,9 +229,16 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             cert_serial=cert.serial_hex,
             identity_source=identity.source,
         )
-        device_id = device.id
+        device_id, identifier, status = device.id, device.identifier, device.status
+        generation = svc.bindings.generation  # read before the commit
+    # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless
+    # something dropped a binding meanwhile (this commit re-binding the device, a deletion or a
+    # check-out that committed while this commit was awaited): then the next message reads it.
+    unchanged = svc.bindings.generation == generation
     svc.bindings.drop(old_fingerprint)
     svc.bindings.drop(fingerprint)
+    if unchanged:
+        svc.bindings.put(fingerprint, device_id, identifier, status)
     svc.hint.invalidate(device_id)
     svc.last_seen.touch(device_id)
     return CheckinResult()
@@ -226,9 +247,10 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
 # ---- bound messages ---------------------------------------------------------------------------
 
 
-async def _token_update(
+async def _user_token_update(
     session: AsyncSession, device: Device, ios: IosDevice, msg: CheckinMessage
 ) -> CheckinResult:
+    """A user channel's TokenUpdate (the device channel's is ``_device_token_update``)."""
     token = msg.values["Token"]
     magic = msg.values["PushMagic"]
     now = utcnow()
@@ -251,34 +273,45 @@ async def _token_update(
             session, PUSH_TOKEN_UPDATED, device_id=device.id, channel="user", user_id_apple=msg.user_id
         )
         return CheckinResult()
-    token_hex = token.hex()
+    raise AssertionError("the device channel's TokenUpdate is handled by _device_token_update")
+
+
+async def _device_token_update(
+    session: AsyncSession, device_id: int, identity: Identity, msg: CheckinMessage
+) -> None:
+    """The device channel's TokenUpdate (the storm's second message) in Core statements: the
+    stored state in one locked read, then only what changed (a repeat or a replay writes nothing)."""
+    state = await store_checkin.token_state(session, device_id)
+    if state is None:
+        raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
+    _not_replayed_since(state.last_signed_at, identity)
+    token_hex, magic = msg.values["Token"].hex(), msg.values["PushMagic"][:255]
     unlock, awaiting = msg.get("UnlockToken"), msg.get("AwaitingConfiguration")
-    changed = token_hex != device.push_token or magic[:255] != device.push_magic or not device.push_valid
+    changed = token_hex != state.push_token or magic != state.push_magic or not state.push_valid
     if not (
         changed
-        or (unlock is not None and not _same_secret(ios.unlock_token, unlock))
-        or (awaiting is not None and bool(awaiting) != ios.awaiting_configuration)
+        or (unlock is not None and not _same_secret(state.unlock_token, unlock))
+        or (awaiting is not None and bool(awaiting) != state.awaiting_configuration)
     ):
-        return CheckinResult()  # a repeat (or a replay) of what is stored: nothing to record
-    device.push_token = token_hex
-    device.push_magic = magic[:255]
-    device.push_valid = True
-    if changed:
-        device.push_changed_at = now
-    if msg.get("UnlockToken") is not None:
-        ios.unlock_token = msg.values["UnlockToken"]
-    if msg.get("AwaitingConfiguration") is not None:
-        ios.awaiting_configuration = bool(msg.values["AwaitingConfiguration"])
-    ios.updated_at = now
+        return
+    now = utcnow()
+    await store_checkin.write_push(session, device_id, token_hex, magic, now if changed else None)
+    values: dict[str, Any] = {"updated_at": now}
+    if unlock is not None:
+        values["unlock_token"] = unlock
+    if awaiting is not None:
+        values["awaiting_configuration"] = bool(awaiting)
+    if identity.signed_at is not None:
+        values["last_signed_at"] = identity.signed_at
+    await store_checkin.write_binding_fields(session, device_id, **values)
     events.emit(
         session,
         PUSH_TOKEN_UPDATED,
-        device_id=device.id,
+        device_id=device_id,
         channel="device",
         changed=changed,
-        unlock_token=msg.get("UnlockToken") is not None,
+        unlock_token=unlock is not None,
     )
-    return CheckinResult()
 
 
 def _same_secret(stored: bytes | None, given: bytes) -> bool:
@@ -370,7 +403,7 @@ async def _declarative(
 
 
 _HANDLERS = {
-    "TokenUpdate": _token_update,
+    "TokenUpdate": _user_token_update,
     "CheckOut": _check_out,
     "SetBootstrapToken": _set_bootstrap,
     "GetBootstrapToken": _get_bootstrap,
