@@ -19,6 +19,7 @@ from mdm.core import commands, events
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
+from mdm.ios import inventory
 from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
@@ -177,3 +178,72 @@ async def test_sqlite_commit_and_pool_return_cost_one_hop(
     assert hops == {"_run": 1, "rollback": 1}
     async with db.session() as session:
         assert list((await session.scalars(select(Event.uuid))).all()) == ["u-1"]
+
+
+# ---- inventory answers ---------------------------------------------------------------------------
+
+FACTS = {
+    "name": "Kim's iPhone", "model": "iPhone15,2", "os_name": "iOS", "os_version": "17.6",
+    "build_version": "21G80", "serial_number": "F2LXK0ABC", "imei": None, "phone_number": None,
+    "attributes": {"model_name": "iPhone"},
+}
+ANSWER = {
+    "DeviceName": "Kim's iPhone", "ProductName": "iPhone15,2", "OSVersion": "17.6", "BuildVersion": "21G80",
+    "SerialNumber": "F2LXK0ABC", "ModelName": "iPhone", "BatteryLevel": 0.5,
+}
+
+
+def test_an_answer_that_changes_no_fact_changes_no_column() -> None:
+    update = inventory.answer_update(FACTS, "DeviceInformation", {"QueryResponses": ANSWER})
+    assert update is not None
+    assert update.changes == {} and update.part == "device_info" and update.count == len(ANSWER)
+    assert update.entry["values"]["BatteryLevel"] == 0.5 and "refreshed_at" in update.entry
+
+
+def test_an_answer_changes_only_the_columns_that_differ() -> None:
+    answer = {**ANSWER, "OSVersion": "18.0", "IMEI": "35 000000 000000 0", "MEID": "3500000000000"}
+    update = inventory.answer_update(FACTS, "DeviceInformation", {"QueryResponses": answer})
+    assert update is not None
+    assert update.changes == {
+        "os_version": "18.0",
+        "imei": "35 000000 000000 0",
+        "attributes": {"model_name": "iPhone", "meid": "3500000000000"},
+    }
+    assert inventory.answer_update(FACTS, "DeviceLock", {}) is None
+
+
+async def _device(db: Database, device_id: int) -> Device:
+    async with db.session() as session:
+        device = await session.get(Device, device_id)
+        assert device is not None
+        return device
+
+
+async def test_an_inventory_answer_sets_its_part_and_keeps_the_others(
+    ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    device_id = await _device_id(db, phone.udid)
+    profiles = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw")
+    assert _offered(await phone.report(ios)) == profiles
+    listed = [{"PayloadIdentifier": "p", "PayloadContent": []}]
+    await phone.report(ios, "Acknowledged", profiles, ProfileList=listed)
+    before = await _device(db, device_id)
+    for name in ("First name", "First name", "Second name"):
+        guid = await queue_command(
+            db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}, type_="Raw"
+        )
+        assert _offered(await phone.report(ios)) == guid
+        values = {"DeviceName": name, "OSVersion": before.os_version, "BatteryLevel": 0.25}
+        answer = {"QueryResponses": values}
+        assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+        device = await _device(db, device_id)
+        assert device.name == name
+        assert device.os_version == before.os_version and device.serial_number == before.serial_number
+        assert device.inventory["device_info"]["values"] == answer["QueryResponses"]
+        assert device.inventory["profiles"] == before.inventory["profiles"]  # untouched
+        assert device.attributes == before.attributes and device.status == before.status
+    async with db.session() as session:
+        updated = (await session.scalars(
+            select(Event.body).where(Event.type == "inventory_updated").order_by(Event.id)
+        )).all()
+    assert updated == [{"part": "profiles", "count": 1}] + [{"part": "device_info", "count": 3}] * 3

@@ -33,7 +33,7 @@ from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
 from mdm.ios import command_steps, inventory, store
-from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED
+from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED, INVENTORY_UPDATED
 from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
 from mdm.ios.push_seam import backoff, schedule_push
 from mdm.ios.service import IosService
@@ -236,10 +236,19 @@ async def _acknowledged(
     request_type = inventory.request_type_of(report.result, step_type or None)
     if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
         return
+    if request_type in inventory.PART_NAMES:
+        # Core: the columns the answer may change, one UPDATE of the part and the changed ones.
+        current = await store.lock_device_columns(session, binding.device_id, inventory.FACT_COLUMNS)
+        update = None if current is None else inventory.answer_update(current, request_type, report.result)
+        if update is not None:
+            await store.write_inventory(session, binding.device_id, update.part, update.entry, update.changes)
+            await events.emit_now(
+                session, INVENTORY_UPDATED, device_id=binding.device_id, part=update.part, count=update.count
+            )
+        return
     device = await store.device(session, binding.device_id, lock=True)
     if device is None:
         return
-    inventory.apply_answer(session, device, request_type, report.result)
     if request_type == "EraseDevice":
         device.status = DeviceStatus.WIPED.value
         events.emit(session, DEVICE_WIPED, device_id=device.id, command=command.guid)

@@ -6,15 +6,14 @@ DeviceInformation also fills the device's columns (name, model, OS, serial, IMEI
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any, cast
 
 from cryptography import x509
-from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import events
 from mdm.db.models import Device, utcnow
-from mdm.ios.event_types import INVENTORY_UPDATED
 from mdm.ios.messages import to_json_safe
 from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
@@ -217,15 +216,38 @@ def mdm_profile_identifier(device: Device) -> str | None:
     return None
 
 
-def apply_answer(session: AsyncSession, device: Device, request_type: str, result: dict[str, Any]) -> bool:
-    """Store an acknowledged inventory answer; False when the RequestType is not inventory."""
+# The device columns an inventory answer may change (besides ``inventory`` itself).
+FACT_COLUMNS = (
+    "name", "model", "os_name", "os_version", "build_version", "serial_number", "imei", "phone_number",
+    "attributes",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class InventoryUpdate:
+    """What an acknowledged inventory answer writes: ``inventory[part] = entry`` and the device
+    columns whose values change (``changes``, only those); ``count`` for the event."""
+
+    part: str
+    entry: dict[str, Any]
+    count: int
+    changes: dict[str, Any]
+
+
+def answer_update(
+    current: Mapping[str, Any], request_type: str, result: dict[str, Any]
+) -> InventoryUpdate | None:
+    """The update an acknowledged answer makes to a device whose ``FACT_COLUMNS`` hold
+    ``current``; None when the RequestType is not inventory. Nothing is written here: the caller
+    writes the part and the changed columns (one UPDATE) and emits ``INVENTORY_UPDATED``."""
     builder = _BUILDERS.get(request_type)
     if builder is None:
-        return False
+        return None
     answer = result.get(ANSWER_KEYS[request_type])
-    part = PART_NAMES[request_type]
     entry = builder(answer)
     entry["refreshed_at"] = utcnow().isoformat()
+    record = SimpleNamespace(**{column: current[column] for column in FACT_COLUMNS})
+    device = cast(Device, record)  # apply_device_facts reads and sets these attributes only
     if request_type == "DeviceInformation" and isinstance(answer, dict):
         apply_device_facts(device, answer)
     if request_type == "ProfileList":
@@ -234,9 +256,8 @@ def apply_answer(session: AsyncSession, device: Device, request_type: str, resul
                 attributes = dict(device.attributes or {})
                 attributes["mdm_profile_identifier"] = profile.get("PayloadIdentifier")
                 device.attributes = attributes
-    inventory = dict(device.inventory or {})
-    inventory[part] = entry
-    device.inventory = inventory
+    changes = {
+        column: value for column in FACT_COLUMNS if (value := getattr(record, column)) != current[column]
+    }
     count = len(entry.get("items", entry.get("values", {})))
-    events.emit(session, INVENTORY_UPDATED, device_id=device.id, part=part, count=count)
-    return True
+    return InventoryUpdate(PART_NAMES[request_type], entry, count, changes)

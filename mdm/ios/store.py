@@ -7,11 +7,14 @@ Everything else takes the caller's ``AsyncSession`` (one transaction per request
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from sqlalchemy import bindparam, delete, or_, select, update
+from sqlalchemy import JSON, Select, Table, Text, Update, bindparam, delete, func, or_, select, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mdm.core.identity import BoundDevice
@@ -19,7 +22,8 @@ from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Pro
 from mdm.ios.tables import IosDevice, IosPushRequest
 from mdm.pki.tables import IssuedCertificateRecord
 
-_devices = Device.__table__.c
+_device_table = cast(Table, Device.__table__)
+_devices = _device_table.c
 _ios = IosDevice.__table__.c
 _q = CommandQueueEntry.__table__.c
 _c = Command.__table__.c
@@ -102,6 +106,54 @@ async def unbind(session: AsyncSession, ios: IosDevice) -> None:
 
 async def user(session: AsyncSession, user_id: int) -> User | None:
     return await session.get(User, user_id)
+
+
+# ---- inventory (command answers) ---------------------------------------------------------------
+# Prebuilt per column set: a statement built per call costs more than running it.
+_LOCKED_COLUMNS: dict[tuple[str, ...], Select[Any]] = {}
+_INVENTORY_UPDATES: dict[tuple[bool, tuple[str, ...]], Update] = {}
+
+
+async def lock_device_columns(
+    session: AsyncSession, device_id: int, columns: tuple[str, ...]
+) -> dict[str, Any] | None:
+    """These columns of the device, row-locked (PostgreSQL) for the rest of the transaction."""
+    stmt = _LOCKED_COLUMNS.get(columns)
+    if stmt is None:
+        stmt = _LOCKED_COLUMNS[columns] = (
+            select(*(_devices[c] for c in columns)).where(_devices.id == bindparam("b_id")).with_for_update()
+        )
+    row = (await session.execute(stmt, {"b_id": device_id})).first()
+    return None if row is None else row._asdict()
+
+
+def _inventory_update(postgres: bool, columns: tuple[str, ...]) -> Update:
+    # The part is set inside the stored document by the database: the other parts (app and
+    # profile lists can be large) are neither read nor written back.
+    if postgres:
+        entry = sql_cast(bindparam("b_entry", type_=Text), JSONB)
+        part = func.jsonb_build_object(bindparam("b_part", type_=Text), entry)
+        merged: Any = sql_cast(sql_cast(_devices.inventory, JSONB).op("||")(part), JSON)
+    else:
+        path, document = bindparam("b_path", type_=Text), func.json(bindparam("b_entry", type_=Text))
+        merged = func.json_set(_devices.inventory, path, document)
+    values: dict[str, Any] = {c: bindparam(f"b_{c}", type_=_devices[c].type) for c in columns}
+    values["inventory"] = merged
+    return update(_device_table).where(_devices.id == bindparam("b_id")).values(values)
+
+
+async def write_inventory(
+    session: AsyncSession, device_id: int, part: str, entry: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """One UPDATE: ``inventory[part] = entry`` and the changed device columns."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    columns = tuple(sorted(changes))
+    stmt = _INVENTORY_UPDATES.get((postgres, columns))
+    if stmt is None:
+        stmt = _INVENTORY_UPDATES[(postgres, columns)] = _inventory_update(postgres, columns)
+    params: dict[str, Any] = {f"b_{c}": v for c, v in changes.items()}
+    params.update(b_id=device_id, b_entry=json.dumps(entry), b_part=part, b_path=f"$.{part}")
+    await session.execute(stmt, params)
 
 
 # ---- certificates -------------------------------------------------------------------------------
