@@ -87,7 +87,14 @@ async def queue_batch(
     loaded = {d.id: d for d in await store_devices.devices_by_id(session, per_device)} if per_device else {}
     now = utcnow()
     skipped: list[tuple[int, str]] = []
-    inserts: list[dict[str, Any]] = []
+    common: dict[str, Any] = {
+        "type": ctype.name, "flags": 0, "priority": ctype.priority, "status": CommandStatus.PROCESSING.value,
+        "result_info": None, "result_data": None, "created_by": op.created_by, "created_at": now,
+        "updated_at": now, "delivered_at": None, "finished_at": None, "attempts": 0, "active": True,
+        "bulk_id": op.id,
+    }
+    by_variant: dict[tuple[int, Hashable], list[int]] = {}  # devices that share a payload
+    one_by_one: list[dict[str, Any]] = []  # payloads translated per device
     protocols: dict[int, int] = {}
     for row in rows:
         if row.protocol is None:
@@ -103,6 +110,9 @@ async def queue_batch(
                 skipped.append((row.id, NO_SUCH_DEVICE))
                 continue
             variant = _translate(plan, translators, device)
+            if variant.reason is None:
+                one_by_one.append({**common, "guid": str(uuid.uuid4()).upper(), "device_id": row.id,
+                                   "args": variant.public_args, "payload": variant.payload})
         else:
             facts = DeviceFacts(row.id, row.protocol, row.os_name, row.model, row.attributes or {})
             vkey = (row.protocol, key.key(facts))
@@ -110,21 +120,21 @@ async def queue_batch(
             if found is None:
                 found = plan.variants[vkey] = _translate(plan, translators, facts.as_device())
             variant = found
+            if variant.reason is None:
+                by_variant.setdefault(vkey, []).append(row.id)
         if variant.reason is not None:
             skipped.append((row.id, variant.reason))
             continue
         protocols[row.id] = row.protocol
-        inserts.append({
-            "guid": str(uuid.uuid4()).upper(), "device_id": row.id, "type": ctype.name,
-            "args": variant.public_args, "payload": variant.payload, "flags": 0, "priority": ctype.priority,
-            "status": CommandStatus.PROCESSING.value, "result_info": None, "result_data": None,
-            "created_by": op.created_by, "created_at": now, "updated_at": now, "delivered_at": None,
-            "finished_at": None, "attempts": 0, "active": True, "bulk_id": op.id,
-        })
-    created = await store.insert_commands(session, inserts)
+    created = await store.insert_commands(session, one_by_one)
+    for vkey, ids in by_variant.items():
+        variant = plan.variants[vkey]
+        values = {**common, "args": variant.public_args, "payload": variant.payload}
+        created += await store.insert_for_devices(session, values, ids)
     outcome = BatchOutcome(done=len(rows) < batch_size)
     if created:
-        no_handler = [p.value for p in ctype.protocols if translators.get(p) is None]
+        present = {protocols[c.device_id] for c in created}
+        no_handler = [p.value for p in ctype.protocols if p.value in present and translators.get(p) is None]
         await store.queue_and_journal(
             session, op.id, min(c.id for c in created), max(c.id for c in created), now,
             f"queued (bulk operation {op.id})", no_handler, f"{NO_HANDLER} (bulk operation {op.id})",
@@ -133,10 +143,10 @@ async def queue_batch(
                     commands=[(c.device_id, c.guid) for c in created])
         for c in created:
             outcome.woken.setdefault(protocols[c.device_id], []).append(c.device_id)
-    if len(created) < len(inserts):
+    if len(created) < len(protocols):
         got = {c.device_id for c in created}
         busy = f"already has an active {ctype.name} command"
-        skipped += [(r["device_id"], busy) for r in inserts if r["device_id"] not in got]
+        skipped += [(d, busy) for d in protocols if d not in got]
     skipped.sort()
     await store.add_skipped(session, op.id, skipped)
     if rows:

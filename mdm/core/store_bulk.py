@@ -8,7 +8,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, case, delete, func, insert, literal, select, text, update
+from sqlalchemy import String, Table, and_, case, delete, func, insert, literal, select, text, update
+from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -141,6 +142,44 @@ async def insert_commands(session: AsyncSession, rows: Sequence[dict[str, Any]])
         .returning(_commands.c.id, _commands.c.device_id, _commands.c.guid)
     )
     result = await session.execute(stmt, list(rows))
+    return [Created(*r) for r in result.all()]
+
+
+def _uuid4_upper(dialect: str) -> Any:
+    """A random uppercase UUID (version 4 layout) per row, made by the database."""
+    if dialect == "postgresql":
+        return func.upper(sql_cast(func.gen_random_uuid(), String))
+
+    # SQLite: each hex(randomblob()) is a fresh random string, so the pieces need not share one.
+    def hexes(n: int) -> Any:
+        return func.substr(func.hex(func.randomblob(16)), 1, n, type_=String)
+
+    variant = func.substr("89AB", 1 + func.abs(func.random()) % 4, 1, type_=String)
+    return hexes(8) + "-" + hexes(4) + "-4" + hexes(3) + "-" + variant + hexes(3) + "-" + hexes(12)
+
+
+async def insert_for_devices(
+    session: AsyncSession, values: dict[str, Any], device_ids: Sequence[int]
+) -> list[Created]:
+    """The same command (``values``: every column but id, guid and device_id) for these devices,
+    by one INSERT ... SELECT with GUIDs made by the database: nothing per row crosses from Python
+    but the ids. A device that already has an active command of the type gets nothing."""
+    if not device_ids:
+        return []
+    dialect = session.get_bind().dialect.name
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    d = _devices.c
+    columns = list(values)
+    rows = select(
+        *(literal(values[k], _commands.c[k].type) for k in columns), d.id, _uuid4_upper(dialect)
+    ).where(d.id.in_(list(device_ids)))
+    stmt = (
+        insert_for(_commands)
+        .from_select([*columns, "device_id", "guid"], rows)
+        .on_conflict_do_nothing(index_elements=["device_id", "type"], index_where=text("active"))
+        .returning(_commands.c.id, _commands.c.device_id, _commands.c.guid)
+    )
+    result = await session.execute(stmt)
     return [Created(*r) for r in result.all()]
 
 
