@@ -43,6 +43,7 @@ async def test_bench_python_fleet_and_wrk(tmp_path: Path, database_url: str) -> 
         database_url=database_url,
         concurrency=4,
         rt_concurrency=2,
+        rt_command="DeviceInformation",  # RefreshDeviceInfo of device_info, answered in full
         background_rate=20,
         emit_wrk=tmp_path / "wrk",
         generator="wrk" if shutil.which("wrk") else "python",
@@ -56,9 +57,14 @@ async def test_bench_python_fleet_and_wrk(tmp_path: Path, database_url: str) -> 
     done, checked = rt["checked_completed"].split("/")
     assert done == checked and int(checked) > 0
     assert report.background["requests"] > 0 and not report.background["errors"]
+    # The device side alone: one command per round-trip device (half the fleet) queued first.
+    delivery = report.delivery
+    assert delivery["requests"] == 6 and not delivery["errors"], delivery
+    assert delivery["server_cpu_ms_per_round_trip"] >= 0
     assert report.rss_kib["start"] > 10_000 and report.rss_kib["peak"] >= report.rss_kib["end"]
     text = ios.render(report)
     assert "(a) idle polls" in text and "(b) command round trip" in text and "(c) server RSS" in text
+    assert "(b2) delivery only (DeviceInformation queued first" in text
     # The emitted wrk files replay signed polls of the same devices.
     bodies = (tmp_path / "wrk" / "idle_bodies.lua").read_text()
     assert bodies.count("<key>Status</key>") == 12 and (tmp_path / "wrk" / "idle.lua").exists()

@@ -177,6 +177,10 @@ async def run(options: Options, say: Say) -> Report:
                         report.round_trip["server_cpu_ms_per_round_trip"] = round(
                             (cpu1 - cpu0) * 1000 / report.round_trip["requests"], 2
                         )
+                    if options.rt_delivery > 0:
+                        await phases.delivery_phase(
+                            options, fleet, admin, say, report, lambda: cpu_seconds(pid) if pid else None
+                        )
                     if sampler is not None and rt_profile is not None:
                         _, err = await sampler.communicate()
                         if sampler.returncode == 0:
@@ -256,6 +260,19 @@ def render(report: Report) -> str:
         lines.append(
             "    steps: "
             + "; ".join(f"{name} p50 {v['p50_ms']} / p99 {v['p99_ms']} ms" for name, v in r["steps"].items())
+        )
+    d = report.delivery
+    if d:
+        lines.append(
+            f"(b2) delivery only ({d['command']} queued first, {d['concurrency']} concurrent):"
+            f" {d['requests']} polled and answered; p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms,"
+            f" max {d['max_ms']} ms;"
+            f" errors {d['errors'] or 0}"
+            + (
+                f"; server CPU {d['server_cpu_ms_per_round_trip']} ms per round trip (poll + answer)"
+                if "server_cpu_ms_per_round_trip" in d
+                else ""
+            )
         )
     if b:
         lines.append(

@@ -36,6 +36,9 @@ class Options:
     rt_command: str = "Block"
     rt_concurrency: int = 4
     rt_duration: float | None = None
+    # Devices for the delivery-only measurement after (b): commands queued first, then polled and
+    # answered, the server's CPU counted for the device side only (0: skip it).
+    rt_delivery: int = 500
     background_rate: float = 200.0
     enroll_concurrency: int = 4
     warmup: bool = True
@@ -55,6 +58,7 @@ class Report:
     idle: dict[str, Any] = field(default_factory=dict)
     round_trip: dict[str, Any] = field(default_factory=dict)
     background: dict[str, Any] = field(default_factory=dict)
+    delivery: dict[str, Any] = field(default_factory=dict)
     rss_kib: dict[str, Any] = field(default_factory=dict)
     profile: dict[str, Any] = field(default_factory=dict)
     profile_rt: dict[str, Any] = field(default_factory=dict)

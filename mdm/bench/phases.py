@@ -26,6 +26,12 @@ from mdm.sim.fleet import Fleet, FleetError, Member
 from mdm.sim.stats import Samples
 from mdm.sim.transport import client_context
 
+# Round-trip commands that are not library command names: what is queued for them.
+RT_COMMANDS: dict[str, tuple[str, dict[str, object]]] = {
+    # One DeviceInformation step with the default queries (about 30 on iOS), answered in full.
+    "DeviceInformation": ("RefreshDeviceInfo", {"parts": ["device_info"]}),
+}
+
 # ---- admin API ------------------------------------------------------------------------------------
 
 
@@ -56,8 +62,9 @@ class Admin:
                 return ids
 
     async def send(self, device_id: int, type_: str) -> str:
+        queued, args = RT_COMMANDS.get(type_, (type_, {}))
         async with self.session.post(
-            f"{self.base}/devices/{device_id}/commands", json={"type": type_}
+            f"{self.base}/devices/{device_id}/commands", json={"type": queued, "args": args}
         ) as response:
             if response.status != 201:
                 raise FleetError(
@@ -320,3 +327,45 @@ async def round_trip_phase(options: Options, fleet: Fleet, admin: Admin, say: Sa
             for name, st in steps.items()
         },
     }
+
+
+async def delivery_phase(
+    options: Options, fleet: Fleet, admin: Admin, say: Say, report: Report, cpu: Callable[[], float | None]
+) -> None:
+    """The device side alone (the budget of issue 12 excludes the enqueue): queue the command for
+    ``options.rt_delivery`` devices through the API first, then measure the server's CPU while
+    ``options.rt_concurrency`` flows poll, receive and answer (no background load)."""
+    half = max(1, len(fleet.members) // 2)
+    members = fleet.members[:half][: options.rt_delivery]
+    say(f"(b2) delivery only: queueing {options.rt_command} for {len(members)} devices first...")
+    pending = iter(members)
+
+    async def enqueue() -> None:
+        for member in pending:
+            assert member.device_id is not None
+            await admin.send(member.device_id, options.rt_command)
+
+    await asyncio.gather(*(enqueue() for _ in range(8)))
+    samples = Samples()
+    todo = iter(members)
+
+    async def device() -> None:
+        for member in todo:
+            t0 = time.perf_counter()
+            try:
+                statuses = await fleet.poll_and_answer(member)
+                if not statuses or statuses[0][1] != "Acknowledged":
+                    raise FleetError(f"{member.udid}: {statuses[:1] or 'nothing delivered'}")
+                samples.add(time.perf_counter() - t0)
+            except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
+                samples.error(type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[:80])
+
+    cpu0, t0 = cpu(), time.perf_counter()
+    await asyncio.gather(*(device() for _ in range(options.rt_concurrency)))
+    cpu1 = cpu()
+    samples.elapsed = time.perf_counter() - t0
+    report.delivery = {
+        "command": options.rt_command, "concurrency": options.rt_concurrency, **samples.summary()
+    }
+    if cpu0 is not None and cpu1 is not None and samples.count:
+        report.delivery["server_cpu_ms_per_round_trip"] = round((cpu1 - cpu0) * 1000 / samples.count, 2)
