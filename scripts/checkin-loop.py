@@ -143,12 +143,25 @@ async def phase(
     if profiler is not None:
         profiler.disable()
     n = max(1, len(latencies))
+    if os.environ.get("CHECKIN_THREADS"):
+        print("  threads (cpu s):", _threads())
     print(
         f"{name:10s} {n:6d} messages: cpu {1e6 * cpu / n:7.0f} µs each "
         f"({n / cpu if cpu else 0:6.0f}/s of CPU), wall {n / wall:6.0f}/s, "
         f"median {1000 * statistics.median(latencies):.2f} ms "
         f"(system {100 * system / cpu if cpu else 0:.0f} %)"
     )
+
+
+def _threads() -> dict[str, float]:
+    """CPU seconds of each thread of this process so far (Linux)."""
+    out: dict[str, float] = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    for task in Path("/proc/self/task").iterdir():
+        fields = (task / "stat").read_text().rsplit(")", 1)[1].split()
+        name = (task / "comm").read_text().strip()
+        out[f"{name}-{task.name}"] = (int(fields[11]) + int(fields[12])) / tick
+    return out
 
 
 async def forget(db: Database, members: list[Member]) -> None:
@@ -189,13 +202,25 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
         await svc.last_seen.flush(db)
         idles = [[idle_message(m)] for m in members]
         svc = service(db, cfg, anchors)
-        await phase("cold", idles, lambda s: send_idle(svc, s), args.concurrency, profiler)
+        await phase(
+            "cold",
+            idles,
+            lambda s: send_idle(svc, s),
+            args.concurrency,
+            None if args.only_enroll else profiler,
+        )
         await phase("warm", idles, lambda s: send_idle(svc, s), args.concurrency, None)
         await svc.last_seen.flush(db)
         await asyncio.sleep(1.1)  # a later signing time than the enrollment's
         again = [checkin_messages(member, topic, 2) for member in members]
         svc = service(db, cfg, anchors)
-        await phase("recheckin", again, lambda s: send_checkin(svc, s), args.concurrency, profiler)
+        await phase(
+            "recheckin",
+            again,
+            lambda s: send_checkin(svc, s),
+            args.concurrency,
+            None if args.only_enroll else profiler,
+        )
         await svc.last_seen.flush(db)
     finally:
         await db.close()
@@ -214,6 +239,7 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8, help="messages in flight (default 8)")
     parser.add_argument("--database-url", default="", help="postgresql+asyncpg://... (changed in place)")
     parser.add_argument("--profile", help="write a cProfile of the measured phases here")
+    parser.add_argument("--only-enroll", action="store_true", help="profile the enroll phase only")
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
     args = parser.parse_args()
     if args.database_url:

@@ -115,15 +115,15 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
     fingerprint = identity.fingerprint
     old_fingerprint: bytes | None = None
     async with svc.db.transaction() as session:
-        device = await store.device_by_identifier(session, msg.identifier, lock=True)
-        bound_to = await store.device_bound_to(session, fingerprint)
+        device = await store_checkin.device_by_identifier(session, msg.identifier)
+        bound_to = await store_checkin.device_bound_to(session, fingerprint)
         if bound_to is not None and (device is None or bound_to != device.id):
             raise IdentityError(
                 "identity_in_use",
                 "this certificate is already bound to another device",
                 serial=cert.serial_hex,
             )
-        record = await store.issued_certificate(session, cert.serial_hex)
+        record = await store_checkin.certificate_record(session, cert.serial_hex)
         if (
             record is not None
             and record.device_id is not None
@@ -185,8 +185,8 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             enrollment = await attach_device(
                 session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
             )
-        if record is not None:
-            record.device_id = device.id
+        if record is not None and record.device_id != device.id:
+            await store_checkin.link_certificate(session, record.id, device.id)
         if enrollment is not None:
             attributes = dict(attributes)
             attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier

@@ -1,5 +1,5 @@
-"""The check-in's own statements (``mdm.ios.checkin``): prebuilt Core statements for the
-TokenUpdate of a check-in storm.
+"""The check-in's own statements (``mdm.ios.checkin``): statements built once, for the
+Authenticate and TokenUpdate of a check-in storm.
 
 A TokenUpdate changes push fields only (no status, no binding): no cached binding depends on it,
 so it needs none of the ORM's commit-time invalidation and skips loading the device entity (whose
@@ -14,8 +14,9 @@ from typing import Any, NamedTuple, cast
 from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.db.models import Device
+from mdm.db.models import Device, Protocol
 from mdm.ios.tables import IosDevice
+from mdm.pki.tables import IssuedCertificateRecord
 
 _DEVICES = cast(Table, Device.__table__)
 _IOS = cast(Table, IosDevice.__table__)
@@ -75,3 +76,51 @@ async def write_binding_fields(session: AsyncSession, device_id: int, **values: 
     if "cert_fingerprint" in values:
         raise ValueError("the binding itself is changed through the ORM")
     await session.execute(update(_IOS).where(_i.device_id == device_id).values(**values))
+
+
+# ---- Authenticate -------------------------------------------------------------------------------
+# Built once: a check-in storm runs these for every device, and building a select per call (its
+# expressions and cache key) cost about as much as executing it.
+_DEVICE_BY_IDENTIFIER = (
+    select(Device)
+    .where(Device.protocol == Protocol.IOS.value, Device.identifier == bindparam("identifier"))
+    .with_for_update()
+)
+_BOUND_TO = select(_i.device_id).where(_i.cert_fingerprint == bindparam("fp"))
+_c = cast(Table, IssuedCertificateRecord.__table__).c
+_CERTIFICATE = select(_c.id, _c.device_id, _c.user_id).where(_c.serial == bindparam("serial"))
+_LINK_CERTIFICATE = (
+    update(cast(Table, IssuedCertificateRecord.__table__))
+    .where(_c.id == bindparam("b_id"))
+    .values(device_id=bindparam("b_device_id"))
+)
+
+
+class CertificateRecord(NamedTuple):
+    """What Authenticate reads of the issued-certificate record of an identity."""
+
+    id: int
+    device_id: int | None
+    user_id: int | None
+
+
+async def device_by_identifier(session: AsyncSession, identifier: str) -> Device | None:
+    """The iOS device with this UDID (EnrollmentID for a user enrollment), locked."""
+    device: Device | None = await session.scalar(_DEVICE_BY_IDENTIFIER, {"identifier": identifier})
+    return device
+
+
+async def device_bound_to(session: AsyncSession, fingerprint: bytes) -> int | None:
+    """The id of the device this fingerprint is bound to, in the caller's transaction."""
+    found: int | None = (await session.execute(_BOUND_TO, {"fp": fingerprint})).scalar()
+    return found
+
+
+async def certificate_record(session: AsyncSession, serial: str) -> CertificateRecord | None:
+    row = (await session.execute(_CERTIFICATE, {"serial": serial})).first()
+    return None if row is None else CertificateRecord(*row)
+
+
+async def link_certificate(session: AsyncSession, record_id: int, device_id: int) -> None:
+    """The certificate is the identity of this device now."""
+    await session.execute(_LINK_CERTIFICATE, {"b_id": record_id, "b_device_id": device_id})

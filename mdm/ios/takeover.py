@@ -24,8 +24,9 @@ from mdm.db.models import Device, DeviceStatus, utcnow
 from mdm.enroll.attach import enrollment_of_certificate
 from mdm.ios import store
 from mdm.ios.identity import Identity, IdentityError
+from mdm.ios.store_checkin import CertificateRecord
 from mdm.ios.tables import IosDevice
-from mdm.pki.tables import CertStatus, IssuedCertificateRecord
+from mdm.pki.tables import CertStatus
 
 ACTIVE = frozenset({DeviceStatus.OK.value, DeviceStatus.REMOVING.value, DeviceStatus.REMOVE_FAILED.value})
 _ENDED_CERTIFICATE = frozenset({CertStatus.REVOKED.value, CertStatus.EXPIRED.value})
@@ -37,7 +38,7 @@ async def check(
     device: Device,
     ios: IosDevice | None,
     identity: Identity,
-    record: IssuedCertificateRecord | None,
+    record: CertificateRecord | None,
 ) -> None:
     """Raise unless ``identity`` may replace the identity ``device`` is bound to."""
     if ios is None or device.status not in ACTIVE or ios.cert_fingerprint == identity.fingerprint:
