@@ -163,7 +163,9 @@ async def insert_for_devices(
 ) -> list[Created]:
     """The same command (``values``: every column but id, guid and device_id) for these devices,
     by one INSERT ... SELECT with GUIDs made by the database: nothing per row crosses from Python
-    but the ids. A device that already has an active command of the type gets nothing."""
+    but the ids. A device that already has an active command of the type gets nothing. The id range
+    beside the list keeps PostgreSQL on the primary key (with the list alone it may scan the whole
+    table for every batch)."""
     if not device_ids:
         return []
     dialect = session.get_bind().dialect.name
@@ -172,7 +174,7 @@ async def insert_for_devices(
     columns = list(values)
     rows = select(
         *(literal(values[k], _commands.c[k].type) for k in columns), d.id, _uuid4_upper(dialect)
-    ).where(d.id.in_(list(device_ids)))
+    ).where(d.id.in_(list(device_ids)), d.id.between(min(device_ids), max(device_ids)))
     stmt = (
         insert_for(_commands)
         .from_select([*columns, "device_id", "guid"], rows)
