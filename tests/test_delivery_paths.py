@@ -19,7 +19,8 @@ from mdm.core import commands, events
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
-from mdm.ios import inventory
+from mdm.ios import command_steps, inventory
+from mdm.ios.command_codec import to_plist_dict
 from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
@@ -247,3 +248,25 @@ async def test_an_inventory_answer_sets_its_part_and_keeps_the_others(
             select(Event.body).where(Event.type == "inventory_updated").order_by(Event.id)
         )).all()
     assert updated == [{"part": "profiles", "count": 1}] + [{"part": "device_info", "count": 3}] * 3
+
+
+# ---- the outgoing plist ------------------------------------------------------------------------
+
+
+def _plain_message(uuid: str, step: dict[str, Any]) -> bytes:
+    body = to_plist_dict(step)
+    return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
+
+
+def test_a_cached_query_plist_is_the_plist_plistlib_writes() -> None:
+    queries = {"RequestType": "DeviceInformation", "Queries": ["DeviceName", "OSVersion", "<&>"]}
+    for guid in ("0B0C5D1E-AAAA-4BBB-8CCC-000000000001", "0B0C5D1E-AAAA-4BBB-8CCC-000000000002"):
+        command = Command(guid=guid, payload=queries, result_data=None)
+        assert command_steps.message(command) == _plain_message(guid, queries)
+    steps = {"Steps": [{"RequestType": "ProfileList"}, queries]}
+    command = Command(guid="G-1", payload=steps, result_data={"steps": [{"ok": True}]})
+    assert command_steps.message(command) == _plain_message("G-1.1", queries)
+    # A command that may carry a secret is never kept.
+    lock = {"RequestType": "DeviceLock", "PIN": "123456"}
+    assert command_steps.message(Command(guid="G-2", payload=lock)) == _plain_message("G-2", lock)
+    assert all("PIN" not in key for key in command_steps._ENCODED)

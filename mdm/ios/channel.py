@@ -21,7 +21,6 @@ CommandUUID ``GUID.N`` (``mdm.ios.command_steps.outgoing``); each answer but the
 from __future__ import annotations
 
 import logging
-import plistlib
 from datetime import datetime
 from typing import Any
 
@@ -133,8 +132,7 @@ async def _encode(svc: IosService, session: AsyncSession, command: Command, devi
             problem = "the device sent no UnlockToken; its passcode cannot be cleared"
     if problem is None:
         try:
-            uuid, body = command_steps.outgoing(command, unlock_token=unlock_token)
-            return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
+            return command_steps.message(command, unlock_token=unlock_token)
         except (TypeError, ValueError, OverflowError) as exc:
             problem = f"the command payload cannot be encoded as a property list: {exc}"
     log.warning("command %s not sent: %s", command.guid, problem)
