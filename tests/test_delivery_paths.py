@@ -4,7 +4,9 @@ spends no thread hop on a commit or rollback without a transaction."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import logging
 import plistlib
 from collections.abc import Iterator
 from typing import Any
@@ -270,3 +272,21 @@ def test_a_cached_query_plist_is_the_plist_plistlib_writes() -> None:
     lock = {"RequestType": "DeviceLock", "PIN": "123456"}
     assert command_steps.message(Command(guid="G-2", payload=lock)) == _plain_message("G-2", lock)
     assert all("PIN" not in key for key in command_steps._ENCODED)
+
+
+async def test_a_long_sqlite_write_transaction_is_logged(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    if not db.is_sqlite:
+        pytest.skip("the write queue is SQLite's")
+    db.slow_seconds = 0.05
+
+    async def hold() -> None:
+        async with db.transaction():
+            await asyncio.sleep(0.1)
+
+    with caplog.at_level(logging.WARNING, logger="mdm.db.engine"):
+        await asyncio.gather(hold(), hold())
+    # Both waited or held past the threshold; one line per interval.
+    lines = [r.getMessage() for r in caplog.records if "write transaction" in r.getMessage()]
+    assert len(lines) == 1 and "held it" in lines[0], lines

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -13,6 +14,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 log = logging.getLogger(__name__)
+SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
 
 
 class DatabaseUnavailable(Exception):
@@ -60,6 +62,9 @@ class Database:
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
         self._write_lock = asyncio.Lock()
         self._writer: asyncio.Task[Any] | None = None
+        # A write transaction that waits for or holds the queue this long is logged.
+        self.slow_seconds = 0.5
+        self._slow_logged = -SLOW_LOG_INTERVAL
 
     @property
     def safe_url(self) -> str:
@@ -78,13 +83,34 @@ class Database:
             async with self.sessionmaker() as session, session.begin():
                 yield session
             return
+        asked = time.monotonic()
         async with self._write_lock:
-            self._writer = asyncio.current_task()
+            task = self._writer = asyncio.current_task()
+            got = time.monotonic()
             try:
                 async with self.sessionmaker() as session, session.begin():
                     yield session
             finally:
                 self._writer = None
+                self._slow(task, got - asked, time.monotonic() - got)
+
+    def _slow(self, task: asyncio.Task[Any] | None, waited: float, held: float) -> None:
+        """Log a write transaction that waited or held SQLite's write queue long (at most one
+        line per ``SLOW_LOG_INTERVAL`` seconds): what stalls every other writer."""
+        if max(waited, held) < self.slow_seconds:
+            return
+        now = time.monotonic()
+        if now - self._slow_logged < SLOW_LOG_INTERVAL:
+            return
+        self._slow_logged = now
+        frames = task.get_stack() if task is not None else []
+        where = " < ".join(
+            f"{f.f_code.co_qualname}" for f in reversed(frames) if "/mdm/" in f.f_code.co_filename
+        )
+        log.warning(
+            "SQLite write transaction waited %.0f ms for the write queue and held it %.0f ms (in %s)",
+            1000 * waited, 1000 * held, where or "?",
+        )
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
