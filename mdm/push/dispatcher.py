@@ -44,6 +44,9 @@ log = logging.getLogger("mdm.push")
 
 SERVICE_NAMES: dict[Protocol, str] = {Protocol.IOS: "apns", Protocol.KES: "fcm"}
 CHUNK = 1000  # devices per statement and transaction when many are woken at once
+# Batches the worker keeps in flight: the next one is taken from the database while the gateway
+# answers the previous ones (``push.concurrency`` bounds the pushes in flight across them).
+PIPELINE = 3
 
 
 def service_name(protocol: Protocol | int) -> str:
@@ -97,6 +100,8 @@ class PushDispatcher:
             for name in SERVICE_NAMES.values()
         }
         self._nudge = asyncio.Event()
+        self._limit: tuple[int, asyncio.Semaphore] | None = None
+        self.in_flight: set[asyncio.Task[None]] = set()  # batches sent, not yet recorded
         self._labels = metrics.ReasonLabels()
         self._owed_refreshed = 0.0
 
@@ -157,18 +162,29 @@ class PushDispatcher:
         while not self.transports:
             self._nudge.clear()
             await self._nudge.wait()
-        while True:
-            self._nudge.clear()
-            try:
-                taken = await self.dispatch_once()
-            except Exception as exc:  # the database is away: the rows wait, nothing is lost
-                log.warning("push dispatch pass failed, will retry: %s", exc)
-                taken = 0
-                await asyncio.sleep(min(self.idle_seconds, 5.0))
-            if taken >= self.config.batch_size:
-                await asyncio.sleep(0)
-                continue
-            await self._idle(taken)
+        try:
+            while True:
+                self._nudge.clear()
+                while len(self.in_flight) >= PIPELINE:
+                    await asyncio.wait(self.in_flight, return_when=asyncio.FIRST_COMPLETED)
+                try:
+                    taken, targets = await self._take()
+                except Exception as exc:  # the database is away: the rows wait, nothing is lost
+                    log.warning("push dispatch pass failed, will retry: %s", exc)
+                    taken, targets = 0, []
+                    await asyncio.sleep(min(self.idle_seconds, 5.0))
+                if targets:
+                    task = asyncio.create_task(self._deliver_logged(targets))
+                    self.in_flight.add(task)
+                    task.add_done_callback(self.in_flight.discard)
+                if taken >= self.config.batch_size:
+                    await asyncio.sleep(0)
+                    continue
+                await self._idle(taken)
+        finally:
+            for task in self.in_flight:
+                task.cancel()
+            await asyncio.gather(*self.in_flight, return_exceptions=True)
 
     async def _idle(self, taken: int) -> None:
         timeout = self.idle_seconds
@@ -194,25 +210,48 @@ class PushDispatcher:
 
     async def dispatch_once(self) -> int:
         """Take one batch of due rows, send them, apply the answers; the number of rows taken."""
+        taken, targets = await self._take()
+        if targets:
+            await self._deliver(targets)
+        return taken
+
+    async def _take(self) -> tuple[int, list[DueRow]]:
+        """Lease one batch of due rows and drop those owed nothing more: (rows taken, rows to
+        push)."""
         now = self.clock()
         lease = now + timedelta(seconds=self.lease_seconds)
         async with self.db.transaction() as session:
             rows = await store.take_due(session, now, self.config.batch_size, self.protocols, lease)
             if not rows:
-                return 0
+                return 0, []
             repush = [r.device_id for r in rows if r.reason == REPUSH]
             queued = await store.with_queued_commands(session, repush, now)
             done = [r.device_id for r in rows if not self._still_owed(r, queued)]
             await store.drop(session, done)
         dropped = set(done)
-        targets = [r for r in rows if r.device_id not in dropped]
-        if targets:
-            limit = asyncio.Semaphore(self.config.concurrency)
-            results = await asyncio.gather(*(self._send(row, limit) for row in targets))
-            answered = list(zip(targets, results, strict=True))
-            await self._apply(answered)
-            await self._receipts(answered)
-        return len(rows)
+        return len(rows), [r for r in rows if r.device_id not in dropped]
+
+    def _concurrency(self) -> asyncio.Semaphore:
+        """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""
+        size = self.config.concurrency
+        if self._limit is None or self._limit[0] != size:
+            self._limit = (size, asyncio.Semaphore(size))
+        return self._limit[1]
+
+    async def _deliver(self, targets: list[DueRow]) -> None:
+        """Send a taken batch, record the answers, tell the receipts."""
+        limit = self._concurrency()
+        results = await asyncio.gather(*(self._send(row, limit) for row in targets))
+        answered = list(zip(targets, results, strict=True))
+        await self._apply(answered)
+        await self._receipts(answered)
+
+    async def _deliver_logged(self, targets: list[DueRow]) -> None:
+        try:
+            await self._deliver(targets)
+        except Exception as exc:  # the rows stay leased: sent again when the lease ends
+            log.warning("push: the answers of %d wake-up(s) were not recorded, they are retried after "
+                        "their lease: %s", len(targets), exc)
 
     async def _receipts(self, answered: list[tuple[DueRow, PushResult]]) -> None:
         """Hand the accepted pushes of this batch, counted per reason, to ``receipts``; a failing
