@@ -236,19 +236,31 @@ async def test_command_send_argument_errors_are_usage_errors(cli: Cli, db) -> No
 async def test_bulk_send_reports_skipped(cli: Cli, db) -> None:
     ids = await seed(db)
     result = await cli.json("command", "send", "--all", "Mugshot")
-    assert [c["device_id"] for c in result["created"]] == [ids["phone"]]
-    skipped = {s["device"]: s["reason"] for s in result["skipped"]}
-    assert skipped == {
+    assert (result["state"], result["targeted"], result["queued"], result["skipped"]) == ("queued", 3, 1, 2)
+    assert result["skipped_reasons"] == {
+        "Mugshot is not supported on ios devices": 1, "Mugshot is not supported on eas devices": 1,
+    }
+    skipped = await cli.json("command", "bulk", str(result["id"]), "--skipped")
+    assert {s["device"]: s["reason"] for s in skipped["items"]} == {
         ids["ipad"]: "Mugshot is not supported on ios devices",
         ids["eas"]: "Mugshot is not supported on eas devices",
     }
-    out = await cli.ok("command", "send", "--devices", f"{ids['ipad']},424242", "Block")
-    assert "queued Block for 1 device(s)" in out
-    assert "skipped 1 device(s):" in out and "424242" in out and "no such device" in out
+    # Not a terminal: progress lines on stderr, the final counts and reasons on stdout.
+    r = await cli("command", "send", "--devices", f"{ids['ipad']},424242", "Block")
+    assert r.returncode == 0, r.stderr
+    assert "% of 2: queued 1, skipped 1" in r.stderr.splitlines()[-1]
+    assert "queued" in r.stdout.splitlines()[0] and "targeted 2, queued 1, skipped 1" in r.stdout
+    assert "no such device" in r.stdout
     result = await cli.json("command", "send", "--group", str(ids["sales"]), "RefreshDeviceInfo")
-    assert sorted(c["device_id"] for c in result["created"]) == sorted([ids["ipad"], ids["phone"]])
+    assert (result["targeted"], result["queued"]) == (2, 2)
     r = await cli("command", "send", "--group", "999", "RefreshDeviceInfo")
     assert r.returncode == 1 and one_error_line(r) == "mdm: error: 404 not_found: no group 999"
+    bulk_id = (await cli.ok("command", "send", "--all", "Wipe", "--no-wait")).strip()
+    assert bulk_id.isdigit()
+    out = await cli.ok("command", "bulk-recall", bulk_id)
+    assert f"bulk operation {bulk_id} (Wipe to every device): recalled" in out
+    shown = await cli.json("command", "bulk", bulk_id)
+    assert shown["state"] == "recalled" and shown["recalled"] + shown["pending"] == shown["queued"]
 
 
 async def test_command_types(cli: Cli) -> None:

@@ -1,4 +1,5 @@
-"""``mdm command send|recall|log|types``: commands through the admin API."""
+"""``mdm command send|recall|log|types|bulk|bulk-recall``: commands through the admin API (bulk
+operations in ``bulk_progress``)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,18 @@ def register(sub: Subparsers) -> None:
     p.add_argument("--arg", action="append", default=[], metavar="KEY=VALUE",
                    help="command argument (string); KEY:=JSON for a typed value; repeatable")
     p.add_argument("--args-json", metavar="JSON", help="all arguments as one JSON object")
+    wait = p.add_mutually_exclusive_group()
+    wait.add_argument("--no-wait", action="store_true",
+                      help="bulk: print the operation id and return (follow it with mdm command bulk ID)")
+    wait.add_argument("--wait-delivery", action="store_true",
+                      help="bulk: after queuing, wait until nothing of it is left queued or in flight")
+    p = leaf(command, "bulk", command_bulk, "a bulk operation: its state and counts (--skipped: the devices)")
+    p.add_argument("bulk_id", type=int, metavar="ID")
+    p.add_argument("--skipped", action="store_true", help="list the skipped devices and why (paged)")
+    paging(p, default=100)
+    p = leaf(command, "bulk-recall", command_bulk_recall,
+             "stop a bulk operation and recall its commands not yet delivered")
+    p.add_argument("bulk_id", type=int, metavar="ID")
     p = leaf(command, "recall", command_recall, "recall a command that the device has not executed")
     p.add_argument("guid", metavar="GUID")
     p = leaf(command, "log", command_log, "command log of a device, each command with its journal")
@@ -102,18 +115,21 @@ def command_send(args: argparse.Namespace, client: ApiClient) -> int:
         return 0
     if len(args.target) != 1:
         raise CliError("with --all/--group/--devices give only the command TYPE", exit_code=2)
-    result = client.post(f"{API}/commands", {"devices": target, "type": args.target[0], "args": cmd_args})
-    if args.json:
-        output.emit_json(result)
-        return 0
-    print(f"queued {args.target[0]} for {len(result['created'])} device(s)")
-    if result["created"] and len(result["created"]) <= 50:
-        output.table(result["created"], [("DEVICE", lambda c: c["device_id"]), ("GUID", lambda c: c["guid"])])
-    if result["skipped"]:
-        print(f"skipped {len(result['skipped'])} device(s):")
-        output.table(result["skipped"], [("DEVICE", lambda x: x["device"]),
-                                         ("REASON", lambda x: x["reason"])])
-    return 0
+    from mdm.cli import bulk_progress
+
+    return bulk_progress.send(client, args, target, args.target[0], cmd_args)
+
+
+def command_bulk(args: argparse.Namespace, client: ApiClient) -> int:
+    from mdm.cli import bulk_progress
+
+    return bulk_progress.show(args, client)
+
+
+def command_bulk_recall(args: argparse.Namespace, client: ApiClient) -> int:
+    from mdm.cli import bulk_progress
+
+    return bulk_progress.recall(args, client)
 
 
 # ---- recall, log --------------------------------------------------------------------------------
