@@ -36,8 +36,9 @@ log = logging.getLogger("mdm.bulk")
 DEFAULT_BATCH_SIZE = 2000
 FINISHED = (BulkState.QUEUED.value, BulkState.RECALLED.value, BulkState.FAILED.value)
 # Consecutive failures of one operation's batches before it is marked failed (a bug or a row
-# that cannot be written, not a database that went away for a moment).
-MAX_FAILURES = 5
+# that cannot be written, not a database that went away for a moment: the retries wait 0.5 s,
+# doubling up to 30 s, about a minute in all).
+MAX_FAILURES = 8
 
 
 class NoTargets(ServiceError):
@@ -148,6 +149,7 @@ class BulkService:
             if failures >= MAX_FAILURES:
                 await self._fail(bulk_id, f"{type(exc).__name__}: {exc}"[:500])
                 return False
+            await asyncio.sleep(min(30.0, 0.5 * 2 ** (failures - 1)))
             return True
         self._failures.pop(bulk_id, None)
         if not more:

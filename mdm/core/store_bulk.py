@@ -165,7 +165,8 @@ async def insert_for_devices(
     by one INSERT ... SELECT with GUIDs made by the database: nothing per row crosses from Python
     but the ids. A device that already has an active command of the type gets nothing. The id range
     beside the list keeps PostgreSQL on the primary key (with the list alone it may scan the whole
-    table for every batch)."""
+    table for every batch). Rows go in ascending device id, like every batch of every operation, so
+    that two operations racing on PostgreSQL wait for each other instead of deadlocking."""
     if not device_ids:
         return []
     dialect = session.get_bind().dialect.name
@@ -174,7 +175,7 @@ async def insert_for_devices(
     columns = list(values)
     rows = select(
         *(literal(values[k], _commands.c[k].type) for k in columns), d.id, _uuid4_upper(dialect)
-    ).where(d.id.in_(list(device_ids)), d.id.between(min(device_ids), max(device_ids)))
+    ).where(d.id.in_(list(device_ids)), d.id.between(min(device_ids), max(device_ids))).order_by(d.id)
     stmt = (
         insert_for(_commands)
         .from_select([*columns, "device_id", "guid"], rows)
