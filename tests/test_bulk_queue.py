@@ -222,7 +222,8 @@ async def test_two_operations_of_the_same_type_racing(db: Database, recorder: Re
     assert op_a.queued + op_b.queued == 25
     assert op_a.queued + op_a.skipped == 25 and op_b.queued + op_b.skipped == 25
     for op in (op_a, op_b):  # the loser of each device says why
-        assert op.skipped_reasons == ({"already has an active Block command": op.skipped} if op.skipped else {})
+        busy = {"already has an active Block command": op.skipped}
+        assert op.skipped_reasons == (busy if op.skipped else {})
     async with db.session() as session:
         per_device = (await session.execute(
             select(Command.device_id).where(Command.active.is_(True))
