@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import events, library
+from mdm.core import events, library, store_events
 from mdm.core import store_commands as store
 from mdm.core.errors import Conflict, InvalidArgument, NotFound, Unsupported
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED, COMMAND_FAILED, COMMAND_RECALLED
@@ -271,15 +271,19 @@ async def complete(
     info: str | None = None,
     data: dict[str, Any] | None = None,
     dequeued: bool = False,
-) -> None:
+    take: bool = False,
+) -> bool:
     """Record the device's final answer and move the command out of the hot queue.
 
     For a multi-step command this is the answer of the last step: the result gathers every
     step's answer (``result_data["steps"]``) and the command succeeds only if every step did.
 
     ``dequeued``: the caller already took the row out of the queue (``take_in_flight``).
+    ``take``: take it out only if it is in flight (as ``take_in_flight``), in the statement that
+    records the answer on PostgreSQL; False, and nothing written, if it was not in flight (a
+    replayed or duplicate answer). Otherwise True.
     """
-    if not dequeued:
+    if not dequeued and not take:
         await store.dequeue(session, command.id)
     previous = step_results(command)
     if previous:
@@ -296,7 +300,7 @@ async def complete(
         status = CommandStatus.COMPLETED if success else CommandStatus.FAILED
     # Core statements, not a flush: the command row, its journal entry, the event, in this order.
     now = utcnow()
-    await store.finish_command(session, command, {
+    values = {
         "status": status.value,
         "active": None,
         "finished_at": now,
@@ -305,18 +309,21 @@ async def complete(
         "payload": {},
         "result_info": info,
         "result_data": data,
-    })
-    await store.insert_journal(session, command.id, status.value, info)
-    finished = COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED
-    await events.emit_now(
-        session,
-        finished,
+    }
+    event = events.event_values(
+        COMMAND_COMPLETED if status == CommandStatus.COMPLETED else COMMAND_FAILED,
         device_id=command.device_id,
         command=command.guid,
         command_type=command.type,
         status=status.value,
         info=info,
     )
+    if take:
+        return await store.take_and_finish(session, command, values, (status.value, info), event)
+    await store.finish_command(session, command, values)
+    await store.insert_journal(session, command.id, status.value, info)
+    await store_events.insert_event(session, event)
+    return True
 
 
 # ---- multi-step commands -----------------------------------------------------------------------

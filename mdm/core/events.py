@@ -45,13 +45,16 @@ class EventType:
         EventType.declared[self.name] = self
 
 
-def _values(
+def event_values(
     type: EventType,
-    severity: Severity | None,
-    device_id: int | None,
-    user_id: int | None,
-    body: dict[str, Any],
+    *,
+    severity: Severity | None = None,
+    device_id: int | None = None,
+    user_id: int | None = None,
+    **body: Any,
 ) -> dict[str, Any]:
+    """The outbox row of an event of a declared ``type`` (checked as ``emit`` checks it), for a
+    store that writes it in a statement of its own making (``emit`` and ``emit_now`` use it)."""
     if not isinstance(type, EventType) or EventType.declared.get(type.name) is not type:
         raise UndeclaredEvent(f"event type {type!r} is not declared in the catalog")
     try:
@@ -65,6 +68,8 @@ def _values(
         "device_id": device_id,
         "user_id": user_id,
         "body": checked,
+        "created_at": utcnow(),
+        "delivery_attempts": 0,
     }
 
 
@@ -79,7 +84,7 @@ def emit(
 ) -> Event:
     """Add an event of a declared ``type`` to the caller's transaction. ``severity`` overrides the
     declared one only where the catalog says the type's severity varies."""
-    event = Event(**_values(type, severity, device_id, user_id, body))
+    event = Event(**event_values(type, severity=severity, device_id=device_id, user_id=user_id, **body))
     add_event(session, event)
     return event
 
@@ -97,7 +102,6 @@ async def emit_now(
     object, no flush of its own), in the caller's transaction all the same. Objects the session
     still holds (events ``emit`` added before) are flushed first, so that the outbox keeps the
     order in which the events were emitted."""
-    values = _values(type, severity, device_id, user_id, body)
-    values["created_at"] = utcnow()
-    values["delivery_attempts"] = 0
-    await insert_event(session, values)
+    await insert_event(
+        session, event_values(type, severity=severity, device_id=device_id, user_id=user_id, **body)
+    )

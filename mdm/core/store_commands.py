@@ -15,12 +15,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
 from sqlalchemy.orm.attributes import instance_state, set_committed_value
 
-from mdm.core.store_events import flush_pending
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
+from mdm.core.store_events import flush_pending, insert_event
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Event, utcnow
 
 _commands = cast(Table, Command.__table__)
 _queue = cast(Table, CommandQueueEntry.__table__)
 _journal = cast(Table, CommandJournalEntry.__table__)
+_events = cast(Table, Event.__table__)
 
 _CLAIM = (
     update(_commands)
@@ -127,6 +128,82 @@ async def insert_journal(
     await session.execute(
         _INSERT_JOURNAL, {"command_id": command_id, "status": status, "detail": detail, "at": utcnow()}
     )
+
+
+def _take_and_finish_pg() -> Select[tuple[int]]:
+    # One statement on PostgreSQL: take the row out of the queue if in flight, and only then
+    # write the command, its journal entry and the event (data-modifying CTEs run once each).
+    taken = (
+        delete(_queue)
+        .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
+        .returning(_queue.c.command_id)
+        .cte("taken")
+    )
+    finished = (
+        update(_commands)
+        .where(_commands.c.id.in_(select(taken.c.command_id)))
+        .values({name: bindparam(f"b_{name}", type_=_commands.c[name].type) for name in FINISH_COLUMNS})
+        .returning(_commands.c.id)
+        .cte("finished")
+    )
+    j = _journal.c
+    journaled = (
+        insert(_journal)
+        .from_select(
+            ["command_id", "status", "detail", "at"],
+            select(
+                finished.c.id,
+                bindparam("j_status", type_=j.status.type),
+                bindparam("j_detail", type_=j.detail.type),
+                bindparam("j_at", type_=j.at.type),
+            ),
+        )
+        .returning(j.id)
+        .cte("journaled")
+    )
+    e = _events.c
+    columns = ("uuid", "type", "severity", "device_id", "user_id", "body", "created_at", "delivery_attempts")
+    evented = (
+        insert(_events)
+        .from_select(
+            list(columns),
+            select(*(bindparam(f"e_{c}", type_=e[c].type) for c in columns)).select_from(finished),
+        )
+        .returning(e.id)
+        .cte("evented")
+    )
+    return select(taken.c.command_id).add_cte(journaled, evented)
+
+
+_TAKE_AND_FINISH_PG = _take_and_finish_pg()
+
+
+async def take_and_finish(
+    session: AsyncSession,
+    command: Command,
+    values: dict[str, Any],
+    journal: tuple[str, str | None],
+    event: dict[str, Any],
+) -> bool:
+    """``take_in_flight``, then (only if it was in flight) ``finish_command``, the journal entry
+    ``journal`` (status, detail) and the outbox row ``event``; False when nothing was in flight
+    (nothing written). PostgreSQL: one statement; SQLite: one each."""
+    if session.get_bind().dialect.name != "postgresql":
+        if not await take_in_flight(session, command.id):
+            return False
+        await finish_command(session, command, values)
+        await insert_journal(session, command.id, *journal)
+        await insert_event(session, event)
+        return True
+    await flush_pending(session)
+    params = {f"b_{name}": values[name] for name in FINISH_COLUMNS}
+    params.update(b_id=command.id, j_status=journal[0], j_detail=journal[1], j_at=values["finished_at"])
+    params.update({f"e_{key}": value for key, value in event.items()})
+    if (await session.execute(_TAKE_AND_FINISH_PG, params)).first() is None:
+        return False
+    for key, value in values.items():
+        set_committed_value(command, key, value)
+    return True
 
 
 async def finish_command(session: AsyncSession, command: Command, values: dict[str, Any]) -> None:

@@ -179,11 +179,10 @@ async def _record(
         raise _replay(report.command_uuid, command)
     request_type, last = step
     if last and report.status != "NotNow":
-        # The final answer (the common case): take the row out of the queue, which also proves
-        # the command was in flight.
-        if not await commands.take_in_flight(session, command.id):
+        # The final answer (the common case): complete() takes the row out of the queue, which
+        # also proves the command was in flight; if it was not, the transaction rolls back.
+        if not await _answered(session, binding, command, report, request_type, commands.complete, take=True):
             raise _replay(report.command_uuid, command)
-        await _answered(session, binding, command, report, request_type, commands.complete, dequeued=True)
         return None
     entry = await store.lock_queue_entry(session, command.id)
     if entry is None or not entry.in_flight:
@@ -214,8 +213,9 @@ async def _answered(
     request_type: str,
     finish: Any,
     **options: Any,
-) -> None:
-    """Acknowledged, Error or CommandFormatError for the step ``request_type``."""
+) -> bool:
+    """Acknowledged, Error or CommandFormatError for the step ``request_type``; what ``finish``
+    answers (False: not in flight)."""
     data = to_json_safe(report.result)
     if report.status == "Acknowledged":
         success, info = True, "Acknowledged"
@@ -224,7 +224,7 @@ async def _answered(
         success, info = False, "CommandFormatError: the device could not parse the command"
     else:
         success, info = False, f"Error: {describe_errors(report)}"
-    await finish(session, command, success=success, info=info, data=data, **options)
+    return bool(await finish(session, command, success=success, info=info, data=data, **options))
 
 
 async def _acknowledged(
