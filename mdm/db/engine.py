@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -85,16 +86,16 @@ class Database:
             return
         asked = time.monotonic()
         async with self._write_lock:
-            task = self._writer = asyncio.current_task()
+            self._writer = asyncio.current_task()
             got = time.monotonic()
             try:
                 async with self.sessionmaker() as session, session.begin():
                     yield session
             finally:
                 self._writer = None
-                self._slow(task, got - asked, time.monotonic() - got)
+                self._slow(got - asked, time.monotonic() - got)
 
-    def _slow(self, task: asyncio.Task[Any] | None, waited: float, held: float) -> None:
+    def _slow(self, waited: float, held: float) -> None:
         """Log a write transaction that waited or held SQLite's write queue long (at most one
         line per ``SLOW_LOG_INTERVAL`` seconds): what stalls every other writer."""
         if max(waited, held) < self.slow_seconds:
@@ -103,10 +104,15 @@ class Database:
         if now - self._slow_logged < SLOW_LOG_INTERVAL:
             return
         self._slow_logged = now
-        frames = task.get_stack() if task is not None else []
-        where = " < ".join(
-            f"{f.f_code.co_qualname}" for f in reversed(frames) if "/mdm/" in f.f_code.co_filename
-        )
+        # The running coroutines' frames (the awaiting callers are linked while they run).
+        names: list[str] = []
+        frame = sys._getframe(1)
+        while frame is not None and len(names) < 6:
+            code = frame.f_code
+            if "/mdm/" in code.co_filename and not code.co_filename.endswith("/db/engine.py"):
+                names.append(code.co_qualname)
+            frame = frame.f_back  # type: ignore[assignment]
+        where = " < ".join(names)
         log.warning(
             "SQLite write transaction waited %.0f ms for the write queue and held it %.0f ms (in %s)",
             1000 * waited, 1000 * held, where or "?",
