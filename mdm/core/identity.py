@@ -16,6 +16,7 @@ and (PostgreSQL NOTIFY, ``identity_notify``) on every other replica.
 
 from __future__ import annotations
 
+import random
 import time
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -87,7 +88,10 @@ class BindingCache:
         self, fingerprint: bytes, device_id: int, identifier: str, status: str, generation: int | None = None
     ) -> Binding:
         """Cache (unless a drop happened since ``generation`` was read) and return the binding."""
-        binding = Binding(device_id, identifier, status, time.monotonic() + self.ttl)
+        # Jittered (between 3/4 of the ttl and the ttl): bindings cached in one pass (a warm-up,
+        # a storm) are read again spread over time, not all by the same second's polls.
+        expires = time.monotonic() + self.ttl * (1.0 - 0.25 * random.random())  # noqa: S311
+        binding = Binding(device_id, identifier, status, expires)
         if self.ttl <= 0 or not self.live or (generation is not None and generation != self.generation):
             return binding
         self._remove(fingerprint)

@@ -18,12 +18,14 @@ Bindings (certificate -> device, ``core.identity.BindingCache``) are dropped at 
 
 from __future__ import annotations
 
+import random
 import time
 import weakref
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cachetools import LRUCache, TTLCache
+from cachetools import LRUCache, TLRUCache
 from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
@@ -34,20 +36,27 @@ from mdm.db.models import CommandQueueEntry, Protocol, utcnow
 from mdm.ios import store
 from mdm.ios.tables import IosDevice
 
+# Each "empty" lasts between (1 - JITTER) x ttl and ttl: a fleet whose hints were all set in one
+# warm-up pass (or one storm) re-probes over a quarter of the ttl, not all in the same second.
+JITTER = 0.25
+
 
 class QueueHint:
-    def __init__(self, ttl: float, size: int) -> None:
+    def __init__(self, ttl: float, size: int, timer: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.size = size
         self.generation = 0
         # device id -> True while "known empty" (expired entries are dropped by the cache).
-        self._empty: TTLCache[int, bool] = TTLCache(maxsize=size, ttl=max(ttl, 0.0), timer=time.monotonic)
+        self._empty: TLRUCache[int, bool] = TLRUCache(maxsize=size, ttu=self._expiry, timer=timer)
         self._pending: LRUCache[int, bool] = LRUCache(maxsize=size)
         _HINTS.add(self)
 
     @property
     def enabled(self) -> bool:
         return self.ttl > 0
+
+    def _expiry(self, _key: int, _value: bool, now: float) -> float:
+        return now + max(self.ttl, 0.0) * (1.0 - JITTER * random.random())  # noqa: S311 - not secret
 
     def known_empty(self, device_id: int) -> bool:
         return device_id in self._empty
