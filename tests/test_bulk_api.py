@@ -91,7 +91,9 @@ async def test_refusals_record_nothing(api: httpx.AsyncClient, db: Database, ser
     await add_devices(db, 2)
     bad = {"devices": "all", "type": "InstallConfProf", "args": {"x": 1}}
     r = await api.post("/api/v1/commands", json=bad)
-    assert r.status_code == 400 and "unknown argument 'x'" in r.json()["error"]["message"]
+    assert r.status_code == 422 and "unknown argument 'x'" in r.json()["error"]["message"]
+    r = await api.post("/api/v1/commands", json={"devices": "all", "type": "Raw", "args": {"a": 1}})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_argument"
     r = await api.post("/api/v1/commands", json={"devices": "all", "type": "Nope"})
     assert r.status_code == 400
     assert await count(db, select(BulkOperation.id)) == 0 and await count(db, select(Event.id)) == 0

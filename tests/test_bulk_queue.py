@@ -11,8 +11,8 @@ import pytest
 from bulk_support import add_devices, count
 from sqlalchemy import select
 
-from mdm.core.bulk import BulkService, NoTargets
-from mdm.core.errors import InvalidArgument, NotFound
+from mdm.core.bulk import ArgumentsRefused, BulkService, NoTargets
+from mdm.core.errors import NotFound
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
 from mdm.db.engine import Database
@@ -189,7 +189,7 @@ async def test_unsupported_devices_and_unknown_ids_are_skipped_with_reasons(
     assert done.skipped_reasons == {"no such device": 1, schema: 6}
     # Arguments no protocol takes: refused before anything is recorded.
     before = await count(db, select(BulkOperation.id))
-    with pytest.raises(InvalidArgument, match="unknown argument"):
+    with pytest.raises(ArgumentsRefused, match="unknown argument"):
         await svc.create("InstallConfProf", {"nope": 1}, by=None)
     assert await count(db, select(BulkOperation.id)) == before
 
