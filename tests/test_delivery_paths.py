@@ -16,6 +16,7 @@ import httpx
 import pytest
 from ios_support import Phone, new_phone, queue_command
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from mdm.core import commands, events
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
@@ -290,3 +291,27 @@ async def test_a_long_sqlite_write_transaction_is_logged(
     # Both waited or held past the threshold; one line per interval.
     lines = [r.getMessage() for r in caplog.records if "write transaction" in r.getMessage()]
     assert len(lines) == 1 and "held it" in lines[0], lines
+
+
+async def test_an_inline_sqlite_transaction_needs_no_hop_and_still_rolls_back(
+    db: Database, hops: collections.Counter[str]
+) -> None:
+    if not db.is_sqlite:
+        pytest.skip("inline statements are SQLite's")
+    async with db.session() as session:  # warm the pool
+        await session.scalar(select(Device.id).limit(1))
+    hops.clear()
+    async with db.transaction(inline=True) as session:
+        session.add(Event(uuid="i-1", type="t", severity="info", body={}))
+        await session.flush()
+        assert await session.scalar(select(Event.uuid).where(Event.uuid == "i-1")) == "i-1"
+    with pytest.raises(IntegrityError):
+        async with db.transaction(inline=True) as session:
+            session.add(Event(uuid="i-2", type="t", severity="info", body={}))
+            await session.flush()
+            session.add(Event(uuid="i-1", type="t", severity="info", body={}))  # unique: refused
+            await session.flush()
+    assert hops == {}
+    async with db.session() as session:  # the driver hops again outside inline transactions
+        assert list((await session.scalars(select(Event.uuid))).all()) == ["i-1"]
+    assert hops == {"_run": 1}

@@ -14,6 +14,8 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
+from mdm.db import sqlite_driver
+
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
 
@@ -51,8 +53,6 @@ class Database:
         if not self.is_sqlite:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         elif url.startswith("sqlite+aiosqlite"):
-            from mdm.db import sqlite_driver
-
             kwargs["module"] = sqlite_driver.dbapi()
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
@@ -72,13 +72,18 @@ class Database:
         return _safe_url(self.url)
 
     @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
+    async def transaction(self, *, inline: bool = False) -> AsyncIterator[AsyncSession]:
         """A session in a transaction committed on success, rolled back on any exception.
 
         SQLite allows one writer: a transaction that read and then writes after another
         connection committed fails at once with "database is locked" (WAL snapshot), and
         concurrent writers otherwise sleep in SQLite's busy handler. On SQLite, transactions are
         therefore queued in-process (re-entrant within a task); PostgreSQL is unaffected.
+
+        ``inline`` (SQLite): run the statements on the event loop's thread, so that the
+        transaction holds the write queue only for its own work, never across a turn of the loop
+        (``mdm.db.sqlite_driver.INLINE``). For short transactions of key look-ups and writes
+        only (the command channel): a long statement would stall the loop.
         """
         if not self.is_sqlite or self._writer is asyncio.current_task():
             async with self.sessionmaker() as session, session.begin():
@@ -88,10 +93,13 @@ class Database:
         async with self._write_lock:
             self._writer = asyncio.current_task()
             got = time.monotonic()
+            token = sqlite_driver.INLINE.set(True) if inline else None
             try:
                 async with self.sessionmaker() as session, session.begin():
                     yield session
             finally:
+                if token is not None:
+                    sqlite_driver.INLINE.reset(token)
                 self._writer = None
                 self._slow(got - asked, time.monotonic() - got)
 

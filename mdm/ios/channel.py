@@ -63,7 +63,7 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
         if report.user_id:
             return EMPTY  # no user-channel commands are queued by this service
         return await _idle(svc, binding.device_id)
-    async with svc.db.transaction() as session:
+    async with svc.db.transaction(inline=True) as session:
         due = await _record(svc, session, binding, report)
         result = await _next(svc, session, binding.device_id, ready_only=True)
     if due is not None:  # after the commit: the deferral it announces is durable now
@@ -78,7 +78,7 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     generation = hint.generation
     if hint.take_pending(device_id):
         # Just queued (the push that woke the device): no read-only look first.
-        async with svc.db.transaction() as session:
+        async with svc.db.transaction(inline=True) as session:
             result = await _next(svc, session, device_id, ready_only=False)
         if result is EMPTY:
             hint.mark_empty(device_id, generation)
@@ -87,7 +87,7 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     if command_id is None:
         hint.mark_empty(device_id, generation)
         return EMPTY
-    async with svc.db.transaction() as session:
+    async with svc.db.transaction(inline=True) as session:
         return await _next(svc, session, device_id, ready_only=False, first=command_id)
 
 
