@@ -122,7 +122,7 @@ async def test_a_batch_whose_answers_cannot_be_recorded_does_not_stop_the_worker
         await _run_until(lambda: failures and len(transport.sent) == 10, worker)
         later = [await add_device(db, f"b{i}", token=f"b{i}") for i in range(5)]
         await dispatcher.wake_many(later, "bulk:2")
-        await _run_until(lambda: len(transport.sent) == 15, worker)
+        await _run_until(lambda: len(transport.sent) == 15 and not dispatcher.in_flight, worker)
     finally:
         worker.cancel()
         with pytest.raises(asyncio.CancelledError):

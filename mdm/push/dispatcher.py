@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import cast
 
 from mdm.core import events
 from mdm.core.push import PushReceipts
@@ -49,8 +50,12 @@ CHUNK = 1000  # devices per statement and transaction when many are woken at onc
 PIPELINE = 3
 
 
+_NAMES: dict[int, str] = {int(p): name for p, name in SERVICE_NAMES.items()}
+
+
 def service_name(protocol: Protocol | int) -> str:
-    return SERVICE_NAMES.get(Protocol(protocol), Protocol(protocol).name.lower())
+    name = _NAMES.get(protocol)  # (an int key: no enum conversion on every push)
+    return name if name is not None else Protocol(protocol).name.lower()
 
 
 @dataclass
@@ -282,7 +287,7 @@ class PushDispatcher:
         return row.device_id in queued and not seen
 
     async def _send(self, row: DueRow, limit: asyncio.Semaphore) -> PushResult:
-        transport = self.transports[Protocol(row.protocol)]
+        transport = self.transports[cast(Protocol, row.protocol)]  # (IntEnum keys: an int finds them)
         service = service_name(row.protocol)
         target = WakeTarget(row.device_id, row.token or "", row.push_magic or "")
         async with limit:
@@ -294,10 +299,10 @@ class PushDispatcher:
                             type(exc).__name__)
                 result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
             else:
-                metrics.LATENCY.labels(service).observe(time.perf_counter() - started)
+                metrics.latency(service).observe(time.perf_counter() - started)
         stats = self.stats[service]
         if result.outcome is Outcome.SENT:
-            metrics.SENT.labels(service).inc()
+            metrics.sent(service).inc()
             stats.sent += 1
             stats.last_success_at = self.clock()
         else:

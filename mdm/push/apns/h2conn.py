@@ -218,6 +218,8 @@ class CountingH2Connection(H2Connection):
 
     def __init__(self, config: H2Configuration) -> None:
         super().__init__(config)
+        # (an enum conversion costs microseconds: done once, not per stream)
+        self._allowed_ids = AllowedStreamIDs(config.client_side)
         self.encoder = LiteralEncoder()  # type: ignore[assignment]
         decoder = FastDecoder()
         decoder.max_header_list_size = self.decoder.max_header_list_size
@@ -301,7 +303,7 @@ class CountingH2Connection(H2Connection):
             if value + 1 > limit:
                 raise TooManyStreamsError(f"Max outbound streams is {limit}, {value} open")
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._get_or_create_stream(stream_id, AllowedStreamIDs(client))
+        stream = self._get_or_create_stream(stream_id, self._allowed_ids)
         machine = stream.state_machine
         machine.process_input(StreamInputs.SEND_HEADERS)
         flags = _END_HEADERS
