@@ -20,7 +20,9 @@ next run on the same data directory starts from the same state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -133,13 +135,15 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
         return Fleet(members, server_url=f"{ios}/mdm/server", checkin_url=f"{ios}/mdm/checkin", topic=topic,
                      trusted_roots=roots, concurrency=options.concurrency)
 
-    async with fleet_phases.monitoring(server.pid) as monitor, new_fleet() as fleet:
+    await _recall_left_over(admin, server, say)
+    async with fleet_phases.monitoring(server.pid) as monitor, new_fleet() as fleet, \
+            _autovacuum_stand_in(server, report, say):
         say(f"(b) bulk {options.command} to all {options.devices} devices; "
             f"{len(members)} answer when woken...")
         phases = await fleet_phases.bulk_and_answers(
             admin, fake, fleet, members, devices=options.devices, command=options.command,
             concurrency=options.concurrency, limit_s=options.timeout, say=say, pid=server.pid,
-            monitor=monitor)
+            monitor=monitor, on_bulk=lambda bulk_id: _pending_path(server).write_text(str(bulk_id)))
         report.bulk, report.wakeups, report.answers = phases["bulk"], phases["wakeups"], phases["answers"]
         report.rss_mib["after_bulk"] = _rss(server.pid)
         # Idle polls and the storm use the devices that answered: their queues are empty.
@@ -159,6 +163,7 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
             say("recalling what the silent devices did not fetch...")
             status = await fleet_phases.recall(admin, int(bulk_id))
             report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
+            _pending_path(server).unlink(missing_ok=True)
         report.rss_mib["peak"] = round(rss_kib(server.pid).get("VmHWM", 0) / 1024, 1)
         report.rss_mib["end"] = _rss(server.pid)
     if "storm" not in options.skip and answered:
@@ -168,6 +173,65 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
         async with new_fleet() as fleet:
             report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say, pid=server.pid)
         report.rss_mib["after_cold_polls"] = _rss(server.pid)
+
+
+PENDING_BULK = "bench/fleet-bulk-pending"
+# Tables a bulk command fills while the bench runs (ANALYZEd when PostgreSQL has no autovacuum).
+BULK_TABLES = ("commands", "command_queue", "command_journal", "push_wakeups", "bulk_operations")
+
+
+def _pending_path(server: local.LocalServer) -> Path:
+    return server.config.data_path / PENDING_BULK
+
+
+async def _recall_left_over(admin: Admin, server: local.LocalServer, say: Say) -> None:
+    """A run stopped before its recall left its bulk command queued on the silent devices: recall
+    it first, or this run's command would be skipped as a duplicate on all of them."""
+    path = _pending_path(server)
+    if not path.exists():
+        return
+    bulk_id = int(path.read_text().strip())
+    say(f"recalling bulk operation {bulk_id} left by an interrupted run...")
+    try:
+        await fleet_phases.recall(admin, bulk_id)
+    except fleet_phases.PhaseError as exc:
+        say(f"could not recall bulk operation {bulk_id}: {exc}")
+    path.unlink(missing_ok=True)
+
+
+@contextlib.asynccontextmanager
+async def _autovacuum_stand_in(server: local.LocalServer, report: Report, say: Say) -> AsyncIterator[None]:
+    """On a PostgreSQL instance with autovacuum off (a test server), the planner would keep
+    the statistics of empty command tables through the whole run and plan the hot statements as
+    if the queue were empty; ANALYZE them every 15 s, as autovacuum would after a bulk load."""
+    from mdm.bench import store_fleet
+
+    db = Database(server.config.database_url, 1)
+    try:
+        async with db.session() as session:
+            off = await store_fleet.autovacuum_off(session)
+        if not off:
+            yield
+            return
+        say("PostgreSQL autovacuum is off: the bench ANALYZEs the command tables every 15 s")
+        report.setup["autovacuum"] = "off: ANALYZE every 15 s by the bench"
+
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(15)
+                async with db.session() as session:
+                    await store_fleet.analyze(session, BULK_TABLES)
+                    await session.commit()
+
+        task = asyncio.create_task(loop())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    finally:
+        await db.close()
 
 
 async def _group(config: Any) -> int | None:

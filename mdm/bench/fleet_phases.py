@@ -131,6 +131,7 @@ async def recall(admin: Admin, bulk_id: int) -> dict[str, Any]:
 async def bulk_and_answers(
     admin: Admin, fake: FakeProcess, fleet: Fleet, members: list[Member], *, devices: int, command: str,
     concurrency: int, limit_s: float, say: Say, pid: int, monitor: Monitor,
+    on_bulk: Callable[[int], object] | None = None,
 ) -> dict[str, Any]:
     by_token = {push_token(m.udid): m for m in members}
     await fake.watch(list(by_token))
@@ -139,6 +140,8 @@ async def bulk_and_answers(
     cpu0 = _cpu(pid)
     line = Timeline(time.perf_counter())
     bulk_id, status, code = await _request_bulk(admin, command)
+    if bulk_id is not None and on_bulk is not None:
+        on_bulk(bulk_id)
     line.status = status
     if code == 201:
         line.queued_s = line.since()

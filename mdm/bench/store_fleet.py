@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, func, insert, select
+from sqlalchemy import Table, func, insert, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, Group, Protocol
@@ -78,3 +78,19 @@ async def driven(session: AsyncSession, first: str, last: str, limit: int) -> li
         .limit(limit)
     )
     return [Driven(int(r.id), r.identifier, r.pem) for r in rows]
+
+
+async def autovacuum_off(session: AsyncSession) -> bool:
+    """PostgreSQL without autovacuum: nothing refreshes the planner's statistics after a bulk
+    load (a test instance); always False on SQLite."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    return str(await session.scalar(text("SHOW autovacuum"))) == "off"
+
+
+async def analyze(session: AsyncSession, tables: Sequence[str]) -> None:
+    """``ANALYZE`` these tables (PostgreSQL), as autovacuum would after a bulk load."""
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for name in tables:
+        await session.execute(text(f'ANALYZE "{name}"'))
