@@ -193,7 +193,9 @@ async def queue_and_journal(
     """The queue row and the first journal row of every command this batch wrote (ids lo..hi of
     the operation: the operation row is locked, so they are this batch's own)."""
     c = _commands.c
-    mine = and_(c.bulk_id == bulk_id, c.id >= lo, c.id <= hi)
+    # By the id range (the primary key); the operation is only a filter on it: through the index
+    # on (bulk_id, status) every batch would read all the commands the operation has so far.
+    mine = and_(c.id >= lo, c.id <= hi, func.coalesce(c.bulk_id, 0) == bulk_id)
     await session.execute(
         insert(_queue).from_select(
             ["command_id", "device_id", "priority", "created_at", "not_before", "in_flight", "not_now_count"],
