@@ -135,6 +135,8 @@ async def phase(
 
     if profiler is not None:
         profiler.enable()
+    if os.environ.get("CHECKIN_THREADS"):
+        print("  threads before (cpu s):", _threads())
     t0, wall0 = os.times(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     t1, wall = os.times(), time.perf_counter() - wall0
