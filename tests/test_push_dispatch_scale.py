@@ -129,3 +129,38 @@ async def test_a_batch_whose_answers_cannot_be_recorded_does_not_stop_the_worker
             await worker
     # The failed batch stays leased (sent again when its lease ends); the next one was recorded.
     assert await count_wakeups(db) == 10
+
+
+async def test_a_batch_of_repushes_is_rescheduled_together_within_the_jitter(db: Database) -> None:
+    from push_dispatch_support import ScriptedTransport, queue_command, wakeups
+    from sqlalchemy import event
+
+    from mdm.push.tables import REPUSH
+
+    config = PushConfig(batch_size=200, concurrency=50, retry_seconds=60, retry_max_seconds=600)
+    dispatcher = PushDispatcher(db, config, {Protocol.IOS: ScriptedTransport()})
+    ids = [await add_device(db, f"d{i}", token=f"t{i}") for i in range(120)]
+    for device_id in ids:
+        await queue_command(db, device_id)  # still queued after the push: re-pushed later
+    await dispatcher.wake_many(ids, "bulk:1")
+    writes: list[tuple[str, bool]] = []
+
+    def seen(conn: object, cursor: object, statement: str, params: object, context: object,
+             executemany: bool) -> None:
+        if statement.startswith(("UPDATE push_wakeups", "DELETE FROM push_wakeups")):
+            writes.append((statement.split(" SET ")[0], executemany))
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
+    try:
+        assert await dispatcher.dispatch_once() == 120
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", seen)
+        await dispatcher.close()
+    rows = await wakeups(db)
+    assert len(rows) == 120 and {r.reason for r in rows.values()} == {REPUSH}
+    dues = {r.due_at for r in rows.values()}
+    assert len(dues) == 1  # one due time for the batch...
+    started = min(r.last_attempt_at for r in rows.values() if r.last_attempt_at)
+    assert all(51 <= (due - started).total_seconds() <= 70 for due in dues)  # ...within the jitter
+    # the lease at take and the one reschedule: two statements, none of them per row
+    assert writes == [("UPDATE push_wakeups", False), ("UPDATE push_wakeups", False)]

@@ -325,6 +325,16 @@ class PushDispatcher:
         finish: list[tuple[int, int]] = []
         later: list[tuple[int, int, datetime, str, str]] = []
         opened: set[str] = set()
+        # One jittered delay per attempt count and batch: a batch's rows rescheduled alike are one
+        # statement, and successive batches still spread over the jitter.
+        delays: dict[int, timedelta] = {}
+
+        def backoff(attempts: int) -> timedelta:
+            if attempts not in delays:
+                delays[attempts] = self.jittered(self.backoff(attempts))
+            return delays[attempts]
+
+        held = self.jittered(self.config.retry_seconds)
         async with self.db.transaction() as session:
             sent = [row.device_id for row, res in answered if res.outcome is Outcome.SENT]
             queued = await store.with_queued_commands(session, sent, now)
@@ -334,7 +344,7 @@ class PushDispatcher:
                 why = f"{res.outcome.value}:{res.reason}" if res.reason else res.outcome.value
                 if res.outcome is Outcome.SENT:
                     if row.device_id in queued:
-                        later.append((*key, now + self.jittered(self.backoff(row.attempts)), why, REPUSH))
+                        later.append((*key, now + backoff(row.attempts), why, REPUSH))
                     else:
                         finish.append(key)
                 elif res.outcome is Outcome.INVALID_TOKEN:
@@ -346,20 +356,20 @@ class PushDispatcher:
                         later.append((*key, now, why, row.reason))
                 elif res.outcome is Outcome.RETRY:
                     server_said = timedelta(seconds=res.retry_after or 0)
-                    delay = max(self.jittered(self.backoff(row.attempts)), server_said)
+                    delay = max(backoff(row.attempts), server_said)
                     later.append((*key, now + delay, why, row.reason))
                 elif res.outcome is Outcome.CREDENTIALS:
                     if not self.stats[service].circuit_open and service not in opened:
                         opened.add(service)
                         events.emit(session, PUSH_CREDENTIALS_REFUSED, service=service,
                                     reason=res.reason or "credentials refused", status=res.status)
-                    later.append((*key, now + self.jittered(self.config.retry_seconds), why, row.reason))
+                    later.append((*key, now + held, why, row.reason))
                 elif res.outcome is Outcome.REJECTED:
                     log.warning("push: %s rejected the wake-up of device %d for good: %s (status %s)",
                                 service, row.device_id, res.reason or "no reason", res.status)
                     finish.append(key)
                 else:  # UNAVAILABLE: the circuit is open or nothing is configured
-                    later.append((*key, now + self.jittered(self.config.retry_seconds), why, row.reason))
+                    later.append((*key, now + held, why, row.reason))
             await store.finish(session, finish)
             await store.reschedule(session, later)
         for row, res in answered:  # after the commit (the event went out with the state): the last says

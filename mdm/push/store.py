@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy import Table, and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -125,29 +125,37 @@ async def drop(session: AsyncSession, device_ids: Sequence[int]) -> None:
         await session.execute(delete(_w).where(_w.c.device_id.in_(list(device_ids))))
 
 
-_FINISH = delete(_w).where(_w.c.device_id == bindparam("b_id"), _w.c.requests == bindparam("b_requests"))
-_RESCHEDULE = (
-    update(_w)
-    .where(_w.c.device_id == bindparam("b_id"), _w.c.requests == bindparam("b_requests"))
-    .values(due_at=bindparam("b_due"), last_result=bindparam("b_result"), reason=bindparam("b_reason"))
-)
+IN_CHUNK = 1000  # device ids per IN list
+
+
+def _grouped(rows: Iterable[tuple[Any, int]]) -> dict[Any, list[int]]:
+    groups: dict[Any, list[int]] = {}
+    for key, device_id in rows:
+        groups.setdefault(key, []).append(device_id)
+    return groups
 
 
 async def finish(session: AsyncSession, done: Iterable[tuple[int, int]]) -> None:
-    """Delete these (device id, requests seen) rows unless a newer request came meanwhile."""
-    params = [{"b_id": device_id, "b_requests": requests} for device_id, requests in done]
-    if params:
-        await session.execute(_FINISH, params)
+    """Delete these (device id, requests seen) rows unless a newer request came meanwhile: one
+    statement per distinct ``requests`` value (nearly always one per batch), not one per row."""
+    for requests, ids in _grouped((n, i) for i, n in done).items():
+        for start in range(0, len(ids), IN_CHUNK):
+            await session.execute(
+                delete(_w).where(_w.c.device_id.in_(ids[start:start + IN_CHUNK]), _w.c.requests == requests)
+            )
 
 
 async def reschedule(session: AsyncSession, rows: Iterable[tuple[int, int, datetime, str, str]]) -> None:
-    """(device id, requests seen, due, last result, reason): unless a newer request came."""
-    params = [
-        {"b_id": i, "b_requests": n, "b_due": due, "b_result": result[:64], "b_reason": reason[:64]}
-        for i, n, due, result, reason in rows
-    ]
-    if params:
-        await session.execute(_RESCHEDULE, params)
+    """(device id, requests seen, due, last result, reason): unless a newer request came. One
+    statement per distinct (requests, due, result, reason): a batch's re-pushes share one."""
+    groups = _grouped(((n, due, result[:64], reason[:64]), i) for i, n, due, result, reason in rows)
+    for (requests, due, result, reason), ids in groups.items():
+        for start in range(0, len(ids), IN_CHUNK):
+            await session.execute(
+                update(_w)
+                .where(_w.c.device_id.in_(ids[start:start + IN_CHUNK]), _w.c.requests == requests)
+                .values(due_at=due, last_result=result, reason=reason)
+            )
 
 
 async def invalidate_token(session: AsyncSession, device_id: int, token: str) -> bool:
