@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy import ColumnElement, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, User
@@ -167,21 +167,25 @@ async def page(
 
 
 # ---- device attachment --------------------------------------------------------------------------
+# Both run in every Authenticate (a check-in storm after an outage): built once, bound at
+# execution, so that SQLAlchemy's compiled-statement cache is hit instead of rebuilding them.
+_ENROLLMENT_BY_SERIAL = select(Enrollment).where(Enrollment.cert_serial == bindparam("b_serial"))
+_SCEP_PURPOSE_OF_SERIAL = (
+    select(ScepChallenge.purpose)
+    .join(ScepTransaction, ScepTransaction.challenge_id == ScepChallenge.id)
+    .where(ScepTransaction.cert_serial == bindparam("b_serial"))
+    .limit(1)
+)
+
+
 async def enrollment_by_serial(session: AsyncSession, serial: str) -> Enrollment | None:
-    enrollment: Enrollment | None = await session.scalar(
-        select(Enrollment).where(Enrollment.cert_serial == serial)
-    )
+    enrollment: Enrollment | None = await session.scalar(_ENROLLMENT_BY_SERIAL, {"b_serial": serial})
     return enrollment
 
 
 async def scep_purpose_of_serial(session: AsyncSession, serial: str) -> str | None:
     """The purpose of the one-time challenge the SCEP request of this certificate used."""
-    purpose: str | None = await session.scalar(
-        select(ScepChallenge.purpose)
-        .join(ScepTransaction, ScepTransaction.challenge_id == ScepChallenge.id)
-        .where(ScepTransaction.cert_serial == serial)
-        .limit(1)
-    )
+    purpose: str | None = await session.scalar(_SCEP_PURPOSE_OF_SERIAL, {"b_serial": serial})
     return purpose
 
 
