@@ -7,12 +7,12 @@ import re
 
 import httpx
 import pytest
+from bulk_support import send_bulk
 from sqlalchemy import select
 
 from mdm.core import commands
 from mdm.core.library import LIBRARY
 from mdm.db.models import CommandQueueEntry, Device, Group, Protocol
-from bulk_support import send_bulk
 
 GUID = re.compile(r"^[0-9A-F]{8}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{4}-[0-9A-F]{12}$")
 # KES has no protocol translator in this scope, so any arguments are stored as given.
