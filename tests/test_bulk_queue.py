@@ -5,6 +5,8 @@ batch size, devices that cannot take the command, two operations racing, a recal
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Sequence
 
 import pytest
@@ -105,6 +107,15 @@ async def test_all_in_batches_with_exact_counts_and_events(db: Database, recorde
     assert sorted(c.device_id for c in commands) == ids
     assert all(c.payload == {"RequestType": "DeviceLock", "Message": "lost"} for c in commands)
     assert all(c.guid == c.guid.upper() and c.created_by == "alice" and c.active for c in commands)
+    # RFC 9562 version 7 (time-ordered): a batch's GUIDs land at the end of the unique index
+    # instead of on random pages of it (at 10^6 commands the random pages were the cost).
+    parsed = [uuid.UUID(c.guid) for c in commands]
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in parsed)
+    assert len(set(parsed)) == 30
+    by_batch = sorted(commands, key=lambda c: c.id)
+    stamps = [uuid.UUID(c.guid).int >> 80 for c in by_batch]
+    assert stamps == sorted(stamps)
+    assert abs(stamps[-1] / 1000 - time.time()) < 600
     kinds = [e.type for e in events]
     assert kinds == ["bulk_command_created", *["commands_created"] * 5, "bulk_command_queued"]
     batches = [e.body for e in events if e.type == "commands_created"]

@@ -145,17 +145,25 @@ async def insert_commands(session: AsyncSession, rows: Sequence[dict[str, Any]])
     return [Created(*r) for r in result.all()]
 
 
-def _uuid4_upper(dialect: str) -> Any:
-    """A random uppercase UUID (version 4 layout) per row, made by the database."""
+def _uuid7_upper(dialect: str, now: datetime) -> Any:
+    """An uppercase time-ordered UUID (RFC 9562 version 7) per row, made by the database: the
+    batch's millisecond timestamp in the first 48 bits (bound once per statement), then the
+    version, 74 random bits and the variant. Random (version 4) GUIDs put every new row of the
+    unique index on a random page: at 10^6 commands those page writes were most of the queuing
+    time; these land at the end of the index, like the ids."""
+    stamp = f"{int(now.timestamp() * 1000) & (2**48 - 1):012X}"
+    head = literal(f"{stamp[:8]}-{stamp[8:]}-7", String)
     if dialect == "postgresql":
-        return func.upper(sql_cast(func.gen_random_uuid(), String))
+        # gen_random_uuid()::text is 8-4-4-4-12 hex with the variant at position 20; from
+        # position 16 on it is "xxx-Vxxx-xxxxxxxxxxxx": random bits and a valid variant.
+        return func.upper(head + func.substr(sql_cast(func.gen_random_uuid(), String), 16, 21))
 
     # SQLite: each hex(randomblob()) is a fresh random string, so the pieces need not share one.
     def hexes(n: int) -> Any:
         return func.substr(func.hex(func.randomblob(16)), 1, n, type_=String)
 
     variant = func.substr("89AB", 1 + func.abs(func.random()) % 4, 1, type_=String)
-    return hexes(8) + "-" + hexes(4) + "-4" + hexes(3) + "-" + variant + hexes(3) + "-" + hexes(12)
+    return head + hexes(3) + "-" + variant + hexes(3) + "-" + hexes(12)
 
 
 async def insert_for_devices(
@@ -173,8 +181,9 @@ async def insert_for_devices(
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
     d = _devices.c
     columns = list(values)
+    guid = _uuid7_upper(dialect, values["created_at"])
     rows = select(
-        *(literal(values[k], _commands.c[k].type) for k in columns), d.id, _uuid4_upper(dialect)
+        *(literal(values[k], _commands.c[k].type) for k in columns), d.id, guid
     ).where(d.id.in_(list(device_ids)), d.id.between(min(device_ids), max(device_ids))).order_by(d.id)
     stmt = (
         insert_for(_commands)
