@@ -8,6 +8,7 @@ start-up loads the CA and builds every listener's TLS context, which the others 
 from __future__ import annotations
 
 from mdm.api import plugin as api_plugin
+from mdm.api.keys import BULK
 from mdm.config_reload import hot
 from mdm.db.enums import Protocol
 from mdm.enroll import handlers_api as enroll_api
@@ -37,6 +38,9 @@ PUSH = push_plugin.make_plugin(
     # set-cert` writes a renewed certificate over the old one, under the same names.
     extra_hot=(hot("apns.certificate_file", "apns.key_file"),),
     extra_reload=(transports.reload_apns_identity,),
+    # Accepted pushes of a bulk operation's wake-ups count as "woken" on the operation (the admin
+    # API, which builds the bulk service, starts before push).
+    receipts=lambda ctx: ctx.services[BULK],
 )
 
 PLUGINS: tuple[Plugin, ...] = (

@@ -135,6 +135,15 @@ async def test_bulk_enqueue_wakes_every_device(
     assert r.status_code == 202, r.text
     answered = {await asyncio.wait_for(fleet.answered.get(), timeout=20) for _ in phones}
     assert {udid for udid, _ in answered} == {p.udid for p in phones}
+    # The operation counts what the gateway accepted (the push service's receipts, wired in
+    # mdm/plugins.py) and what the devices answered.
+    href = r.json()["href"].removeprefix("/api/v1")
+    for _ in range(100):
+        op = (await api.get(f"/api/v1{href}")).json()
+        if op["woken"] == 5 and op["completed"] == 5:
+            break
+        await asyncio.sleep(0.1)
+    assert (op["state"], op["queued"], op["woken"], op["completed"]) == ("queued", 5, 5, 5), op
 
 
 async def test_renewed_certificate_is_used_without_restart(
