@@ -55,4 +55,6 @@ class ScepTransaction(Base):
     __table_args__ = (
         CheckConstraint("status IN ('pending', 'issued', 'rejected')", name="status"),
         Index("ix_scep_transactions_status", "status"),
+        # Every Authenticate asks which SCEP challenge issued the device's certificate.
+        Index("ix_scep_transactions_cert_serial", "cert_serial"),
     )
