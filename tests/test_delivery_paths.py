@@ -8,6 +8,7 @@ import asyncio
 import collections
 import logging
 import plistlib
+import sqlite3
 from collections.abc import Iterator
 from typing import Any
 
@@ -315,3 +316,26 @@ async def test_an_inline_sqlite_transaction_needs_no_hop_and_still_rolls_back(
     async with db.session() as session:  # the driver hops again outside inline transactions
         assert list((await session.scalars(select(Event.uuid))).all()) == ["i-1"]
     assert hops == {"_run": 1}
+
+
+async def test_an_inline_statement_never_waits_for_a_lock_on_the_loop(db: Database) -> None:
+    if not db.is_sqlite:
+        pytest.skip("inline statements are SQLite's")
+    async with db.session() as session:  # warm the pool, find the file
+        await session.scalar(select(Device.id).limit(1))
+    path = db.engine.url.database
+    assert path
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+    loop = asyncio.get_running_loop()
+    loop.call_later(0.2, other.execute, "COMMIT")  # runs only if the loop is not blocked
+    started = loop.time()
+    async with db.transaction(inline=True) as session:
+        session.add(Event(uuid="w-1", type="t", severity="info", body={}))
+        await session.flush()
+    assert 0.15 < loop.time() - started < 5
+    other.close()
+    async with db.transaction(inline=True) as session:  # and inline again afterwards
+        session.add(Event(uuid="w-2", type="t", severity="info", body={}))
+    async with db.session() as session:
+        assert sorted((await session.scalars(select(Event.uuid))).all()) == ["w-1", "w-2"]

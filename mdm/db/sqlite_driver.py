@@ -44,8 +44,20 @@ Outcome = tuple[Any, list[Any], int, int | None, bool]
 INLINE: ContextVar[bool] = ContextVar("mdm_sqlite_inline", default=False)
 
 
-def _run(connection: sqlite3.Connection, operation: str, parameters: Any, many: bool) -> Outcome:
-    """On aiosqlite's thread: the whole statement, results included."""
+BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's write lock
+
+
+def _is_busy(error: sqlite3.OperationalError) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(error)
+
+
+def _run(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_ms: int | None = None
+) -> Outcome:
+    """On aiosqlite's thread: the whole statement, results included (``busy_ms``: set the busy
+    timeout first)."""
+    if busy_ms is not None:
+        connection.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cursor = connection.cursor()
     try:
         if many:
@@ -106,11 +118,23 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
         adapted.in_transaction = True  # unknown until the statement reports (e.g. if it fails)
         async with adapted._execute_mutex:
+            outcome: Outcome | None = None
             if INLINE.get():
-                outcome: Outcome = _run(connection._conn, operation, parameters, many)
-            else:
+                # Never sleep in SQLite's busy handler on the loop's thread: another connection
+                # (another process) holding the write lock sends the statement to the thread.
+                if not adapted.busy_inline:
+                    connection._conn.execute("PRAGMA busy_timeout=0")
+                    adapted.busy_inline = True
+                try:
+                    outcome = _run(connection._conn, operation, parameters, many)
+                except sqlite3.OperationalError as error:
+                    if not _is_busy(error):
+                        raise
+            if outcome is None:
+                busy_ms = BUSY_TIMEOUT_MS if adapted.busy_inline else None
+                adapted.busy_inline = False
                 outcome = await connection._execute(  # type: ignore[no-untyped-call, unused-ignore]  # private API
-                    _run, connection._conn, operation, parameters, many
+                    _run, connection._conn, operation, parameters, many, busy_ms
                 )
         self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction = outcome
         self._rows = collections.deque(rows)
@@ -125,13 +149,15 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("in_transaction",)
+    __slots__ = ("busy_inline", "in_transaction")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]  # a subclass; the stub types it exactly
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
         super().__init__(dbapi, connection)
         # Whether SQLite may hold a transaction open on this connection (True when unsure).
         self.in_transaction = True
+        # Whether the busy timeout is 0 for inline statements (restored before a hop).
+        self.busy_inline = False
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
