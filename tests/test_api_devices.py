@@ -107,6 +107,17 @@ async def test_filters(api: httpx.AsyncClient, db) -> None:
     assert await all_pages(api, q="%") == [] and await all_pages(api, q="_") == []
 
 
+async def test_count_is_the_total_of_every_page_only_when_asked(api: httpx.AsyncClient, db) -> None:
+    fleet = await make_fleet(db)
+    plain = (await api.get("/api/v1/devices", params={"limit": 3})).json()
+    assert plain["total"] is None
+    for params in ({}, {"protocol": "kes"}, {"status": "ok", "protocol": "ios"},
+                   {"group": fleet["corp"]}, {"user": "alice"}, {"q": "sn0001"}, {"user": "nobody"}):
+        page = (await api.get("/api/v1/devices", params={**params, "limit": 2, "count": "true"})).json()
+        assert page["total"] == len(await all_pages(api, **params)), params
+        assert len(page["items"]) == min(2, page["total"])
+
+
 async def test_cursor_pagination_walks_every_device_once(api: httpx.AsyncClient, db) -> None:
     fleet = await make_fleet(db)
     expected = sorted(d.id for d in fleet["devices"])  # type: ignore[attr-defined]

@@ -40,8 +40,13 @@ async def list_devices(request: web.Request, query: s.DeviceListQuery) -> s.Devi
             session, limit=query.limit, after_id=_cursor(query.cursor), protocol=query.protocol,
             status=query.status, user=query.user, group=query.group, q=query.q,
         )
+        total = await devices.count_devices(
+            session, protocol=query.protocol, status=query.status, user=query.user, group=query.group,
+            q=query.q,
+        ) if query.count else None
     return s.DevicePage(
-        items=[s.DeviceOut.of(d, u) for d, u in rows], next_cursor=None if next_id is None else str(next_id)
+        items=[s.DeviceOut.of(d, u) for d, u in rows], next_cursor=None if next_id is None else str(next_id),
+        total=total,
     )
 
 

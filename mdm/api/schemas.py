@@ -41,6 +41,11 @@ class DeviceListQuery(PageQuery):
     user: str | None = Field(default=None, max_length=255, description="owner user name")
     group: int | None = Field(default=None, ge=1, le=2**62, description="group id (includes subgroups)")
     q: str | None = Field(default=None, max_length=255, description="substring of name, serial or identifier")
+    count: bool = Field(
+        default=False,
+        description="also return `total`, the number of devices matching the filters on every page "
+        "(a pass over the matching index entries: ask for it when it is shown, not on every page)",
+    )
 
 
 class DeviceOut(BaseModel):
@@ -106,6 +111,7 @@ class DeviceDetail(DeviceOut):
 class DevicePage(BaseModel):
     items: list[DeviceOut]
     next_cursor: str | None
+    total: int | None = Field(default=None, description="with `count=true`: devices matching the filters")
 
 
 # ---- users & groups -----------------------------------------------------------------------------
