@@ -25,7 +25,7 @@ class CommandService:
         self, device_id: int, type_name: str, args: dict[str, Any] | None, *, by: str | None
     ) -> tuple[Command, CommandJournalEntry]:
         """Queue a command for one device; returns it with its first journal entry."""
-        async with self.db.transaction() as session:
+        async with self.db.transaction(inline=True) as session:
             device = await devices.get(session, device_id)
             command, queued = await commands.enqueue_logged(
                 session, device, type_name, args, created_by=by, translators=self.translators

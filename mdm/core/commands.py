@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -18,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events, library, store_events
 from mdm.core import store_commands as store
-from mdm.core.errors import Conflict, InvalidArgument, NotFound, Unsupported
+from mdm.core.errors import Conflict, NotFound
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED, COMMAND_FAILED, COMMAND_RECALLED
 from mdm.core.library import Translators
 from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, utcnow
@@ -110,38 +109,6 @@ async def enqueue_logged(
         created_by=created_by,
     )
     return command, first
-
-
-@dataclass
-class BulkResult:
-    created: list[Command]
-    skipped: list[dict[str, Any]]
-
-
-async def enqueue_bulk(
-    session: AsyncSession,
-    devices: Sequence[Device],
-    type_name: str,
-    args: dict[str, Any] | None = None,
-    *,
-    created_by: str | None = None,
-    translators: Translators,
-) -> BulkResult:
-    """Queue for many devices; devices that cannot take it are reported, not failed."""
-    ctype = library.lookup(type_name)
-    result = BulkResult([], [])
-    for device in devices:
-        try:
-            library.check_supported(ctype, device)
-            # enqueue() raises before it writes anything: no savepoint is needed per device.
-            result.created.append(
-                await enqueue(
-                    session, device, type_name, args, created_by=created_by, translators=translators
-                )
-            )
-        except (Conflict, Unsupported, InvalidArgument) as exc:
-            result.skipped.append({"device": device.id, "reason": exc.message})
-    return result
 
 
 async def get_by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command:

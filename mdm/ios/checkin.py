@@ -62,11 +62,11 @@ async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> Ch
     binding = await svc.binding_of(identity, msg.identifier, check_out=check_out)
     svc.last_seen.touch(binding.device_id)
     if msg.message_type == "TokenUpdate" and not msg.user_id:
-        async with svc.db.transaction() as session:
+        async with svc.db.transaction(inline=True) as session:
             await _device_token_update(session, binding.device_id, identity, msg)
         return CheckinResult()
     handler = _HANDLERS[msg.message_type]
-    async with svc.db.transaction() as session:
+    async with svc.db.transaction(inline=True) as session:
         device = await store.device(session, binding.device_id, lock=True)
         ios = await store.ios_device(session, binding.device_id, lock=True)
         if device is None or ios is None:
@@ -114,7 +114,7 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
     cert = identity.cert
     fingerprint = identity.fingerprint
     old_fingerprint: bytes | None = None
-    async with svc.db.transaction() as session:
+    async with svc.db.transaction(inline=True) as session:
         device = await store_checkin.device_by_identifier(session, msg.identifier)
         bound_to = await store_checkin.device_bound_to(session, fingerprint)
         if bound_to is not None and (device is None or bound_to != device.id):
