@@ -151,6 +151,7 @@ async def open_context(config: Config) -> ServerContext:
         raise
     if applied:
         log.info("database migrated: applied %s", ", ".join(applied))
+    db.start_checkpointer()
     return ServerContext(config=config, db=db)
 
 
