@@ -127,3 +127,10 @@ def test_interrupted_run_stops_its_server_and_removes_the_dir(
         for _ in range(50):
             os.kill(server_pid, 0)
             time.sleep(0.1)
+
+
+def test_rt_delivery_must_not_be_negative(tmp_path: Path) -> None:
+    proc = run_bench(tmp_path / "tmp", "--devices", "3", "--rt-delivery", "-1")
+    assert proc.returncode == 2
+    assert "--rt-delivery" in proc.stderr and "Traceback" not in proc.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []  # refused before anything was prepared

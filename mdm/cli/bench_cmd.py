@@ -65,6 +65,9 @@ def register(sub: Subparsers) -> None:
     )
     b.add_argument("--rt-command", default="Block", help="command type for the round trip (default Block)")
     b.add_argument("--rt-concurrency", type=int, default=4, help="concurrent round trips (default 4)")
+    b.add_argument("--rt-delivery", type=int, default=500,
+                   help="phase (b2): queue the command for this many devices through the API first, "
+                        "then measure server CPU for the device side only (default 500; 0 skips it)")
     b.add_argument("--rt-duration", type=float, help="seconds of round trips (default: --duration)")
     b.add_argument(
         "--background-rate",
@@ -255,6 +258,7 @@ def run_ios(args: argparse.Namespace) -> int:
         emit_wrk=args.emit_wrk,
         rt_command=args.rt_command,
         rt_concurrency=args.rt_concurrency,
+        rt_delivery=args.rt_delivery,
         rt_duration=args.rt_duration,
         background_rate=args.background_rate,
         warmup=not args.no_warmup,
@@ -263,8 +267,10 @@ def run_ios(args: argparse.Namespace) -> int:
         skip_rt=args.skip_rt,
         keep_data=args.keep_data,
     )
-    if options.concurrency < 1 or options.rt_concurrency < 1 or options.background_rate < 0:
-        raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate >= 0", exit_code=2)
+    too_few = min(options.concurrency, options.rt_concurrency) < 1
+    if too_few or min(options.background_rate, options.rt_delivery) < 0:
+        raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate and --rt-delivery "
+                       ">= 0", exit_code=2)
 
     def say(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
