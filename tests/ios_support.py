@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from sqlalchemy import func, select
 
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Device, utcnow
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.keys import PrivateKey
@@ -124,6 +124,14 @@ async def new_phone(
         )
     assert issued.key is not None
     return Phone(udid, issued.certificate, issued.key, issued.serial_hex)
+
+
+async def device_id_of(db: Database, udid: str) -> int:
+    """The server's id of the device with this UDID (it must exist)."""
+    async with db.session() as session:
+        value = await session.scalar(select(Device.id).where(Device.identifier == udid))
+        assert value is not None
+        return int(value)
 
 
 async def queue_command(

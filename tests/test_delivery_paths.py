@@ -15,7 +15,7 @@ from typing import Any
 import aiosqlite.core
 import httpx
 import pytest
-from ios_support import Phone, new_phone, queue_command
+from ios_support import Phone, device_id_of, new_phone, queue_command
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -34,13 +34,6 @@ async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
     p = await new_phone(db, pki_services.ca(server.ctx))
     await p.enroll(ios)
     return p
-
-
-async def _device_id(db: Database, udid: str) -> int:
-    async with db.session() as session:
-        value = await session.scalar(select(Device.id).where(Device.identifier == udid))
-        assert value is not None
-        return int(value)
 
 
 def _offered(response: httpx.Response) -> str | None:
@@ -70,7 +63,7 @@ async def _records(db: Database, guid: str) -> tuple[Command, list[str], list[st
 async def test_an_answer_writes_command_journal_and_events_in_order(
     ios: httpx.AsyncClient, phone: Phone, db: Database
 ) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(
         db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName", "OSVersion"]}
     )
@@ -97,7 +90,7 @@ async def test_an_answer_writes_command_journal_and_events_in_order(
 async def test_the_next_command_follows_the_answer_by_priority(
     ios: httpx.AsyncClient, phone: Phone, db: Database
 ) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     first = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw", priority=5)
     low = await queue_command(db, device_id, {"RequestType": "SecurityInfo"}, type_="Locate")
     high = await queue_command(db, device_id, {"RequestType": "CertificateList"}, type_="Alarm", priority=9)
@@ -111,7 +104,7 @@ async def test_the_next_command_follows_the_answer_by_priority(
 
 
 async def test_claim_next_finds_nothing_in_an_empty_queue(db: Database, phone: Phone) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     async with db.transaction() as session:
         assert await commands.claim_next(session, device_id, ready_only=False) == (False, None)
     guid = await queue_command(db, device_id, {"RequestType": "ProfileList"})
@@ -124,7 +117,7 @@ async def test_claim_next_finds_nothing_in_an_empty_queue(db: Database, phone: P
 
 
 async def test_emit_now_keeps_the_order_of_emission(db: Database, phone: Phone) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     body: dict[str, Any] = {"command": "C", "command_type": "Block", "created_by": None}
     async with db.transaction() as session:
         events.emit(session, COMMAND_CREATED, device_id=device_id, **{**body, "command": "first"})
@@ -227,7 +220,7 @@ async def _device(db: Database, device_id: int) -> Device:
 async def test_an_inventory_answer_sets_its_part_and_keeps_the_others(
     ios: httpx.AsyncClient, phone: Phone, db: Database
 ) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     profiles = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw")
     assert _offered(await phone.report(ios)) == profiles
     listed = [{"PayloadIdentifier": "p", "PayloadContent": []}]

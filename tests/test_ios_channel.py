@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 import httpx
 import pytest
 from conftest import PG_URL
-from ios_support import FIXTURES, Phone, new_phone, queue_command, snapshot
+from ios_support import FIXTURES, Phone, device_id_of, new_phone, queue_command, snapshot
 from sqlalchemy import func, select
 
 from mdm.core import commands
@@ -26,13 +26,6 @@ async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
     p = await new_phone(db, pki_services.ca(server.ctx))
     await p.enroll(ios)
     return p
-
-
-async def _device_id(db: Database, udid: str) -> int:
-    async with db.session() as session:
-        value = await session.scalar(select(Device.id).where(Device.identifier == udid))
-        assert value is not None
-        return int(value)
 
 
 async def _command(db: Database, guid: str) -> Command:
@@ -56,7 +49,7 @@ async def test_idle_with_empty_queue_is_empty_200(ios, phone: Phone) -> None:
 
 
 async def test_priority_then_age_one_command_per_response(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     low_old = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw")
     high = await queue_command(db, device_id, {"RequestType": "EraseDevice"}, type_="Wipe", priority=100)
     low_new = await queue_command(db, device_id, {"RequestType": "SecurityInfo"}, type_="Locate")
@@ -97,7 +90,7 @@ async def test_priority_then_age_one_command_per_response(ios, phone: Phone, db:
 
 
 async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     a = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     b = await queue_command(
         db,
@@ -126,7 +119,7 @@ async def test_not_now_skips_only_that_exchange_and_schedules_push(ios, phone: P
 async def test_replayed_or_foreign_reports_are_400_without_change(
     ios, phone: Phone, db: Database, server: Server
 ) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     # Not delivered yet: an answer is a forgery/replay.
     before = await snapshot(db)
@@ -146,7 +139,7 @@ async def test_replayed_or_foreign_reports_are_400_without_change(
     other = await new_phone(db, pki_services.ca(server.ctx))
     await other.enroll(ios)
     theirs = await queue_command(
-        db, await _device_id(db, other.udid), {"RequestType": "DeviceLock"}, type_="Block"
+        db, await device_id_of(db, other.udid), {"RequestType": "DeviceLock"}, type_="Block"
     )
     assert _offered(await other.report(ios)) == (theirs, "DeviceLock")
     before = await snapshot(db)
@@ -160,7 +153,7 @@ async def test_replayed_or_foreign_reports_are_400_without_change(
 
 
 async def test_acknowledged_erase_marks_device_wiped(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "EraseDevice"}, type_="Wipe", priority=100)
     assert _offered(await phone.report(ios)) == (guid, "EraseDevice")
     await phone.report(ios, "Acknowledged", guid)
@@ -171,7 +164,7 @@ async def test_acknowledged_erase_marks_device_wiped(ios, phone: Phone, db: Data
 
 
 async def test_acknowledged_remove_marks_device_unmanaged(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(
         db, device_id, {"RequestType": "RemoveProfile", "Identifier": "com.example.mdm"}, type_="Remove"
     )
@@ -183,7 +176,7 @@ async def test_acknowledged_remove_marks_device_unmanaged(ios, phone: Phone, db:
 
 
 async def test_clear_passcode_gets_the_stored_unlock_token(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "ClearPasscode"}, type_="Unblock")
     response = await phone.report(ios)
     body = plistlib.loads(response.content)
@@ -193,7 +186,7 @@ async def test_clear_passcode_gets_the_stored_unlock_token(ios, phone: Phone, db
 async def test_a_command_that_cannot_be_sent_fails_and_the_next_goes_out(
     ios, phone: Phone, db: Database
 ) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     # plistlib cannot encode None: the command is failed at delivery, never counted as sent.
     broken = await queue_command(db, device_id, {"RequestType": "DeviceLock", "Message": None}, priority=5)
     good = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
@@ -213,7 +206,7 @@ async def test_a_command_that_cannot_be_sent_fails_and_the_next_goes_out(
 
 
 async def test_data_marker_becomes_plist_data(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     payload = {"RequestType": "InstallProfile", "Payload": {"__data__": "AAEC"}}
     await queue_command(db, device_id, payload, type_="InstallConfProf")
     body = plistlib.loads((await phone.report(ios)).content)
@@ -221,7 +214,7 @@ async def test_data_marker_becomes_plist_data(ios, phone: Phone, db: Database) -
 
 
 async def test_inventory_answers_fill_the_device_record(ios, phone: Phone, db: Database, api) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     answers = {
         "DeviceInformation": FIXTURES / "commandment/DeviceInformation/iOS-11.3.1.xml",
         "SecurityInfo": FIXTURES / "commandment/SecurityInfo/iOS-11.3.1.xml",
@@ -257,7 +250,7 @@ async def test_inventory_answers_fill_the_device_record(ios, phone: Phone, db: D
 
 
 async def test_certificate_and_managed_app_lists(ios, phone: Phone, db: Database, server: Server) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     from cryptography.hazmat.primitives.serialization import Encoding
 
     der = phone.cert.public_bytes(Encoding.DER)
@@ -294,7 +287,7 @@ async def test_certificate_and_managed_app_lists(ios, phone: Phone, db: Database
 
 async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Database, server: Server) -> None:
     svc = ios_plugin.service(server.ctx)
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     assert _offered(await phone.report(ios)) is None
     assert svc.hint.known_empty(device_id)
     # The admin path (core.commands.enqueue through the ORM) must clear the hint.
@@ -335,7 +328,7 @@ async def test_not_now_asks_the_pusher_for_a_wake_up_after_commit(
     pusher = _RecordingPusher(db)
     server.ctx.pushers.register(Protocol.IOS, pusher)
     try:
-        device_id = await _device_id(db, phone.udid)
+        device_id = await device_id_of(db, phone.udid)
         guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
         assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
         before = utcnow()
@@ -354,7 +347,7 @@ async def test_not_now_asks_the_pusher_for_a_wake_up_after_commit(
 
 async def test_last_seen_is_written_behind(ios, phone: Phone, db: Database, server: Server) -> None:
     svc = ios_plugin.service(server.ctx)
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     await svc.last_seen.flush(svc.db)
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
@@ -380,7 +373,7 @@ async def test_other_replicas_are_told_of_enqueues(ios, phone: Phone, db: Databa
     from mdm.ios.notify import asyncpg_dsn
 
     svc = ios_plugin.service(server.ctx)
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     received: asyncio.Queue[str] = asyncio.Queue()
     listener = await asyncpg.connect(asyncpg_dsn(db.url))
     await listener.add_listener("mdm_ios_queue", lambda *args: received.put_nowait(args[-1]))
@@ -420,7 +413,7 @@ async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server
     guids = {}
     for p in phones:
         guids[p.udid] = await queue_command(
-            db, await _device_id(db, p.udid), {"RequestType": "DeviceLock"}, type_="Block"
+            db, await device_id_of(db, p.udid), {"RequestType": "DeviceLock"}, type_="Block"
         )
 
     async def exchange(p: Phone) -> None:
@@ -434,7 +427,7 @@ async def test_concurrent_exchanges_never_fail(ios, db: Database, server: Server
 
 
 async def test_multi_step_command_is_delivered_step_by_step(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     payload = {
         "Steps": [
             {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
@@ -467,7 +460,7 @@ async def test_multi_step_command_is_delivered_step_by_step(ios, phone: Phone, d
 
 
 async def test_removing_the_mdm_profile_unmanages(ios, phone: Phone, db: Database) -> None:
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     listing = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="L1")
     assert _offered(await phone.report(ios)) == (listing, "ProfileList")
     profiles = [
@@ -528,7 +521,7 @@ async def test_a_just_queued_command_is_fetched_in_one_transaction(
     """After an enqueue the next Idle poll skips the read-only look and uses one connection."""
     from sqlalchemy import event
 
-    device_id = await _device_id(db, phone.udid)
+    device_id = await device_id_of(db, phone.udid)
     assert _offered(await phone.report(ios)) is None  # the hint now says "empty"
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     checkouts: list[int] = []

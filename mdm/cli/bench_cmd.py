@@ -16,10 +16,13 @@ import asyncio
 import json
 import signal
 import sys
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mdm.cli.common import CliError, Subparsers
+
+T = TypeVar("T")
 
 # The benchmark (server, crypto, simulator) is imported when it runs, not for `mdm bench --help`.
 
@@ -168,19 +171,8 @@ def run_fleet(args: argparse.Namespace) -> int:
         skip=tuple(args.skip),
     )
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    try:
-        report = asyncio.run(_cancel_on_sigterm(fleet.run(options, say)))
-    except asyncio.CancelledError:
-        raise CliError("stopped by SIGTERM", exit_code=143) from None
+        report = _drive(lambda say: fleet.run(options, say))
     except (fleet.FleetBenchError, fleet_prepare.FleetPrepareError) as exc:
         raise CliError(str(exc), exit_code=2) from None
     except (LocalServerError, fleet_apns.FakeApnsError, fleet_phases.PhaseError, RuntimeError) as exc:
@@ -210,20 +202,8 @@ def run_push(args: argparse.Namespace) -> int:
     if args.pushes < 1 or args.concurrency < 1 or not 1 <= args.connections <= 32:
         raise CliError("--pushes and --concurrency must be >= 1, --connections 1..32", exit_code=2)
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    try:
-        measure = push.run(args.pushes, args.concurrency, args.connections, say)
-        report = asyncio.run(_cancel_on_sigterm(measure))
-    except asyncio.CancelledError:
-        raise CliError("stopped by SIGTERM", exit_code=143) from None
+        report = _drive(lambda say: push.run(args.pushes, args.concurrency, args.connections, say))
     except push.BenchError as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else push.render(report))
@@ -272,19 +252,8 @@ def run_ios(args: argparse.Namespace) -> int:
         raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate and --rt-delivery "
                        ">= 0", exit_code=2)
 
-    def say(line: str) -> None:
-        print(line, file=sys.stderr, flush=True)
-
     try:
-        import uvloop
-
-        uvloop.install()
-    except ImportError:
-        pass
-    try:
-        report = asyncio.run(_cancel_on_sigterm(ios.run(options, say)))
-    except asyncio.CancelledError:
-        raise CliError("stopped by SIGTERM", exit_code=143) from None
+        report = _drive(lambda say: ios.run(options, say))
     except ios.BenchError as exc:
         raise CliError(str(exc), exit_code=2) from None
     except (
@@ -298,6 +267,26 @@ def run_ios(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else ios.render(report))
     return 0
+
+
+def _drive(bench: Callable[[Callable[[str], None]], Coroutine[Any, Any, T]]) -> T:
+    """Run a benchmark on uvloop when installed (the server's default), its progress lines on
+    stderr; SIGTERM cancels it (its clean-up runs) and exits 143."""
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    try:
+        result: T = asyncio.run(_cancel_on_sigterm(bench(say)))
+    except asyncio.CancelledError:
+        raise CliError("stopped by SIGTERM", exit_code=143) from None
+    return result
 
 
 async def _cancel_on_sigterm(run: Any) -> Any:
