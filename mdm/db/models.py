@@ -119,8 +119,10 @@ class Device(Base):
     __table_args__ = (
         Index("uq_devices_protocol_identifier", "protocol", "identifier", unique=True),
         Index("ix_devices_status", "status"),
-        # The device list filtered by platform and state, and its count, at 10^6 devices.
+        # The device list filtered by platform and state, and its count, at 10^6 devices; by
+        # platform alone in id order (the page's order: no sort of every device of the platform).
         Index("ix_devices_protocol_status", "protocol", "status"),
+        Index("ix_devices_protocol_id", "protocol", "id"),
         CheckConstraint(_in("status", [s.value for s in DeviceStatus]), name="status"),
         CheckConstraint("protocol IN (1, 2, 4)", name="protocol"),
         NEVER_REUSED,
