@@ -15,6 +15,7 @@ from typing import Any
 import aiosqlite.core
 import httpx
 import pytest
+from cryptography.hazmat.primitives import hashes
 from ios_support import Phone, device_id_of, new_phone, queue_command
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -24,6 +25,7 @@ from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
 from mdm.ios import command_steps, inventory
+from mdm.ios import store as ios_store
 from mdm.ios.command_codec import to_plist_dict
 from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
@@ -332,3 +334,24 @@ async def test_an_inline_statement_never_waits_for_a_lock_on_the_loop(db: Databa
         session.add(Event(uuid="w-2", type="t", severity="info", body={}))
     async with db.session() as session:
         assert sorted((await session.scalars(select(Event.uuid))).all()) == ["w-1", "w-2"]
+
+
+async def test_a_cold_polls_look_ups_run_inline_on_sqlite(
+    db: Database, hops: collections.Counter[str], phone: Phone
+) -> None:
+    """The binding look-up and the queue probe of a cold poll (read-only, outside a transaction)
+    run on the loop's thread: a thread hand-off each cost more than the statement (issue 12:
+    cold first polls)."""
+    if not db.is_sqlite:
+        pytest.skip("inline statements are SQLite's")
+    device_id = await device_id_of(db, phone.udid)
+    fingerprint = phone.cert.fingerprint(hashes.SHA256())
+    hops.clear()
+    bound = await ios_store.bound_device(db.engine, fingerprint)
+    assert bound is not None and bound.id == device_id
+    assert await ios_store.peek_next_command(db.engine, device_id) is None
+    assert hops == {}
+    await queue_command(db, device_id, {"RequestType": "DeviceLock"})
+    hops.clear()
+    assert await ios_store.peek_next_command(db.engine, device_id) is not None
+    assert hops == {}

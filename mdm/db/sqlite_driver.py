@@ -27,7 +27,9 @@ one statement at a time (the adapter's mutex), so which thread runs it does not 
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from contextvars import ContextVar
 from typing import Any
 
@@ -42,6 +44,18 @@ from sqlalchemy.util import EMPTY_DICT
 Outcome = tuple[Any, list[Any], int, int | None, bool]
 # Run this task's statements on the event loop's thread (see the module's docstring).
 INLINE: ContextVar[bool] = ContextVar("mdm_sqlite_inline", default=False)
+
+
+@contextlib.contextmanager
+def inline() -> Iterator[None]:
+    """The SQLite statements of this block run on the event loop's thread (see ``INLINE``): for
+    a read-only point look-up outside a transaction, where a hand-off to aiosqlite's thread costs
+    more than the statement. No effect on PostgreSQL."""
+    token = INLINE.set(True)
+    try:
+        yield
+    finally:
+        INLINE.reset(token)
 
 
 BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's write lock

@@ -18,6 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mdm.core.identity import BoundDevice
+from mdm.db import sqlite_driver
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, User, utcnow
 from mdm.ios.tables import IosDevice, IosPushRequest
 from mdm.pki.tables import IssuedCertificateRecord
@@ -37,9 +38,11 @@ BINDING_STMT = (
 
 
 async def bound_device(engine: AsyncEngine, fingerprint: bytes) -> BoundDevice | None:
-    """The device a certificate fingerprint is bound to (one statement, no transaction)."""
-    async with engine.connect() as conn:
-        row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
+    """The device a certificate fingerprint is bound to (one statement, no transaction; on
+    SQLite on the loop's thread: a cold poll's look-up, cheaper than a thread hand-off)."""
+    with sqlite_driver.inline():
+        async with engine.connect() as conn:
+            row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
     return None if row is None else BoundDevice(row.id, row.identifier, row.status)
 
 
@@ -195,9 +198,11 @@ NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam
 
 
 async def peek_next_command(engine: AsyncEngine, device_id: int) -> int | None:
-    """The Idle poll's read-only first look (no transaction): the next queued command's id."""
-    async with engine.connect() as conn:
-        found: int | None = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
+    """The Idle poll's read-only first look (no transaction; inline on SQLite, like
+    ``bound_device``): the next queued command's id."""
+    with sqlite_driver.inline():
+        async with engine.connect() as conn:
+            found: int | None = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
     return found
 
 
