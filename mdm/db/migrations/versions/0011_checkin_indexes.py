@@ -6,9 +6,7 @@ Revises: 0010
 Create Date: 2026-12-03 07:55:00
 
 ``ix_devices_protocol_status``: the device list and its count filtered by protocol and status
-read an index range instead of every device (820 → 169 ms for the count at 10^6 on SQLite);
-``ix_devices_protocol_id``: a page filtered by protocol alone reads its rows in id order (with
-only the first index SQLite sorted every device of the platform for each page: 49 ms at 10^5).
+read an index range instead of every device (820 → 169 ms for the count at 10^6 on SQLite).
 ``ix_scep_transactions_cert_serial``: every Authenticate looks up the SCEP challenge that issued
 the device's certificate; without it that look-up scanned every SCEP transaction. Indexes only:
 nothing is rebuilt on either engine.
@@ -24,11 +22,9 @@ depends_on = None
 
 def upgrade() -> None:
     op.create_index("ix_devices_protocol_status", "devices", ["protocol", "status"])
-    op.create_index("ix_devices_protocol_id", "devices", ["protocol", "id"])
     op.create_index("ix_scep_transactions_cert_serial", "scep_transactions", ["cert_serial"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_scep_transactions_cert_serial", table_name="scep_transactions")
-    op.drop_index("ix_devices_protocol_id", table_name="devices")
     op.drop_index("ix_devices_protocol_status", table_name="devices")
