@@ -105,15 +105,6 @@ async def devices_by_id(session: AsyncSession, device_ids: Sequence[int]) -> lis
     return list((await session.scalars(stmt)).all())
 
 
-async def devices_in_groups(session: AsyncSession, group_ids: Sequence[int]) -> list[Device]:
-    stmt = select(Device).where(Device.group_id.in_(group_ids)).order_by(Device.id)
-    return list((await session.scalars(stmt)).all())
-
-
-async def all_devices(session: AsyncSession) -> list[Device]:
-    return list((await session.scalars(select(Device).order_by(Device.id))).all())
-
-
 async def devices_by_state(session: AsyncSession) -> list[tuple[int, str, int]]:
     """(protocol, status, count) of every device state present."""
     state = (Device.protocol, Device.status)
