@@ -8,7 +8,6 @@ import asyncio
 import os
 import re
 import signal
-import socket
 import ssl
 import sys
 from datetime import timedelta
@@ -234,24 +233,11 @@ async def test_reserve_slot_serves_while_main_slot_is_mid_replacement(
 
 
 # ---- a real `mdm serve` and SIGHUP ----------------------------------------------------------------
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    for s in socks:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
-
-
 async def test_certs_set_signals_a_running_server_which_serves_the_new_certificate(config, tmp_path) -> None:
-    ports = dict(
-        zip(
-            ("MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT"),
-            map(str, _free_ports(5)),
-            strict=True,
-        )
-    )
+    # Port 0 everywhere: the server picks free ports itself and logs them, so a port chosen here
+    # cannot be taken by a parallel test before the server binds it (a CI flake).
+    names = ("MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT")
+    ports = dict.fromkeys(names, "0")
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("MDM_")}, **ports}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -280,7 +266,8 @@ async def test_certs_set_signals_a_running_server_which_serves_the_new_certifica
             if pid_file.exists():
                 break
             await asyncio.sleep(0.05)
-        kes = int(ports["MDM_KES_PORT"])
+        served = (re.search(r"listening: kes on https://\S+:(\d+)", line) for line in lines)
+        (kes,) = (int(m[1]) for m in served if m)
         root = config.ca_dir / "root.pem"
         before = await served_certificate(kes, root)
 
