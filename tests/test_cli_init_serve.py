@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from cryptography import x509
+from ports import free_ports
 
 from mdm.core import tokens
 from mdm.db.engine import Database
@@ -31,18 +32,6 @@ PORT_VARS = ("MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS
 TOKEN_RE = re.compile(r"mdm_[0-9a-f]{8}_[A-Za-z0-9_-]+")
 PG_URL = os.environ.get("MDM_TEST_DATABASE_URL", "")
 NOBODY = 65534
-
-
-def free_ports(n: int) -> list[int]:
-    socks = []
-    for _ in range(n):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        socks.append(s)
-    ports = [s.getsockname()[1] for s in socks]
-    for s in socks:
-        s.close()
-    return ports
 
 
 def base_env(**extra: str) -> dict[str, str]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import client_ssl_context
 from enroll_support import APNS_TOML
+from ports import free_port
 from sqlalchemy import select
 
 from mdm.config import Config
@@ -52,12 +52,6 @@ class Sink:
         return AuthResult(success=ok, handled=False)  # False: aiosmtpd answers 535 itself
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class SmtpServers:
     sink: Sink
@@ -72,9 +66,9 @@ def smtp(pki_template: Path) -> Iterator[SmtpServers]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # The test PKI's "web" certificate names localhost; any server certificate would do.
     tls.load_cert_chain(pki_template / "certs" / "web.pem", pki_template / "certs" / "web.key")
-    starttls = Controller(sink, hostname="127.0.0.1", port=_free_port(), tls_context=tls,
+    starttls = Controller(sink, hostname="127.0.0.1", port=free_port(), tls_context=tls,
                           authenticator=sink.authenticate, auth_require_tls=True)
-    implicit = Controller(sink, hostname="127.0.0.1", port=_free_port(), ssl_context=tls,
+    implicit = Controller(sink, hostname="127.0.0.1", port=free_port(), ssl_context=tls,
                           authenticator=sink.authenticate, auth_require_tls=False)
     starttls.start()
     implicit.start()
@@ -184,7 +178,7 @@ async def test_untrusted_smtp_certificate(api: httpx.AsyncClient, smtp: SmtpServ
 
 
 async def test_smtp_server_down(api: httpx.AsyncClient, config: Config, db: Any, server: Server) -> None:
-    config.section(SmtpConfig).port = _free_port()  # nobody listens there
+    config.section(SmtpConfig).port = free_port()  # nobody listens there
     created = await _enroll(api)
     assert created["email"]["sent"] is False
     assert "Connection refused" in created["email"]["error"]

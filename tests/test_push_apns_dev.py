@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import socket
 from pathlib import Path
 
 import httpx
 from apns_support import apns_env, target
+from ports import free_port
 
 from mdm.cli import dev_cmd
 from mdm.devfakes.apns_control import start_control
 from mdm.push.types import Outcome
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_dev_fake_apns_arguments(tmp_path: Path) -> None:
