@@ -15,12 +15,13 @@ from mdm.core.bulk_config import BulkConfig
 from mdm.enroll.config import EnrollConfig, SmtpConfig
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
+from mdm.kes.config import KesConfig
 from mdm.push.config import ApnsConfig, FcmConfig, PushConfig
 from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(
     EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig,
-    BulkConfig,
+    BulkConfig, KesConfig,
 )
 
 

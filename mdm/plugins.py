@@ -15,8 +15,14 @@ from mdm.enroll import handlers_api as enroll_api
 from mdm.enroll import plugin as enroll_plugin
 from mdm.ios import enroll_profiles as ios_enroll_profiles
 from mdm.ios import plugin as ios_plugin
+from mdm.kes import enroll_package as kes_enroll_package
+from mdm.kes import handlers_api as kes_api
+from mdm.kes import plugin as kes_plugin
+from mdm.kes import plugin_sync as kes_sync_plugin
 from mdm.pki import handlers as pki_api
 from mdm.pki import plugin as pki_plugin
+from mdm.policies import handlers_api as policies_api
+from mdm.policies import plugin as policies_plugin
 from mdm.push import handlers_api as push_api
 from mdm.push import plugin as push_plugin
 from mdm.push import transports
@@ -26,7 +32,9 @@ from mdm.scep import plugin as scep_plugin
 from mdm.server.plugin import Plugin, Worker
 
 # The admin API document covers every feature's routes.
-ADMIN_API = api_plugin.admin_api(pki_api.router, scep_api.router, enroll_api.router, push_api.router)
+ADMIN_API = api_plugin.admin_api(
+    pki_api.router, scep_api.router, enroll_api.router, push_api.router, policies_api.router, kes_api.router
+)
 
 # Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`
 # and warned about before it expires.
@@ -49,6 +57,10 @@ PLUGINS: tuple[Plugin, ...] = (
     PUSH,  # before the platforms: it registers their pushers
     scep_plugin.PLUGIN,
     enroll_plugin.PLUGIN,  # before every platform: it holds the registry of profile builders
+    policies_plugin.PLUGIN,  # before KES: it holds the policy resolver the sync reads
     ios_enroll_profiles.PLUGIN,
     ios_plugin.PLUGIN,
+    kes_enroll_package.PLUGIN,
+    kes_plugin.PLUGIN,  # the peer resolver, before the sync that authenticates with it
+    kes_sync_plugin.PLUGIN,
 )

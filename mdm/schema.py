@@ -9,7 +9,9 @@ from mdm.db import models
 from mdm.db.models import Base
 from mdm.enroll import tables as enroll_tables  # noqa: F401
 from mdm.ios import tables as ios_tables  # noqa: F401
+from mdm.kes import tables as kes_tables  # noqa: F401
 from mdm.pki import tables as pki_tables
+from mdm.policies import tables as policies_tables  # noqa: F401
 from mdm.push import tables as push_tables  # noqa: F401
 from mdm.scep import tables as scep_tables  # noqa: F401
 

@@ -31,7 +31,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.push",),
     ("mdm.scep",),
     ("mdm.enroll",),
-    ("mdm.ios",),
+    ("mdm.policies",),  # KES policies: below the platforms that deliver them
+    ("mdm.ios", "mdm.kes"),
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
     ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services
     ("mdm.bench",),
@@ -39,7 +40,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.__main__",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-FEATURES = ("ios", "enroll", "scep", "pki")
+FEATURES = ("ios", "kes", "policies", "enroll", "scep", "pki")
 STATEMENTS = {"select", "insert", "update", "delete", "text"}
 SESSION_CALLS = {"add", "add_all", "get", "delete", "execute", "scalar", "scalars", "merge", "stream"}
 SESSION_NAMES = {"session", "sess", "s", "conn", "connection"}

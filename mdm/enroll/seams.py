@@ -41,6 +41,12 @@ class ScepCredential:
     challenge: str
 
 
+# The purpose of the one-time enrollment token of an Android (KES) enrollment, followed by the
+# enrollment's id. The token is a one-time challenge of ``mdm.scep.challenges`` made for this
+# purpose: the KES certificate request redeems it, SCEP refuses it.
+KES_TOKEN_PURPOSE = "kes-enrollment:"  # noqa: S105 - a purpose prefix, not a secret
+
+
 @dataclass(frozen=True)
 class ProfileContent:
     """One enrollment's profile, platform-neutral."""

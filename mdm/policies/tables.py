@@ -1,0 +1,1 @@
+"""Policy tables (filled in by the policies work of issue 13)."""
