@@ -35,3 +35,7 @@ class KesConfig(Section):
     min_sync_spacing_seconds: float = Field(default=0.5, ge=0, le=60)
     # Commands per sync answer, at most.
     max_commands_per_sync: int = Field(default=20, ge=1, le=500)
+    # A delivered command without a result is offered again after this long (seconds).
+    command_redelivery_seconds: float = Field(default=600.0, ge=5, le=7 * 86400)
+    # Long-poll syncs held open at once in the process, at most (beyond it: answered at once).
+    long_poll_max_waiters: int = Field(default=20_000, ge=1)

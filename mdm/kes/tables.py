@@ -7,8 +7,9 @@ owner (``devices.user_id``) is set when the certificate is issued, not at regist
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, Integer, LargeBinary, String
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mdm.db.models import NEVER_REUSED, Base, BigId, utcnow
@@ -34,6 +35,13 @@ class KesDevice(Base):
     last_sync_at: Mapped[datetime | None] = mapped_column()
     # The policy version last sent to the device (the device reports what it applied).
     policy_sent_version: Mapped[str | None] = mapped_column(String(64))
+    # The policy version the device last reported applied (sync's applied_policy_version).
+    policy_applied_version: Mapped[str | None] = mapped_column(String(64))
+    # The last sync that changed anything: its request id, the SHA-256 of its body and the answer,
+    # so that a repeat is answered the same and applies nothing twice (docs/kes-protocol.md).
+    last_request_id: Mapped[str | None] = mapped_column(String(64))
+    last_request_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    last_answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     __table_args__ = (Index("uq_kes_devices_cert_fingerprint", "cert_fingerprint", unique=True),)
 
 

@@ -1,0 +1,206 @@
+"""Every SQL statement of the KES sync: the device's agent state, its inventory and attributes,
+the queue rows of its commands, the write-behind of the last sync, the end of a binding.
+Hot statements are prebuilt Core statements with named parameters."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import JSON, Table, Text, bindparam, func, or_, select, text, update
+from sqlalchemy import cast as sql_cast
+from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.sql import Update
+
+from mdm.db import sqlite_driver
+from mdm.db.models import CommandQueueEntry, Device, DeviceStatus
+from mdm.kes.tables import KesDevice
+
+_devices = cast(Table, Device.__table__)
+_kes = cast(Table, KesDevice.__table__)
+_queue = cast(Table, CommandQueueEntry.__table__)
+d, k, q = _devices.c, _kes.c, _queue.c
+
+STATE_COLUMNS = (
+    k.device_id, k.agent_version, k.renew_requested_at, k.sync_interval, k.last_sync_at,
+    k.policy_sent_version, k.policy_applied_version, k.last_request_id, k.last_request_hash,
+    k.last_answer, d.group_id, d.status,
+)
+_STATE = select(*STATE_COLUMNS).select_from(_kes.join(_devices, d.id == k.device_id)).where(
+    k.device_id == bindparam("b_id")
+)
+_STATE_LOCKED = _STATE.with_for_update(of=_kes)
+_SAVE = (
+    update(_kes)
+    .where(k.device_id == bindparam("b_id"))
+    .values(
+        last_request_id=bindparam("b_request_id"),
+        last_request_hash=bindparam("b_hash"),
+        last_answer=bindparam("b_answer", type_=JSON),
+        last_sync_at=bindparam("b_now"),
+        updated_at=bindparam("b_now"),
+        policy_sent_version=bindparam("b_sent"),
+        policy_applied_version=bindparam("b_applied"),
+    )
+)
+_QUEUE_ROW = select(q.in_flight, q.not_before, q.device_id).where(q.command_id == bindparam("b_id"))
+_REDELIVER_AFTER = (
+    update(_queue)
+    .where(q.command_id.in_(bindparam("b_ids", expanding=True)))
+    .values(not_before=bindparam("b_at"))
+)
+_DELIVERABLE_ANY = (
+    select(q.command_id)
+    .where(q.device_id == bindparam("b_id"), or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
+    .limit(1)
+)
+_LAST_SYNC_DEVICE = update(_devices).where(d.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
+_LAST_SYNC_KES = update(_kes).where(k.device_id == bindparam("b_id")).values(last_sync_at=bindparam("b_at"))
+
+
+async def read_state(engine: AsyncEngine, device_id: int) -> dict[str, Any] | None:
+    """The device's agent state outside a transaction (the idle sync's cache fill)."""
+    with sqlite_driver.inline():
+        async with engine.connect() as conn:
+            row = (await conn.execute(_STATE, {"b_id": device_id})).first()
+    return None if row is None else row._asdict()
+
+
+async def deliverable_any(engine: AsyncEngine, device_id: int, now: datetime) -> bool:
+    """Whether the device has a queued command that may go out now (the idle sync's first look,
+    outside a transaction)."""
+    with sqlite_driver.inline():
+        async with engine.connect() as conn:
+            row = (await conn.execute(_DELIVERABLE_ANY, {"b_id": device_id, "b_now": now})).first()
+    return row is not None
+
+
+async def device(session: AsyncSession, device_id: int) -> Device | None:
+    return await session.get(Device, device_id)
+
+
+async def lock_state(session: AsyncSession, device_id: int) -> dict[str, Any] | None:
+    """The agent state, its ``kes_devices`` row locked (PostgreSQL): syncs of one device run one
+    after the other, so that a request id and a command are never handled twice."""
+    row = (await session.execute(_STATE_LOCKED, {"b_id": device_id})).first()
+    return None if row is None else row._asdict()
+
+
+async def save_exchange(
+    session: AsyncSession, device_id: int, *, request_id: str, body_hash: bytes, answer: dict[str, Any],
+    now: datetime, sent: str | None, applied: str | None,
+) -> None:
+    await session.execute(_SAVE, {
+        "b_id": device_id, "b_request_id": request_id, "b_hash": body_hash, "b_answer": answer,
+        "b_now": now, "b_sent": sent, "b_applied": applied,
+    })
+
+
+async def queue_row(session: AsyncSession, command_id: int) -> dict[str, Any] | None:
+    row = (await session.execute(_QUEUE_ROW, {"b_id": command_id})).first()
+    return None if row is None else row._asdict()
+
+
+async def redeliver_after(session: AsyncSession, command_ids: Sequence[int], at: datetime) -> None:
+    """Delivered commands are not offered again before ``at`` (unless answered by then)."""
+    await session.execute(_REDELIVER_AFTER, {"b_ids": list(command_ids), "b_at": at})
+
+
+# ---- the device row -----------------------------------------------------------------------------
+_FACTS: dict[tuple[str, ...], Any] = {}
+_DEVICE_UPDATES: dict[tuple[bool, int, tuple[str, ...]], Update] = {}
+
+
+async def lock_device_columns(
+    session: AsyncSession, device_id: int, columns: tuple[str, ...]
+) -> dict[str, Any] | None:
+    stmt = _FACTS.get(columns)
+    if stmt is None:
+        stmt = select(*(d[c] for c in columns)).where(d.id == bindparam("b_id")).with_for_update()
+        _FACTS[columns] = stmt
+    row = (await session.execute(stmt, {"b_id": device_id})).first()
+    return None if row is None else row._asdict()
+
+
+def _device_update(postgres: bool, parts: int, columns: tuple[str, ...]) -> Update:
+    # The parts are set inside the stored document by the database: the others (an app list
+    # can be large) are neither read nor written back.
+    values: dict[str, Any] = {c: bindparam(f"b_{c}", type_=d[c].type) for c in columns}
+    if parts:
+        if postgres:
+            doc = sql_cast(bindparam("b_doc", type_=Text), JSONB)
+            values["inventory"] = sql_cast(sql_cast(d.inventory, JSONB).op("||")(doc), JSON)
+        else:
+            args: list[Any] = []
+            for i in range(parts):
+                args += [bindparam(f"b_path{i}", type_=Text), func.json(bindparam(f"b_part{i}", type_=Text))]
+            values["inventory"] = func.json_set(d.inventory, *args)
+    return update(_devices).where(d.id == bindparam("b_id")).values(values)
+
+
+async def write_device(
+    session: AsyncSession, device_id: int, parts: dict[str, dict[str, Any]], changes: dict[str, Any]
+) -> None:
+    """One UPDATE: ``inventory[part] = entry`` for each part, and the changed columns."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    columns = tuple(sorted(changes))
+    key = (postgres, len(parts), columns)
+    stmt = _DEVICE_UPDATES.get(key)
+    if stmt is None:
+        stmt = _DEVICE_UPDATES[key] = _device_update(postgres, len(parts), columns)
+    params: dict[str, Any] = {f"b_{c}": v for c, v in changes.items()}
+    params["b_id"] = device_id
+    if postgres:
+        params["b_doc"] = json.dumps(parts)
+    else:
+        for i, (name, entry) in enumerate(sorted(parts.items())):
+            params[f"b_path{i}"] = f'$."{name}"'
+            params[f"b_part{i}"] = json.dumps(entry)
+    await session.execute(stmt, params)
+
+
+async def mark_wiped(session: AsyncSession, device_id: int) -> None:
+    device = await session.get(Device, device_id, with_for_update=True)
+    if device is not None:
+        device.status = DeviceStatus.WIPED.value
+        device.push_valid = False
+
+
+async def end_binding(session: AsyncSession, device_id: int) -> None:
+    """The device is no longer managed: unmanaged, not pushed, its certificate bound to nothing
+    (ORM changes, so that the cached bindings are dropped at commit)."""
+    device = await session.get(Device, device_id, with_for_update=True)
+    if device is not None:
+        device.status = DeviceStatus.UNMANAGED.value
+        device.push_valid = False
+    kes = await session.get(KesDevice, device_id, with_for_update=True)
+    if kes is not None:
+        kes.cert_fingerprint = None
+
+
+async def write_last_sync(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
+    """``rows``: ``{"b_id": device id, "b_at": when}``: last seen and last sync, two executemany."""
+    connection = await session.connection()
+    await connection.execute(_LAST_SYNC_DEVICE, rows)
+    await connection.execute(_LAST_SYNC_KES, rows)
+
+
+_NOTIFY = text("SELECT pg_notify(:channel, :payload)")
+
+
+async def notify(engine: AsyncEngine, channel: str, payloads: Sequence[str]) -> None:
+    """``NOTIFY channel, payload`` for each payload, at once (PostgreSQL; outside a transaction)."""
+    async with engine.connect() as conn:
+        for payload in payloads:
+            await conn.execute(_NOTIFY, {"channel": channel, "payload": payload})
+        await conn.commit()
+
+
+async def agent_state(session: AsyncSession, device_id: int) -> tuple[Device, KesDevice | None] | None:
+    device = await session.get(Device, device_id)
+    if device is None:
+        return None
+    return device, await session.get(KesDevice, device_id)
