@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,19 @@ from mdm.scep.tables import ScepChallenge
 PREFIX_LEN = 8
 SECRET_HEX_LEN = 32
 MAX_TTL_SECONDS = 90 * 86400
+_SECRET_RE = re.compile(r"^[0-9a-f]{32}$")
+
+# The purpose of the one-time enrollment token of an Android (KES) enrollment, followed by the
+# enrollment's id (re-exported as ``mdm.enroll.seams.KES_TOKEN_PURPOSE``). Challenges made for an
+# agent protocol are redeemed by that protocol only: SCEP refuses them, and administrators cannot
+# make them through ``create_for``.
+KES_TOKEN_PURPOSE = "kes-enrollment:"  # noqa: S105 - a purpose prefix, not a secret
+AGENT_PREFIXES = (KES_TOKEN_PURPOSE,)
+
+
+def for_agent(purpose: str) -> bool:
+    """Whether a challenge of this purpose belongs to an agent protocol (not to SCEP)."""
+    return purpose.startswith(AGENT_PREFIXES)
 
 
 def _hash(challenge: str) -> bytes:
@@ -31,18 +45,24 @@ def _hash(challenge: str) -> bytes:
 
 
 async def create_challenge(
-    session: AsyncSession, *, user_id: int | None, purpose: str, ttl_seconds: int
+    session: AsyncSession, *, user_id: int | None, purpose: str, ttl_seconds: int,
+    secret: str | None = None,
 ) -> str:
     """Create a one-time SCEP challenge in the caller's transaction and return it (shown once).
 
     ``purpose`` says what it was made for (e.g. ``"ios-enrollment:42"``), for audit; ``user_id``
     is the owner of the certificate issued with it. Valid for ``ttl_seconds`` (1 s - 90 days).
+    ``secret``: the challenge itself when the caller derived it (32 lowercase hex characters, 128
+    bits of a secret only the caller holds); by default 128 random bits.
     """
     if not 0 < ttl_seconds <= MAX_TTL_SECONDS:
         raise InvalidArgument(f"ttl_seconds must be between 1 and {MAX_TTL_SECONDS}")
     if not purpose or len(purpose) > 64:
         raise InvalidArgument("purpose must be 1-64 characters")
-    secret = secrets.token_hex(SECRET_HEX_LEN // 2)
+    if secret is None:
+        secret = secrets.token_hex(SECRET_HEX_LEN // 2)
+    elif not _SECRET_RE.match(secret):
+        raise InvalidArgument("a challenge is 32 lowercase hex characters")
     now = datetime.now(UTC)
     await store.add_challenge(
         session,
@@ -62,7 +82,9 @@ async def create_for(
     db: Database, *, user: str | None, purpose: str, ttl_seconds: int
 ) -> tuple[str, datetime]:
     """Create a one-time challenge for the user named ``user`` (None: no owner), in its own
-    transaction; returns it (shown once) and when it expires."""
+    transaction; returns it (shown once) and when it expires. Agent purposes are reserved."""
+    if for_agent(purpose):
+        raise InvalidArgument(f"purpose {purpose!r} is reserved for enrollment tokens", field="purpose")
     async with db.transaction() as session:
         user_id = None
         if user is not None:
@@ -112,6 +134,12 @@ async def match(session: AsyncSession, challenge: str, static_secret: str = "") 
 async def consume(session: AsyncSession, challenge_id: int) -> bool:
     """Mark the challenge used if it still is usable; False if another request got there first."""
     return await store.consume_challenge(session, challenge_id, datetime.now(UTC))
+
+
+async def withdraw(session: AsyncSession, purpose: str) -> int:
+    """End the unused challenges made for ``purpose`` now (what they enrolled was revoked): they
+    match as expired from then on. Returns how many."""
+    return await store.end_challenges(session, purpose, datetime.now(UTC))
 
 
 async def purge(session: AsyncSession, *, keep_days: int = 30) -> int:

@@ -233,6 +233,13 @@ async def _enroll(
                 "challenge password is wrong, used or expired",
                 f"challenge password {reason}",
             )
+        if challenges.for_agent(challenge.purpose):
+            # An agent's enrollment token (KES) is redeemed by its own protocol only.
+            raise ScepFailure(
+                FailInfo.BAD_REQUEST,
+                "challenge password is wrong, used or expired",
+                f"challenge {challenge.id} is an agent enrollment token ({challenge.purpose})",
+            )
         user_id = challenge.user_id
     else:
         record = await _renewable(svc, msg.signer)

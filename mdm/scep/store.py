@@ -23,6 +23,19 @@ async def challenges_with_prefix(session: AsyncSession, prefix: str) -> list[Sce
     return list((await session.scalars(select(ScepChallenge).where(ScepChallenge.prefix == prefix))).all())
 
 
+async def end_challenges(session: AsyncSession, purpose: str, now: datetime) -> int:
+    """Make the unused challenges of ``purpose`` expire at ``now``; returns how many."""
+    result = await session.execute(
+        update(ScepChallenge)
+        .where(
+            ScepChallenge.purpose == purpose, ScepChallenge.used_at.is_(None), ScepChallenge.expires_at > now
+        )
+        .values(expires_at=now)
+    )
+    assert isinstance(result, CursorResult)
+    return result.rowcount
+
+
 async def consume_challenge(session: AsyncSession, challenge_id: int, now: datetime) -> bool:
     """Mark the challenge used if it is unused and unexpired at ``now``; False if it was not."""
     result = await session.execute(
