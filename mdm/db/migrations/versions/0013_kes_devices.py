@@ -37,11 +37,16 @@ def upgrade() -> None:
         sa.Column("last_request_id", sa.String(length=64), nullable=True),
         sa.Column("last_request_hash", sa.LargeBinary(length=32), nullable=True),
         sa.Column("last_answer", sa.JSON(), nullable=True),
+        sa.Column("previous_fingerprint", sa.LargeBinary(length=32), nullable=True),
+        sa.Column("cert_request_id", sa.String(length=64), nullable=True),
+        sa.Column("cert_request_hash", sa.LargeBinary(length=32), nullable=True),
+        sa.Column("cert_request_serial", sa.String(length=64), nullable=True),
         sa.ForeignKeyConstraint(["device_id"], ["devices.id"], name=op.f("fk_kes_devices_device_id_devices"),
                                 ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("device_id", name=op.f("pk_kes_devices")),
     )
     op.create_index("uq_kes_devices_cert_fingerprint", "kes_devices", ["cert_fingerprint"], unique=True)
+    op.create_index("ix_kes_devices_previous_fingerprint", "kes_devices", ["previous_fingerprint"])
     op.create_table(
         "kes_mugshots",
         sa.Column("id", _ID, nullable=False),

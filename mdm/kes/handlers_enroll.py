@@ -1,0 +1,101 @@
+"""HTTP of the KES identity on the ``kes`` listener: ``GET /kes/v1/info``, ``POST /kes/v1/register``,
+``POST /kes/v1/certificate`` and ``POST /kes/v1/unenroll`` (docs/kes-protocol.md)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from mdm.core.errors import ServiceError
+from mdm.kes import messages
+from mdm.kes.config import KesConfig
+from mdm.kes.identity import KesPeerResolver, KesRefused, Rejections
+from mdm.kes.service_enroll import KesEnrollService
+
+PREFIX = "/kes/v1"
+
+
+class PayloadTooLarge(ServiceError):
+    status = 413
+    code = "payload_too_large"
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, or 413 as soon as it is known to exceed ``limit`` (never buffering more)."""
+    declared = request.content_length
+    if declared is not None and declared > limit:
+        raise PayloadTooLarge(f"the body of {declared} bytes exceeds {limit} bytes", limit=limit)
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        chunk = await request.content.readany()
+        if not chunk:
+            break
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body exceeds {limit} bytes", limit=limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class Handlers:
+    def __init__(
+        self,
+        service: KesEnrollService,
+        resolver: KesPeerResolver,
+        rejections: Rejections,
+        settings: Callable[[], KesConfig],
+    ) -> None:
+        self.service = service
+        self.resolver = resolver
+        self.rejections = rejections
+        self.settings = settings
+
+    async def _message(self, request: web.Request, name: str) -> dict[str, Any]:
+        body = await read_body(request, self.settings().max_body_bytes)
+        return messages.parse(name, body)
+
+    async def _reported(
+        self, request: web.Request, work: Awaitable[dict[str, Any]], *, identifier: str | None = None
+    ) -> web.Response:
+        """Run ``work``; a refusal of the token or the device is a security event too."""
+        try:
+            answer = await work
+        except KesRefused as exc:
+            await self.rejections.identity(exc, peer=request.remote, path=request.path, identifier=identifier)
+            raise
+        return web.json_response(answer)
+
+    async def info(self, request: web.Request) -> web.Response:
+        return web.json_response(self.service.info())
+
+    async def register(self, request: web.Request) -> web.Response:
+        msg = await self._message(request, "register")
+        return await self._reported(
+            request, self.service.register(msg), identifier=msg["device"]["device_id"]
+        )
+
+    async def certificate(self, request: web.Request) -> web.Response:
+        msg = await self._message(request, "certificate")
+        if "token" in msg:
+            return await self._reported(
+                request, self.service.enroll_certificate(msg), identifier=msg["device_id"]
+            )
+        peer = await self.resolver.require_device(request)  # reports its own refusals (401 without one)
+        return await self._reported(
+            request, self.service.renew_certificate(peer, msg), identifier=peer.identifier
+        )
+
+    async def unenroll(self, request: web.Request) -> web.Response:
+        msg = await self._message(request, "unenroll")
+        peer = await self.resolver.resolve(request, managed=False)
+        return web.json_response(await self.service.unenroll(peer, msg))
+
+
+def install_routes(app: web.Application, handlers: Handlers) -> None:
+    app.router.add_get(f"{PREFIX}/info", handlers.info)
+    app.router.add_post(f"{PREFIX}/register", handlers.register)
+    app.router.add_post(f"{PREFIX}/certificate", handlers.certificate)
+    app.router.add_post(f"{PREFIX}/unenroll", handlers.unenroll)

@@ -1,0 +1,224 @@
+"""Who is calling on the ``kes`` listener: the TLS client certificate, verified and bound to a
+device (``mdm.kes.peer.PeerResolver``, set under ``keys.PEERS`` at start-up).
+
+Per request: the peer certificate's DER from the connection's ``SSLObject`` → the PKI's
+``ClientCertVerifier`` (chain, validity and revocation; cached by the DER's SHA-256, so a steady
+sync costs one hash and a dict look-up) → the platform-neutral binding (``core.identity``: a
+bounded cache in front of ``store.bound_device``; dropped at commit, on every replica through
+NOTIFY, when the device or its binding changes) → ``KesPeer``.
+
+Every refusal is a ``KesRefused`` with a specific code; ``Rejections`` logs it and writes a
+security event (the first few per source and reason, then one aggregate: an unauthenticated flood
+is not one database write per request).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from aiohttp import web
+from cachetools import LRUCache
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mdm.core import events
+from mdm.core.errors import ServiceError
+from mdm.core.identity import BoundDevice, DeviceBindings
+from mdm.core.security_events import RejectionLog
+from mdm.db.engine import Database
+from mdm.db.models import DeviceStatus
+from mdm.kes import store
+from mdm.kes.event_types import SECURITY_KES_HANDSHAKE_REJECTED, SECURITY_KES_IDENTITY_REJECTED
+from mdm.kes.peer import KesPeer
+from mdm.pki.trust import ClientCertVerifier, IdentityRejected
+
+log = logging.getLogger("mdm.kes.identity")
+
+# A device in one of these states is managed: its certificate may be used.
+ACTIVE = frozenset({DeviceStatus.OK.value, DeviceStatus.REMOVING.value, DeviceStatus.REMOVE_FAILED.value})
+
+# The verifier's reasons, as the codes a device gets.
+_CODES = {"expired": "certificate_expired", "revoked": "certificate_revoked"}
+
+
+class KesRefused(ServiceError):
+    """A refused request on the KES listener: ``code`` is what the device is told, ``reason`` a
+    finer word for the security event and the log."""
+
+    def __init__(self, status: int, code: str, reason: str, message: str, **details: Any) -> None:
+        super().__init__(message, **details)
+        self.status = status
+        self.code = code
+        self.reason = reason
+
+
+def no_certificate() -> KesRefused:
+    return KesRefused(
+        401,
+        "client_certificate_required",
+        "missing",
+        "this endpoint needs the device's client certificate (mutual TLS)",
+    )
+
+
+class Rejections:
+    """Logs refused requests and records them as security events, at a bounded cost."""
+
+    def __init__(self, db: Database, log_: RejectionLog) -> None:
+        self.db = db
+        self.log = log_
+
+    async def identity(
+        self,
+        exc: KesRefused,
+        *,
+        peer: str | None,
+        path: str,
+        identifier: str | None = None,
+        serial: str | None = None,
+        device_id: int | None = None,
+    ) -> None:
+        sample = {
+            "code": exc.code,
+            "message": exc.message,
+            "peer": peer,
+            "path": path,
+            "identifier": identifier,
+            "serial": serial,
+        }
+        name = SECURITY_KES_IDENTITY_REJECTED.name
+        if not self.log.admit(name, peer, f"{exc.code}:{exc.reason}", sample):
+            log.debug("KES request refused (%s), counted: %s [peer %s]", exc.code, exc.message, peer)
+            return
+        log.warning(
+            "KES request refused (%s/%s): %s [peer %s, %s]", exc.code, exc.reason, exc.message, peer, path
+        )
+        try:
+            async with self.db.transaction() as session:
+                events.emit(
+                    session,
+                    SECURITY_KES_IDENTITY_REJECTED,
+                    device_id=device_id,
+                    code=exc.code,
+                    reason=exc.reason,
+                    message=exc.message,
+                    peer=peer,
+                    path=path,
+                    identifier=identifier,
+                    serial=serial,
+                )
+        except Exception:
+            log.exception("could not record the security event")
+
+    async def handshake(self, peer: str | None, reason: str, message: str) -> None:
+        name = SECURITY_KES_HANDSHAKE_REJECTED.name
+        if not self.log.admit(name, peer, reason, {"peer": peer, "message": message}):
+            log.debug("KES handshake refused (%s), counted [peer %s]", reason, peer)
+            return
+        log.warning("KES TLS handshake refused (%s): %s [peer %s]", reason, message, peer)
+        try:
+            async with self.db.transaction() as session:
+                events.emit(
+                    session, SECURITY_KES_HANDSHAKE_REJECTED, peer=peer, reason=reason, message=message
+                )
+        except Exception:
+            log.exception("could not record the security event")
+
+
+class BindingSource:
+    """``core.identity.BindingSource`` over ``kes_devices``; remembers each device's owner (the
+    certificate's user) for the ``KesPeer``, which the platform-neutral binding does not carry."""
+
+    __slots__ = ("engine", "users")
+
+    def __init__(self, engine: AsyncEngine, size: int) -> None:
+        self.engine = engine
+        self.users: LRUCache[int, int | None] = LRUCache(maxsize=size)
+
+    async def __call__(self, fingerprint: bytes) -> BoundDevice | None:
+        found = await store.bound_device(self.engine, fingerprint)
+        if found is None:
+            return None
+        self.users[found.device.id] = found.user_id
+        return found.device
+
+
+class KesPeerResolver:
+    """``mdm.kes.peer.PeerResolver``."""
+
+    def __init__(
+        self,
+        verifier: ClientCertVerifier,
+        bindings: DeviceBindings,
+        source: BindingSource,
+        rejections: Rejections,
+    ) -> None:
+        self.verifier = verifier
+        self.bindings = bindings
+        self.source = source
+        self.rejections = rejections
+
+    async def require_device(self, request: web.Request) -> KesPeer:
+        return await self.resolve(request)
+
+    async def resolve(self, request: web.Request, *, managed: bool = True) -> KesPeer:
+        """The request's bound device; with ``managed=False`` also one that left management (an
+        unenroll repeated). Refusals are reported before they are raised."""
+        serial: str | None = None
+        peer: KesPeer | None = None
+        try:
+            der = peer_certificate(request)
+            if der is None:
+                raise no_certificate()
+            try:
+                verified = self.verifier.verify_der(der)
+            except IdentityRejected as exc:
+                raise KesRefused(
+                    403, _CODES.get(exc.reason, "certificate_untrusted"), exc.reason, exc.message
+                ) from None
+            except (ValueError, TypeError):
+                raise KesRefused(
+                    403, "certificate_untrusted", "malformed", "the client certificate cannot be used"
+                ) from None
+            serial = verified.serial_hex
+            binding = await self.bindings.lookup(verified.fingerprint)
+            if binding is None:
+                raise KesRefused(
+                    403,
+                    "certificate_not_bound",
+                    "not_bound",
+                    f"certificate {serial} is not bound to a KES device",
+                )
+            user_id = self.source.users.get(binding.device_id, -1)
+            if user_id == -1:  # the owner was evicted from its cache: read it again
+                found = await store.bound_device(self.source.engine, verified.fingerprint)
+                user_id = found.user_id if found is not None else None
+            peer = KesPeer(binding.device_id, binding.identifier, user_id, serial, verified.fingerprint)
+            if managed and binding.status not in ACTIVE:
+                raise KesRefused(
+                    403,
+                    "device_not_managed",
+                    binding.status,
+                    f"device {binding.identifier} is no longer managed ({binding.status})",
+                )
+            return peer
+        except KesRefused as exc:
+            await self.rejections.identity(
+                exc,
+                peer=request.remote,
+                path=request.path,
+                serial=serial,
+                identifier=peer.identifier if peer is not None else None,
+                device_id=peer.device_id if peer is not None else None,
+            )
+            raise
+
+
+def peer_certificate(request: web.Request) -> bytes | None:
+    """The DER of the client certificate the connection was made with, if any."""
+    transport = request.transport
+    ssl_object = transport.get_extra_info("ssl_object") if transport is not None else None
+    if ssl_object is None:
+        return None
+    der: bytes | None = ssl_object.getpeercert(binary_form=True)
+    return der

@@ -1,0 +1,434 @@
+"""KES identity: register, certificate (first one with the enrollment token, renewal over mutual
+TLS), unenroll and info (docs/kes-protocol.md). Each state change and its events commit in one
+transaction; a refused request writes nothing (its security event aside, see ``identity``)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import commands, events
+from mdm.core.errors import InvalidArgument
+from mdm.db.engine import Database
+from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
+from mdm.enroll.seams import KES_TOKEN_PURPOSE
+from mdm.enroll.tables import Enrollment, EnrollmentStatus
+from mdm.kes import store
+from mdm.kes.event_types import (
+    KES_CERTIFICATE_RENEWED,
+    KES_DEVICE_ENROLLED,
+    KES_DEVICE_REGISTERED,
+    KES_DEVICE_UNENROLLED,
+)
+from mdm.kes.identity import ACTIVE, KesRefused
+from mdm.kes.messages import PROTOCOL_VERSION
+from mdm.kes.peer import KesPeer
+from mdm.kes.tables import KesDevice
+from mdm.pki import rules
+from mdm.pki.ca import CertificateAuthority
+from mdm.pki.issuance import check_public_key, issue
+from mdm.pki.sources import SourceSet
+from mdm.pki.tables import CertStatus
+from mdm.scep import challenges
+
+_ENDED_CERTIFICATE = frozenset({CertStatus.REVOKED.value, CertStatus.EXPIRED.value})
+
+
+def _pem(cert: x509.Certificate) -> str:
+    return cert.public_bytes(serialization.Encoding.PEM).decode()
+
+
+@dataclass(frozen=True, slots=True)
+class _Csr:
+    key: CertificatePublicKeyTypes
+    common_name: str | None
+    digest: bytes  # SHA-256 of the PEM text: what a repeated request id is compared with
+
+
+def parse_csr(pem: str) -> _Csr:
+    """The CSR's public key and common name; ``csr_invalid`` unless it is a PKCS#10 request whose
+    signature verifies, with an acceptable key."""
+    try:
+        csr = x509.load_pem_x509_csr(pem.encode())
+        key = csr.public_key()
+        valid = csr.is_signature_valid
+    except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
+        raise KesRefused(
+            400, "csr_invalid", "unreadable", f"the CSR is not a PEM PKCS#10 request: {exc}"
+        ) from None
+    if not valid:
+        raise KesRefused(400, "csr_invalid", "bad_signature", "the CSR's signature does not verify")
+    try:
+        check_public_key(key)
+    except InvalidArgument as exc:
+        raise KesRefused(400, "csr_invalid", "weak_key", exc.message) from None
+    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
+    cn = str(names[0].value).strip() if names else ""
+    return _Csr(key, cn or None, hashlib.sha256(pem.encode()).digest())
+
+
+def _refused_token(code: str, reason: str, message: str) -> KesRefused:
+    return KesRefused(403, code, reason, message)
+
+
+class KesEnrollService:
+    def __init__(self, *, db: Database, ca: CertificateAuthority, sources: SourceSet) -> None:
+        self.db = db
+        self.ca = ca
+        self.sources = sources
+
+    # ---- info --------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        return {
+            "v": PROTOCOL_VERSION,
+            "protocol_versions": [PROTOCOL_VERSION],
+            "server_time": datetime.now(UTC).isoformat(),
+            "ca_certificates": [_pem(c) for c in self.ca.chain],
+        }
+
+    # ---- the enrollment token ------------------------------------------------------------------
+    async def _token(self, session: AsyncSession, token: str) -> tuple[challenges.ChallengeMatch, Enrollment]:
+        found = await challenges.match(session, token)
+        if found is None:
+            raise _refused_token("token_unknown", "unknown", "this enrollment token is not known")
+        if not found.purpose.startswith(KES_TOKEN_PURPOSE):
+            raise _refused_token("token_unknown", "wrong_purpose", "this is not an Android enrollment token")
+        try:
+            enrollment_id = int(found.purpose[len(KES_TOKEN_PURPOSE) :])
+        except ValueError:
+            raise _refused_token(
+                "token_unknown", "wrong_purpose", "this is not an Android enrollment token"
+            ) from None
+        if found.problem == "used":
+            raise _refused_token("token_used", "used", "this enrollment token was already used")
+        if found.problem == "expired":
+            raise _refused_token("token_expired", "expired", "this enrollment token has expired")
+        enrollment = await store.enrollment(session, enrollment_id)
+        if enrollment is None or enrollment.platform != "android":
+            raise _refused_token(
+                "token_unknown", "no_enrollment", "this enrollment token has no Android enrollment"
+            )
+        if enrollment.status in (EnrollmentStatus.REVOKED.value, EnrollmentStatus.EXPIRED.value):
+            raise _refused_token(
+                "token_expired", enrollment.status, f"the enrollment was {enrollment.status}"
+            )
+        return found, enrollment
+
+    # ---- register ------------------------------------------------------------------------------
+    async def register(self, msg: dict[str, Any]) -> dict[str, Any]:
+        for attempt in (1, 2):
+            try:
+                return await self._register(msg)
+            except IntegrityError:  # two first registers of one Android id at once: the loser re-reads
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+    async def _register(self, msg: dict[str, Any]) -> dict[str, Any]:
+        facts: dict[str, Any] = msg["device"]
+        identifier: str = facts["device_id"]
+        now = utcnow()
+        async with self.db.transaction() as session:
+            _, enrollment = await self._token(session, msg["token"])
+            device = await store.device_by_identifier(session, identifier, lock=True)
+            created = device is None
+            takeover: str | None = None
+            if device is None:
+                device = Device(
+                    protocol=Protocol.KES.value,
+                    identifier=identifier,
+                    status=DeviceStatus.OK.value,
+                    user_id=None,
+                    enrolled_at=now,
+                    inventory={},
+                    attributes={},
+                )
+                await store.add(session, device)
+                kes = KesDevice(
+                    device_id=device.id, enrollment_id=enrollment.id, registered_at=now, updated_at=now
+                )
+                await store.add(session, kes)
+            else:
+                found = await store.kes_device(session, device.id, lock=True)
+                if found is None:
+                    kes = KesDevice(
+                        device_id=device.id, enrollment_id=enrollment.id, registered_at=now, updated_at=now
+                    )
+                    await store.add(session, kes)
+                else:
+                    kes = found
+                if kes.enrollment_id != enrollment.id:
+                    takeover = await self._takeover(session, device, kes, enrollment)
+                    kes.enrollment_id = enrollment.id
+                if device.status not in ACTIVE:  # the old binding ended: start over, unbound
+                    kes.cert_fingerprint = kes.previous_fingerprint = kes.bound_at = None
+                    kes.renew_requested_at = None
+                    device.status = DeviceStatus.OK.value
+                    device.user_id = device.cert_serial = device.cert_not_after = None
+                    device.enrolled_at = now
+            push_changed = self._facts(device, kes, facts, msg.get("fcm_token"), now)
+            events.emit(
+                session,
+                KES_DEVICE_REGISTERED,
+                device_id=device.id,
+                user_id=enrollment.user_id,
+                identifier=identifier,
+                enrollment_id=enrollment.id,
+                created=created,
+                manufacturer=facts.get("manufacturer"),
+                model=facts.get("model"),
+                os_version=facts.get("os_version"),
+                agent_version=facts.get("agent_version"),
+                push_token_changed=push_changed,
+                takeover=takeover,
+            )
+            return {"v": PROTOCOL_VERSION, "device_ref": str(device.id), "status": "registered"}
+
+    async def _takeover(
+        self, session: AsyncSession, device: Device, kes: KesDevice, enrollment: Enrollment
+    ) -> str:
+        """Why the Android id may move to ``enrollment`` (mirrors ``ios.takeover``), or 409."""
+        if kes.cert_fingerprint is None or device.status not in ACTIVE:
+            return "unbound" if device.status in ACTIVE else "ended"
+        if await self._binding_ended(session, device):
+            return "certificate_ended"
+        if enrollment.for_device_id == device.id:
+            return "for_device"
+        if (
+            enrollment.for_device_id is None
+            and device.user_id is not None
+            and enrollment.user_id == device.user_id
+        ):
+            return "owner"
+        raise KesRefused(
+            409,
+            "device_bound_elsewhere",
+            "takeover",
+            "this device is enrolled with another identity; only an enrollment of the device's "
+            "owner, or one made for this device, may replace it",
+        )
+
+    async def _binding_ended(self, session: AsyncSession, device: Device) -> bool:
+        now = utcnow()
+        if device.cert_not_after is not None and device.cert_not_after <= now:
+            return True
+        if device.cert_serial is None:
+            return False
+        record = await store.certificate(session, device.cert_serial)
+        return record is not None and (record.status in _ENDED_CERTIFICATE or record.not_after <= now)
+
+    @staticmethod
+    def _facts(
+        device: Device, kes: KesDevice, facts: dict[str, Any], fcm_token: str | None, now: datetime
+    ) -> bool:
+        device.model = facts["model"]
+        device.os_name = "Android"
+        device.os_version = facts["os_version"]
+        for column, key in (("serial_number", "serial"), ("imei", "imei"), ("phone_number", "phone_number")):
+            if key in facts:
+                setattr(device, column, facts[key])
+        device.attributes = {
+            **(device.attributes or {}),
+            "manufacturer": facts["manufacturer"],
+            "agent_version": facts["agent_version"],
+        }
+        kes.agent_version = facts["agent_version"]
+        kes.updated_at = now
+        if fcm_token is None or (fcm_token == device.push_token and device.push_valid):
+            return False
+        device.push_token = fcm_token
+        device.push_valid = True
+        device.push_changed_at = now
+        return True
+
+    # ---- certificate ---------------------------------------------------------------------------
+    async def enroll_certificate(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """The first certificate: the token redeemed (exactly once), the device bound."""
+        identifier: str = msg["device_id"]
+        async with self.db.transaction() as session:
+            device = await store.device_by_identifier(session, identifier, lock=True)
+            kes = await store.kes_device(session, device.id, lock=True) if device is not None else None
+            if kes is not None and kes.cert_request_id == msg["request_id"]:
+                found = await challenges.match(session, msg["token"])
+                if found is not None and found.purpose == f"{KES_TOKEN_PURPOSE}{kes.enrollment_id}":
+                    return await self._repeat(session, kes, msg["csr"])
+            token, enrollment = await self._token(session, msg["token"])
+            if (
+                device is None
+                or kes is None
+                or kes.enrollment_id != enrollment.id
+                or device.status not in ACTIVE
+            ):
+                raise KesRefused(
+                    409,
+                    "not_registered",
+                    "not_registered",
+                    f"device {identifier} was not registered with this enrollment token",
+                )
+            csr = parse_csr(msg["csr"])
+            assert token.id is not None
+            if not await challenges.consume(session, token.id):
+                raise _refused_token("token_used", "used", "this enrollment token was already used")
+            rule = await rules.get_rule(session, "mobile")
+            email = await store.user_email(session, enrollment.user_id)
+            issued = await issue(
+                session,
+                self.sources.get(rule.source),
+                rules.request_for(
+                    rule,
+                    common_name=csr.common_name or identifier,
+                    user_id=enrollment.user_id,
+                    device_id=device.id,
+                    public_key=csr.key,
+                    emails=(email,) if email else (),
+                ),
+            )
+            now = utcnow()
+            kes.cert_fingerprint = hashlib.sha256(
+                issued.certificate.public_bytes(serialization.Encoding.DER)
+            ).digest()
+            kes.previous_fingerprint = None
+            kes.bound_at = kes.updated_at = now
+            kes.renew_requested_at = None
+            self._requested(kes, msg["request_id"], csr, issued.serial_hex)
+            device.user_id = enrollment.user_id
+            device.cert_serial = issued.serial_hex
+            device.cert_not_after = issued.certificate.not_valid_after_utc
+            enrollment.device_id = device.id
+            events.emit(
+                session,
+                KES_DEVICE_ENROLLED,
+                device_id=device.id,
+                user_id=enrollment.user_id,
+                identifier=identifier,
+                enrollment_id=enrollment.id,
+                cert_serial=issued.serial_hex,
+                not_after=issued.certificate.not_valid_after_utc.isoformat(),
+            )
+            return self._answer(issued.certificate, issued.chain, rule.renewal_days)
+
+    async def renew_certificate(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
+        """A renewal over mutual TLS: the binding moves to the new certificate; the one that made
+        the request stays bound as the previous one until it expires or is revoked."""
+        async with self.db.transaction() as session:
+            device = await store.device(session, peer.device_id, lock=True)
+            kes = await store.kes_device(session, peer.device_id, lock=True)
+            if device is None or kes is None:
+                raise KesRefused(403, "certificate_not_bound", "not_bound", "the device is gone")
+            if kes.cert_request_id == msg["request_id"]:
+                return await self._repeat(session, kes, msg["csr"])
+            csr = parse_csr(msg["csr"])
+            rule = await rules.get_rule(session, "mobile")
+            email = await store.user_email(session, device.user_id) if device.user_id is not None else None
+            issued = await issue(
+                session,
+                self.sources.get(rule.source),
+                rules.request_for(
+                    rule,
+                    common_name=csr.common_name or device.identifier,
+                    user_id=device.user_id,
+                    device_id=device.id,
+                    public_key=csr.key,
+                    emails=(email,) if email else (),
+                    renews_serial=peer.cert_serial,
+                ),
+            )
+            fingerprint = hashlib.sha256(issued.certificate.public_bytes(serialization.Encoding.DER)).digest()
+            kes.previous_fingerprint = peer.fingerprint
+            kes.cert_fingerprint = fingerprint
+            kes.bound_at = kes.updated_at = utcnow()
+            kes.renew_requested_at = None
+            self._requested(kes, msg["request_id"], csr, issued.serial_hex)
+            device.cert_serial = issued.serial_hex
+            device.cert_not_after = issued.certificate.not_valid_after_utc
+            events.emit(
+                session,
+                KES_CERTIFICATE_RENEWED,
+                device_id=device.id,
+                user_id=device.user_id,
+                identifier=device.identifier,
+                cert_serial=issued.serial_hex,
+                renews_serial=peer.cert_serial,
+                not_after=issued.certificate.not_valid_after_utc.isoformat(),
+            )
+            return self._answer(issued.certificate, issued.chain, rule.renewal_days)
+
+    @staticmethod
+    def _requested(kes: KesDevice, request_id: str, csr: _Csr, serial: str) -> None:
+        kes.cert_request_id = request_id
+        kes.cert_request_hash = csr.digest
+        kes.cert_request_serial = serial
+
+    async def _repeat(self, session: AsyncSession, kes: KesDevice, csr_pem: str) -> dict[str, Any]:
+        """A request id seen before: the same certificate again, or 409 for another CSR."""
+        digest = hashlib.sha256(csr_pem.encode()).digest()
+        if (
+            kes.cert_request_hash is None
+            or bytes(kes.cert_request_hash) != digest
+            or kes.cert_request_serial is None
+        ):
+            raise KesRefused(
+                409,
+                "request_id_reused",
+                "request_id_reused",
+                "this request id was used for another certificate request",
+            )
+        record = await store.certificate(session, kes.cert_request_serial)
+        if record is None or record.pem is None:
+            raise KesRefused(
+                409, "request_id_reused", "request_id_reused", "the certificate of this request is gone"
+            )
+        cert = x509.load_pem_x509_certificate(record.pem.encode())
+        chain = self.ca.chain if record.source == "internal" else []
+        rule = await rules.get_rule(session, "mobile")
+        return self._answer(cert, chain, rule.renewal_days)
+
+    @staticmethod
+    def _answer(cert: x509.Certificate, chain: list[x509.Certificate], renewal_days: int) -> dict[str, Any]:
+        not_after = cert.not_valid_after_utc
+        return {
+            "v": PROTOCOL_VERSION,
+            "certificate": _pem(cert),
+            "chain": [_pem(c) for c in chain if c != cert],
+            "not_after": not_after.isoformat(),
+            "renew_after": (not_after - timedelta(days=renewal_days)).isoformat(),
+        }
+
+    # ---- unenroll ------------------------------------------------------------------------------
+    async def unenroll(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
+        answer = {"v": PROTOCOL_VERSION, "status": "unenrolled"}
+        async with self.db.transaction() as session:
+            device = await store.device(session, peer.device_id, lock=True)
+            kes = await store.kes_device(session, peer.device_id, lock=True)
+            if device is None or kes is None or device.status not in ACTIVE:
+                return answer  # left already: a repeat changes nothing
+            active = await store.active_commands(session, device.id)
+            for command in active:
+                await commands.complete(session, command, success=False, info="the device unenrolled")
+            now = utcnow()
+            device.status = DeviceStatus.UNMANAGED.value
+            device.push_token = None
+            device.push_valid = False
+            device.push_changed_at = now
+            kes.renew_requested_at = None
+            kes.updated_at = now
+            events.emit(
+                session,
+                KES_DEVICE_UNENROLLED,
+                device_id=device.id,
+                user_id=device.user_id,
+                identifier=device.identifier,
+                reason=msg.get("reason"),
+                commands_failed=len(active),
+            )
+        return answer
