@@ -44,7 +44,7 @@ KNOWN_GAPS = {
     ),
     "create_enrollment": (
         [positive_data_acceptance],
-        "platform \"android\" is valid in the schema but answers 422 until the KES agent protocol exists",
+        "well-formed but inapplicable requests (e-mail without [smtp], pkcs12 for ios) are refused",
     ),
 }
 OPERATIONS = [

@@ -249,7 +249,8 @@ async def test_scope(api: httpx.AsyncClient, db: Any) -> None:
 
 
 @pytest.mark.parametrize(("body", "status", "message"), [
-    ({"platform": "android", "user": "alice"}, 422, "not available yet"),
+    ({"platform": "ios", "user": "alice", "pkcs12": True}, 400, "android enrollments only"),
+    ({"platform": "android", "user": "alice", "pkcs12": "maybe"}, 400, "pkcs12"),
     ({"platform": "windows", "user": "alice"}, 400, "platform: Input should be 'ios' or 'android'"),
     ({"platform": "ios", "user": ""}, 400, "user must not be empty"),
     ({"platform": "ios", "user": "a/b"}, 400, "without spaces"),

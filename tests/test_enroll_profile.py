@@ -275,12 +275,12 @@ def test_prerequisites_name_what_is_missing(config: Config, tmp_path: Path) -> N
     ("ios", "a b", None, "without spaces"),
     ("ios", "alice", "not-an-address", "not an e-mail address"),
     ("ios", "alice", "alice@example.com\r\nBcc: x@evil", "not an e-mail address"),
-    ("android", "alice", None, "not available yet"),
+    ("android", "alice", "a@b@c", "not an e-mail address"),
 ])
 def test_request_validation(platform: str, user: str, email: str | None, message: str) -> None:
     with pytest.raises(Exception, match=message) as info:
         validate_request(platform, user, email)
-    assert info.value.status == (422 if platform == "android" else 400)  # type: ignore[attr-defined]
+    assert info.value.status == 400  # type: ignore[attr-defined]
 
 
 def test_identifier_prefix(config: Config) -> None:

@@ -12,7 +12,9 @@ from mdm.db.models import utcnow
 from mdm.enroll import store
 from mdm.enroll.event_types import ENROLLMENT_REVOKED
 from mdm.enroll.expiry import expire
+from mdm.enroll.profiles import agent_token_purpose
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
+from mdm.scep.challenges import withdraw
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,9 @@ async def list_enrollments(
 
 
 async def revoke(db: Database, enrollment_id: int, *, by: str | None = None) -> EnrollmentView:
-    """Withdraw a link that has not been used. A used link cannot be revoked: remove the device."""
+    """Withdraw a link that has not been used. A used link cannot be revoked: remove the device.
+    An Android enrollment can also be revoked after its package was served, as long as its agent's
+    enrollment token is unused; revoking ends the token."""
     async with db.transaction() as session:
         found = await store.with_user_name(session, enrollment_id)
         if found is None:
@@ -84,10 +88,16 @@ async def revoke(db: Database, enrollment_id: int, *, by: str | None = None) -> 
         if enrollment.status == EnrollmentStatus.PENDING.value and enrollment.expires_at <= now:
             await expire(session, enrollment.id, now)
             await store.reload(session, enrollment)
-        if enrollment.status != EnrollmentStatus.PENDING.value:
-            used = (EnrollmentStatus.DOWNLOADED.value, EnrollmentStatus.DELIVERED.value)
+        used = (EnrollmentStatus.DOWNLOADED.value, EnrollmentStatus.DELIVERED.value)
+        token_ended = False
+        if enrollment.platform == "android" and enrollment.status in (EnrollmentStatus.PENDING.value, *used):
+            # Undone with the transaction if the revocation is refused below.
+            token_ended = await withdraw(session, agent_token_purpose(enrollment.id)) > 0
+        if enrollment.status != EnrollmentStatus.PENDING.value and not token_ended:
             raise Conflict(
-                f"enrollment {enrollment_id} is {enrollment.status}, only a pending link can be revoked"
+                f"enrollment {enrollment_id} is {enrollment.status}, only a pending link"
+                + (" or an unused enrollment token" if enrollment.platform == "android" else "")
+                + " can be revoked"
                 + (" (to unenroll the device, send it the Remove command)"
                    if enrollment.status in used else ""),
                 enrollment_status=enrollment.status,
@@ -95,6 +105,6 @@ async def revoke(db: Database, enrollment_id: int, *, by: str | None = None) -> 
         enrollment.status = EnrollmentStatus.REVOKED.value
         enrollment.revoked_at = now
         events.emit(session, ENROLLMENT_REVOKED, user_id=enrollment.user_id, enrollment_id=enrollment.id,
-                    user=user_name, by=by)
+                    user=user_name, by=by, token_revoked=token_ended)
         view = view_of(enrollment, user_name, now)
     return view

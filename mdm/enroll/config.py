@@ -46,6 +46,13 @@ class EnrollConfig(_Section):
     # Where one-time links point; https:// only (profiles carry a private key). Default
     # https://HOST:WEB_HTTPS_PORT, or https://HOST when only the plain-HTTP port is enabled.
     link_base_url: str = ""
+    # Android (KES): where the agent reaches the kes listener, as written into the enrollment
+    # package; empty / 0: `hostname` and the listener's port. Set them behind a publishing proxy.
+    kes_host: str = Field(default="", max_length=253, pattern=r"^[A-Za-z0-9.:\[\]-]*$")
+    kes_port: int = Field(default=0, ge=0, le=65535)
+    # Android: put the user's PKCS#12 (certificate and key) into the package unless the request
+    # says otherwise (`--pkcs12` / "pkcs12": true), for a reverse proxy that authenticates devices.
+    android_pkcs12: bool = False
     access_rights: int = Field(default=ALL_ACCESS_RIGHTS, ge=1, le=ALL_ACCESS_RIGHTS)
     per_user_connections: bool = False
     organization: str = Field(default="mdm", min_length=1, max_length=128)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 
 from mdm.core import events
 from mdm.core.errors import Conflict, Gone, NotFound, ServiceError
@@ -67,7 +68,13 @@ async def _pending_link(db: Database, token_hash: bytes) -> store.LinkState:
 _IN_FLIGHT: dict[bytes, asyncio.Event] = {}
 
 
-async def download(env: Env, db: Database, token: str, *, peer: str | None = None) -> bytes:
+@dataclass(frozen=True)
+class Served:
+    body: bytes
+    platform: str
+
+
+async def download(env: Env, db: Database, token: str, *, peer: str | None = None) -> Served:
     """Serve a link once: the profile, or LinkUnknown (404) / LinkGone (410) / Unavailable (503,
     the link stays valid)."""
     if not links.well_formed(token):
@@ -81,15 +88,20 @@ async def download(env: Env, db: Database, token: str, *, peer: str | None = Non
         await running.wait()
     done = _IN_FLIGHT[token_hash] = asyncio.Event()
     try:
-        return await build_download(env, db, token_hash, pending.id, peer, pending.platform)
+        body = await build_download(env, db, token_hash, pending.id, peer, pending.platform,
+                                    identity=pending.identity, link_token=token)
+        return Served(body, pending.platform)
     finally:
         done.set()
         del _IN_FLIGHT[token_hash]
 
 
 async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_id: int,
-                         peer: str | None, platform: str = "ios") -> bytes:
-    """Claim the link and build its profile (without the per-process guard of ``download``)."""
+                         peer: str | None, platform: str = "ios", *, identity: str | None = None,
+                         link_token: str | None = None) -> bytes:
+    """Claim the link and build its profile (without the per-process guard of ``download``).
+    ``identity``: the enrollment's, for platforms that record it per enrollment (Android);
+    ``link_token``: the link's clear token (an agent's enrollment token derives from it)."""
     try:
         prepared = await asyncio.to_thread(prepare, env, platform)
     except Conflict as exc:
@@ -97,7 +109,7 @@ async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_i
         raise Unavailable(f"the enrollment profile cannot be built right now: {exc.message}") from None
     # The key pair is made before the claim so the claiming transaction stays short (SQLite
     # serialises writers for its whole duration).
-    key = await new_identity_key(env)
+    key = await new_identity_key(env, identity if platform == "android" else None)
     try:
         async with db.transaction() as session:
             claimed = await store.claim_link(session, token_hash, utcnow())
@@ -108,7 +120,7 @@ async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_i
             owner = await store.user_by_id(session, enrollment.user_id)
             if owner is None:  # the user was deleted: the link went with it (cascade)
                 raise LinkUnknown("no such enrollment link")
-            profile = await build_profile(env, session, enrollment, owner, prepared, key)
+            profile = await build_profile(env, session, enrollment, owner, prepared, key, link_token)
             events.emit(
                 session, ENROLLMENT_DOWNLOADED, user_id=owner.id, cert_serial=enrollment.cert_serial,
                 peer=peer, **event_fields(enrollment, owner),

@@ -55,6 +55,8 @@ class EnrollmentRevoked(EventBody):
     enrollment_id: int
     user: str
     by: str | None = None
+    # An Android enrollment: its agent's unused one-time enrollment token was ended with it.
+    token_revoked: bool = False
 
 
 ENROLLMENT_CREATED = EventType(
@@ -81,5 +83,5 @@ ENROLLMENT_EXPIRED = EventType(
 )
 ENROLLMENT_REVOKED = EventType(
     "enrollment_revoked", Severity.INFO, EnrollmentRevoked,
-    "An administrator withdrew an unused one-time link",
+    "An administrator withdrew an unused one-time link (Android: or an unused enrollment token)",
 )

@@ -24,9 +24,16 @@ StatusName = Literal["pending", "downloaded", "delivered", "expired", "revoked"]
 
 class EnrollmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    platform: Literal["ios", "android"] = Field(description='"android" is not available yet (422)')
+    platform: Literal["ios", "android"] = Field(
+        description='"ios": a signed .mobileconfig; "android": the KES agent\'s enrollment package'
+    )
     user: str = Field(max_length=255, description="user name; created if it does not exist")
     email: str | None = Field(default=None, max_length=320, description="send the link to this address")
+    pkcs12: bool | None = Field(
+        default=None,
+        description="android only: put the user's PKCS#12 (certificate and key) into the package, for a "
+        "reverse proxy that authenticates devices; default [enroll] android_pkcs12",
+    )
     device_id: int | None = Field(
         default=None, ge=1, le=2**63 - 1,
         description="re-enroll this device: the new identity may take over the device's enrollment "
@@ -49,7 +56,8 @@ class EnrollmentCreated(BaseModel):
     status: str
     url: str
     expires_at: datetime
-    qr_png: str = Field(description="the URL as a QR code, base64-encoded PNG")
+    qr_png: str = Field(description="base64-encoded PNG QR code: iOS the URL; Android the package without "
+                        "its PKCS#12 (server, SPKI pin, token, URL) as compact JSON")
     email: MailStatus | None = Field(description="e-mail delivery outcome; null when no address was given")
     warnings: list[str] = Field(default_factory=list)
     for_device_id: int | None = Field(default=None, description="the device this link re-enrolls")
@@ -111,10 +119,10 @@ async def create_enrollment(request: web.Request, body: EnrollmentIn) -> Enrollm
     env = env_of(ctx)
     created = await service.create_with_retry(
         env, ctx.db, platform=body.platform, user=body.user, email=body.email, created_by=_who(request),
-        for_device_id=body.device_id,
+        for_device_id=body.device_id, pkcs12=body.pkcs12,
     )
     assert created.url is not None
-    png = await asyncio.to_thread(qr.png, created.url)
+    png = await asyncio.to_thread(qr.png, created.qr_text or created.url)
     mail = None
     if created.enrollment.email:
         outcome = await mail_link(env, ctx.db, created.enrollment, created.user, created.url, png)
@@ -145,7 +153,9 @@ async def get_enrollment(request: web.Request, id: int) -> EnrollmentOut:
     return EnrollmentOut.of(await admin.get(ctx_of(request).db, id))
 
 
-@router.route("DELETE", "/enrollments/{id}", summary="Revoke a pending enrollment link", tag="enrollments",
+@router.route("DELETE", "/enrollments/{id}",
+              summary="Revoke a pending enrollment link (Android: or an unused enrollment token)",
+              tag="enrollments",
               scope="enroll", response=EnrollmentOut, errors=(409,))
 async def revoke_enrollment(request: web.Request, id: int) -> EnrollmentOut:
     return EnrollmentOut.of(await admin.revoke(ctx_of(request).db, id, by=_who(request)))

@@ -1,4 +1,5 @@
-"""The web listener's one-time enrollment links: ``GET /e/{token}`` serves the signed profile once.
+"""The web listener's one-time enrollment links: ``GET /e/{token}`` serves the signed profile (an
+Android enrollment package, with its own media type) once.
 
 People open these links in a browser, so refusals are short plain-text pages with the right
 status (404 unknown, 410 used/expired/revoked, 503 cannot be built now) rather than API JSON.
@@ -19,7 +20,7 @@ from aiohttp import web
 from mdm.core.errors import ServiceError
 from mdm.enroll import links
 from mdm.enroll.download import download
-from mdm.enroll.seams import env_of
+from mdm.enroll.seams import PackageBuilder, env_of
 from mdm.server import peers
 from mdm.server.context import CTX, ctx_of
 
@@ -55,16 +56,21 @@ async def get_profile(request: web.Request) -> web.Response:
         origin = links.link_base(ctx.config, ctx.bound_ports)
         return _page(403, "enrollment profiles are only served over HTTPS",
                      f"Open the link you were given, which starts with {origin}{links.LINK_PATH}")
+    env = env_of(ctx)
     try:
-        profile = await download(env_of(ctx), ctx.db, request.match_info["token"], peer=request.remote)
+        served = await download(env, ctx.db, request.match_info["token"], peer=request.remote)
     except ServiceError as exc:
         log.info("enrollment link refused: %s (%d)", exc.message, exc.status)
         return _page(exc.status, exc.message)
+    content_type, filename = PROFILE_CONTENT_TYPE, "enroll.mobileconfig"
+    builder = env.builders.get(served.platform)
+    if isinstance(builder, PackageBuilder):
+        content_type, filename = builder.content_type, builder.filename
     return web.Response(
-        body=profile,
+        body=served.body,
         headers={
-            "Content-Type": PROFILE_CONTENT_TYPE,
-            "Content-Disposition": 'attachment; filename="enroll.mobileconfig"',
+            "Content-Type": content_type,
+            "Content-Disposition": f'attachment; filename="{filename}"',
             "Cache-Control": "no-store",
             "X-Content-Type-Options": "nosniff",
         },

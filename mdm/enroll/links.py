@@ -8,6 +8,7 @@ needs no constant-time comparison: the secret itself is never compared.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 import secrets
 from collections.abc import Mapping
@@ -31,6 +32,14 @@ def token_hash(token: str) -> bytes:
 
 def well_formed(token: str) -> bool:
     return bool(_TOKEN_RE.match(token))
+
+
+def agent_token(token: str) -> str:
+    """The one-time enrollment token of an agent's link (KES), derived from the link's token: the
+    QR code made with the link and the package served by it carry the same token, yet neither
+    secret is stored (only the hashes of both). 128 bits, 32 lowercase hex characters (the form
+    of a ``mdm.scep.challenges`` challenge)."""
+    return hmac.new(token.encode("ascii"), b"mdm kes enrollment token", hashlib.sha256).hexdigest()[:32]
 
 
 def _origin(scheme: str, host: str, port: int, default_port: int) -> str:
@@ -61,6 +70,14 @@ def checkin_url(config: Config, bound: Mapping[str, int] | None = None) -> str:
 
 def scep_url(config: Config, bound: Mapping[str, int] | None = None) -> str:
     return enroll_config(config).scep_url or ios_origin(config, bound) + "/scep"
+
+
+def kes_address(config: Config, bound: Mapping[str, int] | None = None) -> tuple[str, int]:
+    """Where agents reach the ``kes`` listener: ``[enroll] kes_host`` / ``kes_port`` (a
+    publishing proxy), else ``hostname`` and the listener's port."""
+    settings = enroll_config(config)
+    port = settings.kes_port or _port(config.listeners.kes.port, bound or {}, "kes:https")
+    return settings.kes_host or config.hostname, port
 
 
 def link_base(config: Config, bound: Mapping[str, int] | None = None) -> str:

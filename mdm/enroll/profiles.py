@@ -12,8 +12,17 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.db.models import User
-from mdm.enroll.seams import Env, IssuedCredential, Prepared, ProfileContent, ScepCredential
+from mdm.db.models import User, utcnow
+from mdm.enroll import links
+from mdm.enroll.seams import (
+    KES_TOKEN_PURPOSE,
+    AgentCredential,
+    Env,
+    IssuedCredential,
+    Prepared,
+    ProfileContent,
+    ScepCredential,
+)
 from mdm.enroll.tables import Enrollment
 from mdm.pki.issuance import CertificateRequest, issue
 from mdm.pki.keys import PrivateKey, generate_key
@@ -29,19 +38,47 @@ def prepare(env: Env, platform: str = "ios") -> Prepared:
     return env.builders.get(platform).prepare(env)
 
 
-async def new_identity_key(env: Env) -> PrivateKey | None:
-    """The device's key pair when the profile carries it (PKCS#12), made in a worker thread."""
-    if env.settings.identity != "pkcs12":
+async def new_identity_key(env: Env, identity: str | None = None) -> PrivateKey | None:
+    """The device's key pair when the profile carries it (PKCS#12), made in a worker thread.
+    ``identity``: the enrollment's (agent platforms record it), else ``[enroll] identity``."""
+    if (identity or env.settings.identity) != "pkcs12":
         return None
     pki = env.config.pki
     bits = max(pki.rsa_bits, env.settings.identity_key_bits)
     return await asyncio.to_thread(generate_key, "ec" if pki.key_type == "ec" else "rsa", bits)
 
 
+def agent_token_purpose(enrollment_id: int) -> str:
+    return f"{KES_TOKEN_PURPOSE}{enrollment_id}"
+
+
+async def new_agent_token(
+    env: Env, session: AsyncSession, enrollment: Enrollment, link_token: str | None
+) -> str:
+    """The agent's one-time enrollment token, valid until the enrollment expires, in ``session``:
+    derived from the link's token for a link (the QR code carries it), random for a file."""
+    from mdm.scep.challenges import create_challenge
+
+    ttl = max(1, int((enrollment.expires_at - utcnow()).total_seconds()))
+    return await create_challenge(
+        session, user_id=enrollment.user_id, purpose=agent_token_purpose(enrollment.id), ttl_seconds=ttl,
+        secret=None if link_token is None else links.agent_token(link_token),
+    )
+
+
 async def _credential(
-    env: Env, session: AsyncSession, enrollment: Enrollment, user: User, key: PrivateKey | None
-) -> IssuedCredential | ScepCredential:
+    env: Env, session: AsyncSession, enrollment: Enrollment, user: User, key: PrivateKey | None,
+    link_token: str | None,
+) -> IssuedCredential | ScepCredential | AgentCredential:
     settings = env.settings
+    if enrollment.platform == "android":
+        # A link's token was made with the enrollment; a file's is made now.
+        token = (links.agent_token(link_token) if link_token is not None
+                 else await new_agent_token(env, session, enrollment, None))
+        identity = None
+        if enrollment.identity == "pkcs12":
+            identity = await _issue(env, session, enrollment, user, key)
+        return AgentCredential(token, identity)
     if settings.identity == "scep":
         from mdm.scep.challenges import create_challenge
 
@@ -50,6 +87,13 @@ async def _credential(
             ttl_seconds=settings.scep_challenge_ttl_seconds,
         )
         return ScepCredential(challenge)
+    return await _issue(env, session, enrollment, user, key)
+
+
+async def _issue(
+    env: Env, session: AsyncSession, enrollment: Enrollment, user: User, key: PrivateKey | None
+) -> IssuedCredential:
+    settings = env.settings
     assert key is not None
     issued = await issue(
         session,
@@ -71,16 +115,18 @@ async def _credential(
 
 async def build_profile(
     env: Env, session: AsyncSession, enrollment: Enrollment, user: User, prepared: Prepared,
-    key: PrivateKey | None,
+    key: PrivateKey | None, link_token: str | None = None,
 ) -> bytes:
-    """Issue the identity in ``session`` (records + event) and return the platform's profile."""
+    """Issue the identity in ``session`` (records + event) and return the platform's profile.
+    ``link_token``: the clear token of the link being served (an agent's token derives from it)."""
     builder = env.builders.get(enrollment.platform)
     content = ProfileContent(
         identifier=enrollment.mdm_profile_identifier,
         profile_uuid=enrollment.uuid.upper(),
         enrollment_id=enrollment.id,
         user=user.name,
-        credential=await _credential(env, session, enrollment, user, key),
+        expires_at=enrollment.expires_at,
+        credential=await _credential(env, session, enrollment, user, key, link_token),
         roots=(env.ca.root,),
     )
     return await asyncio.to_thread(builder.build, env, prepared, content)

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import datetime
+from typing import Protocol, runtime_checkable
 
 from cryptography import x509
 
@@ -22,6 +23,7 @@ from mdm.pki import services as pki_services
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateSource
 from mdm.pki.keys import PrivateKey
+from mdm.scep import challenges
 from mdm.server.context import ServerContext, ServiceKey
 
 
@@ -41,10 +43,21 @@ class ScepCredential:
     challenge: str
 
 
+@dataclass(frozen=True)
+class AgentCredential:
+    """An agent enrollment (Android/KES): the one-time enrollment token the agent redeems for its
+    certificate, and, when the package carries one (publishing-proxy scheme), the user's issued
+    identity."""
+
+    token: str
+    identity: IssuedCredential | None = None
+
+
 # The purpose of the one-time enrollment token of an Android (KES) enrollment, followed by the
 # enrollment's id. The token is a one-time challenge of ``mdm.scep.challenges`` made for this
-# purpose: the KES certificate request redeems it, SCEP refuses it.
-KES_TOKEN_PURPOSE = "kes-enrollment:"  # noqa: S105 - a purpose prefix, not a secret
+# purpose: the KES certificate request redeems it, SCEP refuses it (defined there, as SCEP may not
+# import enrollment).
+KES_TOKEN_PURPOSE = challenges.KES_TOKEN_PURPOSE
 
 
 @dataclass(frozen=True)
@@ -55,7 +68,8 @@ class ProfileContent:
     profile_uuid: str
     enrollment_id: int
     user: str
-    credential: IssuedCredential | ScepCredential
+    expires_at: datetime  # of the enrollment (an agent's token is valid until then)
+    credential: IssuedCredential | ScepCredential | AgentCredential
     roots: tuple[x509.Certificate, ...]
 
 
@@ -71,6 +85,15 @@ class Prepared(Protocol):
         """Shown to the administrator; the enrollment is made anyway."""
 
 
+@runtime_checkable
+class AgentPrepared(Prepared, Protocol):
+    """The prerequisites of a platform whose agent enrolls with a one-time token (KES): its link's
+    QR code carries what the agent needs to enroll by scanning it, not just the link."""
+
+    def qr_text(self, url: str, token: str) -> str:
+        """What the QR code of a link to ``url`` with the enrollment ``token`` holds."""
+
+
 class ProfileBuilder(Protocol):
     """Builds one platform's enrollment profile. Both methods block (files, signing): enrollment
     calls them in a worker thread."""
@@ -81,6 +104,19 @@ class ProfileBuilder(Protocol):
 
     def build(self, env: Env, prepared: Prepared, content: ProfileContent) -> bytes:
         """The profile as served to the device, with ``prepared`` from this builder's ``prepare``."""
+
+
+@runtime_checkable
+class PackageBuilder(ProfileBuilder, Protocol):
+    """A builder whose profile is not an Apple ``.mobileconfig``: how the link serves it."""
+
+    @property
+    def content_type(self) -> str:
+        """The ``Content-Type`` of the profile."""
+
+    @property
+    def filename(self) -> str:
+        """The file name offered in ``Content-Disposition``."""
 
 
 class ProfileBuilders:

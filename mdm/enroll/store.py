@@ -20,6 +20,7 @@ class LinkState:
     status: str
     expires_at: datetime
     platform: str
+    identity: str
 
 
 @dataclass(frozen=True)
@@ -74,12 +75,15 @@ async def set_mailed(session: AsyncSession, enrollment_id: int, when: datetime) 
 async def link_state(session: AsyncSession, token_hash: bytes) -> LinkState | None:
     found = (
         await session.execute(
-            select(Enrollment.id, Enrollment.status, Enrollment.expires_at, Enrollment.platform).where(
-                Enrollment.token_hash == token_hash
-            )
+            select(
+                Enrollment.id, Enrollment.status, Enrollment.expires_at, Enrollment.platform,
+                Enrollment.identity,
+            ).where(Enrollment.token_hash == token_hash)
         )
     ).first()
-    return None if found is None else LinkState(found.id, found.status, found.expires_at, found.platform)
+    return None if found is None else LinkState(
+        found.id, found.status, found.expires_at, found.platform, found.identity
+    )
 
 
 async def claim_link(session: AsyncSession, token_hash: bytes, now: datetime) -> int | None:

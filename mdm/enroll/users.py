@@ -20,14 +20,18 @@ async def get_or_create_user(session: AsyncSession, name: str, email: str | None
     return await store.add_user(session, name, email), True
 
 
-async def target_device(session: AsyncSession, device_id: int | None) -> int | None:
+_PROTOCOLS = {"ios": (Protocol.IOS, "an iOS"), "android": (Protocol.KES, "an Android (KES)")}
+
+
+async def target_device(session: AsyncSession, device_id: int | None, platform: str = "ios") -> int | None:
     """The device an administrator re-enrolls with this enrollment (its identity may then take
-    over that device's binding, whoever owns it)."""
+    over that device's binding, whoever owns it); it must be of the enrollment's platform."""
     if device_id is None:
         return None
     protocol = await store.device_protocol(session, device_id)
     if protocol is None:
         raise NotFound(f"no device {device_id}", field="device_id")
-    if protocol != Protocol.IOS.value:
-        raise InvalidArgument(f"device {device_id} is not an iOS device", field="device_id")
+    expected, name = _PROTOCOLS[platform]
+    if protocol != expected.value:
+        raise InvalidArgument(f"device {device_id} is not {name} device", field="device_id")
     return device_id

@@ -7,7 +7,7 @@ import ipaddress
 import re
 
 from mdm.config import Config
-from mdm.core.errors import InvalidArgument, Unsupported
+from mdm.core.errors import InvalidArgument
 from mdm.enroll.config import enroll_config
 
 PLATFORMS = ("ios", "android")
@@ -18,12 +18,6 @@ _EMAIL_RE = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z
 def validate_request(platform: str, user: str, email: str | None) -> tuple[str, str, str | None]:
     if platform not in PLATFORMS:
         raise InvalidArgument(f"unknown platform {platform!r} (allowed: ios, android)", field="platform")
-    if platform == "android":
-        raise Unsupported(
-            "Android enrollment (the KES agent package) is not available yet; only platform \"ios\" "
-            "can be enrolled",
-            field="platform",
-        )
     user = user.strip()
     if not user:
         raise InvalidArgument("user must not be empty", field="user")

@@ -22,6 +22,7 @@ from mdm.enroll.seams import (
     Prepared,
     ProfileBuilders,
     ProfileContent,
+    ScepCredential,
 )
 from mdm.ios import enrollment_profile as ep
 from mdm.ios.signing import ProfileSigner, SigningError, sign_profile
@@ -90,6 +91,8 @@ def _identity(env: Env, content: ProfileContent) -> ep.Pkcs12Identity | ep.ScepI
             encryption=settings.pkcs12_encryption,
             friendly_name=f"{content.user} MDM identity",
         )
+    if not isinstance(credential, ScepCredential):
+        raise TypeError(f"an iOS profile cannot carry {type(credential).__name__}")
     return ep.ScepIdentity(
         url=links.scep_url(env.config, env.bound_ports),
         challenge=credential.challenge,
