@@ -1,0 +1,157 @@
+"""End to end over real TLS sockets, nothing on the server side imitated: an administrator makes an
+Android enrollment through the admin API, the simulated agent downloads the package from the
+one-time link on the web listener, registers over one-way TLS pinned to the M certificate, gets
+its certificate, switches to mutual TLS, receives the policy made through ``/api/v1/policies`` and
+reports its version (the API then shows desired == applied), and executes Block, Locate, Mugshot
+(the admin API serves the very bytes uploaded) and Wipe sent through the admin API."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+from conftest import client_ssl_context, listener_url
+
+from mdm.config import Config
+from mdm.server.runtime import Server
+from mdm.sim.kes import package as kes_package
+from mdm.sim.kes.agent import DeviceGone, KesAgent
+from mdm.sim.kes.facts import AndroidFacts
+from mdm.sim.kes.http import PinMismatch
+from mdm.sim.kes.protocol import KesError
+
+
+@pytest.fixture
+def extra_config() -> str:
+    return "[kes]\nmin_sync_spacing_seconds = 0\n"
+
+
+async def enroll_link(api: httpx.AsyncClient, user: str = "alice") -> str:
+    response = await api.post("/api/v1/enrollments", json={"platform": "android", "user": user})
+    assert response.status_code == 201, response.text
+    url = response.json()["url"]
+    assert isinstance(url, str) and url.startswith("https://")
+    return str(url)
+
+
+async def enrolled_agent(api: httpx.AsyncClient, server: Server, config: Config, seed: int = 1,
+                         user: str = "alice") -> KesAgent:
+    """An agent enrolled from the package its one-time link serves (the link's host and ports
+    are those of the test server: its listeners are bound to free ports)."""
+    link = await enroll_link(api, user)
+    package = await kes_package.download(link, verify=client_ssl_context(config))
+    kes_port = urlsplit(listener_url(server, "kes")).port
+    assert package.port == kes_port, "the package names the port the kes listener is bound to"
+    agent = KesAgent(package, AndroidFacts.generate(random.Random(seed)), rng=random.Random(seed),
+                     host="127.0.0.1")
+    await agent.enroll()
+    assert agent.identity is not None and agent.device_id is not None
+    return agent
+
+
+async def send(api: httpx.AsyncClient, device_id: int, type_name: str, **args: Any) -> str:
+    body: dict[str, Any] = {"type": type_name}
+    if args:
+        body["args"] = args
+    response = await api.post(f"/api/v1/devices/{device_id}/commands", json=body)
+    assert response.status_code in (200, 201, 202), response.text
+    return str(response.json()["guid"])
+
+
+async def command_status(api: httpx.AsyncClient, guid: str) -> dict[str, Any]:
+    response = await api.get(f"/api/v1/commands/{guid}")
+    assert response.status_code == 200, response.text
+    found: dict[str, Any] = response.json()
+    return found
+
+
+async def test_enroll_policy_block_locate_mugshot_wipe(api: httpx.AsyncClient, server: Server,
+                                                      config: Config) -> None:
+    agent = await enrolled_agent(api, server, config)
+    device_id = agent.device_id
+    assert device_id is not None
+    # The certificate is the enrollment user's; the device is associated with alice.
+    record = (await api.get(f"/api/v1/devices/{device_id}")).json()
+    assert record["identifier"] == agent.state.facts.android_id
+
+    # A policy on the device's group, made through the API.
+    group = (await api.post("/api/v1/groups", json={"name": "android fleet"})).json()
+    assert (await api.put(f"/api/v1/devices/{device_id}/group", json={"group_id": group["id"]})).status_code \
+        in (200, 204)
+    agent.state.local_settings = {"wifi_only_updates": False, "screen_timeout_s": 120}
+    created = await api.post("/api/v1/policies", json={
+        "group_id": group["id"], "name": "corporate",
+        "settings": {"camera_disabled": {"value": True, "locked": True},
+                     "screen_timeout_s": {"value": 60, "locked": False},
+                     "wifi_only_updates": {"value": True, "locked": True}}})
+    assert created.status_code == 201, created.text
+
+    answers = await agent.settle()
+    assert any(a.policy_version for a in answers), "the first sync carries the policy"
+    assert agent.state.settings_in_force == {"camera_disabled": True, "screen_timeout_s": 120,
+                                             "wifi_only_updates": True}
+    await agent.sync()  # reports the applied version
+    view = (await api.get(f"/api/v1/policies/devices/{device_id}")).json()
+    assert view["desired_version"] == agent.state.applied_policy_version != ""
+    assert view["applied_version"] == view["desired_version"] and view["in_sync"] is True
+    assert (await agent.sync()).policy_version is None, "an unchanged policy is not sent again"
+
+    # Block, Locate, Mugshot through the admin API.
+    block = await send(api, device_id, "Block")
+    await agent.settle()
+    assert agent.state.locked
+    assert (await command_status(api, block))["status"] == "completed"
+
+    locate = await send(api, device_id, "Locate")
+    await agent.settle()
+    assert (await command_status(api, locate))["status"] == "completed"
+    record = (await api.get(f"/api/v1/devices/{device_id}")).json()
+    location = record["inventory"]["location"]
+    assert agent.state.location is not None
+    assert location["values"]["latitude"] == agent.state.location.latitude
+    assert location["values"]["longitude"] == agent.state.location.longitude
+
+    mugshot = await send(api, device_id, "Mugshot")
+    await agent.settle()
+    assert (await command_status(api, mugshot))["status"] == "completed"
+    shots = (await api.get(f"/api/v1/devices/{device_id}/mugshots")).json()["items"]
+    assert len(shots) == 1
+    picture = await api.get(f"/api/v1/devices/{device_id}/mugshots/{shots[0]['id']}")
+    assert picture.status_code == 200 and picture.headers["content-type"] == "image/png"
+    uploaded = agent.executor.executed[-1]
+    assert uploaded.type == "mugshot" and uploaded.result is not None
+    assert hashlib.sha256(picture.content).hexdigest() == uploaded.result["sha256"]
+
+    wipe = await send(api, device_id, "Wipe")
+    await agent.settle()
+    assert agent.state.wiped == "full"
+    assert (await command_status(api, wipe))["status"] == "completed"
+    with pytest.raises(DeviceGone):
+        await agent.sync()
+    await agent.close()
+
+
+async def test_a_server_whose_key_is_not_pinned_is_refused(api: httpx.AsyncClient, server: Server,
+                                                           config: Config) -> None:
+    """The package pins the M certificate's key: an agent holding another pin refuses the server
+    before it sends anything (the token is still unused afterwards: a real agent can enroll)."""
+    link = await enroll_link(api)
+    package = await kes_package.download(link, verify=client_ssl_context(config))
+    forged = kes_package.EnrollmentPackage(package.host, package.port,
+                                           (hashlib.sha256(b"another key").digest(),), package.token)
+    victim = KesAgent(forged, AndroidFacts.generate(random.Random(2)), host="127.0.0.1")
+    with pytest.raises(PinMismatch):
+        await victim.register()
+    honest = KesAgent(package, AndroidFacts.generate(random.Random(2)), host="127.0.0.1")
+    await honest.enroll()
+    await honest.close()
+    # The one-time link is gone, and the token cannot be used twice.
+    again = KesAgent(package, AndroidFacts.generate(random.Random(3)), host="127.0.0.1")
+    with pytest.raises(KesError) as refused:
+        await again.enroll()
+    assert refused.value.status == 403 and refused.value.code.startswith("token_")
+    await again.close()
