@@ -4,8 +4,10 @@ untrusted certificate). The enrollment survives every mail failure and says so."
 
 from __future__ import annotations
 
+import base64
 import email
 import email.policy
+import json
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import client_ssl_context
 from enroll_support import APNS_TOML
+from kes_enroll_support import decode_qr
 from ports import free_port
 from sqlalchemy import select
 
@@ -184,3 +187,21 @@ async def test_smtp_server_down(api: httpx.AsyncClient, config: Config, db: Any,
     assert "Connection refused" in created["email"]["error"]
     assert len(await _events(db, "enrollment_mail_failed")) == 1
     assert (await api.get(f"/api/v1/enrollments/{created['id']}")).status_code == 200
+
+
+async def test_android_link_mailed_with_its_qr_code(api: httpx.AsyncClient, smtp: SmtpServers,
+                                                    server: Server, db: Any) -> None:
+    r = await api.post("/api/v1/enrollments", json={"platform": "android", "user": "bob",
+                                                    "email": "bob@example.com"})
+    assert r.status_code == 201, r.text
+    created = r.json()
+    assert created["email"]["sent"] is True
+    [msg] = smtp.sink.messages
+    body = _body(msg)
+    assert created["url"] in body and "KES agent" in body and "iPhone" not in body
+    [qr] = [p for p in msg.iter_attachments() if p.get_content_type() == "image/png"]
+    # The mailed QR code is the answer's: the agent's enrollment data, token included.
+    assert qr.get_content() == base64.b64decode(created["qr_png"])
+    data = json.loads(decode_qr(qr.get_content()))
+    assert data["url"] == created["url"] and len(data["token"]) == 32
+    assert len(await _events(db, "enrollment_mailed")) == 1

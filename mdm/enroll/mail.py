@@ -25,6 +25,15 @@ class LinkMail:
     url: str
     expires_at: datetime
     qr_png: bytes | None = None
+    platform: str = "ios"
+
+
+_HOW = {
+    "ios": "open this link on the iPhone or iPad you want to enroll, then install the downloaded\n"
+           "profile in Settings > General > VPN & Device Management:\n\n",
+    "android": "install the KES agent on the Android device you want to enroll, then scan the attached\n"
+               "QR code with it (or open this link on the device and open the download with the agent):\n\n",
+}
 
 
 def compose(smtp: SmtpConfig, mail: LinkMail) -> EmailMessage:
@@ -37,8 +46,7 @@ def compose(smtp: SmtpConfig, mail: LinkMail) -> EmailMessage:
     expires = mail.expires_at.strftime("%Y-%m-%d %H:%M UTC")
     msg.set_content(
         f"Hello {mail.user},\n\n"
-        "open this link on the iPhone or iPad you want to enroll, then install the downloaded\n"
-        "profile in Settings > General > VPN & Device Management:\n\n"
+        f"{_HOW.get(mail.platform, _HOW['ios'])}"
         f"    {mail.url}\n\n"
         "The link works once and expires on "
         f"{expires}. If you read this on a computer, scan the attached QR code with the device.\n"

@@ -34,7 +34,8 @@ async def mail_link(
     try:
         await send(
             smtp_config(env.config),
-            LinkMail(enrollment.email, owner.name, url, enrollment.expires_at, qr_png),
+            LinkMail(enrollment.email, owner.name, url, enrollment.expires_at, qr_png,
+                     enrollment.platform),
         )
     except MailError as exc:
         log.warning("enrollment %s: mail to %s failed: %s", enrollment.id, enrollment.email, exc)

@@ -109,6 +109,9 @@ def check_prerequisites(env: Env) -> KesPrerequisites:
     except (OSError, ValueError, IndexError) as exc:
         raise Conflict(f"the certificate of slot {SLOT!r} cannot be read: {exc}", slot=SLOT) from None
     host, port = links.kes_address(env.config, env.bound_ports)
+    if port == 0:
+        raise Conflict("listeners.kes.port = 0 (any free port) is only known to the running server: set "
+                       "enroll.kes_port to the port agents reach", field="enroll.kes_port")
     warnings = []
     if leaf.not_valid_after_utc <= datetime.now(UTC):
         warnings.append(f"the kes listener's certificate (slot {SLOT!r}) has expired: agents will pin it "
