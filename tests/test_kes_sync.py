@@ -31,7 +31,9 @@ def _valid_answer(body: dict[str, object]) -> None:
     jsonschema_rs.validator_for(schema("sync_answer")).validate(body)
 
 
-async def test_an_idle_sync_answers_the_interval_and_nothing_to_do(server: Server, config: Config, db: Database) -> None:
+async def test_an_idle_sync_answers_the_interval_and_nothing_to_do(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     async with agent.client(server) as client:
         response = await agent.sync(client)
@@ -62,7 +64,9 @@ async def test_commands_go_out_by_priority_then_age_at_most_the_limit(
     assert delivered.status == CommandStatus.PROCESSING and delivered.delivered_at is not None
 
 
-async def test_results_complete_commands_and_journal_them(server: Server, config: Config, db: Database) -> None:
+async def test_results_complete_commands_and_journal_them(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     lock = await enqueue(db, agent.device_id, "Block")
     alarm = await enqueue(db, agent.device_id, "Alarm")
@@ -79,7 +83,9 @@ async def test_results_complete_commands_and_journal_them(server: Server, config
     assert types.count("command_completed") == 1 and types.count("command_failed") == 1
 
 
-async def test_locate_stores_the_location_with_its_time(server: Server, config: Config, db: Database) -> None:
+async def test_locate_stores_the_location_with_its_time(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     guid = await enqueue(db, agent.device_id, "Locate")
     at = "2026-12-03T10:00:00+00:00"
@@ -108,7 +114,9 @@ async def test_a_locate_result_without_coordinates_is_refused_whole(
     assert "kes_status" not in (await device(db, agent.device_id)).attributes
 
 
-async def test_inventory_deltas_status_and_events_in_one_sync(server: Server, config: Config, db: Database) -> None:
+async def test_inventory_deltas_status_and_events_in_one_sync(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     async with agent.client(server) as client:
         first = await agent.sync(client, inventory={
@@ -123,8 +131,8 @@ async def test_inventory_deltas_status_and_events_in_one_sync(server: Server, co
         second = await agent.sync(client, inventory={"security": {"encrypted": True}})
         assert second.status_code == 200, second.text
     stored = await device(db, agent.device_id)
-    assert (stored.name, stored.model, stored.os_name, stored.os_version, stored.serial_number, stored.imei) == (
-        "Pixel of Alice", "Pixel 8", "Android", "14", "SER1", "3567")
+    facts = (stored.name, stored.model, stored.os_name, stored.os_version, stored.serial_number, stored.imei)
+    assert facts == ("Pixel of Alice", "Pixel 8", "Android", "14", "SER1", "3567")
     assert stored.inventory["apps"]["items"] == [{"package": "com.example.mail", "version": "1.2"}]
     assert stored.inventory["device_info"]["values"]["model"] == "Pixel 8"
     assert stored.inventory["security"]["values"] == {"encrypted": True}
@@ -134,7 +142,9 @@ async def test_inventory_deltas_status_and_events_in_one_sync(server: Server, co
     assert types.count("kes_inventory_updated") == 2 and "kes_agent_event" in types
 
 
-async def test_refresh_device_info_result_carries_the_inventory(server: Server, config: Config, db: Database) -> None:
+async def test_refresh_device_info_result_carries_the_inventory(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     guid = await enqueue(db, agent.device_id, "RefreshDeviceInfo")
     async with agent.client(server) as client:
@@ -147,7 +157,9 @@ async def test_refresh_device_info_result_carries_the_inventory(server: Server, 
     assert (await command(db, guid)).result_data == {"parts": ["device_info", "storage"]}
 
 
-async def test_wipe_and_remove_results_change_the_device(server: Server, config: Config, db: Database) -> None:
+async def test_wipe_and_remove_results_change_the_device(
+    server: Server, config: Config, db: Database
+) -> None:
     agent = await new_agent(db, config)
     remove = await enqueue(db, agent.device_id, "Remove")
     async with agent.client(server) as client:
@@ -222,7 +234,8 @@ async def test_an_unanswered_command_is_offered_again_after_the_redelivery_timeo
         assert [c["id"] for c in (await agent.sync(client)).json()["commands"]] == [lock]
         assert (await agent.sync(client)).json()["commands"] == []
         async with db.transaction() as session:  # the timeout has passed
-            await session.execute(update(CommandQueueEntry).values(not_before=utcnow() - timedelta(seconds=1)))
+            past = utcnow() - timedelta(seconds=1)
+            await session.execute(update(CommandQueueEntry).values(not_before=past))
         server.ctx.services[_sync_key()].hint.clear()
         again = (await agent.sync(client)).json()["commands"]
     assert [c["id"] for c in again] == [lock]

@@ -148,7 +148,8 @@ def _sync_key():  # type: ignore[no-untyped-def]
 async def test_without_a_client_certificate_the_sync_is_refused(server: Server, config: Config) -> None:
     from tests.conftest import client_ssl_context, listener_url
 
-    async with httpx.AsyncClient(base_url=listener_url(server, "kes"), verify=client_ssl_context(config)) as c:
+    url, verify = listener_url(server, "kes"), client_ssl_context(config)
+    async with httpx.AsyncClient(base_url=url, verify=verify) as c:
         response = await c.post("/kes/v1/sync", json=Agent.message())
     assert response.status_code == 401
     assert response.json()["error"]["code"] == "client_certificate_required"
