@@ -118,7 +118,9 @@ def request_id() -> str:
     return str(uuid.uuid4())
 
 
-def register_message(token: str, identifier: str, *, fcm_token: str | None = "fcm-token-1", **facts: Any) -> dict[str, Any]:
+def register_message(
+    token: str, identifier: str, *, fcm_token: str | None = "fcm-token-1", **facts: Any
+) -> dict[str, Any]:
     device = {
         "device_id": identifier,
         "manufacturer": "samsung",
@@ -156,8 +158,13 @@ async def android_enrollment(
     user_id = await user(db, user_name)
     async with db.transaction() as session:
         enrollment = Enrollment(
-            uuid=str(uuid.uuid4()), platform="android", user_id=user_id, delivery="link", identity="pkcs12",
-            expires_at=utcnow() + timedelta(seconds=ttl_seconds), mdm_profile_identifier=f"kes.{uuid.uuid4()}",
+            uuid=str(uuid.uuid4()),
+            platform="android",
+            user_id=user_id,
+            delivery="link",
+            identity="pkcs12",
+            expires_at=utcnow() + timedelta(seconds=ttl_seconds),
+            mdm_profile_identifier=f"kes.{uuid.uuid4()}",
             for_device_id=for_device_id,
         )
         session.add(enrollment)
@@ -184,8 +191,9 @@ async def enroll_device(
     enrollment = enrollment or await android_enrollment(db, user_name=user_name)
     key = new_key(key_kind)
     async with kes_client(server, config) as client:
-        answer = await client.post("/kes/v1/register", json=register_message(enrollment.token, identifier,
-                                                                              fcm_token=fcm_token))
+        answer = await client.post(
+            "/kes/v1/register", json=register_message(enrollment.token, identifier, fcm_token=fcm_token)
+        )
         assert answer.status_code == 200, answer.text
         device_id = int(answer.json()["device_ref"])
         answer = await client.post(
@@ -194,9 +202,14 @@ async def enroll_device(
         assert answer.status_code == 200, answer.text
         body = answer.json()
     return EnrolledDevice(
-        certificate=body["certificate"].encode(), key=key_pem(key),
-        chain=tuple(c.encode() for c in body["chain"]), identifier=identifier, device_id=device_id,
-        user_id=enrollment.user_id, enrollment_id=enrollment.id, private_key=key,
+        certificate=body["certificate"].encode(),
+        key=key_pem(key),
+        chain=tuple(c.encode() for c in body["chain"]),
+        identifier=identifier,
+        device_id=device_id,
+        user_id=enrollment.user_id,
+        enrollment_id=enrollment.id,
+        private_key=key,
     )
 
 
@@ -204,7 +217,9 @@ async def renew(server: Server, config: Config, device: EnrolledDevice) -> Enrol
     """Renew over mutual TLS with a new key; the device with its new certificate."""
     key = new_key()
     async with kes_client(server, config, device) as client:
-        answer = await client.post("/kes/v1/certificate", json={"v": 1, "request_id": request_id(), "csr": make_csr(key)})
+        answer = await client.post(
+            "/kes/v1/certificate", json={"v": 1, "request_id": request_id(), "csr": make_csr(key)}
+        )
         assert answer.status_code == 200, answer.text
         body = answer.json()
     return replace(device, certificate=body["certificate"].encode(), key=key_pem(key), private_key=key)
@@ -220,7 +235,11 @@ async def mobile_certificates(db: Database) -> int:
     from mdm.pki.tables import IssuedCertificateRecord
 
     async with db.session() as session:
-        stmt = select(func.count()).select_from(IssuedCertificateRecord).where(IssuedCertificateRecord.type == "mobile")
+        stmt = (
+            select(func.count())
+            .select_from(IssuedCertificateRecord)
+            .where(IssuedCertificateRecord.type == "mobile")
+        )
         return int(await session.scalar(stmt) or 0)
 
 

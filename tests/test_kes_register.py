@@ -33,7 +33,9 @@ from tests.kes_support import (
 
 async def _events(db: Database, type_: str) -> list[Event]:
     async with db.session() as session:
-        return list((await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all())
+        return list(
+            (await session.scalars(select(Event).where(Event.type == type_).order_by(Event.id))).all()
+        )
 
 
 async def test_info_answers_versions_time_and_the_ca_without_a_client_certificate(
@@ -57,7 +59,9 @@ async def test_register_creates_the_device_unowned_with_its_push_token(
     async with kes_client(server, config) as client:
         answer = await client.post(
             "/kes/v1/register",
-            json=register_message(enrollment.token, "9774d56d682e549c", fcm_token="fcm-1", imei="356938035643809"),
+            json=register_message(
+                enrollment.token, "9774d56d682e549c", fcm_token="fcm-1", imei="356938035643809"
+            ),
         )
     assert answer.status_code == 200, answer.text
     assert answer.json()["status"] == "registered"
@@ -65,10 +69,16 @@ async def test_register_creates_the_device_unowned_with_its_push_token(
         device = await session.get(Device, int(answer.json()["device_ref"]))
         kes = await session.get(KesDevice, device.id if device else 0)
     assert device is not None and kes is not None
-    assert (device.protocol, device.identifier, device.user_id) == (Protocol.KES.value, "9774d56d682e549c", None)
+    assert (device.protocol, device.identifier, device.user_id) == (
+        Protocol.KES.value,
+        "9774d56d682e549c",
+        None,
+    )
     assert (device.model, device.os_version, device.imei) == ("SM-G991B", "14", "356938035643809")
     assert (device.push_token, device.push_valid) == ("fcm-1", True) and device.push_changed_at is not None
-    assert kes.enrollment_id == enrollment.id and kes.cert_fingerprint is None and kes.agent_version == "1.0.0"
+    assert (
+        kes.enrollment_id == enrollment.id and kes.cert_fingerprint is None and kes.agent_version == "1.0.0"
+    )
     [event] = await _events(db, "kes_device_registered")
     assert event.device_id == device.id and event.body["created"] is True
 
@@ -80,7 +90,8 @@ async def test_register_again_updates_and_does_not_consume_the_token(
     async with kes_client(server, config) as client:
         first = await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-1"))
         again = await client.post(
-            "/kes/v1/register", json=register_message(enrollment.token, "dev-1", fcm_token="fcm-2", os_version="15")
+            "/kes/v1/register",
+            json=register_message(enrollment.token, "dev-1", fcm_token="fcm-2", os_version="15"),
         )
     assert first.status_code == again.status_code == 200
     assert first.json() == again.json()
@@ -126,7 +137,9 @@ async def test_a_repeated_certificate_request_gets_the_same_certificate(
     enrollment = await android_enrollment(db)
     csr = make_csr(new_key())
     async with kes_client(server, config) as client:
-        assert (await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-r"))).is_success
+        assert (
+            await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-r"))
+        ).is_success
         msg = certificate_message(enrollment.token, "dev-r", csr)
         first = await client.post("/kes/v1/certificate", json=msg)
         again = await client.post("/kes/v1/certificate", json=msg)
@@ -144,11 +157,19 @@ async def test_two_concurrent_certificate_requests_with_one_token_issue_exactly_
 ) -> None:
     enrollment = await android_enrollment(db)
     async with kes_client(server, config) as client:
-        assert (await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-c"))).is_success
+        assert (
+            await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-c"))
+        ).is_success
     async with kes_client(server, config) as a, kes_client(server, config) as b:
         answers = await asyncio.gather(
-            a.post("/kes/v1/certificate", json=certificate_message(enrollment.token, "dev-c", make_csr(new_key()))),
-            b.post("/kes/v1/certificate", json=certificate_message(enrollment.token, "dev-c", make_csr(new_key()))),
+            a.post(
+                "/kes/v1/certificate",
+                json=certificate_message(enrollment.token, "dev-c", make_csr(new_key())),
+            ),
+            b.post(
+                "/kes/v1/certificate",
+                json=certificate_message(enrollment.token, "dev-c", make_csr(new_key())),
+            ),
         )
     statuses = sorted(a.status_code for a in answers)
     assert statuses == [200, 403], [a.text for a in answers]
@@ -166,7 +187,8 @@ async def test_certificate_for_a_device_not_registered_with_this_token_is_refuse
     async with kes_client(server, config) as client:
         assert (await client.post("/kes/v1/register", json=register_message(first.token, "dev-n"))).is_success
         unknown = await client.post(
-            "/kes/v1/certificate", json=certificate_message(first.token, "never-registered", make_csr(new_key()))
+            "/kes/v1/certificate",
+            json=certificate_message(first.token, "never-registered", make_csr(new_key())),
         )
         crossed = await client.post(
             "/kes/v1/certificate", json=certificate_message(second.token, "dev-n", make_csr(new_key()))
@@ -176,7 +198,9 @@ async def test_certificate_for_a_device_not_registered_with_this_token_is_refuse
     assert await mobile_certificates(db) == 0
     # Neither consumed its token: the right device still gets its certificate.
     async with kes_client(server, config) as client:
-        ok = await client.post("/kes/v1/certificate", json=certificate_message(first.token, "dev-n", make_csr(new_key())))
+        ok = await client.post(
+            "/kes/v1/certificate", json=certificate_message(first.token, "dev-n", make_csr(new_key()))
+        )
     assert ok.status_code == 200, ok.text
 
 
@@ -185,7 +209,9 @@ async def test_an_rsa_key_and_a_csr_without_common_name_are_certified(
 ) -> None:
     enrollment = await android_enrollment(db)
     async with kes_client(server, config) as client:
-        assert (await client.post("/kes/v1/register", json=register_message(enrollment.token, "rsa-dev"))).is_success
+        assert (
+            await client.post("/kes/v1/register", json=register_message(enrollment.token, "rsa-dev"))
+        ).is_success
         answer = await client.post(
             "/kes/v1/certificate",
             json=certificate_message(enrollment.token, "rsa-dev", make_csr(new_key("rsa"), common_name=None)),

@@ -7,8 +7,8 @@ and the administrator nothing. The listener's context gets an ``SSLObject`` clas
 whose handshake reports such a failure — a log line and a rate-limited security event
 (``security_kes_handshake_rejected``) naming the peer's address — before it is raised as before.
 
-The peer's address is read from the asyncio SSL protocol that creates the ``SSLObject`` (the
-caller of ``SSLContext.wrap_bio``); where it cannot be found the event says so (peer null).
+The peer's address is read from the asyncio SSL protocol that drives the handshake (the caller of
+``do_handshake``); where it cannot be found the event says so (peer null).
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import logging
 import ssl
 import sys
 from types import FrameType
-from typing import Any
 
 from mdm.kes.identity import Rejections
 from mdm.server.tls import ReloadableContext
@@ -57,19 +56,11 @@ def watch(context: ReloadableContext, rejections: Rejections) -> None:
     """Report every client-certificate failure of ``context``'s handshakes (idempotent)."""
 
     class WatchedSSLObject(ssl.SSLObject):
-        peer: str | None = None
-
-        @classmethod
-        def _create(cls, *args: Any, **kwargs: Any) -> WatchedSSLObject:
-            created: WatchedSSLObject = super()._create(*args, **kwargs)  # type: ignore[misc]
-            created.peer = _peer_of_caller()
-            return created
-
         def do_handshake(self) -> None:
             try:
                 super().do_handshake()
             except ssl.SSLCertVerificationError as exc:
-                _report(rejections, self.peer, _reason(exc), str(exc.verify_message or exc))
+                _report(rejections, _peer_of_caller(), _reason(exc), str(exc.verify_message or exc))
                 raise
 
     front = context.front

@@ -19,6 +19,7 @@ from typing import Any
 
 from aiohttp import web
 from cachetools import LRUCache
+from cryptography import x509
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from mdm.core import events
@@ -31,6 +32,7 @@ from mdm.kes import store
 from mdm.kes.event_types import SECURITY_KES_HANDSHAKE_REJECTED, SECURITY_KES_IDENTITY_REJECTED
 from mdm.kes.peer import KesPeer
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected
+from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
 log = logging.getLogger("mdm.kes.identity")
 
@@ -173,6 +175,7 @@ class KesPeerResolver:
             try:
                 verified = self.verifier.verify_der(der)
             except IdentityRejected as exc:
+                serial = _serial_of(der)
                 raise KesRefused(
                     403, _CODES.get(exc.reason, "certificate_untrusted"), exc.reason, exc.message
                 ) from None
@@ -222,3 +225,11 @@ def peer_certificate(request: web.Request) -> bytes | None:
         return None
     der: bytes | None = ssl_object.getpeercert(binary_form=True)
     return der
+
+
+def _serial_of(der: bytes) -> str | None:
+    """The serial (hex) of a refused certificate, for the security event."""
+    try:
+        return format(x509.load_der_x509_certificate(der).serial_number, "x")
+    except CERTIFICATE_ERRORS:
+        return None
