@@ -7,16 +7,22 @@ reports its version (the API then shows desired == applied), and executes Block,
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import random
+import time
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
 from conftest import client_ssl_context, listener_url
+from cryptography.hazmat.primitives import hashes
 
 from mdm.config import Config
+from mdm.db.engine import Database
+from mdm.kes.tables import KesDevice
 from mdm.server.runtime import Server
 from mdm.sim.kes import package as kes_package
 from mdm.sim.kes.agent import DeviceGone, KesAgent
@@ -155,3 +161,54 @@ async def test_a_server_whose_key_is_not_pinned_is_refused(api: httpx.AsyncClien
         await again.enroll()
     assert refused.value.status == 403 and refused.value.code.startswith("token_")
     await again.close()
+
+
+async def test_long_poll_answered_at_once_when_a_command_arrives(api: httpx.AsyncClient, server: Server,
+                                                                 config: Config) -> None:
+    """Without FCM, the agent holds a long-poll sync open; a command sent meanwhile answers it at
+    once (not after the poll's 20 s)."""
+    agent = await enrolled_agent(api, server, config, seed=4)
+    assert agent.device_id is not None
+    await agent.settle()
+    stop = asyncio.Event()
+    run = asyncio.ensure_future(agent.run(stop, mode="long_poll", long_poll=20))
+    try:
+        await asyncio.sleep(0.5)
+        held = agent.syncs
+        await asyncio.sleep(0.5)
+        assert agent.syncs == held, "the long poll is held open while nothing happens"
+        t0 = time.monotonic()
+        guid = await send(api, agent.device_id, "Block")
+        deadline = t0 + 10
+        while not agent.state.locked:
+            assert time.monotonic() < deadline, "the long poll was not answered"
+            await asyncio.sleep(0.02)
+        assert time.monotonic() - t0 < 5
+        while (await command_status(api, guid))["status"] != "completed":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+    finally:
+        stop.set()
+        await run
+        await agent.close()
+
+
+async def test_renews_its_certificate_when_the_sync_asks(api: httpx.AsyncClient, server: Server,
+                                                         config: Config, db: Database) -> None:
+    agent = await enrolled_agent(api, server, config, seed=5)
+    assert agent.device_id is not None and agent.identity is not None
+    await agent.settle()
+    first = agent.identity.certificate
+    async with db.transaction() as session:
+        row = await session.get(KesDevice, agent.device_id)
+        assert row is not None
+        row.renew_requested_at = datetime.now(UTC)
+    answer = await agent.sync()
+    assert answer.renew_certificate
+    assert agent.identity.certificate.serial_number != first.serial_number
+    await agent.sync()  # over mutual TLS with the new certificate
+    async with db.session() as session:
+        row = await session.get(KesDevice, agent.device_id)
+        assert row is not None and row.renew_requested_at is None
+        assert row.cert_fingerprint == agent.identity.certificate.fingerprint(hashes.SHA256())
+    await agent.close()

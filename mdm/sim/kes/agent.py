@@ -69,6 +69,7 @@ class KesAgent:
         self.executor = Executor(self.state, self._upload, self._download, self.rng)
         self._results: list[dict[str, Any]] = []  # executed, not yet reported
         self._send_inventory = True
+        self._reported: tuple[dict[str, Any], dict[str, Any]] | None = None  # status, local settings
         self._one_way = self._connection(tls_context())
         self._mutual: PinnedConnection | None = None
 
@@ -150,7 +151,11 @@ class KesAgent:
         in the next sync). A 429 is waited out (Retry-After) and the same request sent again."""
         if self.state.gone and not self._results:
             raise DeviceGone(f"the device was {'wiped' if self.state.wiped else 'unenrolled'}")
-        report = protocol.Report(list(self._results), [], self._send_inventory)
+        status, local = self.state.status(), dict(self.state.local_settings)
+        last = self._reported
+        report = protocol.Report(list(self._results), [], self._send_inventory,
+                                 send_status=last is None or last[0] != status,
+                                 send_local_settings=last is None or last[1] != local)
         message = protocol.sync(self.state, report, wait)
         conn = self._mutual_connection()
         while True:
@@ -162,6 +167,7 @@ class KesAgent:
                     raise
                 await asyncio.sleep(min(exc.retry_after or 1.0, 5.0))
         self.syncs += 1
+        self._reported = (status, local)
         self._results = self._results[len(report.results):]
         self._send_inventory = False
         out = SyncAnswer(raw=answer, commands=list(answer.get("commands") or []),

@@ -88,15 +88,21 @@ def result(outcome: Outcome) -> dict[str, Any]:
 
 @dataclass
 class Report:
-    """What the next sync carries besides the status: results, events, an inventory."""
+    """What the next sync carries: results, events, an inventory, and the status and local
+    settings when they changed since they were last reported (a sync without any of them is an
+    idle one, the only kind the server holds open as a long poll)."""
 
     results: list[dict[str, Any]]
     events: list[dict[str, Any]]
     send_inventory: bool
+    send_status: bool = True
+    send_local_settings: bool = True
 
 
 def sync(state: AgentState, report: Report, wait: float = 0.0) -> dict[str, Any]:
-    message: dict[str, Any] = {"v": VERSION, "request_id": new_id(), "status": state.status()}
+    message: dict[str, Any] = {"v": VERSION, "request_id": new_id()}
+    if report.send_status:
+        message["status"] = state.status()
     if state.applied_policy_version:
         message["applied_policy_version"] = state.applied_policy_version
     if report.results:
@@ -105,7 +111,7 @@ def sync(state: AgentState, report: Report, wait: float = 0.0) -> dict[str, Any]
         message["events"] = report.events
     if report.send_inventory:
         message["inventory"] = inventory(state)
-    if state.local_settings:
+    if state.local_settings and report.send_local_settings:
         message["local_settings"] = state.local_settings
     if wait > 0:
         message["wait"] = wait
