@@ -121,6 +121,7 @@ def register(sub: Subparsers) -> None:
     b.set_defaults(func=run_ios)
     _register_push(kinds)
     _register_fleet(kinds)
+    _register_kes(kinds)
 
 
 FLEET_HELP = """Prepare N enrolled iOS devices straight into the tables of a local server (kept in
@@ -178,6 +179,52 @@ def run_fleet(args: argparse.Namespace) -> int:
     except (LocalServerError, fleet_apns.FakeApnsError, fleet_phases.PhaseError, RuntimeError) as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2, default=sorted) if args.json else fleet.render(report))
+    return 0
+
+
+def _register_kes(kinds: Any) -> None:
+    b = kinds.add_parser(
+        "kes",
+        help="KES (Android) steady syncs per second over mutual TLS, with and without reuse",
+        description="Prepare N enrolled KES devices straight into the tables of a local server, then "
+        "measure steady syncs over mutual TLS: each device on its own kept-alive connection, then a "
+        "full TLS handshake per sync; p50/p99/max latency, server CPU per sync and RSS.",
+    )
+    b.add_argument("--devices", type=int, default=1000, help="enrolled devices to prepare (default 1000)")
+    b.add_argument("--connections", type=int,
+                   help="devices that sync, each on its own connection (default min(N, 1000))")
+    b.add_argument("--rate", type=float, default=1500.0,
+                   help="offered syncs per second in all (default 1500)")
+    b.add_argument("--duration", type=float, default=30.0, help="seconds per measured phase (default 30)")
+    b.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
+    b.add_argument("--min-spacing", type=float,
+                   help="the local server's [kes] min_sync_spacing_seconds (default: its own)")
+    b.add_argument("--skip", action="append", choices=("reuse", "handshake"), default=[],
+                   help="skip a phase (repeatable)")
+    b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
+    b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
+    b.add_argument("--database-url", default="",
+                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=run_kes)
+
+
+def run_kes(args: argparse.Namespace) -> int:
+    from mdm.bench import kes, kes_prepare
+    from mdm.bench.local import LocalServerError
+
+    options = kes.Options(
+        devices=args.devices, connections=args.connections, rate=args.rate, duration=args.duration,
+        workers=args.workers, database_url=args.database_url, data_dir=args.data_dir,
+        keep_data=args.keep_data, skip=tuple(args.skip), min_spacing=args.min_spacing,
+    )
+    try:
+        report = _drive(lambda say: kes.run(options, say))
+    except (kes.BenchError, kes_prepare.KesPrepareError) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    except (LocalServerError, RuntimeError) as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.as_dict(), indent=2) if args.json else kes.render(report))
     return 0
 
 
