@@ -77,6 +77,18 @@ async def assert_kes_refuses(server: Server, config, identity: Issuer, why: str)
     assert verdict is not None and re.search(why, verdict, re.I), verdict
 
 
+async def assert_kes_answers(server: Server, config, identity: Issuer, code: str) -> None:
+    """The handshake completes (so the device gets a code) and the KES handlers refuse the
+    certificate with ``code`` (``[pki] kes_tls_crl_check`` is off by default)."""
+    root = config.ca_dir / "root.pem"
+    assert server_verdict(server.ctx.tls["kes"].front, client_context(root, identity)) is None
+    for tls12 in (False, True):
+        ctx = client_context(config.ca_dir / "root.pem", identity, tls12=tls12)
+        async with httpx.AsyncClient(base_url=listener_url(server, "kes"), verify=ctx, timeout=30) as client:
+            answer = await client.post("/kes/v1/unenroll", json={"v": 1, "request_id": "tls-test-0001"})
+        assert (answer.status_code, answer.json()["error"]["code"]) == (403, code), answer.text
+
+
 async def test_certificate_issued_now_authenticates(server: Server, config) -> None:
     alice = await issue_identity(server)
     data = await kes_response(server, config, alice)
@@ -100,7 +112,7 @@ async def test_revoked_certificate_is_refused_on_kes_and_by_the_verifier(
     r = await api.post(f"/api/v1/certificates/{serial}/revoke", json={"reason": "key_compromise"})
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "revoked"
-    await assert_kes_refuses(server, config, alice, "revoked")
+    await assert_kes_answers(server, config, alice, "certificate_revoked")
     with pytest.raises(IdentityRejected) as rejected:
         plugin.verifier(server.ctx).verify(alice.cert)
     assert rejected.value.reason == "revoked"
@@ -120,7 +132,7 @@ async def test_expired_certificate_is_refused(server: Server, config) -> None:
     )
     assert old.key is not None
     expired = Issuer(old.certificate, old.key)
-    await assert_kes_refuses(server, config, expired, "expired")
+    await assert_kes_answers(server, config, expired, "certificate_expired")
     with pytest.raises(IdentityRejected) as rejected:
         plugin.verifier(server.ctx).verify(expired.cert)
     assert rejected.value.reason == "expired"
