@@ -23,7 +23,7 @@ from mdm.enroll.seams import (
     ProfileContent,
     ScepCredential,
 )
-from mdm.enroll.tables import Enrollment
+from mdm.enroll.tables import Delivery, Enrollment
 from mdm.pki.issuance import CertificateRequest, issue
 from mdm.pki.keys import PrivateKey, generate_key
 from mdm.pki.tables import CertType
@@ -73,6 +73,8 @@ async def _credential(
     settings = env.settings
     if enrollment.platform == "android":
         # A link's token was made with the enrollment; a file's is made now.
+        if link_token is None and enrollment.delivery == Delivery.LINK.value:
+            raise ValueError(f"enrollment {enrollment.id}: a link's package needs the link's token")
         token = (links.agent_token(link_token) if link_token is not None
                  else await new_agent_token(env, session, enrollment, None))
         identity = None
