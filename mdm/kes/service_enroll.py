@@ -5,25 +5,21 @@ transaction; a refused request writes nothing (its security event aside, see ``i
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from cryptography import x509
-from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
-from cryptography.x509.oid import NameOID
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events
-from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.seams import KES_TOKEN_PURPOSE
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
 from mdm.kes import store
+from mdm.kes.certificates import Csr, answer, digest, parse_csr, pem
 from mdm.kes.event_types import (
     KES_CERTIFICATE_RENEWED,
     KES_DEVICE_ENROLLED,
@@ -36,45 +32,12 @@ from mdm.kes.peer import KesPeer
 from mdm.kes.tables import KesDevice
 from mdm.pki import rules
 from mdm.pki.ca import CertificateAuthority
-from mdm.pki.issuance import check_public_key, issue
+from mdm.pki.issuance import issue
 from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertStatus
 from mdm.scep import challenges
 
 _ENDED_CERTIFICATE = frozenset({CertStatus.REVOKED.value, CertStatus.EXPIRED.value})
-
-
-def _pem(cert: x509.Certificate) -> str:
-    return cert.public_bytes(serialization.Encoding.PEM).decode()
-
-
-@dataclass(frozen=True, slots=True)
-class _Csr:
-    key: CertificatePublicKeyTypes
-    common_name: str | None
-    digest: bytes  # SHA-256 of the PEM text: what a repeated request id is compared with
-
-
-def parse_csr(pem: str) -> _Csr:
-    """The CSR's public key and common name; ``csr_invalid`` unless it is a PKCS#10 request whose
-    signature verifies, with an acceptable key."""
-    try:
-        csr = x509.load_pem_x509_csr(pem.encode())
-        key = csr.public_key()
-        valid = csr.is_signature_valid
-    except (ValueError, UnsupportedAlgorithm, TypeError) as exc:
-        raise KesRefused(
-            400, "csr_invalid", "unreadable", f"the CSR is not a PEM PKCS#10 request: {exc}"
-        ) from None
-    if not valid:
-        raise KesRefused(400, "csr_invalid", "bad_signature", "the CSR's signature does not verify")
-    try:
-        check_public_key(key)
-    except InvalidArgument as exc:
-        raise KesRefused(400, "csr_invalid", "weak_key", exc.message) from None
-    names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
-    cn = str(names[0].value).strip() if names else ""
-    return _Csr(key, cn or None, hashlib.sha256(pem.encode()).digest())
 
 
 def _refused_token(code: str, reason: str, message: str) -> KesRefused:
@@ -93,7 +56,7 @@ class KesEnrollService:
             "v": PROTOCOL_VERSION,
             "protocol_versions": [PROTOCOL_VERSION],
             "server_time": datetime.now(UTC).isoformat(),
-            "ca_certificates": [_pem(c) for c in self.ca.chain],
+            "ca_certificates": [pem(c) for c in self.ca.chain],
         }
 
     # ---- the enrollment token ------------------------------------------------------------------
@@ -315,7 +278,7 @@ class KesEnrollService:
                 cert_serial=issued.serial_hex,
                 not_after=issued.certificate.not_valid_after_utc.isoformat(),
             )
-            return self._answer(issued.certificate, issued.chain, rule.renewal_days)
+            return answer(issued.certificate, issued.chain, rule.renewal_days)
 
     async def renew_certificate(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
         """A renewal over mutual TLS: the binding moves to the new certificate; the one that made
@@ -361,20 +324,19 @@ class KesEnrollService:
                 renews_serial=peer.cert_serial,
                 not_after=issued.certificate.not_valid_after_utc.isoformat(),
             )
-            return self._answer(issued.certificate, issued.chain, rule.renewal_days)
+            return answer(issued.certificate, issued.chain, rule.renewal_days)
 
     @staticmethod
-    def _requested(kes: KesDevice, request_id: str, csr: _Csr, serial: str) -> None:
+    def _requested(kes: KesDevice, request_id: str, csr: Csr, serial: str) -> None:
         kes.cert_request_id = request_id
         kes.cert_request_hash = csr.digest
         kes.cert_request_serial = serial
 
     async def _repeat(self, session: AsyncSession, kes: KesDevice, csr_pem: str) -> dict[str, Any]:
         """A request id seen before: the same certificate again, or 409 for another CSR."""
-        digest = hashlib.sha256(csr_pem.encode()).digest()
         if (
             kes.cert_request_hash is None
-            or bytes(kes.cert_request_hash) != digest
+            or bytes(kes.cert_request_hash) != digest(csr_pem)
             or kes.cert_request_serial is None
         ):
             raise KesRefused(
@@ -391,27 +353,16 @@ class KesEnrollService:
         cert = x509.load_pem_x509_certificate(record.pem.encode())
         chain = self.ca.chain if record.source == "internal" else []
         rule = await rules.get_rule(session, "mobile")
-        return self._answer(cert, chain, rule.renewal_days)
-
-    @staticmethod
-    def _answer(cert: x509.Certificate, chain: list[x509.Certificate], renewal_days: int) -> dict[str, Any]:
-        not_after = cert.not_valid_after_utc
-        return {
-            "v": PROTOCOL_VERSION,
-            "certificate": _pem(cert),
-            "chain": [_pem(c) for c in chain if c != cert],
-            "not_after": not_after.isoformat(),
-            "renew_after": (not_after - timedelta(days=renewal_days)).isoformat(),
-        }
+        return answer(cert, chain, rule.renewal_days)
 
     # ---- unenroll ------------------------------------------------------------------------------
     async def unenroll(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
-        answer = {"v": PROTOCOL_VERSION, "status": "unenrolled"}
+        left = {"v": PROTOCOL_VERSION, "status": "unenrolled"}
         async with self.db.transaction() as session:
             device = await store.device(session, peer.device_id, lock=True)
             kes = await store.kes_device(session, peer.device_id, lock=True)
             if device is None or kes is None or device.status not in ACTIVE:
-                return answer  # left already: a repeat changes nothing
+                return left  # left already: a repeat changes nothing
             active = await store.active_commands(session, device.id)
             for command in active:
                 await commands.complete(session, command, success=False, info="the device unenrolled")
@@ -431,4 +382,4 @@ class KesEnrollService:
                 reason=msg.get("reason"),
                 commands_failed=len(active),
             )
-        return answer
+        return left
