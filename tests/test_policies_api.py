@@ -321,3 +321,30 @@ async def test_the_openapi_document_lists_the_routes(api: httpx.AsyncClient) -> 
                  "/api/v1/policies/devices/{id}", "/api/v1/devices/{id}/tags"):
         assert path in doc["paths"], path
     assert "PolicyOut" in doc["components"]["schemas"]
+
+
+async def test_concurrent_edits_with_one_revision_one_wins(api: httpx.AsyncClient, db: Database) -> None:
+    import asyncio
+
+    ids = await tree(db, kes_per_group=0)
+    policy = await create(api, ids["corp"], {"a": setting(0)})
+    answers = await asyncio.gather(*[
+        api.patch(f"{P}/{policy['id']}", json={"set": {"a": setting(n + 1)}, "revision": 1}) for n in range(6)
+    ])
+    assert sorted(r.status_code for r in answers) == [200] + [409] * 5
+    winner = next(r.json() for r in answers if r.status_code == 200)
+    final = (await api.get(f"{P}/{policy['id']}")).json()
+    assert final["revision"] == 2 and final["settings"]["a"] == winner["settings"]["a"]
+    assert (await event_types(db)).count("policy_updated") == 1
+
+
+async def test_a_policy_holds_a_bounded_number_of_profiles(api: httpx.AsyncClient, db: Database) -> None:
+    from mdm.policies.documents import MAX_PROFILES
+
+    ids = await tree(db, kes_per_group=0)
+    policy = await create(api, ids["corp"], {})
+    for n in range(MAX_PROFILES):
+        assert (await api.post(f"{P}/{policy['id']}/profiles", json={"name": f"p{n}"})).status_code == 201
+    r = await api.post(f"{P}/{policy['id']}/profiles", json={"name": "one-more"})
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "too_many_profiles")
+    assert await rows(db, PolicyProfile) == MAX_PROFILES

@@ -28,6 +28,7 @@ MAX_DOCUMENT_BYTES = 65_536  # a policy's or a profile's settings, as compact JS
 MAX_DEPTH = 8
 MAX_TAGS = 32
 MAX_INTERVALS = 28
+MAX_PROFILES = 32  # per policy
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 

@@ -16,6 +16,7 @@ seen at once (``invalidate``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -90,7 +91,8 @@ class CachedResolver:
         self.max_age = max_age
         self._snap: Snapshot | None = None
         self._checked = -math.inf
-        self._refreshing = False
+        self._lock = asyncio.Lock()  # one refresh at a time: an older read never overwrites a newer
+        self._dirty = 0  # invalidations; a refresh that overlapped one does not count as a check
         self._generation = 0  # bumped when plans and results are dropped
         self._plans: dict[int, Plan] = {}
         self._results: dict[tuple[int, frozenset[str], tuple[bool, ...]], Resolution] = {}
@@ -104,30 +106,34 @@ class CachedResolver:
     # ---- freshness ------------------------------------------------------------------------------
     def invalidate(self) -> None:
         """Check the revision at the next call (a change committed through this replica)."""
+        self._dirty += 1
         self._checked = -math.inf
 
     async def refresh(self, session: AsyncSession) -> None:
-        self._refreshing = True
-        try:
-            revision, tags_revision = await store.state(session)
-            if self._snap is None or revision != self._snap.revision:
-                self._install(await load_snapshot(session))
-            elif self._snap.by_group:
-                parents = dict(await store.group_links(session))
-                if parents != self._snap.parents:
-                    self._snap.parents = parents
-                    self._drop_plans()
-            if tags_revision != self._tags_revision:
-                if self._tags_revision is None or tags_revision < self._tags_revision:
-                    self._tags.clear()
-                else:
-                    for device_id in await store.tags_changed_since(session, self._tags_revision):
-                        self._tags.pop(device_id, None)
-                self._tags_revision = tags_revision
-                self._tags_generation += 1
-            self._checked = time.monotonic()
-        finally:
-            self._refreshing = False
+        """Read the revision counters and reload what moved (waits for a refresh under way)."""
+        async with self._lock:
+            dirty = self._dirty
+            await self._refresh(session)
+            if dirty == self._dirty:
+                self._checked = time.monotonic()
+
+    async def _refresh(self, session: AsyncSession) -> None:
+        revision, tags_revision = await store.state(session)
+        if self._snap is None or revision != self._snap.revision:
+            self._install(await load_snapshot(session))
+        elif self._snap.by_group:
+            parents = dict(await store.group_links(session))
+            if parents != self._snap.parents:
+                self._snap.parents = parents
+                self._drop_plans()
+        if tags_revision != self._tags_revision:
+            if self._tags_revision is None or tags_revision < self._tags_revision:
+                self._tags.clear()
+            else:
+                for device_id in await store.tags_changed_since(session, self._tags_revision):
+                    self._tags.pop(device_id, None)
+            self._tags_revision = tags_revision
+            self._tags_generation += 1
 
     def _install(self, snap: Snapshot) -> None:
         self._snap = snap
@@ -140,7 +146,8 @@ class CachedResolver:
         self._results = {}
 
     async def _fresh(self, session: AsyncSession) -> Snapshot:
-        if self._snap is None or (time.monotonic() - self._checked > self.max_age and not self._refreshing):
+        stale = time.monotonic() - self._checked > self.max_age
+        if self._snap is None or (stale and not self._lock.locked()):
             await self.refresh(session)
         assert self._snap is not None
         return self._snap
@@ -190,8 +197,12 @@ class CachedResolver:
         tags = _NO_TAGS
         if plan.tags:
             tags = (await self._device_tags(session, device_id)) & plan.tags
-        now = self._clock()
-        outside = tuple(p.conditions.office.out_of_office(now) for p in plan.scheduled if p.conditions.office)
+        outside: tuple[bool, ...] = ()
+        if plan.scheduled:
+            now = self._clock()
+            outside = tuple(
+                p.conditions.office.out_of_office(now) for p in plan.scheduled if p.conditions.office
+            )
         key = (group_id, tags, outside)
         found = self._results.get(key)
         if found is None:

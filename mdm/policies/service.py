@@ -22,7 +22,13 @@ from mdm.db.engine import Database
 from mdm.db.models import utcnow
 from mdm.policies import event_types as ev
 from mdm.policies import store
-from mdm.policies.documents import check_document, check_key, check_profile_name, stored_conditions
+from mdm.policies.documents import (
+    MAX_PROFILES,
+    check_document,
+    check_key,
+    check_profile_name,
+    stored_conditions,
+)
 from mdm.policies.resolver import CachedResolver
 from mdm.policies.seams import PolicySetting
 from mdm.policies.service_devices import DeviceWaker
@@ -36,6 +42,7 @@ from mdm.policies.views import (
     ProfileExists,
     ProfileView,
     StaleRevision,
+    TooManyProfiles,
     UnknownSetting,
 )
 
@@ -193,6 +200,8 @@ class PolicyService:
             row = await self._row(session, policy_id, expected, lock=True)
             if await store.profile(session, policy_id, name) is not None:
                 raise ProfileExists(f"policy {policy_id} already has a profile {name!r}")
+            if len(await store.profiles_of(session, [policy_id])) >= MAX_PROFILES:
+                raise TooManyProfiles(f"policy {policy_id} has {MAX_PROFILES} profiles already (the most)")
             now = utcnow()
             profile = await store.add_profile(
                 session, policy_id=policy_id, name=name, priority=change.priority or 0,

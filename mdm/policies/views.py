@@ -29,6 +29,11 @@ class ProfileExists(ServiceError):
     code = "profile_exists"
 
 
+class TooManyProfiles(ServiceError):
+    status = 409
+    code = "too_many_profiles"
+
+
 class UnknownSetting(ServiceError):
     status = 400
     code = "unknown_setting"
