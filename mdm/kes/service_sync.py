@@ -91,21 +91,21 @@ class SyncService:
             raise SyncTooFrequent(f"syncs of this device closer than {self.config.min_sync_spacing_seconds}s",
                                   retry_after=max(1, math.ceil(wait)))
         self.last_sync.touch(device_id)
-        if self._has_input(device_id, message):
+        if await self._has_input(device_id, message):
             answer = await self._exchange(peer, message, digest)
         else:
             answer = await self._idle_or_wait(peer, message, digest)
         self.replies.put(device_id, request_id, digest, answer)
         return answer
 
-    def _has_input(self, device_id: int, message: Mapping[str, Any]) -> bool:
+    async def _has_input(self, device_id: int, message: Mapping[str, Any]) -> bool:
+        """Whether the sync brings anything to write (an applied version already recorded does not)."""
         if any(message.get(key) for key in _INPUT_KEYS):
             return True
         applied = message.get("applied_policy_version")
         if applied is None:
             return False
-        state = self.states.get(device_id)
-        return state is None or state["policy_applied_version"] != applied
+        return bool((await self._state(device_id))["policy_applied_version"] != applied)
 
     async def _idle_or_wait(self, peer: KesPeer, message: dict[str, Any], digest: bytes) -> dict[str, Any]:
         seconds = min(float(message.get("wait") or 0), self.config.long_poll_max_seconds)
