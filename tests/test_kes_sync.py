@@ -160,17 +160,19 @@ async def test_refresh_device_info_result_carries_the_inventory(
 async def test_wipe_and_remove_results_change_the_device(
     server: Server, config: Config, db: Database
 ) -> None:
-    agent = await new_agent(db, config)
+    agent = await new_agent(db, config, fcm_token="token")
     remove = await enqueue(db, agent.device_id, "Remove")
     async with agent.client(server) as client:
         await agent.sync(client)
+        pending = await enqueue(db, agent.device_id, "Alarm")
         response = await agent.sync(client, results=[result(remove)])
         assert response.status_code == 200, response.text
         # The binding has ended: the certificate no longer identifies a managed device.
         after = await agent.sync(client)
-    assert after.status_code == 403
+    assert after.status_code == 403 and after.json()["error"]["code"] == "device_not_managed"
     stored = await device(db, agent.device_id)
-    assert stored.status == "unmanaged" and (await kes_row(db, agent.device_id)).cert_fingerprint is None
+    assert (stored.status, stored.push_token, stored.push_valid) == ("unmanaged", None, False)
+    assert (await command(db, pending)).status == CommandStatus.FAILED
     assert "kes_device_removed" in await event_types(db, agent.device_id)
 
     other = await new_agent(db, config)

@@ -38,6 +38,11 @@ class ByCommand(EventBody):
     command: str
 
 
+class Removed(EventBody):
+    command: str
+    commands_failed: int
+
+
 class SyncRejected(EventBody):
     reason: str
     message: str
@@ -67,8 +72,9 @@ KES_DEVICE_WIPED = EventType(
     "A KES device reported a factory reset done (Wipe): the device's status is wiped",
 )
 KES_DEVICE_REMOVED = EventType(
-    "kes_device_removed", Severity.WARNING, ByCommand,
-    "A KES device confirmed a Remove: it is unmanaged and its certificate no longer identifies it",
+    "kes_device_removed", Severity.WARNING, Removed,
+    "A KES device confirmed a Remove: it is unmanaged (its certificate is refused), its push token "
+    "cleared and its other pending commands failed",
 )
 KES_SYNC_REJECTED = EventType(
     "kes_sync_rejected", Severity.WARNING, SyncRejected,

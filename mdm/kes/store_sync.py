@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Update
 
 from mdm.db import sqlite_driver
-from mdm.db.models import CommandQueueEntry, Device, DeviceStatus
+from mdm.db.models import Command, CommandQueueEntry, Device, DeviceStatus
 from mdm.kes.tables import KesDevice
 
 _devices = cast(Table, Device.__table__)
@@ -169,16 +169,27 @@ async def mark_wiped(session: AsyncSession, device_id: int) -> None:
         device.push_valid = False
 
 
-async def end_binding(session: AsyncSession, device_id: int) -> None:
-    """The device is no longer managed: unmanaged, not pushed, its certificate bound to nothing
-    (ORM changes, so that the cached bindings are dropped at commit)."""
+async def end_binding(session: AsyncSession, device_id: int, now: datetime) -> None:
+    """The device is no longer managed, as after its own unenroll (``service_enroll.unenroll``):
+    unmanaged (its certificate is refused ``device_not_managed`` at once), its push token cleared,
+    no renewal pending. ORM changes, so that the cached bindings are dropped at commit."""
     device = await session.get(Device, device_id, with_for_update=True)
     if device is not None:
         device.status = DeviceStatus.UNMANAGED.value
+        device.push_token = None
         device.push_valid = False
+        device.push_changed_at = now
     kes = await session.get(KesDevice, device_id, with_for_update=True)
     if kes is not None:
-        kes.cert_fingerprint = None
+        kes.renew_requested_at = None
+        kes.updated_at = now
+
+
+async def active_commands(session: AsyncSession, device_id: int) -> list[Command]:
+    rows = await session.scalars(
+        select(Command).where(Command.device_id == device_id, Command.active.is_(True)).order_by(Command.id)
+    )
+    return list(rows.all())
 
 
 async def write_last_sync(session: AsyncSession, rows: list[dict[str, Any]]) -> None:

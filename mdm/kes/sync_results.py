@@ -144,5 +144,9 @@ async def apply(
             await store_sync.mark_wiped(session, device_id)
             events.emit(session, KES_DEVICE_WIPED, device_id=device_id, command=command.guid)
         elif command.type == "Remove":
-            await store_sync.end_binding(session, device_id)
-            events.emit(session, KES_DEVICE_REMOVED, device_id=device_id, command=command.guid)
+            await store_sync.end_binding(session, device_id, now)
+            others = await store_sync.active_commands(session, device_id)
+            for other in others:
+                await commands.complete(session, other, success=False, info="the device was removed")
+            events.emit(session, KES_DEVICE_REMOVED, device_id=device_id, command=command.guid,
+                        commands_failed=len(others))
