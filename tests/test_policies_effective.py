@@ -292,3 +292,27 @@ def test_the_version_is_the_same_in_every_process() -> None:
     assert version_of(doc) == "6d3dc886b3c1231a47a996970c44d43b"
     # JSON tells 1 from 1.0, and so does the device: they are different documents.
     assert version_of({"a": S(1, False)}) != version_of({"a": S(1.0, False)})
+
+
+def test_the_worked_example_of_an_upstream_profile_over_a_locked_downstream_one() -> None:
+    """docs/policies.md: Corp's "evenings" profile outranks Sales' "field" profile, even though
+    "field" locked the setting (the lock is at a lower level than Corp)."""
+    field = profile(1, "field", {"camera.allowed": S(False, True), "password.min_length": S(12, True)},
+                    priority=5, conditions=Conditions(tags_any=frozenset({"field", "travel"})))
+    weekdays = {"days": ["mon", "tue", "wed", "thu", "fri"], "start": "08:00", "end": "18:00"}
+    office = parse_conditions({"out_of_office": {"timezone": "Europe/Berlin", "office_hours": [weekdays]}})
+    evenings = profile(2, "evenings", {"camera.allowed": S(True, False)}, priority=-100, conditions=office)
+    corp = policy(1, {"password.min_length": S(8, True), "camera.allowed": S(True, False)},
+                  profiles=(evenings,))
+    sales = policy(2, {"password.min_length": S(4, False), "camera.allowed": S(False, False)},
+                   profiles=(field,))
+    levels = chain([corp, sales, None])
+    travel = frozenset({"travel"})
+    pin = ("password.min_length", (8, True))
+    assert values(levels, travel, {2: False}) == dict([pin, ("camera.allowed", (False, True))])
+    assert values(levels, travel, {2: True}) == dict([pin, ("camera.allowed", (True, False))])
+    assert values(levels, frozenset(), {2: False}) == dict([pin, ("camera.allowed", (False, False))])
+    local = {"camera.allowed": True, "ringtone": "bell", "password.min_length": 2}
+    assert apply_local(resolve(levels, frozenset(), {2: False}).policy, local) == {
+        "password.min_length": 8, "camera.allowed": True, "ringtone": "bell",
+    }
