@@ -48,7 +48,8 @@ class BenchError(Exception):
 class Options:
     devices: int
     connections: int | None = None  # default min(devices, 1000)
-    rate: float = 1500.0  # offered syncs/s in all
+    rate: float = 1500.0  # offered syncs/s in all, phase (b)
+    handshake_rate: float = 300.0  # phase (c): a full handshake each costs the server far more
     duration: float = 30.0
     workers: int = 2
     database_url: str = ""
@@ -82,8 +83,9 @@ def _load_average() -> str:
 
 
 async def run(options: Options, say: Say) -> Report:
-    if options.devices < 1 or options.rate <= 0 or options.duration <= 0 or options.workers < 1:
-        raise BenchError("--devices, --rate, --duration and --workers must be positive")
+    if options.devices < 1 or min(options.rate, options.handshake_rate, options.duration) <= 0 \
+            or options.workers < 1:
+        raise BenchError("--devices, --rate, --handshake-rate, --duration and --workers must be positive")
     connections = min(options.devices, options.connections or 1000)
     if connections < 1:
         raise BenchError("--connections must be >= 1")
@@ -124,10 +126,10 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
     server = local.LocalServer(config)
     say("starting mdm serve...")
     await server.start(wait_s=300)
-    period = len(devices) / options.rate
     report.setup = {
         "devices": options.devices, "connections": len(devices), "offered_rate": options.rate,
-        "period_s": round(period, 3), "duration_s": options.duration, "workers": options.workers,
+        "offered_handshake_rate": options.handshake_rate, "duration_s": options.duration,
+        "workers": options.workers,
         "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
         "server_pid": server.pid, "cpus": os.cpu_count(), "load_before": _load_average(),
     }
@@ -136,11 +138,14 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
         for mode in ("reuse", "handshake"):
             if mode in options.skip:
                 continue
+            rate = options.rate if mode == "reuse" else options.handshake_rate
             say(f"({'b' if mode == 'reuse' else 'c'}) {mode}: {len(devices)} devices, "
-                f"{options.rate:g} syncs/s offered for {options.duration:g}s...")
+                f"{rate:g} syncs/s offered for {options.duration:g}s...")
             spec = kes_load.WorkerSpec("127.0.0.1", config.listeners.kes.port, (pin,), [],
-                                       "reuse" if mode == "reuse" else "handshake", period, options.duration)
+                                       "reuse" if mode == "reuse" else "handshake", len(devices) / rate,
+                                       options.duration)
             result = await _phase(spec, devices, options.workers, server.pid)
+            result["offered_rate"] = rate
             setattr(report, mode, result)
             report.rss_mib[f"after_{mode}"] = _mib(server.pid)
     finally:
@@ -215,7 +220,7 @@ def _summary(outs: list[kes_load.WorkerResult], oks: list[bool], duration: float
         "p50_ms": round(percentile(latencies, 50) * 1000, 2),
         "p99_ms": round(percentile(latencies, 99) * 1000, 2),
         "max_ms": round(latencies[-1] * 1000, 2) if latencies else math.nan,
-        "errors": dict(errors), "setup_errors": dict(setup_errors), "late": sum(o.late for o in outs),
+        "errors": dict(errors), "setup_errors": dict(setup_errors), "missed": sum(o.missed for o in outs),
         "handshakes": sum(o.handshakes for o in outs), "workers_ready": sum(bool(x) for x in oks),
         "server_cpu_s": round(server_cpu, 2),
         "server_cpu_ms_per_sync": round(1000 * server_cpu / count, 3) if count else math.nan,
@@ -228,7 +233,7 @@ def _summary(outs: list[kes_load.WorkerResult], oks: list[bool], duration: float
 def render(report: Report) -> str:
     setup = report.setup
     lines = [f"mdm bench kes: {setup.get('devices')} devices enrolled, {setup.get('connections')} syncing, "
-             f"{setup.get('offered_rate')} syncs/s offered, {setup.get('workers')} generator processes, "
+             f"{setup.get('workers')} generator processes, "
              f"{setup.get('database')}", f"  load before: {setup.get('load_before', '')}"]
     if report.prepare:
         p = report.prepare
@@ -236,11 +241,12 @@ def render(report: Report) -> str:
     for label, phase in (("(b) reuse", report.reuse), ("(c) handshake", report.handshake)):
         if phase:
             lines.append(
-                f"  {label}: {phase['per_second']} syncs/s, p50 {phase['p50_ms']} ms, "
+                f"  {label}: {phase['offered_rate']:g}/s offered, {phase['per_second']} syncs/s, "
+                f"p50 {phase['p50_ms']} ms, "
                 f"p99 {phase['p99_ms']} ms, max {phase['max_ms']} ms; "
                 f"server CPU {phase['server_cpu_ms_per_sync']} ms/sync ({phase['server_cpu_share']} cores), "
                 f"generator {phase['generator_cpu_ms_per_sync']} ms/sync; "
-                f"late {phase['late']}, errors {phase['errors'] or 'none'}"
+                f"missed slots {phase['missed']}, errors {phase['errors'] or 'none'}"
                 + (f", setup errors {phase['setup_errors']}" if phase["setup_errors"] else ""))
     lines.append(f"  server RSS (MiB): {report.rss_mib}")
     return "\n".join(lines)

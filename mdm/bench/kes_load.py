@@ -4,8 +4,9 @@ on every connection), one steady sync after another.
 
 Each device syncs at a fixed pace (``period`` seconds between the starts of its syncs, staggered
 across devices), so the offered rate is ``devices / period`` whatever the latency (an open loop:
-a slow server does not slow the offered load down, it shows in the latency and in ``late``, the
-syncs that started after their slot). Modes: ``reuse`` (each device keeps its connection alive
+a slow server does not slow the offered load down; it shows in the latency and in ``missed``, the
+slots a device skipped because its previous sync was still unanswered; a device has one sync in
+flight at a time, as an agent does). Modes: ``reuse`` (each device keeps its connection alive
 between syncs, as an agent does) and ``handshake`` (a new connection, a full TLS handshake with
 no session resumption, per sync). Latency is measured from writing the request to reading the
 whole answer.
@@ -60,7 +61,7 @@ class WorkerSpec:
 class WorkerResult:
     latencies: list[float] = field(default_factory=list)
     errors: Counter[str] = field(default_factory=Counter)
-    late: int = 0
+    missed: int = 0  # slots skipped: the device's previous sync was still unanswered
     handshakes: int = 0
     cpu_seconds: float = 0.0
     setup_errors: Counter[str] = field(default_factory=Counter)
@@ -138,12 +139,18 @@ async def _device(spec: WorkerSpec, ctx: ssl.SSLContext, offset: float, out: Wor
     slot = phase.start + offset
     headers = {"Content-Type": protocol.JSON}
     keep_alive = spec.mode == "reuse"
-    while slot < end:
-        delay = slot - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        elif delay < -spec.period:
-            out.late += 1
+    while True:
+        now = loop.time()
+        if now >= end:
+            break
+        if now - slot >= spec.period:  # still waiting for an answer when these slots came: missed
+            missed = int((now - slot) / spec.period)
+            out.missed += missed
+            slot += missed * spec.period
+        if slot >= end:
+            break
+        if slot > now:
+            await asyncio.sleep(slot - now)
         t0 = time.perf_counter()  # uvloop's loop.time() has a millisecond resolution
         try:
             response = await conn.request("POST", protocol.SYNC, template.body(), headers=headers,

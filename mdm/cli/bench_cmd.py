@@ -194,7 +194,9 @@ def _register_kes(kinds: Any) -> None:
     b.add_argument("--connections", type=int,
                    help="devices that sync, each on its own connection (default min(N, 1000))")
     b.add_argument("--rate", type=float, default=1500.0,
-                   help="offered syncs per second in all (default 1500)")
+                   help="offered syncs per second in all, kept-alive connections (default 1500)")
+    b.add_argument("--handshake-rate", type=float, default=300.0,
+                   help="offered syncs per second in all, a full TLS handshake each (default 300)")
     b.add_argument("--duration", type=float, default=30.0, help="seconds per measured phase (default 30)")
     b.add_argument("--workers", type=int, default=2, help="load-generator processes (default 2)")
     b.add_argument("--min-spacing", type=float,
@@ -214,7 +216,8 @@ def run_kes(args: argparse.Namespace) -> int:
     from mdm.bench.local import LocalServerError
 
     options = kes.Options(
-        devices=args.devices, connections=args.connections, rate=args.rate, duration=args.duration,
+        devices=args.devices, connections=args.connections, rate=args.rate,
+        handshake_rate=args.handshake_rate, duration=args.duration,
         workers=args.workers, database_url=args.database_url, data_dir=args.data_dir,
         keep_data=args.keep_data, skip=tuple(args.skip), min_spacing=args.min_spacing,
     )
