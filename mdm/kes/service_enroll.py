@@ -87,6 +87,18 @@ class KesEnrollService:
             )
         return found, enrollment
 
+    async def _precheck(self, token: str, *, unknown_only: bool = False) -> None:
+        """Refuse a bad token from a read-only session, before the write transaction (on SQLite a
+        queued writer): a flood of bad tokens costs reads only. The transaction checks again.
+        ``unknown_only``: refuse only what no retry can redeem (a used token may still answer a
+        repeated certificate request)."""
+        async with self.db.session() as session:
+            try:
+                await self._token(session, token)
+            except KesRefused as exc:
+                if not unknown_only or exc.code == "token_unknown":
+                    raise
+
     # ---- register ------------------------------------------------------------------------------
     async def register(self, msg: dict[str, Any]) -> dict[str, Any]:
         for attempt in (1, 2):
@@ -101,6 +113,7 @@ class KesEnrollService:
         facts: dict[str, Any] = msg["device"]
         identifier: str = facts["device_id"]
         now = utcnow()
+        await self._precheck(msg["token"])
         async with self.db.transaction() as session:
             _, enrollment = await self._token(session, msg["token"])
             device = await store.device_by_identifier(session, identifier, lock=True)
@@ -218,6 +231,7 @@ class KesEnrollService:
     async def enroll_certificate(self, msg: dict[str, Any]) -> dict[str, Any]:
         """The first certificate: the token redeemed (exactly once), the device bound."""
         identifier: str = msg["device_id"]
+        await self._precheck(msg["token"], unknown_only=True)
         async with self.db.transaction() as session:
             device = await store.device_by_identifier(session, identifier, lock=True)
             kes = await store.kes_device(session, device.id, lock=True) if device is not None else None
