@@ -268,3 +268,21 @@ async def test_concurrent_syncs_of_one_device_never_deliver_a_command_twice(
     assert sorted(delivered) == sorted(guids)  # each once, none twice
     for guid in guids:
         assert (await command(db, guid)).attempts == 1
+
+
+async def test_the_documented_sync_examples_match_their_schemas() -> None:
+    import json
+    import re
+    from pathlib import Path
+
+    import jsonschema_rs
+
+    text = (Path(__file__).parent.parent / "docs" / "kes-protocol.md").read_text()
+    section = text.split("### `POST /kes/v1/sync`", 1)[1].split("### `POST /kes/v1/mugshot`", 1)[0]
+    blocks = [json.loads(b) for b in re.findall(r"```json\n(.*?)```", section, re.S)]
+    assert len(blocks) == 2
+    jsonschema_rs.validator_for(schema("sync")).validate(blocks[0])
+    _valid_answer(blocks[1])
+    commands = text.split("## Commands", 1)[1]
+    for block in re.findall(r"```json\n(.*?)```", commands, re.S):
+        jsonschema_rs.validator_for(schema("sync")).validate(json.loads(block))
