@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import ssl
 
+import jsonschema_rs
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
 from sqlalchemy import select
@@ -14,6 +16,7 @@ from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import Device, Event, Protocol
 from mdm.enroll.tables import Enrollment
+from mdm.kes.messages import schema
 from mdm.kes.tables import KesDevice
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.runtime import Server
@@ -47,6 +50,8 @@ async def test_info_answers_versions_time_and_the_ca_without_a_client_certificat
     body = answer.json()
     assert set(body) == {"v", "protocol_versions", "server_time", "ca_certificates"}
     assert body["protocol_versions"] == [1]
+    jsonschema_rs.validator_for(schema("info_answer")).validate(body)
+    assert server.ctx.tls["kes"].front.minimum_version >= ssl.TLSVersion.TLSv1_2
     root = x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())
     served = [x509.load_pem_x509_certificate(c.encode()) for c in body["ca_certificates"]]
     assert root in served
