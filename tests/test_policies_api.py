@@ -25,12 +25,15 @@ P = "/api/v1/policies"
 class Recorder:
     def __init__(self) -> None:
         self.woken: list[tuple[int, str]] = []
+        self.calls: list[int] = []
 
     async def wake(self, device_id: int, reason: str) -> None:
         self.woken.append((device_id, reason))
+        self.calls.append(1)
 
     async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
         self.woken.extend((d, reason) for d in device_ids)
+        self.calls.append(len(device_ids))
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         raise AssertionError("not used")
@@ -101,6 +104,7 @@ async def test_a_parent_lock_reaches_the_device_and_edits_follow(
     server.ctx.pushers.unregister(Protocol.KES)
     server.ctx.pushers.register(Protocol.KES, recorder)
     waker = server.ctx.services[SERVICE].waker
+    waker.batch = 5  # pages of 5 ids: 12 KES devices take 3 pages
     corp = await create(api, ids["corp"], {"password.min_length": setting(8, True),
                                            "camera.allowed": setting(True)})
     assert corp["revision"] == 1
@@ -108,6 +112,7 @@ async def test_a_parent_lock_reaches_the_device_and_edits_follow(
     # Every KES device of Corp and below is woken (not the iOS one), with the reason "policy".
     kes = {v for k, v in ids.items() if k[-1].isdigit()}
     assert {d for d, _ in recorder.woken} == kes and {r for _, r in recorder.woken} == {"policy"}
+    assert recorder.calls == [5, 5, 2] and len(recorder.woken) == len(kes) == 12
     sales = await create(api, ids["sales"], {"password.min_length": setting(4),
                                              "camera.allowed": setting(False)})
     view = await desired(api, ids["emea0"])
@@ -348,3 +353,45 @@ async def test_a_policy_holds_a_bounded_number_of_profiles(api: httpx.AsyncClien
     r = await api.post(f"{P}/{policy['id']}/profiles", json={"name": "one-more"})
     assert (r.status_code, r.json()["error"]["code"]) == (409, "too_many_profiles")
     assert await rows(db, PolicyProfile) == MAX_PROFILES
+
+
+async def test_deleting_a_group_takes_its_policy_along(api: httpx.AsyncClient, db: Database) -> None:
+    ids = await tree(db, kes_per_group=0)
+    async with db.transaction() as session:
+        session.add(Device(protocol=Protocol.KES.value, identifier="x", group_id=ids["it"], attributes={},
+                           inventory={}))
+    await create(api, ids["emea"], {"a": setting(1)})
+    await create(api, ids["it"], {"a": setting(1)})
+    r = await api.delete(f"/api/v1/groups/{ids['emea']}")
+    assert r.status_code == 204, r.text
+    assert [p["group_id"] for p in (await api.get(P)).json()["items"]] == [ids["it"]]
+    r = await api.delete(f"/api/v1/groups/{ids['it']}")  # still holds a device: refused, policy kept
+    assert r.status_code == 409 and await rows(db, Policy) == 1
+
+
+async def test_an_edit_on_another_replica_is_seen_within_a_second(server: Server, db: Database) -> None:
+    """The server's worker reads the revision every half second: a policy made by another replica
+    (a service with its own resolver, on the same database) reaches its cache without any sync."""
+    import asyncio
+    import time
+
+    from mdm.core.push import Pushers
+    from mdm.policies.resolver import CachedResolver
+    from mdm.policies.seams import PolicySetting
+    from mdm.policies.service import PolicyService
+    from mdm.policies.service_devices import DeviceWaker
+
+    ids = await tree(db, kes_per_group=1)
+    mine = server.ctx.services[SERVICE].resolver
+    async with db.session() as session:
+        assert (await mine.effective(session, ids["corp0"], ids["corp"])).version == ""
+    loads = mine.loads
+    other = PolicyService(db, CachedResolver(), DeviceWaker(db, Pushers()))
+    await other.create(ids["corp"], "corp", {"a": PolicySetting(1, True)})
+    started = time.monotonic()
+    while mine.loads == loads:
+        assert time.monotonic() - started < 1.0, "the worker did not see the change within a second"
+        await asyncio.sleep(0.02)
+    async with db.session() as session:
+        seen = await mine.effective(session, ids["corp0"], ids["corp"])
+    assert seen.settings == {"a": PolicySetting(1, True)}
