@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 import random
+import sys
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -212,3 +214,21 @@ async def test_renews_its_certificate_when_the_sync_asks(api: httpx.AsyncClient,
         assert row is not None and row.renew_requested_at is None
         assert row.cert_fingerprint == agent.identity.certificate.fingerprint(hashes.SHA256())
     await agent.close()
+
+
+async def test_mdm_sim_kes_enrolls_from_the_link(api: httpx.AsyncClient, server: Server,
+                                                 config: Config) -> None:
+    """``mdm sim kes`` (a subprocess) enrolls from the one-time link and syncs."""
+    link = await enroll_link(api)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mdm", "sim", "kes", "--url", link, "--ca", str(config.ca_dir / "root.pem"),
+        "--host", "127.0.0.1", "--syncs", "1", "--seed", "9",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env)
+    out, err = await asyncio.wait_for(proc.communicate(), 120)
+    assert proc.returncode == 0, err.decode()[-2000:]
+    text = out.decode()
+    assert "key pinned" in text and "registered (device " in text and "mutual TLS" in text
+    assert "sync 1: no command" in text
+    devices = (await api.get("/api/v1/devices", params={"protocol": "kes"})).json()["items"]
+    assert len(devices) == 1 and devices[0]["identifier"] in text

@@ -29,7 +29,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 
-from mdm.bench import kes_load, kes_prepare, local
+from mdm.bench import kes_load, kes_prepare, local, profile
 from mdm.bench.progress import Progress
 from mdm.bench.stats import cpu_seconds, rss_kib
 from mdm.pki.slots import load_slot_certificate
@@ -57,6 +57,7 @@ class Options:
     keep_data: bool = False
     skip: tuple[str, ...] = ()  # "reuse", "handshake"
     min_spacing: float | None = None  # [kes] min_sync_spacing_seconds of the local server
+    py_spy: Path | None = None  # record the server with py-spy during phase (b) (raw format)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class Report:
     reuse: dict[str, Any] = field(default_factory=dict)
     handshake: dict[str, Any] = field(default_factory=dict)
     rss_mib: dict[str, Any] = field(default_factory=dict)
+    profile: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
@@ -144,8 +146,11 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
             spec = kes_load.WorkerSpec("127.0.0.1", config.listeners.kes.port, (pin,), [],
                                        "reuse" if mode == "reuse" else "handshake", len(devices) / rate,
                                        options.duration)
-            result = await _phase(spec, devices, options.workers, server.pid)
+            spy = options.py_spy if mode == "reuse" else None
+            result = await _phase(spec, devices, options.workers, server.pid, spy)
             result["offered_rate"] = rate
+            if spy is not None:
+                report.profile = {"file": str(spy), **profile.summarise(spy)}
             setattr(report, mode, result)
             report.rss_mib[f"after_{mode}"] = _mib(server.pid)
     finally:
@@ -171,7 +176,7 @@ def _spec(device_id: int, identity: Identity) -> kes_load.DeviceSpec:
 
 
 async def _phase(template: kes_load.WorkerSpec, devices: list[kes_load.DeviceSpec], workers: int,
-                 server_pid: int) -> dict[str, Any]:
+                 server_pid: int, spy: Path | None = None) -> dict[str, Any]:
     mp = multiprocessing.get_context("spawn")
     ready, results, go = mp.Queue(), mp.Queue(), mp.Event()
     start_at = mp.Value("d", 0.0)
@@ -190,11 +195,16 @@ async def _phase(template: kes_load.WorkerSpec, devices: list[kes_load.DeviceSpe
         go.set()
         await asyncio.sleep(max(0.0, start - time.time()))
         cpu0 = cpu_seconds(server_pid)
+        sampler = await profile.record(server_pid, template.duration - 1, spy) if spy else None
         rss_peak = 0.0
         while time.time() < start + template.duration:
             await asyncio.sleep(min(1.0, max(0.0, start + template.duration - time.time())))
             rss_peak = max(rss_peak, _mib(server_pid).get("VmRSS", 0.0))
         cpu1 = cpu_seconds(server_pid)
+        if sampler is not None:
+            _, err = await sampler.communicate()
+            if sampler.returncode != 0:
+                raise BenchError(f"py-spy failed: {err.decode().strip()[-300:]}")
         outs: list[kes_load.WorkerResult] = [await asyncio.to_thread(results.get, True, 120) for _ in procs]
     finally:
         for proc in procs:
@@ -249,4 +259,7 @@ def render(report: Report) -> str:
                 f"missed slots {phase['missed']}, errors {phase['errors'] or 'none'}"
                 + (f", setup errors {phase['setup_errors']}" if phase["setup_errors"] else ""))
     lines.append(f"  server RSS (MiB): {report.rss_mib}")
+    if report.profile:
+        top = ", ".join(f"{name} {pct}%" for name, pct in report.profile["inclusive"][:12])
+        lines.append(f"  server profile ({report.profile['samples']} samples, inclusive): {top}")
     return "\n".join(lines)

@@ -203,6 +203,8 @@ def _register_kes(kinds: Any) -> None:
                    help="the local server's [kes] min_sync_spacing_seconds (default: its own)")
     b.add_argument("--skip", action="append", choices=("reuse", "handshake"), default=[],
                    help="skip a phase (repeatable)")
+    b.add_argument("--py-spy", metavar="FILE", type=Path,
+                   help="record the server with py-spy (raw format) during phase (b) and summarise it")
     b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
     b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
     b.add_argument("--database-url", default="",
@@ -219,13 +221,13 @@ def run_kes(args: argparse.Namespace) -> int:
         devices=args.devices, connections=args.connections, rate=args.rate,
         handshake_rate=args.handshake_rate, duration=args.duration,
         workers=args.workers, database_url=args.database_url, data_dir=args.data_dir,
-        keep_data=args.keep_data, skip=tuple(args.skip), min_spacing=args.min_spacing,
+        keep_data=args.keep_data, skip=tuple(args.skip), min_spacing=args.min_spacing, py_spy=args.py_spy,
     )
     try:
         report = _drive(lambda say: kes.run(options, say))
     except (kes.BenchError, kes_prepare.KesPrepareError) as exc:
         raise CliError(str(exc), exit_code=2) from None
-    except (LocalServerError, RuntimeError) as exc:
+    except (LocalServerError, RuntimeError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else kes.render(report))
     return 0

@@ -47,6 +47,18 @@ def register(sub: Subparsers) -> None:
     )
     ios.add_argument("--seed", type=int, help="seed for the device's serial number, UDID, IMEI...")
     ios.set_defaults(func=run_ios)
+    kes = platforms.add_parser("kes", help="enroll a simulated KES (Android) agent from its package and sync")
+    source = kes.add_mutually_exclusive_group(required=True)
+    source.add_argument("--url", help="the one-time link (from `mdm enroll android`)")
+    source.add_argument("--package", metavar="FILE",
+                        help="the package file (`mdm enroll android --file`) or the QR code's text")
+    kes.add_argument("--ca", metavar="ROOT.pem", help="root CA of the link's web server (default: system)")
+    kes.add_argument("--host", help="talk to this host instead of the package's (the pin still applies)")
+    kes.add_argument("--syncs", type=int, default=3, help="syncs to run after enrolling (default 3)")
+    kes.add_argument("--wait", type=float, default=0.0,
+                     help="hold each sync open as a long poll up to this many seconds (default 0)")
+    kes.add_argument("--seed", type=int, help="seed for the device's Android id, serial, IMEI...")
+    kes.set_defaults(func=run_kes)
 
 
 def _roots(path: str | None) -> list[x509.Certificate]:
@@ -118,6 +130,68 @@ def run_ios(args: argparse.Namespace) -> int:
     except ProfileError as exc:
         raise CliError(f"profile rejected: {exc}") from None
     except TransportError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.flush()
+    return 0
+
+
+async def _run_kes(args: argparse.Namespace, package_text: bytes | None) -> None:
+    import ssl
+
+    from mdm.sim.kes import package as kes_package
+    from mdm.sim.kes.agent import DeviceGone, KesAgent
+    from mdm.sim.kes.facts import AndroidFacts
+
+    if args.url:
+        verify: ssl.SSLContext | bool = ssl.create_default_context(cafile=args.ca) if args.ca else True
+        package = await kes_package.download(args.url, verify=verify)
+    else:
+        assert package_text is not None
+        package = kes_package.EnrollmentPackage.parse(package_text)
+    facts = AndroidFacts.generate(random.Random(args.seed) if args.seed is not None else None)  # noqa: S311
+    agent = KesAgent(package, facts, host=args.host)
+    print(f"device {facts.marketing_name} ({facts.manufacturer} {facts.model}) Android {facts.os_version}"
+          f" id {facts.android_id}; server {package.host}:{package.port}, key pinned")
+    try:
+        await agent.enroll()
+        assert agent.identity is not None
+        print(f"registered (device {agent.device_id}); certificate serial {agent.identity.serial_hex}: "
+              "mutual TLS from now on")
+        for i in range(args.syncs):
+            before = len(agent.executor.executed)
+            try:
+                answer = await agent.sync(wait=args.wait)
+            except DeviceGone:
+                break
+            executed = agent.executor.executed[before:]
+            done = ", ".join(f"{o.type} -> {'ok' if o.ok else o.error}" for o in executed) or "no command"
+            policy = f"; policy {answer.policy_version} applied" if answer.policy_version else ""
+            print(f"sync {i + 1}: {done}{policy}")
+            if agent.state.gone:
+                await agent.settle()
+                gone = "wiped" if agent.state.wiped else "unenrolled"
+                print(f"device {gone}: it stops talking to the server")
+                break
+        if agent.owes_report and not agent.state.gone:
+            await agent.settle()
+    finally:
+        await agent.close()
+
+
+def run_kes(args: argparse.Namespace) -> int:
+    if args.syncs < 0 or args.wait < 0:
+        raise CliError("--syncs and --wait must not be negative", exit_code=2)
+    from mdm.sim.kes.http import KesTransportError
+    from mdm.sim.kes.package import PackageError
+    from mdm.sim.kes.protocol import KesError
+
+    try:
+        package_text = Path(args.package).read_bytes() if args.package else None
+    except OSError as exc:
+        raise CliError(f"--package: cannot read {args.package}: {exc.strerror}", exit_code=2) from None
+    try:
+        asyncio.run(_run_kes(args, package_text))
+    except (PackageError, KesTransportError, KesError) as exc:
         raise CliError(str(exc)) from None
     sys.stdout.flush()
     return 0
