@@ -286,3 +286,31 @@ async def test_the_documented_sync_examples_match_their_schemas() -> None:
     commands = text.split("## Commands", 1)[1]
     for block in re.findall(r"```json\n(.*?)```", commands, re.S):
         jsonschema_rs.validator_for(schema("sync")).validate(json.loads(block))
+
+
+async def test_an_idle_sync_costs_no_database_work_once_warm(
+    server: Server, config: Config, db: Database
+) -> None:
+    from sqlalchemy import event
+
+    agent = await new_agent(db, config)
+    statements: list[str] = []
+
+    def record(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(statement)
+
+    engine = server.ctx.db.engine.sync_engine
+    async with agent.client(server) as client:
+        assert (await agent.sync(client)).status_code == 200  # warms the caches
+        event.listen(engine, "before_cursor_execute", record)
+        try:
+            for _ in range(5):
+                assert (await agent.sync(client)).json()["commands"] == []
+            idle = list(statements)
+            guid = await enqueue(db, agent.device_id, "Block")  # the enqueue clears the hint
+            statements.clear()
+            assert [c["id"] for c in (await agent.sync(client)).json()["commands"]] == [guid]
+        finally:
+            event.remove(engine, "before_cursor_execute", record)
+    assert idle == []
+    assert statements  # the sync with work did go to the database

@@ -50,7 +50,7 @@ async def start(ctx: ServerContext) -> None:
     inner = ctx.pushers.get(Protocol.KES)
     if inner is not None:
         ctx.pushers.unregister(Protocol.KES)
-    pusher = wakeups.KesPusher(inner, longpolls, service.hint, ctx.db)
+    pusher = wakeups.KesPusher(inner, longpolls, service.woken, ctx.db)
     ctx.pushers.register(Protocol.KES, pusher)
     ctx.services[PUSHER] = pusher
 
@@ -99,7 +99,7 @@ async def listen_for_wakeups(ctx: ServerContext) -> None:
     service = ctx.services[SYNC]
     if ctx.db.is_sqlite:
         return  # single process: the wake-up reaches the long polls directly
-    await wakeups.listen(ctx.db.url, service.longpolls, service.hint)
+    await wakeups.listen(ctx.db.url, service.longpolls, service.woken, service.forget_all)
 
 
 async def flush_security_events(ctx: ServerContext) -> None:

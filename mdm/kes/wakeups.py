@@ -10,7 +10,7 @@ where it can be reached, the long poll where it cannot.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 
 from mdm.core.identity_notify import listen as listen_for
@@ -18,7 +18,6 @@ from mdm.core.push import Pusher
 from mdm.db.engine import Database
 from mdm.kes import store_sync
 from mdm.kes.longpoll import LongPolls
-from mdm.kes.sync_state import QueueHint
 
 log = logging.getLogger("mdm.kes.wakeups")
 
@@ -29,16 +28,18 @@ _MAX_PAYLOAD = 7000  # NOTIFY payloads are limited to 8000 bytes
 class KesPusher:
     """``Pusher`` of ``Protocol.KES``: long polls first, then ``inner`` (FCM), if any."""
 
-    def __init__(self, inner: Pusher | None, longpolls: LongPolls, hint: QueueHint, db: Database) -> None:
+    def __init__(
+        self, inner: Pusher | None, longpolls: LongPolls, woken: Callable[[int], None], db: Database
+    ) -> None:
         self.inner = inner
         self.longpolls = longpolls
-        self.hint = hint
+        self.woken = woken  # drops what the sync caches about the device
         self.db = db
 
     def _local(self, device_ids: Iterable[int]) -> list[int]:
         ids = list(device_ids)
         for device_id in ids:
-            self.hint.invalidate(device_id)
+            self.woken(device_id)
             self.longpolls.wake(device_id)
         return ids
 
@@ -82,17 +83,20 @@ def _payloads(device_ids: list[int]) -> Iterable[str]:
         yield ",".join(chunk)
 
 
-async def listen(url: str, longpolls: LongPolls, hint: QueueHint, *, retry_seconds: float = 2.0) -> None:
+async def listen(
+    url: str, longpolls: LongPolls, woken: Callable[[int], None], forget_all: Callable[[], None],
+    *, retry_seconds: float = 2.0,
+) -> None:
     """Wake-ups made on other replicas (PostgreSQL): answer this replica's long polls of those
-    devices and forget their queue-empty hints. Runs until cancelled; after a (re)connect every
-    hint is dropped and every long poll answered (notifications sent meanwhile are lost)."""
+    devices and forget what the sync caches about them. Runs until cancelled; after a (re)connect
+    every cache is dropped and every long poll answered (notifications sent meanwhile are lost)."""
 
     def on_wake(device_id: int) -> None:
-        hint.invalidate(device_id)
+        woken(device_id)
         longpolls.wake(device_id)
 
     def on_connection(listening: bool) -> None:
-        hint.clear()
+        forget_all()
         if listening:  # wake-ups sent while deaf are lost: every long poll looks again
             longpolls.wake_all()
 
