@@ -177,3 +177,31 @@ async def test_the_policy_is_sent_when_its_version_changes_and_a_new_one_wakes_t
         await server.ctx.pushers.wake(Protocol.KES, [agent.device_id], "policy")
         answer = (await asyncio.wait_for(poll, 5)).json()
     assert answer["policy"] == {"version": "v2", "settings": {"camera": {"value": True, "locked": True}}}
+
+
+async def test_the_policies_resolver_of_the_server_reaches_the_sync(
+    server: Server, config: Config, db: Database, api: httpx.AsyncClient
+) -> None:
+    """With the policies feature's own resolver: a group policy goes out once, a change wakes the
+    long poll with the new version, the applied version shows in the agent state."""
+    group = (await api.post("/api/v1/groups", json={"name": "kes policy"})).json()
+    agent = await new_agent(db, config, group_id=group["id"])
+    created = await api.post("/api/v1/policies", json={
+        "group_id": group["id"], "name": "base", "settings": {"camera": {"value": False, "locked": True}}})
+    assert created.status_code == 201, created.text
+    service = server.ctx.services[SYNC]
+    async with agent.client(server) as client:
+        first = (await agent.sync(client)).json()["policy"]
+        assert first is not None and first["settings"] == {"camera": {"value": False, "locked": True}}
+        assert (await agent.sync(client, applied_policy_version=first["version"])).json()["policy"] is None
+        poll = asyncio.create_task(agent.sync(client, wait=15, applied_policy_version=first["version"]))
+        await _until(lambda: service.longpolls.waiting(agent.device_id))
+        changed = await api.patch(f"/api/v1/policies/{created.json()['id']}", json={
+            "settings": {"camera": {"value": True, "locked": True}}})
+        assert changed.status_code == 200, changed.text
+        second = (await asyncio.wait_for(poll, 10)).json()["policy"]
+    assert second is not None and second["version"] != first["version"]
+    assert second["settings"] == {"camera": {"value": True, "locked": True}}
+    state = (await api.get(f"/api/v1/kes/devices/{agent.device_id}")).json()
+    assert state["policy_applied_version"] == first["version"]
+    assert state["policy_sent_version"] == state["policy_desired_version"] == second["version"]

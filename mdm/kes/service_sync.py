@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from cachetools import TTLCache
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events, library
@@ -74,8 +73,6 @@ class SyncService:
         size = config.identity_cache_size
         self.hint = QueueHint(HINT_SECONDS, size)
         self.states = StateCache(STATE_SECONDS, size)
-        # The effective policy per device for idle syncs (a wake-up of the device drops it).
-        self.policy_cache: TTLCache[int, EffectivePolicy] = TTLCache(maxsize=size, ttl=STATE_SECONDS)
         self.replies = Replies(size)
         self.spacing = Spacing(size)
         self.last_sync = LastSync()
@@ -151,24 +148,20 @@ class SyncService:
     async def _effective(self, device_id: int, state: Mapping[str, Any]) -> EffectivePolicy | None:
         if self.policies is None:
             return None
-        cached = self.policy_cache.get(device_id)
-        if cached is None:
-            async with self.db.session() as session:
-                cached = await self.policies.effective(session, device_id, state["group_id"])
-            self.policy_cache[device_id] = cached
-        return cached
+        # The resolver caches (``mdm.policies.resolver``: its freshness check reads the database
+        # at most once a second per process, not per sync); a session opens no connection unless used.
+        async with self.db.session() as session:
+            return await self.policies.effective(session, device_id, state["group_id"])
 
     def woken(self, device_id: int) -> None:
         """Work or a new policy for the device (a wake-up, here or on another replica): the next
         sync looks in the database again."""
         self.hint.invalidate(device_id)
-        self.policy_cache.pop(device_id, None)
         self.states.drop(device_id)
 
     def forget_all(self) -> None:
         """Wake-ups from other replicas may have been lost: trust no cached "nothing to do"."""
         self.hint.clear()
-        self.policy_cache.clear()
 
     @staticmethod
     def _policy_due(
@@ -218,7 +211,6 @@ class SyncService:
             effective = None
             if self.policies is not None:
                 effective = await self.policies.effective(session, device_id, state["group_id"])
-                self.policy_cache[device_id] = effective
             policy = effective if self._policy_due(effective, state, applied) else None
             answer = self._answer(state, out, policy)
             await store_sync.save_exchange(
