@@ -18,9 +18,11 @@ from mdm.db.engine import Database
 from mdm.db.models import Protocol
 from mdm.devfakes.fcm import FcmFake
 from mdm.kes.keys_sync import SYNC
+from mdm.plugins import PLUGINS
 from mdm.policies.seams import EffectivePolicy, PolicySetting
 from mdm.push.fcm.oauth import ServiceAccount
-from mdm.server.runtime import Server
+from mdm.server.runtime import Server, open_context
+from tests.conftest import PG_URL, listener_url
 from tests.fcm_support import write_account
 from tests.kes_sync_support import kes_row, new_agent
 
@@ -205,3 +207,29 @@ async def test_the_policies_resolver_of_the_server_reaches_the_sync(
     state = (await api.get(f"/api/v1/kes/devices/{agent.device_id}")).json()
     assert state["policy_applied_version"] == first["version"]
     assert state["policy_sent_version"] == state["policy_desired_version"] == second["version"]
+
+
+@pytest.mark.skipif(not PG_URL, reason="replicas share a PostgreSQL database")
+async def test_a_command_sent_on_another_replica_answers_the_long_poll(
+    server: Server, config: Config, db: Database, api: httpx.AsyncClient
+) -> None:
+    replica = Server(await open_context(config), PLUGINS)
+    await replica.start()
+    try:
+        agent = await new_agent(db, config)
+        waiting_on = replica.ctx.services[SYNC]
+        await asyncio.sleep(0.5)  # the replica's listener connects
+        async with httpx.AsyncClient(base_url=listener_url(replica, "kes"), verify=agent.ssl_context(),
+                                     timeout=30) as client:
+            assert (await agent.sync(client)).json()["commands"] == []  # its hint: nothing queued
+            poll = asyncio.create_task(agent.sync(client, wait=15))
+            await _until(lambda: waiting_on.longpolls.waiting(agent.device_id))
+            started = time.monotonic()
+            sent = await api.post(f"/api/v1/devices/{agent.device_id}/commands", json={"type": "Alarm"})
+            assert sent.status_code == 201, sent.text
+            answer = await asyncio.wait_for(poll, 10)
+            elapsed = time.monotonic() - started
+        assert [c["type"] for c in answer.json()["commands"]] == ["alarm"]
+        assert elapsed < 2.0, elapsed
+    finally:
+        await replica.stop()
