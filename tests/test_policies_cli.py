@@ -145,7 +145,7 @@ async def test_refusals_exit_non_zero_and_change_nothing(
     for args, message in [
         (("policies", "create", "Corp"), "already has policy"),
         (("policies", "show", "Sales"), "has no policy"),
-        (("policies", "set", "Corp", "bad key", "1"), "setting key"),
+        (("policies", "set", "Corp", "bad key", "1"), "should match pattern"),
         (("policies", "set", "Corp", "k", "null"), "null is not a setting value"),
         (("policies", "unset", "Corp", "nope"), "no setting 'nope'"),
         (("policies", "profiles", "add", "Corp", "p", "--office-hours", "mon 09:00-17:00", "--timezone",

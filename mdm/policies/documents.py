@@ -1,9 +1,14 @@
 """Checking what an administrator hands in: setting keys and values, documents' sizes, tags, and
 profile activation conditions (the out-of-office schedule with its time zone). Pure: no I/O.
 
+What the API's schema says is refused there (400 ``invalid_argument``); what it cannot say (an
+unknown time zone, an interval that ends before it starts, nesting, null values reaching the
+service) is refused here with 422 and a specific code.
+
 A settings document is ``{key: {"value": JSON, "locked": bool}}``: flat keys such as
 ``"password.min_length"``; a value is a JSON string, number, boolean, array or object (not null:
-to drop a setting, unset it), nested at most ``MAX_DEPTH`` deep.
+to drop a setting, unset it; null inside an array or object is fine), nested at most
+``MAX_DEPTH`` deep.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
 class InvalidSetting(ServiceError):
-    status = 400
+    status = 422
     code = "invalid_setting"
 
 
@@ -43,27 +48,27 @@ class DocumentTooLarge(ServiceError):
 
 
 class InvalidTag(ServiceError):
-    status = 400
+    status = 422
     code = "invalid_tag"
 
 
 class InvalidSchedule(ServiceError):
-    status = 400
+    status = 422
     code = "invalid_schedule"
 
 
 class InvalidTimezone(ServiceError):
-    status = 400
+    status = 422
     code = "invalid_timezone"
 
 
 def _depth_ok(value: Any, where: str) -> None:
+    if value is None:
+        raise InvalidSetting(f"setting {where!r}: null is not a setting value (unset the key instead)")
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
-        if item is None:
-            raise InvalidSetting(f"setting {where!r}: null is not a setting value (unset the key instead)")
-        if isinstance(item, bool | str | int):
+        if item is None or isinstance(item, bool | str | int):
             continue
         if isinstance(item, float):
             if not math.isfinite(item):

@@ -58,7 +58,8 @@ async def list_policies(request: web.Request, query: s.PolicyListQuery) -> s.Pol
 
 
 @router.route("POST", "/policies", summary="Create the policy of a group (one per group)", tag=TAG,
-              scope="devices:write", body=s.PolicyIn, response=s.PolicyOut, status=201, errors=(404, 409))
+              scope="devices:write", body=s.PolicyIn, response=s.PolicyOut, status=201,
+              errors=(404, 409, 422))
 async def create_policy(request: web.Request, body: s.PolicyIn) -> s.PolicyOut:
     view = await _service(request).create(
         body.group_id, body.name, s.settings_of(body.settings) or {}, active=body.active,
@@ -74,7 +75,7 @@ async def get_policy(request: web.Request, id: int) -> s.PolicyOut:
 
 
 @router.route("PATCH", "/policies/{id}", summary="Change settings, locks, name or inheritance flags",
-              tag=TAG, scope="devices:write", body=s.PolicyPatch, response=s.PolicyOut, errors=(409,))
+              tag=TAG, scope="devices:write", body=s.PolicyPatch, response=s.PolicyOut, errors=(409, 422))
 async def update_policy(request: web.Request, id: int, body: s.PolicyPatch) -> s.PolicyOut:
     change = PolicyChange(
         name=body.name, inherit=body.inherit, force_inheritance=body.force_inheritance,
@@ -119,7 +120,7 @@ async def list_profiles(request: web.Request, id: int) -> s.ProfileList:
 
 
 @router.route("POST", "/policies/{id}/profiles", summary="Add a profile to a policy", tag=TAG,
-              scope="devices:write", body=s.ProfileIn, response=s.ProfileOut, status=201, errors=(409,))
+              scope="devices:write", body=s.ProfileIn, response=s.ProfileOut, status=201, errors=(409, 422))
 async def create_profile(request: web.Request, id: int, body: s.ProfileIn) -> s.ProfileOut:
     change = ProfileChange(priority=body.priority, active=body.active,
                            conditions=body.conditions.model_dump(), settings=s.settings_of(body.settings))
@@ -139,7 +140,7 @@ async def get_profile(request: web.Request, id: int, name: str) -> s.ProfileOut:
 
 
 @router.route("PATCH", "/policies/{id}/profiles/{name}", summary="Change a profile", tag=TAG,
-              scope="devices:write", body=s.ProfilePatch, response=s.ProfileOut, errors=(409,))
+              scope="devices:write", body=s.ProfilePatch, response=s.ProfileOut, errors=(409, 422))
 async def update_profile(request: web.Request, id: int, name: str, body: s.ProfilePatch) -> s.ProfileOut:
     change = ProfileChange(
         priority=body.priority, active=body.active,
@@ -173,7 +174,7 @@ async def get_device_tags(request: web.Request, id: int) -> s.TagsOut:
 
 
 @router.route("PUT", "/devices/{id}/tags", summary="Replace a device's tags", tag="devices",
-              scope="devices:write", body=s.TagsIn, response=s.TagsOut)
+              scope="devices:write", body=s.TagsIn, response=s.TagsOut, errors=(422,))
 async def set_device_tags(request: web.Request, id: int, body: s.TagsIn) -> s.TagsOut:
     tags = await ctx_of(request).services[DEVICES].set_tags(id, body.tags, by=_who(request))
     return s.TagsOut(device_id=id, tags=tags)

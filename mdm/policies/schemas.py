@@ -4,15 +4,22 @@ their OpenAPI schemas)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from mdm.policies.effective import Contributor
 from mdm.policies.seams import PolicySetting
 from mdm.policies.views import DeviceView, PolicyView, ProfileView
 
 KEY_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:\-]{0,63}$"
+TIME_PATTERN = r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"
+SettingKey = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
+Tag = Annotated[str, StringConstraints(pattern=TAG_PATTERN)]
+# Setting documents: only keys of the pattern (pydantic writes patternProperties alone).
+CLOSED: dict[str, Any] = {"additionalProperties": False}
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 Revision = Field(default=None, ge=1, le=2**31 - 1,
                  description="the revision this change was made against (409 stale_revision if it moved "
                  "on); the If-Match header says the same")
@@ -23,7 +30,8 @@ class Strict(BaseModel):
 
 
 class SettingIn(Strict):
-    value: Any = Field(description="a JSON string, number, boolean, array or object (not null)")
+    value: Any = Field(description="a JSON string, number, boolean, array or object (not null), "
+                       "nested at most 8 deep", json_schema_extra={"not": {"type": "null"}})
     locked: bool = Field(default=False, description="locked: lower policies and the device cannot change it")
 
     def setting(self) -> PolicySetting:
@@ -39,7 +47,7 @@ class SettingOut(BaseModel):
         return cls(value=s.value, locked=s.locked)
 
 
-def settings_of(items: dict[str, SettingIn] | None) -> dict[str, PolicySetting] | None:
+def settings_of(items: dict[SettingKey, SettingIn] | None) -> dict[str, PolicySetting] | None:
     return None if items is None else {k: v.setting() for k, v in items.items()}
 
 
@@ -48,26 +56,28 @@ def settings_out(settings: dict[str, PolicySetting]) -> dict[str, SettingOut]:
 
 
 class ScheduleInterval(Strict):
-    days: list[str] = Field(min_length=1, max_length=7, description="mon, tue, wed, thu, fri, sat, sun")
-    start: str = Field(pattern=r"^\d\d:\d\d$", description="HH:MM, local time")
-    end: str = Field(pattern=r"^\d\d:\d\d$", description="HH:MM after start; 24:00 for the end of the day")
+    days: list[Day] = Field(min_length=1, max_length=7, description="distinct days")
+    start: str = Field(pattern=TIME_PATTERN, description="HH:MM, local time")
+    end: str = Field(pattern=TIME_PATTERN,
+                     description="HH:MM after start (else 422); 24:00: the end of the day")
 
 
 class OutOfOffice(Strict):
-    timezone: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Berlin")
+    timezone: str = Field(max_length=64, description="IANA time zone, e.g. Europe/Berlin (unknown: 422)")
     office_hours: list[ScheduleInterval] = Field(min_length=1, max_length=28)
 
 
 class Conditions(Strict):
-    tags_any: list[str] = Field(default_factory=list, max_length=32, description="the device has one of them")
-    tags_all: list[str] = Field(default_factory=list, max_length=32, description="the device has all of them")
+    tags_any: list[Tag] = Field(default_factory=list, max_length=32, description="the device has one of them")
+    tags_all: list[Tag] = Field(default_factory=list, max_length=32, description="the device has all of them")
     out_of_office: OutOfOffice | None = Field(default=None, description="active outside these office hours")
 
 
 class PolicyIn(Strict):
     group_id: int = Field(ge=1, le=2**62)
     name: str = Field(min_length=1, max_length=255)
-    settings: dict[str, SettingIn] = Field(default_factory=dict)
+    settings: dict[SettingKey, SettingIn] = Field(
+        default_factory=dict, max_length=500, json_schema_extra=CLOSED)
     active: bool = True
     inherit: bool = Field(default=True, description="take the parent groups' policies (their locks hold)")
     force_inheritance: bool = Field(
@@ -80,11 +90,18 @@ class PolicyPatch(Strict):
     name: str | None = Field(default=None, min_length=1, max_length=255)
     inherit: bool | None = None
     force_inheritance: bool | None = None
-    settings: dict[str, SettingIn] | None = Field(default=None, description="replaces the whole document")
-    set: dict[str, SettingIn] = Field(default_factory=dict, description="settings to add or change")
-    unset: list[str] = Field(default_factory=list, max_length=500, description="settings to remove")
-    lock: list[str] = Field(default_factory=list, max_length=500, description="existing settings to lock")
-    unlock: list[str] = Field(default_factory=list, max_length=500, description="existing settings to unlock")
+    settings: dict[SettingKey, SettingIn] | None = Field(
+        default=None, max_length=500, json_schema_extra=CLOSED,
+        description="replaces the whole document")
+    set: dict[SettingKey, SettingIn] = Field(
+        default_factory=dict, max_length=500, json_schema_extra=CLOSED,
+        description="settings to add or change")
+    unset: list[SettingKey] = Field(default_factory=list, max_length=500,
+                                    description="settings to remove (unknown: 422)")
+    lock: list[SettingKey] = Field(default_factory=list, max_length=500,
+                                   description="existing settings to lock (unknown: 422)")
+    unlock: list[SettingKey] = Field(default_factory=list, max_length=500,
+                                     description="existing settings to unlock (unknown: 422)")
 
 
 class ProfileIn(Strict):
@@ -93,7 +110,8 @@ class ProfileIn(Strict):
     priority: int = Field(default=0, ge=-1000, le=1000, description="higher wins within the policy")
     active: bool = True
     conditions: Conditions = Field(default_factory=Conditions)
-    settings: dict[str, SettingIn] = Field(default_factory=dict)
+    settings: dict[SettingKey, SettingIn] = Field(
+        default_factory=dict, max_length=500, json_schema_extra=CLOSED)
 
 
 class ProfilePatch(Strict):
@@ -101,9 +119,12 @@ class ProfilePatch(Strict):
     priority: int | None = Field(default=None, ge=-1000, le=1000)
     active: bool | None = None
     conditions: Conditions | None = None
-    settings: dict[str, SettingIn] | None = Field(default=None, description="replaces the whole fragment")
-    set: dict[str, SettingIn] = Field(default_factory=dict)
-    unset: list[str] = Field(default_factory=list, max_length=500)
+    settings: dict[SettingKey, SettingIn] | None = Field(
+        default=None, max_length=500, json_schema_extra=CLOSED,
+        description="replaces the whole fragment")
+    set: dict[SettingKey, SettingIn] = Field(
+        default_factory=dict, max_length=500, json_schema_extra=CLOSED)
+    unset: list[SettingKey] = Field(default_factory=list, max_length=500)
 
 
 class ProfileOut(BaseModel):
@@ -158,7 +179,7 @@ class PolicyListQuery(Strict):
 
 
 class TagsIn(Strict):
-    tags: list[str] = Field(max_length=32)
+    tags: list[Tag] = Field(max_length=32)
 
 
 class TagsOut(BaseModel):

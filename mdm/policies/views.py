@@ -35,12 +35,12 @@ class TooManyProfiles(ServiceError):
 
 
 class UnknownSetting(ServiceError):
-    status = 400
+    status = 422
     code = "unknown_setting"
 
 
 class ConflictingChange(ServiceError):
-    status = 400
+    status = 422
     code = "conflicting_change"
 
 
