@@ -64,6 +64,7 @@ async def stop(ctx: ServerContext) -> None:
     service = ctx.services.pop(SYNC)
     if service is not None:
         service.longpolls.wake_all()
+        await service.close()
         try:
             await service.last_sync.flush(service.db)
             await service.rejections.flush(service.db)
