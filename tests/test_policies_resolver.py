@@ -180,3 +180,72 @@ async def test_the_applied_version_is_written_only_when_it_changes(db: Database)
         await resolver.record_applied(session, ids["d0"], "v2")
     async with db.session() as session:
         assert (await session.scalar(select(PolicyDevice.applied_version))) == "v2"
+
+
+async def test_cache_coherence_with_a_fresh_resolver_after_random_changes(db: Database) -> None:
+    """Cache coherence: after every random change (policies, flags, locks, profiles, tags, a group
+    move), a long-lived resolver that has only refreshed gives what a brand-new one computes."""
+    import random
+
+    from mdm.policies.views import PolicyExists, ProfileExists, UnknownSetting
+
+    rng = random.Random(1313)
+    ids = await setup(db)
+    groups = [ids["corp"], ids["sales"], ids["other"]]
+    devices = [ids["d0"], ids["d1"], ids["d2"]]
+    cached = CachedResolver(max_age=3600)
+    admin, tagging = services(db, CachedResolver())
+    policies: dict[int, int] = {}
+    keys, tags = ["a", "b", "c"], ["x", "y"]
+
+    def doc() -> dict[str, PolicySetting]:
+        return {k: S(rng.randint(0, 3), rng.random() < 0.4) for k in rng.sample(keys, rng.randint(0, 3))}
+
+    # A start where a move and a tag always matter: locked values that differ above, a tagged profile.
+    policies[ids["corp"]] = (await admin.create(ids["corp"], "corp", {"a": S("corp", True)})).id
+    policies[ids["other"]] = (await admin.create(ids["other"], "other", {"a": S("other", True)})).id
+    await admin.add_profile(policies[ids["corp"]], "tagged", ProfileChange(
+        conditions={"tags_any": ["x"]}, settings={"t": S(True, True)}), expected=None, by=None)
+    differences = {"move": 0, "tags": 0}
+    for _ in range(150):
+        op = rng.choice([0, 1, 2, 3, 4, 4, 4, 5, 5, 6])
+        gid = rng.choice(groups)
+        try:
+            if op == 0 and gid not in policies:
+                policies[gid] = (await admin.create(gid, f"g{gid}", doc(), inherit=rng.random() < 0.7,
+                                                    force_inheritance=rng.random() < 0.2)).id
+            elif op == 1 and gid in policies:
+                await admin.update(policies[gid], PolicyChange(set=doc(), inherit=rng.random() < 0.7),
+                                   expected=None)
+            elif op == 2 and gid == ids["sales"] and gid in policies:
+                await admin.set_active(policies[gid], rng.random() < 0.6, expected=None, by=None)
+            elif op == 3 and gid in policies:
+                conditions = {"tags_any": rng.sample(tags, rng.randint(0, 2))}
+                change = ProfileChange(priority=rng.randint(-2, 2), conditions=conditions, settings=doc())
+                await admin.add_profile(policies[gid], f"p{rng.randrange(3)}", change, expected=None, by=None)
+            elif op == 4:
+                await tagging.set_tags(rng.choice(devices), rng.sample(tags, rng.randint(0, 2)), by=None)
+            elif op == 5:
+                parent = rng.choice([None, ids["corp"], ids["other"]])
+                async with db.transaction() as session:
+                    stmt = update(Group).where(Group.id == ids["sales"]).values(parent_id=parent)
+                    await session.execute(stmt)
+            elif op == 6 and gid == ids["sales"] and gid in policies:
+                await admin.delete(policies.pop(gid), expected=None, by=None)
+        except (PolicyExists, ProfileExists, UnknownSetting):
+            pass
+        async with db.session() as session:
+            before = [await cached.effective(session, d, ids["sales"]) for d in devices]
+            await cached.refresh(session)
+            fresh = CachedResolver()
+            for device in devices:
+                async with db.session() as other:
+                    want = await fresh.effective(other, device, ids["sales"])
+                assert await cached.effective(session, device, ids["sales"]) == want
+                assert await cached.effective(session, device, ids["corp"]) == await fresh.effective(
+                    session, device, ids["corp"])
+            after = [await cached.effective(session, d, ids["sales"]) for d in devices]
+            if op in (4, 5) and after != before:
+                differences["move" if op == 5 else "tags"] += 1
+    # The run did exercise what it checks: moves and tag changes that changed a device's policy.
+    assert differences["move"] >= 3 and differences["tags"] >= 3, differences
