@@ -32,6 +32,7 @@ from cryptography.hazmat.primitives import serialization
 from mdm.bench import kes_load, kes_prepare, local, profile
 from mdm.bench.progress import Progress
 from mdm.bench.stats import cpu_seconds, rss_kib
+from mdm.kes.config import KesConfig
 from mdm.pki.slots import load_slot_certificate
 from mdm.sim.identity import Identity
 from mdm.sim.kes.http import spki_sha256
@@ -136,6 +137,7 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
         "server_pid": server.pid, "cpus": os.cpu_count(), "load_before": _load_average(),
     }
     report.rss_mib["start"] = _mib(server.pid)
+    spacing = config.section(KesConfig).min_sync_spacing_seconds
     try:
         for mode in ("reuse", "handshake"):
             if mode in options.skip:
@@ -145,7 +147,7 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
                 f"{rate:g} syncs/s offered for {options.duration:g}s...")
             spec = kes_load.WorkerSpec("127.0.0.1", config.listeners.kes.port, (pin,), [],
                                        "reuse" if mode == "reuse" else "handshake", len(devices) / rate,
-                                       options.duration)
+                                       options.duration, gap=spacing + 0.05)
             spy = options.py_spy if mode == "reuse" else None
             result = await _phase(spec, devices, options.workers, server.pid, spy)
             result["offered_rate"] = rate
@@ -184,7 +186,7 @@ async def _phase(template: kes_load.WorkerSpec, devices: list[kes_load.DeviceSpe
     procs = []
     for share in shares:
         spec = kes_load.WorkerSpec(template.host, template.port, template.pins, share, template.mode,
-                                   template.period, template.duration)
+                                   template.period, template.duration, template.gap)
         proc = mp.Process(target=kes_load.run_worker, args=(spec, ready, go, start_at, results), daemon=True)
         proc.start()
         procs.append(proc)

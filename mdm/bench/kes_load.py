@@ -5,7 +5,9 @@ on every connection), one steady sync after another.
 Each device syncs at a fixed pace (``period`` seconds between the starts of its syncs, staggered
 across devices), so the offered rate is ``devices / period`` whatever the latency (an open loop:
 a slow server does not slow the offered load down; it shows in the latency and in ``missed``, the
-slots a device skipped because its previous sync was still unanswered; a device has one sync in
+slots a device skipped because its previous sync was still unanswered, or answered less than
+``gap`` ago: the server's minimum spacing, which an agent respects from the end of its previous
+sync, so that a late answer does not make the next sync a refused one; a device has one sync in
 flight at a time, as an agent does). Modes: ``reuse`` (each device keeps its connection alive
 between syncs, as an agent does) and ``handshake`` (a new connection, a full TLS handshake with
 no session resumption, per sync). Latency is measured from writing the request to reading the
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import random
 import ssl
@@ -54,6 +57,7 @@ class WorkerSpec:
     mode: Mode
     period: float  # seconds between the starts of one device's syncs
     duration: float
+    gap: float = 0.0  # at least this long between an answer and the device's next sync
     timeout: float = 10.0
 
 
@@ -139,10 +143,15 @@ async def _device(spec: WorkerSpec, ctx: ssl.SSLContext, offset: float, out: Wor
     slot = phase.start + offset
     headers = {"Content-Type": protocol.JSON}
     keep_alive = spec.mode == "reuse"
+    earliest = 0.0  # an agent waits at least ``gap`` after an answer before its next sync
     while True:
         now = loop.time()
         if now >= end:
             break
+        if earliest > slot:  # the answer came too late for these slots: missed
+            skipped = math.ceil((earliest - slot) / spec.period)
+            out.missed += skipped
+            slot += skipped * spec.period
         if now - slot >= spec.period:  # still waiting for an answer when these slots came: missed
             missed = int((now - slot) / spec.period)
             out.missed += missed
@@ -162,6 +171,7 @@ async def _device(spec: WorkerSpec, ctx: ssl.SSLContext, offset: float, out: Wor
                 out.latencies.append(time.perf_counter() - t0)
             else:
                 out.errors[str(response.status)] += 1
+        earliest = loop.time() + spec.gap
         slot += spec.period
     out.handshakes += conn.handshakes
     await conn.close()
