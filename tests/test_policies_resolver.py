@@ -249,3 +249,22 @@ async def test_cache_coherence_with_a_fresh_resolver_after_random_changes(db: Da
                 differences["move" if op == 5 else "tags"] += 1
     # The run did exercise what it checks: moves and tag changes that changed a device's policy.
     assert differences["move"] >= 3 and differences["tags"] >= 3, differences
+
+
+async def test_a_stored_profile_that_no_longer_parses_is_skipped_not_fatal(db: Database) -> None:
+    """A time zone the tz database lost (or a row edited by hand) must not break every sync."""
+    from mdm.policies.tables import PolicyProfile
+
+    ids = await setup(db)
+    resolver = CachedResolver()
+    admin, _ = services(db, resolver)
+    policy = await admin.create(ids["sales"], "sales", {"a": S(1, False)})
+    async with db.transaction() as session:
+        session.add(PolicyProfile(policy_id=policy.id, name="broken", priority=0, active=True,
+                                  conditions={"out_of_office": {"timezone": "Gone/Away", "office_hours": []}},
+                                  settings={"a": {"value": 2, "locked": True}}))
+    await admin.update(policy.id, PolicyChange(set={"b": S(1, False)}), expected=None)
+    async with db.session() as session:
+        assert (await resolver.effective(session, ids["d0"], ids["sales"])).settings == {
+            "a": S(1, False), "b": S(1, False),
+        }

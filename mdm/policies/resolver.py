@@ -26,7 +26,7 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core.errors import InvalidArgument
+from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.policies import store
 from mdm.policies.documents import parse_conditions, parse_document
 from mdm.policies.effective import PolicyNode, ProfileNode, Resolution, chain, resolve
@@ -71,8 +71,13 @@ async def load_snapshot(session: AsyncSession) -> Snapshot:
     policies = await store.all_policies(session)
     profiles: dict[int, list[ProfileNode]] = {}
     for p in await store.all_profiles(session):
+        try:
+            conditions = parse_conditions(p.conditions)
+        except ServiceError as exc:  # e.g. a time zone the system's tz database no longer has
+            log.warning("policy profile %d (%s) is not applied: %s", p.id, p.name, exc.message)
+            continue
         profiles.setdefault(p.policy_id, []).append(ProfileNode(
-            p.id, p.name, p.priority, p.active, parse_conditions(p.conditions), parse_document(p.settings)
+            p.id, p.name, p.priority, p.active, conditions, parse_document(p.settings)
         ))
     by_group = {
         p.group_id: PolicyNode(p.id, p.group_id, p.name, p.active, p.inherit, p.force_inheritance,
