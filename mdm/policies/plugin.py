@@ -56,7 +56,3 @@ PLUGIN = Plugin(
     shutdown=(stop,),
     workers=(Worker("policies.refresh", keep_fresh),),
 )
-
-
-def resolver_of(ctx: ServerContext) -> CachedResolver:
-    return ctx.services[SERVICE].resolver
