@@ -156,7 +156,8 @@ async def test_command_types_with_argument_schemas(api: httpx.AsyncClient) -> No
     assert items["DeleteProvProf"]["args"]["ios"]["required"] == ["uuid"]
     assert items["Unblock"]["args"]["ios"]["properties"] == {}
     assert items["Raw"]["args"]["ios"]["required"] == ["RequestType"]
-    assert items["Mugshot"]["args"] == {}  # KES has no translator describing its arguments yet
+    assert items["Mugshot"]["args"]["kes"]["properties"] == {}  # KES only, no arguments
+    assert items["InstallApplication"]["args"]["kes"]["required"] == ["url", "sha256"]
     assert (await api.get("/api/v1/command-types", params={"args": "maybe"})).status_code == 400
 
 

@@ -46,6 +46,7 @@ class RecordingPusher:
 def pushers(server: Server, db: Database) -> dict[Protocol, RecordingPusher]:
     recorders = {p: RecordingPusher(db) for p in (Protocol.KES, Protocol.EAS)}
     for protocol, pusher in recorders.items():
+        server.ctx.pushers.unregister(protocol)  # KES: the sync's own (long polls, then FCM)
         server.ctx.pushers.register(protocol, pusher)
     return recorders
 
@@ -129,6 +130,7 @@ async def test_a_failing_pusher_loses_nothing(
         async def wake_many(self, device_ids: Sequence[int], reason: str) -> None:
             raise ConnectionError("push gateway down")
 
+    server.ctx.pushers.unregister(Protocol.KES)  # the KES sync's own (long polls, then FCM)
     server.ctx.pushers.register(Protocol.KES, Broken())
     dev = await _device(db, Protocol.KES, "kes-1")
     r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
