@@ -27,6 +27,7 @@ from mdm.db.engine import Database
 from mdm.kes.tables import KesDevice
 from mdm.server.runtime import Server
 from mdm.sim.kes import package as kes_package
+from mdm.sim.kes import protocol
 from mdm.sim.kes.agent import DeviceGone, KesAgent
 from mdm.sim.kes.facts import AndroidFacts
 from mdm.sim.kes.http import PinMismatch
@@ -232,3 +233,56 @@ async def test_mdm_sim_kes_enrolls_from_the_link(api: httpx.AsyncClient, server:
     assert "sync 1: no command" in text
     devices = (await api.get("/api/v1/devices", params={"protocol": "kes"})).json()["items"]
     assert len(devices) == 1 and devices[0]["identifier"] in text
+
+
+async def test_a_lost_answer_is_asked_again_with_the_same_request(api: httpx.AsyncClient, server: Server,
+                                                                  config: Config) -> None:
+    """The agent resends a sync whose answer it lost with the same bytes (the same request id): the
+    server answers the same, the command is in both answers and runs once."""
+    agent = await enrolled_agent(api, server, config, seed=6)
+    assert agent.device_id is not None
+    await agent.settle()
+    guid = await send(api, agent.device_id, "Block")
+    message = protocol.sync(agent.state, protocol.Report([], [], False, send_status=False))
+    conn = agent._mutual_connection()
+    first = await conn.request("POST", protocol.SYNC, protocol.encode(message),
+                               headers={"Content-Type": protocol.JSON})
+    await conn.close()  # as if the connection dropped before the answer arrived
+    again = await conn.request("POST", protocol.SYNC, protocol.encode(message),
+                               headers={"Content-Type": protocol.JSON})
+    assert first.status == again.status == 200
+    assert first.json() == again.json()
+    assert [c["id"] for c in first.json()["commands"]] == [guid]
+    other = protocol.sync(agent.state, protocol.Report([], [], False, send_status=False))
+    assert (await conn.request("POST", protocol.SYNC, protocol.encode(other),
+                               headers={"Content-Type": protocol.JSON})).json()["commands"] == [], \
+        "a delivered command is not delivered again"
+    await agent.close()
+
+
+async def test_remove_command_and_user_unenroll_end_the_agent(api: httpx.AsyncClient, server: Server,
+                                                              config: Config) -> None:
+    removed = await enrolled_agent(api, server, config, seed=7)
+    assert removed.device_id is not None
+    await removed.settle()
+    guid = await send(api, removed.device_id, "Remove")
+    await removed.settle()
+    assert removed.state.unenrolled
+    assert (await command_status(api, guid))["status"] == "completed"
+    with pytest.raises(DeviceGone):
+        await removed.sync()
+    removed.state.unenrolled = False  # a stale agent that tries anyway is refused
+    with pytest.raises(KesError) as refused:
+        await removed.sync()
+    assert refused.value.status == 403
+    await removed.close()
+
+    leaving = await enrolled_agent(api, server, config, seed=8)
+    await leaving.settle()
+    await leaving.unenroll("user")
+    assert leaving.state.gone
+    leaving.state.unenrolled = False
+    with pytest.raises(KesError) as gone:
+        await leaving.sync()
+    assert (gone.value.status, gone.value.code) == (403, "device_not_managed")
+    await leaving.close()
