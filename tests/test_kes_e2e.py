@@ -8,6 +8,7 @@ reports its version (the API then shows desired == applied), and executes Block,
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import os
 import random
@@ -21,6 +22,7 @@ import httpx
 import pytest
 from conftest import client_ssl_context, listener_url
 from cryptography.hazmat.primitives import hashes
+from kes_enroll_support import decode_qr
 
 from mdm.config import Config
 from mdm.db.engine import Database
@@ -286,3 +288,20 @@ async def test_remove_command_and_user_unenroll_end_the_agent(api: httpx.AsyncCl
         await leaving.sync()
     assert (gone.value.status, gone.value.code) == (403, "device_not_managed")
     await leaving.close()
+
+
+async def test_enrolls_by_scanning_the_qr_code(api: httpx.AsyncClient, server: Server,
+                                               config: Config) -> None:
+    """The QR code of the enrollment (decoded from its PNG) is enough to enroll: server, pin, token."""
+    created = await api.post("/api/v1/enrollments", json={"platform": "android", "user": "bob"})
+    assert created.status_code == 201, created.text
+    scanned = decode_qr(base64.b64decode(created.json()["qr_png"]))
+    package = kes_package.EnrollmentPackage.parse(scanned)
+    assert package.url == created.json()["url"] and package.pkcs12 is None
+    agent = KesAgent(package, AndroidFacts.generate(random.Random(12)), host="127.0.0.1")
+    await agent.enroll()
+    await agent.settle()
+    assert agent.device_id is not None
+    record = (await api.get(f"/api/v1/devices/{agent.device_id}")).json()
+    assert record["identifier"] == agent.state.facts.android_id
+    await agent.close()
