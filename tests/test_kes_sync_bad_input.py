@@ -14,7 +14,7 @@ from mdm.db.engine import Database
 from mdm.db.models import CommandStatus
 from mdm.server.runtime import Server
 from tests.ios_support import snapshot
-from tests.kes_sync_support import Agent, command, enqueue, new_agent, result
+from tests.kes_sync_support import Agent, command, enqueue, event_types, new_agent, result
 
 pytestmark = pytest.mark.asyncio
 
@@ -96,6 +96,9 @@ async def test_results_for_unknown_foreign_or_undelivered_commands(
                                               status={"battery_level": 3}))
     assert (await command(db, delivered)).status == CommandStatus.PROCESSING
     assert (await command(db, foreign)).status == CommandStatus.PROCESSING
+    # Each refusal of a bound device's message is also a security event (the first few per source).
+    rejected = [t for t in await event_types(db, agent.device_id) if t == "kes_sync_rejected"]
+    assert len(rejected) == 3
 
 
 async def test_duplicate_results_are_accepted_once_and_conflicting_ones_refused(
