@@ -15,7 +15,6 @@ commands and stores the answer with the request id. Any refusal rolls the whole 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import math
@@ -76,8 +75,8 @@ class SyncService:
         self.states = StateCache(STATE_SECONDS, size)
         self.replies = Replies(size)
         self.spacing = Spacing(size)
-        self._policy_lock = asyncio.Lock()
         self._policy_session: AsyncSession | None = None
+        self._policy_session_busy = False
         self.last_sync = LastSync()
 
     # ---- the entry point ------------------------------------------------------------------------
@@ -152,18 +151,24 @@ class SyncService:
         if self.policies is None:
             return None
         # The resolver caches (``mdm.policies.resolver``: its freshness check reads the database
-        # at most once a second per process, not per sync). One session serves every idle sync,
-        # one at a time (a cache hit does not yield): a session made per sync cost more than the
-        # rest of an idle sync; it is closed (its connection returned) whenever it was used.
-        async with self._policy_lock:
-            session = self._policy_session
-            if session is None:
-                session = self._policy_session = self.db.sessionmaker()
-            try:
-                return await self.policies.effective(session, device_id, state["group_id"])
-            finally:
-                if session.in_transaction() or session.identity_map:
-                    await session.close()
+        # at most once a second per process, not per sync). One session serves the idle syncs, one
+        # at a time (a cache hit does not yield): a session made per sync cost more than the rest
+        # of an idle sync. While the resolver reads the database with it, the others make their
+        # own rather than wait. It is closed (its connection returned) whenever it was used.
+        group_id = state["group_id"]
+        if self._policy_session_busy:
+            async with self.db.session() as own:
+                return await self.policies.effective(own, device_id, group_id)
+        session = self._policy_session
+        if session is None:
+            session = self._policy_session = self.db.sessionmaker()
+        self._policy_session_busy = True
+        try:
+            return await self.policies.effective(session, device_id, group_id)
+        finally:
+            self._policy_session_busy = False
+            if session.in_transaction() or session.identity_map:
+                await session.close()
 
     async def close(self) -> None:
         if self._policy_session is not None:
