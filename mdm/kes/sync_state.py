@@ -23,7 +23,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from cachetools import LRUCache, TLRUCache, TTLCache
+from cachetools import LRUCache, TLRUCache
 from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
@@ -91,9 +91,16 @@ def _rolled_back(session: Session) -> None:
 
 
 class StateCache:
-    def __init__(self, ttl: float, size: int) -> None:
-        self._cache: TTLCache[int, dict[str, Any]] = TTLCache(maxsize=size, ttl=max(ttl, 0.001))
+    """Entries last between (1 - JITTER) x ttl and ttl: states read in one warm-up pass (or one
+    storm) are read again over a quarter of the ttl, not all in the same second."""
+
+    def __init__(self, ttl: float, size: int, timer: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self._cache: TLRUCache[int, dict[str, Any]] = TLRUCache(maxsize=size, ttu=self._expiry, timer=timer)
         self.enabled = ttl > 0
+
+    def _expiry(self, _key: int, _value: dict[str, Any], now: float) -> float:
+        return now + max(self.ttl, 0.0) * (1.0 - JITTER * random.random())  # noqa: S311 - not secret
 
     def get(self, device_id: int) -> dict[str, Any] | None:
         return self._cache.get(device_id) if self.enabled else None
