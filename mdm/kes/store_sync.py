@@ -32,7 +32,9 @@ STATE_COLUMNS = (
 _STATE = select(*STATE_COLUMNS).select_from(_kes.join(_devices, d.id == k.device_id)).where(
     k.device_id == bindparam("b_id")
 )
-_STATE_LOCKED = _STATE.with_for_update(of=_kes)
+# The devices row: every transaction that takes a device's devices and kes_devices rows takes
+# devices first (the identity paths, the last-sync flush), so they cannot deadlock.
+_STATE_LOCKED = _STATE.with_for_update(of=_devices)
 _SAVE = (
     update(_kes)
     .where(k.device_id == bindparam("b_id"))
@@ -83,8 +85,8 @@ async def device(session: AsyncSession, device_id: int) -> Device | None:
 
 
 async def lock_state(session: AsyncSession, device_id: int) -> dict[str, Any] | None:
-    """The agent state, its ``kes_devices`` row locked (PostgreSQL): syncs of one device run one
-    after the other, so that a request id and a command are never handled twice."""
+    """The agent state, the device's ``devices`` row locked (PostgreSQL): syncs of one device run
+    one after the other, so that a request id and a command are never handled twice."""
     row = (await session.execute(_STATE_LOCKED, {"b_id": device_id})).first()
     return None if row is None else row._asdict()
 
@@ -193,7 +195,9 @@ async def active_commands(session: AsyncSession, device_id: int) -> list[Command
 
 
 async def write_last_sync(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """``rows``: ``{"b_id": device id, "b_at": when}``: last seen and last sync, two executemany."""
+    """``rows``: ``{"b_id": device id, "b_at": when}``: last seen and last sync, two executemany,
+    in id order and ``devices`` first like every other transaction (no deadlock with a sync)."""
+    rows = sorted(rows, key=lambda row: int(row["b_id"]))
     connection = await session.connection()
     await connection.execute(_LAST_SYNC_DEVICE, rows)
     await connection.execute(_LAST_SYNC_KES, rows)
