@@ -211,7 +211,9 @@ async def test_renews_its_certificate_when_the_sync_asks(api: httpx.AsyncClient,
     answer = await agent.sync()
     assert answer.renew_certificate
     assert agent.identity.certificate.serial_number != first.serial_number
-    await agent.sync()  # over mutual TLS with the new certificate
+    # Over mutual TLS with the new certificate: not asked again (the agent state this replica
+    # cached with the request must not make the new certificate renew once more).
+    assert not (await agent.sync()).renew_certificate
     async with db.session() as session:
         row = await session.get(KesDevice, agent.device_id)
         assert row is not None and row.renew_requested_at is None

@@ -130,11 +130,11 @@ class SyncService:
         effective = await self._effective(device_id, state)
         if not self._policy_due(effective, state, message.get("applied_policy_version")):
             if self.hint.known_empty(device_id):
-                return self._answer(state, [], None)
+                return self._answer(peer, state, [], None)
             generation = self.hint.generation
             if not await store_sync.deliverable_any(self.db.engine, device_id, utcnow()):
                 self.hint.mark_empty(device_id, generation)
-                return self._answer(state, [], None)
+                return self._answer(peer, state, [], None)
         return await self._exchange(peer, message, digest)
 
     # ---- caches -------------------------------------------------------------------------------
@@ -197,14 +197,18 @@ class SyncService:
         return effective.version != (base or "")
 
     def _answer(
-        self, state: Mapping[str, Any], out: list[dict[str, Any]], policy: EffectivePolicy | None
+        self, peer: KesPeer, state: Mapping[str, Any], out: list[dict[str, Any]],
+        policy: EffectivePolicy | None,
     ) -> dict[str, Any]:
+        # A renewal is asked of the certificate that was current when it was requested: a device
+        # that renewed already presents another one, however old the cached state is.
+        renew = state["renew_requested_at"] is not None and state["cert_serial"] == peer.cert_serial
         return {
             "v": PROTOCOL_VERSION,
             "commands": out,
             "policy": None if policy is None else policy.document(),
             "sync_interval": state["sync_interval"] or self.config.sync_interval_seconds,
-            "renew_certificate": state["renew_requested_at"] is not None,
+            "renew_certificate": renew,
         }
 
     # ---- the transaction ----------------------------------------------------------------------
@@ -219,7 +223,7 @@ class SyncService:
             if state["last_request_id"] == request_id:
                 if state["last_request_hash"] != digest:
                     raise RequestIdReused(f"request id {request_id} was used with another body")
-                stored: dict[str, Any] = state["last_answer"] or self._answer(state, [], None)
+                stored: dict[str, Any] = state["last_answer"] or self._answer(peer, state, [], None)
                 return stored
             now = utcnow()
             results = sync_results.unique(message.get("results") or [])
@@ -234,7 +238,7 @@ class SyncService:
             if self.policies is not None:
                 effective = await self.policies.effective(session, device_id, state["group_id"])
             policy = effective if self._policy_due(effective, state, applied) else None
-            answer = self._answer(state, out, policy)
+            answer = self._answer(peer, state, out, policy)
             await store_sync.save_exchange(
                 session, device_id, request_id=request_id, body_hash=digest, answer=answer, now=now,
                 sent=policy.version if policy is not None else state["policy_sent_version"],

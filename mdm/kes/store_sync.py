@@ -27,7 +27,7 @@ d, k, q = _devices.c, _kes.c, _queue.c
 STATE_COLUMNS = (
     k.device_id, k.agent_version, k.renew_requested_at, k.sync_interval, k.last_sync_at,
     k.policy_sent_version, k.policy_applied_version, k.last_request_id, k.last_request_hash,
-    k.last_answer, d.group_id, d.status,
+    k.last_answer, d.group_id, d.status, d.cert_serial,
 )
 _STATE = select(*STATE_COLUMNS).select_from(_kes.join(_devices, d.id == k.device_id)).where(
     k.device_id == bindparam("b_id")
