@@ -225,3 +225,18 @@ async def test_an_rsa_key_and_a_csr_without_common_name_are_certified(
     cert = x509.load_pem_x509_certificate(answer.json()["certificate"].encode())
     assert cert.subject.get_attributes_for_oid(x509.oid.NameOID.COMMON_NAME)[0].value == "rsa-dev"
     assert answer.json()["renew_after"] < answer.json()["not_after"]
+
+
+async def test_one_token_registers_one_device(server: Server, config: Config, db: Database) -> None:
+    """A leaked token must not mint device rows: a second Android id under the same enrollment
+    is refused, and nothing is written for it."""
+    enrollment = await android_enrollment(db)
+    async with kes_client(server, config) as client:
+        first = await client.post("/kes/v1/register", json=register_message(enrollment.token, "dev-1"))
+        others = [
+            await client.post("/kes/v1/register", json=register_message(enrollment.token, f"dev-{n}"))
+            for n in range(2, 5)
+        ]
+    assert first.status_code == 200
+    assert [(r.status_code, error_code(r)) for r in others] == [(409, "token_registered_another_device")] * 3
+    assert await count(db, Device.__table__) == 1

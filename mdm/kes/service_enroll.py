@@ -116,6 +116,12 @@ class KesEnrollService:
         await self._precheck(msg["token"])
         async with self.db.transaction() as session:
             _, enrollment = await self._token(session, msg["token"])
+            if await store.other_registered(session, enrollment.id, identifier) is not None:
+                # One token, one device: a leaked token must not mint device rows.
+                raise KesRefused(
+                    409, "token_registered_another_device", "token_reuse",
+                    "this enrollment token already registered another device; ask for a new enrollment",
+                )
             device = await store.device_by_identifier(session, identifier, lock=True)
             created = device is None
             takeover: str | None = None

@@ -53,6 +53,18 @@ async def device_by_identifier(
     return await session.scalar(stmt.with_for_update() if lock else stmt)
 
 
+async def other_registered(session: AsyncSession, enrollment_id: int, identifier: str) -> str | None:
+    """The Android id of another device that registered with this enrollment's token, if any."""
+    stmt = (
+        select(Device.identifier)
+        .join(KesDevice, KesDevice.device_id == Device.id)
+        .where(KesDevice.enrollment_id == enrollment_id, Device.identifier != identifier)
+        .limit(1)
+    )
+    found: str | None = await session.scalar(stmt)
+    return found
+
+
 async def device(session: AsyncSession, device_id: int, *, lock: bool = False) -> Device | None:
     return await session.get(Device, device_id, with_for_update=lock or None)
 
