@@ -198,7 +198,7 @@ async def test_command_types_show_arguments_that_work(cli: Cli, db: Any) -> None
                for x in blocks["DeleteProvProf"].splitlines())
     assert "(no arguments)" in blocks["Unblock"]
     assert "--args-json '{\"RequestType\": \"DeviceInformation\"" in blocks["Raw"]
-    assert "arguments not described for these protocols yet" in blocks["Mugshot"]
+    assert blocks["Mugshot"].startswith("Mugshot (kes)") and "(no arguments)" in blocks["Mugshot"]  # KES only
     assert "(supervised); enable_lost_mode first puts it in lost mode" in blocks["Locate"]  # one line
     assert "InstallApplication" in blocks and "e.g. --arg configuration:=" in blocks["InstallApplication"]
     one = await cli.json("command", "types", "Block", "--args")
