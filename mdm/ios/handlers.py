@@ -15,6 +15,7 @@ from mdm.ios.identity import (
 )
 from mdm.ios.messages import load_plist, parse_checkin, parse_report
 from mdm.ios.service import IosService
+from mdm.server.bodies import BodyTooLarge, read_limited
 from mdm.server.middleware import REFUSAL_LOGGED_KEY
 
 SERVICE = web.AppKey("mdm_ios_service", IosService)
@@ -22,24 +23,6 @@ CHECKIN_PATH = "/mdm/checkin"
 SERVER_PATH = "/mdm/server"
 PLIST_TYPE = "application/xml; charset=utf-8"
 MAX_CACHED_BODY = 1024
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to exceed ``limit`` (never buffering more)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=declared)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _peer(request: web.Request) -> str | None:
@@ -76,7 +59,7 @@ async def _rejected(
 async def checkin_handler(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     cfg = svc.config
-    body = await read_body(request, cfg.max_body_bytes)
+    body = await read_limited(request, cfg.max_body_bytes, error=BodyTooLarge)
     message = parse_checkin(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
     try:
         identity = identify(svc, request, body)
@@ -90,7 +73,7 @@ async def checkin_handler(request: web.Request) -> web.Response:
 async def server_handler(request: web.Request) -> web.Response:
     svc = request.app[SERVICE]
     cfg = svc.config
-    body = await read_body(request, cfg.max_body_bytes)
+    body = await read_limited(request, cfg.max_body_bytes, error=BodyTooLarge)
     small = len(body) <= MAX_CACHED_BODY and cfg.parse_cache_size > 0
     report = svc.idle_reports.get(body) if small else None
     if report is None:

@@ -8,36 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from mdm.core.errors import ServiceError
 from mdm.kes import messages
 from mdm.kes.config import KesConfig
 from mdm.kes.identity import KesPeerResolver, KesRefused, Rejections
 from mdm.kes.service_enroll import KesEnrollService
+from mdm.server.bodies import read_limited
 
 PREFIX = "/kes/v1"
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "payload_too_large"
-
-
-async def read_body(request: web.Request, limit: int) -> bytes:
-    """The body, or 413 as soon as it is known to exceed ``limit`` (never buffering more)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"the body of {declared} bytes exceeds {limit} bytes", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body exceeds {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
 
 
 class Handlers:
@@ -54,7 +31,7 @@ class Handlers:
         self.settings = settings
 
     async def _message(self, request: web.Request, name: str) -> dict[str, Any]:
-        body = await read_body(request, self.settings().max_body_bytes)
+        body = await read_limited(request, self.settings().max_body_bytes)
         return messages.parse(name, body)
 
     async def _reported(

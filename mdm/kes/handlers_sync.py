@@ -17,7 +17,8 @@ from mdm.kes.config import KesConfig
 from mdm.kes.peer import KesPeer, PeerResolver
 from mdm.kes.service_mugshot import MugshotService, media_type
 from mdm.kes.service_sync import SyncService, body_hash
-from mdm.kes.sync_errors import DEVICE_REFUSALS, PayloadTooLarge, SyncTooFrequent
+from mdm.kes.sync_errors import DEVICE_REFUSALS, SyncTooFrequent
+from mdm.server.bodies import read_limited
 from mdm.server.middleware import REFUSAL_LOGGED_KEY, json_error
 
 log = logging.getLogger("mdm.kes.sync")
@@ -38,25 +39,6 @@ class SyncHandlers:
 HANDLERS = web.AppKey("mdm_kes_sync_handlers", SyncHandlers)
 
 
-async def read_body(request: web.Request, limit: int, what: str) -> bytes:
-    """The body, or 413 ``payload_too_large`` as soon as it is known to exceed ``limit`` (the
-    declared length first; never buffering more than ``limit``)."""
-    declared = request.content_length
-    if declared is not None and declared > limit:
-        raise PayloadTooLarge(f"{what} of {declared} bytes is above the limit of {limit}", limit=limit)
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        chunk = await request.content.readany()
-        if not chunk:
-            break
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"{what} is above the limit of {limit} bytes", limit=limit)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 def _answer(payload: dict[str, object]) -> web.Response:
     return web.Response(body=json.dumps(payload, separators=(",", ":")), content_type="application/json")
 
@@ -71,7 +53,7 @@ async def sync_handler(request: web.Request) -> web.Response:
     handlers = request.app[HANDLERS]
     peer = await handlers.peers().require_device(request)
     cfg = handlers.settings()
-    body = await read_body(request, cfg.max_body_bytes, "a sync")
+    body = await read_limited(request, cfg.max_body_bytes, "a sync")
     message = messages.parse("sync", body)
     try:
         answer = await handlers.sync.sync(peer, message, body_hash(body))
@@ -96,7 +78,7 @@ async def mugshot_handler(request: web.Request) -> web.Response:
     if not (len(guid) == 36 and set(guid) <= _GUID_CHARS):
         raise InvalidArgument("command_id must be the Mugshot command's GUID", field="command_id")
     kind = media_type(request.headers.get("Content-Type", ""))
-    data = await read_body(request, cfg.max_mugshot_bytes, "a mugshot")
+    data = await read_limited(request, cfg.max_mugshot_bytes, "a mugshot")
     try:
         answer = await handlers.mugshots.receive(peer, guid, kind, data)
     except ServiceError as exc:

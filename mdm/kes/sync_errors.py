@@ -40,11 +40,6 @@ class SyncTooFrequent(ServiceError):
         self.retry_after = retry_after
 
 
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "payload_too_large"
-
-
 class UnsupportedMediaType(ServiceError):
     status = 415
     code = "unsupported_media_type"

@@ -16,6 +16,7 @@ from mdm.scep.protocol import (
     CONTENT_TYPE_PKI_MESSAGE,
     MalformedMessage,
 )
+from mdm.server.bodies import BodyTooLarge
 from mdm.server.context import ServerContext, ctx_of
 
 log = logging.getLogger("mdm.scep")
@@ -28,11 +29,6 @@ ACCEPTED_POST_TYPES = {CONTENT_TYPE_PKI_MESSAGE, "application/octet-stream"}
 class UnsupportedMediaType(ServiceError):
     status = 415
     code = "unsupported_media_type"
-
-
-class PayloadTooLarge(ServiceError):
-    status = 413
-    code = "body_too_large"
 
 
 def _service(request: web.Request) -> service.ScepService:
@@ -62,7 +58,7 @@ async def scep_get(request: web.Request) -> web.Response:
         if not message:
             raise InvalidArgument("PKIOperation by GET needs the base64 pkiMessage in the message parameter")
         if len(message) > _limit(request) * 4 // 3 + 4:
-            raise PayloadTooLarge(f"message is larger than scep.max_message_bytes ({_limit(request)})")
+            raise BodyTooLarge(f"message is larger than scep.max_message_bytes ({_limit(request)})")
         try:
             # A '+' that was not percent-encoded arrives as a space.
             der = base64.b64decode(message.replace(" ", "+"), validate=True)
@@ -86,10 +82,10 @@ async def scep_post(request: web.Request) -> web.Response:
         )
     limit = _limit(request)
     if request.content_length is not None and request.content_length > limit:
-        raise PayloadTooLarge(f"pkiMessage is larger than scep.max_message_bytes ({limit})")
+        raise BodyTooLarge(f"pkiMessage is larger than scep.max_message_bytes ({limit})")
     der = await request.content.read(limit + 1)
     if len(der) > limit:
-        raise PayloadTooLarge(f"pkiMessage is larger than scep.max_message_bytes ({limit})")
+        raise BodyTooLarge(f"pkiMessage is larger than scep.max_message_bytes ({limit})")
     return await _answer(request, der)
 
 
