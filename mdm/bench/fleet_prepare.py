@@ -38,6 +38,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdm.bench import store_fleet
+from mdm.bench.batches import signed_batches
 from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, Protocol, utcnow
@@ -240,28 +241,9 @@ async def prepare(
 
 async def _write(db: Database, executor: Executor | None, have: int, devices: int, batch: int, topic: str,
                  group: int, workers: int, progress: Callable[[int], None] | None) -> None:
-    loop = asyncio.get_running_loop()
-    starts = iter(range(have, devices, batch))
-    pending: list[asyncio.Future[list[Any]]] = []
-
-    def submit() -> None:
-        start = next(starts, None)
-        if start is None:
-            return
-        stop = min(devices, start + batch)
-        if executor is None:
-            future: asyncio.Future[list[Any]] = loop.create_future()
-            future.set_result(_sign(start, stop))
-        else:
-            future = asyncio.wrap_future(executor.submit(_sign, start, stop))
-        pending.append(future)
-
-    for _ in range(max(1, workers) + 1):  # bounded: a few batches signed ahead, never the fleet
-        submit()
     done = have
-    while pending:
-        signed = await pending.pop(0)
-        submit()
+    # bounded: a few batches signed ahead, never the fleet
+    async for signed in signed_batches(executor, _sign, have, devices, batch, workers):
         now = utcnow()
         device_rows, cert_rows = _rows(signed, topic, group, now)
         async with db.transaction() as session:

@@ -30,6 +30,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 
 from mdm.bench import store_kes as kes_store
+from mdm.bench.batches import signed_batches
 from mdm.bench.fleet_prepare import key_pool
 from mdm.config import Config
 from mdm.db.engine import Database
@@ -125,28 +126,8 @@ async def prepare(config: Config, devices: int, *, workers: int | None = None,
 
 async def _write(db: Database, executor: Executor | None, have: int, devices: int, owner: int, ahead: int,
                  progress: Callable[[int], None] | None) -> None:
-    loop = asyncio.get_running_loop()
-    starts = iter(range(have, devices, BATCH))
-    pending: list[asyncio.Future[list[Any]]] = []
-
-    def submit() -> None:
-        start = next(starts, None)
-        if start is None:
-            return
-        stop = min(devices, start + BATCH)
-        if executor is None:
-            future: asyncio.Future[list[Any]] = loop.create_future()
-            future.set_result(_sign(start, stop))
-        else:
-            future = asyncio.wrap_future(executor.submit(_sign, start, stop))
-        pending.append(future)
-
-    for _ in range(ahead + 1):
-        submit()
     done = have
-    while pending:
-        signed = await pending.pop(0)
-        submit()
+    async for signed in signed_batches(executor, _sign, have, devices, BATCH, ahead):
         now = utcnow()
         async with db.transaction() as session:
             ids = await kes_store.insert_devices(session, [_device_row(i, serial, not_after, owner, now)

@@ -22,13 +22,18 @@ _c = cast(Table, IssuedCertificateRecord.__table__)
 _g = cast(Table, Group.__table__)
 
 
-def _in_range(first: str, last: str) -> Any:
-    """iOS devices whose identifier lies in [first, last] (the unique (protocol, identifier) index)."""
-    return (_d.c.protocol == Protocol.IOS.value) & (_d.c.identifier >= first) & (_d.c.identifier <= last)
+IOS = Protocol.IOS.value
 
 
-async def count_in_range(session: AsyncSession, first: str, last: str) -> int:
-    return int(await session.scalar(select(func.count()).select_from(_d).where(_in_range(first, last))) or 0)
+def _in_range(first: str, last: str, protocol: int) -> Any:
+    """Devices of ``protocol`` whose identifier lies in [first, last] (the unique (protocol,
+    identifier) index)."""
+    return (_d.c.protocol == protocol) & (_d.c.identifier >= first) & (_d.c.identifier <= last)
+
+
+async def count_in_range(session: AsyncSession, first: str, last: str, protocol: int = IOS) -> int:
+    where = _in_range(first, last, protocol)
+    return int(await session.scalar(select(func.count()).select_from(_d).where(where)) or 0)
 
 
 async def group_id(session: AsyncSession, name: str) -> int | None:
@@ -41,13 +46,15 @@ async def add_group(session: AsyncSession, name: str) -> int:
     return int(result.scalar_one())
 
 
-async def insert_devices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> dict[str, int]:
+async def insert_devices(
+    session: AsyncSession, rows: Sequence[dict[str, Any]], protocol: int = IOS
+) -> dict[str, int]:
     """Insert ``devices`` rows (one executemany); their ids by identifier, read back with one
     range query on the unique index (the batch is a contiguous run of identifiers)."""
     await session.execute(insert(_d), list(rows))
     identifiers = [r["identifier"] for r in rows]
     found = await session.execute(
-        select(_d.c.id, _d.c.identifier).where(_in_range(min(identifiers), max(identifiers)))
+        select(_d.c.id, _d.c.identifier).where(_in_range(min(identifiers), max(identifiers), protocol))
     )
     return {r.identifier: int(r.id) for r in found}
 
@@ -68,12 +75,14 @@ class Driven(NamedTuple):
     pem: str
 
 
-async def driven(session: AsyncSession, first: str, last: str, limit: int) -> list[Driven]:
+async def driven(
+    session: AsyncSession, first: str, last: str, limit: int, protocol: int = IOS
+) -> list[Driven]:
     """The first ``limit`` devices of the range, by identifier, with their identity certificate."""
     rows = await session.execute(
         select(_d.c.id, _d.c.identifier, _c.c.pem)
         .join(_c, _c.c.serial == _d.c.cert_serial)
-        .where(_in_range(first, last))
+        .where(_in_range(first, last, protocol))
         .order_by(_d.c.identifier)
         .limit(limit)
     )
