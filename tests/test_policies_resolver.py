@@ -4,6 +4,7 @@ group moves and out-of-office transitions followed, applied versions written onl
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -268,3 +269,26 @@ async def test_a_stored_profile_that_no_longer_parses_is_skipped_not_fatal(db: D
         assert (await resolver.effective(session, ids["d0"], ids["sales"])).settings == {
             "a": S(1, False), "b": S(1, False),
         }
+
+
+async def test_a_change_is_in_this_replicas_snapshot_before_devices_are_woken(db: Database) -> None:
+    """A refresh under way (the worker's, which may have read the revision before the commit) must
+    not leave the woken devices' syncs with the old snapshot: the change refreshes first."""
+    ids = await setup(db)
+    resolver = CachedResolver()
+    admin, _ = services(db, resolver)
+    policy = await admin.create(ids["corp"], "corp", {"a": S(1, True)})
+    async with db.session() as session:
+        old = await resolver.effective(session, ids["d0"], ids["sales"])
+
+    async def refresh_under_way() -> None:
+        async with resolver._lock:  # what the policies.refresh worker holds while it reads
+            await asyncio.sleep(1.0)
+
+    worker = asyncio.create_task(refresh_under_way())
+    await asyncio.sleep(0.05)
+    await admin.update(policy.id, PolicyChange(set={"a": S(2, True)}), expected=None)
+    async with db.session() as session:
+        new = await resolver.effective(session, ids["d0"], ids["sales"])
+    await worker
+    assert new.settings == {"a": S(2, True)} and new.version != old.version

@@ -281,6 +281,11 @@ class PolicyService:
 
     async def _changed(self, group_id: int, *, wake: bool) -> None:
         self.resolver.invalidate()
+        # This replica's snapshot holds the change before any device is woken: a refresh already
+        # under way (the worker's) may have read the revision before the commit, and a woken long
+        # poll would answer from it without the new policy.
+        async with self.db.session() as session:
+            await self.resolver.refresh(session)
         if wake:
             self.waker.wake_subtree(group_id)
 
