@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import gc
 import logging
 import os
 import signal
@@ -301,6 +302,12 @@ async def _run_worker(w: Worker, ctx: ServerContext) -> None:
             backoff = min(backoff * 2, 60)
 
 
+# Young collections every 100,000 net allocations instead of 700: at a thousand requests a second
+# the default promotes whatever is in flight at each collection to the old generations, where it
+# dies and is found only by full collections (each one a pause of the whole loop).
+GC_THRESHOLDS = (100_000, 20, 10)
+
+
 async def serve(
     config: Config,
     plugins: Sequence[Plugin],
@@ -310,6 +317,12 @@ async def serve(
     ctx = await open_context(config)
     server = Server(ctx, plugins, load_config, overrides)
     await server.start()
+    # What start-up built (modules, the schema, compiled statements, TLS contexts) lives as long as
+    # the process: moved out of the collector's reach, so that a full collection under load scans
+    # only what requests made (measured: 77-143 ms pauses at 1,000 KES connections before).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, server.request_stop)
