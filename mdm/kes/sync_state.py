@@ -18,76 +18,17 @@ from __future__ import annotations
 
 import random
 import time
-import weakref
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
 from cachetools import LRUCache, TLRUCache
-from sqlalchemy import event
-from sqlalchemy.orm import Session, object_session
 
+from mdm.core.queue_hint import JITTER
+from mdm.core.queue_hint import QueueHint as QueueHint  # re-exported
 from mdm.db.engine import Database
-from mdm.db.models import CommandQueueEntry, utcnow
+from mdm.db.models import utcnow
 from mdm.kes import store_sync
-
-JITTER = 0.25
-QUEUED_KEY = "mdm_kes_queued_devices"
-
-
-class QueueHint:
-    def __init__(self, ttl: float, size: int, timer: Callable[[], float] = time.monotonic) -> None:
-        self.ttl = ttl
-        self.generation = 0
-        self._empty: TLRUCache[int, bool] = TLRUCache(maxsize=size, ttu=self._expiry, timer=timer)
-        _HINTS.add(self)
-
-    def _expiry(self, _key: int, _value: bool, now: float) -> float:
-        return now + max(self.ttl, 0.0) * (1.0 - JITTER * random.random())  # noqa: S311 - not secret
-
-    def known_empty(self, device_id: int) -> bool:
-        return device_id in self._empty
-
-    def mark_empty(self, device_id: int, generation: int) -> None:
-        if self.ttl <= 0 or generation != self.generation:
-            return
-        self._empty.pop(device_id, None)
-        self._empty[device_id] = True
-
-    def invalidate(self, device_id: int) -> None:
-        self.generation += 1
-        self._empty.pop(device_id, None)
-
-    def clear(self) -> None:
-        self.generation += 1
-        self._empty.clear()
-
-
-_HINTS: weakref.WeakSet[QueueHint] = weakref.WeakSet()
-
-
-def invalidate_everywhere(device_id: int) -> None:
-    for hint in list(_HINTS):
-        hint.invalidate(device_id)
-
-
-@event.listens_for(CommandQueueEntry, "after_insert")
-def _queued(_mapper: Any, _connection: Any, target: CommandQueueEntry) -> None:
-    invalidate_everywhere(target.device_id)
-    session = object_session(target)
-    if session is not None:
-        session.info.setdefault(QUEUED_KEY, set()).add(target.device_id)
-
-
-@event.listens_for(Session, "after_commit")
-def _committed(session: Session) -> None:
-    for device_id in session.info.pop(QUEUED_KEY, ()):
-        invalidate_everywhere(device_id)
-
-
-@event.listens_for(Session, "after_rollback")
-def _rolled_back(session: Session) -> None:
-    session.info.pop(QUEUED_KEY, None)
 
 
 class StateCache:
