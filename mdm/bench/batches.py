@@ -1,12 +1,46 @@
-"""Rows signed in worker processes a few batches ahead of the database writes (the fleet and KES
-preparations): bounded, so never the whole fleet in memory."""
+"""Certificates signed in worker processes a few batches ahead of the database writes (the fleet and
+KES preparations): bounded, so never the whole fleet in memory."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Executor
+from datetime import datetime
+from pathlib import Path
 from typing import Any
+
+from cryptography.hazmat.primitives import hashes, serialization
+
+from mdm.pki.ca import CertificateAuthority
+
+CERT_DAYS = 365
+# (index, serial hex, subject, fingerprint, not before, not after, PEM) per device.
+Signed = tuple[int, str, str, bytes, datetime, datetime, str]
+
+_worker: dict[str, Any] = {}
+
+
+def init_signer(ca_dir: str, passphrase: bytes | None, public_pems: list[bytes]) -> None:
+    """Load the CA and the shared public keys once per worker process (or inline)."""
+    _worker["ca"] = CertificateAuthority.load(Path(ca_dir), passphrase)
+    _worker["keys"] = [serialization.load_pem_public_key(p) for p in public_pems]
+
+
+def sign_certificates(name: Callable[[int], str], start: int, stop: int) -> list[Signed]:
+    """A client certificate for devices ``start..stop-1``, named ``name(i)``, each with a key of the
+    shared pool (``functools.partial`` of this with a module-level ``name`` is what the pool runs)."""
+    ca: CertificateAuthority = _worker["ca"]
+    keys = _worker["keys"]
+    out: list[Signed] = []
+    for i in range(start, stop):
+        cert = ca.issue(keys[i % len(keys)], common_name=name(i), days=CERT_DAYS, client=True)
+        out.append((
+            i, format(cert.serial_number, "x"), cert.subject.rfc4514_string(),
+            cert.fingerprint(hashes.SHA256()), cert.not_valid_before_utc, cert.not_valid_after_utc,
+            cert.public_bytes(serialization.Encoding.PEM).decode(),
+        ))
+    return out
 
 
 async def signed_batches(

@@ -30,20 +30,19 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from functools import partial
 from typing import Any, Literal
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from mdm.bench import store_fleet
-from mdm.bench.batches import signed_batches
+from mdm.bench.batches import init_signer, sign_certificates, signed_batches
 from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, Protocol, utcnow
 from mdm.ios.inventory import os_name_for
-from mdm.pki.ca import CertificateAuthority
 from mdm.pki.keys import PrivateKey, generate_key
 from mdm.pki.tables import CertStatus, CertType
 from mdm.sim.facts import HardwareFacts
@@ -57,7 +56,6 @@ BATCH = 5_000  # devices per transaction (three tables: ~15,000 rows)
 POOL = 64
 GROUP = "bench fleet"  # every GROUP_EVERY-th device is in it (GET /devices?group=)
 GROUP_EVERY = 10
-CERT_DAYS = 365
 FLEET_TABLES = ("devices", "ios_devices", "certificates", "groups")
 KEYS_FILE = "bench/fleet-keys.pem"
 STATE_FILE = "bench/fleet.json"
@@ -120,29 +118,11 @@ def key_pool(config: Config, key_type: KeyType = "rsa") -> list[PrivateKey]:
     return keys
 
 
-# ---- certificates, in worker processes -------------------------------------------------------------
-
-_worker: dict[str, Any] = {}
+# ---- certificates, signed in worker processes (mdm.bench.batches) -------------------------------------
 
 
-def _init_worker(ca_dir: str, passphrase: bytes | None, public_pems: list[bytes]) -> None:
-    _worker["ca"] = CertificateAuthority.load(Path(ca_dir), passphrase)
-    _worker["keys"] = [serialization.load_pem_public_key(p) for p in public_pems]
-
-
-def _sign(start: int, stop: int) -> list[tuple[int, str, str, bytes, datetime, datetime, str]]:
-    """(index, serial hex, subject, fingerprint, not before, not after, PEM) for each device."""
-    ca: CertificateAuthority = _worker["ca"]
-    keys = _worker["keys"]
-    out = []
-    for i in range(start, stop):
-        cert = ca.issue(keys[i % len(keys)], common_name=f"bench {udid(i)}", days=CERT_DAYS, client=True)
-        out.append((
-            i, format(cert.serial_number, "x"), cert.subject.rfc4514_string(),
-            cert.fingerprint(hashes.SHA256()), cert.not_valid_before_utc, cert.not_valid_after_utc,
-            cert.public_bytes(serialization.Encoding.PEM).decode(),
-        ))
-    return out
+def _bench_name(index: int) -> str:
+    return f"bench {udid(index)}"
 
 
 def _rows(signed: list[tuple[int, str, str, bytes, datetime, datetime, str]], topic: str,
@@ -223,9 +203,9 @@ async def prepare(
         executor: Executor | None = None
         if count > 0:
             executor = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_init_worker, initargs=init)
+                                           initializer=init_signer, initargs=init)
         else:
-            _init_worker(*init)
+            init_signer(*init)
         try:
             await _write(db, executor, have, devices, batch, topic, group, count, progress)
         finally:
@@ -243,7 +223,8 @@ async def _write(db: Database, executor: Executor | None, have: int, devices: in
                  group: int, workers: int, progress: Callable[[int], None] | None) -> None:
     done = have
     # bounded: a few batches signed ahead, never the fleet
-    async for signed in signed_batches(executor, _sign, have, devices, batch, workers):
+    sign = partial(sign_certificates, _bench_name)
+    async for signed in signed_batches(executor, sign, have, devices, batch, workers):
         now = utcnow()
         device_rows, cert_rows = _rows(signed, topic, group, now)
         async with db.transaction() as session:

@@ -23,26 +23,24 @@ from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
+from functools import partial
 from typing import Any
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 
 from mdm.bench import store_kes as kes_store
-from mdm.bench.batches import signed_batches
+from mdm.bench.batches import init_signer, sign_certificates, signed_batches
 from mdm.bench.fleet_prepare import key_pool
 from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, Protocol, utcnow
-from mdm.pki.ca import CertificateAuthority
 from mdm.pki.tables import CertStatus, CertType
 from mdm.sim.identity import Identity
 
 PREFIX = "be5c"
 FIRST, LAST = f"{PREFIX}{0:012x}", f"{PREFIX}{16**12 - 1:012x}"
 BATCH = 2_000
-CERT_DAYS = 365
 USER = "bench-kes"
 
 
@@ -56,27 +54,6 @@ def android_id(index: int) -> str:
 
 def fcm_token(index: int) -> str:
     return f"bench{index:012x}:APA91b" + hashlib.sha256(android_id(index).encode()).hexdigest()
-
-
-_worker: dict[str, Any] = {}
-
-
-def _init_worker(ca_dir: str, passphrase: bytes | None, public_pems: list[bytes]) -> None:
-    _worker["ca"] = CertificateAuthority.load(Path(ca_dir), passphrase)
-    _worker["keys"] = [serialization.load_pem_public_key(p) for p in public_pems]
-
-
-def _sign(start: int, stop: int) -> list[tuple[int, str, str, bytes, datetime, datetime, str]]:
-    """(index, serial hex, subject, fingerprint, not before, not after, PEM) per device."""
-    ca: CertificateAuthority = _worker["ca"]
-    keys = _worker["keys"]
-    out = []
-    for i in range(start, stop):
-        cert = ca.issue(keys[i % len(keys)], common_name=android_id(i), days=CERT_DAYS, client=True)
-        out.append((i, format(cert.serial_number, "x"), cert.subject.rfc4514_string(),
-                    cert.fingerprint(hashes.SHA256()), cert.not_valid_before_utc, cert.not_valid_after_utc,
-                    cert.public_bytes(serialization.Encoding.PEM).decode()))
-    return out
 
 
 @dataclass
@@ -111,9 +88,9 @@ async def prepare(config: Config, devices: int, *, workers: int | None = None,
         executor: Executor | None = None
         if count > 0:
             executor = ProcessPoolExecutor(count, mp_context=multiprocessing.get_context("spawn"),
-                                           initializer=_init_worker, initargs=init)
+                                           initializer=init_signer, initargs=init)
         else:
-            _init_worker(*init)
+            init_signer(*init)
         try:
             await _write(db, executor, have, devices, owner, max(1, count), progress)
         finally:
@@ -127,7 +104,8 @@ async def prepare(config: Config, devices: int, *, workers: int | None = None,
 async def _write(db: Database, executor: Executor | None, have: int, devices: int, owner: int, ahead: int,
                  progress: Callable[[int], None] | None) -> None:
     done = have
-    async for signed in signed_batches(executor, _sign, have, devices, BATCH, ahead):
+    sign = partial(sign_certificates, android_id)
+    async for signed in signed_batches(executor, sign, have, devices, BATCH, ahead):
         now = utcnow()
         async with db.transaction() as session:
             ids = await kes_store.insert_devices(session, [_device_row(i, serial, not_after, owner, now)
