@@ -17,11 +17,12 @@ from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
 from mdm.kes.config import KesConfig
 from mdm.push.config import ApnsConfig, FcmConfig, PushConfig
+from mdm.reporting.config import ReportingConfig
 from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(
     EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig,
-    BulkConfig, KesConfig,
+    BulkConfig, KesConfig, ReportingConfig,
 )
 
 

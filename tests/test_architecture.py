@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.scep",),
     ("mdm.enroll",),
     ("mdm.policies",),  # KES policies: below the platforms that deliver them
-    ("mdm.ios", "mdm.kes"),
+    ("mdm.ios", "mdm.kes", "mdm.reporting"),  # reporting reads the core outbox, never a platform
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
     ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services
     ("mdm.bench",),

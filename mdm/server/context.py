@@ -11,6 +11,7 @@ from aiohttp import web
 from mdm.config import Config
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
+from mdm.core.status import StatusSources
 from mdm.db.engine import Database
 from mdm.server.tls import ReloadableContext
 
@@ -64,6 +65,8 @@ class ServerContext:
     # Core seams that platform plugins fill at start-up (see docs/ARCHITECTURE.md, seams).
     translators: Translators = field(default_factory=Translators)
     pushers: Pushers = field(default_factory=Pushers)
+    # Traffic lights: each feature that owns an area registers its source (GET /api/v1/status).
+    status: StatusSources = field(default_factory=StatusSources)
     # Ports actually bound, by "listener:scheme" (e.g. "ios:https", "web:http"); differs from the
     # configured port when that is 0 (ephemeral). Used to build URLs handed to devices.
     bound_ports: dict[str, int] = field(default_factory=dict)
