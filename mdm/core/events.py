@@ -9,6 +9,7 @@ transaction, so the state change and the event that reports it commit together.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -35,6 +36,8 @@ class EventType:
     severity: Severity
     body: type[EventBody]
     description: str
+    # A typical body, shown in docs/events.md; checked against ``body`` at declaration.
+    example: Mapping[str, Any] | None = None
     # Every declared type by name; filled by declaration, checked by ``emit``.
     declared: ClassVar[dict[str, EventType]] = {}
 
@@ -42,6 +45,8 @@ class EventType:
         known = EventType.declared.get(self.name)
         if known is not None and known != self:
             raise ValueError(f"event type {self.name!r} is declared twice")
+        if self.example is not None:
+            self.body.model_validate(self.example)
         EventType.declared[self.name] = self
 
 

@@ -21,12 +21,23 @@ SCOPES = {
     "admin": "everything, including token management",
     "devices:read": "list and show devices, users, groups",
     "devices:write": "delete devices; manage users and groups",
+    "devices:delete": "delete (unenroll and forget) devices",
     "commands:read": "read command logs",
     "commands:write": "send and recall commands",
     "events:read": "read events and status",
+    "events:write": "replay dead-lettered events to the core server",
     "enroll": "create enrollments",
     "pki": "issue, revoke and replace certificates",
     "metrics:read": "read /metrics (Prometheus)",
+    "core": "the core server: send and recall commands, create enrollments, remove devices, read "
+    "devices, events and status",
+}
+# What a scope grants besides itself ("admin" grants everything).
+IMPLIES: dict[str, frozenset[str]] = {
+    "devices:write": frozenset({"devices:delete"}),
+    "core": frozenset({
+        "commands:read", "commands:write", "enroll", "devices:read", "devices:delete", "events:read",
+    }),
 }
 PREFIX_LEN = 8
 
@@ -38,7 +49,11 @@ class Principal:
     scopes: frozenset[str]
 
     def allows(self, scope: str) -> bool:
-        return "admin" in self.scopes or scope in self.scopes
+        return (
+            "admin" in self.scopes
+            or scope in self.scopes
+            or any(scope in IMPLIES.get(held, ()) for held in self.scopes)
+        )
 
 
 def _hash(token: str) -> bytes:
