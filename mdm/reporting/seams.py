@@ -5,6 +5,8 @@ The worker reads the outbox in order, hands a transport one batch at a time and 
 outage, a 5xx, a timeout, a TLS failure, garbage: it never counts as a refusal); ``REJECTED``
 means the receiver refused the events named in ``rejected`` (or, when empty, the whole batch) for
 good; the worker counts a refusal on them and dead-letters them after the configured number.
+When ``rejected`` names some events, every OTHER event of the batch was accepted (delivered);
+when it is empty, the whole batch was refused (the worker splits it to find the culprit).
 
 A transport keeps its own connection and session state between calls, never raises for a
 failure of the receiver (it answers ``RETRY`` with a reason), and never logs a secret.
