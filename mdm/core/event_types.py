@@ -92,47 +92,111 @@ class SecurityRejectionsAggregated(EventBody):
 DEVICE_DELETED = EventType(
     "device_deleted", Severity.WARNING, DeviceDeleted,
     "A device record was deleted (its commands with it); its certificate stops identifying it",
+    example={"identifier": "00008030-001A2B3C4D5E802E", "protocol": "ios", "by": "ops"},
 )
 GROUP_MOVED = EventType(
-    "group_moved", Severity.INFO, GroupMoved, "An administration group moved under another parent"
+    "group_moved", Severity.INFO, GroupMoved, "An administration group moved under another parent",
+    example={"group": 12, "name": "Sales", "from_parent": 1, "to_parent": 7, "by": "ops"},
 )
 COMMAND_CREATED = EventType(
-    "command_created", Severity.INFO, CommandCreated, "A command was queued for a device"
+    "command_created", Severity.INFO, CommandCreated, "A command was queued for a device",
+    example={
+        "command": "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9",
+        "command_type": "DeviceLock",
+        "created_by": "ops",
+    },
 )
 COMMAND_RECALLED = EventType(
     "command_recalled", Severity.INFO, CommandRecalled,
     "A command was recalled (removed at once, or removing while the device holds it)",
+    example={
+        "command": "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9",
+        "command_type": "DeviceLock",
+        "status": "removed",
+    },
 )
 COMMAND_COMPLETED = EventType(
-    "command_completed", Severity.INFO, CommandFinished, "The device carried out a command"
+    "command_completed", Severity.INFO, CommandFinished, "The device carried out a command",
+    example={
+        "command": "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9",
+        "command_type": "DeviceInformation",
+        "status": "completed",
+    },
 )
 COMMAND_FAILED = EventType(
     "command_failed", Severity.WARNING, CommandFinished,
     "A command failed on the device, or ended remove_failed after a late recall",
+    example={
+        "command": "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9",
+        "command_type": "InstallProfile",
+        "status": "failed",
+        "info": "MCProfileErrorDomain 4001: profile refused",
+    },
 )
 BULK_COMMAND_CREATED = EventType(
     "bulk_command_created", Severity.INFO, BulkCommandCreated,
     "An administrator sent a command to many devices (all, a group and its subgroups, or a list): "
     "the bulk operation is recorded and its devices are queued in batches",
+    example={
+        "bulk": 42,
+        "command_type": "DeviceInformation",
+        "target": "group",
+        "group": 7,
+        "targeted": 25000,
+        "created_by": "ops",
+    },
 )
 COMMANDS_CREATED = EventType(
     "commands_created", Severity.INFO, CommandsCreated,
     "One batch of a bulk operation was queued: the bulk id, the command type, the count and the "
     "(device, command GUID) pairs. For bulk operations this one summary per batch REPLACES the "
     "per-device command_created event",
+    example={
+        "bulk": 42,
+        "command_type": "DeviceInformation",
+        "count": 2,
+        "commands": [
+            [101, "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9"], [102, "0A1B2C3D-4E5F-4061-8293-A4B5C6D7E8F9"]
+        ],
+    },
 )
 BULK_COMMAND_QUEUED = EventType(
     "bulk_command_queued", Severity.INFO, BulkCommandQueued,
     "A bulk operation finished queuing: targeted, queued and skipped counts (skipped per reason)",
+    example={
+        "bulk": 42,
+        "command_type": "DeviceInformation",
+        "targeted": 25000,
+        "queued": 24990,
+        "skipped": 10,
+        "skipped_reasons": {"unmanaged": 10},
+    },
 )
 BULK_COMMAND_RECALLED = EventType(
     "bulk_command_recalled", Severity.INFO, BulkCommandRecalled,
     "One batch of a bulk recall removed these not yet delivered commands of the operation (the "
     "(device, command GUID) pairs). For bulk recalls this summary REPLACES the per-device "
     "command_recalled event; commands the devices already hold are left to finish",
+    example={
+        "bulk": 42,
+        "command_type": "DeviceInformation",
+        "count": 1,
+        "commands": [[101, "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9"]],
+        "by": "ops",
+    },
 )
 SECURITY_REJECTIONS_AGGREGATED = EventType(
     "security_rejections_aggregated", Severity.WARNING, SecurityRejectionsAggregated,
     "Rejected requests of one kind from one source counted over an interval instead of written "
     "one by one (count, first and last time seen, a sample)",
+    example={
+        "event": "security_identity_rejected",
+        "source": "203.0.113.7",
+        "reason": "unknown_certificate",
+        "count": 312,
+        "first_seen": "2026-12-03T10:00:02+00:00",
+        "last_seen": "2026-12-03T10:00:59+00:00",
+        "interval_seconds": 60,
+        "sample": {"path": "/mdm/server"},
+    },
 )

@@ -67,27 +67,93 @@ class CaImported(EventBody):
     by: str
 
 
-CERT_ISSUED = EventType("cert_issued", Severity.INFO, CertIssued, "A certificate was issued and recorded")
+CERT_ISSUED = EventType(
+    "cert_issued", Severity.INFO, CertIssued,
+    "A certificate was issued and recorded",
+    example={
+        "serial": "5A3F9C0D11E2",
+        "cert_type": "mobile",
+        "subject": "CN=00008030-001A2B3C4D5E802E",
+        "not_after": "2027-12-03T12:00:00+00:00",
+        "source": "internal",
+    },
+)
 CERT_RENEWED = EventType(
     "cert_renewed", Severity.INFO, CertRenewed,
     "A certificate was issued as the renewal of another, which is now superseded",
+    example={
+        "serial": "5A3F9C0D11F7",
+        "cert_type": "mobile",
+        "subject": "CN=00008030-001A2B3C4D5E802E",
+        "not_after": "2028-12-03T12:00:00+00:00",
+        "source": "internal",
+        "renews_serial": "5A3F9C0D11E2",
+    },
 )
-CERT_REVOKED = EventType("cert_revoked", Severity.WARNING, CertRevoked, "A certificate was revoked")
-CERT_EXPIRED = EventType("cert_expired", Severity.WARNING, CertExpired, "A valid certificate reached its end")
+CERT_REVOKED = EventType(
+    "cert_revoked", Severity.WARNING, CertRevoked,
+    "A certificate was revoked",
+    example={
+        "serial": "5A3F9C0D11E2",
+        "cert_type": "mobile",
+        "subject": "CN=00008030-001A2B3C4D5E802E",
+        "reason": "keyCompromise",
+        "by": "ops",
+    },
+)
+CERT_EXPIRED = EventType(
+    "cert_expired", Severity.WARNING, CertExpired,
+    "A valid certificate reached its end",
+    example={
+        "serial": "5A3F9C0D11E2",
+        "cert_type": "mobile",
+        "subject": "CN=00008030-001A2B3C4D5E802E",
+        "not_after": "2026-12-03T12:00:00+00:00",
+    },
+)
 CERT_EXPIRING = EventType(
-    "cert_expiring", Severity.WARNING, CertExpiring, "A certificate entered its type's renewal window"
+    "cert_expiring", Severity.WARNING, CertExpiring, "A certificate entered its type's renewal window",
+    example={
+        "serial": "5A3F9C0D11E2",
+        "cert_type": "mobile",
+        "subject": "CN=00008030-001A2B3C4D5E802E",
+        "not_after": "2026-12-31T12:00:00+00:00",
+        "days_left": 28,
+    },
 )
 CERT_RENEWAL_REQUESTED = EventType(
     "cert_renewal_requested", Severity.INFO, CertRenewalRequested,
     "The device's protocol was asked to renew a certificate",
+    example={
+        "serial": "5A3F9C0D11E2",
+        "cert_type": "mobile",
+        "protocol": "ios",
+        "note": "an InstallProfile with a new SCEP payload was queued",
+    },
 )
 CERT_RULE_CHANGED = EventType(
-    "cert_rule_changed", Severity.INFO, CertRuleChanged, "An issuance rule of a certificate type changed"
+    "cert_rule_changed", Severity.INFO, CertRuleChanged, "An issuance rule of a certificate type changed",
+    example={"cert_type": "mobile", "changes": {"validity_days": [365, 730]}, "by": "ops"},
 )
 SERVER_CERT_REPLACED = EventType(
     "server_cert_replaced", Severity.INFO, ServerCertReplaced,
     "A server certificate slot was replaced (WARNING when devices pinned the old certificate)",
+    example={
+        "slot": "ios",
+        "old": {"serial": "01AB", "sha256": "3f2a...e9", "not_after": "2027-01-01T00:00:00+00:00"},
+        "new": {"serial": "01AC", "sha256": "77c0...1d", "not_after": "2028-01-01T00:00:00+00:00"},
+        "pinned_devices": 0,
+        "by": "cli",
+    },
 )
 CA_IMPORTED = EventType(
-    "ca_imported", Severity.INFO, CaImported, "The issuing CA was imported (mdm certs import-ca)"
+    "ca_imported", Severity.INFO, CaImported, "The issuing CA was imported (mdm certs import-ca)",
+    example={
+        "subject": "CN=Example MDM CA",
+        "serial": "1000",
+        "sha256": "9b8e...41",
+        "not_after": "2036-12-03T12:00:00+00:00",
+        "retired": None,
+        "by": "cli",
+    },
 )

@@ -51,32 +51,82 @@ class DeviceTagsChanged(EventBody):
 
 POLICY_CREATED = EventType(
     "policy_created", Severity.INFO, PolicyCreated, "A policy was created for an administration group",
+    example={
+        "policy_id": 3,
+        "group_id": 7,
+        "name": "Sales phones",
+        "revision": 1,
+        "by": "ops",
+        "settings": 4,
+        "active": True,
+    },
 )
 POLICY_UPDATED = EventType(
     "policy_updated", Severity.INFO, PolicyUpdated,
     "A policy's settings, locks, name or inheritance flags changed",
+    example={
+        "policy_id": 3,
+        "group_id": 7,
+        "name": "Sales phones",
+        "revision": 2,
+        "by": "ops",
+        "set": ["camera.disabled"],
+        "locked": ["camera.disabled"],
+    },
 )
 POLICY_ACTIVATED = EventType(
     "policy_activated", Severity.INFO, PolicyState, "A policy became active (applied and inherited)",
+    example={"policy_id": 3, "group_id": 7, "name": "Sales phones", "revision": 3, "by": "ops"},
 )
 POLICY_DEACTIVATED = EventType(
     "policy_deactivated", Severity.INFO, PolicyState,
     "A policy became inactive (neither applied nor inherited)",
+    example={"policy_id": 3, "group_id": 7, "name": "Sales phones", "revision": 4, "by": "ops"},
 )
 POLICY_DELETED = EventType(
     "policy_deleted", Severity.INFO, PolicyState, "A policy and its profiles were deleted",
+    example={"policy_id": 3, "group_id": 7, "name": "Sales phones", "revision": 5, "by": "ops"},
 )
 POLICY_PROFILE_CREATED = EventType(
     "policy_profile_created", Severity.INFO, ProfileChanged, "A profile was added to a policy",
+    example={
+        "policy_id": 3,
+        "group_id": 7,
+        "name": "Sales phones",
+        "revision": 6,
+        "by": "ops",
+        "profile": "Travel",
+        "priority": 1,
+        "active": True,
+        "settings": 2,
+    },
 )
 POLICY_PROFILE_UPDATED = EventType(
     "policy_profile_updated", Severity.INFO, ProfileChanged,
     "A policy profile's settings, conditions, priority or state changed",
+    example={
+        "policy_id": 3,
+        "group_id": 7,
+        "name": "Sales phones",
+        "revision": 7,
+        "by": "ops",
+        "profile": "Travel",
+        "priority": 2,
+    },
 )
 POLICY_PROFILE_DELETED = EventType(
     "policy_profile_deleted", Severity.INFO, ProfileChanged, "A profile was removed from a policy",
+    example={
+        "policy_id": 3,
+        "group_id": 7,
+        "name": "Sales phones",
+        "revision": 8,
+        "by": "ops",
+        "profile": "Travel",
+    },
 )
 DEVICE_TAGS_CHANGED = EventType(
     "device_tags_changed", Severity.INFO, DeviceTagsChanged,
     "A device's tags changed (profiles' activation conditions match them)",
+    example={"added": ["travel"], "removed": [], "by": "ops"},
 )

@@ -26,12 +26,15 @@ class ScepRequestRejected(EventBody):
 
 
 SCEP_REQUEST_PENDING = EventType(
-    "scep_request_pending", Severity.INFO, ScepRequestPending, "A SCEP request waits for an administrator"
+    "scep_request_pending", Severity.INFO, ScepRequestPending, "A SCEP request waits for an administrator",
+    example={"request_id": 9, "transaction_id": "4F1C0A9E2B7D", "subject": "CN=printer-3"},
 )
 SCEP_REQUEST_APPROVED = EventType(
     "scep_request_approved", Severity.INFO, ScepRequestApproved,
     "A pending SCEP request was approved and issued",
+    example={"request_id": 9, "transaction_id": "4F1C0A9E2B7D", "serial": "5A3F9C0D1200", "by": "ops"},
 )
 SCEP_REQUEST_REJECTED = EventType(
-    "scep_request_rejected", Severity.WARNING, ScepRequestRejected, "A pending SCEP request was rejected"
+    "scep_request_rejected", Severity.WARNING, ScepRequestRejected, "A pending SCEP request was rejected",
+    example={"request_id": 9, "transaction_id": "4F1C0A9E2B7D", "by": "ops"},
 )
