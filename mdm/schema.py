@@ -13,6 +13,7 @@ from mdm.kes import tables as kes_tables  # noqa: F401
 from mdm.pki import tables as pki_tables
 from mdm.policies import tables as policies_tables  # noqa: F401
 from mdm.push import tables as push_tables  # noqa: F401
+from mdm.reporting import tables as reporting_tables  # noqa: F401
 from mdm.scep import tables as scep_tables  # noqa: F401
 
 __all__ = ["metadata", "models", "pki_tables"]

@@ -212,14 +212,30 @@ class Event(Base):
     body: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     delivered_at: Mapped[datetime | None] = mapped_column()
+    # Refusals by the core server (an outage never counts); at the configured number the event is
+    # dead-lettered: ``dead_at`` set, ``last_error`` says why (mdm/reporting, migration 0015).
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    dead_at: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (
         CheckConstraint(_in("severity", [s.value for s in Severity]), name="severity"),
         Index(
             "ix_events_undelivered",
             "id",
-            sqlite_where=text("delivered_at IS NULL"),
-            postgresql_where=text("delivered_at IS NULL"),
+            sqlite_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+            postgresql_where=text("delivered_at IS NULL AND dead_at IS NULL"),
+        ),
+        Index(
+            "ix_events_dead",
+            "id",
+            sqlite_where=text("dead_at IS NOT NULL"),
+            postgresql_where=text("dead_at IS NOT NULL"),
+        ),
+        Index(
+            "ix_events_delivered_at",
+            "delivered_at",
+            sqlite_where=text("delivered_at IS NOT NULL"),
+            postgresql_where=text("delivered_at IS NOT NULL"),
         ),
     )
 
