@@ -122,6 +122,7 @@ def register(sub: Subparsers) -> None:
     _register_push(kinds)
     _register_fleet(kinds)
     _register_kes(kinds)
+    _register_outbox(kinds)
 
 
 FLEET_HELP = """Prepare N enrolled iOS devices straight into the tables of a local server (kept in
@@ -230,6 +231,51 @@ def run_kes(args: argparse.Namespace) -> int:
     except (LocalServerError, RuntimeError, FileNotFoundError) as exc:
         raise CliError(str(exc)) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else kes.render(report))
+    return 0
+
+
+OUTBOX_HELP = """Prepare N undelivered events about D devices straight into the outbox of a local
+server, start the generic endpoint's contract fake (mutual TLS, HMAC, de-duplication) in a process
+of its own and `mdm serve` with [reporting] transport = "generic", and measure the catch-up until
+the outbox is empty: events/s (overall, steady), time to drain, batch round trips, server CPU per
+event and RSS at start, peak and end."""
+
+
+def _register_outbox(kinds: Any) -> None:
+    b = kinds.add_parser(
+        "outbox",
+        help="catch-up of an event backlog to the core server's generic endpoint (local receiver)",
+        description=OUTBOX_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    b.add_argument("--events", type=int, default=1_000_000, help="events in the backlog (default 1000000)")
+    b.add_argument("--batch-size", type=int, default=1000, help="[reporting] batch_size (default 1000)")
+    b.add_argument("--devices", type=int, default=1000, help="devices the events are about (default 1000)")
+    b.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the catch-up")
+    b.add_argument("--py-spy", metavar="FILE", type=Path,
+                   help="record the server with py-spy (raw format), 60 s of the catch-up, and summarise")
+    b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
+    b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
+    b.add_argument("--database-url", default="",
+                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    b.set_defaults(func=run_outbox)
+
+
+def run_outbox(args: argparse.Namespace) -> int:
+    from mdm.bench import outbox, outbox_prepare, outbox_receiver
+    from mdm.bench.local import LocalServerError
+
+    options = outbox.Options(
+        events=args.events, batch_size=args.batch_size, devices=args.devices, data_dir=args.data_dir,
+        keep_data=args.keep_data, database_url=args.database_url, timeout=args.timeout, py_spy=args.py_spy,
+    )
+    try:
+        report = _drive(lambda say: outbox.run(options, say))
+    except (outbox.BenchError, outbox_prepare.OutboxPrepareError) as exc:
+        raise CliError(str(exc), exit_code=2) from None
+    except (LocalServerError, outbox_receiver.ReceiverError, RuntimeError, FileNotFoundError) as exc:
+        raise CliError(str(exc)) from None
+    print(json.dumps(report.as_dict(), indent=2) if args.json else outbox.render(report))
     return 0
 
 
