@@ -16,10 +16,13 @@ from mdm.api.auth import TOKEN_CACHE, TokenCache
 from mdm.api.framework import ApiRouter
 from mdm.api.handlers import router as core_router
 from mdm.api.handlers_bulk import router as bulk_router
+from mdm.api.handlers_status import install as install_status
+from mdm.api.handlers_status import router as status_router
 from mdm.api.keys import BULK
 from mdm.core import fleet_metrics, metrics
 from mdm.core.bulk import BulkService
 from mdm.core.bulk_config import BulkConfig
+from mdm.core.status_commands import CommandBacklogSource
 from mdm.db.engine import DatabaseUnavailable
 from mdm.server import peers
 from mdm.server.context import ServerContext, ctx_of
@@ -69,7 +72,7 @@ async def openapi_document(request: web.Request) -> web.Response:
 
 def admin_api(*feature_routers: ApiRouter) -> ApiRouter:
     """The whole admin API: these routes, the core resources and each feature's routers."""
-    return ApiRouter.combine(router, core_router, bulk_router, *feature_routers)
+    return ApiRouter.combine(router, core_router, bulk_router, status_router, *feature_routers)
 
 
 def openapi(api: ApiRouter) -> dict[str, object]:
@@ -84,12 +87,14 @@ def plugin(api: ApiRouter) -> Plugin:
         app[TOKEN_CACHE] = TokenCache()
         app[METRICS_ALLOW] = peers.networks(ctx.config.api.metrics_allow)
         app[OPENAPI_KEY] = document
+        install_status(app, ctx)
         api.install(app)
 
     async def start_bulk(ctx: ServerContext) -> None:
         settings = ctx.config.section(BulkConfig)
         ctx.services[BULK] = BulkService(ctx.db, ctx.translators, ctx.pushers,
                                          batch_size=settings.batch_size, idle_seconds=settings.idle_seconds)
+        ctx.status.register(CommandBacklogSource())
 
     async def run_bulk(ctx: ServerContext) -> None:
         await ctx.services[BULK].run()

@@ -11,8 +11,10 @@ from aiohttp import web
 
 from mdm.config_reload import hot
 from mdm.enroll import handlers_web
+from mdm.enroll.config import smtp_config
 from mdm.enroll.expiry import BATCH, expire_due
 from mdm.enroll.seams import PROFILE_BUILDERS, ProfileBuilders
+from mdm.enroll.status import EnrollmentSource
 from mdm.push.topic import log_push_identity
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
@@ -27,6 +29,7 @@ def install(app: web.Application, ctx: ServerContext) -> None:
 
 async def start_enroll(ctx: ServerContext) -> None:
     ctx.services[PROFILE_BUILDERS] = ProfileBuilders()
+    ctx.status.register(EnrollmentSource(lambda: bool(smtp_config(ctx.config).host)))
     await log_push_identity(ctx)
 
 

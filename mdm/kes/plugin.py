@@ -20,8 +20,10 @@ from mdm.kes.identity import BindingSource, KesPeerResolver, Rejections
 from mdm.kes.keys import PEERS
 from mdm.kes.renewal import KesRenewer
 from mdm.kes.service_enroll import KesEnrollService
+from mdm.kes.status import AndroidSource
 from mdm.kes.tables import KesDevice
 from mdm.pki import services as pki_services
+from mdm.push.transports import FCM_CLIENT
 from mdm.server.context import ServerContext, ServiceKey
 from mdm.server.plugin import Plugin, Worker
 
@@ -63,6 +65,12 @@ async def start(ctx: ServerContext) -> None:
     ctx.services[IDENTITY] = KesIdentity(service, resolver, rejections, cache)
     ctx.services[PEERS] = resolver
     ctx.services[pki_services.RENEWERS].register(Protocol.KES, KesRenewer())
+    ctx.status.register(AndroidSource(
+        enabled=lambda: ctx.config.listeners.kes.enabled,
+        bound=lambda: any(key.startswith("kes:") for key in ctx.bound_ports),
+        fcm_configured=lambda: ctx.services.get(FCM_CLIENT) is not None,
+        default_interval=lambda: settings(ctx).sync_interval_seconds,
+    ))
     if "kes" in ctx.tls:
         handshake.watch(ctx.tls["kes"], rejections)
 

@@ -28,6 +28,7 @@ from mdm.pki.service import CertificateService
 from mdm.pki.services import CA, CERTIFICATES, RENEWERS, REVOCATION, SOURCE, SOURCES, VERIFIER, revocation
 from mdm.pki.slots import SLOTS, load_slot_chain
 from mdm.pki.sources import DEFAULT_SOURCES, INTERNAL, SourceFactory, SourceSet
+from mdm.pki.status import CertificatesSource
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
 from mdm.pki.trust import ClientCertVerifier
 from mdm.server.context import ServerContext
@@ -58,6 +59,7 @@ async def start_pki(ctx: ServerContext, factories: Mapping[str, SourceFactory] =
     await service.refresh(force=True)
     await record_server_certificates(ctx)
     listener_tls.install(config, ctx.tls)
+    ctx.status.register(CertificatesSource(lambda: ctx.services[CA], config.certs_dir, lambda: list(ctx.tls)))
     if passphrase and not key_is_encrypted(config.ca_dir / "issuing.key"):
         log.warning(
             "a CA passphrase is configured but %s is not encrypted; run `mdm certs encrypt-keys`",

@@ -19,7 +19,8 @@ from mdm.db.models import Protocol
 from mdm.push import sweeps
 from mdm.push.config import push_config
 from mdm.push.dispatcher import PushDispatcher, service_name
-from mdm.push.keys import DISPATCHER
+from mdm.push.keys import CERTIFICATE_STATUS, DISPATCHER
+from mdm.push.status import PushSource
 from mdm.push.types import PushTransport
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
@@ -70,6 +71,7 @@ def make_plugin(
         ctx.services[DISPATCHER] = service
         for protocol in transports:
             ctx.pushers.register(protocol, service)
+        ctx.status.register(PushSource(service, lambda: ctx.services.get(CERTIFICATE_STATUS)))
 
     async def stop(ctx: ServerContext) -> None:
         service = ctx.services.pop(DISPATCHER)
