@@ -8,8 +8,9 @@ command life cycle (created, completed, failed) and security rejections, spread 
 in a random but reproducible order, ``created_at`` rising with the id over the last hour (a
 backlog piled up during an outage).
 
-A data directory is reused: when it already holds exactly N events they are made undelivered
-again (chunked by id range), otherwise the outbox is emptied (chunked) and N events written.
+A data directory is reused: the events the server wrote of its own in an earlier run are deleted;
+when it then holds exactly N events they are made undelivered again (chunked by id range),
+otherwise the outbox is emptied (chunked) and N events written.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any
 
 from mdm.bench import store_outbox_bench as store
@@ -105,6 +107,11 @@ async def prepare(config: Config, events: int, devices: int, *, seed: int = 14,
         ids = await _devices(db, devices)
         async with db.session() as session:
             count, low, high = await store.id_bounds(session)
+        if count:  # the server's own events of an earlier run (core link up, ...) go first
+            await _chunked(db, partial(store.delete_foreign, first_device=min(ids), last_device=max(ids)),
+                           low, high, None)
+            async with db.session() as session:
+                count, low, high = await store.id_bounds(session)
         if count == events:
             await _chunked(db, store.requeue_range, low, high, progress)
             return Prepared(events, devices, 0, round(time.perf_counter() - t0, 1))

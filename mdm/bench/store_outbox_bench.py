@@ -41,8 +41,14 @@ async def id_bounds(session: AsyncSession) -> tuple[int, int, int]:
 
 
 async def undelivered(session: AsyncSession) -> int:
-    """Events not yet delivered (the partial index of undelivered rows)."""
-    query = select(func.count()).select_from(_e).where(_e.c.delivered_at.is_(None))
+    """Events neither delivered nor dead-lettered (the partial index of pending rows)."""
+    query = select(func.count()).select_from(_e).where(_e.c.delivered_at.is_(None), _e.c.dead_at.is_(None))
+    return int(await session.scalar(query) or 0)
+
+
+async def dead(session: AsyncSession) -> int:
+    """Dead-lettered events (indexed)."""
+    query = select(func.count()).select_from(_e).where(_e.c.dead_at.is_not(None))
     return int(await session.scalar(query) or 0)
 
 
@@ -51,15 +57,18 @@ async def delete_range(session: AsyncSession, low: int, high: int) -> int:
     return int(getattr(result, "rowcount", 0) or 0)
 
 
+async def delete_foreign(session: AsyncSession, low: int, high: int, *, first_device: int,
+                         last_device: int) -> int:
+    """Delete the events of [low, high) that are not about a bench device (the server's own)."""
+    foreign = _e.c.device_id.is_(None) | (_e.c.device_id < first_device) | (_e.c.device_id > last_device)
+    result = await session.execute(delete(_e).where(_e.c.id >= low, _e.c.id < high, foreign))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def requeue_range(session: AsyncSession, low: int, high: int) -> int:
-    """Make the events of [low, high) undelivered again (and not dead-lettered, where the column
-    exists), as a fresh backlog for a new run against a new receiver."""
-    values: dict[str, Any] = {"delivered_at": None, "delivery_attempts": 0}
-    for column in ("dead_at", "last_error"):
-        if column in _e.c:
-            values[column] = None
-    if "refusals" in _e.c:
-        values["refusals"] = 0
+    """Make the events of [low, high) undelivered again (and not dead-lettered), as a fresh
+    backlog for a new run against a new receiver."""
+    values = {"delivered_at": None, "delivery_attempts": 0, "dead_at": None, "last_error": None}
     result = await session.execute(update(_e).where(_e.c.id >= low, _e.c.id < high).values(**values))
     return int(getattr(result, "rowcount", 0) or 0)
 
