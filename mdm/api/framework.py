@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from pydantic import BaseModel, ValidationError
 
+from mdm.api import audit
 from mdm.api.auth import authenticate
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.tokens import Principal
@@ -126,52 +127,26 @@ class ApiRouter:
 
     def _wrap(self, op: Operation) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
         async def handler(request: web.Request) -> web.StreamResponse:
+            principal: Principal | None = None
             if op.scope is not None and not (op.open_to is not None and op.open_to(request)):
                 principal = await authenticate(request)
                 request[PRINCIPAL_KEY] = principal
                 if not principal.allows(op.scope):
+                    await audit.denied(request, principal, op.operation_id, op.path, op.scope)
                     raise _Forbidden(
                         f"token {principal.name!r} lacks scope {op.scope!r}", required=op.scope
                     )
-            kwargs: dict[str, Any] = {}
-            for param in op.path_params:
-                raw = request.match_info[param.name]
-                if param.type is int:
-                    if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
-                        raise InvalidArgument(
-                            f"path parameter {param.name} must be a positive integer (at most {MAX_ID})"
-                        )
-                    kwargs[param.name] = int(raw)
-                else:
-                    if not _PATH_TEXT.fullmatch(raw):
-                        raise InvalidArgument(
-                            f"path parameter {param.name} must be 1-255 letters, digits or . _ : @ -"
-                        )
-                    kwargs[param.name] = raw
-            if op.query is not None:
-                known = {f.alias or name for name, f in op.query.model_fields.items()}
-                for key, value in request.query.items():
-                    if "\x00" in key or "\x00" in value:
-                        raise InvalidArgument(f"query parameter {key!r} contains a NUL character")
-                    if key not in known:
-                        raise InvalidArgument(
-                            f"unknown query parameter {key!r}", allowed=sorted(known)
-                        )
-                try:
-                    kwargs["query"] = op.query.model_validate(dict(request.query))
-                except ValidationError as exc:
-                    details = validation_details(exc)
-                    raise InvalidArgument(f"invalid query: {_summarise(details)}", fields=details) from None
-            if op.body is not None:
-                kwargs["body"] = await parse_json_body(request, op.body)
-            result = await op.handler(request, **kwargs)
-            if isinstance(result, web.StreamResponse):
-                return result
-            if isinstance(result, BaseModel):
-                text = result.model_dump_json(by_alias=True)
-            else:
-                text = json.dumps(result, default=str)
-            return web.Response(text=text, status=op.status, content_type="application/json")
+
+            async def arguments() -> dict[str, Any]:
+                return await _arguments(op, request)
+
+            async def run(kwargs: dict[str, Any]) -> web.StreamResponse:
+                return _respond(op, await op.handler(request, **kwargs))
+
+            if principal is None or request.method in audit.READ_ONLY:
+                return await run(await arguments())
+            done = audit.action(request, principal, op.operation_id, op.path)
+            return await audit.audited(request, done, arguments, run)
 
         handler.__name__ = op.operation_id
         return handler
@@ -257,6 +232,52 @@ class ApiRouter:
             },
             "security": [{"bearer": []}],
         }
+
+
+async def _arguments(op: Operation, request: web.Request) -> dict[str, Any]:
+    """The handler's keyword arguments: path parameters, query and body, checked."""
+    kwargs: dict[str, Any] = {}
+    for param in op.path_params:
+        raw = request.match_info[param.name]
+        if param.type is int:
+            if not (raw.isascii() and raw.isdigit()) or len(raw) > 19 or int(raw) > MAX_ID:
+                raise InvalidArgument(
+                    f"path parameter {param.name} must be a positive integer (at most {MAX_ID})"
+                )
+            kwargs[param.name] = int(raw)
+        else:
+            if not _PATH_TEXT.fullmatch(raw):
+                raise InvalidArgument(
+                    f"path parameter {param.name} must be 1-255 letters, digits or . _ : @ -"
+                )
+            kwargs[param.name] = raw
+    if op.query is not None:
+        known = {f.alias or name for name, f in op.query.model_fields.items()}
+        for key, value in request.query.items():
+            if "\x00" in key or "\x00" in value:
+                raise InvalidArgument(f"query parameter {key!r} contains a NUL character")
+            if key not in known:
+                raise InvalidArgument(
+                    f"unknown query parameter {key!r}", allowed=sorted(known)
+                )
+        try:
+            kwargs["query"] = op.query.model_validate(dict(request.query))
+        except ValidationError as exc:
+            details = validation_details(exc)
+            raise InvalidArgument(f"invalid query: {_summarise(details)}", fields=details) from None
+    if op.body is not None:
+        kwargs["body"] = await parse_json_body(request, op.body)
+    return kwargs
+
+
+def _respond(op: Operation, result: Any) -> web.StreamResponse:
+    if isinstance(result, web.StreamResponse):
+        return result
+    if isinstance(result, BaseModel):
+        text = result.model_dump_json(by_alias=True)
+    else:
+        text = json.dumps(result, default=str)
+    return web.Response(text=text, status=op.status, content_type="application/json")
 
 
 class _Forbidden(ServiceError):

@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mdm.db import sqlite_driver
+from mdm.db import audit_context, sqlite_driver
 
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
@@ -137,9 +137,13 @@ class Database:
         transaction holds the write queue only for its own work, never across a turn of the loop
         (``mdm.db.sqlite_driver.INLINE``). For short transactions of key look-ups and writes
         only (the command channel): a long statement would stall the loop.
+
+        While an administrator's request is in progress (``mdm.db.audit_context``), the first
+        transaction that changes something also writes its audit event, before it commits.
         """
         if not self.is_sqlite or self._writer is asyncio.current_task():
             async with self.sessionmaker() as session, session.begin():
+                audit_context.watch(session)
                 yield session
             return
         asked = time.monotonic()
@@ -149,6 +153,7 @@ class Database:
             token = sqlite_driver.INLINE.set(True) if inline else None
             try:
                 async with self.sessionmaker() as session, session.begin():
+                    audit_context.watch(session)
                     yield session
             finally:
                 if token is not None:

@@ -55,3 +55,38 @@ def forwarded_proto(request: web.Request) -> str | None:
     if values:
         said.add(values[-1].split(",")[-1].strip().lower())
     return said.pop() if len(said) == 1 else None
+
+
+def forwarded_for(request: web.Request) -> str | None:
+    """The client address the nearest proxy reports: the last ``for=`` of ``Forwarded`` (RFC 7239)
+    and the last value of ``X-Forwarded-For``, read as ``forwarded_proto`` reads the scheme (when
+    both are present they must agree). None when absent, disagreeing or not an IP address (an
+    obfuscated identifier, ``unknown``). Callers believe it only when the TCP peer is a trusted
+    proxy (``peer_in``)."""
+    said: set[str] = set()
+    if "Forwarded" in request.headers:
+        elements = request.forwarded
+        value = elements[-1].get("for") if elements else None
+        if value is None:
+            return None
+        said.add(value)
+    values = request.headers.getall("X-Forwarded-For", [])
+    if values:
+        said.add(values[-1].split(",")[-1])
+    addresses = {_address(item) for item in said}
+    if len(addresses) != 1:
+        return None
+    return addresses.pop()
+
+
+def _address(value: str) -> str | None:
+    """``198.51.100.7``, ``198.51.100.7:4711``, ``[2001:db8::1]:4711`` → the address; else None."""
+    text = value.strip().strip('"')
+    if text.startswith("["):
+        text = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        text = text.split(":", 1)[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
