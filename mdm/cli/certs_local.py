@@ -22,6 +22,7 @@ from mdm.cli.certs_io import password as _password
 from mdm.cli.certs_io import read_input as _read
 from mdm.cli.common import CliError, config_from
 from mdm.config import Config, ConfigError
+from mdm.core import audit
 from mdm.db.engine import Database, DatabaseUnavailable
 from mdm.pki import castore, replace
 from mdm.pki.ca import ISSUING_KEY, ROOT_KEY, CAError, CertificateAuthority
@@ -54,7 +55,8 @@ def run_set(args: argparse.Namespace) -> int:
         replace.write(config.certs_dir, prepared)
     except OSError as exc:
         raise CliError(f"cannot write slot {args.slot} in {config.certs_dir}: {exc.strerror}") from None
-    _, event_problem = _db_call(config, lambda db: _record(db, args.slot, old, prepared.new, pinned))
+    with audit.local_action("certs set", slot=args.slot, serial=prepared.new.serial):
+        _, event_problem = _db_call(config, lambda db: _record(db, args.slot, old, prepared.new, pinned))
     slot = SLOTS[args.slot]
     print(f"slot {args.slot} ({slot.description}) replaced")
     print(f"  old: {_describe(old)}")
@@ -173,7 +175,8 @@ def run_import_ca(args: argparse.Namespace) -> int:
         raise CliError(f"cannot install the CA in {config.ca_dir}: {exc}") from None
     reissued = _reissue_server_certs(config, passphrase, previous) if args.reissue_server_certs else []
     summary = CertSummary.of(material.certificate)
-    _, problem = _db_call(config, lambda db: _record_import(db, summary, retired))
+    with audit.local_action("certs import-ca", serial=summary.serial):
+        _, problem = _db_call(config, lambda db: _record_import(db, summary, retired))
     print(f"issuing CA is now {_describe(summary)}")
     print(f"  chain: {' <- '.join(c.subject.rfc4514_string() for c in reversed(material.chain))}")
     print(f"  key stored in {config.ca_dir / ISSUING_KEY} (0600{', encrypted' if passphrase else ''})")

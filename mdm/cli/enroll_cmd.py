@@ -73,13 +73,16 @@ def run(args: argparse.Namespace) -> int:
         raise CliError(f"--file {args.file}: is a directory", exit_code=2)
     config = config_from(args)
     from mdm.config import ConfigError
+    from mdm.core import audit
     from mdm.core.errors import InvalidArgument, ServiceError
     from mdm.db.engine import DatabaseUnavailable
     from mdm.pki.ca import CAError
     from mdm.pki.keys import KeyError_
 
     try:
-        return asyncio.run(_run(args, config))
+        with audit.local_action(f"enroll {args.platform}", user=args.user, platform=args.platform,
+                                file=bool(args.file)):
+            return asyncio.run(_run(args, config))
     except InvalidArgument as exc:
         raise CliError(exc.message, exit_code=2) from None
     except ServiceError as exc:

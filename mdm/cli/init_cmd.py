@@ -21,7 +21,7 @@ from mdm.cli import hostcheck
 from mdm.cli.common import CliError, Subparsers, add_data_dir
 from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError
 from mdm.config_sections import load as load_config
-from mdm.core import tokens
+from mdm.core import audit, tokens
 from mdm.core.errors import InvalidArgument
 from mdm.db import migrate
 from mdm.db.engine import Database, DatabaseUnavailable
@@ -198,7 +198,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         kept.append("server certificates")
 
-    token = asyncio.run(_admin_token(config, force=args.force))
+    with audit.local_action("init", token=ADMIN_TOKEN_NAME):
+        token = asyncio.run(_admin_token(config, force=args.force))
     if token is None:
         kept.append("admin token")
     else:

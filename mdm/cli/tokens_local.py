@@ -62,8 +62,11 @@ def run_local(args: argparse.Namespace) -> int:
     if not config.database.url and not (config.data_path / "mdm.sqlite3").exists():
         data = config.data_path
         raise CliError(f"no database in {data}: run `mdm init --data-dir {data}` first")
+    from mdm.core import audit
+
     try:
-        row, secret = asyncio.run(_create(config, args.name, scopes))
+        with audit.local_action("tokens create --local", name=args.name, scopes=scopes):
+            row, secret = asyncio.run(_create(config, args.name, scopes))
     except SQLAlchemyError as exc:
         first = str(getattr(exc, "orig", None) or exc).splitlines()[0][:200]
         raise CliError(
