@@ -206,6 +206,7 @@ async def test_5xx_429_retry_after_and_4xx(files: Files, receiver: CoreReceiver)
     assert ok.outcome is Outcome.DELIVERED and len(receiver.events) == 2
 
 
+@engine_free
 def test_retry_after_as_http_date() -> None:
     now = time.time()
     when = datetime.fromtimestamp(now, UTC) + timedelta(seconds=90)
