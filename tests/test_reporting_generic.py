@@ -5,19 +5,23 @@ the database, so the only ones that run under PostgreSQL too)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
 import stat
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from ports import free_ports
 
 from mdm.config import Config, ConfigError
 from mdm.db.engine import Database
@@ -366,3 +370,39 @@ async def test_internal_ca_client_certificate_issued_reused_renewed(
     finally:
         await fake.stop()
     assert len(fake.events) == 3
+
+
+@engine_free
+async def test_receiver_runs_as_a_process_with_control_and_record(files: Files, tmp_path: Path) -> None:
+    port, control = free_ports(2)
+    key_file = _write(tmp_path / "hmac.key", KEY + b"\n", 0o600)
+    record = tmp_path / "record.jsonl"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mdm.devfakes.core_receiver", "--port", str(port),
+        "--cert", str(files.server_cert), "--key", str(files.server_key), "--client-ca", str(files.client_ca),
+        "--hmac-key-file", str(key_file), "--record", str(record), "--control-port", str(control),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert line.decode().strip() == f"core receiver: https://127.0.0.1:{port}/events"
+        client = GenericTransport(f"https://127.0.0.1:{port}/events", ca_file=str(files.server_ca),
+                                  identity=ClientIdentity(str(files.client_cert), str(files.client_key)),
+                                  hmac_key=KEY, timeout=5.0)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{control}") as http:
+            failing = await http.post("/control", json={"action": "fail", "n": 1, "status": 429,
+                                                        "retry_after": 3})
+            throttled = await client.send(events(2))
+            delivered = await client.send(events(2))
+            stats = (await http.get("/stats")).json()
+            bad = await http.post("/control", json={"action": "explode"})
+        await client.aclose()
+    finally:
+        process.terminate()
+        await process.wait()
+    assert failing.status_code == 200 and bad.status_code == 400
+    assert (throttled.reason, throttled.retry_after) == ("http_429", 3.0)
+    assert delivered.outcome is Outcome.DELIVERED
+    assert stats["events"] == 2 and stats["answers"] == {"429": 1, "200": 1}
+    assert [e["uuid"] for e in read_record(record)] == [e.uuid for e in events(2)]
