@@ -35,7 +35,7 @@ async def sync_sample(session: AsyncSession, start_id: int, limit: int) -> list[
             window = window.where(_k.c.device_id < upper)
         inner = window.order_by(_k.c.device_id).limit(limit - len(rows)).subquery()
         result = await session.execute(
-            select(inner, _d.c.status).join(_d, _d.c.id == inner.c.device_id).order_by(inner.c.device_id)
+            select(inner, _d.c.status).join(_d, _d.c.id == inner.c.device_id)
         )
         rows.extend(result)
     return rows
