@@ -27,13 +27,16 @@ from mdm.push import handlers_api as push_api
 from mdm.push import plugin as push_plugin
 from mdm.push import transports
 from mdm.push.expiry import check_at_start, expiry_worker
+from mdm.reporting import handlers_api as reporting_api
+from mdm.reporting import plugin as reporting_plugin
 from mdm.scep import handlers_api as scep_api
 from mdm.scep import plugin as scep_plugin
 from mdm.server.plugin import Plugin, Worker
 
 # The admin API document covers every feature's routes.
 ADMIN_API = api_plugin.admin_api(
-    pki_api.router, scep_api.router, enroll_api.router, push_api.router, policies_api.router, kes_api.router
+    pki_api.router, scep_api.router, enroll_api.router, push_api.router, policies_api.router, kes_api.router,
+    reporting_api.router,
 )
 
 # Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`
@@ -63,4 +66,5 @@ PLUGINS: tuple[Plugin, ...] = (
     kes_enroll_package.PLUGIN,
     kes_plugin.PLUGIN,  # the peer resolver, before the sync that authenticates with it
     kes_sync_plugin.PLUGIN,
+    reporting_plugin.PLUGIN,  # last: the transport's client certificate comes from the PKI
 )

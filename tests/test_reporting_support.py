@@ -17,7 +17,7 @@ from mdm.core import store_outbox
 from mdm.db.engine import Database
 from mdm.db.models import Event
 from mdm.reporting.config import ReportingConfig
-from mdm.reporting.seams import Outcome, OutboundEvent, SendResult
+from mdm.reporting.seams import OutboundEvent, Outcome, SendResult
 from mdm.reporting.service import OutboxWorker
 from mdm.reporting.store_lock import FileLock
 
@@ -81,7 +81,8 @@ def settings(**overrides: Any) -> ReportingConfig:
 
 
 def worker(db: Database, receiver: Receiver | None, tmp: Path, **overrides: Any) -> OutboxWorker:
-    return OutboxWorker(db, receiver, settings(**overrides), FileLock(tmp / "reporting.lock"), deliverer="test:1")
+    lock = FileLock(tmp / "reporting.lock")
+    return OutboxWorker(db, receiver, settings(**overrides), lock, deliverer="test:1")
 
 
 async def add_events(db: Database, specs: Sequence[tuple[str, int | None]],
