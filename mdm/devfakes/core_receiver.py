@@ -5,8 +5,9 @@ It verifies what a real receiver verifies and refuses otherwise: mutual TLS with
 certificate from the given CA (the TLS handshake fails without one), ``Content-Type:
 application/json``, the ``X-MDM-Timestamp`` (at most 5 minutes of skew) and the
 ``X-MDM-Signature`` HMAC-SHA256 over ``timestamp + "." + body`` (compared in constant time), the
-batch's shape. It de-duplicates by event uuid and records every new event in memory and,
-optionally, as one JSON line per event in an append-only file (for checks across processes).
+batch's shape. It de-duplicates by event uuid and records every new event in memory (not when run
+as a process: memory stays bounded by the uuids seen) and, optionally, as one JSON line per event
+in an append-only file (for checks across processes).
 
 Faults, set by the constructor's fields, the methods, or the control endpoint of a fake run as a
 process: ``down`` (not listening), ``delay`` (seconds before answering), ``fail`` (the next n
@@ -40,6 +41,7 @@ MAX_SKEW_SECONDS = 300
 MAX_BODY_BYTES = 64 * 1024 * 1024
 _RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z$")
 _REQUIRED = {"uuid": str, "type": str, "severity": str, "created_at": str}
+_ENCODE = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
 @dataclass
@@ -61,12 +63,15 @@ class CoreReceiver:
     port: int = 0
     path: str = "/events"
     record_file: Path | None = None
+    # Keep accepted events in ``events`` (off for a long run: the record file holds them).
+    keep_events: bool = True
     max_skew: float = MAX_SKEW_SECONDS
     # Faults.
     delay: float = 0.0
     refuse: set[str] = field(default_factory=set)
     # Records.
     events: list[dict[str, Any]] = field(default_factory=list)
+    accepted: int = 0  # new events, kept or not
     duplicates: int = 0
     requests: int = 0
     answers: Counter[int] = field(default_factory=Counter)
@@ -229,9 +234,11 @@ class CoreReceiver:
             else:
                 self._seen.add(uuid)
                 fresh.append(event)
-        self.events.extend(fresh)
+        self.accepted += len(fresh)
+        if self.keep_events:
+            self.events.extend(fresh)
         if self._record is not None and fresh:
-            self._record.write("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in fresh))
+            self._record.write("\n".join(map(_ENCODE, fresh)) + "\n")
             self._record.flush()
         answer: dict[str, Any] = {"accepted": len(events) - len(rejected)}
         if rejected:
@@ -248,7 +255,7 @@ class CoreReceiver:
         return web.json_response(body, status=status, headers=headers)
 
     def stats(self) -> dict[str, Any]:
-        return {"events": len(self.events), "duplicates": self.duplicates, "requests": self.requests,
+        return {"events": self.accepted, "duplicates": self.duplicates, "requests": self.requests,
                 "answers": {str(k): v for k, v in self.answers.items()}, "refusals": self.refusals[-20:]}
 
 
@@ -334,7 +341,7 @@ def read_record(path: Path) -> list[dict[str, Any]]:
 
 async def _serve(args: argparse.Namespace, key: bytes | None) -> None:
     fake = CoreReceiver(args.cert, args.key, args.client_ca, key, host=args.host, port=args.port,
-                        record_file=Path(args.record) if args.record else None)
+                        record_file=Path(args.record) if args.record else None, keep_events=False)
     url = await fake.start()
     control = await start_control(fake, args.control_port, args.host) if args.control_port else None
     print(f"core receiver: {url}", flush=True)

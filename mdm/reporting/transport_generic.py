@@ -137,7 +137,7 @@ def rfc3339(moment: datetime) -> str:
     """UTC, seconds and microseconds, ``Z``: ``2026-01-02T03:04:05.123456Z``."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 # ---- the generic contract -------------------------------------------------------------------
