@@ -61,7 +61,7 @@ async def get_device(request: web.Request, id: int) -> s.DeviceDetail:
 
 
 @router.route("DELETE", "/devices/{id}", summary="Delete a device record", tag="devices",
-              scope="devices:write", status=204)
+              scope="devices:delete", status=204)
 async def delete_device(request: web.Request, id: int) -> web.Response:
     async with ctx_of(request).db.transaction() as session:
         await devices.delete(session, id, by=_who(request))
