@@ -50,7 +50,7 @@ class TimedReceiver(CoreReceiver):
 async def _serve(args: argparse.Namespace, key: bytes | None) -> None:
     fake = TimedReceiver(args.cert, args.key, args.client_ca, key, host=args.host, port=args.port,
                          record_file=Path(args.record) if args.record else None,
-                         timings_file=Path(args.timings) if args.timings else None)
+                         timings_file=Path(args.timings) if args.timings else None, keep_events=False)
     url = await fake.start()
     control = await start_control(fake, args.control_port, args.host) if args.control_port else None
     print(f"core receiver (timed): {url}", flush=True)
