@@ -1,0 +1,101 @@
+"""The delivering replica's upkeep (both engines): events undelivered for too long are
+dead-lettered, delivered events past retention are deleted, both in chunks of their own
+transactions; the backlog figures reach the link-state row."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from test_reporting_support import add_events, pending_ids, rows, settings
+
+from mdm.core import store_outbox
+from mdm.db.engine import Database
+from mdm.db.models import utcnow
+from mdm.reporting import service_upkeep
+from mdm.reporting import store as link_store
+from mdm.reporting.link import LinkMonitor
+from mdm.reporting.service_upkeep import AGED_OUT, Upkeep
+
+
+def _upkeep(db: Database, chunk: int, **overrides: object) -> Upkeep:
+    return Upkeep(db, settings(**overrides), LinkMonitor("test:1", utcnow()), delivering=True, chunk=chunk)
+
+
+class Counting:
+    """Counts the transactions a pass opens (each chunk is one)."""
+
+    def __init__(self, db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.opened = 0
+        real = db.transaction
+
+        def counted(**kw: bool):  # type: ignore[no-untyped-def]
+            self.opened += 1
+            return real(**kw)
+
+        monkeypatch.setattr(db, "transaction", counted)
+
+
+async def test_old_undelivered_events_are_dead_lettered_in_chunks(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    old = await add_events(db, [("old", 1)] * 25, created_at=now - timedelta(days=20))
+    young = await add_events(db, [("young", 1)] * 3)
+    upkeep = _upkeep(db, 10, dead_letter_after_seconds=14 * 86400)
+    counting = Counting(db, monkeypatch)
+    assert await upkeep.dead_letter_aged() == 25
+    assert counting.opened == 3  # 10 + 10 + 5
+    stored = await rows(db)
+    assert all(stored[i].dead_at is not None and stored[i].last_error == AGED_OUT for i in old)
+    assert all(stored[i].delivery_attempts == 0 for i in old)  # aged out, never refused
+    assert await pending_ids(db) == young
+    assert await upkeep.dead_letter_aged() == 0
+
+
+async def test_delivered_events_past_retention_are_pruned_in_chunks(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = utcnow()
+    expired = await add_events(db, [("e", 1)] * 23)
+    recent = await add_events(db, [("r", 1)] * 4)
+    waiting = await add_events(db, [("w", 1)] * 2, created_at=now - timedelta(days=30))
+    async with db.transaction() as session:
+        await store_outbox.mark_delivered(session, expired, now - timedelta(days=8))
+        await store_outbox.mark_delivered(session, recent, now - timedelta(days=6))
+    upkeep = _upkeep(db, 10, retention_seconds=7 * 86400)
+    counting = Counting(db, monkeypatch)
+    assert await upkeep.prune() == 23
+    assert counting.opened == 3
+    assert sorted(await rows(db)) == sorted(recent + waiting)  # never an undelivered one
+    assert await upkeep.prune() == 0
+
+
+async def test_a_pass_stops_at_its_time_budget(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    ids = await add_events(db, [("e", 1)] * 30)
+    async with db.transaction() as session:
+        await store_outbox.mark_delivered(session, ids, utcnow() - timedelta(days=30))
+    monkeypatch.setattr(service_upkeep, "PASS_BUDGET_SECONDS", 0.0)
+    upkeep = _upkeep(db, 10)
+    assert await upkeep.prune() == 0  # the budget is spent before the first chunk
+    monkeypatch.setattr(service_upkeep, "PASS_BUDGET_SECONDS", 20.0)
+    assert await upkeep.prune() == 30
+
+
+async def test_publish_writes_the_backlog_figures_to_the_link_row(db: Database) -> None:
+    now = utcnow()
+    await add_events(db, [("w", 1)] * 3, created_at=now - timedelta(minutes=10))
+    ids = await add_events(db, [("d", 1)])
+    async with db.transaction() as session:
+        await store_outbox.refuse(session, ids, "http_400", 1, now)
+    upkeep = _upkeep(db, 10)
+    await upkeep.publish()
+    async with db.session() as session:
+        row = await link_store.read(session)
+    assert row is not None and row.backlog == 3 and row.dead_letters == 1 and row.up
+    assert row.oldest_undelivered_at is not None and now - row.oldest_undelivered_at >= timedelta(minutes=10)
+    await upkeep.publish()  # the second write updates the one row
+    async with db.session() as session:
+        again = await link_store.read(session)
+    assert again is not None and again.updated_at >= row.updated_at
