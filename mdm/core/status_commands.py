@@ -9,7 +9,7 @@ threshold only.
 - green otherwise (an empty queue included).
 
 A device that stays offline keeps its commands queued: a yellow light that lasts names a device
-that no longer checks in (``mdm command list``) as often as a delivery problem.
+that no longer checks in (``mdm command log DEVICE``) as often as a delivery problem.
 """
 
 from __future__ import annotations
