@@ -280,8 +280,8 @@ async def test_client_address_through_a_trusted_proxy_only(
     ]
 
 
-async def _mdm(config: Config, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
+async def _mdm(config: Config, *args: str, env_extra: dict[str, str] | None = None) -> tuple[int, str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")} | (env_extra or {})
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "mdm", *args, "--data-dir", str(config.data_path),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
@@ -309,3 +309,41 @@ async def test_a_local_cli_action_is_audited_as_the_os_user(config: Config, db: 
     code, _, err = await _mdm(config, "tokens", "create", "--local", "rescue", "--scope", "admin")
     assert code == 1 and "already exists" in err
     assert len(await _audits(db)) == 1
+
+
+async def test_a_local_file_change_is_audited_on_its_own(config: Config, db: Database) -> None:
+    passphrase = "correct-horse-battery"
+    code, out, err = await _mdm(config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase})
+    assert code == 0, err
+    assert "2 key(s) encrypted" in out
+    [audit] = await _audits(db)
+    assert audit.body["operation"] == "certs encrypt-keys" and audit.body["target"] == {"keys": 2}
+    assert audit.body["actor"] == getpass.getuser() and audit.body["via"] == "cli"
+    assert passphrase not in json.dumps(audit.body)
+    # nothing left to encrypt: nothing changed, nothing audited
+    code, out, err = await _mdm(config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase})
+    assert code == 0 and "already encrypted" in out, err
+    assert len(await _audits(db)) == 1
+
+
+async def test_issue_and_revoke_keep_the_pkcs12_password_out(
+    server: Server, api: httpx.AsyncClient, db: Database
+) -> None:
+    password = "Pkcs12-Password-Never-Logged"
+    r = await api.post("/api/v1/certificates", json={
+        "user": "carol", "type": "mobile", "p12_password": password, "create_user": True,
+        "email": "carol@example.com",
+    })
+    assert r.status_code == 201, r.text
+    issued = r.json()
+    serial = issued["certificate"]["serial"]
+    r = await api.post(f"/api/v1/certificates/{serial}/revoke", json={"reason": "key_compromise"})
+    assert r.status_code == 200, r.text
+    audits = [a.body for a in await _audits(db)]
+    assert [(a["operation"], a["outcome"], a["target"]) for a in audits] == [
+        ("issue_certificate", "done", {"user": "carol", "type": "mobile"}),
+        ("revoke_certificate", "done", {"serial": serial, "reason": "key_compromise"}),
+    ]
+    async with db.session() as session:
+        every_body = json.dumps([e.body for e in await session.scalars(select(Event))])
+    assert password not in every_body and issued["pkcs12"][:40] not in every_body

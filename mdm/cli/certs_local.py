@@ -274,4 +274,8 @@ def run_encrypt_keys(args: argparse.Namespace) -> int:
     except (CAError, KeyError_) as exc:
         raise CliError(f"the CA does not load with the configured passphrase: {exc}") from None
     print(f"{done} key(s) encrypted" if done else "every CA key is already encrypted")
+    if done:
+        from mdm.cli.audit_local import record_file_change
+
+        record_file_change(config, "certs encrypt-keys", keys=done)
     return 0

@@ -110,6 +110,11 @@ def run_set_cert(args: argparse.Namespace) -> int:
     if is_development(bundle.cert):
         print("mdm: warning: this certificate is self-signed, not Apple's: APNs will refuse it",
               file=sys.stderr)
+    from mdm.cli.audit_local import record_file_change
+
+    record_file_change(config, "push apns set-cert", topic=identity.topic,
+                       serial=format(bundle.cert.serial_number, "x"),
+                       replaced_topic=configured if changed else None)
     return _reload(data_dir, changed_topic=changed and not development)
 
 
