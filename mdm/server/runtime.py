@@ -12,17 +12,22 @@ import gc
 import logging
 import os
 import signal
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
+from mdm import __version__
 from mdm.config import Config
 from mdm.config_reload import HotKeys, hot
+from mdm.core.events import EventType, emit
 from mdm.db import migrate
 from mdm.db.engine import Database
 from mdm.logs import reconfigure_logging
 from mdm.server.context import CTX, ServerContext
+from mdm.server.event_types import LISTENER_FAILED, SERVICE_STARTED, SERVICE_STOPPED
 from mdm.server.middleware import ACCESS_LOG_KEY, IN_FLIGHT_KEY, LISTENER_KEY, InFlight, request_context
 from mdm.server.plugin import Plugin, Worker
 from mdm.server.reloader import Reloader
@@ -179,6 +184,7 @@ class Server:
         self.bound: list[tuple[Binding, int]] = []  # (binding, actual port)
         self.in_flight = InFlight()
         self._stop = asyncio.Event()
+        self._started_at: float | None = None  # monotonic; set once service_started is written
 
     async def start(self) -> None:
         ctx = self.ctx
@@ -213,7 +219,12 @@ class Server:
                 try:
                     await site.start()
                 except OSError as exc:
-                    raise bind_error(b, exc) from None
+                    error = bind_error(b, exc)
+                    await self._record(
+                        LISTENER_FAILED, listener=b.listener, bind=b.bind, port=b.port,
+                        config_key=b.config_key, error=str(error),
+                    )
+                    raise error from None
                 self.sites.append(site)
                 port = _actual_port(site) or b.port
                 self.bound.append((b, port))
@@ -231,6 +242,19 @@ class Server:
             raise
         for w in (w for p in self.plugins for w in p.workers):
             self.worker_tasks.append(asyncio.create_task(_run_worker(w, ctx), name=f"worker:{w.name}"))
+        self._started_at = time.monotonic()
+        await self._record(
+            SERVICE_STARTED, version=__version__, pid=os.getpid(), listeners=dict(ctx.bound_ports)
+        )
+
+    async def _record(self, type: EventType, **body: Any) -> None:
+        """A service event in a transaction of its own; a database failing here is logged, never
+        fatal (the start-up error or the shutdown it reports goes on)."""
+        try:
+            async with self.ctx.db.transaction() as session:
+                emit(session, type, **body)
+        except Exception as exc:
+            log.error("could not record the %s event: %s", type.name, exc)
 
     def reload(self) -> list[str]:
         """Re-read server certificates; a bad file keeps the old context and is reported."""
@@ -262,8 +286,10 @@ class Server:
             with contextlib.suppress(Exception):
                 await site.stop()
         # Finish in-flight requests (including bodies still arriving) before connections close.
+        unfinished = 0
         if not await self.in_flight.wait_idle(self.ctx.config.limits.shutdown_grace_seconds):
-            log.warning("%d request(s) still in flight after the grace period; closing", self.in_flight.count)
+            unfinished = self.in_flight.count
+            log.warning("%d request(s) still in flight after the grace period; closing", unfinished)
         for runner in self.runners:
             with contextlib.suppress(Exception):
                 await runner.cleanup()
@@ -276,6 +302,12 @@ class Server:
             for hook in plugin.shutdown:
                 with contextlib.suppress(Exception):
                     await hook(self.ctx)
+        if self._started_at is not None:
+            uptime, self._started_at = round(time.monotonic() - self._started_at, 3), None
+            await self._record(
+                SERVICE_STOPPED, version=__version__, pid=os.getpid(), uptime_seconds=uptime,
+                unfinished_requests=unfinished,
+            )
         await self.ctx.db.close()
         self.sites.clear()
         self.runners.clear()
