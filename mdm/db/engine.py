@@ -108,15 +108,22 @@ class Database:
 
     async def _checkpoint_loop(self, path: str, interval: float) -> None:
         connection: sqlite3.Connection | None = None
+        running: asyncio.Future[tuple[sqlite3.Connection, tuple[int, int]]] | None = None
         try:
             while True:
                 await asyncio.sleep(interval)
                 try:
-                    connection, self.last_checkpoint = await asyncio.to_thread(_checkpoint, connection, path)
+                    running = asyncio.ensure_future(asyncio.to_thread(_checkpoint, connection, path))
+                    connection, self.last_checkpoint = await asyncio.shield(running)
                     self.checkpoints += 1
                 except sqlite3.Error as exc:
                     log.warning("SQLite WAL checkpoint failed (tried again in %.1f s): %s", interval, exc)
         finally:
+            # Cancelled during a pass: its thread still uses the connection; closing it under that
+            # thread crashes the process (sqlite3 is not safe for that), so wait for the pass first.
+            if running is not None and not running.done():
+                with contextlib.suppress(BaseException):
+                    connection = (await running)[0]
             if connection is not None:
                 connection.close()
 
