@@ -18,7 +18,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import events, library, store_events
 from mdm.core import store_commands as store
 from mdm.core.errors import Conflict, NotFound
-from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED, COMMAND_FAILED, COMMAND_RECALLED
+from mdm.core.event_types import (
+    COMMAND_COMPLETED,
+    COMMAND_CREATED,
+    COMMAND_DELIVERED,
+    COMMAND_FAILED,
+    COMMAND_RECALLED,
+)
 from mdm.core.library import Translators
 from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, utcnow
 
@@ -206,10 +212,15 @@ def unclaim(command: Command) -> None:
 
 
 async def delivered(session: AsyncSession, command: Command) -> None:
-    """The claimed command went out: it is in flight until the device answers."""
+    """The claimed command went out: it is in flight until the device answers. Its first
+    delivery is journaled and reported (``command_delivered``); a redelivery after NotNow is not."""
     await store.set_in_flight(session, command.id)
     if command.attempts == 1:
         await store.insert_journal(session, command.id, "delivered")
+        await events.emit_now(
+            session, COMMAND_DELIVERED, device_id=command.device_id, command=command.guid,
+            command_type=command.type,
+        )
 
 
 async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:

@@ -16,6 +16,23 @@ class DeviceDeleted(EventBody):
     by: str | None = None
 
 
+class DeviceStatusChanged(EventBody):
+    # ok, wiped, removing, remove_failed or unmanaged
+    status: str
+    previous: str
+    # Why: enrolled, registered, wipe_confirmed, remove_confirmed, checked_out, unenrolled
+    reason: str
+
+
+class DevicesSeen(EventBody):
+    # ios or kes
+    protocol: str
+    # Distinct devices of the protocol that checked in (iOS) or synced (KES) in the interval
+    devices: int
+    since: str
+    until: str
+
+
 class GroupMoved(EventBody):
     group: int
     name: str
@@ -28,6 +45,11 @@ class CommandCreated(EventBody):
     command: str
     command_type: str
     created_by: str | None = None
+
+
+class CommandDelivered(EventBody):
+    command: str
+    command_type: str
 
 
 class CommandRecalled(EventBody):
@@ -69,6 +91,18 @@ class BulkCommandQueued(EventBody):
     skipped_reasons: dict[str, int]
 
 
+class BulkOperationProgress(EventBody):
+    bulk: int
+    command_type: str
+    # The step crossed: 25, 50 or 75 (percent of the devices targeted that were processed)
+    percent: int
+    # Devices processed so far (queued + skipped)
+    processed: int
+    targeted: int
+    queued: int
+    skipped: int
+
+
 class BulkCommandRecalled(EventBody):
     bulk: int
     command_type: str
@@ -94,6 +128,20 @@ DEVICE_DELETED = EventType(
     "A device record was deleted (its commands with it); its certificate stops identifying it",
     example={"identifier": "00008030-001A2B3C4D5E802E", "protocol": "ios", "by": "ops"},
 )
+DEVICE_STATUS_CHANGED = EventType(
+    "device_status_changed", Severity.INFO, DeviceStatusChanged,
+    "A device's status changed (iOS and KES alike), beside the protocol's own event that says what "
+    "happened (device_wiped, device_unenrolled for an iOS CheckOut, kes_device_removed, ...)",
+    example={"status": "unmanaged", "previous": "ok", "reason": "checked_out"},
+)
+DEVICES_SEEN = EventType(
+    "devices_seen", Severity.INFO, DevicesSeen,
+    "The last-seen summary, once an hour per protocol: how many distinct devices were seen since the "
+    "previous summary (no event per check-in; none for an hour without any). Each device's own "
+    "last-seen time is in its record",
+    example={"protocol": "ios", "devices": 48210, "since": "2026-12-03T11:00:00+00:00",
+             "until": "2026-12-03T12:00:00+00:00"},
+)
 GROUP_MOVED = EventType(
     "group_moved", Severity.INFO, GroupMoved, "An administration group moved under another parent",
     example={"group": 12, "name": "Sales", "from_parent": 1, "to_parent": 7, "by": "ops"},
@@ -105,6 +153,12 @@ COMMAND_CREATED = EventType(
         "command_type": "DeviceLock",
         "created_by": "ops",
     },
+)
+COMMAND_DELIVERED = EventType(
+    "command_delivered", Severity.INFO, CommandDelivered,
+    "The device fetched a command (iOS: in the answer to a check-in poll; KES: in a sync answer); "
+    "written at its first delivery only, not again when a NotNow'd command is offered anew",
+    example={"command": "6F1E2D3C-4B5A-4978-8695-A4B3C2D1E0F9", "command_type": "DeviceLock"},
 )
 COMMAND_RECALLED = EventType(
     "command_recalled", Severity.INFO, CommandRecalled,
@@ -170,6 +224,15 @@ BULK_COMMAND_QUEUED = EventType(
         "queued": 24990,
         "skipped": 10,
         "skipped_reasons": {"unmanaged": 10},
+    },
+)
+BULK_OPERATION_PROGRESS = EventType(
+    "bulk_operation_progress", Severity.INFO, BulkOperationProgress,
+    "A bulk operation being queued passed 25, 50 or 75% of its targeted devices (at most three per "
+    "operation, whatever its size; 100% is bulk_command_queued)",
+    example={
+        "bulk": 42, "command_type": "DeviceInformation", "percent": 50, "processed": 12600,
+        "targeted": 25000, "queued": 12595, "skipped": 5,
     },
 )
 BULK_COMMAND_RECALLED = EventType(

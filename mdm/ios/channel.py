@@ -28,6 +28,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events, library
 from mdm.core.commands import step_index
+from mdm.core.device_status import set_status
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
@@ -248,13 +249,13 @@ async def _acknowledged(
     if device is None:
         return
     if request_type == "EraseDevice":
-        device.status = DeviceStatus.WIPED.value
+        set_status(session, device, DeviceStatus.WIPED, "wipe_confirmed")
         events.emit(session, DEVICE_WIPED, device_id=device.id, command=command.guid)
     elif command.type == "Remove" or (
         request_type == MDM_PROFILE_REMOVAL
         and step.get("Identifier") is not None
         and step.get("Identifier") == inventory.mdm_profile_identifier(device)
     ):
-        device.status = DeviceStatus.UNMANAGED.value
+        set_status(session, device, DeviceStatus.UNMANAGED, "remove_confirmed")
         device.push_valid = False
         events.emit(session, DEVICE_UNMANAGED, device_id=device.id, command=command.guid)

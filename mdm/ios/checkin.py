@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events
+from mdm.core.device_status import set_status
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.attach import attach_device
@@ -166,7 +167,7 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
         elif enrolled:
             device.enrolled_at = now
         apply_device_facts(device, msg.values)
-        device.status = DeviceStatus.OK.value
+        set_status(session, device, DeviceStatus.OK, "enrolled")
         device.cert_serial = cert.serial_hex
         device.cert_not_after = cert.not_after
         attributes = dict(device.attributes or {})
@@ -326,7 +327,7 @@ async def _check_out(
         await commands.complete(
             session, command, success=False, info="device checked out (MDM profile removed)"
         )
-    device.status = DeviceStatus.UNMANAGED.value
+    set_status(session, device, DeviceStatus.UNMANAGED, "checked_out")
     device.push_valid = False
     device.push_changed_at = utcnow()
     await store.unbind(session, ios)

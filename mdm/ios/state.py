@@ -25,6 +25,7 @@ from mdm.core.identity_invalidation import watch_bindings
 from mdm.core.queue_hint import JITTER as JITTER  # re-exported
 from mdm.core.queue_hint import QueueHint as QueueHint  # re-exported
 from mdm.core.queue_hint import invalidate_everywhere as invalidate_everywhere  # re-exported
+from mdm.core.seen_summary import SeenSummary
 from mdm.core.store_identity import notify_devices
 from mdm.db.engine import Database
 from mdm.db.models import CommandQueueEntry, Protocol, utcnow
@@ -66,6 +67,7 @@ class LastSeen:
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
+        self.seen = SeenSummary("ios")  # the periodic devices_seen summary
         self._now: datetime = utcnow()
         self._now_at = 0.0
 
@@ -86,6 +88,8 @@ class LastSeen:
 
     async def flush(self, db: Database) -> int:
         if not self._pending:
+            if self.seen.due():
+                await self.seen.report(db)
             return 0
         batch, self._pending = self._pending, {}
         items = list(batch.items())
@@ -97,9 +101,12 @@ class LastSeen:
                 async with db.transaction() as session:
                     await store.write_last_seen(session, rows)
                 written += len(rows)
+                self.seen.add(device_id for device_id, _ in chunk)
         except BaseException:
             # Keep what was not written (newer touches win) and let the caller log/retry.
             for device_id, at in items[written:]:
                 self._pending.setdefault(device_id, at)
             raise
+        if self.seen.due():
+            await self.seen.report(db)
         return written

@@ -14,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import commands, events
+from mdm.core.device_status import set_status
 from mdm.db.engine import Database
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.seams import KES_TOKEN_PURPOSE
@@ -155,7 +156,7 @@ class KesEnrollService:
                 if device.status not in ACTIVE:  # the old binding ended: start over, unbound
                     kes.cert_fingerprint = kes.previous_fingerprint = kes.bound_at = None
                     kes.renew_requested_at = None
-                    device.status = DeviceStatus.OK.value
+                    set_status(session, device, DeviceStatus.OK, "registered")
                     device.user_id = device.cert_serial = device.cert_not_after = None
                     device.enrolled_at = now
             push_changed = self._facts(device, kes, facts, msg.get("fcm_token"), now)
@@ -387,7 +388,7 @@ class KesEnrollService:
             for command in active:
                 await commands.complete(session, command, success=False, info="the device unenrolled")
             now = utcnow()
-            device.status = DeviceStatus.UNMANAGED.value
+            set_status(session, device, DeviceStatus.UNMANAGED, "unenrolled")
             device.push_token = None
             device.push_valid = False
             device.push_changed_at = now

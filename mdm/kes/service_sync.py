@@ -39,6 +39,7 @@ from mdm.kes.messages import PROTOCOL_VERSION
 from mdm.kes.peer import KesPeer
 from mdm.kes.sync_errors import DeviceNotManaged, RequestIdReused, SyncTooFrequent
 from mdm.kes.sync_state import LastSync, QueueHint, Replies, Spacing, StateCache
+from mdm.policies.event_types import POLICY_APPLIED
 from mdm.policies.seams import EffectivePolicy, PolicyResolver
 
 log = logging.getLogger("mdm.kes.sync")
@@ -231,8 +232,11 @@ class SyncService:
             await self._apply(session, device_id, message, due, now)
             applied = message.get("applied_policy_version")
             changed = applied is not None and applied != state["policy_applied_version"]
-            if changed and applied is not None and self.policies is not None:
-                await self.policies.record_applied(session, device_id, applied)
+            if changed and applied is not None:
+                if self.policies is not None:
+                    await self.policies.record_applied(session, device_id, applied)
+                events.emit(session, POLICY_APPLIED, device_id=device_id, version=str(applied),
+                            previous=state["policy_applied_version"])
             out = await self._claim(session, device_id, now)
             effective = None
             if self.policies is not None:

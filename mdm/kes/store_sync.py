@@ -15,6 +15,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Update
 
+from mdm.core.device_status import set_status
 from mdm.db import sqlite_driver
 from mdm.db.models import Command, CommandQueueEntry, Device, DeviceStatus
 from mdm.kes.tables import KesDevice
@@ -167,7 +168,7 @@ async def write_device(
 async def mark_wiped(session: AsyncSession, device_id: int) -> None:
     device = await session.get(Device, device_id, with_for_update=True)
     if device is not None:
-        device.status = DeviceStatus.WIPED.value
+        set_status(session, device, DeviceStatus.WIPED, "wipe_confirmed")
         device.push_valid = False
 
 
@@ -177,7 +178,7 @@ async def end_binding(session: AsyncSession, device_id: int, now: datetime) -> N
     no renewal pending. ORM changes, so that the cached bindings are dropped at commit."""
     device = await session.get(Device, device_id, with_for_update=True)
     if device is not None:
-        device.status = DeviceStatus.UNMANAGED.value
+        set_status(session, device, DeviceStatus.UNMANAGED, "remove_confirmed")
         device.push_token = None
         device.push_valid = False
         device.push_changed_at = now

@@ -26,6 +26,7 @@ from cachetools import LRUCache, TLRUCache
 
 from mdm.core.queue_hint import JITTER
 from mdm.core.queue_hint import QueueHint as QueueHint  # re-exported
+from mdm.core.seen_summary import SeenSummary
 from mdm.db.engine import Database
 from mdm.db.models import utcnow
 from mdm.kes import store_sync
@@ -91,6 +92,7 @@ class LastSync:
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
+        self.seen = SeenSummary("kes")  # the periodic devices_seen summary
         self._now = utcnow()
         self._now_at = 0.0
 
@@ -105,6 +107,8 @@ class LastSync:
 
     async def flush(self, db: Database) -> int:
         if not self._pending:
+            if self.seen.due():
+                await self.seen.report(db)
             return 0
         batch, self._pending = self._pending, {}
         items = list(batch.items())
@@ -115,8 +119,11 @@ class LastSync:
                 async with db.transaction() as session:
                     await store_sync.write_last_sync(session, rows)
                 written += len(rows)
+                self.seen.add(i for i, _ in items[start : start + self.CHUNK])
         except BaseException:
             for device_id, at in items[written:]:
                 self._pending.setdefault(device_id, at)
             raise
+        if self.seen.due():
+            await self.seen.report(db)
         return written

@@ -43,6 +43,13 @@ class ProfileChanged(_Profile):
     settings: int | None = None
 
 
+class PolicyApplied(EventBody):
+    # The policy version the agent reports it applied (the one a sync answer carried)
+    version: str
+    # The version it reported before, if any
+    previous: str | None = None
+
+
 class DeviceTagsChanged(EventBody):
     added: list[str]
     removed: list[str]
@@ -124,6 +131,12 @@ POLICY_PROFILE_DELETED = EventType(
         "by": "ops",
         "profile": "Travel",
     },
+)
+POLICY_APPLIED = EventType(
+    "policy_applied", Severity.INFO, PolicyApplied,
+    "A KES device reported that it applied a policy version (written when the version it reports "
+    "changes, not at every sync)",
+    example={"version": "3.7.1a2b3c4d", "previous": "3.6.9f8e7d6c"},
 )
 DEVICE_TAGS_CHANGED = EventType(
     "device_tags_changed", Severity.INFO, DeviceTagsChanged,
