@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import events, library, store_devices
 from mdm.core import store_bulk as store
 from mdm.core.errors import InvalidArgument, Unsupported
-from mdm.core.event_types import BULK_COMMAND_QUEUED, COMMANDS_CREATED
+from mdm.core.event_types import BULK_COMMAND_QUEUED, BULK_OPERATION_PROGRESS, COMMANDS_CREATED
 from mdm.core.library import BulkKey, CommandType, DeviceFacts, Translators
 from mdm.db.models import BulkOperation, BulkState, CommandStatus, Device, Protocol, utcnow
 
@@ -161,7 +161,25 @@ async def queue_batch(
     op.updated_at = now
     if outcome.done:
         finish_queuing(session, op)
+    else:
+        _report_progress(session, op, done_before=op.queued + op.skipped - len(created) - len(skipped))
     return outcome
+
+
+PROGRESS_STEPS = (25, 50, 75)  # percent; the end is bulk_command_queued
+
+
+def _report_progress(session: AsyncSession, op: BulkOperation, *, done_before: int) -> None:
+    """One ``bulk_operation_progress`` when this batch crossed a step of ``PROGRESS_STEPS``: at
+    most three per operation whatever its size, and exactly once each across restarts (the
+    counters it compares move in this transaction)."""
+    if op.targeted <= 0:
+        return
+    done = op.queued + op.skipped
+    crossed = [p for p in PROGRESS_STEPS if done_before * 100 < p * op.targeted <= done * 100]
+    if crossed:
+        events.emit(session, BULK_OPERATION_PROGRESS, bulk=op.id, command_type=op.type, percent=crossed[-1],
+                    processed=done, targeted=op.targeted, queued=op.queued, skipped=op.skipped)
 
 
 def finish_queuing(session: AsyncSession, op: BulkOperation) -> None:

@@ -20,6 +20,7 @@ from mdm.enroll.expiry import expire
 from mdm.enroll.profiles import build_profile, event_fields, new_identity_key, prepare
 from mdm.enroll.seams import Env
 from mdm.enroll.tables import EnrollmentStatus
+from mdm.scep import token_reuse
 
 log = logging.getLogger("mdm.enroll")
 
@@ -45,7 +46,7 @@ def _gone_message(status: str) -> str:
     }.get(status, "this enrollment link is no longer valid")
 
 
-async def _pending_link(db: Database, token_hash: bytes) -> store.LinkState:
+async def _pending_link(db: Database, token_hash: bytes, peer: str | None = None) -> store.LinkState:
     """The pending enrollment behind a link, or LinkUnknown / LinkGone (an expired link
     is marked expired on the way)."""
     now = utcnow()
@@ -58,8 +59,15 @@ async def _pending_link(db: Database, token_hash: bytes) -> store.LinkState:
             await expire(session, found.id, now)
         raise LinkGone(_gone_message(EnrollmentStatus.EXPIRED.value))
     if found.status != EnrollmentStatus.PENDING.value:
+        if found.status == EnrollmentStatus.DOWNLOADED.value:
+            await token_reuse.report(
+                db, _REUSED, token_hash, kind="enrollment_link", enrollment_id=found.id, peer=peer
+            )
         raise LinkGone(_gone_message(found.status))
     return found
+
+
+_REUSED = token_reuse.ReuseReports()  # downloaded links presented again, by token hash
 
 
 # Downloads being built in this process, by token hash. Concurrent requests for the same link
@@ -81,7 +89,7 @@ async def download(env: Env, db: Database, token: str, *, peer: str | None = Non
         raise LinkUnknown("no such enrollment link")
     token_hash = links.token_hash(token)
     while True:
-        pending = await _pending_link(db, token_hash)
+        pending = await _pending_link(db, token_hash, peer)
         running = _IN_FLIGHT.get(token_hash)
         if running is None:
             break

@@ -36,7 +36,8 @@ from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.push import metrics, store
 from mdm.push.config import PushConfig
-from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
+from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
+from mdm.push.failure_tally import FailureTally
 from mdm.push.store import DueRow
 from mdm.push.tables import REPUSH
 from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
@@ -108,6 +109,7 @@ class PushDispatcher:
         self._limit: tuple[int, asyncio.Semaphore] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()  # batches sent, not yet recorded
         self._labels = metrics.ReasonLabels()
+        self.failures = FailureTally()  # push_failures_aggregated, per service and reason
         self._owed_refreshed = 0.0
 
     @property
@@ -309,6 +311,7 @@ class PushDispatcher:
             reason = self._labels(service, result.reason or result.outcome.value)
             metrics.FAILED.labels(service, reason).inc()
             stats.failures[reason] = stats.failures.get(reason, 0) + 1
+            self.failures.add(service, reason, result.outcome.value)
         return result
 
     # ---- answers --------------------------------------------------------------------------------
@@ -372,6 +375,8 @@ class PushDispatcher:
                     later.append((*key, now + held, why, row.reason))
             await store.finish(session, finish)
             await store.reschedule(session, later)
+            for body in self.failures.take_due():
+                events.emit(session, PUSH_FAILURES_AGGREGATED, **body)
         for row, res in answered:  # after the commit (the event went out with the state): the last says
             if res.outcome in (Outcome.SENT, Outcome.CREDENTIALS, Outcome.UNAVAILABLE):
                 self.stats[service_name(row.protocol)].circuit_open = res.outcome is not Outcome.SENT

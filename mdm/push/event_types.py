@@ -13,6 +13,18 @@ class PushTokenInvalid(EventBody):
     status: int | None = None
 
 
+class PushFailuresAggregated(EventBody):
+    service: str  # "apns" | "fcm"
+    # The service's reason (BadDeviceToken, TooManyRequests, QUOTA_EXCEEDED, error:ConnectError, ...)
+    reason: str
+    # How the dispatcher took it: retry, invalid_token, credentials, rejected, unavailable
+    outcome: str
+    count: int
+    since: str
+    until: str
+    interval_seconds: float
+
+
 class PushCredentialsRefused(EventBody):
     service: str
     reason: str
@@ -49,6 +61,17 @@ PUSH_TOKEN_INVALID = EventType(
     "The push service refused the device's token for good; the device is not pushed again until it "
     "sends a newer one (iOS TokenUpdate)",
     example={"service": "apns", "reason": "BadDeviceToken", "status": 400},
+)
+PUSH_FAILURES_AGGREGATED = EventType(
+    "push_failures_aggregated", Severity.WARNING, PushFailuresAggregated,
+    "Pushes that failed, counted per service and reason over an interval (5 minutes): one event per "
+    "reason and interval, never one per failed push. Tokens refused for good are also reported one "
+    "by one (push_token_invalid)",
+    example={
+        "service": "apns", "reason": "TooManyRequests", "outcome": "retry", "count": 1840,
+        "since": "2026-12-03T11:55:00+00:00", "until": "2026-12-03T12:00:00+00:00",
+        "interval_seconds": 300.0,
+    },
 )
 PUSH_CREDENTIALS_REFUSED = EventType(
     "push_credentials_refused", Severity.CRITICAL, PushCredentialsRefused,

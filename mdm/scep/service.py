@@ -27,7 +27,7 @@ from mdm.pki import store as pki_store
 from mdm.pki.issuance import CertificateSource
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected
-from mdm.scep import challenges, envelope, messages, store
+from mdm.scep import challenges, envelope, messages, store, token_reuse
 from mdm.scep.csr import CsrRequest, challenge_of, fingerprint, load_csr
 from mdm.scep.envelope import Encryption
 from mdm.scep.event_types import SCEP_REQUEST_PENDING
@@ -86,6 +86,7 @@ class ScepService:
         self.state = state
         self.source = source
         self.verifier = verifier
+        self.reused = token_reuse.ReuseReports()
 
     def ca_certificates(self) -> bytes:
         return ca_certificates(self.state)
@@ -226,6 +227,11 @@ async def _enroll(
             raise ScepFailure(FailInfo.BAD_REQUEST, "the CSR carries no challengePassword")
         async with svc.db.session() as session:
             challenge = await challenges.match(session, password, state.static_secret)
+        if challenge is not None and challenge.problem == "used":
+            await token_reuse.report(
+                svc.db, svc.reused, ("scep", challenge.id), kind="scep_challenge", challenge=challenge.id,
+                transaction_id=msg.transaction_id,
+            )
         if challenge is None or challenge.problem:
             reason = "unknown" if challenge is None else f"{challenge.problem} (challenge {challenge.id})"
             raise ScepFailure(
