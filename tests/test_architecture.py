@@ -34,6 +34,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.policies",),  # KES policies: below the platforms that deliver them
     ("mdm.ios", "mdm.kes", "mdm.reporting"),  # reporting reads the core outbox, never a platform
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
+    ("mdm.events_doc",),  # docs/events.md, rendered from the composed build's event catalog
     ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services
     ("mdm.bench",),
     ("mdm.cli", "mdm.testing"),
