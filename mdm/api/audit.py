@@ -62,7 +62,11 @@ def action(request: web.Request, principal: Principal, operation: str, route: st
 async def denied(request: web.Request, principal: Principal, operation: str, route: str, scope: str) -> None:
     """Record a refused scope; a database failure is logged, the 403 stands."""
     done = action(request, principal, operation, route)
-    target = audit.target_of(dict(request.match_info), fields=None)
+    target = audit.target_of(
+        {k: int(v) if k == "id" and v.isascii() and v.isdigit() and len(v) <= 19 else v
+         for k, v in request.match_info.items()},
+        fields=None,
+    )
     try:
         async with ctx_of(request).db.transaction() as session:
             audit.record_denied(session, replace(done, target=target), scope)
@@ -86,6 +90,7 @@ async def audited(
         try:
             response = await run(kwargs)
         finally:
+            pending.closed = True
             PENDING.reset(token)
     except ServiceError as exc:
         if pending is None or not pending.written:

@@ -36,6 +36,9 @@ class PendingAudit:
     # Identifying, non-secret facts the handler learnt (e.g. the id of what it created).
     notes: dict[str, Note] = field(default_factory=dict)
     written: bool = False
+    # Set when the request has been answered: a task it started (which copied the context) must
+    # not put the request's audit into a transaction of its own later.
+    closed: bool = False
 
 
 PENDING: ContextVar[PendingAudit | None] = ContextVar("mdm_pending_audit", default=None)
@@ -53,7 +56,7 @@ def watch(session: AsyncSession) -> None:
     """Called by ``Database.transaction`` on every session it opens; costs one context-variable
     read when no audit is pending."""
     pending = PENDING.get()
-    if pending is None or pending.written:
+    if pending is None or pending.written or pending.closed:
         return
     _Watch(session, pending).listen()
 
@@ -85,7 +88,7 @@ class _Watch:
         self.changed = True
 
     def _before_commit(self, sync: Session) -> None:
-        if self.added or self.pending.written or sync.in_nested_transaction():
+        if self.added or self.pending.written or self.pending.closed or sync.in_nested_transaction():
             return  # a savepoint's commit is not the transaction's
         if self.changed or sync.new or sync.dirty or sync.deleted:
             self.added = True
