@@ -115,3 +115,11 @@ async def test_android_without_fcm_is_yellow(api: httpx.AsyncClient) -> None:
     doc = (await api.get("/api/v1/status")).json()
     android = next(a for a in doc["areas"] if a["area"] == "android")
     assert android["light"] == "yellow" and "FCM is not configured" in android["reason"]
+
+
+async def test_the_exit_status_is_documented_in_help() -> None:
+    shown = await asyncio.to_thread(subprocess.run, [sys.executable, "-m", "mdm", "status", "--help"],
+                                    capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0
+    text = " ".join(shown.stdout.split())
+    assert "Exit status: 0 when no light is red, 2 when any light is red" in text
