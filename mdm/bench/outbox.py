@@ -118,7 +118,7 @@ async def _run(options: Options, data_dir: Path, say: Say) -> Report:
         say(f"(b) catch-up: mdm serve with {options.events:,} events waiting, "
             f"batch size {options.batch_size}...")
         t0 = time.monotonic()
-        sampler = Sampler(files.record)
+        sampler = Sampler(files.record, receiver.pid)
         start = asyncio.ensure_future(server.start(wait_s=300))
         while not start.done():
             sampler.sample(t0, server.process.pid if server.process else None)
@@ -174,6 +174,7 @@ def _catchup(events: int, samples: list[Sample], last: Sample) -> dict[str, Any]
     cpu_start = first.cpu if first.cpu is not None else math.nan
     cpu_end = last.cpu if last.cpu is not None else math.nan
     delivering = max(last.t - first.t, 1e-9)
+    receiver = (last.receiver_cpu or 0.0) - (first.receiver_cpu or 0.0)
     return {
         "drained_s": round(last.t, 2),
         "first_event_s": round(first.t, 2),
@@ -185,6 +186,8 @@ def _catchup(events: int, samples: list[Sample], last: Sample) -> dict[str, Any]
         "server_cpu_ms_per_event": round(1000 * (cpu_end - cpu_start) / events, 4),
         "server_cpu_ms_per_event_steady": round(cpu_steady * 1000, 4),
         "server_cpu_share": round((cpu_end - cpu_start) / delivering, 2),
+        "receiver_cpu_ms_per_event": round(1000 * receiver / events, 4),
+        "receiver_cpu_share": round(receiver / delivering, 2),
     }
 
 
@@ -203,7 +206,9 @@ def render(report: Report) -> str:
             f"{c['events_per_s_delivering']:,}/s while delivering, "
             f"{c['events_per_s_steady']:,}/s steady (10-90 %)")
         lines.append(f"      server CPU {c['server_cpu_ms_per_event']} ms/event "
-                     f"(steady {c['server_cpu_ms_per_event_steady']}), {c['server_cpu_share']} cores")
+                     f"(steady {c['server_cpu_ms_per_event_steady']}), {c['server_cpu_share']} cores; "
+                     f"receiver CPU {c['receiver_cpu_ms_per_event']} ms/event, "
+                     f"{c['receiver_cpu_share']} cores")
     if rt:
         lines.append(f"      batch round trip: {rt.get('batches')} batches, p50 {rt.get('p50_ms')} ms, "
                      f"p99 {rt.get('p99_ms')} ms, max {rt.get('max_ms')} ms ({rt.get('source')})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,20 +26,21 @@ class Sample:
     received: int  # events recorded by the receiver (duplicates included)
     cpu: float | None  # the server's CPU seconds so far
     rss_kib: int
+    receiver_cpu: float | None = None  # the receiver's CPU seconds so far
 
 
 class Sampler:
-    def __init__(self, record: Path) -> None:
+    def __init__(self, record: Path, receiver_pid: int | None = None) -> None:
         self.tail = RecordTail(record)
+        self.receiver_pid = receiver_pid
         self.samples: list[Sample] = []
 
     def sample(self, t0: float, pid: int | None) -> Sample:
-        import time
-
         received = self.tail.poll()
         cpu = cpu_seconds(pid) if pid else None
         rss = rss_kib(pid).get("VmRSS", 0) if pid else 0
-        s = Sample(time.monotonic() - t0, received, cpu, rss)
+        receiver = cpu_seconds(self.receiver_pid) if self.receiver_pid else None
+        s = Sample(time.monotonic() - t0, received, cpu, rss, receiver)
         self.samples.append(s)
         return s
 
