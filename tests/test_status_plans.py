@@ -105,3 +105,20 @@ async def test_the_statements_per_light_do_not_grow_with_the_fleet(db: Database,
     large = {s.area: len(await _statements(db, s)) for s in _sources(db, config)}
     # (A light may stop early: a red or yellow rule found needs no further statement.)
     assert all(large[area] <= small[area] <= 4 for area in small), (small, large)
+
+
+async def test_postgresql_finds_an_index_for_every_statement(db: Database, config: Config) -> None:
+    """With sequential scans priced out, PostgreSQL still plans no sequential scan of a fleet
+    table: an index serves every statement (on a big table the planner picks it by statistics)."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's query plan")
+    await _fleet(db, 3)
+    for source in _sources(db, config):
+        for statement, parameters in await _statements(db, source):
+            async with db.engine.connect() as conn:
+                await conn.exec_driver_sql("SET enable_seqscan = off")
+                rows = await conn.exec_driver_sql("EXPLAIN " + statement, parameters)
+                plan = "\n".join(str(r[0]) for r in rows)
+                await conn.exec_driver_sql("RESET enable_seqscan")
+            for table in FLEET_TABLES:
+                assert f"Seq Scan on {table} " not in plan, (source.area, statement, plan)
