@@ -9,7 +9,7 @@ import httpx
 import pytest
 from event_rows import outbox_row
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from mdm.core import tokens
 from mdm.db.engine import Database
@@ -191,6 +191,7 @@ async def test_authentication_failures(api: httpx.AsyncClient) -> None:
 # ---- events -------------------------------------------------------------------------------------
 async def test_events_filters_and_pagination(api: httpx.AsyncClient, db) -> None:
     async with db.transaction() as session:
+        await session.execute(delete(Event))  # the server's own (service_started): only these rows
         for i in range(12):
             outbox_row(
                 session,

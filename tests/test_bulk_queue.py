@@ -117,7 +117,11 @@ async def test_all_in_batches_with_exact_counts_and_events(db: Database, recorde
     assert stamps == sorted(stamps)
     assert abs(stamps[-1] / 1000 - time.time()) < 600
     kinds = [e.type for e in events]
-    assert kinds == ["bulk_command_created", *["commands_created"] * 5, "bulk_command_queued"]
+    assert kinds == [
+        "bulk_command_created", "commands_created", "commands_created", "bulk_operation_progress",
+        "commands_created", "bulk_operation_progress", "commands_created", "bulk_operation_progress",
+        "commands_created", "bulk_command_queued",
+    ]  # progress at 25, 50 and 75 % (after 14, 21 and 28 of 30 devices)
     batches = [e.body for e in events if e.type == "commands_created"]
     # The batch never exceeds the batch size: 5 transactions of at most 7 commands.
     assert [b["count"] for b in batches] == [7, 7, 7, 7, 2]

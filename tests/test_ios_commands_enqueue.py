@@ -161,7 +161,7 @@ async def test_multi_step_command_runs_step_by_step(db: Database) -> None:
         assert journal == ["processing", "delivered"] + ["step"] * 5 + ["completed"]
         assert await session.get(CommandQueueEntry, done.id) is None
         events = (await session.scalars(select(Event.type).order_by(Event.id))).all()
-        assert events == ["command_created", "command_completed"]
+        assert events == ["command_created", "command_delivered", "command_completed"]
 
 
 async def test_a_failed_step_fails_the_command_but_the_rest_still_runs(db: Database) -> None:

@@ -74,7 +74,8 @@ async def rows(db: Database, table: Any) -> int:
 
 async def event_types(db: Database) -> list[str]:
     async with db.session() as session:
-        return list((await session.scalars(select(Event.type).order_by(Event.id))).all())
+        stmt = select(Event.type).where(Event.type.notlike("service_%")).order_by(Event.id)  # not the start
+        return list((await session.scalars(stmt)).all())
 
 
 def setting(value: Any, locked: bool = False) -> dict[str, Any]:
