@@ -99,3 +99,20 @@ async def test_yellow_for_an_old_backlog_dead_letters_or_a_stale_row_and_grey_wi
     light, reason = await _light(db)
     assert light is Light.RED and reason is not None
     assert reason.startswith("core server answered HTTP 503 (since")
+
+
+async def test_a_replica_taking_over_an_outage_reports_its_end(db: Database, tmp_path: Path) -> None:
+    since = utcnow() - timedelta(minutes=3)
+    down = replace(LinkMonitor("old", since).snapshot(since), up=False, since=since, consecutive_failures=9,
+                   last_failure_reason="connect_error")
+    async with db.transaction() as session:
+        await link_store.write(session, down)
+    await add_events(db, [("a", 1)])
+    w = worker(db, Receiver(), tmp_path)
+    async with db.session() as session:
+        w.link.resume(await link_store.read(session))
+    assert not w.link.up and w.link.failures == 9
+    await w.step()
+    [up] = await _events(db, "core_link_up")
+    assert up.body["attempts"] == 9 and up.body["down_seconds"] >= 180
+    assert await _events(db, "core_link_down") == []

@@ -99,3 +99,16 @@ async def test_publish_writes_the_backlog_figures_to_the_link_row(db: Database) 
     async with db.session() as session:
         again = await link_store.read(session)
     assert again is not None and again.updated_at >= row.updated_at
+
+
+async def test_the_age_sweep_reads_only_the_head_of_the_backlog(db: Database) -> None:
+    """Old events behind a chunk of young ones wait for the next pass (bounded reads)."""
+    now = utcnow()
+    young = await add_events(db, [("young", 1)] * 10)
+    old = await add_events(db, [("old", 1)] * 3, created_at=now - timedelta(days=20))
+    upkeep = _upkeep(db, 10)
+    assert await upkeep.dead_letter_aged() == 0
+    async with db.transaction() as session:
+        await store_outbox.mark_delivered(session, young, now)
+    assert await upkeep.dead_letter_aged() == 3
+    assert all(r.dead_at is not None for i, r in (await rows(db)).items() if i in old)

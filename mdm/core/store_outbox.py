@@ -118,11 +118,11 @@ async def refuse(
 async def dead_letter_older(
     session: AsyncSession, cutoff: datetime, limit: int, error: str, now: datetime
 ) -> int:
-    """Dead-letter up to ``limit`` undelivered events created before ``cutoff`` (the oldest
-    first: they lead the undelivered index). Answers how many."""
-    ids = list(
-        await session.scalars(select(e.id).where(PENDING, e.created_at < cutoff).order_by(e.id).limit(limit))
-    )
+    """Dead-letter those of the first ``limit`` undelivered events (in id order: the oldest lead
+    the undelivered index) that were created before ``cutoff``. Bounded: a backlog of young events
+    is not scanned for old ones. Answers how many."""
+    head = select(e.id, e.created_at).where(PENDING).order_by(e.id).limit(limit).subquery()
+    ids = list(await session.scalars(select(head.c.id).where(head.c.created_at < cutoff)))
     if not ids:
         return 0
     await session.execute(

@@ -48,6 +48,16 @@ class LinkMonitor:
         self.oldest: datetime | None = None
         self.dead_letters = 0
 
+    def resume(self, row: LinkRow | None) -> None:
+        """Take over the state the previous deliverer left (a replica taking over an outage
+        reports its end, not a new one)."""
+        if row is None or row.up or not self.up:
+            return
+        self.up, self.since, self.failing_since = False, row.since, row.since
+        self.failures = row.consecutive_failures
+        self.reason, self.detail = row.last_failure_reason, row.last_failure_detail
+        self.last_failure_at, self.last_success_at = row.last_failure_at, row.last_success_at
+
     def on_success(self, now: datetime) -> CameUp | None:
         self.last_success_at = now
         came_up = None

@@ -113,6 +113,9 @@ class OutboxWorker:
 
     async def _hold(self) -> None:
         self._cursor, self._prefetched = None, None
+        if self.transport is not None:
+            async with self.db.session() as session:
+                self.link.resume(await link_store.read(session))
         upkeep = asyncio.create_task(self.upkeep.run(), name="reporting-upkeep")
         try:
             next_check = time.monotonic() + LOCK_CHECK_SECONDS
