@@ -13,11 +13,13 @@ import sys
 from datetime import timedelta
 
 import httpx
+import pytest
 from conftest import client_ssl_context, listener_url
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.config import Config
 from mdm.core import tokens
-from mdm.core.status import AREAS
+from mdm.core.status import AREAS, AreaStatus
 from mdm.db.engine import Database
 from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server, open_context
@@ -123,3 +125,22 @@ async def test_the_exit_status_is_documented_in_help() -> None:
     assert shown.returncode == 0
     text = " ".join(shown.stdout.split())
     assert "Exit status: 0 when no light is red, 2 when any light is red" in text
+
+
+class _Broken:
+    area = "eas"
+
+    async def status(self, session: AsyncSession) -> AreaStatus:
+        raise RuntimeError("no EAS gateway table")
+
+
+async def test_a_failing_source_is_grey_in_a_200_answer(
+    server: Server, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.ctx.status.register(_Broken())
+    r = await api.get("/api/v1/status")
+    assert r.status_code == 200, r.text
+    eas = next(a for a in r.json()["areas"] if a["area"] == "eas")
+    assert eas == {"area": "eas", "light": "grey", "details": {},
+                   "reason": "could not be computed: RuntimeError: no EAS gateway table"}
+    assert "the eas light could not be computed" in caplog.text
