@@ -77,6 +77,9 @@ class TextFormatter(logging.Formatter):
         return line
 
 
+WIRE_LOGGERS = ("httpcore", "httpx", "h2", "hpack")
+
+
 def setup_logging(json_lines: bool = False, level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else TextFormatter())
@@ -85,6 +88,10 @@ def setup_logging(json_lines: bool = False, level: str = "INFO") -> None:
     root.setLevel(level)
     # aiohttp's own access log duplicates ours.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    # The HTTP clients' wire loggers write request and answer headers at DEBUG (a core server's
+    # session token, Authorization): never below INFO, whatever the service's level.
+    for name in WIRE_LOGGERS:
+        logging.getLogger(name).setLevel(logging.INFO)
 
 
 def reconfigure_logging(json_lines: bool, level: str) -> None:

@@ -19,7 +19,7 @@ from conftest import client_ssl_context
 
 from mdm.config import Config
 from mdm.core import tokens
-from mdm.logs import JsonFormatter, TextFormatter, redact, request_id_var
+from mdm.logs import JsonFormatter, TextFormatter, redact, request_id_var, setup_logging
 
 
 async def _serve_json_logs(config: Config) -> tuple[asyncio.subprocess.Process, list[str], int]:
@@ -170,3 +170,17 @@ def test_secrets_are_masked_in_messages_extras_and_tracebacks(records: logging.L
 )
 def test_redact(text: str, expected: str) -> None:
     assert redact(text) == expected
+
+
+def test_debug_level_keeps_the_http_client_wire_loggers_quiet() -> None:
+    """At DEBUG, httpcore, h2 and hpack log request and answer headers (a core server's session
+    token, an Authorization header): they stay at INFO whatever the service's level."""
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        setup_logging(level="DEBUG")
+        for name in ("httpcore", "httpx", "h2", "hpack"):
+            assert not logging.getLogger(name).isEnabledFor(logging.DEBUG), name
+    finally:
+        root.handlers[:], level = saved
+        root.setLevel(level)
