@@ -88,7 +88,10 @@ class OutboxWorker:
         self._wake = asyncio.Event()
         self._cursor: int | None = None  # the highest id delivered while holding the lock
         self._prefetched: list[outbox.PendingEvent] | None = None
-        self._devices: TTLCache[int, DeviceRecord] = TTLCache(maxsize=50_000, ttl=DEVICE_CACHE_SECONDS)
+        # The mark of the last delivered batch, still running while the next batch is sent.
+        self._marking: asyncio.Task[int] | None = None
+        # Device records by id (None: no such device any more), for a short while.
+        self._devices: TTLCache[int, DeviceRecord | None] = TTLCache(maxsize=50_000, ttl=DEVICE_CACHE_SECONDS)
 
     def wake(self) -> None:
         """Look for new events now (e.g. after dead letters were put back)."""
@@ -141,6 +144,8 @@ class OutboxWorker:
             upkeep.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await upkeep
+            with contextlib.suppress(Exception):  # a graceful stop lets the last mark finish
+                await self._marked()
 
     async def _pause(self, seconds: float) -> None:
         self._wake.clear()
@@ -152,6 +157,8 @@ class OutboxWorker:
         """Read and deliver one batch; answers the pause before the next round (0: go on)."""
         assert self.transport is not None
         size = self.settings.batch_size
+        if self._prefetched is None:
+            await self._marked()  # a fresh read must not see the rows of a batch being marked
         batch = self._prefetched if self._prefetched is not None else await self._read(0, size)
         self._prefetched = None
         if not batch:
@@ -169,11 +176,18 @@ class OutboxWorker:
                 prefetch.cancel()
             raise
         if prefetch is not None:
-            if pause is None:
+            if pause is None:  # catching up: the mark overlaps the next batch's send
                 self._prefetched = await prefetch
                 return 0.0
             prefetch.cancel()
+        await self._marked()
         return self.settings.poll_seconds if pause is None else pause
+
+    async def _marked(self) -> None:
+        """Wait for the mark of the last delivered batch (its failure is raised here)."""
+        marking, self._marking = self._marking, None
+        if marking is not None:
+            await marking
 
     async def _read(self, after_id: int, limit: int) -> list[outbox.PendingEvent]:
         async with self.db.session() as session:
@@ -206,12 +220,15 @@ class OutboxWorker:
         wanted = {e.device_id for e in batch if e.device_id is not None and e.device_id not in self._devices}
         if wanted:
             async with self.db.session() as session:
-                for row in await outbox.device_records(session, sorted(wanted)):
-                    self._devices[row.id] = DeviceRecord(
-                        id=row.id, protocol=row.protocol, status=row.status, name=row.name, model=row.model,
-                        os_version=row.os_version, serial_number=row.serial_number, udid=row.udid,
-                        user=row.user, last_seen_at=row.last_seen_at,
-                    )  # fmt: skip
+                found = await outbox.device_records(session, sorted(wanted))
+            for device_id in wanted:
+                self._devices[device_id] = None
+            for row in found:
+                self._devices[row.id] = DeviceRecord(
+                    id=row.id, protocol=row.protocol, status=row.status, name=row.name, model=row.model,
+                    os_version=row.os_version, serial_number=row.serial_number, udid=row.udid,
+                    user=row.user, last_seen_at=row.last_seen_at,
+                )  # fmt: skip
         devices = self._devices
         return [
             OutboundEvent(
@@ -237,7 +254,8 @@ class OutboxWorker:
             return self.backoff.next_delay(result.retry_after)
         await self._answered()
         if result.outcome is Outcome.DELIVERED:
-            await self._settle(batch, [], "")
+            await self._marked()
+            self._marking = asyncio.create_task(self._settle(batch, [], ""))
             self.backoff.reset()
             return None
         error = f"{result.reason}: {result.detail}" if result.detail else result.reason
