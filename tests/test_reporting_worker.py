@@ -150,3 +150,28 @@ async def test_named_refusals_deliver_the_rest_of_the_batch_at_once(db: Database
     dead_after = REGISTRY.get_sample_value("mdm_reporting_dead_lettered_total", {"cause": "refused"})
     assert dead_after == dead_before + 1
     assert await pending_ids(db) == []
+
+
+async def test_a_wake_up_does_not_cut_the_backoff_short(db: Database, tmp_path: Path) -> None:
+    ids = await add_events(db, [("a", 1)])
+    receiver = Receiver()
+    receiver.outages = [SendResult(Outcome.RETRY, "http_429", "slow down", retry_after=1.0)]
+    w = worker(db, receiver, tmp_path)
+    task = asyncio.create_task(w.run())
+    try:
+        for _ in range(200):
+            if receiver.sends:
+                break
+            await asyncio.sleep(0.01)
+        for _ in range(10):  # e.g. dead letters replayed meanwhile
+            w.wake()
+            await asyncio.sleep(0.05)
+        assert receiver.sends == 1
+        for _ in range(300):
+            if not await pending_ids(db):
+                break
+            await asyncio.sleep(0.02)
+        assert receiver.sends == 2 and receiver.accepted_ids() == ids
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)

@@ -122,6 +122,7 @@ class OutboxWorker:
         upkeep = asyncio.create_task(self.upkeep.run(), name="reporting-upkeep")
         try:
             next_check = time.monotonic() + LOCK_CHECK_SECONDS
+            retry_at = 0.0  # after a failure, not before this (a wake-up does not shorten the backoff)
             while True:
                 if time.monotonic() >= next_check:
                     if not await self.lock.still_held():
@@ -133,7 +134,14 @@ class OutboxWorker:
                     upkeep.result()  # the upkeep ends only by failing: let it be seen
                     return
                 try:
-                    pause = self.settings.poll_seconds if self.transport is None else await self.step()
+                    if self.transport is None:
+                        pause = self.settings.poll_seconds
+                    elif time.monotonic() < retry_at:
+                        pause = retry_at - time.monotonic()
+                    else:
+                        pause = await self.step()
+                        if self.backoff.failures:
+                            retry_at = time.monotonic() + pause
                 except (OSError, DBAPIError, OperationalError) as exc:
                     log.warning("outbox delivery paused: the database failed (%s); trying again in %.0f s",
                                 type(exc).__name__, DB_RETRY_SECONDS)
