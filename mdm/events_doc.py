@@ -69,6 +69,72 @@ _BY_NAME = {
 }
 
 
+# What a field means where its model says nothing (no ``description=``, no source comment): the
+# names the catalog uses alike in many types.
+GLOSSARY: dict[str, str] = {
+    "by": "Who did it: the admin API token's name, or `cli:<os user>` for a local command",
+    "created_by": "Who sent it: the admin API token's name (or `cli:<os user>`)",
+    "command": "The command's GUID (as in `GET /api/v1/commands/{guid}`)",
+    "commands": "[device id, command GUID] pairs",
+    "command_type": "The command's type in the command library (DeviceLock, Wipe, ...)",
+    "identifier": "The device's identifier: the UDID (iOS) or the Android id (KES)",
+    "enrollment_id": "The enrollment (one-time link or file) it came from",
+    "serial": "A certificate serial number (hex)",
+    "cert_serial": "The device certificate's serial number (hex)",
+    "renews_serial": "The serial number of the certificate this one renews",
+    "bound_serial": "The serial number of the certificate bound to the device",
+    "not_after": "End of validity (RFC 3339, UTC)",
+    "subject": "The certificate's subject (RFC 4514)",
+    "cert_type": "The certificate type: mobile, mail, vpn or server",
+    "source": "The certificate source that issued it (internal: the built-in CA)",
+    "reason": "Why, as a short machine-readable code",
+    "message": "What the client was told (human-readable)",
+    "error": "What went wrong (human-readable)",
+    "peer": "The client's IP address (behind a trusted proxy: the one it forwarded)",
+    "path": "The request path",
+    "name": "The policy's name",
+    "policy_id": "The policy's id",
+    "group_id": "The administration group's id",
+    "group": "The administration group's id",
+    "revision": "The policy's revision after the change",
+    "profile": "The policy profile's name",
+    "settings": "How many settings it holds",
+    "active": "Whether it is active",
+    "priority": "The profile's priority (higher wins)",
+    "bulk": "The bulk operation's id (`GET /api/v1/bulk/{id}`)",
+    "targeted": "Devices the bulk operation targets",
+    "queued": "Devices a command was queued for",
+    "skipped": "Devices skipped (see `GET /api/v1/bulk/{id}/skipped`)",
+    "skipped_reasons": "Skipped devices per reason",
+    "count": "How many",
+    "status": "The new status",
+    "info": "The device's or the service's explanation",
+    "topic": "The APNs topic of the MDM push certificate",
+    "transaction_id": "The SCEP transactionID",
+    "request_id": "The pending SCEP request's id",
+    "model": "The device model",
+    "os_version": "The operating system version",
+    "serial_number": "The device's hardware serial number",
+    "commands_failed": "Active commands failed with it",
+    "user": "The enrollment's user (name or e-mail)",
+    "platform": "ios or android",
+    "delivery": "link (a one-time URL) or file",
+    "identity": "How the device gets its identity certificate: pkcs12 or scep",
+    "mdm_profile_identifier": "The PayloadIdentifier of the MDM profile it installs",
+    "for_device_id": "The device it re-enrolls, if any",
+    "to": "The e-mail address",
+    "at": "When the device said it happened (RFC 3339)",
+    "since": "Start of the interval (RFC 3339, UTC)",
+    "until": "End of the interval (RFC 3339, UTC)",
+    "interval_seconds": "The length of the interval",
+    "days_left": "Whole days until it expires",
+    "protocol": "ios or kes",
+    "version": "The service's version",
+    "pid": "The process id",
+    "identity_source": "How the device proved its identity: signature (Mdm-Signature), tls or header",
+}
+
+
 def load_catalog() -> dict[str, tuple[EventType, str]]:
     """Every declared type by name, with the module that declares it."""
     root = Path(mdm.__file__).parent
@@ -155,7 +221,8 @@ def field_rows(model: type[EventBody]) -> list[tuple[str, str, bool, str]]:
     notes = _comments(model)
     rows = []
     for name, prop in props.items():
-        text = prop.get("description") or notes.get(name, "")
+        text = prop.get("description") or notes.get(name) or GLOSSARY.get(name, "")
+        text = text[:1].upper() + text[1:]
         if name not in required and "default" in prop:
             shown = json.dumps(prop["default"])
             text = f"{text} (default {shown})".strip() if shown != "null" else text

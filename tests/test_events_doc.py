@@ -55,12 +55,16 @@ ISSUE_CONCEPTS: dict[str, str] = {
     "policy: applied by a device": "policy_applied",
     "security: identity rejected (iOS)": "security_identity_rejected",
     "security: identity rejected (Android)": "security_kes_identity_rejected",
-    "security: bad signature / replayed message": "security_message_rejected",
+    "security: bad signature (iOS: in security_identity_rejected)": "security_identity_rejected",
+    "security: replayed message": "security_message_rejected",
     "security: token reuse": "security_token_reused",
     "security: certificate refused (TLS handshake)": "security_kes_handshake_rejected",
     "service: started": "service_started",
     "service: stopped": "service_stopped",
     "service: listener failure": "listener_failed",
+    "service: core link down": "core_link_down",
+    "service: core link up": "core_link_up",
+    "audit: administrator action": "admin_action",
 }
 
 

@@ -35,7 +35,7 @@ class DevicesSeen(EventBody):
 
 class GroupMoved(EventBody):
     group: int
-    name: str
+    name: str  # the group's name
     from_parent: int | None = None
     to_parent: int | None = None
     by: str | None = None
@@ -113,8 +113,8 @@ class BulkCommandRecalled(EventBody):
 
 
 class SecurityRejectionsAggregated(EventBody):
-    event: str
-    source: str
+    event: str  # the type of the events counted (security_identity_rejected, ...)
+    source: str  # where they came from: the IPv4 address or the IPv6 /64
     reason: str
     count: int
     first_seen: str | None = None
