@@ -4,6 +4,7 @@ SCEP challenge, a downloaded enrollment link) reported once per token per interv
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
 
@@ -120,3 +121,31 @@ async def test_a_reused_token_is_reported_once_per_interval(db: Database) -> Non
     for key in range(10):
         small.first(key)
     assert len(small._seen) == 2
+
+
+async def test_push_failures_before_a_quiet_spell_are_reported_by_the_idle_worker(db: Database) -> None:
+    apns = ScriptedTransport()
+    dispatcher = PushDispatcher(db, CONFIG, {Protocol.IOS: apns}, idle_seconds=0.05)
+    gone = PushResult(Outcome.REJECTED, reason="PayloadTooLarge", status=413)
+    devices = [await add_device(db, f"q{i}", token=f"q{i}") for i in range(3)]
+    for i in range(3):
+        apns.answer(f"q{i}", gone)  # finished for good: no later batch would report them
+    worker = asyncio.create_task(dispatcher.run())
+    try:
+        await dispatcher.wake_many(devices, "command")
+        dispatcher.nudge()
+        async with asyncio.timeout(10):
+            while len(apns.sent) < 3 or dispatcher.in_flight:
+                await asyncio.sleep(0.02)
+        assert await events_of(db, "push_failures_aggregated") == []
+        dispatcher.failures.interval_seconds = 0.0  # the interval ends with no push pending
+        async with asyncio.timeout(10):
+            while not (found := await events_of(db, "push_failures_aggregated")):
+                await asyncio.sleep(0.05)
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+        await dispatcher.close()
+    assert [(e.body["reason"], e.body["outcome"], e.body["count"]) for e in found] == [
+        ("PayloadTooLarge", "rejected", 3)
+    ]

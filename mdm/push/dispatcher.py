@@ -194,6 +194,15 @@ class PushDispatcher:
             await asyncio.gather(*self.in_flight, return_exceptions=True)
 
     async def _idle(self, taken: int) -> None:
+        # Failures of the last batches before a quiet spell are reported without a next batch.
+        reports = self.failures.take_due()
+        if reports:
+            try:
+                async with self.db.transaction() as session:
+                    for body in reports:
+                        events.emit(session, PUSH_FAILURES_AGGREGATED, **body)
+            except Exception as exc:
+                log.warning("push: the failure summary could not be recorded: %s", exc)
         timeout = self.idle_seconds
         try:
             async with self.db.session() as session:
