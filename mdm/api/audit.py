@@ -4,11 +4,11 @@ authenticated token through ``audited``, and every refused scope through ``denie
 - The change and its ``admin_action`` event (outcome done) commit together: the request's audit is
   pending (``mdm.db.audit_context.PENDING``) while the handler runs, and the first of its
   transactions that changes something writes it before committing. A rollback takes both.
-- A request that changed nothing and was refused (4xx) or failed (5xx) is recorded in a
-  transaction of its own, outcome refused or failed, with the error's code (never its message,
-  which may repeat the input). Only authenticated tokens get here: an unauthenticated request
-  (401) never writes a row.
-- A token lacking the route's scope: ``admin_action_denied`` (403).
+- A request that failed (5xx) having changed nothing is recorded in a transaction of its own,
+  outcome failed, with the error's code (never its message, which may repeat the input).
+- A token lacking the route's scope: ``admin_action_denied`` (403), in a transaction of its own.
+- Other refusals (400, 404, 409, ...) change nothing and write nothing: bad input gets its 4xx and
+  the middleware's log line, as everywhere else. An unauthenticated request (401) never gets here.
 - Read-only methods (GET, HEAD) are not audited.
 
 The source is the TCP peer, or the address a trusted proxy of the admin listener
@@ -93,19 +93,19 @@ async def audited(
             pending.closed = True
             PENDING.reset(token)
     except ServiceError as exc:
-        if pending is None or not pending.written:
-            await _unchanged(request, done, exc.status, exc.code)
+        if exc.status >= 500 and (pending is None or not pending.written):
+            await _failed(request, done, exc.status, exc.code)
         raise
     except web.HTTPException as exc:
-        if exc.status >= 400 and (pending is None or not pending.written):
-            await _unchanged(request, done, exc.status, f"http_{exc.status}")
+        if exc.status >= 500 and (pending is None or not pending.written):
+            await _failed(request, done, exc.status, f"http_{exc.status}")
         raise
     except Exception:
         if pending is None or not pending.written:
-            await _unchanged(request, done, 500, "internal")
+            await _failed(request, done, 500, "internal")
         raise
-    if response.status >= 400 and not pending.written:
-        await _unchanged(request, done, response.status, f"http_{response.status}")
+    if response.status >= 500 and not pending.written:
+        await _failed(request, done, response.status, f"http_{response.status}")
     return response
 
 
@@ -118,11 +118,10 @@ def _target(kwargs: Mapping[str, Any]) -> dict[str, Note]:
     return target
 
 
-async def _unchanged(request: web.Request, done: Action, status: int, code: str) -> None:
-    """A mutating request that committed nothing: refused (4xx) or failed (5xx), on its own."""
-    outcome: audit.Outcome = "failed" if status >= 500 else "refused"
+async def _failed(request: web.Request, done: Action, status: int, code: str) -> None:
+    """A mutating request that failed (5xx) having committed nothing, recorded on its own."""
     try:
         async with ctx_of(request).db.transaction() as session:
-            audit.record(session, done, outcome=outcome, status=status, error=code)
+            audit.record(session, done, outcome="failed", status=status, error=code)
     except Exception as exc:
-        log.warning("audit event of a %s request not recorded: %s", outcome, type(exc).__name__)
+        log.warning("audit event of a failed request not recorded: %s", type(exc).__name__)

@@ -4,8 +4,9 @@ address, or ``local:<hostname>``) and the outcome.
 
 The admin API records a change through ``pending``: the database layer
 (``mdm.db.audit_context``) writes the event in the first transaction of the request that changes
-something, so the change and its audit commit together. Refusals and failures, which changed
-nothing, are recorded by the framework in a transaction of their own (``record``, ``record_denied``).
+something, so the change and its audit commit together. Failures (5xx) and refused scopes (403),
+which changed nothing, are recorded by the framework in a transaction of their own (``record``,
+``record_denied``); other refusals (bad input, 404, 409) write nothing.
 A local CLI action runs inside ``local_action`` (the same mechanism, the OS user as the actor).
 
 A target holds only identifying facts (ids, GUIDs, serials, names, types), chosen by ``target_of``
@@ -28,7 +29,7 @@ from mdm.core.event_types_audit import ADMIN_ACTION, ADMIN_ACTION_DENIED
 from mdm.core.events import emit
 from mdm.db.audit_context import PENDING, Note, PendingAudit
 
-Outcome = Literal["done", "refused", "failed"]
+Outcome = Literal["done", "failed"]
 # Body fields that identify what an action is about. Anything else (command arguments, passwords,
 # CSRs, policy settings, e-mail addresses) is left out.
 TARGET_FIELDS = frozenset({

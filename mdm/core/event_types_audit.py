@@ -33,11 +33,13 @@ class AdminAction(EventBody):
     source: str
     # The TCP peer when ``source`` came from a trusted proxy's header.
     proxy: str | None = None
-    # done: the change committed (in the same transaction as this event); refused: a 4xx answer,
-    # nothing changed; failed: an error of ours (5xx), nothing changed.
-    outcome: Literal["done", "refused", "failed"]
+    # done: the change committed (in the same transaction as this event); failed: an error of ours
+    # (5xx), nothing changed. Refusals (4xx) change nothing and are not audited, but for a missing
+    # scope (admin_action_denied).
+    outcome: Literal["done", "failed"]
+    # The HTTP status of a failure.
     status: int | None = None
-    # The error code of a refusal or failure (``not_found``, ``conflict``, ...), never its message.
+    # The error code of a failure (``internal``, ...), never its message.
     error: str | None = None
     request_id: str | None = None
 
@@ -60,8 +62,8 @@ ADMIN_ACTION = EventType(
     "admin_action", Severity.INFO, AdminAction,
     "An administrator's action through the admin API (a token) or the local CLI (an OS user): "
     "written in the same transaction as the change it records (outcome done), or on its own when "
-    "the request was refused (4xx) or failed (5xx) and changed nothing. Read-only requests are not "
-    "audited.",
+    "the request failed (5xx) and changed nothing. Read-only requests and refused ones (bad input, "
+    "not found, conflict) are not audited; a missing scope is admin_action_denied.",
     example={
         "actor": "ops-console", "token_id": 3, "via": "api", "operation": "send_command",
         "method": "POST", "route": "/api/v1/devices/{id}/commands",
