@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from mdm.bench import local, outbox_prepare, outbox_receiver, profile
-from mdm.bench.outbox_measure import Sample, Sampler, round_trips, steady, verify
+from mdm.bench.outbox_measure import Sample, Sampler, memory_kib, round_trips, steady, verify
 from mdm.bench.progress import Progress
-from mdm.bench.stats import rss_kib
 
 Say = Callable[[str], None]
+PROFILE_SECONDS = 30  # --py-spy: the first seconds of the catch-up after the server answers
 
 
 class BenchError(Exception):
@@ -66,7 +66,7 @@ class Report:
 
 
 def _mib(pid: int) -> dict[str, float]:
-    return {k: round(v / 1024, 1) for k, v in rss_kib(pid).items()}
+    return {k: round(v / 1024, 1) for k, v in memory_kib(pid).items()}
 
 
 def _load_average() -> str:
@@ -131,10 +131,11 @@ async def _run(options: Options, data_dir: Path, say: Say) -> Report:
             "transport": "generic (HTTPS, mutual TLS, HMAC-SHA256)", "server_pid": server.pid,
             "receiver_pid": receiver.pid, "cpus": os.cpu_count(), "load_before": _load_average(),
         }
-        spy = await profile.record(server.pid, 60, options.py_spy) if options.py_spy else None
+        spy = await profile.record(server.pid, PROFILE_SECONDS, options.py_spy) if options.py_spy else None
         last = await _until_drained(options, config.database_url, sampler, server.pid, t0, say)
         report.rss_mib["end"] = _mib(server.pid)
         report.rss_mib["peak_sampled"] = max((s.rss_kib for s in sampler.samples), default=0) // 1024
+        report.rss_mib["peak_anon_sampled"] = max((s.anon_kib for s in sampler.samples), default=0) // 1024
         if spy is not None:
             await spy.communicate()
             report.profile = {"file": str(options.py_spy), **profile.summarise(options.py_spy)}  # type: ignore[arg-type]

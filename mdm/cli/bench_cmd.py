@@ -252,7 +252,7 @@ def _register_outbox(kinds: Any) -> None:
     b.add_argument("--devices", type=int, default=1000, help="devices the events are about (default 1000)")
     b.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the catch-up")
     b.add_argument("--py-spy", metavar="FILE", type=Path,
-                   help="record the server with py-spy (raw format), 60 s of the catch-up, and summarise")
+                   help="record the server with py-spy (raw format), 30 s of the catch-up, and summarise")
     b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
     b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
     b.add_argument("--database-url", default="",
