@@ -193,10 +193,10 @@ def _catchup(events: int, samples: list[Sample], last: Sample) -> dict[str, Any]
 
 
 def render(report: Report) -> str:
-    s, c, r, rt = report.setup, report.catchup, report.received, report.round_trip
-    lines = [f"mdm bench outbox: {s.get('events'):,} events over {s.get('devices')} devices, batch size "
-             f"{s.get('batch_size')}, {s.get('database')}, {s.get('transport')}",
-             f"  load before: {s.get('load_before', '')}"]
+    setup, c, r, rt = report.setup, report.catchup, report.received, report.round_trip
+    lines = [f"mdm bench outbox: {setup.get('events'):,} events over {setup.get('devices')} devices, "
+             f"batch size {setup.get('batch_size')}, {setup.get('database')}, {setup.get('transport')}",
+             f"  load before: {setup.get('load_before', '')}"]
     if report.prepare:
         p = report.prepare
         lines.append(f"  (a) prepare: {p['written']:,} written in {p['seconds']}s ({p['events']:,} waiting)")
