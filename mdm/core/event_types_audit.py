@@ -20,9 +20,11 @@ class AdminAction(EventBody):
     actor: str
     # The API token's id; None for a local CLI action.
     token_id: int | None = None
+    # api: through the admin API; cli: a local CLI command on the server's machine.
     via: Literal["api", "cli"]
     # The API operation id (e.g. ``create_token``) or the CLI command (e.g. ``tokens create --local``).
     operation: str
+    # The HTTP method (API only).
     method: str | None = None
     # The route as declared (``/api/v1/devices/{id}/commands``), not the request's path.
     route: str | None = None
@@ -41,20 +43,30 @@ class AdminAction(EventBody):
     status: int | None = None
     # The error code of a failure (``internal``, ...), never its message.
     error: str | None = None
+    # The request's X-Request-Id, as in the access and error logs (API only).
     request_id: str | None = None
 
 
 class AdminActionDenied(EventBody):
+    # The token's name.
     actor: str
+    # The token's id.
     token_id: int
+    # The API operation id asked for.
     operation: str
+    # The HTTP method.
     method: str
+    # The route as declared.
     route: str
+    # The path parameters (the body is not read).
     target: dict[str, TargetValue] = Field(default_factory=dict)
+    # The client's address (a trusted proxy's forwarded address when the TCP peer is one).
     source: str
+    # The TCP peer when ``source`` came from a trusted proxy's header.
     proxy: str | None = None
     # The scope the route requires, which the token lacks.
     required_scope: str
+    # The request's X-Request-Id.
     request_id: str | None = None
 
 
