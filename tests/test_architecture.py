@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.__main__",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-FEATURES = ("ios", "kes", "policies", "enroll", "scep", "pki")
+FEATURES = ("ios", "kes", "policies", "enroll", "scep", "pki", "reporting")
 STATEMENTS = {"select", "insert", "update", "delete", "text"}
 SESSION_CALLS = {"add", "add_all", "get", "delete", "execute", "scalar", "scalars", "merge", "stream"}
 SESSION_NAMES = {"session", "sess", "s", "conn", "connection"}
