@@ -8,6 +8,7 @@ import re
 import httpx
 import pytest
 from bulk_support import send_bulk
+from event_rows import SERVER_OWN
 from sqlalchemy import select
 
 from mdm.core import commands
@@ -42,7 +43,7 @@ async def send(
 async def events_of(api: httpx.AsyncClient, **params: object) -> list[dict]:
     r = await api.get("/api/v1/events", params={"limit": 500, **params})
     assert r.status_code == 200
-    return r.json()["items"]
+    return [e for e in r.json()["items"] if e["type"] not in SERVER_OWN]
 
 
 async def test_send_returns_the_command_with_its_journal(api: httpx.AsyncClient, db) -> None:
@@ -77,6 +78,27 @@ async def test_one_active_command_per_type(api: httpx.AsyncClient, db) -> None:
     assert (await send(api, dev, "Locate")).status_code == 201  # another type is fine
     assert (await api.delete(f"/api/v1/commands/{first}")).status_code == 200
     assert (await send(api, dev, "Block")).status_code == 201  # free again after the recall
+
+
+@pytest.mark.parametrize(
+    ("body", "needle"),
+    [
+        ({"type": "Raw"}, "Raw: args must be an Apple command dictionary"),
+        ({"type": "InstallConfProf", "args": {"x": 1}}, "unknown argument 'x'"),
+    ],
+)
+async def test_arguments_a_command_refuses_are_422_as_in_bulk(
+    api: httpx.AsyncClient, db, body: object, needle: str
+) -> None:
+    """Well-formed JSON that the document admits, refused by the command type: 422, as
+    ``POST /commands`` answers for the same arguments, and nothing is queued."""
+    dev = await device(db, Protocol.IOS)
+    r = await api.post(f"/api/v1/devices/{dev}/commands", json=body)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["code"] == "invalid_argument" and needle in r.json()["error"]["message"]
+    assert await events_of(api) == []
+    bulk = await api.post("/api/v1/commands", json={"devices": [dev], **body})  # type: ignore[dict-item]
+    assert bulk.status_code == 422 and bulk.json()["error"]["code"] == "invalid_argument"
 
 
 @pytest.mark.parametrize(

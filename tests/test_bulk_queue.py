@@ -13,8 +13,8 @@ import pytest
 from bulk_support import add_devices, count
 from sqlalchemy import select
 
-from mdm.core.bulk import ArgumentsRefused, BulkService, NoTargets
-from mdm.core.errors import NotFound
+from mdm.core.bulk import BulkService, NoTargets
+from mdm.core.errors import ArgumentsRefused, NotFound
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
 from mdm.db.engine import Database

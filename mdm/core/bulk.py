@@ -24,7 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import devices, events, library
 from mdm.core import store_bulk as store
 from mdm.core.bulk_queue import Plan, make_plan, queue_batch
-from mdm.core.errors import InvalidArgument, NotFound, ServiceError
+from mdm.core.errors import ArgumentsRefused, InvalidArgument, NotFound, ServiceError
 from mdm.core.event_types import BULK_COMMAND_CREATED, BULK_COMMAND_RECALLED
 from mdm.core.library import Translators
 from mdm.core.push import Pushers, bulk_id_of, bulk_reason
@@ -46,13 +46,6 @@ class NoTargets(ServiceError):
 
     status = 422
     code = "no_targets"
-
-
-class ArgumentsRefused(ServiceError):
-    """The arguments are well-formed JSON but no protocol of the command takes them."""
-
-    status = 422
-    code = "invalid_argument"
 
 
 @dataclass(frozen=True)

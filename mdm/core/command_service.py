@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from mdm.core import commands, devices
+from mdm.core import commands, devices, library
+from mdm.core.errors import ArgumentsRefused, InvalidArgument
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
 from mdm.db.engine import Database
@@ -24,7 +25,13 @@ class CommandService:
     async def send(
         self, device_id: int, type_name: str, args: dict[str, Any] | None, *, by: str | None
     ) -> tuple[Command, CommandJournalEntry]:
-        """Queue a command for one device; returns it with its first journal entry."""
+        """Queue a command for one device; returns it with its first journal entry. Arguments
+        the command type refuses are refused before anything is read, as in a bulk operation."""
+        ctype = library.lookup(type_name)
+        try:
+            self.translators.check_args(ctype, dict(args or {}))
+        except InvalidArgument as exc:
+            raise ArgumentsRefused(exc.message, **exc.details) from None
         async with self.db.transaction(inline=True) as session:
             device = await devices.get(session, device_id)
             command, queued = await commands.enqueue_logged(

@@ -30,6 +30,14 @@ class InvalidArgument(ServiceError):
     code = "invalid_argument"
 
 
+class ArgumentsRefused(ServiceError):
+    """The arguments are well-formed JSON but the command type does not take them (one device or
+    many: the same answer)."""
+
+    status = 422
+    code = "invalid_argument"
+
+
 class Unsupported(ServiceError):
     status = 422
     code = "unsupported"
