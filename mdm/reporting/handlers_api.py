@@ -6,7 +6,14 @@ from aiohttp import web
 
 from mdm.api.framework import PRINCIPAL_KEY, ApiRouter
 from mdm.reporting.keys import DEAD_LETTERS
-from mdm.reporting.schemas import DeadLetterOut, DeadLetterPage, DeadLetterQuery, ReplayIn, ReplayOut
+from mdm.reporting.schemas import (
+    DeadLetterOut,
+    DeadLetterPage,
+    DeadLetterQuery,
+    ReplayIds,
+    ReplayIn,
+    ReplayOut,
+)
 from mdm.reporting.service_dead import DeadLetters
 from mdm.server.context import ctx_of
 
@@ -30,5 +37,9 @@ async def list_dead_letters(request: web.Request, query: DeadLetterQuery) -> Dea
               tag="events", scope="events:write", body=ReplayIn, response=ReplayOut)
 async def replay_dead_letters(request: web.Request, body: ReplayIn) -> ReplayOut:
     service, by = _service(request), str(request[PRINCIPAL_KEY].name)
-    count = await (service.replay_all(by=by) if body.all else service.replay(body.ids or [], by=by))
+    choice = body.root
+    if isinstance(choice, ReplayIds):
+        count = await service.replay(choice.ids, by=by)
+    else:
+        count = await service.replay_all(by=by)
     return ReplayOut(requeued=count)

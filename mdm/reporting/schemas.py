@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field, RootModel
 
 from mdm.api.schemas import PageQuery, Strict, Timestamp
 from mdm.core.store_outbox import DeadEvent
@@ -37,18 +37,18 @@ class DeadLetterPage(BaseModel):
     next_cursor: str | None
 
 
-class ReplayIn(Strict):
-    ids: list[int] | None = Field(default=None, min_length=1, max_length=1000,
-                                  description="these dead letters (at most 1000 per request)")
-    all: bool = Field(default=False, description="every dead letter")
+class ReplayIds(Strict):
+    ids: list[Annotated[int, Field(ge=1, le=2**62)]] = Field(
+        min_length=1, max_length=1000, description="these dead letters (at most 1000 per request)")
 
-    @model_validator(mode="after")
-    def _one_of(self) -> Self:
-        if (self.ids is None) == (not self.all):
-            raise ValueError('give either "ids": [...] or "all": true')
-        if self.ids is not None and any(i < 1 or i > 2**62 for i in self.ids):
-            raise ValueError("ids must be positive integers")
-        return self
+
+class ReplayAll(Strict):
+    all: Literal[True] = Field(description="every dead letter")
+
+
+class ReplayIn(RootModel[ReplayIds | ReplayAll]):
+    """Either ``{"ids": [...]}`` or ``{"all": true}`` (the document says so with ``anyOf``, so
+    that a body it admits is one the service takes)."""
 
 
 class ReplayOut(BaseModel):
