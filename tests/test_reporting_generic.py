@@ -406,3 +406,36 @@ async def test_receiver_runs_as_a_process_with_control_and_record(files: Files, 
     assert delivered.outcome is Outcome.DELIVERED
     assert stats["events"] == 2 and stats["answers"] == {"429": 1, "200": 1}
     assert [e["uuid"] for e in read_record(record)] == [e.uuid for e in events(2)]
+
+
+@engine_free
+async def test_sent_bodies_do_not_wait_for_the_garbage_collector(
+    files: Files, receiver: CoreReceiver
+) -> None:
+    """httpx and httpcore keep every request in a reference cycle that only a collection frees,
+    and the server runs with rare collections (``GC_THRESHOLDS``): a batch's encoded body must
+    not be held by that cycle, or the server grows by a body per batch during a catch-up."""
+    import gc
+    import tracemalloc
+
+    from mdm.reporting import transport_generic
+
+    client = transport(files, receiver)
+    await client.send(events(3))
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for i in range(8):
+            assert (await client.send(events(100, start=1000 * (i + 1)))).outcome is Outcome.DELIVERED
+        after = tracemalloc.take_snapshot()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+        await client.aclose()
+    only_here = [tracemalloc.Filter(True, transport_generic.__file__)]
+    diff = after.filter_traces(only_here).compare_to(before.filter_traces(only_here), "filename")
+    growth = sum(s.size_diff for s in diff)
+    body = len(transport_generic.batch_body(events(100)))
+    assert growth < 2 * body, (growth, body)

@@ -22,7 +22,7 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -268,13 +268,15 @@ class GenericTransport:
             return SendResult(Outcome.DELIVERED, "ok")
         await self._renew_if_due()
         body = await asyncio.to_thread(batch_body, batch) if len(batch) > 200 else batch_body(batch)
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Content-Type": "application/json", "Accept": "application/json",
+                   "Content-Length": str(len(body))}
         if self._key is not None:
             timestamp = str(int(self._clock()))
             headers[TIMESTAMP_HEADER] = timestamp
             headers[SIGNATURE_HEADER] = signature(self._key, timestamp, body)
         try:
-            async with self._client.stream("POST", self.url, content=body, headers=headers) as response:
+            stream = self._client.stream("POST", self.url, content=_once(body), headers=headers)
+            async with stream as response:
                 content = await _read_bounded(response)
         except httpx.HTTPError as exc:
             result = classify_exception(exc)
@@ -308,6 +310,14 @@ class GenericTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+async def _once(body: bytes) -> AsyncIterator[bytes]:
+    """The body as a one-chunk stream. httpx and httpcore keep every request in a reference cycle
+    that only the garbage collector frees (rarely, in the server: ``GC_THRESHOLDS``); given bytes,
+    the request holds the whole body until then, a body per batch during a catch-up. A stream
+    lets the body go as soon as it is written (Content-Length is set, so it is not chunked)."""
+    yield body
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:
