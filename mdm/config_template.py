@@ -139,6 +139,24 @@ enabled = true
 static_challenge_file = ""     # optional shared challenge besides the one-time ones
 manual_approval = false        # answer PENDING until an administrator approves
 
+[reporting]            # events to the core server (docs/reporting.md); "none": kept in the outbox
+transport = "none"     # "none", "generic" (HTTPS JSON, mutual TLS, HMAC) or "ksc" (the Open API)
+url = ""               # generic: the URL batches are POSTed to; ksc: https://ksc.example.com:13299
+ca_file = ""           # verifies the core server's certificate (empty: the system's trust store)
+client_certificate_file = ""   # generic: empty issues a core-link certificate from the internal CA
+client_key_file = ""
+hmac_key_file = ""     # generic: the HMAC-SHA256 key, in a file of its own (0600)
+ksc_user = ""
+ksc_password_file = "" # ksc: the password, in a file of its own (0600)
+ksc_domain = ""
+ksc_internal = false
+batch_size = 500
+backoff_initial_seconds = 1.0  # after a failure: 1 s, 2 s, 4 s ... (jittered) up to the maximum
+backoff_max_seconds = 300.0
+dead_letter_after_attempts = 5         # refusals by the core server before an event is set aside
+dead_letter_after_seconds = 1209600.0  # an event undelivered for 14 days is set aside too
+retention_seconds = 604800.0           # delivered events are deleted after 7 days
+
 [api]                  # admin REST API
 metrics_allow = []     # addresses that may read /metrics without a token (else the metrics:read scope)
 
