@@ -6,12 +6,10 @@ a body."""
 
 from __future__ import annotations
 
-import asyncio
 import getpass
 import json
 import os
 import socket
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +17,7 @@ from typing import Any
 import httpx
 import pytest
 from aiohttp import web
+from cli_run import mdm_cli
 from conftest import client_ssl_context, listener_url
 from sqlalchemy import func, select
 
@@ -286,19 +285,10 @@ async def test_client_address_through_a_trusted_proxy_only(
     ]
 
 
-async def _mdm(config: Config, *args: str, env_extra: dict[str, str] | None = None) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")} | (env_extra or {})
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdm", *args, "--data-dir", str(config.data_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def test_a_local_cli_action_is_audited_as_the_os_user(config: Config, db: Database) -> None:
-    code, out, err = await _mdm(config, "tokens", "create", "--local", "rescue", "--scope", "admin", "--json")
+    code, out, err = await mdm_cli(
+        config, "tokens", "create", "--local", "rescue", "--scope", "admin", "--json"
+    )
     assert code == 0, err
     secret = json.loads(out)["token"]
     [audit] = await _audits(db)
@@ -312,14 +302,16 @@ async def test_a_local_cli_action_is_audited_as_the_os_user(config: Config, db: 
         every_body = json.dumps([e.body for e in await session.scalars(select(Event))])
     assert secret not in every_body
     # refused locally (the name exists): nothing changed, nothing audited
-    code, _, err = await _mdm(config, "tokens", "create", "--local", "rescue", "--scope", "admin")
+    code, _, err = await mdm_cli(config, "tokens", "create", "--local", "rescue", "--scope", "admin")
     assert code == 1 and "already exists" in err
     assert len(await _audits(db)) == 1
 
 
 async def test_a_local_file_change_is_audited_on_its_own(config: Config, db: Database) -> None:
     passphrase = "correct-horse-battery"
-    code, out, err = await _mdm(config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase})
+    code, out, err = await mdm_cli(
+        config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase}
+    )
     assert code == 0, err
     assert "2 key(s) encrypted" in out
     [audit] = await _audits(db)
@@ -327,7 +319,9 @@ async def test_a_local_file_change_is_audited_on_its_own(config: Config, db: Dat
     assert audit.body["actor"] == getpass.getuser() and audit.body["via"] == "cli"
     assert passphrase not in json.dumps(audit.body)
     # nothing left to encrypt: nothing changed, nothing audited
-    code, out, err = await _mdm(config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase})
+    code, out, err = await mdm_cli(
+        config, "certs", "encrypt-keys", env_extra={"MDM_CA_PASSPHRASE": passphrase}
+    )
     assert code == 0 and "already encrypted" in out, err
     assert len(await _audits(db)) == 1
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sql_capture import selects
 
 from mdm.core import store_devices
 from mdm.db.engine import Database
@@ -23,18 +23,9 @@ from mdm.db.engine import Database
 async def test_a_page_is_an_index_range_in_id_order(db: Database, filters: dict[str, Any]) -> None:
     if not db.is_sqlite:
         pytest.skip("SQLite's query plan")
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with selects(db) as seen:
         async with db.session() as session:
             await store_devices.device_page(session, limit=101, after_id=5, **filters)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
     [(statement, parameters)] = seen
     async with db.engine.connect() as conn:
         rows = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)

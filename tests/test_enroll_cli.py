@@ -3,17 +3,15 @@ output, exit codes, the --file profile checked with openssl, and nothing half-wr
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import stat
-import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cli_run import mdm_cli
 from conftest import client_ssl_context, listener_url
 from enroll_support import (
     APNS_TOML,
@@ -40,17 +38,6 @@ def extra_config() -> str:
     return APNS_TOML + f'\n[enroll]\nlink_base_url = "{PUBLIC}"\n'
 
 
-async def mdm(config: Config, *args: str) -> tuple[int, str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdm", *args, "--data-dir", str(config.data_path),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
-    )
-    out, err = await proc.communicate()
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
-
-
 async def _counts(db: Any) -> dict[str, int]:
     """Rows per table; certificates: device identities only (not the listeners' own)."""
     mobile = IssuedCertificateRecord.type == "mobile"
@@ -62,7 +49,7 @@ async def _counts(db: Any) -> dict[str, int]:
 
 
 async def test_link_with_qr_served_by_the_server(config: Config, server: Server, db: Any) -> None:
-    code, out, err = await mdm(config, "enroll", "ios", "--user", "alice")
+    code, out, err = await mdm_cli(config, "enroll", "ios", "--user", "alice")
     assert code == 0, err
     assert "Enrollment 1 for alice (new user) (ios), one-time link valid until" in out
     url = next(line for line in out.splitlines() if line.startswith(PUBLIC + "/e/"))
@@ -79,7 +66,7 @@ async def test_link_with_qr_served_by_the_server(config: Config, server: Server,
 
 
 async def test_json_output(config: Config, db: Any) -> None:
-    code, out, err = await mdm(config, "enroll", "ios", "--user", "bob", "--json", "--no-qr")
+    code, out, err = await mdm_cli(config, "enroll", "ios", "--user", "bob", "--json", "--no-qr")
     assert code == 0, err
     data = json.loads(out)
     assert data["user"] == "bob" and data["url"].startswith(PUBLIC + "/e/") and data["email"] is None
@@ -87,7 +74,7 @@ async def test_json_output(config: Config, db: Any) -> None:
 
 async def test_file_for_apple_configurator(config: Config, db: Any, tmp_path: Path) -> None:
     out_file = tmp_path / "alice.mobileconfig"
-    code, out, err = await mdm(config, "enroll", "ios", "--user", "alice", "--file", str(out_file))
+    code, out, err = await mdm_cli(config, "enroll", "ios", "--user", "alice", "--file", str(out_file))
     assert code == 0, err
     assert f"wrote the signed profile to {out_file}" in out
     assert stat.S_IMODE(out_file.stat().st_mode) == 0o600  # it holds the device's private key
@@ -108,7 +95,7 @@ async def test_unwritable_file_leaves_nothing(config: Config, db: Any, tmp_path:
     target = tmp_path / "no-such-dir" / "sub"
     target.parent.write_text("a file, not a directory")
     out_file = str(target / "x.mobileconfig")
-    code, _, err = await mdm(config, "enroll", "ios", "--user", "alice", "--file", out_file)
+    code, _, err = await mdm_cli(config, "enroll", "ios", "--user", "alice", "--file", out_file)
     assert code == 1
     assert "mdm: error: cannot write" in err
     assert await _counts(db) == {"enrollments": 0, "users": 0, "certificates": 0, "events": 0}
@@ -126,7 +113,7 @@ async def test_unwritable_file_leaves_nothing(config: Config, db: Any, tmp_path:
     (("enroll", "ios"), 2, "--user"),
 ])
 async def test_bad_input(config: Config, db: Any, args: tuple[str, ...], code: int, message: str) -> None:
-    got, out, err = await mdm(config, *args)
+    got, out, err = await mdm_cli(config, *args)
     assert got == code, (out, err)
     assert message in err
     assert "Traceback" not in err
@@ -136,7 +123,7 @@ async def test_bad_input(config: Config, db: Any, args: tuple[str, ...], code: i
 @pytest.mark.parametrize("extra_config", [""])
 async def test_missing_apns_certificate(config: Config, db: Any, tmp_path: Path) -> None:
     for extra in ((), ("--file", str(tmp_path / "x.mobileconfig"))):
-        code, _, err = await mdm(config, "enroll", "ios", "--user", "alice", *extra)
+        code, _, err = await mdm_cli(config, "enroll", "ios", "--user", "alice", *extra)
         assert code == 1
         assert "mdm: error: configure apns.certificate_file" in err
     assert not (tmp_path / "x.mobileconfig").exists()
@@ -148,7 +135,7 @@ async def test_missing_apns_certificate(config: Config, db: Any, tmp_path: Path)
     '[smtp]\nhost = "127.0.0.1"\nport = 9\nsecurity = "none"\nfrom = "mdm@example.com"\ntimeout_seconds = 5\n'
 ])
 async def test_mail_failure_still_prints_the_link(config: Config, db: Any) -> None:
-    code, out, err = await mdm(config, "enroll", "ios", "--user", "alice", "--email", "alice@example.com")
+    code, out, err = await mdm_cli(config, "enroll", "ios", "--user", "alice", "--email", "alice@example.com")
     assert code == 1
     assert PUBLIC + "/e/" in out and "E-mail NOT sent" in out
     assert "the link exists but was not mailed" in err

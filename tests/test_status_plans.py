@@ -11,7 +11,7 @@ import re
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sql_capture import selects
 
 from mdm.config import Config
 from mdm.core.status import StatusSource
@@ -50,17 +50,8 @@ def _sources(db: Database, config: Config) -> list[StatusSource]:
 
 
 async def _statements(db: Database, source: StatusSource) -> list[tuple[str, Any]]:
-    seen: list[tuple[str, Any]] = []
-
-    def capture(_conn: Any, _cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if statement.lstrip().upper().startswith("SELECT"):
-            seen.append((statement, parameters))
-
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with selects(db) as seen:
         await light_of(db, source)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
     return seen
 
 

@@ -18,7 +18,6 @@ import math
 import multiprocessing
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -31,7 +30,7 @@ from cryptography.hazmat.primitives import serialization
 
 from mdm.bench import kes_load, kes_prepare, local, profile
 from mdm.bench.progress import Progress
-from mdm.bench.stats import cpu_seconds, rss_kib
+from mdm.bench.stats import cpu_seconds, load_average, rss_mib
 from mdm.kes.config import KesConfig
 from mdm.pki.slots import load_slot_certificate
 from mdm.sim.identity import Identity
@@ -72,17 +71,6 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
-
-
-def _mib(pid: int) -> dict[str, float]:
-    return {k: round(v / 1024, 1) for k, v in rss_kib(pid).items()}
-
-
-def _load_average() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
 
 
 async def run(options: Options, say: Say) -> Report:
@@ -134,9 +122,9 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
         "offered_handshake_rate": options.handshake_rate, "duration_s": options.duration,
         "workers": options.workers,
         "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
-        "server_pid": server.pid, "cpus": os.cpu_count(), "load_before": _load_average(),
+        "server_pid": server.pid, "cpus": os.cpu_count(), "load_before": load_average(),
     }
-    report.rss_mib["start"] = _mib(server.pid)
+    report.rss_mib["start"] = rss_mib(server.pid)
     spacing = config.section(KesConfig).min_sync_spacing_seconds
     try:
         for mode in ("reuse", "handshake"):
@@ -154,7 +142,7 @@ async def _run(options: Options, connections: int, data_dir: Path, say: Say) -> 
             if spy is not None:
                 report.profile = {"file": str(spy), **profile.summarise(spy)}
             setattr(report, mode, result)
-            report.rss_mib[f"after_{mode}"] = _mib(server.pid)
+            report.rss_mib[f"after_{mode}"] = rss_mib(server.pid)
     finally:
         await server.stop()
     return report
@@ -201,7 +189,7 @@ async def _phase(template: kes_load.WorkerSpec, devices: list[kes_load.DeviceSpe
         rss_peak = 0.0
         while time.time() < start + template.duration:
             await asyncio.sleep(min(1.0, max(0.0, start + template.duration - time.time())))
-            rss_peak = max(rss_peak, _mib(server_pid).get("VmRSS", 0.0))
+            rss_peak = max(rss_peak, rss_mib(server_pid).get("VmRSS", 0.0))
         cpu1 = cpu_seconds(server_pid)
         if sampler is not None:
             _, err = await sampler.communicate()

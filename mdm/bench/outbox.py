@@ -19,7 +19,6 @@ import contextlib
 import math
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
@@ -28,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mdm.bench import local, outbox_prepare, outbox_receiver, profile
-from mdm.bench.outbox_measure import Sample, Sampler, memory_kib, round_trips, steady, verify
+from mdm.bench.outbox_measure import Sample, Sampler, round_trips, steady, verify
 from mdm.bench.progress import Progress
+from mdm.bench.stats import MEMORY_KEYS, load_average, rss_mib
 
 Say = Callable[[str], None]
 PROFILE_SECONDS = 30  # --py-spy: the first seconds of the catch-up after the server answers
@@ -63,17 +63,6 @@ class Report:
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
-
-
-def _mib(pid: int) -> dict[str, float]:
-    return {k: round(v / 1024, 1) for k, v in memory_kib(pid).items()}
-
-
-def _load_average() -> str:
-    try:
-        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
-    except OSError:
-        return ""
 
 
 async def run(options: Options, say: Say) -> Report:
@@ -124,16 +113,16 @@ async def _run(options: Options, data_dir: Path, say: Say) -> Report:
             sampler.sample(t0, server.process.pid if server.process else None)
             await asyncio.sleep(0.1)
         await start
-        report.rss_mib["start"] = _mib(server.pid)
+        report.rss_mib["start"] = rss_mib(server.pid, MEMORY_KEYS)
         report.setup = {
             "events": options.events, "devices": options.devices, "batch_size": options.batch_size,
             "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
             "transport": "generic (HTTPS, mutual TLS, HMAC-SHA256)", "server_pid": server.pid,
-            "receiver_pid": receiver.pid, "cpus": os.cpu_count(), "load_before": _load_average(),
+            "receiver_pid": receiver.pid, "cpus": os.cpu_count(), "load_before": load_average(),
         }
         spy = await profile.record(server.pid, PROFILE_SECONDS, options.py_spy) if options.py_spy else None
         last = await _until_drained(options, config.database_url, sampler, server.pid, t0, say)
-        report.rss_mib["end"] = _mib(server.pid)
+        report.rss_mib["end"] = rss_mib(server.pid, MEMORY_KEYS)
         report.rss_mib["peak_sampled"] = max((s.rss_kib for s in sampler.samples), default=0) // 1024
         report.rss_mib["peak_anon_sampled"] = max((s.anon_kib for s in sampler.samples), default=0) // 1024
         if spy is not None:

@@ -15,26 +15,9 @@ from typing import Any
 
 from mdm.bench import store_outbox_bench as store
 from mdm.bench.outbox_receiver import RecordTail, records
-from mdm.bench.stats import cpu_seconds
+from mdm.bench.stats import MEMORY_KEYS, cpu_seconds, rss_kib
 from mdm.db.engine import Database
 from mdm.sim.stats import percentile
-
-MEMORY_KEYS = ("VmRSS", "VmHWM", "RssAnon", "RssFile")
-
-
-def memory_kib(pid: int) -> dict[str, int]:
-    """RSS now and at peak, and its anonymous (heap) and file-backed (page cache of mapped files)
-    parts, in KiB, from /proc/<pid>/status."""
-    out: dict[str, int] = {}
-    try:
-        text = Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return out
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key in MEMORY_KEYS:
-            out[key] = int(value.split()[0])
-    return out
 
 
 @dataclass(frozen=True)
@@ -56,7 +39,7 @@ class Sampler:
     def sample(self, t0: float, pid: int | None) -> Sample:
         received = self.tail.poll()
         cpu = cpu_seconds(pid) if pid else None
-        memory = memory_kib(pid) if pid else {}
+        memory = rss_kib(pid, MEMORY_KEYS) if pid else {}
         receiver = cpu_seconds(self.receiver_pid) if self.receiver_pid else None
         s = Sample(time.monotonic() - t0, received, cpu, memory.get("VmRSS", 0), memory.get("RssAnon", 0),
                    receiver)

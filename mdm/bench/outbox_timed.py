@@ -16,7 +16,7 @@ from typing import IO
 
 from aiohttp import web
 
-from mdm.devfakes.core_receiver import CoreReceiver, start_control
+from mdm.devfakes.core_receiver import CoreReceiver, serve_forever
 
 
 @dataclass
@@ -51,15 +51,7 @@ async def _serve(args: argparse.Namespace, key: bytes | None) -> None:
     fake = TimedReceiver(args.cert, args.key, args.client_ca, key, host=args.host, port=args.port,
                          record_file=Path(args.record) if args.record else None,
                          timings_file=Path(args.timings) if args.timings else None, keep_events=False)
-    url = await fake.start()
-    control = await start_control(fake, args.control_port, args.host) if args.control_port else None
-    print(f"core receiver (timed): {url}", flush=True)
-    try:
-        await asyncio.Event().wait()
-    finally:
-        if control is not None:
-            await control.cleanup()
-        await fake.stop()
+    await serve_forever(fake, args.control_port, args.host, "core receiver (timed)")
 
 
 def main(argv: list[str] | None = None) -> None:

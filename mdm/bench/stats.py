@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 
+RSS_KEYS = ("VmRSS", "VmHWM")
+# RSS split into its anonymous (heap) and file-backed (page cache of mapped files) parts.
+MEMORY_KEYS = (*RSS_KEYS, "RssAnon", "RssFile")
 
-def rss_kib(pid: int) -> dict[str, int]:
-    """VmRSS (now) and VmHWM (peak) of ``pid`` in KiB, from /proc/<pid>/status."""
+
+def rss_kib(pid: int, keys: Sequence[str] = RSS_KEYS) -> dict[str, int]:
+    """VmRSS (now) and VmHWM (peak) of ``pid`` in KiB (or the other ``keys``), from
+    /proc/<pid>/status."""
     out: dict[str, int] = {}
     try:
         text = Path(f"/proc/{pid}/status").read_text()
@@ -15,9 +22,22 @@ def rss_kib(pid: int) -> dict[str, int]:
         return out
     for line in text.splitlines():
         key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
+        if key in keys:
             out[key] = int(value.split()[0])
     return out
+
+
+def rss_mib(pid: int, keys: Sequence[str] = RSS_KEYS) -> dict[str, float]:
+    """``rss_kib`` in MiB, rounded to a tenth."""
+    return {k: round(v / 1024, 1) for k, v in rss_kib(pid, keys).items()}
+
+
+def load_average() -> str:
+    """``uptime``'s line (load averages), printed with a bench's conditions."""
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return ""
 
 
 def cpu_seconds(pid: int) -> float | None:

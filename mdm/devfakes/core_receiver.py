@@ -342,9 +342,17 @@ def read_record(path: Path) -> list[dict[str, Any]]:
 async def _serve(args: argparse.Namespace, key: bytes | None) -> None:
     fake = CoreReceiver(args.cert, args.key, args.client_ca, key, host=args.host, port=args.port,
                         record_file=Path(args.record) if args.record else None, keep_events=False)
+    await serve_forever(fake, args.control_port, args.host)
+
+
+async def serve_forever(
+    fake: CoreReceiver, control_port: int, host: str, label: str = "core receiver"
+) -> None:
+    """Start ``fake`` (and its control endpoint on ``control_port``, if any), print its URL and
+    serve until cancelled (the process's entry points)."""
     url = await fake.start()
-    control = await start_control(fake, args.control_port, args.host) if args.control_port else None
-    print(f"core receiver: {url}", flush=True)
+    control = await start_control(fake, control_port, host) if control_port else None
+    print(f"{label}: {url}", flush=True)
     try:
         await asyncio.Event().wait()
     finally:
