@@ -160,8 +160,11 @@ async def _until_drained(options: Options, database_url: str, sampler: Sampler, 
 
 def _catchup(events: int, samples: list[Sample], last: Sample) -> dict[str, Any]:
     first = next((s for s in samples if s.received > 0), last)
+    # CPU is counted from the last sample before the first event arrived: a small backlog is
+    # delivered between two samples, where counting from ``first`` would find no CPU at all.
+    before = next((s for s in reversed(samples) if s.t < first.t and s.received == 0), first)
     rate, cpu_steady = steady(samples, events)
-    cpu_start = first.cpu if first.cpu is not None else math.nan
+    cpu_start = before.cpu if before.cpu is not None else math.nan
     cpu_end = last.cpu if last.cpu is not None else math.nan
     delivering = max(last.t - first.t, 1e-9)
     receiver = (last.receiver_cpu or 0.0) - (first.receiver_cpu or 0.0)
@@ -175,7 +178,7 @@ def _catchup(events: int, samples: list[Sample], last: Sample) -> dict[str, Any]
         "server_cpu_s": round(cpu_end - cpu_start, 2),
         "server_cpu_ms_per_event": round(1000 * (cpu_end - cpu_start) / events, 4),
         "server_cpu_ms_per_event_steady": round(cpu_steady * 1000, 4),
-        "server_cpu_share": round((cpu_end - cpu_start) / delivering, 2),
+        "server_cpu_share": round((cpu_end - cpu_start) / max(last.t - before.t, 1e-9), 2),
         "receiver_cpu_ms_per_event": round(1000 * receiver / events, 4),
         "receiver_cpu_share": round(receiver / delivering, 2),
     }
