@@ -10,9 +10,9 @@ from pathlib import Path
 
 import httpx
 from conftest import listener_url
+from reporting_support import add_events, pending_ids, rows
 from sqlalchemy import select
 from test_cli_client import Cli
-from test_reporting_support import add_events, pending_ids, rows
 
 from mdm.config import Config
 from mdm.core import store_outbox, tokens

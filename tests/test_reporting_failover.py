@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import PG_URL
 from event_rows import outbox_row
+from reporting_support import Receiver, add_events, pending_ids, settings
 from sqlalchemy import text
-from test_reporting_support import Receiver, add_events, pending_ids, settings
 
 from mdm.db.engine import Database
 from mdm.reporting import service

@@ -8,8 +8,8 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+from reporting_support import Receiver, add_events, worker
 from sqlalchemy import select
-from test_reporting_support import Receiver, add_events, worker
 
 from mdm.core.metrics import REGISTRY
 from mdm.core.status import Light

@@ -8,7 +8,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from test_reporting_support import add_events, pending_ids, rows, settings
+from reporting_support import add_events, pending_ids, rows, settings
 
 from mdm.core import store_outbox
 from mdm.db.engine import Database

@@ -9,7 +9,7 @@ import random
 from pathlib import Path
 
 import pytest
-from test_reporting_support import Receiver, add_events, drain, pending_ids, rows, worker
+from reporting_support import Receiver, add_events, drain, pending_ids, rows, worker
 
 from mdm.core.metrics import REGISTRY
 from mdm.db.engine import Database
