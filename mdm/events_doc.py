@@ -136,7 +136,7 @@ GLOSSARY: dict[str, str] = {
 
 
 def load_catalog() -> dict[str, tuple[EventType, str]]:
-    """Every declared type by name, with the module that declares it."""
+    """Every type the catalog modules declare, by name, with the module that declares it."""
     root = Path(mdm.__file__).parent
     for path in sorted(root.glob("*/event_types*.py")):
         importlib.import_module(f"mdm.{path.parent.name}.{path.stem}")
@@ -146,7 +146,8 @@ def load_catalog() -> dict[str, tuple[EventType, str]]:
             for value in vars(module).values():
                 if isinstance(value, EventType):
                     where.setdefault(id(value), name)
-    return {n: (t, where.get(id(t), "")) for n, t in sorted(EventType.declared.items())}
+    # Only the catalog modules' types: a process may hold others (tests declare their own).
+    return {n: (t, where[id(t)]) for n, t in sorted(EventType.declared.items()) if id(t) in where}
 
 
 def area_of(name: str, module: str) -> str:

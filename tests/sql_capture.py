@@ -3,6 +3,7 @@ statement-count checks)."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -26,3 +27,14 @@ def selects(db: Database) -> Iterator[list[tuple[str, Any]]]:
         yield seen
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+
+
+def in_a_worker() -> bool:
+    """True when the statement or checkout at hand comes from one of the server's background
+    workers (and the tasks they start), which the runtime names ``worker:...``: they run at any
+    time and are not the request's doing."""
+    try:
+        task = asyncio.current_task()
+    except RuntimeError:  # not on the loop's thread
+        return False
+    return task is not None and task.get_name().startswith("worker:")

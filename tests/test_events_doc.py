@@ -125,3 +125,15 @@ def test_new_types_sit_in_their_area(name: str) -> None:
     assert events_doc.area_of(name, module) == {
         "service_started": "service", "devices_seen": "device", "security_token_reused": "security",
     }[name]
+
+
+def test_types_declared_outside_the_catalog_modules_are_not_documented() -> None:
+    """Tests declare types of their own in the same process (a renewer's half-done event): the
+    document lists the catalog modules' types only, whatever ran before it in the process."""
+    from mdm.core.events import EventBody
+    from mdm.db.enums import Severity
+
+    stray = EventType("doc_test_stray", Severity.INFO, EventBody, "declared by a test")
+    assert EventType.declared["doc_test_stray"] is stray
+    assert "doc_test_stray" not in events_doc.load_catalog()
+    assert "doc_test_stray" not in events_doc.render()

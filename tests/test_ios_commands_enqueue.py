@@ -261,7 +261,8 @@ def extra_config() -> str:
     return "[ios_commands]\nsign_profiles = true\n"
 
 
-async def test_api_answers_bad_arguments_with_a_precise_400(api: httpx.AsyncClient, db: Database) -> None:
+async def test_api_answers_bad_arguments_with_a_precise_422(api: httpx.AsyncClient, db: Database) -> None:
+    """Well-formed JSON the command type refuses: 422 and the precise reason, as in bulk."""
     device_id = await new_device(db)
     cases = [
         (
@@ -273,7 +274,7 @@ async def test_api_answers_bad_arguments_with_a_precise_400(api: httpx.AsyncClie
     ]
     for body, message in cases:
         response = await api.post(f"/api/v1/devices/{device_id}/commands", json=body)
-        assert response.status_code == 400, response.text
+        assert response.status_code == 422, response.text
         error = response.json()["error"]
         assert (error["code"], error["message"]) == ("invalid_argument", message)
     response = await api.post(f"/api/v1/devices/{device_id}/commands", json={"type": "Locate", "args": {}})

@@ -97,7 +97,7 @@ async def test_the_admin_api_sends_a_kes_command_and_the_log_masks_the_password(
     guid = r.json()["guid"] if "guid" in r.json() else r.json()["id"]
     bad = await api.post(f"/api/v1/devices/{agent.device_id}/commands",
                          json={"type": "InstallApplication", "args": {"url": "ftp://x", "sha256": SHA}})
-    assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_argument"
+    assert bad.status_code == 422 and bad.json()["error"]["code"] == "invalid_argument"
     async with agent.client(server) as client:
         out = (await agent.sync(client)).json()["commands"]
         assert out == [{"id": guid, "type": "reset_password", "args": {"password": "s3cret"}}]

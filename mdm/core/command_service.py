@@ -26,17 +26,16 @@ class CommandService:
         self, device_id: int, type_name: str, args: dict[str, Any] | None, *, by: str | None
     ) -> tuple[Command, CommandJournalEntry]:
         """Queue a command for one device; returns it with its first journal entry. Arguments
-        the command type refuses are refused before anything is read, as in a bulk operation."""
-        ctype = library.lookup(type_name)
+        the command type refuses for this device are 422, as in a bulk operation."""
+        library.lookup(type_name)  # an unknown type is a bad request (400), not refused arguments
         try:
-            self.translators.check_args(ctype, dict(args or {}))
+            async with self.db.transaction(inline=True) as session:
+                device = await devices.get(session, device_id)
+                command, queued = await commands.enqueue_logged(
+                    session, device, type_name, args, created_by=by, translators=self.translators
+                )
+                protocol = device.protocol
         except InvalidArgument as exc:
             raise ArgumentsRefused(exc.message, **exc.details) from None
-        async with self.db.transaction(inline=True) as session:
-            device = await devices.get(session, device_id)
-            command, queued = await commands.enqueue_logged(
-                session, device, type_name, args, created_by=by, translators=self.translators
-            )
-            protocol = device.protocol
         await self.pushers.wake(protocol, [device_id], PUSH_REASON)
         return command, queued

@@ -119,7 +119,7 @@ class OutboxWorker:
         if self.transport is not None:
             async with self.db.session() as session:
                 self.link.resume(await link_store.read(session))
-        upkeep = asyncio.create_task(self.upkeep.run(), name="reporting-upkeep")
+        upkeep = asyncio.create_task(self.upkeep.run(), name="worker:reporting.upkeep")
         try:
             next_check = time.monotonic() + LOCK_CHECK_SECONDS
             retry_at = 0.0  # after a failure, not before this (a wake-up does not shorten the backoff)
@@ -175,7 +175,8 @@ class OutboxWorker:
         if not batch:
             return GAP_RECHECK_SECONDS
         prefetch = (
-            asyncio.create_task(self._read(batch[-1].id, size)) if len(batch) == size else None
+            asyncio.create_task(self._read(batch[-1].id, size), name="worker:reporting.prefetch")
+            if len(batch) == size else None
         )
         try:
             pause = await self._deliver(await self._outbound(batch))
@@ -263,7 +264,7 @@ class OutboxWorker:
         await self._answered()
         if result.outcome is Outcome.DELIVERED:
             await self._marked()
-            self._marking = asyncio.create_task(self._settle(batch, [], ""))
+            self._marking = asyncio.create_task(self._settle(batch, [], ""), name="worker:reporting.mark")
             self.backoff.reset()
             return None
         error = f"{result.reason}: {result.detail}" if result.detail else result.reason
