@@ -111,7 +111,9 @@ async def test_a_second_replica_takes_over_when_the_holders_connection_dies(
 ) -> None:
     monkeypatch.setattr(service, "LOCK_CHECK_SECONDS", 0.1)
     receiver = Receiver()
-    a = OutboxWorker(db, receiver, settings(), AdvisoryLock(db.engine), deliverer="a", lock_retry_seconds=0.1)
+    # The first, once it has lost its lock, waits long before trying again (as a dead process
+    # would never try): otherwise it races the second for the lock it just lost.
+    a = OutboxWorker(db, receiver, settings(), AdvisoryLock(db.engine), deliverer="a", lock_retry_seconds=60)
     b = OutboxWorker(replica_db, receiver, settings(), AdvisoryLock(replica_db.engine), deliverer="b",
                      lock_retry_seconds=0.1)
     ta = asyncio.create_task(a.run())
@@ -123,7 +125,8 @@ async def test_a_second_replica_takes_over_when_the_holders_connection_dies(
         assert a.holding and not b.holding
         async with db.engine.connect() as conn:  # the holder's connection dies (as with its process)
             await conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_locks "
-                                    "WHERE locktype = 'advisory' AND objid = :k"),
+                                    "WHERE locktype = 'advisory' AND objid = :k AND database = "
+                                    "(SELECT oid FROM pg_database WHERE datname = current_database())"),
                                {"k": ADVISORY_KEY & 0xFFFFFFFF})
         await _until(lambda: asyncio.sleep(0, b.holding))
         second = await add_events(db, [("b", 2)] * 5)

@@ -113,6 +113,9 @@ class OutboxWorker:
                 self.holding = False
                 metrics.DELIVERER.set(0)
                 await asyncio.shield(self.lock.release())
+            # The lock was lost (its connection died): the other replicas try first, rather than
+            # this one racing them for it at once.
+            await asyncio.sleep(self.lock_retry_seconds)
 
     async def _hold(self) -> None:
         self._cursor, self._prefetched = None, None
