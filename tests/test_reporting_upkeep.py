@@ -112,3 +112,28 @@ async def test_the_age_sweep_reads_only_the_head_of_the_backlog(db: Database) ->
         await store_outbox.mark_delivered(session, young, now)
     assert await upkeep.dead_letter_aged() == 3
     assert all(r.dead_at is not None for i, r in (await rows(db)).items() if i in old)
+
+
+async def test_the_undelivered_gauge_leaves_dead_letters_out_and_reads_the_backlog_index(
+    db: Database,
+) -> None:
+    """/metrics counts the undelivered events at every scrape: dead letters are not waiting for
+    delivery, and the count must come from the partial index of the backlog, not a table scan."""
+    from sql_capture import selects
+    from sqlalchemy import update
+
+    from mdm.core import store_events
+    from mdm.db.models import Event
+
+    first, _second = await add_events(db, [("a", 1), ("b", 1)])
+    async with db.transaction() as session:
+        await session.execute(update(Event).where(Event.id == first).values(dead_at=utcnow()))
+    with selects(db) as seen:
+        async with db.session() as session:
+            assert await store_events.undelivered_count(session) == 1
+    if db.is_sqlite:
+        [(statement, parameters)] = seen
+        async with db.engine.connect() as conn:
+            found = await conn.exec_driver_sql("EXPLAIN QUERY PLAN " + statement, parameters)
+            plan = " | ".join(str(r[-1]) for r in found)
+        assert "ix_events_undelivered" in plan, plan

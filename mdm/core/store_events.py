@@ -63,5 +63,7 @@ async def event_page(
 
 
 async def undelivered_count(session: AsyncSession) -> int:
-    stmt = select(func.count()).select_from(Event).where(Event.delivered_at.is_(None))
+    """Events waiting for delivery (dead letters are not), counted on the backlog's partial index."""
+    waiting = (Event.delivered_at.is_(None), Event.dead_at.is_(None))
+    stmt = select(func.count()).select_from(Event).where(*waiting)
     return int(await session.scalar(stmt) or 0)
