@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from cli_run import mdm_cli
 from conftest import client_ssl_context, listener_url
 from cryptography.hazmat.primitives.serialization import pkcs12
 from sqlalchemy import func, select
-from test_enroll_cli import mdm
 
 from mdm.config import Config
 from mdm.db.models import Event, User
@@ -50,7 +50,7 @@ async def _counts(db: Any) -> dict[str, int]:
 
 
 async def test_link_json_and_served_package(config: Config, server: Server, db: Any) -> None:
-    code, out, err = await mdm(config, "enroll", "android", "--user", "alice", "--json")
+    code, out, err = await mdm_cli(config, "enroll", "android", "--user", "alice", "--json")
     assert code == 0, err
     data = json.loads(out)
     assert data["url"].startswith(PUBLIC + "/e/") and data["user_created"] is True
@@ -72,7 +72,7 @@ async def test_link_json_and_served_package(config: Config, server: Server, db: 
 
 
 async def test_terminal_qr(config: Config, db: Any) -> None:
-    code, out, err = await mdm(config, "enroll", "android", "--user", "bob")
+    code, out, err = await mdm_cli(config, "enroll", "android", "--user", "bob")
     assert code == 0, err
     assert "(android), one-time link valid until" in out
     assert "▄" in out and "█" in out
@@ -82,7 +82,7 @@ async def test_terminal_qr(config: Config, db: Any) -> None:
 async def test_file(config: Config, db: Any, tmp_path: Path, with_pkcs12: bool) -> None:
     out_file = tmp_path / "alice.json"
     args = ["enroll", "android", "--user", "alice", "--file", str(out_file)]
-    code, out, err = await mdm(config, *args, *(["--pkcs12"] if with_pkcs12 else []))
+    code, out, err = await mdm_cli(config, *args, *(["--pkcs12"] if with_pkcs12 else []))
     assert code == 0, err
     assert f"wrote the enrollment package to {out_file}" in out
     assert stat.S_IMODE(out_file.stat().st_mode) == 0o600  # it holds a one-time token
@@ -108,7 +108,7 @@ async def test_file(config: Config, db: Any, tmp_path: Path, with_pkcs12: bool) 
 async def test_missing_kes_certificate(config: Config, db: Any, tmp_path: Path) -> None:
     (config.certs_dir / "M.pem").unlink()
     for args in ((), ("--file", str(tmp_path / "x.json"))):
-        code, _, err = await mdm(config, "enroll", "android", "--user", "alice", *args)
+        code, _, err = await mdm_cli(config, "enroll", "android", "--user", "alice", *args)
         assert code == 1 and "slot 'M'" in err and "Traceback" not in err
     assert not (tmp_path / "x.json").exists()
     assert await _counts(db) == {"enrollments": 0, "users": 0, "certificates": 0, "events": 0,
@@ -118,12 +118,12 @@ async def test_missing_kes_certificate(config: Config, db: Any, tmp_path: Path) 
 @pytest.mark.parametrize("extra_config", [""])
 async def test_unknown_kes_port(config: Config, db: Any) -> None:
     # The test configuration lets the server pick the kes port: the CLI cannot know it.
-    code, _, err = await mdm(config, "enroll", "android", "--user", "alice")
+    code, _, err = await mdm_cli(config, "enroll", "android", "--user", "alice")
     assert code == 1 and "enroll.kes_port" in err
     assert await _counts(db) == {"enrollments": 0, "users": 0, "certificates": 0, "events": 0,
                                  "scep_challenges": 0}
 
 
 async def test_pkcs12_is_android_only(config: Config, db: Any) -> None:
-    code, _, err = await mdm(config, "enroll", "ios", "--user", "alice", "--pkcs12")
+    code, _, err = await mdm_cli(config, "enroll", "ios", "--user", "alice", "--pkcs12")
     assert code == 2 and "unrecognized arguments: --pkcs12" in err
