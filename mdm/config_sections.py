@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 from mdm.config import Config, Sections, load_config
 from mdm.core.bulk_config import BulkConfig
+from mdm.eas.config import EasConfig
 from mdm.enroll.config import EnrollConfig, SmtpConfig
 from mdm.ios.commands_config import IosCommandsConfig
 from mdm.ios.config import IosConfig
@@ -22,7 +23,7 @@ from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(
     EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig,
-    BulkConfig, KesConfig, ReportingConfig,
+    BulkConfig, KesConfig, ReportingConfig, EasConfig,
 )
 
 

@@ -157,6 +157,30 @@ dead_letter_after_attempts = 5         # refusals by the core server before an e
 dead_letter_after_seconds = 1209600.0  # an event undelivered for 14 days is set aside too
 retention_seconds = 604800.0           # delivered events are deleted after 7 days
 
+[eas]                  # ActiveSync devices through Exchange Management Shell (docs/eas.md)
+enabled = false
+mode = "standard"      # "standard": one server; "cluster": several Client Access servers, failing over
+servers = []           # FQDNs of the Exchange (Client Access) servers, e.g. ["cas1.corp.example.com"]
+transport = "https"    # WSMan over "https" (or "http", messages then encrypted by Kerberos)
+port = 0               # 0: 443 for https, 80 for http
+path = "/PowerShell"
+configuration_name = "Microsoft.Exchange"
+ca_file = ""           # verifies the Exchange servers' certificates (empty: the system's trust store)
+principal = ""         # the service account, user@REALM
+keytab_file = ""       # its keytab, or:
+password_file = ""     # a file holding its password (0600)
+scope = "domain"       # "domain" or "forest" (Set-AdServerSettings -ViewEntireForest)
+discovery_interval_seconds = 3600.0
+discovery_batch = 100  # mailboxes whose devices are read in one pipeline
+concurrency = 4        # pipelines at once per server
+connect_timeout_seconds = 15.0
+cmdlet_timeout_seconds = 120.0
+retries = 3            # transient failures (unreachable, timeout, garbage) retried with backoff
+backoff_initial_seconds = 1.0
+backoff_max_seconds = 60.0
+failover_seconds = 60.0        # cluster: a failed server is passed over this long
+command_poll_seconds = 5.0     # queued EAS commands are looked for this often (enqueue wakes sooner)
+
 [api]                  # admin REST API
 metrics_allow = []     # addresses that may read /metrics without a token (else the metrics:read scope)
 

@@ -32,7 +32,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.scep",),
     ("mdm.enroll",),
     ("mdm.policies",),  # KES policies: below the platforms that deliver them
-    ("mdm.ios", "mdm.kes", "mdm.reporting"),  # reporting reads the core outbox, never a platform
+    ("mdm.ios", "mdm.kes", "mdm.reporting", "mdm.eas"),  # reporting reads the core outbox, never a platform
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
     ("mdm.events_doc",),  # docs/events.md, rendered from the composed build's event catalog
     ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services
@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.__main__",),
 ]
 RANK = {unit: rank for rank, units in enumerate(LAYERS) for unit in units}
-FEATURES = ("ios", "kes", "policies", "enroll", "scep", "pki", "reporting")
+FEATURES = ("ios", "kes", "policies", "enroll", "scep", "pki", "reporting", "eas")
 STATEMENTS = {"select", "insert", "update", "delete", "text"}
 SESSION_CALLS = {"add", "add_all", "get", "delete", "execute", "scalar", "scalars", "merge", "stream"}
 SESSION_NAMES = {"session", "sess", "s", "conn", "connection"}

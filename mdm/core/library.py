@@ -57,6 +57,10 @@ LIBRARY: dict[str, CommandType] = {
         _t("RefreshDeviceInfo", "Refresh inventory", {IOS, KES, EAS}, priority=10),
         _t("Remove", "Stop managing the device", {IOS, KES, EAS}, priority=20),
         _t("Raw", "A protocol command given verbatim (power users)", {IOS}),
+        # Exchange ActiveSync: these act on the mailbox of the device's owner (Set-CASMailbox).
+        _t("EnableActiveSync", "Allow ActiveSync for the owner's mailbox", {EAS}, priority=20),
+        _t("DisableActiveSync", "Block ActiveSync for the owner's mailbox", {EAS}, priority=50),
+        _t("AssignEasPolicy", "Assign an ActiveSync mailbox policy to the owner's mailbox", {EAS}),
     )
 }
 

@@ -1,0 +1,1 @@
+"""Exchange ActiveSync devices managed through Exchange Management Shell cmdlets (DESIGN §8)."""
