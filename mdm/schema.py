@@ -7,6 +7,7 @@ them). A package that adds tables adds its module here and an Alembic revision u
 
 from mdm.db import models
 from mdm.db.models import Base
+from mdm.eas import tables as eas_tables  # noqa: F401
 from mdm.enroll import tables as enroll_tables  # noqa: F401
 from mdm.ios import tables as ios_tables  # noqa: F401
 from mdm.kes import tables as kes_tables  # noqa: F401
