@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from reporting_support import Receiver, add_events, drain, pending_ids, rows, worker
 
+from mdm.core.backoff import MAX_RETRY_AFTER, Backoff
 from mdm.core.metrics import REGISTRY
 from mdm.db.engine import Database
-from mdm.core.backoff import MAX_RETRY_AFTER, Backoff
 from mdm.reporting.seams import Outcome, SendResult
 
 DEVICES = (11, 12, 13)
