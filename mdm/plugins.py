@@ -11,6 +11,8 @@ from mdm.api import plugin as api_plugin
 from mdm.api.keys import BULK
 from mdm.config_reload import hot
 from mdm.db.enums import Protocol
+from mdm.eas import handlers_policies as eas_policies_api
+from mdm.eas import plugin_commands as eas_commands_plugin
 from mdm.enroll import handlers_api as enroll_api
 from mdm.enroll import plugin as enroll_plugin
 from mdm.ios import enroll_profiles as ios_enroll_profiles
@@ -36,7 +38,7 @@ from mdm.server.plugin import Plugin, Worker
 # The admin API document covers every feature's routes.
 ADMIN_API = api_plugin.admin_api(
     pki_api.router, scep_api.router, enroll_api.router, push_api.router, policies_api.router, kes_api.router,
-    reporting_api.router,
+    reporting_api.router, eas_policies_api.router,
 )
 
 # Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`
@@ -66,5 +68,6 @@ PLUGINS: tuple[Plugin, ...] = (
     kes_enroll_package.PLUGIN,
     kes_plugin.PLUGIN,  # the peer resolver, before the sync that authenticates with it
     kes_sync_plugin.PLUGIN,
+    eas_commands_plugin.PLUGIN,  # EAS commands and policies; after mdm.eas.plugin (the runner)
     reporting_plugin.PLUGIN,  # last: the transport's client certificate comes from the PKI
 )
