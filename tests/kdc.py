@@ -64,7 +64,7 @@ class Kdc:
     kdc_port: int
     host: str
     service_principal: str       # HTTP/localhost@REALM
-    service_keytab: Path
+    service_keytab: Path         # HTTP/localhost and host/localhost
     svc_principal: str           # exchange-svc@REALM
     svc_password: str
     svc_keytab: Path             # client keytab of exchange-svc
@@ -123,9 +123,12 @@ def start_realm(realm: str = "CORP.EXAMPLE.COM") -> Kdc:
                         create_host=False, get_creds=False, start_kdc=True)
     tmp = Path(k5.tmpdir)
     service = f"HTTP/{SERVICE_HOST}@{realm}"
-    k5.addprinc(service)
     service_keytab = tmp / "http.keytab"
-    k5.extract_keytab(service, str(service_keytab))
+    # host/ too: Active Directory maps host/ SPNs to HTTP/, and pypsrp asks for host/<name>
+    # unless the client passes negotiate_service="HTTP"; both keys serve the same endpoint.
+    for principal in (service, f"host/{SERVICE_HOST}@{realm}"):
+        k5.addprinc(principal)
+        k5.extract_keytab(principal, str(service_keytab))
     svc, svc_password = f"exchange-svc@{realm}", secrets.token_urlsafe(12)
     k5.addprinc(svc, svc_password)
     svc_keytab = tmp / "exchange-svc.keytab"
