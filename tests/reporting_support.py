@@ -15,11 +15,11 @@ from sqlalchemy import select
 
 from mdm.core import store_outbox
 from mdm.db.engine import Database
+from mdm.db.leader_lock import FileLock
 from mdm.db.models import Event
 from mdm.reporting.config import ReportingConfig
 from mdm.reporting.seams import OutboundEvent, Outcome, SendResult
 from mdm.reporting.service import OutboxWorker
-from mdm.reporting.store_lock import FileLock
 
 
 class Receiver:

@@ -18,9 +18,9 @@ from reporting_support import Receiver, add_events, pending_ids, settings
 from sqlalchemy import text
 
 from mdm.db.engine import Database
+from mdm.db.leader_lock import ADVISORY_KEY, AdvisoryLock, FileLock
 from mdm.reporting import service
 from mdm.reporting.service import GAP_RECHECK_SECONDS, OutboxWorker
-from mdm.reporting.store_lock import ADVISORY_KEY, AdvisoryLock, FileLock
 
 pg_only = pytest.mark.skipif(not PG_URL, reason="replicas share PostgreSQL; SQLite serves one node")
 
@@ -28,7 +28,7 @@ HOLDER = """
 import asyncio, sys
 from pathlib import Path
 from mdm.db.engine import Database
-from mdm.reporting.store_lock import AdvisoryLock, FileLock
+from mdm.db.leader_lock import AdvisoryLock, FileLock
 
 async def main():
     target = sys.argv[1]

@@ -8,12 +8,12 @@ from __future__ import annotations
 import os
 import socket
 
+from mdm.db.leader_lock import ADVISORY_KEY, LeaderLock, leader_lock
 from mdm.reporting.config import ReportingConfig
 from mdm.reporting.keys import DEAD_LETTERS, WORKER
 from mdm.reporting.service import OutboxWorker
 from mdm.reporting.service_dead import DeadLetters
 from mdm.reporting.status import CoreLinkSource
-from mdm.reporting.store_lock import AdvisoryLock, DeliveryLock, FileLock
 from mdm.reporting.transports import open_transport
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
@@ -21,11 +21,9 @@ from mdm.server.plugin import Plugin, Worker
 LOCK_FILE = "reporting.lock"
 
 
-def delivery_lock(ctx: ServerContext) -> DeliveryLock:
+def delivery_lock(ctx: ServerContext) -> LeaderLock:
     """SQLite serves one node: a file lock in DATA_DIR; PostgreSQL: the advisory lock."""
-    if ctx.db.is_sqlite:
-        return FileLock(ctx.config.data_path / LOCK_FILE)
-    return AdvisoryLock(ctx.db.engine)
+    return leader_lock(ctx.db, ctx.config.data_path, key=ADVISORY_KEY, lock_file=LOCK_FILE)
 
 
 async def start(ctx: ServerContext) -> None:

@@ -1,7 +1,7 @@
 """The delivery worker: the transactional outbox (``events``) to the core server, through a
 ``Transport`` (``mdm.reporting.seams``).
 
-One replica delivers at a time (``store_lock``: an advisory lock on PostgreSQL, a ``flock`` on
+One replica delivers at a time (``mdm.db.leader_lock``: an advisory lock on PostgreSQL, a ``flock`` on
 SQLite); the others wait and take over as soon as it dies. The holder reads undelivered events in
 id order (global id order is per-device order), sends one batch at a time and marks exactly the
 rows it sent delivered in one transaction. A crash between the send and the mark sends the batch
@@ -39,6 +39,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from mdm.core import events as core_events
 from mdm.core import store_outbox as outbox
 from mdm.db.engine import Database
+from mdm.db.leader_lock import LeaderLock
 from mdm.db.models import utcnow
 from mdm.reporting import metrics
 from mdm.reporting import store as link_store
@@ -48,7 +49,6 @@ from mdm.reporting.event_types import CORE_LINK_DOWN, CORE_LINK_UP
 from mdm.reporting.link import CameUp, LinkMonitor, WentDown
 from mdm.reporting.seams import DeviceRecord, OutboundEvent, Outcome, SendResult, Transport
 from mdm.reporting.service_upkeep import Upkeep
-from mdm.reporting.store_lock import DeliveryLock
 
 log = logging.getLogger("mdm.reporting")
 
@@ -68,7 +68,7 @@ class OutboxWorker:
         db: Database,
         transport: Transport | None,
         settings: ReportingConfig,
-        lock: DeliveryLock,
+        lock: LeaderLock,
         *,
         deliverer: str,
         settle_seconds: float = SETTLE_SECONDS,

@@ -1,9 +1,11 @@
-"""Who delivers: one replica at a time, replaced at once when it dies.
+"""One replica at a time does a job (delivers the outbox, discovers Exchange), replaced at once
+when it dies.
 
 PostgreSQL: a session-level advisory lock held on a connection of its own for as long as this
-replica delivers; the server releases it when that connection ends (a SIGKILLed process's
-connection included). SQLite (one node): an exclusive ``flock`` on ``DATA_DIR/reporting.lock``,
-released by the kernel when the file's last descriptor closes (the process's death included).
+replica leads; the server releases it when that connection ends (a SIGKILLed process's connection
+included). SQLite (one node): an exclusive ``flock`` on a file in DATA_DIR, released by the kernel
+when the file's last descriptor closes (the process's death included). Each job has its own key
+and file name (``leader_lock``).
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-# pg_try_advisory_lock's key: "mdm-outbox" folded into a bigint (any constant the server's other
-# advisory locks do not use).
+from mdm.db.engine import Database
+
+# pg_try_advisory_lock's key of the outbox delivery: "mdm-outbox" folded into a bigint. Every job
+# has its own constant that no other advisory lock of the server uses.
 ADVISORY_KEY = 0x6D646D_6F7574
 
 
-class DeliveryLock(TypingProtocol):
+class LeaderLock(TypingProtocol):
     async def acquire(self) -> bool:
         """Take the lock if it is free; True when this process holds it (now or already)."""
         ...
@@ -113,3 +117,10 @@ class FileLock:
         fd, self._fd = self._fd, None
         if fd is not None:
             os.close(fd)  # closing the descriptor releases the lock
+
+
+def leader_lock(db: Database, data_path: Path, *, key: int, lock_file: str) -> LeaderLock:
+    """SQLite serves one node: a file lock ``data_path/lock_file``; PostgreSQL: advisory ``key``."""
+    if db.is_sqlite:
+        return FileLock(data_path / lock_file)
+    return AdvisoryLock(db.engine, key)
