@@ -33,7 +33,7 @@ def _who(request: web.Request) -> str:
 
 @router.route("GET", "/eas/policies", summary="ActiveSync mailbox policies known from Exchange", tag=TAG,
               scope="devices:read", query=s.PolicyListQuery, response=s.PolicyList, errors=(503,))
-async def list_policies(request: web.Request, query: s.PolicyListQuery) -> s.PolicyList:
+async def list_eas_policies(request: web.Request, query: s.PolicyListQuery) -> s.PolicyList:
     views = await _service(request).all(include_vanished=query.include_vanished)
     return s.PolicyList(items=[s.PolicyOut.of(v) for v in views])
 
@@ -41,25 +41,25 @@ async def list_policies(request: web.Request, query: s.PolicyListQuery) -> s.Pol
 @router.route("POST", "/eas/policies", summary="Create an ActiveSync mailbox policy in Exchange", tag=TAG,
               scope="devices:write", body=s.PolicyIn, response=s.PolicyOut, status=201,
               errors=_EXCHANGE_ERRORS)
-async def create_policy(request: web.Request, body: s.PolicyIn) -> s.PolicyOut:
+async def create_eas_policy(request: web.Request, body: s.PolicyIn) -> s.PolicyOut:
     return s.PolicyOut.of(await _service(request).create(body.name, body.settings, by=_who(request)))
 
 
 @router.route("GET", "/eas/policies/{name}", summary="One ActiveSync mailbox policy", tag=TAG,
               scope="devices:read", response=s.PolicyOut, errors=(404, 503))
-async def get_policy(request: web.Request, name: str) -> s.PolicyOut:
+async def get_eas_policy(request: web.Request, name: str) -> s.PolicyOut:
     return s.PolicyOut.of(await _service(request).show(name))
 
 
 @router.route("PATCH", "/eas/policies/{name}", summary="Change settings of an ActiveSync mailbox policy",
               tag=TAG, scope="devices:write", body=s.PolicyPatch, response=s.PolicyOut,
               errors=_EXCHANGE_ERRORS)
-async def edit_policy(request: web.Request, name: str, body: s.PolicyPatch) -> s.PolicyOut:
+async def edit_eas_policy(request: web.Request, name: str, body: s.PolicyPatch) -> s.PolicyOut:
     return s.PolicyOut.of(await _service(request).edit(name, body.settings, by=_who(request)))
 
 
 @router.route("DELETE", "/eas/policies/{name}", summary="Delete an ActiveSync mailbox policy from Exchange",
               tag=TAG, scope="devices:write", status=204, errors=_EXCHANGE_ERRORS)
-async def delete_policy(request: web.Request, name: str) -> web.Response:
+async def delete_eas_policy(request: web.Request, name: str) -> web.Response:
     await _service(request).delete(name, by=_who(request))
     return web.Response(status=204)

@@ -144,9 +144,9 @@ class CommandExecutor:
         stop = next((out for _, out in results
                      if isinstance(out, ExchangeError) and not isinstance(out, _FINAL)), None)
         ok = [step for step, out in results if not isinstance(out, ExchangeError)]
-        vanished = [(step, out) for step, out in results if isinstance(out, ObjectNotFound)]
+        vanished = [(step, out) for step, out in results if _target_gone(plan, step, out)]
         refused = [(step, out) for step, out in results
-                   if isinstance(out, _FINAL) and not isinstance(out, ObjectNotFound)]
+                   if isinstance(out, _FINAL) and not _target_gone(plan, step, out)]
         for step, exc in vanished:
             if step.kind == "partnership":
                 marked = await store.mark_partnership_vanished(session, step.target, now)
@@ -212,6 +212,17 @@ class CommandExecutor:
                     events.emit(session, ev.EAS_COMMAND_TARGET_VANISHED, device_id=device_id, **common,
                                 kind="partnership", exchange_identity=target,
                                 message="Get-ActiveSyncDeviceStatistics no longer lists it")
+
+
+def _target_gone(plan: Plan, step: Step, out: Any) -> bool:
+    """Is ``out`` the error of the step's own target (the partnership or mailbox) no longer
+    existing? An object not found that names something else (the policy of AssignEasPolicy) is
+    a refusal of the command, not a vanished target."""
+    if not isinstance(out, ObjectNotFound):
+        return False
+    if out.target:
+        return out.target.strip().lower() == step.target.strip().lower()
+    return not (plan.policy and plan.policy in out.message and step.target not in out.message)
 
 
 def _refusal(exc: ExchangeError) -> str:
