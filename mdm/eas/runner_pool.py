@@ -253,13 +253,14 @@ class ServerConnection:
     def _invoke(self, pool: RunspacePool, statements: Sequence[Cmdlet], naming: Naming,
                 deadline: float) -> list[PSRecord]:
         ps = PowerShell(pool)
-        for cmdlet in statements:
+        for index, cmdlet in enumerate(statements):
+            if index:
+                ps.add_statement()  # ends the previous statement: the next is a new one
             ps.add_cmdlet(cmdlet.name(naming))
             for key, value in cmdlet.parameters_for():
                 ps.add_parameter(key, parameter_value(value))
             for switch in cmdlet.switches:
                 ps.add_parameter(switch, True)  # a SwitchParameter bound to $true
-            ps.add_statement()
         sent = False
         try:
             if time.monotonic() >= deadline:
