@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 CONFIGURATION = "Microsoft.Exchange"
 MACHINE = "EXCH01.corp.example.com"
 RECEIVE_LIMIT = 96 * 1024  # raw PSRP bytes per Receive answer (base64 fits pypsrp's envelope)
-GARBAGE = (b"<!DOCTYPE html><html><head><title>Service Unavailable</title></head>"
-           b"<body><h1>Service Unavailable</h1><p>The application pool is being recycled.</p>"
-           b"</body></html>")
+GARBAGE = (b"<!DOCTYPE html><html><head><title>Service Unavailable</title>"
+           b"<meta charset=utf-8></head><body><h1>Service Unavailable</h1><hr>"
+           b"<p>HTTP Error 503. The service is unavailable.</body></html>")
 
 
 class _Inject:
@@ -174,6 +174,7 @@ class ExchangePsrpFake:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+            await asyncio.sleep(0.05)  # let the closed connections' transports finish
 
     async def _forget(self) -> None:
         shells, self._shells = self._shells, {}
