@@ -41,6 +41,20 @@ _MODERN: Mapping[str, str] = {
     "Set-ActiveSyncMailboxPolicy": "Set-MobileDeviceMailboxPolicy",
     "Remove-ActiveSyncMailboxPolicy": "Remove-MobileDeviceMailboxPolicy",
 }
+# The 2013+ policy cmdlets (*-MobileDeviceMailboxPolicy) also renamed these parameters (and the
+# properties Get- shows): logical (2010) parameter name -> the 2013+ one.
+_MODERN_POLICY_PARAMETERS: Mapping[str, str] = {
+    "DevicePasswordEnabled": "PasswordEnabled",
+    "MinDevicePasswordLength": "MinPasswordLength",
+    "AlphanumericDevicePasswordRequired": "AlphanumericPasswordRequired",
+    "MinDevicePasswordComplexCharacters": "MinPasswordComplexCharacters",
+    "AllowSimpleDevicePassword": "AllowSimplePassword",
+    "MaxInactivityTimeDeviceLock": "MaxInactivityTimeLock",
+    "MaxDevicePasswordFailedAttempts": "MaxPasswordFailedAttempts",
+    "DevicePasswordExpiration": "PasswordExpiration",
+    "DevicePasswordHistory": "PasswordHistory",
+}
+_POLICY_CMDLETS = frozenset({"New-ActiveSyncMailboxPolicy", "Set-ActiveSyncMailboxPolicy"})
 # The name whose presence tells a 2013+ server (``Get-Command -Name <probe>``).
 NAMING_PROBE = _MODERN["Get-ActiveSyncDeviceStatistics"]
 
@@ -63,9 +77,12 @@ class Cmdlet:
             return _MODERN.get(self.logical_name, self.logical_name)
         return self.logical_name
 
-    def parameters_for(self) -> list[tuple[str, ParamValue]]:
-        """The named parameters to send, ``Confirm=False`` last for destructive cmdlets."""
+    def parameters_for(self, naming: Naming = Naming.EXCHANGE_2010) -> list[tuple[str, ParamValue]]:
+        """The named parameters to send, ``Confirm=False`` last for destructive cmdlets; with
+        2013+ names, the policy cmdlets' renamed parameters under their new names."""
         params = list(self.parameters)
+        if naming is Naming.EXCHANGE_2013 and self.logical_name in _POLICY_CMDLETS:
+            params = [(_MODERN_POLICY_PARAMETERS.get(k, k), v) for k, v in params]
         if self.destructive:
             params.append(("Confirm", False))
         return params
@@ -179,6 +196,15 @@ REQUIRED_CMDLETS = (
 
 def modern_name(logical_name: str) -> str:
     return _MODERN.get(logical_name, logical_name)
+
+
+def legacy_policy_properties(rec: Mapping[str, object]) -> dict[str, object]:
+    """A 2013+ policy object's properties under their 2010 names as well (parsers read those)."""
+    out = dict(rec)
+    for old, new in _MODERN_POLICY_PARAMETERS.items():
+        if old not in out and new in out:
+            out[old] = out[new]
+    return out
 
 
 def logical_name(name: str) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from mdm.eas.cmdlets import ParamValue
+from mdm.eas.cmdlets import ParamValue, legacy_policy_properties
 from mdm.eas.errors import ExchangeProtocolError
 
 PSRecord = Mapping[str, Any]
@@ -279,6 +279,7 @@ class MailboxPolicy:
 
 
 def parse_policy(rec: PSRecord) -> MailboxPolicy:
+    rec = legacy_policy_properties(rec)  # 2013+ shows PasswordEnabled for DevicePasswordEnabled...
     identity = _required(rec, "Identity", "an ActiveSync mailbox policy")
     values: dict[str, Any] = {}
     for field, (param, kind) in _POLICY_FIELDS.items():
