@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from mdm.devfakes.certs import make_ca, server_certificate
 from mdm.devfakes.exchange_org import Organisation
 from mdm.devfakes.exchange_psrp import ExchangePsrpFake
 from mdm.eas.cmdlets import REQUIRED_CMDLETS, Naming
@@ -41,6 +42,7 @@ class EasWorld:
         self._fakes: list[ExchangePsrpFake] = []
         self._runners: list[ExchangeRunner] = []
         self._count = 0
+        self.ca_file = tmp_path / "ca.pem"
 
     def org(self, *, mailboxes: int = 6, devices: int = 8,
             naming: Naming = Naming.EXCHANGE_2013, seed: int = 0) -> Organisation:
@@ -52,8 +54,22 @@ class EasWorld:
                            self.kdc.nobody_principal: set()}
         return org
 
+    def _certificate(self) -> tuple[Path, Path]:
+        """One server certificate (and CA) for every HTTPS fake of the test: a cluster's servers
+        are verified with the one [eas] ca_file."""
+        cert, key = self.tmp_path / "cas.pem", self.tmp_path / "cas.key"
+        if not cert.exists():
+            ca = make_ca("EAS test CA")
+            server = server_certificate(ca, self.kdc.host)
+            self.ca_file.write_bytes(ca.cert_pem)
+            cert.write_bytes(server.cert_pem)
+            key.write_bytes(server.key_pem)
+        return cert, key
+
     def fake(self, org: Organisation | None = None, *, tls: bool = True) -> ExchangePsrpFake:
-        fake = ExchangePsrpFake(org or self.org(), keytab=self.kdc.service_keytab, tls=tls)
+        cert, key = self._certificate() if tls else (None, None)
+        fake = ExchangePsrpFake(org or self.org(), keytab=self.kdc.service_keytab, tls=tls,
+                                tls_cert=cert, tls_key=key, url_host=self.kdc.host)
         fake.start()
         self._fakes.append(fake)
         return fake
@@ -67,7 +83,7 @@ class EasWorld:
             "mode": "cluster" if len(fakes) > 1 else "standard",
             "servers": [f"{self.kdc.host}:{f.port}" for f in fakes],
             "transport": "https" if first.url.startswith("https") else "http",
-            "ca_file": str(first.ca_file) if first.ca_file else "",
+            "ca_file": str(self.ca_file) if first.url.startswith("https") else "",
             "principal": self.kdc.svc_principal,
             "concurrency": 2,
             "connect_timeout_seconds": 5.0,

@@ -172,7 +172,7 @@ def type_names(obj: Any) -> tuple[str, ...]:
     """The object's type names without the "Deserialized." prefix (for logs and checks)."""
     if not isinstance(obj, GenericComplexObject):
         return ()
-    return tuple(t.removeprefix("Deserialized.") for t in obj.types)
+    return tuple(t.removeprefix("Deserialized.") for t in obj.types if isinstance(t, str) and t)
 
 
 # ---- error records --------------------------------------------------------------------------
@@ -213,8 +213,9 @@ def error_info(record: Any) -> ErrorInfo:
     else:
         category = str(category_value or "")
     exception_type = ""
-    if isinstance(exception, GenericComplexObject) and exception.types:
-        exception_type = exception.types[0].removeprefix("Deserialized.")
+    named = [t for t in getattr(exception, "types", None) or [] if isinstance(t, str) and t]
+    if isinstance(exception, GenericComplexObject) and named:
+        exception_type = named[0].removeprefix("Deserialized.")
     elif getattr(record, "reason", None):
         exception_type = str(record.reason)
     target = getattr(record, "target_name", None) or None

@@ -2,17 +2,20 @@
 running typed cmdlets on it. Everything here is synchronous and runs in the runner's worker
 threads (``runner.py`` owns the threads, the retries and the failover).
 
-Thread safety. One pool serves up to ``concurrency`` pipelines at once, from as many threads.
-pypsrp's ``WSMan`` is not safe to use from several threads at once: its requests session would
-open a second TCP connection, which authenticates with a new Kerberos context that replaces the
-first in ``HTTPNegotiateAuth.contexts``, while the message encryption of plain-HTTP WSMan
-(``WinRMEncryption``) keeps wrapping with the first context, and a GSSAPI context's sequence
-numbers may not be used concurrently. So every WSMan request of a pool goes through one lock
-(``_SerialWSMan.invoke``): one connection, one security context, requests one at a time, as
-WinRM's own client does. Pipelines still run concurrently on the server: each thread sends its
-Command, then polls its pipeline with a short WSMan OperationTimeout (``POLL_SECONDS``) instead
-of one long Receive, so the lock is never held for longer than a poll and the other pipelines'
-Receives interleave. (One WSMan per thread would be one pool per thread, not one pool.)
+Thread safety. One pool serves up to ``concurrency`` pipelines at once, from as many threads,
+over one pypsrp ``WSMan`` (one pool = one WSMan; a WSMan per thread would be a pool per thread).
+- HTTPS: requests from several threads run at once. The requests session (urllib3's pool is
+  thread-safe) opens a keep-alive connection per concurrent request and each connection does
+  its own Kerberos exchange (HTTP Negotiate authenticates a connection); nothing of that context
+  is used afterwards, because TLS protects the messages.
+- HTTP: messages are wrapped with the Kerberos context (``WinRMEncryption``), and pypsrp keeps ONE
+  such context per WSMan, bound to the first connection; a second connection would authenticate
+  with a new context the first one's wrapping does not match, and a GSSAPI context's sequence
+  numbers may not be used from two threads. So every request goes through one lock
+  (``_SerialWSMan``): one connection, one context, one request at a time, as WinRM's client
+  does. Pipelines still run concurrently on the server: a thread sends its Command, then polls
+  with a short WSMan OperationTimeout (``HTTP_POLL_SECONDS``) rather than one long Receive, so the
+  lock is held for a poll at most and the other pipelines' Receives interleave.
 """
 
 from __future__ import annotations
@@ -55,7 +58,9 @@ from mdm.eas.runner_convert import RecordSerializer, error_info, parameter_value
 
 log = logging.getLogger(__name__)
 
-POLL_SECONDS = 1  # WSMan OperationTimeout of one Receive (an int: pypsrp's unit is seconds)
+# WSMan OperationTimeout of one Receive: how long the server may hold it when there is no output.
+POLL_SECONDS = 1.0
+HTTP_POLL_SECONDS = 0.2  # under the HTTP lock: short, so that the pool's pipelines interleave
 _SHELL_NOT_FOUND = (2150858843, 2150858832)  # w:InvalidSelectors / shell gone after a restart
 
 
@@ -81,11 +86,13 @@ def _pool_ok(error: ExchangeError) -> bool:
 class _SerialWSMan(WSMan):
     """pypsrp's WSMan with every request under one lock (see the module's docstring)."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, serial: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._request_lock = threading.Lock()
+        self._request_lock: threading.Lock | None = threading.Lock() if serial else None
 
     def invoke(self, *args: Any, **kwargs: Any) -> ET.Element:
+        if self._request_lock is None:
+            return super().invoke(*args, **kwargs)
         with self._request_lock:
             return super().invoke(*args, **kwargs)
 
@@ -147,6 +154,7 @@ class ServerConnection:
         scheme = config.transport
         self.url = f"{scheme}://{self.host}:{self.port}/{config.path.lstrip('/')}"
         self._lock = threading.Lock()  # opening and closing
+        self._poll = HTTP_POLL_SECONDS if config.transport == "http" else POLL_SECONDS
         self._pool: RunspacePool | None = None
         self._naming: Naming | None = None
 
@@ -163,14 +171,14 @@ class ServerConnection:
             cfg = self.config
             credential = self.login.credential()
             wsman = _SerialWSMan(
-                self.host, port=self.port, path=cfg.path.lstrip("/"),
+                self.host, serial=cfg.transport == "http", port=self.port, path=cfg.path.lstrip("/"),
                 ssl=cfg.transport == "https", auth="kerberos",
                 # pyspnego takes a credential object where pypsrp types a user name: the private
                 # ccache (credentials.py), never a password.
                 username=cast(str, credential),
                 cert_validation=cast(bool, cfg.ca_file) if cfg.ca_file else True,
                 connection_timeout=max(1, math.ceil(cfg.connect_timeout_seconds)),
-                read_timeout=max(30, math.ceil(cfg.connect_timeout_seconds) + POLL_SECONDS + 5),
+                read_timeout=max(30, math.ceil(cfg.connect_timeout_seconds) + 10),
                 operation_timeout=20, encryption="auto", no_proxy=True,
                 negotiate_service="HTTP", reconnection_retries=0,
             )
@@ -257,7 +265,7 @@ class ServerConnection:
             if index:
                 ps.add_statement()  # ends the previous statement: the next is a new one
             ps.add_cmdlet(cmdlet.name(naming))
-            for key, value in cmdlet.parameters_for():
+            for key, value in cmdlet.parameters_for(naming):
                 ps.add_parameter(key, parameter_value(value))
             for switch in cmdlet.switches:
                 ps.add_parameter(switch, True)  # a SwitchParameter bound to $true
@@ -271,7 +279,8 @@ class ServerConnection:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     self._stop(ps, statements)
-                ps.poll_invoke(timeout=max(1, min(POLL_SECONDS, math.ceil(left))))
+                # pypsrp writes the timeout as "PT<value>S": a fraction of a second is valid.
+                ps.poll_invoke(timeout=cast(int, max(0.05, min(self._poll, left))))
         except ExchangeError as exc:
             raise mark(exc, after_send=sent) from None
         except BaseException as exc:
