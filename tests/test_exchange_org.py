@@ -542,3 +542,21 @@ async def test_local_runner_maps_permissions_and_timeouts() -> None:
     with pytest.raises(CmdletFailed) as failed:
         await runner.run(c.get_cas_mailbox())
     assert (failed.value.error_id, failed.value.category) == ("X,Y", "WriteError")
+
+
+async def test_local_runner_policies_on_both_namings() -> None:
+    for naming in Naming:
+        org = Organisation(naming=naming)
+        runner = LocalOrgRunner(org, principal=SVC)
+        settings = PolicySettings(password_required=True, min_password_length=6, inactivity_lock_seconds=300)
+        [out] = await runner.run(c.new_policy(HOSTILE, settings.to_parameters()))
+        created = parse_policy(out)
+        assert created.name == HOSTILE and created.settings.password_required is True
+        assert created.settings.min_password_length == 6 and created.settings.inactivity_lock_seconds == 300
+        await runner.run(c.set_policy(HOSTILE, PolicySettings(min_password_length=8).to_parameters(
+            only_set=True)))
+        [again] = await runner.run(c.get_policy(HOSTILE))
+        assert parse_policy(again).settings.min_password_length == 8
+        assert org.calls[-2].name == c.set_policy(HOSTILE, {}).name(naming)
+        await runner.run(c.remove_policy(HOSTILE))
+        assert org.policy(HOSTILE) is None

@@ -45,10 +45,10 @@ class LocalOrgRunner:
         self._last_error_at: datetime | None = None
 
     @staticmethod
-    def parameters(cmdlet: Cmdlet) -> dict[str, Any]:
-        """What reaches Exchange: the named parameters (``-Confirm:$false`` for destructive
-        cmdlets) and the switches as True."""
-        params: dict[str, Any] = dict(cmdlet.parameters_for())
+    def parameters(cmdlet: Cmdlet, naming: Naming = Naming.EXCHANGE_2010) -> dict[str, Any]:
+        """What reaches Exchange: the named parameters under the names of ``naming``
+        (``-Confirm:$false`` for destructive cmdlets) and the switches as True."""
+        params: dict[str, Any] = dict(cmdlet.parameters_for(naming))
         params.update((switch, True) for switch in cmdlet.switches)
         return params
 
@@ -59,7 +59,7 @@ class LocalOrgRunner:
         for cmdlet in cmdlets:
             name = cmdlet.name(naming)
             try:
-                written = self.org.execute(name, self.parameters(cmdlet), principal=self.principal,
+                written = self.org.execute(name, self.parameters(cmdlet, naming), principal=self.principal,
                                            session=self.session)
             except ExchangeFault as fault:
                 if first is None:
