@@ -12,6 +12,7 @@ from mdm.api.keys import BULK
 from mdm.config_reload import hot
 from mdm.db.enums import Protocol
 from mdm.eas import handlers_policies as eas_policies_api
+from mdm.eas import plugin as eas_plugin
 from mdm.eas import plugin_commands as eas_commands_plugin
 from mdm.enroll import handlers_api as enroll_api
 from mdm.enroll import plugin as enroll_plugin
@@ -68,6 +69,7 @@ PLUGINS: tuple[Plugin, ...] = (
     kes_enroll_package.PLUGIN,
     kes_plugin.PLUGIN,  # the peer resolver, before the sync that authenticates with it
     kes_sync_plugin.PLUGIN,
+    eas_plugin.PLUGIN,  # the Exchange runner ([eas] enabled) and discovery
     eas_commands_plugin.PLUGIN,  # EAS commands and policies; after mdm.eas.plugin (the runner)
     reporting_plugin.PLUGIN,  # last: the transport's client certificate comes from the PKI
 )
