@@ -25,6 +25,13 @@ from mdm.devfakes.exchange_org_params import ambiguous, not_found
 DEFAULT_POLICY = "Default"
 
 
+def low(text: str) -> str:
+    """``text`` lower-cased, the same object when it already is (keys kept for 100,000s of
+    objects should not double every string)."""
+    lowered = text.lower()
+    return text if lowered == text else lowered
+
+
 class OrgStore:
     def __init__(self, domains: tuple[str, ...]) -> None:
         if not domains:
@@ -41,13 +48,13 @@ class OrgStore:
 
     @staticmethod
     def _keys(mbx: MailboxEntry) -> Iterator[str]:
-        yield mbx.name.lower()
-        yield mbx.primary_smtp.lower()
-        yield mbx.sam_account_name.lower()
-        yield mbx.guid.lower()
+        yield low(mbx.name)
+        yield low(mbx.primary_smtp)
+        yield low(mbx.sam_account_name)
+        yield low(mbx.guid)
 
     def add_mailbox(self, mbx: MailboxEntry) -> None:
-        key = mbx.identity.lower()
+        key = low(mbx.identity)
         if key in self.mailboxes:
             raise ValueError(f"mailbox {mbx.identity} exists")
         if mbx.domain not in self.domains:
@@ -111,12 +118,12 @@ class OrgStore:
     # ---- devices ----------------------------------------------------------------------------
 
     def add_device(self, dev: DeviceEntry) -> None:
-        key = dev.key.lower()
+        key = low(dev.key)
         if key in dev.mailbox.devices:
             raise ValueError(f"device {dev.identity} exists")
         dev.mailbox.devices[key] = dev
         dev.mailbox.has_partnership = True
-        self.devices_by_id.setdefault(dev.device_id.lower(), []).append(dev)
+        self.devices_by_id.setdefault(low(dev.device_id), []).append(dev)
 
     def remove_device(self, dev: DeviceEntry) -> None:
         dev.mailbox.devices.pop(dev.key.lower(), None)
