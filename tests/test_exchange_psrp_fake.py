@@ -299,3 +299,89 @@ def test_pipelines_of_a_pool_run_at_once_up_to_its_runspaces(https_fake: Exchang
         elapsed = time.monotonic() - started
     assert https_fake.peak_concurrency == 3
     assert 0.9 < elapsed < 3.0  # two waves of three, not six in a row
+
+
+def test_a_slow_cmdlet_outlives_receive_timeouts_and_can_be_stopped(
+        https_fake: ExchangePsrpFake, kdc: Kdc, org: Organisation) -> None:
+    org.delay("Get-AcceptedDomain", 2.2)
+    with RunspacePool(connect(https_fake, kdc, timeout=1), configuration_name="Microsoft.Exchange") as pool:
+        # Receives time out (w:TimedOut, which pypsrp retries) until the output is there.
+        slow = run(pool, ("Get-AcceptedDomain", {}))
+        assert slow.output and slow.state == PSInvocationState.COMPLETED
+        org.delay("Get-AcceptedDomain", 1.0)
+        ps = PowerShell(pool)
+        ps.add_cmdlet("Get-AcceptedDomain")
+        ps.begin_invoke()
+        ps.stop()
+        assert ps.state == PSInvocationState.STOPPED
+        assert run(pool, ("Get-AcceptedDomain", {})).output  # the pool goes on
+
+
+def test_plain_soap_over_http_is_refused(kdc: Kdc, krb5_ccache: Path, org: Organisation) -> None:
+    with ExchangePsrpFake(org, keytab=kdc.service_keytab) as fake:
+        wsman = WSMan(kdc.host, port=fake.port, ssl=False, path="PowerShell", auth="kerberos",
+                      username=kdc.svc_principal, password=kdc.svc_password, encryption="never",
+                      negotiate_service="HTTP", operation_timeout=5)
+        _OPEN.append(wsman)
+        with pytest.raises(WinRMTransportError) as info:
+            RunspacePool(wsman, configuration_name="Microsoft.Exchange").open()
+        assert info.value.code == 400
+        assert fake.shell_count == 0
+
+
+def test_process_entry_point_serves_a_generated_organisation(kdc: Kdc, krb5_ccache: Path,
+                                                             tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, KRB5_KTNAME=f"FILE:{tmp_path / 'none.keytab'}")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mdm.devfakes.exchange_psrp", "--mailboxes", "30", "--devices", "40",
+         "--keytab", str(kdc.service_keytab), "--tls",
+         "--principal-map", f"{kdc.svc_principal}=*;{kdc.nobody_principal}="],
+        stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().split()[1]
+        ca = proc.stdout.readline().split()[1]
+        port = int(url.rsplit(":", 1)[1].split("/")[0])
+        wsman = WSMan(kdc.host, port=port, ssl=True, path="PowerShell", auth="kerberos",
+                      username=kdc.svc_principal, password=kdc.svc_password,
+                      cert_validation=ca,  # type: ignore[arg-type]
+                      negotiate_service="HTTP", operation_timeout=5)
+        _OPEN.append(wsman)
+        with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as pool:
+            ps = run(pool, ("Set-AdServerSettings", {"ViewEntireForest": True}),
+                     ("Get-CASMailbox", {"ResultSize": "Unlimited"}))
+            assert len(ps.output) == 30 and not ps.streams.error
+    finally:
+        proc.terminate()
+        assert proc.wait(10) == 0
+
+
+def test_fast_clixml_is_what_psrpcore_would_write() -> None:
+    from datetime import UTC, datetime, timedelta
+    from xml.etree import ElementTree as ET
+
+    from psrpcore.types._serializer import serialize
+
+    from mdm.devfakes.exchange_clixml import psout_clixml
+    from mdm.devfakes.exchange_org import PSOut
+    from mdm.devfakes.exchange_shell import to_psobject
+
+    org = Organisation.generate(mailboxes=4, devices=8)
+    outs = org.execute("Get-CASMailbox", {"ResultSize": "Unlimited"}, principal="x",
+                       session=SessionState())
+    for mailbox in list(outs):
+        outs += org.execute("Get-MobileDeviceStatistics",
+                            {"Mailbox": mailbox.properties["Identity"]}, principal="x",
+                            session=SessionState())
+    outs.append(PSOut(("X.Odd", "System.Object"), {
+        "List": ["a", "b_x0041_<&>\"", "\x01"], "Null": None, "Big": 2**40, "Small": -5,
+        "Span": timedelta(days=1, minutes=5, microseconds=3), 'Q"uote': "v", "Flag": False,
+        "When": datetime(2026, 1, 2, 3, 4, 5, 600000, tzinfo=UTC)}, "to<string>"))
+    assert len(outs) > 6
+    for out in outs:
+        reference = serialize(to_psobject(out), None)  # type: ignore[arg-type]  # no secure strings
+        assert psout_clixml(out) == ET.tostring(reference, encoding="utf-8")

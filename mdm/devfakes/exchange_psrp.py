@@ -401,3 +401,11 @@ def _message_id(soap: bytes) -> str:
         return wsman.parse(soap).message_id
     except wsman.WSManFault:
         return ""
+
+
+if __name__ == "__main__":
+    import sys
+
+    from mdm.devfakes.exchange_psrp_cli import main
+
+    sys.exit(main())

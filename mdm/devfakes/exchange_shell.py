@@ -51,6 +51,7 @@ from psrpcore.types import (
     PSString,
 )
 
+from mdm.devfakes.exchange_clixml import psout_clixml, queue_output
 from mdm.devfakes.exchange_org import ExchangeFault, Organisation, PSOut, SessionState
 
 log = logging.getLogger(__name__)
@@ -348,14 +349,14 @@ class Shell:
                 category="NotSpecified", exception_type="System.InvalidOperationException"))
             return
         for out in outputs:
-            obj = to_psobject(out)
+            clixml = psout_clixml(out)  # outside the lock: other pipelines go on meanwhile
             with self.lock:
                 while (self._backlog(state.command_id) > BACKLOG_BYTES and not state.stopped
                        and not self.closed):
                     self.drained.wait(1.0)
                 if state.stopped or self.closed:
                     return
-                state.pipe.write_output(obj)
+                queue_output(state.pipe, clixml)
                 self._drain()
             self._notify()
 
