@@ -560,3 +560,20 @@ async def test_local_runner_policies_on_both_namings() -> None:
         assert org.calls[-2].name == c.set_policy(HOSTILE, {}).name(naming)
         await runner.run(c.remove_policy(HOSTILE))
         assert org.policy(HOSTILE) is None
+
+
+def test_a_mailbox_without_activesync_refuses_its_phone(org: Organisation) -> None:
+    ident = run(org, device_name(org), Mailbox="alice")[0].properties["Identity"]
+    run(org, "Set-CASMailbox", Identity="alice", ActiveSyncEnabled=False)
+    run(org, "Clear-ActiveSyncDevice", Identity=ident, Confirm=False)
+    dev = org.device(ident)
+    assert dev is not None and dev.last_success_sync is not None
+    last = dev.last_success_sync
+    time.sleep(0.01)
+    assert org.device_syncs("ApplF17XK1JXHG7F") == 0
+    assert dev.status == "DeviceWipePending" and dev.wipe_sent is None  # the wipe never reached it
+    assert dev.last_success_sync == last
+    assert dev.last_sync_attempt is not None and dev.last_sync_attempt > last
+    run(org, "Set-CASMailbox", Identity="alice", ActiveSyncEnabled=True)
+    assert org.device_syncs("ApplF17XK1JXHG7F") == 1
+    assert dev.status == "DeviceWipeSucceeded"

@@ -211,20 +211,23 @@ class Organisation:
 
     def device_syncs(self, device_id: str) -> int:
         """The phone with this EAS DeviceId syncs (each of its partnerships): a wipe-pending or
-        wiped device gets the wipe (again) and acknowledges it; any other just syncs. Returns how
-        many partnerships synced."""
+        wiped device gets the wipe (again) and acknowledges it; any other just syncs. A mailbox
+        with ActiveSync switched off refuses the device: only its attempt is recorded (and a
+        pending wipe is not delivered). Returns how many partnerships synced."""
         with self._lock:
             now = self.now()
             devices = list(self.store.devices_by_id.get(device_id.lower(), ()))
             for dev in devices:
                 dev.last_sync_attempt = now
+                if not dev.mailbox.activesync_enabled:
+                    continue
                 if dev.wipe_requested is not None:
                     dev.wipe_sent = now
                     dev.wipe_ack = now
                 else:
                     dev.last_success_sync = now
                     dev.policy_applied = dev.mailbox.policy or self.store.default_policy().name
-            return len(devices)
+            return sum(1 for dev in devices if dev.mailbox.activesync_enabled)
 
     # ---- read access for tests --------------------------------------------------------------
 
