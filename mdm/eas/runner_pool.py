@@ -241,6 +241,9 @@ class ServerConnection:
         happened after the server accepted the pipeline has ``after_send = True``."""
         pool: RunspacePool | None = None
         try:
+            # Renews the ticket ahead of expiry: an open pool may still need it for a new
+            # connection (HTTPS opens one per concurrent request), long after the pool opened.
+            self.login.credential()
             pool, naming = self._open()
             statements = list(cmdlets)
             if self.config.scope == "forest":
