@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import random
-import uuid
 from datetime import datetime, timedelta
 
 from mdm.devfakes.exchange_org_model import DeviceEntry, MailboxEntry, PolicyEntry
@@ -35,7 +34,9 @@ EXECUTIVES = {"DevicePasswordEnabled": True, "MinDevicePasswordLength": 4,
 
 
 def _guid(rng: random.Random) -> str:
-    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+    """A random (version 4) GUID's string, without building a ``uuid.UUID`` (50,000 of them)."""
+    h = f"{rng.getrandbits(128):032x}"
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def _device_id(prefix: str, n: int) -> str:
