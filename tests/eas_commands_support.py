@@ -41,7 +41,7 @@ class OrgRunner:
 
     def _one(self, cmdlet: Cmdlet) -> list[PSRecord]:
         name = cmdlet.name(self.org.naming)
-        params: dict[str, Any] = dict(cmdlet.parameters_for())
+        params: dict[str, Any] = dict(cmdlet.parameters_for(self.org.naming))
         params.update({s: True for s in cmdlet.switches})
         try:
             return [dict(o.properties) for o in self.org.execute(name, params, principal=self.principal,

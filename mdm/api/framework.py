@@ -24,6 +24,9 @@ PRINCIPAL_KEY = web.RequestKey("mdm_principal", Principal)
 MAX_ID = 2**62  # the largest integer id a path parameter may carry (documented as the maximum)
 # Text path parameters (GUIDs, names, serials): also the pattern documented in the OpenAPI document.
 _PATH_TEXT = re.compile(r"^[A-Za-z0-9._:@-]{1,255}$")
+# A path parameter declared ``text_params``: a name given URL-encoded (spaces, quotes...), no
+# control characters.
+_FREE_TEXT = re.compile(r"^[^\x00-\x1f\x7f]{1,255}$")
 RawHandler = Callable[..., Awaitable[Any]]
 
 
@@ -48,6 +51,7 @@ class PathParam:
     name: str
     type: type = int
     description: str = ""
+    free: bool = False  # a text_params parameter (see _FREE_TEXT)
 
 
 @dataclass
@@ -97,9 +101,11 @@ class ApiRouter:
         prefixed: bool = True,
         open_to: Callable[[web.Request], bool] | None = None,
         open_note: str = "",
+        text_params: tuple[str, ...] = (),
     ) -> Callable[[RawHandler], RawHandler]:
         full = (self.prefix if prefixed else "") + path
-        params = [PathParam(n, int if n == "id" else str) for n in re.findall(r"{(\w+)}", full)]
+        params = [PathParam(n, int if n == "id" else str, free=n in text_params)
+                  for n in re.findall(r"{(\w+)}", full)]
 
         def decorate(fn: RawHandler) -> RawHandler:
             self.operations.append(
@@ -181,7 +187,8 @@ class ApiRouter:
                 schema: dict[str, Any] = (
                     {"type": "integer", "minimum": 1, "maximum": MAX_ID}
                     if param.type is int
-                    else {"type": "string", "minLength": 1, "maxLength": 255, "pattern": _PATH_TEXT.pattern}
+                    else {"type": "string", "minLength": 1, "maxLength": 255,
+                          "pattern": (_FREE_TEXT if param.free else _PATH_TEXT).pattern}
                 )
                 entry["parameters"].append(
                     {"name": param.name, "in": "path", "required": True, "schema": schema}
@@ -245,6 +252,12 @@ async def _arguments(op: Operation, request: web.Request) -> dict[str, Any]:
                     f"path parameter {param.name} must be a positive integer (at most {MAX_ID})"
                 )
             kwargs[param.name] = int(raw)
+        elif param.free:
+            if not _FREE_TEXT.fullmatch(raw):
+                raise InvalidArgument(
+                    f"path parameter {param.name} must be 1-255 characters, none of them a control character"
+                )
+            kwargs[param.name] = raw
         else:
             if not _PATH_TEXT.fullmatch(raw):
                 raise InvalidArgument(

@@ -46,20 +46,20 @@ async def create_eas_policy(request: web.Request, body: s.PolicyIn) -> s.PolicyO
 
 
 @router.route("GET", "/eas/policies/{name}", summary="One ActiveSync mailbox policy", tag=TAG,
-              scope="devices:read", response=s.PolicyOut, errors=(404, 503))
+              scope="devices:read", response=s.PolicyOut, errors=(404, 503), text_params=("name",))
 async def get_eas_policy(request: web.Request, name: str) -> s.PolicyOut:
     return s.PolicyOut.of(await _service(request).show(name))
 
 
 @router.route("PATCH", "/eas/policies/{name}", summary="Change settings of an ActiveSync mailbox policy",
               tag=TAG, scope="devices:write", body=s.PolicyPatch, response=s.PolicyOut,
-              errors=_EXCHANGE_ERRORS)
+              errors=_EXCHANGE_ERRORS, text_params=("name",))
 async def edit_eas_policy(request: web.Request, name: str, body: s.PolicyPatch) -> s.PolicyOut:
     return s.PolicyOut.of(await _service(request).edit(name, body.settings, by=_who(request)))
 
 
 @router.route("DELETE", "/eas/policies/{name}", summary="Delete an ActiveSync mailbox policy from Exchange",
-              tag=TAG, scope="devices:write", status=204, errors=_EXCHANGE_ERRORS)
+              tag=TAG, scope="devices:write", status=204, errors=_EXCHANGE_ERRORS, text_params=("name",))
 async def delete_eas_policy(request: web.Request, name: str) -> web.Response:
     await _service(request).delete(name, by=_who(request))
     return web.Response(status=204)
