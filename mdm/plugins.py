@@ -11,6 +11,7 @@ from mdm.api import plugin as api_plugin
 from mdm.api.keys import BULK
 from mdm.config_reload import hot
 from mdm.db.enums import Protocol
+from mdm.eas import handlers_api as eas_api
 from mdm.eas import handlers_policies as eas_policies_api
 from mdm.eas import plugin as eas_plugin
 from mdm.eas import plugin_commands as eas_commands_plugin
@@ -39,7 +40,7 @@ from mdm.server.plugin import Plugin, Worker
 # The admin API document covers every feature's routes.
 ADMIN_API = api_plugin.admin_api(
     pki_api.router, scep_api.router, enroll_api.router, push_api.router, policies_api.router, kes_api.router,
-    reporting_api.router, eas_policies_api.router,
+    reporting_api.router, eas_api.router, eas_policies_api.router,
 )
 
 # Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`

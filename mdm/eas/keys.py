@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from mdm.eas.service_views import EasViews
+from mdm.eas.worker_discovery import DiscoveryWorker
 from mdm.server.context import ServiceKey
 
-# mdm.eas.worker_discovery.DiscoveryWorker (Any: the worker module imports the service layers).
-DISCOVERY: ServiceKey[Any] = ServiceKey("eas.discovery")
+DISCOVERY = ServiceKey("eas.discovery", DiscoveryWorker)
+VIEWS = ServiceKey("eas.views", EasViews)
 # Callable[[EasConfig, Path], CmdletRunner]: builds the runner when [eas] is enabled (tests and the
 # bench put another one here before start-up; default: mdm.eas.runner.ExchangeRunner).
 RUNNER_FACTORY: ServiceKey[Any] = ServiceKey("eas.runner_factory")

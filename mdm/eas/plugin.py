@@ -11,9 +11,10 @@ from pathlib import Path
 
 from mdm.db.leader_lock import leader_lock
 from mdm.eas.config import EasConfig
-from mdm.eas.keys import DISCOVERY, RUNNER_FACTORY
+from mdm.eas.keys import DISCOVERY, RUNNER_FACTORY, VIEWS
 from mdm.eas.keys_commands import RUNNER
 from mdm.eas.seams import CmdletRunner
+from mdm.eas.service_views import EasViews
 from mdm.eas.status import EasSource
 from mdm.eas.worker_discovery import DISCOVERY_LOCK_FILE, DISCOVERY_LOCK_KEY, DiscoveryWorker
 from mdm.server.context import ServerContext
@@ -47,6 +48,7 @@ async def start(ctx: ServerContext) -> None:
     lock = leader_lock(ctx.db, ctx.config.data_path, key=DISCOVERY_LOCK_KEY, lock_file=DISCOVERY_LOCK_FILE)
     worker = DiscoveryWorker(ctx.db, lambda: _runner(ctx), config, lock)
     ctx.services[DISCOVERY] = worker
+    ctx.services[VIEWS] = EasViews(ctx.db)
     ctx.status.register(EasSource(config, lambda: _runner(ctx)))
 
 
@@ -55,6 +57,7 @@ async def run(ctx: ServerContext) -> None:
 
 
 async def stop(ctx: ServerContext) -> None:
+    ctx.services.pop(VIEWS)
     worker = ctx.services.pop(DISCOVERY)
     if worker is not None:
         await worker.release()
