@@ -408,4 +408,4 @@ if __name__ == "__main__":
 
     from mdm.devfakes.exchange_psrp_cli import main
 
-    sys.exit(main())
+    sys.exit(main(ExchangePsrpFake))

@@ -1,4 +1,5 @@
-"""``python -m mdm.devfakes.exchange_psrp``: the Exchange PSRP fake as a process (benchmarks).
+"""``python -m mdm.devfakes.exchange_psrp`` (which calls ``main`` here): the Exchange PSRP fake as
+a process, for benchmarks.
 
 Prints ``URL <url>`` (and ``CA <file>`` when it made its own certificate) on stdout, then serves
 until SIGTERM/SIGINT. Kerberos: ``KRB5_CONFIG`` from the environment, the service keytab from
@@ -10,13 +11,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mdm.devfakes.exchange_org import Organisation
-from mdm.devfakes.exchange_psrp import ExchangePsrpFake
 from mdm.eas.cmdlets import REQUIRED_CMDLETS, Naming
 
 
@@ -32,7 +33,8 @@ def parse_principal_map(text: str) -> dict[str, set[str]] | None:
     return permissions
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(make_fake: Callable[..., Any], argv: list[str] | None = None) -> int:
+    """``make_fake``: ``ExchangePsrpFake`` (passed in by ``exchange_psrp``, which runs this)."""
     parser = argparse.ArgumentParser(prog="python -m mdm.devfakes.exchange_psrp")
     parser.add_argument("--mailboxes", type=int, default=100)
     parser.add_argument("--devices", type=int, default=150)
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                                domains=tuple(d.strip() for d in args.domains.split(",") if d.strip()),
                                naming=Naming(args.naming), record_calls=args.record_calls)
     org.permissions = parse_principal_map(args.principal_map)
-    fake = ExchangePsrpFake(org, keytab=args.keytab, tls=args.tls, tls_cert=args.tls_cert,
+    fake = make_fake(org, keytab=args.keytab, tls=args.tls, tls_cert=args.tls_cert,
                             tls_key=args.tls_key, host=args.host, port=args.port,
                             url_host=args.url_host)
     done = threading.Event()
@@ -73,6 +75,3 @@ def main(argv: list[str] | None = None) -> int:
         fake.close()
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -122,8 +122,10 @@ def parse(soap: bytes) -> Request:
     if action is None:
         raise WSManFault(ACTION_NOT_SUPPORTED, "wsa:ActionNotSupported",
                          f"The action {raw_action!r} is not supported by the service.")
-    selectors = {s.get("Name", ""): _text(s) for s in header.findall("wsman:SelectorSet/wsman:Selector", NS)}
-    options = {o.get("Name", ""): _text(o) for o in header.findall("wsman:OptionSet/wsman:Option", NS)}
+    selectors = {sel.get("Name", ""): _text(sel)
+                 for sel in header.findall("wsman:SelectorSet/wsman:Selector", NS)}
+    options = {opt.get("Name", ""): _text(opt)
+               for opt in header.findall("wsman:OptionSet/wsman:Option", NS)}
     timeout_m = _DURATION.match(_text(header.find("wsman:OperationTimeout", NS)))
     body = root.find("s:Body", NS)
     first = body[0] if body is not None and len(body) else None
