@@ -3,7 +3,6 @@ in-process runner over it (mdm/devfakes/exchange_local.py) keeps the CmdletRunne
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from datetime import timedelta
@@ -424,7 +423,7 @@ def test_injected_faults_and_delays(org: Organisation) -> None:
     for _ in range(2):
         assert fault(org, "Get-ActiveSyncDeviceStatistics", Mailbox="alice") is boom
     assert len(run(org, device_name(org), Mailbox="alice")) == 1
-    org.delay("Get-CASMailbox", 0.4)
+    org.delay("Get-CASMailbox", 1.0)
     done: list[float] = []
 
     def slow() -> None:
@@ -436,9 +435,9 @@ def test_injected_faults_and_delays(org: Organisation) -> None:
     thread.start()
     time.sleep(0.05)
     run(org, "Get-CASMailbox", Identity="bob")  # not held up by the delayed call
-    assert time.monotonic() - started < 0.35 and not done
+    assert not done and time.monotonic() - started < 0.9
     thread.join()
-    assert done[0] - started >= 0.4
+    assert done[0] - started >= 1.0
     org.inject("Get-CASMailbox", boom)
     org.clear_faults()
     assert run(org, "Get-CASMailbox", Identity="alice")
@@ -532,12 +531,11 @@ async def test_local_runner_maps_permissions_and_timeouts() -> None:
     with pytest.raises(CmdletNotPermitted) as info:
         await runner.run(c.get_device_statistics(mailbox="alice"))
     assert info.value.cmdlet == "Get-ActiveSyncDeviceStatistics"
-    org.delay("Get-CASMailbox", 0.5)
+    org.delay("Get-CASMailbox", 1.5)
     started = time.monotonic()
     with pytest.raises(ExchangeTimeout):
         await runner.run(c.get_cas_mailbox(), limit_seconds=0.1)
-    assert time.monotonic() - started < 0.4
-    await asyncio.sleep(0.5)  # let the worker thread finish
+    assert time.monotonic() - started < 1.2
     org.inject("Get-CASMailbox", ExchangeFault("odd", error_id="X,Y", category="WriteError"))
     with pytest.raises(CmdletFailed) as failed:
         await runner.run(c.get_cas_mailbox())
