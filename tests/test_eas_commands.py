@@ -288,3 +288,30 @@ async def test_an_error_record_fails_the_command_with_its_message(
     async with db.session() as session:
         (row,) = await _partnerships(db, device_id)
         assert (await session.get(EasMailbox, row.mailbox_id)).activesync_enabled is True  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("trouble", ["garbage", "broken"])
+async def test_a_garbage_answer_or_a_broken_run_keeps_the_command_queued(
+    eas: Env, api: httpx.AsyncClient, db: Database, trouble: str
+) -> None:
+    device_id = eas.ids[PHONE]
+    if trouble == "garbage":
+        eas.runner.garbage = True
+    else:
+        eas.runner.down = RuntimeError("a bug in the runner")
+    guid = await _send(api, device_id, "RefreshDeviceInfo")
+    for _ in range(100):
+        page = (await api.get(f"/api/v1/devices/{device_id}/commands")).json()
+        command = next(c for c in page["items"] if c["guid"] == guid)
+        if command["attempts"] >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert command["status"] == "processing" and command["attempts"] >= 2, command
+    if trouble == "garbage":
+        (event, *_) = await events_of(db, "eas_command_deferred")
+        assert event["reason"] == "bad_response"
+    eas.runner.garbage, eas.runner.down = False, None
+    done = await wait_command(api, device_id, guid)
+    assert done["status"] == "completed", done
+    (row,) = await _partnerships(db, device_id)
+    assert row.vanished_at is None and row.last_sync is not None

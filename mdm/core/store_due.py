@@ -70,3 +70,11 @@ async def extend(session: AsyncSession, command_id: int, lease_until: datetime) 
     await session.execute(
         update(_queue).where(_queue.c.command_id == command_id).values(not_before=lease_until)
     )
+
+
+async def release(session: AsyncSession, command_id: int, not_before: datetime) -> None:
+    """Give a taken command back (its run broke before an outcome was recorded): due again at
+    ``not_before``."""
+    await session.execute(
+        update(_queue).where(_queue.c.command_id == command_id).values(in_flight=False, not_before=not_before)
+    )

@@ -37,7 +37,7 @@ from mdm.eas.records import parse_device_statistics
 from mdm.eas.seams import CmdletRunner
 
 log = logging.getLogger("mdm.eas.commands")
-LEASE = timedelta(minutes=30)
+LEASE = timedelta(minutes=5)
 # Errors that end the command (anything else keeps it queued).
 _FINAL = (CmdletFailed, CmdletNotPermitted)
 
@@ -85,7 +85,13 @@ class CommandExecutor:
 
         async def one(command_id: int) -> None:
             async with limit:
-                await self.execute(runner, command_id)
+                try:
+                    await self.execute(runner, command_id)
+                except Exception:
+                    # Nothing was recorded (the outcome's transaction rolled back): the command
+                    # stays queued and is tried again after the backoff, never lost.
+                    log.exception("eas command %d: its run broke; it stays queued", command_id)
+                    await self._release(command_id)
 
         while True:
             async with self.db.session() as session:
@@ -97,6 +103,13 @@ class CommandExecutor:
                     group.create_task(one(command_id))
             done += len(due)
 
+    async def _release(self, command_id: int) -> None:
+        try:
+            async with self.db.transaction() as session:
+                await store_due.release(session, command_id, utcnow() + self._retry_delay(1))
+        except Exception:  # the lease expires and another pass takes it
+            log.exception("eas command %d: could not release it; its lease will expire", command_id)
+
     async def execute(self, runner: CmdletRunner, command_id: int) -> None:
         async with self.db.transaction() as session:
             if not await store_due.take(session, command_id, utcnow() + LEASE):
@@ -105,9 +118,11 @@ class CommandExecutor:
             if command is None:
                 return
             await commands.delivered(session, command)
-            await store_due.extend(session, command_id, utcnow() + LEASE)
             identifier = await store.device_identifier(session, command.device_id) or str(command.device_id)
             plan = plan_for(command.payload, command.type, await store.targets(session, command.device_id))
+            # Held while its cmdlets may run (each within the cmdlet timeout), with room to spare.
+            hold = timedelta(seconds=self.config().cmdlet_timeout_seconds * 2 * (len(plan.steps) + 1))
+            await store_due.extend(session, command_id, utcnow() + max(LEASE, hold))
             guid, device_id, ctype, attempts = command.guid, command.device_id, command.type, command.attempts
         results = await self._run(runner, plan)
         async with self.db.transaction() as session:
@@ -125,6 +140,8 @@ class CommandExecutor:
         for step in plan.steps:
             try:
                 out: Any = await runner.run(step.cmdlet, limit_seconds=limit)
+                if plan.op == "refresh":  # a garbage answer is a protocol error, as any other
+                    out = [parse_device_statistics(rec) for rec in out]
             except ExchangeError as exc:
                 out = exc
             results.append((step, out))
@@ -200,7 +217,7 @@ class CommandExecutor:
                             mailbox=step.target, activesync_enabled=plan.enabled, policy=plan.policy)
         elif plan.op == "refresh":
             identifier = common["identifier"]
-            stats = [parse_device_statistics(rec) for step, out in results if step in ok for rec in out]
+            stats = [st for step, out in results if step in ok for st in out]
             mine = [s for s in stats if s.device_id == identifier]
             for st in await store.apply_statistics(session, device_id, mine, now):
                 events.emit(session, ev.EAS_WIPE_ACKNOWLEDGED, device_id=device_id, identifier=identifier,
