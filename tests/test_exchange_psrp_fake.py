@@ -385,3 +385,33 @@ def test_fast_clixml_is_what_psrpcore_would_write() -> None:
     for out in outs:
         reference = serialize(to_psobject(out), None)  # type: ignore[arg-type]  # no secure strings
         assert psout_clixml(out) == ET.tostring(reference, encoding="utf-8")
+
+
+def test_garbage_psrp_from_an_authenticated_client_is_a_fault(https_fake: ExchangePsrpFake,
+                                                              kdc: Kdc) -> None:
+    import base64
+    import uuid
+
+    with RunspacePool(connect(https_fake, kdc), configuration_name="Microsoft.Exchange") as pool:
+        with pytest.raises(WSManFaultError) as info:
+            pool.shell.command("", arguments=[base64.b64encode(b"\x00" * 40).decode()],
+                               command_id=str(uuid.uuid4()).upper())
+        assert info.value.code
+        assert run(pool, ("Get-AcceptedDomain", {})).output  # the pool goes on
+
+
+def test_output_is_split_to_fit_a_small_envelope(kdc: Kdc, krb5_ccache: Path) -> None:
+    org = Organisation.generate(mailboxes=120, devices=10)
+    counts = []
+    with ExchangePsrpFake(org, keytab=kdc.service_keytab, tls=True) as fake:
+        for envelope in (None, 16384):
+            wsman = connect(fake, kdc)
+            if envelope:
+                wsman.update_max_payload_size(envelope)
+            before = fake.requests
+            with RunspacePool(wsman, configuration_name="Microsoft.Exchange") as pool:
+                ps = run(pool, ("Get-CASMailbox", {"ResultSize": "Unlimited"}))
+                assert len(ps.output) == 120 and not ps.streams.error
+            counts.append(fake.requests - before)
+    # ~100 kB of output: two Receives at the default size, many at 16 kB.
+    assert counts[1] >= counts[0] + 5, counts

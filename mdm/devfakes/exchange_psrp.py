@@ -267,6 +267,12 @@ class ExchangePsrpFake:
         except wsman.WSManFault as fault:
             status = 500
             reply = wsman.fault_envelope(_message_id(soap), fault, MACHINE)
+        except Exception:  # a bug or an unparseable PSRP payload: a fault, never a traceback
+            log.exception("exchange fake: request failed")
+            status = 500
+            reply = wsman.fault_envelope(_message_id(soap), wsman.WSManFault(
+                wsman.INVALID_MESSAGE, "w:InternalError",
+                "The WS-Management service cannot process the request.", sender=False), MACHINE)
         if protocol is not None:
             reply, headers["Content-Type"] = auth.wrap(session, protocol, reply)
         else:
@@ -370,11 +376,13 @@ class ExchangePsrpFake:
         target = wsman.receive_target(req)
         if target is not None and not shell.knows(target):
             raise _pipeline_not_found(target)
+        # What fits the client's MaxEnvelopeSize once base64-encoded, with room for the envelope.
+        limit = max(4096, min(RECEIVE_LIMIT, (req.max_envelope - 4096) * 3 // 4))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + min(req.operation_timeout, 120.0)
         while True:
             event = self._events.get(shell.shell_id)
-            chunks, done = shell.take(target, RECEIVE_LIMIT)
+            chunks, done = shell.take(target, limit)
             if chunks or done:
                 return wsman.receive_response(
                     req, [(c, target) for c in chunks],

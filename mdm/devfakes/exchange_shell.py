@@ -179,13 +179,23 @@ class Shell:
         """PSRP fragments from Create, Command or Send."""
         pid = uuid.UUID(command_id) if command_id else None
         with self.lock:
-            if command_id and command_id not in self.pipes:
+            new = bool(command_id and command_id not in self.pipes)
+            if command_id and new:
                 self.pipes[command_id] = _Pipe(ServerPipeline(self.pool, uuid.UUID(command_id)),
                                                command_id)
-            self.pool.receive_data(PSRPPayload(data, StreamType.default, pid))
-            while (event := self.pool.next_event()) is not None:
-                self._on_event(event)
-            self._drain()
+            try:
+                self.pool.receive_data(PSRPPayload(data, StreamType.default, pid))
+                while (event := self.pool.next_event()) is not None:
+                    self._on_event(event)
+            except Exception:
+                # Unparseable fragments: drop what they started; the pool itself goes on.
+                self.pool._receive_buffer = bytearray()
+                self.pool._incoming_fragments.clear()
+                if command_id and new:
+                    self.terminate(command_id)
+                raise
+            finally:
+                self._drain()
         self._notify()
 
     def _on_event(self, event: Any) -> None:

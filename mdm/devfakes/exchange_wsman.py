@@ -13,7 +13,7 @@ import base64
 import re
 import uuid
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 NS = {
     "s": "http://www.w3.org/2003/05/soap-envelope",
@@ -90,7 +90,7 @@ class Request:
     operation_timeout: float
     body: ET.Element | None
     raw_action: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
+    max_envelope: int = 153600
 
     @property
     def shell_id(self) -> str:
@@ -127,12 +127,14 @@ def parse(soap: bytes) -> Request:
     options = {opt.get("Name", ""): _text(opt)
                for opt in header.findall("wsman:OptionSet/wsman:Option", NS)}
     timeout_m = _DURATION.match(_text(header.find("wsman:OperationTimeout", NS)))
+    envelope_text = _text(header.find("wsman:MaxEnvelopeSize", NS))
     body = root.find("s:Body", NS)
     first = body[0] if body is not None and len(body) else None
     return Request(action=action, message_id=message_id,
                    resource_uri=_text(header.find("wsman:ResourceURI", NS)), selectors=selectors,
                    options=options, operation_timeout=float(timeout_m.group(1)) if timeout_m else 60.0,
-                   body=first, raw_action=raw_action)
+                   body=first, raw_action=raw_action,
+                   max_envelope=int(envelope_text) if envelope_text.isdigit() else 153600)
 
 
 def _q(prefix: str, name: str) -> str:
