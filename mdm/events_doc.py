@@ -41,6 +41,7 @@ AREAS: tuple[tuple[str, str], ...] = (
     ("service", "Service"),
     ("core link", "Core link"),
     ("android", "Android (KES)"),
+    ("eas", "Exchange ActiveSync (EAS)"),
     ("other", "Other"),
 )
 _BY_MODULE = {
@@ -53,6 +54,7 @@ _BY_MODULE = {
     "mdm.push": "push",
     "mdm.server": "service",
     "mdm.reporting": "core link",
+    "mdm.eas": "eas",
     "mdm.core.event_types_audit": "audit",
 }
 _BY_NAME = {

@@ -21,6 +21,7 @@ from mdm.config import Config
 from mdm.core import tokens
 from mdm.core.status import AREAS, AreaStatus
 from mdm.db.engine import Database
+from mdm.eas.status import DISABLED as EAS_DISABLED
 from mdm.plugins import PLUGINS
 from mdm.server.runtime import Server, open_context
 from tests.push_dispatch_support import add_device, queue_command
@@ -61,8 +62,7 @@ async def test_status_document_scopes_and_a_red_light_with_the_cli(
         assert set(doc) == {"overall", "generated_at", "areas"}
         assert [a["area"] for a in doc["areas"]] == list(AREAS)
         by_area = {a["area"]: a for a in doc["areas"]}
-        assert by_area["eas"] == {"area": "eas", "light": "grey", "reason": "not configured in this build",
-                                  "details": {}}
+        assert by_area["eas"] == {"area": "eas", "light": "grey", "reason": EAS_DISABLED, "details": {}}
         # The registered sources answer (none of them greyed by an error).
         for area in ("enrollment", "push", "certificates", "command_backlog", "android"):
             assert not (by_area[area]["reason"] or "").startswith("could not be computed"), by_area[area]
@@ -80,7 +80,7 @@ async def test_status_document_scopes_and_a_red_light_with_the_cli(
 
     green = await _cli(config, server, reader)
     assert green.returncode == 0, green.stderr
-    assert "eas" in green.stdout and "not configured in this build" in green.stdout
+    assert "eas" in green.stdout and "[eas] enabled = false" in green.stdout
 
     command = await queue_command(db, await add_device(db, "left-behind"))
     await age_queue(db, command, timedelta(days=9))
@@ -137,6 +137,7 @@ class _Broken:
 async def test_a_failing_source_is_grey_in_a_200_answer(
     server: Server, api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    server.ctx.status._sources.pop("eas")  # the EAS plugin's source, replaced by a broken one
     server.ctx.status.register(_Broken())
     r = await api.get("/api/v1/status")
     assert r.status_code == 200, r.text
