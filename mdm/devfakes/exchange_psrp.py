@@ -228,9 +228,10 @@ class ExchangePsrpFake:
             return web.Response(status=404, text="Not found")
         connection = request.transport
         header = request.headers.get("Authorization")
-        body = await request.read()
         session: auth.Session | None = (self._sessions.get(connection)
                                         if connection is not None else None)
+        if not header and session is None:
+            return self._challenge()  # the body of a stranger is not even read
         headers: dict[str, str] = {}
         if header:
             try:
@@ -244,6 +245,7 @@ class ExchangePsrpFake:
             headers["WWW-Authenticate"] = value
         if session is None:
             return self._challenge()
+        body = await request.read()
         if not body:
             return web.Response(status=200, headers=headers)
         content_type = request.headers.get("Content-Type", "")
