@@ -6,10 +6,12 @@ refused scopes and unknown ids."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from cli_run import mdm_cli
 from eas_support import EAS_CONFIG, PRINCIPAL, api_client, eas_server, small_org
 from sqlalchemy import select
 
@@ -114,3 +116,29 @@ async def test_scopes(client: httpx.AsyncClient, db: Database) -> None:
     assert (await client.post("/api/v1/eas/discovery", headers=anon)).status_code == 401
     async with db.session() as session:
         assert (await session.scalar(select(Event.id).where(Event.type == "eas_discovery_completed"))) is None
+
+
+async def test_cli_discover_wait_mailboxes_device(
+    client: httpx.AsyncClient, config: Config, admin_token: str
+) -> None:
+    env = {"MDM_API_TOKEN": admin_token}
+    url = str(client.base_url)
+    code, out, err = await mdm_cli(
+        config, "eas", "discover", "--wait", "--timeout", "60", "--url", url, env_extra=env
+    )
+    assert code == 0, (out, err)
+    assert "ok" in out and "devices" in out
+    code, out, err = await mdm_cli(config, "eas", "discovery", "--json", "--url", url, env_extra=env)
+    assert code == 0 and json.loads(out)["devices"] == 4, (out, err)
+    code, out, err = await mdm_cli(
+        config, "eas", "mailboxes", "--query", "alice", "--url", url, env_extra=env
+    )
+    assert code == 0 and "alice@corp.example.com" in out and "bob" not in out, (out, err)
+    devices = (await client.get("/api/v1/devices", params={"protocol": "eas"})).json()["items"]
+    shared = next(d for d in devices if d["identifier"] == "ApplSHARED003")
+    code, out, err = await mdm_cli(config, "eas", "device", str(shared["id"]), "--url", url, env_extra=env)
+    assert code == 0 and out.count("ExchangeActiveSyncDevices") == 2, (out, err)
+    code, out, err = await mdm_cli(config, "eas", "device", "0", "--url", url, env_extra=env)
+    assert code == 2 and "positive integer" in err
+    code, out, err = await mdm_cli(config, "eas", "device", "999999", "--url", url, env_extra=env)
+    assert code != 0 and "999999" in err, (out, err)
