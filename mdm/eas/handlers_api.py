@@ -1,6 +1,6 @@
 """Admin API of EAS discovery: the run's state and an on-demand run (``/api/v1/eas/discovery``),
 the mailboxes Exchange listed (``/eas/mailboxes``) and an EAS device's partnerships with their
-statistics and wipe state (``/eas/devices/{device_id}``). Reads need ``devices:read``; asking for a
+statistics and wipe state (``/eas/devices/{id}``). Reads need ``devices:read``; asking for a
 run needs ``devices:write`` (and is audited, as every mutating request)."""
 
 from __future__ import annotations
@@ -82,14 +82,14 @@ async def eas_get_mailbox(request: web.Request, id: int) -> s.MailboxDetail:
 
 @router.route(
     "GET",
-    "/eas/devices/{device_id}",
+    "/eas/devices/{id}",
     summary="An EAS device's partnerships, statistics and wipe state",
     tag=TAG,
     scope="devices:read",
     response=s.EasDeviceOut,
 )
-async def eas_get_device(request: web.Request, device_id: int) -> s.EasDeviceOut:
-    view = await _views(request).device(device_id)
+async def eas_get_device(request: web.Request, id: int) -> s.EasDeviceOut:
+    view = await _views(request).device(id)
     d = view.device
     return s.EasDeviceOut(
         device_id=d.id,

@@ -1,5 +1,5 @@
 """Admin API models of EAS discovery (``/api/v1/eas/discovery``, ``/eas/mailboxes``,
-``/eas/devices/{device_id}``)."""
+``/eas/devices/{id}``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,133 @@
+"""The discovery worker and the "eas" light: one replica discovers at a time (leader lock), a
+request is picked up at once, a run is not repeated before its interval, a failing runner does
+not stop the worker; the light's colours."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+from pathlib import Path
+
+import eas_support
+from eas_support import discover, make_runner
+
+from mdm.core.status import Light
+from mdm.db.engine import Database
+from mdm.db.leader_lock import leader_lock
+from mdm.db.models import utcnow
+from mdm.devfakes.exchange_org import Organisation
+from mdm.eas import store
+from mdm.eas.config import EasConfig
+from mdm.eas.seams import CmdletRunner, ServerHealth
+from mdm.eas.status import DISABLED, EasSource
+from mdm.eas.worker_discovery import DISCOVERY_LOCK_FILE, DISCOVERY_LOCK_KEY, DiscoveryWorker
+
+org = eas_support.org
+runner = eas_support.runner
+ON = EasConfig(
+    enabled=True,
+    servers=["cas01.corp.example.com", "cas02.corp.example.com"],
+    mode="cluster",
+    principal="svc@CORP.EXAMPLE.COM",
+    password_file="pw",
+    discovery_interval_seconds=60,
+)
+
+
+def _worker(db: Database, r: CmdletRunner | None, path: Path, name: str) -> DiscoveryWorker:
+    lock = leader_lock(db, path, key=DISCOVERY_LOCK_KEY, lock_file=DISCOVERY_LOCK_FILE)
+    return DiscoveryWorker(db, lambda: r, lambda: ON, lock, poll_seconds=0.05, name=name)
+
+
+async def test_one_leader_runs_and_a_request_is_picked_up(
+    db: Database, runner: CmdletRunner, tmp_path: Path
+) -> None:
+    first, second = _worker(db, runner, tmp_path, "a"), _worker(db, runner, tmp_path, "b")
+    try:
+        assert (await first.run_once()) is not None  # never ran: due
+        assert (await second.run_once()) is None  # not the leader
+        assert (await first.run_once()) is None  # ran just now: not due before the interval
+        state = await second.request(by="admin")  # any replica may ask
+        assert state is not None and state.requested_at is not None
+        result = await first.run_once()
+        assert result is not None and result.outcome == "ok"
+        row = await first.state()
+        assert row is not None and row.requested_at is None and row.runner == "a"
+    finally:
+        await first.release()
+        await second.release()
+    # The lock is free again: the other replica takes over.
+    assert await second.lock.acquire()
+    await second.release()
+
+
+async def test_worker_survives_a_failing_exchange(db: Database, org: Organisation, tmp_path: Path) -> None:
+    r = make_runner(org)
+    await r.close()  # unavailable
+    worker = _worker(db, r, tmp_path, "a")
+    task = asyncio.create_task(worker.run_forever())
+    try:
+        for _ in range(100):
+            row = await worker.state()
+            if row is not None and row.outcome == "failed":
+                break
+            await asyncio.sleep(0.05)
+        assert row is not None and row.outcome == "failed"
+        await worker.request(by="admin")
+        await asyncio.sleep(0.3)
+        assert not task.done()
+        assert worker.runs >= 2
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await worker.release()
+
+
+class _Health:
+    """A runner's health as the status source reads it (``health()`` only)."""
+
+    def __init__(self, *servers: ServerHealth) -> None:
+        self.servers = servers
+
+    def health(self) -> list[ServerHealth]:
+        return list(self.servers)
+
+
+def _server(name: str, ok: bool) -> ServerHealth:
+    now = utcnow()
+    return ServerHealth(
+        name=name,
+        url=f"https://{name}/PowerShell",
+        connected=ok,
+        last_ok_at=now if ok else None,
+        last_error=None if ok else "connection refused",
+        last_error_reason=None if ok else "unavailable",
+        last_error_at=None if ok else now,
+    )
+
+
+async def test_the_light(db: Database, runner: CmdletRunner) -> None:
+    up, down = _server("cas01", True), _server("cas02", False)
+
+    async def light(cfg: EasConfig, health: object) -> tuple[Light, str | None]:
+        source = EasSource(lambda: cfg, lambda: health)  # type: ignore[arg-type,return-value]
+        async with db.session() as session:
+            status = await source.status(session)
+        return status.light, status.reason
+
+    assert await light(EasConfig(), None) == (Light.GREY, DISABLED)
+    assert (await light(ON, _Health(up, up)))[0] is Light.YELLOW  # nothing discovered yet
+    assert (await discover(db, runner)).outcome == "ok"
+    assert (await light(ON, _Health(up, up)))[0] is Light.GREEN
+    color, reason = await light(ON, _Health(up, down))
+    assert color is Light.YELLOW and "cas02" in (reason or "")
+    color, reason = await light(ON, _Health(down, down))
+    assert color is Light.RED and "connection refused" in (reason or "")
+    async with db.transaction() as session:
+        await store.finish(session, outcome="ok", error=None, now=utcnow() - timedelta(seconds=181))
+    color, reason = await light(ON, _Health(up, up))
+    assert color is Light.YELLOW and "intervals" in (reason or "")
+    async with db.transaction() as session:
+        await store.finish(session, outcome="failed", error="KDC unreachable", now=utcnow())
+    color, reason = await light(ON, _Health(up, up))
+    assert color is Light.RED and "KDC unreachable" in (reason or "")
