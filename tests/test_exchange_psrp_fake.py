@@ -181,12 +181,14 @@ def test_error_record_comes_through_and_the_next_statement_runs(
 def test_values_arrive_verbatim(fake: ExchangePsrpFake, kdc: Kdc, org: Organisation) -> None:
     with RunspacePool(connect(fake, kdc), configuration_name="Microsoft.Exchange") as pool:
         ps = run(pool, ("Set-CASMailbox", {"Identity": HOSTILE, "ActiveSyncEnabled": False}),
-                 ("Get-CASMailbox", {"Identity": "$(Get-Date)", "ResultSize": "Unlimited"}))
+                 ("Get-CASMailbox", {"Identity": "$(Get-Date)", "ResultSize": "Unlimited",
+                                     "X": ["a_x0041_b", "<&>\"'"], "Y": None, "Z": 2**40}))
         # Neither mailbox exists: two error records, nothing ran as script.
         assert len(ps.streams.error) == 2
     assert org.calls[0].name == "Set-CASMailbox"
     assert org.calls[0].params == {"Identity": HOSTILE, "ActiveSyncEnabled": False}
-    assert org.calls[1].params["Identity"] == "$(Get-Date)"
+    assert org.calls[1].params == {"Identity": "$(Get-Date)", "ResultSize": "Unlimited",
+                                   "X": ["a_x0041_b", "<&>\"'"], "Y": None, "Z": 2**40}
 
 
 def test_a_principal_without_rights_finds_no_cmdlet(https_fake: ExchangePsrpFake, kdc: Kdc,
@@ -415,3 +417,16 @@ def test_output_is_split_to_fit_a_small_envelope(kdc: Kdc, krb5_ccache: Path) ->
             counts.append(fake.requests - before)
     # ~100 kB of output: two Receives at the default size, many at 16 kB.
     assert counts[1] >= counts[0] + 5, counts
+
+
+def test_a_pipeline_the_fast_reader_declines_goes_through_psrpcore(
+        https_fake: ExchangePsrpFake, kdc: Kdc, org: Organisation) -> None:
+    from mdm.devfakes.exchange_pipeline import read_create_pipeline
+
+    assert read_create_pipeline(b"\x00" * 30) is None
+    with RunspacePool(connect(https_fake, kdc), configuration_name="Microsoft.Exchange") as pool:
+        # A hashtable value is not read by the fast reader: psrpcore deserializes this pipeline.
+        ps = run(pool, ("Set-AdServerSettings", {"ViewEntireForest": True}),
+                 ("Get-CASMailbox", {"Identity": HOSTILE, "Extra": {"k": "v"}}))
+        assert len(ps.streams.error) == 1
+    assert org.calls[1].params == {"Identity": HOSTILE, "Extra": {"k": "v"}}

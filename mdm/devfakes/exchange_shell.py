@@ -53,6 +53,7 @@ from psrpcore.types import (
 
 from mdm.devfakes.exchange_clixml import psout_clixml, queue_output
 from mdm.devfakes.exchange_org import ExchangeFault, Organisation, PSOut, SessionState
+from mdm.devfakes.exchange_pipeline import read_create_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -178,8 +179,16 @@ class Shell:
     def feed(self, data: bytes, command_id: str | None = None) -> None:
         """PSRP fragments from Create, Command or Send."""
         pid = uuid.UUID(command_id) if command_id else None
+        fast = read_create_pipeline(data) if command_id else None
         with self.lock:
             new = bool(command_id and command_id not in self.pipes)
+            if command_id and new and fast is not None:
+                state = _Pipe(ServerPipeline(self.pool, uuid.UUID(command_id)), command_id)
+                self.pipes[command_id] = state
+                state.pipe.metadata = fast  # type: ignore[assignment]  # duck-typed: .commands
+                state.started = True
+                self._executor.submit(self._run, state)
+                return
             if command_id and new:
                 self.pipes[command_id] = _Pipe(ServerPipeline(self.pool, uuid.UUID(command_id)),
                                                command_id)
