@@ -20,6 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mdm.cli import bench_eas
 from mdm.cli.common import CliError, Subparsers
 
 T = TypeVar("T")
@@ -123,6 +124,7 @@ def register(sub: Subparsers) -> None:
     _register_fleet(kinds)
     _register_kes(kinds)
     _register_outbox(kinds)
+    bench_eas.register(kinds)
 
 
 FLEET_HELP = """Prepare N enrolled iOS devices straight into the tables of a local server (kept in

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Table, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,6 +21,21 @@ ROW_ID = 1
 
 def insert_for(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def table_of(model: type[Any]) -> Table:
+    return cast(Table, model.__table__)
+
+
+async def execute_many(session: AsyncSession, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:
+    """One Core statement for many rows (executemany / insertmanyvalues: compiled once, not a
+    VALUES clause of every row), after what the session still holds."""
+    if not rows:
+        return
+    if session.new or session.dirty or session.deleted:
+        await session.flush()
+    conn = await session.connection()
+    await conn.execute(stmt, [dict(r) for r in rows])
 
 
 # ---- the run's row --------------------------------------------------------------------------
@@ -154,7 +169,7 @@ async def upsert_mailboxes(session: AsyncSession, rows: Sequence[dict[str, Any]]
     """Insert or refresh mailboxes (by identity): identity -> id."""
     if not rows:
         return {}
-    stmt = insert_for(session)(EasMailbox).values(list(rows))
+    stmt = insert_for(session)(table_of(EasMailbox))
     keep = (
         "guid",
         "name",
@@ -172,7 +187,7 @@ async def upsert_mailboxes(session: AsyncSession, rows: Sequence[dict[str, Any]]
     stmt = stmt.on_conflict_do_update(
         index_elements=["identity"], set_={k: getattr(stmt.excluded, k) for k in keep}
     )
-    await session.execute(stmt)
+    await execute_many(session, stmt, rows)
     ids = await session.execute(
         select(EasMailbox.identity, EasMailbox.id).where(
             EasMailbox.identity.in_([r["identity"] for r in rows])

@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import device_status
 from mdm.db.enums import DeviceStatus, Protocol
 from mdm.db.models import Device
-from mdm.eas.store import insert_for
+from mdm.eas.store import execute_many, insert_for, table_of
 from mdm.eas.tables import EasMailbox, EasPartnership
 
 _DEV = (
@@ -44,14 +44,17 @@ async def devices_by_identifier(session: AsyncSession, identifiers: Sequence[str
     return {r.identifier: r for r in rows}
 
 
+def _device_defaults(row: dict[str, Any]) -> dict[str, Any]:
+    return {**row, "protocol": Protocol.EAS.value}
+
+
 async def insert_devices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     """New devices (protocol EAS); a row another writer added meanwhile is left as it is."""
     if rows:
-        await session.execute(
-            insert_for(session)(Device)
-            .values([{**r, "protocol": Protocol.EAS.value} for r in rows])
-            .on_conflict_do_nothing(index_elements=["protocol", "identifier"])
+        stmt = insert_for(session)(table_of(Device)).on_conflict_do_nothing(
+            index_elements=["protocol", "identifier"]
         )
+        await execute_many(session, stmt, [_device_defaults(r) for r in rows])
 
 
 async def update_devices(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
@@ -72,13 +75,12 @@ async def partnerships_by_identity(session: AsyncSession, identities: Sequence[s
 async def upsert_partnerships(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:
     if not rows:
         return
-    stmt = insert_for(session)(EasPartnership).values(list(rows))
+    stmt = insert_for(session)(table_of(EasPartnership))
     keep = [k for k in rows[0] if k != "exchange_identity"]
-    await session.execute(
-        stmt.on_conflict_do_update(
-            index_elements=["exchange_identity"], set_={k: getattr(stmt.excluded, k) for k in keep}
-        )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["exchange_identity"], set_={k: getattr(stmt.excluded, k) for k in keep}
     )
+    await execute_many(session, stmt, rows)
 
 
 async def mark_wiped(session: AsyncSession, device_ids: Sequence[int], reason: str) -> None:
