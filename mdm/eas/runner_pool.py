@@ -30,7 +30,7 @@ from typing import Any, cast
 
 import requests
 import spnego.exceptions
-from pypsrp.complex_objects import PSInvocationState
+from pypsrp.complex_objects import PSInvocationState, RunspacePoolState
 from pypsrp.exceptions import (
     AuthenticationError,
     WinRMError,
@@ -218,14 +218,22 @@ class ServerConnection:
                 log.debug("eas: closing the pool on %s: %s", self.url, exc)
             old.connection.close()
 
-    @staticmethod
-    def _discard(pool: RunspacePool) -> None:
-        """Forget a pool whose server side is gone or unknown: no Delete (it may hang on a dead
-        server), just the HTTP session."""
-        try:
-            pool.connection.close()
-        except Exception:  # noqa: S110 - best effort on a broken connection
-            pass
+    def _discard(self, pool: RunspacePool) -> None:
+        """Forget a broken pool. Its shell may still live on the server (after a 5xx, garbage or
+        a timeout) and counts against the account's Exchange runspace budget until it idles
+        out, so it is deleted, best effort, in a daemon thread of its own: a hung server must not
+        hold a worker (the request is bounded by the WSMan timeouts)."""
+
+        def delete() -> None:
+            try:
+                if pool.state == RunspacePoolState.OPENED:
+                    pool.close()
+            except Exception as exc:
+                log.debug("eas: deleting a broken pool's shell on %s: %s", self.url, exc)
+            finally:
+                pool.connection.close()
+
+        threading.Thread(target=delete, name=f"eas-discard-{self.host}", daemon=True).start()
 
     def naming(self) -> Naming:
         try:
