@@ -21,6 +21,7 @@ import schemathesis
 from conftest import PG_URL, _truncate_all, listener_url
 from hypothesis import HealthCheck, given, settings
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
 from schemathesis.config import HttpBearerAuthConfig
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -47,6 +48,9 @@ KNOWN_GAPS = {
         "well-formed but inapplicable requests (e-mail without [smtp], pkcs12 for ios) are refused",
     ),
 }
+# Changes that need Exchange answer 503 eas_disabled while [eas] is off (as in this server): that
+# one 5xx is their documented answer; any other 5xx still fails (checked below).
+EAS_WHEN_OFF = frozenset({"create_eas_policy", "edit_eas_policy", "delete_eas_policy"})
 OPERATIONS = [
     pytest.param(method.upper(), path, id=op["operationId"])
     for path, item in openapi(ADMIN_API)["paths"].items()
@@ -144,7 +148,10 @@ def test_operation_conforms_to_the_document(
     method: str, path: str, live_schema: schemathesis.BaseSchema, session: requests.Session
 ) -> None:
     operation = live_schema[path][method]
-    excluded, _reason = KNOWN_GAPS.get(operation.definition.raw.get("operationId", ""), ([], ""))
+    op_id = operation.definition.raw.get("operationId", "")
+    excluded, _reason = KNOWN_GAPS.get(op_id, ([], ""))
+    if op_id in EAS_WHEN_OFF:
+        excluded = [*excluded, not_a_server_error]
     statuses: list[int] = []
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
         if mode is GenerationMode.NEGATIVE and not (
@@ -161,6 +168,9 @@ def test_operation_conforms_to_the_document(
                 session=session, verify=session.verify, excluded_checks=excluded
             )
             statuses.append(response.status_code)
+            if response.status_code >= 500:
+                assert response.status_code == 503 and response.json()["error"]["code"] == "eas_disabled", (
+                    response.status_code, response.text)
 
         run()
     # The token was really used: not everything was turned away at the door.

@@ -32,30 +32,30 @@ def _who(request: web.Request) -> str:
 
 
 @router.route("GET", "/eas/policies", summary="ActiveSync mailbox policies known from Exchange", tag=TAG,
-              scope="devices:read", query=s.PolicyListQuery, response=s.PolicyList, errors=(503,))
-async def list_eas_policies(request: web.Request, query: s.PolicyListQuery) -> s.PolicyList:
+              scope="devices:read", query=s.EasPolicyListQuery, response=s.EasPolicyList, errors=(503,))
+async def list_eas_policies(request: web.Request, query: s.EasPolicyListQuery) -> s.EasPolicyList:
     views = await _service(request).all(include_vanished=query.include_vanished)
-    return s.PolicyList(items=[s.PolicyOut.of(v) for v in views])
+    return s.EasPolicyList(items=[s.EasPolicyOut.of(v) for v in views])
 
 
 @router.route("POST", "/eas/policies", summary="Create an ActiveSync mailbox policy in Exchange", tag=TAG,
-              scope="devices:write", body=s.PolicyIn, response=s.PolicyOut, status=201,
+              scope="devices:write", body=s.EasPolicyIn, response=s.EasPolicyOut, status=201,
               errors=_EXCHANGE_ERRORS)
-async def create_eas_policy(request: web.Request, body: s.PolicyIn) -> s.PolicyOut:
-    return s.PolicyOut.of(await _service(request).create(body.name, body.settings, by=_who(request)))
+async def create_eas_policy(request: web.Request, body: s.EasPolicyIn) -> s.EasPolicyOut:
+    return s.EasPolicyOut.of(await _service(request).create(body.name, body.settings, by=_who(request)))
 
 
 @router.route("GET", "/eas/policies/{name}", summary="One ActiveSync mailbox policy", tag=TAG,
-              scope="devices:read", response=s.PolicyOut, errors=(404, 503), text_params=("name",))
-async def get_eas_policy(request: web.Request, name: str) -> s.PolicyOut:
-    return s.PolicyOut.of(await _service(request).show(name))
+              scope="devices:read", response=s.EasPolicyOut, errors=(404, 503), text_params=("name",))
+async def get_eas_policy(request: web.Request, name: str) -> s.EasPolicyOut:
+    return s.EasPolicyOut.of(await _service(request).show(name))
 
 
 @router.route("PATCH", "/eas/policies/{name}", summary="Change settings of an ActiveSync mailbox policy",
-              tag=TAG, scope="devices:write", body=s.PolicyPatch, response=s.PolicyOut,
+              tag=TAG, scope="devices:write", body=s.EasPolicyPatch, response=s.EasPolicyOut,
               errors=_EXCHANGE_ERRORS, text_params=("name",))
-async def edit_eas_policy(request: web.Request, name: str, body: s.PolicyPatch) -> s.PolicyOut:
-    return s.PolicyOut.of(await _service(request).edit(name, body.settings, by=_who(request)))
+async def edit_eas_policy(request: web.Request, name: str, body: s.EasPolicyPatch) -> s.EasPolicyOut:
+    return s.EasPolicyOut.of(await _service(request).edit(name, body.settings, by=_who(request)))
 
 
 @router.route("DELETE", "/eas/policies/{name}", summary="Delete an ActiveSync mailbox policy from Exchange",
