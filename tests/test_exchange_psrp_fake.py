@@ -368,9 +368,8 @@ def test_fast_clixml_is_what_psrpcore_would_write() -> None:
 
     from psrpcore.types._serializer import serialize
 
-    from mdm.devfakes.exchange_clixml import psout_clixml
+    from mdm.devfakes.exchange_clixml import psout_clixml, to_psobject
     from mdm.devfakes.exchange_org import PSOut
-    from mdm.devfakes.exchange_shell import to_psobject
 
     org = Organisation.generate(mailboxes=4, devices=8)
     outs = org.execute("Get-CASMailbox", {"ResultSize": "Unlimited"}, principal="x",

@@ -60,6 +60,18 @@ class Session:
     scheme: str
 
 
+def test_certificate(directory: Path, host: str) -> tuple[Path, Path, Path]:
+    """A test CA and a server certificate for ``host`` in ``directory``: (ca, cert, key) files."""
+    from mdm.devfakes.certs import make_ca, server_certificate
+
+    ca = make_ca("Exchange fake test CA")
+    server = server_certificate(ca, host)
+    files = directory / "ca.pem", directory / "server.pem", directory / "server.key"
+    for path, data in zip(files, (ca.cert_pem, server.cert_pem, server.key_pem), strict=True):
+        path.write_bytes(data)
+    return files
+
+
 def tls_end_point_binding(cert_pem: bytes) -> bytes:
     """RFC 5929 ``tls-server-end-point`` application data for a server certificate."""
     cert = x509.load_pem_x509_certificate(cert_pem)

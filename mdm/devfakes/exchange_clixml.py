@@ -16,7 +16,17 @@ from xml.sax.saxutils import escape
 
 from psrpcore import ServerPipeline
 from psrpcore._payload import PSRPMessage, StreamType, create_message
-from psrpcore.types import PSInvocationState, PSRPMessageType
+from psrpcore.types import (
+    PSDateTime,
+    PSDuration,
+    PSInt,
+    PSInt64,
+    PSInvocationState,
+    PSNoteProperty,
+    PSObject,
+    PSRPMessageType,
+    PSString,
+)
 from psrpcore.types._serializer import (
     _serialize_datetime,
     _serialize_duration,
@@ -75,3 +85,31 @@ def queue_output(pipe: ServerPipeline, clixml: bytes) -> None:
     pool._send_buffer.append(PSRPMessage(
         PSRPMessageType.PipelineOutput, bytearray(message), pool.runspace_pool_id,
         pipe.pipeline_id, pool._fragment_counter, StreamType.default))
+
+
+# ---- the reference: the same object built for psrpcore's serializer (tests compare) ------
+
+
+def ps_value(value: Any) -> Any:
+    """A ``PSOut`` property value as the CLIXML type Exchange would send."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return PSInt(value) if -(2**31) <= value < 2**31 else PSInt64(value)
+    if isinstance(value, datetime):
+        return PSDateTime(value.year, value.month, value.day, value.hour, value.minute,
+                          value.second, value.microsecond, tzinfo=value.tzinfo)
+    if isinstance(value, timedelta):
+        return PSDuration(days=value.days, seconds=value.seconds, microseconds=value.microseconds)
+    if isinstance(value, list | tuple):
+        return [ps_value(v) for v in value]
+    return PSString(str(value))
+
+
+def to_psobject(out: PSOut) -> PSObject:
+    obj = PSObject()
+    obj.PSObject.type_names = list(out.type_names)
+    for name, value in out.properties.items():
+        obj.PSObject.adapted_properties.append(PSNoteProperty(name, ps_value(value)))
+    obj.PSObject.to_string = out.to_string
+    return obj

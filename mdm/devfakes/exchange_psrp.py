@@ -76,7 +76,9 @@ class ExchangePsrpFake:
         if tls or tls_cert:
             cert_path, key_path = tls_cert, tls_key
             if cert_path is None or key_path is None:
-                cert_path, key_path = self._make_certificate()
+                self._tmp = tempfile.TemporaryDirectory(prefix="exchange-fake-")
+                self.ca_file, cert_path, key_path = auth.test_certificate(Path(self._tmp.name),
+                                                                          url_host)
             self._ssl = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             self._ssl.load_cert_chain(str(cert_path), str(key_path))
             binding = auth.tls_end_point_binding(Path(cert_path).read_bytes())
@@ -91,19 +93,6 @@ class ExchangePsrpFake:
         self._thread: threading.Thread | None = None
         self._runner: web.AppRunner | None = None
         self.requests = 0
-
-    def _make_certificate(self) -> tuple[Path, Path]:
-        from mdm.devfakes.certs import make_ca, server_certificate
-
-        self._tmp = tempfile.TemporaryDirectory(prefix="exchange-fake-")
-        root = Path(self._tmp.name)
-        ca = make_ca("Exchange fake test CA")
-        server = server_certificate(ca, self.url_host)
-        (root / "ca.pem").write_bytes(ca.cert_pem)
-        (root / "server.pem").write_bytes(server.cert_pem)
-        (root / "server.key").write_bytes(server.key_pem)
-        self.ca_file = root / "ca.pem"
-        return root / "server.pem", root / "server.key"
 
     # ---- lifecycle (thread-safe) --------------------------------------------------------------
 
@@ -268,11 +257,11 @@ class ExchangePsrpFake:
             reply = await self._dispatch(wsman.parse(soap), session, request)
         except wsman.WSManFault as fault:
             status = 500
-            reply = wsman.fault_envelope(_message_id(soap), fault, MACHINE)
+            reply = wsman.fault_envelope(wsman.message_id(soap), fault, MACHINE)
         except Exception:  # a bug or an unparseable PSRP payload: a fault, never a traceback
             log.exception("exchange fake: request failed")
             status = 500
-            reply = wsman.fault_envelope(_message_id(soap), wsman.WSManFault(
+            reply = wsman.fault_envelope(wsman.message_id(soap), wsman.WSManFault(
                 wsman.INVALID_MESSAGE, "w:InternalError",
                 "The WS-Management service cannot process the request.", sender=False), MACHINE)
         if protocol is not None:
@@ -331,7 +320,7 @@ class ExchangePsrpFake:
         if req.action == "Send":
             for _name, target, chunk in wsman.send_streams(req):
                 if target and not shell.knows(target):
-                    raise _pipeline_not_found(target)
+                    raise wsman.pipeline_not_found(target)
                 shell.feed(chunk, target)
             return wsman.simple_response(req, "SendResponse")
         if req.action == "Receive":
@@ -377,7 +366,7 @@ class ExchangePsrpFake:
     async def _receive(self, req: wsman.Request, shell: Shell) -> bytes:
         target = wsman.receive_target(req)
         if target is not None and not shell.knows(target):
-            raise _pipeline_not_found(target)
+            raise wsman.pipeline_not_found(target)
         # What fits the client's MaxEnvelopeSize once base64-encoded, with room for the envelope.
         limit = max(4096, min(RECEIVE_LIMIT, (req.max_envelope - 4096) * 3 // 4))
         loop = asyncio.get_running_loop()
@@ -399,18 +388,6 @@ class ExchangePsrpFake:
                 await asyncio.wait_for(event.wait(), remaining)
             except TimeoutError:
                 pass
-
-
-def _pipeline_not_found(command_id: str) -> wsman.WSManFault:
-    return wsman.WSManFault(wsman.PIPELINE_NOT_FOUND, "w:InvalidSelectors",
-                            f"The command with CommandId {command_id} was not found on the server.")
-
-
-def _message_id(soap: bytes) -> str:
-    try:
-        return wsman.parse(soap).message_id
-    except wsman.WSManFault:
-        return ""
 
 
 if __name__ == "__main__":

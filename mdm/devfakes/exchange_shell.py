@@ -41,18 +41,11 @@ from psrpcore.types import (
     ErrorCategoryInfo,
     ErrorRecord,
     NETException,
-    PSDateTime,
-    PSDuration,
-    PSInt,
-    PSInt64,
     PSInvocationState,
-    PSNoteProperty,
-    PSObject,
-    PSString,
 )
 
 from mdm.devfakes.exchange_clixml import psout_clixml, queue_output
-from mdm.devfakes.exchange_org import ExchangeFault, Organisation, PSOut, SessionState
+from mdm.devfakes.exchange_org import ExchangeFault, Organisation, SessionState
 from mdm.devfakes.exchange_pipeline import read_create_pipeline
 
 log = logging.getLogger(__name__)
@@ -85,31 +78,6 @@ class Stats:
     def reset_peak(self) -> None:
         with self._lock:
             self.peak = self.running
-
-
-def ps_value(value: Any) -> Any:
-    """A ``PSOut`` property value as the CLIXML type Exchange would send."""
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return PSInt(value) if -(2**31) <= value < 2**31 else PSInt64(value)
-    if isinstance(value, datetime):
-        return PSDateTime(value.year, value.month, value.day, value.hour, value.minute,
-                          value.second, value.microsecond, tzinfo=value.tzinfo)
-    if isinstance(value, timedelta):
-        return PSDuration(days=value.days, seconds=value.seconds, microseconds=value.microseconds)
-    if isinstance(value, list | tuple):
-        return [ps_value(v) for v in value]
-    return PSString(str(value))
-
-
-def to_psobject(out: PSOut) -> PSObject:
-    obj = PSObject()
-    obj.PSObject.type_names = list(out.type_names)
-    for name, value in out.properties.items():
-        obj.PSObject.adapted_properties.append(PSNoteProperty(name, ps_value(value)))
-    obj.PSObject.to_string = out.to_string
-    return obj
 
 
 def plain(value: Any) -> Any:

@@ -276,3 +276,16 @@ def signal(request: Request) -> tuple[str, str]:
     if body is None:
         raise WSManFault(INVALID_MESSAGE, "w:InvalidMessageInformationHeader", "No Signal.")
     return (body.get("CommandId") or "").upper(), _text(body.find("rsp:Code", NS))
+
+
+def pipeline_not_found(command_id: str) -> WSManFault:
+    return WSManFault(PIPELINE_NOT_FOUND, "w:InvalidSelectors",
+                            f"The command with CommandId {command_id} was not found on the server.")
+
+
+def message_id(soap: bytes) -> str:
+    try:
+        return parse(soap).message_id
+    except WSManFault:
+        return ""
+
