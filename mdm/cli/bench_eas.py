@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sys
 from typing import Any
 
 from mdm.cli.common import CliError
@@ -36,7 +38,6 @@ def register(kinds: Any) -> None:
 
 def run_eas(args: argparse.Namespace) -> int:
     from mdm.bench import eas
-    from mdm.cli.bench_cmd import _drive
 
     options = eas.Options(
         mailboxes=args.mailboxes,
@@ -50,7 +51,7 @@ def run_eas(args: argparse.Namespace) -> int:
         second_run=not args.once,
     )
     try:
-        report = _drive(lambda say: eas.run(options, say))
+        report = asyncio.run(eas.run(options, lambda line: print(line, file=sys.stderr, flush=True)))
     except eas.BenchError as exc:
         raise CliError(str(exc), exit_code=2) from None
     print(json.dumps(report.as_dict(), indent=2) if args.json else eas.render(report))
