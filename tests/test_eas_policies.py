@@ -10,9 +10,12 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from conftest import client_ssl_context, listener_url
 from eas_commands_support import PRINCIPAL, UNREACHABLE, Switchable, events_of, make_runner, seed_from_org
 from sqlalchemy import select
 
+from mdm.config import Config
+from mdm.core import tokens
 from mdm.db.engine import Database
 from mdm.devfakes.exchange_org import Organisation
 from mdm.eas.cmdlets import REQUIRED_CMDLETS, Naming
@@ -139,3 +142,22 @@ async def test_without_a_runner_changes_answer_503(server: Server, api: httpx.As
     assert r.status_code == 503 and r.json()["error"]["code"] == "eas_disabled", r.text
     r = await api.get(BASE)
     assert r.status_code == 200 and r.json() == {"items": []}
+
+
+async def test_reading_needs_devices_read_and_changing_devices_write(
+    eas: tuple[Organisation, Switchable], server: Server, db: Database, config: Config
+) -> None:
+    org, _ = eas
+    async with db.transaction() as session:
+        _, reader = await tokens.create(session, "eas-reader", ["devices:read"])
+    async with httpx.AsyncClient(base_url=listener_url(server, "admin"), verify=client_ssl_context(config),
+                                 headers={"Authorization": f"Bearer {reader}"}, timeout=30) as client:
+        assert (await client.get(BASE)).status_code == 200
+        assert (await client.get(_url("Existing"))).status_code == 200
+        r = await client.post(BASE, json={"name": "Sales", "settings": {}})
+        assert r.status_code == 403, r.text
+        assert (await client.delete(_url("Existing"))).status_code == 403
+    async with httpx.AsyncClient(base_url=listener_url(server, "admin"), verify=client_ssl_context(config),
+                                 timeout=30) as anonymous:
+        assert (await anonymous.get(BASE)).status_code == 401
+    assert org.policy("Existing") is not None and not [c for c in org.calls if c.name.startswith("New-")]
