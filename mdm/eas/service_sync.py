@@ -193,6 +193,7 @@ async def sync_devices(session: AsyncSession, found: Sequence[Found], now: datet
     )
     known = await store_devices.partnerships_by_identity(session, list(unique))
     rows, wiped = [], []
+    news: list[dict[str, Any]] = []  # the batch's events, written with one statement
     for f in unique.values():
         s, dev = f.stats, devices[f.stats.device_id]
         before, old_dev = known.get(s.identity), known_dev.get(s.device_id)
@@ -203,23 +204,26 @@ async def sync_devices(session: AsyncSession, found: Sequence[Found], now: datet
             "partnership": s.identity,
         }
         if before is None:
-            events.emit(
-                session,
-                ev.EAS_DEVICE_DISCOVERED,
-                **common,
-                mailbox=f.mailbox.identity,
-                model=s.model,
-                os=s.os,
-                owner=f.mailbox.owner,
+            news.append(
+                events.event_values(
+                    ev.EAS_DEVICE_DISCOVERED,
+                    **common,
+                    mailbox=f.mailbox.identity,
+                    model=s.model,
+                    os=s.os,
+                    owner=f.mailbox.owner,
+                )
             )
         else:
             if before.vanished_at is not None:
-                events.emit(
-                    session, ev.EAS_DEVICE_REAPPEARED, **common, vanished_at=before.vanished_at.isoformat()
+                news.append(
+                    events.event_values(
+                        ev.EAS_DEVICE_REAPPEARED, **common, vanished_at=before.vanished_at.isoformat()
+                    )
                 )
             changes = _changes(before, old_dev, s)
             if changes:
-                events.emit(session, ev.EAS_DEVICE_CHANGED, **common, changes=changes)
+                news.append(events.event_values(ev.EAS_DEVICE_CHANGED, **common, changes=changes))
         if s.wipe_state is WipeState.ACKNOWLEDGED and (before is None or before.wipe_state != s.wipe_state):
             wiped.append(dev.id)
         rows.append(
@@ -246,6 +250,7 @@ async def sync_devices(session: AsyncSession, found: Sequence[Found], now: datet
             }
         )
     await store_devices.upsert_partnerships(session, rows)
+    await store.insert_events(session, news)
     await store_devices.mark_wiped(session, wiped, "Exchange reports the wipe acknowledged by the device")
     return len(rows)
 

@@ -8,12 +8,12 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, func, or_, select, update
+from sqlalchemy import Table, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.db.models import User
+from mdm.db.models import Event, User
 from mdm.eas.tables import EasDiscovery, EasMailbox, EasPartnership, EasPolicy
 
 ROW_ID = 1
@@ -36,6 +36,12 @@ async def execute_many(session: AsyncSession, stmt: Any, rows: Sequence[Mapping[
         await session.flush()
     conn = await session.connection()
     await conn.execute(stmt, [dict(r) for r in rows])
+
+
+async def insert_events(session: AsyncSession, values: Sequence[Mapping[str, Any]]) -> None:
+    """Outbox rows built by ``events.event_values`` (declared, checked), in one statement, after
+    whatever the session still holds (so the outbox keeps the order they were emitted in)."""
+    await execute_many(session, insert(table_of(Event)), values)
 
 
 # ---- the run's row --------------------------------------------------------------------------
