@@ -89,9 +89,12 @@ class Switchable:
         self.inner = inner
         self.down: Exception | None = None
         self.garbage = False  # answer objects without what identifies them
+        self.hold: asyncio.Event | None = None  # cmdlets wait for it (a slow server)
         self.refused = 0
 
     async def run(self, cmdlet: Cmdlet, *, limit_seconds: float | None = None) -> list[PSRecord]:
+        if self.hold is not None:
+            await self.hold.wait()
         if self.down is not None:
             self.refused += 1
             raise self.down

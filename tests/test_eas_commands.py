@@ -21,8 +21,9 @@ from eas_commands_support import (
 )
 from sqlalchemy import select
 
+from mdm.core import store_due
 from mdm.db.engine import Database
-from mdm.db.models import Device
+from mdm.db.models import Device, Protocol
 from mdm.devfakes.exchange_org import ExchangeFault, Organisation
 from mdm.eas.cmdlets import REQUIRED_CMDLETS, Naming
 from mdm.eas.errors import ExchangeAuthError
@@ -315,3 +316,26 @@ async def test_a_garbage_answer_or_a_broken_run_keeps_the_command_queued(
     assert done["status"] == "completed", done
     (row,) = await _partnerships(db, device_id)
     assert row.vanished_at is None and row.last_sync is not None
+
+
+async def test_a_wipe_recalled_while_exchange_is_down_ends_removed(
+    eas: Env, api: httpx.AsyncClient, db: Database
+) -> None:
+    device_id = eas.ids[PHONE]
+    eas.runner.hold, eas.runner.down = asyncio.Event(), UNREACHABLE
+    guid = await _send(api, device_id, "Wipe")
+    for _ in range(100):
+        page = (await api.get(f"/api/v1/devices/{device_id}/commands")).json()
+        if next(c for c in page["items"] if c["guid"] == guid)["attempts"] >= 1:
+            break
+        await asyncio.sleep(0.05)
+    r = await api.delete(f"/api/v1/commands/{guid}")
+    assert r.status_code == 200 and r.json()["status"] == "removing", r.text
+    eas.runner.hold.set()
+    done = await wait_command(api, device_id, guid, done=("removed", "remove_failed", "completed", "failed"))
+    assert done["status"] == "removed", done
+    eas.runner.down = None
+    await asyncio.sleep(0.5)  # a few executor passes: nothing runs it again
+    assert not [c for c in eas.org.calls if c.name == "Clear-MobileDevice"]
+    async with db.session() as session:
+        assert (await store_due.due_commands(session, Protocol.EAS, 10)) == []

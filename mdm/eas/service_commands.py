@@ -173,6 +173,10 @@ class CommandExecutor:
                 events.emit(session, ev.EAS_COMMAND_TARGET_VANISHED, device_id=command.device_id, **common,
                             kind=step.kind, exchange_identity=step.target, message=exc.message)
         await self._apply(session, command, plan, ok, results, common, now)
+        if stop is not None and command.status == CommandStatus.REMOVING.value and not ok:
+            # Recalled while it ran, and Exchange never took it: the recall wins.
+            await store.finish_recalled(session, command, f"recalled; Exchange was not reached ({stop})")
+            return
         if stop is not None:
             delay = self._retry_delay(attempts)
             retry_at = now + delay

@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mdm.core import commands, events
 from mdm.core.device_status import set_status
+from mdm.core.event_types import COMMAND_RECALLED
 from mdm.db.enums import DeviceStatus
-from mdm.db.models import Command, Device, utcnow
+from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, utcnow
 from mdm.eas.records import DeviceStatistics, WipeState
 from mdm.eas.tables import EasMailbox, EasPartnership, EasPolicy
 
@@ -150,3 +152,18 @@ async def policy_names(session: AsyncSession) -> frozenset[str]:
     """The ActiveSync mailbox policies known from Exchange (not vanished)."""
     rows = await session.scalars(select(EasPolicy.name).where(EasPolicy.vanished_at.is_(None)))
     return frozenset(rows.all())
+
+
+async def finish_recalled(session: AsyncSession, command: Command, detail: str) -> None:
+    """A command recalled while it ran and that Exchange never took (the run was deferred): it
+    ends ``removed`` now, as a recall before delivery does (``commands.recall``); nothing waits
+    for an answer from a device."""
+    await session.execute(delete(CommandQueueEntry).where(CommandQueueEntry.command_id == command.id))
+    now = utcnow()
+    command.status = CommandStatus.REMOVED.value
+    command.active = None
+    command.finished_at = command.updated_at = now
+    command.payload = {}
+    commands.journal(session, command, command.status, detail)
+    events.emit(session, COMMAND_RECALLED, device_id=command.device_id, command=command.guid,
+                command_type=command.type, status=command.status)
