@@ -63,7 +63,7 @@ async def test_first_run_fills_the_device_list(db: Database, org: Organisation, 
         pol = {p.name: p for p in await session.scalars(select(EasPolicy))}
         row = await session.get(EasDiscovery, 1)
     assert mbx["dave"].activesync_enabled is False and mbx["dave"].has_partnership is False
-    assert pol["Strict"].settings["min_password_length"] == 6 or pol["Strict"].settings
+    assert pol["Strict"].settings["min_password_length"] == 6 and pol["Strict"].settings["password_required"]
     assert row is not None and row.outcome == "ok" and row.devices == 4 and row.finished_at is not None
     discovered = await event_bodies(db, "eas_device_discovered")
     assert len(discovered) == 4 and all(e["_device_id"] for e in discovered)
@@ -89,6 +89,16 @@ async def test_second_run_reports_only_changes(db: Database, org: Organisation, 
     changed = await event_bodies(db, "eas_mailbox_updated")
     assert [c["changes"] for c in changed] == [{"activesync_enabled": [True, False]}]
     assert "ApplDAVE00004" in await _devices(db)
+    # A policy edited in Exchange.
+    org.execute(
+        "Set-MobileDeviceMailboxPolicy",
+        {"Identity": "Strict", "MinPasswordLength": 8},
+        principal=PRINCIPAL,
+        session=_session(),
+    )
+    await discover(db, runner)
+    updated = await event_bodies(db, "eas_policy_updated")
+    assert [(u["policy"], u["changes"]) for u in updated] == [("Strict", {"min_password_length": [6, 8]})]
     assert await event_count(db, "eas_device_discovered") == 5
 
 
