@@ -54,7 +54,9 @@ def extra_config(eas_world: EasWorld, fake: ExchangePsrpFake) -> str:
 
 
 @pytest.fixture
-async def client(config: Config, admin_token: str, fake: ExchangePsrpFake) -> AsyncIterator[httpx.AsyncClient]:
+async def client(
+    config: Config, admin_token: str, fake: ExchangePsrpFake
+) -> AsyncIterator[httpx.AsyncClient]:
     ctx = await open_context(config)
     from mdm.plugins import PLUGINS
 
