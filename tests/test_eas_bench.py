@@ -20,7 +20,7 @@ async def test_bench_small() -> None:
     assert "devices/s" in eas.render(report)
 
 
-async def test_bench_cli_json_and_bad_runner() -> None:
+async def test_bench_cli_json_local_psrp_and_bad_runner() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -42,21 +42,20 @@ async def test_bench_cli_json_and_bad_runner() -> None:
     assert proc.returncode == 0, err.decode()
     doc = json.loads(out)
     assert len(doc["runs"]) == 1 and doc["runs"][0]["devices"] == 30
+    # Through the wire: the PSRP fake in its own process, a real KDC, the production runner.
+    args = ["--mailboxes", "20", "--devices", "30", "--once", "--json", "--runner", "psrp"]
     proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "mdm",
-        "bench",
-        "eas",
-        "--mailboxes",
-        "20",
-        "--devices",
-        "30",
-        "--runner",
-        "psrp",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        env=env,
+        sys.executable, "-m", "mdm", "bench", "eas", *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
     )
     out, err = await proc.communicate()
-    assert proc.returncode == 2 and "psrp" in err.decode()
+    assert proc.returncode == 0, err.decode()
+    doc = json.loads(out)
+    assert doc["options"]["runner"] == "psrp"
+    assert doc["runs"][0]["outcome"] == "ok" and doc["runs"][0]["devices"] == 30
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "mdm", "bench", "eas", "--runner", "nope",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env,
+    )
+    out, err = await proc.communicate()
+    assert proc.returncode == 2 and "nope" in err.decode()

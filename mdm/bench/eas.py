@@ -4,8 +4,9 @@ partnerships) into a fresh database, measured: wall time, devices/s, CPU, peak R
 state of a periodic discovery: reads and compares, writes refresh rows, no events).
 
 The runner is pluggable (``RUNNERS``): "local" runs the cmdlets in-process over the organisation
-(``LocalOrgRunner``: the discovery's own cost, without the wire). "psrp" is the target of issue 15
-(``ExchangeRunner`` -> WSMan/PSRP fake -> MIT KDC); see ``_psrp_runner``.
+(``LocalOrgRunner``: the discovery's own cost, without the wire). "psrp" goes through the wire:
+``ExchangeRunner`` -> WSMan/PSRP over HTTPS -> the contract fake in its own process, Kerberos from
+a real MIT KDC (``_PsrpWorld``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import contextlib
 import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 import tracemalloc
@@ -22,6 +25,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from mdm.bench.stats import load_average, rss_mib
 from mdm.db import migrate
@@ -70,14 +74,69 @@ async def _local_runner(org: Organisation, options: Options) -> CmdletRunner:
     return LocalOrgRunner(org, principal=PRINCIPAL)
 
 
-async def _psrp_runner(org: Organisation, options: Options) -> CmdletRunner:
-    # TODO(issue 15, integration): start mdm.devfakes.exchange_psrp over ``org`` with a k5test
-    # KDC (as tests/ do), write an [eas] EasConfig for it and return
-    # mdm.eas.runner.ExchangeRunner(config, data_dir). Discovery is unchanged.
-    raise BenchError('runner "psrp" is not wired into the bench yet; use --runner local')
+class _PsrpWorld:
+    """``mdm bench eas --runner psrp``: a real MIT realm (k5test), the PSRP contract fake in a
+    process of its own (its CPU is not the service's) over the same generated organisation, and
+    the production ``ExchangeRunner`` logging in with the service account's keytab."""
+
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self.kdc: Any = None
+        self.fake: subprocess.Popen[str] | None = None
+        self.env_before: dict[str, str | None] = {}
+
+    async def start(self) -> CmdletRunner:
+        from mdm.devfakes.kdc import start_realm
+        from mdm.eas.config import EasConfig
+        from mdm.eas.runner import ExchangeRunner
+
+        self.kdc = kdc = await asyncio.to_thread(start_realm)
+        env = {"KRB5_CONFIG": str(kdc.krb5_conf), "KRB5RCACHEDIR": str(kdc.tmpdir),
+               "KRB5CCNAME": f"FILE:{kdc.tmpdir / 'bench.ccache'}"}
+        self.env_before = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        o = self.options
+        argv = [sys.executable, "-m", "mdm.devfakes.exchange_psrp", "--mailboxes", str(o.mailboxes),
+                "--devices", str(o.devices), "--seed", str(o.seed), "--keytab", str(kdc.service_keytab),
+                "--tls", "--url-host", kdc.host]
+        self.fake = await asyncio.to_thread(
+            subprocess.Popen, argv,
+            stdout=subprocess.PIPE, text=True, env=os.environ.copy(),
+        )
+        url = ca = ""
+        assert self.fake.stdout is not None
+        while True:
+            line = await asyncio.to_thread(self.fake.stdout.readline)
+            if not line:
+                raise BenchError("the PSRP fake exited before it was ready")
+            key, _, value = line.strip().partition(" ")
+            url, ca = (value, ca) if key == "URL" else (url, value) if key == "CA" else (url, ca)
+            if key == "READY":
+                break
+        port = urlsplit(url).port
+        config = EasConfig(
+            enabled=True, servers=[f"{kdc.host}:{port}"], transport="https", ca_file=ca,
+            principal=kdc.svc_principal, keytab_file=str(kdc.svc_keytab), concurrency=o.concurrency,
+            discovery_batch=o.batch, cmdlet_timeout_seconds=3600.0, connect_timeout_seconds=30.0,
+        )
+        return ExchangeRunner(config, Path(kdc.tmpdir) / "data")
+
+    def stop(self) -> None:
+        if self.fake is not None:
+            self.fake.terminate()
+            self.fake.wait(30)
+        if self.kdc is not None:
+            from mdm.devfakes.kdc import stop_realm
+
+            stop_realm(self.kdc)
+        for k, v in self.env_before.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
-RUNNERS: dict[str, Callable[[Organisation, Options], Any]] = {"local": _local_runner, "psrp": _psrp_runner}
+RUNNERS = ("local", "psrp")
 
 
 @contextlib.asynccontextmanager
@@ -126,7 +185,8 @@ async def run(options: Options, say: Say) -> Report:
         mailboxes=options.mailboxes, devices=options.devices, seed=options.seed, record_calls=False
     )
     report.generate_seconds = round(time.monotonic() - t0, 2)
-    runner: CmdletRunner = await RUNNERS[options.runner](org, options)
+    world = _PsrpWorld(options) if options.runner == "psrp" else None
+    runner: CmdletRunner = await world.start() if world is not None else await _local_runner(org, options)
     peak = [0.0]
     stop = asyncio.Event()
     try:
@@ -153,6 +213,8 @@ async def run(options: Options, say: Say) -> Report:
     finally:
         stop.set()
         await runner.close()
+        if world is not None:
+            world.stop()
     hwm = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     report.rss_mib_peak = round(max(peak[0], hwm), 1)
     return report
