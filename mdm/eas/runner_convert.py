@@ -13,7 +13,6 @@ has to guess whether a string "2024-05-01T10:00:00Z" was a date or a display nam
 
 from __future__ import annotations
 
-import re
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -26,16 +25,9 @@ from pypsrp.serializer import Serializer, TaggedValue
 
 from mdm.eas.cmdlets import ParamValue
 from mdm.eas.records import PSRecord
+from mdm.eas.runner_clixml import parse_datetime, parse_duration, read_output
 
 _I32 = (-(2**31), 2**31 - 1)
-# CLIXML <DT>: xs:dateTime with up to 7 fractional digits and an optional offset.
-_DT = re.compile(
-    r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)?$"
-)
-# CLIXML <TS>: xs:duration as .NET writes a TimeSpan ("PT15M", "P1DT2H", "-PT0.5S").
-_DURATION = re.compile(
-    r"^(-)?P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$"
-)
 _LIST_TAGS = frozenset({"LST", "IE", "QUE", "STK"})
 
 # System.Management.Automation.ErrorCategory, by value.
@@ -87,36 +79,18 @@ def parameter_value(value: ParamValue) -> Any:
 # ---- values in ------------------------------------------------------------------------------
 
 
-def parse_datetime(text: str) -> datetime | str:
-    """A CLIXML DateTime as an aware UTC datetime (no offset: taken as UTC); else the text."""
-    match = _DT.match(text.strip())
-    if match is None:
-        return text
-    base, fraction, zone = match.groups()
-    micro = (fraction or "")[:6].ljust(6, "0")
-    offset = "+00:00" if zone in (None, "Z") else zone
-    try:
-        return datetime.fromisoformat(f"{base}.{micro}{offset}").astimezone(UTC)
-    except ValueError:
-        return text
-
-
-def parse_duration(text: str) -> timedelta | str:
-    """A CLIXML TimeSpan (xs:duration) as a timedelta; anything else stays text."""
-    match = _DURATION.match(text.strip())
-    if match is None or text.strip() in ("P", "-P", "PT", "-PT"):
-        return text
-    negative, days, hours, minutes, seconds = match.groups()
-    span = timedelta(days=int(days or 0), hours=int(hours or 0), minutes=int(minutes or 0),
-                     seconds=float(seconds or 0))
-    return -span if negative else span
-
-
 class RecordSerializer(Serializer):
     """pypsrp's serializer, keeping the CLIXML types of DateTime, TimeSpan and bare lists."""
 
     def deserialize(self, element: ET.Element | str, metadata: Any = None,
                     clear: bool = True) -> Any:
+        if isinstance(element, str) and metadata is None and clear:
+            # A PIPELINE_OUTPUT message (the only one pypsrp deserializes without metadata):
+            # the fast reader; anything it cannot read goes the stock way.
+            try:
+                return read_output(element)
+            except (ET.ParseError, ValueError):
+                pass
         if isinstance(element, ET.Element):
             if element.tag == "DT" and element.text:
                 return parse_datetime(element.text)
