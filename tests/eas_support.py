@@ -127,3 +127,17 @@ async def api_client(srv: Server, config: Config, token: str) -> httpx.AsyncClie
         headers={"Authorization": f"Bearer {token}"},
         timeout=30,
     )
+
+
+@pytest.fixture(name="client")
+async def eas_client_fixture(
+    config: Config, exchange: Organisation, admin_token: str
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An admin API client of a started server with [eas] on over the test's ``exchange``
+    organisation (the test module defines ``exchange`` and ``extra_config``)."""
+    srv = await eas_server(config, exchange)
+    try:
+        async with await api_client(srv, config, admin_token) as c:
+            yield c
+    finally:
+        await srv.stop()

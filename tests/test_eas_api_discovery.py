@@ -7,12 +7,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from cli_run import mdm_cli
-from eas_support import EAS_CONFIG, PRINCIPAL, api_client, eas_server, small_org
+from eas_support import (
+    EAS_CONFIG,
+    PRINCIPAL,
+    eas_client_fixture,  # noqa: F401  (the client fixture)
+    small_org,
+)
 from sqlalchemy import select
 
 from mdm.config import Config
@@ -30,18 +34,6 @@ def extra_config() -> str:
 @pytest.fixture
 def exchange() -> Organisation:
     return small_org()
-
-
-@pytest.fixture
-async def client(
-    config: Config, exchange: Organisation, admin_token: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    srv = await eas_server(config, exchange)
-    try:
-        async with await api_client(srv, config, admin_token) as c:
-            yield c
-    finally:
-        await srv.stop()
 
 
 async def _run(client: httpx.AsyncClient) -> dict[str, object]:

@@ -5,15 +5,17 @@ plugin's runner, and the next discovery shows what the commands did."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 from eas_commands_support import wait_command
-from eas_support import EAS_CONFIG, api_client, eas_server, small_org
+from eas_support import (
+    EAS_CONFIG,
+    eas_client_fixture,  # noqa: F401  (the client fixture)
+    small_org,
+)
 from sqlalchemy import select
 
-from mdm.config import Config
 from mdm.db.engine import Database
 from mdm.devfakes.exchange_org import Organisation
 from mdm.eas.tables import EasPartnership
@@ -27,18 +29,6 @@ def extra_config() -> str:
 @pytest.fixture
 def exchange() -> Organisation:
     return small_org()
-
-
-@pytest.fixture
-async def client(
-    config: Config, exchange: Organisation, admin_token: str
-) -> AsyncIterator[httpx.AsyncClient]:
-    srv = await eas_server(config, exchange)
-    try:
-        async with await api_client(srv, config, admin_token) as c:
-            yield c
-    finally:
-        await srv.stop()
 
 
 async def _discover(client: httpx.AsyncClient) -> None:

@@ -31,7 +31,8 @@ def exchange_runner(config: EasConfig, data_dir: Path) -> CmdletRunner:
     return ExchangeRunner(config, data_dir)
 
 
-def _runner(ctx: ServerContext) -> CmdletRunner | None:
+def current_runner(ctx: ServerContext) -> CmdletRunner | None:
+    """The runner of this server (None while [eas] is off); read at use, so tests may swap it."""
     runner: CmdletRunner | None = ctx.services.get(RUNNER)
     return runner
 
@@ -46,10 +47,10 @@ async def start(ctx: ServerContext) -> None:
         ctx.services[RUNNER] = factory(settings, ctx.config.data_path)
         log.info("eas: %s mode, %d server(s), scope %s", settings.mode, len(settings.servers), settings.scope)
     lock = leader_lock(ctx.db, ctx.config.data_path, key=DISCOVERY_LOCK_KEY, lock_file=DISCOVERY_LOCK_FILE)
-    worker = DiscoveryWorker(ctx.db, lambda: _runner(ctx), config, lock)
+    worker = DiscoveryWorker(ctx.db, lambda: current_runner(ctx), config, lock)
     ctx.services[DISCOVERY] = worker
     ctx.services[VIEWS] = EasViews(ctx.db)
-    ctx.status.register(EasSource(config, lambda: _runner(ctx)))
+    ctx.status.register(EasSource(config, lambda: current_runner(ctx)))
 
 
 async def run(ctx: ServerContext) -> None:

@@ -9,32 +9,27 @@ from __future__ import annotations
 from mdm.db.models import Protocol
 from mdm.eas.commands import EasCommandTranslator
 from mdm.eas.config import EasConfig
-from mdm.eas.keys_commands import EXECUTOR, POLICIES, PUSHER, RUNNER
+from mdm.eas.keys_commands import EXECUTOR, POLICIES, PUSHER
+from mdm.eas.plugin import current_runner
 from mdm.eas.pusher import EasPusher
-from mdm.eas.seams import CmdletRunner
 from mdm.eas.service_commands import CommandExecutor
 from mdm.eas.service_policies import PolicyService
 from mdm.server.context import ServerContext
 from mdm.server.plugin import Plugin, Worker
 
 
-def _runner(ctx: ServerContext) -> CmdletRunner | None:
-    runner: CmdletRunner | None = ctx.services.get(RUNNER)
-    return runner
-
-
 async def start(ctx: ServerContext) -> None:
     def config() -> EasConfig:
         return ctx.config.section(EasConfig)
 
-    executor = CommandExecutor(ctx.db, lambda: _runner(ctx), config)
+    executor = CommandExecutor(ctx.db, lambda: current_runner(ctx), config)
     ctx.services[EXECUTOR] = executor
     ctx.translators.register(Protocol.EAS, EasCommandTranslator(lambda: executor.known_policies))
     pusher = EasPusher(executor.wake)
     ctx.pushers.register(Protocol.EAS, pusher)
     ctx.services[PUSHER] = pusher
     ctx.services[POLICIES] = PolicyService(
-        ctx.db, lambda: _runner(ctx), lambda: config().cmdlet_timeout_seconds,
+        ctx.db, lambda: current_runner(ctx), lambda: config().cmdlet_timeout_seconds,
         changed=executor.refresh_policies,
     )
     await executor.refresh_policies()
