@@ -109,6 +109,9 @@ async def test_exchange_refusals_map_to_precise_statuses_and_change_nothing(
     assert r.status_code in (400, 422), r.text
     r = await api.post(BASE, json={"name": "X", "settings": {"min_password_length": 99}})
     assert r.status_code in (400, 422), r.text
+    # Exchange takes an inactivity lock of 1 minute to 1 hour: more is refused here, not there.
+    r = await api.post(BASE, json={"name": "X", "settings": {"inactivity_lock_seconds": 7200}})
+    assert r.status_code in (400, 422), r.text
     assert not [c for c in org.calls if c.params.get("Name") == "X"]
     assert {n: dict(p.settings) for n, p in (await _stored(db)).items()} == before
     assert not await events_of(db, "eas_policy_created") and not await events_of(db, "eas_policy_deleted")

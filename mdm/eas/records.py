@@ -215,7 +215,8 @@ class PolicySettings(BaseModel):
     alphanumeric_password_required: bool | None = None  # AlphanumericDevicePasswordRequired
     min_complex_characters: int | None = Field(default=None, ge=1, le=4)  # MinDevicePasswordComplexCharacters
     allow_simple_password: bool | None = None  # AllowSimpleDevicePassword
-    inactivity_lock_seconds: int | None = Field(default=None, ge=60, le=86400)  # MaxInactivityTimeDeviceLock
+    # MaxInactivityTimeDeviceLock: Exchange takes 1 minute to 1 hour.
+    inactivity_lock_seconds: int | None = Field(default=None, ge=60, le=3600)
     # MaxDevicePasswordFailedAttempts
     wipe_after_failed_attempts: int | None = Field(default=None, ge=4, le=16)
     password_expiration_days: int | None = Field(default=None, ge=1, le=730)  # DevicePasswordExpiration
