@@ -170,3 +170,25 @@ async def test_a_device_removed_in_exchange_after_discovery_fails_the_wipe_clear
     command = await _run(client, device_id, "Wipe")
     assert command["status"] == "failed", command
     assert "no longer exists in Exchange" in command["result_info"]
+
+
+@pytest.fixture
+def kdc_down(eas_world: EasWorld) -> None:
+    """The KDC is down before the server starts: the runner has no ticket yet."""
+    eas_world.kdc.stop_kdc()
+
+
+async def test_a_kdc_that_is_down_fails_discovery_clearly_and_loses_nothing(
+    kdc_down: None, eas_world: EasWorld, client: httpx.AsyncClient, exchange: Organisation
+) -> None:
+    state = await _discover(client)
+    assert state["outcome"] == "failed", state
+    assert "Kerberos" in state["error"] and eas_world.kdc.svc_principal in state["error"], state
+    light = next(a for a in (await client.get("/api/v1/status")).json()["areas"] if a["area"] == "eas")
+    assert light["light"] == "red", light
+    assert await _devices(client) == {}
+    assert not exchange.calls  # nothing reached Exchange without a ticket
+    eas_world.kdc.start_kdc()
+    state = await _discover(client)
+    assert state["outcome"] == "ok", state
+    assert set(await _devices(client)) == {"ApplALICE0001", "androidalice02", "ApplSHARED003"}
