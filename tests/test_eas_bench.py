@@ -9,6 +9,9 @@ import os
 import sys
 
 from mdm.bench import eas
+from tests.engines import ENGINE_FREE
+
+pytestmark = ENGINE_FREE
 
 
 async def test_bench_small() -> None:

@@ -26,6 +26,9 @@ from mdm.eas.runner_convert import (
     to_record,
     type_names,
 )
+from tests.engines import ENGINE_FREE
+
+pytestmark = ENGINE_FREE
 
 
 def _server_object(type_name: str, props: dict[str, Any], to_string: str = "") -> ET.Element:

@@ -13,7 +13,10 @@ import pytest
 
 from mdm.eas.credentials import KerberosLogin
 from mdm.eas.errors import ExchangeAuthError
+from tests.engines import ENGINE_FREE
 from tests.kdc import Kdc, kdc_fixture  # noqa: F401  (the "kdc" fixture)
+
+pytestmark = ENGINE_FREE
 
 
 def _password_file(tmp_path: Path, password: str, mode: int = 0o600) -> Path:

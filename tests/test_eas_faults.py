@@ -6,6 +6,9 @@ import pytest
 
 from mdm.eas.errors import CmdletFailed, CmdletNotPermitted, ObjectNotFound
 from mdm.eas.faults import MAX_MESSAGE, clean_message, fault_error
+from tests.engines import ENGINE_FREE
+
+pytestmark = ENGINE_FREE
 
 NOT_FOUND_MSG = (
     "[Server=CAS1,RequestId=5d8e2f1a-3c4b-4e6f-9a1b-2c3d4e5f6a7b,TimeStamp=12/3/2026 3:51:00 PM] "

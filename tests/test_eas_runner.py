@@ -25,7 +25,10 @@ from mdm.eas.errors import (
 )
 from mdm.eas.records import parse_device_statistics, parse_mailbox, parse_policy
 from tests.eas_psrp_support import EasWorld, eas_world_fixture  # noqa: F401  (fixtures)
+from tests.engines import ENGINE_FREE
 from tests.kdc import kdc_fixture, krb5_ccache_fixture  # noqa: F401
+
+pytestmark = ENGINE_FREE
 
 HOSTILE = ("x'; Remove-Mailbox -Identity * #", "$(Get-Date)", 'a"; b `$c', "@(1);exit")
 

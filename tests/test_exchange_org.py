@@ -29,6 +29,9 @@ from mdm.eas.records import (
     parse_mailbox,
     parse_policy,
 )
+from tests.engines import ENGINE_FREE
+
+pytestmark = ENGINE_FREE
 
 SVC = "mdm-svc@CORP.EXAMPLE.COM"
 HOSTILE = "x'; Remove-Mailbox -Identity * # $(Get-Date) `\"q\""

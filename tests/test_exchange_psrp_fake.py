@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,10 @@ from spnego._gss import GSSAPIProxy
 from mdm.devfakes.exchange_org import Organisation, SessionState
 from mdm.devfakes.exchange_psrp import ExchangePsrpFake
 from mdm.eas.cmdlets import REQUIRED_CMDLETS
+from tests.engines import ENGINE_FREE
 from tests.kdc import Kdc, kdc_fixture, krb5_ccache_fixture  # noqa: F401  (fixtures)
+
+pytestmark = ENGINE_FREE
 
 DOMAINS = ("corp.example.com", "branch.example.com")
 HOSTILE = "a'; Remove-Mailbox * #$(whoami)"
@@ -333,7 +337,6 @@ def test_plain_soap_over_http_is_refused(kdc: Kdc, krb5_ccache: Path, org: Organ
 
 def test_process_entry_point_serves_a_generated_organisation(kdc: Kdc, krb5_ccache: Path,
                                                              tmp_path: Path) -> None:
-    import os
     import subprocess
     import sys
 
