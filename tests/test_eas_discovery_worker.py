@@ -9,6 +9,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import eas_support
+import pytest
 from eas_support import discover, make_runner
 
 from mdm.core.status import Light
@@ -131,3 +132,22 @@ async def test_the_light(db: Database, runner: CmdletRunner) -> None:
         await store.finish(session, outcome="failed", error="KDC unreachable", now=utcnow())
     color, reason = await light(ON, _Health(up, up))
     assert color is Light.RED and "KDC unreachable" in (reason or "")
+
+
+def test_eas_on_without_its_libraries_is_a_clear_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The "eas" extra is optional: a server with [eas] on but without pypsrp says what to install."""
+    import sys
+
+    from mdm.config import ConfigError
+    from mdm.eas.config import EasConfig
+    from mdm.eas.plugin import exchange_runner
+
+    for name in [m for m in sys.modules if m == "mdm.eas.runner" or m.startswith("mdm.eas.runner_")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "pypsrp", None)  # import pypsrp -> ImportError
+    config = EasConfig(enabled=True, servers=["cas1.corp.example.com"], principal="svc@CORP.EXAMPLE.COM",
+                       password_file=str(tmp_path / "pw"))
+    with pytest.raises(ConfigError, match=r"pip install 'mdm\[eas\]'"):
+        exchange_runner(config, tmp_path)

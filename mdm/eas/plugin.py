@@ -9,6 +9,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+from mdm.config import ConfigError
 from mdm.db.leader_lock import leader_lock
 from mdm.eas.config import EasConfig
 from mdm.eas.keys import DISCOVERY, RUNNER_FACTORY, VIEWS
@@ -26,7 +27,13 @@ RunnerFactory = Callable[[EasConfig, Path], CmdletRunner]
 
 
 def exchange_runner(config: EasConfig, data_dir: Path) -> CmdletRunner:
-    from mdm.eas.runner import ExchangeRunner
+    try:
+        from mdm.eas.runner import ExchangeRunner
+    except ImportError as exc:  # the optional "eas" extra is not installed
+        raise ConfigError(
+            f"[eas] enabled = true needs the EAS libraries ({exc.name or exc}): "
+            "pip install 'mdm[eas]' (they build against MIT Kerberos: Debian's libkrb5-dev)"
+        ) from None
 
     return ExchangeRunner(config, data_dir)
 
