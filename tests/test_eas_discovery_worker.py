@@ -146,7 +146,9 @@ def test_eas_on_without_its_libraries_is_a_clear_configuration_error(
 
     for name in [m for m in sys.modules if m == "mdm.eas.runner" or m.startswith("mdm.eas.runner_")]:
         monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "pypsrp", None)  # import pypsrp -> ImportError
+    # every cached pypsrp module too: "from pypsrp.x import y" finds a cached submodule without its parent
+    for name in [m for m in sys.modules if m == "pypsrp" or m.startswith("pypsrp.")] + ["pypsrp"]:
+        monkeypatch.setitem(sys.modules, name, None)  # import pypsrp[.x] -> ImportError
     config = EasConfig(enabled=True, servers=["cas1.corp.example.com"], principal="svc@CORP.EXAMPLE.COM",
                        password_file=str(tmp_path / "pw"))
     with pytest.raises(ConfigError, match=r"pip install 'mdm\[eas\]'"):
