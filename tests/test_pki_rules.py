@@ -124,10 +124,17 @@ class EnterpriseSource:
     """An enterprise-PKI-like source: its own CA, and it records the template it was asked for."""
 
     name = "testpki"
+    needs_csr = False
 
     def __init__(self) -> None:
         self.ca = make_ca("Enterprise Issuing CA")
         self.templates: list[str | None] = []
+
+    async def poll(self, request_id: str) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        raise AssertionError("this source never pends")
+
+    def trust_anchors(self) -> list[x509.Certificate]:
+        return [self.ca.cert]
 
     async def sign(
         self, request: CertificateRequest, public_key: CertificatePublicKeyTypes

@@ -350,6 +350,7 @@ class _RefusingSource:
     """A certificate source that refuses (as an enterprise CA or an issuance rule may)."""
 
     name = "refusing"
+    needs_csr = False
 
     async def sign(self, request, public_key):
         raise InvalidArgument("template MobileDevice does not allow this subject")

@@ -9,13 +9,14 @@ the caller's transaction, whatever the source.
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal, Protocol
 
 from cryptography import x509
-from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
@@ -45,6 +46,9 @@ class CertificateRequest:
     renews_serial: str | None = None  # the certificate this one replaces (marked superseded)
     extra: dict[str, str] = field(default_factory=dict)
     uid: str | None = None  # subject UID attribute (the user name), optional
+    # The requester's own PKCS#10 (SCEP, KES). A source with ``needs_csr`` gets one built from the
+    # generated key when the request has none (an enterprise CA checks the requester's signature).
+    csr: x509.CertificateSigningRequest | None = None
 
 
 @dataclass(frozen=True)
@@ -60,13 +64,43 @@ class IssuedIdentity:
 
 
 class CertificateSource(Protocol):
+    """Signs certificate requests: the internal CA, or an enterprise PKI connector.
+
+    ``sign`` and ``poll`` return the certificate and its chain (issuer first), or raise
+    ``mdm.pki.source_errors.CertificatePending`` (the CA holds the request: ``poll`` it later
+    with the CA's request id), ``CertificateDenied`` or ``SourceUnavailable``.
+    """
+
     name: str
+    # True: ``sign`` needs ``request.csr`` (``issue`` builds one from a generated key).
+    needs_csr: bool
 
     async def sign(self, request: CertificateRequest, public_key: CertificatePublicKeyTypes) -> tuple[
         x509.Certificate, list[x509.Certificate]
     ]:
-        """Return the certificate and its chain (issuer first)."""
         ...
+
+    async def poll(self, request_id: str) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        """The outcome of a request the CA answered with "pending"."""
+        ...
+
+    def trust_anchors(self) -> list[x509.Certificate]:
+        """The CA certificates whose client certificates the listeners must accept because this
+        source issues them (the internal CA is anchored already: none)."""
+        ...
+
+
+def build_csr(key: PrivateKey, request: CertificateRequest) -> x509.CertificateSigningRequest:
+    """A PKCS#10 for a key generated here: subject CN (and UID), the request's e-mail SANs."""
+    attributes = [x509.NameAttribute(NameOID.COMMON_NAME, request.common_name)]
+    if request.uid:
+        attributes.append(x509.NameAttribute(NameOID.USER_ID, request.uid))
+    builder = x509.CertificateSigningRequestBuilder().subject_name(x509.Name(attributes))
+    names: list[x509.GeneralName] = [x509.RFC822Name(e) for e in request.emails]
+    names += [x509.DNSName(s) for s in request.sans]
+    if names:
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    return builder.sign(key, hashes.SHA256())
 
 
 def serial_hex(serial: int) -> str:
@@ -75,9 +109,16 @@ def serial_hex(serial: int) -> str:
 
 class InternalCASource:
     name = "internal"
+    needs_csr = False
 
     def __init__(self, ca: CertificateAuthority) -> None:
         self.ca = ca
+
+    async def poll(self, request_id: str) -> tuple[x509.Certificate, list[x509.Certificate]]:
+        raise NotFound(f"the internal CA has no pending request {request_id} (it never pends)")
+
+    def trust_anchors(self) -> list[x509.Certificate]:
+        return []
 
     async def sign(
         self, request: CertificateRequest, public_key: CertificatePublicKeyTypes
@@ -126,6 +167,8 @@ async def issue(
         key_type: Literal["rsa", "ec"] = "ec" if request.key_type == "ec" else "rsa"
         key = await asyncio.to_thread(generate_key, key_type, request.rsa_bits)
         public_key = key.public_key()
+        if source.needs_csr and request.csr is None:
+            request = replace(request, csr=await asyncio.to_thread(build_csr, key, request))
     try:
         cert, chain = await source.sign(request, public_key)
     except ValueError as exc:  # a name or value the certificate cannot carry
