@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
+from mdm.adcs.config import AdcsConfig
 from mdm.config import Config, Sections, load_config
 from mdm.core.bulk_config import BulkConfig
 from mdm.eas.config import EasConfig
@@ -23,7 +24,7 @@ from mdm.scep.settings import ScepConfig
 
 SECTIONS = Sections(
     EnrollConfig, SmtpConfig, ApnsConfig, FcmConfig, PushConfig, IosConfig, IosCommandsConfig, ScepConfig,
-    BulkConfig, KesConfig, ReportingConfig, EasConfig,
+    BulkConfig, KesConfig, ReportingConfig, EasConfig, AdcsConfig,
 )
 
 

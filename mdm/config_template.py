@@ -187,4 +187,19 @@ metrics_allow = []     # addresses that may read /metrics without a token (else 
 [client]               # how the `mdm` CLI reaches a running server
 url = ""               # default https://127.0.0.1:<admin port>
 token_file = ""        # default ~/.config/mdm/token (mode 0600); or MDM_API_TOKEN
+
+# [adcs]               # AD CS web enrollment: the "adcs" certificate source (docs/PKI.md)
+# url = "https://ca.corp.example.com/certsrv"
+# auth = "negotiate"   # "negotiate" (Kerberos), "ntlm" or "basic" (ntlm/basic: https only)
+# principal = "mdm-svc@CORP.EXAMPLE.COM"   # negotiate: the service account, and its
+# keytab = "/etc/mdm/mdm-svc.keytab"       # keytab (or password_file)
+# username = ""        # ntlm/basic: CORP\\mdm-svc, with password_file
+# password_file = ""   # a file holding the password (0600)
+# ca_bundle = ""       # verifies the CA web server's TLS certificate (empty: the system's store)
+# ca_chain_file = "/etc/mdm/corp-ca-chain.pem"   # the domain CA chain (required)
+# default_template = "MdmUser"   # for rules that name no template
+# requester_domain = "CORP"      # NetBIOS domain: requestername=CORP\\user
+# enroll_on_behalf = true        # sign requests with the Enrollment Agent (mdm adcs agent import)
+# timeout_seconds = 30.0
+# agent_passphrase_file = ""     # the agent key's passphrase (empty: the CA passphrase)
 """

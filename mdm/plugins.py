@@ -7,6 +7,7 @@ start-up loads the CA and builds every listener's TLS context, which the others 
 
 from __future__ import annotations
 
+from mdm.adcs.source import adcs_source
 from mdm.api import plugin as api_plugin
 from mdm.api.keys import BULK
 from mdm.config_reload import hot
@@ -25,6 +26,7 @@ from mdm.kes import plugin as kes_plugin
 from mdm.kes import plugin_sync as kes_sync_plugin
 from mdm.pki import handlers as pki_api
 from mdm.pki import plugin as pki_plugin
+from mdm.pki.sources import DEFAULT_SOURCES
 from mdm.policies import handlers_api as policies_api
 from mdm.policies import plugin as policies_plugin
 from mdm.push import handlers_api as push_api
@@ -58,8 +60,11 @@ PUSH = push_plugin.make_plugin(
     receipts=lambda ctx: ctx.services[BULK],
 )
 
+# The certificate sources issuance rules may name: the internal CA and AD CS web enrollment.
+PKI = pki_plugin.make_plugin(sources={**DEFAULT_SOURCES, "adcs": adcs_source})
+
 PLUGINS: tuple[Plugin, ...] = (
-    pki_plugin.PLUGIN,
+    PKI,
     api_plugin.plugin(ADMIN_API),
     PUSH,  # before the platforms: it registers their pushers
     scep_plugin.PLUGIN,

@@ -32,7 +32,8 @@ LAYERS: list[tuple[str, ...]] = [
     ("mdm.scep",),
     ("mdm.enroll",),
     ("mdm.policies",),  # KES policies: below the platforms that deliver them
-    ("mdm.ios", "mdm.kes", "mdm.reporting", "mdm.eas"),  # reporting reads the core outbox, never a platform
+    # reporting reads the core outbox, never a platform
+    ("mdm.ios", "mdm.kes", "mdm.reporting", "mdm.eas", "mdm.adcs"),
     ("mdm.config_sections", "mdm.schema", "mdm.plugins"),
     ("mdm.events_doc",),  # docs/events.md, rendered from the composed build's event catalog
     ("mdm.sim", "mdm.devfakes"),  # device simulators and the contract fakes of outside services

@@ -65,6 +65,23 @@ class TicketInfo:
     expires_at: float
 
 
+def read_password_file(path: Path, label: str, error: type[Exception] = KerberosLoginError) -> str:
+    """A password kept in a file of its own: mode 0600 (refused if group or others may read it),
+    one line, not empty. Raises ``error`` with a message naming the file, never its content."""
+    try:
+        mode = path.stat().st_mode
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise error(f"[{label}] password_file {path} is readable by others "
+                        f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise error(f"[{label}] password_file {path}: {exc.strerror}") from None
+    password = text.rstrip("\r\n")
+    if not password:
+        raise error(f"[{label}] password_file {path} is empty")
+    return password
+
+
 class KerberosLogin:
     """Obtains and renews a service account's TGT into a private ccache. Thread-safe.
 
@@ -98,19 +115,7 @@ class KerberosLogin:
         return f"{type(self).__name__}({self.principal}, {how}, cache={self.cache_path})"
 
     def _read_password(self, path: Path) -> str:
-        try:
-            mode = path.stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise self.error(
-                    f"[{self.label}] password_file {path} is readable by others "
-                    f"(mode {stat.S_IMODE(mode):o}); chmod 600 it")
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise self.error(f"[{self.label}] password_file {path}: {exc.strerror}") from None
-        password = text.rstrip("\r\n")
-        if not password:
-            raise self.error(f"[{self.label}] password_file {path} is empty")
-        return password
+        return read_password_file(path, self.label, self.error)
 
     @property
     def ticket(self) -> TicketInfo | None:
