@@ -92,6 +92,8 @@ class ListenerConfig(_Section):
     mode: Literal["tls", "plain"] = "tls"
     # Addresses/networks whose identity headers (Client-Cert, X-Forwarded-For) are trusted.
     trusted_proxies: list[str] = Field(default_factory=list)
+    # Accept Authorization: Negotiate (Kerberos Constrained Delegation) from the trusted proxies.
+    kcd: bool = False
 
     _port = field_validator("port")(_check_port)
 
@@ -116,6 +118,7 @@ class WebListenerConfig(_Section):
     # Reverse proxies that terminate TLS in front of http_port: only from these is a forwarded
     # "proto=https" believed (enrollment profiles are served over HTTPS only).
     trusted_proxies: list[str] = Field(default_factory=list)
+    kcd: bool = False  # one-time links need the link user's Negotiate principal (see [kerberos])
 
     _ports = field_validator("http_port", "https_port")(_check_port)
     _proxies = field_validator("trusted_proxies")(lambda value: ListenerConfig._networks(value))
@@ -195,6 +198,9 @@ class PkiConfig(_Section):
     # Also refuse revoked certificates during the TLS handshake on the KES listener (CRL check).
     # Off by default: the KES handlers answer a revoked certificate 403 certificate_revoked.
     kes_tls_crl_check: bool = False
+    # Requests an enterprise CA holds pending: how often to ask it again, and when to give up.
+    request_poll_seconds: float = Field(default=60.0, ge=0.5, le=86400)
+    request_max_days: float = Field(default=14.0, gt=0, le=365)
 
 
 class LimitsConfig(_Section):
@@ -210,6 +216,15 @@ class ApiConfig(_Section):
     metrics_allow: list[str] = Field(default_factory=list)
 
     _metrics_allow = field_validator("metrics_allow")(lambda value: ListenerConfig._networks(value))
+
+
+class KerberosConfig(_Section):
+    """The service's Kerberos identity for listeners with ``kcd = true`` (docs/PKI.md)."""
+
+    keytab: str = ""  # relative paths are under the data directory
+    service_principal: str = ""  # default HTTP/<hostname> (in the keytab's default realm)
+    realms: list[str] = Field(default_factory=list)  # alice@REALM -> user alice
+    user_map: dict[str, str] = Field(default_factory=dict)  # principal -> user name, exceptions
 
 
 class ClientConfig(_Section):
@@ -229,6 +244,7 @@ class Config(_Section):
     pki: PkiConfig = Field(default_factory=PkiConfig)
     limits: LimitsConfig = Field(default_factory=LimitsConfig)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    kerberos: KerberosConfig = Field(default_factory=KerberosConfig)
     client: ClientConfig = Field(default_factory=ClientConfig)
     # Sections owned by feature packages (ios, apns, smtp, ...): validated by the models handed to
     # ``load_config`` (a ``Sections``); read with ``section(Model)``.

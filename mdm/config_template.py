@@ -23,6 +23,7 @@ bind = "0.0.0.0"
 port = {ios_port}
 mode = "tls"           # "plain" when a trusted reverse proxy terminates TLS
 trusted_proxies = []   # e.g. ["10.0.0.5/32"]: only these may send Client-Cert headers
+kcd = false            # accept Authorization: Negotiate (Kerberos delegation) from trusted_proxies
 
 [listeners.kes]        # Android agent protocol (slot "M"), mutual TLS once a device holds a certificate
 enabled = true
@@ -30,6 +31,7 @@ bind = "0.0.0.0"
 port = {kes_port}
 mode = "tls"
 trusted_proxies = []
+kcd = false
 
 [listeners.web]        # one-time links: enrollment profiles, packages, CRL, CA certificates (slot "web")
 enabled = true
@@ -37,6 +39,7 @@ bind = "0.0.0.0"
 http_port = {web_http_port}
 https_port = {web_https_port}
 trusted_proxies = []   # TLS-terminating proxies in front of http_port (profiles are served over HTTPS only)
+kcd = false            # one-time links need the Negotiate principal of the link's user
 
 [listeners.admin]      # REST API, console, metrics (slot "C", reserve "CR")
 enabled = true
@@ -62,6 +65,8 @@ crl_validity_hours = 72
 revocation_refresh_seconds = 10.0   # pick up revocations made by other replicas
 renewal_check_seconds = 3600.0      # look for device certificates inside their renewal window
 kes_tls_crl_check = false           # also refuse revoked certificates in the KES TLS handshake
+request_poll_seconds = 60.0         # ask an enterprise CA again about a pending request
+request_max_days = 14.0             # give up a request still pending after this (status failed)
 
 [limits]
 max_body_bytes = 1048576
@@ -183,6 +188,12 @@ command_poll_seconds = 5.0     # queued EAS commands are looked for this often (
 
 [api]                  # admin REST API
 metrics_allow = []     # addresses that may read /metrics without a token (else the metrics:read scope)
+
+[kerberos]             # the service's Kerberos identity for listeners with kcd = true
+keytab = ""            # e.g. "http.keytab" (under the data directory), mode 0600
+service_principal = "" # default HTTP/<hostname>
+realms = []            # e.g. ["CORP.EXAMPLE.COM"]: alice@CORP.EXAMPLE.COM is user alice
+user_map = {{}}          # exceptions: {{ "svc-alice@CORP.EXAMPLE.COM" = "alice" }}
 
 [client]               # how the `mdm` CLI reaches a running server
 url = ""               # default https://127.0.0.1:<admin port>

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import commands, events
+from mdm.core import commands, events, store_principals
 from mdm.core.device_status import set_status
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
@@ -54,13 +54,21 @@ class CheckinResult:
     status: int = 200
 
 
-async def handle(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+async def handle(
+    svc: IosService, identity: Identity, msg: CheckinMessage, *, owner: int | None = None
+) -> CheckinResult:
+    """``owner``: the user a publishing proxy authenticated (kcd): Authenticate binds a new device
+    to that user; every message of an enrolled device needs its own user."""
     if msg.message_type == "Authenticate":
-        return await _authenticate_retrying(svc, identity, msg)
+        return await _authenticate_retrying(svc, identity, msg, owner)
     if msg.message_type == "UserAuthenticate" and not svc.config.user_authenticate_enabled:
         raise Gone("UserAuthenticate is not enabled on this server (ios.user_authenticate_enabled)")
     check_out = msg.message_type == "CheckOut"
     binding = await svc.binding_of(identity, msg.identifier, check_out=check_out)
+    if owner is not None:
+        async with svc.db.session() as session:
+            bound_user = await store_principals.device_owner(session, binding.device_id)
+        _same_owner(owner, bound_user if bound_user is not None else -1)
     svc.last_seen.touch(binding.device_id)
     if msg.message_type == "TokenUpdate" and not msg.user_id:
         async with svc.db.transaction(inline=True) as session:
@@ -103,15 +111,27 @@ def _changed(session: AsyncSession) -> bool:
 # ---- Authenticate ----------------------------------------------------------------------------
 
 
-async def _authenticate_retrying(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+async def _authenticate_retrying(
+    svc: IosService, identity: Identity, msg: CheckinMessage, owner: int | None
+) -> CheckinResult:
     try:
-        return await _authenticate(svc, identity, msg)
+        return await _authenticate(svc, identity, msg, owner)
     except IntegrityError:
         # A concurrent Authenticate for the same UDID created the device first; this one updates it.
-        return await _authenticate(svc, identity, msg)
+        return await _authenticate(svc, identity, msg, owner)
 
 
-async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage) -> CheckinResult:
+def _same_owner(owner: int | None, user_id: int | None) -> None:
+    """A kcd Authenticate never moves a device (or certificate) of another user to this one."""
+    if owner is not None and user_id is not None and user_id != owner:
+        raise IdentityError(
+            "other_user", "the device is bound to another user than the proxy's principal"
+        )
+
+
+async def _authenticate(
+    svc: IosService, identity: Identity, msg: CheckinMessage, owner: int | None
+) -> CheckinResult:
     cert = identity.cert
     fingerprint = identity.fingerprint
     old_fingerprint: bytes | None = None
@@ -151,6 +171,8 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             await takeover.check(session, device=device, ios=ios, identity=identity, record=record)
         if ios is not None and ios.cert_fingerprint == fingerprint:
             _not_replayed(ios, identity)
+        _same_owner(owner, device.user_id if device is not None else None)
+        _same_owner(owner, record.user_id if record is not None else None)
         enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
         now = utcnow()
         fresh = device is None
@@ -176,6 +198,8 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             attributes["user_enrollment"] = True
         if record is not None and record.user_id is not None and device.user_id is None:
             device.user_id = record.user_id
+        if owner is not None:
+            device.user_id = owner  # (checked above: the device and certificate had no other)
         device.attributes = attributes
         # The enrollment this identity came from: owner and the MDM profile's identifier (the
         # target of a later Remove command). Its look-ups read no row changed here: they need not
@@ -195,6 +219,7 @@ async def _authenticate(svc: IosService, identity: Identity, msg: CheckinMessage
             device.attributes = attributes
             if device.user_id is None or enrollment.for_device_id == device.id:
                 device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
+        _same_owner(owner, device.user_id)  # an enrollment link of another user
         if ios is None:
             store.add_ios_device(
                 session,

@@ -16,9 +16,12 @@ from mdm.ios.identity import (
 from mdm.ios.messages import load_plist, parse_checkin, parse_report
 from mdm.ios.service import IosService
 from mdm.server.bodies import BodyTooLarge, read_limited
+from mdm.server.kcd import KcdGate, KcdRefused, KcdUser
 from mdm.server.middleware import REFUSAL_LOGGED_KEY
 
 SERVICE = web.AppKey("mdm_ios_service", IosService)
+# Present when the listener has kcd = true: the publishing proxy's Negotiate names the user.
+KCD = web.AppKey("mdm_ios_kcd", KcdGate)
 CHECKIN_PATH = "/mdm/checkin"
 SERVER_PATH = "/mdm/server"
 PLIST_TYPE = "application/xml; charset=utf-8"
@@ -49,6 +52,31 @@ def identify(svc: IosService, request: web.Request, body: bytes) -> Identity:
     )
 
 
+async def kcd_user(request: web.Request) -> KcdUser | None:
+    """The user the trusted proxy authenticated (kcd listeners); refusals are 400, never 401."""
+    gate = request.app.get(KCD)
+    if gate is None:
+        return None
+    try:
+        return await gate.user(request)
+    except KcdRefused as exc:
+        raise IdentityError(exc.reason, exc.message) from None
+
+
+async def check_owner(request: web.Request, user: KcdUser | None, device_id: int) -> None:
+    gate = request.app.get(KCD)
+    if gate is None or user is None:
+        return
+    try:
+        await gate.check_owner(user, device_id)
+    except KcdRefused as exc:
+        raise IdentityError(exc.reason, exc.message) from None
+
+
+def _mutual(user: KcdUser | None) -> dict[str, str]:
+    return {"WWW-Authenticate": user.www_authenticate} if user is not None else {}
+
+
 async def _rejected(
     svc: IosService, request: web.Request, exc: IdentityError, identifier: str | None
 ) -> None:
@@ -62,12 +90,15 @@ async def checkin_handler(request: web.Request) -> web.Response:
     body = await read_limited(request, cfg.max_body_bytes, error=BodyTooLarge)
     message = parse_checkin(load_plist(body, max_depth=cfg.max_plist_depth, max_nodes=cfg.max_plist_nodes))
     try:
+        user = await kcd_user(request)
         identity = identify(svc, request, body)
-        result = await checkin.handle(svc, identity, message)
+        result = await checkin.handle(svc, identity, message, owner=user.user_id if user else None)
     except IdentityError as exc:
         await _rejected(svc, request, exc, message.identifier)
         raise
-    return web.Response(status=result.status, body=result.body, content_type=result.content_type)
+    return web.Response(
+        status=result.status, body=result.body, content_type=result.content_type, headers=_mutual(user)
+    )
 
 
 async def server_handler(request: web.Request) -> web.Response:
@@ -81,8 +112,10 @@ async def server_handler(request: web.Request) -> web.Response:
         if small and report.is_idle:
             svc.idle_reports[body] = report
     try:
+        user = await kcd_user(request)
         identity = identify(svc, request, body)
         binding = await svc.binding_of(identity, report.identifier)
+        await check_owner(request, user, binding.device_id)
     except IdentityError as exc:
         await _rejected(svc, request, exc, report.identifier)
         raise
@@ -96,11 +129,13 @@ async def server_handler(request: web.Request) -> web.Response:
         )
         raise
     if not result.body:
-        return web.Response()
-    return web.Response(body=result.body, headers={"Content-Type": PLIST_TYPE})
+        return web.Response(headers=_mutual(user))
+    return web.Response(body=result.body, headers={"Content-Type": PLIST_TYPE, **_mutual(user)})
 
 
-def install_routes(app: web.Application, svc: IosService) -> None:
+def install_routes(app: web.Application, svc: IosService, kcd: KcdGate | None = None) -> None:
     app[SERVICE] = svc
+    if kcd is not None:
+        app[KCD] = kcd
     app.router.add_put(CHECKIN_PATH, checkin_handler)
     app.router.add_put(SERVER_PATH, server_handler)

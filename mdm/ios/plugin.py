@@ -23,11 +23,13 @@ from mdm.ios.profile_signer import SlotSigner
 from mdm.ios.service import IosService
 from mdm.ios.state import QueueHint
 from mdm.pki import services as pki_plugin
+from mdm.server import kcd
 from mdm.server.context import ServerContext, ServiceKey
 from mdm.server.plugin import Plugin, Worker
 
 log = logging.getLogger("mdm.ios")
 SERVICE = ServiceKey("ios.service", IosService)
+KCD = ServiceKey("ios.kcd", kcd.KcdGate)
 TRANSLATOR = IosCommandTranslator()
 
 
@@ -60,6 +62,9 @@ async def start_ios(ctx: ServerContext) -> None:
         signature_max_age=cfg.signature_max_age,
         cache_size=cfg.identity_cache_size,
     )
+    listener = ctx.config.listeners.ios
+    if listener.kcd:
+        ctx.services[KCD] = kcd.gate(ctx, listener.trusted_proxies)
     ctx.services[SERVICE] = IosService(
         db=ctx.db,
         config=cfg,
@@ -83,7 +88,7 @@ def _reload_settings(ctx: ServerContext) -> None:
 
 
 def install(app: web.Application, ctx: ServerContext) -> None:
-    install_routes(app, service(ctx))
+    install_routes(app, service(ctx), ctx.services.get(KCD))
 
 
 async def flush_last_seen(ctx: ServerContext) -> None:
