@@ -157,3 +157,47 @@ CA_IMPORTED = EventType(
         "by": "cli",
     },
 )
+
+
+class CertRequestOutcome(EventBody):
+    request_id: int | None  # our certificate_requests row (None: refused at submission, no row)
+    source: str
+    ca_request_id: str | None
+    cert_type: str
+    subject: str  # the requested common name
+    purpose: str
+    message: str  # the CA's own words, or why the request could not be made
+
+
+CERT_REQUEST_PENDING = EventType(
+    "cert_request_pending", Severity.INFO, CertRequestOutcome,
+    "A certificate source holds a request for approval; the pki.requests worker polls it",
+    example={
+        "request_id": 12, "source": "adcs", "ca_request_id": "4711", "cert_type": "mobile",
+        "subject": "alice", "purpose": "enrollment:42", "message": "Taken Under Submission",
+    },
+)
+CERT_REQUEST_DENIED = EventType(
+    "cert_request_denied", Severity.WARNING, CertRequestOutcome,
+    "A certificate source denied a request (at submission or after being pending)",
+    example={
+        "request_id": None, "source": "adcs", "ca_request_id": "4712", "cert_type": "mobile",
+        "subject": "bob", "purpose": "api", "message": "Denied by Policy Module",
+    },
+)
+CERT_REQUEST_FAILED = EventType(
+    "cert_request_failed", Severity.WARNING, CertRequestOutcome,
+    "A certificate request could not be made (source unavailable) or a pending one was given up",
+    example={
+        "request_id": None, "source": "adcs", "ca_request_id": None, "cert_type": "mobile",
+        "subject": "carol", "purpose": "scep:7F3A", "message": "connection refused",
+    },
+)
+CERT_REQUEST_CANCELLED = EventType(
+    "cert_request_cancelled", Severity.INFO, CertRequestOutcome,
+    "An administrator cancelled a pending certificate request (the CA keeps its own copy)",
+    example={
+        "request_id": 12, "source": "adcs", "ca_request_id": "4711", "cert_type": "mobile",
+        "subject": "alice", "purpose": "api", "message": "cancelled by ops",
+    },
+)

@@ -151,14 +151,18 @@ def check_public_key(public_key: CertificatePublicKeyTypes) -> None:
     raise InvalidArgument(f"{type(public_key).__name__} keys are not accepted (RSA >= 2048 or EC P-256)")
 
 
-async def issue(
-    session: AsyncSession, source: CertificateSource, request: CertificateRequest
-) -> IssuedIdentity:
-    """Sign (generating a key pair if the request has no public key), record, emit the event.
+@dataclass(frozen=True)
+class Prepared:
+    """A request ready to sign: its public key, and the key pair when it was generated here."""
 
-    A request with ``renews_serial`` emits ``cert_renewed`` and marks that certificate
-    superseded (it stays usable until it expires or is revoked).
-    """
+    request: CertificateRequest
+    public_key: CertificatePublicKeyTypes
+    key: PrivateKey | None
+
+
+async def prepare(source: CertificateSource, request: CertificateRequest) -> Prepared:
+    """Check the request's public key, or generate a key pair (and a CSR for a source that needs
+    one)."""
     key: PrivateKey | None = None
     public_key = request.public_key
     if public_key is not None:
@@ -169,17 +173,36 @@ async def issue(
         public_key = key.public_key()
         if source.needs_csr and request.csr is None:
             request = replace(request, csr=await asyncio.to_thread(build_csr, key, request))
+    return Prepared(request, public_key, key)
+
+
+async def sign(
+    source: CertificateSource, prepared: Prepared
+) -> tuple[x509.Certificate, list[x509.Certificate]]:
+    """Ask the source; its pending/denied/unavailable answers propagate as they are."""
     try:
-        cert, chain = await source.sign(request, public_key)
+        return await source.sign(prepared.request, prepared.public_key)
     except ValueError as exc:  # a name or value the certificate cannot carry
         raise InvalidArgument(f"cannot certify this request: {exc}") from None
+
+
+async def record_issued(
+    session: AsyncSession,
+    source_name: str,
+    request: CertificateRequest,
+    cert: x509.Certificate,
+    chain: list[x509.Certificate],
+    key: PrivateKey | None,
+) -> IssuedIdentity:
+    """Record a certificate a source issued and emit ``cert_issued`` (``cert_renewed``) in the
+    caller's transaction: the same whether it was issued at once or after being pending."""
     record = IssuedCertificateRecord(
         serial=serial_hex(cert.serial_number),
         type=request.type.value,
         subject=cert.subject.rfc4514_string(),
         user_id=request.user_id,
         device_id=request.device_id,
-        source=source.name,
+        source=source_name,
         status=CertStatus.VALID.value,
         not_before=cert.not_valid_before_utc,
         not_after=cert.not_valid_after_utc,
@@ -194,15 +217,30 @@ async def issue(
         events.emit(
             session, CERT_RENEWED, device_id=request.device_id, user_id=request.user_id, serial=record.serial,
             cert_type=record.type, subject=record.subject, not_after=record.not_after.isoformat(),
-            source=source.name, renews_serial=record.renews_serial,
+            source=source_name, renews_serial=record.renews_serial,
         )
     else:
         events.emit(
             session, CERT_ISSUED, device_id=request.device_id, user_id=request.user_id, serial=record.serial,
             cert_type=record.type, subject=record.subject, not_after=record.not_after.isoformat(),
-            source=source.name,
+            source=source_name,
         )
     return IssuedIdentity(cert, key, chain, record)
+
+
+async def issue(
+    session: AsyncSession, source: CertificateSource, request: CertificateRequest
+) -> IssuedIdentity:
+    """Sign (generating a key pair if the request has no public key), record, emit the event.
+
+    A request with ``renews_serial`` emits ``cert_renewed`` and marks that certificate
+    superseded (it stays usable until it expires or is revoked). A source's "pending" answer
+    propagates as ``CertificatePending``: callers that can wait use
+    ``mdm.pki.requests.request_certificate``, which records it.
+    """
+    prepared = await prepare(source, request)
+    cert, chain = await sign(source, prepared)
+    return await record_issued(session, source.name, prepared.request, cert, chain, prepared.key)
 
 
 def normalise_serial(serial: str) -> str:

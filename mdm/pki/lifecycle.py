@@ -16,7 +16,9 @@ from mdm.db.models import User
 from mdm.pki import rules, store
 from mdm.pki.crl import RevokedEntry, parse_reason
 from mdm.pki.event_types import CERT_REVOKED
-from mdm.pki.issuance import IssuedIdentity, get_record, issue
+from mdm.pki.issuance import get_record
+from mdm.pki.request_keys import RequestKeys
+from mdm.pki.requests import Outcome, request_certificate
 from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertStatus, CertType, IssuedCertificateRecord
 
@@ -58,7 +60,7 @@ async def resolve_user(
 
 @dataclass
 class IssueResult:
-    identity: IssuedIdentity
+    identity: Outcome  # the certificate, or the request the source holds pending
     user: User
     user_created: bool
 
@@ -74,8 +76,12 @@ async def issue_for_user(
     email: str | None = None,
     device_id: int | None = None,
     renews_serial: str | None = None,
+    purpose: str = "api",
+    keys: RequestKeys | None = None,
+    poll_seconds: float = 60.0,
 ) -> IssueResult:
-    """Issue a ``cert_type`` certificate for the user by the type's rule and source."""
+    """Issue a ``cert_type`` certificate for the user by the type's rule and source (or record
+    the request as pending when the source holds it)."""
     kind = rules.rule_type(cert_type)
     user, created = await resolve_user(session, user_name, create=create_user, email=email)
     rule = await rules.get_rule(session, kind)
@@ -97,7 +103,9 @@ async def issue_for_user(
         uid=user.name,
         renews_serial=renews_serial,
     )
-    identity = await issue(session, sources.get(rule.source), request)
+    identity = await request_certificate(
+        session, sources.get(rule.source), request, purpose=purpose, keys=keys, poll_seconds=poll_seconds
+    )
     return IssueResult(identity, user, created)
 
 
@@ -130,12 +138,15 @@ async def revoke(session: AsyncSession, serial: str, reason: str, *, by: str) ->
     return record
 
 
-async def revoked_entries(session: AsyncSession, now: datetime | None = None) -> list[RevokedEntry]:
-    """Revoked certificates that have not expired yet (expired ones drop off the CRL)."""
+async def revoked_entries(
+    session: AsyncSession, now: datetime | None = None, source: str | None = None
+) -> list[RevokedEntry]:
+    """Revoked certificates that have not expired yet (expired ones drop off the CRL); of one
+    certificate source when given (the internal CRL lists only what the internal CA issued)."""
     now = now or datetime.now(UTC)
     return [
         RevokedEntry(serial=serial, revoked_at=revoked_at or now, reason=reason, not_after=not_after)
-        for serial, revoked_at, reason, not_after in await store.revoked_unexpired(session, now)
+        for serial, revoked_at, reason, not_after in await store.revoked_unexpired(session, now, source)
     ]
 
 

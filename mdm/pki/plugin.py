@@ -20,12 +20,27 @@ from mdm.config_reload import hot
 from mdm.pki import castore, handlers_web, listener_tls, store
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.crl import crl_url_for
+from mdm.pki.enterprise_trust import EnterpriseTrust
 from mdm.pki.keys import key_is_encrypted
 from mdm.pki.renewal import renewal_worker
 from mdm.pki.renewers import Renewers
+from mdm.pki.request_keys import RequestKeys
+from mdm.pki.request_service import RequestService, RequestSettings
 from mdm.pki.revocation import RevocationService
 from mdm.pki.service import CertificateService
-from mdm.pki.services import CA, CERTIFICATES, RENEWERS, REVOCATION, SOURCE, SOURCES, VERIFIER, revocation
+from mdm.pki.services import (
+    CA,
+    CERTIFICATES,
+    RENEWERS,
+    REQUEST_KEYS,
+    REQUESTS,
+    REVOCATION,
+    SOURCE,
+    SOURCES,
+    TRUST,
+    VERIFIER,
+    revocation,
+)
 from mdm.pki.slots import SLOTS, load_slot_chain
 from mdm.pki.sources import DEFAULT_SOURCES, INTERNAL, SourceFactory, SourceSet
 from mdm.pki.status import CertificatesSource
@@ -54,9 +69,18 @@ async def start_pki(ctx: ServerContext, factories: Mapping[str, SourceFactory] =
     validity = timedelta(hours=config.pki.crl_validity_hours)
     service = RevocationService(ctx.db, ca, retired, verifier_, validity, ctx.tls, config.ca_dir)
     ctx.services[REVOCATION] = service
-    ctx.services[CERTIFICATES] = CertificateService(ctx.db, sources, service)
+    trust = EnterpriseTrust(config.ca_dir, anchors, verifier_, ctx.tls, sources)
+    ctx.services[TRUST] = trust
+    ctx.services[REQUEST_KEYS] = RequestKeys(config.ca_dir, passphrase)
+    requests = RequestService(ctx.db, sources, lambda: request_settings(ctx))
+    ctx.services[REQUESTS] = requests
+    ctx.services[CERTIFICATES] = CertificateService(
+        ctx.db, sources, service, requests=requests, keys=ctx.services[REQUEST_KEYS], trust=trust,
+        poll_seconds=lambda: ctx.config.pki.request_poll_seconds,
+    )
     ctx.services[RENEWERS] = Renewers()
     await service.refresh(force=True)
+    await trust.refresh(ctx.db)
     await record_server_certificates(ctx)
     listener_tls.install(config, ctx.tls)
     ctx.status.register(CertificatesSource(lambda: ctx.services[CA], config.certs_dir, lambda: list(ctx.tls)))
@@ -116,6 +140,27 @@ async def revocation_worker(ctx: ServerContext) -> None:
             log.exception("revocation refresh failed; retrying")
 
 
+def request_settings(ctx: ServerContext) -> RequestSettings:
+    pki = ctx.config.pki
+    return RequestSettings(poll_seconds=pki.request_poll_seconds, max_days=pki.request_max_days)
+
+
+async def requests_worker(ctx: ServerContext) -> None:
+    """Poll the requests enterprise CAs hold pending (``pki.request_poll_seconds``)."""
+    service = ctx.services[REQUESTS]
+    while True:
+        try:
+            await service.poll_due()
+        except Exception:
+            log.exception("polling pending certificate requests failed; retrying")
+        await asyncio.sleep(min(ctx.config.pki.request_poll_seconds, 30.0))
+
+
+async def reload_trust(ctx: ServerContext) -> None:
+    """mdm reload: trust the sources the issuance rules name now (changed on another replica)."""
+    await ctx.services[TRUST].refresh(ctx.db)
+
+
 def make_plugin(sources: Mapping[str, SourceFactory] = DEFAULT_SOURCES) -> Plugin:
     """The PKI plugin with these certificate sources (by the name issuance rules use; must
     include ``internal``): the composition root adds enterprise connectors here."""
@@ -130,13 +175,17 @@ def make_plugin(sources: Mapping[str, SourceFactory] = DEFAULT_SOURCES) -> Plugi
         name="pki",
         startup=(startup,),
         routes={"web": handlers_web.install},
-        workers=(Worker("pki.revocation", revocation_worker), Worker("pki.renewal", renewal_worker)),
+        workers=(
+            Worker("pki.revocation", revocation_worker), Worker("pki.renewal", renewal_worker),
+            Worker("pki.requests", requests_worker),
+        ),
+        reload=(reload_trust,),
         # mdm reload: the workers and issuance read these from ctx.config at each use (the server_*,
         # root_*, issuing_* and extra_sans keys only matter to the CLI). The CRL settings, the
         # passphrase and the KES TLS check are built in at start: restart.
         hot=(hot(*(f"pki.{key}" for key in (
             "revocation_refresh_seconds", "renewal_check_seconds", "renewal_retry_hours", "key_type",
-            "rsa_bits",
+            "rsa_bits", "request_poll_seconds", "request_max_days",
             "server_validity_days", "extra_sans", "root_validity_days", "issuing_validity_days",
         ))),),
     )

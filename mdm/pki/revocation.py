@@ -24,6 +24,7 @@ from mdm.pki import lifecycle
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.castore import RetiredCA
 from mdm.pki.crl import PublishedCrl, RevokedEntry, Signer, publish
+from mdm.pki.sources import INTERNAL
 from mdm.pki.trust import ClientCertVerifier
 from mdm.server.tls import ReloadableContext
 
@@ -75,8 +76,11 @@ class RevocationService:
                 marker = await lifecycle.revocation_marker(session, now)
                 if not (force or marker != self._marker or self.stale(now)):
                     return False
-                entries = await lifecycle.revoked_entries(session, now)
-                serials = frozenset(e.serial for e in entries)
+                everywhere = await lifecycle.revoked_entries(session, now)
+                # Enterprise-issued certificates revoked here are refused by our listeners, but only
+                # the internal CA's own certificates go on its CRL (the domain CA keeps its own).
+                serials = frozenset(e.serial for e in everywhere)
+                entries = await lifecycle.revoked_entries(session, now, INTERNAL)
                 if self.retired and entries:
                     entries = await self._with_issuers(session, entries)
             self.verifier.set_revoked(serials)

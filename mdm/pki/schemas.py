@@ -115,6 +115,15 @@ class RuleOut(BaseModel):
         return cls(**rule.as_dict())
 
 
+class RuleChangeOut(RuleOut):
+    """A rule change while enterprise sources are in use."""
+
+    trusted_sources: list[str] = Field(
+        description="the enterprise sources whose CA certificates this server now trusts for device "
+        "authentication (other replicas after `mdm reload`)",
+    )
+
+
 class RuleList(BaseModel):
     items: list[RuleOut]
 

@@ -4,8 +4,11 @@ set by the PKI plugin at start-up (which runs first)."""
 from __future__ import annotations
 
 from mdm.pki.ca import CertificateAuthority
+from mdm.pki.enterprise_trust import EnterpriseTrust
 from mdm.pki.issuance import CertificateSource
 from mdm.pki.renewers import Renewers
+from mdm.pki.request_keys import RequestKeys
+from mdm.pki.request_service import RequestService
 from mdm.pki.revocation import RevocationService
 from mdm.pki.service import CertificateService
 from mdm.pki.sources import SourceSet
@@ -21,6 +24,11 @@ REVOCATION = ServiceKey("pki.revocation", RevocationService)
 CERTIFICATES = ServiceKey("pki.certificates", CertificateService)
 # Platforms register how their devices renew certificates into this at their start-up.
 RENEWERS = ServiceKey("pki.renewers", Renewers)
+# Requests an enterprise CA holds pending: the administrator's view and the worker's polls.
+REQUESTS = ServiceKey("pki.requests", RequestService)
+# Seals keys generated here for pending requests (iOS profile identities) in their row.
+REQUEST_KEYS = ServiceKey("pki.request_keys", RequestKeys)
+TRUST = ServiceKey("pki.enterprise_trust", EnterpriseTrust)
 
 
 def ca(ctx: ServerContext) -> CertificateAuthority:
@@ -45,3 +53,11 @@ def revocation(ctx: ServerContext) -> RevocationService:
 
 def renewers(ctx: ServerContext) -> Renewers:
     return ctx.services[RENEWERS]
+
+
+def requests(ctx: ServerContext) -> RequestService:
+    return ctx.services[REQUESTS]
+
+
+def request_keys(ctx: ServerContext) -> RequestKeys:
+    return ctx.services[REQUEST_KEYS]

@@ -8,7 +8,21 @@ slow, an error page, authentication failed): nothing was issued, the caller may 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mdm.core.errors import ServiceError
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What ``mdm.pki.requests.request_certificate`` attaches to a denied or failed request, so
+    that ``refusals_recorded`` can write its event after the caller's transaction rolled back."""
+
+    cert_type: str
+    subject: str
+    purpose: str
+    user_id: int | None
+    device_id: int | None
 
 
 class CertificatePending(ServiceError):
@@ -39,6 +53,8 @@ class CertificateDenied(ServiceError):
         self.source = source
         self.request_id = request_id
         self.ca_message = message
+        self.refusal: Refusal | None = None
+        self.recorded = False
 
 
 class SourceUnavailable(ServiceError):
@@ -50,3 +66,6 @@ class SourceUnavailable(ServiceError):
     def __init__(self, source: str, message: str) -> None:
         super().__init__(f"certificate source {source} is unavailable: {message}", source=source)
         self.source = source
+        self.reason = message
+        self.refusal: Refusal | None = None
+        self.recorded = False

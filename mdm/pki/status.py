@@ -3,7 +3,8 @@ certificates issued to devices and users.
 
 - red: the root or issuing CA certificate, or the certificate of a slot a listener serves, has
   expired or expires within ``red_days`` (7 days);
-- yellow: one of them expires within ``yellow_days`` (30 days), or ``device_threshold`` (50) or
+- yellow: a certificate request has been pending at an enterprise CA for over a day, or one of
+  them expires within ``yellow_days`` (30 days), or ``device_threshold`` (50) or
   more valid issued certificates expire within ``red_days`` (the renewal sweep is not keeping up:
   devices that do not renew in time are cut off);
 - green otherwise.
@@ -89,6 +90,11 @@ class CertificatesSource:
                 red.append(f"the {name} expires on {value:%Y-%m-%d %H:%M} UTC")
             elif value < now + timedelta(days=self.yellow_days):
                 yellow.append(f"the {name} expires on {value:%Y-%m-%d} ({(value - now).days} days)")
+        stale = await store.pending_requests_upto(session, now - timedelta(days=1), self.device_threshold)
+        details["requests_pending_over_a_day"] = stale
+        if stale:
+            yellow.append(f"{stale}{'+' if stale >= self.device_threshold else ''} certificate request(s) "
+                          "pending at an enterprise CA for over a day (GET /api/v1/certificates/requests)")
         if expiring >= self.device_threshold:
             yellow.append(f"{self.device_threshold} or more issued certificates expire within "
                           f"{self.red_days} days (is renewal working?)")

@@ -61,14 +61,16 @@ async def supersede_valid(session: AsyncSession, serial: str) -> None:
 
 
 async def revoked_unexpired(
-    session: AsyncSession, now: datetime
+    session: AsyncSession, now: datetime, source: str | None = None
 ) -> list[tuple[str, datetime | None, str | None, datetime]]:
-    """(serial, revoked_at, reason, not_after) of revoked certificates that have not expired."""
-    rows = await session.execute(
-        select(Record.serial, Record.revoked_at, Record.revocation_reason, Record.not_after).where(
-            Record.status == CertStatus.REVOKED.value, Record.not_after > now
-        )
+    """(serial, revoked_at, reason, not_after) of revoked certificates that have not expired
+    (of one certificate source when ``source`` is given)."""
+    stmt = select(Record.serial, Record.revoked_at, Record.revocation_reason, Record.not_after).where(
+        Record.status == CertStatus.REVOKED.value, Record.not_after > now
     )
+    if source is not None:
+        stmt = stmt.where(Record.source == source)
+    rows = await session.execute(stmt)
     return [(r.serial, r.revoked_at, r.revocation_reason, r.not_after) for r in rows]
 
 

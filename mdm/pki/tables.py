@@ -9,7 +9,7 @@ from datetime import datetime
 from sqlalchemy import BigInteger, CheckConstraint, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from mdm.db.models import Base, BigId, utcnow
+from mdm.db.models import NEVER_REUSED, Base, BigId, utcnow
 
 
 class CertStatus(enum.StrEnum):
@@ -71,3 +71,46 @@ class IssuanceRuleRecord(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_by: Mapped[str | None] = mapped_column(String(255))
     __table_args__ = (CheckConstraint("key_type IN ('rsa', 'ec')", name="key_type"),)
+
+
+class RequestStatus(enum.StrEnum):
+    PENDING = "pending"
+    ISSUED = "issued"
+    DENIED = "denied"
+    FAILED = "failed"  # gave up (request_max_days) or the CA lost it
+    CANCELLED = "cancelled"
+
+
+class CertificateRequestRecord(Base):
+    """A request a certificate source answered "pending": polled by the ``pki.requests`` worker
+    until the CA issues or denies it. ``encrypted_key``: the PKCS#8 of a key generated here (an
+    iOS profile's PKCS#12), encrypted at rest; deleted once the certificate has been handed out."""
+
+    __tablename__ = "certificate_requests"
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    source: Mapped[str] = mapped_column(String(32))
+    ca_request_id: Mapped[str] = mapped_column(String(255))
+    cert_type: Mapped[str] = mapped_column(String(16))
+    user_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"), index=True)
+    device_id: Mapped[int | None] = mapped_column(BigInteger)
+    common_name: Mapped[str] = mapped_column(Text)
+    template: Mapped[str | None] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default=RequestStatus.PENDING.value)
+    message: Mapped[str | None] = mapped_column(Text)  # the CA's own words
+    purpose: Mapped[str] = mapped_column(String(128))  # "scep:<txn>", "enrollment:<id>", "kes:<id>", "api"
+    csr_pem: Mapped[str | None] = mapped_column(Text)
+    encrypted_key: Mapped[str | None] = mapped_column(Text)
+    renews_serial: Mapped[str | None] = mapped_column(String(64))
+    serial: Mapped[str | None] = mapped_column(String(64))  # once issued
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_poll_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    __table_args__ = (
+        CheckConstraint(
+            "status IN ('pending', 'issued', 'denied', 'failed', 'cancelled')", name="status"
+        ),
+        Index("ix_certificate_requests_status_next_poll_at", "status", "next_poll_at"),
+        Index("ix_certificate_requests_purpose", "purpose"),
+        NEVER_REUSED,
+    )

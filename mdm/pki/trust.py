@@ -73,6 +73,13 @@ class ClientCertVerifier:
             .build_client_verifier()
         )
 
+    def set_anchors(self, trusted_roots: list[x509.Certificate]) -> None:
+        """Replace the trust anchors (an enterprise CA whose certificates devices now present).
+        Cached positive results stay valid: an anchor is only ever added while running."""
+        store = Store(trusted_roots)
+        with self._lock:
+            self._store = store
+
     def set_revoked(self, serials: set[str] | frozenset[str]) -> None:
         """Replace the revoked set (lower-case hex serials); takes effect on the next verify."""
         self.revoked = frozenset(serials)
