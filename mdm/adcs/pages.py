@@ -34,6 +34,7 @@ _PENDING = re.compile(
     r"|Zertifikat ausstehend|Ausstehende Zertifikatanforderung|Ausstehendes Zertifikat"
     r"|Wird von der Zertifizierungsstelle bearbeitet|auf einen Administrator warten",
     re.IGNORECASE)
+_ERROR = re.compile(r"ID=locInfoErr[^>]*>(.*?)(?:<P|</Body|$)", re.IGNORECASE | re.DOTALL)
 _TITLE = re.compile(r"<title[^>]*>(.*?)</title>", re.IGNORECASE | re.DOTALL)
 _TAGS = re.compile(r"<[^>]+>")
 _PEM_BODY = re.compile(rb"-----BEGIN [A-Z0-9 ]+-----(.*?)-----END [A-Z0-9 ]+-----", re.DOTALL)
@@ -89,7 +90,9 @@ def outcome(page: str, request_id: str | None = None) -> Outcome:
         return Pending(req_id, message)
     if disposition:
         return Denied(message or "no message", req_id)
-    return Unrecognised(title(page) or "a page without a title")
+    error = _ERROR.search(page)
+    what = title(page) or "a page without a title"
+    return Unrecognised(f"{what}: {clean(error.group(1))}" if error else what)
 
 
 def _der(body: bytes) -> bytes:

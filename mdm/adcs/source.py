@@ -145,19 +145,32 @@ def _password(settings: AdcsConfig) -> str:
     return read_password_file(Path(settings.password_file), "adcs", ConfigError)
 
 
+def build_client(config: Config) -> tuple[CertsrvClient, str]:
+    """The certsrv client of ``[adcs]`` (no network I/O) and its authentication's label."""
+    settings = config.section(AdcsConfig)
+    if not settings.url:
+        raise ConfigError("certificate source 'adcs' is not configured: set [adcs] url (docs/PKI.md)")
+    auth, label = build_auth(settings, config.data_path)
+    ca_bundle = str(config.resolve(settings.ca_bundle)) if settings.ca_bundle else ""
+    if ca_bundle and not Path(ca_bundle).is_file():
+        raise ConfigError(f"[adcs] ca_bundle {ca_bundle} does not exist")
+    client = CertsrvClient(settings.base_url, auth=auth, timeout=settings.timeout_seconds,
+                           ca_bundle=ca_bundle, auth_label=label)
+    return client, label
+
+
+def agent_passphrase(config: Config) -> bytes | None:
+    return agent.passphrase(config.section(AdcsConfig).agent_passphrase_file, config.ca_passphrase())
+
+
 def adcs_source(config: Config, _ca: CertificateAuthority) -> CertificateSource:
     settings = config.section(AdcsConfig)
     if not settings.url:
         raise ConfigError("certificate source 'adcs' is not configured: set [adcs] url (docs/PKI.md)")
     anchors = read_ca_chain(config.resolve(settings.ca_chain_file))
-    auth, label = build_auth(settings, config.data_path)
-    client = CertsrvClient(settings.base_url, auth=auth, timeout=settings.timeout_seconds,
-                           ca_bundle=str(config.resolve(settings.ca_bundle)) if settings.ca_bundle else "",
-                           auth_label=label)
-
-    def passphrase() -> bytes | None:
-        return agent.passphrase(settings.agent_passphrase_file, config.ca_passphrase())
+    client, label = build_client(config)
 
     log.info("adcs: certificate source %s, %s, template %s, on behalf: %s", settings.base_url, label,
              settings.default_template or "(per rule)", settings.enroll_on_behalf)
-    return AdcsSource(settings, client, anchors, data_dir=config.data_path, passphrase=passphrase)
+    return AdcsSource(settings, client, anchors, data_dir=config.data_path,
+                      passphrase=lambda: agent_passphrase(config))

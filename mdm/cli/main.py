@@ -18,6 +18,7 @@ from mdm.cli.common import CliError, Subparsers
 GROUPS = [
     "init_cmd", "serve_cmd", "client_commands", "events_cmd", "users_groups", "enroll_cmd", "certs_cmd",
     "sim_cmd", "bench_cmd", "push_cmd", "dev_cmd", "policies_cmd", "status_cmd", "eas_cmd",
+    "adcs_cmd",
 ]
 # Top-level command -> its group. Running a command imports only its group: importing all of them
 # pulls in the server, crypto and benchmark stacks, seconds of start-up for every `mdm devices list`.
@@ -29,7 +30,7 @@ COMMANDS = {
     "users": "users_groups", "groups": "users_groups",
     "enroll": "enroll_cmd", "certs": "certs_cmd", "sim": "sim_cmd", "bench": "bench_cmd",
     "push": "push_cmd", "dev": "dev_cmd", "policies": "policies_cmd", "status": "status_cmd",
-    "eas": "eas_cmd",
+    "eas": "eas_cmd", "adcs": "adcs_cmd",
 }
 # The one-line help of each command for `mdm --help`, so that the overview imports no group at
 # all (tests/test_cli_fast.py keeps these equal to the groups' own help). A command without a
@@ -53,6 +54,7 @@ SUMMARIES = {
     "dev": "development helpers (contract fakes)",
     "policies": "policies of KES devices: settings, locks, inheritance, profiles",
     "eas": "Exchange ActiveSync: discovery, mailboxes, devices, mailbox policies",
+    "adcs": "AD CS web enrollment: the Enrollment Agent, the login to certsrv",
     "status": "traffic lights per area (green, yellow, red, light blue, grey); exit status 2 when any is red",
 }
 
