@@ -12,7 +12,7 @@ from typing import Any
 from mdm.cli import output
 from mdm.cli.certs_cmd import API, MIN_PREFIX, parse_reason, serial_path
 from mdm.cli.certs_io import password, read_input, write_private
-from mdm.cli.client import ApiClient, settings_from
+from mdm.cli.client import ApiClient, error_line, settings_from
 from mdm.cli.common import CliError
 
 
@@ -41,7 +41,14 @@ def run_issue(args: argparse.Namespace) -> int:
             exit_code=2,
         )
     with _client(args) as client:
-        result = client.post(API, body)
+        response = client.send("POST", API, json=body)
+    if response.status_code >= 400:  # 422 certificate_denied (the CA's words), 503 source unavailable
+        raise CliError(error_line(response))
+    result = response.json()
+    if response.status_code == 202:
+        from mdm.cli.certs_requests import print_pending
+
+        return print_pending(args, result)
     if args.p12:
         write_private(args.p12, base64.b64decode(result["pkcs12"]))
     if args.out:

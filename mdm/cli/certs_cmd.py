@@ -90,6 +90,18 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help=f"RFC 5280 reason: {', '.join(REASONS)} (default unspecified)")
     p.set_defaults(func=_api("run_revoke"))
 
+    requests = actions.add_parser(
+        "requests", parents=[api], help="requests an enterprise CA holds pending (list, poll, cancel)"
+    )
+    requests.add_argument("--status", choices=["pending", "issued", "denied", "failed", "cancelled"])
+    requests.add_argument("--limit", type=int, default=50, metavar="N", help="page size (default 50)")
+    requests.set_defaults(func=_lazy("certs_requests", "run_requests"))
+    request_actions = requests.add_subparsers(dest="requests_action", metavar="ACTION")
+    p = request_actions.add_parser("poll", parents=[api], help="ask the CA about a pending request now")
+    p.add_argument("id", metavar="ID")
+    p = request_actions.add_parser("cancel", parents=[api], help="stop polling a pending request")
+    p.add_argument("id", metavar="ID")
+
     rules = actions.add_parser("rules", help="issuance rules per certificate type").add_subparsers(
         dest="rules_action", metavar="ACTION", required=True
     )
