@@ -43,7 +43,7 @@ class KeyPair:
 
 
 def _name(common_name: str, domain: str = "") -> x509.Name:
-    parts = [x509.NameAttribute(NameOID.DOMAIN_COMPONENT, dc) for dc in domain.split(".") if dc]
+    parts = [x509.NameAttribute(NameOID.DOMAIN_COMPONENT, dc) for dc in reversed(domain.split(".")) if dc]
     return x509.Name([*parts, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
