@@ -94,7 +94,7 @@ def test_keytab_without_the_principal_is_a_config_error(kdc: Kdc) -> None:
     assert str(kdc.svc_keytab) in str(caught.value) and kdc.service_principal in str(caught.value)
     with pytest.raises(ConfigError, match="does not exist"):
         Acceptor(kdc.tmpdir / "missing.keytab", kdc.service_principal)
-    with pytest.raises(ConfigError, match="kerberos.keytab"):
+    with pytest.raises(ConfigError, match=r"kerberos\.keytab"):
         load(KerberosConfig(), "localhost", Path)
 
 

@@ -30,12 +30,13 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from mdm.core.errors import ServiceError
 from mdm.ios import cms as cms_reader
+from mdm.pki import forwarded_cert
+from mdm.pki.forwarded_cert import CLIENT_CERT_CHAIN_HEADER as CLIENT_CERT_CHAIN_HEADER  # re-exported
+from mdm.pki.forwarded_cert import CLIENT_CERT_HEADER as CLIENT_CERT_HEADER
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected, VerifiedCertificate
 from mdm.pki.x509_errors import CERTIFICATE_ERRORS
 
 SIGNATURE_HEADER = "Mdm-Signature"
-CLIENT_CERT_HEADER = "Client-Cert"
-CLIENT_CERT_CHAIN_HEADER = "Client-Cert-Chain"
 MAX_SIGNATURE_HEADER = 64 * 1024
 # Signer plus intermediates; more is not a device's signature (and each costs a parse).
 MAX_CERTIFICATES = 8
@@ -111,8 +112,10 @@ class IdentityResolver:
                     "untrusted_proxy",
                     f"{CLIENT_CERT_HEADER} header from {peer}, which is not a trusted proxy",
                 )
-            der = _sf_binary(client_cert)
-            chain = [_sf_binary(item) for item in client_cert_chain.split(",")] if client_cert_chain else []
+            try:
+                der, chain = forwarded_cert.parse(client_cert, client_cert_chain)
+            except forwarded_cert.ForwardedCertError as exc:
+                raise IdentityError("malformed", str(exc)) from None
             return Identity(self._verify(der, chain), "header")
         raise IdentityError(
             "missing", "no device identity: send Mdm-Signature or connect with the enrollment certificate"
@@ -291,14 +294,3 @@ def _verify_signature(key: CertificatePublicKeyTypes, signature: bytes, data: by
         raise IdentityError("bad_signature", "Mdm-Signature does not verify") from None
     except UnsupportedAlgorithm:
         raise IdentityError("unsupported", "the signature algorithm is not supported") from None
-
-
-def _sf_binary(value: str) -> bytes:
-    """RFC 8941 byte sequence (``:base64:``) as RFC 9440 uses it for Client-Cert."""
-    text = value.strip()
-    if len(text) < 3 or text[0] != ":" or text[-1] != ":":
-        raise IdentityError("malformed", f"{CLIENT_CERT_HEADER} is not an RFC 9440 byte sequence (:base64:)")
-    try:
-        return base64.b64decode(text[1:-1], validate=True)
-    except (binascii.Error, ValueError):
-        raise IdentityError("malformed", f"{CLIENT_CERT_HEADER} is not valid base64") from None

@@ -31,8 +31,12 @@ from mdm.db.models import DeviceStatus
 from mdm.kes import store
 from mdm.kes.event_types import SECURITY_KES_HANDSHAKE_REJECTED, SECURITY_KES_IDENTITY_REJECTED
 from mdm.kes.peer import KesPeer
+from mdm.pki import forwarded_cert
+from mdm.pki.forwarded_cert import CLIENT_CERT_CHAIN_HEADER, CLIENT_CERT_HEADER
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected
 from mdm.pki.x509_errors import CERTIFICATE_ERRORS
+from mdm.server.kcd import KcdGate, KcdRefused, KcdUser
+from mdm.server.peers import Network, peer_in
 
 log = logging.getLogger("mdm.kes.identity")
 
@@ -52,6 +56,8 @@ class KesRefused(ServiceError):
         self.status = status
         self.code = code
         self.reason = reason
+        # A 401 for a missing Negotiate asks for it (the middleware's challenge header).
+        self.www_authenticate = "Negotiate" if code == "negotiate_required" else None
 
 
 def no_certificate() -> KesRefused:
@@ -154,11 +160,49 @@ class KesPeerResolver:
         bindings: DeviceBindings,
         source: BindingSource,
         rejections: Rejections,
+        *,
+        trusted_proxies: tuple[Network, ...] = (),
+        kcd: KcdGate | None = None,
     ) -> None:
         self.verifier = verifier
         self.bindings = bindings
         self.source = source
         self.rejections = rejections
+        # Plain mode behind a proxy: Client-Cert (RFC 9440) and Negotiate only from these.
+        self.trusted_proxies = trusted_proxies
+        self.kcd = kcd
+
+    def _certificate(self, request: web.Request) -> tuple[bytes | None, list[x509.Certificate]]:
+        """The TLS client certificate, or the one a trusted proxy forwards in Client-Cert."""
+        der = peer_certificate(request)
+        header = request.headers.get(CLIENT_CERT_HEADER)
+        if der is not None or header is None:
+            return der, []
+        if not peer_in(request, self.trusted_proxies):
+            raise KesRefused(
+                403, "certificate_untrusted", "untrusted_proxy",
+                f"{CLIENT_CERT_HEADER} from {request.remote}, which is not a trusted proxy",
+            )
+        try:
+            der, chain = forwarded_cert.parse(header, request.headers.get(CLIENT_CERT_CHAIN_HEADER))
+        except forwarded_cert.ForwardedCertError as exc:
+            raise KesRefused(403, "certificate_untrusted", "malformed", str(exc)) from None
+        try:
+            return der, [x509.load_der_x509_certificate(item) for item in chain]
+        except CERTIFICATE_ERRORS:
+            raise KesRefused(
+                403, "certificate_untrusted", "malformed", f"{CLIENT_CERT_CHAIN_HEADER} is not DER"
+            ) from None
+
+    async def _kcd_user(self, request: web.Request) -> KcdUser | None:
+        if self.kcd is None:
+            return None
+        try:
+            return await self.kcd.user(request)
+        except KcdRefused as exc:
+            if exc.reason == "missing" and "Authorization" not in request.headers:
+                raise KesRefused(401, "negotiate_required", exc.reason, exc.message) from None
+            raise KesRefused(403, "negotiate_rejected", exc.reason, exc.message) from None
 
     async def require_device(self, request: web.Request) -> KesPeer:
         return await self.resolve(request)
@@ -169,11 +213,12 @@ class KesPeerResolver:
         serial: str | None = None
         peer: KesPeer | None = None
         try:
-            der = peer_certificate(request)
+            user = await self._kcd_user(request)
+            der, chain = self._certificate(request)
             if der is None:
                 raise no_certificate()
             try:
-                verified = self.verifier.verify_der(der)
+                verified = self.verifier.verify_der(der, chain or None)
             except IdentityRejected as exc:
                 serial = _serial_of(der)
                 raise KesRefused(
@@ -197,6 +242,11 @@ class KesPeerResolver:
                 found = await store.bound_device(self.source.engine, verified.fingerprint)
                 user_id = found.user_id if found is not None else None
             peer = KesPeer(binding.device_id, binding.identifier, user_id, serial, verified.fingerprint)
+            if user is not None and user.user_id != user_id:
+                raise KesRefused(
+                    403, "negotiate_rejected", "other_user",
+                    f"device {binding.identifier} is not bound to {user.principal}",
+                )
             if managed and binding.status not in ACTIVE:
                 raise KesRefused(
                     403,

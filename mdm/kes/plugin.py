@@ -24,7 +24,9 @@ from mdm.kes.status import AndroidSource
 from mdm.kes.tables import KesDevice
 from mdm.pki import services as pki_services
 from mdm.push.transports import FCM_CLIENT
+from mdm.server import kcd
 from mdm.server.context import ServerContext, ServiceKey
+from mdm.server.peers import networks
 from mdm.server.plugin import Plugin, Worker
 
 # NOTIFY channel of every transaction that ends or moves a KES device's binding.
@@ -60,7 +62,12 @@ async def start(ctx: ServerContext) -> None:
             cfg.security_events_max_sources,
         ),
     )
-    resolver = KesPeerResolver(pki_services.verifier(ctx), DeviceBindings(cache, source), source, rejections)
+    listener = ctx.config.listeners.kes
+    resolver = KesPeerResolver(
+        pki_services.verifier(ctx), DeviceBindings(cache, source), source, rejections,
+        trusted_proxies=networks(listener.trusted_proxies),
+        kcd=kcd.gate(ctx, listener.trusted_proxies) if listener.kcd else None,
+    )
     service = KesEnrollService(db=ctx.db, ca=pki_services.ca(ctx), sources=pki_services.sources(ctx))
     ctx.services[IDENTITY] = KesIdentity(service, resolver, rejections, cache)
     ctx.services[PEERS] = resolver

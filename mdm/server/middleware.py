@@ -197,7 +197,8 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 log.info("request refused: %s", exc.message, extra={"code": exc.code})
             response = json_error(exc.status, exc.code, exc.message, **exc.details)
             if exc.status == 401:
-                response.headers["WWW-Authenticate"] = 'Bearer realm="mdm"'
+                challenge = getattr(exc, "www_authenticate", None)  # KES: Negotiate (kcd)
+                response.headers["WWW-Authenticate"] = challenge or 'Bearer realm="mdm"'
         except web.HTTPException as exc:
             if exc.status < 400 or exc.content_type == "application/json":
                 raise
