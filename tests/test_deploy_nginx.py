@@ -248,11 +248,6 @@ async def test_identity_only_from_the_handshake(
 
 
 # ---- KES: an Android agent through nginx --------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="the KES listener in plain mode does not read Client-Cert yet (mdm/kes/identity.py); "
-    "drop this marker when it does",
-)
 async def test_android_agent_enrolls_and_syncs_through_nginx(
     nginx: Nginx, db: Database, tmp_path: Path, public_ca: tuple[Issuer, Issuer, Issuer]
 ) -> None:
