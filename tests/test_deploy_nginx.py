@@ -4,7 +4,8 @@ listeners speak plain HTTP. The published name ``mdm.example.test`` has a certif
 "public" CA (root → intermediate → leaf) put into the ``ios`` and ``web`` slots with
 ``mdm certs set``; nginx serves those slot files. A simulated iPhone downloads its profile
 through nginx and checks in presenting its certificate in the TLS handshake, which reaches the
-service only as the RFC 9440 ``Client-Cert`` header nginx writes."""
+service only as the RFC 9440 ``Client-Cert`` header nginx writes; an Android agent registers,
+gets its certificate and syncs through nginx the same way."""
 
 from __future__ import annotations
 
