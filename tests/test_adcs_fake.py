@@ -5,6 +5,9 @@ unknown templates, authentication, German pages and the failure modes."""
 from __future__ import annotations
 
 import re
+import ssl
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from cryptography import x509
-from cryptography.hazmat.primitives.serialization import Encoding, pkcs7
+from cryptography.hazmat.primitives.serialization import Encoding, pkcs7, pkcs12
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from mdm.devfakes import adcs_pages, adcs_policy, adcs_request
@@ -265,3 +268,25 @@ def test_failure_modes(fake: AdcsFake, basic: httpx.Client) -> None:
 def test_language_must_be_known(fake: AdcsFake) -> None:
     with pytest.raises(ValueError):
         fake.language = "fr"  # type: ignore[assignment]
+
+
+def test_cli_serves_until_terminated(tmp_path: Path) -> None:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mdm.devfakes.adcs_cli", "--basic", "u:p", "--out", str(tmp_path),
+         "--agent-p12", str(tmp_path / "ea.p12"), "--agent-password", "pw"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        url = process.stdout.readline().split()[1]
+        root = Path(process.stdout.readline().split()[1])
+        ctx = ssl.create_default_context(cafile=str(root))
+        assert httpx.get(f"{url}/", auth=("u", "p"), verify=ctx).status_code == 200
+        _, ea, _ = pkcs12.load_key_and_certificates((tmp_path / "ea.p12").read_bytes(), b"pw")
+        assert ea is not None
+        assert x509.ObjectIdentifier("1.3.6.1.4.1.311.20.2.1") in \
+            ea.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
+    finally:
+        process.terminate()
+        assert process.wait(10) == 0
+        if process.stdout is not None:
+            process.stdout.close()
