@@ -12,23 +12,27 @@ import gssapi
 from mdm.devfakes.kdc import Kdc
 
 SPNEGO = gssapi.OID.from_int_seq("1.3.6.1.5.5.2")
-_PASSWORDS: dict[str, str] = {}
+# (realm directory, principal) -> password: each test module that imports the kdc fixture gets
+# a realm of its own.
+_PASSWORDS: dict[tuple[str, str], str] = {}
 
 
 def principal(kdc: Kdc, name: str) -> tuple[str, str]:
     """``name@REALM`` (created once per realm) and its password."""
     full = f"{name}@{kdc.realm}"
-    if full not in _PASSWORDS:
-        _PASSWORDS[full] = kdc.add_user(name)[1]
-    return full, _PASSWORDS[full]
+    key = (str(kdc.tmpdir), full)
+    if key not in _PASSWORDS:
+        _PASSWORDS[key] = kdc.add_user(name)[1]
+    return full, _PASSWORDS[key]
 
 
 def service(kdc: Kdc, name: str) -> str:
     """Another service principal of the realm (its key is in no keytab of ours)."""
     full = f"{name}@{kdc.realm}"
-    if full not in _PASSWORDS:
+    key = (str(kdc.tmpdir), full)
+    if key not in _PASSWORDS:
         kdc.k5.addprinc(full)
-        _PASSWORDS[full] = ""
+        _PASSWORDS[key] = ""
     return full
 
 
