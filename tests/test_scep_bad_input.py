@@ -357,7 +357,13 @@ class _RefusingSource:
 
 
 async def test_issuance_refused_is_a_failure_and_writes_nothing(http, server, ca, db) -> None:
-    server.ctx.services[SCEP].source = _RefusingSource()  # the source SCEP issues through
+    from mdm.pki.services import CA
+    from mdm.pki.sources import SourceSet
+
+    # the sources SCEP issues through (the rule of [scep] cert_type names "internal")
+    server.ctx.services[SCEP].sources = SourceSet(
+        server.ctx.config, server.ctx.services[CA], {"internal": lambda _c, _a: _RefusingSource()}
+    )
     forged = Forge(ca, new_key()).pkcs_req(await make_challenge(db))
     text = await _failure(http, server, forged, ca, FailInfo.BAD_REQUEST)
     assert "template MobileDevice" in text

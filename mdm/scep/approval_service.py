@@ -13,7 +13,7 @@ from mdm.core import events
 from mdm.core.errors import Conflict, NotFound
 from mdm.db.engine import Database
 from mdm.pki import store as pki_store
-from mdm.pki.issuance import CertificateSource
+from mdm.pki.sources import SourceSet
 from mdm.scep import store
 from mdm.scep.event_types import SCEP_REQUEST_APPROVED, SCEP_REQUEST_REJECTED
 from mdm.scep.issuing import issue_request
@@ -24,9 +24,9 @@ log = logging.getLogger("mdm.scep")
 
 
 class ScepApprovals:
-    def __init__(self, db: Database, source: CertificateSource, settings: ScepConfig) -> None:
+    def __init__(self, db: Database, sources: SourceSet, settings: ScepConfig) -> None:
         self.db = db
-        self.source = source
+        self.sources = sources
         self.settings = settings  # replaced by mdm reload
 
     async def list_requests(self, *, status: str | None, limit: int) -> list[ScepTransaction]:
@@ -41,7 +41,8 @@ class ScepApprovals:
             device_id = None
             if row.renews_serial:
                 device_id = await pki_store.device_of(session, row.renews_serial)
-            await issue_request(session, self.source, self.settings, row, csr, device_id=device_id)
+            # An enterprise CA may hold it in turn: the transaction then stays pending (polled).
+            await issue_request(session, self.sources, self.settings, row, csr, device_id=device_id)
             events.emit(
                 session,
                 SCEP_REQUEST_APPROVED,

@@ -8,7 +8,7 @@ import logging
 from aiohttp import web
 
 from mdm.config_reload import hot
-from mdm.pki.services import CA, SOURCE, VERIFIER
+from mdm.pki.services import CA, SOURCES, VERIFIER
 from mdm.scep import challenges, handlers, ra
 from mdm.scep.approval_service import ScepApprovals
 from mdm.scep.keys import APPROVALS, SCEP
@@ -23,14 +23,16 @@ PURGE_INTERVAL_SECONDS = 3600
 
 async def start_scep(ctx: ServerContext) -> None:
     conf = settings(ctx.config)
-    ctx.services[APPROVALS] = ScepApprovals(ctx.db, ctx.services[SOURCE], conf)
+    ctx.services[APPROVALS] = ScepApprovals(ctx.db, ctx.services[SOURCES], conf)
     if not conf.enabled:
         return
     credentials = await asyncio.to_thread(
         ra.ensure, ctx.config.data_path, ctx.services[CA], ctx.config.ca_passphrase(), ctx.config.hostname
     )
     state = ScepState(conf, credentials, conf.static_secret())
-    ctx.services[SCEP] = ScepService(ctx.db, state, ctx.services[SOURCE], ctx.services[VERIFIER])
+    ctx.services[SCEP] = ScepService(
+        ctx.db, state, ctx.services[SOURCES], ctx.services[VERIFIER], ctx.config.pki.request_poll_seconds
+    )
 
 
 def _reload_settings(ctx: ServerContext) -> None:

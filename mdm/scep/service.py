@@ -24,14 +24,16 @@ from mdm.core.errors import ServiceError
 from mdm.db.engine import Database
 from mdm.pki import issuance
 from mdm.pki import store as pki_store
-from mdm.pki.issuance import CertificateSource
+from mdm.pki.requests import record_refusal
+from mdm.pki.source_errors import CertificateDenied, SourceUnavailable
+from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 from mdm.pki.trust import ClientCertVerifier, IdentityRejected
 from mdm.scep import challenges, envelope, messages, store, token_reuse
 from mdm.scep.csr import CsrRequest, challenge_of, fingerprint, load_csr
 from mdm.scep.envelope import Encryption
 from mdm.scep.event_types import SCEP_REQUEST_PENDING
-from mdm.scep.issuing import issue_request
+from mdm.scep.issuing import issue_request, sync_with_request
 from mdm.scep.protocol import FailInfo, MessageType, PkiStatus, ScepFailure
 from mdm.scep.ra import RaCredentials
 from mdm.scep.settings import ScepConfig
@@ -76,16 +78,18 @@ def ca_certificates(state: ScepState) -> bytes:
 
 class ScepService:
     """The SCEP server of one process: its database, RA credentials and settings (``state``,
-    replaced by ``mdm reload``), the certificate source it issues through, and the verifier that
-    accepts the certificate a RenewalReq renews."""
+    replaced by ``mdm reload``), the certificate sources it issues through (the rule of ``[scep]
+    cert_type`` picks one), and the verifier that accepts the certificate a RenewalReq renews."""
 
     def __init__(
-        self, db: Database, state: ScepState, source: CertificateSource, verifier: ClientCertVerifier
+        self, db: Database, state: ScepState, sources: SourceSet, verifier: ClientCertVerifier,
+        poll_seconds: float = 60.0,
     ) -> None:
         self.db = db
         self.state = state
-        self.source = source
+        self.sources = sources
         self.verifier = verifier
+        self.poll_seconds = poll_seconds
         self.reused = token_reuse.ReuseReports()
 
     def ca_certificates(self) -> bytes:
@@ -289,10 +293,18 @@ async def _enroll(
                 return Outcome(PkiStatus.PENDING)
             try:
                 cert = await issue_request(
-                    session, svc.source, state.settings, row, req.csr, device_id=device_id
+                    session, svc.sources, state.settings, row, req.csr, device_id=device_id,
+                    poll_seconds=svc.poll_seconds,
                 )
-            except ServiceError as exc:  # refused by the issuance rules or the certificate source
+            except (CertificateDenied, SourceUnavailable):
+                raise  # recorded below, after the rollback (challenge and transaction not used up)
+            except ServiceError as exc:  # refused by the issuance rules
                 raise ScepFailure(FailInfo.BAD_REQUEST, exc.message) from None
+            if cert is None:  # the enterprise CA holds the request: the client polls
+                return Outcome(PkiStatus.PENDING)
+    except (CertificateDenied, SourceUnavailable) as exc:
+        await record_refusal(svc.db, exc)
+        raise ScepFailure(FailInfo.BAD_REQUEST, exc.message) from None
     except IntegrityError:
         raise ScepFailure(
             FailInfo.BAD_REQUEST,
@@ -336,10 +348,17 @@ async def _poll(svc: ScepService, state: ScepState, msg: messages.PkiMessage) ->
         raise ScepFailure(FailInfo.BAD_CERT_ID, f"no request with transaction {msg.transaction_id}")
     if fingerprint(msg.signer.public_key()) not in (row.key_fingerprint, row.signer_fingerprint):
         raise ScepFailure(FailInfo.BAD_REQUEST, "the poll is not signed by the requester's key")
+    refusal = None
+    if row.status == TransactionStatus.PENDING:
+        async with svc.db.transaction() as session:  # held by an enterprise CA: decided meanwhile?
+            locked = await store.transaction_by_id(session, msg.transaction_id)
+            if locked is not None:
+                refusal = await sync_with_request(session, locked)
+                row = locked
     if row.status == TransactionStatus.PENDING:
         return Outcome(PkiStatus.PENDING)
     if row.status == TransactionStatus.REJECTED:
-        raise ScepFailure(FailInfo.BAD_REQUEST, "the request was rejected by an administrator")
+        raise ScepFailure(FailInfo.BAD_REQUEST, refusal or "the request was rejected by an administrator")
     cert = await _certificate(svc, row.cert_serial or "")
     if cert is None:
         raise ScepFailure(FailInfo.BAD_CERT_ID, "the issued certificate is no longer on record")
