@@ -290,3 +290,14 @@ def test_cli_serves_until_terminated(tmp_path: Path) -> None:
         assert process.wait(10) == 0
         if process.stdout is not None:
             process.stdout.close()
+
+
+def test_requester_must_be_an_account_of_the_directory(fake: AdcsFake, basic: httpx.Client) -> None:
+    agent = fake.pki.enrollment_agent()
+    fake.policy.directory = {"alice"}
+    try:
+        unknown = submit(basic, fake, on_behalf_of(csr()[0], agent, "CORP\\alice device 1"), "MdmUser")
+        assert _disposition(unknown) == adcs_policy.NO_SUCH_USER
+        _issued_id(submit(basic, fake, on_behalf_of(csr()[0], agent, "corp\\Alice"), "MdmUser"))
+    finally:
+        fake.policy.directory = None

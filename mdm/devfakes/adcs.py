@@ -13,7 +13,8 @@
 Enroll on behalf of: the CMS signature and messageDigest verify, the signer certificate is issued
 by a CA in ``agent_issuers`` (the fake's issuing CA by default), carries the Certificate Request
 Agent EKU and is valid now; the signed attribute ``requestername`` ("DOMAIN\\user", the domain
-the fake's ``netbios``) names the subject user. A template with ``requires_agent`` refuses plain
+the fake's ``netbios``; an account of ``directory`` when one is given) names the subject user.
+A template with ``requires_agent`` refuses plain
 PKCS#10s.
 
 Test controls (thread-safe): ``url``, ``ca_file`` (the root, to trust the TLS server), ``pki``
@@ -68,6 +69,7 @@ class AdcsFake:
                  templates: Mapping[str, Template] | None = None,
                  pki: TestPki | None = None, netbios: str = "CORP",
                  agent_issuers: list[x509.Certificate] | None = None,
+                 directory: set[str] | None = None,
                  host: str = "127.0.0.1", port: int = 0, url_host: str = "localhost") -> None:
         self.pki = pki or TestPki()
         self.host, self.port, self.url_host = host, port, url_host
@@ -85,7 +87,8 @@ class AdcsFake:
         self._auth = Authenticator(auth, keytab=keytab, basic_users=basic_users or {},
                                    ntlm_user_file=ntlm_file)
         self.policy = Policy(self.pki, dict(templates or default_templates()), netbios=netbios,
-                             agent_issuers=agent_issuers or [self.pki.issuing.cert])
+                             agent_issuers=agent_issuers or [self.pki.issuing.cert],
+                             directory=directory)
         self._faults = _Faults()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None

@@ -97,8 +97,10 @@ def parse_attributes(text: str) -> dict[str, str]:
 
 class Policy:
     def __init__(self, pki: TestPki, templates: dict[str, Template], *, netbios: str,
-                 agent_issuers: list[x509.Certificate]) -> None:
+                 agent_issuers: list[x509.Certificate], directory: set[str] | None = None) -> None:
         self.pki = pki
+        # The domain's accounts (sAMAccountName, case-insensitive); None: every name exists.
+        self.directory = {u.lower() for u in directory} if directory is not None else None
         self.templates = templates
         self.netbios = netbios
         self.agent_issuers = agent_issuers
@@ -179,6 +181,8 @@ class Policy:
             return NO_REQUESTER
         domain, sep, user = requester.partition("\\")
         if not sep or not user or domain.upper() != self.netbios.upper():
+            return NO_SUCH_USER
+        if self.directory is not None and user.lower() not in self.directory:
             return NO_SUCH_USER
         return None
 
