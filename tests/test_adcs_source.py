@@ -84,7 +84,8 @@ async def test_negotiate_on_behalf_of_issues_from_the_domain_ca(tmp_path: Path, 
     row = fake.requests[-1]
     assert row.caller == kdc.svc_principal and row.on_behalf_of == "CORP\\alice"
     assert row.template == "MdmUser" and row.agent is not None
-    assert source.trust_anchors() == fake.pki.chain
+    # only the issuing CA: the root also vouches for the CA web server, which must not authenticate
+    assert source.trust_anchors() == [fake.pki.issuing.cert]
     assert (tmp_path / "data" / "adcs" / "krb" / "krb5cc").is_file()
 
 
@@ -222,3 +223,12 @@ def test_an_unconfigured_source_is_a_config_error_at_first_use(tmp_path: Path) -
     config = write_config(tmp_path)
     with pytest.raises(ConfigError, match=r"set \[adcs\] url"):
         adcs_source(config, None)  # type: ignore[arg-type]
+
+
+def test_only_the_issuing_cas_of_the_chain_become_anchors(fake: AdcsFake) -> None:
+    from mdm.adcs.source import issuing_cas
+
+    issuing, root = fake.pki.issuing.cert, fake.pki.root.cert
+    assert issuing_cas([root, issuing]) == [issuing]
+    assert issuing_cas([issuing, root]) == [issuing]
+    assert issuing_cas([root]) == [root]  # a root that issues the devices' certificates itself

@@ -106,7 +106,8 @@ async def test_rule_validation(api: httpx.AsyncClient) -> None:
         ("mobile", {"key_size": 3000}, 400, "key_size: RSA keys must be"),
         ("mobile", {"validity_days": 0}, 400, "validity_days"),
         ("mobile", {"validity_days": 20}, 400, "renewal_days: must be between 0"),
-        ("mobile", {"source": "adcs"}, 400, "unknown certificate source 'adcs'"),
+        ("mobile", {"source": "adcs"}, 400, "source: certificate source 'adcs' is not configured: set [adcs] url"),
+        ("mobile", {"source": "nope"}, 400, "unknown certificate source 'nope'"),
         ("mobile", {"key_type": "dsa"}, 400, "key_type"),
         ("mobile", {"validity_days": None}, 400, "null is not a value"),
         ("mobile", {"colour": "blue"}, 400, "colour"),
@@ -195,7 +196,7 @@ async def test_rules_pick_a_source_handed_to_the_plugin(
 async def test_a_source_not_handed_to_the_plugin_is_refused(api: httpx.AsyncClient) -> None:
     r = await api.put("/api/v1/certificates/rules/vpn", json={"source": "testpki"})
     assert r.status_code == 400, r.text
-    assert "unknown certificate source 'testpki' (known: internal)" in r.text
+    assert "unknown certificate source 'testpki' (known: adcs, internal)" in r.text
 
 
 async def test_cli_rules(server, config, admin_token: str) -> None:

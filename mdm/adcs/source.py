@@ -52,6 +52,15 @@ def read_ca_chain(path: Path) -> list[x509.Certificate]:
     return anchors
 
 
+def issuing_cas(cas: list[x509.Certificate]) -> list[x509.Certificate]:
+    """The CAs of the chain that sign no other CA of it: the ones that issue the devices'
+    certificates. Only these become client-certificate anchors (trust is anchored on the issuing
+    CA itself, partial-chain), so nothing else the enterprise root vouches for authenticates."""
+    return [ca for ca in cas
+            if not any(other is not ca and other.issuer == ca.subject and other.subject != ca.subject
+                       for other in cas)]
+
+
 def _spki(key: CertificatePublicKeyTypes) -> bytes:
     return key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -70,7 +79,7 @@ class AdcsSource:
         self._agent: tuple[tuple[int, int], agent.AgentIdentity] | None = None
 
     def trust_anchors(self) -> list[x509.Certificate]:
-        return list(self._anchors)
+        return issuing_cas(self._anchors)
 
     async def sign(self, request: CertificateRequest, public_key: CertificatePublicKeyTypes) -> Issued:
         template = request.template or self.settings.default_template

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from mdm.config import ConfigError
+from mdm.core.errors import InvalidArgument
 from mdm.db.engine import Database
 from mdm.pki import lifecycle, pkcs12, rules
 from mdm.pki.enterprise_trust import EnterpriseTrust
@@ -84,6 +86,12 @@ class CertificateService:
     async def set_rule(self, cert_type: str, changes: dict[str, Any], *, by: str) -> RuleChange:
         """Change a rule; a rule switched to an enterprise source makes this process trust that
         source's CA certificates at once (other replicas at their next ``mdm reload``)."""
+        source = changes.get("source")
+        if isinstance(source, str) and source in self.sources.names():
+            try:  # a connector without its configuration must not become a rule's source
+                self.sources.get(source)
+            except ConfigError as exc:
+                raise InvalidArgument(f"source: {exc}") from None
         async with self.db.transaction() as session:
             rule = await rules.set_rule(session, cert_type, changes, by=by, sources=self.sources.names())
         trusted: list[str] = []
