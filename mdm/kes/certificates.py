@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 from cryptography.x509.oid import NameOID
 
-from mdm.core.errors import InvalidArgument
+from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.kes.identity import KesRefused
 from mdm.kes.messages import PROTOCOL_VERSION
 from mdm.pki.issuance import check_public_key
@@ -29,6 +29,7 @@ class Csr:
     key: CertificatePublicKeyTypes
     common_name: str | None
     digest: bytes  # SHA-256 of the PEM text: what a repeated request id is compared with
+    request: x509.CertificateSigningRequest  # handed to a source that needs the requester's PKCS#10
 
 
 def digest(csr_pem: str) -> bytes:
@@ -54,7 +55,7 @@ def parse_csr(text: str) -> Csr:
         raise KesRefused(400, "csr_invalid", "weak_key", exc.message) from None
     names = csr.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
     cn = str(names[0].value).strip() if names else ""
-    return Csr(key, cn or None, digest(text))
+    return Csr(key, cn or None, digest(text), csr)
 
 
 def answer(cert: x509.Certificate, chain: list[x509.Certificate], renewal_days: int) -> dict[str, Any]:
@@ -68,3 +69,24 @@ def answer(cert: x509.Certificate, chain: list[x509.Certificate], renewal_days: 
         "not_after": not_after.isoformat(),
         "renew_after": (not_after - timedelta(days=renewal_days)).isoformat(),
     }
+
+
+class CertificateStillPending(ServiceError):
+    """The certificate source (an enterprise CA) holds the request for a CA manager's approval:
+    ``503 certificate_pending`` with ``Retry-After``; the agent sends the same request (same
+    ``request_id``, same CSR) again after that many seconds (docs/kes-protocol.md)."""
+
+    status = 503
+    code = "certificate_pending"
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class CertificateRequestEnded(ServiceError):
+    """A request that was pending ended without a certificate (given up, or cancelled by the
+    administrator); a denial by the CA is ``mdm.pki.source_errors.CertificateDenied``."""
+
+    status = 422
+    code = "certificate_request_failed"

@@ -3,18 +3,25 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from mdm.kes import messages
+from mdm.kes.certificates import CertificateStillPending
 from mdm.kes.config import KesConfig
 from mdm.kes.identity import KesPeerResolver, KesRefused, Rejections
 from mdm.kes.service_enroll import KesEnrollService
+from mdm.pki.source_errors import SourceUnavailable
 from mdm.server.bodies import read_limited
+from mdm.server.middleware import REFUSAL_LOGGED_KEY, json_error
+
+log = logging.getLogger("mdm.kes")
 
 PREFIX = "/kes/v1"
+UNAVAILABLE_RETRY_AFTER = 120  # the enterprise CA could not be asked: nothing was recorded
 
 
 class Handlers:
@@ -56,14 +63,24 @@ class Handlers:
 
     async def certificate(self, request: web.Request) -> web.Response:
         msg = await self._message(request, "certificate")
-        if "token" in msg:
+        try:
+            if "token" in msg:
+                return await self._reported(
+                    request, self.service.enroll_certificate(msg), identifier=msg["device_id"]
+                )
+            peer = await self.resolver.require_device(request)  # reports its own refusals (401 without one)
             return await self._reported(
-                request, self.service.enroll_certificate(msg), identifier=msg["device_id"]
+                request, self.service.renew_certificate(peer, msg), identifier=peer.identifier
             )
-        peer = await self.resolver.require_device(request)  # reports its own refusals (401 without one)
-        return await self._reported(
-            request, self.service.renew_certificate(peer, msg), identifier=peer.identifier
-        )
+        except (CertificateStillPending, SourceUnavailable) as exc:
+            # Retry later (docs/kes-protocol.md): the same request again after Retry-After seconds.
+            wait = exc.retry_after if isinstance(exc, CertificateStillPending) else UNAVAILABLE_RETRY_AFTER
+            log.info("kes certificate request: %s (retry after %d s)", exc.message, wait,
+                     extra={"code": exc.code})
+            request[REFUSAL_LOGGED_KEY] = True
+            response = json_error(exc.status, exc.code, exc.message, retry_after=wait)
+            response.headers["Retry-After"] = str(wait)
+            return response
 
     async def unenroll(self, request: web.Request) -> web.Response:
         msg = await self._message(request, "unenroll")

@@ -4,26 +4,22 @@ transaction; a refused request writes nothing (its security event aside, see ``i
 
 from __future__ import annotations
 
-import hashlib
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import serialization
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import commands, events
+from mdm.core import commands, events, store_devices
 from mdm.core.device_status import set_status
 from mdm.db.engine import Database
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.seams import KES_TOKEN_PURPOSE
 from mdm.enroll.tables import Enrollment, EnrollmentStatus
-from mdm.kes import store
-from mdm.kes.certificates import Csr, answer, digest, parse_csr, pem
+from mdm.kes import service_certificates, store
+from mdm.kes.certificates import Csr, answer, parse_csr, pem
 from mdm.kes.event_types import (
-    KES_CERTIFICATE_RENEWED,
-    KES_DEVICE_ENROLLED,
     KES_DEVICE_REGISTERED,
     KES_DEVICE_UNENROLLED,
 )
@@ -33,7 +29,7 @@ from mdm.kes.peer import KesPeer
 from mdm.kes.tables import KesDevice
 from mdm.pki import rules
 from mdm.pki.ca import CertificateAuthority
-from mdm.pki.issuance import issue
+from mdm.pki.requests import PendingCertificate, refusals_recorded, request_certificate
 from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertStatus
 from mdm.scep import challenges
@@ -236,16 +232,18 @@ class KesEnrollService:
 
     # ---- certificate ---------------------------------------------------------------------------
     async def enroll_certificate(self, msg: dict[str, Any]) -> dict[str, Any]:
-        """The first certificate: the token redeemed (exactly once), the device bound."""
+        """The first certificate: the token redeemed (exactly once), the device bound. A source
+        that holds the request pending: the token is redeemed by the request, the device is bound
+        when the agent repeats it after the CA issued (``service_certificates``)."""
         identifier: str = msg["device_id"]
         await self._precheck(msg["token"], unknown_only=True)
-        async with self.db.transaction() as session:
+        async with refusals_recorded(self.db), self.db.transaction() as session:
             device = await store.device_by_identifier(session, identifier, lock=True)
             kes = await store.kes_device(session, device.id, lock=True) if device is not None else None
-            if kes is not None and kes.cert_request_id == msg["request_id"]:
+            if device is not None and kes is not None and kes.cert_request_id == msg["request_id"]:
                 found = await challenges.match(session, msg["token"])
                 if found is not None and found.purpose == f"{KES_TOKEN_PURPOSE}{kes.enrollment_id}":
-                    return await self._repeat(session, kes, msg["csr"])
+                    return await self._repeat(session, device, kes, msg["csr"])
             token, enrollment = await self._token(session, msg["token"])
             if (
                 device is None
@@ -264,117 +262,85 @@ class KesEnrollService:
             if not await challenges.consume(session, token.id):
                 raise _refused_token("token_used", "used", "this enrollment token was already used")
             rule = await rules.get_rule(session, "mobile")
-            email = await store.user_email(session, enrollment.user_id)
-            issued = await issue(
+            owner = await store_devices.user(session, enrollment.user_id)
+            outcome = await request_certificate(
                 session,
                 self.sources.get(rule.source),
-                rules.request_for(
-                    rule,
-                    common_name=csr.common_name or identifier,
-                    user_id=enrollment.user_id,
-                    device_id=device.id,
-                    public_key=csr.key,
-                    emails=(email,) if email else (),
+                replace(
+                    rules.request_for(
+                        rule,
+                        common_name=csr.common_name or identifier,
+                        user_id=enrollment.user_id,
+                        device_id=device.id,
+                        public_key=csr.key,
+                        emails=(owner.email,) if owner is not None and owner.email else (),
+                        uid=owner.name if owner is not None else None,
+                    ),
+                    csr=csr.request,  # an enterprise CA checks the agent's own signature
                 ),
+                purpose=service_certificates.purpose(device.id),
             )
-            now = utcnow()
-            kes.cert_fingerprint = hashlib.sha256(
-                issued.certificate.public_bytes(serialization.Encoding.DER)
-            ).digest()
-            kes.previous_fingerprint = None
-            kes.bound_at = kes.updated_at = now
-            kes.renew_requested_at = None
-            self._requested(kes, msg["request_id"], csr, issued.serial_hex)
-            device.user_id = enrollment.user_id
-            device.cert_serial = issued.serial_hex
-            device.cert_not_after = issued.certificate.not_valid_after_utc
-            enrollment.device_id = device.id
-            events.emit(
-                session,
-                KES_DEVICE_ENROLLED,
-                device_id=device.id,
-                user_id=enrollment.user_id,
-                identifier=identifier,
-                enrollment_id=enrollment.id,
-                cert_serial=issued.serial_hex,
-                not_after=issued.certificate.not_valid_after_utc.isoformat(),
-            )
-            return answer(issued.certificate, issued.chain, rule.renewal_days)
+            self._requested(kes, msg["request_id"], csr, None)
+            if isinstance(outcome, PendingCertificate):
+                kes.updated_at = utcnow()
+                pending = service_certificates.still_pending(outcome)
+            else:
+                service_certificates.bind_first(session, device, kes, enrollment, outcome.certificate)
+                return answer(outcome.certificate, outcome.chain, rule.renewal_days)
+        raise pending  # after the commit: the request and its token stay recorded
 
     async def renew_certificate(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
         """A renewal over mutual TLS: the binding moves to the new certificate; the one that made
         the request stays bound as the previous one until it expires or is revoked."""
-        async with self.db.transaction() as session:
+        async with refusals_recorded(self.db), self.db.transaction() as session:
             device = await store.device(session, peer.device_id, lock=True)
             kes = await store.kes_device(session, peer.device_id, lock=True)
             if device is None or kes is None:
                 raise KesRefused(403, "certificate_not_bound", "not_bound", "the device is gone")
             if kes.cert_request_id == msg["request_id"]:
-                return await self._repeat(session, kes, msg["csr"])
+                return await self._repeat(session, device, kes, msg["csr"])
             csr = parse_csr(msg["csr"])
             rule = await rules.get_rule(session, "mobile")
-            email = await store.user_email(session, device.user_id) if device.user_id is not None else None
-            issued = await issue(
+            owner = await store_devices.user(session, device.user_id) if device.user_id is not None else None
+            outcome = await request_certificate(
                 session,
                 self.sources.get(rule.source),
-                rules.request_for(
-                    rule,
-                    common_name=csr.common_name or device.identifier,
-                    user_id=device.user_id,
-                    device_id=device.id,
-                    public_key=csr.key,
-                    emails=(email,) if email else (),
-                    renews_serial=peer.cert_serial,
+                replace(
+                    rules.request_for(
+                        rule,
+                        common_name=csr.common_name or device.identifier,
+                        user_id=device.user_id,
+                        device_id=device.id,
+                        public_key=csr.key,
+                        emails=(owner.email,) if owner is not None and owner.email else (),
+                        uid=owner.name if owner is not None else None,
+                        renews_serial=peer.cert_serial,
+                    ),
+                    csr=csr.request,
                 ),
+                purpose=service_certificates.purpose(device.id),
             )
-            fingerprint = hashlib.sha256(issued.certificate.public_bytes(serialization.Encoding.DER)).digest()
-            kes.previous_fingerprint = peer.fingerprint
-            kes.cert_fingerprint = fingerprint
-            kes.bound_at = kes.updated_at = utcnow()
-            kes.renew_requested_at = None
-            self._requested(kes, msg["request_id"], csr, issued.serial_hex)
-            device.cert_serial = issued.serial_hex
-            device.cert_not_after = issued.certificate.not_valid_after_utc
-            events.emit(
-                session,
-                KES_CERTIFICATE_RENEWED,
-                device_id=device.id,
-                user_id=device.user_id,
-                identifier=device.identifier,
-                cert_serial=issued.serial_hex,
-                renews_serial=peer.cert_serial,
-                not_after=issued.certificate.not_valid_after_utc.isoformat(),
-            )
-            return answer(issued.certificate, issued.chain, rule.renewal_days)
+            self._requested(kes, msg["request_id"], csr, None)
+            if isinstance(outcome, PendingCertificate):
+                kes.updated_at = utcnow()
+                pending = service_certificates.still_pending(outcome)
+            else:
+                service_certificates.bind_renewal(
+                    session, device, kes, outcome.certificate, peer.fingerprint, peer.cert_serial
+                )
+                return answer(outcome.certificate, outcome.chain, rule.renewal_days)
+        raise pending
 
     @staticmethod
-    def _requested(kes: KesDevice, request_id: str, csr: Csr, serial: str) -> None:
+    def _requested(kes: KesDevice, request_id: str, csr: Csr, serial: str | None) -> None:
         kes.cert_request_id = request_id
         kes.cert_request_hash = csr.digest
         kes.cert_request_serial = serial
 
-    async def _repeat(self, session: AsyncSession, kes: KesDevice, csr_pem: str) -> dict[str, Any]:
-        """A request id seen before: the same certificate again, or 409 for another CSR."""
-        if (
-            kes.cert_request_hash is None
-            or bytes(kes.cert_request_hash) != digest(csr_pem)
-            or kes.cert_request_serial is None
-        ):
-            raise KesRefused(
-                409,
-                "request_id_reused",
-                "request_id_reused",
-                "this request id was used for another certificate request",
-            )
-        record = await store.certificate(session, kes.cert_request_serial)
-        if record is None or record.pem is None:
-            raise KesRefused(
-                409, "request_id_reused", "request_id_reused", "the certificate of this request is gone"
-            )
-        cert = x509.load_pem_x509_certificate(record.pem.encode())
-        chain = self.ca.chain if record.source == "internal" else []
-        rule = await rules.get_rule(session, "mobile")
-        return answer(cert, chain, rule.renewal_days)
+    async def _repeat(
+        self, session: AsyncSession, device: Device, kes: KesDevice, csr_pem: str
+    ) -> dict[str, Any]:
+        return await service_certificates.repeat(session, self.ca, self.sources, device, kes, csr_pem)
 
     # ---- unenroll ------------------------------------------------------------------------------
     async def unenroll(self, peer: KesPeer, msg: dict[str, Any]) -> dict[str, Any]:
