@@ -107,6 +107,10 @@ class ListenerConfig(_Section):
                 raise ValueError(f"{item!r} is not an IP address or network") from exc
         return value
 
+    @model_validator(mode="after")
+    def _kcd_needs_a_proxy(self) -> ListenerConfig:
+        return _check_kcd(self)
+
 
 class WebListenerConfig(_Section):
     enabled: bool = True
@@ -122,6 +126,20 @@ class WebListenerConfig(_Section):
 
     _ports = field_validator("http_port", "https_port")(_check_port)
     _proxies = field_validator("trusted_proxies")(lambda value: ListenerConfig._networks(value))
+
+    @model_validator(mode="after")
+    def _kcd_needs_a_proxy(self) -> WebListenerConfig:
+        return _check_kcd(self)
+
+
+_L = TypeVar("_L", ListenerConfig, WebListenerConfig)
+
+
+def _check_kcd(listener: _L) -> _L:
+    """Negotiate is believed only from trusted proxies: kcd without one would refuse everyone."""
+    if listener.kcd and not listener.trusted_proxies:
+        raise ValueError("kcd = true needs trusted_proxies (the publishing proxy's addresses)")
+    return listener
 
 
 # Each listener's own port (DESIGN §11), also when its section is given without one.

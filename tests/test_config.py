@@ -284,3 +284,16 @@ def test_a_listener_section_without_a_port_keeps_its_own_default(tmp_path: Path)
     assert (c.listeners.admin.mode, c.listeners.admin.port) == ("plain", 13299)
     assert (c.listeners.kes.enabled, c.listeners.kes.port) == (False, 13292)
     assert c.listeners.ios.port == 443
+
+
+@pytest.mark.parametrize("listener", ["ios", "kes", "web"])
+def test_kcd_without_a_trusted_proxy_is_refused(tmp_path: Path, listener: str) -> None:
+    """Negotiate is believed only from trusted proxies: kcd alone would refuse every device."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / CONFIG_FILE).write_text(f"[listeners.{listener}]\nkcd = true\n")
+    with pytest.raises(ConfigError, match="kcd = true needs trusted_proxies"):
+        load_config(None, env={"MDM_DATA_DIR": str(data)})
+    proxied = f'[listeners.{listener}]\nkcd = true\ntrusted_proxies = ["10.0.0.5/32"]\n'
+    (data / CONFIG_FILE).write_text(proxied)
+    assert load_config(None, env={"MDM_DATA_DIR": str(data)}).listeners.model_dump()[listener]["kcd"] is True
