@@ -36,7 +36,6 @@ from mdm.sim.facts import HardwareFacts
 from mdm.sim.kes import package as kes_package
 from mdm.sim.kes.agent import KesAgent
 from mdm.sim.kes.facts import AndroidFacts
-from mdm.sim.kes.protocol import KesError
 from mdm.sim.profile import ProfileError
 from tests.conftest import client_ssl_context, listener_url
 from tests.engines import ON_POSTGRES
@@ -156,9 +155,6 @@ NOT_YET_SCEP = pytest.mark.xfail(
     strict=True, raises=ProfileError,
     reason="SCEP sends the CSR's common name ('alice device 1') as requester name, not the user's "
            "account: the CA answers 0x80070525 (the request needs uid = the user name)")
-NOT_YET_KES = pytest.mark.xfail(
-    strict=True, raises=KesError,
-    reason="KES enrollment hands the rule's source no PKCS#10 (csr=) and no user name (uid=)")
 
 
 @NOT_YET_PROFILE
@@ -183,7 +179,6 @@ class TestScep:
         await _ios_round(api, config, adcs, kdc, "mtls", seed=22, kind="scep")
 
 
-@NOT_YET_KES
 async def test_android_user_certificate_from_the_domain_ca(server: Server, api: httpx.AsyncClient,
                                                            config: Config, adcs: AdcsFake, kdc: Kdc,
                                                            tmp_path: Path) -> None:
