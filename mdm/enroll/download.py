@@ -1,7 +1,10 @@
 """Serving a one-time link: the profile, exactly once.
 
 The one-time claim, the certificate record and the ``enrollment_downloaded`` event commit
-together; if building fails the claim rolls back and the link stays usable.
+together; if building fails the claim rolls back and the link stays usable. When the identity's
+CA holds the certificate request pending (``mdm.enroll.identity``) the request commits without the
+claim: 503 with ``Retry-After``, and a later download hands the certificate out. A denial or an
+unavailable CA rolls everything back; its ``cert_request_*`` event is written after the rollback.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from mdm.db.models import utcnow
 from mdm.enroll import links, store
 from mdm.enroll.event_types import ENROLLMENT_DOWNLOAD_FAILED, ENROLLMENT_DOWNLOADED
 from mdm.enroll.expiry import expire
+from mdm.enroll.identity import IdentityPending, stored_identity_waits
 from mdm.enroll.profiles import build_profile, event_fields, new_identity_key, prepare
 from mdm.enroll.seams import Env
 from mdm.enroll.tables import EnrollmentStatus
+from mdm.pki.requests import PendingCertificate, refusals_recorded
 from mdm.scep import token_reuse
 
 log = logging.getLogger("mdm.enroll")
@@ -115,11 +120,14 @@ async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_i
     except Conflict as exc:
         await _download_failed(db, enrollment_id, exc.message)
         raise Unavailable(f"the enrollment profile cannot be built right now: {exc.message}") from None
+    # A request the CA holds (or refused) answers before any work; a certificate it issued since
+    # comes with the key stored in its request row.
+    stored = await stored_identity_waits(db, enrollment_id)
     # The key pair is made before the claim so the claiming transaction stays short (SQLite
     # serialises writers for its whole duration).
-    key = await new_identity_key(env, identity if platform == "android" else None)
+    key = None if stored else await new_identity_key(env, identity if platform == "android" else None)
     try:
-        async with db.transaction() as session:
+        async with refusals_recorded(db), db.transaction() as session:
             claimed = await store.claim_link(session, token_hash, utcnow())
             if claimed is None:
                 raise LinkGone(_gone_message(EnrollmentStatus.DOWNLOADED.value))
@@ -129,17 +137,24 @@ async def build_download(env: Env, db: Database, token_hash: bytes, enrollment_i
             if owner is None:  # the user was deleted: the link went with it (cascade)
                 raise LinkUnknown("no such enrollment link")
             profile = await build_profile(env, session, enrollment, owner, prepared, key, link_token)
-            events.emit(
-                session, ENROLLMENT_DOWNLOADED, user_id=owner.id, cert_serial=enrollment.cert_serial,
-                peer=peer, **event_fields(enrollment, owner),
-            )
-        return profile
+            if isinstance(profile, PendingCertificate):
+                # The request row, its sealed key and cert_request_pending commit; the link does not.
+                await store.release_link(session, claimed)
+            else:
+                events.emit(
+                    session, ENROLLMENT_DOWNLOADED, user_id=owner.id, cert_serial=enrollment.cert_serial,
+                    peer=peer, **event_fields(enrollment, owner),
+                )
     except ServiceError:
         raise
     except Exception as exc:
         log.exception("enrollment %s: building the profile failed", enrollment_id)
         await _download_failed(db, enrollment_id, f"{type(exc).__name__}: {exc}")
         raise Unavailable("the enrollment profile could not be built; the link is still valid") from None
+    if isinstance(profile, PendingCertificate):
+        log.info("enrollment %s: %s", enrollment_id, profile.description)
+        raise IdentityPending(profile.id)
+    return profile
 
 
 async def _download_failed(db: Database, enrollment_id: int, reason: str) -> None:

@@ -2,7 +2,8 @@
 Android enrollment package, with its own media type) once.
 
 People open these links in a browser, so refusals are short plain-text pages with the right
-status (404 unknown, 410 used/expired/revoked, 503 cannot be built now) rather than API JSON.
+status (404 unknown, 410 used/expired/revoked, 422 the CA denied the identity, 503 cannot be
+built now, with ``Retry-After`` while the CA holds the identity's request) rather than API JSON.
 GET only: a HEAD must not consume the link.
 
 The profile carries a PKCS#12 and its password, so it is served over TLS only: on the plain-HTTP
@@ -26,6 +27,7 @@ from aiohttp import web
 from mdm.core.errors import ServiceError
 from mdm.enroll import links
 from mdm.enroll.download import download
+from mdm.enroll.identity import IdentityPending
 from mdm.enroll.seams import PackageBuilder, env_of
 from mdm.enroll.service_kcd import LinkKerberos, OtherUsersLink
 from mdm.server import peers
@@ -108,6 +110,9 @@ async def get_profile(request: web.Request) -> web.Response:
         served = await download(env, ctx.db, request.match_info["token"], peer=request.remote)
     except ServiceError as exc:
         log.info("enrollment link refused: %s (%d)", exc.message, exc.status)
+        if isinstance(exc, IdentityPending):  # the link stays valid: the CA decides first
+            return _page(exc.status, exc.message, "The link stays valid: open it again later.",
+                         {**mutual, "Retry-After": str(exc.retry_after)})
         return _page(exc.status, exc.message, headers=mutual)
     content_type, filename = PROFILE_CONTENT_TYPE, "enroll.mobileconfig"
     builder = env.builders.get(served.platform)

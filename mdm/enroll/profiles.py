@@ -1,8 +1,8 @@
 """The device identity of an enrollment and the profile that carries it.
 
-Enrollment issues the identity in the caller's transaction (a certificate from the CA with a key
-made here, or a one-time SCEP challenge); the platform's ``ProfileBuilder`` turns it into the
-profile served to the device.
+Enrollment issues the identity in the caller's transaction (a certificate from the ``mobile``
+rule's source with a key made here, see ``mdm.enroll.identity``, or a one-time SCEP challenge);
+the platform's ``ProfileBuilder`` turns it into the profile served to the device.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import User, utcnow
 from mdm.enroll import links
+from mdm.enroll.identity import issue_identity, new_key
 from mdm.enroll.seams import (
     KES_TOKEN_PURPOSE,
     AgentCredential,
@@ -24,9 +25,8 @@ from mdm.enroll.seams import (
     ScepCredential,
 )
 from mdm.enroll.tables import Delivery, Enrollment
-from mdm.pki.issuance import CertificateRequest, issue
-from mdm.pki.keys import PrivateKey, generate_key
-from mdm.pki.tables import CertType
+from mdm.pki.keys import PrivateKey
+from mdm.pki.requests import PendingCertificate
 
 # The purpose of the SCEP challenge made for an enrollment, followed by the enrollment's id.
 SCEP_PURPOSE = "ios-enrollment:"
@@ -43,9 +43,7 @@ async def new_identity_key(env: Env, identity: str | None = None) -> PrivateKey 
     ``identity``: the enrollment's (agent platforms record it), else ``[enroll] identity``."""
     if (identity or env.settings.identity) != "pkcs12":
         return None
-    pki = env.config.pki
-    bits = max(pki.rsa_bits, env.settings.identity_key_bits)
-    return await asyncio.to_thread(generate_key, "ec" if pki.key_type == "ec" else "rsa", bits)
+    return await new_key(env)
 
 
 def agent_token_purpose(enrollment_id: int) -> str:
@@ -69,7 +67,7 @@ async def new_agent_token(
 async def _credential(
     env: Env, session: AsyncSession, enrollment: Enrollment, user: User, key: PrivateKey | None,
     link_token: str | None,
-) -> IssuedCredential | ScepCredential | AgentCredential:
+) -> IssuedCredential | ScepCredential | AgentCredential | PendingCertificate:
     settings = env.settings
     if enrollment.platform == "android":
         # A link's token was made with the enrollment; a file's is made now.
@@ -79,7 +77,10 @@ async def _credential(
                  else await new_agent_token(env, session, enrollment, None))
         identity = None
         if enrollment.identity == "pkcs12":
-            identity = await _issue(env, session, enrollment, user, key)
+            issued = await issue_identity(env, session, enrollment, user, key)
+            if isinstance(issued, PendingCertificate):
+                return issued
+            identity = issued
         return AgentCredential(token, identity)
     if settings.identity == "scep":
         from mdm.scep.challenges import create_challenge
@@ -89,46 +90,27 @@ async def _credential(
             ttl_seconds=settings.scep_challenge_ttl_seconds,
         )
         return ScepCredential(challenge)
-    return await _issue(env, session, enrollment, user, key)
-
-
-async def _issue(
-    env: Env, session: AsyncSession, enrollment: Enrollment, user: User, key: PrivateKey | None
-) -> IssuedCredential:
-    settings = env.settings
-    assert key is not None
-    issued = await issue(
-        session,
-        env.source,
-        CertificateRequest(
-            type=CertType.MOBILE,
-            common_name=f"{user.name} device {enrollment.id}",
-            days=settings.identity_validity_days,
-            user_id=user.id,
-            public_key=key.public_key(),
-            emails=(enrollment.email,) if enrollment.email else (),
-            extra={"enrollment": enrollment.uuid},
-        ),
-    )
-    enrollment.cert_serial = issued.serial_hex
-    chain = tuple(c for c in issued.chain if c.subject != c.issuer)  # the root comes as its own payload
-    return IssuedCredential(issued.certificate, key, chain)
+    return await issue_identity(env, session, enrollment, user, key)
 
 
 async def build_profile(
     env: Env, session: AsyncSession, enrollment: Enrollment, user: User, prepared: Prepared,
     key: PrivateKey | None, link_token: str | None = None,
-) -> bytes:
-    """Issue the identity in ``session`` (records + event) and return the platform's profile.
+) -> bytes | PendingCertificate:
+    """Issue the identity in ``session`` (records + event) and return the platform's profile, or
+    the request the identity's CA holds pending (recorded in ``session``; no profile yet).
     ``link_token``: the clear token of the link being served (an agent's token derives from it)."""
     builder = env.builders.get(enrollment.platform)
+    credential = await _credential(env, session, enrollment, user, key, link_token)
+    if isinstance(credential, PendingCertificate):
+        return credential
     content = ProfileContent(
         identifier=enrollment.mdm_profile_identifier,
         profile_uuid=enrollment.uuid.upper(),
         enrollment_id=enrollment.id,
         user=user.name,
         expires_at=enrollment.expires_at,
-        credential=await _credential(env, session, enrollment, user, key, link_token),
+        credential=credential,
         roots=(env.ca.root,),
     )
     return await asyncio.to_thread(builder.build, env, prepared, content)

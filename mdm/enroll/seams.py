@@ -23,6 +23,8 @@ from mdm.pki import services as pki_services
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateSource
 from mdm.pki.keys import PrivateKey
+from mdm.pki.request_keys import RequestKeys
+from mdm.pki.sources import SourceSet
 from mdm.scep import challenges
 from mdm.server.context import ServerContext, ServiceKey
 
@@ -148,19 +150,37 @@ PROFILE_BUILDERS = ServiceKey("enroll.profile_builders", ProfileBuilders)
 
 @dataclass(frozen=True)
 class Env:
-    """What enrolling needs; from the running server (``env_of``) or from the CLI."""
+    """What enrolling needs; from the running server (``env_of``) or from the CLI.
+
+    ``source``: the internal CA's source. ``sources``: every source of the process (an issuance
+    rule names one); without it (a process without the server) only ``source`` is known.
+    ``keys``: seals the generated key of an identity the CA holds pending."""
 
     config: Config
     ca: CertificateAuthority
     source: CertificateSource
     bound_ports: Mapping[str, int] = field(default_factory=dict)
     builders: ProfileBuilders = field(default_factory=ProfileBuilders)
+    sources: SourceSet | None = None
+    keys: RequestKeys | None = None
 
     @property
     def settings(self) -> EnrollConfig:
         return enroll_config(self.config)
 
+    def source_named(self, name: str) -> CertificateSource:
+        """The source an issuance rule names, or a 409 when this process does not have it."""
+        if self.sources is not None:
+            return self.sources.get(name)
+        if name == self.source.name:
+            return self.source
+        raise Conflict(
+            f"the mobile issuance rule's certificate source {name!r} is only reachable from the "
+            "running server: send the enrollment as a link instead",
+            field="source",
+        )
+
 
 def env_of(ctx: ServerContext) -> Env:
     return Env(ctx.config, pki_services.ca(ctx), pki_services.source(ctx), ctx.bound_ports,
-               ctx.services[PROFILE_BUILDERS])
+               ctx.services[PROFILE_BUILDERS], pki_services.sources(ctx), pki_services.request_keys(ctx))

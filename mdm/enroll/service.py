@@ -29,6 +29,7 @@ from mdm.enroll.seams import AgentPrepared, Env, Prepared, env_of
 from mdm.enroll.tables import Delivery, Enrollment, EnrollmentStatus
 from mdm.enroll.users import get_or_create_user, target_device
 from mdm.enroll.validation import PLATFORMS, identifier_prefix, validate_request
+from mdm.pki.requests import PendingCertificate
 
 __all__ = [
     "PLATFORMS", "Created", "Env", "create_file", "create_link", "create_with_retry", "env_of", "identity_of",
@@ -126,6 +127,9 @@ async def create_file(
     enrollment = _new_enrollment(env, owner, None, Delivery.FILE, created_by, prepared, platform, identity)
     await store.add_enrollment(session, enrollment)
     profile = await build_profile(env, session, enrollment, owner, prepared, key)
+    if isinstance(profile, PendingCertificate):  # a file cannot come back for it: nothing is kept
+        raise Conflict(f"{profile.description}; a profile file needs its certificate now: send the "
+                       "enrollment as a link instead (it is served once the CA issues the certificate)")
     events.emit(
         session, ENROLLMENT_CREATED, user_id=owner.id, user_created=user_created,
         cert_serial=enrollment.cert_serial, **event_fields(enrollment, owner),

@@ -104,6 +104,17 @@ async def claim_link(session: AsyncSession, token_hash: bytes, now: datetime) ->
     return claimed
 
 
+async def release_link(session: AsyncSession, enrollment_id: int) -> None:
+    """Undo ``claim_link`` in the same transaction (the identity's CA holds its request pending:
+    the link must stay usable while that request is committed)."""
+    await session.execute(
+        update(Enrollment)
+        .where(Enrollment.id == enrollment_id, Enrollment.status == EnrollmentStatus.DOWNLOADED.value)
+        .values(downloaded_at=None, status=EnrollmentStatus.PENDING.value)
+        .execution_options(synchronize_session=False)
+    )
+
+
 async def mark_expired(session: AsyncSession, enrollment_id: int, now: datetime) -> Expired | None:
     """Move a pending link past its expiry to ``expired``; None if it was not (any more)."""
     stmt = (
