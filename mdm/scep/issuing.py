@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.pki import issuance, rules, store_requests
+from mdm.pki import store as pki_store
 from mdm.pki.requests import PendingCertificate, request_certificate
 from mdm.pki.sources import SourceSet
 from mdm.pki.tables import CertType, RequestStatus
@@ -50,6 +51,9 @@ async def issue_request(
         "device_id": device_id,
         "renews_serial": row.renews_serial,
         "template": rule.template,
+        # The requester is the transaction's user (an AD CS source enrolls on behalf of
+        # DOMAIN\\user), not the CSR's common name ("alice device 1").
+        "uid": await pki_store.user_name(session, row.user_id) if row.user_id is not None else None,
     }
     if settings.validity_days:
         fields["days"] = settings.validity_days
