@@ -36,7 +36,6 @@ from mdm.sim.facts import HardwareFacts
 from mdm.sim.kes import package as kes_package
 from mdm.sim.kes.agent import KesAgent
 from mdm.sim.kes.facts import AndroidFacts
-from mdm.sim.profile import ProfileError
 from tests.conftest import client_ssl_context, listener_url
 from tests.engines import ON_POSTGRES
 from tests.kdc import Kdc, kdc_fixture  # noqa: F401  (the "kdc" fixture)
@@ -146,18 +145,6 @@ async def _ios_round(api: httpx.AsyncClient, config: Config, adcs: AdcsFake, kdc
         assert (await device.poll()).commands == 0  # the check-in channel accepts the identity
 
 
-# Remove the markers below once the issuing paths take the ``mobile`` rule's source (issue 16 item 1,
-# H2): strict, so the day they pass the suite says so.
-NOT_YET_PROFILE = pytest.mark.xfail(
-    strict=True, raises=ValueError,
-    reason="the iOS profile's PKCS#12 is still issued by the internal CA, not the mobile rule's source")
-NOT_YET_SCEP = pytest.mark.xfail(
-    strict=True, raises=ProfileError,
-    reason="SCEP sends the CSR's common name ('alice device 1') as requester name, not the user's "
-           "account: the CA answers 0x80070525 (the request needs uid = the user name)")
-
-
-@NOT_YET_PROFILE
 @pytest.mark.parametrize("mode", ["signature", "mtls"])
 async def test_ios_profile_pkcs12_from_the_domain_ca(server: Server, api: httpx.AsyncClient,
                                                      config: Config, adcs: AdcsFake, kdc: Kdc,
@@ -171,7 +158,6 @@ class TestScep:
     def extra_config(self, tmp_path: Path, adcs: AdcsFake, kdc: Kdc) -> str:
         return APNS_TOML + '\n[enroll]\nidentity = "scep"\n' + _adcs_toml(tmp_path, adcs, kdc)
 
-    @NOT_YET_SCEP
     async def test_ios_scep_identity_from_the_domain_ca(self, server: Server, api: httpx.AsyncClient,
                                                         config: Config, adcs: AdcsFake, kdc: Kdc,
                                                         tmp_path: Path) -> None:
