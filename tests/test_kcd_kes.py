@@ -11,7 +11,7 @@ import httpx
 import pytest
 from conftest import listener_url
 from cryptography.hazmat.primitives import serialization
-from kcd_support import initiate, login
+from kcd_support import initiate, login, verify_mutual
 
 from mdm.config import Config
 from mdm.db.engine import Database
@@ -75,11 +75,13 @@ async def test_client_cert_and_negotiate_from_the_proxy_only(
             headers={"Client-Cert": ":bm90IGEgY2VydA==:", "Authorization": alice},
         )
         assert (bad_cert.status_code, error_code(bad_cert)) == (403, "certificate_untrusted")
-        _, alice = initiate(kdc.service_principal)
+        context, alice = initiate(kdc.service_principal)
         done = await proxy.post(
             "/kes/v1/unenroll", json=UNENROLL, headers={**_forwarded(device), "Authorization": alice}
         )
         assert done.status_code == 200, done.text
+        verify_mutual(context, done.headers["WWW-Authenticate"])  # the answer authenticates us
+        assert "WWW-Authenticate" not in other.headers  # a refusal completes nothing
 
 
 @pytest.mark.parametrize("kcd_on", [False])

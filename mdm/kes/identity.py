@@ -254,6 +254,8 @@ class KesPeerResolver:
                     binding.status,
                     f"device {binding.identifier} is no longer managed ({binding.status})",
                 )
+            if user is not None:  # the answer completes the proxy's Negotiate (mutual authentication)
+                request[MUTUAL_AUTH_KEY] = user.www_authenticate
             return peer
         except KesRefused as exc:
             await self.rejections.identity(
@@ -265,6 +267,17 @@ class KesPeerResolver:
                 device_id=peer.device_id if peer is not None else None,
             )
             raise
+
+
+MUTUAL_AUTH_KEY = web.RequestKey("mdm_kes_mutual_auth", str)
+
+
+async def add_mutual_auth(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: every answer to a request the KCD gate accepted carries
+    ``WWW-Authenticate: Negotiate <token>``, whichever handler (or long poll) made it."""
+    value = request.get(MUTUAL_AUTH_KEY)
+    if value is not None:
+        response.headers["WWW-Authenticate"] = value
 
 
 def peer_certificate(request: web.Request) -> bytes | None:

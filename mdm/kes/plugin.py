@@ -16,7 +16,7 @@ from mdm.db.models import Protocol
 from mdm.kes import handshake
 from mdm.kes.config import KesConfig
 from mdm.kes.handlers_enroll import Handlers, install_routes
-from mdm.kes.identity import BindingSource, KesPeerResolver, Rejections
+from mdm.kes.identity import BindingSource, KesPeerResolver, Rejections, add_mutual_auth
 from mdm.kes.keys import PEERS
 from mdm.kes.renewal import KesRenewer
 from mdm.kes.service_enroll import KesEnrollService
@@ -84,6 +84,7 @@ async def start(ctx: ServerContext) -> None:
 
 def install(app: web.Application, ctx: ServerContext) -> None:
     identity = ctx.services[IDENTITY]
+    app.on_response_prepare.append(add_mutual_auth)
     install_routes(
         app, Handlers(identity.service, identity.resolver, identity.rejections, lambda: settings(ctx))
     )
