@@ -106,7 +106,7 @@ async def test_rule_validation(api: httpx.AsyncClient) -> None:
         ("mobile", {"key_size": 3000}, 400, "key_size: RSA keys must be"),
         ("mobile", {"validity_days": 0}, 400, "validity_days"),
         ("mobile", {"validity_days": 20}, 400, "renewal_days: must be between 0"),
-        ("mobile", {"source": "adcs"}, 400, "source: certificate source 'adcs' is not configured: set [adcs] url"),
+        ("mobile", {"source": "adcs"}, 400, "source: certificate source 'adcs' is not configured"),
         ("mobile", {"source": "nope"}, 400, "unknown certificate source 'nope'"),
         ("mobile", {"key_type": "dsa"}, 400, "key_type"),
         ("mobile", {"validity_days": None}, 400, "null is not a value"),
