@@ -45,6 +45,7 @@ from mdm.devfakes import adcs_pages as pages
 from mdm.devfakes.adcs_auth import Authenticator, Caller, write_ntlm_users
 from mdm.devfakes.adcs_ca import KeyPair, TestPki
 from mdm.devfakes.adcs_policy import Policy, Request, Template, default_templates
+from mdm.devfakes.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,7 @@ class AdcsFake:
                              agent_issuers=agent_issuers or [self.pki.issuing.cert],
                              directory=directory)
         self._faults = _Faults()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("adcs-fake")
         self._runner: web.AppRunner | None = None
         self.hits = 0
 
@@ -155,26 +155,17 @@ class AdcsFake:
 
     def start(self) -> None:
         """Listen (again on the same port after ``stop``)."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name="adcs-fake",
-                                            daemon=True)
-            self._thread.start()
         self._call(self._start())
 
     def stop(self) -> None:
         """The CA web server is down: the port is closed (connections refused)."""
-        if self._loop is not None:
+        if self._thread.running:
             self._call(self._stop())
 
     def close(self) -> None:
-        if self._loop is not None:
+        if self._thread.running:
             self._call(self._stop())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._loop.close()
-            self._loop = None
+            self._thread.close()
         self._tmp.cleanup()
 
     def __enter__(self) -> AdcsFake:
@@ -185,8 +176,7 @@ class AdcsFake:
         self.close()
 
     def _call(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+        return self._thread.call(coro)
 
     async def _start(self) -> None:
         if self._runner is not None:

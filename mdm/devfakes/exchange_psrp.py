@@ -42,6 +42,7 @@ from mdm.devfakes import exchange_auth as auth
 from mdm.devfakes import exchange_wsman as wsman
 from mdm.devfakes.exchange_org import Organisation
 from mdm.devfakes.exchange_shell import Shell, Stats
+from mdm.devfakes.loop_thread import LoopThread
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,7 @@ class ExchangePsrpFake:
         self._shells: dict[str, Shell] = {}
         self._events: dict[str, asyncio.Event] = {}
         self._sessions: weakref.WeakKeyDictionary[Any, auth.Session] = weakref.WeakKeyDictionary()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread = LoopThread("exchange-fake")
         self._runner: web.AppRunner | None = None
         self.requests = 0
 
@@ -103,32 +103,23 @@ class ExchangePsrpFake:
 
     def start(self) -> None:
         """Listen (again on the same port after ``stop``)."""
-        if self._loop is None:
-            self._loop = asyncio.new_event_loop()
-            self._thread = threading.Thread(target=self._loop.run_forever, name="exchange-fake",
-                                            daemon=True)
-            self._thread.start()
         self._call(self._start())
 
     def stop(self) -> None:
         """Close the port and every connection (the server is unreachable); shells survive."""
-        if self._loop is not None:
+        if self._thread.running:
             self._call(self._stop())
 
     def restart(self) -> None:
         """Forget every shell and pipeline (an IIS recycle)."""
-        if self._loop is not None:
+        if self._thread.running:
             self._call(self._forget())
 
     def close(self) -> None:
-        if self._loop is not None:
+        if self._thread.running:
             self._call(self._stop())
             self._call(self._forget())
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            if self._thread is not None:
-                self._thread.join(10)
-            self._loop.close()
-            self._loop = None
+            self._thread.close()
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._tmp is not None:
             self._tmp.cleanup()
@@ -142,8 +133,7 @@ class ExchangePsrpFake:
         self.close()
 
     def _call(self, coro: Any) -> Any:
-        assert self._loop is not None
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(30)
+        return self._thread.call(coro)
 
     async def _start(self) -> None:
         if self._runner is not None:
