@@ -99,6 +99,8 @@ class IosRenewer:
                 user_id=device.user_id,
                 device_id=device.id,
                 emails=(user.email,) if user is not None and user.email else (),
+                # the account an enterprise CA requests on behalf of (DOMAIN\user)
+                uid=user.name if user is not None else None,
                 renews_serial=certificate.serial,
             ),
         )
