@@ -38,6 +38,21 @@ def test_valid_ticket_and_mutual_token(kdc: Kdc, krb5_ccache: Path, acceptor: Ac
     verify_mutual(context, accepted.www_authenticate)
 
 
+def test_the_credential_is_acquired_once_per_keytab_version(
+    kdc: Kdc, krb5_ccache: Path, acceptor: Acceptor
+) -> None:
+    login(kdc, "alice", krb5_ccache)
+    first = acceptor._credentials()
+    for _ in range(2):
+        _, header = initiate(kdc.service_principal)
+        assert acceptor.accept_sync(header).principal == f"alice@{kdc.realm}"
+    assert acceptor._credentials() is first  # not acquired again per request
+    os.utime(acceptor.keytab)  # a rotated keytab: acquired anew, and tickets still accepted
+    _, header = initiate(kdc.service_principal)
+    assert acceptor.accept_sync(header).principal == f"alice@{kdc.realm}"
+    assert acceptor._credentials() is not first
+
+
 def test_same_token_twice_is_a_replay(kdc: Kdc, krb5_ccache: Path, acceptor: Acceptor) -> None:
     login(kdc, "alice", krb5_ccache)
     _, header = initiate(kdc.service_principal)

@@ -112,6 +112,7 @@ class Acceptor:
         self.service_principal = service_principal
         self._store = {"keytab": f"FILE:{keytab}"}
         self._name = self._gssapi.Name(service_principal, self._gssapi.NameType.kerberos_principal)
+        self._cached: tuple[int, Any] | None = None
         self._check()
 
     def _check(self) -> None:
@@ -128,7 +129,19 @@ class Acceptor:
             ) from None
 
     def _credentials(self) -> Any:
-        return self._gssapi.Credentials(name=self._name, usage="accept", store=self._store)
+        """The acceptor credential, acquired once per keytab version (MIT's credential handle is
+        locked internally, so contexts on several threads share it); a rotated keytab (new
+        mtime) is picked up by the next request."""
+        try:
+            version = self.keytab.stat().st_mtime_ns
+        except OSError:
+            version = -1
+        cached = self._cached
+        if cached is not None and cached[0] == version:
+            return cached[1]
+        credentials = self._gssapi.Credentials(name=self._name, usage="accept", store=self._store)
+        self._cached = (version, credentials)
+        return credentials
 
     def accept_sync(self, header: str) -> Accepted:
         token = parse_header(header)
