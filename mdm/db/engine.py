@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mdm.db import audit_context, sqlite_driver
+from mdm.db import audit_context, point_read, sqlite_driver
 
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
@@ -75,6 +75,10 @@ class Database:
             kwargs.update(pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=False)
         elif url.startswith("sqlite+aiosqlite"):
             kwargs["module"] = sqlite_driver.dbapi()
+            # [database] pool_size holds for the file database too (SQLAlchemy's own default keeps
+            # 5 idle and closes every overflow connection on return: an aiosqlite thread each).
+            if ":memory:" not in url and "mode=memory" not in url:
+                kwargs.update(pool_size=pool_size, max_overflow=pool_size)
         try:
             self.engine: AsyncEngine = create_async_engine(url, **kwargs)
         except Exception as exc:
@@ -213,4 +217,5 @@ class Database:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
+        await point_read.close(self.engine)
         await self.engine.dispose()

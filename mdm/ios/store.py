@@ -18,7 +18,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mdm.core.identity import BoundDevice
-from mdm.db import sqlite_driver
+from mdm.db import point_read
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, User, utcnow
 from mdm.ios.tables import IosDevice, IosPushRequest
 from mdm.pki.tables import IssuedCertificateRecord
@@ -40,9 +40,7 @@ BINDING_STMT = (
 async def bound_device(engine: AsyncEngine, fingerprint: bytes) -> BoundDevice | None:
     """The device a certificate fingerprint is bound to (one statement, no transaction; on
     SQLite on the loop's thread: a cold poll's look-up, cheaper than a thread hand-off)."""
-    with sqlite_driver.inline():
-        async with engine.connect() as conn:
-            row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
+    row = await point_read.first(engine, BINDING_STMT, {"fp": fingerprint})
     return None if row is None else BoundDevice(row.id, row.identifier, row.status)
 
 
@@ -200,10 +198,8 @@ NEXT_READY = _NEXT.where(or_(_q.not_before.is_(None), _q.not_before <= bindparam
 async def peek_next_command(engine: AsyncEngine, device_id: int) -> int | None:
     """The Idle poll's read-only first look (no transaction; inline on SQLite, like
     ``bound_device``): the next queued command's id."""
-    with sqlite_driver.inline():
-        async with engine.connect() as conn:
-            found: int | None = (await conn.execute(NEXT_ANY, {"device_id": device_id})).scalar()
-    return found
+    row = await point_read.first(engine, NEXT_ANY, {"device_id": device_id})
+    return None if row is None else int(row[0])
 
 
 async def next_command(session: AsyncSession, device_id: int, *, ready_only: bool) -> int | None:

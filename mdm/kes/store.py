@@ -10,7 +10,7 @@ from sqlalchemy import bindparam, or_, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mdm.core.identity import BoundDevice
-from mdm.db import sqlite_driver
+from mdm.db import point_read
 from mdm.db.models import Command, Device, Protocol, User
 from mdm.enroll.tables import Enrollment
 from mdm.kes.tables import KesDevice
@@ -36,9 +36,7 @@ class BoundKesDevice(NamedTuple):
 
 async def bound_device(engine: AsyncEngine, fingerprint: bytes) -> BoundKesDevice | None:
     """The device a certificate fingerprint is bound to (one statement, no transaction)."""
-    with sqlite_driver.inline():
-        async with engine.connect() as conn:
-            row = (await conn.execute(BINDING_STMT, {"fp": fingerprint})).first()
+    row = await point_read.first(engine, BINDING_STMT, {"fp": fingerprint})
     if row is None:
         return None
     return BoundKesDevice(BoundDevice(row.id, row.identifier, row.status), row.user_id)

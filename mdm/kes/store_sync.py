@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Update
 
 from mdm.core.device_status import set_status
-from mdm.db import sqlite_driver
+from mdm.db import point_read
 from mdm.db.models import Command, CommandQueueEntry, Device, DeviceStatus
 from mdm.kes.tables import KesDevice
 
@@ -66,19 +66,14 @@ _LAST_SYNC_KES = update(_kes).where(k.device_id == bindparam("b_id")).values(las
 
 async def read_state(engine: AsyncEngine, device_id: int) -> dict[str, Any] | None:
     """The device's agent state outside a transaction (the idle sync's cache fill)."""
-    with sqlite_driver.inline():
-        async with engine.connect() as conn:
-            row = (await conn.execute(_STATE, {"b_id": device_id})).first()
+    row = await point_read.first(engine, _STATE, {"b_id": device_id})
     return None if row is None else row._asdict()
 
 
 async def deliverable_any(engine: AsyncEngine, device_id: int, now: datetime) -> bool:
     """Whether the device has a queued command that may go out now (the idle sync's first look,
     outside a transaction)."""
-    with sqlite_driver.inline():
-        async with engine.connect() as conn:
-            row = (await conn.execute(_DELIVERABLE_ANY, {"b_id": device_id, "b_now": now})).first()
-    return row is not None
+    return await point_read.first(engine, _DELIVERABLE_ANY, {"b_id": device_id, "b_now": now}) is not None
 
 
 async def device(session: AsyncSession, device_id: int) -> Device | None:

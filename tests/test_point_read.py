@@ -1,0 +1,79 @@
+"""``mdm.db.point_read``: the hot paths' read-only look-ups take no pool connection per look-up on
+SQLite (a burst of them made the pool open and close overflow connections: 200 ms each at 1,500
+KES syncs/s), see every committed write, survive a failing statement and give the connection back
+at close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import event, text
+
+from mdm.db import point_read
+from mdm.db.engine import Database
+
+SQLITE_ONLY = pytest.mark.skipif("not config.getoption('--pg', default=False) is False", reason="")
+
+def _counting(db: Database) -> dict[str, int]:
+    counts = {"checkout": 0, "connect": 0}
+
+    def checkout(*_: Any) -> None:
+        counts["checkout"] += 1
+
+    def connect(*_: Any) -> None:
+        counts["connect"] += 1
+
+    event.listen(db.engine.sync_engine.pool, "checkout", checkout)
+    event.listen(db.engine.sync_engine.pool, "connect", connect)
+    return counts
+
+async def test_a_burst_of_look_ups_takes_no_pool_connection_each(db: Database) -> None:
+    stmt = text("SELECT CAST(:n AS INTEGER) AS n")
+    await point_read.first(db.engine, stmt, {"n": 0})  # the reader is opened once
+    counts = _counting(db)
+    # While other requests hold pool connections across awaits (as write transactions do).
+    held = [await db.engine.connect() for _ in range(3)]
+    try:
+        rows = await asyncio.gather(*(point_read.first(db.engine, stmt, {"n": i}) for i in range(500)))
+    finally:
+        for conn in held:
+            await conn.close()
+    assert [row.n for row in rows if row is not None] == list(range(500))
+    if db.is_sqlite:
+        assert counts["checkout"] == 3  # only the three held above
+    else:
+        assert counts["checkout"] >= 503  # PostgreSQL: a pooled connection per look-up, as before
+
+async def test_look_ups_see_every_committed_write(db: Database) -> None:
+    async with db.transaction() as session:
+        await session.execute(text("CREATE TABLE pr_probe (id INTEGER PRIMARY KEY, v TEXT)"))
+        await session.execute(text("INSERT INTO pr_probe VALUES (1, 'a')"))
+    stmt = text("SELECT v FROM pr_probe WHERE id = :id")
+    assert (await point_read.first(db.engine, stmt, {"id": 1})) == ("a",)
+    async with db.transaction() as session:
+        await session.execute(text("UPDATE pr_probe SET v = 'b' WHERE id = 1"))
+    assert (await point_read.first(db.engine, stmt, {"id": 1})) == ("b",)
+    assert await point_read.first(db.engine, stmt, {"id": 2}) is None
+
+async def test_a_failing_statement_discards_the_reader_and_the_next_works(db: Database) -> None:
+    with pytest.raises(Exception, match=r"no such table|does not exist"):
+        await point_read.first(db.engine, text("SELECT x FROM no_such_table"), {})
+    assert (await point_read.first(db.engine, text("SELECT 7 AS n"), {})) == (7,)
+
+async def test_close_gives_the_reader_back(db: Database) -> None:
+    await point_read.first(db.engine, text("SELECT 1"), {})
+    pool = db.engine.sync_engine.pool
+    assert pool.checkedout() == (1 if db.is_sqlite else 0)  # type: ignore[attr-defined]
+    await point_read.close(db.engine)
+    assert pool.checkedout() == 0  # type: ignore[attr-defined]
+    assert (await point_read.first(db.engine, text("SELECT 2"), {})) == (2,)  # reopened on use
+
+
+def test_the_configured_pool_size_holds_on_both_engines(database_url: str) -> None:
+    db = Database(database_url, pool_size=17)
+    try:
+        assert db.engine.sync_engine.pool.size() == 17  # type: ignore[attr-defined]
+    finally:
+        asyncio.run(db.close())
