@@ -1,0 +1,217 @@
+"""Authenticate (``PUT /mdm/checkin``): a device enrolls, or re-binds its UDID to an identity.
+
+Identity problems raise ``IdentityError`` before anything is written: a certificate bound to
+another device, issued to another device, older than the bound one, a UDID still managed under
+another identity (``takeover.py``), another user than the publishing proxy's. The device and its
+binding are read as detached snapshots and written with Core statements (only what changed), the
+events emitted in the same transaction in the order the ORM version wrote them; a re-bound
+identity or a changed status drops the cached binding at commit, here and on the other replicas.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import events
+from mdm.core.event_types import DEVICE_STATUS_CHANGED
+from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
+from mdm.enroll.attach import attach_device
+from mdm.ios import store_checkin, takeover
+from mdm.ios.event_types import DEVICE_ENROLLED, DEVICE_REAUTHENTICATED
+from mdm.ios.identity import Identity, IdentityError
+from mdm.ios.inventory import apply_device_facts
+from mdm.ios.messages import CheckinMessage
+from mdm.ios.service import IosService
+from mdm.ios.state import BINDING_CHANNEL
+from mdm.ios.tables import IosDevice
+
+
+async def authenticate(
+    svc: IosService, identity: Identity, msg: CheckinMessage, owner: int | None
+) -> None:
+    try:
+        await _authenticate(svc, identity, msg, owner)
+    except IntegrityError:
+        # A concurrent Authenticate for the same UDID created the device first; this one updates it.
+        await _authenticate(svc, identity, msg, owner)
+
+
+def same_owner(owner: int | None, user_id: int | None) -> None:
+    """A kcd Authenticate never moves a device (or certificate) of another user to this one."""
+    if owner is not None and user_id is not None and user_id != owner:
+        raise IdentityError(
+            "other_user", "the device is bound to another user than the proxy's principal"
+        )
+
+
+def not_replayed_since(last: datetime | None, identity: Identity) -> None:
+    signed_at = identity.signed_at
+    if signed_at is not None and last is not None and signed_at < last:
+        raise IdentityError(
+            "replayed",
+            f"Mdm-Signature signing time {signed_at.isoformat()} is older than this device's last "
+            "accepted check-in",
+            serial=identity.cert.serial_hex,
+        )
+
+
+async def _checked(
+    session: AsyncSession, identity: Identity, msg: CheckinMessage, owner: int | None
+) -> tuple[Device | None, IosDevice | None, store_checkin.CertificateRecord | None]:
+    """The device, its binding and the certificate's record, once every identity rule passed."""
+    cert, fingerprint = identity.cert, identity.fingerprint
+    device = await store_checkin.device_by_identifier(session, msg.identifier)
+    bound_to = await store_checkin.device_bound_to(session, fingerprint)
+    if bound_to is not None and (device is None or bound_to != device.id):
+        raise IdentityError(
+            "identity_in_use", "this certificate is already bound to another device", serial=cert.serial_hex
+        )
+    record = await store_checkin.certificate_record(session, cert.serial_hex)
+    other = record is not None and record.device_id is not None
+    if other and (device is None or record is None or record.device_id != device.id):
+        raise IdentityError(
+            "issued_to_other_device", "this certificate was issued to another device", serial=cert.serial_hex
+        )
+    ios = await store_checkin.binding_row(session, device.id) if device is not None else None
+    if (
+        ios is not None
+        and ios.cert_fingerprint != fingerprint
+        and ios.cert_not_before is not None
+        and cert.not_before < ios.cert_not_before
+    ):
+        # A replayed Authenticate signed with an identity older than the bound one.
+        raise IdentityError(
+            "stale_identity", "an older certificate cannot replace the bound one", serial=cert.serial_hex
+        )
+    if device is not None:
+        await takeover.check(session, device=device, ios=ios, identity=identity, record=record)
+    if ios is not None and ios.cert_fingerprint == fingerprint:
+        not_replayed_since(ios.last_signed_at, identity)
+    same_owner(owner, device.user_id if device is not None else None)
+    same_owner(owner, record.user_id if record is not None else None)
+    return device, ios, record
+
+
+async def _authenticate(
+    svc: IosService, identity: Identity, msg: CheckinMessage, owner: int | None
+) -> None:
+    cert = identity.cert
+    fingerprint = identity.fingerprint
+    old_fingerprint: bytes | None = None
+    async with svc.db.transaction(inline=True) as session:
+        device, ios, record = await _checked(session, identity, msg, owner)
+        now = utcnow()
+        fresh = device is None
+        before = {} if device is None else store_checkin.device_values(device)
+        enrolled = device is None or ios is None or device.status == DeviceStatus.UNMANAGED.value
+        if device is None:
+            device = Device(
+                protocol=Protocol.IOS.value,
+                identifier=msg.identifier,
+                status=DeviceStatus.OK.value,
+                enrolled_at=now,
+                inventory={},
+                attributes={},
+            )
+        elif enrolled:
+            device.enrolled_at = now
+        apply_device_facts(device, msg.values)
+        previous_status = device.status
+        device.status = DeviceStatus.OK.value
+        device.cert_serial = cert.serial_hex
+        device.cert_not_after = cert.not_after
+        attributes = dict(device.attributes or {})
+        attributes["topic"] = msg.get("Topic")
+        if msg.get("EnrollmentID"):
+            attributes["user_enrollment"] = True
+        if record is not None and record.user_id is not None and device.user_id is None:
+            device.user_id = record.user_id
+        if owner is not None:
+            device.user_id = owner  # (checked above: the device and certificate had no other)
+        device.attributes = attributes
+        if previous_status != device.status:
+            await events.emit_now(
+                session, DEVICE_STATUS_CHANGED, device_id=device.id, status=device.status,
+                previous=previous_status, reason="enrolled",
+            )  # fmt: skip
+            await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
+        if fresh:
+            values = store_checkin.device_values(device)
+            del values["id"]
+            values.update(protocol=device.protocol, inventory={})
+            device.id = await store_checkin.insert_device(session, values)
+            before = store_checkin.device_values(device)
+        # The enrollment this identity came from: owner and the MDM profile's identifier (the
+        # target of a later Remove command).
+        enrollment = await attach_device(
+            session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
+        )
+        if record is not None and record.device_id != device.id:
+            await store_checkin.link_certificate(session, record.id, device.id)
+        if enrollment is not None:
+            attributes = dict(attributes)
+            attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier
+            attributes["enrollment_id"] = enrollment.id
+            device.attributes = attributes
+            if device.user_id is None or enrollment.for_device_id == device.id:
+                device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
+        same_owner(owner, device.user_id)  # an enrollment link of another user
+        after = store_checkin.device_values(device)
+        await store_checkin.update_device(
+            session, device.id, {c: v for c, v in after.items() if before.get(c, v) != v}
+        )
+        if ios is None:
+            await store_checkin.insert_binding(
+                session,
+                {
+                    "device_id": device.id,
+                    "cert_fingerprint": fingerprint,
+                    "cert_not_before": cert.not_before,
+                    "topic": msg.get("Topic"),
+                    "awaiting_configuration": False,
+                    "bound_at": now,
+                    "updated_at": now,
+                    "last_signed_at": identity.signed_at,
+                },
+            )
+        else:
+            old_fingerprint = ios.cert_fingerprint
+            changes = {
+                "cert_fingerprint": fingerprint,
+                "cert_not_before": cert.not_before,
+                "topic": msg.get("Topic"),
+                "bound_at": now,
+                "updated_at": now,
+            }
+            if old_fingerprint != fingerprint or identity.signed_at is not None:
+                changes["last_signed_at"] = identity.signed_at  # a new identity starts its own sequence
+            await store_checkin.rebind(session, device.id, changes)
+            if old_fingerprint != fingerprint:
+                await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
+        await events.emit_now(
+            session,
+            DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED,
+            device_id=device.id,
+            user_id=device.user_id,
+            identifier=device.identifier,
+            serial_number=device.serial_number,
+            model=device.model,
+            os_version=device.os_version,
+            cert_serial=cert.serial_hex,
+            identity_source=identity.source,
+        )
+        device_id, identifier, status = device.id, device.identifier, device.status
+        generation = svc.bindings.generation  # read before the commit
+    # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless
+    # something dropped a binding meanwhile (this commit re-binding the device, a deletion or a
+    # check-out that committed while this commit was awaited): then the next message reads it.
+    unchanged = svc.bindings.generation == generation
+    svc.bindings.drop(old_fingerprint)
+    svc.bindings.drop(fingerprint)
+    if unchanged:
+        svc.bindings.put(fingerprint, device_id, identifier, status)
+    svc.hint.invalidate(device_id)
+    svc.last_seen.touch(device_id)
