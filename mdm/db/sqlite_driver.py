@@ -29,7 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
 
@@ -160,6 +160,31 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
     async def _executemany_async(self, operation: Any, seq_of_parameters: Any) -> Any:
         await self._outcome(operation, seq_of_parameters, True)
         return self
+
+
+def inline_first(
+    adapted: OneHopConnection, operation: str, parameters: Sequence[Any]
+) -> tuple[Any, Any] | None:
+    """A read-only statement outside any transaction, run here on the event loop's thread with no
+    SQLAlchemy execution around it: (cursor description, first row or None). None when another
+    connection holds SQLite's lock (the caller takes the thread instead: never sleep here)."""
+    raw: sqlite3.Connection = adapted._connection._conn
+    if not adapted.busy_inline:
+        raw.execute("PRAGMA busy_timeout=0")
+        adapted.busy_inline = True
+    try:
+        cursor = raw.execute(operation, parameters)
+    except sqlite3.OperationalError as error:
+        if not _is_busy(error):
+            raise
+        return None
+    try:
+        return cursor.description, cursor.fetchone()
+    finally:
+        cursor.close()
+        if raw.in_transaction:  # a SELECT opens none; should one be open, end it
+            raw.rollback()
+        adapted.in_transaction = False
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
