@@ -112,9 +112,10 @@ async def test_storm_pair_runs_few_statements_and_no_unit_of_work(server: Server
         event.remove(engine, "before_cursor_execute", executed)
         event.remove(Session, "before_flush", flushed)
     token_update = len(statements) - authenticate
-    # A new device without an enrollment: its look-ups, one INSERT each for the device, its
-    # binding and its event; the TokenUpdate: one read, two writes, its event.
-    assert 0 < authenticate <= 9, statements[:authenticate]
+    # A new device without an enrollment: look-ups of the device, of its identity's binding and
+    # record (one), of the enrollment it came from (two); an INSERT each for the device, its
+    # binding and its event, the certificate linked. The TokenUpdate: a read, two writes, its event.
+    assert 0 < authenticate <= 8, statements[:authenticate]
     assert 0 < token_update <= 4, statements[authenticate:]
     assert flushes == []
     device = await _device(db, phone.udid)

@@ -64,12 +64,11 @@ async def _checked(
     """The device, its binding and the certificate's record, once every identity rule passed."""
     cert, fingerprint = identity.cert, identity.fingerprint
     device = await store_checkin.device_by_identifier(session, msg.identifier)
-    bound_to = await store_checkin.device_bound_to(session, fingerprint)
+    bound_to, record = await store_checkin.bound_and_certificate(session, fingerprint, cert.serial_hex)
     if bound_to is not None and (device is None or bound_to != device.id):
         raise IdentityError(
             "identity_in_use", "this certificate is already bound to another device", serial=cert.serial_hex
         )
-    record = await store_checkin.certificate_record(session, cert.serial_hex)
     other = record is not None and record.device_id is not None
     if other and (device is None or record is None or record.device_id != device.id):
         raise IdentityError(

@@ -116,11 +116,18 @@ _BINDING_ROW = (
     .where(_i.device_id == bindparam("device_id"))
     .with_for_update()
 )
-_BOUND_TO = select(_i.device_id).where(_i.cert_fingerprint == bindparam("fp"))
-_c = cast(Table, IssuedCertificateRecord.__table__).c
-_CERTIFICATE = select(_c.id, _c.device_id, _c.user_id).where(_c.serial == bindparam("serial"))
+_CERTIFICATES = cast(Table, IssuedCertificateRecord.__table__)
+_c = _CERTIFICATES.c
+# The device a fingerprint is bound to and the certificate's record, in one statement (a row
+# even when neither exists).
+_bound = select(
+    select(_i.device_id).where(_i.cert_fingerprint == bindparam("fp")).scalar_subquery().label("bound")
+).subquery("bound")
+_BOUND_AND_CERTIFICATE = select(_bound.c.bound, _c.id, _c.device_id, _c.user_id).select_from(
+    _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial"))
+)
 _LINK_CERTIFICATE = (
-    update(cast(Table, IssuedCertificateRecord.__table__))
+    update(_CERTIFICATES)
     .where(_c.id == bindparam("b_id"))
     .values(device_id=bindparam("b_device_id"))
 )
@@ -195,15 +202,14 @@ async def binding_changed(session: AsyncSession, device_id: int, channel: str) -
         await connection.execute(NOTIFY_STMT, {"channel": channel, "payload": str(device_id)})
 
 
-async def device_bound_to(session: AsyncSession, fingerprint: bytes) -> int | None:
-    """The id of the device this fingerprint is bound to, in the caller's transaction."""
-    found: int | None = (await session.execute(_BOUND_TO, {"fp": fingerprint})).scalar()
-    return found
-
-
-async def certificate_record(session: AsyncSession, serial: str) -> CertificateRecord | None:
-    row = (await session.execute(_CERTIFICATE, {"serial": serial})).first()
-    return None if row is None else CertificateRecord(*row)
+async def bound_and_certificate(
+    session: AsyncSession, fingerprint: bytes, serial: str
+) -> tuple[int | None, CertificateRecord | None]:
+    """The id of the device this fingerprint is bound to, and the issued-certificate record of
+    this serial, in the caller's transaction."""
+    row = (await session.execute(_BOUND_AND_CERTIFICATE, {"fp": fingerprint, "serial": serial})).one()
+    bound: int | None = row[0]
+    return bound, None if row[1] is None else CertificateRecord(row[1], row[2], row[3])
 
 
 async def link_certificate(session: AsyncSession, record_id: int, device_id: int) -> None:
