@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from sqlalchemy import Row, Select, func, or_, select
+from sqlalchemy import ColumnElement, Row, Select, column, func, literal, literal_column, or_, select, table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, Group, User
@@ -14,6 +14,11 @@ from mdm.db.models import Device, Group, User
 _S = TypeVar("_S", bound="Select[*tuple[Any, ...]]")
 
 # ---- devices ------------------------------------------------------------------------------------
+
+# SQLite: the FTS5 trigram index of name, serial number and identifier (revision 0018), kept in
+# step with ``devices`` by triggers. A trigram index answers substrings of 3 characters or more.
+_SEARCH = table("devices_search", column("rowid"))
+SEARCH_MIN_CHARS = 3
 
 
 async def device(session: AsyncSession, device_id: int) -> Device | None:
@@ -28,6 +33,10 @@ async def user_name(session: AsyncSession, user_id: int) -> str | None:
     return await session.scalar(select(User.name).where(User.id == user_id))
 
 
+def _dialect(session: AsyncSession) -> str:
+    return session.get_bind().dialect.name
+
+
 def _filtered(
     stmt: _S,
     *,
@@ -38,7 +47,8 @@ def _filtered(
     q: str | None,
 ) -> _S:
     """``stmt`` (over ``devices``) with the list filters; the owner by name through a scalar
-    subquery (one index look-up, no join)."""
+    subquery (one index look-up, no join). ``q`` is decided by ``_search`` on both engines, on
+    SQLite after the candidates of ``_from_search``."""
     if protocol is not None:
         stmt = stmt.where(Device.protocol == protocol)
     if status is not None:
@@ -48,16 +58,39 @@ def _filtered(
     if group_ids is not None:
         stmt = stmt.where(Device.group_id.in_(group_ids))
     if q:
-        escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        like = f"%{escaped}%"
-        stmt = stmt.where(
-            or_(
-                Device.name.ilike(like, escape="\\"),
-                Device.serial_number.ilike(like, escape="\\"),
-                Device.identifier.ilike(like, escape="\\"),
-            )
-        )
+        stmt = stmt.where(_search(q))
     return stmt
+
+
+def _search(q: str) -> ColumnElement[bool]:
+    """``q`` as a case-insensitive substring of name, serial number or identifier: the three
+    ``ILIKE`` of the scan, which decide on both engines (PostgreSQL answers them from its trigram
+    indexes, revision 0018)."""
+    escaped = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    like = f"%{escaped}%"
+    return or_(
+        Device.name.ilike(like, escape="\\"),
+        Device.serial_number.ilike(like, escape="\\"),
+        Device.identifier.ilike(like, escape="\\"),
+    )
+
+
+def _indexed(q: str | None, dialect: str) -> str | None:
+    """SQLite, ``q`` of 3 characters or more: the FTS5 query of the candidates, else None (shorter
+    queries scan). ``q`` is one phrase with ``"`` doubled, so FTS5 operators and ``*`` in it are
+    plain text. The candidates are a superset of the ``ILIKE`` matches (the index folds case by
+    Unicode, ``ILIKE`` on SQLite folds ASCII only), which ``_search`` then narrows to the same
+    devices as the scan."""
+    if not q or dialect != "sqlite" or len(q) < SEARCH_MIN_CHARS:
+        return None
+    return '"' + q.replace('"', '""') + '"'
+
+
+def _from_search(stmt: _S, phrase: str) -> _S:
+    """``stmt`` reading the devices through the FTS5 index, in its rowid (= device id) order: a page
+    reads candidates only until it is full."""
+    match = literal_column("devices_search").op("MATCH")(literal(phrase))
+    return stmt.select_from(_SEARCH).join(Device, Device.id == _SEARCH.c.rowid).where(match)
 
 
 async def device_page(
@@ -72,9 +105,14 @@ async def device_page(
     q: str | None = None,
 ) -> list[tuple[Device, str | None]]:
     """Up to ``limit`` devices ordered by id, each with its owner's name."""
-    stmt = select(Device, User.name).outerjoin(User, User.id == Device.user_id).order_by(Device.id)
+    stmt = select(Device, User.name)
+    key: ColumnElement[int] = Device.id.expression
+    phrase = _indexed(q, _dialect(session))
+    if phrase is not None:
+        stmt, key = _from_search(stmt, phrase), _SEARCH.c.rowid
+    stmt = stmt.outerjoin(User, User.id == Device.user_id).order_by(key)
     if after_id is not None:
-        stmt = stmt.where(Device.id > after_id)
+        stmt = stmt.where(key > after_id)
     stmt = _filtered(stmt, protocol=protocol, status=status, user=user, group_ids=group_ids, q=q)
     return [(r[0], r[1]) for r in (await session.execute(stmt.limit(limit))).all()]
 
@@ -89,14 +127,10 @@ async def count_devices(
     q: str | None = None,
 ) -> int:
     """How many devices the filters of ``device_page`` match (every page together)."""
-    stmt = _filtered(
-        select(func.count()).select_from(Device),
-        protocol=protocol,
-        status=status,
-        user=user,
-        group_ids=group_ids,
-        q=q,
-    )
+    phrase = _indexed(q, _dialect(session))
+    stmt = select(func.count())
+    stmt = stmt.select_from(Device) if phrase is None else _from_search(stmt, phrase)
+    stmt = _filtered(stmt, protocol=protocol, status=status, user=user, group_ids=group_ids, q=q)
     return int((await session.execute(stmt)).scalar_one())
 
 

@@ -17,6 +17,17 @@ MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 MIGRATION_LOCK_KEY = 0x6D646D5F6D6967  # "mdm_mig": the advisory lock that serialises upgrades
 
 
+def unmodelled(name: str | None, type_: str, parent_names: object = None) -> bool:
+    """False for the objects migrations manage outside the models (revision 0018, the device
+    search: SQLite's FTS5 table ``devices_search`` and its shadow tables, PostgreSQL's trigram
+    indexes): an ``include_name`` hook for schema comparisons."""
+    if type_ == "table":
+        return not (name or "").startswith("devices_search")
+    if type_ == "index":
+        return not (name or "").endswith("_trgm")
+    return True
+
+
 def alembic_config(connection: Connection | None = None) -> AlembicConfig:
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(MIGRATIONS_DIR))
