@@ -214,13 +214,18 @@ def unclaim(command: Command) -> None:
 async def delivered(session: AsyncSession, command: Command) -> None:
     """The claimed command went out: it is in flight until the device answers. Its first
     delivery is journaled and reported (``command_delivered``); a redelivery after NotNow is not."""
-    await store.set_in_flight(session, command.id)
+    event = None
     if command.attempts == 1:
-        await store.insert_journal(session, command.id, "delivered")
-        await events.emit_now(
-            session, COMMAND_DELIVERED, device_id=command.device_id, command=command.guid,
-            command_type=command.type,
+        event = events.event_values(
+            COMMAND_DELIVERED, device_id=command.device_id, command=command.guid, command_type=command.type
         )
+    await store.mark_delivered(session, command.id, event)
+
+
+def queue_drained(session: AsyncSession, device_id: int) -> bool:
+    """Whether a final answer in this transaction took the device's last queued command: no
+    next command to look for (``store_commands.drained``)."""
+    return store.drained(session, device_id)
 
 
 async def defer(session: AsyncSession, command: Command, delay: timedelta, detail: str) -> None:

@@ -1,29 +1,35 @@
 """Every SQL statement of the command life cycle (``mdm.core.commands``): the queue, the journal
-and the command log. The delivery path's statements (claim, in flight, take) are built once
-against the tables: plain Core, no ORM bulk-update machinery, compiled-statement cache hits;
-parameters are bound by name at execution."""
+and the command log. The delivery path's statements (claim; in flight, take and finish in
+``store_delivery``) are built once against the tables: plain Core, no ORM bulk-update
+machinery, compiled-statement cache hits; parameters are bound by name at execution."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, insert, or_, select, text, true, update
+from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import make_transient_to_detached
-from sqlalchemy.orm.attributes import instance_state, set_committed_value
+from sqlalchemy.orm.attributes import instance_state
 
-from mdm.core.store_events import flush_pending, insert_event
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Event, utcnow
+from mdm.core.store_delivery import FINISH_COLUMNS as FINISH_COLUMNS
+from mdm.core.store_delivery import drained as drained
+from mdm.core.store_delivery import finish_command as finish_command
+from mdm.core.store_delivery import insert_journal as insert_journal
+from mdm.core.store_delivery import mark_delivered as mark_delivered
+from mdm.core.store_delivery import set_in_flight as set_in_flight
+from mdm.core.store_delivery import take_and_finish as take_and_finish
+from mdm.core.store_delivery import take_in_flight as take_in_flight
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
+from mdm.db.prepared import Prepared
 
 _commands = cast(Table, Command.__table__)
 _queue = cast(Table, CommandQueueEntry.__table__)
-_journal = cast(Table, CommandJournalEntry.__table__)
-_events = cast(Table, Event.__table__)
 
-_CLAIM = (
+_CLAIM = Prepared(
     update(_commands)
     .where(_commands.c.id == bindparam("b_id"), _commands.c.status == CommandStatus.PROCESSING.value)
     .values(
@@ -59,13 +65,15 @@ _CLAIM_VALUES = {
 # Find and claim in one statement. SQLite: write transactions are serialised in-process, so
 # nothing can claim the command between the sub-select and the update: no row means no command.
 _CLAIM_NEXT_SQLITE = {
-    ready: update(_commands)
+    ready: Prepared(
+        update(_commands)
     .where(
         _commands.c.id == _next_id(ready).scalar_subquery(),
         _commands.c.status == CommandStatus.PROCESSING.value,
     )
-    .values(_CLAIM_VALUES)
-    .returning(*_commands.c)
+        .values(_CLAIM_VALUES)
+        .returning(*_commands.c)
+    )
     for ready in (False, True)
 }
 
@@ -90,130 +98,16 @@ def _claim_next_pg(ready_only: bool) -> Select[Any]:
     )
 
 
-_CLAIM_NEXT_PG = {ready: _claim_next_pg(ready) for ready in (False, True)}
-_BY_GUID_LOCKED = select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
-_SET_IN_FLIGHT = (
-    update(_queue).where(_queue.c.command_id == bindparam("b_id")).values(in_flight=True, not_before=None)
+_CLAIM_NEXT_PG = {ready: Prepared(_claim_next_pg(ready)) for ready in (False, True)}
+_BY_GUID_LOCKED = Prepared(
+    select(*_commands.c).where(_commands.c.guid == bindparam("b_guid")).with_for_update()
 )
-_TAKE_IN_FLIGHT = (
-    delete(_queue)
-    .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
-    .returning(_queue.c.command_id)
-)
-_INSERT_JOURNAL = insert(_journal)
-# The columns a final answer writes (``commands.complete``), prebuilt: a statement built per call
-# costs more than running it (coercion and a cache key over the JSON values).
-FINISH_COLUMNS = ("status", "active", "finished_at", "updated_at", "payload", "result_info", "result_data")
-_FINISH = (
-    update(_commands)
-    .where(_commands.c.id == bindparam("b_id"))
-    .values({name: bindparam(f"b_{name}", type_=_commands.c[name].type) for name in FINISH_COLUMNS})
-)
-
-
 def add_journal(
     session: AsyncSession, command_id: int, status: str, detail: str | None = None
 ) -> CommandJournalEntry:
     entry = CommandJournalEntry(command_id=command_id, status=status, detail=detail, at=utcnow())
     session.add(entry)
     return entry
-
-
-async def insert_journal(
-    session: AsyncSession, command_id: int, status: str, detail: str | None = None
-) -> None:
-    """``add_journal`` written at once with one Core INSERT (the delivery and answer paths), after
-    whatever the session still holds (the journal's order is its ids)."""
-    await flush_pending(session)
-    await session.execute(
-        _INSERT_JOURNAL, {"command_id": command_id, "status": status, "detail": detail, "at": utcnow()}
-    )
-
-
-def _take_and_finish_pg() -> Select[tuple[int]]:
-    # One statement on PostgreSQL: take the row out of the queue if in flight, and only then
-    # write the command, its journal entry and the event (data-modifying CTEs run once each).
-    taken = (
-        delete(_queue)
-        .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
-        .returning(_queue.c.command_id)
-        .cte("taken")
-    )
-    finished = (
-        update(_commands)
-        .where(_commands.c.id.in_(select(taken.c.command_id)))
-        .values({name: bindparam(f"b_{name}", type_=_commands.c[name].type) for name in FINISH_COLUMNS})
-        .returning(_commands.c.id)
-        .cte("finished")
-    )
-    j = _journal.c
-    journaled = (
-        insert(_journal)
-        .from_select(
-            ["command_id", "status", "detail", "at"],
-            select(
-                finished.c.id,
-                bindparam("j_status", type_=j.status.type),
-                bindparam("j_detail", type_=j.detail.type),
-                bindparam("j_at", type_=j.at.type),
-            ),
-        )
-        .returning(j.id)
-        .cte("journaled")
-    )
-    e = _events.c
-    columns = ("uuid", "type", "severity", "device_id", "user_id", "body", "created_at", "delivery_attempts")
-    evented = (
-        insert(_events)
-        .from_select(
-            list(columns),
-            select(*(bindparam(f"e_{c}", type_=e[c].type) for c in columns)).select_from(finished),
-        )
-        .returning(e.id)
-        .cte("evented")
-    )
-    return select(taken.c.command_id).add_cte(journaled, evented)
-
-
-_TAKE_AND_FINISH_PG = _take_and_finish_pg()
-
-
-async def take_and_finish(
-    session: AsyncSession,
-    command: Command,
-    values: dict[str, Any],
-    journal: tuple[str, str | None],
-    event: dict[str, Any],
-) -> bool:
-    """``take_in_flight``, then (only if it was in flight) ``finish_command``, the journal entry
-    ``journal`` (status, detail) and the outbox row ``event``; False when nothing was in flight
-    (nothing written). PostgreSQL: one statement; SQLite: one each."""
-    if session.get_bind().dialect.name != "postgresql":
-        if not await take_in_flight(session, command.id):
-            return False
-        await finish_command(session, command, values)
-        await insert_journal(session, command.id, *journal)
-        await insert_event(session, event)
-        return True
-    await flush_pending(session)
-    params = {f"b_{name}": values[name] for name in FINISH_COLUMNS}
-    params.update(b_id=command.id, j_status=journal[0], j_detail=journal[1], j_at=values["finished_at"])
-    params.update({f"e_{key}": value for key, value in event.items()})
-    if (await session.execute(_TAKE_AND_FINISH_PG, params)).first() is None:
-        return False
-    for key, value in values.items():
-        set_committed_value(command, key, value)
-    return True
-
-
-async def finish_command(session: AsyncSession, command: Command, values: dict[str, Any]) -> None:
-    """Write the ``FINISH_COLUMNS`` in ``values`` to the command's row with one Core UPDATE by id
-    and show them on the object as committed (nothing left for a flush)."""
-    params = {f"b_{name}": values[name] for name in FINISH_COLUMNS}
-    params["b_id"] = command.id
-    await session.execute(_FINISH, params)
-    for key, value in values.items():
-        set_committed_value(command, key, value)
 
 
 async def active_of_type(session: AsyncSession, device_id: int, type_: str) -> Command | None:
@@ -300,8 +194,8 @@ async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[
 
 
 async def claim(session: AsyncSession, command_id: int) -> Command | None:
-    row = (await session.execute(_CLAIM, {"b_id": command_id, "b_now": utcnow()})).first()
-    return None if row is None else _attach(session, row._asdict())
+    rows = await _CLAIM.mappings(session, {"b_id": command_id, "b_now": utcnow()})
+    return _attach(session, rows[0]) if rows else None
 
 
 async def claim_next(
@@ -312,19 +206,19 @@ async def claim_next(
     request claimed it first (PostgreSQL), look again."""
     params = {"b_device": device_id, "b_now": utcnow()}
     if session.get_bind().dialect.name == "postgresql":
-        row = (await session.execute(_CLAIM_NEXT_PG[ready_only], params)).first()
-        if row is None:
+        rows = await _CLAIM_NEXT_PG[ready_only].mappings(session, params)
+        if not rows:
             return False, None
-        values = row._asdict()
+        values = rows[0]
         del values["b_found"]
         return True, None if values["id"] is None else _attach(session, values)
-    claimed = (await session.execute(_CLAIM_NEXT_SQLITE[ready_only], params)).first()
-    return claimed is not None, None if claimed is None else _attach(session, claimed._asdict())
+    claimed = await _CLAIM_NEXT_SQLITE[ready_only].mappings(session, params)
+    return bool(claimed), _attach(session, claimed[0]) if claimed else None
 
 
 async def lock_by_guid(session: AsyncSession, guid: str) -> Command | None:
-    row = (await session.execute(_BY_GUID_LOCKED, {"b_guid": guid})).first()
-    return None if row is None else _attach(session, row._asdict())
+    rows = await _BY_GUID_LOCKED.mappings(session, {"b_guid": guid})
+    return _attach(session, rows[0]) if rows else None
 
 
 _MAPPER = Command.__mapper__
@@ -345,15 +239,6 @@ def _attach(session: AsyncSession, values: dict[str, Any]) -> Command:
     instance_state(command).key = key
     session.add(command)
     return command
-
-
-async def set_in_flight(session: AsyncSession, command_id: int) -> None:
-    await session.execute(_SET_IN_FLIGHT, {"b_id": command_id})
-
-
-async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
-    taken = await session.execute(_TAKE_IN_FLIGHT, {"b_id": command_id})
-    return taken.first() is not None
 
 
 async def journal_of(session: AsyncSession, command_id: int) -> list[CommandJournalEntry]:

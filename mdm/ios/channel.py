@@ -66,7 +66,10 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
         return await _idle(svc, binding.device_id)
     async with svc.db.transaction(inline=True) as session:
         due = await _record(svc, session, binding, report)
-        result = await _next(svc, session, binding.device_id, ready_only=True)
+        if commands.queue_drained(session, binding.device_id):
+            result = EMPTY  # the answer took the last queued command: nothing to look for
+        else:
+            result = await _next(svc, session, binding.device_id, ready_only=True)
     if due is not None:  # after the commit: the deferral it announces is durable now
         await svc.pushers.wake_at(Protocol.IOS, binding.device_id, due, "notnow")
     return result
