@@ -57,6 +57,7 @@ NAMES = [
     "tab\tand  spaces",
     "日本語のデバイス",
     "emoji 📱 phone",
+    "iphX phone",  # every trigram of "iphone", apart: an index candidate that is no match
     None,
 ]
 SERIALS = ["C02XK0ABCD12", "c02xk0abcd12", "F2LX%_\\9", None, "DMPQ1234ZZ", "ab", '"*"', "NEAR"]
@@ -335,3 +336,44 @@ async def test_the_migration_backfills_and_downgrades(scratch: Database) -> None
     await _alembic(scratch, "upgrade", "heads")
     async with scratch.session() as session:
         assert len(await _ids(session, q="iphone")) == len(await _ids(session, q="IPHONE")) > 0
+
+
+@pytest.mark.skipif(not PG_URL, reason="PostgreSQL's extensions")
+async def test_without_pg_trgm_the_migration_says_so_and_q_scans(caplog: pytest.LogCaptureFixture) -> None:
+    """A role that may not create pg_trgm (no CREATE on the database): the migration logs what a
+    superuser must run, completes, and ``q`` finds what the scan finds."""
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    base = make_url(PG_URL)
+    name, role = f"{base.database}_noext", f"{base.database}_noext_role"
+    admin = await asyncpg.connect(host=base.host, port=base.port, user=base.username, database="postgres")
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.execute(f'CREATE ROLE "{role}" LOGIN NOSUPERUSER NOCREATEDB')
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        owner = await asyncpg.connect(host=base.host, port=base.port, user=base.username, database=name)
+        try:
+            await owner.execute(f'GRANT CREATE, USAGE ON SCHEMA public TO "{role}"')
+        finally:
+            await owner.close()
+        db = Database(base.set(database=name, username=role).render_as_string(hide_password=False))
+        try:
+            with caplog.at_level("WARNING", logger="mdm.db.migrations"):
+                assert "0018" in await migrate.upgrade(db)
+            assert "CREATE EXTENSION pg_trgm" in caplog.text and name in caplog.text
+            assert await _search_objects(db) == set()
+            async with db.transaction() as session:
+                await _add_corpus(session)
+            async with db.session() as session:
+                for q in ("iphone", "chloé", "100%"):
+                    scan = select(Device.id).where(_scan(q)).order_by(Device.id)
+                    expected = list((await session.scalars(scan)).all())
+                    assert expected and await _ids(session, q=q) == expected
+        finally:
+            await db.close()
+    finally:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()

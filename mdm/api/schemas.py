@@ -40,7 +40,12 @@ class DeviceListQuery(PageQuery):
     status: Literal[tuple(s.value for s in DeviceStatus)] | None = None  # type: ignore[valid-type]
     user: str | None = Field(default=None, max_length=255, description="owner user name")
     group: int | None = Field(default=None, ge=1, le=2**62, description="group id (includes subgroups)")
-    q: str | None = Field(default=None, max_length=255, description="substring of name, serial or identifier")
+    q: str | None = Field(
+        default=None,
+        max_length=255,
+        description="case-insensitive substring of name, serial or identifier; 3 characters or more are "
+        "answered from an index, 1-2 characters scan every device (slow on a large fleet)",
+    )
     count: bool = Field(
         default=False,
         description="also return `total`, the number of devices matching the filters on every page "

@@ -77,13 +77,15 @@ def _search(q: str) -> ColumnElement[bool]:
 
 def _indexed(q: str | None, dialect: str) -> str | None:
     """SQLite, ``q`` of 3 characters or more: the FTS5 query of the candidates, else None (shorter
-    queries scan). ``q`` is one phrase with ``"`` doubled, so FTS5 operators and ``*`` in it are
-    plain text. The candidates are a superset of the ``ILIKE`` matches (the index folds case by
-    Unicode, ``ILIKE`` on SQLite folds ASCII only), which ``_search`` then narrows to the same
-    devices as the scan."""
+    queries scan): every trigram of ``q`` (the index keeps no positions), each one quoted with
+    ``"`` doubled, so FTS5 operators, ``*`` and quotes in ``q`` are plain text. The candidates are
+    a superset of the ``ILIKE`` matches (the index folds case by Unicode, ``ILIKE`` on SQLite folds
+    ASCII only, and the trigrams may lie apart), which ``_search`` narrows to the devices the scan
+    finds."""
     if not q or dialect != "sqlite" or len(q) < SEARCH_MIN_CHARS:
         return None
-    return '"' + q.replace('"', '""') + '"'
+    trigrams = dict.fromkeys(q[i : i + SEARCH_MIN_CHARS] for i in range(len(q) - SEARCH_MIN_CHARS + 1))
+    return " AND ".join('"' + t.replace('"', '""') + '"' for t in trigrams)
 
 
 def _from_search(stmt: _S, phrase: str) -> _S:
