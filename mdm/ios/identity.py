@@ -12,7 +12,6 @@ Identity problems are ``IdentityError`` (answered 400, never 401: a 401 makes de
 
 from __future__ import annotations
 
-import base64
 import binascii
 import hashlib
 import hmac
@@ -130,15 +129,24 @@ class IdentityResolver:
             return False
         return any(address in net for net in self.trusted_proxies)
 
-    def _verify(self, der: bytes, chain_der: list[bytes] | None) -> VerifiedCertificate:
+    def _verify(
+        self,
+        der: bytes,
+        chain_der: list[bytes] | None,
+        fingerprint: bytes | None = None,
+        parsed: x509.Certificate | None = None,
+    ) -> VerifiedCertificate:
+        """``fingerprint``/``parsed``: the certificate's SHA-256 and parsed form, when known."""
+        if fingerprint is None:
+            fingerprint = hashlib.sha256(der).digest()
         extra: list[x509.Certificate] = []
-        if chain_der and self._keys.get(hashlib.sha256(der).digest()) is None:
+        if chain_der and self._keys.get(fingerprint) is None:
             try:
                 extra = [x509.load_der_x509_certificate(c) for c in chain_der]
             except CERTIFICATE_ERRORS:
                 raise IdentityError("malformed", "certificate chain is not valid DER") from None
         try:
-            verified = self.verifier.verify_der(der, extra or None)
+            verified = self.verifier.verify_der(der, extra or None, fingerprint=fingerprint, parsed=parsed)
         except IdentityRejected as exc:
             raise _rejected(exc) from None
         except (ValueError, TypeError, UnsupportedAlgorithm):
@@ -150,7 +158,8 @@ class IdentityResolver:
         if len(header) > MAX_SIGNATURE_HEADER:
             raise IdentityError("malformed", "Mdm-Signature header is too long")
         try:
-            der = base64.b64decode("".join(header.split()), validate=True)
+            # strict: only the base64 alphabet and correct padding (as b64decode(validate=True)).
+            der = binascii.a2b_base64("".join(header.split()), strict_mode=True)
         except (binascii.Error, ValueError):
             raise IdentityError("malformed", "Mdm-Signature is not base64") from None
         try:
@@ -163,8 +172,8 @@ class IdentityResolver:
 
     def _check_cms(self, der: bytes, body: bytes) -> Identity:
         parts = cms_reader.read(der)
-        key, cert_der, others = self._signer(parts)
-        verified = self._verify(cert_der, others)
+        signer = self._signer(parts)
+        verified = self._verify(signer.der, signer.others, signer.fingerprint, signer.parsed)
         if parts.pss:
             raise IdentityError("unsupported", "RSASSA-PSS signatures are not supported")
         if parts.digest is None:
@@ -176,12 +185,12 @@ class IdentityResolver:
             to_verify = parts.signed_attrs
         else:
             to_verify = body
-        _verify_signature(key, parts.signature, to_verify, parts.digest)
+        _verify_signature(signer.key, parts.signature, to_verify, parts.digest)
         if parts.signing_time is not None:
             self._check_age(parts.signing_time)
         return Identity(verified, "signature", parts.signing_time)
 
-    def _signer(self, parts: cms_reader.SignedParts) -> tuple[CertificatePublicKeyTypes, bytes, list[bytes]]:
+    def _signer(self, parts: cms_reader.SignedParts) -> _Signer:
         """The certificate the SignerIdentifier names, its public key (cached), and the others."""
         if not parts.certificates:
             raise IdentityError("malformed", "Mdm-Signature carries no certificate")
@@ -192,12 +201,13 @@ class IdentityResolver:
         for index, cert_der in enumerate(parts.certificates):
             fingerprint = hashlib.sha256(cert_der).digest()
             entry: _SignerEntry | None = self._keys.get(fingerprint)
+            parsed = None
             if entry is None:
-                entry = _signer_entry(cert_der)
+                entry, parsed = _read_signer(cert_der)
                 self._keys[fingerprint] = entry
             if parts.sid in entry.sids:
                 others = [c for i, c in enumerate(parts.certificates) if i != index]
-                return entry.key(), cert_der, others
+                return _Signer(entry.key(), cert_der, others, fingerprint, parsed)
         raise IdentityError("malformed", "Mdm-Signature signer certificate is not in the message")
 
     def _check_age(self, signed_at: datetime) -> None:
@@ -207,6 +217,15 @@ class IdentityResolver:
                 "replayed",
                 f"Mdm-Signature signing time {signed_at.isoformat()} is outside the accepted window",
             )
+
+
+@dataclass(frozen=True, slots=True)
+class _Signer:
+    key: CertificatePublicKeyTypes
+    der: bytes
+    others: list[bytes]  # the message's other certificates (intermediates, perhaps)
+    fingerprint: bytes  # SHA-256 of der
+    parsed: x509.Certificate | None  # when it was parsed for this request (a cold certificate)
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,6 +242,11 @@ class _SignerEntry:
 def _signer_entry(cert_der: bytes) -> _SignerEntry:
     """The signer forms that name this certificate and its public key, read from the DER itself
     (the certificate's own issuer and serial bytes: what a SignerIdentifier repeats)."""
+    return _read_signer(cert_der)[0]
+
+
+def _read_signer(cert_der: bytes) -> tuple[_SignerEntry, x509.Certificate]:
+    """``_signer_entry`` and the parsed certificate (which the chain check then reuses)."""
     try:
         issuer, serial, spki = _tbs_parts(cert_der)
         sids = [_der(0x30, issuer + serial)]  # IssuerAndSerialNumber
@@ -236,7 +260,7 @@ def _signer_entry(cert_der: bytes) -> _SignerEntry:
         serialization.load_der_public_key(spki)  # a key we can use (or malformed)
     except (ValueError, x509.InvalidVersion, TypeError, KeyError, UnsupportedAlgorithm, cms_reader.DerError):
         raise IdentityError("malformed", "Mdm-Signature carries a malformed certificate") from None
-    return _SignerEntry(spki, tuple(sids))
+    return _SignerEntry(spki, tuple(sids)), cert
 
 
 def _tbs_parts(der: bytes) -> tuple[bytes, bytes, bytes]:

@@ -59,14 +59,33 @@ class ClientCertVerifier:
         self._cache: LRUCache[bytes, VerifiedCertificate] = LRUCache(maxsize=cache_size)
         self._lock = threading.Lock()
         self.revoked: frozenset[str] = frozenset()
+        # (store, whole second, verifier): one policy build per second, not per certificate.
+        self._built: tuple[Store, int, ClientVerifier] | None = None
 
-    def _verifier(self, now: datetime) -> ClientVerifier:
+    def _verifier(self, now: datetime, not_before: datetime) -> ClientVerifier:
         # Device certificates often carry no SAN (iOS identities, enterprise templates), so the
         # leaf policy is relaxed; the EKU is checked separately below. CA policy stays strict.
+        # One verifier per second (the policy build was a fifth of a cold chain check), at the
+        # start of that second; the leaf's own validity is checked against ``now`` itself before.
+        # A leaf valid only since a moment of this second gets a verifier at ``now``.
+        second = int(now.timestamp())
+        at = datetime.fromtimestamp(second, UTC)
+        store = self._store
+        if not_before > at:
+            return self._build(store, now)
+        built = self._built
+        if built is not None and built[0] is store and built[1] == second:
+            return built[2]
+        verifier = self._build(store, at)
+        self._built = (store, second, verifier)
+        return verifier
+
+    @staticmethod
+    def _build(store: Store, at: datetime) -> ClientVerifier:
         return (
             PolicyBuilder()
-            .store(self._store)
-            .time(now)
+            .store(store)
+            .time(at)
             .extension_policies(
                 ca_policy=ExtensionPolicy.webpki_defaults_ca(), ee_policy=ExtensionPolicy.permit_all()
             )
@@ -88,15 +107,23 @@ class ClientCertVerifier:
         self.revoked = self.revoked | {serial}
 
     def verify_der(
-        self, der: bytes, extra_intermediates: list[x509.Certificate] | None = None
+        self,
+        der: bytes,
+        extra_intermediates: list[x509.Certificate] | None = None,
+        *,
+        fingerprint: bytes | None = None,
+        parsed: x509.Certificate | None = None,
     ) -> VerifiedCertificate:
-        fingerprint = hashlib.sha256(der).digest()
+        """``fingerprint`` (the SHA-256 of ``der``) and ``parsed`` (``der`` loaded): what the
+        caller already computed, so that a cold certificate is hashed and parsed once."""
+        if fingerprint is None:
+            fingerprint = hashlib.sha256(der).digest()
         now = datetime.now(UTC)
         with self._lock:
             hit = self._cache.get(fingerprint)  # a hit becomes the most recently used
         if hit is None:
             try:
-                cert = x509.load_der_x509_certificate(der)
+                cert = parsed if parsed is not None else x509.load_der_x509_certificate(der)
             except CERTIFICATE_ERRORS:
                 raise IdentityRejected("malformed", "client certificate is not valid DER") from None
             hit = self._verify_chain(cert, fingerprint, now, extra_intermediates or [])
@@ -118,14 +145,13 @@ class ClientCertVerifier:
     def _verify_chain(
         self, cert: x509.Certificate, fingerprint: bytes, now: datetime, extra: list[x509.Certificate]
     ) -> VerifiedCertificate:
-        if cert.not_valid_after_utc < now:
-            raise IdentityRejected(
-                "expired", f"certificate expired at {cert.not_valid_after_utc.isoformat()}"
-            )
-        if cert.not_valid_before_utc > now:
+        not_after, not_before = cert.not_valid_after_utc, cert.not_valid_before_utc
+        if not_after < now:
+            raise IdentityRejected("expired", f"certificate expired at {not_after.isoformat()}")
+        if not_before > now:
             raise IdentityRejected("not_yet_valid", "certificate is not yet valid")
         try:
-            self._verifier(now).verify(cert, self._intermediates + extra)
+            self._verifier(now, not_before).verify(cert, self._intermediates + extra)
         except VerificationError as exc:
             raise IdentityRejected(
                 "untrusted", f"certificate does not chain to a trusted CA: {exc}"
@@ -141,7 +167,7 @@ class ClientCertVerifier:
         return VerifiedCertificate(
             fingerprint=fingerprint,
             serial_hex=format(cert.serial_number, "x"),
-            not_before=cert.not_valid_before_utc,
-            not_after=cert.not_valid_after_utc,
+            not_before=not_before,
+            not_after=not_after,
             subject_cn=str(cn[0].value) if cn else None,
         )
