@@ -111,6 +111,13 @@ _DEVICE_BY_IDENTIFIER = (
     .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
     .with_for_update()
 )
+_BINDING_COLUMNS = ("cert_fingerprint", "cert_not_before", "last_signed_at")
+_DEVICE_AND_BINDING = (
+    select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
+    .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
+    .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
+    .with_for_update()
+)
 _BINDING_ROW = (
     select(_i.cert_fingerprint, _i.cert_not_before, _i.last_signed_at)
     .where(_i.device_id == bindparam("device_id"))
@@ -149,6 +156,17 @@ async def device_by_identifier(session: AsyncSession, identifier: str) -> Device
     snapshot of the columns Authenticate reads (``device_values`` gives them back to compare)."""
     row = (await session.execute(_DEVICE_BY_IDENTIFIER, {"identifier": identifier})).first()
     return None if row is None else Device(**row._asdict())
+
+
+async def device_and_binding(session: AsyncSession, identifier: str) -> tuple[Device, IosDevice] | None:
+    """``device_by_identifier`` and ``binding_row`` in one statement, both rows locked; None when
+    either is missing."""
+    row = (await session.execute(_DEVICE_AND_BINDING, {"identifier": identifier})).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    binding = {c: values.pop(c) for c in _BINDING_COLUMNS}
+    return Device(**values), IosDevice(device_id=values["id"], **binding)
 
 
 def device_values(device: Device) -> dict[str, Any]:
