@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import JSON, Select, Table, Text, Update, bindparam, delete, func, or_, select, update
+from sqlalchemy import JSON, Table, Text, Update, bindparam, delete, func, or_, select, update
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from mdm.core.identity import BoundDevice
 from mdm.db import point_read
 from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, User, utcnow
+from mdm.db.prepared import Prepared
 from mdm.ios.tables import IosDevice, IosPushRequest
 from mdm.pki.tables import IssuedCertificateRecord
 
@@ -111,8 +112,9 @@ async def user(session: AsyncSession, user_id: int) -> User | None:
 
 # ---- inventory (command answers) ---------------------------------------------------------------
 # Prebuilt per column set: a statement built per call costs more than running it.
-_LOCKED_COLUMNS: dict[tuple[str, ...], Select[Any]] = {}
-_INVENTORY_UPDATES: dict[tuple[bool, tuple[str, ...]], Update] = {}
+# ``Prepared``: run on the session's DB-API connection (``mdm.db.prepared``).
+_LOCKED_COLUMNS: dict[tuple[str, ...], Prepared] = {}
+_INVENTORY_UPDATES: dict[tuple[bool, tuple[str, ...]], Prepared] = {}
 
 
 async def lock_device_columns(
@@ -121,11 +123,11 @@ async def lock_device_columns(
     """These columns of the device, row-locked (PostgreSQL) for the rest of the transaction."""
     stmt = _LOCKED_COLUMNS.get(columns)
     if stmt is None:
-        stmt = _LOCKED_COLUMNS[columns] = (
+        stmt = _LOCKED_COLUMNS[columns] = Prepared(
             select(*(_devices[c] for c in columns)).where(_devices.id == bindparam("b_id")).with_for_update()
         )
-    row = (await session.execute(stmt, {"b_id": device_id})).first()
-    return None if row is None else row._asdict()
+    rows = await stmt.mappings(session, {"b_id": device_id})
+    return rows[0] if rows else None
 
 
 def _inventory_update(postgres: bool, columns: tuple[str, ...]) -> Update:
@@ -151,10 +153,10 @@ async def write_inventory(
     columns = tuple(sorted(changes))
     stmt = _INVENTORY_UPDATES.get((postgres, columns))
     if stmt is None:
-        stmt = _INVENTORY_UPDATES[(postgres, columns)] = _inventory_update(postgres, columns)
+        stmt = _INVENTORY_UPDATES[(postgres, columns)] = Prepared(_inventory_update(postgres, columns))
     params: dict[str, Any] = {f"b_{c}": v for c, v in changes.items()}
     params.update(b_id=device_id, b_entry=json.dumps(entry), b_part=part, b_path=f"$.{part}")
-    await session.execute(stmt, params)
+    await stmt.execute(session, params)
 
 
 # ---- certificates -------------------------------------------------------------------------------
