@@ -108,10 +108,11 @@ def _plan(stmt: Executable, dialect: Dialect) -> _Plan | None:
 
 
 class _Reader:
-    __slots__ = ("busy", "conn", "plans")
+    __slots__ = ("busy", "conn", "plans", "raw")
 
     def __init__(self) -> None:
         self.conn: AsyncConnection | None = None
+        self.raw: Any = None  # conn's DB-API connection (sqlite_driver.OneHopConnection)
         self.busy = False
         # id(statement) -> its plan (None: SQLAlchemy executes it)
         self.plans: dict[int, _Plan | None] = {}
@@ -147,12 +148,13 @@ async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]
         try:
             if reader.conn is None:
                 reader.conn = await engine.connect()
+                reader.raw = (await reader.conn.get_raw_connection()).dbapi_connection
             conn = reader.conn
             try:
                 plan = reader.plan(stmt, engine.dialect)
                 if plan is not None:
                     values = plan.parameters(params)
-                    raw: Any = (await conn.get_raw_connection()).dbapi_connection
+                    raw = reader.raw
                     done = None if values is None else sqlite_driver.inline_first(raw, plan.sql, values)
                     if done is not None:
                         description, data = done
@@ -162,7 +164,7 @@ async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]
                 # so the driver skips it (``OneHopConnection.rollback``).
                 await conn.rollback()
             except BaseException:
-                reader.conn = None
+                reader.conn = reader.raw = None
                 await _discard(conn)
                 raise
             return row
