@@ -55,6 +55,7 @@ from mdm.sim.fleet import Member
 from mdm.sim.transport import CHECKIN_TYPE, COMMAND_TYPE
 
 Signed = tuple[bytes, str]
+PHASES = ("enroll", "cold", "warm", "recheckin")
 
 
 def service(db: Database, cfg: IosConfig, anchors: list[Any]) -> IosService:
@@ -196,11 +197,16 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
     topic = "com.apple.mgmt.bench"
     db = Database(database_url, config.database.pool_size, echo=args.echo)
     profiler = cProfile.Profile() if args.profile else None
+    profiled = {"enroll"} if args.only_enroll else set(args.profile_phase or ("enroll", "cold", "recheckin"))
+
+    def prof(name: str) -> cProfile.Profile | None:
+        return profiler if name in profiled else None
+
     try:
         await forget(db, members)
         enroll = [checkin_messages(member, topic, 1) for member in members]
         svc = service(db, cfg, anchors)
-        await phase("enroll", enroll, lambda s: send_checkin(svc, s), args.concurrency, profiler)
+        await phase("enroll", enroll, lambda s: send_checkin(svc, s), args.concurrency, prof("enroll"))
         await svc.last_seen.flush(db)
         idles = [[idle_message(m)] for m in members]
         svc = service(db, cfg, anchors)
@@ -209,9 +215,9 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
             idles,
             lambda s: send_idle(svc, s),
             args.concurrency,
-            None if args.only_enroll else profiler,
+            prof("cold"),
         )
-        await phase("warm", idles, lambda s: send_idle(svc, s), args.concurrency, None)
+        await phase("warm", idles, lambda s: send_idle(svc, s), args.concurrency, prof("warm"))
         await svc.last_seen.flush(db)
         await asyncio.sleep(1.1)  # a later signing time than the enrollment's
         again = [checkin_messages(member, topic, 2) for member in members]
@@ -221,7 +227,7 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
             again,
             lambda s: send_checkin(svc, s),
             args.concurrency,
-            None if args.only_enroll else profiler,
+            prof("recheckin"),
         )
         await svc.last_seen.flush(db)
     finally:
@@ -242,6 +248,9 @@ def main() -> None:
     parser.add_argument("--database-url", default="", help="postgresql+asyncpg://... (changed in place)")
     parser.add_argument("--profile", help="write a cProfile of the measured phases here")
     parser.add_argument("--only-enroll", action="store_true", help="profile the enroll phase only")
+    parser.add_argument(
+        "--profile-phase", action="append", choices=PHASES, help="profile only this phase (repeatable)"
+    )
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
     args = parser.parse_args()
     if args.database_url:

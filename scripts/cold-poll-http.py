@@ -1,0 +1,125 @@
+#!/usr/bin/env python3
+"""Cold first polls over HTTP: a freshly started ``mdm serve``, one signed Idle poll per device.
+
+Developer tool behind the cold-poll figures in docs/PERFORMANCE.md (issue 12, "cold first polls at
+>= 1,500/s"). It works on a data directory prepared by ``mdm bench ios --data-dir DIR`` whose
+devices have checked in (their identities in ``bench/devices.jsonl``). The iOS listener is put in
+plain-HTTP mode (TLS is a proxy's job in that figure) and the server is started for each round,
+so that every round is a cold pass: no cached chain verdict, signer key or binding.
+
+Every body is signed before the server starts (the device's cost, not the server's). The figure
+that matters is the server's CPU per poll (``/proc/PID/stat``, all threads): the load generator
+shares the machine's cores, so the wall-clock rate is a lower bound::
+
+    python scripts/cold-poll-http.py --data-dir /tmp/cold-sqlite --count 2000 --rounds 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+
+from mdm.bench import identities, local
+from mdm.bench.stats import cpu_seconds
+from mdm.sim.stats import percentile
+from mdm.sim.transport import COMMAND_TYPE
+
+Signed = tuple[bytes, dict[str, str]]
+
+
+async def burst(url: str, polls: list[Signed], concurrency: int) -> tuple[list[float], dict[str, int]]:
+    latencies: list[float] = []
+    errors: dict[str, int] = {}
+    queue = iter(polls)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker() -> None:
+            for body, headers in queue:
+                t0 = time.perf_counter()
+                try:
+                    async with session.put(url, data=body, headers=headers) as response:
+                        payload = await response.read()
+                        status = response.status
+                except (aiohttp.ClientError, TimeoutError) as exc:
+                    errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
+                    continue
+                if status != 200 or payload.strip():
+                    key = f"http_{status}" if status != 200 else "unexpected_command"
+                    errors[key] = errors.get(key, 0) + 1
+                    continue
+                latencies.append(time.perf_counter() - t0)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return latencies, errors
+
+
+async def run(args: argparse.Namespace) -> None:
+    config = local.prepare(args.data_dir, plain=True)
+    members = identities.load(identities.cache_path(config), [])[: args.count]
+    if not members:
+        raise SystemExit(f"no bench identities in {args.data_dir}: prepare it with mdm bench ios")
+    for round_ in range(1, args.rounds + 1):
+        polls: list[Signed] = []
+        for member in members:  # signed now: the signing time must be recent
+            body, headers = member.signed({"Status": "Idle", "UDID": member.udid}, COMMAND_TYPE)
+            polls.append((body, headers))
+        server = local.LocalServer(config)
+        await server.start(wait_s=120)
+        try:
+            await asyncio.sleep(args.settle)
+            cpu_idle0, t_idle0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
+            await asyncio.sleep(1.0)
+            idle_rate = ((cpu_seconds(server.pid) or 0.0) - cpu_idle0) / (time.perf_counter() - t_idle0)
+            spy = None
+            if args.py_spy:
+                py_spy = str(Path(sys.executable).with_name("py-spy"))
+                spy = await asyncio.create_subprocess_exec(
+                    py_spy, "record", "--pid", str(server.pid), "--rate", "500", "--format", "raw",
+                    "--output", f"{args.py_spy}.{round_}",
+                    stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+                )
+                await asyncio.sleep(1.0)
+            cpu0, t0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
+            latencies, errors = await burst(server.url("ios") + "/mdm/server", polls, args.concurrency)
+            wall = time.perf_counter() - t0
+            cpu = (cpu_seconds(server.pid) or 0.0) - cpu0
+            if spy is not None:
+                spy.send_signal(signal.SIGINT)
+                await spy.wait()
+        finally:
+            await server.stop()
+        n = max(1, len(latencies))
+        latencies.sort()
+        print(
+            f"round {round_}: {len(latencies)} cold polls in {wall:.2f} s = {len(latencies) / wall:,.0f}/s, "
+            f"server CPU {1e6 * cpu / n:,.0f} µs per poll ({n / cpu if cpu else 0:,.0f}/s of one core; "
+            f"{1e6 * max(0.0, cpu - idle_rate * wall) / n:,.0f} µs without the idle server's "
+            f"{1000 * idle_rate:.0f} ms/s), p50 {1000 * percentile(latencies, 50):.1f} ms, "
+            f"p99 {1000 * percentile(latencies, 99):.1f} ms, errors {errors or 'none'}"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, required=True, help="a data directory prepared by mdm bench ios"
+    )
+    parser.add_argument("--count", type=int, default=2000, help="devices (the first N of the bench fleet)")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections (default 16)")
+    parser.add_argument("--rounds", type=int, default=2, help="server starts, one cold pass each")
+    parser.add_argument("--settle", type=float, default=2.0, help="seconds after start-up before measuring")
+    parser.add_argument("--py-spy", help="record the server with py-spy (raw stacks) to FILE.<round>")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
