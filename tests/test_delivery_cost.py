@@ -213,9 +213,15 @@ def test_prepared_statements_refuse_expanding_parameters() -> None:
         prepared.Prepared(stmt).form(sqlite.dialect())
 
 
-async def test_a_claimed_command_reads_as_the_orm_reads_it(db: Database, phone: Phone) -> None:
+@pytest.mark.parametrize("direct", [True, False], ids=["direct", "other-driver"])
+async def test_a_claimed_command_reads_as_the_orm_reads_it(
+    db: Database, phone: Phone, direct: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """``claim_next`` and ``lock_by_guid`` build the command from ``Prepared`` rows: every
-    attribute equals what the ORM loads afterwards (JSON documents, aware timestamps, booleans)."""
+    attribute equals what the ORM loads afterwards (JSON documents, aware timestamps, booleans).
+    A driver ``Prepared`` does not know runs the statements through SQLAlchemy, alike."""
+    if not direct:
+        monkeypatch.setattr(prepared, "DIRECT_DRIVERS", frozenset())
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "ProfileList", "Nested": {"a": [1, 2]}})
     columns = [c.key for c in Command.__table__.columns]

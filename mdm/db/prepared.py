@@ -30,6 +30,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import ClauseElement
 
+# The adapted drivers whose cursors ``execute`` knows; any other runs through SQLAlchemy.
+DIRECT_DRIVERS = frozenset({"aiosqlite", "asyncpg"})
+
 
 @dataclass(frozen=True, slots=True)
 class _Form:
@@ -85,6 +88,9 @@ class Prepared:
     async def mappings(self, session: AsyncSession, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``execute``, each row as a dict by column name with the values SQLAlchemy would give
         (its result processors applied: JSON documents, aware timestamps, booleans)."""
+        if session.get_bind().dialect.driver not in DIRECT_DRIVERS:
+            statement: Any = self.statement
+            return [row._asdict() for row in await session.execute(statement, params)]
         rows = await self.execute(session, params)
         if not rows:
             return []
@@ -102,6 +108,9 @@ class Prepared:
         """Run the statement with ``params`` (by name) in the session's transaction; the rows it
         returned, unprocessed (empty for a statement without RETURNING)."""
         connection = await session.connection()
+        if connection.dialect.driver not in DIRECT_DRIVERS:  # SQLAlchemy's execution, as usual
+            executable: Any = self.statement
+            return list(await connection.execute(executable, params))
         dbapi_connection: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         form = self.form(connection.dialect)
         fixed = form.fixed
