@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import weakref
 from collections import namedtuple
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, cast
 
 from sqlalchemy.engine import Dialect, Engine, Row
@@ -35,41 +35,22 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 
 from mdm.db import sqlite_driver
+from mdm.db.prepared import Form, compile_form
 
 MAX_PLANS = 256  # statements are module constants; ad-hoc ones (tests) must not grow this forever
-_MISSING = object()
-Processor = Callable[[Any], Any]
 
 
 class _Plan:
-    """A statement compiled once for the SQLite reader's direct path."""
+    """A statement compiled once (``mdm.db.prepared.compile_form``) for the reader's direct path."""
 
-    __slots__ = ("binds", "results", "row", "sql", "stmt")
+    __slots__ = ("form", "results", "row", "stmt")
 
-    def __init__(
-        self,
-        stmt: Executable,
-        sql: str,
-        binds: tuple[tuple[str, str, Any, Processor | None], ...],
-        results: tuple[Processor | None, ...] | None,
-    ) -> None:
+    def __init__(self, stmt: Executable, form: Form) -> None:
         self.stmt = stmt  # held: the plans are keyed by its id
-        self.sql = sql
-        self.binds = binds  # (key, compiled name, default, processor) in positional order
-        self.results = results  # per column; None: no column needs processing
+        self.form = form
+        # None: no column needs processing
+        self.results = None if all(p is None for p in form.results) else form.results
         self.row: type[tuple[Any, ...]] | None = None  # made from the first cursor description
-
-    def parameters(self, params: Mapping[str, Any]) -> list[Any] | None:
-        """The positional values (None: a value is missing; SQLAlchemy says which)."""
-        out = []
-        for key, name, default, processor in self.binds:
-            value = params.get(key, _MISSING)
-            if value is _MISSING:
-                value = params.get(name, default)
-                if value is _MISSING:
-                    return None
-            out.append(value if processor is None else processor(value))
-        return out
 
     def make_row(self, description: Any, data: tuple[Any, ...]) -> Row[Any]:
         if self.row is None:
@@ -81,30 +62,16 @@ class _Plan:
 
 def _plan(stmt: Executable, dialect: Dialect) -> _Plan | None:
     """The direct plan of ``stmt``, or None when it needs SQLAlchemy's execution (expanding or
-    post-compile parameters, callables, columns it cannot map)."""
+    post-compile parameters, callables, a statement returning no columns that is not text)."""
     if not isinstance(stmt, ClauseElement):
         return None
-    compiled: Any = stmt.compile(dialect=dialect)
-    if compiled.positiontup is None or compiled.post_compile_params or compiled.literal_execute_params:
+    try:
+        form = compile_form(stmt, dialect)
+    except ValueError:
         return None
-    by_name = {name: bind for bind, name in compiled.bind_names.items()}
-    processors = compiled._bind_processors
-    binds = []
-    for name in compiled.positiontup:
-        bind = by_name.get(name)
-        if bind is None or bind.callable is not None or bind.expanding:
-            return None
-        default = _MISSING if bind.required else bind.value
-        binds.append((bind.key, name, default, processors.get(name)))
-    results: tuple[Processor | None, ...] | None = None
-    columns = compiled._result_columns
-    if columns:
-        results = tuple(entry[3]._cached_result_processor(dialect, None) for entry in columns)
-        if all(p is None for p in results):
-            results = None
-    elif not compiled.isplaintext and not getattr(stmt, "_is_text_clause", False):
+    if not form.keys and not getattr(stmt, "_is_text_clause", False):
         return None
-    return _Plan(stmt, compiled.string, tuple(binds), results)
+    return _Plan(stmt, form)
 
 
 class _Reader:
@@ -153,9 +120,9 @@ async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]
             try:
                 plan = reader.plan(stmt, engine.dialect)
                 if plan is not None:
-                    values = plan.parameters(params)
+                    values = plan.form.values(params)
                     raw = reader.raw
-                    done = None if values is None else sqlite_driver.inline_first(raw, plan.sql, values)
+                    done = None if values is None else sqlite_driver.inline_first(raw, plan.form.sql, values)
                     if done is not None:
                         description, data = done
                         return None if data is None else plan.make_row(description, data)

@@ -34,17 +34,53 @@ from sqlalchemy.sql import ClauseElement
 DIRECT_DRIVERS = frozenset({"aiosqlite", "asyncpg"})
 
 
+MISSING: Any = object()
+
+
 @dataclass(frozen=True, slots=True)
-class _Form:
+class Form:
+    """A Core statement compiled for the driver: what SQLAlchemy's execution would send."""
+
     sql: str
-    names: tuple[str, ...]
-    # (position, processor) for the parameters SQLAlchemy would process before the driver.
-    processors: tuple[tuple[int, Callable[[Any], Any]], ...]
-    # Values fixed in the statement (``values(in_flight=True)``, ``limit(1)``), by name.
-    fixed: Mapping[str, Any]
+    # Per positional parameter: its key in the caller's parameters, the value fixed in the
+    # statement (``values(in_flight=True)``, ``limit(1)``) or MISSING, and SQLAlchemy's bind
+    # processor (or None).
+    binds: tuple[tuple[str, Any, Callable[[Any], Any] | None], ...]
     # The names of the columns it returns, and SQLAlchemy's result processor of each (or None).
     keys: tuple[str, ...]
     results: tuple[Callable[[Any], Any] | None, ...]
+
+    def values(self, params: Mapping[str, Any]) -> list[Any] | None:
+        """The positional values, processed (None: one is missing)."""
+        out = []
+        for key, fixed, process in self.binds:
+            value = params.get(key, fixed)
+            if value is MISSING:
+                return None
+            out.append(value if process is None else process(value))
+        return out
+
+
+def compile_form(statement: ClauseElement, dialect: Dialect, columns: Sequence[str] | None = None) -> Form:
+    """``statement`` compiled once for ``dialect``; ValueError when only SQLAlchemy's execution
+    can run it (expanding, literal or computed parameters, escaped names)."""
+    compiled: Any = statement.compile(dialect=dialect, column_keys=columns)
+    if compiled.positiontup is None or getattr(compiled, "escaped_bind_names", None):
+        raise ValueError("direct execution takes positional, plain parameter names")
+    if compiled.literal_execute_params or compiled.post_compile_params:
+        raise ValueError("direct execution takes no expanding or literal parameters")
+    by_name = {name: bind for bind, name in compiled.bind_names.items()}
+    processors = compiled._bind_processors
+    binds = []
+    for name in compiled.positiontup:
+        bind = by_name.get(name)
+        if bind is None or bind.callable is not None or bind.expanding:
+            raise ValueError(f"parameter {name!r} needs SQLAlchemy's execution")
+        binds.append((bind.key, MISSING if bind.required else bind.value, processors.get(name)))
+    entries = compiled._result_columns
+    keys = tuple(entry[0] for entry in entries)
+    results = tuple(entry[3]._cached_result_processor(dialect, None) for entry in entries)
+    return Form(str(compiled), tuple(binds), keys, results)
 
 
 class Prepared:
@@ -58,32 +94,13 @@ class Prepared:
     def __init__(self, statement: ClauseElement, columns: Sequence[str] | None = None) -> None:
         self.statement = statement
         self.columns = list(columns) if columns is not None else None
-        self._forms: dict[str, _Form] = {}
+        self._forms: dict[str, Form] = {}
 
-    def form(self, dialect: Dialect) -> _Form:
+    def form(self, dialect: Dialect) -> Form:
         form = self._forms.get(dialect.name)
         if form is None:
-            form = self._forms[dialect.name] = self._compile(dialect)
+            form = self._forms[dialect.name] = compile_form(self.statement, dialect, self.columns)
         return form
-
-    def _compile(self, dialect: Dialect) -> _Form:
-        compiled: Any = self.statement.compile(dialect=dialect, column_keys=self.columns)
-        names = tuple(compiled.positiontup or ())
-        if getattr(compiled, "escaped_bind_names", None):
-            raise ValueError("Prepared statements take plain parameter names")
-        if compiled.literal_execute_params or compiled.post_compile_params:
-            raise ValueError("Prepared statements take no expanding or literal parameters")
-        bound = compiled._bind_processors
-        processors = tuple((i, bound[name]) for i, name in enumerate(names) if name in bound)
-        fixed = {
-            name: bind.effective_value
-            for name, bind in compiled.binds.items()
-            if not bind.required and name in names
-        }
-        entries = compiled._result_columns
-        keys = tuple(entry[0] for entry in entries)
-        results = tuple(entry[3]._cached_result_processor(dialect, None) for entry in entries)
-        return _Form(str(compiled), names, processors, fixed, keys, results)
 
     async def mappings(self, session: AsyncSession, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         """``execute``, each row as a dict by column name with the values SQLAlchemy would give
@@ -113,10 +130,10 @@ class Prepared:
             return list(await connection.execute(executable, params))
         dbapi_connection: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         form = self.form(connection.dialect)
-        fixed = form.fixed
-        values = [params[name] if name in params else fixed[name] for name in form.names]
-        for position, process in form.processors:
-            values[position] = process(values[position])
+        values = form.values(params)
+        if values is None:
+            missing = [key for key, fixed, _ in form.binds if key not in params and fixed is MISSING]
+            raise KeyError(f"missing parameters {missing}")
         dialect = connection.dialect
         cursor = dbapi_connection.cursor()
         sync = connection.sync_connection
