@@ -76,7 +76,8 @@ async def count_devices(
     q: str | None = None,
 ) -> int:
     """How many devices ``list_devices`` with these filters pages through (all pages). Costs a
-    pass over the matching index entries (a scan of the table for ``q``): ask only when shown."""
+    pass over the matching index entries (for ``q``: every match in the search index; a ``q`` of
+    1-2 characters scans the table): ask only when shown."""
     return await store.count_devices(
         session, **await _filters(session, protocol=protocol, status=status, user=user, group=group, q=q)
     )
