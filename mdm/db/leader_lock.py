@@ -10,6 +10,7 @@ and file name (``leader_lock``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import fcntl
 import os
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Protocol as TypingProtocol
 
 from sqlalchemy import text
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mdm.db.engine import Database
@@ -68,15 +69,21 @@ class AdvisoryLock:
             return False
         try:
             await self._conn.execute(text("SELECT 1"))
-        except (OSError, DBAPIError, OperationalError):
+        except (OSError, SQLAlchemyError):
             await self._drop()
             return False
+        except BaseException:
+            # Cancelled mid-statement (a shutdown): the connection's state is unknown, and
+            # SQLAlchemy refuses it from then on (PendingRollbackError), so it is dropped (and
+            # the lock with it: the next check says so and the caller competes again).
+            await asyncio.shield(self._drop())
+            raise
         return True
 
     async def release(self) -> None:
         if self._conn is None:
             return
-        with contextlib.suppress(OSError, DBAPIError, OperationalError):
+        with contextlib.suppress(OSError, SQLAlchemyError):
             await self._conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
         await self._drop()
 
