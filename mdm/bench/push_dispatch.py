@@ -1,0 +1,357 @@
+"""The push dispatcher's CPU per wake-up for a bulk-sized wake, in-process, against the APNs fake.
+
+``python -m mdm.bench.push_dispatch --devices 100000 [--commands] [--database-url URL]``
+
+Prepares N iOS devices with push tokens straight into the tables (and, with ``--commands``, one
+queued command each, so that every sent push stays owed as a re-push), then measures this
+process's CPU (its threads included: aiosqlite's) in two phases:
+
+- *request*: ``PushDispatcher.wake_many`` in chunks of ``--chunk`` ids (the bulk worker's batches);
+- *drain*: the dispatcher's worker until every wake-up was accepted by the APNs contract fake (a
+  subprocess over HTTP/2 with mutual TLS, as in ``mdm bench push``; its CPU is reported apart).
+
+On PostgreSQL the CPU of the database backends serving this process is reported too (from
+``/proc``, when PostgreSQL runs on this machine). ``--profile FILE`` writes a cProfile of the drain
+phase (the event loop's thread only). ``--breakdown`` drains one batch at a time instead
+(``dispatch_once``: nothing overlaps) and charges the process's CPU to each statement function of
+``mdm.push.store``, to the sends and to the rest. Phases are separate so that the request rows (written in
+the server by the bulk worker's batches) and the dispatcher's own work can be told apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import inspect
+import json
+import os
+import resource
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import String as SqlString
+from sqlalchemy import Table, cast, func, insert, select, text
+
+from mdm.bench.push import BenchError, _cpu_seconds
+from mdm.db.engine import Database
+from mdm.db.migrate import upgrade
+from mdm.db.models import Command, CommandQueueEntry, Device, Protocol
+from mdm.devfakes.certs import identity_from_files
+from mdm.push import store
+from mdm.push.apns import ApnsClient
+from mdm.push.config import ApnsConfig, PushConfig
+from mdm.push.dispatcher import PushDispatcher
+from mdm.push.tables import PushWakeup
+
+_d: Table = Device.__table__  # type: ignore[assignment]
+_c: Table = Command.__table__  # type: ignore[assignment]
+_q: Table = CommandQueueEntry.__table__  # type: ignore[assignment]
+_w: Table = PushWakeup.__table__  # type: ignore[assignment]
+PREPARE_CHUNK = 5000
+
+
+@dataclass
+class DispatchReport:
+    engine: str
+    devices: int
+    commands: bool
+    batch_size: int
+    request_seconds: float
+    request_cpu_us: float  # per wake-up
+    drain_seconds: float
+    drain_cpu_us: float  # per wake-up
+    woken: int
+    owed_after: int
+    database_cpu_us: dict[str, float] = field(default_factory=dict)  # PostgreSQL backends, per phase
+    breakdown_us: dict[str, float] = field(default_factory=dict)  # drain CPU per wake-up, by part
+    fake_cpu_us: float = 0.0
+    load_average: str = ""
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class CountingReceipts:
+    """The ``PushReceipts`` of the bench: counts the accepted pushes (the bulk service's own adds
+    one UPDATE per batch and operation)."""
+
+    def __init__(self) -> None:
+        self.accepted_total = 0
+        self.changed = asyncio.Event()
+
+    async def accepted(self, by_reason: Mapping[str, int]) -> None:
+        self.accepted_total += sum(by_reason.values())
+        self.changed.set()
+
+
+class Breakdown:
+    """Process CPU charged to named parts (outermost wins: a part inside another is charged to
+    the inner one and taken off the outer)."""
+
+    def __init__(self) -> None:
+        self.spent: dict[str, float] = {}
+        self._stack: list[list[float]] = []
+
+    def wrap(self, name: str, function: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            frame = [_process_cpu(), 0.0]  # start, charged to inner parts
+            self._stack.append(frame)
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                self._stack.pop()
+                used = _process_cpu() - frame[0]
+                self.spent[name] = self.spent.get(name, 0.0) + used - frame[1]
+                if self._stack:
+                    self._stack[-1][1] += used
+        return timed
+
+    def instrument(self, dispatcher: PushDispatcher) -> None:
+        for name in dir(store):
+            function = getattr(store, name)
+            if inspect.iscoroutinefunction(function) and function.__module__ == store.__name__:
+                setattr(store, name, self.wrap(f"store.{name}", function))
+        for name in ("_take", "_deliver", "_apply", "_receipts"):
+            setattr(dispatcher, name, self.wrap(name, getattr(dispatcher, name)))
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _backend_pids(db: Database) -> list[int]:
+    if db.is_sqlite:
+        return []
+    async with db.session() as session:
+        rows = await session.scalars(
+            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))
+        return [int(pid) for pid in rows]
+
+
+def _pids_cpu(pids: list[int]) -> float:
+    return sum(_cpu_seconds(pid) for pid in pids)
+
+
+async def prepare(db: Database, devices: int, commands: bool, say: Any) -> None:
+    """N pushable iOS devices (and one queued command each with ``commands``), by Core inserts;
+    an existing population of the same size is reused (its wake-ups and commands cleared)."""
+    async with db.transaction() as session:
+        have = int(await session.scalar(select(func.count()).select_from(_d)) or 0)
+        await session.execute(_w.delete())
+        await session.execute(_q.delete())
+        await session.execute(_c.delete())
+    if have not in (0, devices):
+        raise BenchError(f"the database holds {have} devices, not {devices}: use another one")
+    now = datetime.now(UTC)
+    if have == 0:
+        say(f"preparing {devices} devices")
+        for start in range(0, devices, PREPARE_CHUNK):
+            rows = [
+                {"protocol": int(Protocol.IOS), "identifier": f"bench-push-{i}", "inventory": {},
+                 "attributes": {}, "push_token": f"{i:064x}", "push_magic": f"magic-{i}",
+                 "push_valid": True, "enrolled_at": now, "last_seen_at": now}
+                for i in range(start, min(devices, start + PREPARE_CHUNK))
+            ]
+            async with db.transaction() as session:
+                await session.execute(insert(_d), rows)
+    if commands:
+        say("queuing one command per device")
+        async with db.transaction() as session:
+            guid = func.concat("bench-", cast(_d.c.id, SqlString)) if not db.is_sqlite else (
+                "bench-" + cast(_d.c.id, SqlString))
+            await session.execute(insert(_c).from_select(
+                ["guid", "device_id", "type", "args", "payload", "flags", "priority", "status",
+                 "created_at", "updated_at", "attempts", "active"],
+                select(guid, _d.c.id, text("'Block'"), text("'{}'"), text("'{}'"), text("0"), text("0"),
+                       text("'processing'"), _d.c.enrolled_at, _d.c.enrolled_at, text("0"), text("true"))
+                .where(_d.c.identifier.like("bench-push-%")),
+            ))
+            await session.execute(insert(_q).from_select(
+                ["command_id", "device_id", "priority", "created_at", "in_flight", "not_now_count"],
+                select(_c.c.id, _c.c.device_id, text("0"), _c.c.created_at, text("false"), text("0")),
+            ))
+    if not db.is_sqlite:
+        async with db.transaction() as session:
+            for table in ("devices", "commands", "command_queue", "push_wakeups"):
+                await session.execute(text(f"ANALYZE {table}"))
+
+
+@asynccontextmanager
+async def apns_fake(say: Any) -> AsyncIterator[tuple[dict[str, str], int]]:
+    """The APNs contract fake in a subprocess: (its connection details, its pid)."""
+    with tempfile.TemporaryDirectory(prefix="mdm-bench-pushd-") as directory:
+        fake = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "mdm.devfakes.run_apns", "--cert-dir", directory, "--quiet",
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert fake.stdout is not None and fake.stderr is not None
+            line = await fake.stdout.readline()
+            if not line:
+                problem = (await fake.stderr.read()).decode(errors="replace")[-2000:]
+                raise BenchError(f"the APNs fake did not start: {problem}")
+            info = json.loads(line)
+            say(f"APNs fake (pid {fake.pid}) on {info['url']}")
+            yield info, fake.pid
+        finally:
+            if fake.returncode is None:
+                fake.terminate()
+            try:
+                async with asyncio.timeout(10):
+                    await fake.communicate()
+            except TimeoutError:
+                fake.kill()
+                await fake.wait()
+
+
+async def run(url: str, devices: int, commands: bool, batch_size: int, chunk: int,
+              profile: str | None, say: Any, breakdown: bool = False) -> DispatchReport:
+    db = Database(url)
+    try:
+        await upgrade(db)
+        await prepare(db, devices, commands, say)
+        async with db.session() as session:
+            ids = list(await session.scalars(
+                select(_d.c.id).where(_d.c.identifier.like("bench-push-%")).order_by(_d.c.id)))
+        async with apns_fake(say) as (info, fake_pid):
+            config = ApnsConfig.model_validate({"base_url": info["url"], "ca_file": info["ca_file"]})
+            ident = await asyncio.to_thread(identity_from_files, Path(info["client_cert"]),
+                                            Path(info["client_key"]))
+            client = ApnsClient(config, ident)
+            receipts = CountingReceipts()
+            dispatcher = PushDispatcher(db, PushConfig(batch_size=batch_size), {Protocol.IOS: client},
+                                        receipts=receipts)
+            try:
+                parts = Breakdown() if breakdown else None
+                return await _measure(db, dispatcher, receipts, ids, commands, chunk, profile, fake_pid,
+                                      say, parts)
+            finally:
+                await dispatcher.close()
+    finally:
+        await db.close()
+
+
+async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingReceipts, ids: list[int],
+                   commands: bool, chunk: int, profile: str | None, fake_pid: int,
+                   say: Any, parts: Breakdown | None) -> DispatchReport:
+    n = len(ids)
+    load = os.getloadavg()
+    pids = await _backend_pids(db)
+    say(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; request: wake_many of {n} devices in chunks of {chunk}")
+    cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
+    for start in range(0, n, chunk):
+        await dispatcher.wake_many(ids[start:start + chunk], "bulk:1")
+    request = (time.perf_counter() - began, _process_cpu() - cpu, _pids_cpu(pids) - backends)
+    say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
+    profiler = cProfile.Profile() if profile else None
+    fake_cpu = _cpu_seconds(fake_pid)
+    pids = await _backend_pids(db)
+    cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
+    if parts is not None:
+        parts.instrument(dispatcher)
+    if profiler is not None:
+        profiler.enable()
+    worker = asyncio.create_task(_serial(dispatcher, n) if parts is not None else dispatcher.run())
+    try:
+        while receipts.accepted_total < n or dispatcher.in_flight:
+            receipts.changed.clear()
+            if worker.done():
+                worker.result()
+                raise BenchError("the dispatcher's worker stopped")
+            try:
+                await asyncio.wait_for(receipts.changed.wait(), 0.2)
+            except TimeoutError:
+                pass
+    finally:
+        worker.cancel()
+        await asyncio.gather(worker, return_exceptions=True)
+    drain = (time.perf_counter() - began, _process_cpu() - cpu, _pids_cpu(pids) - backends)
+    if profiler is not None and profile:
+        profiler.disable()
+        profiler.dump_stats(profile)
+    fake_used = _cpu_seconds(fake_pid) - fake_cpu
+    async with db.session() as session:
+        owed = int(await session.scalar(select(func.count()).select_from(_w)) or 0)
+    database = {} if db.is_sqlite else {
+        "request": round(request[2] / n * 1e6, 1), "drain": round(drain[2] / n * 1e6, 1)}
+    shares = {} if parts is None else {
+        name: round(used / n * 1e6, 1) for name, used in sorted(parts.spent.items(), key=lambda kv: -kv[1])}
+    if parts is not None:
+        shares["other"] = round((drain[1] - sum(parts.spent.values())) / n * 1e6, 1)
+    return DispatchReport(
+        engine="sqlite" if db.is_sqlite else "postgresql", devices=n, commands=commands,
+        batch_size=dispatcher.config.batch_size,
+        request_seconds=round(request[0], 2), request_cpu_us=round(request[1] / n * 1e6, 1),
+        drain_seconds=round(drain[0], 2), drain_cpu_us=round(drain[1] / n * 1e6, 1),
+        woken=receipts.accepted_total, owed_after=owed, database_cpu_us=database, breakdown_us=shares,
+        fake_cpu_us=round(fake_used / n * 1e6, 1), load_average=" ".join(f"{v:.2f}" for v in load),
+    )
+
+
+async def _serial(dispatcher: PushDispatcher, n: int) -> None:
+    """One batch at a time (``--breakdown``): nothing overlaps, so each part's CPU is its own."""
+    while await dispatcher.dispatch_once():
+        pass
+    await asyncio.Event().wait()
+
+
+def render(report: DispatchReport) -> str:
+    total = report.request_cpu_us + report.drain_cpu_us
+    lines = [
+        f"{report.engine}, {report.devices} devices, commands queued: {report.commands}, "
+        f"batch {report.batch_size}, load average {report.load_average}",
+        f"request   {report.request_seconds:.2f} s, {report.request_cpu_us:.1f} µs CPU per wake-up",
+        f"drain     {report.drain_seconds:.2f} s, {report.drain_cpu_us:.1f} µs CPU per wake-up "
+        f"({report.woken} accepted, {report.owed_after} rows owed after)",
+        f"total     {total:.1f} µs CPU per wake-up in this process; the fake {report.fake_cpu_us:.1f} µs",
+    ]
+    if report.breakdown_us:
+        lines.append("breakdown µs per wake-up (_deliver: the sends): " + ", ".join(
+            f"{name} {us}" for name, us in report.breakdown_us.items()))
+    if report.database_cpu_us:
+        lines.append(f"database  backends' CPU per wake-up: {report.database_cpu_us}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mdm.bench.push_dispatch",
+                                     description=(__doc__ or "").split("\n")[0])
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--commands", action="store_true", help="one queued command per device")
+    parser.add_argument("--database-url", default="", help="default: SQLite in --data-dir")
+    parser.add_argument("--data-dir", default="", help="SQLite's directory (default: a temporary one)")
+    parser.add_argument("--batch-size", type=int, default=PushConfig().batch_size)
+    parser.add_argument("--chunk", type=int, default=2000, help="ids per wake_many (the bulk batch)")
+    parser.add_argument("--profile", default="", help="write a cProfile of the drain phase here")
+    parser.add_argument("--breakdown", action="store_true", help="one batch at a time, CPU by part")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    with tempfile.TemporaryDirectory(prefix="mdm-bench-pushd-db-") as scratch:
+        directory = args.data_dir or scratch
+        os.makedirs(directory, exist_ok=True)
+        url = args.database_url or f"sqlite+aiosqlite:///{directory}/bench.db"
+        try:
+            report = asyncio.run(run(url, args.devices, args.commands, args.batch_size, args.chunk,
+                                     args.profile or None, say, args.breakdown))
+        except BenchError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
