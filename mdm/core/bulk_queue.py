@@ -1,12 +1,15 @@
 """One batch of a bulk operation (``mdm.core.bulk``), inside the caller's transaction.
 
-The targets after the cursor are read with a few columns; each is classified by the translation of
-its *variant* (the translator's ``bulk_key``: devices with the same key get the same payload, so a
-fleet of one OS model is translated once), or translated one by one from an ORM load when the
-translation reads per-device detail; then the commands are written by one multi-row
-INSERT ... ON CONFLICT DO NOTHING (the one-active-per-type rule: a device that already has one is
-skipped), their queue and journal rows by INSERT ... SELECT, the skipped rows, one
-``commands_created`` event, and the operation's cursor and counters, all in that transaction.
+The targets after the cursor are read with a few columns as plain tuples; each is classified by the
+translation of its *variant* (the translator's ``bulk_key``: devices with the same key get the same
+payload, so a fleet of one OS model is translated once, and the key is computed once per distinct
+facts of the batch), or translated one by one from an ORM load when the translation reads
+per-device detail; then the commands are written by one INSERT ... SELECT ... ON CONFLICT DO
+NOTHING per variant (the ids in one parameter; the one-active-per-type rule: a device that already
+has one is skipped), their queue and journal rows and the batch's ``commands_created`` event (its
+body built by the database) by INSERT ... SELECT over the ids above the highest before the batch,
+the skipped rows, and the operation's cursor and counters, all in that transaction. Nothing per
+device comes back from the database unless a device was skipped as busy.
 """
 
 from __future__ import annotations
@@ -83,7 +86,8 @@ async def queue_batch(
     """One batch of ``op`` (row-locked by the caller and still queuing)."""
     ctype = plan.ctype
     rows = await store.batch_targets(session, op, batch_size, attributes=plan.attributes)
-    per_device = [r.id for r in rows if r.protocol in plan.keys and plan.keys[r.protocol] is None]
+    keys = plan.keys
+    per_device = [r[0] for r in rows if r[1] in keys and keys[r[1]] is None]
     loaded = {d.id: d for d in await store_devices.devices_by_id(session, per_device)} if per_device else {}
     now = utcnow()
     skipped: list[tuple[int, str]] = []
@@ -95,63 +99,71 @@ async def queue_batch(
     }
     by_variant: dict[tuple[int, Hashable], list[int]] = {}  # devices that share a payload
     one_by_one: list[dict[str, Any]] = []  # payloads translated per device
-    protocols: dict[int, int] = {}
-    for row in rows:
-        if row.protocol is None:
-            skipped.append((row.id, NO_SUCH_DEVICE))
+    by_protocol: dict[int, list[int]] = {}  # the devices given a command, by protocol
+    # The variant of the facts seen in this batch: a key reads the facts, never the id, so equal
+    # facts (without attributes) need the key computed once, not per device.
+    variant_of: dict[tuple[int, str | None, str | None], tuple[int, Hashable]] = {}
+    for device_id, protocol, os_name, model, attributes in rows:
+        if protocol is None:
+            skipped.append((device_id, NO_SUCH_DEVICE))
             continue
-        if row.protocol not in plan.keys:
-            skipped.append((row.id, _unsupported(ctype, row.protocol)))
+        if protocol not in keys:
+            skipped.append((device_id, _unsupported(ctype, protocol)))
             continue
-        key = plan.keys[row.protocol]
+        key = keys[protocol]
         if key is None:
-            device = loaded.get(row.id)
+            device = loaded.get(device_id)
             if device is None:  # deleted between the two reads (PostgreSQL, read committed)
-                skipped.append((row.id, NO_SUCH_DEVICE))
+                skipped.append((device_id, NO_SUCH_DEVICE))
                 continue
             variant = _translate(plan, translators, device)
             if variant.reason is None:
-                one_by_one.append({**common, "guid": str(uuid.uuid4()).upper(), "device_id": row.id,
+                one_by_one.append({**common, "guid": str(uuid.uuid4()).upper(), "device_id": device_id,
                                    "args": variant.public_args, "payload": variant.payload})
         else:
-            facts = DeviceFacts(row.id, row.protocol, row.os_name, row.model, row.attributes or {})
-            vkey = (row.protocol, key.key(facts))
-            found = plan.variants.get(vkey)
-            if found is None:
-                found = plan.variants[vkey] = _translate(plan, translators, facts.as_device())
-            variant = found
+            facts_key = (protocol, os_name, model)
+            vkey = None if key.attributes else variant_of.get(facts_key)
+            if vkey is None:
+                facts = DeviceFacts(device_id, protocol, os_name, model, attributes or {})
+                vkey = (protocol, key.key(facts))
+                if vkey not in plan.variants:
+                    plan.variants[vkey] = _translate(plan, translators, facts.as_device())
+                if not key.attributes:
+                    variant_of[facts_key] = vkey
+            variant = plan.variants[vkey]
             if variant.reason is None:
-                by_variant.setdefault(vkey, []).append(row.id)
+                by_variant.setdefault(vkey, []).append(device_id)
         if variant.reason is not None:
-            skipped.append((row.id, variant.reason))
+            skipped.append((device_id, variant.reason))
             continue
-        protocols[row.id] = row.protocol
+        by_protocol.setdefault(protocol, []).append(device_id)
+    wanted = sum(len(ids) for ids in by_protocol.values())
+    after_id = await store.last_command_id(session) if wanted else 0
     created = await store.insert_commands(session, one_by_one)
     for vkey, ids in by_variant.items():
         variant = plan.variants[vkey]
         values = {**common, "args": variant.public_args, "payload": variant.payload}
         created += await store.insert_for_devices(session, values, ids)
     outcome = BatchOutcome(done=len(rows) < batch_size)
-    if created:
-        present = {protocols[c.device_id] for c in created}
-        no_handler = [p.value for p in ctype.protocols if p.value in present and translators.get(p) is None]
-        await store.queue_and_journal(
-            session, op.id, min(c.id for c in created), max(c.id for c in created), now,
-            f"queued (bulk operation {op.id})", no_handler, f"{NO_HANDLER} (bulk operation {op.id})",
-        )
-        events.emit(session, COMMANDS_CREATED, bulk=op.id, command_type=ctype.name, count=len(created),
-                    commands=[(c.device_id, c.guid) for c in created])
-        for c in created:
-            outcome.woken.setdefault(protocols[c.device_id], []).append(c.device_id)
-    if len(created) < len(protocols):
-        got = {c.device_id for c in created}
+    if created < wanted:  # some already had an active command of the type
+        got = set(await store.created_devices(session, op.id, after_id))
         busy = f"already has an active {ctype.name} command"
-        skipped += [(d, busy) for d in protocols if d not in got]
+        skipped += [(d, busy) for ids in by_protocol.values() for d in ids if d not in got]
+        by_protocol = {p: kept for p, ids in by_protocol.items() if (kept := [d for d in ids if d in got])}
+    if created:
+        no_handler = [p for p in by_protocol if translators.get(p) is None]
+        event = events.event_values(COMMANDS_CREATED, bulk=op.id, command_type=ctype.name, count=created,
+                                    commands=[])
+        await store.queue_journal_event(
+            session, op.id, after_id, now, f"queued (bulk operation {op.id})", event,
+            no_handler, f"{NO_HANDLER} (bulk operation {op.id})",
+        )
+        outcome.woken = by_protocol
     skipped.sort()
     await store.add_skipped(session, op.id, skipped)
     if rows:
-        op.cursor = rows[-1].id
-    op.queued += len(created)
+        op.cursor = rows[-1][0]
+    op.queued += created
     op.skipped += len(skipped)
     if skipped:
         reasons = dict(op.skipped_reasons or {})
@@ -162,7 +174,7 @@ async def queue_batch(
     if outcome.done:
         finish_queuing(session, op)
     else:
-        _report_progress(session, op, done_before=op.queued + op.skipped - len(created) - len(skipped))
+        _report_progress(session, op, done_before=op.queued + op.skipped - created - len(skipped))
     return outcome
 
 
