@@ -268,6 +268,20 @@ async def complete(
     """
     if not dequeued and not take:
         await store.dequeue(session, command.id)
+    values, journaled, event = completion(command, success=success, info=info, data=data)
+    if take:
+        return await store.take_and_finish(session, command, values, journaled, event)
+    await store.finish_command(session, command, values)
+    await store.insert_journal(session, command.id, *journaled)
+    await store_events.insert_event(session, event)
+    return True
+
+
+def completion(
+    command: Command, *, success: bool, info: str | None, data: dict[str, Any] | None
+) -> tuple[dict[str, Any], tuple[str, str | None], dict[str, Any]]:
+    """What ``complete`` writes for the final answer: the command's ``FINISH_COLUMNS``, its
+    journal entry (status, detail) and the outbox row of its event (nothing is written here)."""
     previous = step_results(command)
     if previous:
         steps = [*previous, _step(success, info, data)]
@@ -301,12 +315,7 @@ async def complete(
         status=status.value,
         info=info,
     )
-    if take:
-        return await store.take_and_finish(session, command, values, (status.value, info), event)
-    await store.finish_command(session, command, values)
-    await store.insert_journal(session, command.id, status.value, info)
-    await store_events.insert_event(session, event)
-    return True
+    return values, (status.value, info), event
 
 
 # ---- multi-step commands -----------------------------------------------------------------------

@@ -77,12 +77,29 @@ async def insert_journal(
     )
 
 
-def _take_and_finish_pg() -> Prepared:
-    # One statement on PostgreSQL: take the row out of the queue if in flight, and only then
-    # write the command, its journal entry and the event (data-modifying CTEs run once each).
+def take_and_finish_pg(guarded: bool = False) -> Prepared:
+    """One statement on PostgreSQL: take the row out of the queue if in flight, and only then
+    write the command, its journal entry and the event (data-modifying CTEs run once each).
+    ``guarded``: only if the command still has the status ``g_status`` and ``g_attempts``
+    deliveries, checked under its row lock (the statement is then the whole transaction:
+    ``store_delivery_direct``)."""
+    which: Any = _queue.c.command_id == bindparam("b_id")
+    if guarded:
+        c = _commands.c
+        locked = (
+            select(c.id)
+            .where(
+                c.id == bindparam("b_id"),
+                c.status == bindparam("g_status", type_=c.status.type),
+                c.attempts == bindparam("g_attempts", type_=c.attempts.type),
+            )
+            .with_for_update()
+            .cte("locked")
+        )
+        which = _queue.c.command_id.in_(select(locked.c.id))
     taken = (
         delete(_queue)
-        .where(_queue.c.command_id == bindparam("b_id"), _queue.c.in_flight.is_(True))
+        .where(which, _queue.c.in_flight.is_(True))
         .returning(_queue.c.command_id, _queue.c.device_id)
         .cte("taken")
     )
@@ -123,7 +140,7 @@ def _take_and_finish_pg() -> Prepared:
     return Prepared(select(taken.c.command_id, taken.c.device_id, others).add_cte(journaled, evented))
 
 
-_TAKE_AND_FINISH_PG = _take_and_finish_pg()
+_TAKE_AND_FINISH_PG = take_and_finish_pg()
 
 
 async def take_and_finish(

@@ -16,6 +16,10 @@ confused device: 400, nothing changes.
 Multi-step commands (the translator's ``{"Steps": [...]}``) go out one step per response with
 CommandUUID ``GUID.N`` (``mdm.ios.command_steps.outgoing``); each answer but the last is recorded with
 ``core.commands.step_done`` and the next step follows in the same response.
+
+On PostgreSQL an Idle poll that hands out a plain command and a final answer that changes only
+its command run without a transaction block (``mdm.ios.channel_direct``); the rest, and whatever
+changed meanwhile, takes the transactional path below.
 """
 
 from __future__ import annotations
@@ -32,18 +36,15 @@ from mdm.core.device_status import set_status
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
-from mdm.ios import command_steps, inventory, store
+from mdm.ios import channel_direct, command_steps, inventory, store
+from mdm.ios.channel_direct import DEVICE_CHANGING as DEVICE_CHANGING
+from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, changed_device, outcome
 from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED, INVENTORY_UPDATED
-from mdm.ios.messages import CommandReport, MessageError, describe_errors, to_json_safe
+from mdm.ios.messages import CommandReport, MessageError
 from mdm.ios.push_seam import backoff, schedule_push
 from mdm.ios.service import IosService
 
 log = logging.getLogger("mdm.ios.channel")
-
-MDM_PROFILE_REMOVAL = "RemoveProfile"
-# Acknowledged answers that change the device record (others only complete the command).
-DEVICE_CHANGING = frozenset({*inventory.ANSWER_KEYS, "EraseDevice", MDM_PROFILE_REMOVAL})
-
 
 class ReplayError(MessageError):
     code = "replayed"
@@ -64,6 +65,10 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
         if report.user_id:
             return EMPTY  # no user-channel commands are queued by this service
         return await _idle(svc, binding.device_id)
+    if channel_direct.supported(svc.engine):
+        others = await channel_direct.answer(svc.engine, binding, report)
+        if others is not None:  # answered (PostgreSQL, no transaction block)
+            return await _deliver(svc, binding.device_id) if others else EMPTY
     async with svc.db.transaction(inline=True) as session:
         due = await _record(svc, session, binding, report)
         if commands.queue_drained(session, binding.device_id):
@@ -80,6 +85,16 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     if hint.enabled and hint.known_empty(device_id):
         return EMPTY
     generation = hint.generation
+    if channel_direct.supported(svc.engine):
+        # PostgreSQL: the next command read and, if still queued as read, delivered, without a
+        # transaction block (no separate look first).
+        hint.take_pending(device_id)
+        body = await channel_direct.deliver(svc.engine, device_id, ready_only=False)
+        if body == b"":
+            hint.mark_empty(device_id, generation)
+            return EMPTY
+        if body is not None:
+            return ChannelResult(body)
     if hint.take_pending(device_id):
         # Just queued (the push that woke the device): no read-only look first.
         async with svc.db.transaction(inline=True) as session:
@@ -93,6 +108,16 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
         return EMPTY
     async with svc.db.transaction(inline=True) as session:
         return await _next(svc, session, device_id, ready_only=False, first=command_id)
+
+
+async def _deliver(svc: IosService, device_id: int) -> ChannelResult:
+    """The next command not deferred by a NotNow after an answer (PostgreSQL, outside the
+    answer's statement): without a transaction block when it is plain to send."""
+    body = await channel_direct.deliver(svc.engine, device_id, ready_only=True)
+    if body is not None:
+        return ChannelResult(body) if body else EMPTY
+    async with svc.db.transaction(inline=True) as session:
+        return await _next(svc, session, device_id, ready_only=True)
 
 
 async def _next(
@@ -220,14 +245,9 @@ async def _answered(
 ) -> bool:
     """Acknowledged, Error or CommandFormatError for the step ``request_type``; what ``finish``
     answers (False: not in flight)."""
-    data = to_json_safe(report.result)
+    success, info, data = outcome(report)
     if report.status == "Acknowledged":
-        success, info = True, "Acknowledged"
         await _acknowledged(session, binding, command, report, request_type)
-    elif report.status == "CommandFormatError":
-        success, info = False, "CommandFormatError: the device could not parse the command"
-    else:
-        success, info = False, f"Error: {describe_errors(report)}"
     return bool(await finish(session, command, success=success, info=info, data=data, **options))
 
 
@@ -235,8 +255,8 @@ async def _acknowledged(
     session: AsyncSession, binding: Binding, command: Command, report: CommandReport, step_type: str
 ) -> None:
     step = command_steps.current_step(command)
-    request_type = inventory.request_type_of(report.result, step_type or None)
-    if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
+    request_type = changed_device(command, report, step_type)
+    if request_type is None:
         return
     if request_type in inventory.PART_NAMES:
         # Core: the columns the answer may change, one UPDATE of the part and the changed ones.

@@ -1,0 +1,54 @@
+"""Delivery and final answer of a command on PostgreSQL without a transaction block.
+
+The same life cycle as ``claim`` + ``delivered`` and ``complete(take=True)`` in
+``mdm.core.commands`` (the same rows, journal entries and events, in the same order), for the
+common case only, on a connection from ``mdm.db.prepared.autocommit``: the command is read
+without a lock, the protocol works out its message or the answer's outcome, and one statement
+writes it all if the command is still as it was read (``store_delivery_direct``). When it is not
+(another request or a recall got there first), or for anything else (a NotNow, a step that is not
+the last, an answer that changes the device, a command that needs translating at delivery), the
+caller runs the transactional path, which decides as before. Nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mdm.core import commands, events
+from mdm.core import store_delivery_direct as store
+from mdm.core.event_types import COMMAND_DELIVERED
+from mdm.db.models import Command
+from mdm.db.prepared import Direct
+from mdm.db.prepared import autocommit as autocommit
+from mdm.db.prepared import autocommits as autocommits
+
+
+async def next_command(conn: Direct, device_id: int, *, ready_only: bool) -> Command | None:
+    """The device's next deliverable command as it is now (nothing claimed), or None when none
+    is queued (``ready_only``: none that a NotNow deferred)."""
+    return await store.next_command(conn, device_id, ready_only=ready_only)
+
+
+async def command_by_guid(conn: Direct, guid: str) -> Command | None:
+    return await store.command_by_guid(conn, guid)
+
+
+async def delivered(conn: Direct, command: Command) -> bool:
+    """``claim`` + ``delivered`` of ``command`` as read by ``next_command``, in one statement:
+    False (nothing written) when a concurrent request claimed or recalled it meanwhile."""
+    event: dict[str, Any] | None = None
+    if command.attempts == 0:  # its first delivery: journaled and reported
+        event = events.event_values(
+            COMMAND_DELIVERED, device_id=command.device_id, command=command.guid, command_type=command.type
+        )
+    return await store.deliver(conn, command, event)
+
+
+async def complete(
+    conn: Direct, command: Command, *, success: bool, info: str | None, data: dict[str, Any] | None
+) -> bool | None:
+    """``complete(take=True)`` of ``command`` as read by ``command_by_guid``, in one statement:
+    whether the device has another command queued; None (nothing written) when the command is
+    not in flight with the status and deliveries it was read with."""
+    values, journal, event = commands.completion(command, success=success, info=info, data=data)
+    return await store.take_and_finish(conn, command, values, journal, event)

@@ -1,0 +1,91 @@
+"""The command channel's common round trip on PostgreSQL without transaction blocks
+(``mdm.core.delivery_direct``): an Idle poll that hands out a command, a final answer that only
+completes its command. Each is two statements on one autocommit connection, against four round
+trips in a transaction (BEGIN and COMMIT around two statements). Anything else, and a command
+that changed between the read and the write, returns None: ``mdm.ios.channel`` then runs its
+transactional path, which nothing here has touched.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from mdm.core import delivery_direct
+from mdm.core.identity import Binding
+from mdm.db.models import Command
+from mdm.ios import command_steps, inventory
+from mdm.ios.messages import CommandReport, describe_errors, to_json_safe
+
+MDM_PROFILE_REMOVAL = "RemoveProfile"
+# Acknowledged answers that change the device record (others only complete the command).
+DEVICE_CHANGING = frozenset({*inventory.ANSWER_KEYS, "EraseDevice", MDM_PROFILE_REMOVAL})
+
+supported = delivery_direct.autocommits
+
+
+def outcome(report: CommandReport) -> tuple[bool, str, dict[str, Any] | None]:
+    """(success, info, result data) of an Acknowledged, Error or CommandFormatError report."""
+    data = to_json_safe(report.result)
+    if report.status == "Acknowledged":
+        return True, "Acknowledged", data
+    if report.status == "CommandFormatError":
+        return False, "CommandFormatError: the device could not parse the command", data
+    return False, f"Error: {describe_errors(report)}", data
+
+
+def changed_device(command: Command, report: CommandReport, step_type: str) -> str | None:
+    """For an Acknowledged answer: the request type whose answer changes the device record
+    (inventory, erase, removal), or None when it only completes the command."""
+    request_type = inventory.request_type_of(report.result, step_type or None)
+    if request_type is None or (request_type not in DEVICE_CHANGING and command.type != "Remove"):
+        return None
+    return request_type
+
+
+def plain_message(command: Command) -> bytes | None:
+    """The plist of the step due now when nothing else is needed to build it (a stored
+    translation, no UnlockToken to add, encodable); None otherwise."""
+    if not command.payload:
+        return None  # translated at delivery
+    current = command_steps.current_step(command)
+    request_type = current.get("RequestType")
+    if not isinstance(request_type, str) or request_type == "ClearPasscode":
+        return None
+    try:
+        return command_steps.message(command)
+    except (TypeError, ValueError, OverflowError):
+        return None  # failed by the transactional path, which says why
+
+
+async def deliver(engine: AsyncEngine, device_id: int, *, ready_only: bool) -> bytes | None:
+    """The message of the device's next command, now in flight; b"" when nothing is queued;
+    None: take the transactional path."""
+    async with delivery_direct.autocommit(engine) as conn:
+        command = await delivery_direct.next_command(conn, device_id, ready_only=ready_only)
+        if command is None:
+            return b""
+        body = plain_message(command)
+        if body is None or not await delivery_direct.delivered(conn, command):
+            return None
+        return body
+
+
+async def answer(engine: AsyncEngine, binding: Binding, report: CommandReport) -> bool | None:
+    """Record the final answer to a command that changes nothing but the command: whether the
+    device has another command queued; None: take the transactional path."""
+    if report.command_uuid is None or report.status == "NotNow":
+        return None
+    guid, _ = command_steps.split_command_uuid(report.command_uuid)
+    async with delivery_direct.autocommit(engine) as conn:
+        command = await delivery_direct.command_by_guid(conn, guid)
+        if command is None or command.device_id != binding.device_id:
+            return None
+        step = command_steps.answered_step(command, report.command_uuid)
+        if step is None or not step[1]:
+            return None  # replayed, or a step that is not the last
+        if report.status == "Acknowledged" and changed_device(command, report, step[0]) is not None:
+            return None
+        success, info, data = outcome(report)
+        return await delivery_direct.complete(conn, command, success=success, info=info, data=data)

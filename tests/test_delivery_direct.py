@@ -1,0 +1,219 @@
+"""The command round trip on PostgreSQL without transaction blocks (issue 12, item 2): an Idle
+poll that hands out a command and a final answer that only completes it are two statements each
+on an autocommit connection; a command that changed between the read and the write is left to
+the transactional path, which decides as before."""
+
+from __future__ import annotations
+
+import plistlib
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from ios_support import Phone, device_id_of, new_phone, queue_command
+from sqlalchemy import event, select
+
+from mdm.core import commands, delivery_direct
+from mdm.db.engine import Database
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Event
+from mdm.pki import services as pki_services
+from mdm.server.runtime import Server
+
+
+@pytest.fixture
+async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
+    p = await new_phone(db, pki_services.ca(server.ctx))
+    await p.enroll(ios)
+    return p
+
+
+@pytest.fixture
+def postgres(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("transaction blocks are PostgreSQL's round trips (SQLite runs inline)")
+
+
+class Seen:
+    """Statements, transaction begins and commits of the server's engine."""
+
+    def __init__(self) -> None:
+        self.sql: list[str] = []
+        self.begins = 0
+        self.commits = 0
+
+    def statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        self.sql.append(statement)
+
+    def begin(self, *_: Any) -> None:
+        self.begins += 1
+
+    def commit(self, *_: Any) -> None:
+        self.commits += 1
+
+    def reset(self) -> None:
+        self.sql.clear()
+        self.begins = self.commits = 0
+
+
+@pytest.fixture
+def seen(server: Server) -> Iterator[Seen]:
+    counted = Seen()
+    engine = server.ctx.db.engine.sync_engine
+    hooks = (
+        ("before_cursor_execute", counted.statement),
+        ("begin", counted.begin),
+        ("commit", counted.commit),
+    )
+    for name, hook in hooks:
+        event.listen(engine, name, hook)
+    yield counted
+    for name, hook in hooks:
+        event.remove(engine, name, hook)
+
+
+def _offered(response: httpx.Response) -> str | None:
+    assert response.status_code == 200, response.text
+    return plistlib.loads(response.content)["CommandUUID"] if response.content else None
+
+
+async def _records(db: Database, guid: str) -> tuple[Command, list[str], list[str]]:
+    async with db.session() as session:
+        command = await session.scalar(select(Command).where(Command.guid == guid))
+        assert command is not None
+        journal = await session.scalars(
+            select(CommandJournalEntry.status)
+            .where(CommandJournalEntry.command_id == command.id)
+            .order_by(CommandJournalEntry.id)
+        )
+        types = await session.scalars(
+            select(Event.type).where(Event.device_id == command.device_id).order_by(Event.id)
+        )
+        return command, list(journal.all()), [t for t in types.all() if t.startswith("command_")]
+
+
+async def test_a_postgresql_round_trip_runs_without_transaction_blocks(
+    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    seen.reset()
+    assert _offered(await phone.report(ios)) == guid
+    assert (len(seen.sql), seen.begins, seen.commits) == (2, 0, 0)  # read, then claim + in flight
+    seen.reset()
+    assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
+    assert (len(seen.sql), seen.begins, seen.commits) == (2, 0, 0)  # read, then take + finish
+    command, journal, types = await _records(db, guid)
+    assert journal == ["processing", "delivered", "completed"]
+    assert types == ["command_delivered", "command_completed"]
+    assert command.status == "completed" and command.active is None and command.payload == {}
+    assert command.attempts == 1 and command.result_info == "Acknowledged"
+    assert command.delivered_at is not None and command.finished_at is not None
+
+
+async def test_the_next_command_follows_an_answer_without_a_transaction_block(
+    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    first = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block", priority=9)
+    second = await queue_command(db, device_id, {"RequestType": "ProfileList"})
+    assert _offered(await phone.report(ios)) == first
+    seen.reset()
+    assert _offered(await phone.report(ios, "Acknowledged", first)) == second
+    assert (len(seen.sql), seen.begins, seen.commits) == (4, 0, 0)
+    assert (await _records(db, second))[1] == ["processing", "delivered"]
+
+
+async def test_a_command_recalled_after_it_was_read_is_not_delivered(
+    postgres: None, server: Server, phone: Phone, db: Database
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    async with delivery_direct.autocommit(server.ctx.db.engine) as conn:
+        command = await delivery_direct.next_command(conn, device_id, ready_only=False)
+        assert command is not None and command.guid == guid
+        async with db.transaction() as session:
+            await commands.recall(session, guid, by="test")
+        assert not await delivery_direct.delivered(conn, command)
+    recalled, journal, types = await _records(db, guid)
+    assert recalled.status == "removed" and recalled.attempts == 0 and recalled.delivered_at is None
+    assert journal == ["processing", "removed"]
+    assert types == ["command_recalled"]
+
+
+async def test_an_answer_racing_a_recall_is_recorded_by_the_transactional_path(
+    postgres: None, server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    """Read as ``processing``, recalled (``removing``) before the write: the one-statement
+    answer writes nothing, and the device's answer then ends the command ``remove_failed``."""
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    assert _offered(await phone.report(ios)) == guid
+    async with delivery_direct.autocommit(server.ctx.db.engine) as conn:
+        command = await delivery_direct.command_by_guid(conn, guid)
+        assert command is not None and command.status == "processing"
+        async with db.transaction() as session:
+            await commands.recall(session, guid, by="test")
+        answered = await delivery_direct.complete(conn, command, success=True, info="Acknowledged", data=None)
+        assert answered is None
+    assert (await _records(db, guid))[0].status == "removing"
+    assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
+    command, journal, types = await _records(db, guid)
+    assert command.status == "remove_failed"
+    assert journal == ["processing", "delivered", "removing", "remove_failed"]
+    assert types == ["command_delivered", "command_recalled", "command_failed"]
+
+
+async def test_of_two_answers_to_one_command_one_is_recorded(
+    postgres: None, server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    assert _offered(await phone.report(ios)) == guid
+    engine = server.ctx.db.engine
+    async with delivery_direct.autocommit(engine) as one, delivery_direct.autocommit(engine) as two:
+        read = [await delivery_direct.command_by_guid(conn, guid) for conn in (one, two)]
+        outcomes = []
+        for conn, command in zip((one, two), read, strict=True):
+            assert command is not None
+            outcomes.append(
+                await delivery_direct.complete(conn, command, success=True, info="Acknowledged", data=None)
+            )
+    assert outcomes == [False, None]  # no other command queued; the second found it taken
+    command, journal, types = await _records(db, guid)
+    assert command.status == "completed"
+    assert journal == ["processing", "delivered", "completed"]
+    assert types == ["command_delivered", "command_completed"]
+    async with db.session() as session:
+        assert await session.get(CommandQueueEntry, command.id) is None
+
+
+async def test_a_redelivery_after_an_unanswered_one_is_not_journaled_again(
+    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
+    assert _offered(await phone.report(ios)) == guid
+    assert _offered(await phone.report(ios)) == guid  # delivered, never answered: offered again
+    command, journal, types = await _records(db, guid)
+    assert command.attempts == 2
+    assert journal == ["processing", "delivered"]
+    assert types == ["command_delivered"]
+
+
+async def test_the_autocommit_connection_returns_to_the_pool_in_transaction_mode(
+    postgres: None, server: Server, db: Database
+) -> None:
+    engine = server.ctx.db.engine
+    async with delivery_direct.autocommit(engine) as conn:
+        adapted: Any = conn.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        assert adapted.autocommit
+    assert not adapted.autocommit
+    sqlite = Database("sqlite+aiosqlite:///:memory:")
+    try:
+        assert not delivery_direct.autocommits(sqlite.engine)
+        with pytest.raises(ValueError):
+            async with delivery_direct.autocommit(sqlite.engine):
+                pass
+    finally:
+        await sqlite.close()
