@@ -17,6 +17,8 @@ from sqlalchemy import event, select
 from mdm.core import commands, delivery_direct
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Event
+from mdm.ios import command_steps
+from mdm.ios.command_codec import to_plist_dict
 from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
@@ -217,3 +219,20 @@ async def test_the_autocommit_connection_returns_to_the_pool_in_transaction_mode
                 pass
     finally:
         await sqlite.close()
+
+
+def test_a_bare_request_is_encoded_once_and_an_unlock_token_never_kept() -> None:
+    def plain(uuid: str, step: dict[str, Any], token: bytes | None = None) -> bytes:
+        body = to_plist_dict(step, unlock_token=token)
+        return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
+
+    lock = {"RequestType": "DeviceLock"}
+    command_steps._ENCODED.clear()
+    for guid in ("0B0C5D1E-AAAA-4BBB-8CCC-000000000001", "0B0C5D1E-AAAA-4BBB-8CCC-000000000002"):
+        assert command_steps.message(Command(guid=guid, payload=lock)) == plain(guid, lock)
+    assert list(command_steps._ENCODED) == [repr(lock)]
+    clear = {"RequestType": "ClearPasscode"}
+    for guid, token in (("G-1", b"one device"), ("G-2", b"another")):
+        sent = command_steps.message(Command(guid=guid, payload=clear), unlock_token=token)
+        assert sent == plain(guid, clear, token)
+    assert list(command_steps._ENCODED) == [repr(lock)]

@@ -96,15 +96,18 @@ def answered_step(command: Command, reported_uuid: str) -> tuple[str, bool] | No
 
 def message(command: Command, *, unlock_token: bytes | None = None) -> bytes:
     """The XML plist ``{"CommandUUID": ..., "Command": ...}`` of the step of ``command`` to
-    deliver now. Secret-free queries (``CACHED_REQUEST_TYPES``) are encoded once per distinct
-    step and reused with the command's UUID (plistlib's writer is pure Python: a 30-query
-    DeviceInformation took a tenth of a round trip). Raises what ``to_plist_dict`` and plistlib
-    raise for a payload that cannot be sent."""
+    deliver now. Secret-free queries (``CACHED_REQUEST_TYPES``) and bare requests are encoded
+    once per distinct step and reused with the command's UUID (plistlib's writer is pure Python:
+    a 30-query DeviceInformation took a tenth of a round trip). Raises what ``to_plist_dict`` and
+    plistlib raise for a payload that cannot be sent."""
     steps = steps_of(command.payload or {})
     index = min(step_index(command), len(steps) - 1)
     step = steps[index]
     uuid = command_uuid(command.guid, index, len(steps))
-    key = repr(step) if step.get("RequestType") in CACHED_REQUEST_TYPES else ""
+    # A bare request (``{"RequestType": "DeviceLock"}``: a Block without message, number or PIN,
+    # a restart) carries nothing but its type; with an UnlockToken it is the device's own.
+    bare = unlock_token is None and step.keys() == {"RequestType"}
+    key = repr(step) if bare or step.get("RequestType") in CACHED_REQUEST_TYPES else ""
     if not key or len(key) > _MAX_CACHED_KEY or not _PLAIN_UUID.fullmatch(uuid):
         body = to_plist_dict(step, unlock_token=unlock_token)
         return plistlib.dumps({"CommandUUID": uuid, "Command": body}, fmt=plistlib.FMT_XML)
