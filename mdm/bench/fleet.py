@@ -14,7 +14,12 @@ Phases, each timed, the server's RSS sampled every second and its CPU read from 
   (g) storm    Authenticate + TokenUpdate for the M devices; then a restart and their cold
                first polls.
 The bulk operation is recalled at the end (what the silent devices did not fetch), so that the
-next run on the same data directory starts from the same state.
+next run on the same data directory starts from the same state (``fleet_recall``: its own
+deadline, client timeouts retried while the server is busy recalling).
+
+A phase that fails (a timeout, an HTTP error, a server that stopped answering) is recorded in the
+report's ``errors`` and the run goes on with the next one: the report always holds everything
+measured.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 
 from cryptography import x509
 
-from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, local
+from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, fleet_recall, local
 from mdm.bench.fleet_prepare import KeyType
 from mdm.bench.phases import Admin
 from mdm.bench.progress import Progress
@@ -60,6 +65,10 @@ class Options:
     page_repeat: int = 5
     timeout: float = 900.0  # for (b)-(d) together
     skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm
+    recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
+
+    def recall_deadline(self) -> float:
+        return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
 
 
 @dataclass
@@ -75,6 +84,7 @@ class Report:
     cold_polls: dict[str, Any] = field(default_factory=dict)
     recall: dict[str, Any] = field(default_factory=dict)
     rss_mib: dict[str, Any] = field(default_factory=dict)
+    errors: dict[str, str] = field(default_factory=dict)  # phase -> what stopped it
 
     def as_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v}
@@ -126,6 +136,31 @@ async def run(options: Options, say: Say) -> Report:
     return report
 
 
+@contextlib.asynccontextmanager
+async def guarded(report: Report, phase: str, say: Say) -> AsyncIterator[None]:
+    """Run one phase; if it fails, record why in ``report.errors`` and go on (what the other
+    phases measured is never lost to one that failed)."""
+    try:
+        yield
+    except Exception as exc:  # any failure of a phase is reported, not raised
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        report.errors[phase] = reason[:500]
+        say(f"{phase} failed: {reason[:300]} (the run goes on)")
+
+
+async def recall_at_the_end(admin: Admin, report: Report, bulk_id: int, *, pending: Path, deadline_s: float,
+                            say: Say) -> None:
+    """Recall what the silent devices did not fetch; the pending-bulk file is removed once the
+    recall ended (else the next run recalls it first)."""
+    say(f"recalling what the silent devices did not fetch (up to {deadline_s:.0f}s)...")
+    async with guarded(report, "recall", say):
+        t0 = time.perf_counter()
+        status = await fleet_recall.recall(admin, bulk_id, deadline_s=deadline_s)
+        report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
+        report.recall["seconds"] = round(time.perf_counter() - t0, 1)
+        await asyncio.to_thread(pending.unlink, missing_ok=True)
+
+
 async def _measure(options: Options, report: Report, server: local.LocalServer, admin: Admin,
                    fake: fleet_apns.FakeProcess, members: list[Any], group_id: int | None, topic: str,
                    roots: list[x509.Certificate], say: Say) -> None:
@@ -135,44 +170,49 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
         return Fleet(members, server_url=f"{ios}/mdm/server", checkin_url=f"{ios}/mdm/checkin", topic=topic,
                      trusted_roots=roots, concurrency=options.concurrency)
 
-    await _recall_left_over(admin, server, say)
+    await _recall_left_over(admin, server, say, options.recall_deadline())
+    answered: list[Any] = []
     async with fleet_phases.monitoring(server.pid) as monitor, new_fleet() as fleet, \
             _autovacuum_stand_in(server, report, say):
         say(f"(b) bulk {options.command} to all {options.devices} devices; "
             f"{len(members)} answer when woken...")
-        phases = await fleet_phases.bulk_and_answers(
-            admin, fake, fleet, members, devices=options.devices, command=options.command,
-            concurrency=options.concurrency, limit_s=options.timeout, say=say, pid=server.pid,
-            monitor=monitor, on_bulk=lambda bulk_id: _pending_path(server).write_text(str(bulk_id)))
-        report.bulk, report.wakeups, report.answers = phases["bulk"], phases["wakeups"], phases["answers"]
+        async with guarded(report, "bulk", say):
+            phases = await fleet_phases.bulk_and_answers(
+                admin, fake, fleet, members, devices=options.devices, command=options.command,
+                concurrency=options.concurrency, limit_s=options.timeout, say=say, pid=server.pid,
+                monitor=monitor, on_bulk=lambda bulk_id: _pending_path(server).write_text(str(bulk_id)))
+            report.bulk, report.wakeups, report.answers = phases["bulk"], phases["wakeups"], phases["answers"]
+            # Idle polls and the storm use the devices that answered: their queues are empty.
+            answered = [m for m in members if m.udid in phases["answered"]]
         report.rss_mib["after_bulk"] = _rss(server.pid)
-        # Idle polls and the storm use the devices that answered: their queues are empty.
-        answered = [m for m in members if m.udid in phases["answered"]]
         if "idle" not in options.skip and answered:
-            report.idle = await fleet_phases.idle(fleet, answered, duration=options.idle_seconds,
-                                                  concurrency=options.concurrency, say=say, pid=server.pid)
+            async with guarded(report, "idle", say):
+                report.idle = await fleet_phases.idle(
+                    fleet, answered, duration=options.idle_seconds, concurrency=options.concurrency, say=say,
+                    pid=server.pid)
         if "pages" not in options.skip:
             first_id = min((m.device_id for m in members if m.device_id is not None), default=1)
-            report.pages = await fleet_phases.pages(
-                admin, devices=options.devices, first_id=first_id, group_id=group_id,
-                probe=fleet_prepare.udid(options.devices // 2)[:-2], repeat=options.page_repeat, say=say)
+            async with guarded(report, "pages", say):
+                report.pages = await fleet_phases.pages(
+                    admin, devices=options.devices, first_id=first_id, group_id=group_id,
+                    probe=fleet_prepare.udid(options.devices // 2)[:-2], repeat=options.page_repeat, say=say)
         if "storm" not in options.skip and answered:
-            report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
-        bulk_id = report.bulk.get("bulk_id")
+            async with guarded(report, "storm", say):
+                report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
+        bulk_id = report.bulk.get("bulk_id") if report.bulk else _pending_bulk(server)
         if bulk_id is not None:
-            say("recalling what the silent devices did not fetch...")
-            status = await fleet_phases.recall(admin, int(bulk_id))
-            report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
-            _pending_path(server).unlink(missing_ok=True)
+            await recall_at_the_end(admin, report, int(bulk_id), pending=_pending_path(server),
+                                    deadline_s=options.recall_deadline(), say=say)
         report.rss_mib["peak"] = round(rss_kib(server.pid).get("VmHWM", 0) / 1024, 1)
         report.rss_mib["end"] = _rss(server.pid)
     if "storm" not in options.skip and answered:
-        say("restarting mdm serve for cold polls...")
-        await server.stop()
-        await server.start(wait_s=300)
-        async with new_fleet() as fleet:
-            report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say, pid=server.pid)
-        report.rss_mib["after_cold_polls"] = _rss(server.pid)
+        async with guarded(report, "cold_polls", say):
+            say("restarting mdm serve for cold polls...")
+            await server.stop()
+            await server.start(wait_s=300)
+            async with new_fleet() as fleet:
+                report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say, pid=server.pid)
+            report.rss_mib["after_cold_polls"] = _rss(server.pid)
 
 
 PENDING_BULK = "bench/fleet-bulk-pending"
@@ -184,19 +224,24 @@ def _pending_path(server: local.LocalServer) -> Path:
     return server.config.data_path / PENDING_BULK
 
 
-async def _recall_left_over(admin: Admin, server: local.LocalServer, say: Say) -> None:
+def _pending_bulk(server: local.LocalServer) -> int | None:
+    """The bulk operation this run recorded before its phase failed (still to be recalled)."""
+    path = _pending_path(server)
+    return int(path.read_text().strip()) if path.exists() else None
+
+
+async def _recall_left_over(admin: Admin, server: local.LocalServer, say: Say, deadline_s: float) -> None:
     """A run stopped before its recall left its bulk command queued on the silent devices: recall
     it first, or this run's command would be skipped as a duplicate on all of them."""
-    path = _pending_path(server)
-    if not path.exists():
+    bulk_id = _pending_bulk(server)
+    if bulk_id is None:
         return
-    bulk_id = int(path.read_text().strip())
     say(f"recalling bulk operation {bulk_id} left by an interrupted run...")
     try:
-        await fleet_phases.recall(admin, bulk_id)
-    except fleet_phases.PhaseError as exc:
+        await fleet_recall.recall(admin, bulk_id, deadline_s=deadline_s)
+    except (fleet_recall.RecallError, *fleet_recall.TRANSIENT) as exc:
         say(f"could not recall bulk operation {bulk_id}: {exc}")
-    path.unlink(missing_ok=True)
+    _pending_path(server).unlink(missing_ok=True)
 
 
 @contextlib.asynccontextmanager
@@ -295,5 +340,7 @@ def render(report: Report) -> str:
                      f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}")
     if report.recall:
         lines.append(f"    recall at the end: {report.recall}")
+    for phase, reason in report.errors.items():
+        lines.append(f"    {phase} failed: {reason}")
     lines.append("server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report.rss_mib.items()))
     return "\n".join(lines)

@@ -114,20 +114,6 @@ async def bulk_status(admin: Admin, bulk_id: int) -> dict[str, Any]:
         return dict(await response.json())
 
 
-async def recall(admin: Admin, bulk_id: int) -> dict[str, Any]:
-    """Recall what is still queued (the devices that did not answer), so that the next run's
-    bulk command is not refused as a duplicate; waits until the recall is done."""
-    async with admin.session.delete(f"{admin.base}/bulk/{bulk_id}") as response:
-        if response.status not in (200, 202, 204):
-            raise PhaseError(f"DELETE /bulk/{bulk_id} answered {response.status}: {await response.text()}")
-    for _ in range(1200):
-        status = await bulk_status(admin, bulk_id)
-        if status.get("state") not in ("recalling", "queuing"):
-            return status
-        await asyncio.sleep(0.5)
-    return status
-
-
 async def bulk_and_answers(
     admin: Admin, fake: FakeProcess, fleet: Fleet, members: list[Member], *, devices: int, command: str,
     concurrency: int, limit_s: float, say: Say, pid: int, monitor: Monitor,
@@ -197,7 +183,11 @@ async def bulk_and_answers(
                     line.woken_s = line.since()
                     woken.finish()
             if line.queued_s is None and bulk_id is not None:
-                line.status = await bulk_status(admin, bulk_id)
+                try:
+                    line.status = await bulk_status(admin, bulk_id)
+                except (TimeoutError, aiohttp.ClientError):
+                    await asyncio.sleep(0.25)  # a busy server: asked again
+                    continue
                 queued.update(int(line.status.get("queued", 0)) + int(line.status.get("skipped", 0)))
                 if line.status.get("state") != "queuing":
                     line.queued_s = line.since()
@@ -222,7 +212,8 @@ async def bulk_and_answers(
     completed.finish()
     cpu_end = _cpu(pid)
     if bulk_id is not None:
-        line.status = await bulk_status(admin, bulk_id)
+        with contextlib.suppress(TimeoutError, aiohttp.ClientError):  # else the last status read
+            line.status = await bulk_status(admin, bulk_id)
     return _bulk_report(line, bulk_id, members, devices, cpu0, cpu_queued, cpu_answers, cpu_end, monitor)
 
 
