@@ -20,6 +20,11 @@ Signatures are made before each phase (the device's cost, not the server's). Pri
 message of each phase; ``--profile FILE`` writes a cProfile of the phases to FILE::
 
     python scripts/checkin-loop.py --data-dir /tmp/checkin-sqlite --count 1000 [--profile /tmp/p]
+
+``--fleet`` takes a data directory of ``mdm bench fleet`` instead (its driven devices, its push
+topic: the fleet of 10^5 or 10^6 devices the storm of that bench checks in against);
+``--explain`` prints SQLite's query plan of every statement the phases run (once per statement),
+to check that none scans a table that grows with the fleet.
 """
 
 from __future__ import annotations
@@ -38,7 +43,7 @@ from typing import Any
 
 from sqlalchemy import text
 
-from mdm.bench import identities
+from mdm.bench import fleet_prepare, identities
 from mdm.config_sections import load as load_config
 from mdm.core.identity import BindingCache
 from mdm.db.engine import Database
@@ -51,6 +56,7 @@ from mdm.ios.state import QueueHint
 from mdm.pki import castore
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.trust import ClientCertVerifier
+from mdm.push.topic import read_topic
 from mdm.sim.fleet import Member
 from mdm.sim.transport import CHECKIN_TYPE, COMMAND_TYPE
 
@@ -73,6 +79,41 @@ def service(db: Database, cfg: IosConfig, anchors: list[Any]) -> IosService:
         bindings=BindingCache(cfg.identity_cache_size, cfg.binding_cache_seconds),
         hint=QueueHint(cfg.queue_hint_seconds, cfg.identity_cache_size),
     )
+
+
+def explain_statements(db: Database, path: str) -> Callable[[], None]:
+    """Record every statement SQLite runs (``set_trace_callback``: the prepared ones too, with
+    their values); the function returned prints ``EXPLAIN QUERY PLAN`` of each distinct one."""
+    import re
+    import sqlite3
+
+    from sqlalchemy import event
+
+    seen: dict[str, str] = {}
+    shape = re.compile(r"'[^']*'|X'[0-9A-Fa-f]*'|\b\d+(\.\d+)?\b")
+
+    def trace(statement: str) -> None:
+        head = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else ""
+        if head in ("SELECT", "INSERT", "UPDATE", "DELETE", "WITH"):
+            seen.setdefault(shape.sub("?", statement), statement)
+
+    def connect(dbapi_connection: Any, record: Any) -> None:
+        dbapi_connection._connection._conn.set_trace_callback(trace)
+
+    event.listen(db.engine.sync_engine, "connect", connect)
+
+    def report() -> None:
+        plain = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        for key, statement in seen.items():
+            print(" ".join(key.split())[:400])
+            try:
+                for row in plain.execute(f"EXPLAIN QUERY PLAN {statement}").fetchall():
+                    print("    ", row[-1])
+            except sqlite3.Error as exc:
+                print("     (not explained:", exc, ")")
+        plain.close()
+
+    return report
 
 
 def checkin_messages(member: Member, topic: str, round_: int) -> list[Signed]:
@@ -193,9 +234,14 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
     cfg = config.section(IosConfig)
     ca = CertificateAuthority.load(config.ca_dir, config.ca_passphrase())
     anchors = castore.client_anchors(ca, castore.load_retired(config.ca_dir, config.ca_passphrase()))
-    members = identities.load(identities.cache_path(config), [])[: args.count]
-    topic = "com.apple.mgmt.bench"
+    if args.fleet:
+        members = await fleet_prepare.driven_members(config, args.count)
+        topic = read_topic(config).topic
+    else:
+        members = identities.load(identities.cache_path(config), [])[: args.count]
+        topic = "com.apple.mgmt.bench"
     db = Database(database_url, config.database.pool_size, echo=args.echo)
+    explained = explain_statements(db, database_url.split("///", 1)[1]) if args.explain else None
     profiler = cProfile.Profile() if args.profile else None
     profiled = {"enroll"} if args.only_enroll else set(args.profile_phase or ("enroll", "cold", "recheckin"))
 
@@ -232,6 +278,8 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
         await svc.last_seen.flush(db)
     finally:
         await db.close()
+    if explained is not None:
+        explained()
     if profiler is not None:
         profiler.dump_stats(args.profile)
 
@@ -252,13 +300,15 @@ def main() -> None:
         "--profile-phase", action="append", choices=PHASES, help="profile only this phase (repeatable)"
     )
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
+    parser.add_argument("--fleet", action="store_true", help="a data directory of mdm bench fleet")
+    parser.add_argument("--explain", action="store_true", help="print each statement's query plan (SQLite)")
     args = parser.parse_args()
     if args.database_url:
         asyncio.run(run(args, args.database_url))
         return
     source = args.data_dir / "mdm.sqlite3"
     if not source.exists():
-        parser.error(f"{source} does not exist (prepare it with mdm bench ios --data-dir {args.data_dir})")
+        parser.error(f"{source} does not exist (prepare it with mdm bench ios|fleet --data-dir DIR)")
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "mdm.sqlite3"
         shutil.copyfile(source, copy)  # the server must not be running: its WAL is not copied
