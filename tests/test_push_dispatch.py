@@ -22,9 +22,10 @@ from push_dispatch_support import (
     set_device,
     wakeups,
 )
+from sqlalchemy import update
 
 from mdm.db.engine import Database
-from mdm.db.models import Protocol
+from mdm.db.models import CommandQueueEntry, Protocol
 from mdm.push.config import PushConfig
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
@@ -325,3 +326,23 @@ async def test_the_worker_runs_when_nudged(
         with pytest.raises(asyncio.CancelledError):
             await worker
     assert apns.tokens() == ["t"]
+
+
+async def test_a_command_deferred_by_notnow_keeps_no_repush_going(
+    db: Database, dispatcher: PushDispatcher, apns: ScriptedTransport, clock: Clock
+) -> None:
+    """Only commands the device may fetch now keep a re-push owed: at the answer (a sent push)
+    and at the take (a re-push whose command was deferred meanwhile)."""
+    deferred = await add_device(db, "d1", token="t1")
+    await queue_command(db, deferred, not_before=clock.now + timedelta(hours=1))
+    later = await add_device(db, "d2", token="t2")
+    await queue_command(db, later)
+    await dispatcher.wake_many([deferred, later], "command")
+    assert await dispatcher.dispatch_once() == 2
+    assert list(await wakeups(db)) == [later]  # the deferred device's row is done
+    async with db.transaction() as session:  # the device answered NotNow meanwhile
+        await session.execute(update(CommandQueueEntry).where(CommandQueueEntry.device_id == later)
+                              .values(not_before=clock.now + timedelta(hours=1)))
+    clock.now = (await wakeups(db))[later].due_at
+    assert await dispatcher.dispatch_once() == 1  # taken and dropped, not pushed again
+    assert apns.tokens() == ["t1", "t2"] and await count_wakeups(db) == 0

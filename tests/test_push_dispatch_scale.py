@@ -148,7 +148,7 @@ async def test_a_batch_of_repushes_is_rescheduled_together_within_the_jitter(db:
     def seen(conn: object, cursor: object, statement: str, params: object, context: object,
              executemany: bool) -> None:
         if statement.startswith(("UPDATE push_wakeups", "DELETE FROM push_wakeups")):
-            writes.append((statement.split(" SET ")[0], executemany))
+            writes.append((" ".join(statement.split()[:3]).removesuffix(" SET"), executemany))
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", seen)
     try:
@@ -162,5 +162,7 @@ async def test_a_batch_of_repushes_is_rescheduled_together_within_the_jitter(db:
     assert len(dues) == 1  # one due time for the batch...
     started = min(r.last_attempt_at for r in rows.values() if r.last_attempt_at)
     assert all(51 <= (due - started).total_seconds() <= 70 for due in dues)  # ...within the jitter
-    # the lease at take and the one reschedule: two statements, none of them per row
-    assert writes == [("UPDATE push_wakeups", False), ("UPDATE push_wakeups", False)]
+    # the lease at take, then the accepted pushes: rows without commands deleted, the others
+    # rescheduled; three statements, none of them per row
+    assert writes == [("UPDATE push_wakeups", False), ("DELETE FROM push_wakeups", False),
+                      ("UPDATE push_wakeups", False)]

@@ -141,6 +141,13 @@ def _pids_cpu(pids: list[int]) -> float:
     return sum(_cpu_seconds(pid) for pid in pids)
 
 
+async def _backends_used(db: Database, pids: list[int], before: float) -> float:
+    """The CPU the backends used since ``before`` was read of ``pids``, with the whole CPU of
+    those opened since (the pool grows while the worker pipelines its batches)."""
+    now = await _backend_pids(db)
+    return _pids_cpu(pids) - before + _pids_cpu([pid for pid in now if pid not in pids])
+
+
 async def prepare(db: Database, devices: int, commands: bool, say: Any) -> None:
     """N pushable iOS devices (and one queued command each with ``commands``), by Core inserts;
     an existing population of the same size is reused (its wake-ups and commands cleared)."""
@@ -246,11 +253,12 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     n = len(ids)
     load = os.getloadavg()
     pids = await _backend_pids(db)
-    say(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; request: wake_many of {n} devices in chunks of {chunk}")
+    say(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; request: wake_many of {n} devices "
+        f"in chunks of {chunk}")
     cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
     for start in range(0, n, chunk):
         await dispatcher.wake_many(ids[start:start + chunk], "bulk:1")
-    request = (time.perf_counter() - began, _process_cpu() - cpu, _pids_cpu(pids) - backends)
+    request = (time.perf_counter() - began, _process_cpu() - cpu, await _backends_used(db, pids, backends))
     say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
     profiler = cProfile.Profile() if profile else None
     fake_cpu = _cpu_seconds(fake_pid)
@@ -274,7 +282,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     finally:
         worker.cancel()
         await asyncio.gather(worker, return_exceptions=True)
-    drain = (time.perf_counter() - began, _process_cpu() - cpu, _pids_cpu(pids) - backends)
+    drain = (time.perf_counter() - began, _process_cpu() - cpu, await _backends_used(db, pids, backends))
     if profiler is not None and profile:
         profiler.disable()
         profiler.dump_stats(profile)

@@ -39,7 +39,6 @@ from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
 from mdm.push.failure_tally import FailureTally
 from mdm.push.store import DueRow
-from mdm.push.tables import REPUSH
 from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
 
 log = logging.getLogger("mdm.push")
@@ -237,15 +236,7 @@ class PushDispatcher:
         now = self.clock()
         lease = now + timedelta(seconds=self.lease_seconds)
         async with self.db.transaction() as session:
-            rows = await store.take_due(session, now, self.config.batch_size, self.protocols, lease)
-            if not rows:
-                return 0, []
-            repush = [r.device_id for r in rows if r.reason == REPUSH]
-            queued = await store.with_queued_commands(session, repush, now)
-            done = [r.device_id for r in rows if not self._still_owed(r, queued)]
-            await store.drop(session, done)
-        dropped = set(done)
-        return len(rows), [r for r in rows if r.device_id not in dropped]
+            return await store.take(session, now, self.config.batch_size, self.protocols, lease)
 
     def _concurrency(self) -> asyncio.Semaphore:
         """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""
@@ -259,6 +250,7 @@ class PushDispatcher:
         limit = self._concurrency()
         results = await asyncio.gather(*(self._send(row, limit) for row in targets))
         answered = list(zip(targets, results, strict=True))
+        self._count_sent(answered)
         await self._apply(answered)
         await self._receipts(answered)
 
@@ -285,22 +277,26 @@ class PushDispatcher:
         except Exception:
             log.exception("push: the receipts of %d accepted push(es) were not taken", sum(counts.values()))
 
-    @staticmethod
-    def _still_owed(row: DueRow, queued: set[int]) -> bool:
-        if not row.push_valid or not row.token:
-            return False  # never pushed; a newer token comes with a new request
-        if row.reason != REPUSH:
-            return True
-        # A re-push is owed while the device has work and has not been seen since the last push.
-        seen = row.last_seen_at is not None and row.last_attempt_at is not None and (
-            row.last_seen_at >= row.last_attempt_at
-        )
-        return row.device_id in queued and not seen
+    def _count_sent(self, answered: list[tuple[DueRow, PushResult]]) -> None:
+        """The accepted pushes of a batch, counted once per service (not once per push)."""
+        counts: dict[int, int] = {}
+        for row, result in answered:
+            if result.outcome is Outcome.SENT:
+                counts[row.protocol] = counts.get(row.protocol, 0) + 1
+        if not counts:
+            return
+        now = self.clock()
+        for protocol, n in counts.items():
+            service = service_name(protocol)
+            metrics.sent(service).inc(n)
+            stats = self.stats[service]
+            stats.sent += n
+            stats.last_success_at = now
 
     async def _send(self, row: DueRow, limit: asyncio.Semaphore) -> PushResult:
         transport = self.transports[cast(Protocol, row.protocol)]  # (IntEnum keys: an int finds them)
         service = service_name(row.protocol)
-        target = WakeTarget(row.device_id, row.token or "", row.push_magic or "")
+        target = WakeTarget(row.device_id, row.token, row.push_magic)
         async with limit:
             started = time.perf_counter()
             try:
@@ -311,14 +307,10 @@ class PushDispatcher:
                 result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
             else:
                 metrics.latency(service).observe(time.perf_counter() - started)
-        stats = self.stats[service]
-        if result.outcome is Outcome.SENT:
-            metrics.sent(service).inc()
-            stats.sent += 1
-            stats.last_success_at = self.clock()
-        else:
+        if result.outcome is not Outcome.SENT:  # (accepted pushes are counted per batch)
             reason = self._labels(service, result.reason or result.outcome.value)
             metrics.FAILED.labels(service, reason).inc()
+            stats = self.stats[service]
             stats.failures[reason] = stats.failures.get(reason, 0) + 1
             self.failures.add(service, reason, result.outcome.value)
         return result
@@ -347,19 +339,20 @@ class PushDispatcher:
             return delays[attempts]
 
         held = self.jittered(self.config.retry_seconds)
+        # Accepted pushes by (requests, attempts, result): one set-based pair of statements each
+        # (a bulk batch is one group): the rows of devices with commands still to fetch stay as
+        # re-pushes, the others are deleted.
+        sent: dict[tuple[int, int, str], list[int]] = {}
         async with self.db.transaction() as session:
-            sent = [row.device_id for row, res in answered if res.outcome is Outcome.SENT]
-            queued = await store.with_queued_commands(session, sent, now)
             for row, res in answered:
+                if res.outcome is Outcome.SENT:
+                    why = f"sent:{res.reason}" if res.reason else "sent"
+                    sent.setdefault((row.requests, row.attempts, why), []).append(row.device_id)
+                    continue
                 service = service_name(row.protocol)
                 key = (row.device_id, row.requests)
                 why = f"{res.outcome.value}:{res.reason}" if res.reason else res.outcome.value
-                if res.outcome is Outcome.SENT:
-                    if row.device_id in queued:
-                        later.append((*key, now + backoff(row.attempts), why, REPUSH))
-                    else:
-                        finish.append(key)
-                elif res.outcome is Outcome.INVALID_TOKEN:
+                if res.outcome is Outcome.INVALID_TOKEN:
                     if await store.invalidate_token(session, row.device_id, row.token or ""):
                         events.emit(session, PUSH_TOKEN_INVALID, device_id=row.device_id, service=service,
                                     reason=res.reason or "invalid token", status=res.status)
@@ -382,6 +375,8 @@ class PushDispatcher:
                     finish.append(key)
                 else:  # UNAVAILABLE: the circuit is open or nothing is configured
                     later.append((*key, now + held, why, row.reason))
+            for (requests, attempts, why), ids in sent.items():
+                await store.sent(session, ids, requests, why, now + backoff(attempts), now)
             await store.finish(session, finish)
             await store.reschedule(session, later)
             for body in self.failures.take_due():

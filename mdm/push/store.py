@@ -2,17 +2,18 @@
 and writes of the core ``devices`` and ``command_queue`` tables.
 
 Bulk paths are set-based: a wake-up for many devices is one ``INSERT ... SELECT ... ON CONFLICT``
-per chunk (devices without a valid token are filtered by the same statement), results are
-applied with one executemany per kind. Due rows are taken with ``FOR UPDATE SKIP LOCKED`` on
+per chunk (devices without a valid token are filtered by the same statement); a batch is taken by
+one SELECT that also decides which rows are still owed, then one lease UPDATE and one DELETE; its
+accepted pushes are applied by one DELETE (devices with nothing to fetch) and one UPDATE (the
+re-pushes) per group of rows alike, other answers by one statement per kind. Due rows are taken with ``FOR UPDATE SKIP LOCKED`` on
 PostgreSQL so that replicas share the work (SQLite has one writer: the lock is a no-op there).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -27,18 +28,16 @@ _d = cast(Table, Device.__table__)
 _q = cast(Table, CommandQueueEntry.__table__)
 
 
-@dataclass(frozen=True, slots=True)
-class DueRow:
+class DueRow(NamedTuple):
+    """A claimed wake-up still owed (a tuple: a batch makes thousands of them)."""
+
     device_id: int
     protocol: int
     reason: str
     attempts: int  # after this claim
     requests: int
-    last_attempt_at: datetime | None  # the previous claim's time
-    token: str | None
-    push_magic: str | None
-    push_valid: bool
-    last_seen_at: datetime | None
+    token: str
+    push_magic: str
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -79,45 +78,61 @@ async def request(
     await session.execute(stmt)
 
 
-async def take_due(
+def _owed_of(protocols: Sequence[int]) -> Any:
+    """The devices' protocol filter of a walk over owed rows, written so that no index applies:
+    without it SQLite (no statistics) starts from the devices' ``(protocol, id)`` index, visits
+    every device of the protocol and sorts all owed rows, per batch, instead of walking
+    ``ix_push_wakeups_due_at`` and looking each device up by key (``+ 0`` is the documented way
+    to keep SQLite's planner off an index; PostgreSQL plans from its statistics either way)."""
+    return (_d.c.protocol + 0).in_(protocols)
+
+
+def _queued_now(now: datetime) -> Any:
+    """The device of the owed row has a command to fetch now (not deferred by a NotNow)."""
+    return exists().where(_q.c.device_id == _w.c.device_id,
+                          or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
+
+
+async def take(
     session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int], lease_until: datetime
-) -> list[DueRow]:
-    """Claim up to ``limit`` due rows: each is leased (due at ``lease_until``, so a crash during
-    the send retries it) and its attempt counted; the device's push fields come along."""
+) -> tuple[int, list[DueRow]]:
+    """Claim up to ``limit`` due rows: (rows taken, rows to push). A row still owed is leased (due
+    at ``lease_until``, so a crash during the send retries it) and its attempt counted; a row owed
+    nothing more is deleted: its device has no valid token (a newer token comes with a new
+    request), or it is a re-push and the device has nothing to fetch now or was seen since the
+    last push. Whether a row is still owed is decided by the SELECT itself (three statements per
+    batch, none per row)."""
+    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "")
+    seen = and_(_d.c.last_seen_at.is_not(None), _w.c.last_attempt_at.is_not(None),
+                _d.c.last_seen_at >= _w.c.last_attempt_at)
+    owed = case(
+        (~pushable, False), (_w.c.reason != REPUSH, True), (seen, False), else_=_queued_now(now),
+    )
     stmt = (
-        select(_w.c.device_id, _w.c.reason, _w.c.attempts, _w.c.requests, _w.c.last_attempt_at,
-               _d.c.protocol, _d.c.push_token, _d.c.push_magic, _d.c.push_valid, _d.c.last_seen_at)
+        select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
+               _d.c.push_magic, owed)
         .join(_d, _d.c.id == _w.c.device_id)
-        .where(_w.c.due_at <= now, _d.c.protocol.in_(protocols))
+        .where(_w.c.due_at <= now, _owed_of(protocols))
         .order_by(_w.c.due_at)
         .limit(limit)
     )
     if session.get_bind().dialect.name == "postgresql":
         stmt = stmt.with_for_update(of=_w, skip_locked=True)
     rows = (await session.execute(stmt)).all()
-    if not rows:
-        return []
-    ids = [r.device_id for r in rows]
-    await session.execute(
-        update(_w).where(_w.c.device_id.in_(ids))
-        .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
-    )
-    return [
-        DueRow(r.device_id, r.protocol, r.reason, r.attempts + 1, r.requests, r.last_attempt_at,
-               r.push_token, r.push_magic, bool(r.push_valid), r.last_seen_at)
-        for r in rows
-    ]
-
-
-async def with_queued_commands(session: AsyncSession, device_ids: Sequence[int], now: datetime) -> set[int]:
-    """The devices among these that have a command to fetch now (not deferred by a NotNow)."""
-    if not device_ids:
-        return set()
-    rows = await session.scalars(
-        select(_q.c.device_id).distinct()
-        .where(_q.c.device_id.in_(list(device_ids)), or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
-    )
-    return set(rows)
+    due: list[DueRow] = []
+    done: list[int] = []
+    for device_id, protocol, reason, attempts, requests, token, magic, still_owed in rows:
+        if still_owed:
+            due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
+        else:
+            done.append(device_id)
+    if due:
+        await session.execute(
+            update(_w).where(_w.c.device_id.in_([r.device_id for r in due]))
+            .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
+        )
+    await drop(session, done)
+    return len(rows), due
 
 
 async def drop(session: AsyncSession, device_ids: Sequence[int]) -> None:
@@ -156,6 +171,22 @@ async def reschedule(session: AsyncSession, rows: Iterable[tuple[int, int, datet
                 .where(_w.c.device_id.in_(ids[start:start + IN_CHUNK]), _w.c.requests == requests)
                 .values(due_at=due, last_result=result, reason=reason)
             )
+
+
+async def sent(
+    session: AsyncSession, device_ids: Sequence[int], requests: int, result: str, repush_at: datetime,
+    now: datetime,
+) -> None:
+    """Pushes accepted for these rows (claimed with ``requests``): each row nobody asked again for
+    meanwhile is deleted, unless its device has a command to fetch now; then it stays as a re-push
+    due at ``repush_at``. Two set-based statements per ``IN_CHUNK`` ids."""
+    for start in range(0, len(device_ids), IN_CHUNK):
+        ids = list(device_ids[start:start + IN_CHUNK])
+        mine = and_(_w.c.device_id.in_(ids), _w.c.requests == requests)
+        await session.execute(delete(_w).where(mine, ~_queued_now(now)))
+        await session.execute(
+            update(_w).where(mine).values(due_at=repush_at, last_result=result[:64], reason=REPUSH)
+        )
 
 
 async def invalidate_token(session: AsyncSession, device_id: int, token: str) -> bool:
@@ -209,7 +240,7 @@ async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime 
     """The earliest due time (walks the due_at index until a row of these protocols)."""
     stmt = (
         select(_w.c.due_at).join(_d, _d.c.id == _w.c.device_id)
-        .where(_d.c.protocol.in_(protocols)).order_by(_w.c.due_at).limit(1)
+        .where(_owed_of(protocols)).order_by(_w.c.due_at).limit(1)
     )
     return cast("datetime | None", await session.scalar(stmt))
 
@@ -242,7 +273,7 @@ async def resume(session: AsyncSession, protocol: int, now: datetime, limit: int
     held = or_(_w.c.last_result.like("credentials%"), _w.c.last_result.like("unavailable%"))
     ids = list(await session.scalars(
         select(_w.c.device_id).join(_d, _d.c.id == _w.c.device_id)
-        .where(_d.c.protocol == protocol, held, _w.c.due_at > now).limit(limit)
+        .where(_owed_of([protocol]), held, _w.c.due_at > now).limit(limit)
     ))
     if ids:
         await session.execute(update(_w).where(_w.c.device_id.in_(ids)).values(due_at=now))
