@@ -34,6 +34,7 @@ import os
 import pstats
 import resource
 import statistics
+import sys
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -111,7 +112,7 @@ async def fill(db: Database, n: int) -> tuple[int, float]:
         hi = min(n, lo + FILL_CHUNK) - 1
         async with db.transaction() as session:
             await session.execute(stmt, {"lo": lo, "hi": hi, "now": datetime.now(UTC)})
-        print(f"  devices {hi + 1}/{n} ({time.monotonic() - start:.0f} s)", flush=True)
+        print(f"  devices {hi + 1}/{n} ({time.monotonic() - start:.0f} s)", file=sys.stderr, flush=True)
     if n > have and dialect == "postgresql":
         async with db.engine.connect() as conn:
             await conn.execute(text("COMMIT"))

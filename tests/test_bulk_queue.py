@@ -281,3 +281,45 @@ async def test_recall_while_queuing(db: Database, recorder: Recorder) -> None:
     assert sum(e.body["count"] for e in events) == 11
     again = await svc.recall(op.id, by="bob")
     assert (again.state, again.recalled) == ("recalled", 11)
+
+
+async def test_devices_that_already_have_the_command_are_skipped_and_not_woken(
+    db: Database, recorder: Recorder
+) -> None:
+    """A batch in which some devices are busy: only the others get a command, a queue row, a
+    journal row, a place in the batch's event (whose body the database builds: the catalog's
+    fields, count = pairs, in command order) and a wake-up."""
+    ids = await add_devices(db, 12)
+    busy = [*ids[2:5], ids[9]]
+    svc = service(db, recorder, batch_size=5)
+    first = await svc.create("Block", None, device_ids=busy, by="a")
+    await run_to_end(svc, first.id)
+    recorder.calls.clear()
+    op = await svc.create("Block", None, by="b")
+    await run_to_end(svc, op.id)
+    done = await op_row(db, op.id)
+    assert (done.queued, done.skipped) == (8, 4)
+    assert done.skipped_reasons == {"already has an active Block command": 4}
+    await assert_consistent(db, op.id, 8)
+    free = [d for d in ids if d not in busy]
+    assert sorted(d for i, _ in recorder.calls for d in i) == free
+    async with db.session() as session:
+        bodies = (await session.scalars(
+            select(Event.body).where(Event.type == "commands_created").order_by(Event.id)
+        )).all()
+        by_device = dict((await session.execute(
+            select(Command.device_id, Command.guid).where(Command.bulk_id == op.id)
+        )).all())
+        order = (await session.scalars(
+            select(Command.device_id).where(Command.bulk_id == op.id).order_by(Command.id)
+        )).all()
+        skipped = (await session.scalars(
+            select(BulkSkipped.device_id).where(BulkSkipped.bulk_id == op.id).order_by(BulkSkipped.device_id)
+        )).all()
+    mine = [b for b in bodies if b["bulk"] == op.id]
+    assert [list(b) for b in mine] == [["bulk", "command_type", "count", "commands"]] * 3
+    assert [b["count"] for b in mine] == [2, 4, 2]  # batches of 5: 2 + 3 busy, 4 + 1 busy, 2
+    assert all(b["command_type"] == "Block" and b["count"] == len(b["commands"]) for b in mine)
+    pairs = [tuple(p) for b in mine for p in b["commands"]]
+    assert pairs == [(d, by_device[d]) for d in order]
+    assert list(skipped) == busy

@@ -17,12 +17,14 @@ from __future__ import annotations
 import uuid
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events, library, store_devices
 from mdm.core import store_bulk as store
+from mdm.core import store_bulk_batch as batch_store
 from mdm.core.errors import InvalidArgument, Unsupported
 from mdm.core.event_types import BULK_COMMAND_QUEUED, BULK_OPERATION_PROGRESS, COMMANDS_CREATED
 from mdm.core.library import BulkKey, CommandType, DeviceFacts, Translators
@@ -138,27 +140,19 @@ async def queue_batch(
             continue
         by_protocol.setdefault(protocol, []).append(device_id)
     wanted = sum(len(ids) for ids in by_protocol.values())
-    after_id = await store.last_command_id(session) if wanted else 0
-    created = await store.insert_commands(session, one_by_one)
-    for vkey, ids in by_variant.items():
-        variant = plan.variants[vkey]
-        values = {**common, "args": variant.public_args, "payload": variant.payload}
-        created += await store.insert_for_devices(session, values, ids)
-    outcome = BatchOutcome(done=len(rows) < batch_size)
-    if created < wanted:  # some already had an active command of the type
-        got = set(await store.created_devices(session, op.id, after_id))
+    no_handler = [p for p in by_protocol if translators.get(p) is None]
+    detail, waits = f"queued (bulk operation {op.id})", f"{NO_HANDLER} (bulk operation {op.id})"
+    event = events.event_values(COMMANDS_CREATED, bulk=op.id, command_type=ctype.name, count=wanted,
+                                commands=[])
+    created, got = 0, None
+    if wanted:
+        written = _Written(op.id, now, detail, waits, no_handler, event)
+        created, got = await written.write(session, plan, common, by_variant, one_by_one, wanted)
+    if got is not None:  # some already had an active command of the type
         busy = f"already has an active {ctype.name} command"
         skipped += [(d, busy) for ids in by_protocol.values() for d in ids if d not in got]
         by_protocol = {p: kept for p, ids in by_protocol.items() if (kept := [d for d in ids if d in got])}
-    if created:
-        no_handler = [p for p in by_protocol if translators.get(p) is None]
-        event = events.event_values(COMMANDS_CREATED, bulk=op.id, command_type=ctype.name, count=created,
-                                    commands=[])
-        await store.queue_journal_event(
-            session, op.id, after_id, now, f"queued (bulk operation {op.id})", event,
-            no_handler, f"{NO_HANDLER} (bulk operation {op.id})",
-        )
-        outcome.woken = by_protocol
+    outcome = BatchOutcome(done=len(rows) < batch_size, woken=by_protocol)
     skipped.sort()
     await store.add_skipped(session, op.id, skipped)
     if rows:
@@ -176,6 +170,43 @@ async def queue_batch(
     else:
         _report_progress(session, op, done_before=op.queued + op.skipped - created - len(skipped))
     return outcome
+
+
+@dataclass(frozen=True)
+class _Written:
+    """How a batch's commands are written (``store_bulk_batch``): what every one of them shares."""
+
+    bulk_id: int
+    now: datetime
+    detail: str  # of the first journal row
+    waits: str  # of the first journal row of a protocol without a translator
+    no_handler: list[int]
+    event: dict[str, Any]  # the commands_created outbox row (its body is made by the database)
+
+    async def write(
+        self, session: AsyncSession, plan: Plan, common: dict[str, Any],
+        by_variant: dict[tuple[int, Hashable], list[int]], one_by_one: list[dict[str, Any]], wanted: int,
+    ) -> tuple[int, set[int] | None]:
+        """The commands, queue rows, journal rows and event: how many commands, and the devices
+        that got one when that is fewer than ``wanted`` (else None)."""
+        args = (self.detail, self.event, self.no_handler, self.waits)
+        if not one_by_one and len(by_variant) == 1 and batch_store.one_statement(session):
+            [(vkey, ids)] = by_variant.items()
+            variant = plan.variants[vkey]
+            values = {**common, "args": variant.public_args, "payload": variant.payload}
+            got = await batch_store.write_variant(session, values, ids, *args)
+            return len(got), (set(got) if len(got) < wanted else None)
+        after_id = await batch_store.last_command_id(session)
+        created = await batch_store.insert_commands(session, one_by_one)
+        for vkey, ids in by_variant.items():
+            variant = plan.variants[vkey]
+            values = {**common, "args": variant.public_args, "payload": variant.payload}
+            created += await batch_store.insert_for_devices(session, values, ids)
+        if created:
+            await batch_store.queue_journal_event(session, self.bulk_id, after_id, self.now, *args)
+        if created < wanted:
+            return created, set(await batch_store.created_devices(session, self.bulk_id, after_id))
+        return created, None
 
 
 PROGRESS_STEPS = (25, 50, 75)  # percent; the end is bulk_command_queued
