@@ -202,10 +202,12 @@ class _Written:
             variant = plan.variants[vkey]
             values = {**common, "args": variant.public_args, "payload": variant.payload}
             created += await batch_store.insert_for_devices(session, values, ids)
-        if created:
-            await batch_store.queue_journal_event(session, self.bulk_id, after_id, self.now, *args)
+        if not created:
+            return 0, set()
+        written = (after_id, await batch_store.last_command_id(session))
+        await batch_store.queue_journal_event(session, self.bulk_id, written, self.now, *args)
         if created < wanted:
-            return created, set(await batch_store.created_devices(session, self.bulk_id, after_id))
+            return created, set(await batch_store.created_devices(session, self.bulk_id, written))
         return created, None
 
 
