@@ -5,8 +5,9 @@ Bulk paths are set-based: a wake-up for many devices is one ``INSERT ... SELECT 
 per chunk (devices without a valid token are filtered by the same statement); a batch is taken by
 one SELECT that also decides which rows are still owed, then one lease UPDATE and one DELETE; its
 accepted pushes are applied by one DELETE (devices with nothing to fetch) and one UPDATE (the
-re-pushes) per group of rows alike, other answers by one statement per kind. Due rows are taken with ``FOR UPDATE SKIP LOCKED`` on
-PostgreSQL so that replicas share the work (SQLite has one writer: the lock is a no-op there).
+re-pushes) per group of rows alike, other answers by one statement per kind. Due rows are taken
+with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so that replicas share the work (SQLite has one
+writer: the lock is a no-op there).
 """
 
 from __future__ import annotations
