@@ -158,6 +158,7 @@ async def prepare(db: Database, devices: int, commands: bool, say: Any) -> None:
         await session.execute(_c.delete())
     if have not in (0, devices):
         raise BenchError(f"the database holds {have} devices, not {devices}: use another one")
+    await _analyze(db, vacuum=True)
     now = datetime.now(UTC)
     if have == 0:
         say(f"preparing {devices} devices")
@@ -182,14 +183,25 @@ async def prepare(db: Database, devices: int, commands: bool, say: Any) -> None:
                        text("'processing'"), _d.c.enrolled_at, _d.c.enrolled_at, text("0"), text("true"))
                 .where(_d.c.identifier.like("bench-push-%")),
             ))
+        await _analyze(db)  # (the queue's foreign-key checks are planned from these statistics)
+        async with db.transaction() as session:
             await session.execute(insert(_q).from_select(
                 ["command_id", "device_id", "priority", "created_at", "in_flight", "not_now_count"],
                 select(_c.c.id, _c.c.device_id, text("0"), _c.c.created_at, text("false"), text("0")),
             ))
-    if not db.is_sqlite:
-        async with db.transaction() as session:
-            for table in ("devices", "commands", "command_queue", "push_wakeups"):
-                await session.execute(text(f"ANALYZE {table}"))
+    await _analyze(db)
+
+
+async def _analyze(db: Database, vacuum: bool = False) -> None:
+    """PostgreSQL: fresh statistics (and no dead rows of the previous run with ``vacuum``) for
+    the tables the bench fills; this machine's PostgreSQL runs without autovacuum, and a
+    statement planned on "empty" statistics scans (a foreign-key check per row: minutes)."""
+    if db.is_sqlite:
+        return
+    async with db.engine.connect() as connection:
+        auto = await connection.execution_options(isolation_level="AUTOCOMMIT")
+        for table in ("devices", "commands", "command_queue", "push_wakeups"):
+            await auto.execute(text(f"{'VACUUM ' if vacuum else ''}ANALYZE {table}"))
 
 
 @asynccontextmanager
