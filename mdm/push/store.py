@@ -79,19 +79,27 @@ async def request(
     await session.execute(stmt)
 
 
-def _owed_of(protocols: Sequence[int]) -> Any:
-    """The devices' protocol filter of a walk over owed rows, written so that no index applies:
-    without it SQLite (no statistics) starts from the devices' ``(protocol, id)`` index, visits
-    every device of the protocol and sorts all owed rows, per batch, instead of walking
+def _owed_of(session: AsyncSession, protocols: Sequence[int]) -> Any:
+    """The devices' protocol filter of a walk over owed rows. On SQLite it is written so that no
+    index applies: without statistics SQLite starts from the devices' ``(protocol, id)`` index,
+    visits every device of the protocol and sorts all owed rows, per batch, instead of walking
     ``ix_push_wakeups_due_at`` and looking each device up by key (``+ 0`` is the documented way
-    to keep SQLite's planner off an index; PostgreSQL plans from its statistics either way)."""
-    return (_d.c.protocol + 0).in_(protocols)
+    to keep its planner off an index). PostgreSQL plans from its statistics, and an expression
+    there would only spoil its estimate (it then hashed both tables and sorted every owed row)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return (_d.c.protocol + 0).in_(protocols)
+    return _d.c.protocol.in_(protocols)
 
 
 def _queued_now(now: datetime) -> Any:
-    """The device of the owed row has a command to fetch now (not deferred by a NotNow)."""
-    return exists().where(_q.c.device_id == _w.c.device_id,
-                          or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
+    """1 if the device of the owed row has a command to fetch now (not deferred by a NotNow),
+    else NULL. A correlated scalar subquery, one index probe per row: PostgreSQL turns an
+    EXISTS into a hashed subplan or an anti-join that reads the whole command queue per batch."""
+    return (
+        select(literal(1)).select_from(_q)
+        .where(_q.c.device_id == _w.c.device_id, or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
+        .limit(1).scalar_subquery()
+    )
 
 
 async def take(
@@ -107,13 +115,13 @@ async def take(
     seen = and_(_d.c.last_seen_at.is_not(None), _w.c.last_attempt_at.is_not(None),
                 _d.c.last_seen_at >= _w.c.last_attempt_at)
     owed = case(
-        (~pushable, False), (_w.c.reason != REPUSH, True), (seen, False), else_=_queued_now(now),
+        (~pushable, False), (_w.c.reason != REPUSH, True), (seen, False), else_=_queued_now(now).is_not(None),
     )
     stmt = (
         select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
                _d.c.push_magic, owed)
         .join(_d, _d.c.id == _w.c.device_id)
-        .where(_w.c.due_at <= now, _owed_of(protocols))
+        .where(_w.c.due_at <= now, _owed_of(session, protocols))
         .order_by(_w.c.due_at)
         .limit(limit)
     )
@@ -184,7 +192,7 @@ async def sent(
     for start in range(0, len(device_ids), IN_CHUNK):
         ids = list(device_ids[start:start + IN_CHUNK])
         mine = and_(_w.c.device_id.in_(ids), _w.c.requests == requests)
-        await session.execute(delete(_w).where(mine, ~_queued_now(now)))
+        await session.execute(delete(_w).where(mine, _queued_now(now).is_(None)))
         await session.execute(
             update(_w).where(mine).values(due_at=repush_at, last_result=result[:64], reason=REPUSH)
         )
@@ -241,7 +249,7 @@ async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime 
     """The earliest due time (walks the due_at index until a row of these protocols)."""
     stmt = (
         select(_w.c.due_at).join(_d, _d.c.id == _w.c.device_id)
-        .where(_owed_of(protocols)).order_by(_w.c.due_at).limit(1)
+        .where(_owed_of(session, protocols)).order_by(_w.c.due_at).limit(1)
     )
     return cast("datetime | None", await session.scalar(stmt))
 
@@ -274,7 +282,7 @@ async def resume(session: AsyncSession, protocol: int, now: datetime, limit: int
     held = or_(_w.c.last_result.like("credentials%"), _w.c.last_result.like("unavailable%"))
     ids = list(await session.scalars(
         select(_w.c.device_id).join(_d, _d.c.id == _w.c.device_id)
-        .where(_owed_of([protocol]), held, _w.c.due_at > now).limit(limit)
+        .where(_owed_of(session, [protocol]), held, _w.c.due_at > now).limit(limit)
     ))
     if ids:
         await session.execute(update(_w).where(_w.c.device_id.in_(ids)).values(due_at=now))
