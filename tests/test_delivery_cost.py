@@ -37,16 +37,23 @@ class Statements:
 
     def __init__(self) -> None:
         self.sql: list[str] = []
+        self.engines: list[Any] = []
 
-    def _seen(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+    def _seen(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
         self.sql.append(statement)
+        self.engines.append(conn.engine)
 
     @property
     def total(self) -> int:
         return len(self.sql)
 
+    def on(self, db: Database) -> int:
+        """Statements run by ``db``'s engine only (not the running server's workers)."""
+        return sum(1 for engine in self.engines if engine is db.engine.sync_engine)
+
     def reset(self) -> None:
         self.sql.clear()
+        self.engines.clear()
 
 
 @pytest.fixture
@@ -188,7 +195,7 @@ async def test_a_first_delivery_writes_in_flight_journal_and_event(
             assert found and command is not None and command.attempts == attempt
             statements.reset()
             await commands.delivered(session, command)
-            written = statements.total
+            written = statements.on(db)
         async with db.session() as session:
             entry = await session.get(CommandQueueEntry, command.id)
             assert entry is not None and entry.in_flight and entry.not_before is None

@@ -37,25 +37,37 @@ def postgres(db: Database) -> None:
 
 
 class Seen:
-    """Statements, transaction begins and commits of the server's engine."""
+    """The command statements of the server's engine, and the transactions begun and committed on
+    the connections that ran them (the server's workers run statements of their own meanwhile)."""
 
     def __init__(self) -> None:
-        self.sql: list[str] = []
-        self.begins = 0
-        self.commits = 0
+        self.statements: list[tuple[int, str]] = []
+        self.begun: list[int] = []
+        self.committed: list[int] = []
 
-    def statement(self, _conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        self.sql.append(statement)
+    def statement(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if "command" in statement:
+            self.statements.append((id(conn), statement))
 
-    def begin(self, *_: Any) -> None:
-        self.begins += 1
+    def begin(self, conn: Any) -> None:
+        self.begun.append(id(conn))
 
-    def commit(self, *_: Any) -> None:
-        self.commits += 1
+    def commit(self, conn: Any) -> None:
+        self.committed.append(id(conn))
+
+    def counts(self) -> tuple[int, int, int]:
+        """(command statements, transactions begun on their connections, committed there)."""
+        mine = {conn for conn, _ in self.statements}
+        return (
+            len(self.statements),
+            sum(1 for conn in self.begun if conn in mine),
+            sum(1 for conn in self.committed if conn in mine),
+        )
 
     def reset(self) -> None:
-        self.sql.clear()
-        self.begins = self.commits = 0
+        self.statements.clear()
+        self.begun.clear()
+        self.committed.clear()
 
 
 @pytest.fixture
@@ -101,10 +113,10 @@ async def test_a_postgresql_round_trip_runs_without_transaction_blocks(
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     seen.reset()
     assert _offered(await phone.report(ios)) == guid
-    assert (len(seen.sql), seen.begins, seen.commits) == (2, 0, 0)  # read, then claim + in flight
+    assert seen.counts() == (2, 0, 0)  # read, then claim + in flight
     seen.reset()
     assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
-    assert (len(seen.sql), seen.begins, seen.commits) == (2, 0, 0)  # read, then take + finish
+    assert seen.counts() == (2, 0, 0)  # read, then take + finish
     command, journal, types = await _records(db, guid)
     assert journal == ["processing", "delivered", "completed"]
     assert types == ["command_delivered", "command_completed"]
@@ -122,7 +134,7 @@ async def test_the_next_command_follows_an_answer_without_a_transaction_block(
     assert _offered(await phone.report(ios)) == first
     seen.reset()
     assert _offered(await phone.report(ios, "Acknowledged", first)) == second
-    assert (len(seen.sql), seen.begins, seen.commits) == (4, 0, 0)
+    assert seen.counts() == (4, 0, 0)
     assert (await _records(db, second))[1] == ["processing", "delivered"]
 
 
