@@ -188,13 +188,14 @@ class Server:
 
     async def start(self) -> None:
         ctx = self.ctx
-        for plugin in self.plugins:
-            for hook in plugin.startup:
-                await hook(ctx)
-        wanted = bindings(ctx.config)
         apps: dict[str, web.AppRunner] = {}
         try:
-            for b in wanted:
+            # Inside the try: a refused start-up (an unusable certificate slot) shuts down the
+            # plugins already started and closes the database, as a stop does.
+            for plugin in self.plugins:
+                for hook in plugin.startup:
+                    await hook(ctx)
+            for b in bindings(ctx.config):
                 ssl_ctx = None
                 if b.tls:
                     if b.listener not in ctx.tls:  # a plugin (the PKI) builds every listener's context
