@@ -150,3 +150,37 @@ async def test_a_phase_that_raises_is_recorded_and_the_run_goes_on() -> None:
         report.storm = {"devices": 1}
     assert report.errors == {"pages": "TimeoutError"} and report.storm == {"devices": 1}
     assert any("pages" in line and "TimeoutError" in line for line in said)
+
+
+class CountingFake:
+    """The APNs fake's counter of accepted pushes; ``down``: its control API does not answer."""
+
+    def __init__(self) -> None:
+        self.accepted = 1_000_000
+        self.down = False
+
+    async def stats(self) -> dict[str, object]:
+        if self.down:
+            raise aiohttp.ClientConnectionError("refused")
+        return {"accepted": self.accepted}
+
+
+async def test_the_pushes_the_server_made_during_a_phase_are_reported() -> None:
+    fake = CountingFake()
+    report = fleet.Report(setup={"devices": 1000, "answering": 10})
+    async with fleet.pushes_meanwhile(fake) as pushes:
+        report.storm = {"devices": 10, "seconds": 0.2, "messages_per_s": 100.0, "errors": {},
+                        "server_cpu_ms_per_message": 2.0}
+        fake.accepted += 450  # the server re-pushing silent devices while the storm ran
+        await asyncio.sleep(0.2)
+    report.storm |= pushes
+    assert report.storm["pushes_meanwhile"] == 450 and 0 < report.storm["pushes_per_s"] <= 450 / 0.2
+    assert "meanwhile the server pushed" in fleet.render(report)
+
+
+async def test_a_fake_that_does_not_answer_costs_the_phase_nothing() -> None:
+    fake = CountingFake()
+    fake.down = True
+    async with fleet.pushes_meanwhile(fake) as pushes:
+        pass
+    assert pushes == {}

@@ -30,7 +30,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from cryptography import x509
 
@@ -148,6 +148,33 @@ async def guarded(report: Report, phase: str, say: Say) -> AsyncIterator[None]:
         say(f"{phase} failed: {reason[:300]} (the run goes on)")
 
 
+class Accepted(Protocol):
+    async def stats(self) -> dict[str, Any]: ...
+
+
+@contextlib.asynccontextmanager
+async def pushes_meanwhile(fake: Accepted) -> AsyncIterator[dict[str, Any]]:
+    """Count the pushes the APNs fake accepted while a phase ran (the dict yielded holds
+    ``pushes_meanwhile`` and ``pushes_per_s`` once the block ended):
+    at 10^6 the server re-pushes the silent devices of the bulk command (``push.retry_seconds``
+    after their first wake-up, doubling) through the later phases, and that work shares the
+    server with what the phase measures."""
+    before: int | None = None
+    with contextlib.suppress(Exception):  # a phase's figures never depend on the fake answering
+        before = int((await fake.stats())["accepted"])
+    t0 = time.perf_counter()
+    into: dict[str, Any] = {}
+    try:
+        yield into
+    finally:
+        with contextlib.suppress(Exception):
+            if before is None:
+                raise LookupError("no count before the phase")
+            pushes = int((await fake.stats())["accepted"]) - before
+            into["pushes_meanwhile"] = pushes
+            into["pushes_per_s"] = round(pushes / max(1e-9, time.perf_counter() - t0), 1)
+
+
 async def recall_at_the_end(admin: Admin, report: Report, bulk_id: int, *, pending: Path, deadline_s: float,
                             say: Say) -> None:
     """Recall what the silent devices did not fetch; the pending-bulk file is removed once the
@@ -187,9 +214,11 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
         report.rss_mib["after_bulk"] = _rss(server.pid)
         if "idle" not in options.skip and answered:
             async with guarded(report, "idle", say):
-                report.idle = await fleet_phases.idle(
-                    fleet, answered, duration=options.idle_seconds, concurrency=options.concurrency, say=say,
-                    pid=server.pid)
+                async with pushes_meanwhile(fake) as pushes:
+                    report.idle = await fleet_phases.idle(
+                        fleet, answered, duration=options.idle_seconds, concurrency=options.concurrency,
+                        say=say, pid=server.pid)
+                report.idle |= pushes
         if "pages" not in options.skip:
             first_id = min((m.device_id for m in members if m.device_id is not None), default=1)
             async with guarded(report, "pages", say):
@@ -198,7 +227,9 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
                     probe=fleet_prepare.udid(options.devices // 2)[:-2], repeat=options.page_repeat, say=say)
         if "storm" not in options.skip and answered:
             async with guarded(report, "storm", say):
-                report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
+                async with pushes_meanwhile(fake) as pushes:
+                    report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
+                report.storm |= pushes
         bulk_id = report.bulk.get("bulk_id") if report.bulk else _pending_bulk(server)
         if bulk_id is not None:
             await recall_at_the_end(admin, report, int(bulk_id), pending=_pending_path(server),
@@ -211,7 +242,10 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
             await server.stop()
             await server.start(wait_s=300)
             async with new_fleet() as fleet:
-                report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say, pid=server.pid)
+                async with pushes_meanwhile(fake) as pushes:
+                    report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say,
+                                                                      pid=server.pid)
+                report.cold_polls |= pushes
             report.rss_mib["after_cold_polls"] = _rss(server.pid)
 
 
@@ -324,7 +358,8 @@ def render(report: Report) -> str:
     if report.idle:
         i = report.idle
         lines.append(f"(e) idle polls: {i['per_second']:,}/s, p99 {i['p99_ms']} ms, max {i['max_ms']} ms, "
-                     f"server CPU {i.get('server_cpu_us_per_poll')} µs/poll; errors {i['errors']}")
+                     f"server CPU {i.get('server_cpu_us_per_poll')} µs/poll; errors {i['errors']}"
+                     + _pushes(i))
     if report.pages:
         lines.append("(f) GET /devices: " + "; ".join(
             f"{name} {v['p50_ms']}/{v['max_ms']} ms ({v['items']})" for name, v in report.pages.items())
@@ -333,14 +368,21 @@ def render(report: Report) -> str:
         g = report.storm
         lines.append(f"(g) check-in storm: {g['messages_per_s']:,} messages/s ({g['devices']:,} devices in "
                      f"{g['seconds']}s), server CPU {g['server_cpu_ms_per_message']} ms/message; "
-                     f"errors {g['errors']}")
+                     f"errors {g['errors']}" + _pushes(g))
     if report.cold_polls:
         c = report.cold_polls
         lines.append(f"    cold first polls after a restart: {c['per_second']:,}/s, p99 {c['p99_ms']} ms, "
-                     f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}")
+                     f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}"
+                     + _pushes(c))
     if report.recall:
         lines.append(f"    recall at the end: {report.recall}")
     for phase, reason in report.errors.items():
         lines.append(f"    {phase} failed: {reason}")
     lines.append("server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report.rss_mib.items()))
     return "\n".join(lines)
+
+
+def _pushes(phase: dict[str, Any]) -> str:
+    """The server's pushes meanwhile (its re-pushes of silent devices share the CPU)."""
+    rate = phase.get("pushes_per_s")
+    return f"; meanwhile the server pushed {rate:,}/s" if rate else ""
