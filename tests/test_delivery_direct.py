@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 
 from mdm.core import commands, delivery_direct
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Event
+from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
 from mdm.ios import command_steps
 from mdm.ios.command_codec import to_plist_dict
 from mdm.pki import services as pki_services
@@ -248,3 +248,21 @@ def test_a_bare_request_is_encoded_once_and_an_unlock_token_never_kept() -> None
         sent = command_steps.message(Command(guid=guid, payload=clear), unlock_token=token)
         assert sent == plain(guid, clear, token)
     assert list(command_steps._ENCODED) == [repr(lock)]
+
+
+async def test_an_inventory_answer_goes_to_the_transaction_without_a_read_first(
+    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
+) -> None:
+    device_id = await device_id_of(db, phone.udid)
+    queries = {"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}
+    guid = await queue_command(db, device_id, queries)
+    assert _offered(await phone.report(ios)) == guid
+    seen.reset()
+    answer = {"QueryResponses": {"DeviceName": "Kim's iPhone"}}
+    assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+    by_guid = [sql for _, sql in seen.statements if "commands.guid =" in sql]
+    assert len(by_guid) == 1 and "FOR UPDATE" in by_guid[0]  # the transaction's locked read only
+    command, journal, _ = await _records(db, guid)
+    assert command.status == "completed" and journal == ["processing", "delivered", "completed"]
+    async with db.session() as session:
+        assert await session.scalar(select(Device.name).where(Device.id == device_id)) == "Kim's iPhone"

@@ -44,6 +44,17 @@ def changed_device(command: Command, report: CommandReport, step_type: str) -> s
     return request_type
 
 
+def _reports_facts(report: CommandReport) -> bool:
+    """An Acknowledged answer that carries what the device record is made of (an inventory
+    answer): the transactional path at once, without a read that could only send it there."""
+    if report.status != "Acknowledged":
+        return False
+    declared = report.result.get("RequestType")
+    if isinstance(declared, str) and declared in DEVICE_CHANGING:
+        return True
+    return any(key in report.result for key in inventory.ANSWER_KEYS.values())
+
+
 def plain_message(command: Command) -> bytes | None:
     """The plist of the step due now when nothing else is needed to build it (a stored
     translation, no UnlockToken to add, encodable); None otherwise."""
@@ -75,7 +86,7 @@ async def deliver(engine: AsyncEngine, device_id: int, *, ready_only: bool) -> b
 async def answer(engine: AsyncEngine, binding: Binding, report: CommandReport) -> bool | None:
     """Record the final answer to a command that changes nothing but the command: whether the
     device has another command queued; None: take the transactional path."""
-    if report.command_uuid is None or report.status == "NotNow":
+    if report.command_uuid is None or report.status == "NotNow" or _reports_facts(report):
         return None
     guid, _ = command_steps.split_command_uuid(report.command_uuid)
     async with delivery_direct.autocommit(engine) as conn:
