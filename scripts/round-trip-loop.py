@@ -18,7 +18,9 @@ XML plist and parsed again as the iOS handler does. The CPU of each phase is the
     ... [--statements] [--profile out.prof] [--echo]
 
 ``--statements`` counts the SQL statements (and transactions) per phase; ``--profile`` writes a
-cProfile of the deliver and answer phases (not the enqueue) and prints its top entries.
+cProfile of the deliver and answer phases (not the enqueue) and prints its top entries. On
+PostgreSQL a Block's deliver and answer show 0 commits: each runs as autocommit statements
+(``mdm.ios.channel_direct``), not in a transaction block.
 """
 
 from __future__ import annotations

@@ -6,7 +6,8 @@ They are the hottest statements of the server (a round trip runs them all) and r
 connection). On PostgreSQL a first delivery and a final answer are one statement each
 (data-modifying CTEs); on SQLite (no DML in CTEs) one per table. Taking an answered command out
 of the queue also tells whether the device has any other command queued (``drained``): if not,
-the answer needs no look for a next command.
+the answer needs no look for a next command. The same writes outside a transaction block,
+guarded by what was read, are in ``store_delivery_direct`` (PostgreSQL).
 """
 
 from __future__ import annotations
