@@ -33,29 +33,19 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import String as SqlString
-from sqlalchemy import Table, cast, func, insert, select, text
-
+from mdm.bench import store_push_dispatch as bench_store
 from mdm.bench.push import BenchError, _cpu_seconds
 from mdm.db.engine import Database
 from mdm.db.migrate import upgrade
-from mdm.db.models import Command, CommandQueueEntry, Device, Protocol
+from mdm.db.models import Protocol
 from mdm.devfakes.certs import identity_from_files
 from mdm.push import store
 from mdm.push.apns import ApnsClient
 from mdm.push.config import ApnsConfig, PushConfig
 from mdm.push.dispatcher import PushDispatcher
-from mdm.push.tables import PushWakeup
-
-_d: Table = Device.__table__  # type: ignore[assignment]
-_c: Table = Command.__table__  # type: ignore[assignment]
-_q: Table = CommandQueueEntry.__table__  # type: ignore[assignment]
-_w: Table = PushWakeup.__table__  # type: ignore[assignment]
-PREPARE_CHUNK = 5000
 
 
 @dataclass
@@ -128,15 +118,6 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-async def _backend_pids(db: Database) -> list[int]:
-    if db.is_sqlite:
-        return []
-    async with db.session() as session:
-        rows = await session.scalars(
-            text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()"))
-        return [int(pid) for pid in rows]
-
-
 def _pids_cpu(pids: list[int]) -> float:
     return sum(_cpu_seconds(pid) for pid in pids)
 
@@ -144,64 +125,8 @@ def _pids_cpu(pids: list[int]) -> float:
 async def _backends_used(db: Database, pids: list[int], before: float) -> float:
     """The CPU the backends used since ``before`` was read of ``pids``, with the whole CPU of
     those opened since (the pool grows while the worker pipelines its batches)."""
-    now = await _backend_pids(db)
+    now = await bench_store.backend_pids(db)
     return _pids_cpu(pids) - before + _pids_cpu([pid for pid in now if pid not in pids])
-
-
-async def prepare(db: Database, devices: int, commands: bool, say: Any) -> None:
-    """N pushable iOS devices (and one queued command each with ``commands``), by Core inserts;
-    an existing population of the same size is reused (its wake-ups and commands cleared)."""
-    async with db.transaction() as session:
-        have = int(await session.scalar(select(func.count()).select_from(_d)) or 0)
-        await session.execute(_w.delete())
-        await session.execute(_q.delete())
-        await session.execute(_c.delete())
-    if have not in (0, devices):
-        raise BenchError(f"the database holds {have} devices, not {devices}: use another one")
-    await _analyze(db, vacuum=True)
-    now = datetime.now(UTC)
-    if have == 0:
-        say(f"preparing {devices} devices")
-        for start in range(0, devices, PREPARE_CHUNK):
-            rows = [
-                {"protocol": int(Protocol.IOS), "identifier": f"bench-push-{i}", "inventory": {},
-                 "attributes": {}, "push_token": f"{i:064x}", "push_magic": f"magic-{i}",
-                 "push_valid": True, "enrolled_at": now, "last_seen_at": now}
-                for i in range(start, min(devices, start + PREPARE_CHUNK))
-            ]
-            async with db.transaction() as session:
-                await session.execute(insert(_d), rows)
-    if commands:
-        say("queuing one command per device")
-        async with db.transaction() as session:
-            guid = func.concat("bench-", cast(_d.c.id, SqlString)) if not db.is_sqlite else (
-                "bench-" + cast(_d.c.id, SqlString))
-            await session.execute(insert(_c).from_select(
-                ["guid", "device_id", "type", "args", "payload", "flags", "priority", "status",
-                 "created_at", "updated_at", "attempts", "active"],
-                select(guid, _d.c.id, text("'Block'"), text("'{}'"), text("'{}'"), text("0"), text("0"),
-                       text("'processing'"), _d.c.enrolled_at, _d.c.enrolled_at, text("0"), text("true"))
-                .where(_d.c.identifier.like("bench-push-%")),
-            ))
-        await _analyze(db)  # (the queue's foreign-key checks are planned from these statistics)
-        async with db.transaction() as session:
-            await session.execute(insert(_q).from_select(
-                ["command_id", "device_id", "priority", "created_at", "in_flight", "not_now_count"],
-                select(_c.c.id, _c.c.device_id, text("0"), _c.c.created_at, text("false"), text("0")),
-            ))
-    await _analyze(db)
-
-
-async def _analyze(db: Database, vacuum: bool = False) -> None:
-    """PostgreSQL: fresh statistics (and no dead rows of the previous run with ``vacuum``) for
-    the tables the bench fills; this machine's PostgreSQL runs without autovacuum, and a
-    statement planned on "empty" statistics scans (a foreign-key check per row: minutes)."""
-    if db.is_sqlite:
-        return
-    async with db.engine.connect() as connection:
-        auto = await connection.execution_options(isolation_level="AUTOCOMMIT")
-        for table in ("devices", "commands", "command_queue", "push_wakeups"):
-            await auto.execute(text(f"{'VACUUM ' if vacuum else ''}ANALYZE {table}"))
 
 
 @asynccontextmanager
@@ -237,10 +162,8 @@ async def run(url: str, devices: int, commands: bool, batch_size: int, chunk: in
     db = Database(url)
     try:
         await upgrade(db)
-        await prepare(db, devices, commands, say)
-        async with db.session() as session:
-            ids = list(await session.scalars(
-                select(_d.c.id).where(_d.c.identifier.like("bench-push-%")).order_by(_d.c.id)))
+        await bench_store.prepare(db, devices, commands, say)
+        ids = await bench_store.device_ids(db)
         async with apns_fake(say) as (info, fake_pid):
             config = ApnsConfig.model_validate({"base_url": info["url"], "ca_file": info["ca_file"]})
             ident = await asyncio.to_thread(identity_from_files, Path(info["client_cert"]),
@@ -264,7 +187,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
                    say: Any, parts: Breakdown | None) -> DispatchReport:
     n = len(ids)
     load = os.getloadavg()
-    pids = await _backend_pids(db)
+    pids = await bench_store.backend_pids(db)
     say(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; request: wake_many of {n} devices "
         f"in chunks of {chunk}")
     cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
@@ -274,7 +197,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
     profiler = cProfile.Profile() if profile else None
     fake_cpu = _cpu_seconds(fake_pid)
-    pids = await _backend_pids(db)
+    pids = await bench_store.backend_pids(db)
     cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
     if parts is not None:
         parts.instrument(dispatcher)
@@ -299,8 +222,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
         profiler.disable()
         profiler.dump_stats(profile)
     fake_used = _cpu_seconds(fake_pid) - fake_cpu
-    async with db.session() as session:
-        owed = int(await session.scalar(select(func.count()).select_from(_w)) or 0)
+    owed = await bench_store.owed_count(db)
     database = {} if db.is_sqlite else {
         "request": round(request[2] / n * 1e6, 1), "drain": round(drain[2] / n * 1e6, 1)}
     shares = {} if parts is None else {
