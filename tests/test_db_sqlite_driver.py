@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,3 +72,37 @@ async def test_concurrent_transactions_on_one_engine(sqlite_db: Database) -> Non
     await asyncio.gather(*(writer(i) for i in range(40)))
     async with sqlite_db.session() as session:
         assert len((await session.execute(select(items.c.id))).all()) == 40
+
+
+# The test leaves its terminated connection to the garbage collector on purpose.
+@pytest.mark.filterwarnings("ignore:The garbage collector is trying to clean up")
+def test_a_connection_terminated_as_its_loop_closes_stops_without_a_thread_error(tmp_path: Path) -> None:
+    """SQLAlchemy terminates a connection nobody closed (the garbage collector's clean-up, a
+    cancelled close) with aiosqlite's ``stop()``, which binds a future to the event loop current
+    then. When that loop closes before the connection's thread gets to the stop (the thread still
+    busy with a statement), the thread failed reporting to the closed loop: an exception in a
+    thread at shutdown (a failed test run). The stop is now queued with nothing to report to."""
+    errors: list[BaseException | None] = []
+    hook = threading.excepthook
+    threading.excepthook = lambda args: errors.append(args.exc_value)
+    thread: threading.Thread | None = None
+    try:
+        async def terminate_while_busy() -> None:
+            nonlocal thread
+            db = Database(f"sqlite+aiosqlite:///{tmp_path / 'term.sqlite3'}")
+            conn = await db.engine.connect()
+            raw = (await conn.get_raw_connection()).dbapi_connection
+            assert isinstance(raw, sqlite_driver.OneHopConnection)
+            thread = raw._connection._thread
+            # The thread still runs a statement of its own (no one waits for it) ...
+            raw._connection._tx.put_nowait((None, lambda: time.sleep(0.3)))
+            # ... when SQLAlchemy terminates the connection; then the loop closes.
+            raw.terminate()
+
+        asyncio.run(terminate_while_busy())
+        assert thread is not None
+        thread.join(5)
+        assert not thread.is_alive()  # the connection's thread stopped
+    finally:
+        threading.excepthook = hook
+    assert errors == []

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -224,6 +225,17 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             call()
         except Exception as error:
             self._handle_exception(error)
+
+    def _terminate_force_close(self) -> None:
+        # SQLAlchemy terminates a connection nobody closed (the garbage collector's clean-up, a
+        # cancelled close) with aiosqlite's stop(), which binds a future to the event loop
+        # current at the call; the connection's thread reports to that loop once it gets to the
+        # stop. When the loop has closed by then (a shutdown, a test's loop), the thread dies
+        # with "Event loop is closed". Called from a thread that has no event loop, stop()
+        # binds no future (its own fallback), and nothing waits for this one anyway.
+        stopper = threading.Thread(target=self._connection.stop, name="aiosqlite-stop")
+        stopper.start()
+        stopper.join()
 
 
 class OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):
