@@ -7,9 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,15 +16,13 @@ from typing import Any
 import aiohttp
 import tomlkit
 
+from mdm.bench.apns_fake_process import FakeApnsError as FakeApnsError
+from mdm.bench.apns_fake_process import started
 from mdm.config import CONFIG_FILE
 
 CERT_DIR = "bench/apns"
 # The synthetic fleet is never "silent" to the daily sweep (it would push every device at start).
 SILENT_AFTER_HOURS = 24 * 365 * 10
-
-
-class FakeApnsError(Exception):
-    pass
 
 
 def _free_port() -> int:
@@ -67,28 +63,12 @@ class FakeProcess:
 async def running(data_dir: Path) -> AsyncIterator[FakeProcess]:
     """The fake in a subprocess with its control endpoint; stopped (and waited for) on exit."""
     port = _free_port()
-    fake = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "mdm.devfakes.run_apns", "--cert-dir", str(data_dir / CERT_DIR), "--quiet",
-        "--control-port", str(port), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
-        assert fake.stdout is not None and fake.stderr is not None
-        line = await fake.stdout.readline()
-        if not line:
-            problem = (await fake.stderr.read()).decode(errors="replace")[-2000:]
-            raise FakeApnsError(f"the APNs fake did not start: {problem}")
-        yield FakeProcess(fake, json.loads(line), f"http://127.0.0.1:{port}", http)
+        async with started(data_dir / CERT_DIR, "--control-port", str(port)) as fake:
+            yield FakeProcess(fake.process, fake.info, f"http://127.0.0.1:{port}", http)
     finally:
         await http.close()
-        if fake.returncode is None:
-            fake.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await fake.communicate()
-        except TimeoutError:
-            fake.kill()
-            await fake.wait()
 
 
 def configure(data_dir: Path, info: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ import asyncio
 import json
 import os
 import resource
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdm.bench import apns_fake_process
 from mdm.devfakes.certs import identity_from_files
 from mdm.push.apns import ApnsClient
 from mdm.push.config import ApnsConfig
@@ -79,33 +79,18 @@ def _percentile(values: list[float], fraction: float) -> float:
 
 async def run(pushes: int, concurrency: int, connections: int, say: Callable[[str], None]) -> PushReport:
     with tempfile.TemporaryDirectory(prefix="mdm-bench-push-") as directory:
-        fake = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mdm.devfakes.run_apns", "--cert-dir", directory, "--quiet",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
-        err = b""
         try:
-            assert fake.stdout is not None and fake.stderr is not None
-            line = await fake.stdout.readline()
-            if not line:
-                problem = (await fake.stderr.read()).decode(errors="replace")[-2000:]
-                raise BenchError(f"the APNs fake did not start: {problem}")
-            info = json.loads(line)
-            say(f"APNs fake (pid {fake.pid}) on {info['url']}")
-            cpu_before = _cpu_seconds(fake.pid)
-            report = await _measure(info, pushes, concurrency, connections, say)
-            report.fake_rss_mb = round(_rss_mb(fake.pid), 1)
-            # (includes the warm-up's share: at most 1000 pushes)
-            report.fake_cpu_us_per_push = round((_cpu_seconds(fake.pid) - cpu_before) / pushes * 1e6, 1)
-        finally:
-            if fake.returncode is None:
-                fake.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    _, err = await fake.communicate()
-            except TimeoutError:
-                fake.kill()
-                await fake.wait()
+            async with apns_fake_process.started(directory) as fake:
+                info, pid = fake.info, fake.process.pid
+                say(f"APNs fake (pid {pid}) on {info['url']}")
+                cpu_before = _cpu_seconds(pid)
+                report = await _measure(info, pushes, concurrency, connections, say)
+                report.fake_rss_mb = round(_rss_mb(pid), 1)
+                # (includes the warm-up's share: at most 1000 pushes)
+                report.fake_cpu_us_per_push = round((_cpu_seconds(pid) - cpu_before) / pushes * 1e6, 1)
+        except apns_fake_process.FakeApnsError as exc:
+            raise BenchError(str(exc)) from None
+        err = fake.stderr
         for text in reversed(err.decode(errors="replace").splitlines()):
             if text.startswith("{"):
                 report.fake = json.loads(text)

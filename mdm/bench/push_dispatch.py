@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mdm.bench import apns_fake_process
 from mdm.bench import store_push_dispatch as bench_store
 from mdm.bench.push import BenchError, _cpu_seconds
 from mdm.db.engine import Database
@@ -133,28 +134,12 @@ async def _backends_used(db: Database, pids: list[int], before: float) -> float:
 async def apns_fake(say: Any) -> AsyncIterator[tuple[dict[str, str], int]]:
     """The APNs contract fake in a subprocess: (its connection details, its pid)."""
     with tempfile.TemporaryDirectory(prefix="mdm-bench-pushd-") as directory:
-        fake = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "mdm.devfakes.run_apns", "--cert-dir", directory, "--quiet",
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )
         try:
-            assert fake.stdout is not None and fake.stderr is not None
-            line = await fake.stdout.readline()
-            if not line:
-                problem = (await fake.stderr.read()).decode(errors="replace")[-2000:]
-                raise BenchError(f"the APNs fake did not start: {problem}")
-            info = json.loads(line)
-            say(f"APNs fake (pid {fake.pid}) on {info['url']}")
-            yield info, fake.pid
-        finally:
-            if fake.returncode is None:
-                fake.terminate()
-            try:
-                async with asyncio.timeout(10):
-                    await fake.communicate()
-            except TimeoutError:
-                fake.kill()
-                await fake.wait()
+            async with apns_fake_process.started(directory) as fake:
+                say(f"APNs fake (pid {fake.process.pid}) on {fake.info['url']}")
+                yield fake.info, fake.process.pid
+        except apns_fake_process.FakeApnsError as exc:
+            raise BenchError(str(exc)) from None
 
 
 async def run(url: str, devices: int, commands: bool, batch_size: int, chunk: int,
