@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, literal_column, select, update
+from sqlalchemy import CTE, Table, bindparam, delete, insert, literal_column, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -32,6 +32,28 @@ _SET_IN_FLIGHT = Prepared(
 )
 _JOURNAL_COLUMNS = ("command_id", "status", "detail", "at")
 _INSERT_JOURNAL = Prepared(insert(_journal), _JOURNAL_COLUMNS)
+
+
+def journal_and_event(source: CTE, command_id: Any, status: Any, detail: Any, at: Any) -> tuple[CTE, CTE]:
+    """For each row of ``source`` (a step's write, one row): its journal entry and its event
+    (the event's columns as ``e_<column>`` parameters), as CTEs of the step's one statement."""
+    j, e = _journal.c, _events.c
+    journaled = (
+        insert(_journal)
+        .from_select(["command_id", "status", "detail", "at"], select(command_id, status, detail, at))
+        .returning(j.id)
+        .cte("journaled")
+    )
+    evented = (
+        insert(_events)
+        .from_select(
+            list(EVENT_COLUMNS),
+            select(*(bindparam(f"e_{n}", type_=e[n].type) for n in EVENT_COLUMNS)).select_from(source),
+        )
+        .returning(e.id)
+        .cte("evented")
+    )
+    return journaled, evented
 
 
 def _others_queued(device_id: Any, command_id: Any) -> Any:
@@ -112,29 +134,9 @@ def take_and_finish_pg(guarded: bool = False) -> Prepared:
         .cte("finished")
     )
     j = _journal.c
-    journaled = (
-        insert(_journal)
-        .from_select(
-            ["command_id", "status", "detail", "at"],
-            select(
-                finished.c.id,
-                bindparam("j_status", type_=j.status.type),
-                bindparam("j_detail", type_=j.detail.type),
-                bindparam("j_at", type_=j.at.type),
-            ),
-        )
-        .returning(j.id)
-        .cte("journaled")
-    )
-    e = _events.c
-    evented = (
-        insert(_events)
-        .from_select(
-            list(EVENT_COLUMNS),
-            select(*(bindparam(f"e_{c}", type_=e[c].type) for c in EVENT_COLUMNS)).select_from(finished),
-        )
-        .returning(e.id)
-        .cte("evented")
+    journaled, evented = journal_and_event(
+        finished, finished.c.id, bindparam("j_status", type_=j.status.type),
+        bindparam("j_detail", type_=j.detail.type), bindparam("j_at", type_=j.at.type),
     )
     # The main query sees the queue as it was before the DELETE: the taken row is excluded by id.
     others = _others_queued(taken.c.device_id, taken.c.command_id)

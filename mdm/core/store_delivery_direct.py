@@ -13,11 +13,10 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, func, insert, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import make_transient_to_detached
 
-from mdm.core.store_delivery import FINISH_COLUMNS, take_and_finish_pg
-from mdm.core.store_events import EVENT_COLUMNS
+from mdm.core.store_delivery import FINISH_COLUMNS, journal_and_event, take_and_finish_pg
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Event, utcnow
 from mdm.db.prepared import Direct, Prepared
 
@@ -78,29 +77,10 @@ def _deliver(first: bool) -> Prepared:
     )
     stmt = select(flight.c.command_id)
     if first:
-        j, e = _journal.c, _events.c
-        journaled = (
-            insert(_journal)
-            .from_select(
-                ["command_id", "status", "detail", "at"],
-                select(
-                    flight.c.command_id,
-                    bindparam("j_status", "delivered", type_=j.status.type),
-                    bindparam("j_detail", None, type_=j.detail.type),
-                    bindparam("b_now", type_=j.at.type),
-                ),
-            )
-            .returning(j.id)
-            .cte("journaled")
-        )
-        evented = (
-            insert(_events)
-            .from_select(
-                list(EVENT_COLUMNS),
-                select(*(bindparam(f"e_{n}", type_=e[n].type) for n in EVENT_COLUMNS)).select_from(flight),
-            )
-            .returning(e.id)
-            .cte("evented")
+        j = _journal.c
+        journaled, evented = journal_and_event(
+            flight, flight.c.command_id, bindparam("j_status", "delivered", type_=j.status.type),
+            bindparam("j_detail", None, type_=j.detail.type), bindparam("b_now", type_=j.at.type),
         )
         stmt = stmt.add_cte(journaled, evented)
     return Prepared(stmt)
