@@ -119,3 +119,22 @@ async def test_events_of_a_bulk_operation(api: httpx.AsyncClient, db: Database) 
     created = next(e for e in events if e["type"] == "commands_created")["body"]
     assert created["count"] == 3 and [d for d, _ in created["commands"]] == ids
     assert created["bulk"] == op["id"] and created["command_type"] == "Block"
+
+
+async def test_a_long_recall_answers_202_and_the_worker_finishes_it(
+    api: httpx.AsyncClient, db: Database, server: Server
+) -> None:
+    """A recall longer than the request's budget (10^6 commands: tens of seconds) is not held in
+    the request: 202 with state ``recalling``, and the bulk worker takes the rest in batches."""
+    await add_devices(db, 9)
+    op = await send_bulk(api, "all", "Block")
+    service = server.ctx.services[BULK]
+    service.batch_size, service.recall_seconds = 2, 0.0  # one batch, then the budget is spent
+    r = await api.delete(f"/api/v1/bulk/{op['id']}")
+    assert r.status_code == 202, r.text
+    assert (r.json()["state"], r.json()["recalled"]) == ("recalling", 2)
+    service.view_ttl = 0
+    done = await wait_bulk(api, op["id"])
+    assert (done["state"], done["recalled"], done["pending"]) == ("recalled", 9, 0)
+    removed = select(Command).where(Command.bulk_id == op["id"], Command.status == "removed")
+    assert await count(db, removed) == 9

@@ -263,6 +263,22 @@ async def test_bulk_send_reports_skipped(cli: Cli, db) -> None:
     assert shown["state"] == "recalled" and shown["recalled"] + shown["pending"] == shown["queued"]
 
 
+async def test_a_long_bulk_recall_is_followed_to_its_end(cli: Cli, db, server) -> None:
+    """DELETE /bulk/{id} answers 202 "recalling" past its budget; the CLI follows it and prints
+    the final counts, as for a short recall."""
+    from mdm.api.keys import BULK
+
+    await seed(db)
+    bulk_id = (await cli.ok("command", "send", "--all", "Wipe", "--no-wait")).strip()
+    await cli.json("command", "bulk", bulk_id)
+    service = server.ctx.services[BULK]
+    service.batch_size, service.recall_seconds = 1, 0.0
+    out = await cli.ok("command", "bulk-recall", bulk_id)
+    assert f"bulk operation {bulk_id} (Wipe to every device): recalled" in out
+    shown = await cli.json("command", "bulk", bulk_id)
+    assert shown["state"] == "recalled" and shown["recalled"] + shown["pending"] == shown["queued"]
+
+
 async def test_command_types(cli: Cli) -> None:
     out = await cli.ok("command", "types")
     assert out.splitlines()[0].split() == ["TYPE", "PROTOCOLS", "DESCRIPTION"]

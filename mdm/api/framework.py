@@ -73,6 +73,7 @@ class Operation:
     # with the sentence that says so in the document.
     open_to: Callable[[web.Request], bool] | None = None
     open_note: str = ""
+    also_ok: tuple[int, ...] = ()  # other success statuses, with the same response body
 
     @property
     def operation_id(self) -> str:
@@ -102,6 +103,7 @@ class ApiRouter:
         open_to: Callable[[web.Request], bool] | None = None,
         open_note: str = "",
         text_params: tuple[str, ...] = (),
+        also_ok: tuple[int, ...] = (),
     ) -> Callable[[RawHandler], RawHandler]:
         full = (self.prefix if prefixed else "") + path
         params = [PathParam(n, int if n == "id" else str, free=n in text_params)
@@ -111,7 +113,7 @@ class ApiRouter:
             self.operations.append(
                 Operation(
                     method.upper(), full, fn, summary, tag, scope, query, body, response, status,
-                    params, errors, raw_response, open_to, open_note,
+                    params, errors, raw_response, open_to, open_note, also_ok,
                 )
             )
             return fn
@@ -212,7 +214,8 @@ class ApiRouter:
             elif op.raw_response:
                 raw_type = "object" if op.raw_response == "application/json" else "string"
                 ok["content"] = {op.raw_response: {"schema": {"type": raw_type}}}
-            entry["responses"][str(op.status)] = ok
+            for code in (op.status, *op.also_ok):
+                entry["responses"][str(code)] = ok
             codes = set(op.errors)
             if op.scope is not None:
                 codes |= {401, 403}

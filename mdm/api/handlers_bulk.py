@@ -61,8 +61,13 @@ async def bulk_skipped(request: web.Request, id: int, query: b.SkippedQuery) -> 
 
 
 @router.route("DELETE", "/bulk/{id}", summary="Stop a bulk operation and recall what it queued",
-              tag="commands", scope="commands:write", response=b.BulkOut)
-async def recall_bulk(request: web.Request, id: int) -> b.BulkOut:
+              tag="commands", scope="commands:write", response=b.BulkOut, also_ok=(202,))
+async def recall_bulk(request: web.Request, id: int) -> b.BulkOut | web.Response:
+    """200 once every queued command is recalled; 202 (state ``recalling``) when that takes longer
+    than the request's budget: the bulk worker finishes it, ``GET /bulk/{id}`` follows it."""
     service = _bulk(request)
     op = await service.recall(id, by=str(request[PRINCIPAL_KEY].name))
-    return b.BulkOut.of(op, await service.view(id))
+    out = b.BulkOut.of(op, await service.view(id))
+    if out.state == "recalling":  # the schema's state name
+        return web.json_response(text=out.model_dump_json(by_alias=True), status=202)
+    return out

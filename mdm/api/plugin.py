@@ -94,6 +94,7 @@ def plugin(api: ApiRouter) -> Plugin:
         settings = ctx.config.section(BulkConfig)
         ctx.services[BULK] = BulkService(ctx.db, ctx.translators, ctx.pushers,
                                          batch_size=settings.batch_size, idle_seconds=settings.idle_seconds)
+        ctx.services[BULK].recall_seconds = settings.recall_seconds
         ctx.status.register(CommandBacklogSource())
 
     async def run_bulk(ctx: ServerContext) -> None:

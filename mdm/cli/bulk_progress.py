@@ -141,6 +141,8 @@ def show(args: argparse.Namespace, client: ApiClient) -> int:
 
 def recall(args: argparse.Namespace, client: ApiClient) -> int:
     op = client.delete(f"{API}/bulk/{args.bulk_id}")
+    if op.get("state") == "recalling":  # 202: longer than the request's budget, the server goes on
+        op = follow(client, args.bulk_id, wait_delivery=False)
     if args.json:
         output.emit_json(op)
     else:

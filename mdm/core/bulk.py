@@ -34,6 +34,7 @@ from mdm.db.models import BulkOperation, BulkState, BulkTarget, CommandStatus, D
 log = logging.getLogger("mdm.bulk")
 
 DEFAULT_BATCH_SIZE = 2000
+RECALL_IN_REQUEST_SECONDS = 5.0
 FINISHED = (BulkState.QUEUED.value, BulkState.RECALLED.value, BulkState.FAILED.value)
 # Consecutive failures of one operation's batches before it is marked failed (a bug or a row
 # that cannot be written, not a database that went away for a moment: the retries wait 0.5 s,
@@ -76,6 +77,9 @@ class BulkService:
         self._failures: dict[int, int] = {}
         self._views: dict[int, tuple[float, BulkView]] = {}
         self._by: dict[int, str | None] = {}  # who asked for a recall in progress here
+        # How long a recall runs in the request before the worker takes the rest (the admin gets
+        # 202, state recalling): 10^6 commands take tens of seconds, beyond proxies' timeouts.
+        self.recall_seconds = RECALL_IN_REQUEST_SECONDS
 
     # ---- the request --------------------------------------------------------------------------
     async def create(
@@ -186,8 +190,9 @@ class BulkService:
     # ---- recall -------------------------------------------------------------------------------
     async def recall(self, bulk_id: int, *, by: str | None) -> BulkOperation:
         """Stop queuing and remove, in batches, every command of the operation still queued and
-        never delivered (those the devices hold are left to finish). Idempotent: a recalled
-        operation is answered as it is."""
+        never delivered (those the devices hold are left to finish); batches beyond
+        ``recall_seconds`` are left to the worker (the operation is answered ``recalling``).
+        Idempotent: a recalled operation is answered as it is."""
         async with self.db.transaction() as session:
             op = await self._get(session, bulk_id, for_update=True)
             if op.state != BulkState.RECALLED:
@@ -195,8 +200,11 @@ class BulkService:
                 op.request_args = None
                 op.updated_at = utcnow()
         self._by[bulk_id] = by
+        deadline = time.monotonic() + self.recall_seconds
         while await self.step(bulk_id):
-            pass
+            if time.monotonic() >= deadline:
+                self._nudge.set()  # the worker carries the rest on, batch by batch
+                break
         self._views.pop(bulk_id, None)
         async with self.db.session() as session:
             return await self._get(session, bulk_id)

@@ -17,3 +17,6 @@ class BulkConfig(Section):
     # How often an idle worker looks for operations another replica recorded (seconds); this
     # server's own requests wake it at once.
     idle_seconds: float = Field(default=5.0, gt=0, le=300)
+    # How long DELETE /bulk/{id} recalls within the request (seconds); a longer recall (10^6
+    # commands: tens of seconds) is answered 202 "recalling" and finished by the worker.
+    recall_seconds: float = Field(default=5.0, ge=0, le=300)
