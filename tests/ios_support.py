@@ -19,7 +19,15 @@ from cryptography.hazmat.primitives.serialization import pkcs7
 from sqlalchemy import func, select
 
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Device, utcnow
+from mdm.db.models import (
+    Command,
+    CommandJournalEntry,
+    CommandQueueEntry,
+    CommandStatus,
+    Device,
+    Event,
+    utcnow,
+)
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.keys import PrivateKey
@@ -183,3 +191,28 @@ async def snapshot(db: Database, skip: tuple[str, ...] = ("events",)) -> dict[st
 
 def now_iso() -> str:
     return datetime.now(UTC).isoformat()
+
+
+def offered(response: httpx.Response) -> str | None:
+    """The CommandUUID a command-channel answer offers (None: an empty answer)."""
+    assert response.status_code == 200, response.text
+    return plistlib.loads(response.content)["CommandUUID"] if response.content else None
+
+
+async def command_records(
+    db: Database, guid: str, *, event_prefix: str = ""
+) -> tuple[Command, list[str], list[str]]:
+    """A command, its journal's statuses and its device's event types (those starting with
+    ``event_prefix``), each in the order written."""
+    async with db.session() as session:
+        command = await session.scalar(select(Command).where(Command.guid == guid))
+        assert command is not None
+        journal = await session.scalars(
+            select(CommandJournalEntry.status)
+            .where(CommandJournalEntry.command_id == command.id)
+            .order_by(CommandJournalEntry.id)
+        )
+        types = await session.scalars(
+            select(Event.type).where(Event.device_id == command.device_id).order_by(Event.id)
+        )
+        return command, list(journal.all()), [t for t in types.all() if t.startswith(event_prefix)]

@@ -11,12 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
-from ios_support import Phone, device_id_of, new_phone, queue_command
+from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
 from sqlalchemy import event, select
 
 from mdm.core import commands, delivery_direct
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
+from mdm.db.models import Command, CommandQueueEntry, Device
 from mdm.ios import command_steps
 from mdm.ios.command_codec import to_plist_dict
 from mdm.pki import services as pki_services
@@ -86,25 +86,6 @@ def seen(server: Server) -> Iterator[Seen]:
         event.remove(engine, name, hook)
 
 
-def _offered(response: httpx.Response) -> str | None:
-    assert response.status_code == 200, response.text
-    return plistlib.loads(response.content)["CommandUUID"] if response.content else None
-
-
-async def _records(db: Database, guid: str) -> tuple[Command, list[str], list[str]]:
-    async with db.session() as session:
-        command = await session.scalar(select(Command).where(Command.guid == guid))
-        assert command is not None
-        journal = await session.scalars(
-            select(CommandJournalEntry.status)
-            .where(CommandJournalEntry.command_id == command.id)
-            .order_by(CommandJournalEntry.id)
-        )
-        types = await session.scalars(
-            select(Event.type).where(Event.device_id == command.device_id).order_by(Event.id)
-        )
-        return command, list(journal.all()), [t for t in types.all() if t.startswith("command_")]
-
 
 async def test_a_postgresql_round_trip_runs_without_transaction_blocks(
     postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
@@ -112,12 +93,12 @@ async def test_a_postgresql_round_trip_runs_without_transaction_blocks(
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
     seen.reset()
-    assert _offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid
     assert seen.counts() == (2, 0, 0)  # read, then claim + in flight
     seen.reset()
-    assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
+    assert offered(await phone.report(ios, "Acknowledged", guid)) is None
     assert seen.counts() == (2, 0, 0)  # read, then take + finish
-    command, journal, types = await _records(db, guid)
+    command, journal, types = await command_records(db, guid, event_prefix="command_")
     assert journal == ["processing", "delivered", "completed"]
     assert types == ["command_delivered", "command_completed"]
     assert command.status == "completed" and command.active is None and command.payload == {}
@@ -131,11 +112,11 @@ async def test_the_next_command_follows_an_answer_without_a_transaction_block(
     device_id = await device_id_of(db, phone.udid)
     first = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block", priority=9)
     second = await queue_command(db, device_id, {"RequestType": "ProfileList"})
-    assert _offered(await phone.report(ios)) == first
+    assert offered(await phone.report(ios)) == first
     seen.reset()
-    assert _offered(await phone.report(ios, "Acknowledged", first)) == second
+    assert offered(await phone.report(ios, "Acknowledged", first)) == second
     assert seen.counts() == (4, 0, 0)
-    assert (await _records(db, second))[1] == ["processing", "delivered"]
+    assert (await command_records(db, second, event_prefix="command_"))[1] == ["processing", "delivered"]
 
 
 async def test_a_command_recalled_after_it_was_read_is_not_delivered(
@@ -149,7 +130,7 @@ async def test_a_command_recalled_after_it_was_read_is_not_delivered(
         async with db.transaction() as session:
             await commands.recall(session, guid, by="test")
         assert not await delivery_direct.delivered(conn, command)
-    recalled, journal, types = await _records(db, guid)
+    recalled, journal, types = await command_records(db, guid, event_prefix="command_")
     assert recalled.status == "removed" and recalled.attempts == 0 and recalled.delivered_at is None
     assert journal == ["processing", "removed"]
     assert types == ["command_recalled"]
@@ -162,7 +143,7 @@ async def test_an_answer_racing_a_recall_is_recorded_by_the_transactional_path(
     answer writes nothing, and the device's answer then ends the command ``remove_failed``."""
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
-    assert _offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid
     async with delivery_direct.autocommit(server.ctx.db.engine) as conn:
         command = await delivery_direct.command_by_guid(conn, guid)
         assert command is not None and command.status == "processing"
@@ -170,9 +151,9 @@ async def test_an_answer_racing_a_recall_is_recorded_by_the_transactional_path(
             await commands.recall(session, guid, by="test")
         answered = await delivery_direct.complete(conn, command, success=True, info="Acknowledged", data=None)
         assert answered is None
-    assert (await _records(db, guid))[0].status == "removing"
-    assert _offered(await phone.report(ios, "Acknowledged", guid)) is None
-    command, journal, types = await _records(db, guid)
+    assert (await command_records(db, guid, event_prefix="command_"))[0].status == "removing"
+    assert offered(await phone.report(ios, "Acknowledged", guid)) is None
+    command, journal, types = await command_records(db, guid, event_prefix="command_")
     assert command.status == "remove_failed"
     assert journal == ["processing", "delivered", "removing", "remove_failed"]
     assert types == ["command_delivered", "command_recalled", "command_failed"]
@@ -183,7 +164,7 @@ async def test_of_two_answers_to_one_command_one_is_recorded(
 ) -> None:
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
-    assert _offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid
     engine = server.ctx.db.engine
     async with delivery_direct.autocommit(engine) as one, delivery_direct.autocommit(engine) as two:
         read = [await delivery_direct.command_by_guid(conn, guid) for conn in (one, two)]
@@ -194,7 +175,7 @@ async def test_of_two_answers_to_one_command_one_is_recorded(
                 await delivery_direct.complete(conn, command, success=True, info="Acknowledged", data=None)
             )
     assert outcomes == [False, None]  # no other command queued; the second found it taken
-    command, journal, types = await _records(db, guid)
+    command, journal, types = await command_records(db, guid, event_prefix="command_")
     assert command.status == "completed"
     assert journal == ["processing", "delivered", "completed"]
     assert types == ["command_delivered", "command_completed"]
@@ -207,9 +188,9 @@ async def test_a_redelivery_after_an_unanswered_one_is_not_journaled_again(
 ) -> None:
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceLock"}, type_="Block")
-    assert _offered(await phone.report(ios)) == guid
-    assert _offered(await phone.report(ios)) == guid  # delivered, never answered: offered again
-    command, journal, types = await _records(db, guid)
+    assert offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid  # delivered, never answered: offered again
+    command, journal, types = await command_records(db, guid, event_prefix="command_")
     assert command.attempts == 2
     assert journal == ["processing", "delivered"]
     assert types == ["command_delivered"]
@@ -256,13 +237,13 @@ async def test_an_inventory_answer_goes_to_the_transaction_without_a_read_first(
     device_id = await device_id_of(db, phone.udid)
     queries = {"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}
     guid = await queue_command(db, device_id, queries)
-    assert _offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid
     seen.reset()
     answer = {"QueryResponses": {"DeviceName": "Kim's iPhone"}}
-    assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+    assert offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
     by_guid = [sql for _, sql in seen.statements if "commands.guid =" in sql]
     assert len(by_guid) == 1 and "FOR UPDATE" in by_guid[0]  # the transaction's locked read only
-    command, journal, _ = await _records(db, guid)
+    command, journal, _ = await command_records(db, guid, event_prefix="command_")
     assert command.status == "completed" and journal == ["processing", "delivered", "completed"]
     async with db.session() as session:
         assert await session.scalar(select(Device.name).where(Device.id == device_id)) == "Kim's iPhone"

@@ -16,14 +16,14 @@ import aiosqlite.core
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
-from ios_support import Phone, device_id_of, new_phone, queue_command
+from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from mdm.core import commands, events
 from mdm.core.event_types import COMMAND_COMPLETED, COMMAND_CREATED
 from mdm.db.engine import Database
-from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
+from mdm.db.models import Command, CommandQueueEntry, Device, Event
 from mdm.ios import command_steps, inventory
 from mdm.ios import store as ios_store
 from mdm.ios.command_codec import to_plist_dict
@@ -38,29 +38,6 @@ async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
     return p
 
 
-def _offered(response: httpx.Response) -> str | None:
-    assert response.status_code == 200, response.text
-    return plistlib.loads(response.content)["CommandUUID"] if response.content else None
-
-
-async def _records(db: Database, guid: str) -> tuple[Command, list[str], list[str]]:
-    async with db.session() as session:
-        command = await session.scalar(select(Command).where(Command.guid == guid))
-        assert command is not None
-        journal = (
-            await session.scalars(
-                select(CommandJournalEntry.status)
-                .where(CommandJournalEntry.command_id == command.id)
-                .order_by(CommandJournalEntry.id)
-            )
-        ).all()
-        types = (
-            await session.scalars(
-                select(Event.type).where(Event.device_id == command.device_id).order_by(Event.id)
-            )
-        ).all()
-        return command, list(journal), list(types)
-
 
 async def test_an_answer_writes_command_journal_and_events_in_order(
     ios: httpx.AsyncClient, phone: Phone, db: Database
@@ -69,10 +46,10 @@ async def test_an_answer_writes_command_journal_and_events_in_order(
     guid = await queue_command(
         db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName", "OSVersion"]}
     )
-    assert _offered(await phone.report(ios)) == guid
+    assert offered(await phone.report(ios)) == guid
     answer = {"QueryResponses": {"DeviceName": "Kim's iPhone", "OSVersion": "17.6"}}
-    assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
-    command, journal, types = await _records(db, guid)
+    assert offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+    command, journal, types = await command_records(db, guid)
     assert journal == ["processing", "delivered", "completed"]
     assert types[-2:] == ["inventory_updated", "command_completed"]
     assert command.status == "completed" and command.active is None and command.payload == {}
@@ -96,12 +73,12 @@ async def test_the_next_command_follows_the_answer_by_priority(
     first = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw", priority=5)
     low = await queue_command(db, device_id, {"RequestType": "SecurityInfo"}, type_="Locate")
     high = await queue_command(db, device_id, {"RequestType": "CertificateList"}, type_="Alarm", priority=9)
-    assert _offered(await phone.report(ios)) == high
-    assert _offered(await phone.report(ios, "Acknowledged", high, CertificateList=[])) == first
-    assert _offered(await phone.report(ios, "Acknowledged", first, ProfileList=[])) == low
-    assert _offered(await phone.report(ios, "Acknowledged", low, SecurityInfo={})) is None
+    assert offered(await phone.report(ios)) == high
+    assert offered(await phone.report(ios, "Acknowledged", high, CertificateList=[])) == first
+    assert offered(await phone.report(ios, "Acknowledged", first, ProfileList=[])) == low
+    assert offered(await phone.report(ios, "Acknowledged", low, SecurityInfo={})) is None
     for guid in (high, first, low):
-        _, journal, _ = await _records(db, guid)
+        _, journal, _ = await command_records(db, guid)
         assert journal == ["processing", "delivered", "completed"]
 
 
@@ -224,7 +201,7 @@ async def test_an_inventory_answer_sets_its_part_and_keeps_the_others(
 ) -> None:
     device_id = await device_id_of(db, phone.udid)
     profiles = await queue_command(db, device_id, {"RequestType": "ProfileList"}, type_="Raw")
-    assert _offered(await phone.report(ios)) == profiles
+    assert offered(await phone.report(ios)) == profiles
     listed = [{"PayloadIdentifier": "p", "PayloadContent": []}]
     await phone.report(ios, "Acknowledged", profiles, ProfileList=listed)
     before = await _device(db, device_id)
@@ -232,10 +209,10 @@ async def test_an_inventory_answer_sets_its_part_and_keeps_the_others(
         guid = await queue_command(
             db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName"]}, type_="Raw"
         )
-        assert _offered(await phone.report(ios)) == guid
+        assert offered(await phone.report(ios)) == guid
         values = {"DeviceName": name, "OSVersion": before.os_version, "BatteryLevel": 0.25}
         answer = {"QueryResponses": values}
-        assert _offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
+        assert offered(await phone.report(ios, "Acknowledged", guid, **answer)) is None
         device = await _device(db, device_id)
         assert device.name == name
         assert device.os_version == before.os_version and device.serial_number == before.serial_number
