@@ -65,7 +65,9 @@ def check(report: dict[str, Any]) -> None:
     assert rt["batches"] >= EVENTS // BATCH and set(rt["statuses"]) == {"200"}
     assert 0 < rt["p50_ms"] <= rt["p99_ms"] <= rt["max_ms"] < 10_000
     assert 0 <= rt["receiver"]["p50_ms"] <= rt["receiver"]["max_ms"]
-    assert 0 < catchup["first_event_s"] < catchup["drained_s"] < 120
+    # A small backlog can arrive whole between two 0.25 s samples: first event and drained then
+    # round to the same time (CI saw 2.7 and 2.7).
+    assert 0 < catchup["first_event_s"] <= catchup["drained_s"] < 120
     assert catchup["events_per_s_overall"] == pytest.approx(EVENTS / catchup["drained_s"], rel=0.01)
     assert catchup["events_per_s_delivering"] >= catchup["events_per_s_overall"] > 0
     assert catchup["server_cpu_s"] > 0 and catchup["server_cpu_ms_per_event"] > 0
