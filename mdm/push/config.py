@@ -79,6 +79,14 @@ class PushConfig(Section):
     # Devices silent for longer than this get a wake-up from the daily sweep.
     silent_after_hours: float = Field(default=24.0, gt=0)
     sweep_interval_seconds: float = Field(default=24 * 3600.0, ge=1)
+    # Re-pushes (of devices still silent with commands queued) sent per second at most, across
+    # the fleet: after a bulk command to 10^6 devices most stay silent, and an unpaced wave of
+    # re-pushes would take the server's CPU from the devices that answer. First wake-ups are
+    # never held back by it. 0: unpaced.
+    repush_per_second: float = Field(default=500.0, ge=0)
+    # Where the dispatcher's worker runs: "inline" (the server's event loop) or "process" (a
+    # process of its own beside the server, which then only records owed wake-ups).
+    worker: Literal["inline", "process"] = "inline"
     # Owed wake-ups taken per batch, and pushes in flight at once.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     concurrency: int = Field(default=1000, ge=1, le=100_000)
