@@ -38,6 +38,7 @@ from mdm.push import metrics, store
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
 from mdm.push.failure_tally import FailureTally
+from mdm.push.pacing import PACED_REASONS, RepushBudget
 from mdm.push.store import DueRow
 from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
 
@@ -110,6 +111,7 @@ class PushDispatcher:
         self._labels = metrics.ReasonLabels()
         self.failures = FailureTally()  # push_failures_aggregated, per service and reason
         self._owed_refreshed = 0.0
+        self.budget = RepushBudget(lambda: self.config.repush_per_second, lambda: self.config.batch_size)
 
     @property
     def protocols(self) -> list[int]:
@@ -232,11 +234,20 @@ class PushDispatcher:
 
     async def _take(self) -> tuple[int, list[DueRow]]:
         """Lease one batch of due rows and drop those owed nothing more: (rows taken, rows to
-        push)."""
+        push). Background rows beyond the re-push budget are deferred (``mdm.push.pacing``)."""
         now = self.clock()
         lease = now + timedelta(seconds=self.lease_seconds)
+        room = self.budget.room()
         async with self.db.transaction() as session:
-            return await store.take(session, now, self.config.batch_size, self.protocols, lease)
+            taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
+                                     paced=PACED_REASONS, paced_room=room)
+            if taken.deferred:
+                await store.defer(session, taken.deferred, self.budget.defer_until(now, len(taken.deferred)))
+        if room is not None:
+            self.budget.spend(sum(1 for row in taken.due if row.reason in PACED_REASONS))
+        if taken.deferred:
+            metrics.DEFERRED.inc(len(taken.deferred))
+        return taken.count, taken.due
 
     def _concurrency(self) -> asyncio.Semaphore:
         """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""

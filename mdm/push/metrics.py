@@ -37,6 +37,8 @@ def latency(service: str) -> Any:
     return LATENCY.labels(service)
 
 
+DEFERRED = Counter("mdm_push_deferred_total", "Background wake-ups (re-pushes, the sweep's) deferred by "
+                   "push.repush_per_second", registry=REGISTRY)
 OWED = Gauge("mdm_push_owed", "Wake-up pushes owed to devices (persisted, not yet done)", registry=REGISTRY)
 
 

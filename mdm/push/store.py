@@ -102,15 +102,23 @@ def _queued_now(now: datetime) -> Any:
     )
 
 
+class Taken(NamedTuple):
+    count: int  # rows taken
+    due: list[DueRow]  # to push now (leased)
+    deferred: list[int]  # paced rows beyond the room: still owed, not leased (see ``defer``)
+
+
 async def take(
-    session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int], lease_until: datetime
-) -> tuple[int, list[DueRow]]:
-    """Claim up to ``limit`` due rows: (rows taken, rows to push). A row still owed is leased (due
-    at ``lease_until``, so a crash during the send retries it) and its attempt counted; a row owed
-    nothing more is deleted: its device has no valid token (a newer token comes with a new
-    request), or it is a re-push and the device has nothing to fetch now or was seen since the
-    last push. Whether a row is still owed is decided by the SELECT itself (three statements per
-    batch, none per row)."""
+    session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int], lease_until: datetime,
+    *, paced: frozenset[str] = frozenset(), paced_room: int | None = None,
+) -> Taken:
+    """Claim up to ``limit`` due rows. A row still owed is leased (due at ``lease_until``, so a
+    crash during the send retries it) and its attempt counted; a row owed nothing more is deleted:
+    its device has no valid token (a newer token comes with a new request), or it is a re-push
+    and the device has nothing to fetch now or was seen since the last push. Whether a row is
+    still owed is decided by the SELECT itself (three statements per batch, none per row). Rows
+    whose reason is in ``paced`` beyond the first ``paced_room`` (None: no limit) are returned as
+    ``deferred``, untouched: the caller moves them with ``defer``."""
     pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "")
     seen = and_(_d.c.last_seen_at.is_not(None), _w.c.last_attempt_at.is_not(None),
                 _d.c.last_seen_at >= _w.c.last_attempt_at)
@@ -130,18 +138,34 @@ async def take(
     rows = (await session.execute(stmt)).all()
     due: list[DueRow] = []
     done: list[int] = []
+    deferred: list[int] = []
+    room = paced_room
     for device_id, protocol, reason, attempts, requests, token, magic, still_owed in rows:
-        if still_owed:
-            due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
-        else:
+        if not still_owed:
             done.append(device_id)
+        elif room is not None and reason in paced:
+            if room > 0:
+                room -= 1
+                due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
+            else:
+                deferred.append(device_id)
+        else:
+            due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
     if due:
         await session.execute(
             update(_w).where(_w.c.device_id.in_([r.device_id for r in due]))
             .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
         )
     await drop(session, done)
-    return len(rows), due
+    return Taken(len(rows), due, deferred)
+
+
+async def defer(session: AsyncSession, device_ids: Sequence[int], due: datetime) -> None:
+    """Move these owed rows (paced, not sent) to ``due``; attempts and last attempt unchanged."""
+    for start in range(0, len(device_ids), IN_CHUNK):
+        await session.execute(
+            update(_w).where(_w.c.device_id.in_(list(device_ids[start:start + IN_CHUNK]))).values(due_at=due)
+        )
 
 
 async def drop(session: AsyncSession, device_ids: Sequence[int]) -> None:
