@@ -118,6 +118,23 @@ async def test_count_is_the_total_of_every_page_only_when_asked(api: httpx.Async
         assert len(page["items"]) == min(2, page["total"])
 
 
+async def test_a_search_is_counted_up_to_the_cap(api: httpx.AsyncClient, db, monkeypatch) -> None:
+    from mdm.api import schemas
+
+    await make_fleet(db)
+    monkeypatch.setattr(schemas, "SEARCH_COUNT_CAP", 5)
+    # "sn000" matches all 30 devices: more than the cap, and said so; "sn00002" one.
+    page = (await api.get("/api/v1/devices", params={"q": "sn000", "count": "true", "limit": 2})).json()
+    assert (page["total"], page["total_capped"], len(page["items"])) == (5, True, 2)
+    page = (await api.get("/api/v1/devices", params={"q": "sn00002", "count": "true"})).json()
+    assert (page["total"], page["total_capped"]) == (1, False)
+    # Filters without a search are counted exactly, whatever the cap.
+    page = (await api.get("/api/v1/devices", params={"protocol": "ios", "count": "true"})).json()
+    assert (page["total"], page["total_capped"]) == (10, False)
+    page = (await api.get("/api/v1/devices", params={"q": "sn000"})).json()
+    assert page["total"] is None and page["total_capped"] is None
+
+
 async def test_cursor_pagination_walks_every_device_once(api: httpx.AsyncClient, db) -> None:
     fleet = await make_fleet(db)
     expected = sorted(d.id for d in fleet["devices"])  # type: ignore[attr-defined]

@@ -195,6 +195,9 @@ async def test_search_finds_what_the_scan_finds(corpus: Database, q: str) -> Non
         )).all())  # fmt: skip
         assert await _ids(session, q=q, **flt) == both
         assert await store.count_devices(session, q=q, **flt) == len(both)
+        # A capped count stops one past the cap: exact below it, cap + 1 for "more".
+        for cap in (0, 1, 3, 10_000):
+            assert await store.count_devices(session, q=q, cap=cap) == min(len(expected), cap + 1)
         # keyset pages of 2 walk the same devices
         paged: list[int] = []
         after: int | None = None

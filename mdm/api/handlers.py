@@ -42,11 +42,12 @@ async def list_devices(request: web.Request, query: s.DeviceListQuery) -> s.Devi
         )
         total = await devices.count_devices(
             session, protocol=query.protocol, status=query.status, user=query.user, group=query.group,
-            q=query.q,
+            q=query.q, search_cap=s.SEARCH_COUNT_CAP,
         ) if query.count else None
+    capped = total is not None and query.q is not None and total > s.SEARCH_COUNT_CAP
     return s.DevicePage(
         items=[s.DeviceOut.of(d, u) for d, u in rows], next_cursor=None if next_id is None else str(next_id),
-        total=total,
+        total=s.SEARCH_COUNT_CAP if capped else total, total_capped=capped if total is not None else None,
     )
 
 

@@ -113,10 +113,20 @@ class DeviceDetail(DeviceOut):
         )
 
 
+# A search (``q``) is counted up to this many matches: a common term at 10^6 devices would
+# otherwise count every match (~1 s); the answer then says "more than this" (``total_capped``).
+SEARCH_COUNT_CAP = 10_000
+
+
 class DevicePage(BaseModel):
     items: list[DeviceOut]
     next_cursor: str | None
-    total: int | None = Field(default=None, description="with `count=true`: devices matching the filters")
+    total: int | None = Field(default=None, description="with `count=true`: devices matching the filters "
+                              f"(with `q`, at most {SEARCH_COUNT_CAP:,}: see `total_capped`)")
+    total_capped: bool | None = Field(
+        default=None, description=f"with `count=true`: true when `q` matches more than {SEARCH_COUNT_CAP:,} "
+        "devices and `total` is that cap, not the exact number",
+    )
 
 
 # ---- users & groups -----------------------------------------------------------------------------

@@ -74,12 +74,15 @@ async def count_devices(
     user: str | None = None,
     group: int | None = None,
     q: str | None = None,
+    search_cap: int | None = None,
 ) -> int:
     """How many devices ``list_devices`` with these filters pages through (all pages). Costs a
     pass over the matching index entries (for ``q``: every match in the search index; a ``q`` of
-    1-2 characters scans the table): ask only when shown."""
+    1-2 characters scans the table): ask only when shown. With ``q`` and ``search_cap``, counting
+    stops at ``search_cap + 1`` (more than ``search_cap``)."""
     return await store.count_devices(
-        session, **await _filters(session, protocol=protocol, status=status, user=user, group=group, q=q)
+        session, **await _filters(session, protocol=protocol, status=status, user=user, group=group, q=q),
+        cap=search_cap if q else None,
     )
 
 
