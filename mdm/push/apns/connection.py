@@ -78,9 +78,11 @@ class Connection(asyncio.Protocol):
         self.opened_at = time.monotonic()
         self.closed_at = 0.0
         self.graceful = False  # closed by GOAWAY or by draining, not by an error
+        # (inbound normalisation only joins cookie fields, which APNs never sends)
         self._h2 = CountingH2Connection(H2Configuration(
             client_side=True, header_encoding=None, validate_outbound_headers=False,
             normalize_outbound_headers=False, validate_inbound_headers=False,
+            normalize_inbound_headers=False,
         ))
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, _Stream] = {}

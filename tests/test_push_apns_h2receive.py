@@ -1,0 +1,165 @@
+"""The client's receive path (``mdm.push.apns.h2receive``) against h2's own: the same bytes from a
+server give the same events, stream states and errors, however the bytes are cut."""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import pytest
+from h2.config import H2Configuration
+from h2.connection import H2Connection
+from h2.errors import ErrorCodes
+from h2.events import DataReceived, RequestReceived
+from h2.exceptions import ProtocolError
+from h2.settings import SettingCodes
+
+from mdm.push.apns import h2receive
+from mdm.push.apns.h2conn import CountingH2Connection
+
+REQUEST = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.push.apple.com"),
+           (b":path", b"/3/device/" + b"ab" * 32), (b"apns-topic", b"com.apple.mgmt.x"),
+           (b"apns-push-type", b"mdm"), (b"apns-priority", b"10")]
+BODY = b'{"mdm":"magic"}'
+
+
+def _config(client: bool) -> H2Configuration:
+    return H2Configuration(client_side=client, header_encoding=None, validate_outbound_headers=False,
+                           normalize_outbound_headers=False, validate_inbound_headers=False,
+                           normalize_inbound_headers=False)
+
+
+def _pair(streams: int) -> tuple[H2Connection, CountingH2Connection, H2Connection, bytes]:
+    """Two clients made alike (h2's and ours), ``streams`` requests each; a server answering the
+    plain one. Returns both clients, the server and the server's opening bytes."""
+    plain, fast = H2Connection(_config(True)), CountingH2Connection(_config(True))
+    server = H2Connection(_config(False))
+    server.initiate_connection()
+    server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 100})
+    opening = server.data_to_send()
+    for client in (plain, fast):
+        client.initiate_connection()
+        client.receive_data(opening)
+    server.receive_data(plain.data_to_send())
+    fast.data_to_send()
+    for client in (plain, fast):
+        for _ in range(streams):
+            stream_id = client.get_next_available_stream_id()
+            client.send_headers(stream_id, list(REQUEST))
+            client.send_data(stream_id, BODY, end_stream=True)
+    for event in server.receive_data(plain.data_to_send()):
+        if isinstance(event, DataReceived):
+            server.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+    fast.data_to_send()
+    return plain, fast, server, opening
+
+
+def _described(events: list[Any]) -> list[str]:
+    return [repr(event) for event in events]
+
+
+def _feed(client: H2Connection, data: bytes, cuts: list[int]) -> list[str]:
+    events: list[Any] = []
+    start = 0
+    for cut in [*cuts, len(data)]:
+        events += client.receive_data(data[start:cut])
+        start = cut
+    return _described(events)
+
+
+def _states(client: H2Connection) -> dict[int, str]:
+    return {stream_id: stream.state_machine.state.name for stream_id, stream in client.streams.items()}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_same_events_as_h2_for_every_kind_of_answer(seed: int) -> None:
+    plain, fast, server, _ = _pair(12)
+    ids = sorted(plain.streams)
+    server.send_headers(ids[0], [(b":status", b"200"), (b"apns-id", b"id-0")], end_stream=True)
+    # an error with its JSON body (HEADERS, then DATA ending the stream)
+    server.send_headers(ids[1], [(b":status", b"400"), (b"apns-id", b"id-1"),
+                                 (b"content-type", b"application/json")])
+    server.send_data(ids[1], json.dumps({"reason": "BadDeviceToken"}).encode(), end_stream=True)
+    server.reset_stream(ids[2], ErrorCodes.INTERNAL_ERROR)
+    server.ping(b"12345678")
+    server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 500})
+    # hpack's own encoder: indexed fields, Huffman, the dynamic table (as the real gateway may)
+    for n, stream_id in enumerate(ids[3:8]):
+        server.send_headers(stream_id, [(b":status", b"200"), (b"apns-id", f"id-{n}".encode()),
+                                        (b"apns-unique-id", b"u" * 36)], end_stream=True)
+    # a header block split into HEADERS and CONTINUATION frames
+    server.max_outbound_frame_size = 16384
+    server.send_headers(ids[8], [(b":status", b"200"), (b"x-long", b"v" * 20000)], end_stream=True)
+    server.send_headers(ids[9], [(b":status", b"410"), (b"apns-id", b"id-9")])
+    server.send_data(ids[9], b'{"reason":"Unregistered","timestamp":1}', end_stream=True)
+    server.send_headers(ids[10], [(b":status", b"200")], end_stream=True)
+    server.close_connection(ErrorCodes.NO_ERROR, b'{"reason":"Shutdown"}', last_stream_id=ids[10])
+    data = server.data_to_send()
+    rng = random.Random(seed)
+    cuts = sorted(rng.sample(range(1, len(data)), 8)) if seed else []
+    expected = _feed(plain, data, cuts)
+    assert _feed(fast, data, cuts) == expected
+    assert _states(fast) == _states(plain)
+    assert fast.data_to_send() == plain.data_to_send()  # the same WINDOW_UPDATEs, PING ack, ...
+    assert any("ResponseReceived" in e and "id-0" in e for e in expected)
+    assert any("ConnectionTerminated" in e for e in expected)
+
+
+def test_a_burst_of_answers_in_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    plain, fast, server, _ = _pair(50)
+    for stream_id in sorted(plain.streams):
+        server.send_headers(stream_id, [(b":status", b"200"), (b"apns-id", b"x")], end_stream=True)
+    data = server.data_to_send()
+    short_way = []
+    response = h2receive._response
+
+    def counted(*args: Any) -> list[Any]:
+        short_way.append(1)
+        return response(*args)
+
+    monkeypatch.setattr(h2receive, "_response", counted)
+    assert _feed(fast, data, []) == _feed(plain, data, [])
+    assert set(_states(fast).values()) == {"CLOSED"}
+    assert len(short_way) == 50  # every answer taken the short way
+
+
+@pytest.mark.parametrize("answer", [
+    [(b":status", b"100")],  # an informational answer may not end the stream
+    [(b":status", b"200"), (b"content-length", b"five")],  # not a number
+])
+def test_the_same_protocol_errors_as_h2(answer: list[tuple[bytes, bytes]]) -> None:
+    plain, fast, _, _ = _pair(1)
+    encoder = H2Connection(_config(False)).encoder
+    block = encoder.encode(answer)
+    frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
+    failures = []
+    for client in (plain, fast):
+        with pytest.raises(ProtocolError) as caught:
+            client.receive_data(frame)
+        failures.append((type(caught.value), client.data_to_send()))
+    assert failures[0] == failures[1]  # the same error, the same GOAWAY
+
+
+def test_an_answer_on_a_stream_never_opened_is_refused_like_h2() -> None:
+    plain, fast, _, _ = _pair(1)
+    block = H2Connection(_config(False)).encoder.encode([(b":status", b"200")])
+    frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (7).to_bytes(4, "big") + block
+    outcomes: list[tuple[str, object]] = []
+    for client in (plain, fast):
+        try:
+            outcomes.append(("events", _described(client.receive_data(frame))))
+        except ProtocolError as exc:
+            outcomes.append(("error", type(exc).__name__))
+        outcomes.append(("sent", client.data_to_send()))
+    assert outcomes[:2] == outcomes[2:]
+
+
+def test_the_server_side_keeps_h2s_path() -> None:
+    server = CountingH2Connection(_config(False))
+    server.initiate_connection()
+    client = H2Connection(_config(True))
+    client.initiate_connection()
+    client.send_headers(1, list(REQUEST), end_stream=True)
+    events = server.receive_data(client.data_to_send())
+    assert any(isinstance(event, RequestReceived) for event in events)
