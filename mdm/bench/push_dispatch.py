@@ -1,6 +1,7 @@
 """The push dispatcher's CPU per wake-up for a bulk-sized wake, in-process, against the APNs fake.
 
-``python -m mdm.bench.push_dispatch --devices 100000 [--commands] [--database-url URL]``
+``python -m mdm.bench.push_dispatch --devices 100000 [--commands] [--database-url URL]``, or
+``mdm bench push-dispatch`` with the same options.
 
 Prepares N iOS devices with push tokens straight into the tables (and, with ``--commands``, one
 queued command each, so that every sent push stays owed as a re-push), then measures this
@@ -249,19 +250,35 @@ def render(report: DispatchReport) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m mdm.bench.push_dispatch",
-                                     description=(__doc__ or "").split("\n")[0])
-    parser.add_argument("--devices", type=int, default=100_000)
+DESCRIPTION = (
+    "The push dispatcher's CPU per wake-up for a bulk-sized wake, in-process, against the APNs "
+    "contract fake (its own process): N prepared iOS devices woken with wake_many (request), then "
+    "the dispatcher's worker until every wake-up is accepted (drain)."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options (``mdm bench push-dispatch`` declares the same: the CLI may not import the
+    bench to show its help)."""
+    parser.add_argument("--devices", type=int, default=100_000, help="devices to wake (default 100000)")
     parser.add_argument("--commands", action="store_true", help="one queued command per device")
     parser.add_argument("--database-url", default="", help="default: SQLite in --data-dir")
     parser.add_argument("--data-dir", default="", help="SQLite's directory (default: a temporary one)")
-    parser.add_argument("--batch-size", type=int, default=PushConfig().batch_size)
+    parser.add_argument("--batch-size", type=int, default=None,
+                        help="push.batch_size (default: the setting's default)")
     parser.add_argument("--chunk", type=int, default=2000, help="ids per wake_many (the bulk batch)")
     parser.add_argument("--profile", default="", help="write a cProfile of the drain phase here")
     parser.add_argument("--breakdown", action="store_true", help="one batch at a time, CPU by part")
-    parser.add_argument("--json", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def execute(args: argparse.Namespace) -> int:
+    """Run with parsed options: the report on stdout, progress on stderr; 1 on a bench error."""
+    if args.batch_size is None:
+        args.batch_size = PushConfig().batch_size
+    if args.devices < 1 or args.chunk < 1 or args.batch_size < 1:
+        print("error: --devices, --chunk and --batch-size must be >= 1", file=sys.stderr)
+        return 2
 
     def say(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -278,6 +295,13 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mdm.bench.push_dispatch",
+                                     description=DESCRIPTION)
+    add_arguments(parser)
+    return execute(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

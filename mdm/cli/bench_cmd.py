@@ -20,7 +20,7 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from mdm.cli import bench_eas
+from mdm.cli import bench_eas, bench_push_dispatch
 from mdm.cli.common import CliError, Subparsers
 
 T = TypeVar("T")
@@ -125,6 +125,7 @@ def register(sub: Subparsers) -> None:
     _register_kes(kinds)
     _register_outbox(kinds)
     bench_eas.register(kinds)
+    bench_push_dispatch.register(kinds)
 
 
 FLEET_HELP = """Prepare N enrolled iOS devices straight into the tables of a local server (kept in
