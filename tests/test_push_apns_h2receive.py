@@ -14,6 +14,7 @@ from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived
 from h2.exceptions import ProtocolError
 from h2.settings import SettingCodes
+from h2.stream import StreamState
 
 from mdm.push.apns import h2receive
 from mdm.push.apns.h2conn import CountingH2Connection
@@ -56,7 +57,8 @@ def _pair(streams: int) -> tuple[H2Connection, CountingH2Connection, H2Connectio
 
 
 def _described(events: list[Any]) -> list[str]:
-    return [repr(event) for event in events]
+    # (an answer's repr leaves out the StreamEnded it carries)
+    return [repr(event) + repr(getattr(event, "stream_ended", None)) for event in events]
 
 
 def _feed(client: H2Connection, data: bytes, cuts: list[int]) -> list[str]:
@@ -68,13 +70,15 @@ def _feed(client: H2Connection, data: bytes, cuts: list[int]) -> list[str]:
     return _described(events)
 
 
-def _states(client: H2Connection) -> dict[int, str]:
-    return {stream_id: stream.state_machine.state.name for stream_id, stream in client.streams.items()}
+def _states(client: H2Connection) -> dict[int, tuple[object, ...]]:
+    return {stream_id: (m.state, m.headers_received, m.trailers_received, m.stream_closed_by,
+                        stream._expected_content_length, stream._actual_content_length)
+            for stream_id, stream in client.streams.items() for m in [stream.state_machine]}
 
 
 @pytest.mark.parametrize("seed", range(6))
 def test_same_events_as_h2_for_every_kind_of_answer(seed: int) -> None:
-    plain, fast, server, _ = _pair(12)
+    plain, fast, server, _ = _pair(14)
     ids = sorted(plain.streams)
     server.send_headers(ids[0], [(b":status", b"200"), (b"apns-id", b"id-0")], end_stream=True)
     # an error with its JSON body (HEADERS, then DATA ending the stream)
@@ -94,7 +98,12 @@ def test_same_events_as_h2_for_every_kind_of_answer(seed: int) -> None:
     server.send_headers(ids[9], [(b":status", b"410"), (b"apns-id", b"id-9")])
     server.send_data(ids[9], b'{"reason":"Unregistered","timestamp":1}', end_stream=True)
     server.send_headers(ids[10], [(b":status", b"200")], end_stream=True)
-    server.close_connection(ErrorCodes.NO_ERROR, b'{"reason":"Shutdown"}', last_stream_id=ids[10])
+    server.send_headers(ids[11], [(b":status", b"103"), (b"link", b"</x>")])  # informational first
+    server.send_headers(ids[11], [(b":status", b"200"), (b"content-length", b"0")], end_stream=True)
+    server.send_headers(ids[12], [(b":status", b"200")])  # headers, body, trailers
+    server.send_data(ids[12], b"{}")
+    server.send_headers(ids[12], [(b"x-trailer", b"t")], end_stream=True)
+    server.close_connection(ErrorCodes.NO_ERROR, b'{"reason":"Shutdown"}', last_stream_id=ids[12])
     data = server.data_to_send()
     rng = random.Random(seed)
     cuts = sorted(rng.sample(range(1, len(data)), 8)) if seed else []
@@ -104,6 +113,8 @@ def test_same_events_as_h2_for_every_kind_of_answer(seed: int) -> None:
     assert fast.data_to_send() == plain.data_to_send()  # the same WINDOW_UPDATEs, PING ack, ...
     assert any("ResponseReceived" in e and "id-0" in e for e in expected)
     assert any("ConnectionTerminated" in e for e in expected)
+    assert any("InformationalResponseReceived" in e for e in expected)
+    assert any("TrailersReceived" in e for e in expected)
 
 
 def test_a_burst_of_answers_in_one_read(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,7 +131,7 @@ def test_a_burst_of_answers_in_one_read(monkeypatch: pytest.MonkeyPatch) -> None
 
     monkeypatch.setattr(h2receive, "_response", counted)
     assert _feed(fast, data, []) == _feed(plain, data, [])
-    assert set(_states(fast).values()) == {"CLOSED"}
+    assert {state[0] for state in _states(fast).values()} == {StreamState.CLOSED}
     assert len(short_way) == 50  # every answer taken the short way
 
 

@@ -20,8 +20,9 @@ from typing import Any
 
 from h2.connection import ConnectionInputs, H2Connection, _decode_headers
 from h2.errors import ErrorCodes
+from h2.events import ResponseReceived, StreamEnded
 from h2.exceptions import ProtocolError
-from h2.stream import StreamState
+from h2.stream import StreamClosedBy, StreamState
 from hyperframe.exceptions import InvalidPaddingError
 
 _HEADERS = 0x1
@@ -63,10 +64,36 @@ def receive_data(connection: H2Connection, data: bytes) -> list[Any]:
 def _response(connection: H2Connection, stream: Any, block: bytes) -> list[Any]:
     """h2's ``_receive_headers_frame`` for a HEADERS frame (END_STREAM, no priority, no padding)
     on a stream it already holds."""
-    headers = _decode_headers(connection.decoder, block)
+    headers = list(_decode_headers(connection.decoder, block))
     events: list[Any] = connection.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
-    frames, stream_events = stream.receive_headers(headers, True, connection.config.header_encoding)
-    if frames:  # (h2 sends none for received headers; kept as h2 would)
-        connection._prepare_for_sending(frames)
-    events += stream_events
+    machine = stream.state_machine
+    config = connection.config
+    if (machine.headers_received or machine.client is not True or stream.request_method == b"HEAD"
+            or config.normalize_inbound_headers or config.validate_inbound_headers
+            or config.header_encoding or _unusual(headers)):
+        frames, stream_events = stream.receive_headers(headers, True, config.header_encoding)
+        if frames:  # (h2 sends none for received headers; kept as h2 would)
+            connection._prepare_for_sending(frames)
+        events += stream_events
+        return events
+    # The first answer, final and ending the stream, no content-length: what h2's stream does for
+    # it (RECV_HEADERS, then RECV_END_STREAM from "half closed (local)"; headers taken as they are
+    # with normalisation, validation and decoding off) without its two table look-ups keyed by
+    # enums, whose hashing is Python code.
+    machine.headers_received = True
+    machine.state = StreamState.CLOSED
+    machine.stream_closed_by = StreamClosedBy.RECV_END_STREAM
+    response = ResponseReceived(stream_id=stream.stream_id)
+    ended = StreamEnded(stream_id=stream.stream_id)
+    response.stream_ended = ended
+    response.headers = headers
+    events += (response, ended)
     return events
+
+
+def _unusual(headers: list[Any]) -> bool:
+    """An informational status or a content-length: h2's stream takes those itself."""
+    for name, value in headers:
+        if name == b"content-length" or (name == b":status" and value[:1] == b"1"):
+            return True
+    return False
