@@ -115,14 +115,15 @@ async def test_storm_pair_runs_few_statements_and_no_unit_of_work(server: Server
         event.remove(Session, "before_flush", flushed)
     token_update = paired - authenticate
     again = len(statements) - paired
-    # A new device without an enrollment: look-ups of the device, of its identity's binding and
-    # record (one), of the enrollment it came from (two); an INSERT each for the device, its
-    # binding and its event, the certificate linked. The TokenUpdate: a read, two writes, its event.
+    # A new device without an enrollment: look-ups of its identity's binding and record with the
+    # device and binding of its UDID (one; none found), of the device alone, of the enrollment it
+    # came from (two); an INSERT each for the device, its binding and its event, the certificate
+    # linked. The TokenUpdate: a read, two writes, its event.
     assert 0 < authenticate <= 8, statements[:authenticate]
     assert 0 < token_update <= 4, statements[authenticate:paired]
-    # Again: its identity's binding and record, the device with its binding (one), the enrollment
-    # look-ups (two), the binding's update and the event.
-    assert 0 < again <= 6, statements[paired:]
+    # Again: its identity's binding and record with the device and its binding (one), the
+    # enrollment look-ups (two), the binding's update and the event.
+    assert 0 < again <= 5, statements[paired:]
     assert flushes == []
     device = await _device(db, phone.udid)
     assert await _event_types(db, device.id) == [

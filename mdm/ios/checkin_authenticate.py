@@ -63,11 +63,11 @@ async def _checked(
 ) -> tuple[Device | None, IosDevice | None, store_checkin.CertificateRecord | None]:
     """The device, its binding and the certificate's record, once every identity rule passed."""
     cert, fingerprint = identity.cert, identity.fingerprint
-    bound_to, record = await store_checkin.bound_and_certificate(session, fingerprint, cert.serial_hex)
-    # An identity already bound (a device checking in again): its device and binding in one read.
-    found = await store_checkin.device_and_binding(session, msg.identifier) if bound_to is not None else None
-    device, ios = found if found is not None else (None, None)
-    if found is None:
+    # A device checking in again: its binding, certificate record, device and binding in one read.
+    bound_to, record, device, ios = await store_checkin.checked_rows(
+        session, fingerprint, cert.serial_hex, msg.identifier
+    )
+    if device is None:
         device = await store_checkin.device_by_identifier(session, msg.identifier)
         ios = await store_checkin.binding_row(session, device.id) if device is not None else None
     if bound_to is not None and (device is None or bound_to != device.id):

@@ -6,6 +6,11 @@ detached snapshots and only the columns that changed are written. A change of a 
 fingerprint, a device status) is reported by ``binding_changed``, as the ORM's commit hook does
 for its own writes (``core.identity_invalidation``). A TokenUpdate changes push fields only (no
 status, no binding) and skips loading the device entity (whose inventory JSON can be large).
+
+Every statement runs through ``mdm.db.prepared`` (compiled once, straight on the session's
+DB-API cursor): through ``AsyncSession.execute`` SQLAlchemy's execution layer cost 50-60 µs
+(SQLite) to ~150 µs (PostgreSQL) per statement, about as much as the rest of a storm message's
+database work (issue 12, check-in storms).
 """
 
 from __future__ import annotations
@@ -13,12 +18,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Insert, Table, Update, bindparam, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Insert, Table, bindparam, insert, select, true, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mdm.core.identity_invalidation import BINDING_KEY
 from mdm.core.store_identity import NOTIFY_STMT
 from mdm.db.models import Device, Protocol
+from mdm.db.prepared import DIRECT_DRIVERS, Prepared
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import IssuedCertificateRecord
 
@@ -26,6 +32,40 @@ _DEVICES = cast(Table, Device.__table__)
 _IOS = cast(Table, IosDevice.__table__)
 _d = _DEVICES.c
 _i = _IOS.c
+
+
+_CONNECTION_KEY = "mdm_ios_checkin_connection"
+
+
+async def _connection(session: AsyncSession) -> AsyncConnection:
+    """The session's connection in its current transaction, asked for once per transaction:
+    ``AsyncSession.connection`` is a greenlet hand-off each time (~15 µs), and a storm pair runs
+    nine statements."""
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_CONNECTION_KEY)
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        connection: AsyncConnection = cached[1]
+        return connection
+    connection = await session.connection()
+    session.info[_CONNECTION_KEY] = (session.sync_session.get_transaction(), connection)
+    return connection
+
+
+async def _execute(session: AsyncSession, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
+    """``prepared`` in the session's transaction: the rows, unprocessed (``Prepared.execute``)."""
+    return await prepared.run(await _connection(session), params)
+
+
+async def _mappings(
+    session: AsyncSession, prepared: Prepared, params: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """``prepared`` in the session's transaction: the rows by column name, processed
+    (``Prepared.mappings``)."""
+    connection = await _connection(session)
+    if connection.dialect.driver not in DIRECT_DRIVERS:
+        return await prepared.mappings(session, params)
+    rows = await prepared.run(connection, params)
+    return prepared.processed(connection.dialect, rows) if rows else []
 
 
 class TokenState(NamedTuple):
@@ -37,7 +77,7 @@ class TokenState(NamedTuple):
     last_signed_at: datetime | None
 
 
-_TOKEN_STATE = (
+_TOKEN_STATE = Prepared(
     select(
         _d.push_token,
         _d.push_magic,
@@ -50,18 +90,19 @@ _TOKEN_STATE = (
     .where(_d.id == bindparam("device_id"))
     .with_for_update()
 )
-_PUSH_UPDATE = (
+_push_update = (
     update(_DEVICES)
     .where(_d.id == bindparam("b_id"))
     .values(push_token=bindparam("b_token"), push_magic=bindparam("b_magic"), push_valid=True)
 )
-_PUSH_CHANGED_UPDATE = _PUSH_UPDATE.values(push_changed_at=bindparam("b_changed_at"))
+_PUSH_UPDATE = Prepared(_push_update)
+_PUSH_CHANGED_UPDATE = Prepared(_push_update.values(push_changed_at=bindparam("b_changed_at")))
 
 
 async def token_state(session: AsyncSession, device_id: int) -> TokenState | None:
     """What a TokenUpdate compares with, the device and binding rows locked; None: unbound."""
-    row = (await session.execute(_TOKEN_STATE, {"device_id": device_id})).first()
-    return None if row is None else TokenState(*row)
+    rows = await _mappings(session, _TOKEN_STATE, {"device_id": device_id})
+    return TokenState(**rows[0]) if rows else None
 
 
 async def write_push(
@@ -71,10 +112,10 @@ async def write_push(
     params: dict[str, Any] = {"b_id": device_id, "b_token": token, "b_magic": magic}
     if changed_at is not None:
         params["b_changed_at"] = changed_at
-    await session.execute(_PUSH_CHANGED_UPDATE if changed_at is not None else _PUSH_UPDATE, params)
+    await _execute(session, _PUSH_CHANGED_UPDATE if changed_at is not None else _PUSH_UPDATE, params)
 
 
-_BINDING_UPDATES: dict[tuple[str, ...], Update] = {}
+_BINDING_UPDATES: dict[tuple[str, ...], Prepared] = {}
 
 
 async def write_binding_fields(session: AsyncSession, device_id: int, **values: Any) -> None:
@@ -89,12 +130,12 @@ async def _update_ios(session: AsyncSession, device_id: int, values: dict[str, A
     key = tuple(sorted(values))
     stmt = _BINDING_UPDATES.get(key)
     if stmt is None:
-        stmt = _BINDING_UPDATES[key] = (
+        stmt = _BINDING_UPDATES[key] = Prepared(
             update(_IOS)
             .where(_i.device_id == bindparam("b_id"))
             .values({c: bindparam(f"b_{c}") for c in key})
         )
-    await session.execute(stmt, {"b_id": device_id, **{f"b_{c}": v for c, v in values.items()}})
+    await _execute(session, stmt, {"b_id": device_id, **{f"b_{c}": v for c, v in values.items()}})
 
 
 # ---- Authenticate -------------------------------------------------------------------------------
@@ -106,41 +147,60 @@ _DEVICE_COLUMNS = (
     "build_version", "serial_number", "imei", "phone_number", "cert_serial", "cert_not_after",
     "enrolled_at", "attributes",
 )  # fmt: skip
-_DEVICE_BY_IDENTIFIER = (
+_DEVICE_BY_IDENTIFIER = Prepared(
     select(*(_d[c] for c in _DEVICE_COLUMNS))
     .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
     .with_for_update()
 )
 _BINDING_COLUMNS = ("cert_fingerprint", "cert_not_before", "last_signed_at")
-_DEVICE_AND_BINDING = (
+_DEVICE_AND_BINDING = Prepared(
     select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
     .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
     .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
     .with_for_update()
 )
-_BINDING_ROW = (
+_BINDING_ROW = Prepared(
     select(_i.cert_fingerprint, _i.cert_not_before, _i.last_signed_at)
     .where(_i.device_id == bindparam("device_id"))
     .with_for_update()
 )
 _CERTIFICATES = cast(Table, IssuedCertificateRecord.__table__)
 _c = _CERTIFICATES.c
-# The device a fingerprint is bound to and the certificate's record, in one statement (a row
-# even when neither exists).
+# What Authenticate checks, in one statement (a row even when nothing exists): the device the
+# fingerprint is bound to, the certificate's record, and the device of the UDID with its binding
+# (both rows locked; NULLs when either is missing: then ``device_by_identifier`` and
+# ``binding_row`` read them). A device checking in again needs no other read.
 _bound = select(
     select(_i.device_id).where(_i.cert_fingerprint == bindparam("fp")).scalar_subquery().label("bound")
 ).subquery("bound")
-_BOUND_AND_CERTIFICATE = select(_bound.c.bound, _c.id, _c.device_id, _c.user_id).select_from(
-    _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial"))
+_DEVICE_CTE = (
+    select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
+    .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
+    .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
+    .with_for_update()  # (PostgreSQL: FOR UPDATE may not sit on the nullable side of a join)
+    .cte("found")
 )
-_LINK_CERTIFICATE = (
+_CHECKED_ROWS = Prepared(
+    select(
+        _bound.c.bound,
+        _c.id.label("record_id"),
+        _c.device_id.label("record_device_id"),
+        _c.user_id.label("record_user_id"),
+        *_DEVICE_CTE.c,
+    ).select_from(
+        _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial")).outerjoin(_DEVICE_CTE, true())
+    )
+)
+_LINK_CERTIFICATE = Prepared(
     update(_CERTIFICATES)
     .where(_c.id == bindparam("b_id"))
     .values(device_id=bindparam("b_device_id"))
 )
 _INSERT_DEVICE: Insert = insert(_DEVICES).returning(_d.id)
 _INSERT_IOS: Insert = insert(_IOS)
-_DEVICE_UPDATES: dict[tuple[str, ...], Update] = {}
+# Inserts by the columns given (the others are left to the database's defaults).
+_INSERTS: dict[tuple[Insert, tuple[str, ...]], Prepared] = {}
+_DEVICE_UPDATES: dict[tuple[str, ...], Prepared] = {}
 
 
 class CertificateRecord(NamedTuple):
@@ -154,19 +214,8 @@ class CertificateRecord(NamedTuple):
 async def device_by_identifier(session: AsyncSession, identifier: str) -> Device | None:
     """The iOS device with this UDID (EnrollmentID for a user enrollment), locked: a detached
     snapshot of the columns Authenticate reads (``device_values`` gives them back to compare)."""
-    row = (await session.execute(_DEVICE_BY_IDENTIFIER, {"identifier": identifier})).first()
-    return None if row is None else Device(**row._asdict())
-
-
-async def device_and_binding(session: AsyncSession, identifier: str) -> tuple[Device, IosDevice] | None:
-    """``device_by_identifier`` and ``binding_row`` in one statement, both rows locked; None when
-    either is missing."""
-    row = (await session.execute(_DEVICE_AND_BINDING, {"identifier": identifier})).first()
-    if row is None:
-        return None
-    values = row._asdict()
-    binding = {c: values.pop(c) for c in _BINDING_COLUMNS}
-    return Device(**values), IosDevice(device_id=values["id"], **binding)
+    rows = await _mappings(session, _DEVICE_BY_IDENTIFIER, {"identifier": identifier})
+    return Device(**rows[0]) if rows else None
 
 
 def device_values(device: Device) -> dict[str, Any]:
@@ -176,14 +225,34 @@ def device_values(device: Device) -> dict[str, Any]:
 
 async def binding_row(session: AsyncSession, device_id: int) -> IosDevice | None:
     """The device's ``ios_devices`` row, locked: a detached snapshot of what Authenticate checks."""
-    row = (await session.execute(_BINDING_ROW, {"device_id": device_id})).first()
-    return None if row is None else IosDevice(device_id=device_id, **row._asdict())
+    rows = await _mappings(session, _BINDING_ROW, {"device_id": device_id})
+    return IosDevice(device_id=device_id, **rows[0]) if rows else None
 
 
 async def insert_device(session: AsyncSession, values: dict[str, Any]) -> int:
     """A new iOS device (one INSERT); its id."""
-    device_id: int = (await session.execute(_INSERT_DEVICE, values)).scalar_one()
-    return device_id
+    values = _with_defaults(_DEVICES, values)
+    rows = await _execute(session, _insert(_INSERT_DEVICE, values), values)
+    return int(rows[0][0])
+
+
+def _with_defaults(table: Table, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` and the Python-side defaults of the columns it does not give: SQLAlchemy's
+    execution applies those to a Core insert, a ``Prepared`` one does not."""
+    out = dict(values)
+    for column in table.columns:
+        default: Any = column.default
+        if default is not None and column.name not in out:
+            out[column.name] = default.arg(None) if default.is_callable else default.arg
+    return out
+
+
+def _insert(statement: Insert, values: dict[str, Any]) -> Prepared:
+    key = (statement, tuple(sorted(values)))
+    prepared = _INSERTS.get(key)
+    if prepared is None:
+        prepared = _INSERTS[key] = Prepared(statement, key[1])
+    return prepared
 
 
 async def update_device(session: AsyncSession, device_id: int, values: dict[str, Any]) -> None:
@@ -193,15 +262,16 @@ async def update_device(session: AsyncSession, device_id: int, values: dict[str,
     key = tuple(sorted(values))
     stmt = _DEVICE_UPDATES.get(key)
     if stmt is None:
-        stmt = _DEVICE_UPDATES[key] = (
+        stmt = _DEVICE_UPDATES[key] = Prepared(
             update(_DEVICES).where(_d.id == bindparam("b_id")).values({c: bindparam(f"b_{c}") for c in key})
         )
-    await session.execute(stmt, {"b_id": device_id, **{f"b_{c}": v for c, v in values.items()}})
+    await _execute(session, stmt, {"b_id": device_id, **{f"b_{c}": v for c, v in values.items()}})
 
 
 async def insert_binding(session: AsyncSession, values: dict[str, Any]) -> None:
     """The ``ios_devices`` row of a device bound for the first time."""
-    await session.execute(_INSERT_IOS, values)
+    values = _with_defaults(_IOS, values)
+    await _execute(session, _insert(_INSERT_IOS, values), values)
 
 
 async def rebind(session: AsyncSession, device_id: int, values: dict[str, Any]) -> None:
@@ -220,16 +290,33 @@ async def binding_changed(session: AsyncSession, device_id: int, channel: str) -
         await connection.execute(NOTIFY_STMT, {"channel": channel, "payload": str(device_id)})
 
 
-async def bound_and_certificate(
-    session: AsyncSession, fingerprint: bytes, serial: str
-) -> tuple[int | None, CertificateRecord | None]:
-    """The id of the device this fingerprint is bound to, and the issued-certificate record of
-    this serial, in the caller's transaction."""
-    row = (await session.execute(_BOUND_AND_CERTIFICATE, {"fp": fingerprint, "serial": serial})).one()
-    bound: int | None = row[0]
-    return bound, None if row[1] is None else CertificateRecord(row[1], row[2], row[3])
+class Checked(NamedTuple):
+    """What ``checked_rows`` read."""
+
+    bound: int | None  # the device the fingerprint is bound to
+    record: CertificateRecord | None  # the issued-certificate record of the serial
+    device: Device | None  # the device of the UDID, when it has a binding
+    binding: IosDevice | None  # and that binding
+
+
+async def checked_rows(session: AsyncSession, fingerprint: bytes, serial: str, identifier: str) -> Checked:
+    """The id of the device this fingerprint is bound to, the issued-certificate record of this
+    serial, and the iOS device of this UDID with its binding (both locked), in one statement in
+    the caller's transaction. ``device`` and ``binding`` are None unless both exist."""
+    params = {"fp": fingerprint, "serial": serial, "identifier": identifier}
+    (values,) = await _mappings(session, _CHECKED_ROWS, params)
+    record_id = values.pop("record_id")
+    record = None if record_id is None else CertificateRecord(
+        record_id, values.pop("record_device_id"), values.pop("record_user_id")
+    )  # fmt: skip
+    bound = values.pop("bound")
+    if values["id"] is None:
+        return Checked(bound, record, None, None)
+    binding = {c: values.pop(c) for c in _BINDING_COLUMNS}
+    device = Device(**{c: values[c] for c in _DEVICE_COLUMNS})
+    return Checked(bound, record, device, IosDevice(device_id=device.id, **binding))
 
 
 async def link_certificate(session: AsyncSession, record_id: int, device_id: int) -> None:
     """The certificate is the identity of this device now."""
-    await session.execute(_LINK_CERTIFICATE, {"b_id": record_id, "b_device_id": device_id})
+    await _execute(session, _LINK_CERTIFICATE, {"b_id": record_id, "b_device_id": device_id})
