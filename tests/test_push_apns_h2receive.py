@@ -1,5 +1,6 @@
-"""The client's receive path (``mdm.push.apns.h2receive``) against h2's own: the same bytes from a
-server give the same events, stream states and errors, however the bytes are cut."""
+"""The client's HTTP/2 paths (``mdm.push.apns.h2receive``, ``CountingH2Connection``'s sends) against
+h2's own: requests leave the streams as h2 does; the same bytes from a server give the same events,
+stream states and errors, however the bytes are cut."""
 
 from __future__ import annotations
 
@@ -74,6 +75,22 @@ def _states(client: H2Connection) -> dict[int, tuple[object, ...]]:
     return {stream_id: (m.state, m.headers_received, m.trailers_received, m.stream_closed_by,
                         stream._expected_content_length, stream._actual_content_length)
             for stream_id, stream in client.streams.items() for m in [stream.state_machine]}
+
+
+def test_requests_leave_the_streams_as_h2_does() -> None:
+    plain, fast, _, _ = _pair(3)
+    assert _states(fast) == _states(plain)
+    for client in (plain, fast):  # headers now, the body in two parts (as when the window is short)
+        stream_id = client.get_next_available_stream_id()
+        client.send_headers(stream_id, list(REQUEST))
+        client.send_data(stream_id, BODY[:4])
+        assert client.streams[stream_id].state_machine.state is StreamState.OPEN
+        client.send_data(stream_id, BODY[4:], end_stream=True)
+    assert _states(fast) == _states(plain)
+    assert fast.outbound_flow_control_window == plain.outbound_flow_control_window
+    for client in (plain, fast):  # nothing more on a half-closed stream
+        with pytest.raises(ProtocolError):
+            client.send_data(1, b"x")
 
 
 @pytest.mark.parametrize("seed", range(6))

@@ -39,7 +39,7 @@ from h2.exceptions import (
     StreamIDTooLowError,
     TooManyStreamsError,
 )
-from h2.stream import StreamInputs
+from h2.stream import StreamInputs, StreamState
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, RstStreamFrame
@@ -314,7 +314,13 @@ class CountingH2Connection(H2Connection):
         self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
         stream = self._get_or_create_stream(stream_id, self._allowed_ids)
         machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
+        if client and machine.state is StreamState.IDLE:
+            # A request on a new stream: h2's IDLE + SEND_HEADERS (request_sent) without its
+            # enum-keyed table look-up (the enums' hashing is Python code).
+            machine.state = StreamState.OPEN
+            machine.client = machine.headers_sent = True
+        else:
+            machine.process_input(StreamInputs.SEND_HEADERS)
         flags = _END_HEADERS
         if end_stream:
             machine.process_input(StreamInputs.SEND_END_STREAM)
@@ -341,11 +347,16 @@ class CountingH2Connection(H2Connection):
         self.state_machine.process_input(ConnectionInputs.SEND_DATA)
         stream = self.streams[stream_id]
         machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_DATA)
         flags = 0
-        if end_stream:
-            machine.process_input(StreamInputs.SEND_END_STREAM)
-            flags = _END_STREAM
+        if machine.state is StreamState.OPEN:  # (h2: SEND_DATA keeps it open, END_STREAM half-closes)
+            if end_stream:
+                machine.state = StreamState.HALF_CLOSED_LOCAL
+                flags = _END_STREAM
+        else:
+            machine.process_input(StreamInputs.SEND_DATA)
+            if end_stream:
+                machine.process_input(StreamInputs.SEND_END_STREAM)
+                flags = _END_STREAM
         stream.outbound_flow_control_window -= size
         self.outbound_flow_control_window -= size
         self._data_to_send += _frame_header(size, _DATA, flags, stream_id) + data
