@@ -1,15 +1,18 @@
 """The APNs client's streams against the contract fake: deadlines (one sweep per connection), a
-GOAWAY while pushes are in flight, more pushes than the gateway's stream limit."""
+GOAWAY while pushes are in flight, more pushes than the gateway's stream limit; the push body."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from pathlib import Path
 
+import pytest
 from apns_support import apns_env, target
 
 from mdm.push.apns import ApnsClient
+from mdm.push.apns.client import _json_string
 from mdm.push.types import Outcome, PushResult
 
 
@@ -88,3 +91,11 @@ async def test_goaway_with_pushes_in_flight_sends_them_again_elsewhere(tmp_path:
         # connection and accepted there, long before its 5 s deadline
         assert all(r.outcome is Outcome.SENT for r in results), results
         assert env.fake.connections_seen == 2 and env.fake.count == 7
+
+
+@pytest.mark.parametrize("magic", ["6F6E2D8A-3B6C-4D4A-9E8B-2C1D0F1E2A3B", 'a"b', "a\\b", "é", "\x7f",
+                                   "\x01x", "", "tab\t", "\u2028"])
+def test_the_push_magic_is_a_json_string_whatever_it_holds(magic: str) -> None:
+    body = b'{"mdm":"' + _json_string(magic) + b'"}'
+    assert json.loads(body) == {"mdm": magic}
+    assert _json_string(magic) == json.dumps(magic)[1:-1].encode()  # as before: the same bytes

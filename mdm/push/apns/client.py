@@ -386,6 +386,10 @@ def _retrieve(task: asyncio.Task[Connection]) -> None:
 
 
 def _json_string(text: str) -> bytes:
+    """``text`` inside a JSON string. A push magic is a UUID: printable ASCII without quotes or
+    backslashes is its own JSON, json.dumps is for anything else."""
+    if text.isascii() and text.isprintable() and '"' not in text and "\\" not in text:
+        return text.encode()
     return json.dumps(text)[1:-1].encode()
 
 
