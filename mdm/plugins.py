@@ -7,10 +7,13 @@ start-up loads the CA and builds every listener's TLS context, which the others 
 
 from __future__ import annotations
 
+import sys
+
 from mdm.adcs.source import adcs_source
 from mdm.api import plugin as api_plugin
 from mdm.api.keys import BULK
 from mdm.config_reload import hot
+from mdm.core.bulk import BulkService
 from mdm.db.enums import Protocol
 from mdm.eas import handlers_api as eas_api
 from mdm.eas import handlers_policies as eas_policies_api
@@ -32,7 +35,9 @@ from mdm.policies import plugin as policies_plugin
 from mdm.push import handlers_api as push_api
 from mdm.push import plugin as push_plugin
 from mdm.push import transports
+from mdm.push.assembly import WorkerSetup
 from mdm.push.expiry import check_at_start, expiry_worker
+from mdm.push.supervisor import WorkerCommand
 from mdm.reporting import handlers_api as reporting_api
 from mdm.reporting import plugin as reporting_plugin
 from mdm.scep import handlers_api as scep_api
@@ -47,8 +52,17 @@ ADMIN_API = api_plugin.admin_api(
 
 # Push: APNs wakes iOS devices, FCM Android ones; the APNs certificate is renewed on `mdm reload`
 # and warned about before it expires.
+PUSH_TRANSPORTS = {Protocol.IOS: transports.apns_transport, Protocol.KES: transports.fcm_transport}
+# `[push] worker = "process"`: the dispatcher's worker in a process of its own (`mdm serve
+# --push-worker`, started by the server), with the same transports, the APNs identity the server
+# holds, and the bulk receipts over its own database (only `accepted` is used there).
+PUSH_WORKER = WorkerSetup(
+    PUSH_TRANSPORTS,
+    receipts=lambda ctx: BulkService(ctx.db, ctx.translators, ctx.pushers),
+    receive=transports.worker_receive,
+)
 PUSH = push_plugin.make_plugin(
-    {Protocol.IOS: transports.apns_transport, Protocol.KES: transports.fcm_transport},
+    PUSH_TRANSPORTS,
     extra_startup=(check_at_start,),
     extra_workers=(Worker("push.expiry", expiry_worker),),
     # The certificate keys are hot, and the files are re-read at every reload: `mdm push apns
@@ -58,6 +72,8 @@ PUSH = push_plugin.make_plugin(
     # Accepted pushes of a bulk operation's wake-ups count as "woken" on the operation (the admin
     # API, which builds the bulk service, starts before push).
     receipts=lambda ctx: ctx.services[BULK],
+    worker_command=WorkerCommand((sys.executable, "-m", "mdm", "serve", "--push-worker"),
+                                 handoff=transports.worker_handoff),
 )
 
 # The certificate sources issuance rules may name: the internal CA and AD CS web enrollment.

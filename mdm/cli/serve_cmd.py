@@ -19,6 +19,9 @@ def register(sub: Subparsers) -> None:
     p = sub.add_parser("serve", help="run the service (every enabled listener)")
     add_data_dir(p)
     p.add_argument("--json-logs", action="store_true", help="log JSON lines (logging.json)")
+    # The push worker process the server starts itself ([push] worker = "process"): its
+    # configuration comes from the server on stdin, not from --data-dir.
+    p.add_argument("--push-worker", action="store_true", help=argparse.SUPPRESS)
     p.set_defaults(func=run)
     r = sub.add_parser(
         "reload",
@@ -49,6 +52,8 @@ def _with_flags(config: Config, args: argparse.Namespace) -> Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.push_worker:
+        return _push_worker()
     # The server stack is imported here: `mdm reload` (same module) does not need it.
     from mdm.config import ConfigError
     from mdm.config_sections import load as load_config
@@ -75,6 +80,15 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         raise CliError(str(exc), exit_code=2) from None
     return 0
+
+
+def _push_worker() -> int:
+    from mdm.config_sections import SECTIONS
+    from mdm.plugins import PUSH_WORKER
+    from mdm.push import worker_process
+
+    _event_loop_policy()
+    return asyncio.run(worker_process.run(PUSH_WORKER, SECTIONS))
 
 
 def reload(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,6 +36,9 @@ log = logging.getLogger("mdm.push")
 
 APNS_CLIENT = ServiceKey("push.apns_client", ApnsClient)
 FCM_CLIENT = ServiceKey("push.fcm_client", FcmClient)
+# In the push worker process: the APNs identity the server holds (handed over at the worker's
+# start), used instead of the files, which may hold a certificate the server refused on reload.
+HANDED_IDENTITY = ServiceKey("push.handed_identity", ApnsIdentity)
 
 
 def proxy_settings(config: Config) -> ProxySettings | None:
@@ -49,8 +53,10 @@ def proxy_settings(config: Config) -> ProxySettings | None:
 
 async def apns_transport(ctx: ServerContext) -> PushTransport | None:
     section = apns_config(ctx.config)
+    identity = ctx.services.get(HANDED_IDENTITY)
     try:
-        identity = await asyncio.to_thread(load_identity, ctx.config)
+        if identity is None:
+            identity = await asyncio.to_thread(load_identity, ctx.config)
     except TopicError as exc:
         log.warning("push: APNs is not started: %s", exc)
         identity = None
@@ -125,3 +131,26 @@ async def reload_apns_identity(ctx: ServerContext) -> None:
     dispatcher = ctx.services.get(DISPATCHER)
     if dispatcher is not None:
         await dispatcher.resume(Protocol.IOS)
+
+
+def worker_handoff(ctx: ServerContext) -> dict[str, Any]:
+    """What the push worker process gets from the server besides the configuration: the APNs
+    identity the server's client holds (JSON; it travels over the worker's stdin pipe)."""
+    client = ctx.services.get(APNS_CLIENT)
+    if client is None:
+        return {}
+    identity = client.identity
+    return {"apns_identity": {
+        "cert_pem": identity.cert_pem.decode(), "key_pem": identity.key_pem.decode(), "topic": identity.topic,
+        "not_after": identity.not_after.isoformat(), "development": identity.development,
+    }}
+
+
+def worker_receive(ctx: ServerContext, handoff: Mapping[str, Any]) -> None:
+    """In the worker process, before the transports are built."""
+    found = handoff.get("apns_identity")
+    if found:
+        ctx.services[HANDED_IDENTITY] = ApnsIdentity(
+            cert_pem=found["cert_pem"].encode(), key_pem=found["key_pem"].encode(), topic=found["topic"],
+            not_after=datetime.fromisoformat(found["not_after"]), development=bool(found["development"]),
+        )
