@@ -66,6 +66,7 @@ class Options:
     timeout: float = 900.0  # for (b)-(d) together
     skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm
     recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
+    push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
@@ -103,7 +104,7 @@ async def run(options: Options, say: Say) -> Report:
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url,
                                      plain=options.plain, pool_size=10)
     async with fleet_apns.running(data_dir) as fake:
-        fleet_apns.configure(data_dir, fake.info)
+        fleet_apns.configure(data_dir, fake.info, push_worker=options.push_worker)
         config = load_config(data_dir, env=local._env(data_dir), require_file=True)
         topic = read_topic(config).topic
         t0 = time.perf_counter()
@@ -124,7 +125,8 @@ async def run(options: Options, say: Say) -> Report:
         report.setup = {"devices": options.devices, "answering": len(members), "data_dir": str(data_dir),
                         "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
                         "transport": "plain HTTP" if options.plain else "TLS", "command": options.command,
-                        "server_pid": server.pid, "apns_fake_pid": fake.pid}
+                        "server_pid": server.pid, "apns_fake_pid": fake.pid,
+                        "push_worker": options.push_worker}
         report.rss_mib["start"] = _rss(server.pid)
         roots = [x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())]
         admin = Admin(server.url("admin"), local.admin_token(data_dir), roots)

@@ -71,9 +71,10 @@ async def running(data_dir: Path) -> AsyncIterator[FakeProcess]:
         await http.close()
 
 
-def configure(data_dir: Path, info: dict[str, Any]) -> None:
+def configure(data_dir: Path, info: dict[str, Any], *, push_worker: str = "inline") -> None:
     """Point the server's ``[apns]`` at the fake (its client certificate is the push certificate:
-    its subject UID is the topic) and keep the daily sweep off the synthetic fleet."""
+    its subject UID is the topic), keep the daily sweep off the synthetic fleet, and run the push
+    dispatcher's worker in the server or in a process of its own (``push.worker``)."""
     path = data_dir / CONFIG_FILE
     doc = tomlkit.parse(path.read_text())
     if "apns" not in doc:
@@ -86,4 +87,5 @@ def configure(data_dir: Path, info: dict[str, Any]) -> None:
     if "push" not in doc:
         doc["push"] = tomlkit.table()
     doc["push"]["silent_after_hours"] = SILENT_AFTER_HOURS
+    doc["push"]["worker"] = push_worker
     path.write_text(tomlkit.dumps(doc))

@@ -159,6 +159,8 @@ def _register_fleet(kinds: Any) -> None:
                    help="seconds allowed for bulk queuing, wake-ups and answers together (default 900)")
     b.add_argument("--skip", action="append", choices=("idle", "pages", "storm"), default=[],
                    help="skip a phase (repeatable)")
+    b.add_argument("--push-worker", choices=("inline", "process"), default="inline",
+                   help="push.worker: the push dispatcher's worker in the server or a process of its own")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_fleet)
 
@@ -173,7 +175,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         devices=args.devices, data_dir=args.data_dir, answering=args.answering,
         database_url=args.database_url, key_type=args.key_type, plain=args.plain, command=args.command,
         concurrency=args.concurrency, idle_seconds=args.idle_seconds, timeout=args.timeout,
-        skip=tuple(args.skip),
+        skip=tuple(args.skip), push_worker=args.push_worker,
     )
 
     try:
