@@ -153,13 +153,15 @@ async def _device_token_update(
     if identity.signed_at is not None:
         values["last_signed_at"] = identity.signed_at
     await store_checkin.write_binding_fields(session, device_id, **values)
-    await events.emit_now(
+    await store_checkin.insert_event(
         session,
-        PUSH_TOKEN_UPDATED,
-        device_id=device_id,
-        channel="device",
-        changed=changed,
-        unlock_token=unlock is not None,
+        events.event_values(
+            PUSH_TOKEN_UPDATED,
+            device_id=device_id,
+            channel="device",
+            changed=changed,
+            unlock_token=unlock is not None,
+        ),
     )
 
 

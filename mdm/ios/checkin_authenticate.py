@@ -136,10 +136,10 @@ async def _authenticate(
             device.user_id = owner  # (checked above: the device and certificate had no other)
         device.attributes = attributes
         if previous_status != device.status:
-            await events.emit_now(
-                session, DEVICE_STATUS_CHANGED, device_id=device.id, status=device.status,
+            await store_checkin.insert_event(session, events.event_values(
+                DEVICE_STATUS_CHANGED, device_id=device.id, status=device.status,
                 previous=previous_status, reason="enrolled",
-            )  # fmt: skip
+            ))  # fmt: skip
             await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
         if fresh:
             values = store_checkin.device_values(device)
@@ -194,8 +194,7 @@ async def _authenticate(
             await store_checkin.rebind(session, device.id, changes)
             if old_fingerprint != fingerprint:
                 await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
-        await events.emit_now(
-            session,
+        await store_checkin.insert_event(session, events.event_values(
             DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED,
             device_id=device.id,
             user_id=device.user_id,
@@ -205,7 +204,7 @@ async def _authenticate(
             os_version=device.os_version,
             cert_serial=cert.serial_hex,
             identity_source=identity.source,
-        )
+        ))  # fmt: skip
         device_id, identifier, status = device.id, device.identifier, device.status
         generation = svc.bindings.generation  # read before the commit
     # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless

@@ -22,8 +22,9 @@ from sqlalchemy import Insert, Table, bindparam, insert, select, true, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mdm.core.identity_invalidation import BINDING_KEY
+from mdm.core.store_events import EVENT_COLUMNS, flush_pending
 from mdm.core.store_identity import NOTIFY_STMT
-from mdm.db.models import Device, Protocol
+from mdm.db.models import Device, Event, Protocol
 from mdm.db.prepared import DIRECT_DRIVERS, Prepared
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import IssuedCertificateRecord
@@ -196,6 +197,7 @@ _LINK_CERTIFICATE = Prepared(
     .where(_c.id == bindparam("b_id"))
     .values(device_id=bindparam("b_device_id"))
 )
+_INSERT_EVENT = Prepared(insert(cast(Table, Event.__table__)), EVENT_COLUMNS)
 _INSERT_DEVICE: Insert = insert(_DEVICES).returning(_d.id)
 _INSERT_IOS: Insert = insert(_IOS)
 # Inserts by the columns given (the others are left to the database's defaults).
@@ -320,3 +322,11 @@ async def checked_rows(session: AsyncSession, fingerprint: bytes, serial: str, i
 async def link_certificate(session: AsyncSession, record_id: int, device_id: int) -> None:
     """The certificate is the identity of this device now."""
     await _execute(session, _LINK_CERTIFICATE, {"b_id": record_id, "b_device_id": device_id})
+
+
+async def insert_event(session: AsyncSession, values: dict[str, Any]) -> None:
+    """An outbox row as ``mdm.core.events.event_values`` makes it, written now in the caller's
+    transaction after whatever the session still holds (``events.emit_now``, on the connection
+    this transaction already asked for)."""
+    await flush_pending(session)
+    await _execute(session, _INSERT_EVENT, values)
