@@ -1,7 +1,8 @@
 """A cold poll's look-ups (``mdm.db.point_read``): on SQLite a plain statement runs straight on the
 reader's sqlite3 connection, without SQLAlchemy's execution around it, and gives back what
 SQLAlchemy gives (typed binds and results, literal binds, LIMIT, named tuples); anything it cannot
-plan still goes through SQLAlchemy. PostgreSQL is unchanged (the same answers)."""
+plan still goes through SQLAlchemy. On PostgreSQL a look-up is one statement on an autocommit
+connection (no BEGIN, no ROLLBACK), with the same answers."""
 
 from __future__ import annotations
 
@@ -118,7 +119,7 @@ async def test_on_sqlite_a_planned_look_up_bypasses_sqlalchemy_execution(probe: 
     if probe.is_sqlite:
         assert executions == []  # straight on the sqlite3 connection
     else:
-        assert len(executions) == 2  # PostgreSQL: through SQLAlchemy, as before
+        assert len(executions) == 2  # PostgreSQL: the statements, on an autocommit connection
 
 
 async def test_statements_it_cannot_plan_still_work(probe: Database) -> None:
@@ -142,3 +143,46 @@ async def test_a_write_is_seen_by_the_next_direct_look_up(probe: Database) -> No
     async with probe.transaction() as session:
         await session.execute(PROBE.delete().where(_c.id == 5))
     assert await point_read.first(probe.engine, BY_FP, {"fp": b"\x05" * 32}) is None
+
+
+def _transaction_statements(db: Database) -> list[str]:
+    """The transaction-control statements asyncpg sends (BEGIN, ROLLBACK, COMMIT) on any pool
+    connection from now on: each is a round trip of its own."""
+    seen: list[str] = []
+
+    def log(record: Any) -> None:
+        words = record.query.split()
+        word = words[0].upper().rstrip(";") if words else ""
+        if word in {"BEGIN", "ROLLBACK", "COMMIT", "START"}:
+            seen.append(word)
+
+    def checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        raw = dbapi_connection._connection  # the asyncpg connection under SQLAlchemy's adapter
+        if log not in raw._query_loggers:
+            raw.add_query_logger(log)
+
+    event.listen(db.engine.sync_engine, "checkout", checkout)
+    return seen
+
+
+async def test_on_postgresql_a_look_up_is_one_round_trip(probe: Database) -> None:
+    """No BEGIN before the statement and no ROLLBACK when the connection goes back to the pool:
+    a cold poll's binding look-up is one round trip, not three."""
+    if probe.is_sqlite:
+        pytest.skip("PostgreSQL's transaction blocks")
+    control = _transaction_statements(probe)
+    executions = _executions(probe)
+    row = await point_read.first(probe.engine, BY_FP, {"fp": b"\x01" * 32})
+    due = await point_read.first(probe.engine, DUE, {"now": NOW})
+    missing = await point_read.first(probe.engine, BY_FP, {"fp": b"\x09" * 32})
+    assert row is not None
+    assert (row.id, row.kind, row.seen_at, row.doc) == (1, "ready", NOW - timedelta(hours=1), {"a": [1, 2]})
+    assert row._asdict()["kind"] == "ready" and row[0] == 1
+    assert due is not None and due[0] == 1 and missing is None
+    assert len(executions) == 3  # the statements themselves (counters of tests and tools see them)
+    assert control == []
+    # A look-up leaves its connection outside any transaction: a write after it commits as usual.
+    async with probe.transaction() as session:
+        await session.execute(PROBE.update().where(_c.id == 1).values(kind="other"))
+    row = await point_read.first(probe.engine, BY_FP, {"fp": b"\x01" * 32})
+    assert row is not None and row.kind == "other"
