@@ -247,7 +247,7 @@ class PushDispatcher:
             self.budget.spend(sum(1 for row in taken.due if row.reason in PACED_REASONS))
         if taken.deferred:
             metrics.DEFERRED.inc(len(taken.deferred))
-        return taken.count, taken.due
+        return taken.taken, taken.due
 
     def _concurrency(self) -> asyncio.Semaphore:
         """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""

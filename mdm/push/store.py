@@ -103,7 +103,7 @@ def _queued_now(now: datetime) -> Any:
 
 
 class Taken(NamedTuple):
-    count: int  # rows taken
+    taken: int  # rows taken (owed or not)
     due: list[DueRow]  # to push now (leased)
     deferred: list[int]  # paced rows beyond the room: still owed, not leased (see ``defer``)
 
