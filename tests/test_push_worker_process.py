@@ -126,6 +126,9 @@ async def test_the_worker_process_pushes_and_the_server_shows_its_counts(
     text = (await api.get("/metrics")).text
     [line] = [x for x in text.splitlines() if x.startswith('mdm_push_sent_total{service="apns"}')]
     assert float(line.split()[-1]) >= 1
+    kinds = [x for x in text.splitlines() if x.startswith("# TYPE ")]
+    assert len(kinds) == len(set(kinds))  # the server's own push families gave way to the worker's
+    assert "# TYPE mdm_push_owed gauge" in kinds
 
 
 async def test_a_bulk_operation_counts_the_devices_the_worker_woke(

@@ -20,7 +20,7 @@ from mdm.core.metrics import REGISTRY
 from mdm.push import metrics
 from mdm.push.assembly import Handoff
 from mdm.push.dispatcher import PushDispatcher
-from mdm.push.worker_channel import PREFIX, SERVER_OWN, MirroredMetrics, WorkerView, parse
+from mdm.push.worker_channel import PREFIX, MirroredMetrics, WorkerView, parse
 from mdm.push.worker_process import encode_start
 from mdm.server.context import ServerContext
 
@@ -161,10 +161,11 @@ class WorkerSupervisor:
 
     # ---- metrics --------------------------------------------------------------------------------
     def _mirror_metrics(self) -> None:
-        """The server's own push metrics (zero: it sends nothing) give way to the worker's."""
+        """The server's own push metrics (zero: it sends nothing; its owed gauge is set only when
+        the API counts) give way to the worker's."""
         for value in vars(metrics).values():
             names = _push_family_names(value)
-            if names and not names & SERVER_OWN:
+            if names:
                 with contextlib.suppress(KeyError):
                     REGISTRY.unregister(value)
                     self._unregistered.append(value)

@@ -18,9 +18,7 @@ from prometheus_client.registry import Collector
 
 from mdm.push.dispatcher import ServiceStats
 
-PREFIX = "mdm_push_"
-# Kept by the server itself: it counts the owed rows when the API asks (``dispatcher.counts``).
-SERVER_OWN = frozenset({"mdm_push_owed"})
+PREFIX = "mdm_push_"  # every push metric is the worker's, the owed gauge too (its idle refresh)
 # Samples that only grow (counters, histograms): summed over the worker processes.
 _GROWING = ("_total", "_count", "_sum", "_bucket")
 
@@ -36,7 +34,7 @@ def snapshot(stats: Mapping[str, ServiceStats], registry: CollectorRegistry) -> 
     families = [
         {"name": f.name, "doc": f.documentation, "type": f.type,
          "samples": [[sample.name, sample.labels, sample.value] for sample in f.samples]}
-        for f in registry.collect() if f.name.startswith(PREFIX) and f.name not in SERVER_OWN
+        for f in registry.collect() if f.name.startswith(PREFIX)
     ]
     return json.dumps({"services": services, "metrics": families}).encode() + b"\n"
 
