@@ -24,7 +24,7 @@ from mdm.core import commands, events, store_principals
 from mdm.core.device_status import set_status
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, utcnow
-from mdm.ios import store, store_checkin
+from mdm.ios import store, store_checkin, store_checkin_writes
 from mdm.ios.checkin_authenticate import authenticate, not_replayed_since, same_owner
 from mdm.ios.event_types import (
     BOOTSTRAP_TOKEN_CLEARED,
@@ -144,7 +144,9 @@ async def _device_token_update(
     ):
         return
     now = utcnow()
-    await store_checkin.write_push(session, device_id, token_hex, magic, now if changed else None)
+    push: dict[str, Any] = {"push_token": token_hex, "push_magic": magic, "push_valid": True}
+    if changed:
+        push["push_changed_at"] = now
     values: dict[str, Any] = {"updated_at": now}
     if unlock is not None:
         values["unlock_token"] = unlock
@@ -152,17 +154,14 @@ async def _device_token_update(
         values["awaiting_configuration"] = bool(awaiting)
     if identity.signed_at is not None:
         values["last_signed_at"] = identity.signed_at
-    await store_checkin.write_binding_fields(session, device_id, **values)
-    await store_checkin.insert_event(
-        session,
-        events.event_values(
-            PUSH_TOKEN_UPDATED,
-            device_id=device_id,
-            channel="device",
-            changed=changed,
-            unlock_token=unlock is not None,
-        ),
+    event = events.event_values(
+        PUSH_TOKEN_UPDATED,
+        device_id=device_id,
+        channel="device",
+        changed=changed,
+        unlock_token=unlock is not None,
     )
+    await store_checkin_writes.write_with_event(session, device_id, device=push, binding=values, event=event)
 
 
 def _same_secret(stored: bytes | None, given: bytes) -> bool:

@@ -19,7 +19,7 @@ from mdm.core import events
 from mdm.core.event_types import DEVICE_STATUS_CHANGED
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
 from mdm.enroll.attach import attach_device
-from mdm.ios import store_checkin, takeover
+from mdm.ios import store_checkin, store_checkin_writes, takeover
 from mdm.ios.event_types import DEVICE_ENROLLED, DEVICE_REAUTHENTICATED
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.inventory import apply_device_facts
@@ -163,10 +163,20 @@ async def _authenticate(
                 device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
         same_owner(owner, device.user_id)  # an enrollment link of another user
         after = store_checkin.device_values(device)
-        await store_checkin.update_device(
-            session, device.id, {c: v for c, v in after.items() if before.get(c, v) != v}
+        device_changes = {c: v for c, v in after.items() if before.get(c, v) != v}
+        event = events.event_values(
+            DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED,
+            device_id=device.id,
+            user_id=device.user_id,
+            identifier=device.identifier,
+            serial_number=device.serial_number,
+            model=device.model,
+            os_version=device.os_version,
+            cert_serial=cert.serial_hex,
+            identity_source=identity.source,
         )
         if ios is None:
+            await store_checkin.update_device(session, device.id, device_changes)
             await store_checkin.insert_binding(
                 session,
                 {
@@ -180,6 +190,7 @@ async def _authenticate(
                     "last_signed_at": identity.signed_at,
                 },
             )
+            await store_checkin.insert_event(session, event)
         else:
             old_fingerprint = ios.cert_fingerprint
             changes = {
@@ -191,20 +202,12 @@ async def _authenticate(
             }
             if old_fingerprint != fingerprint or identity.signed_at is not None:
                 changes["last_signed_at"] = identity.signed_at  # a new identity starts its own sequence
-            await store_checkin.rebind(session, device.id, changes)
             if old_fingerprint != fingerprint:
                 await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
-        await store_checkin.insert_event(session, events.event_values(
-            DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED,
-            device_id=device.id,
-            user_id=device.user_id,
-            identifier=device.identifier,
-            serial_number=device.serial_number,
-            model=device.model,
-            os_version=device.os_version,
-            cert_serial=cert.serial_hex,
-            identity_source=identity.source,
-        ))  # fmt: skip
+            # (A device checking in again: on PostgreSQL its writes and event are one statement.)
+            await store_checkin_writes.write_with_event(
+                session, device.id, device=device_changes, binding=changes, event=event
+            )
         device_id, identifier, status = device.id, device.identifier, device.status
         generation = svc.bindings.generation  # read before the commit
     # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless

@@ -38,7 +38,7 @@ _i = _IOS.c
 _CONNECTION_KEY = "mdm_ios_checkin_connection"
 
 
-async def _connection(session: AsyncSession) -> AsyncConnection:
+async def connection_of(session: AsyncSession) -> AsyncConnection:
     """The session's connection in its current transaction, asked for once per transaction:
     ``AsyncSession.connection`` is a greenlet hand-off each time (~15 µs), and a storm pair runs
     nine statements."""
@@ -54,7 +54,7 @@ async def _connection(session: AsyncSession) -> AsyncConnection:
 
 async def _execute(session: AsyncSession, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
     """``prepared`` in the session's transaction: the rows, unprocessed (``Prepared.execute``)."""
-    return await prepared.run(await _connection(session), params)
+    return await prepared.run(await connection_of(session), params)
 
 
 async def _mappings(
@@ -62,7 +62,7 @@ async def _mappings(
 ) -> list[dict[str, Any]]:
     """``prepared`` in the session's transaction: the rows by column name, processed
     (``Prepared.mappings``)."""
-    connection = await _connection(session)
+    connection = await connection_of(session)
     if connection.dialect.driver not in DIRECT_DRIVERS:
         return await prepared.mappings(session, params)
     rows = await prepared.run(connection, params)
@@ -91,13 +91,6 @@ _TOKEN_STATE = Prepared(
     .where(_d.id == bindparam("device_id"))
     .with_for_update()
 )
-_push_update = (
-    update(_DEVICES)
-    .where(_d.id == bindparam("b_id"))
-    .values(push_token=bindparam("b_token"), push_magic=bindparam("b_magic"), push_valid=True)
-)
-_PUSH_UPDATE = Prepared(_push_update)
-_PUSH_CHANGED_UPDATE = Prepared(_push_update.values(push_changed_at=bindparam("b_changed_at")))
 
 
 async def token_state(session: AsyncSession, device_id: int) -> TokenState | None:
@@ -106,25 +99,7 @@ async def token_state(session: AsyncSession, device_id: int) -> TokenState | Non
     return TokenState(**rows[0]) if rows else None
 
 
-async def write_push(
-    session: AsyncSession, device_id: int, token: str, magic: str, changed_at: datetime | None
-) -> None:
-    """The device's push token and magic, valid again (``changed_at``: the token changed)."""
-    params: dict[str, Any] = {"b_id": device_id, "b_token": token, "b_magic": magic}
-    if changed_at is not None:
-        params["b_changed_at"] = changed_at
-    await _execute(session, _PUSH_CHANGED_UPDATE if changed_at is not None else _PUSH_UPDATE, params)
-
-
 _BINDING_UPDATES: dict[tuple[str, ...], Prepared] = {}
-
-
-async def write_binding_fields(session: AsyncSession, device_id: int, **values: Any) -> None:
-    """Update columns of the device's ``ios_devices`` row (never its fingerprint: re-binding is
-    ``rebind``, which reports the change)."""
-    if "cert_fingerprint" in values:
-        raise ValueError("the binding itself is changed by rebind")
-    await _update_ios(session, device_id, values)
 
 
 async def _update_ios(session: AsyncSession, device_id: int, values: dict[str, Any]) -> None:
