@@ -12,6 +12,13 @@ that matters is the server's CPU per poll (``/proc/PID/stat``, all threads): the
 shares the machine's cores, so the wall-clock rate is a lower bound::
 
     python scripts/cold-poll-http.py --data-dir /tmp/cold-sqlite --count 2000 --rounds 2
+
+``--fleet`` takes a data directory of ``mdm bench fleet`` instead (its first N devices, in a fleet
+of 10^4, 10^5 or 10^6): the same pass at each fleet size. ``--tail S`` keeps measuring the server
+for S seconds after the pass and reports that CPU per poll apart: the write-behind of the polls'
+``last_seen_at`` (``ios.last_seen_flush_seconds``, 5 s by default) and the WAL checkpoints it
+causes, work a poll costs that lands after its answer. ``--warm`` then sends the same polls again
+(caches warm: the idle poll of a device with nothing queued) and reports that pass too.
 """
 
 from __future__ import annotations
@@ -22,10 +29,11 @@ import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
-from mdm.bench import identities, local
+from mdm.bench import fleet_prepare, identities, local
 from mdm.bench.stats import cpu_seconds
 from mdm.sim.stats import percentile
 from mdm.sim.transport import COMMAND_TYPE
@@ -62,7 +70,10 @@ async def burst(url: str, polls: list[Signed], concurrency: int) -> tuple[list[f
 
 async def run(args: argparse.Namespace) -> None:
     config = local.prepare(args.data_dir, plain=True)
-    members = identities.load(identities.cache_path(config), [])[: args.count]
+    if args.fleet:
+        members: list[Any] = await fleet_prepare.driven_members(config, args.count)
+    else:
+        members = identities.load(identities.cache_path(config), [])[: args.count]
     if not members:
         raise SystemExit(f"no bench identities in {args.data_dir}: prepare it with mdm bench ios")
     for round_ in range(1, args.rounds + 1):
@@ -90,6 +101,17 @@ async def run(args: argparse.Namespace) -> None:
             latencies, errors = await burst(server.url("ios") + "/mdm/server", polls, args.concurrency)
             wall = time.perf_counter() - t0
             cpu = (cpu_seconds(server.pid) or 0.0) - cpu0
+            tail = 0.0
+            if args.tail > 0:
+                await asyncio.sleep(args.tail)
+                tail = (cpu_seconds(server.pid) or 0.0) - cpu0 - cpu - idle_rate * args.tail
+            warm = None
+            if args.warm:
+                cpu1, t1 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
+                endpoint = server.url("ios") + "/mdm/server"
+                warm_latencies, warm_errors = await burst(endpoint, polls, args.concurrency)
+                warm_wall = time.perf_counter() - t1
+                warm = (warm_latencies, warm_errors, warm_wall, (cpu_seconds(server.pid) or 0.0) - cpu1)
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 await spy.wait()
@@ -103,7 +125,19 @@ async def run(args: argparse.Namespace) -> None:
             f"{1e6 * max(0.0, cpu - idle_rate * wall) / n:,.0f} µs without the idle server's "
             f"{1000 * idle_rate:.0f} ms/s), p50 {1000 * percentile(latencies, 50):.1f} ms, "
             f"p99 {1000 * percentile(latencies, 99):.1f} ms, errors {errors or 'none'}"
+            + (f"; then {1e6 * max(0.0, tail) / n:,.0f} µs per poll in the {args.tail:g} s after it"
+               " (write-behind), without the idle rate" if args.tail > 0 else "")
         )
+        if warm is not None:
+            warm_latencies, warm_errors, warm_wall, warm_cpu = warm
+            m = max(1, len(warm_latencies))
+            warm_latencies.sort()
+            print(
+                f"round {round_} warm: {len(warm_latencies)} polls in {warm_wall:.2f} s = "
+                f"{m / warm_wall:,.0f}/s, server CPU {1e6 * warm_cpu / m:,.0f} µs per poll, "
+                f"p50 {1000 * percentile(warm_latencies, 50):.1f} ms, "
+                f"p99 {1000 * percentile(warm_latencies, 99):.1f} ms, errors {warm_errors or 'none'}"
+            )
 
 
 def main() -> None:
@@ -117,6 +151,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="connections (default 16)")
     parser.add_argument("--rounds", type=int, default=2, help="server starts, one cold pass each")
     parser.add_argument("--settle", type=float, default=2.0, help="seconds after start-up before measuring")
+    parser.add_argument("--fleet", action="store_true", help="a data directory of mdm bench fleet")
+    parser.add_argument("--tail", type=float, default=0.0, help="seconds measured after the pass")
+    parser.add_argument("--warm", action="store_true", help="a second pass of the same polls")
     parser.add_argument("--py-spy", help="record the server with py-spy (raw stacks) to FILE.<round>")
     asyncio.run(run(parser.parse_args()))
 
