@@ -19,6 +19,7 @@ from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, utcnow
 from mdm.ios import store
+from mdm.ios.binding_probe import ProbingBindingSource
 from mdm.ios.config import IosConfig
 from mdm.ios.event_types import DEVICE_IDENTITY_RENEWED, SECURITY_IDENTITY_REJECTED, SECURITY_MESSAGE_REJECTED
 from mdm.ios.identity import Identity, IdentityError, IdentityResolver
@@ -58,8 +59,10 @@ class IosService:
     def __post_init__(self) -> None:
         # Transactions on this database that end a binding drop it from this cache at commit.
         track_bindings(self.db.engine.sync_engine, self.bindings)
-        # Revocation is checked by the resolver's ClientCertVerifier on every request.
-        self.device_bindings = DeviceBindings(self.bindings, store.BindingSource(self.db.engine))
+        # Revocation is checked by the resolver's ClientCertVerifier on every request. The look-up
+        # also tells the queue hint when nothing is queued (a cold Idle poll: one statement).
+        source = ProbingBindingSource(self.db.engine, self.hint)
+        self.device_bindings = DeviceBindings(self.bindings, source)
 
     @property
     def engine(self) -> AsyncEngine:
