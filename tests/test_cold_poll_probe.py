@@ -1,5 +1,5 @@
 """A cold Idle poll (nothing cached: after a restart) reads its binding and whether anything is
-queued for the device in one statement (``mdm.ios.binding_probe``): one round trip on PostgreSQL,
+queued for the device in one statement (``mdm.ios.store_binding_probe``): one round trip on PostgreSQL,
 one look-up on SQLite. What it delivers does not change: a queued command is handed out, an
 empty queue answers empty, and an enqueue after that empty answer is seen by the next poll."""
 

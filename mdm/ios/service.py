@@ -19,7 +19,7 @@ from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, utcnow
 from mdm.ios import store
-from mdm.ios.binding_probe import ProbingBindingSource
+from mdm.ios.store_binding_probe import ProbingBindingSource
 from mdm.ios.config import IosConfig
 from mdm.ios.event_types import DEVICE_IDENTITY_RENEWED, SECURITY_IDENTITY_REJECTED, SECURITY_MESSAGE_REJECTED
 from mdm.ios.identity import Identity, IdentityError, IdentityResolver
