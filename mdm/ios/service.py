@@ -19,12 +19,12 @@ from mdm.core.security_events import RejectionLog
 from mdm.db.engine import Database
 from mdm.db.models import DeviceStatus, utcnow
 from mdm.ios import store
-from mdm.ios.store_binding_probe import ProbingBindingSource
 from mdm.ios.config import IosConfig
 from mdm.ios.event_types import DEVICE_IDENTITY_RENEWED, SECURITY_IDENTITY_REJECTED, SECURITY_MESSAGE_REJECTED
 from mdm.ios.identity import Identity, IdentityError, IdentityResolver
 from mdm.ios.messages import CommandReport
 from mdm.ios.state import LastSeen, QueueHint
+from mdm.ios.store_binding_probe import ProbingBindingSource
 from mdm.pki.tables import CertStatus
 
 log = logging.getLogger("mdm.ios")
