@@ -26,7 +26,7 @@ from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
 from mdm.devfakes.exchange_org import ExchangeFault, Organisation
 from mdm.eas.cmdlets import REQUIRED_CMDLETS, Naming
-from mdm.eas.errors import ExchangeAuthError
+from mdm.eas.errors import ExchangeAuthError, ExchangeTimeout
 from mdm.eas.keys_commands import EXECUTOR, RUNNER
 from mdm.eas.tables import EasMailbox, EasPartnership
 from mdm.server.runtime import Server
@@ -238,13 +238,19 @@ async def test_a_device_that_vanished_since_discovery_fails_and_is_marked(
     assert again["status"] == "failed" and "no ActiveSync partnership left" in again["result_info"]
 
 
-@pytest.mark.parametrize("failure", ["unavailable", "auth"])
+_DOWN: dict[str, Exception] = {
+    "unavailable": UNREACHABLE,
+    "auth_failed": ExchangeAuthError("Kerberos: the KDC for CORP.EXAMPLE.COM cannot be reached"),
+    "timeout": ExchangeTimeout("Clear-MobileDevice did not finish in time; its pipeline was stopped"),
+}
+
+
+@pytest.mark.parametrize("failure", list(_DOWN))
 async def test_exchange_down_defers_the_wipe_which_runs_after_recovery(
     eas: Env, api: httpx.AsyncClient, db: Database, failure: str
 ) -> None:
     device_id = eas.ids[PHONE]
-    eas.runner.down = UNREACHABLE if failure == "unavailable" else ExchangeAuthError(
-        "Kerberos: the KDC for CORP.EXAMPLE.COM cannot be reached")
+    eas.runner.down = _DOWN[failure]
     guid = await _send(api, device_id, "Wipe")
     deferred = await wait_command(api, device_id, guid, done=("processing",), timeout=5)
     for _ in range(100):
@@ -252,7 +258,7 @@ async def test_exchange_down_defers_the_wipe_which_runs_after_recovery(
             break
         await asyncio.sleep(0.05)
     (event, *_) = await events_of(db, "eas_command_deferred")
-    assert event["reason"] == ("unavailable" if failure == "unavailable" else "auth_failed")
+    assert event["reason"] == failure and event["command"] == guid, event
     page = (await api.get(f"/api/v1/devices/{device_id}/commands")).json()
     journal = next(c for c in page["items"] if c["guid"] == guid)["journal"] or []
     assert deferred["status"] == "processing"
@@ -289,6 +295,11 @@ async def test_an_error_record_fails_the_command_with_its_message(
     async with db.session() as session:
         (row,) = await _partnerships(db, device_id)
         assert (await session.get(EasMailbox, row.mailbox_id)).activesync_enabled is True  # type: ignore[union-attr]
+    # The error is in the events too, with the cmdlet and Exchange's message.
+    (event,) = await events_of(db, "eas_command_refused")
+    assert (event["reason"], event["cmdlet"]) == ("cmdlet_error", "Set-CASMailbox"), event
+    assert "couldn't be written" in event["message"] and event["command"] == command["guid"]
+    assert not await events_of(db, "eas_mailbox_changed")
 
 
 @pytest.mark.parametrize("trouble", ["garbage", "broken"])
@@ -339,3 +350,28 @@ async def test_a_wipe_recalled_while_exchange_is_down_ends_removed(
     assert not [c for c in eas.org.calls if c.name == "Clear-MobileDevice"]
     async with db.session() as session:
         assert (await store_due.due_commands(session, Protocol.EAS, 10)) == []
+
+
+async def test_a_mailbox_that_vanished_since_discovery_fails_the_command_and_is_marked(
+    eas: Env, api: httpx.AsyncClient, db: Database
+) -> None:
+    """Discovery saw bob's mailbox; it is deleted in Exchange before DisableActiveSync runs."""
+    device_id = eas.ids[ANDROID]
+    (row,) = await _partnerships(db, device_id)
+    async with db.session() as session:
+        mailbox = await session.get(EasMailbox, row.mailbox_id)
+        assert mailbox is not None
+        identity = mailbox.identity
+    assert eas.org.drop_mailbox(identity)
+    guid = await _send(api, device_id, "DisableActiveSync")
+    command = await wait_command(api, device_id, guid)
+    assert command["status"] == "failed", command
+    assert f"mailbox {identity!r} no longer exists in Exchange" in command["result_info"], command
+    async with db.session() as session:
+        after = await session.get(EasMailbox, row.mailbox_id)
+        assert after is not None and after.vanished_at is not None
+        assert after.activesync_enabled is True  # nothing was changed
+    (event,) = await events_of(db, "eas_command_target_vanished")
+    assert (event["kind"], event["exchange_identity"], event["command"]) == ("mailbox", identity, guid)
+    assert not await events_of(db, "eas_mailbox_changed")
+    assert [c.name for c in eas.org.calls] == ["Set-CASMailbox"]  # tried once, not retried

@@ -178,3 +178,28 @@ async def test_wipe_acknowledged_marks_the_device_wiped(
     await discover(db, runner)
     assert (await _parts(db))[iphone].wipe_state == "acknowledged"
     assert await event_count(db, "device_status_changed") == 1
+
+
+async def test_statistics_and_a_newly_applied_policy(
+    db: Database, org: Organisation, runner: CmdletRunner
+) -> None:
+    """A partnership carries its statistics (last sync, policy applied and its status, access
+    state); the phone applying another policy is a change (an event), a sync alone is not."""
+    await discover(db, runner)
+    iphone = next(i for i in await _parts(db) if "ApplALICE0001" in i)
+    part = (await _parts(db))[iphone]
+    assert (part.policy_applied, part.policy_status) == ("Default", "AppliedInFull")
+    assert part.last_sync is not None and part.last_sync.year == 2026 and part.first_sync is not None
+    first_sync = part.last_sync
+    org.device_syncs("ApplALICE0001")  # a sync moves last sync, nothing else
+    await discover(db, runner)
+    assert (await _parts(db))[iphone].last_sync != first_sync
+    assert await event_count(db, "eas_device_changed") == 0
+    org.execute("Set-CASMailbox", {"Identity": "alice", "ActiveSyncMailboxPolicy": "Strict"},
+                principal=PRINCIPAL, session=_session())
+    org.device_syncs("ApplALICE0001")  # the phone picks the new policy up
+    await discover(db, runner)
+    assert (await _parts(db))[iphone].policy_applied == "Strict"
+    changed = await event_bodies(db, "eas_device_changed")
+    assert [(e["identifier"], e["changes"]) for e in changed] == [
+        ("ApplALICE0001", {"policy_applied": ["Default", "Strict"]})]

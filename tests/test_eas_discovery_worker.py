@@ -21,6 +21,7 @@ from mdm.eas import store
 from mdm.eas.config import EasConfig
 from mdm.eas.seams import CmdletRunner, ServerHealth
 from mdm.eas.status import DISABLED, EasSource
+from mdm.eas.tables import EasDiscovery
 from mdm.eas.worker_discovery import DISCOVERY_LOCK_FILE, DISCOVERY_LOCK_KEY, DiscoveryWorker
 
 org = eas_support.org
@@ -60,6 +61,37 @@ async def test_one_leader_runs_and_a_request_is_picked_up(
     # The lock is free again: the other replica takes over.
     assert await second.lock.acquire()
     await second.release()
+
+
+async def test_a_run_is_due_again_once_its_interval_has_passed(
+    db: Database, runner: CmdletRunner, tmp_path: Path
+) -> None:
+    """Periodic polling: nothing before ``discovery_interval_seconds`` (60 s here) since the last
+    start, a run as soon as it has passed."""
+    worker = _worker(db, runner, tmp_path, "a")
+    try:
+        assert (await worker.run_once()) is not None
+        first = await worker.state()
+        assert first is not None and first.started_at is not None
+        assert (await worker.run_once()) is None
+
+        async def started(seconds_ago: float) -> None:
+            async with db.transaction() as session:
+                row = await session.get(EasDiscovery, first.id)
+                assert row is not None
+                row.started_at = utcnow() - timedelta(seconds=seconds_ago)
+
+        await started(50)
+        assert (await worker.run_once()) is None  # 50 s < 60 s
+        await started(61)
+        result = await worker.run_once()
+        assert result is not None and result.outcome == "ok"
+        row = await worker.state()
+        assert row is not None and row.started_at is not None
+        assert utcnow() - row.started_at < timedelta(seconds=30)  # a new run started
+        assert worker.runs == 2
+    finally:
+        await worker.release()
 
 
 async def test_worker_survives_a_failing_exchange(db: Database, org: Organisation, tmp_path: Path) -> None:

@@ -13,10 +13,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from eas_commands_support import wait_command
+from eas_commands_support import events_of, make_runner, seed_from_org, wait_command
 from eas_support import api_client, small_org
 
 from mdm.config import Config
+from mdm.db.engine import Database
 from mdm.devfakes.exchange_org import Organisation
 from mdm.devfakes.exchange_psrp import ExchangePsrpFake
 from mdm.eas.cmdlets import REQUIRED_CMDLETS
@@ -192,3 +193,37 @@ async def test_a_kdc_that_is_down_fails_discovery_clearly_and_loses_nothing(
     state = await _discover(client)
     assert state["outcome"] == "ok", state
     assert set(await _devices(client)) == {"ApplALICE0001", "androidalice02", "ApplSHARED003"}
+
+
+async def test_a_wipe_sent_while_the_kdc_is_down_waits_and_runs_when_it_is_back(
+    kdc_down: None, eas_world: EasWorld, client: httpx.AsyncClient, exchange: Organisation, db: Database
+) -> None:
+    """The production runner cannot get a ticket: the Wipe stays queued (deferred, the Kerberos
+    reason in the command log and an event), nothing reaches Exchange, nothing is lost; with the
+    KDC back the same command runs once."""
+    ids = await seed_from_org(db, make_runner(exchange, principal=eas_world.kdc.svc_principal))
+    exchange.calls.clear()
+    device_id = ids["ApplALICE0001"]
+    r = await client.post(f"/api/v1/devices/{device_id}/commands", json={"type": "Wipe", "args": {}})
+    assert r.status_code in (200, 201), r.text
+    guid = r.json()["guid"]
+    deferred: list[dict[str, Any]] = []
+    for _ in range(600):
+        deferred = [e for e in await events_of(db, "eas_command_deferred") if e["command"] == guid]
+        if deferred:
+            break
+        await asyncio.sleep(0.05)
+    assert deferred and deferred[0]["reason"] == "auth_failed", deferred
+    assert eas_world.kdc.svc_principal in deferred[0]["message"]
+    page = (await client.get(f"/api/v1/devices/{device_id}/commands")).json()
+    command = next(c for c in page["items"] if c["guid"] == guid)
+    assert command["status"] == "processing", command
+    details = [j["detail"] or "" for j in command["journal"] or []]
+    assert any("Kerberos authentication failed" in d and "retrying at" in d for d in details), details
+    assert not exchange.calls  # nothing reached Exchange without a ticket
+    eas_world.kdc.start_kdc()
+    done = await wait_command(client, device_id, guid, timeout=60)
+    assert done["status"] == "completed" and "until it is removed" in done["result_info"], done
+    assert [c.name for c in exchange.calls].count("Clear-MobileDevice") == 1
+    identity = next(c.params["Identity"] for c in exchange.calls if c.name == "Clear-MobileDevice")
+    assert exchange.device(identity).wipe_requested is not None  # type: ignore[union-attr]
