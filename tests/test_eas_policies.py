@@ -139,6 +139,37 @@ async def test_missing_rights_and_an_unreachable_exchange(
     assert (await api.get(_url("Existing"))).status_code == 200
 
 
+async def test_every_failure_in_exchange_is_an_event_and_changes_nothing(
+    eas: tuple[Organisation, Switchable], api: httpx.AsyncClient, db: Database
+) -> None:
+    """A policy change is no queued command, so its error is in the answer AND in an event
+    (``eas_policy_change_failed``), for a refusal (422, 404) as well as for a failure (5xx)."""
+    org, runner = eas
+    before = {n: dict(p.settings) for n, p in (await _stored(db)).items()}
+    assert (await api.post(BASE, json={"name": "Existing", "settings": {}})).status_code == 422
+    org.permissions = {PRINCIPAL: set(REQUIRED_CMDLETS) - {"Remove-ActiveSyncMailboxPolicy"}}
+    assert (await api.delete(_url("Existing"))).status_code == 502
+    org.permissions = None
+    runner.down = UNREACHABLE
+    camera_off = {"settings": {"camera_allowed": False}}
+    assert (await api.patch(_url("Existing"), json=camera_off)).status_code == 503
+    runner.down = None
+    assert (await api.patch(_url(INJECTION), json=camera_off)).status_code == 404
+    # Refused before Exchange is asked (bad input): the caller's mistake, no Exchange event.
+    r = await api.post(BASE, json={"name": "X", "settings": {"min_password_length": 99}})
+    assert r.status_code in (400, 422), r.text
+    failed = await events_of(db, "eas_policy_change_failed")
+    assert [(e["operation"], e["name"], e["reason"]) for e in failed] == [
+        ("create", "Existing", "cmdlet_error"), ("delete", "Existing", "not_permitted"),
+        ("edit", "Existing", "unavailable"), ("edit", INJECTION, "not_found")], failed
+    assert "already exists" in failed[0]["message"]
+    assert failed[1]["cmdlet"] == "Remove-ActiveSyncMailboxPolicy"
+    assert "Remove-MobileDeviceMailboxPolicy" in failed[1]["message"]
+    assert all(e["by"] for e in failed), failed
+    assert {n: dict(p.settings) for n, p in (await _stored(db)).items()} == before
+    assert org.policy("Existing") is not None
+
+
 async def test_without_a_runner_changes_answer_503(server: Server, api: httpx.AsyncClient) -> None:
     assert server.ctx.services.get(RUNNER) is None
     r = await api.post(BASE, json={"name": "Sales", "settings": {}})

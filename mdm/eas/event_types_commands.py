@@ -72,6 +72,15 @@ class PolicyChanged(EventBody):
     settings: dict[str, object] | None = None
 
 
+class PolicyChangeFailed(EventBody):
+    name: str
+    operation: str  # "create", "edit" or "delete"
+    cmdlet: str  # the cmdlet that failed, by its 2010 name
+    reason: str  # why: cmdlet_error, not_found, not_permitted, unavailable, timeout, auth_failed...
+    message: str
+    by: str | None = None
+
+
 EAS_WIPE_REQUESTED = EventType(
     "eas_wipe_requested", Severity.WARNING, WipeRequested,
     "Exchange accepted a remote wipe of an ActiveSync device: it sends the wipe at the device's next "
@@ -144,4 +153,13 @@ EAS_POLICY_DELETED = EventType(
     "eas_policy_deleted", Severity.INFO, PolicyChanged,
     "An administrator deleted an ActiveSync mailbox policy from Exchange",
     example={"name": "Sales phones", "by": "admin"},
+)
+
+EAS_POLICY_CHANGE_FAILED = EventType(
+    "eas_policy_change_failed", Severity.WARNING, PolicyChangeFailed,
+    "Exchange refused or could not run an administrator's change of an ActiveSync mailbox policy "
+    "(the request was answered with the error); nothing was changed in the service",
+    example={"name": "Sales phones", "operation": "create", "cmdlet": "New-ActiveSyncMailboxPolicy",
+             "reason": "cmdlet_error", "message": "The object 'Sales phones' already exists.",
+             "by": "admin"},
 )

@@ -124,7 +124,8 @@ class PolicyService:
             raise NotFound(f"no ActiveSync mailbox policy named {name!r} is known", name=name)
         return PolicyView.of(row)
 
-    async def _run(self, cmdlet: Cmdlet, what: str) -> list[PSRecord]:
+    async def _run(self, cmdlet: Cmdlet, what: str, *, op: str, name: str,
+                   by: str | None) -> list[PSRecord]:
         runner = self.runner()
         if runner is None:
             raise EasDisabled("Exchange ActiveSync is not enabled on this server ([eas] enabled = false)")
@@ -132,10 +133,22 @@ class PolicyService:
             return await runner.run(cmdlet, limit_seconds=self.timeout())
         except ExchangeError as exc:
             log.warning("%s failed: %s (%s)", what, exc, exc.reason)
+            await self._failed(op, name, cmdlet, exc, by)
             raise service_error(exc, what) from None
 
-    async def _read(self, name: str, what: str) -> MailboxPolicy:
-        out = await self._run(cmdlets.get_policy(name), what)
+    async def _failed(self, op: str, name: str, cmdlet: Cmdlet, exc: ExchangeError,
+                      by: str | None) -> None:
+        """The event of a change Exchange refused or could not run (no command log holds it)."""
+        try:
+            async with self.db.transaction() as session:
+                events.emit(session, ev.EAS_POLICY_CHANGE_FAILED, name=name, operation=op,
+                            cmdlet=cmdlets.logical_name(getattr(exc, "cmdlet", None) or cmdlet.logical_name),
+                            reason=exc.reason, message=exc.message, by=by)
+        except Exception:  # the answer still says what happened
+            log.exception("eas policy %r: could not record the failure of %s", name, op)
+
+    async def _read(self, name: str, what: str, *, op: str, by: str | None) -> MailboxPolicy:
+        out = await self._run(cmdlets.get_policy(name), what, op=op, name=name, by=by)
         policies = [parse_policy(r) for r in out]
         match = next((p for p in policies if p.name == name), policies[0] if len(policies) == 1 else None)
         if match is None:
@@ -158,9 +171,10 @@ class PolicyService:
 
     async def create(self, name: str, settings: PolicySettings, *, by: str | None = None) -> PolicyView:
         what = f"creating ActiveSync mailbox policy {name!r}"
-        out = await self._run(cmdlets.new_policy(name, settings.to_parameters()), what)
+        out = await self._run(cmdlets.new_policy(name, settings.to_parameters()), what,
+                              op="create", name=name, by=by)
         created = [parse_policy(r) for r in out]
-        policy = created[0] if created else await self._read(name, what)
+        policy = created[0] if created else await self._read(name, what, op="create", by=by)
         log.info("eas policy %r created by %s", name, by)
         return await self._store(policy, ev.EAS_POLICY_CREATED, by)
 
@@ -168,14 +182,14 @@ class PolicyService:
         what = f"changing ActiveSync mailbox policy {name!r}"
         params = settings.to_parameters(only_set=True)
         if params:
-            await self._run(cmdlets.set_policy(name, params), what)
-        policy = await self._read(name, what)
+            await self._run(cmdlets.set_policy(name, params), what, op="edit", name=name, by=by)
+        policy = await self._read(name, what, op="edit", by=by)
         log.info("eas policy %r changed by %s", name, by)
         return await self._store(policy, ev.EAS_POLICY_CHANGED, by)
 
     async def delete(self, name: str, *, by: str | None = None) -> None:
         what = f"deleting ActiveSync mailbox policy {name!r}"
-        await self._run(cmdlets.remove_policy(name), what)
+        await self._run(cmdlets.remove_policy(name), what, op="delete", name=name, by=by)
         async with self.db.transaction() as session:
             await store.remove(session, name)
             events.emit(session, ev.EAS_POLICY_DELETED, name=name, by=by)
