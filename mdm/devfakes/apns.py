@@ -9,6 +9,10 @@ request, like APNs. Controls (``unregister``, ``throttle``, ``fail``, ``refuse``
 ``on_push`` sees every accepted wake-up (end-to-end tests forward it to device simulators), and
 ``watch`` lists the accepted pushes of chosen tokens, in order, for a process that drives those
 devices from outside (``mdm bench fleet``, through the control endpoint).
+
+The usual request (one HEADERS and one DATA frame, both in hand) is taken without h2's objects and
+answered with the same bytes (``apns_h2``; ``fast_path=False`` keeps every request on h2's path),
+while no control is set to misbehave at the answer.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from h2.events import DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import H2Error
 from h2.settings import SettingCodes, Settings
 
+from mdm.devfakes import apns_h2
 from mdm.push.apns.h2conn import CountingH2Connection
 
 log = logging.getLogger("mdm.devfakes.apns")
@@ -41,6 +46,8 @@ log = logging.getLogger("mdm.devfakes.apns")
 _HEX = re.compile(rb"[0-9a-fA-F]+")
 _CANONICAL_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 MAX_PAYLOAD = 4096
+_STATUS = {status: (b":status", str(status).encode()) for status in (200, 400, 403, 404, 405, 410, 413, 429,
+                                                                   500, 503)}
 OnPush = Callable[[str, str, dict[str, Any]], Awaitable[None] | None]
 
 
@@ -82,6 +89,7 @@ class FakeApns:
         initial_window: int = 65535,
         record: bool = True,
         on_push: OnPush | None = None,
+        fast_path: bool = True,
     ) -> None:
         self.host = host
         self.port = port
@@ -89,6 +97,8 @@ class FakeApns:
         self.initial_window = initial_window  # per-stream flow-control window it announces
         self.record = record
         self.on_push = on_push
+        self.fast_path = fast_path  # the usual request without h2's objects (``apns_h2``)
+        self.fast_requests = 0  # requests taken that way
         self.controls = Controls()
         self.accepted: list[Accepted] = []
         self.count = 0  # accepted pushes
@@ -269,7 +279,8 @@ class _FakeConnection(asyncio.Protocol):
         ))
         self.transport: asyncio.Transport | None = None
         self.topic = ""
-        self.requests: dict[int, tuple[list[tuple[bytes, bytes]], bytearray]] = {}
+        # stream id -> (headers, body, taken the short way: no h2 stream)
+        self.requests: dict[int, tuple[list[tuple[bytes, bytes]], bytes | bytearray, bool]] = {}
         self.raised = False
         self.last_answered = 0
 
@@ -301,8 +312,13 @@ class _FakeConnection(asyncio.Protocol):
             self.transport.abort()
 
     def data_received(self, data: bytes) -> None:
+        c = self.fake.controls
+        # The short way only while nothing is set to misbehave at the answer (stall, goaway,
+        # garbage, reset): a request taken that way is answered in this batch.
+        fast = (self.fake.fast_path and not (c.goaway_reason or c.garbage or c.reset)
+                and (not c.stall_until or time.monotonic() >= c.stall_until))
         try:
-            events = self.h2.receive_data(data)
+            events = apns_h2.receive_data(self.h2, data) if fast else self.h2.receive_data(data)
         except H2Error as exc:
             log.info("APNs fake: HTTP/2 error from the client: %s", exc)
             if self.transport is not None:
@@ -310,23 +326,34 @@ class _FakeConnection(asyncio.Protocol):
             self.abort()
             return
         done: list[int] = []
+        requests = self.requests
         for event in events:
-            if isinstance(event, RequestReceived):
-                if len(self.requests) >= self.h2.local_settings.max_concurrent_streams:
+            if type(event) is apns_h2.FastRequest:  # (RequestReceived, DataReceived, StreamEnded)
+                self.fake.fast_requests += 1
+                if len(requests) >= self.h2.local_settings.max_concurrent_streams:
+                    self.fake.refused_streams += 1
+                    apns_h2.refuse(self.h2, event.stream_id)
+                else:
+                    requests[event.stream_id] = (event.headers, event.body, True)
+                apns_h2.ack(self.h2, event)
+                done.append(event.stream_id)
+            elif isinstance(event, RequestReceived):
+                if len(requests) >= self.h2.local_settings.max_concurrent_streams:
                     self.fake.refused_streams += 1
                     self.h2.reset_stream(event.stream_id, ErrorCodes.REFUSED_STREAM)
                     continue
-                self.requests[event.stream_id] = (list(event.headers), bytearray())
+                requests[event.stream_id] = (list(event.headers), bytearray(), False)
             elif isinstance(event, DataReceived):
                 self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                request = self.requests.get(event.stream_id)
+                request = requests.get(event.stream_id)
                 if request is not None:
-                    request[1].extend(event.data)
+                    cast(bytearray, request[1]).extend(event.data)
             elif isinstance(event, StreamEnded):
                 done.append(event.stream_id)
             elif isinstance(event, StreamReset):
-                self.requests.pop(event.stream_id, None)
-        self.fake.max_concurrent = max(self.fake.max_concurrent, len(self.requests))
+                requests.pop(event.stream_id, None)
+        if len(requests) > self.fake.max_concurrent:
+            self.fake.max_concurrent = len(requests)
         if done:
             self._answer(done)
         if self.transport is not None:
@@ -361,20 +388,27 @@ class _FakeConnection(asyncio.Protocol):
                 continue
             status, reason, apns_id = fake.answer(self.topic, request[0], bytes(request[1]))
             fake.answers[status] = fake.answers.get(status, 0) + 1
-            headers = [(b":status", str(status).encode())]
+            headers = [_STATUS.get(status) or (b":status", str(status).encode())]
             if apns_id:
                 headers.append((b"apns-id", apns_id.encode()))
-            self.last_answered = max(self.last_answered, stream_id)
+            if stream_id > self.last_answered:
+                self.last_answered = stream_id
             if status == 200:
-                self.h2.send_headers(stream_id, headers, end_stream=True)
+                if request[2]:
+                    apns_h2.answer(self.h2, stream_id, headers, None)
+                else:
+                    self.h2.send_headers(stream_id, headers, end_stream=True)
                 continue
             error: dict[str, Any] = {"reason": reason}
             if status == 410:
                 error["timestamp"] = c.unregistered.get(_token_of(request[0]), int(time.time() * 1000))
             body = json.dumps(error).encode()
             headers.append((b"content-type", b"application/json"))
-            self.h2.send_headers(stream_id, headers)
-            self.h2.send_data(stream_id, body, end_stream=True)
+            if request[2]:
+                apns_h2.answer(self.h2, stream_id, headers, body)
+            else:
+                self.h2.send_headers(stream_id, headers)
+                self.h2.send_data(stream_id, body, end_stream=True)
         if not self.raised:
             self.raised = True
             self.h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: fake.raise_streams_to})

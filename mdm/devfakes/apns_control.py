@@ -54,7 +54,8 @@ def _apply(fake: FakeApns, body: dict[str, Any]) -> None:
 
 def stats(fake: FakeApns) -> dict[str, Any]:
     return {"accepted": fake.count, "requests": fake.requests, "max_concurrent": fake.max_concurrent,
-            "connections": fake.connections_seen, "answers": {str(k): v for k, v in fake.answers.items()}}
+            "connections": fake.connections_seen, "answers": {str(k): v for k, v in fake.answers.items()},
+            "fast_requests": fake.fast_requests}
 
 
 async def start_control(fake: FakeApns, port: int, host: str = "127.0.0.1") -> web.AppRunner:
