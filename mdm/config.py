@@ -47,6 +47,10 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
     name: ClassVar[str] = ""
 
+    def check(self, config: Config) -> None:
+        """What the section refuses given the rest of the configuration (raise ``ValueError``
+        with the message for the operator); called by ``load_config``."""
+
 
 _Section = Section
 S = TypeVar("S", bound=Section)
@@ -426,4 +430,9 @@ def load_config(
         except ValidationError as exc:
             problems = _format_errors(exc, prefix=name + ".", lines=key_lines(text))
             raise ConfigError(f"invalid configuration in {path}: {problems}") from None
+    for section in config.extensions.values():
+        try:
+            section.check(config)
+        except ValueError as exc:
+            raise ConfigError(f"invalid configuration in {path}: [{section.name}] {exc}") from None
     return config

@@ -66,7 +66,7 @@ async def running_worker(server: Server) -> int:
     supervisor = supervisor_of(server)
 
     async def reported() -> bool:
-        return supervisor.process is not None and supervisor.view.last is not None
+        return supervisor.process is not None and supervisor.view.reported()
 
     await eventually(reported)
     assert supervisor.process is not None
@@ -196,7 +196,7 @@ async def test_a_renewed_certificate_restarts_the_worker_with_it(
 
     async def restarted() -> bool:
         process = supervisor.process
-        return process is not None and process.pid != first and supervisor.view.last is not None
+        return process is not None and process.pid != first and supervisor.view.reported()
 
     await eventually(restarted)
     # Nothing changed: a reload leaves the worker alone.

@@ -87,11 +87,34 @@ class PushConfig(Section):
     # Where the dispatcher's worker runs: "inline" (the server's event loop) or "process" (a
     # process of its own beside the server, which then only records owed wake-ups).
     worker: Literal["inline", "process"] = "inline"
+    # With worker = "process": how many worker processes (PostgreSQL only: they share the owed rows
+    # through FOR UPDATE SKIP LOCKED; SQLite has one writer). repush_per_second is split between them.
+    workers: int = Field(default=1, ge=1, le=64)
+    # How long a taken wake-up is held by the worker sending it: one whose worker died is sent
+    # again (by any worker) once this has passed.
+    lease_seconds: float = Field(default=300.0, ge=1, le=24 * 3600)
     # Owed wake-ups taken per batch, and pushes in flight at once.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     concurrency: int = Field(default=1000, ge=1, le=100_000)
     # Warn (log and event) this many days before the push certificate expires.
     expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
+
+    def check(self, config: Config) -> None:
+        if self.workers == 1:
+            return
+        if self.worker != "process":
+            raise ValueError(f'workers = {self.workers} needs worker = "process" (the inline worker is the '
+                             "server's own event loop: one)")
+        if config.database_url.startswith("sqlite"):
+            raise ValueError(f"workers = {self.workers} needs PostgreSQL: SQLite has one writer, so push "
+                             "worker processes would only wait for each other's lock (set workers = 1)")
+
+    def worker_share(self) -> PushConfig:
+        """What one of ``workers`` worker processes runs with: its part of the re-push budget, so
+        that the fleet-wide rate holds."""
+        if self.workers == 1:
+            return self
+        return self.model_copy(update={"repush_per_second": self.repush_per_second / self.workers})
 
 
 def apns_config(config: Config) -> ApnsConfig:

@@ -68,6 +68,7 @@ def make_plugin(
                       "worker runs in the server")
             in_process = False
         service = PushDispatcher(ctx.db, push_config(ctx.config), transports,
+                                 lease_seconds=push_config(ctx.config).lease_seconds,
                                  receipts=receipts(ctx) if receipts is not None and not in_process else None)
         ctx.services[DISPATCHER] = service
         if in_process and worker_command is not None:
@@ -113,7 +114,7 @@ def make_plugin(
 
     def reload_settings(ctx: ServerContext) -> None:
         service = ctx.services.get(DISPATCHER)
-        if service is not None:
+        if service is not None:  # (the budget reads repush_per_second from it at each batch)
             service.config = push_config(ctx.config)
 
     return Plugin(
@@ -130,7 +131,8 @@ def make_plugin(
             # Read from dispatcher.config at each use; the proxy is the transports' (a restart).
             hot(*(f"push.{key}" for key in (
                 "retry_seconds", "retry_max_seconds", "silent_after_hours", "sweep_interval_seconds",
-                "batch_size", "concurrency",
+                "batch_size", "concurrency", "repush_per_second",
+                "workers",  # (the supervisor starts that many worker processes: restart_worker)
             )), apply=reload_settings),
             *extra_hot,
         ),

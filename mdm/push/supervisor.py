@@ -1,10 +1,13 @@
-"""The server's side of the push worker process (``[push] worker = "process"``): starts it, hands
-it the configuration, restarts it with back-off when it ends, restarts it when ``mdm reload``
-changed what it was started with, stops it with the server (SIGTERM, then SIGKILL), and shows
-what it reports (``dispatcher.stats`` of the server's dispatcher, the push metrics in ``/metrics``).
+"""The server's side of the push worker processes (``[push] worker = "process"``, ``workers =
+N``): starts them, hands each the configuration, restarts each with back-off when it ends,
+restarts them when ``mdm reload`` changed what they were started with, stops them with the server
+(SIGTERM, then SIGKILL), and shows what they report, summed (``dispatcher.stats`` of the server's
+dispatcher, the push metrics in ``/metrics``).
 
-A wake-up the worker had leased when it died is sent by the next worker once its lease ends (the
-dispatcher's ``lease_seconds``); the others are rows in ``push_wakeups`` and wait for nobody.
+Several workers (PostgreSQL only) share the owed rows through the take's ``FOR UPDATE SKIP
+LOCKED``; each runs with its part of ``push.repush_per_second`` (``PushConfig.worker_share``). A
+wake-up a worker had leased when it died is sent by any worker once its lease ends
+(``push.lease_seconds``); the others are rows in ``push_wakeups`` and wait for nobody.
 """
 
 from __future__ import annotations
@@ -14,11 +17,12 @@ import contextlib
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mdm.core.metrics import REGISTRY
 from mdm.push import metrics
 from mdm.push.assembly import Handoff
+from mdm.push.config import push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.worker_channel import PREFIX, MirroredMetrics, WorkerView, parse
 from mdm.push.worker_process import encode_start
@@ -37,6 +41,17 @@ class WorkerCommand:
     handoff: Handoff | None = None
 
 
+@dataclass
+class WorkerSlot:
+    """One of the ``push.workers`` worker processes the server keeps running."""
+
+    index: int
+    process: asyncio.subprocess.Process | None = None
+    starts: int = 0
+    sent_start: bytes | None = None
+    restart: asyncio.Event = field(default_factory=asyncio.Event)
+
+
 class WorkerSupervisor:
     def __init__(
         self, ctx: ServerContext, dispatcher: PushDispatcher, command: WorkerCommand, *,
@@ -49,65 +64,96 @@ class WorkerSupervisor:
         self.min_backoff = min_backoff
         self.max_backoff = max_backoff
         self.view = WorkerView()
-        self.process: asyncio.subprocess.Process | None = None
-        self.starts = 0
-        self._sent_start: bytes | None = None
-        self._restart = asyncio.Event()
+        self.slots: list[WorkerSlot] = []
+        self._resize = asyncio.Event()
         self._unregistered: list[object] = []
         self._mirror: MirroredMetrics | None = None
 
-    # ---- the server's worker --------------------------------------------------------------------
+    @property
+    def process(self) -> asyncio.subprocess.Process | None:
+        """The first worker process (the only one with ``push.workers = 1``)."""
+        return self.slots[0].process if self.slots else None
+
+    @property
+    def starts(self) -> int:
+        return sum(slot.starts for slot in self.slots)
+
+    def processes(self) -> list[asyncio.subprocess.Process]:
+        return [slot.process for slot in self.slots if slot.process is not None]
+
+    # ---- the server's workers -------------------------------------------------------------------
     async def run(self) -> None:
-        """Keep a worker process running until cancelled (the server stops)."""
+        """Keep ``push.workers`` worker processes running until cancelled (the server stops); a
+        reload that changes their number starts them all again."""
         self._mirror_metrics()
-        backoff = self.min_backoff
         try:
             while True:
-                began = time.monotonic()
+                self._resize.clear()
+                self.slots = [WorkerSlot(i) for i in range(push_config(self.ctx.config).workers)]
+                tasks = [asyncio.create_task(self._keep(slot)) for slot in self.slots]
                 try:
-                    status = await self._run_once()
-                except OSError as exc:  # the interpreter cannot be started: try again later
-                    log.error("push: the worker process cannot be started: %s", exc)
-                    status = None
-                self.view.worker_ended()
-                self.view.apply(self.dispatcher.stats)
-                if self._restart.is_set():
-                    self._restart.clear()
-                    backoff = self.min_backoff
-                    continue
-                if time.monotonic() - began > HEALTHY_SECONDS:
-                    backoff = self.min_backoff
-                log.warning("push: the worker process ended (exit status %s); starting it again in %.0fs",
-                            status, backoff)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._restart.wait(), backoff)
-                self._restart.clear()
-                backoff = min(backoff * 2, self.max_backoff)
+                    await self._resize.wait()
+                finally:
+                    for task in tasks:
+                        task.cancel()
+                    await asyncio.gather(*tasks, return_exceptions=True)
+                    await self.stop()
+                    for slot in self.slots:
+                        self.view.worker_ended(slot.index)
+                    self.view.apply(self.dispatcher.stats)
         finally:
-            await self.stop()
             self._unmirror_metrics()
 
-    async def _run_once(self) -> int | None:
+    async def _keep(self, slot: WorkerSlot) -> None:
+        """One slot's worker: started again with back-off whenever it ends."""
+        backoff: float | None = None  # (None: min_backoff, read when needed)
+        while True:
+            began = time.monotonic()
+            try:
+                status = await self._run_once(slot)
+            except OSError as exc:  # the interpreter cannot be started: try again later
+                log.error("push: the worker process cannot be started: %s", exc)
+                status = None
+            self.view.worker_ended(slot.index)
+            self.view.apply(self.dispatcher.stats)
+            if slot.restart.is_set():
+                slot.restart.clear()
+                backoff = None
+                continue
+            if backoff is None or time.monotonic() - began > HEALTHY_SECONDS:
+                backoff = self.min_backoff
+            log.warning("push: worker process %d ended (exit status %s); starting it again in %.0fs",
+                        slot.index, status, backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(slot.restart.wait(), backoff)
+            slot.restart.clear()
+            backoff = min(backoff * 2, self.max_backoff)
+
+    async def _run_once(self, slot: WorkerSlot) -> int | None:
         start = encode_start(self.ctx.config, self._handoff())
         process = await asyncio.create_subprocess_exec(
             *self.command.argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             limit=1 << 24,
         )
-        self.process, self._sent_start = process, start
-        self.starts += 1
-        log.info("push: worker process started (pid %d)", process.pid)
+        slot.process, slot.sent_start = process, start
+        slot.starts += 1
+        log.info("push: worker process %d started (pid %d)", slot.index, process.pid)
         assert process.stdin is not None and process.stdout is not None
         try:
             process.stdin.write(start)
             await process.stdin.drain()
         except (BrokenPipeError, ConnectionResetError):
             pass
-        while line := await process.stdout.readline():
-            snap = parse(line)
-            if snap is not None:
-                self.view.take(snap)
-                self.view.apply(self.dispatcher.stats)
-        return await self._reap(process)
+        try:
+            while line := await process.stdout.readline():
+                snap = parse(line)
+                if snap is not None:
+                    self.view.take(snap, slot.index)
+                    self.view.apply(self.dispatcher.stats)
+            return await self._reap(process)
+        except asyncio.CancelledError:
+            await self._stop_one(process)
+            raise
 
     async def _reap(self, process: asyncio.subprocess.Process) -> int:
         """Wait for a process whose stdout ended; SIGTERM then SIGKILL if it lingers."""
@@ -131,20 +177,33 @@ class WorkerSupervisor:
 
     # ---- reload and stop ------------------------------------------------------------------------
     def restart_if_changed(self) -> bool:
-        """After ``mdm reload``: a worker started with another configuration or identity than the
-        server now holds is restarted (it reads both only when it starts)."""
-        if self.process is None or self._sent_start == encode_start(self.ctx.config, self._handoff()):
+        """After ``mdm reload``: workers started with another configuration or identity than the
+        server now holds are restarted (they read both only when they start); another number of
+        workers (``push.workers``) starts them all again."""
+        if not self.slots:
             return False
-        log.info("push: the configuration or the push identity changed; restarting the worker process")
-        self._restart.set()
-        with contextlib.suppress(ProcessLookupError):
-            self.process.terminate()
+        if push_config(self.ctx.config).workers != len(self.slots):
+            log.info("push: push.workers changed; starting %d worker process(es)",
+                     push_config(self.ctx.config).workers)
+            self._resize.set()
+            return True
+        start = encode_start(self.ctx.config, self._handoff())
+        changed = [slot for slot in self.slots if slot.process is not None and slot.sent_start != start]
+        if not changed:
+            return False
+        log.info("push: the configuration or the push identity changed; restarting the worker process(es)")
+        for slot in changed:
+            slot.restart.set()
+            with contextlib.suppress(ProcessLookupError):
+                slot.process.terminate()  # type: ignore[union-attr]
         return True
 
     async def stop(self) -> None:
-        """SIGTERM (and stdin closed), then SIGKILL after ``stop_grace``."""
-        process = self.process
-        if process is None or process.returncode is not None:
+        """Every worker: SIGTERM (and stdin closed), then SIGKILL after ``stop_grace``."""
+        await asyncio.gather(*(self._stop_one(process) for process in self.processes()))
+
+    async def _stop_one(self, process: asyncio.subprocess.Process) -> None:
+        if process.returncode is not None:
             return
         if process.stdin is not None:
             process.stdin.close()
@@ -154,7 +213,8 @@ class WorkerSupervisor:
             async with asyncio.timeout(self.stop_grace):
                 await process.wait()
         except TimeoutError:
-            log.warning("push: the worker process did not stop within %.0fs; killing it", self.stop_grace)
+            log.warning("push: worker process %d did not stop within %.0fs; killing it", process.pid,
+                        self.stop_grace)
             with contextlib.suppress(ProcessLookupError):
                 process.kill()
             await process.wait()

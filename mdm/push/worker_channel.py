@@ -2,8 +2,9 @@
 (``[push] worker = "process"``): its dispatcher's counters (``GET /api/v1/push/status`` and the
 ``push`` light read ``dispatcher.stats``) and its push metrics (the server's ``/metrics``).
 
-The server adds what earlier worker processes counted before they ended, so that a restarted
-worker does not set ``sent`` or the metrics' counters back to zero.
+The server sums what its worker processes (``push.workers``) report, and adds what earlier worker
+processes counted before they ended, so that a restarted worker does not set ``sent`` or the
+metrics' counters back to zero.
 """
 
 from __future__ import annotations
@@ -49,75 +50,82 @@ def parse(line: bytes) -> dict[str, Any] | None:
 
 
 class WorkerView:
-    """The server's picture of its worker process: the last snapshot plus what the worker
-    processes before it counted."""
+    """The server's picture of its worker processes (``push.workers``): the last snapshot of each
+    (by its slot) plus what the worker processes before them counted. Counters are summed over
+    the workers; gauges (the owed count every worker refreshes alike) are their largest value."""
 
     def __init__(self) -> None:
-        self.last: dict[str, Any] | None = None
+        self.current: dict[int, dict[str, Any]] = {}  # slot -> last snapshot of its running worker
         self._base_services: dict[str, dict[str, Any]] = {}
         self._base_samples: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
         self._kinds: dict[str, tuple[str, str]] = {}  # family -> (documentation, type)
 
-    def take(self, snap: dict[str, Any]) -> None:
-        self.last = snap
+    def reported(self, slot: int = 0) -> bool:
+        return slot in self.current
+
+    def take(self, snap: dict[str, Any], slot: int = 0) -> None:
+        self.current[slot] = snap
         for family in snap.get("metrics", []):
             self._kinds[family["name"]] = (family["doc"], family["type"])
 
-    def worker_ended(self) -> None:
-        """The worker process ended: its counts become the base of the next one's."""
-        if self.last is None:
+    def worker_ended(self, slot: int = 0) -> None:
+        """The slot's worker process ended: its counts become part of the base."""
+        last = self.current.pop(slot, None)
+        if last is None:
             return
-        for name, svc in self.last.get("services", {}).items():
+        for name, svc in last.get("services", {}).items():
             base = self._base_services.setdefault(name, {"sent": 0, "failures": {}})
             base["sent"] += int(svc.get("sent", 0))
             for reason, n in svc.get("failures", {}).items():
                 base["failures"][reason] = base["failures"].get(reason, 0) + int(n)
-        for family in self.last.get("metrics", []):
+        for family in last.get("metrics", []):
             for name, labels, value in family["samples"]:
                 if name.endswith(_GROWING):
                     key = (name, tuple(sorted(labels.items())))
                     self._base_samples[key] = self._base_samples.get(key, 0.0) + float(value)
-        self.last = None
 
     def apply(self, stats: dict[str, ServiceStats]) -> None:
-        """Write the worker's counters into the server's dispatcher's ``stats`` (read by the API
-        and the status light)."""
-        services = (self.last or {}).get("services", {})
+        """Write the workers' counters, summed, into the server's dispatcher's ``stats`` (read by
+        the API and the status light)."""
+        snaps = [self.current[slot] for slot in sorted(self.current)]
         for name, current in stats.items():
-            svc = services.get(name)
             base = self._base_services.get(name, {"sent": 0, "failures": {}})
-            failures = dict(base["failures"])
-            if svc is None:
-                current.sent, current.failures = base["sent"], failures
-                continue
-            for reason, n in svc.get("failures", {}).items():
-                failures[reason] = failures.get(reason, 0) + int(n)
-            current.configured = bool(svc.get("configured"))
-            current.circuit_open = bool(svc.get("circuit_open"))
-            current.sent = base["sent"] + int(svc.get("sent", 0))
-            current.failures = failures
-            at = svc.get("last_success_at")
-            if at:
-                current.last_success_at = datetime.fromisoformat(at)
+            sent, failures = int(base["sent"]), dict(base["failures"])
+            seen = [svc for snap in snaps if (svc := snap.get("services", {}).get(name)) is not None]
+            for svc in seen:
+                sent += int(svc.get("sent", 0))
+                for reason, n in svc.get("failures", {}).items():
+                    failures[reason] = failures.get(reason, 0) + int(n)
+                at = datetime.fromisoformat(svc["last_success_at"]) if svc.get("last_success_at") else None
+                if at is not None and (current.last_success_at is None or at > current.last_success_at):
+                    current.last_success_at = at
+            if seen:
+                current.configured = any(bool(svc.get("configured")) for svc in seen)
+                current.circuit_open = any(bool(svc.get("circuit_open")) for svc in seen)
+            current.sent, current.failures = sent, failures
 
     def families(self) -> Iterator[Metric]:
-        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
-        by_name: dict[str, Metric] = {}
-        for family in (self.last or {}).get("metrics", []):
-            metric = by_name[family["name"]] = Metric(family["name"], family["doc"], family["type"])
-            for name, labels, value in family["samples"]:
-                key = (name, tuple(sorted(labels.items())))
-                seen.add(key)
-                metric.add_sample(name, labels, float(value) + self._base_samples.get(key, 0.0))
-        for (name, labels), value in self._base_samples.items():  # counted by a worker that ended
-            if (name, labels) in seen:
-                continue
-            family_name = _family_of(name)
-            if family_name not in by_name:
-                doc, kind = self._kinds.get(family_name, ("", "untyped"))
-                by_name[family_name] = Metric(family_name, doc, kind)
-            by_name[family_name].add_sample(name, dict(labels), value)
-        yield from by_name.values()
+        values: dict[str, dict[tuple[str, tuple[tuple[str, str], ...]], float]] = {}
+        for slot in sorted(self.current):
+            for family in self.current[slot].get("metrics", []):
+                samples = values.setdefault(family["name"], {})
+                for name, labels, value in family["samples"]:
+                    key = (name, tuple(sorted(labels.items())))
+                    if key not in samples:
+                        samples[key] = float(value)
+                    elif name.endswith(_GROWING):
+                        samples[key] += float(value)
+                    else:  # a gauge, a _created time: one value, not a sum
+                        samples[key] = max(samples[key], float(value))
+        for (name, labels), value in self._base_samples.items():  # counted by workers that ended
+            samples = values.setdefault(_family_of(name), {})
+            samples[(name, labels)] = samples.get((name, labels), 0.0) + value
+        for family_name, samples in values.items():
+            doc, kind = self._kinds.get(family_name, ("", "untyped"))
+            metric = Metric(family_name, doc, kind)
+            for (name, labels), value in samples.items():
+                metric.add_sample(name, dict(labels), value)
+            yield metric
 
 
 def _family_of(sample: str) -> str:

@@ -108,7 +108,8 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     if setup.receive is not None:
         setup.receive(ctx, handoff)
     transports = await build_transports(ctx, setup.factories)
-    dispatcher = PushDispatcher(db, push_config(config), transports,
+    settings = push_config(config)
+    dispatcher = PushDispatcher(db, settings.worker_share(), transports, lease_seconds=settings.lease_seconds,
                                 receipts=setup.receipts(ctx) if setup.receipts is not None else None)
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
