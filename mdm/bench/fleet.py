@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import tomlkit
 from cryptography import x509
 
 from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, fleet_recall, local
@@ -39,6 +40,7 @@ from mdm.bench.fleet_prepare import KeyType
 from mdm.bench.phases import Admin
 from mdm.bench.progress import Progress
 from mdm.bench.stats import rss_kib
+from mdm.config import CONFIG_FILE
 from mdm.config_sections import load as load_config
 from mdm.db.engine import Database
 from mdm.push.topic import read_topic
@@ -67,6 +69,7 @@ class Options:
     skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm
     recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
     push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
+    push_workers: int = 1  # push.workers: worker processes (more than one: PostgreSQL, implies "process")
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
@@ -91,6 +94,17 @@ class Report:
         return {k: v for k, v in vars(self).items() if v}
 
 
+def _set_push_workers(data_dir: Path, workers: int) -> None:
+    """``push.workers`` in the data directory's configuration (written on every run: a data
+    directory reused from a run with another number keeps none of it)."""
+    path = data_dir / CONFIG_FILE
+    doc = tomlkit.parse(path.read_text())
+    if "push" not in doc:
+        doc["push"] = tomlkit.table()
+    doc["push"]["workers"] = workers
+    path.write_text(tomlkit.dumps(doc))
+
+
 def answering_count(options: Options) -> int:
     return min(options.devices, options.answering if options.answering is not None else 10_000)
 
@@ -98,13 +112,19 @@ def answering_count(options: Options) -> int:
 async def run(options: Options, say: Say) -> Report:
     if options.devices < 1 or (options.answering is not None and options.answering < 0):
         raise FleetBenchError("--devices must be >= 1 and --answering >= 0")
+    if options.push_workers < 1:
+        raise FleetBenchError("--push-workers must be >= 1")
+    if options.push_workers > 1 and not options.database_url:
+        raise FleetBenchError("--push-workers > 1 needs PostgreSQL (--database-url): SQLite has one writer")
+    push_worker = "process" if options.push_workers > 1 else options.push_worker
     report = Report()
     data_dir = options.data_dir
     say(f"preparing {data_dir}...")
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url,
                                      plain=options.plain, pool_size=10)
     async with fleet_apns.running(data_dir) as fake:
-        fleet_apns.configure(data_dir, fake.info, push_worker=options.push_worker)
+        fleet_apns.configure(data_dir, fake.info, push_worker=push_worker)
+        _set_push_workers(data_dir, options.push_workers)
         config = load_config(data_dir, env=local._env(data_dir), require_file=True)
         topic = read_topic(config).topic
         t0 = time.perf_counter()
@@ -126,7 +146,7 @@ async def run(options: Options, say: Say) -> Report:
                         "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
                         "transport": "plain HTTP" if options.plain else "TLS", "command": options.command,
                         "server_pid": server.pid, "apns_fake_pid": fake.pid,
-                        "push_worker": options.push_worker}
+                        "push_worker": push_worker, "push_workers": options.push_workers}
         report.rss_mib["start"] = _rss(server.pid)
         roots = [x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())]
         admin = Admin(server.url("admin"), local.admin_token(data_dir), roots)

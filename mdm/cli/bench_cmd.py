@@ -161,6 +161,9 @@ def _register_fleet(kinds: Any) -> None:
                    help="skip a phase (repeatable)")
     b.add_argument("--push-worker", choices=("inline", "process"), default="inline",
                    help="push.worker: the push dispatcher's worker in the server or a process of its own")
+    b.add_argument("--push-workers", type=int, default=1, metavar="N",
+                   help="push.workers: N push worker processes (N > 1: PostgreSQL only, implies "
+                        "--push-worker process; default 1)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_fleet)
 
@@ -175,7 +178,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         devices=args.devices, data_dir=args.data_dir, answering=args.answering,
         database_url=args.database_url, key_type=args.key_type, plain=args.plain, command=args.command,
         concurrency=args.concurrency, idle_seconds=args.idle_seconds, timeout=args.timeout,
-        skip=tuple(args.skip), push_worker=args.push_worker,
+        skip=tuple(args.skip), push_worker=args.push_worker, push_workers=args.push_workers,
     )
 
     try:
