@@ -380,3 +380,39 @@ async def test_close_releases_the_server_shell(eas_world: EasWorld) -> None:
     assert not runner.health()[0].connected
     with pytest.raises(ExchangeUnavailable, match="closed"):
         await runner.run(C.get_accepted_domain())
+
+
+async def test_retries_pause_with_backoff_within_the_calls_budget(eas_world: EasWorld) -> None:
+    """Transient failures are retried ``retries`` times, each after a backoff pause (here exactly
+    0.6 s: initial = max), and never past the call's time budget."""
+    fake = eas_world.fake()
+    runner = eas_world.runner(fake, retries=2, backoff_initial_seconds=0.6, backoff_max_seconds=0.6)
+    await runner.run(C.get_accepted_domain())
+    fake.fail_next(50, status=503)
+    started = time.monotonic()
+    with pytest.raises(ExchangeUnavailable, match="HTTP 503"):
+        await runner.run(C.get_accepted_domain())
+    assert 1.2 <= time.monotonic() - started < 6  # two pauses of 0.6 s, then it gives up
+    started = time.monotonic()
+    with pytest.raises(ExchangeUnavailable):  # a budget of 0.9 s leaves room for one pause only
+        await runner.run(C.get_accepted_domain(), limit_seconds=0.9)
+    assert time.monotonic() - started < 1.2
+
+
+@pytest.mark.parametrize("tls", [True, False], ids=["https", "http-encrypted"])
+async def test_a_server_that_stops_answering_is_a_timeout_within_the_budget(
+        eas_world: EasWorld, tls: bool) -> None:
+    """The server accepts the connection but answers nothing for a while (a hung IIS): the call
+    ends with a timeout at its budget, not after HTTP read timeouts and pypsrp's own retries; the
+    runner works again once the server does."""
+    fake = eas_world.fake(tls=tls)
+    runner = eas_world.runner(fake, retries=3)
+    await runner.run(C.get_accepted_domain())
+    fake.delay_next(1, seconds=8.0)  # the pipeline's Command is answered 8 s late
+    started = time.monotonic()
+    with pytest.raises(ExchangeTimeout, match="did not answer in time"):
+        await runner.run(C.get_accepted_domain(), limit_seconds=2.0)
+    assert time.monotonic() - started < 4.0
+    assert not runner.health()[0].connected  # that pool is dropped: its state is unknown
+    assert await runner.run(C.get_accepted_domain())  # a new pool
+    assert runner.health()[0].connected

@@ -62,6 +62,11 @@ log = logging.getLogger(__name__)
 POLL_SECONDS = 1.0
 HTTP_POLL_SECONDS = 0.2  # under the HTTP lock: short, so that the pool's pipelines interleave
 _SHELL_NOT_FOUND = (2150858843, 2150858832)  # w:InvalidSelectors / shell gone after a restart
+STOP_SECONDS = 2.0  # what stopping a pipeline past its deadline may take (Signal)
+# The deadline of the call the current thread runs (``ServerConnection.run``): every HTTP request
+# of it waits at most until then (``_SerialWSMan``), so a server that stops answering ends the
+# call at its budget rather than after requests' read timeouts and pypsrp's own retries.
+_CALL = threading.local()
 
 
 def mark(error: ExchangeError, *, after_send: bool | None = None,
@@ -84,17 +89,43 @@ def _pool_ok(error: ExchangeError) -> bool:
 
 
 class _SerialWSMan(WSMan):
-    """pypsrp's WSMan with every request under one lock (see the module's docstring)."""
+    """pypsrp's WSMan with every request under one lock (see the module's docstring), each
+    request bounded by the current call's deadline (``_CALL``), and no retry of its own (pypsrp
+    retries a Receive that timed out five times, sleeping up to a minute: the runner retries)."""
 
     def __init__(self, *args: Any, serial: bool, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._request_lock: threading.Lock | None = threading.Lock() if serial else None
+        transport: Any = self.transport
+        send = transport._send_request
+
+        def bounded(request: requests.PreparedRequest, timeout: Any = None) -> bytes:
+            return cast(bytes, send(request, timeout=_bounded(
+                timeout, transport.connection_timeout, transport.read_timeout)))
+
+        transport._send_request = bounded
 
     def invoke(self, *args: Any, **kwargs: Any) -> ET.Element:
+        kwargs["retries_on_read_timeout"] = 0
         if self._request_lock is None:
             return super().invoke(*args, **kwargs)
         with self._request_lock:
             return super().invoke(*args, **kwargs)
+
+
+def _bounded(timeout: Any, connect: float, read: float) -> Any:
+    """requests' (connect, read) timeout of one HTTP request, cut to the call's time left."""
+    deadline: float | None = getattr(_CALL, "deadline", None)
+    if deadline is None:
+        return timeout
+    if isinstance(timeout, tuple):
+        connect, read = timeout
+    elif timeout is not None:
+        connect = read = timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise requests.exceptions.ReadTimeout("the call's time budget is spent")
+    return (min(connect, left), min(read, left))
 
 
 def classify(exc: BaseException, *, server: str, principal: str) -> ExchangeError:
@@ -248,6 +279,7 @@ class ServerConnection:
         -ViewEntireForest when the scope is the forest). Raises an ``ExchangeError``; one that
         happened after the server accepted the pipeline has ``after_send = True``."""
         pool: RunspacePool | None = None
+        _CALL.deadline = deadline
         try:
             # Renews the ticket ahead of expiry: an open pool may still need it for a new
             # connection (HTTPS opens one per concurrent request), long after the pool opened.
@@ -268,6 +300,8 @@ class ServerConnection:
             if not _pool_ok(error):
                 self.reset(pool)
             raise error from (None if exc is error else exc)
+        finally:
+            _CALL.deadline = None
 
     def _invoke(self, pool: RunspacePool, statements: Sequence[Cmdlet], naming: Naming,
                 deadline: float) -> list[PSRecord]:
@@ -302,6 +336,7 @@ class ServerConnection:
 
     def _stop(self, ps: PowerShell, statements: Sequence[Cmdlet]) -> None:
         what = statements[-1].logical_name
+        _CALL.deadline = time.monotonic() + STOP_SECONDS  # the Signal gets a moment of its own
         try:
             ps.stop()
         except Exception as exc:
