@@ -4,6 +4,8 @@ is down fail the run cleanly (nothing marked vanished); hostile mailbox names ar
 
 from __future__ import annotations
 
+import time
+
 from eas_support import discover, event_bodies
 from sqlalchemy import func, select
 
@@ -50,3 +52,29 @@ async def test_kdc_down_fails_the_run(db: Database, eas_world: EasWorld) -> None
     result = await discover(db, runner)
     assert result.outcome == "failed" and result.error, result
     eas_world.kdc.start_kdc()
+
+
+
+async def test_garbage_and_a_hung_server_fail_the_run_and_mark_nothing(
+        db: Database, eas_world: EasWorld) -> None:
+    """A server answering HTML instead of WSMan, then one that holds every answer past the
+    budget: each run fails with its reason (and event); the partnerships Exchange no longer
+    lists are NOT marked vanished by a run that could not read them."""
+    org = eas_world.org(mailboxes=6, devices=8)
+    babbling, hung = eas_world.fake(org), eas_world.fake(org)
+    assert (await discover(db, eas_world.runner(babbling))).outcome == "ok"
+    async with db.session() as session:
+        identities = list(await session.scalars(select(EasPartnership.exchange_identity)))
+    assert identities and all(org.drop_device(i) for i in identities)
+    babbling.garbage_next(1000)  # an HTML page instead of WSMan, at every attempt
+    result = await discover(db, eas_world.runner(babbling, retries=1))
+    assert (result.outcome, result.reason) == ("failed", "bad_response"), result
+    hung.delay_next(1000, seconds=6.0)
+    started = time.monotonic()
+    result = await discover(db, eas_world.runner(hung, retries=1), limit_seconds=2.0)
+    assert (result.outcome, result.reason) == ("failed", "timeout"), result
+    assert time.monotonic() - started < 5.0
+    failed = await event_bodies(db, "eas_discovery_failed")
+    assert [f["reason"] for f in failed] == ["bad_response", "timeout"], failed
+    vanished = select(func.count()).select_from(EasPartnership).where(EasPartnership.vanished_at.is_not(None))
+    assert await _count(db, vanished) == 0
