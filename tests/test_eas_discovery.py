@@ -113,7 +113,13 @@ async def test_vanished_and_reappeared(db: Database, org: Organisation, runner: 
     parts = await _parts(db)
     android = next(i for i in parts if "androidalice02" in i)
     assert org.drop_device(android)
-    await discover(db, runner)
+    result = await discover(db, runner)
+    # Reported: counted in the run (eas_discovery, its API/CLI) and its completion event.
+    assert result.vanished == 1
+    assert (await event_bodies(db, "eas_discovery_completed"))[-1]["vanished"] == 1
+    async with db.session() as session:
+        run = await session.get(EasDiscovery, 1)
+        assert run is not None and run.vanished == 1
     after = await _parts(db)
     assert after[android].vanished_at is not None
     assert sum(p.vanished_at is not None for p in after.values()) == 1
