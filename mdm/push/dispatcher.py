@@ -261,17 +261,38 @@ class PushDispatcher:
         limit = self._concurrency()
         answered: list[tuple[DueRow, PushResult]] = []
         rows = iter(targets)
+        transports = self.transports
+        latencies = metrics.Latencies()
+        perf_counter = time.perf_counter
 
         async def sender() -> None:
-            for row in rows:  # (one iterator shared by the senders: each row is sent once)
-                answered.append((row, await self._send(row, limit)))
+            # One permit per sender for its whole run (a sender has one push in flight at a
+            # time): the same bound as a permit per push, at a sender's cost instead of a push's.
+            async with limit:
+                for row in rows:  # (one iterator shared by the senders: each row is sent once)
+                    started = perf_counter()
+                    try:  # (IntEnum keys: an int finds them)
+                        result = await transports[cast(Protocol, row.protocol)].send(
+                            WakeTarget(row.device_id, row.token, row.push_magic))
+                    except Exception as exc:  # a transport must classify; if it raises, try again later
+                        log.warning("push: %s transport raised for device %d: %s", service_name(row.protocol),
+                                    row.device_id, type(exc).__name__)
+                        result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
+                    else:
+                        latencies.add(service_name(row.protocol), perf_counter() - started)
+                    if result.outcome is not Outcome.SENT:  # (accepted pushes are counted per batch)
+                        self._count_failure(row, result)
+                    answered.append((row, result))
 
         # A few senders per batch, each sending in turn, rather than a task per push: a task per
         # push, and with PIPELINE batches in flight two thirds of them waiting at the semaphore,
         # cost more CPU than the database work of a wake-up. PIPELINE batches of this many senders
         # keep push.concurrency pushes in flight; the semaphore still bounds them.
         senders = min(len(targets), max(1, self.config.concurrency // PIPELINE))
-        await asyncio.gather(*(sender() for _ in range(senders)))
+        try:
+            await asyncio.gather(*(sender() for _ in range(senders)))
+        finally:
+            latencies.flush()
         self._count_sent(answered)
         await self._apply(answered)
         await self._receipts(answered)
@@ -315,27 +336,13 @@ class PushDispatcher:
             stats.sent += n
             stats.last_success_at = now
 
-    async def _send(self, row: DueRow, limit: asyncio.Semaphore) -> PushResult:
-        transport = self.transports[cast(Protocol, row.protocol)]  # (IntEnum keys: an int finds them)
+    def _count_failure(self, row: DueRow, result: PushResult) -> None:
         service = service_name(row.protocol)
-        target = WakeTarget(row.device_id, row.token, row.push_magic)
-        async with limit:
-            started = time.perf_counter()
-            try:
-                result = await transport.send(target)
-            except Exception as exc:  # a transport must classify; if it raises, try again later
-                log.warning("push: %s transport raised for device %d: %s", service, row.device_id,
-                            type(exc).__name__)
-                result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
-            else:
-                metrics.latency(service).observe(time.perf_counter() - started)
-        if result.outcome is not Outcome.SENT:  # (accepted pushes are counted per batch)
-            reason = self._labels(service, result.reason or result.outcome.value)
-            metrics.FAILED.labels(service, reason).inc()
-            stats = self.stats[service]
-            stats.failures[reason] = stats.failures.get(reason, 0) + 1
-            self.failures.add(service, reason, result.outcome.value)
-        return result
+        reason = self._labels(service, result.reason or result.outcome.value)
+        metrics.FAILED.labels(service, reason).inc()
+        stats = self.stats[service]
+        stats.failures[reason] = stats.failures.get(reason, 0) + 1
+        self.failures.add(service, reason, result.outcome.value)
 
     # ---- answers --------------------------------------------------------------------------------
     def backoff(self, attempts: int) -> float:
