@@ -41,7 +41,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import event, text
 
 from mdm.bench import fleet_prepare, identities
 from mdm.config_sections import load as load_config
@@ -87,7 +87,6 @@ def explain_statements(db: Database, path: str) -> Callable[[], None]:
     import re
     import sqlite3
 
-    from sqlalchemy import event
 
     seen: dict[str, str] = {}
     shape = re.compile(r"'[^']*'|X'[0-9A-Fa-f]*'|\b\d+(\.\d+)?\b")
@@ -163,8 +162,10 @@ async def phase(
     send: Callable[[Signed], Awaitable[None]],
     concurrency: int,
     profiler: cProfile.Profile | None,
+    statements: list[int] | None = None,
 ) -> None:
-    """Each device's messages in order; ``concurrency`` devices at a time."""
+    """Each device's messages in order; ``concurrency`` devices at a time. ``statements``: the
+    engine's statement counter (``count_statements``), reported per message."""
     latencies: list[float] = []
     queue = iter(devices)
 
@@ -179,6 +180,7 @@ async def phase(
         profiler.enable()
     if os.environ.get("CHECKIN_THREADS"):
         print("  threads before (cpu s):", _threads())
+    counted0 = statements[0] if statements is not None else 0
     t0, wall0 = os.times(), time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     t1, wall = os.times(), time.perf_counter() - wall0
@@ -194,7 +196,20 @@ async def phase(
         f"({n / cpu if cpu else 0:6.0f}/s of CPU), wall {n / wall:6.0f}/s, "
         f"median {1000 * statistics.median(latencies):.2f} ms "
         f"(system {100 * system / cpu if cpu else 0:.0f} %)"
+        + (f", {(statements[0] - counted0) / n:.2f} statements each" if statements is not None else "")
     )
+
+
+def count_statements(db: Database) -> list[int]:
+    """A counter of the statements ``db`` runs (SQLAlchemy's and ``mdm.db.prepared``'s: both
+    fire ``before_cursor_execute``; BEGIN/COMMIT are not statements here)."""
+    counter = [0]
+
+    def count(*_: Any) -> None:
+        counter[0] += 1
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    return counter
 
 
 def _threads() -> dict[str, float]:
@@ -242,6 +257,7 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
         topic = "com.apple.mgmt.bench"
     db = Database(database_url, config.database.pool_size, echo=args.echo)
     explained = explain_statements(db, database_url.split("///", 1)[1]) if args.explain else None
+    statements = count_statements(db)
     profiler = cProfile.Profile() if args.profile else None
     profiled = {"enroll"} if args.only_enroll else set(args.profile_phase or ("enroll", "cold", "recheckin"))
 
@@ -252,7 +268,9 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
         await forget(db, members)
         enroll = [checkin_messages(member, topic, 1) for member in members]
         svc = service(db, cfg, anchors)
-        await phase("enroll", enroll, lambda s: send_checkin(svc, s), args.concurrency, prof("enroll"))
+        await phase(
+            "enroll", enroll, lambda s: send_checkin(svc, s), args.concurrency, prof("enroll"), statements
+        )
         await svc.last_seen.flush(db)
         idles = [[idle_message(m)] for m in members]
         svc = service(db, cfg, anchors)
@@ -262,8 +280,9 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
             lambda s: send_idle(svc, s),
             args.concurrency,
             prof("cold"),
+            statements,
         )
-        await phase("warm", idles, lambda s: send_idle(svc, s), args.concurrency, prof("warm"))
+        await phase("warm", idles, lambda s: send_idle(svc, s), args.concurrency, prof("warm"), statements)
         await svc.last_seen.flush(db)
         await asyncio.sleep(1.1)  # a later signing time than the enrollment's
         again = [checkin_messages(member, topic, 2) for member in members]
@@ -274,6 +293,7 @@ async def run(args: argparse.Namespace, database_url: str) -> None:
             lambda s: send_checkin(svc, s),
             args.concurrency,
             prof("recheckin"),
+            statements,
         )
         await svc.last_seen.flush(db)
     finally:

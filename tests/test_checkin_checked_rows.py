@@ -1,7 +1,7 @@
 """``store_checkin.checked_rows``: what Authenticate checks, read in one statement (issue 12,
 check-in storms): the device a fingerprint is bound to, the certificate's record, and the UDID's
 device with its binding, which stay None unless both rows exist (Authenticate then reads the
-device alone)."""
+device alone), and which enrollment issued the identity (its serial, or its SCEP challenge)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,11 @@ import hashlib
 import httpx
 from cryptography.hazmat.primitives.serialization import Encoding
 from ios_support import Phone, device_id_of, new_phone
+from test_enroll_attach_statement import enrollment_row, scep_request, user_row
 
 from mdm.db.engine import Database
+from mdm.enroll.attach import normalized_serial
+from mdm.enroll.profiles import SCEP_PURPOSE
 from mdm.ios import store_checkin
 from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
@@ -23,15 +26,33 @@ def _fingerprint(phone: Phone) -> bytes:
 
 async def _checked(db: Database, phone: Phone, udid: str) -> store_checkin.Checked:
     async with db.transaction() as session:
-        return await store_checkin.checked_rows(session, _fingerprint(phone), phone.serial, udid)
+        return await store_checkin.checked_rows(
+            session, _fingerprint(phone), phone.serial, udid, normalized_serial(phone.serial)
+        )
 
 
 async def test_nothing_known_reads_a_row_of_nothing(server: Server, db: Database) -> None:
     phone = await new_phone(db, pki_services.ca(server.ctx))
     checked = await _checked(db, phone, phone.udid)
     assert (checked.bound, checked.device, checked.binding) == (None, None, None)
-    # The identity was issued by our CA: its record, not yet any device's.
+    # The identity was issued by our CA: its record, not yet any device's; by no enrollment.
     assert checked.record is not None and checked.record.device_id is None
+    assert checked.enrollment == (None, None)
+
+
+async def test_the_enrollment_of_the_identity_comes_with_the_rows(server: Server, db: Database) -> None:
+    phone = await new_phone(db, pki_services.ca(server.ctx))
+    user_id = await user_row(db, "dora")
+    serial = normalized_serial(phone.serial)
+    enrollment_id = await enrollment_row(db, user_id, identity="pkcs12", serial=serial)
+    enrollment, purpose = (await _checked(db, phone, phone.udid)).enrollment
+    assert purpose is None
+    assert enrollment is not None and (enrollment.id, enrollment.user_id) == (enrollment_id, user_id)
+    assert enrollment.device_id is None and enrollment.mdm_profile_identifier.startswith("com.example.mdm.")
+    # A SCEP identity: the purpose of its request's challenge (the enrollment is then read by id).
+    other = await new_phone(db, pki_services.ca(server.ctx))
+    await scep_request(db, normalized_serial(other.serial), f"{SCEP_PURPOSE}{enrollment_id}")
+    assert (await _checked(db, other, other.udid)).enrollment == (None, f"{SCEP_PURPOSE}{enrollment_id}")
 
 
 async def test_a_bound_device_comes_with_its_binding_and_record(

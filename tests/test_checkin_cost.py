@@ -116,19 +116,19 @@ async def test_storm_pair_runs_few_statements_and_no_unit_of_work(server: Server
     token_update = paired - authenticate
     again = len(statements) - paired
     # A new device without an enrollment: look-ups of its identity's binding and record with the
-    # device and binding of its UDID (one; none found), of the device alone, of the enrollment it
-    # came from (two); an INSERT each for the device, its binding and its event, the certificate
-    # linked. The TokenUpdate: a read, two writes, its event.
-    assert 0 < authenticate <= 8, statements[:authenticate]
+    # device and binding of its UDID and the enrollment it came from (by serial and by SCEP
+    # challenge: one; none found), of the device alone; an INSERT each for the device, its binding
+    # and its event, the certificate linked. The TokenUpdate: a read, two writes, its event.
+    assert 0 < authenticate <= 6, statements[:authenticate]
     assert 0 < token_update <= 4, statements[authenticate:paired]
-    # Again: its identity's binding and record with the device and its binding (one), the
-    # enrollment look-ups (two), the binding's update and the event.
-    assert 0 < again <= 5, statements[paired:]
+    # Again: its identity's binding and record with the device, its binding and the enrollment
+    # look-up (one), the binding's update and the event.
+    assert 0 < again <= 3, statements[paired:]
     if db.engine.dialect.name == "postgresql":
         # The writes and the event are one statement (data-modifying CTEs): the TokenUpdate's
-        # read and write; again, the read, the enrollment look-ups and the write.
+        # read and write; again, the read (the enrollment look-up joined in) and the write.
         assert token_update == 2, statements[authenticate:paired]
-        assert again == 4, statements[paired:]
+        assert again == 2, statements[paired:]
     assert flushes == []
     device = await _device(db, phone.udid)
     assert await _event_types(db, device.id) == [

@@ -89,6 +89,23 @@ def compile_form(statement: ClauseElement, dialect: Dialect, columns: Sequence[s
     return Form(str(compiled), tuple(binds), keys, results)
 
 
+_CONNECTION_KEY = "mdm_prepared_connection"
+
+
+async def connection_of(session: AsyncSession) -> AsyncConnection:
+    """The session's connection in its current transaction, asked for once per transaction:
+    ``AsyncSession.connection`` is a greenlet hand-off each time (~15 µs), and a check-in storm
+    pair runs nine statements."""
+    transaction = session.sync_session.get_transaction()
+    cached = session.info.get(_CONNECTION_KEY)
+    if transaction is not None and cached is not None and cached[0] is transaction:
+        connection: AsyncConnection = cached[1]
+        return connection
+    connection = await session.connection()
+    session.info[_CONNECTION_KEY] = (session.sync_session.get_transaction(), connection)
+    return connection
+
+
 class Prepared:
     """A Core statement compiled once per dialect, run by ``execute`` in the caller's session.
 
@@ -116,6 +133,11 @@ class Prepared:
             return [row._asdict() for row in await session.execute(statement, params)]
         rows = await self.execute(session, params)
         return self.processed(session.get_bind().dialect, rows) if rows else []
+
+    async def execute_in(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
+        """``execute`` on the session's connection as ``connection_of`` gives it (asked for once
+        per transaction)."""
+        return await self.run(await connection_of(session), params)
 
     async def execute(self, session: AsyncSession, params: Mapping[str, Any]) -> list[Any]:
         """Run the statement with ``params`` (by name) in the session's transaction; the rows it

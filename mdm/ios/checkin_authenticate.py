@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import events
 from mdm.core.event_types import DEVICE_STATUS_CHANGED
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
-from mdm.enroll.attach import attach_device
+from mdm.enroll.attach import Known, attach_device, normalized_serial
 from mdm.ios import store_checkin, store_checkin_writes, takeover
 from mdm.ios.event_types import DEVICE_ENROLLED, DEVICE_REAUTHENTICATED
 from mdm.ios.identity import Identity, IdentityError
@@ -60,12 +60,13 @@ def not_replayed_since(last: datetime | None, identity: Identity) -> None:
 
 async def _checked(
     session: AsyncSession, identity: Identity, msg: CheckinMessage, owner: int | None
-) -> tuple[Device | None, IosDevice | None, store_checkin.CertificateRecord | None]:
-    """The device, its binding and the certificate's record, once every identity rule passed."""
+) -> tuple[Device | None, IosDevice | None, store_checkin.CertificateRecord | None, Known]:
+    """The device, its binding, the certificate's record and which enrollment issued it (as
+    ``attach_device`` takes it), once every identity rule passed."""
     cert, fingerprint = identity.cert, identity.fingerprint
     # A device checking in again: its binding, certificate record, device and binding in one read.
-    bound_to, record, device, ios = await store_checkin.checked_rows(
-        session, fingerprint, cert.serial_hex, msg.identifier
+    bound_to, record, device, ios, known = await store_checkin.checked_rows(
+        session, fingerprint, cert.serial_hex, msg.identifier, normalized_serial(cert.serial_hex)
     )
     if device is None:
         device = await store_checkin.device_by_identifier(session, msg.identifier)
@@ -90,12 +91,12 @@ async def _checked(
             "stale_identity", "an older certificate cannot replace the bound one", serial=cert.serial_hex
         )
     if device is not None:
-        await takeover.check(session, device=device, ios=ios, identity=identity, record=record)
+        await takeover.check(session, device=device, ios=ios, identity=identity, record=record, known=known)
     if ios is not None and ios.cert_fingerprint == fingerprint:
         not_replayed_since(ios.last_signed_at, identity)
     same_owner(owner, device.user_id if device is not None else None)
     same_owner(owner, record.user_id if record is not None else None)
-    return device, ios, record
+    return device, ios, record, known
 
 
 async def _authenticate(
@@ -105,7 +106,7 @@ async def _authenticate(
     fingerprint = identity.fingerprint
     old_fingerprint: bytes | None = None
     async with svc.db.transaction(inline=True) as session:
-        device, ios, record = await _checked(session, identity, msg, owner)
+        device, ios, record, known = await _checked(session, identity, msg, owner)
         now = utcnow()
         fresh = device is None
         before = {} if device is None else store_checkin.device_values(device)
@@ -150,7 +151,7 @@ async def _authenticate(
         # The enrollment this identity came from: owner and the MDM profile's identifier (the
         # target of a later Remove command).
         enrollment = await attach_device(
-            session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id
+            session, device_id=device.id, cert_serial=cert.serial_hex, user_id=device.user_id, known=known
         )
         if record is not None and record.device_id != device.id:
             await store_checkin.link_certificate(session, record.id, device.id)

@@ -19,13 +19,15 @@ from datetime import datetime
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Insert, Table, bindparam, insert, select, true, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core.identity_invalidation import BINDING_KEY
 from mdm.core.store_events import EVENT_COLUMNS, flush_pending
 from mdm.core.store_identity import NOTIFY_STMT
 from mdm.db.models import Device, Event, Protocol
-from mdm.db.prepared import DIRECT_DRIVERS, Prepared
+from mdm.db.prepared import DIRECT_DRIVERS, Prepared, connection_of
+from mdm.enroll.attach import Known
+from mdm.enroll.store import ENROLLMENT_OF_SERIAL, attachment_of_row
 from mdm.ios.tables import IosDevice
 from mdm.pki.tables import IssuedCertificateRecord
 
@@ -35,21 +37,7 @@ _d = _DEVICES.c
 _i = _IOS.c
 
 
-_CONNECTION_KEY = "mdm_ios_checkin_connection"
-
-
-async def connection_of(session: AsyncSession) -> AsyncConnection:
-    """The session's connection in its current transaction, asked for once per transaction:
-    ``AsyncSession.connection`` is a greenlet hand-off each time (~15 µs), and a storm pair runs
-    nine statements."""
-    transaction = session.sync_session.get_transaction()
-    cached = session.info.get(_CONNECTION_KEY)
-    if transaction is not None and cached is not None and cached[0] is transaction:
-        connection: AsyncConnection = cached[1]
-        return connection
-    connection = await session.connection()
-    session.info[_CONNECTION_KEY] = (session.sync_session.get_transaction(), connection)
-    return connection
+# (The session's connection, asked for once per transaction: ``mdm.db.prepared.connection_of``.)
 
 
 async def _execute(session: AsyncSession, prepared: Prepared, params: dict[str, Any]) -> list[Any]:
@@ -163,10 +151,14 @@ _CHECKED_ROWS = Prepared(
         _c.device_id.label("record_device_id"),
         _c.user_id.label("record_user_id"),
         *_DEVICE_CTE.c,
+        *ENROLLMENT_OF_SERIAL.c,
     ).select_from(
-        _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial")).outerjoin(_DEVICE_CTE, true())
+        _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial"))
+        .outerjoin(_DEVICE_CTE, true())
+        .outerjoin(ENROLLMENT_OF_SERIAL, true())
     )
 )
+_ENROLLMENT_KEYS = tuple(ENROLLMENT_OF_SERIAL.c.keys())
 _LINK_CERTIFICATE = Prepared(
     update(_CERTIFICATES)
     .where(_c.id == bindparam("b_id"))
@@ -274,24 +266,30 @@ class Checked(NamedTuple):
     record: CertificateRecord | None  # the issued-certificate record of the serial
     device: Device | None  # the device of the UDID, when it has a binding
     binding: IosDevice | None  # and that binding
+    enrollment: Known  # the enrollment of the serial, the purpose of its SCEP challenge
 
 
-async def checked_rows(session: AsyncSession, fingerprint: bytes, serial: str, identifier: str) -> Checked:
+async def checked_rows(
+    session: AsyncSession, fingerprint: bytes, serial: str, identifier: str, enrollment_serial: str
+) -> Checked:
     """The id of the device this fingerprint is bound to, the issued-certificate record of this
-    serial, and the iOS device of this UDID with its binding (both locked), in one statement in
-    the caller's transaction. ``device`` and ``binding`` are None unless both exist."""
-    params = {"fp": fingerprint, "serial": serial, "identifier": identifier}
+    serial, the iOS device of this UDID with its binding (both locked), and which enrollment
+    issued the identity (``mdm.enroll.store.ENROLLMENT_OF_SERIAL`` of ``enrollment_serial``), in
+    one statement in the caller's transaction. ``device`` and ``binding`` are None unless both
+    exist."""
+    params = {"fp": fingerprint, "serial": serial, "identifier": identifier, "b_serial": enrollment_serial}
     (values,) = await _mappings(session, _CHECKED_ROWS, params)
+    enrollment = attachment_of_row([values.pop(k) for k in _ENROLLMENT_KEYS], 0)
     record_id = values.pop("record_id")
     record = None if record_id is None else CertificateRecord(
         record_id, values.pop("record_device_id"), values.pop("record_user_id")
     )  # fmt: skip
     bound = values.pop("bound")
     if values["id"] is None:
-        return Checked(bound, record, None, None)
+        return Checked(bound, record, None, None, enrollment)
     binding = {c: values.pop(c) for c in _BINDING_COLUMNS}
     device = Device(**{c: values[c] for c in _DEVICE_COLUMNS})
-    return Checked(bound, record, device, IosDevice(device_id=device.id, **binding))
+    return Checked(bound, record, device, IosDevice(device_id=device.id, **binding), enrollment)
 
 
 async def link_certificate(session: AsyncSession, record_id: int, device_id: int) -> None:

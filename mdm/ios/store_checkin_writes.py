@@ -18,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core.store_events import EVENT_COLUMNS, flush_pending
 from mdm.db.models import Device, Event
-from mdm.db.prepared import Prepared
+from mdm.db.prepared import Prepared, connection_of
 from mdm.ios import store_checkin
 from mdm.ios.tables import IosDevice
 
@@ -67,7 +67,7 @@ async def write_with_event(
     then write ``event`` (an ``events.event_values`` row)."""
     if event.keys() != _EVENT_KEYS:
         raise ValueError("the event is a row of mdm.core.events.event_values")
-    connection = await store_checkin.connection_of(session)
+    connection = await connection_of(session)
     if connection.dialect.name != "postgresql":
         await store_checkin.update_device(session, device_id, device)
         if binding:

@@ -21,7 +21,7 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Device, DeviceStatus, utcnow
-from mdm.enroll.attach import enrollment_of_certificate
+from mdm.enroll.attach import Known, enrollment_of_certificate
 from mdm.ios import store
 from mdm.ios.identity import Identity, IdentityError
 from mdm.ios.store_checkin import CertificateRecord
@@ -39,13 +39,14 @@ async def check(
     ios: IosDevice | None,
     identity: Identity,
     record: CertificateRecord | None,
+    known: Known | None = None,
 ) -> None:
     """Raise unless ``identity`` may replace the identity ``device`` is bound to."""
     if ios is None or device.status not in ACTIVE or ios.cert_fingerprint == identity.fingerprint:
         return
     if await _bound_certificate_ended(session, device):
         return
-    enrollment = await enrollment_of_certificate(session, identity.cert.serial_hex)
+    enrollment = await enrollment_of_certificate(session, identity.cert.serial_hex, known)
     if enrollment is not None:
         if enrollment.for_device_id is not None:
             allowed = enrollment.for_device_id == device.id
