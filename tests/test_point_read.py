@@ -44,7 +44,12 @@ async def test_a_burst_of_look_ups_takes_no_pool_connection_each(db: Database) -
     if db.is_sqlite:
         assert counts["checkout"] == 3  # only the three held above
     else:
-        assert counts["checkout"] >= 503  # PostgreSQL: a pooled connection per look-up, as before
+        # PostgreSQL: up to one pool connection in PG_READER_SHARE kept for look-ups (each opened
+        # once); the look-ups beyond them take a pooled connection each, as before.
+        kept = db.engine.sync_engine.pool.size() // point_read.PG_READER_SHARE  # type: ignore[attr-defined]
+        assert kept >= 1
+        assert counts["checkout"] <= 503
+        assert counts["checkout"] - 3 < 500, "no look-up ran on a kept reader"
 
 async def test_look_ups_see_every_committed_write(db: Database) -> None:
     async with db.transaction() as session:
@@ -65,7 +70,7 @@ async def test_a_failing_statement_discards_the_reader_and_the_next_works(db: Da
 async def test_close_gives_the_reader_back(db: Database) -> None:
     await point_read.first(db.engine, text("SELECT 1"), {})
     pool = db.engine.sync_engine.pool
-    assert pool.checkedout() == (1 if db.is_sqlite else 0)  # type: ignore[attr-defined]
+    assert pool.checkedout() == 1  # type: ignore[attr-defined]  # the reader (both engines)
     await point_read.close(db.engine)
     assert pool.checkedout() == 0  # type: ignore[attr-defined]
     assert (await point_read.first(db.engine, text("SELECT 2"), {})) == (2,)  # reopened on use
@@ -79,3 +84,48 @@ def test_the_configured_pool_size_holds_on_both_engines(database_url: str) -> No
         assert (pool.size(), pool._max_overflow) == (34, 0)  # type: ignore[attr-defined]
     finally:
         asyncio.run(db.close())
+
+
+async def test_postgresql_look_ups_run_on_a_kept_reader_without_a_transaction(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's kept readers")
+    stmt = text("SELECT pg_backend_pid() AS pid, now() AS began")
+    first = await point_read.first(db.engine, stmt, {})
+    counts = _counting(db)
+    again = [await point_read.first(db.engine, stmt, {}) for _ in range(20)]
+    assert counts["checkout"] == 0  # one after the other: the same kept connection
+    assert first is not None and {row.pid for row in again if row is not None} == {first.pid}
+    # Outside any transaction block: each statement its own transaction (a held one would give
+    # the same now(), its start, to every statement: a stale snapshot).
+    assert len({row.began for row in again if row is not None}) == len(again)
+
+
+async def test_postgresql_a_lost_reader_is_replaced_and_the_look_up_answers(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's kept readers")
+    stmt = text("SELECT pg_backend_pid() AS pid")
+    before = await point_read.first(db.engine, stmt, {})
+    assert before is not None
+    async with db.engine.connect() as other:  # the server ends the reader's backend
+        await other.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": before.pid})
+    after = await point_read.first(db.engine, stmt, {})  # (the failed reader discarded)
+    assert after is not None and after.pid != before.pid
+    later = await point_read.first(db.engine, stmt, {})
+    assert later is not None and later.pid != before.pid
+    await point_read.close(db.engine)
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_postgresql_a_cancelled_look_up_does_not_keep_its_reader(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's kept readers")
+    slow = asyncio.ensure_future(point_read.first(db.engine, text("SELECT pg_sleep(5) IS NULL AS slept"), {}))
+    await asyncio.sleep(0.3)
+    slow.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await slow
+    # The next look-up is answered at once, on a reader that is not busy with the cancelled one.
+    row = await asyncio.wait_for(point_read.first(db.engine, text("SELECT 3 AS n"), {}), 2)
+    assert row == (3,)
+    await point_read.close(db.engine)
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]

@@ -44,6 +44,8 @@ from mdm.db import prepared, sqlite_driver
 from mdm.db.prepared import Form, compile_form
 
 MAX_PLANS = 256  # statements are module constants; ad-hoc ones (tests) must not grow this forever
+# PostgreSQL: one pool connection in this many is kept for point look-ups (4 of the default 20).
+PG_READER_SHARE = 5
 
 
 class _Plan:
@@ -128,13 +130,110 @@ def _direct_plan(engine: AsyncEngine, stmt: Executable) -> tuple[_Plan, prepared
     return entry
 
 
+class _PgReader:
+    """A pool connection kept out of the pool in autocommit mode, with the asyncpg statements
+    prepared on it (by SQL text)."""
+
+    __slots__ = ("conn", "raw", "statements")
+
+    def __init__(self, conn: AsyncConnection, raw: Any) -> None:
+        self.conn = conn
+        self.raw = raw  # the asyncpg Connection
+        self.statements: dict[str, Any] = {}
+
+    async def fetchrow(self, sql: str, values: list[Any]) -> Any:
+        statement = self.statements.get(sql)
+        if statement is None:
+            if len(self.statements) >= MAX_PLANS:
+                self.statements.clear()
+            statement = self.statements[sql] = await self.raw.prepare(sql)
+        sync = self.conn.sync_connection
+        if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
+            sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
+        return await statement.fetchrow(*values)
+
+
+class _PgReaders:
+    """Up to ``limit`` ``_PgReader`` of one engine; the idle ones last in, first out."""
+
+    __slots__ = ("closed", "idle", "limit", "opened")
+
+    def __init__(self, limit: int) -> None:
+        self.idle: list[_PgReader] = []
+        self.opened = 0
+        self.limit = limit
+        self.closed = False
+
+    async def take(self, engine: AsyncEngine) -> _PgReader | None:
+        if self.idle:
+            return self.idle.pop()
+        if self.opened >= self.limit or self.closed:
+            return None
+        self.opened += 1
+        try:
+            conn = await engine.connect()
+        except BaseException:
+            self.opened -= 1
+            raise
+        adapted: Any = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        adapted.autocommit = True  # no BEGIN: every statement its own transaction
+        return _PgReader(conn, adapted._connection)
+
+    async def give_back(self, reader: _PgReader) -> None:
+        if self.closed:
+            await self.discard(reader)
+        else:
+            self.idle.append(reader)
+
+    async def discard(self, reader: _PgReader) -> None:
+        self.opened -= 1
+        await _discard(reader.conn)
+
+
+_PG_READERS: weakref.WeakKeyDictionary[Engine, _PgReaders] = weakref.WeakKeyDictionary()
+
+
+def _pg_readers(engine: AsyncEngine) -> _PgReaders:
+    readers = _PG_READERS.get(engine.sync_engine)
+    if readers is None:
+        size = getattr(engine.sync_engine.pool, "size", lambda: 0)()
+        readers = _PG_READERS[engine.sync_engine] = _PgReaders(size // PG_READER_SHARE)
+    return readers
+
+
+async def _pg_first(engine: AsyncEngine, plan: _Plan, values: list[Any]) -> tuple[bool, Row[Any] | None]:
+    """(True, the row) when a kept reader ran the statement; (False, None) when none is free or
+    it failed (the caller then runs it on a pool connection, which reports the error as usual)."""
+    readers = _pg_readers(engine)
+    reader = await readers.take(engine)
+    if reader is None:
+        return False, None
+    try:
+        record = await reader.fetchrow(plan.form.sql, values)
+    except Exception:
+        await readers.discard(reader)  # (a lost connection, a changed schema...)
+        return False, None
+    except BaseException:
+        await readers.discard(reader)  # cancelled mid-statement: the connection's state is unknown
+        raise
+    await readers.give_back(reader)
+    if record is None:
+        return True, None
+    names = None if plan.form.keys else [(k,) for k in record.keys()]
+    return True, plan.make_row(names, tuple(record))
+
+
 async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
     """The first row of a read-only statement (outside any transaction), or None."""
     if engine.dialect.name != "sqlite":
         entry = _direct_plan(engine, stmt) if prepared.autocommits(engine) else None
         if entry is not None:
             pg_plan, statement = entry
-            if pg_plan.form.values(params) is not None:
+            values = pg_plan.form.values(params)
+            if values is not None:
+                ran, row = await _pg_first(engine, pg_plan, values)
+                if ran:
+                    return row
                 async with prepared.autocommit(engine) as direct:
                     rows = await direct.execute(statement, params)
                 if not rows:
@@ -187,7 +286,16 @@ async def _discard(conn: AsyncConnection) -> None:
 
 
 async def close(engine: AsyncEngine) -> None:
-    """Give the engine's reader connection back (before ``engine.dispose()``)."""
+    """Give the engine's reader connections back (before ``engine.dispose()``)."""
+    pg = _PG_READERS.pop(engine.sync_engine, None)
+    if pg is not None:
+        pg.closed = True
+        while pg.idle:
+            kept = pg.idle.pop()
+            pg.opened -= 1
+            adapted: Any = kept.conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            adapted.autocommit = False
+            await kept.conn.close()
     reader = _READERS.pop(engine.sync_engine, None)
     if reader is not None and reader.conn is not None:
         conn, reader.conn = reader.conn, None
