@@ -69,11 +69,11 @@ async def test_garbage_and_a_hung_server_fail_the_run_and_mark_nothing(
     babbling.garbage_next(1000)  # an HTML page instead of WSMan, at every attempt
     result = await discover(db, eas_world.runner(babbling, retries=1))
     assert (result.outcome, result.reason) == ("failed", "bad_response"), result
-    hung.delay_next(1000, seconds=6.0)
+    hung.delay_next(1000, seconds=10.0)
     started = time.monotonic()
     result = await discover(db, eas_world.runner(hung, retries=1), limit_seconds=2.0)
     assert (result.outcome, result.reason) == ("failed", "timeout"), result
-    assert time.monotonic() - started < 5.0
+    assert time.monotonic() - started < 6.0  # the budget and a second of grace, not 10 s
     failed = await event_bodies(db, "eas_discovery_failed")
     assert [f["reason"] for f in failed] == ["bad_response", "timeout"], failed
     vanished = select(func.count()).select_from(EasPartnership).where(EasPartnership.vanished_at.is_not(None))

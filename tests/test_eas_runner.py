@@ -412,7 +412,7 @@ async def test_a_server_that_stops_answering_is_a_timeout_within_the_budget(
     started = time.monotonic()
     with pytest.raises(ExchangeTimeout, match="did not answer in time"):
         await runner.run(C.get_accepted_domain(), limit_seconds=2.0)
-    assert time.monotonic() - started < 4.0
+    assert time.monotonic() - started < 5.0  # the budget and a second of grace, not 8 s
     assert not runner.health()[0].connected  # that pool is dropped: its state is unknown
     assert await runner.run(C.get_accepted_domain())  # a new pool
     assert runner.health()[0].connected

@@ -63,6 +63,10 @@ POLL_SECONDS = 1.0
 HTTP_POLL_SECONDS = 0.2  # under the HTTP lock: short, so that the pool's pipelines interleave
 _SHELL_NOT_FOUND = (2150858843, 2150858832)  # w:InvalidSelectors / shell gone after a restart
 STOP_SECONDS = 2.0  # what stopping a pipeline past its deadline may take (Signal)
+# An HTTP request may outlive the call's deadline by this much: a Receive whose WSMan
+# OperationTimeout ends at the deadline is answered then, and the pipeline is then stopped
+# cleanly (the pool kept) rather than its connection cut.
+ANSWER_GRACE = 1.0
 # The deadline of the call the current thread runs (``ServerConnection.run``): every HTTP request
 # of it waits at most until then (``_SerialWSMan``), so a server that stops answering ends the
 # call at its budget rather than after requests' read timeouts and pypsrp's own retries.
@@ -122,7 +126,7 @@ def _bounded(timeout: Any, connect: float, read: float) -> Any:
         connect, read = timeout
     elif timeout is not None:
         connect = read = timeout
-    left = deadline - time.monotonic()
+    left = deadline + ANSWER_GRACE - time.monotonic()
     if left <= 0:
         raise requests.exceptions.ReadTimeout("the call's time budget is spent")
     return (min(connect, left), min(read, left))
@@ -347,11 +351,17 @@ class ServerConnection:
                                    server=self.host), pool_ok=True)
 
     def _finish(self, ps: PowerShell) -> None:
-        """Release the finished pipeline on the server (Signal terminate); best effort."""
+        """Release the finished pipeline on the server (Signal terminate); best effort, and
+        given a moment even when the call's budget ran out as its output arrived."""
+        deadline: float | None = getattr(_CALL, "deadline", None)
+        if deadline is not None:
+            _CALL.deadline = max(deadline, time.monotonic() + STOP_SECONDS)
         try:
             ps.close()
         except Exception as exc:
             log.debug("eas: closing a finished pipeline on %s: %s", self.url, exc)
+        finally:
+            _CALL.deadline = deadline
 
     def _result(self, ps: PowerShell, statements: Sequence[Cmdlet],
                 naming: Naming) -> list[PSRecord]:
