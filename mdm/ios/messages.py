@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 from xml.parsers.expat import ExpatError
 
+from mdm.core import plist_parse
 from mdm.core.errors import InvalidArgument
 
 DATA_MARKER = "__data__"
@@ -96,9 +97,9 @@ def load_plist(body: bytes, *, max_depth: int = 32, max_nodes: int = 200_000) ->
     _sniff(body)
     try:
         try:
-            value = plistlib.loads(body)
+            value = plist_parse.loads(body)
         except binascii.Error:
-            value = plistlib.loads(_repad_data(body))
+            value = plist_parse.loads(_repad_data(body))
     except RecursionError:
         raise MessageError(f"property list is nested deeper than {max_depth} levels") from None
     except (
