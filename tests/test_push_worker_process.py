@@ -19,6 +19,7 @@ from ios_support import Phone, new_phone
 from test_push_e2e import Woken, _write_identity
 
 from mdm.config import Config
+from mdm.config_sections import load
 from mdm.db.engine import Database
 from mdm.devfakes.certs import push_certificate
 from mdm.pki import services as pki_services
@@ -29,6 +30,7 @@ from mdm.push.transports import APNS_CLIENT
 from mdm.server.runtime import Server, open_context
 
 TOKEN = "01" * 32
+CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("MDM_")}
 
 
 @pytest.fixture
@@ -231,3 +233,24 @@ def test_counts_survive_a_worker_restart() -> None:
     assert (stats["apns"].sent, stats["apns"].failures) == (7, {"timeout": 4})
     [family] = list(view.families())
     assert [(s.name, s.value) for s in family.samples] == [("mdm_push_sent_total", 7.0)]
+
+
+async def test_a_reload_of_the_repush_rate_reaches_the_running_worker_without_a_restart(
+    server: Server, config: Config,
+) -> None:
+    supervisor = supervisor_of(server)
+    pid = await running_worker(server)
+    starts = supervisor.starts
+    assert supervisor.view.current[0]["settings"]["repush_per_second"] == 500
+    server.reloader.load = lambda: load(config.data_path, env=CLEAN_ENV)
+    path = config.data_path / "mdm.toml"
+    path.write_text(path.read_text() + "repush_per_second = 8\n")  # (the file ends in [push])
+    status = await server.reloader.reload()
+    assert status["ok"] and status["applied"] == ["push.repush_per_second"], status
+
+    async def taken() -> bool:
+        return bool(supervisor.view.current.get(0, {}).get("settings", {}).get("repush_per_second") == 8)
+
+    await eventually(taken, timeout=10)
+    assert supervisor.process is not None and supervisor.process.pid == pid and supervisor.starts == starts
+    assert alive(pid)

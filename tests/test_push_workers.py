@@ -195,6 +195,26 @@ async def test_a_reload_that_changes_the_number_of_workers_starts_that_many(
     assert len({p.pid for p in supervisor.processes()}) == 3
 
 
+@needs_pg
+async def test_a_reload_of_the_repush_rate_gives_each_running_worker_its_share(
+    server: Server, apns: Env, config: Any,
+) -> None:
+    supervisor = await both_workers(server)
+    pids = {p.pid for p in supervisor.processes()}
+    server.reloader.load = lambda: load(config.data_path, env=CLEAN_ENV)
+    path = config.data_path / "mdm.toml"
+    path.write_text(path.read_text() + "repush_per_second = 8\n")  # (the file ends in [push])
+    status = await server.reloader.reload()
+    assert status["ok"] and status["applied"] == ["push.repush_per_second"], status
+
+    def shares() -> list[float]:
+        return [supervisor.view.current.get(slot.index, {}).get("settings", {}).get("repush_per_second")
+                for slot in supervisor.slots]
+
+    await eventually(lambda: shares() == [4, 4], timeout=10)  # 8 per second across the two
+    assert {p.pid for p in supervisor.processes()} == pids  # nobody restarted
+
+
 def _write(config_dir: Path, database_url: str, push: str) -> Path:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "mdm.toml").write_text(f'[database]\nurl = "{database_url}"\n[push]\n{push}\n')

@@ -60,6 +60,12 @@ class FcmConfig(Section):
     ca_file: str = ""
 
 
+# [push] keys the dispatcher reads from its config at each use: `mdm reload` applies them to the
+# server's dispatcher, and to the worker processes over their stdin (no restart).
+HOT_KEYS = ("retry_seconds", "retry_max_seconds", "silent_after_hours", "sweep_interval_seconds",
+            "batch_size", "concurrency", "repush_per_second")
+
+
 class PushConfig(Section):
     """The dispatcher, and the outbound proxy both services use (the reference product's
     ApnProxyHost, ApnProxyPort, ApnProxyLogin, ApnProxyPwd)."""

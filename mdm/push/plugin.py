@@ -23,7 +23,7 @@ from mdm.config_reload import HotKeys, hot
 from mdm.db.models import Protocol
 from mdm.push import sweeps
 from mdm.push.assembly import ReceiptsFactory, TransportFactory, build_transports
-from mdm.push.config import push_config
+from mdm.push.config import HOT_KEYS, push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.keys import CERTIFICATE_STATUS, DISPATCHER
 from mdm.push.status import PushSource
@@ -130,8 +130,7 @@ def make_plugin(
         hot=(
             # Read from dispatcher.config at each use; the proxy is the transports' (a restart).
             hot(*(f"push.{key}" for key in (
-                "retry_seconds", "retry_max_seconds", "silent_after_hours", "sweep_interval_seconds",
-                "batch_size", "concurrency", "repush_per_second",
+                *HOT_KEYS,
                 "workers",  # (the supervisor starts that many worker processes: restart_worker)
             )), apply=reload_settings),
             *extra_hot,

@@ -25,7 +25,7 @@ from mdm.push.assembly import Handoff
 from mdm.push.config import push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.worker_channel import PREFIX, MirroredMetrics, WorkerView, parse
-from mdm.push.worker_process import encode_start
+from mdm.push.worker_process import encode_settings, encode_start, start_without_hot_keys
 from mdm.server.context import ServerContext
 
 log = logging.getLogger("mdm.push")
@@ -177,9 +177,11 @@ class WorkerSupervisor:
 
     # ---- reload and stop ------------------------------------------------------------------------
     def restart_if_changed(self) -> bool:
-        """After ``mdm reload``: workers started with another configuration or identity than the
-        server now holds are restarted (they read both only when they start); another number of
-        workers (``push.workers``) starts them all again."""
+        """After ``mdm reload``: a change of the dispatcher's hot ``[push]`` keys only
+        (``HOT_KEYS``: the re-push rate, batch size, ...) is handed to the running workers on their
+        stdin; workers started with another configuration or identity otherwise are restarted
+        (they read both only when they start); another number of workers (``push.workers``)
+        starts them all again."""
         if not self.slots:
             return False
         if push_config(self.ctx.config).workers != len(self.slots):
@@ -189,13 +191,32 @@ class WorkerSupervisor:
             return True
         start = encode_start(self.ctx.config, self._handoff())
         changed = [slot for slot in self.slots if slot.process is not None and slot.sent_start != start]
-        if not changed:
+        hot = start_without_hot_keys(start)
+        told = [slot for slot in changed if slot.sent_start is not None
+                and start_without_hot_keys(slot.sent_start) == hot and self._tell(slot)]
+        for slot in told:
+            slot.sent_start = start
+        restart = [slot for slot in changed if slot not in told]
+        if told:
+            log.info("push: the worker process(es) took the new [push] settings")
+        if not restart:
             return False
         log.info("push: the configuration or the push identity changed; restarting the worker process(es)")
-        for slot in changed:
+        for slot in restart:
             slot.restart.set()
             with contextlib.suppress(ProcessLookupError):
                 slot.process.terminate()  # type: ignore[union-attr]
+        return True
+
+    def _tell(self, slot: WorkerSlot) -> bool:
+        """Hand a running worker the hot [push] settings (a line on its stdin); False if it is gone."""
+        process = slot.process
+        if process is None or process.returncode is not None or process.stdin is None:
+            return False
+        try:
+            process.stdin.write(encode_settings(self.ctx.config))
+        except (OSError, RuntimeError):
+            return False
         return True
 
     async def stop(self) -> None:

@@ -24,8 +24,9 @@ PREFIX = "mdm_push_"  # every push metric is the worker's, the owed gauge too (i
 _GROWING = ("_total", "_count", "_sum", "_bucket")
 
 
-def snapshot(stats: Mapping[str, ServiceStats], registry: CollectorRegistry) -> bytes:
-    """The worker's line: its counters and its push metric families."""
+def snapshot(stats: Mapping[str, ServiceStats], registry: CollectorRegistry,
+             settings: Mapping[str, Any] | None = None) -> bytes:
+    """The worker's line: its counters, its push metric families, the hot settings it runs with."""
     services = {
         name: {"configured": svc.configured, "circuit_open": svc.circuit_open, "sent": svc.sent,
                "failures": dict(svc.failures),
@@ -37,7 +38,8 @@ def snapshot(stats: Mapping[str, ServiceStats], registry: CollectorRegistry) -> 
          "samples": [[sample.name, sample.labels, sample.value] for sample in f.samples]}
         for f in registry.collect() if f.name.startswith(PREFIX)
     ]
-    return json.dumps({"services": services, "metrics": families}).encode() + b"\n"
+    line = {"services": services, "metrics": families, "settings": dict(settings or {})}
+    return json.dumps(line).encode() + b"\n"
 
 
 def parse(line: bytes) -> dict[str, Any] | None:

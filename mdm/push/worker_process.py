@@ -35,7 +35,7 @@ from mdm.db.engine import Database
 from mdm.logs import setup_logging
 from mdm.push import store, sweeps
 from mdm.push.assembly import WorkerSetup, build_transports
-from mdm.push.config import push_config
+from mdm.push.config import HOT_KEYS, PushConfig, push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.worker_channel import snapshot
 from mdm.server.context import ServerContext
@@ -53,6 +53,20 @@ def encode_start(config: Config, handoff: Mapping[str, Any]) -> bytes:
         "sections": {name: section.model_dump(mode="json") for name, section in config.extensions.items()},
         "handoff": dict(handoff),
     }).encode() + b"\n"
+
+
+def encode_settings(config: Config) -> bytes:
+    """A later line: the ``[push]`` section after ``mdm reload`` changed only its hot keys."""
+    return json.dumps({"push": push_config(config).model_dump(mode="json")}).encode() + b"\n"
+
+
+def start_without_hot_keys(start: bytes) -> dict[str, Any]:
+    """A start line without the ``[push]`` keys a settings line can change: equal for two
+    configurations that differ only in those."""
+    data: dict[str, Any] = json.loads(start)
+    push = data["sections"].get(PushConfig.name, {})
+    data["sections"][PushConfig.name] = {k: v for k, v in push.items() if k not in HOT_KEYS}
+    return data
 
 
 def decode_start(line: bytes, sections: Sections) -> tuple[Config, dict[str, Any]]:
@@ -83,7 +97,7 @@ async def poll_due(dispatcher: PushDispatcher, interval: float = POLL_SECONDS) -
 async def report(dispatcher: PushDispatcher, out: asyncio.WriteTransport,
                  interval: float = REPORT_SECONDS) -> None:
     while True:
-        out.write(snapshot(dispatcher.stats, REGISTRY))
+        out.write(snapshot(dispatcher.stats, REGISTRY, dispatcher.config.model_dump(include=set(HOT_KEYS))))
         await asyncio.sleep(interval)
 
 
@@ -113,7 +127,7 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
                                 receipts=setup.receipts(ctx) if setup.receipts is not None else None)
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
-        poll_due(dispatcher), report(dispatcher, out), _until_eof(reader), _until_set(stop),
+        poll_due(dispatcher), report(dispatcher, out), _settings(reader, dispatcher), _until_set(stop),
     ]
     tasks = [asyncio.create_task(job) for job in jobs]
     log.info("push worker: started (pid %d) with %s", os.getpid(), ", ".join(sorted(
@@ -137,9 +151,18 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     return status
 
 
-async def _until_eof(reader: asyncio.StreamReader) -> None:
-    while await reader.read(4096):
-        pass
+async def _settings(reader: asyncio.StreamReader, dispatcher: PushDispatcher) -> None:
+    """Settings lines from the server (``mdm reload``), until it closes the pipe."""
+    while line := await reader.readline():
+        try:
+            settings = PushConfig.model_validate(json.loads(line)["push"])
+        except (ValueError, KeyError, TypeError) as exc:
+            log.error("push worker: a settings line from the server is not valid: %s", exc)
+            continue
+        dispatcher.config = settings.worker_share()
+        log.info("push worker: settings applied (repush_per_second %s of %s)",
+                 dispatcher.config.repush_per_second, settings.repush_per_second)
+        dispatcher.nudge()
     log.info("push worker: the server closed the pipe; stopping")
 
 
