@@ -95,6 +95,9 @@ class Database:
         # A write transaction that waits for or holds the queue this long is logged.
         self.slow_seconds = 0.5
         self._slow_logged = -SLOW_LOG_INTERVAL
+        self._slow_unlogged = 0  # slow transactions since the last line
+        self._queued = 0  # transactions waiting for or holding the write queue
+        self._released = 0  # transactions that have held it, ever
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoints = 0  # passes of the checkpointer that ran
         self.last_checkpoint: tuple[int, int] | None = None  # (frames in the WAL, frames copied)
@@ -162,29 +165,40 @@ class Database:
                 yield session
             return
         asked = time.monotonic()
-        async with self._write_lock:
-            self._writer = asyncio.current_task()
-            got = time.monotonic()
-            token = sqlite_driver.INLINE.set(True) if inline else None
-            try:
-                async with self.sessionmaker() as session, session.begin():
-                    audit_context.watch(session)
-                    yield session
-            finally:
-                if token is not None:
-                    sqlite_driver.INLINE.reset(token)
-                self._writer = None
-                self._slow(got - asked, time.monotonic() - got)
+        released = self._released
+        self._queued += 1
+        try:
+            async with self._write_lock:
+                self._writer = asyncio.current_task()
+                got = time.monotonic()
+                behind = self._released - released  # transactions that held the queue meanwhile
+                token = sqlite_driver.INLINE.set(True) if inline else None
+                try:
+                    async with self.sessionmaker() as session, session.begin():
+                        audit_context.watch(session)
+                        yield session
+                finally:
+                    if token is not None:
+                        sqlite_driver.INLINE.reset(token)
+                    self._writer = None
+                    self._released += 1
+                    self._slow(got - asked, time.monotonic() - got, behind)
+        finally:
+            self._queued -= 1
 
-    def _slow(self, waited: float, held: float) -> None:
+    def _slow(self, waited: float, held: float, behind: int) -> None:
         """Log a write transaction that waited or held SQLite's write queue long (at most one
-        line per ``SLOW_LOG_INTERVAL`` seconds): what stalls every other writer."""
+        line per ``SLOW_LOG_INTERVAL`` seconds, with how many were not logged): what stalls every
+        other writer. A wait names how many transactions held the queue meanwhile: one long
+        holder and a queue of short ones (a stalled loop, a starved process) read differently."""
         if max(waited, held) < self.slow_seconds:
             return
+        self._slow_unlogged += 1
         now = time.monotonic()
         if now - self._slow_logged < SLOW_LOG_INTERVAL:
             return
         self._slow_logged = now
+        more, self._slow_unlogged = self._slow_unlogged - 1, 0
         # The running coroutines' frames (the awaiting callers are linked while they run).
         names: list[str] = []
         frame = sys._getframe(1)
@@ -195,8 +209,10 @@ class Database:
             frame = frame.f_back  # type: ignore[assignment]
         where = " < ".join(names)
         log.warning(
-            "SQLite write transaction waited %.0f ms for the write queue and held it %.0f ms (in %s)",
-            1000 * waited, 1000 * held, where or "?",
+            "SQLite write transaction waited %.0f ms for the write queue (behind %d transactions, "
+            "%.1f ms each; %d queued now) and held it %.0f ms (in %s); %d more slow since the last "
+            "such line", 1000 * waited, behind, 1000 * waited / behind if behind else 0.0,
+            self._queued - 1, 1000 * held, where or "?", more,
         )
 
     @asynccontextmanager
