@@ -69,3 +69,18 @@ def test_the_same_results_and_errors_as_plistlib(body: bytes) -> None:
 def test_invalid_messages_are_still_refused() -> None:
     with pytest.raises(MessageError):
         load_plist(b"<plist><dict><key>a</key></plist>")
+
+
+def test_without_plistlibs_private_parser_it_is_plain_plistlib(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    monkeypatch.delattr(plistlib, "_PlistParser")
+    try:
+        fallback = importlib.reload(plist_parse)
+        body = plistlib.dumps({"MessageType": "Idle", "UDID": "u"})
+        assert fallback._PARSER is None
+        assert fallback.loads(body) == {"MessageType": "Idle", "UDID": "u"}
+    finally:
+        monkeypatch.undo()
+        restored = importlib.reload(plist_parse)
+    assert restored._PARSER is not None

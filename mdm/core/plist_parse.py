@@ -18,20 +18,28 @@ import plistlib
 from io import BytesIO
 from typing import Any
 
-_XML_PARSER: Any = getattr(plistlib, "_PlistParser")  # noqa: B009 - private, not in the stubs
-_IS_XML: Any = getattr(plistlib, "_is_fmt_xml")  # noqa: B009
+# Private names of plistlib (3.11-3.13): should a later Python drop them, ``loads`` is plain
+# ``plistlib.loads`` (the cycle comes back; nothing else changes).
+_XML_PARSER: Any = getattr(plistlib, "_PlistParser", None)
+_IS_XML: Any = getattr(plistlib, "_is_fmt_xml", None)
 
 
-class _XmlParser(_XML_PARSER):  # type: ignore[misc]
-    def parse(self, fileobj: Any) -> Any:
-        try:
-            return super().parse(fileobj)
-        finally:
-            self.parser = None  # (the cycle: parser -> handlers -> self -> parser)
+def _breaking_parser(base: Any) -> Any:
+    class _XmlParser(base):  # type: ignore[misc]
+        def parse(self, fileobj: Any) -> Any:
+            try:
+                return super().parse(fileobj)
+            finally:
+                self.parser = None  # (the cycle: parser -> handlers -> self -> parser)
+
+    return _XmlParser
+
+
+_PARSER: Any = _breaking_parser(_XML_PARSER) if _XML_PARSER is not None and _IS_XML is not None else None
 
 
 def loads(body: bytes) -> Any:
     """``plistlib.loads(body)``, its XML parser's reference cycle broken."""
-    if _IS_XML(body[:32]):
-        return _XmlParser(dict_type=dict).parse(BytesIO(body))
+    if _PARSER is not None and _IS_XML(body[:32]):
+        return _PARSER(dict_type=dict).parse(BytesIO(body))
     return plistlib.loads(body)
