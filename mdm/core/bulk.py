@@ -101,7 +101,10 @@ class BulkService:
                 break
         wanted: list[int] = []
         group_ids: list[int] | None = None
-        async with self.db.transaction() as session:
+        # The targets are counted before the write transaction: a count reads every device (280 ms
+        # at 10^6 on SQLite), and SQLite's writer, every check-in behind it, would wait for it. A
+        # device deleted meanwhile is not counted at the end (``targeted = queued + skipped``).
+        async with self.db.session() as session:
             if device_ids is not None:
                 wanted = sorted(set(device_ids))
                 if not await store.count_known(session, wanted):
@@ -116,6 +119,7 @@ class BulkService:
                     raise NoTargets(f"group {group} and its subgroups have no device" if group is not None
                                     else "there is no device to send it to")
                 target = BulkTarget.ALL if group is None else BulkTarget.GROUP
+        async with self.db.transaction() as session:
             now = utcnow()
             op = await store.add_operation(session, BulkOperation(
                 type=ctype.name, args=public, request_args=args, target=target.value, group_id=group,
