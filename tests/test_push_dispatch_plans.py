@@ -68,3 +68,62 @@ async def test_the_take_and_the_next_due_time_walk_the_due_index(db: Database) -
         first = plan[0] if plan else ""
         assert "push_wakeups USING" in first and "ix_push_wakeups_due_at" in first, (statement, plan)
         assert not any("TEMP B-TREE" in step for step in plan), (statement, plan)
+
+
+async def test_recovery_reads_the_queue_not_the_fleet_and_outside_its_writes(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 10^6 devices the recovery pass (at start and every retry_seconds) was an INSERT … SELECT
+    in a write transaction planned from the devices' protocol index: every device visited, 1.8-3.4 s
+    holding SQLite's writer with nothing queued. It now reads a page of candidates walking the
+    queue (devices looked up by key), outside any write transaction, then owes them in one write."""
+    from contextlib import asynccontextmanager
+
+    from sqlalchemy import text as sql_text
+
+    from mdm.push import sweeps
+
+    dispatcher = PushDispatcher(db, PushConfig(batch_size=10), {Protocol.IOS: ScriptedTransport()})
+    async with db.transaction() as session:  # a fleet with nothing queued
+        await session.execute(sql_text(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 200) "
+            "INSERT INTO devices (protocol, identifier, inventory, attributes, status, supported_commands, "
+            "enrolled_at, push_valid, push_token) "
+            "SELECT 1, 'x' || i, '{}', '{}', 'ok', 0, '2026-01-01', true, 'tok' || i FROM n"
+        ))
+    writing = False
+    scanned_while_writing: list[str] = []
+    plain = db.transaction
+
+    @asynccontextmanager
+    async def tracked(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writing
+        async with plain(*args, **kwargs) as session:
+            writing = True
+            try:
+                yield session
+            finally:
+                writing = False
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if writing and "command_queue" in statement and "GROUP BY" in statement:
+            scanned_while_writing.append(statement)
+
+    monkeypatch.setattr(db, "transaction", tracked)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        assert await sweeps.recover(dispatcher) == 0
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+    monkeypatch.undo()
+    assert scanned_while_writing == []
+    if db.is_sqlite:
+        try:
+            plans = await _plans(db, lambda: sweeps.recover(dispatcher))
+        finally:
+            await dispatcher.close()
+        (plan,) = [p for s, p in plans.items() if "command_queue" in s]
+        assert "command_queue" in plan[0] and "devices" not in plan[0], plan
+        assert not any("TEMP B-TREE" in step for step in plan), plan  # streams in index order
+    else:
+        await dispatcher.close()

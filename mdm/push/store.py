@@ -232,25 +232,44 @@ async def invalidate_token(session: AsyncSession, device_id: int, token: str) ->
     return result.first() is not None
 
 
-async def recover(session: AsyncSession, now: datetime, protocols: Sequence[int], limit: int) -> int:
-    """Owe a wake-up to up to ``limit`` pushable devices with no owed row that have a queued
-    command they have not seen: queued (or let through again after a NotNow) since their last
-    poll, as after a crash between an enqueue's commit and its wake-up. Due when the first of
-    their commands may be offered. Returns how many were added."""
+async def recovery_candidates(
+    session: AsyncSession, now: datetime, protocols: Sequence[int], after_id: int, limit: int
+) -> list[tuple[int, datetime]]:
+    """A page (by device id, after ``after_id``) of pushable devices with no owed row that have a
+    queued command they have not seen — queued (or let through again after a NotNow) since their
+    last poll, as after a crash between an enqueue's commit and its wake-up — with the time the
+    first of their commands may be offered. A read: the caller owes them in a write of its own,
+    so that SQLite's writer is not held while the queue is walked. It walks the queue and looks
+    each device up by key (``_owed_of``: never the fleet through the protocol index)."""
     first = func.min(func.coalesce(_q.c.not_before, now))
     newest = func.max(func.coalesce(_q.c.not_before, _q.c.created_at))
-    source = (
-        select(_q.c.device_id, first, literal("recovery"), literal(0), literal(1),
-               literal(now, PushWakeup.created_at.type))
+    seen = func.max(_d.c.last_seen_at)
+    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
+                    _owed_of(session, protocols))
+    stmt = (
+        select(_q.c.device_id, first)
         .join(_d, _d.c.id == _q.c.device_id)
-        .where(_pushable(protocols), ~exists().where(_w.c.device_id == _q.c.device_id))
-        .group_by(_q.c.device_id, _d.c.last_seen_at)
-        .having(or_(_d.c.last_seen_at.is_(None), newest > _d.c.last_seen_at))
+        .where(_q.c.device_id > after_id, pushable, ~exists().where(_w.c.device_id == _q.c.device_id))
+        # Grouped by the queue's device id alone (the device's last poll is one value per group),
+        # so that the walk streams in index order: no sort of every queued row per page.
+        .group_by(_q.c.device_id)
+        .having(or_(seen.is_(None), newest > seen))
+        .order_by(_q.c.device_id)
         .limit(limit)
     )
-    stmt = _insert(session)(_w).from_select(
-        ["device_id", "due_at", "reason", "attempts", "requests", "created_at"], source
-    ).on_conflict_do_nothing(index_elements=["device_id"]).returning(_w.c.device_id)
+    return [(device_id, due) for device_id, due in (await session.execute(stmt)).all()]
+
+
+async def owe_recovered(session: AsyncSession, rows: Sequence[tuple[int, datetime]], now: datetime) -> int:
+    """Owe a ``recovery`` wake-up to each (device id, due) unless one is owed already (another
+    request came since the read); how many were added."""
+    if not rows:
+        return 0
+    stmt = _insert(session)(_w).values([
+        {"device_id": device_id, "due_at": due, "reason": "recovery", "attempts": 0, "requests": 1,
+         "created_at": now}
+        for device_id, due in rows
+    ]).on_conflict_do_nothing(index_elements=["device_id"]).returning(_w.c.device_id)
     return len((await session.execute(stmt)).all())
 
 

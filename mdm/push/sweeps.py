@@ -19,17 +19,23 @@ from mdm.push.dispatcher import CHUNK, PushDispatcher
 log = logging.getLogger("mdm.push")
 
 
-async def recover(dispatcher: PushDispatcher, max_passes: int = 1000) -> int:
-    """Owed rows for devices with queued commands and none owed; how many were added."""
+async def recover(dispatcher: PushDispatcher) -> int:
+    """Owed rows for devices with queued commands and none owed; how many were added. Pages of
+    ``batch_size`` candidates by device id, each read outside any write transaction and owed in
+    a short one (at 10^6 devices the walk takes seconds: SQLite's writer is not held meanwhile)."""
     if not dispatcher.transports:
         return 0
-    total = 0
+    total, after_id = 0, 0
     limit = dispatcher.config.batch_size
-    for _ in range(max_passes):
-        async with dispatcher.db.transaction() as session:
-            added = await store.recover(session, dispatcher.clock(), dispatcher.protocols, limit)
-        total += added
-        if added < limit:
+    while True:
+        async with dispatcher.db.session() as session:
+            rows = await store.recovery_candidates(session, dispatcher.clock(), dispatcher.protocols,
+                                                   after_id, limit)
+        if rows:
+            async with dispatcher.db.transaction() as session:
+                total += await store.owe_recovered(session, rows, dispatcher.clock())
+            after_id = rows[-1][0]
+        if len(rows) < limit:
             break
     if total:
         log.info("push: %d device(s) with queued commands were owed a wake-up (recovered)", total)
