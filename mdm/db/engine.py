@@ -20,6 +20,7 @@ from mdm.db import audit_context, point_read, sqlite_driver
 
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
+_BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
 # SQLite's own checkpoint, run by the connection whose commit crosses this many WAL pages (its
 # default is 1,000): a safety net only. A commit on the event loop's thread (``inline``) would
 # otherwise copy the WAL into the database right there (~17 ms per 1,000 pages, measured here);
@@ -67,9 +68,15 @@ def _safe_url(url: str) -> str:
 class Database:
     """Owns the engine; hands out sessions and transactions."""
 
-    def __init__(self, url: str, pool_size: int = 10, echo: bool = False) -> None:
+    def __init__(self, url: str, pool_size: int = 10, echo: bool = False, *, immediate: bool = False) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
+        # SQLite: begin every write transaction with BEGIN IMMEDIATE (the file's write lock taken
+        # at once), for a process that writes beside another (the push worker beside the server).
+        # pysqlite opens a transaction only at its first write, so a transaction's reads and its
+        # writes were atomic only against this process's own write queue: another process could
+        # commit in between (a wake-up requested between the take's read and its delete was lost).
+        self.immediate = immediate and self.is_sqlite
         kwargs: dict[str, Any] = {"echo": echo}
         # Up to 2 x [database] pool_size connections, each kept open once opened. An overflow
         # connection (SQLAlchemy's default beyond pool_size) is closed on its return and opened
@@ -175,6 +182,8 @@ class Database:
                 token = sqlite_driver.INLINE.set(True) if inline else None
                 try:
                     async with self.sessionmaker() as session, session.begin():
+                        if self.immediate:
+                            await session.execute(_BEGIN_IMMEDIATE)
                         audit_context.watch(session)
                         yield session
                 finally:

@@ -117,7 +117,9 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    db = Database(config.database_url, config.database.pool_size, config.database.echo)
+    # immediate: on SQLite the server is another writer, and the take's read and its writes must
+    # be one transaction against it (tests/test_push_take_atomic.py).
+    db = Database(config.database_url, config.database.pool_size, config.database.echo, immediate=True)
     ctx = ServerContext(config=config, db=db)
     if setup.receive is not None:
         setup.receive(ctx, handoff)
