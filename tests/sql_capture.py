@@ -38,3 +38,36 @@ def in_a_worker() -> bool:
     except RuntimeError:  # not on the loop's thread
         return False
     return task is not None and task.get_name().startswith("worker:")
+
+
+@contextmanager
+def sent_in_write_transactions(db: Database, monkeypatch: Any) -> Iterator[list[str]]:
+    """Every statement sent while one of ``db``'s write transactions (``Database.transaction``)
+    is open (for checks that a long read runs outside SQLite's writer)."""
+    from contextlib import asynccontextmanager
+
+    writing = False
+    seen: list[str] = []
+    plain = db.transaction
+
+    @asynccontextmanager
+    async def tracked(*args: Any, **kwargs: Any) -> Any:
+        nonlocal writing
+        async with plain(*args, **kwargs) as session:
+            writing = True
+            try:
+                yield session
+            finally:
+                writing = False
+
+    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if writing:
+            seen.append(statement)
+
+    monkeypatch.setattr(db, "transaction", tracked)
+    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
+    try:
+        yield seen
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
+        monkeypatch.setattr(db, "transaction", plain)

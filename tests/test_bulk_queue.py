@@ -330,10 +330,7 @@ async def test_the_request_counts_its_targets_outside_the_write_transaction(
 ) -> None:
     """Counting the targets reads every device (280 ms at 10^6 on SQLite): the request's write
     transaction, which holds SQLite's writer and every check-in behind it, only records."""
-    from contextlib import asynccontextmanager
-    from typing import Any
-
-    from sqlalchemy import event
+    from sql_capture import sent_in_write_transactions
 
     async with db.transaction() as session:
         group = Group(name="g")
@@ -341,32 +338,10 @@ async def test_the_request_counts_its_targets_outside_the_write_transaction(
         await session.flush()
         group_id = group.id
     ids = await add_devices(db, 3) + await add_devices(db, 2, prefix="g", group_id=group_id)
-    writing = False
-    counted_while_writing: list[str] = []
-    plain = db.transaction
-
-    @asynccontextmanager
-    async def tracked(*args: Any, **kwargs: Any) -> Any:
-        nonlocal writing
-        async with plain(*args, **kwargs) as session:
-            writing = True
-            try:
-                yield session
-            finally:
-                writing = False
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if writing and "count(" in statement.lower():
-            counted_while_writing.append(statement)
-
-    monkeypatch.setattr(db, "transaction", tracked)
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with sent_in_write_transactions(db, monkeypatch) as written:
         svc = service(db, recorder)
         everyone = await svc.create("Block", None, by=None)
         in_group = await svc.create("Locate", None, group=group_id, by=None)
         listed = await svc.create("Block", None, device_ids=ids[:2], by=None)
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
     assert (everyone.targeted, in_group.targeted, listed.targeted) == (5, 2, 2)
-    assert counted_while_writing == []
+    assert [s for s in written if "count(" in s.lower()] == []

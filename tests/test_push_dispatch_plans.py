@@ -77,8 +77,7 @@ async def test_recovery_reads_the_queue_not_the_fleet_and_outside_its_writes(
     in a write transaction planned from the devices' protocol index: every device visited, 1.8-3.4 s
     holding SQLite's writer with nothing queued. It now reads a page of candidates walking the
     queue (devices looked up by key), outside any write transaction, then owes them in one write."""
-    from contextlib import asynccontextmanager
-
+    from sql_capture import sent_in_write_transactions
     from sqlalchemy import text as sql_text
 
     from mdm.push import sweeps
@@ -91,32 +90,9 @@ async def test_recovery_reads_the_queue_not_the_fleet_and_outside_its_writes(
             "enrolled_at, push_valid, push_token) "
             "SELECT 1, 'x' || i, '{}', '{}', 'ok', 0, '2026-01-01', true, 'tok' || i FROM n"
         ))
-    writing = False
-    scanned_while_writing: list[str] = []
-    plain = db.transaction
-
-    @asynccontextmanager
-    async def tracked(*args: Any, **kwargs: Any) -> Any:
-        nonlocal writing
-        async with plain(*args, **kwargs) as session:
-            writing = True
-            try:
-                yield session
-            finally:
-                writing = False
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if writing and "command_queue" in statement and "GROUP BY" in statement:
-            scanned_while_writing.append(statement)
-
-    monkeypatch.setattr(db, "transaction", tracked)
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
+    with sent_in_write_transactions(db, monkeypatch) as written:
         assert await sweeps.recover(dispatcher) == 0
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-    monkeypatch.undo()
-    assert scanned_while_writing == []
+    assert [s for s in written if "command_queue" in s and "GROUP BY" in s] == []
     if db.is_sqlite:
         try:
             plans = await _plans(db, lambda: sweeps.recover(dispatcher))
