@@ -145,3 +145,23 @@ async def test_metrics_count_sent_failed_latency_and_owed(
     assert stats.configured and stats.sent == 3 and stats.last_success_at is not None
     assert stats.failures == {"BadDeviceToken": 1, "TooManyRequests": 1}
     assert dispatcher.stats["fcm"].configured is False
+
+
+async def test_recovery_owes_a_page_in_chunks(
+    db: Database, clock: Clock, apns: ScriptedTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of candidates is owed in chunks of rows (a large push.batch_size would bind more
+    parameters than the drivers take in one statement)."""
+    from mdm.push import store
+
+    monkeypatch.setattr(store, "IN_CHUNK", 2)
+    waiting = [await add_device(db, f"c{i}", token=f"c{i}") for i in range(7)]
+    for dev in waiting:
+        await queue_command(db, dev)
+    d = PushDispatcher(db, PushConfig(batch_size=5), {Protocol.IOS: apns}, clock=clock, rng=random.Random(3))
+    try:
+        assert await sweeps.recover(d) == 7  # a page of 5 (chunks 2, 2, 1), then a page of 2
+    finally:
+        await d.close()
+    rows = await wakeups(db)
+    assert set(rows) == set(waiting) and all(rows[i].reason == "recovery" for i in waiting)

@@ -263,14 +263,17 @@ async def recovery_candidates(
 async def owe_recovered(session: AsyncSession, rows: Sequence[tuple[int, datetime]], now: datetime) -> int:
     """Owe a ``recovery`` wake-up to each (device id, due) unless one is owed already (another
     request came since the read); how many were added."""
-    if not rows:
-        return 0
-    stmt = _insert(session)(_w).values([
-        {"device_id": device_id, "due_at": due, "reason": "recovery", "attempts": 0, "requests": 1,
-         "created_at": now}
-        for device_id, due in rows
-    ]).on_conflict_do_nothing(index_elements=["device_id"]).returning(_w.c.device_id)
-    return len((await session.execute(stmt)).all())
+    added = 0
+    # A multi-row VALUES binds 6 parameters per row: chunks keep a large push.batch_size under
+    # the drivers' limits (asyncpg 32,767 parameters per statement).
+    for start in range(0, len(rows), IN_CHUNK):
+        stmt = _insert(session)(_w).values([
+            {"device_id": device_id, "due_at": due, "reason": "recovery", "attempts": 0, "requests": 1,
+             "created_at": now}
+            for device_id, due in rows[start:start + IN_CHUNK]
+        ]).on_conflict_do_nothing(index_elements=["device_id"]).returning(_w.c.device_id)
+        added += len((await session.execute(stmt)).all())
+    return added
 
 
 async def silent_devices(
