@@ -7,20 +7,17 @@ takes SQLite's write lock when its transaction begins."""
 
 from __future__ import annotations
 
-import random
 import sqlite3
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from push_dispatch_support import ScriptedTransport, add_device
+from push_dispatch_support import add_device
 from sqlalchemy import event, text
 
 from mdm.db.engine import Database
 from mdm.db.models import Protocol
 from mdm.push import store
-from mdm.push.config import PushConfig
-from mdm.push.dispatcher import PushDispatcher
 from mdm.push.tables import REPUSH
 
 
@@ -42,8 +39,6 @@ async def test_a_request_between_the_takes_read_and_its_write_is_not_lost(
     await _stale_repush(db, device)  # a re-push of an old command: nothing queued now
     path = db.url.split("///", 1)[1].split("?", 1)[0]
     worker = Database(db.url, immediate=immediate)
-    dispatcher = PushDispatcher(worker, PushConfig(batch_size=10), {Protocol.IOS: ScriptedTransport()},
-                                rng=random.Random(1))
     outcome: list[str] = []
 
     def the_server_requests(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
@@ -70,7 +65,6 @@ async def test_a_request_between_the_takes_read_and_its_write_is_not_lost(
                                      datetime.now(UTC))
     finally:
         event.remove(worker.engine.sync_engine, "before_cursor_execute", the_server_requests)
-        await dispatcher.close()
         await worker.close()
     assert taken.taken == 1 and not taken.due  # read as owed nothing more, and dropped
     assert len(outcome) == 1
