@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mdm.core import commands, devices, library
+from mdm.core import commands, library
 from mdm.core.errors import ArgumentsRefused, InvalidArgument
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
@@ -30,11 +30,9 @@ class CommandService:
         library.lookup(type_name)  # an unknown type is a bad request (400), not refused arguments
         try:
             async with self.db.transaction(inline=True) as session:
-                device = await devices.get(session, device_id)
-                command, queued = await commands.enqueue_logged(
-                    session, device, type_name, args, created_by=by, translators=self.translators
+                command, queued, protocol = await commands.enqueue_one(
+                    session, device_id, type_name, args, created_by=by, translators=self.translators
                 )
-                protocol = device.protocol
         except InvalidArgument as exc:
             raise ArgumentsRefused(exc.message, **exc.details) from None
         await self.pushers.wake(protocol, [device_id], PUSH_REASON)

@@ -15,7 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import events, library, store_events
+from mdm.core import devices, events, library, store_enqueue, store_events
 from mdm.core import store_commands as store
 from mdm.core.errors import Conflict, NotFound
 from mdm.core.event_types import (
@@ -26,7 +26,7 @@ from mdm.core.event_types import (
     COMMAND_RECALLED,
 )
 from mdm.core.library import Translators
-from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, utcnow
+from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, Protocol, utcnow
 
 FINAL_STATUSES = {
     CommandStatus.COMPLETED,
@@ -74,8 +74,92 @@ async def enqueue_logged(
     ctype = library.lookup(type_name)
     args = dict(args or {})
     payload = translators.translate(ctype, args, device)
+    values = _new_command(ctype, args, payload, device, created_by, translators)
+    command = await store.insert_unless_active(session, values)
+    if command is None:
+        raise await _busy(session, device.id, ctype)
+    detail = _queued_detail(payload, device, translators)
+    first = journal(session, command, CommandStatus.PROCESSING.value, detail)
+    events.emit(
+        session,
+        COMMAND_CREATED,
+        device_id=device.id,
+        command=command.guid,
+        command_type=command.type,
+        created_by=created_by,
+    )
+    return command, first
+
+
+async def enqueue_one(
+    session: AsyncSession,
+    device_id: int,
+    type_name: str,
+    args: dict[str, Any] | None = None,
+    *,
+    created_by: str | None = None,
+    translators: Translators,
+) -> tuple[Command, CommandJournalEntry, Protocol]:
+    """``enqueue_logged`` for a device given by id (NotFound if there is none), written with
+    prebuilt statements (``store_enqueue``): the device is read as the few facts a translation
+    reads when its translator says they are enough (``bulk_key``: as a bulk operation
+    translates), else loaded whole. Returns the command and its first journal entry (neither is
+    in the session: nothing is read back) and the device's protocol."""
+    ctype = library.lookup(type_name)
+    args = dict(args or {})
+    facts = await store_enqueue.device_facts(session, device_id)
+    if facts is None:
+        raise NotFound(f"no device {device_id}")
+    protocol = Protocol(facts.protocol)
+    key = translators.bulk_key(ctype, args, protocol) if protocol in ctype.protocols else None
+    device = facts.as_device() if key is not None else await devices.get(session, device_id)
+    payload = translators.translate(ctype, args, device)
+    values = _new_command(ctype, args, payload, device, created_by, translators)
+    detail = _queued_detail(payload, device, translators)
+    event = events.event_values(
+        COMMAND_CREATED, device_id=device_id, command=values["guid"], command_type=ctype.name,
+        created_by=created_by,
+    )
+    command_id = await store_enqueue.insert_command(
+        session, values, (CommandStatus.PROCESSING.value, detail), event
+    )
+    if command_id is None:
+        raise await _busy(session, device_id, ctype)
+    # The queue row goes through the session: its insert listeners clear the queue-empty hints
+    # and tell the other replicas (``mdm.core.queue_hint``); flushed at commit.
+    store.queue_row(session, command_id, device_id, values["priority"], values["created_at"])
+    first = CommandJournalEntry(
+        command_id=command_id, status=CommandStatus.PROCESSING.value, detail=detail, at=values["created_at"]
+    )
+    return Command(id=command_id, **values), first, protocol
+
+
+async def _busy(session: AsyncSession, device_id: int, ctype: library.CommandType) -> Conflict:
+    existing = await store.active_of_type(session, device_id, ctype.name)
+    return Conflict(
+        f"device {device_id} already has an active {ctype.name} command"
+        + (f" ({existing.guid})" if existing is not None else ""),
+        **({"command": existing.guid} if existing is not None else {}),
+    )
+
+
+def _queued_detail(payload: dict[str, Any], device: Device, translators: Translators) -> str:
+    return "queued" if payload or translators.get(device.protocol) else (
+        "queued; no protocol handler is registered yet, delivery waits for one"
+    )
+
+
+def _new_command(
+    ctype: library.CommandType,
+    args: dict[str, Any],
+    payload: dict[str, Any],
+    device: Device,
+    created_by: str | None,
+    translators: Translators,
+) -> dict[str, Any]:
+    """The columns of a new command (``store_enqueue.COMMAND_COLUMNS``)."""
     now = utcnow()
-    values: dict[str, Any] = {
+    return {
         "guid": str(uuid.uuid4()).upper(),
         "device_id": device.id,
         "type": ctype.name,
@@ -94,27 +178,6 @@ async def enqueue_logged(
         "attempts": 0,
         "active": True,
     }
-    command = await store.insert_unless_active(session, values)
-    if command is None:
-        existing = await store.active_of_type(session, device.id, ctype.name)
-        raise Conflict(
-            f"device {device.id} already has an active {ctype.name} command"
-            + (f" ({existing.guid})" if existing is not None else ""),
-            **({"command": existing.guid} if existing is not None else {}),
-        )
-    detail = "queued" if payload or translators.get(device.protocol) else (
-        "queued; no protocol handler is registered yet, delivery waits for one"
-    )
-    first = journal(session, command, CommandStatus.PROCESSING.value, detail)
-    events.emit(
-        session,
-        COMMAND_CREATED,
-        device_id=device.id,
-        command=command.guid,
-        command_type=command.type,
-        created_by=created_by,
-    )
-    return command, first
 
 
 async def get_by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command:

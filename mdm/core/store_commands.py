@@ -6,6 +6,7 @@ machinery, compiled-statement cache hits; parameters are bound by name at execut
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, text, true, update
@@ -145,6 +146,17 @@ async def insert_unless_active(session: AsyncSession, values: dict[str, Any]) ->
         )
     )
     return command
+
+
+def queue_row(
+    session: AsyncSession, command_id: int, device_id: int, priority: int, created_at: datetime
+) -> None:
+    """Queue a command written by a Core statement: an ORM object, flushed with whatever else the
+    session holds (its insert listeners clear the queue-empty hints, ``mdm.core.queue_hint``)."""
+    session.add(CommandQueueEntry(
+        command_id=command_id, device_id=device_id, priority=priority, created_at=created_at,
+        not_before=None, in_flight=False, not_now_count=0,
+    ))
 
 
 async def by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command | None:
