@@ -24,7 +24,8 @@ from mdm.core import commands, events, store_principals
 from mdm.core.device_status import set_status
 from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, utcnow
-from mdm.ios import store, store_checkin, store_checkin_writes
+from mdm.db.prepared import autocommit, autocommits
+from mdm.ios import store, store_checkin, store_checkin_direct, store_checkin_writes
 from mdm.ios.checkin_authenticate import authenticate, not_replayed_since, same_owner
 from mdm.ios.event_types import (
     BOOTSTRAP_TOKEN_CLEARED,
@@ -67,6 +68,8 @@ async def handle(
         same_owner(owner, bound_user if bound_user is not None else -1)
     svc.last_seen.touch(binding.device_id)
     if msg.message_type == "TokenUpdate" and not msg.user_id:
+        if autocommits(svc.engine) and await _direct_token_update(svc, binding.device_id, identity, msg):
+            return CheckinResult()
         async with svc.db.transaction(inline=True) as session:
             await _device_token_update(session, binding.device_id, identity, msg)
         return CheckinResult()
@@ -131,6 +134,39 @@ async def _device_token_update(
     """The device channel's TokenUpdate (the storm's second message) in Core statements: the
     stored state in one locked read, then only what changed (a repeat or a replay writes nothing)."""
     state = await store_checkin.token_state(session, device_id)
+    writes = _token_writes(state, device_id, identity, msg)
+    if writes is not None:
+        push, values, event = writes
+        await store_checkin_writes.write_with_event(
+            session, device_id, device=push, binding=values, event=event
+        )
+
+
+async def _direct_token_update(
+    svc: IosService, device_id: int, identity: Identity, msg: CheckinMessage
+) -> bool:
+    """``_device_token_update`` on PostgreSQL without a transaction block
+    (``store_checkin_direct``): False when the rows changed between the read and the write
+    (nothing written: the caller takes the transactional path)."""
+    async with autocommit(svc.engine) as conn:
+        state = await store_checkin_direct.token_state(conn, device_id)
+        writes = _token_writes(state, device_id, identity, msg)
+        if writes is None or state is None:
+            return True
+        push, values, event = writes
+        return await store_checkin_direct.write_if_unchanged(
+            conn, device_id, state, device=push, binding=values, event=event
+        )
+
+
+Writes = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]
+
+
+def _token_writes(
+    state: store_checkin.TokenState | None, device_id: int, identity: Identity, msg: CheckinMessage
+) -> Writes | None:
+    """What a TokenUpdate changes given the stored ``state``: the device's columns, the binding's
+    and the event; None when it repeats what is stored. Raises when unbound or replayed."""
     if state is None:
         raise IdentityError("unbound", "the enrollment of this certificate no longer exists")
     not_replayed_since(state.last_signed_at, identity)
@@ -142,7 +178,7 @@ async def _device_token_update(
         or (unlock is not None and not _same_secret(state.unlock_token, unlock))
         or (awaiting is not None and bool(awaiting) != state.awaiting_configuration)
     ):
-        return
+        return None
     now = utcnow()
     push: dict[str, Any] = {"push_token": token_hex, "push_magic": magic, "push_valid": True}
     if changed:
@@ -161,7 +197,7 @@ async def _device_token_update(
         changed=changed,
         unlock_token=unlock is not None,
     )
-    await store_checkin_writes.write_with_event(session, device_id, device=push, binding=values, event=event)
+    return push, values, event
 
 
 def _same_secret(stored: bytes | None, given: bytes) -> bool:
