@@ -8,7 +8,7 @@ import hashlib
 
 import httpx
 from cryptography.hazmat.primitives.serialization import Encoding
-from ios_support import new_phone
+from ios_support import Phone, new_phone
 from sqlalchemy import select
 
 from mdm.db.engine import Database
@@ -88,3 +88,26 @@ async def test_token_update_writes_only_what_changed(
         (False, False),
         (True, False),
     ]
+
+
+async def test_concurrent_authenticates_each_cache_their_binding(server: Server, db: Database) -> None:
+    """A storm: Authenticates of many devices commit while the others' are awaited, each dropping
+    its own fingerprint; each still caches its binding, so no TokenUpdate reads it again."""
+    import asyncio
+
+    from mdm.ios import checkin
+    from mdm.ios.messages import load_plist, parse_checkin
+
+    svc = service(server.ctx)
+    phones = [await new_phone(db, pki_services.ca(server.ctx)) for _ in range(12)]
+
+    async def authenticate(phone: Phone) -> None:
+        body, headers = phone.signed({"UDID": phone.udid, **phone.authenticate()})
+        identity = svc.resolver.from_signature(headers["Mdm-Signature"], body)
+        await checkin.handle(svc, identity, parse_checkin(load_plist(body)))
+
+    for _ in range(2):  # enrolled, then checking in again (a fleet back after an outage)
+        await asyncio.gather(*(authenticate(p) for p in phones))
+        fingerprints = [hashlib.sha256(p.cert.public_bytes(Encoding.DER)).digest() for p in phones]
+        cached = [svc.bindings.get(fp) for fp in fingerprints]
+        assert all(b is not None for b in cached)

@@ -63,3 +63,38 @@ async def test_device_bindings_read_once_then_from_the_cache() -> None:
     assert source.reads == 1
     assert await bindings.lookup(b"fp", "dead") is None  # revoked: refused even when cached
     assert await bindings.lookup(b"unbound") is None and source.reads == 2
+
+
+def test_a_drop_of_another_binding_does_not_keep_a_read_out() -> None:
+    """In a check-in storm every Authenticate drops its own fingerprint: a read of one device
+    made while others were dropped is still cached; one whose own fingerprint or device was
+    dropped is not."""
+    cache = BindingCache(size=8, ttl=60)
+    generation = cache.generation
+    cache.drop(b"other")
+    cache.drop_device(99)
+    cache.put(b"fp", 7, "u7", "ok", generation)
+    assert cache.get(b"fp") is not None
+    generation = cache.generation
+    cache.drop(b"fp2")  # this identity checked out meanwhile
+    cache.put(b"fp2", 8, "u8", "ok", generation)
+    assert cache.get(b"fp2") is None
+    assert cache.dropped_since(generation, b"fp2", 8) and not cache.dropped_since(generation, b"fp", 7)
+
+
+def test_forgotten_drops_count_as_recent() -> None:
+    from mdm.core import identity
+
+    cache = BindingCache(size=8, ttl=60)
+    generation = cache.generation
+    cache.drop(b"fp")
+    for device_id in range(identity.MAX_DROPS):  # b"fp"'s drop is forgotten
+        cache.drop_device(1000 + device_id)
+    cache.put(b"fp", 7, "u7", "ok", generation)
+    assert cache.get(b"fp") is None
+    later = cache.generation
+    cache.put(b"fp", 7, "u7", "ok", later)
+    assert cache.get(b"fp") is not None
+    cache.clear()  # every read made before a clear is stale
+    cache.put(b"fp", 7, "u7", "ok", later)
+    assert cache.get(b"fp") is None

@@ -53,6 +53,11 @@ class RevocationCheck(TypingProtocol):
     def is_revoked(self, serial: str) -> bool: ...
 
 
+# Drops remembered per fingerprint and device id (``BindingCache.dropped_since``); older ones
+# count as having happened at the generation of the last one forgotten.
+MAX_DROPS = 4096
+
+
 class BindingCache:
     """fingerprint -> Binding for ``ttl`` seconds, bounded (least recently used goes first).
 
@@ -60,8 +65,11 @@ class BindingCache:
     removed, re-bound to another identity) is dropped at once: ``drop_device`` is called at commit
     in this process and on a NOTIFY from other replicas (``identity_invalidation``,
     ``identity_notify``). The TTL only bounds what a lost notification could leave behind.
-    ``generation`` moves on every drop: a look-up that read the database before a drop does not
-    cache what it read.
+    ``generation`` moves on every drop, and each drop is remembered with its generation under the
+    fingerprint or device id it dropped: a look-up that read the database before a drop of its
+    fingerprint or device does not cache what it read. (A drop of another device does not keep
+    it out: in a check-in storm every Authenticate drops its own fingerprint, and with one
+    generation for all nearly every binding read or made while others committed went uncached.)
     """
 
     def __init__(self, size: int, ttl: float) -> None:
@@ -71,6 +79,10 @@ class BindingCache:
         self.size = size
         self.ttl = ttl
         self.generation = 0
+        # fingerprint (bytes) or device id (int) -> the generation its last drop moved to, oldest
+        # first; ``_floor``: the latest generation among the drops forgotten (MAX_DROPS).
+        self._drops: dict[bytes | int, int] = {}
+        self._floor = 0
         # False while the replica cannot hear other replicas' drops (PostgreSQL LISTEN down):
         # nothing is cached then, every request reads its binding.
         self.live = True
@@ -92,7 +104,11 @@ class BindingCache:
         # a storm) are read again spread over time, not all by the same second's polls.
         expires = time.monotonic() + self.ttl * (1.0 - 0.25 * random.random())  # noqa: S311
         binding = Binding(device_id, identifier, status, expires)
-        if self.ttl <= 0 or not self.live or (generation is not None and generation != self.generation):
+        if (
+            self.ttl <= 0
+            or not self.live
+            or (generation is not None and self.dropped_since(generation, fingerprint, device_id))
+        ):
             return binding
         self._remove(fingerprint)
         previous = self._device.get(device_id)
@@ -111,14 +127,30 @@ class BindingCache:
         if binding is not None and self._device.get(binding.device_id) == fingerprint:
             del self._device[binding.device_id]
 
+    def dropped_since(self, generation: int, fingerprint: bytes, device_id: int) -> bool:
+        """Whether ``fingerprint`` or ``device_id`` was dropped after ``generation`` was read
+        (or may have been: one of the drops no longer remembered)."""
+        if generation < self._floor:
+            return True
+        drops = self._drops
+        return drops.get(fingerprint, 0) > generation or drops.get(device_id, 0) > generation
+
+    def _dropped(self, key: bytes | int) -> None:
+        self.generation += 1
+        drops = self._drops
+        drops.pop(key, None)  # (re-inserted last: the dict stays in generation order)
+        drops[key] = self.generation
+        if len(drops) > MAX_DROPS:
+            self._floor = drops.pop(next(iter(drops)))
+
     def drop(self, fingerprint: bytes | None) -> None:
         if fingerprint is not None:
-            self.generation += 1
+            self._dropped(fingerprint)
             self._remove(fingerprint)
 
     def drop_device(self, device_id: int) -> None:
         """The device's binding ended or changed: forget whatever is cached for it."""
-        self.generation += 1
+        self._dropped(device_id)
         fingerprint = self._device.pop(device_id, None)
         if fingerprint is not None:
             self._entries.pop(fingerprint, None)
@@ -129,6 +161,8 @@ class BindingCache:
 
     def clear(self) -> None:
         self.generation += 1
+        self._drops.clear()
+        self._floor = self.generation  # every read before now is as if dropped
         self._entries.clear()
         self._device.clear()
 

@@ -212,9 +212,10 @@ async def _authenticate(
         device_id, identifier, status = device.id, device.identifier, device.status
         generation = svc.bindings.generation  # read before the commit
     # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless
-    # something dropped a binding meanwhile (this commit re-binding the device, a deletion or a
-    # check-out that committed while this commit was awaited): then the next message reads it.
-    unchanged = svc.bindings.generation == generation
+    # something dropped this identity's or this device's binding meanwhile (this commit re-binding
+    # the device, a deletion or a check-out that committed while this commit was awaited): then
+    # the next message reads it.
+    unchanged = not svc.bindings.dropped_since(generation, fingerprint, device_id)
     svc.bindings.drop(old_fingerprint)
     svc.bindings.drop(fingerprint)
     if unchanged:
