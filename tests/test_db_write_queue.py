@@ -76,3 +76,30 @@ async def test_the_queue_count_survives_a_cancelled_waiter(db: Database) -> None
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert db._queued == 0 and db._writer is None
+
+
+async def test_an_inline_transaction_holds_the_queue_across_no_turn_of_the_loop(db: Database) -> None:
+    """Closing the session used to take three turns of the event loop (SQLAlchemy closes in a
+    task of its own, awaited through ``asyncio.shield``) before the queue was released: on a
+    saturated loop, tens of milliseconds each, for every write transaction."""
+    turns = 0
+    running = True
+
+    async def count_turns() -> None:
+        nonlocal turns
+        while running:
+            turns += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count_turns())
+    await asyncio.sleep(0)
+    try:
+        for _ in range(3):
+            before = turns
+            async with db.transaction(inline=True) as session:
+                await session.execute(text("INSERT INTO t VALUES (2)"))
+                await session.execute(text("SELECT count(*) FROM t"))
+            assert db._writer is None and turns == before
+    finally:
+        running = False
+        await counter

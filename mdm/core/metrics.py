@@ -2,7 +2,11 @@
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mdm.db import metrics as db_metrics
+
 REGISTRY = CollectorRegistry(auto_describe=True)
+for _metric in db_metrics.ALL:  # SQLite's write queue and lock waits (mdm.db sits below core)
+    REGISTRY.register(_metric)
 
 HTTP_REQUESTS = Counter(
     "mdm_http_requests_total", "HTTP requests answered", ["listener", "status"], registry=REGISTRY

@@ -17,10 +17,13 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from mdm.db import audit_context, point_read, sqlite_driver
+from mdm.db import metrics as db_metrics
 
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
-_BEGIN_IMMEDIATE = text("BEGIN IMMEDIATE")
+# A write transaction that waited this long for another process's SQLite write lock is logged:
+# a tenth of the busy timeout, well before one is refused.
+LOCK_WAIT_WARN_SECONDS = sqlite_driver.BUSY_TIMEOUT_MS / 10_000
 # SQLite's own checkpoint, run by the connection whose commit crosses this many WAL pages (its
 # default is 1,000): a safety net only. A commit on the event loop's thread (``inline``) would
 # otherwise copy the WAL into the database right there (~17 ms per 1,000 pages, measured here);
@@ -55,6 +58,37 @@ def _checkpoint(
     return connection, (int(log), int(done))
 
 
+async def _one_hop(session: AsyncSession, immediate: bool) -> sqlite_driver.OneHopConnection | None:
+    """The session's connection (None when the engine does not use ``mdm.db.sqlite_driver``),
+    asked to begin its transaction with BEGIN IMMEDIATE when ``immediate``."""
+    raw = await (await session.connection()).get_raw_connection()
+    adapted = raw.dbapi_connection
+    if not isinstance(adapted, sqlite_driver.OneHopConnection):
+        return None
+    adapted.begin_immediate = immediate
+    adapted.lock_wait = 0.0
+    return adapted
+
+
+async def _close(session: AsyncSession, adapted: sqlite_driver.OneHopConnection | None) -> None:
+    """Close a write transaction's session before the write queue is released. ``async with
+    session`` closes in a task of its own and waits for it through ``asyncio.shield`` (so that a
+    cancellation cannot abandon the close): three turns of the event loop, with the queue held, on
+    a saturated loop tens of milliseconds each, for every transaction, inline ones included. With
+    nothing left to roll back (the transaction committed or rolled back), closing only returns the
+    connection to the pool, where ``sqlite_driver`` skips the reset's rollback: it awaits nothing
+    and cannot be cancelled halfway; anything else is closed the shielded way."""
+    if adapted is not None and not adapted.in_transaction:
+        await session.close()
+    else:
+        await session.__aexit__(None, None, None)
+
+
+def _locked(exc: OperationalError) -> bool:
+    orig = exc.orig
+    return isinstance(orig, sqlite3.OperationalError) and sqlite_driver.is_busy(orig)
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     from sqlalchemy.engine import make_url
@@ -68,14 +102,16 @@ def _safe_url(url: str) -> str:
 class Database:
     """Owns the engine; hands out sessions and transactions."""
 
-    def __init__(self, url: str, pool_size: int = 10, echo: bool = False, *, immediate: bool = False) -> None:
+    def __init__(self, url: str, pool_size: int = 10, echo: bool = False, *, immediate: bool = True) -> None:
         self.url = url
         self.is_sqlite = url.startswith("sqlite")
         # SQLite: begin every write transaction with BEGIN IMMEDIATE (the file's write lock taken
-        # at once), for a process that writes beside another (the push worker beside the server).
-        # pysqlite opens a transaction only at its first write, so a transaction's reads and its
-        # writes were atomic only against this process's own write queue: another process could
-        # commit in between (a wake-up requested between the take's read and its delete was lost).
+        # at once, in the hop of its first statement: ``sqlite_driver.OneHopConnection``). The
+        # server and the push worker process are two writers; pysqlite opens a transaction only at
+        # its first write, so a transaction's reads and its writes were atomic only against this
+        # process's own write queue: another process could commit in between (a wake-up requested
+        # between the take's read and its delete was lost). ``immediate=False``: the old deferred
+        # begin, for tests that show what it allowed.
         self.immediate = immediate and self.is_sqlite
         kwargs: dict[str, Any] = {"echo": echo}
         # Up to 2 x [database] pool_size connections, each kept open once opened. An overflow
@@ -180,22 +216,53 @@ class Database:
                 got = time.monotonic()
                 behind = self._released - released  # transactions that held the queue meanwhile
                 token = sqlite_driver.INLINE.set(True) if inline else None
+                adapted: sqlite_driver.OneHopConnection | None = None
+                session = self.sessionmaker()
                 try:
-                    async with self.sessionmaker() as session, session.begin():
-                        if self.immediate:
-                            await session.execute(_BEGIN_IMMEDIATE)
+                    async with session.begin():
+                        adapted = await _one_hop(session, self.immediate)
                         audit_context.watch(session)
                         yield session
+                except OperationalError as exc:
+                    if adapted is not None and _locked(exc):
+                        self._refused(adapted.lock_wait)
+                    raise
                 finally:
+                    await _close(session, adapted)
                     if token is not None:
                         sqlite_driver.INLINE.reset(token)
                     self._writer = None
                     self._released += 1
-                    self._slow(got - asked, time.monotonic() - got, behind)
+                    lock_wait = 0.0
+                    if adapted is not None:
+                        adapted.begin_immediate = False
+                        lock_wait, adapted.lock_wait = adapted.lock_wait, 0.0
+                    self._measured(got - asked, time.monotonic() - got, behind, lock_wait)
         finally:
             self._queued -= 1
 
-    def _slow(self, waited: float, held: float, behind: int) -> None:
+    def _measured(self, waited: float, held: float, behind: int, lock_wait: float) -> None:
+        db_metrics.WRITE_QUEUE_WAIT.observe(waited)
+        db_metrics.WRITE_QUEUE_HOLD.observe(held)
+        if self.immediate:
+            db_metrics.LOCK_WAIT.observe(lock_wait)
+            if lock_wait >= LOCK_WAIT_WARN_SECONDS:
+                log.warning(
+                    "SQLite write transaction waited %.0f ms for the write lock held by another "
+                    "process (the push worker?); refused at %d ms", 1000 * lock_wait,
+                    sqlite_driver.BUSY_TIMEOUT_MS,
+                )
+        self._slow(waited, held, behind, lock_wait)
+
+    def _refused(self, lock_wait: float) -> None:
+        db_metrics.LOCK_REFUSED.inc()
+        log.error(
+            "SQLite write transaction refused: another process held the write lock for %.0f ms "
+            "(busy timeout %d ms); the transaction was rolled back", 1000 * lock_wait,
+            sqlite_driver.BUSY_TIMEOUT_MS,
+        )
+
+    def _slow(self, waited: float, held: float, behind: int, lock_wait: float = 0.0) -> None:
         """Log a write transaction that waited or held SQLite's write queue long (at most one
         line per ``SLOW_LOG_INTERVAL`` seconds, with how many were not logged): what stalls every
         other writer. A wait names how many transactions held the queue meanwhile: one long
@@ -219,9 +286,10 @@ class Database:
         where = " < ".join(names)
         log.warning(
             "SQLite write transaction waited %.0f ms for the write queue (behind %d transactions, "
-            "%.1f ms each; %d queued now) and held it %.0f ms (in %s); %d more slow since the last "
-            "such line", 1000 * waited, behind, 1000 * waited / behind if behind else 0.0,
-            self._queued - 1, 1000 * held, where or "?", more,
+            "%.1f ms each; %d queued now) and held it %.0f ms (in %s; %.0f ms of it waiting for "
+            "another process's write lock); %d more slow since the last such line",
+            1000 * waited, behind, 1000 * waited / behind if behind else 0.0,
+            self._queued - 1, 1000 * held, where or "?", 1000 * lock_wait, more,
         )
 
     @asynccontextmanager

@@ -22,6 +22,13 @@ holds SQLite's write queue: under load, every yield waited for a turn of a busy 
 other writer waited behind it (a lock convoy: seconds of p99 at 16 flows). The connection is
 opened with ``check_same_thread=False`` (SQLAlchemy's default for file databases) and is used by
 one statement at a time (the adapter's mutex), so which thread runs it does not matter.
+
+``OneHopConnection.begin_immediate`` (set by ``Database.transaction`` for every queued SQLite
+write transaction): the transaction's first statement is preceded by ``BEGIN IMMEDIATE`` in the
+same call, so that its reads and writes are one SQLite transaction holding the write lock from
+the start (sqlite3 would open one only at the first write: reads before it were transactions of
+their own, and another process, the push worker, could commit in between). No statement or hop
+of its own; the wait for another process's lock is timed (``lock_wait``).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import collections
 import contextlib
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextvars import ContextVar
 from typing import Any
@@ -42,7 +50,8 @@ from sqlalchemy.dialects.sqlite.aiosqlite import (
 )
 from sqlalchemy.util import EMPTY_DICT
 
-Outcome = tuple[Any, list[Any], int, int | None, bool]
+# description, rows, rowcount, lastrowid, in a transaction now, seconds waited for the write lock
+Outcome = tuple[Any, list[Any], int, int | None, bool, float]
 # Run this task's statements on the event loop's thread (see the module's docstring).
 INLINE: ContextVar[bool] = ContextVar("mdm_sqlite_inline", default=False)
 
@@ -62,17 +71,26 @@ def inline() -> Iterator[None]:
 BUSY_TIMEOUT_MS = 10_000  # how long a statement waits for another connection's write lock
 
 
-def _is_busy(error: sqlite3.OperationalError) -> bool:
+def is_busy(error: sqlite3.OperationalError) -> bool:
     return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY or "locked" in str(error)
 
 
 def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_ms: int | None = None
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, busy_ms: int | None = None,
+    begin: bool = False,
 ) -> Outcome:
-    """On aiosqlite's thread: the whole statement, results included (``busy_ms``: set the busy
-    timeout first)."""
+    """On aiosqlite's thread (or inline): the whole statement, results included (``busy_ms``: set
+    the busy timeout first; ``begin``: open the transaction with ``BEGIN IMMEDIATE`` first unless
+    one is open, timed: the wait for another connection's write lock)."""
     if busy_ms is not None:
         connection.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
+    waited = 0.0
+    if begin and not connection.in_transaction:
+        started = time.perf_counter()
+        try:
+            connection.execute("BEGIN IMMEDIATE")
+        finally:
+            waited = time.perf_counter() - started
     cursor = connection.cursor()
     try:
         if many:
@@ -83,7 +101,7 @@ def _run(
             cursor.execute(operation, parameters)
         description = cursor.description
         rows = cursor.fetchall() if description else []
-        return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction
+        return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction, waited
     finally:
         cursor.close()
 
@@ -132,6 +150,7 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
         connection: aiosqlite.Connection = self._connection  # type: ignore[assignment]
         adapted: OneHopConnection = self._adapt_connection  # type: ignore[assignment]
         adapted.in_transaction = True  # unknown until the statement reports (e.g. if it fails)
+        begin = adapted.begin_immediate
         async with adapted._execute_mutex:
             outcome: Outcome | None = None
             if INLINE.get():
@@ -141,17 +160,26 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                     connection._conn.execute("PRAGMA busy_timeout=0")
                     adapted.busy_inline = True
                 try:
-                    outcome = _run(connection._conn, operation, parameters, many)
+                    outcome = _run(connection._conn, operation, parameters, many, None, begin)
                 except sqlite3.OperationalError as error:
-                    if not _is_busy(error):
+                    if not is_busy(error):
                         raise
             if outcome is None:
                 busy_ms = BUSY_TIMEOUT_MS if adapted.busy_inline else None
                 adapted.busy_inline = False
-                outcome = await connection._execute(  # type: ignore[no-untyped-call, unused-ignore]  # private API
-                    _run, connection._conn, operation, parameters, many, busy_ms
-                )
-        self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction = outcome
+                started = time.perf_counter()
+                try:
+                    outcome = await connection._execute(  # type: ignore[no-untyped-call, unused-ignore]  # private API
+                        _run, connection._conn, operation, parameters, many, busy_ms, begin
+                    )
+                except sqlite3.OperationalError as error:
+                    if begin and is_busy(error):  # refused: the lock stayed taken for the whole timeout
+                        adapted.lock_wait += time.perf_counter() - started
+                    raise
+        self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction, waited = outcome
+        if begin:
+            adapted.begin_immediate = False
+            adapted.lock_wait += waited
         self._rows = collections.deque(rows)
 
     async def _execute_async(self, operation: Any, parameters: Any) -> Any:
@@ -176,7 +204,7 @@ def inline_first(
     try:
         cursor = raw.execute(operation, parameters)
     except sqlite3.OperationalError as error:
-        if not _is_busy(error):
+        if not is_busy(error):
             raise
         return None
     try:
@@ -189,7 +217,7 @@ def inline_first(
 
 
 class OneHopConnection(AsyncAdapt_aiosqlite_connection):
-    __slots__ = ("busy_inline", "in_transaction")
+    __slots__ = ("begin_immediate", "busy_inline", "in_transaction", "lock_wait")
     _cursor_cls = OneHopCursor  # type: ignore[assignment]  # a subclass; the stub types it exactly
 
     def __init__(self, dbapi: Any, connection: Any) -> None:
@@ -198,6 +226,12 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         self.in_transaction = True
         # Whether the busy timeout is 0 for inline statements (restored before a hop).
         self.busy_inline = False
+        # Begin the next transaction with BEGIN IMMEDIATE, in the hop of its first statement
+        # (set by ``Database.transaction``; cleared once a statement ran, and at commit/rollback).
+        self.begin_immediate = False
+        # Seconds the statements waited for another connection's write lock (BEGIN IMMEDIATE);
+        # read and reset by ``Database.transaction``.
+        self.lock_wait = 0.0
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
@@ -205,6 +239,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
         return super().cursor(server_side)
 
     def rollback(self) -> None:
+        self.begin_immediate = False
         if self.in_transaction:
             if INLINE.get():
                 self._inline(self._connection._conn.rollback)
@@ -213,6 +248,7 @@ class OneHopConnection(AsyncAdapt_aiosqlite_connection):
             self.in_transaction = False
 
     def commit(self) -> None:
+        self.begin_immediate = False
         if self.in_transaction:
             if INLINE.get():
                 self._inline(self._connection._conn.commit)
