@@ -6,6 +6,11 @@ Command enqueue (single and bulk) calls ``Pushers.wake`` and the NotNow back-off
 must never announce a command that a rollback took back. Without a registered pusher both do
 nothing and nothing is lost: the device fetches its commands at its next poll or check-in (and
 the iOS NotNow request is also kept as a durable ``ios_push_requests`` row).
+
+A pusher that keeps its wake-ups as rows (``OwingPusher``: the push dispatcher) can also record
+them in the caller's own transaction (``Pushers.owe``, as ``events.emit`` does for events): they
+then commit with the work they announce, or roll back with it, and cost no transaction of their
+own; ``Pushers.owed`` nudges the pusher after the commit. The bulk queue does this per batch.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol as TypingProtocol
+from typing import runtime_checkable
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import Protocol
 
@@ -30,6 +38,20 @@ class Pusher(TypingProtocol):
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         """Wake the device once ``due`` has passed (not before)."""
+        ...
+
+
+@runtime_checkable
+class OwingPusher(Pusher, TypingProtocol):
+    """A ``Pusher`` whose wake-ups are rows it can write in the caller's transaction."""
+
+    async def owe(self, session: AsyncSession, device_ids: Sequence[int], reason: str) -> None:
+        """Owe a wake-up now to these devices, written in ``session``'s transaction (committed or
+        rolled back with it). Raises if the statement fails: the caller's transaction fails."""
+        ...
+
+    def nudge(self) -> None:
+        """After the commit of an ``owe``: the rows may be due before what the worker waits for."""
         ...
 
 
@@ -92,6 +114,26 @@ class Pushers:
         except Exception:
             log.exception("push to %d %s device(s) failed; they get their work at the next poll",
                           len(ids), Protocol(protocol).name.lower())
+
+    async def owe(self, session: AsyncSession, protocol: Protocol | int, device_ids: Sequence[int],
+                  reason: str) -> bool:
+        """Owe wake-ups to these devices (of one protocol) in ``session``'s transaction, when the
+        protocol's pusher can (``OwingPusher``): True, and call ``owed`` after the commit. False
+        when it cannot (no pusher: nothing to do; another kind: ``wake`` them after the commit).
+        A failing statement raises: the wake-ups are part of the caller's transaction."""
+        pusher = self.get(protocol)
+        if not isinstance(pusher, OwingPusher):
+            return False
+        if device_ids:
+            await pusher.owe(session, device_ids, reason)
+        return True
+
+    def owed(self, protocols: Iterable[Protocol | int]) -> None:
+        """After the commit of ``owe``: nudge the pushers of these protocols."""
+        for protocol in set(protocols):
+            pusher = self.get(protocol)
+            if isinstance(pusher, OwingPusher):
+                pusher.nudge()
 
     async def wake_at(self, protocol: Protocol | int, device_id: int, due: datetime, reason: str) -> None:
         """A wake-up once ``due`` has passed (the NotNow back-off); never raises, like ``wake``."""

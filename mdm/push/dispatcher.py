@@ -2,7 +2,8 @@
 
 ``PushDispatcher`` is the core ``Pusher`` of every protocol it has a transport for (APNs for iOS,
 FCM for Android). ``wake``/``wake_many``/``wake_at`` only write an owed row (``push_wakeups``,
-one per device, the earlier due time wins) and nudge the worker; the worker takes due rows in
+one per device, the earlier due time wins) and nudge the worker (``owe`` writes them in the
+caller's transaction: ``OwingPusher``); the worker takes due rows in
 batches, leases them (a crash during the send retries them), sends concurrently and applies each
 answer (``mdm.push.types.Outcome``) with its event in one transaction:
 
@@ -29,6 +30,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
+
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.push import PushReceipts
@@ -134,6 +137,14 @@ class PushDispatcher:
         for start in range(0, len(ids), CHUNK):
             await self._request(ids[start:start + CHUNK], self.clock(), reason)
         self.nudge()
+
+    async def owe(self, session: AsyncSession, device_ids: Sequence[int], reason: str) -> None:
+        """``OwingPusher``: owe a wake-up now to these devices in the caller's transaction (one
+        statement; the caller calls ``nudge`` after its commit). A bulk batch owes its devices'
+        wake-ups this way, with its commands."""
+        if device_ids and self.transports:
+            now = self.clock()
+            await store.request(session, device_ids, now, reason, now, self.protocols)
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         await self._request([device_id], due, reason)

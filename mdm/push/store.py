@@ -12,11 +12,28 @@ writer: the lock is a no-op there).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, and_, case, delete, exists, func, literal, or_, select, update
+from sqlalchemy import (
+    BigInteger,
+    String,
+    Table,
+    and_,
+    any_,
+    bindparam,
+    case,
+    delete,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -56,27 +73,64 @@ async def request(
 ) -> None:
     """Owe a wake-up at ``due`` to each device that can be pushed (valid token, a protocol with a
     transport); an existing row keeps the earlier due time and counts one more request. One
-    statement for the whole (caller-chunked) list."""
+    statement for the whole list, the ids in ONE parameter (a PostgreSQL array, a JSON array read
+    by SQLite's ``json_each``): no IN list to build and compile per call, whatever its length."""
+    if not device_ids:
+        return
+    dialect = session.get_bind().dialect.name
+    ids = list(device_ids)
+    params: dict[str, Any] = {"due": due, "reason": reason[:64], "now": now, "protocols": list(protocols)}
+    if dialect == "postgresql":
+        params |= {"ids": ids, "lo": min(ids), "hi": max(ids)}
+    else:
+        params["ids"] = json.dumps(ids)
+    await session.execute(_request_statement(dialect), params)
+
+
+_REQUEST: dict[str, Any] = {}
+
+
+def _request_statement(dialect: str) -> Any:
+    """The statement of ``request``, built once per engine. On PostgreSQL the id range beside the
+    list keeps the plan on the primary key, and the rows go in ascending device id, so that two
+    transactions owing overlapping sets (a bulk batch, the worker's) lock them in one order."""
+    stmt = _REQUEST.get(dialect)
+    if stmt is not None:
+        return stmt
+    if dialect == "postgresql":
+        ids = _d.c.id == any_(bindparam("ids", type_=ARRAY(BigInteger)))
+        listed = and_(ids, _d.c.id.between(bindparam("lo"), bindparam("hi")))
+    else:  # (SQLite looks each listed id up by key; a range would let it scan between them)
+        each = func.json_each(bindparam("ids", type_=String)).table_valued("value")
+        listed = _d.c.id.in_(select(each.c.value))
     source = select(
-        _d.c.id, literal(due, PushWakeup.due_at.type), literal(reason[:64]), literal(0), literal(1),
-        literal(now, PushWakeup.created_at.type),
-    ).where(_d.c.id.in_(list(device_ids)), _pushable(protocols))
-    stmt = _insert(session)(_w).from_select(
-        ["device_id", "due_at", "reason", "attempts", "requests", "created_at"], source
-    )
-    earlier = stmt.excluded.due_at < _w.c.due_at
-    stmt = stmt.on_conflict_do_update(
+        _d.c.id, bindparam("due", type_=PushWakeup.due_at.type), bindparam("reason", type_=String),
+        literal(0), literal(1), bindparam("now", type_=PushWakeup.created_at.type),
+    ).where(listed, _pushable_param())
+    if dialect == "postgresql":
+        source = source.order_by(_d.c.id)
+    insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
+    columns = ["device_id", "due_at", "reason", "attempts", "requests", "created_at"]
+    ins = insert_for(_w).from_select(columns, source)
+    earlier = ins.excluded.due_at < _w.c.due_at
+    stmt = _REQUEST[dialect] = ins.on_conflict_do_update(
         index_elements=["device_id"],
         set_={
-            "due_at": case((earlier, stmt.excluded.due_at), else_=_w.c.due_at),
-            "reason": case((earlier, stmt.excluded.reason), (_w.c.reason == REPUSH, stmt.excluded.reason),
+            "due_at": case((earlier, ins.excluded.due_at), else_=_w.c.due_at),
+            "reason": case((earlier, ins.excluded.reason), (_w.c.reason == REPUSH, ins.excluded.reason),
                            else_=_w.c.reason),
             # A new request after a sent push starts the re-push back-off again.
             "attempts": case((_w.c.reason == REPUSH, 0), else_=_w.c.attempts),
             "requests": _w.c.requests + 1,
         },
     )
-    await session.execute(stmt)
+    return stmt
+
+
+def _pushable_param() -> Any:
+    """``_pushable`` with the protocols bound at execution (``protocols``, an expanding list)."""
+    return and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
+                _d.c.protocol.in_(bindparam("protocols", expanding=True)))
 
 
 def _owed_of(session: AsyncSession, protocols: Sequence[int]) -> Any:
