@@ -18,6 +18,7 @@ from apns_support import Env, apns_env
 from ios_support import Phone, new_phone
 from test_push_e2e import Woken, _write_identity
 
+from mdm.bench.fleet import reporting_workers
 from mdm.config import Config
 from mdm.config_sections import load
 from mdm.db.engine import Database
@@ -131,6 +132,8 @@ async def test_the_worker_process_pushes_and_the_server_shows_its_counts(
     kinds = [x for x in text.splitlines() if x.startswith("# TYPE ")]
     assert len(kinds) == len(set(kinds))  # the server's own push families gave way to the worker's
     assert "# TYPE mdm_push_owed gauge" in kinds
+    # How many worker processes run and have reported (``mdm bench fleet`` waits for them).
+    assert reporting_workers(text) == 1
 
 
 async def test_a_bulk_operation_counts_the_devices_the_worker_woke(

@@ -21,6 +21,7 @@ from apns_support import Env, apns_env
 from sqlalchemy import select
 from test_push_e2e import _write_identity
 
+from mdm.bench.fleet import reporting_workers
 from mdm.config import ConfigError, load_config
 from mdm.config_sections import SECTIONS, load
 from mdm.db.engine import Database
@@ -123,6 +124,7 @@ async def test_two_workers_push_every_device_once_and_the_server_sums_their_coun
     supervisor = await both_workers(server)
     pids = {p.pid for p in supervisor.processes()}
     assert len(pids) == 2 and os.getpid() not in pids
+    assert reporting_workers((await api.get("/metrics")).text) == 2  # (what mdm bench fleet waits for)
     tokens = await add_devices(db, DEVICES)
     await server.ctx.services[DISPATCHER].wake_many(list(tokens), "command")
 

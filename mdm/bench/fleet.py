@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+import aiohttp
 import tomlkit
 from cryptography import x509
 
@@ -44,6 +45,7 @@ from mdm.config import CONFIG_FILE
 from mdm.config_sections import load as load_config
 from mdm.db.engine import Database
 from mdm.push.topic import read_topic
+from mdm.push.worker_channel import WORKERS_REPORTING
 from mdm.sim.fleet import Fleet
 
 Say = fleet_phases.Say
@@ -220,6 +222,8 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
                      trusted_roots=roots, concurrency=options.concurrency)
 
     await _recall_left_over(admin, server, say, options.recall_deadline())
+    if report.setup.get("push_worker") == "process":
+        report.setup["push_workers_up_s"] = await workers_up(admin, options.push_workers, say=say)
     answered: list[Any] = []
     async with fleet_phases.monitoring(server.pid) as monitor, new_fleet() as fleet, \
             _autovacuum_stand_in(server, report, say):
@@ -269,6 +273,32 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
                                                                       pid=server.pid)
                 report.cold_polls |= pushes
             report.rss_mib["after_cold_polls"] = _rss(server.pid)
+
+
+async def workers_up(admin: Admin, workers: int, *, say: Say, timeout_s: float = 120.0) -> float:
+    """Wait until the server's ``workers`` push worker processes run and have reported (the
+    ``mdm_push_worker_processes`` gauge of /metrics): a bulk request made while they start would
+    time their start-up (and their recovery pass) as queuing and wake-ups. The seconds waited."""
+    url = admin.base.removesuffix("/api/v1") + "/metrics"
+    t0 = time.perf_counter()
+    up = 0
+    while time.perf_counter() - t0 < timeout_s:
+        with contextlib.suppress(aiohttp.ClientError, TimeoutError):
+            async with admin.session.get(url) as response:
+                if response.status == 200:
+                    up = reporting_workers(await response.text())
+                    if up >= workers:
+                        return round(time.perf_counter() - t0, 1)
+        await asyncio.sleep(0.2)
+    raise FleetBenchError(f"{up} of {workers} push worker process(es) up after {timeout_s:.0f}s")
+
+
+def reporting_workers(exposition: str) -> int:
+    """The value of ``mdm_push_worker_processes`` in a /metrics text (0 when absent)."""
+    for line in exposition.splitlines():
+        if line.startswith(WORKERS_REPORTING + " "):
+            return int(float(line.split()[1]))
+    return 0
 
 
 PENDING_BULK = "bench/fleet-bulk-pending"

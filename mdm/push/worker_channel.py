@@ -20,6 +20,9 @@ from prometheus_client.registry import Collector
 from mdm.push.dispatcher import ServiceStats
 
 PREFIX = "mdm_push_"  # every push metric is the worker's, the owed gauge too (its idle refresh)
+# The server's own gauge: how many of its worker processes run and have reported (their first
+# line comes as they start dispatching; ``mdm bench fleet`` waits for all of them).
+WORKERS_REPORTING = "mdm_push_worker_processes"
 # Samples that only grow (counters, histograms): summed over the worker processes.
 _GROWING = ("_total", "_count", "_sum", "_bucket")
 
@@ -145,4 +148,6 @@ class MirroredMetrics(Collector):
         self.view = view
 
     def collect(self) -> Iterable[Metric]:
-        return list(self.view.families())
+        running = Metric(WORKERS_REPORTING, "push worker processes running that have reported", "gauge")
+        running.add_sample(WORKERS_REPORTING, {}, float(len(self.view.current)))
+        return [*self.view.families(), running]
