@@ -7,15 +7,17 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.events import EventBody, EventType
+from mdm.db.engine import Database
 from mdm.db.models import Device, Event, Protocol, Severity, User
-from mdm.pki import renewal
+from mdm.pki import renewal, store_renewal
 from mdm.pki import services as plugin
 from mdm.pki.issuance import CertificateRequest, CertificateSource, issue
 from mdm.pki.renewers import Renewer, Renewers
@@ -231,3 +233,57 @@ async def test_the_worker_renews_by_itself(server: Server, db, renewers) -> None
             break
         await asyncio.sleep(0.1)
     assert (await record(db, serial)).status == "superseded"
+
+
+async def _expired_record(db, serial: str) -> None:
+    now = datetime.now(UTC)
+    async with db.transaction() as session:
+        session.add(IssuedCertificateRecord(
+            serial=serial, type="mobile", subject="CN=x", source="internal", status="valid",
+            not_before=now - timedelta(days=30), not_after=now - timedelta(minutes=1), pem="-",
+        ))
+
+
+async def test_an_expiry_read_outside_the_write_is_checked_again_in_it(
+    server: Server, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sweep reads what expired outside its write transactions (they held SQLite's one
+    writer); a certificate changed between the read and the write is left as it now is."""
+    for serial in ("bb01", "bb02"):
+        await _expired_record(db, serial)
+    read = store_renewal.expired_ids
+
+    async def read_then_revoked(session: AsyncSession, now: datetime, limit: int) -> list[int]:
+        ids = await read(session, now, limit)
+        async with db.transaction() as other:  # meanwhile an administrator revokes bb02
+            await other.execute(
+                update(IssuedCertificateRecord)
+                .where(IssuedCertificateRecord.serial == "bb02")
+                .values(status="revoked")
+            )
+        return ids
+
+    monkeypatch.setattr(store_renewal, "expired_ids", read_then_revoked)
+    report = await renewal.renewal_pass(server.ctx)
+    assert report.expired == 1
+    assert [(await record(db, s)).status for s in ("bb01", "bb02")] == ["expired", "revoked"]
+    assert [(t, b["serial"]) for t, b in await event_types(db)] == [("cert_expired", "bb01")]
+
+
+async def test_a_sweep_with_nothing_due_opens_no_write_transaction(
+    server: Server, db, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await device_with_cert(server, Protocol.KES, days=300)  # far from its renewal window
+    mine: list[bool] = []
+    transaction = Database.transaction
+    me = asyncio.current_task()
+
+    def counted(self: Database, **kwargs: bool) -> Any:
+        if asyncio.current_task() is me:
+            mine.append(True)
+        return transaction(self, **kwargs)
+
+    monkeypatch.setattr(Database, "transaction", counted)
+    report = await renewal.renewal_pass(server.ctx)
+    assert (report.expired, report.expiring, report.requested) == (0, 0, 0)
+    assert mine == []

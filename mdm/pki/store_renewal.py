@@ -13,15 +13,28 @@ from mdm.pki.tables import CertStatus, IssuedCertificateRecord
 Record = IssuedCertificateRecord
 
 
-async def claim_expired(session: AsyncSession, now: datetime, limit: int) -> list[IssuedCertificateRecord]:
-    """Valid or superseded certificates past their end, locked (skipping rows others hold)."""
+_EXPIRING = (CertStatus.VALID.value, CertStatus.SUPERSEDED.value)
+
+
+async def expired_ids(session: AsyncSession, now: datetime, limit: int) -> list[int]:
+    """Ids of valid or superseded certificates past their end (a read: claim them with
+    ``claim_expired``, which checks again)."""
+    stmt = (
+        select(Record.id)
+        .where(Record.status.in_(_EXPIRING), Record.not_after <= now)
+        .order_by(Record.not_after)
+        .limit(limit)
+    )
+    return list((await session.scalars(stmt)).all())
+
+
+async def claim_expired(session: AsyncSession, now: datetime, ids: list[int]) -> list[Record]:
+    """Those of ``ids`` still valid or superseded and past their end (checked again here: the ids
+    were read outside this transaction), locked (skipping rows others hold)."""
     stmt = (
         select(Record)
-        .where(
-            Record.status.in_([CertStatus.VALID.value, CertStatus.SUPERSEDED.value]),
-            Record.not_after <= now,
-        )
-        .limit(limit)
+        .where(Record.id.in_(ids), Record.status.in_(_EXPIRING), Record.not_after <= now)
+        .order_by(Record.id)
         .with_for_update(skip_locked=True)
     )
     return list((await session.scalars(stmt)).all())
