@@ -2,7 +2,10 @@
 
 Every state change and its event happen in one transaction; identity problems raise
 ``IdentityError`` before anything is written. Authenticate is ``checkin_authenticate.py`` (it
-cannot take a UDID from an active device's identity: ``takeover.py``).
+cannot take a UDID from an active device's identity: ``takeover.py``). On PostgreSQL the device
+channel's TokenUpdate runs without a transaction block: its state read, then one statement that
+writes the change and its event only if the rows are still as read (``store_checkin_direct``);
+otherwise the transactional path decides again.
 
 Replays inside the signature window: a check-in signed earlier than the last accepted one that
 changed something for the device (``ios_devices.last_signed_at``) is refused, and a TokenUpdate
