@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Callable
@@ -88,7 +89,10 @@ class Spacing:
 class LastSync:
     """device id -> last sync time, flushed in batches (bounded by the devices per interval)."""
 
-    CHUNK = 500
+    # Rows per transaction; on SQLite each chunk runs inline (two UPDATEs by key per row on the
+    # event loop's thread), holding the write queue for its own work only, never across a turn of
+    # a busy loop (``mdm.ios.state.LastSeen``, which measured it).
+    CHUNK = 200
 
     def __init__(self) -> None:
         self._pending: dict[int, datetime] = {}
@@ -116,10 +120,11 @@ class LastSync:
         try:
             for start in range(0, len(items), self.CHUNK):
                 rows = [{"b_id": i, "b_at": at} for i, at in items[start : start + self.CHUNK]]
-                async with db.transaction() as session:
+                async with db.transaction(inline=True) as session:
                     await store_sync.write_last_sync(session, rows)
                 written += len(rows)
                 self.seen.add(i for i, _ in items[start : start + self.CHUNK])
+                await asyncio.sleep(0)  # the requests waiting for the loop (and the queue) first
         except BaseException:
             for device_id, at in items[written:]:
                 self._pending.setdefault(device_id, at)
