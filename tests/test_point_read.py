@@ -129,3 +129,57 @@ async def test_postgresql_a_cancelled_look_up_does_not_keep_its_reader(db: Datab
     assert row == (3,)
     await point_read.close(db.engine)
     assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def _open_every_reader(db: Database) -> int:
+    """Open all of the engine's kept readers (a burst as wide as their number); how many."""
+    kept = db.engine.sync_engine.pool.size() // point_read.PG_READER_SHARE  # type: ignore[attr-defined]
+    stmt = text("SELECT pg_sleep(0.05) IS NULL AS slept")
+    await asyncio.gather(*(point_read.first(db.engine, stmt, {}) for _ in range(kept)))
+    return kept
+
+
+async def test_postgresql_a_burst_waits_for_a_kept_reader_instead_of_the_pool(db: Database) -> None:
+    """More concurrent look-ups than kept readers (a burst of cold polls): up to
+    WAITERS_PER_READER per reader wait for one to be given back, none takes a pool connection."""
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's kept readers")
+    kept = await _open_every_reader(db)
+    counts = _counting(db)
+    stmt = text("SELECT CAST(:n AS INTEGER) AS n")
+    burst = kept * (1 + point_read.WAITERS_PER_READER)
+    rows = await asyncio.gather(*(point_read.first(db.engine, stmt, {"n": i}) for i in range(burst)))
+    assert [row.n for row in rows if row is not None] == list(range(burst))
+    assert counts == {"checkout": 0, "connect": 0}
+    await point_read.close(db.engine)
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+async def test_postgresql_cancelled_waiters_lose_no_reader_and_close_frees_the_rest(db: Database) -> None:
+    if db.is_sqlite:
+        pytest.skip("PostgreSQL's kept readers")
+    kept = await _open_every_reader(db)
+    slow = text("SELECT 5 AS n FROM pg_sleep(0.3)")
+    busy = [asyncio.ensure_future(point_read.first(db.engine, slow, {})) for _ in range(kept)]
+    await asyncio.sleep(0.05)
+    one = text("SELECT 1 AS n")
+    waiting = [asyncio.ensure_future(point_read.first(db.engine, one, {})) for _ in range(3)]
+    await asyncio.sleep(0.05)
+    waiting[0].cancel()  # waiting, then cancelled: it holds no reader
+    assert [await b for b in busy] == [(5,)] * kept
+    assert [await w for w in waiting[1:]] == [(1,), (1,)]
+    with pytest.raises(asyncio.CancelledError):
+        await waiting[0]
+    # Every reader is back: as many slow look-ups at once as readers, and no pool connection.
+    counts = _counting(db)
+    again = await asyncio.gather(*(point_read.first(db.engine, slow, {}) for _ in range(kept)))
+    assert again == [(5,)] * kept and counts["checkout"] == 0
+    # Closed while look-ups wait: they run the pooled way, and every connection goes back.
+    busy = [asyncio.ensure_future(point_read.first(db.engine, slow, {})) for _ in range(kept)]
+    await asyncio.sleep(0.05)
+    late = asyncio.ensure_future(point_read.first(db.engine, text("SELECT 2 AS n"), {}))
+    await asyncio.sleep(0.05)
+    await point_read.close(db.engine)
+    assert await late == (2,)
+    assert [await b for b in busy] == [(5,)] * kept
+    assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
