@@ -148,3 +148,39 @@ async def test_other_replicas_are_told(db: Database) -> None:
         assert await asyncio.wait_for(received.get(), 5) == str(dev)
     finally:
         await listener.close()
+
+
+async def test_the_wake_up_is_owed_in_the_enqueue_transaction(db: Database) -> None:
+    """With the push dispatcher (an ``OwingPusher``) the device's wake-up row commits with its
+    command, in the enqueue's one write transaction (it cost a transaction of its own, after the
+    commit); a refused enqueue owes nothing."""
+    from push_dispatch_support import ScriptedTransport, add_device
+
+    from mdm.push.config import PushConfig
+    from mdm.push.dispatcher import PushDispatcher
+    from mdm.push.tables import PushWakeup
+
+    dev = await add_device(db, "pushed", token="ab" * 32)
+    pushers = Pushers()
+    pushers.register(Protocol.IOS, PushDispatcher(db, PushConfig(), {Protocol.IOS: ScriptedTransport()}))
+    svc = CommandService(db, TRANSLATORS, pushers)
+    opened = 0
+    plain = db.transaction
+
+    def counted(*args: object, **kwargs: object) -> object:
+        nonlocal opened
+        opened += 1
+        return plain(*args, **kwargs)  # type: ignore[arg-type]
+
+    db.transaction = counted  # type: ignore[method-assign]
+    try:
+        await svc.send(dev, "Block", {}, by="admin")
+        assert opened == 1
+        with pytest.raises(Conflict):
+            await svc.send(dev, "Block", {}, by="admin")
+    finally:
+        db.transaction = plain  # type: ignore[method-assign]
+    async with db.session() as session:
+        w = PushWakeup
+        owed = list(await session.execute(select(w.device_id, w.reason, w.requests)))
+    assert [tuple(row) for row in owed] == [(dev, "command", 1)]

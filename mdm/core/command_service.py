@@ -1,6 +1,8 @@
 """Sending a command to one device from the admin side, in one transaction, and the platform's
 pusher woken once it has committed (a push must never announce a command that a rollback took
-back; without a pusher the device gets it at its next poll). Many devices: ``mdm.core.bulk``."""
+back; without a pusher the device gets it at its next poll): a pusher that keeps its wake-ups as
+rows (``OwingPusher``) owes it in that transaction and is nudged after the commit, any other is
+called after the commit. Many devices: ``mdm.core.bulk``."""
 
 from __future__ import annotations
 
@@ -33,7 +35,13 @@ class CommandService:
                 command, queued, protocol = await commands.enqueue_one(
                     session, device_id, type_name, args, created_by=by, translators=self.translators
                 )
+                # A pusher that keeps its wake-ups as rows owes this one in the same transaction
+                # (no write transaction of its own after the commit, nothing to lose between).
+                owed = await self.pushers.owe(session, protocol, [device_id], PUSH_REASON)
         except InvalidArgument as exc:
             raise ArgumentsRefused(exc.message, **exc.details) from None
-        await self.pushers.wake(protocol, [device_id], PUSH_REASON)
+        if owed:
+            self.pushers.owed([protocol])
+        else:
+            await self.pushers.wake(protocol, [device_id], PUSH_REASON)
         return command, queued
