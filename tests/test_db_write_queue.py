@@ -103,3 +103,24 @@ async def test_an_inline_transaction_holds_the_queue_across_no_turn_of_the_loop(
     finally:
         running = False
         await counter
+
+
+async def test_the_longest_holder_between_two_lines_is_named(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="mdm.db.engine")
+    await _hold(db, 0.2)  # logged: the interval starts
+
+    async def long_sweep() -> None:
+        await _hold(db, 0.4)
+
+    await long_sweep()  # not logged (within the interval): it used to vanish into "1 more"
+    await _hold(db, 0.2)
+    db._slow_logged = -1e9
+    await _hold(db, 0.2)
+    messages = [r.getMessage() for r in caplog.records if "write transaction" in r.getMessage()]
+    assert len(messages) == 2
+    assert "2 more slow" in messages[1]
+    # (named by its frames in mdm/: "?" for this test's own functions)
+    held = re.search(r"the longest held (\d+) ms \(in .*\)$", messages[1]).group(1)  # type: ignore[union-attr]
+    assert int(held) >= 400

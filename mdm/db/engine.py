@@ -89,6 +89,19 @@ def _locked(exc: OperationalError) -> bool:
     return isinstance(orig, sqlite3.OperationalError) and sqlite_driver.is_busy(orig)
 
 
+def _callers() -> str:
+    """The running coroutines' frames outside this module (the awaiting callers are linked
+    while they run), innermost first."""
+    names: list[str] = []
+    frame = sys._getframe(1)
+    while frame is not None and len(names) < 6:
+        code = frame.f_code
+        if "/mdm/" in code.co_filename and not code.co_filename.endswith("/db/engine.py"):
+            names.append(code.co_qualname)
+        frame = frame.f_back  # type: ignore[assignment]
+    return " < ".join(names)
+
+
 def _safe_url(url: str) -> str:
     """The URL without its password, for messages and logs."""
     from sqlalchemy.engine import make_url
@@ -139,6 +152,8 @@ class Database:
         self.slow_seconds = 0.5
         self._slow_logged = -SLOW_LOG_INTERVAL
         self._slow_unlogged = 0  # slow transactions since the last line
+        self._worst_held = 0.0  # the longest hold among them, and where
+        self._worst_where = ""
         self._queued = 0  # transactions waiting for or holding the write queue
         self._released = 0  # transactions that have held it, ever
         self._checkpointer: asyncio.Task[None] | None = None
@@ -266,30 +281,27 @@ class Database:
         """Log a write transaction that waited or held SQLite's write queue long (at most one
         line per ``SLOW_LOG_INTERVAL`` seconds, with how many were not logged): what stalls every
         other writer. A wait names how many transactions held the queue meanwhile: one long
-        holder and a queue of short ones (a stalled loop, a starved process) read differently."""
+        holder and a queue of short ones (a stalled loop, a starved process) read differently.
+        The line also names the longest holder among those not logged since the last line (the
+        one logged is only the first slow one after the interval: long holders hid behind it)."""
         if max(waited, held) < self.slow_seconds:
             return
         self._slow_unlogged += 1
         now = time.monotonic()
         if now - self._slow_logged < SLOW_LOG_INTERVAL:
+            if held >= self.slow_seconds and held > self._worst_held:
+                self._worst_held, self._worst_where = held, _callers()
             return
         self._slow_logged = now
         more, self._slow_unlogged = self._slow_unlogged - 1, 0
-        # The running coroutines' frames (the awaiting callers are linked while they run).
-        names: list[str] = []
-        frame = sys._getframe(1)
-        while frame is not None and len(names) < 6:
-            code = frame.f_code
-            if "/mdm/" in code.co_filename and not code.co_filename.endswith("/db/engine.py"):
-                names.append(code.co_qualname)
-            frame = frame.f_back  # type: ignore[assignment]
-        where = " < ".join(names)
+        worst, self._worst_held = self._worst_held, 0.0
         log.warning(
             "SQLite write transaction waited %.0f ms for the write queue (behind %d transactions, "
             "%.1f ms each; %d queued now) and held it %.0f ms (in %s; %.0f ms of it waiting for "
-            "another process's write lock); %d more slow since the last such line",
+            "another process's write lock); %d more slow since the last such line%s",
             1000 * waited, behind, 1000 * waited / behind if behind else 0.0,
-            self._queued - 1, 1000 * held, where or "?", 1000 * lock_wait, more,
+            self._queued - 1, 1000 * held, _callers() or "?", 1000 * lock_wait, more,
+            f", the longest held {1000 * worst:.0f} ms (in {self._worst_where or '?'})" if worst else "",
         )
 
     @asynccontextmanager
