@@ -346,6 +346,7 @@ async def delivery_phase(
             await admin.send(member.device_id, options.rt_command)
 
     await asyncio.gather(*(enqueue() for _ in range(8)))
+    say(f"(b2) queued; {options.rt_concurrency} flows poll and answer...")
     samples = Samples()
     todo = iter(members)
 
