@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from mdm.db import audit_context, point_read, sqlite_driver
 from mdm.db import metrics as db_metrics
+from mdm.db.write_queue import WriteQueue
 
 log = logging.getLogger(__name__)
 SLOW_LOG_INTERVAL = 10.0  # seconds between two "slow write transaction" lines
@@ -146,7 +147,7 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine.sync_engine, "connect", _sqlite_pragmas)
         self.sessionmaker = async_sessionmaker(self.engine, expire_on_commit=False)
-        self._write_lock = asyncio.Lock()
+        self._write_queue = WriteQueue()
         self._writer: asyncio.Task[Any] | None = None
         # A write transaction that waits for or holds the queue this long is logged.
         self.slow_seconds = 0.5
@@ -226,7 +227,8 @@ class Database:
         released = self._released
         self._queued += 1
         try:
-            async with self._write_lock:
+            await self._write_queue.acquire(inline)
+            try:
                 self._writer = asyncio.current_task()
                 got = time.monotonic()
                 behind = self._released - released  # transactions that held the queue meanwhile
@@ -253,6 +255,8 @@ class Database:
                         adapted.begin_immediate = False
                         lock_wait, adapted.lock_wait = adapted.lock_wait, 0.0
                     self._measured(got - asked, time.monotonic() - got, behind, lock_wait)
+            finally:
+                self._write_queue.release()
         finally:
             self._queued -= 1
 
