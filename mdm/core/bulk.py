@@ -281,8 +281,8 @@ class BulkService:
                 counts[bulk_id] = counts.get(bulk_id, 0) + n
         if not counts:
             return
-        try:
-            async with self.db.transaction() as session:
+        try:  # (one UPDATE by key per operation: inline, the write lock held for it alone)
+            async with self.db.transaction(inline=True) as session:
                 await store.add_woken(session, counts)
         except Exception:
             log.exception("counting accepted wake-ups of bulk operations %s failed", sorted(counts))

@@ -93,8 +93,15 @@ class PushDispatcher:
         lease_seconds: float = 300.0,
         idle_seconds: float = 10.0,
         receipts: PushReceipts | None = None,
+        inline_writes: bool = False,
     ) -> None:
         self.db = db
+        # SQLite, a worker process of its own (``mdm.push.worker_process``): the take and the
+        # apply run their statements on the loop's thread (``Database.transaction(inline=True)``),
+        # so that SQLite's write lock, which they hold from BEGIN IMMEDIATE, is not held across
+        # the turns of a loop busy sending pushes: the server, the other writer, waits for the
+        # statements alone. Not in the server's process: a take's SELECT would stall its loop.
+        self.inline_writes = inline_writes
         self.config = config
         self.transports = dict(transports)
         self.clock = clock
@@ -249,7 +256,7 @@ class PushDispatcher:
         now = self.clock()
         lease = now + timedelta(seconds=self.lease_seconds)
         room = self.budget.room()
-        async with self.db.transaction() as session:
+        async with self.db.transaction(inline=self.inline_writes) as session:
             taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
                                      paced=PACED_REASONS, paced_room=room)
             if taken.deferred:
@@ -383,7 +390,7 @@ class PushDispatcher:
         # (a bulk batch is one group): the rows of devices with commands still to fetch stay as
         # re-pushes, the others are deleted.
         sent: dict[tuple[int, int, str], list[int]] = {}
-        async with self.db.transaction() as session:
+        async with self.db.transaction(inline=self.inline_writes) as session:
             for row, res in answered:
                 if res.outcome is Outcome.SENT:
                     why = f"sent:{res.reason}" if res.reason else "sent"

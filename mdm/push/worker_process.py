@@ -126,7 +126,8 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     transports = await build_transports(ctx, setup.factories)
     settings = push_config(config)
     dispatcher = PushDispatcher(db, settings.worker_share(), transports, lease_seconds=settings.lease_seconds,
-                                receipts=setup.receipts(ctx) if setup.receipts is not None else None)
+                                receipts=setup.receipts(ctx) if setup.receipts is not None else None,
+                                inline_writes=True)
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
         poll_due(dispatcher), report(dispatcher, out), _settings(reader, dispatcher), _until_set(stop),
