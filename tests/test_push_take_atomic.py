@@ -12,12 +12,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from push_dispatch_support import add_device
+from push_dispatch_support import ScriptedTransport, add_device
 from sqlalchemy import event, text
 
 from mdm.db.engine import Database
 from mdm.db.models import Protocol
-from mdm.push import store
+from mdm.push import store, store_take
+from mdm.push.config import PushConfig
+from mdm.push.dispatcher import PushDispatcher
 from mdm.push.tables import REPUSH
 
 
@@ -84,3 +86,52 @@ def test_the_worker_process_takes_the_write_lock_when_its_transactions_begin() -
 
     source = inspect.getsource(worker_process)
     assert "immediate=True" in source.split("db = Database(", 1)[1].split("\n", 1)[0]
+
+
+async def test_sqlite_reads_the_due_rows_outside_its_write_lock_and_claims_only_unchanged_rows(
+    db: Database, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The dispatcher's take on SQLite reads without the write lock (the server's writes need not
+    wait for its SELECT), then claims in a short write transaction only the rows whose
+    ``requests`` is still as read: a request in between is neither deleted with a stale row nor
+    leased with what was read; the next take sends it, once."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite's take; PostgreSQL's take locks its rows (FOR UPDATE SKIP LOCKED)")
+    stale = await add_device(db, "stale", token="t-stale")
+    owed = await add_device(db, "owed", token="t-owed")
+    await _stale_repush(db, stale)  # read as owed nothing more (nothing queued)
+    transport = ScriptedTransport()
+    worker = Database(db.url, immediate=True)
+    dispatcher = PushDispatcher(worker, PushConfig(batch_size=10), {Protocol.IOS: transport},
+                                inline_writes=True)
+    await dispatcher.wake(owed, "command")  # read as owed: to be leased
+    path = db.url.split("///", 1)[1].split("?", 1)[0]
+    claim = store_take.claim
+    requested: list[bool] = []
+
+    async def the_server_requests_first(*args: Any, **kwargs: Any) -> Any:
+        if not requested:  # between the take's read and its claim, the server asks again for both
+            # (as ``store.request`` does to a row already due: the earlier due time stays)
+            other = sqlite3.connect(path, timeout=5)
+            try:
+                other.execute("UPDATE push_wakeups SET reason = 'bulk:1', requests = requests + 1, "
+                              "attempts = CASE WHEN reason = 'repush' THEN 0 ELSE attempts END")
+                other.commit()
+            finally:
+                other.close()
+            requested.append(True)
+        return await claim(*args, **kwargs)
+
+    monkeypatch.setattr(store_take, "claim", the_server_requests_first)
+    try:
+        assert await dispatcher.dispatch_once() == 2  # both read ...
+        assert requested and transport.sent == []  # ... neither claimed nor sent
+        async with db.session() as session:
+            rows = (await session.execute(text(
+                "SELECT device_id, reason, requests, attempts FROM push_wakeups ORDER BY device_id"))).all()
+        assert [tuple(r) for r in rows] == [(stale, "bulk:1", 2, 0), (owed, "bulk:1", 2, 0)]
+        assert await dispatcher.dispatch_once() == 2  # the next take sends both, once each
+        assert sorted(transport.tokens()) == ["t-owed", "t-stale"]
+    finally:
+        await dispatcher.close()
+        await worker.close()

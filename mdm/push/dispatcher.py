@@ -37,7 +37,7 @@ from mdm.core import events
 from mdm.core.push import PushReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
-from mdm.push import metrics, store
+from mdm.push import metrics, store, store_take
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
 from mdm.push.failure_tally import FailureTally
@@ -256,16 +256,34 @@ class PushDispatcher:
         now = self.clock()
         lease = now + timedelta(seconds=self.lease_seconds)
         room = self.budget.room()
-        async with self.db.transaction(inline=self.inline_writes) as session:
-            taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
-                                     paced=PACED_REASONS, paced_room=room)
-            if taken.deferred:
-                await store.defer(session, taken.deferred, self.budget.defer_until(now, len(taken.deferred)))
+        if self.db.is_sqlite:  # (the read outside the write lock: ``mdm.push.store_take``)
+            taken = await self._read_then_claim(now, lease, room)
+        else:
+            async with self.db.transaction(inline=self.inline_writes) as session:
+                taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
+                                         paced=PACED_REASONS, paced_room=room)
+                if taken.deferred:
+                    until = self.budget.defer_until(now, len(taken.deferred))
+                    await store.defer(session, taken.deferred, until)
         if room is not None:
             self.budget.spend(sum(1 for row in taken.due if row.reason in PACED_REASONS))
         if taken.deferred:
             metrics.DEFERRED.inc(len(taken.deferred))
         return taken.taken, taken.due
+
+    async def _read_then_claim(self, now: datetime, lease: datetime, room: int | None) -> store.Taken:
+        """SQLite: the due rows read without the write lock, then claimed in a short write
+        transaction where nobody asked for them again meanwhile (``mdm.push.store_take``)."""
+        async with self.db.session() as session:
+            rows = await store_take.read_due(session, now, self.config.batch_size, self.protocols)
+        if not rows:
+            return store.Taken(0, [], [])
+        due, done, deferred = store.classify(rows, PACED_REASONS, room)
+        requests = {row[0]: row[4] for row in rows}  # (device id -> requests read)
+        until = self.budget.defer_until(now, len(deferred)) if deferred else None
+        async with self.db.transaction(inline=self.inline_writes) as session:
+            return await store_take.claim(session, len(rows), due, [(d, requests[d]) for d in done],
+                                          [(d, requests[d]) for d in deferred], now, lease, until)
 
     def _concurrency(self) -> asyncio.Semaphore:
         """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""

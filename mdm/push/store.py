@@ -172,14 +172,32 @@ async def take(
     and the device has nothing to fetch now or was seen since the last push. Whether a row is
     still owed is decided by the SELECT itself (three statements per batch, none per row). Rows
     whose reason is in ``paced`` beyond the first ``paced_room`` (None: no limit) are returned as
-    ``deferred``, untouched: the caller moves them with ``defer``."""
+    ``deferred``, untouched: the caller moves them with ``defer``. (SQLite's worker process reads
+    outside its write transaction instead: ``mdm.push.store_take``.)"""
+    stmt = due_select(session, now, limit, protocols)
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update(of=_w, skip_locked=True)
+    rows = (await session.execute(stmt)).all()
+    due, done, deferred = classify(rows, paced, paced_room)
+    if due:
+        await session.execute(
+            update(_w).where(_w.c.device_id.in_([r.device_id for r in due]))
+            .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
+        )
+    await drop(session, done)
+    return Taken(len(rows), due, deferred)
+
+
+def due_select(session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int]) -> Any:
+    """The SELECT of ``take``: up to ``limit`` due rows in due order, with whether each is still
+    owed (see ``take``) and what a push needs."""
     pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "")
     seen = and_(_d.c.last_seen_at.is_not(None), _w.c.last_attempt_at.is_not(None),
                 _d.c.last_seen_at >= _w.c.last_attempt_at)
     owed = case(
         (~pushable, False), (_w.c.reason != REPUSH, True), (seen, False), else_=_queued_now(now).is_not(None),
     )
-    stmt = (
+    return (
         select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
                _d.c.push_magic, owed)
         .join(_d, _d.c.id == _w.c.device_id)
@@ -187,9 +205,12 @@ async def take(
         .order_by(_w.c.due_at)
         .limit(limit)
     )
-    if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=_w, skip_locked=True)
-    rows = (await session.execute(stmt)).all()
+
+
+def classify(
+    rows: Sequence[Any], paced: frozenset[str], paced_room: int | None
+) -> tuple[list[DueRow], list[int], list[int]]:
+    """``due_select``'s rows as (to push, owed nothing more, paced beyond the room)."""
     due: list[DueRow] = []
     done: list[int] = []
     deferred: list[int] = []
@@ -205,13 +226,7 @@ async def take(
                 deferred.append(device_id)
         else:
             due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
-    if due:
-        await session.execute(
-            update(_w).where(_w.c.device_id.in_([r.device_id for r in due]))
-            .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
-        )
-    await drop(session, done)
-    return Taken(len(rows), due, deferred)
+    return due, done, deferred
 
 
 async def defer(session: AsyncSession, device_ids: Sequence[int], due: datetime) -> None:
