@@ -179,7 +179,10 @@ class CommandQueueEntry(Base):
     command_id: Mapped[int] = mapped_column(
         ForeignKey("commands.id", ondelete="CASCADE"), primary_key=True
     )
-    device_id: Mapped[int] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    # Always its command's device; no foreign key of its own: the row goes with its command, and
+    # the command with its device (both cascade). A second check cost PostgreSQL a trigger call
+    # and a lock of the device per queued command (migration 0019).
+    device_id: Mapped[int] = mapped_column(BigId)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # Not offered before this time (NotNow back-off); null = available now.
