@@ -221,3 +221,26 @@ async def test_rule_switch_trusts_the_enterprise_ca_at_once(
     assert (await papi.post(f"/api/v1/certificates/{serial}/revoke", json={})).status_code == 200
     with pytest.raises(Exception, match="revoked"):
         verifier.verify(cert)
+
+
+async def test_a_pass_with_nothing_due_opens_no_write_transaction(
+    pending_server: Server, db: Database, monkeypatch: pytest.MonkeyPatch  # noqa: F811
+) -> None:
+    """The due requests are read outside the write transaction (on SQLite a pass that found
+    nothing held the server's one writer up to 1 s on a busy loop); the claim checks again."""
+    import asyncio
+
+    service = pending_server.ctx.services[REQUESTS]
+    mine: list[bool] = []
+    transaction = Database.transaction
+    me = asyncio.current_task()
+
+    def counted(self: Database, **kwargs: bool):  # type: ignore[no-untyped-def]
+        if asyncio.current_task() is me:
+            mine.append(True)
+        return transaction(self, **kwargs)
+
+    monkeypatch.setattr(Database, "transaction", counted)
+    report = await service.poll_due(utcnow() + timedelta(days=1))
+    assert (report.issued, report.pending, report.unavailable) == (0, 0, 0)
+    assert mine == []

@@ -99,13 +99,15 @@ class RequestService:
     async def poll_due(self, now: datetime | None = None, batch: int = BATCH) -> PollReport:
         now = now or utcnow()
         lease = now + timedelta(seconds=max(self.settings().poll_seconds, 30.0))
-        async with self.db.transaction() as session:
-            claimed = []
-            for request_id in await store_requests.due_ids(session, now, batch):
-                if await store_requests.claim(session, request_id, now, lease):
-                    row = await store_requests.get(session, request_id)
-                    if row is not None:
-                        claimed.append((row.id, row.source, row.ca_request_id))
+        # The due ids are read outside the write transaction (on SQLite a pass that found nothing
+        # held the server's one writer up to 1 s on a busy loop); the claim's conditional UPDATE
+        # checks again that each is still pending and due.
+        async with self.db.session() as session:
+            due = await store_requests.due_ids(session, now, batch)
+        claimed: list[tuple[int, str, str]] = []
+        if due:
+            async with self.db.transaction(inline=True) as session:
+                claimed = await self._claim(session, due, now, lease)
         report = PollReport()
         for request_id, source, ca_request_id in claimed:
             try:
@@ -119,6 +121,18 @@ class RequestService:
                      "%d source unavailable, %d given up", report.issued, report.denied, report.pending,
                      report.unavailable, report.failed)
         return report
+
+    @staticmethod
+    async def _claim(
+        session: AsyncSession, due: list[int], now: datetime, lease: datetime
+    ) -> list[tuple[int, str, str]]:
+        claimed = []
+        for request_id in due:
+            if await store_requests.claim(session, request_id, now, lease):
+                row = await store_requests.get(session, request_id)
+                if row is not None:
+                    claimed.append((row.id, row.source, row.ca_request_id))
+        return claimed
 
     async def _poll(
         self, request_id: int, source_name: str, ca_request_id: str, now: datetime,
