@@ -124,8 +124,8 @@ async def test_sqlite_reads_the_due_rows_outside_its_write_lock_and_claims_only_
 
     monkeypatch.setattr(store_take, "claim", the_server_requests_first)
     try:
-        assert await dispatcher.dispatch_once() == 2  # both read ...
-        assert requested and transport.sent == []  # ... neither claimed nor sent
+        assert await dispatcher.dispatch_once() == 0  # both read, neither claimed ...
+        assert requested and transport.sent == []  # ... nor sent
         async with db.session() as session:
             rows = (await session.execute(text(
                 "SELECT device_id, reason, requests, attempts FROM push_wakeups ORDER BY device_id"))).all()

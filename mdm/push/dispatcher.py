@@ -282,7 +282,7 @@ class PushDispatcher:
         requests = {row[0]: row[4] for row in rows}  # (device id -> requests read)
         until = self.budget.defer_until(now, len(deferred)) if deferred else None
         async with self.db.transaction(inline=self.inline_writes) as session:
-            return await store_take.claim(session, len(rows), due, [(d, requests[d]) for d in done],
+            return await store_take.claim(session, due, [(d, requests[d]) for d in done],
                                           [(d, requests[d]) for d in deferred], now, lease, until)
 
     def _concurrency(self) -> asyncio.Semaphore:

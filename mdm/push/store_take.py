@@ -49,14 +49,14 @@ async def read_due(session: AsyncSession, now: datetime, limit: int, protocols: 
 
 
 async def claim(
-    session: AsyncSession, read: int, due: Sequence[DueRow], done: Sequence[tuple[int, int]],
+    session: AsyncSession, due: Sequence[DueRow], done: Sequence[tuple[int, int]],
     deferred: Sequence[tuple[int, int]], now: datetime, lease_until: datetime, defer_until: datetime | None,
 ) -> Taken:
-    """In the worker's write transaction, after ``store.due_select`` read ``read`` rows and
+    """In the worker's write transaction, after ``store.due_select`` read the rows and
     ``store.classify`` sorted them: lease ``due`` (due at ``lease_until``, attempt counted), delete
     ``done`` and move ``deferred`` (device id, requests read) to ``defer_until``, each only where
-    ``requests`` is still as read and the row still due. The rows leased (a row asked for again
-    meanwhile is left due, for the next take) and the deferred ones."""
+    ``requests`` is still as read and the row still due. How many were claimed, the rows leased
+    (a row asked for again meanwhile is left due, for the next take) and the deferred ones."""
     leased: set[int] = set()
     for requests, ids in _by_requests((r.device_id, r.requests) for r in due).items():
         result = await session.execute(
@@ -65,8 +65,10 @@ async def claim(
             .returning(_w.c.device_id)
         )
         leased.update(result.scalars().all())
+    dropped = 0
     for requests, ids in _by_requests(done).items():
-        await session.execute(delete(_w).where(*_unchanged(ids, requests), _w.c.due_at <= now))
+        result = await session.execute(delete(_w).where(*_unchanged(ids, requests), _w.c.due_at <= now))
+        dropped += int(result.rowcount)  # type: ignore[attr-defined]
     moved: list[int] = []
     if defer_until is not None:
         for requests, ids in _by_requests(deferred).items():
@@ -75,4 +77,6 @@ async def claim(
                 .values(due_at=defer_until).returning(_w.c.device_id)
             )
             moved.extend(result.scalars().all())
-    return Taken(read, [r for r in due if r.device_id in leased], moved)
+    # Taken: the rows claimed (another take may have claimed some of those read: SQLite's writers
+    # in one process, as in tests, each read the same due rows).
+    return Taken(len(leased) + dropped + len(moved), [r for r in due if r.device_id in leased], moved)
