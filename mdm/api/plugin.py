@@ -18,10 +18,11 @@ from mdm.api.handlers import router as core_router
 from mdm.api.handlers_bulk import router as bulk_router
 from mdm.api.handlers_status import install as install_status
 from mdm.api.handlers_status import router as status_router
-from mdm.api.keys import BULK
-from mdm.core import fleet_metrics, metrics
+from mdm.api.keys import BULK, TOKENS
+from mdm.core import fleet_metrics, metrics, tokens
 from mdm.core.bulk import BulkService
 from mdm.core.bulk_config import BulkConfig
+from mdm.core.identity_notify import listen
 from mdm.core.status_commands import CommandBacklogSource
 from mdm.db.engine import DatabaseUnavailable
 from mdm.server import peers
@@ -84,11 +85,22 @@ def plugin(api: ApiRouter) -> Plugin:
     document = json.dumps(openapi(api))
 
     def install(app: web.Application, ctx: ServerContext) -> None:
-        app[TOKEN_CACHE] = TokenCache()
+        app[TOKEN_CACHE] = ctx.services[TOKENS]
         app[METRICS_ALLOW] = peers.networks(ctx.config.api.metrics_allow)
         app[OPENAPI_KEY] = document
         install_status(app, ctx)
         api.install(app)
+
+    async def start_tokens(ctx: ServerContext) -> None:
+        # On PostgreSQL other replicas revoke too: nothing is cached until their NOTIFY is heard.
+        ctx.services[TOKENS] = TokenCache(live=ctx.db.is_sqlite)
+
+    async def listen_for_revocations(ctx: ServerContext) -> None:
+        """Other replicas' token revocations (PostgreSQL NOTIFY) clear this replica's cache."""
+        if ctx.db.is_sqlite:
+            return  # one process: the revoking request clears the cache
+        cache = ctx.services[TOKENS]
+        await listen(ctx.db.url, {tokens.CHANGED_CHANNEL: cache.changed}, cache.set_live, what="API token")
 
     async def start_bulk(ctx: ServerContext) -> None:
         settings = ctx.config.section(BulkConfig)
@@ -100,5 +112,5 @@ def plugin(api: ApiRouter) -> Plugin:
     async def run_bulk(ctx: ServerContext) -> None:
         await ctx.services[BULK].run()
 
-    return Plugin(name="api", routes={"admin": install}, startup=[start_bulk],
-                  workers=[Worker("bulk", run_bulk)])
+    return Plugin(name="api", routes={"admin": install}, startup=[start_tokens, start_bulk],
+                  workers=[Worker("bulk", run_bulk), Worker("token-revocations", listen_for_revocations)])

@@ -5,7 +5,11 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mdm.core.store_identity import NOTIFY_STMT
 from mdm.db.models import ApiToken
+
+# NOTIFY channel of a transaction that revokes or deletes a token (payload: its id).
+CHANGED_CHANNEL = "mdm_api_tokens"
 
 
 async def named(session: AsyncSession, name: str) -> ApiToken | None:
@@ -41,3 +45,10 @@ async def every(session: AsyncSession) -> list[ApiToken]:
 async def delete(session: AsyncSession, row: ApiToken) -> None:
     await session.delete(row)
     await session.flush()
+
+
+async def notify_changed(session: AsyncSession, token_id: int) -> None:
+    """Tell the other replicas, at commit, that this token was revoked or deleted (PostgreSQL;
+    SQLite is one process, whose cache the revoking request clears)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await session.execute(NOTIFY_STMT, {"channel": CHANGED_CHANNEL, "payload": str(token_id)})

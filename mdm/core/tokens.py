@@ -40,6 +40,7 @@ IMPLIES: dict[str, frozenset[str]] = {
     }),
 }
 PREFIX_LEN = 8
+CHANGED_CHANNEL = store.CHANGED_CHANNEL
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,7 @@ async def revoke(session: AsyncSession, name: str) -> ApiToken:
     if row is None:
         raise NotFound(f"no token named {name!r}")
     row.revoked = True
+    await store.notify_changed(session, row.id)
     return row
 
 
@@ -137,6 +139,7 @@ async def replace_or_keep(
     if existing is not None and not force:
         return None
     if existing is not None:
+        await store.notify_changed(session, existing.id)
         await store.delete(session, existing)
     _, secret = await create(session, name, scopes, token)
     return secret
