@@ -83,12 +83,12 @@ def test_a_drop_of_another_binding_does_not_keep_a_read_out() -> None:
 
 
 def test_forgotten_drops_count_as_recent() -> None:
-    from mdm.core import identity
+    from mdm.core import recent_drops
 
     cache = BindingCache(size=8, ttl=60)
     generation = cache.generation
     cache.drop(b"fp")
-    for device_id in range(identity.MAX_DROPS):  # b"fp"'s drop is forgotten
+    for device_id in range(recent_drops.MAX_DROPS):  # b"fp"'s drop is forgotten
         cache.drop_device(1000 + device_id)
     cache.put(b"fp", 7, "u7", "ok", generation)
     assert cache.get(b"fp") is None

@@ -42,10 +42,12 @@ def test_the_hint_forgets_on_invalidate_and_ignores_a_look_that_raced_with_an_en
     hint.invalidate(1)
     assert not hint.known_empty(1)
     stale = hint.generation
-    hint.invalidate(2)  # an enqueue while device 1's look was running
+    hint.invalidate(1)  # an enqueue for device 1 while its look was running
     hint.mark_empty(1, stale)
     assert not hint.known_empty(1)
-    hint.mark_empty(1, hint.generation)
+    hint.invalidate(2)  # one for another device does not spoil device 1's look
+    hint.mark_empty(1, stale + 1)
+    assert hint.known_empty(1)
     clock.now += 31
     assert not hint.known_empty(1)  # expired
 

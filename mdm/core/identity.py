@@ -24,6 +24,8 @@ from typing import Protocol as TypingProtocol
 
 from cachetools import LRUCache
 
+from mdm.core.recent_drops import RecentDrops
+
 
 @dataclass(frozen=True, slots=True)
 class Binding:
@@ -53,11 +55,6 @@ class RevocationCheck(TypingProtocol):
     def is_revoked(self, serial: str) -> bool: ...
 
 
-# Drops remembered per fingerprint and device id (``BindingCache.dropped_since``); older ones
-# count as having happened at the generation of the last one forgotten.
-MAX_DROPS = 4096
-
-
 class BindingCache:
     """fingerprint -> Binding for ``ttl`` seconds, bounded (least recently used goes first).
 
@@ -78,11 +75,8 @@ class BindingCache:
         self._device: dict[int, bytes] = {}
         self.size = size
         self.ttl = ttl
-        self.generation = 0
-        # fingerprint (bytes) or device id (int) -> the generation its last drop moved to, oldest
-        # first; ``_floor``: the latest generation among the drops forgotten (MAX_DROPS).
-        self._drops: dict[bytes | int, int] = {}
-        self._floor = 0
+        # Drops per fingerprint (bytes) and device id (int), with their generations.
+        self._drops = RecentDrops()
         # False while the replica cannot hear other replicas' drops (PostgreSQL LISTEN down):
         # nothing is cached then, every request reads its binding.
         self.live = True
@@ -127,21 +121,18 @@ class BindingCache:
         if binding is not None and self._device.get(binding.device_id) == fingerprint:
             del self._device[binding.device_id]
 
+    @property
+    def generation(self) -> int:
+        """Read before a look-up whose result is then given to ``put``."""
+        return self._drops.generation
+
     def dropped_since(self, generation: int, fingerprint: bytes, device_id: int) -> bool:
         """Whether ``fingerprint`` or ``device_id`` was dropped after ``generation`` was read
         (or may have been: one of the drops no longer remembered)."""
-        if generation < self._floor:
-            return True
-        drops = self._drops
-        return drops.get(fingerprint, 0) > generation or drops.get(device_id, 0) > generation
+        return self._drops.since(generation, fingerprint, device_id)
 
     def _dropped(self, key: bytes | int) -> None:
-        self.generation += 1
-        drops = self._drops
-        drops.pop(key, None)  # (re-inserted last: the dict stays in generation order)
-        drops[key] = self.generation
-        if len(drops) > MAX_DROPS:
-            self._floor = drops.pop(next(iter(drops)))
+        self._drops.drop(key)
 
     def drop(self, fingerprint: bytes | None) -> None:
         if fingerprint is not None:
@@ -160,9 +151,7 @@ class BindingCache:
         return device_id in self._device
 
     def clear(self) -> None:
-        self.generation += 1
-        self._drops.clear()
-        self._floor = self.generation  # every read before now is as if dropped
+        self._drops.clear()  # every read before now is as if dropped
         self._entries.clear()
         self._device.clear()
 

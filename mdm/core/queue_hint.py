@@ -4,8 +4,9 @@
 empty queue needs no query at all; and "something was just queued for device N", so that its next
 poll goes straight to the delivering transaction. Enqueueing anywhere in this process clears the
 device's hint in every ``QueueHint`` (an ORM ``after_insert`` listener on the queue table, again
-at commit) and bumps a generation counter, so a query that raced with an enqueue never stores a
-stale "empty". Other replicas are told by each platform (PostgreSQL ``NOTIFY``); set-based
+at commit) and is remembered with a generation (``RecentDrops``), so a query that raced with an
+enqueue for its device never stores a stale "empty" (an enqueue for another device does not keep
+it out). Other replicas are told by each platform (PostgreSQL ``NOTIFY``); set-based
 enqueues (bulk) wake the devices, and the platforms' pushers clear the hint. Without a
 notification a stale hint delays delivery by at most its time to live.
 """
@@ -22,6 +23,7 @@ from cachetools import LRUCache, TLRUCache
 from sqlalchemy import event
 from sqlalchemy.orm import Session, object_session
 
+from mdm.core.recent_drops import RecentDrops
 from mdm.db.models import CommandQueueEntry
 
 # Each "empty" lasts between (1 - JITTER) x ttl and ttl: a fleet whose hints were all set in one
@@ -33,7 +35,7 @@ class QueueHint:
     def __init__(self, ttl: float, size: int, timer: Callable[[], float] = time.monotonic) -> None:
         self.ttl = ttl
         self.size = size
-        self.generation = 0
+        self._drops = RecentDrops()
         # device id -> True while "known empty" (expired entries are dropped by the cache).
         self._empty: TLRUCache[int, bool] = TLRUCache(maxsize=size, ttu=self._expiry, timer=timer)
         self._pending: LRUCache[int, bool] = LRUCache(maxsize=size)
@@ -46,12 +48,17 @@ class QueueHint:
     def _expiry(self, _key: int, _value: bool, now: float) -> float:
         return now + max(self.ttl, 0.0) * (1.0 - JITTER * random.random())  # noqa: S311 - not secret
 
+    @property
+    def generation(self) -> int:
+        """Read before the query whose "empty" is then given to ``mark_empty``."""
+        return self._drops.generation
+
     def known_empty(self, device_id: int) -> bool:
         return device_id in self._empty
 
     def mark_empty(self, device_id: int, generation: int) -> None:
         """Record an empty queue seen by a query that started at ``generation``."""
-        if not self.enabled or generation != self.generation:
+        if not self.enabled or self._drops.since(generation, device_id):
             return
         self._empty.pop(device_id, None)  # a fresh expiry and the most recent place
         self._empty[device_id] = True
@@ -59,7 +66,7 @@ class QueueHint:
     def invalidate(self, device_id: int) -> None:
         """Something was queued for the device (or may have been): forget "empty", and remember
         that its next Idle poll should look for work inside a transaction straight away."""
-        self.generation += 1
+        self._drops.drop(device_id)
         self._empty.pop(device_id, None)
         self._pending.pop(device_id, None)
         self._pending[device_id] = True
@@ -69,7 +76,7 @@ class QueueHint:
         return self._pending.pop(device_id, None) is not None
 
     def clear(self) -> None:
-        self.generation += 1
+        self._drops.clear()
         self._empty.clear()
         self._pending.clear()
 

@@ -1,0 +1,44 @@
+"""``RecentDrops``: which keys of a process-local cache were dropped since a reader began.
+
+A cache filled by readers (a binding, a queue-empty hint) must not store what a reader read
+before a drop of the same key; one generation counter for every drop keeps out far too much (in a
+check-in storm every Authenticate drops its own key, and every concurrent reader of any other key
+went uncached). Each drop is remembered with its generation under its key, the last
+``MAX_DROPS`` of them; a drop no longer remembered counts as having happened at the generation
+of the last one forgotten, so a key is never wrongly taken as untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+MAX_DROPS = 4096
+
+
+class RecentDrops:
+    def __init__(self, size: int = MAX_DROPS) -> None:
+        self.size = size
+        self.generation = 0  # read by a reader before it reads; moves on every drop and clear
+        self._drops: dict[Hashable, int] = {}  # key -> its last drop's generation, oldest first
+        self._floor = 0  # the latest generation among the drops forgotten
+
+    def drop(self, key: Hashable) -> None:
+        self.generation += 1
+        drops = self._drops
+        drops.pop(key, None)  # (re-inserted last: the dict stays in generation order)
+        drops[key] = self.generation
+        if len(drops) > self.size:
+            self._floor = drops.pop(next(iter(drops)))
+
+    def since(self, generation: int, *keys: Hashable) -> bool:
+        """Whether one of ``keys`` was dropped (or may have been) after ``generation`` was read."""
+        if generation < self._floor:
+            return True
+        drops = self._drops
+        return any(drops.get(key, 0) > generation for key in keys)
+
+    def clear(self) -> None:
+        """Everything dropped: every reader begun before now is kept out."""
+        self.generation += 1
+        self._drops.clear()
+        self._floor = self.generation
