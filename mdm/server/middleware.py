@@ -26,6 +26,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from mdm.core import metrics
 from mdm.core.errors import ServiceError
+from mdm.db import errors as db_errors
 from mdm.logs import request_id_var
 
 log = logging.getLogger("mdm.http")
@@ -222,8 +223,16 @@ async def request_context(request: web.Request, handler: Handler) -> web.StreamR
                 status = CLIENT_CLOSED
                 log.info("client closed the connection during %s %s", request.method, request.path)
                 return web.Response(status=CLIENT_CLOSED)
-            log.exception("unhandled error in %s %s", request.method, request.path)
-            response = json_error(500, "internal", "internal error; see the server log for this request id")
+            if db_errors.unavailable(exc):  # not a bug of ours: the client may try again
+                log.warning("database unavailable for %s %s: %s", request.method, request.path,
+                            _first_line(exc))
+                response = json_error(503, "database_unavailable",
+                                      "the database cannot serve this request now; try again later")
+                response.headers["Retry-After"] = str(db_errors.RETRY_AFTER_SECONDS)
+            else:
+                log.exception("unhandled error in %s %s", request.method, request.path)
+                response = json_error(500, "internal",
+                                      "internal error; see the server log for this request id")
         status = response.status
         response.headers["X-Request-Id"] = rid
         return response
