@@ -345,3 +345,47 @@ async def test_the_request_counts_its_targets_outside_the_write_transaction(
         listed = await svc.create("Block", None, device_ids=ids[:2], by=None)
     assert (everyone.targeted, in_group.targeted, listed.targeted) == (5, 2, 2)
     assert [s for s in written if "count(" in s.lower()] == []
+
+
+async def test_a_recall_batch_that_failed_is_recalled_again_and_a_delivered_one_stays(
+    db: Database, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each recall batch walks on from the last command the previous one read; the position
+    moves only once a batch committed, so a batch rolled back is recalled again; a delivered
+    command among them is passed over and left to finish."""
+    from mdm.core import bulk as bulk_module
+
+    await add_devices(db, 9)
+    svc = service(db, recorder, batch_size=2)
+    op = await svc.create("Wipe", None, by="alice")
+    await run_to_end(svc, op.id)
+    async with db.transaction() as session:  # the third command is delivered meanwhile
+        third = (await session.scalars(select(Command).where(Command.bulk_id == op.id).order_by(Command.id)))
+        delivered = list(third)[2]
+        delivered.delivered_at, delivered.attempts = delivered.created_at, 1
+    real_emit, failures = bulk_module.events.emit, [1]
+
+    def emit_failing_once(*args: object, **kwargs: object) -> None:
+        if failures:
+            failures.pop()
+            raise RuntimeError("the batch's transaction fails")
+        real_emit(*args, **kwargs)  # type: ignore[arg-type]
+
+    async with db.transaction() as session:
+        row = await session.get(BulkOperation, op.id)
+        assert row is not None
+        row.state = "recalling"
+    monkeypatch.setattr(bulk_module.events, "emit", emit_failing_once)
+    monkeypatch.setattr(bulk_module.asyncio, "sleep", _no_sleep)
+    await run_to_end(svc, op.id)  # the first batch fails once (retried by step), then on
+    final = await op_row(db, op.id)
+    assert (final.state, final.queued, final.recalled) == ("recalled", 9, 8)
+    mine = select(Command.id).where(Command.bulk_id == op.id)
+    async with db.session() as session:
+        left = (await session.scalars(
+            select(CommandQueueEntry.command_id).where(CommandQueueEntry.command_id.in_(mine)))).all()
+    assert left == [delivered.id]
+
+
+async def _no_sleep(_seconds: float) -> None:
+    return None

@@ -78,6 +78,9 @@ class BulkService:
         self._failures: dict[int, int] = {}
         self._views: dict[int, tuple[float, BulkView]] = {}
         self._by: dict[int, str | None] = {}  # who asked for a recall in progress here
+        # The last command id a recall in progress here read (the next batch starts after it).
+        # In memory: another replica, or this one after a restart, starts again from the first.
+        self._recall_after: dict[int, int] = {}
         # How long a recall runs in the request before the worker takes the rest (the admin gets
         # 202, state recalling): 10^6 commands take tens of seconds, beyond proxies' timeouts.
         self.recall_seconds = RECALL_IN_REQUEST_SECONDS
@@ -174,17 +177,26 @@ class BulkService:
             if op is None or op.state in FINISHED:
                 return False
             if op.state == BulkState.RECALLING:
-                return await self._recall_batch(session, op)
-            plan = self._plans.get(bulk_id)
-            if plan is None:
-                plan = self._plans[bulk_id] = make_plan(op, self.translators)
-            outcome = await queue_batch(session, op, plan, self.translators, self.batch_size)
-            # The wake-ups are owed in the batch's own transaction where the pusher keeps them as
-            # rows (the push dispatcher): no transaction of their own after it, which on SQLite
-            # queued behind the push worker's for each 1,000 devices, and none lost to a crash
-            # between the two; a batch rolled back leaves neither.
-            reason = bulk_reason(bulk_id)
-            owed = [p for p, ids in outcome.woken.items() if await self.pushers.owe(session, p, ids, reason)]
+                more, last_id = await self._recall_batch(session, op)
+                outcome = None
+            else:
+                plan = self._plans.get(bulk_id)
+                if plan is None:
+                    plan = self._plans[bulk_id] = make_plan(op, self.translators)
+                outcome = await queue_batch(session, op, plan, self.translators, self.batch_size)
+                # The wake-ups are owed in the batch's own transaction where the pusher keeps them
+                # as rows (the push dispatcher): no transaction of their own after it, which on
+                # SQLite queued behind the push worker's for each 1,000 devices, and none lost to a
+                # crash between the two; a batch rolled back leaves neither.
+                reason = bulk_reason(bulk_id)
+                owed = [p for p, ids in outcome.woken.items()
+                        if await self.pushers.owe(session, p, ids, reason)]
+        if outcome is None:  # a recall batch: its position moves on only once the batch committed
+            if more and last_id is not None:
+                self._recall_after[bulk_id] = last_id
+            else:
+                self._recall_after.pop(bulk_id, None)
+            return more
         self.pushers.owed(owed)
         for protocol, ids in outcome.woken.items():
             if protocol not in owed:  # (a pusher that wakes otherwise: after the commit)
@@ -222,22 +234,25 @@ class BulkService:
         async with self.db.session() as session:
             return await self._get(session, bulk_id)
 
-    async def _recall_batch(self, session: AsyncSession, op: BulkOperation) -> bool:
+    async def _recall_batch(self, session: AsyncSession, op: BulkOperation) -> tuple[bool, int | None]:
+        """One batch of a recall: (whether there may be more, the last command id it read)."""
         by = self._by.get(op.id)
         now = utcnow()
         detail = f"recalled by {by or 'unknown'} before delivery (bulk operation {op.id})"
-        removed = await store.recall_batch(session, op.id, self.batch_size, now, detail)
+        batch = await store.recall_batch(session, op.id, self.batch_size, now, detail,
+                                         after=self._recall_after.get(op.id, 0))
+        removed = batch.removed
         op.recalled += len(removed)
         op.updated_at = now
         if removed:
             events.emit(session, BULK_COMMAND_RECALLED, bulk=op.id, command_type=op.type, count=len(removed),
                         commands=[(r.device_id, r.guid) for r in removed], by=by)
-        if len(removed) < self.batch_size:
+        if not batch.more:  # (not "fewer removed than asked": some may have been claimed meanwhile)
             op.state = BulkState.RECALLED.value
             op.finished_at = now
             self._by.pop(op.id, None)
-            return False
-        return True
+            return False, None
+        return True, batch.last_id
 
     # ---- reading ------------------------------------------------------------------------------
     async def _get(self, session: AsyncSession, bulk_id: int, *, for_update: bool = False) -> BulkOperation:

@@ -130,24 +130,34 @@ async def add_skipped(session: AsyncSession, bulk_id: int, skipped: Sequence[tup
 
 
 # ---- recall -------------------------------------------------------------------------------------
+class Recalled(NamedTuple):
+    removed: list[Created]
+    last_id: int | None  # the last candidate read (the next batch starts after it); None: none left
+    more: bool  # a whole batch of candidates was read: there may be more
+
+
 async def recall_batch(
-    session: AsyncSession, bulk_id: int, limit: int, now: datetime, detail: str
-) -> list[Created]:
-    """Remove up to ``limit`` commands of the operation that are queued and were never delivered:
-    status removed, queue row deleted, journal "removed". ``delivered_at IS NULL`` is re-checked on
-    the row itself, so a command a device claims meanwhile is left to finish."""
+    session: AsyncSession, bulk_id: int, limit: int, now: datetime, detail: str, after: int = 0
+) -> Recalled:
+    """Remove up to ``limit`` commands of the operation, with ids above ``after``, that are queued
+    and were never delivered: status removed, queue row deleted, journal "removed".
+    ``delivered_at IS NULL`` is re-checked on the row itself, so a command a device claims
+    meanwhile is left to finish. ``after`` is the previous batch's ``last_id``: each batch walks on
+    from where the last one stopped instead of from the operation's first command (on PostgreSQL,
+    which orders by the primary key, a recall at 10^6 re-read every command already removed, per
+    batch); a command passed over was delivered, which it stays."""
     c, q = _commands.c, _queue.c
     candidates = (
         select(c.id)
         .join(_queue, q.command_id == c.id)
-        .where(c.bulk_id == bulk_id, c.status == CommandStatus.PROCESSING.value,
+        .where(c.bulk_id == bulk_id, c.status == CommandStatus.PROCESSING.value, c.id > after,
                c.delivered_at.is_(None), q.in_flight.is_(False))
         .order_by(c.id)
         .limit(limit)
     )
     ids = list((await session.scalars(candidates)).all())
     if not ids:
-        return []
+        return Recalled([], None, False)
     result = await session.execute(
         update(_commands)
         .where(c.id.in_(ids), c.status == CommandStatus.PROCESSING.value, c.delivered_at.is_(None))
@@ -164,7 +174,7 @@ async def recall_batch(
             [{"command_id": i, "at": now, "status": CommandStatus.REMOVED.value, "detail": detail}
              for i in done],
         )
-    return removed
+    return Recalled(removed, ids[-1], len(ids) >= limit)
 
 
 # ---- reading ------------------------------------------------------------------------------------
