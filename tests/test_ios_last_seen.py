@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,6 +12,7 @@ from sqlalchemy import select
 from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
 from mdm.ios.state import LastSeen
+from tests.write_holds import busy_loop, record_holds
 
 
 async def _devices(db: Database, count: int) -> list[int]:
@@ -76,30 +75,11 @@ async def test_a_chunk_holds_the_write_queue_for_its_own_work_only(
     if not db.is_sqlite:
         pytest.skip("SQLite's write queue")
     ids = await _devices(db, 1000)
-    held: list[float] = []
-    measured = Database._measured
-
-    def record(self: Database, waited: float, hold: float, behind: int, lock_wait: float) -> None:
-        held.append(hold)
-        measured(self, waited, hold, behind, lock_wait)
-
-    monkeypatch.setattr(Database, "_measured", record)
+    held = record_holds(monkeypatch)
     seen = LastSeen()
     for device_id in ids:
         seen.touch(device_id)
-    busy = True
-
-    async def hog() -> None:
-        while busy:
-            time.sleep(0.1)  # the loop's turn: other requests' work
-            await asyncio.sleep(0)
-
-    hogging = asyncio.ensure_future(hog())
-    await asyncio.sleep(0)
-    try:
+    async with busy_loop():
         assert await seen.flush(db) == 1000
-    finally:
-        busy = False
-        await hogging
     assert len(held) == -(-1000 // LastSeen.CHUNK)
     assert max(held) < 0.1, held  # none waited for the hog's turn while holding the queue

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 from sqlalchemy import select
 
 from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
 from mdm.kes.sync_state import LastSync
+from tests.write_holds import busy_loop, record_holds
 
 
 async def test_a_chunk_holds_the_write_queue_for_its_own_work_only(
@@ -22,32 +20,12 @@ async def test_a_chunk_holds_the_write_queue_for_its_own_work_only(
         session.add_all(devices)
         await session.flush()
         ids = [d.id for d in devices]
-    held: list[float] = []
-    if db.is_sqlite:
-        measured = Database._measured
-
-        def record(self: Database, waited: float, hold: float, behind: int, lock_wait: float) -> None:
-            held.append(hold)
-            measured(self, waited, hold, behind, lock_wait)
-
-        monkeypatch.setattr(Database, "_measured", record)
+    held = record_holds(monkeypatch)  # (SQLite's write queue; nothing recorded elsewhere)
     last = LastSync()
     for device_id in ids:
         last.touch(device_id)
-    busy = True
-
-    async def hog() -> None:
-        while busy:
-            time.sleep(0.1)
-            await asyncio.sleep(0)
-
-    hogging = asyncio.ensure_future(hog())
-    await asyncio.sleep(0)
-    try:
+    async with busy_loop():
         assert await last.flush(db) == 450
-    finally:
-        busy = False
-        await hogging
     async with db.session() as session:
         stamps = (await session.scalars(select(Device.last_seen_at).where(Device.id.in_(ids)))).all()
     assert len(stamps) == 450 and all(s is not None for s in stamps)

@@ -4,8 +4,6 @@ transactions; the backlog figures reach the link-state row."""
 
 from __future__ import annotations
 
-import asyncio
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -19,6 +17,7 @@ from mdm.reporting import service_upkeep
 from mdm.reporting import store as link_store
 from mdm.reporting.link import LinkMonitor
 from mdm.reporting.service_upkeep import AGED_OUT, Upkeep
+from tests.write_holds import busy_loop, record_holds
 
 
 def _upkeep(db: Database, chunk: int, **overrides: object) -> Upkeep:
@@ -151,30 +150,11 @@ async def test_a_chunk_holds_the_write_queue_for_its_own_work_only(
     ids = await add_events(db, [("e", 1)] * 25)
     async with db.transaction() as session:
         await store_outbox.mark_delivered(session, ids, utcnow() - timedelta(days=30))
-    held: list[float] = []
-    measured = Database._measured
-
-    def record(self: Database, waited: float, hold: float, behind: int, lock_wait: float) -> None:
-        held.append(hold)
-        measured(self, waited, hold, behind, lock_wait)
-
-    monkeypatch.setattr(Database, "_measured", record)
-    busy = True
-
-    async def hog() -> None:
-        while busy:
-            time.sleep(0.1)
-            await asyncio.sleep(0)
-
-    hogging = asyncio.ensure_future(hog())
-    await asyncio.sleep(0)
-    try:
+    held = record_holds(monkeypatch)
+    async with busy_loop():
         upkeep = _upkeep(db, 10)
         assert await upkeep.prune() == 25
         assert await upkeep.prune() == 0
         await upkeep.publish()
-    finally:
-        busy = False
-        await hogging
     assert len(held) == 3 + 1 + 1
     assert max(held) < 0.1, held
