@@ -41,33 +41,46 @@ def in_a_worker() -> bool:
 
 
 @contextmanager
-def sent_in_write_transactions(db: Database, monkeypatch: Any) -> Iterator[list[str]]:
-    """Every statement sent while one of ``db``'s write transactions (``Database.transaction``)
-    is open (for checks that a long read runs outside SQLite's writer)."""
+def write_transactions(db: Database, monkeypatch: Any) -> Iterator[list[list[str]]]:
+    """The statements sent in each of ``db``'s write transactions (``Database.transaction``)
+    opened while the block runs, one list per transaction."""
     from contextlib import asynccontextmanager
 
-    writing = False
-    seen: list[str] = []
+    transactions: list[list[str]] = []
+    current: list[str] | None = None
     plain = db.transaction
 
     @asynccontextmanager
     async def tracked(*args: Any, **kwargs: Any) -> Any:
-        nonlocal writing
-        async with plain(*args, **kwargs) as session:
-            writing = True
-            try:
+        nonlocal current
+        current = []
+        transactions.append(current)
+        try:
+            async with plain(*args, **kwargs) as session:
                 yield session
-            finally:
-                writing = False
+        finally:
+            current = None
 
     def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if writing:
-            seen.append(statement)
+        if current is not None:
+            current.append(statement)
 
     monkeypatch.setattr(db, "transaction", tracked)
     event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
     try:
-        yield seen
+        yield transactions
     finally:
         event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
         monkeypatch.setattr(db, "transaction", plain)
+
+
+@contextmanager
+def sent_in_write_transactions(db: Database, monkeypatch: Any) -> Iterator[list[str]]:
+    """Every statement sent while one of ``db``'s write transactions is open (for checks that a
+    long read runs outside SQLite's writer); the list is filled when the block ends."""
+    sent: list[str] = []
+    with write_transactions(db, monkeypatch) as transactions:
+        try:
+            yield sent
+        finally:
+            sent.extend(statement for transaction in transactions for statement in transaction)

@@ -6,13 +6,13 @@ called after the commit. Real dispatcher, real SQLite or PostgreSQL."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 from push_dispatch_support import ScriptedTransport, add_device
-from sqlalchemy import event, func, select, text
+from sql_capture import write_transactions
+from sqlalchemy import func, select, text
 
 from mdm.core.bulk import BulkService
 from mdm.core.library import Translators
@@ -53,37 +53,6 @@ async def _owed(db: Database) -> dict[int, tuple[str, int]]:
         return {device_id: (reason, requests) for device_id, reason, requests in rows}
 
 
-@contextmanager
-def _counting_transactions(db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[list[list[str]]]:
-    """The statements of each write transaction opened in the block, one list per transaction."""
-    transactions: list[list[str]] = []
-    current: list[str] | None = None
-    plain = db.transaction
-
-    @asynccontextmanager
-    async def tracked(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-        nonlocal current
-        current = []
-        transactions.append(current)
-        try:
-            async with plain(*args, **kwargs) as session:
-                yield session
-        finally:
-            current = None
-
-    def capture(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if current is not None:
-            current.append(statement)
-
-    monkeypatch.setattr(db, "transaction", tracked)
-    event.listen(db.engine.sync_engine, "before_cursor_execute", capture)
-    try:
-        yield transactions
-    finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", capture)
-        monkeypatch.setattr(db, "transaction", plain)
-
-
 async def test_a_batch_owes_its_wake_ups_in_its_own_transaction(
     db: Database, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -94,7 +63,7 @@ async def test_a_batch_owes_its_wake_ups_in_its_own_transaction(
     pushers.register(Protocol.IOS, dispatcher)
     svc = _service(db, pushers, batch_size=4)
     op = await svc.create("Block", {}, by="test")
-    with _counting_transactions(db, monkeypatch) as transactions:
+    with write_transactions(db, monkeypatch) as transactions:
         assert await svc.step(op.id)  # devices 1-4
         assert len(transactions) == 1, "one write transaction per batch, the wake-ups in it"
         assert any("push_wakeups" in s for s in transactions[0])
