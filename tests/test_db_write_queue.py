@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import text
 
 from mdm.db.engine import Database
+from tests.write_holds import Turns, counting_turns
 
 LINE = re.compile(r"waited (\d+) ms for the write queue \(behind (\d+) transactions, ([\d.]+) ms each; "
                   r"(\d+) queued now\) and held it (\d+) ms \(in (.*)\); (\d+) more slow")
@@ -82,27 +83,13 @@ async def test_an_inline_transaction_holds_the_queue_across_no_turn_of_the_loop(
     """Closing the session used to take three turns of the event loop (SQLAlchemy closes in a
     task of its own, awaited through ``asyncio.shield``) before the queue was released: on a
     saturated loop, tens of milliseconds each, for every write transaction."""
-    turns = 0
-    running = True
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while running:
-            turns += 1
-            await asyncio.sleep(0)
-
-    counter = asyncio.ensure_future(count_turns())
-    await asyncio.sleep(0)
-    try:
+    async with counting_turns() as turns:
         for _ in range(3):
-            before = turns
+            before = turns.count
             async with db.transaction(inline=True) as session:
                 await session.execute(text("INSERT INTO t VALUES (2)"))
                 await session.execute(text("SELECT count(*) FROM t"))
-            assert db._writer is None and turns == before
-    finally:
-        running = False
-        await counter
+            assert db._writer is None and turns.count == before
 
 
 async def test_the_longest_holder_between_two_lines_is_named(
@@ -131,38 +118,25 @@ async def test_queued_inline_transactions_drain_in_a_turn_not_one_turn_each(db: 
     one waiter per turn of the loop (50 connections kept ~47 queued, ~1 s each, on a saturated
     loop), and every new arrival joined its tail. Now the queued inline run drains in one turn,
     and an inline arrival takes a free queue at once."""
-    turns = 0
-    running = True
-
-    async def count_turns() -> None:
-        nonlocal turns
-        while running:
-            turns += 1
-            await asyncio.sleep(0)
-
     done: list[int] = []
 
-    async def request(n: int) -> None:
+    async def request(n: int, turns: Turns) -> None:
         async with db.transaction(inline=True) as session:
             await session.execute(text("INSERT INTO t VALUES (:n)"), {"n": n})
-        done.append(turns)
+        done.append(turns.count)
 
-    counter = asyncio.ensure_future(count_turns())
-    try:
+    async with counting_turns() as turns:
         holder = asyncio.ensure_future(_hold(db, 0.05))  # not inline: yields while it holds
         await asyncio.sleep(0.01)
-        requests = [asyncio.ensure_future(request(n)) for n in range(20)]
+        requests = [asyncio.ensure_future(request(n, turns)) for n in range(20)]
         await asyncio.sleep(0)
         assert db._write_queue.waiting() == 20
         await holder
-        released = turns
+        released = turns.count
         await asyncio.gather(*requests)
         assert len(done) == 20 and max(done) - released <= 3, (released, done)
         async with db.session() as session:
             assert (await session.execute(text("SELECT count(*) FROM t"))).scalar() == 21
-    finally:
-        running = False
-        await counter
 
 
 async def test_the_queue_keeps_one_holder_and_survives_cancelled_waiters() -> None:

@@ -44,3 +44,27 @@ async def busy_loop(turn: float = 0.1) -> AsyncIterator[None]:
     finally:
         busy = False
         await hogging
+
+
+class Turns:
+    count = 0
+
+
+@contextlib.asynccontextmanager
+async def counting_turns() -> AsyncIterator[Turns]:
+    """How many turns the event loop has made since the block began (``.count``, live)."""
+    turns = Turns()
+    running = True
+
+    async def count() -> None:
+        while running:
+            turns.count += 1
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count())
+    await asyncio.sleep(0)
+    try:
+        yield turns
+    finally:
+        running = False
+        await counter
