@@ -1,50 +1,8 @@
-"""Free TCP ports for servers a test starts in another process.
-
-A port the kernel hands out for ``bind(("", 0))`` comes from the ephemeral range, where any
-outgoing connection of a parallel test may take it again between our ``close()`` and the
-server's ``bind()``. Ports picked here lie below that range (the kernel never hands them out on
-its own) and each xdist worker draws from a slice of its own, so only a foreign process that
-asks for a fixed port could collide.
-"""
+"""Free TCP ports for servers a test starts in another process: the benchmarks' own picker
+(below the ephemeral range, a slice per xdist worker; see ``mdm.bench.ports``)."""
 
 from __future__ import annotations
 
-import os
-import random
-import socket
+from mdm.bench.ports import bindable, free_port, free_ports
 
-_LOW, _HIGH = 20000, 32000  # below Linux's default ip_local_port_range (32768-60999)
-_SLICES = 8
-
-
-def _slice() -> range:
-    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
-    index = int(worker) % _SLICES if worker.isdigit() else 0
-    width = (_HIGH - _LOW) // _SLICES
-    return range(_LOW + index * width, _LOW + (index + 1) * width)
-
-
-def _bindable(port: int) -> bool:
-    for host in ("0.0.0.0", "127.0.0.1"):
-        with socket.socket() as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                return False
-    return True
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on now, outside the ephemeral range."""
-    candidates = list(_slice())
-    random.shuffle(candidates)
-    ports = [p for p in candidates[: n * 20] if _bindable(p)][:n]
-    if len(ports) < n:
-        raise RuntimeError(f"no {n} free ports in {_slice()}")
-    return ports
-
-
-def free_port() -> int:
-    (port,) = free_ports(1)
-    return port
+__all__ = ["bindable", "free_port", "free_ports"]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,17 +17,12 @@ import tomlkit
 
 from mdm.bench.apns_fake_process import FakeApnsError as FakeApnsError
 from mdm.bench.apns_fake_process import started
+from mdm.bench.ports import free_port
 from mdm.config import CONFIG_FILE
 
 CERT_DIR = "bench/apns"
 # The synthetic fleet is never "silent" to the daily sweep (it would push every device at start).
 SILENT_AFTER_HOURS = 24 * 365 * 10
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -62,7 +56,7 @@ class FakeProcess:
 @contextlib.asynccontextmanager
 async def running(data_dir: Path) -> AsyncIterator[FakeProcess]:
     """The fake in a subprocess with its control endpoint; stopped (and waited for) on exit."""
-    port = _free_port()
+    port = free_port()
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         async with started(data_dir / CERT_DIR, "--control-port", str(port)) as fake:

@@ -8,7 +8,6 @@ import asyncio
 import os
 import secrets
 import signal
-import socket
 import ssl
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from mdm.bench.ports import free_ports
 from mdm.config import CONFIG_FILE, Config
 from mdm.config_sections import load as load_config
 from mdm.pki.ca import self_signed
@@ -32,14 +32,25 @@ TOKEN_FILE = "bench-admin-token"  # noqa: S105 - a file name, not a secret
 SERVER_LOG = "bench-server.log"
 
 
+_PORT_VARIABLES = (
+    "MDM_IOS_PORT", "MDM_KES_PORT", "MDM_WEB_HTTP_PORT", "MDM_WEB_HTTPS_PORT", "MDM_ADMIN_PORT",
+)
+_LOG_TAIL_LINES = 40
+
+
 class LocalServerError(Exception):
     pass
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def exit_message(log_path: Path, returncode: int) -> str:
+    """Why ``mdm serve`` died at start: its exit code and the last lines it logged (CI keeps only
+    the benchmark's own output, not the data directory)."""
+    try:
+        lines = log_path.read_text(errors="replace").splitlines()[-_LOG_TAIL_LINES:]
+    except OSError:
+        lines = []
+    tail = "".join(f"\n  | {line}" for line in lines)
+    return f"mdm serve exited with {returncode}; see {log_path}{tail}"
 
 
 def _push_certificate(path: Path) -> None:
@@ -71,11 +82,7 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
             {
                 "MDM_HOSTNAME": "127.0.0.1",
                 "MDM_ADMIN_TOKEN": secrets.token_urlsafe(32),
-                "MDM_IOS_PORT": str(_free_port()),
-                "MDM_KES_PORT": str(_free_port()),
-                "MDM_WEB_HTTP_PORT": str(_free_port()),
-                "MDM_WEB_HTTPS_PORT": str(_free_port()),
-                "MDM_ADMIN_PORT": str(_free_port()),
+                **dict(zip(_PORT_VARIABLES, map(str, free_ports(len(_PORT_VARIABLES))), strict=True)),
             }
         )
         if database_url:
@@ -160,7 +167,7 @@ class LocalServer:
         async with httpx.AsyncClient(verify=ctx, timeout=2.0) as client:
             while time.monotonic() < deadline:
                 if self.process.returncode is not None:
-                    raise LocalServerError(f"mdm serve exited with {self.process.returncode}; see {log_path}")
+                    raise LocalServerError(exit_message(log_path, self.process.returncode))
                 try:
                     if (await client.get(self.url("admin") + "/healthz")).status_code == 200:
                         return

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdm.bench import local, outbox_prepare, outbox_receiver, profile
+from mdm.bench import local, outbox_prepare, outbox_receiver, ports, profile
 from mdm.bench.outbox_measure import Sample, Sampler, round_trips, steady, verify
 from mdm.bench.progress import Progress
 from mdm.bench.stats import MEMORY_KEYS, load_average, rss_mib
@@ -92,7 +92,7 @@ async def _run(options: Options, data_dir: Path, say: Say) -> Report:
     say(f"preparing {data_dir}...")
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url)
     files = outbox_receiver.write_files(data_dir / "bench" / "receiver")
-    port, control_port = outbox_receiver.free_port(), outbox_receiver.free_port()
+    port, control_port = ports.free_ports(2)
     outbox_receiver.configure(data_dir, files, port, options.batch_size)
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url)
     progress = Progress(say, "(a) prepare events", options.events, interval=5.0)

@@ -13,7 +13,6 @@ import asyncio
 import json
 import os
 import secrets
-import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -87,12 +86,6 @@ def configure(data_dir: Path, files: ReceiverFiles, port: int, batch_size: int, 
     doc = tomlkit.parse(path.read_text())
     doc["reporting"] = tomlkit.parse(reporting_toml(files, port, batch_size, **extra))["reporting"]
     path.write_text(tomlkit.dumps(doc))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def command(files: ReceiverFiles, port: int, client_ca: Path, control_port: int) -> list[str]:
