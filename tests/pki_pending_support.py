@@ -4,6 +4,7 @@ The wire-level AD CS fake is ``mdm.devfakes`` (H3's); this one speaks only the P
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -49,6 +50,8 @@ class SwitchableSource:
     signed: list[CertificateRequest] = field(default_factory=list)
     polls: int = 0
     poll_down: bool = False
+    latency: float = 0.0  # seconds each sign takes (an enterprise CA across the network)
+    entered: list[CertificateRequest] = field(default_factory=list)  # sign called, maybe not answered
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(100))
 
     def trust_anchors(self) -> list[x509.Certificate]:
@@ -74,6 +77,9 @@ class SwitchableSource:
     async def sign(self, request: CertificateRequest, public_key: CertificatePublicKeyTypes
                    ) -> tuple[x509.Certificate, list[x509.Certificate]]:
         assert request.csr is not None and request.csr.is_signature_valid  # needs_csr honoured
+        self.entered.append(request)
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if self.mode == "down":
             raise SourceUnavailable(self.name, "connection refused")
         if self.mode == "deny":

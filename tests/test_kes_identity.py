@@ -257,7 +257,8 @@ async def test_the_renewer_sets_the_flag_the_sync_answers(
             select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == device.serial_hex)
         )
         assert row is not None and record is not None
-        note = await KesRenewer().request_renewal(session, row, record)
+        step = await KesRenewer().prepare_renewal(row, record)
+        note = await step(session, row, record)
     assert "renew" in note
     _, kes = await _state(db, device.device_id)
     assert kes.renew_requested_at is not None

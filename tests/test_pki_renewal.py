@@ -21,7 +21,7 @@ from mdm.db.models import Device, Event, Protocol, Severity, User
 from mdm.pki import renewal, store_renewal
 from mdm.pki import services as plugin
 from mdm.pki.issuance import CertificateRequest, CertificateSource, issue
-from mdm.pki.renewers import Renewer, Renewers
+from mdm.pki.renewers import RenewalStep, Renewer, Renewers
 from mdm.pki.tables import CertType, IssuedCertificateRecord
 from mdm.server.runtime import Server
 
@@ -35,6 +35,9 @@ class ReissuingRenewer:
     def __init__(self, source: CertificateSource) -> None:
         self.source = source
         self.asked: list[str] = []
+
+    async def prepare_renewal(self, device: Device, certificate: IssuedCertificateRecord) -> RenewalStep:
+        return self.request_renewal
 
     async def request_renewal(
         self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
@@ -56,11 +59,14 @@ class ReissuingRenewer:
 
 
 class Unavailable:
-    async def request_renewal(self, session, device, certificate) -> str:
+    async def prepare_renewal(self, device, certificate) -> RenewalStep:
         raise renewal.RenewalUnavailable("no push token")
 
 
 class Broken:
+    async def prepare_renewal(self, device, certificate) -> RenewalStep:
+        return self.request_renewal
+
     async def request_renewal(self, session, device, certificate) -> str:
         events.emit(session, HALF_DONE)  # must be rolled back with the failure
         raise RuntimeError("renewer bug")

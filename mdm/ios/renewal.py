@@ -32,10 +32,9 @@ from mdm.ios import enrollment_profile as ep
 from mdm.ios import store
 from mdm.ios.enroll_profiles import check_prerequisites
 from mdm.ios.signing import sign_profile
-from mdm.pki import rules
+from mdm.pki import issuance, rules
 from mdm.pki import services as pki_plugin
-from mdm.pki.issuance import issue
-from mdm.pki.renewers import RenewalUnavailable
+from mdm.pki.renewers import RenewalStep, RenewalUnavailable
 from mdm.pki.services import RENEWERS
 from mdm.pki.tables import IssuedCertificateRecord
 from mdm.server.context import ServerContext
@@ -61,9 +60,10 @@ class IosRenewer:
     def __init__(self, ctx: ServerContext) -> None:
         self.ctx = ctx
 
-    async def request_renewal(
-        self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
-    ) -> str:
+    async def prepare_renewal(self, device: Device, certificate: IssuedCertificateRecord) -> RenewalStep:
+        """The new identity and the signed profile that carries it, outside any transaction:
+        a key pair, the certificate source (an enterprise CA is a network round trip) and the
+        profile signature. Recorded and queued by the returned step, which checks again."""
         ctx = self.ctx
         attributes = device.attributes or {}
         identifier = attributes.get("mdm_profile_identifier")
@@ -84,15 +84,13 @@ class IosRenewer:
                 f"the device's push topic {device_topic!r} is not the configured {topic!r}; "
                 "a profile with another topic cannot replace its MDM profile"
             )
-        active = await store.active_command_guid(session, device.id, COMMAND)
-        if active is not None:
-            raise RenewalUnavailable(f"an {COMMAND} command ({active}) is still pending for the device")
-
-        rule = await rules.get_rule(session, "mobile")
-        user = await store.user(session, device.user_id) if device.user_id is not None else None
-        issued = await issue(
-            session,
-            pki_plugin.sources(ctx).get(rule.source),
+        async with ctx.db.session() as session:
+            await _no_pending_install(session, device.id)
+            rule = await rules.get_rule(session, "mobile")
+            user = await store.user(session, device.user_id) if device.user_id is not None else None
+        source = pki_plugin.sources(ctx).get(rule.source)
+        prepared = await issuance.prepare(
+            source,
             rules.request_for(
                 rule,
                 common_name=_common_name(certificate, device),
@@ -104,7 +102,8 @@ class IosRenewer:
                 renews_serial=certificate.serial,
             ),
         )
-        assert issued.key is not None  # no public key in the request: the key was generated
+        cert, chain = await issuance.sign(source, prepared)
+        assert prepared.key is not None  # no public key in the request: the key was generated
         settings = env.settings
         spec = ep.EnrollmentProfileSpec(
             identifier=str(identifier),
@@ -114,9 +113,9 @@ class IosRenewer:
             checkin_url=links.checkin_url(env.config, env.bound_ports),
             topic=topic,
             identity=ep.Pkcs12Identity(
-                certificate=issued.certificate,
-                key=issued.key,
-                chain=tuple(c for c in issued.chain if c.subject != c.issuer),  # the root has its own payload
+                certificate=cert,
+                key=prepared.key,
+                chain=tuple(c for c in chain if c.subject != c.issuer),  # the root has its own payload
                 password=secrets.token_urlsafe(18),
                 encryption=settings.pkcs12_encryption,
                 friendly_name=f"{user.name if user else device.identifier} MDM identity",
@@ -126,11 +125,27 @@ class IosRenewer:
             per_user_connections=settings.per_user_connections,
         )
         signed = await asyncio.to_thread(lambda: sign_profile(ep.build_bytes(spec), prereq.signer))
-        command = await commands.enqueue(
-            session, device, COMMAND, {"mobileconfig_base64": base64.b64encode(signed).decode()},
-            created_by=CREATED_BY, translators=ctx.translators,
-        )
-        return f"{COMMAND} {command.guid} queued with a new identity {issued.serial_hex}"
+
+        async def record_and_queue(
+            session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
+        ) -> str:
+            await _no_pending_install(session, device.id)
+            issued = await issuance.record_issued(
+                session, source.name, prepared.request, cert, chain, prepared.key
+            )
+            command = await commands.enqueue(
+                session, device, COMMAND, {"mobileconfig_base64": base64.b64encode(signed).decode()},
+                created_by=CREATED_BY, translators=ctx.translators,
+            )
+            return f"{COMMAND} {command.guid} queued with a new identity {issued.serial_hex}"
+
+        return record_and_queue
+
+
+async def _no_pending_install(session: AsyncSession, device_id: int) -> None:
+    active = await store.active_command_guid(session, device_id, COMMAND)
+    if active is not None:
+        raise RenewalUnavailable(f"an {COMMAND} command ({active}) is still pending for the device")
 
 
 def register(ctx: ServerContext) -> None:

@@ -12,14 +12,17 @@ from mdm.db.models import Device, utcnow
 from mdm.kes import store
 from mdm.kes.event_types import KES_RENEWAL_REQUESTED
 from mdm.kes.identity import ACTIVE
-from mdm.pki.renewers import RenewalUnavailable
+from mdm.pki.renewers import RenewalStep, RenewalUnavailable
 from mdm.pki.tables import IssuedCertificateRecord
 
 
 class KesRenewer:
     """``pki.renewers.Renewer`` of ``Protocol.KES``."""
 
-    async def request_renewal(
+    async def prepare_renewal(self, device: Device, certificate: IssuedCertificateRecord) -> RenewalStep:
+        return self._request  # nothing slow: a flag in the transaction
+
+    async def _request(
         self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
     ) -> str:
         kes = await store.kes_device(session, device.id, lock=True)

@@ -87,37 +87,60 @@ class RenewalSweep:
     async def _handle(
         self, cert_id: int, now: datetime, retry: timedelta, automatic: bool, report: RenewalReport
     ) -> None:
-        noticed = report.expiring
+        """Notice and claim (one transaction), prepare outside any transaction, then ask the
+        device in a second one that finds the certificate still valid: a renewer's slow part
+        (a key pair, an enterprise CA across the network) never holds the write transaction."""
+        asked: tuple[Renewer, Device, IssuedCertificateRecord] | None = None
+        async with self.db.transaction() as session:
+            record = await store_renewal.claim_valid(session, cert_id)
+            if record is None:
+                return
+            _notify(session, record, now, report)
+            if automatic and record.device_id is not None and _retry_due(record, now, retry):
+                # Claimed until the retry time, also if what follows fails: a failing renewer is
+                # not called every pass, and no other replica asks meanwhile.
+                record.renewal_requested_at = now
+                device = await store.device(session, record.device_id)
+                renewer = self._renewer(device, record, report)
+                if renewer is not None and device is not None:
+                    asked = renewer, device, record
+        if asked is None:
+            return
+        renewer, device, record = asked
         try:
+            step = await renewer.prepare_renewal(device, record)
             async with self.db.transaction() as session:
-                record = await store_renewal.claim_valid(session, cert_id)
-                if record is None:
+                now_record = await store_renewal.claim_valid(session, cert_id)
+                now_device = await store.device(session, device.id)
+                if now_record is None or now_device is None or now_device.status != DeviceStatus.OK.value:
+                    # Revoked, renewed or deleted while it was prepared: whatever the renewer made
+                    # (a key that never left this process) is dropped.
+                    report.unrenewable += 1
                     return
-                _notify(session, record, now, report)
-                if automatic and record.device_id is not None and _retry_due(record, now, retry):
-                    record.renewal_requested_at = now
-                    device = await store.device(session, record.device_id)
-                    await self._ask(session, device, record, report)
+                note = await step(session, now_device, now_record)
+                events.emit(
+                    session, CERT_RENEWAL_REQUESTED, device_id=device.id, user_id=now_record.user_id,
+                    serial=now_record.serial, cert_type=now_record.type,
+                    protocol=Protocol(now_device.protocol).name.lower(), note=note,
+                )
+                report.requested += 1
+        except RenewalUnavailable as exc:
+            log.info(
+                "certificate %s of device %d: renewal not possible now: %s", record.serial, device.id, exc
+            )
+            report.unrenewable += 1
         except Exception:
             log.exception(
                 "renewal of certificate id %d failed; retrying after pki.renewal_retry_hours", cert_id
             )
             report.failed += 1
-            report.expiring = noticed  # the notice was rolled back with the rest; counted again below
-            # Keep the bookkeeping (notice, retry time) so a failing renewer is not called every pass.
-            async with self.db.transaction() as session:
-                record = await store_renewal.claim_valid(session, cert_id)
-                if record is not None:
-                    _notify(session, record, now, report)
-                    record.renewal_requested_at = now
 
-    async def _ask(
-        self, session: AsyncSession, device: Device | None, record: IssuedCertificateRecord,
-        report: RenewalReport,
-    ) -> None:
+    def _renewer(
+        self, device: Device | None, record: IssuedCertificateRecord, report: RenewalReport
+    ) -> Renewer | None:
         if device is None or device.status != DeviceStatus.OK.value:
             report.unrenewable += 1
-            return
+            return None
         renewer = self.renewer_for(device.protocol)
         if renewer is None:
             log.warning(
@@ -125,21 +148,7 @@ class RenewalSweep:
                 record.serial, device.id, Protocol(device.protocol).name.lower(),
             )
             report.unrenewable += 1
-            return
-        try:
-            note = await renewer.request_renewal(session, device, record)
-        except RenewalUnavailable as exc:
-            log.info(
-                "certificate %s of device %d: renewal not possible now: %s", record.serial, device.id, exc
-            )
-            report.unrenewable += 1
-            return
-        events.emit(
-            session, CERT_RENEWAL_REQUESTED, device_id=device.id, user_id=record.user_id,
-            serial=record.serial, cert_type=record.type, protocol=Protocol(device.protocol).name.lower(),
-            note=note,
-        )
-        report.requested += 1
+        return renewer
 
 
 async def _expire(session: AsyncSession, now: datetime, ids: list[int], report: RenewalReport) -> None:

@@ -2,13 +2,17 @@
 
 A platform plugin, at its start-up, registers one ``Renewer`` per protocol into the process's
 ``Renewers`` (``ctx.services[mdm.pki.services.RENEWERS]``, created by the PKI plugin, which starts
-first). The renewal worker asks it inside its transaction (queue a command, set a flag the next
-sync returns); when the device later presents its new request, the platform issues through
+first). The renewal worker asks it in two steps: ``prepare_renewal`` outside any transaction (the
+slow part: a key pair, the certificate source, which may be an enterprise CA across the network,
+signing a profile), then the ``RenewalStep`` it returned inside the write transaction that
+checks the certificate is still valid and records (queue a command, set a flag the next sync
+returns). When the device later presents its new request, the platform issues through
 ``issuance.issue`` with ``renews_serial=<old serial>``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Protocol as TypingProtocol
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -21,12 +25,17 @@ class RenewalUnavailable(Exception):
     """This device cannot be asked to renew now (e.g. no push token); retried later."""
 
 
+# In the write transaction, with the device and the certificate read again (still valid):
+# ask the device and return a short note for the event (e.g. "InstallProfile queued"), or raise
+# RenewalUnavailable to skip. It must be quick: on SQLite it holds the server's one writer.
+RenewalStep = Callable[[AsyncSession, Device, IssuedCertificateRecord], Awaitable[str]]
+
+
 class Renewer(TypingProtocol):
-    async def request_renewal(
-        self, session: AsyncSession, device: Device, certificate: IssuedCertificateRecord
-    ) -> str:
-        """Ask ``device`` for a replacement of ``certificate`` within ``session`` and return a short
-        note for the event (e.g. ``"InstallProfile queued"``). Raise RenewalUnavailable to skip."""
+    async def prepare_renewal(self, device: Device, certificate: IssuedCertificateRecord) -> RenewalStep:
+        """Outside any transaction (``device`` and ``certificate`` as read just before, detached):
+        whatever is slow about asking ``device`` for a replacement of ``certificate``. Returns
+        the step that asks, run in the write transaction. Raise RenewalUnavailable to skip."""
         ...
 
 
