@@ -31,6 +31,7 @@ from mdm.core.library import Translators
 from mdm.core.push import Pushers, bulk_id_of, bulk_reason
 from mdm.db.engine import Database
 from mdm.db.models import BulkOperation, BulkState, BulkTarget, CommandStatus, Device, utcnow
+from mdm.db.writer_turns import WriterTurns
 
 log = logging.getLogger("mdm.bulk")
 
@@ -84,6 +85,9 @@ class BulkService:
         # How long a recall runs in the request before the worker takes the rest (the admin gets
         # 202, state recalling): 10^6 commands take tens of seconds, beyond proxies' timeouts.
         self.recall_seconds = RECALL_IN_REQUEST_SECONDS
+        # SQLite: before each batch, give way to the push worker process when it waits for the
+        # write lock (``mdm.db.writer_turns``): back-to-back batches starved it of the lock.
+        self.turns = WriterTurns.for_url(db.url) if db.is_sqlite else None
 
     # ---- the request --------------------------------------------------------------------------
     async def create(
@@ -140,17 +144,23 @@ class BulkService:
     async def run(self) -> None:
         """The worker: carry every unfinished operation on, one batch of each in turn (resumes
         what a stopped server left queuing or recalling); sleep until nudged when idle."""
-        while True:
-            self._nudge.clear()
-            async with self.db.session() as session:
-                pending = await store.unfinished(session)
-            for bulk_id in pending:
-                await self.step(bulk_id)
-            if not pending:
-                try:
-                    await asyncio.wait_for(self._nudge.wait(), self.idle_seconds)
-                except TimeoutError:
-                    pass
+        try:
+            while True:
+                self._nudge.clear()
+                async with self.db.session() as session:
+                    pending = await store.unfinished(session)
+                for bulk_id in pending:
+                    if self.turns is not None:
+                        await self.turns.give_way()
+                    await self.step(bulk_id)
+                if not pending:
+                    try:
+                        await asyncio.wait_for(self._nudge.wait(), self.idle_seconds)
+                    except TimeoutError:
+                        pass
+        finally:
+            if self.turns is not None:
+                self.turns.close()
 
     async def step(self, bulk_id: int) -> bool:
         """One batch of the operation (queuing or recalling); False once it has nothing left to

@@ -23,10 +23,12 @@ the daily sweep of silent devices.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
@@ -37,6 +39,7 @@ from mdm.core import events
 from mdm.core.push import PushReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
+from mdm.db.writer_turns import WriterTurns
 from mdm.push import metrics, store, store_take
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
@@ -94,6 +97,7 @@ class PushDispatcher:
         idle_seconds: float = 10.0,
         receipts: PushReceipts | None = None,
         inline_writes: bool = False,
+        turns: WriterTurns | None = None,
     ) -> None:
         self.db = db
         # SQLite, a worker process of its own (``mdm.push.worker_process``): the take and the
@@ -102,6 +106,10 @@ class PushDispatcher:
         # the turns of a loop busy sending pushes: the server, the other writer, waits for the
         # statements alone. Not in the server's process: a take's SELECT would stall its loop.
         self.inline_writes = inline_writes
+        # SQLite, a worker process of its own: the take's claim and the apply hold a turn
+        # (``mdm.db.writer_turns``) while they wait for and hold the write lock, so that the
+        # server's bulk batches give way to them instead of running back to back.
+        self.turns = turns
         self.config = config
         self.transports = dict(transports)
         self.clock = clock
@@ -281,9 +289,12 @@ class PushDispatcher:
         due, done, deferred = store.classify(rows, PACED_REASONS, room)
         requests = {row[0]: row[4] for row in rows}  # (device id -> requests read)
         until = self.budget.defer_until(now, len(deferred)) if deferred else None
-        async with self.db.transaction(inline=self.inline_writes) as session:
+        async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
             return await store_take.claim(session, due, [(d, requests[d]) for d in done],
                                           [(d, requests[d]) for d in deferred], now, lease, until)
+
+    def _turn(self) -> AbstractAsyncContextManager[None]:
+        return self.turns.mine() if self.turns is not None else contextlib.nullcontext()
 
     def _concurrency(self) -> asyncio.Semaphore:
         """One limit on the pushes in flight across the batches (rebuilt when the setting moves)."""
@@ -408,7 +419,7 @@ class PushDispatcher:
         # (a bulk batch is one group): the rows of devices with commands still to fetch stay as
         # re-pushes, the others are deleted.
         sent: dict[tuple[int, int, str], list[int]] = {}
-        async with self.db.transaction(inline=self.inline_writes) as session:
+        async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
             for row, res in answered:
                 if res.outcome is Outcome.SENT:
                     why = f"sent:{res.reason}" if res.reason else "sent"

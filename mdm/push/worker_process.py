@@ -32,6 +32,7 @@ from typing import Any
 from mdm.config import Config, Sections
 from mdm.core.metrics import REGISTRY
 from mdm.db.engine import Database
+from mdm.db.writer_turns import WriterTurns
 from mdm.logs import setup_logging
 from mdm.push import store, sweeps
 from mdm.push.assembly import WorkerSetup, build_transports
@@ -127,7 +128,7 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     settings = push_config(config)
     dispatcher = PushDispatcher(db, settings.worker_share(), transports, lease_seconds=settings.lease_seconds,
                                 receipts=setup.receipts(ctx) if setup.receipts is not None else None,
-                                inline_writes=True)
+                                inline_writes=True, turns=WriterTurns.for_url(config.database_url))
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
         poll_due(dispatcher), report(dispatcher, out), _settings(reader, dispatcher), _until_set(stop),
@@ -149,6 +150,8 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
         with contextlib.suppress(Exception):
             out.write(snapshot(dispatcher.stats, REGISTRY))  # the last counts, for the server's totals
         await dispatcher.close()
+        if dispatcher.turns is not None:
+            dispatcher.turns.close()
         await db.close()
         log.info("push worker: stopped")
     return status
