@@ -29,7 +29,8 @@ from mdm.core.errors import Gone, NotFound
 from mdm.db.models import Device, DeviceStatus, utcnow
 from mdm.db.prepared import autocommit, autocommits
 from mdm.ios import store, store_checkin, store_checkin_direct, store_checkin_writes
-from mdm.ios.checkin_authenticate import authenticate, not_replayed_since, same_owner
+from mdm.ios.checkin_authenticate import authenticate
+from mdm.ios.checkin_authenticate_rules import not_replayed_since, same_owner
 from mdm.ios.event_types import (
     BOOTSTRAP_TOKEN_CLEARED,
     BOOTSTRAP_TOKEN_ESCROW_READ,

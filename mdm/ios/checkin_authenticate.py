@@ -6,11 +6,12 @@ another identity (``takeover.py``), another user than the publishing proxy's. Th
 binding are read as detached snapshots and written with Core statements (only what changed), the
 events emitted in the same transaction in the order the ORM version wrote them; a re-bound
 identity or a changed status drops the cached binding at commit, here and on the other replicas.
+On PostgreSQL a device checking in again under its bound identity is first tried as one guarded
+statement outside a transaction block (``checkin_authenticate_direct``); anything else, or rows
+that changed in between, come here.
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -18,11 +19,19 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import events
 from mdm.core.event_types import DEVICE_STATUS_CHANGED
 from mdm.db.models import Device, DeviceStatus, Protocol, utcnow
+from mdm.db.prepared import autocommits
 from mdm.enroll.attach import Known, attach_device, normalized_serial
-from mdm.ios import store_checkin, store_checkin_writes, takeover
-from mdm.ios.event_types import DEVICE_ENROLLED, DEVICE_REAUTHENTICATED
+from mdm.ios import checkin_authenticate_direct, store_checkin, store_checkin_writes, takeover
+from mdm.ios.checkin_authenticate_direct import rebound
+from mdm.ios.checkin_authenticate_rules import (
+    apply_enrollment,
+    apply_message,
+    authenticated_event,
+    binding_changes,
+    not_replayed_since,
+    same_owner,
+)
 from mdm.ios.identity import Identity, IdentityError
-from mdm.ios.inventory import apply_device_facts
 from mdm.ios.messages import CheckinMessage
 from mdm.ios.service import IosService
 from mdm.ios.state import BINDING_CHANNEL
@@ -32,30 +41,13 @@ from mdm.ios.tables import IosDevice
 async def authenticate(
     svc: IosService, identity: Identity, msg: CheckinMessage, owner: int | None
 ) -> None:
+    if autocommits(svc.engine) and await checkin_authenticate_direct.authenticated(svc, identity, msg, owner):
+        return  # (PostgreSQL: a device checking in again, in one guarded statement)
     try:
         await _authenticate(svc, identity, msg, owner)
     except IntegrityError:
         # A concurrent Authenticate for the same UDID created the device first; this one updates it.
         await _authenticate(svc, identity, msg, owner)
-
-
-def same_owner(owner: int | None, user_id: int | None) -> None:
-    """A kcd Authenticate never moves a device (or certificate) of another user to this one."""
-    if owner is not None and user_id is not None and user_id != owner:
-        raise IdentityError(
-            "other_user", "the device is bound to another user than the proxy's principal"
-        )
-
-
-def not_replayed_since(last: datetime | None, identity: Identity) -> None:
-    signed_at = identity.signed_at
-    if signed_at is not None and last is not None and signed_at < last:
-        raise IdentityError(
-            "replayed",
-            f"Mdm-Signature signing time {signed_at.isoformat()} is older than this device's last "
-            "accepted check-in",
-            serial=identity.cert.serial_hex,
-        )
 
 
 async def _checked(
@@ -122,20 +114,8 @@ async def _authenticate(
             )
         elif enrolled:
             device.enrolled_at = now
-        apply_device_facts(device, msg.values)
         previous_status = device.status
-        device.status = DeviceStatus.OK.value
-        device.cert_serial = cert.serial_hex
-        device.cert_not_after = cert.not_after
-        attributes = dict(device.attributes or {})
-        attributes["topic"] = msg.get("Topic")
-        if msg.get("EnrollmentID"):
-            attributes["user_enrollment"] = True
-        if record is not None and record.user_id is not None and device.user_id is None:
-            device.user_id = record.user_id
-        if owner is not None:
-            device.user_id = owner  # (checked above: the device and certificate had no other)
-        device.attributes = attributes
+        attributes = apply_message(device, identity, msg, record, owner)
         if previous_status != device.status:
             await store_checkin.insert_event(session, events.event_values(
                 DEVICE_STATUS_CHANGED, device_id=device.id, status=device.status,
@@ -155,27 +135,10 @@ async def _authenticate(
         )
         if record is not None and record.device_id != device.id:
             await store_checkin.link_certificate(session, record.id, device.id)
-        if enrollment is not None:
-            attributes = dict(attributes)
-            attributes["mdm_profile_identifier"] = enrollment.mdm_profile_identifier
-            attributes["enrollment_id"] = enrollment.id
-            device.attributes = attributes
-            if device.user_id is None or enrollment.for_device_id == device.id:
-                device.user_id = enrollment.user_id  # (re-enrolled by an administrator for this user)
-        same_owner(owner, device.user_id)  # an enrollment link of another user
+        apply_enrollment(device, attributes, enrollment, owner)
         after = store_checkin.device_values(device)
         device_changes = {c: v for c, v in after.items() if before.get(c, v) != v}
-        event = events.event_values(
-            DEVICE_ENROLLED if enrolled else DEVICE_REAUTHENTICATED,
-            device_id=device.id,
-            user_id=device.user_id,
-            identifier=device.identifier,
-            serial_number=device.serial_number,
-            model=device.model,
-            os_version=device.os_version,
-            cert_serial=cert.serial_hex,
-            identity_source=identity.source,
-        )
+        event = authenticated_event(device, enrolled, identity)
         if ios is None:
             await store_checkin.update_device(session, device.id, device_changes)
             await store_checkin.insert_binding(
@@ -194,31 +157,12 @@ async def _authenticate(
             await store_checkin.insert_event(session, event)
         else:
             old_fingerprint = ios.cert_fingerprint
-            changes = {
-                "cert_fingerprint": fingerprint,
-                "cert_not_before": cert.not_before,
-                "topic": msg.get("Topic"),
-                "bound_at": now,
-                "updated_at": now,
-            }
-            if old_fingerprint != fingerprint or identity.signed_at is not None:
-                changes["last_signed_at"] = identity.signed_at  # a new identity starts its own sequence
+            changes = binding_changes(ios, identity, msg, now)
             if old_fingerprint != fingerprint:
                 await store_checkin.binding_changed(session, device.id, BINDING_CHANNEL)
             # (A device checking in again: on PostgreSQL its writes and event are one statement.)
             await store_checkin_writes.write_with_event(
                 session, device.id, device=device_changes, binding=changes, event=event
             )
-        device_id, identifier, status = device.id, device.identifier, device.status
         generation = svc.bindings.generation  # read before the commit
-    # The new binding is known: cache it (the TokenUpdate that follows needs no look-up) unless
-    # something dropped this identity's or this device's binding meanwhile (this commit re-binding
-    # the device, a deletion or a check-out that committed while this commit was awaited): then
-    # the next message reads it.
-    unchanged = not svc.bindings.dropped_since(generation, fingerprint, device_id)
-    svc.bindings.drop(old_fingerprint)
-    svc.bindings.drop(fingerprint)
-    if unchanged:
-        svc.bindings.put(fingerprint, device_id, identifier, status)
-    svc.hint.invalidate(device_id)
-    svc.last_seen.touch(device_id)
+    rebound(svc, fingerprint, old_fingerprint, device, generation)

@@ -117,6 +117,8 @@ _DEVICE_BY_IDENTIFIER = Prepared(
     .with_for_update()
 )
 _BINDING_COLUMNS = ("cert_fingerprint", "cert_not_before", "last_signed_at")
+# What Authenticate decides from, by table (the guard of its single statement on PostgreSQL).
+DEVICE_COLUMNS, BINDING_COLUMNS = _DEVICE_COLUMNS, _BINDING_COLUMNS
 _DEVICE_AND_BINDING = Prepared(
     select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
     .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
@@ -137,27 +139,37 @@ _c = _CERTIFICATES.c
 _bound = select(
     select(_i.device_id).where(_i.cert_fingerprint == bindparam("fp")).scalar_subquery().label("bound")
 ).subquery("bound")
-_DEVICE_CTE = (
-    select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
-    .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
-    .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
-    .with_for_update()  # (PostgreSQL: FOR UPDATE may not sit on the nullable side of a join)
-    .cte("found")
-)
-_CHECKED_ROWS = Prepared(
-    select(
-        _bound.c.bound,
-        _c.id.label("record_id"),
-        _c.device_id.label("record_device_id"),
-        _c.user_id.label("record_user_id"),
-        *_DEVICE_CTE.c,
-        *ENROLLMENT_OF_SERIAL.c,
-    ).select_from(
-        _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial"))
-        .outerjoin(_DEVICE_CTE, true())
-        .outerjoin(ENROLLMENT_OF_SERIAL, true())
+
+
+def _checked_rows(lock: bool) -> Prepared:
+    found = (
+        select(*(_d[c] for c in _DEVICE_COLUMNS), *(_i[c] for c in _BINDING_COLUMNS))
+        .select_from(_DEVICES.join(_IOS, _i.device_id == _d.id))
+        .where(_d.protocol == Protocol.IOS.value, _d.identifier == bindparam("identifier"))
     )
-)
+    if lock:  # (PostgreSQL: FOR UPDATE may not sit on the nullable side of a join)
+        found = found.with_for_update()
+    cte = found.cte("found")
+    return Prepared(
+        select(
+            _bound.c.bound,
+            _c.id.label("record_id"),
+            _c.device_id.label("record_device_id"),
+            _c.user_id.label("record_user_id"),
+            *cte.c,
+            *ENROLLMENT_OF_SERIAL.c,
+        ).select_from(
+            _bound.outerjoin(_CERTIFICATES, _c.serial == bindparam("serial"))
+            .outerjoin(cte, true())
+            .outerjoin(ENROLLMENT_OF_SERIAL, true())
+        )
+    )
+
+
+_CHECKED_ROWS = _checked_rows(lock=True)
+# The same without the locks: the read of Authenticate's guarded single statement on PostgreSQL
+# (``store_checkin_direct``), which locks and compares the rows when it writes.
+CHECKED_ROWS_UNLOCKED = _checked_rows(lock=False)
 _ENROLLMENT_KEYS = tuple(ENROLLMENT_OF_SERIAL.c.keys())
 _LINK_CERTIFICATE = Prepared(
     update(_CERTIFICATES)
@@ -277,8 +289,19 @@ async def checked_rows(
     issued the identity (``mdm.enroll.store.ENROLLMENT_OF_SERIAL`` of ``enrollment_serial``), in
     one statement in the caller's transaction. ``device`` and ``binding`` are None unless both
     exist."""
-    params = {"fp": fingerprint, "serial": serial, "identifier": identifier, "b_serial": enrollment_serial}
+    params = checked_params(fingerprint, serial, identifier, enrollment_serial)
     (values,) = await _mappings(session, _CHECKED_ROWS, params)
+    return checked_of_row(values)
+
+
+def checked_params(
+    fingerprint: bytes, serial: str, identifier: str, enrollment_serial: str
+) -> dict[str, Any]:
+    return {"fp": fingerprint, "serial": serial, "identifier": identifier, "b_serial": enrollment_serial}
+
+
+def checked_of_row(values: dict[str, Any]) -> Checked:
+    """``Checked`` of a row of ``_CHECKED_ROWS`` or ``CHECKED_ROWS_UNLOCKED`` (as mappings)."""
     enrollment = attachment_of_row([values.pop(k) for k in _ENROLLMENT_KEYS], 0)
     record_id = values.pop("record_id")
     record = None if record_id is None else CertificateRecord(
