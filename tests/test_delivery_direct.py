@@ -199,11 +199,15 @@ async def test_a_redelivery_after_an_unanswered_one_is_not_journaled_again(
 async def test_the_autocommit_connection_returns_to_the_pool_in_transaction_mode(
     postgres: None, server: Server, db: Database
 ) -> None:
-    engine = server.ctx.db.engine
+    # A kept connection stays in autocommit mode out of the pool until the engine closes.
+    engine = db.engine
     async with delivery_direct.autocommit(engine) as conn:
         adapted: Any = conn.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         assert adapted.autocommit
-    assert not adapted.autocommit
+    pool: Any = engine.sync_engine.pool
+    assert adapted.autocommit and pool.checkedout() == 1
+    await db.close()
+    assert not adapted.autocommit and pool.checkedout() == 0
     sqlite = Database("sqlite+aiosqlite:///:memory:")
     try:
         assert not delivery_direct.autocommits(sqlite.engine)

@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mdm.db import audit_context, point_read, sqlite_driver
+from mdm.db import audit_context, point_read, prepared, sqlite_driver
 from mdm.db import metrics as db_metrics
 from mdm.db.write_queue import WriteQueue
 
@@ -331,4 +331,5 @@ class Database:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
         await point_read.close(self.engine)
+        await prepared.close(self.engine)
         await self.engine.dispose()

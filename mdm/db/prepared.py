@@ -16,10 +16,10 @@ result processors of the returned columns. ``echo`` does not log these statement
 engine's ``before_cursor_execute`` listeners (statement counters of tests and tools) see them
 (with no execution context).
 
-``autocommit`` (PostgreSQL) hands out a pool connection outside any transaction block, on which
-``Direct`` runs each ``Prepared`` statement as a transaction of its own: for work that is one
-statement per step and checks in each statement what it relied on (the command round trip,
-``mdm.core.delivery_direct``).
+``autocommit`` (PostgreSQL) hands out a connection outside any transaction block, one of a few
+kept out of the pool for this, on which ``Direct`` runs each ``Prepared`` statement as a
+transaction of its own, straight on asyncpg: for work that is one statement per step and checks
+in each statement what it relied on (the command round trip, ``mdm.core.delivery_direct``).
 
 Nothing here is a new SQL dialect: the SQL is SQLAlchemy's compilation of a Core statement.
 """
@@ -203,32 +203,174 @@ def autocommits(engine: AsyncEngine) -> bool:
     return engine.dialect.driver == "asyncpg"
 
 
+# One pool connection in this many is kept out of the pool for ``autocommit`` (4 of the default
+# 20), beside ``mdm.db.point_read``'s kept readers (10 of 20).
+KEPT_SHARE = 5
+# Statements prepared per kept connection (by SQL text); module constants, so few.
+MAX_KEPT_STATEMENTS = 256
+
+
 class Direct:
-    """A pooled PostgreSQL connection outside any transaction block (``autocommit``): each
-    ``Prepared`` statement commits by itself, with no BEGIN or COMMIT round trip around it."""
+    """A PostgreSQL connection outside any transaction block (``autocommit``): each ``Prepared``
+    statement commits by itself, with no BEGIN or COMMIT round trip around it.
 
-    __slots__ = ("connection",)
+    On a kept connection (``_Kept``) the statement runs straight on asyncpg's prepared statement
+    (prepared once per connection): the SQLAlchemy adapter's cursor around it (its execution
+    mutex, statement cache look-up, description and status parsing) cost as much as asyncpg's
+    own part. Errors are reported as SQLAlchemy reports them (``DBAPIError``), and a statement
+    that failed or was interrupted marks the connection ``broken``: it is closed, not kept."""
 
-    def __init__(self, connection: AsyncConnection) -> None:
+    __slots__ = ("broken", "connection", "raw", "statements")
+
+    def __init__(self, connection: AsyncConnection, raw: Any = None) -> None:
         self.connection = connection
+        self.raw = raw  # the asyncpg Connection of a kept connection, else None
+        self.statements: dict[str, Any] = {}  # SQL -> asyncpg PreparedStatement (kept only)
+        self.broken = False
 
     async def execute(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
-        return await prepared.run(self.connection, params)
+        if self.raw is None:
+            try:
+                return await prepared.run(self.connection, params)
+            except BaseException:
+                self.broken = True
+                raise
+        dialect = self.connection.dialect
+        form = prepared.form(dialect)
+        values = form.values(params)
+        if values is None:
+            missing = [key for key, fixed, _ in form.binds if key not in params and fixed is MISSING]
+            raise KeyError(f"missing parameters {missing}")
+        sync = self.connection.sync_connection
+        if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
+            sync.dispatch.before_cursor_execute(sync, None, form.sql, values, None, False)
+        try:
+            try:
+                return list(await (await self._statement(form.sql)).fetch(*values))
+            except Exception as exc:
+                if type(exc).__name__ != "InvalidCachedStatementError":
+                    raise
+                # The schema changed under the prepared statement (a migration): prepare again once.
+                self.statements.pop(form.sql, None)
+                return list(await (await self._statement(form.sql)).fetch(*values))
+        except BaseException as exc:
+            self.broken = True
+            if not isinstance(exc, Exception):
+                raise  # cancelled mid-statement: the connection's state is unknown, it is closed
+            raise self._reported(exc, form.sql, values) from exc
+
+    async def _statement(self, sql: str) -> Any:
+        statement = self.statements.get(sql)
+        if statement is None:
+            if len(self.statements) >= MAX_KEPT_STATEMENTS:
+                self.statements.clear()
+            statement = self.statements[sql] = await self.raw.prepare(sql)
+        return statement
+
+    def _reported(self, exc: Exception, sql: str, values: list[Any]) -> Exception:
+        """``exc`` (asyncpg's) as SQLAlchemy's execution reports it."""
+        dialect = self.connection.dialect
+        base = dialect.loaded_dbapi.Error
+        adapted: Any = self.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        try:
+            adapted._handle_exception(exc)  # raises the DB-API error the adapter maps it to
+        except base as translated:
+            lost = dialect.is_disconnect(translated, adapted, None)
+            return DBAPIError.instance(
+                sql, values, translated, base, connection_invalidated=lost, dialect=dialect
+            )
+        except Exception as other:
+            return other
+        return exc
 
     async def mappings(self, prepared: Prepared, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        rows = await prepared.run(self.connection, params)
+        rows = await self.execute(prepared, params)
         return prepared.processed(self.connection.dialect, rows) if rows else []
+
+
+class _Kept:
+    """Up to ``limit`` connections of one engine kept out of its pool in autocommit mode for
+    ``autocommit``; the idle ones last in, first out. When all are busy, ``autocommit`` takes a
+    pool connection as before (it never waits for a kept one)."""
+
+    __slots__ = ("closed", "idle", "limit", "opened")
+
+    def __init__(self, limit: int) -> None:
+        self.idle: list[Direct] = []
+        self.opened = 0
+        self.limit = limit
+        self.closed = False
+
+    async def take(self, engine: AsyncEngine) -> Direct | None:
+        if self.idle:
+            return self.idle.pop()
+        if self.closed or self.opened >= self.limit:
+            return None
+        self.opened += 1
+        try:
+            connection = await engine.connect()
+        except BaseException:
+            self.opened -= 1
+            raise
+        adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        adapted.autocommit = True  # for good: a kept connection never goes back to the pool
+        return Direct(connection, adapted._connection)
+
+    async def give_back(self, direct: Direct) -> None:
+        if direct.broken or self.closed:
+            # Its state is unknown, or the engine is closing (its pool may be disposed already,
+            # which would keep a connection checked in now open): closed, never back to the pool.
+            await self.discard(direct, invalidate=True)
+        else:
+            self.idle.append(direct)
+
+    async def discard(self, direct: Direct, *, invalidate: bool) -> None:
+        self.opened -= 1
+        connection = direct.connection
+        try:
+            if invalidate:
+                await connection.invalidate()
+            else:
+                adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+                adapted.autocommit = False
+        finally:
+            await connection.close()
+
+
+_KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
+
+
+def _kept(engine: AsyncEngine) -> _Kept:
+    kept = _KEPT.get(engine.sync_engine)
+    if kept is None:
+        size = getattr(engine.sync_engine.pool, "size", lambda: 0)()
+        kept = _KEPT[engine.sync_engine] = _Kept(size // KEPT_SHARE)
+    return kept
 
 
 @asynccontextmanager
 async def autocommit(engine: AsyncEngine) -> AsyncIterator[Direct]:
-    """A pool connection of ``engine`` (``autocommits``) on which every statement is a
-    transaction of its own, for work that is one statement per step and checks in each
-    statement what it relies on (the command round trip on PostgreSQL: ``mdm.core.
-    delivery_direct``). A transaction block costs two round trips more (BEGIN, COMMIT), each
-    a turn of the event loop: ~0.1 ms of the process's CPU apiece, measured here."""
+    """A connection of ``engine`` (``autocommits``) on which every statement is a transaction of
+    its own, for work that is one statement per step and checks in each statement what it relies
+    on (the command round trip on PostgreSQL: ``mdm.core.delivery_direct``). A transaction block
+    costs two round trips more (BEGIN, COMMIT), each a turn of the event loop: ~0.1 ms of the
+    process's CPU apiece, measured here.
+
+    The connection is one kept out of the pool for this (``_Kept``): a pool checkout and return
+    (a greenlet hand-off each, the pool's bookkeeping, the switch to autocommit and back) cost
+    ~15 % of a PostgreSQL round trip, which took two. When every kept connection is busy, a pool
+    connection is used as before. Nothing of a transaction can be left on a kept connection: no
+    statement runs in a block, and one that failed or was interrupted closes it."""
     if not autocommits(engine):
         raise ValueError(f"no autocommit statements on {engine.dialect.driver}")
+    kept = _kept(engine)
+    direct = await kept.take(engine)
+    if direct is not None:
+        try:
+            yield direct
+        finally:
+            await kept.give_back(direct)
+        return
     async with engine.connect() as connection:
         # The asyncpg adapter's DB-API switch (what isolation_level="AUTOCOMMIT" sets): no
         # BEGIN before a statement; back to the pool's setting before the connection returns.
@@ -238,3 +380,14 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[Direct]:
             yield Direct(connection)
         finally:
             adapted.autocommit = False
+
+
+async def close(engine: AsyncEngine) -> None:
+    """Give the engine's kept connections back (before ``engine.dispose()``); those in use are
+    closed when they are given back."""
+    kept = _KEPT.pop(engine.sync_engine, None)
+    if kept is None:
+        return
+    kept.closed = True
+    while kept.idle:
+        await kept.discard(kept.idle.pop(), invalidate=False)

@@ -1,0 +1,153 @@
+"""``mdm.db.prepared.autocommit`` on PostgreSQL hands out connections kept out of the pool (issue
+12, delivery CPU): no pool checkout per use, each statement its own transaction straight on
+asyncpg, errors reported as SQLAlchemy reports them, and a connection whose statement failed or
+was interrupted is closed rather than used again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from sqlalchemy import Integer, String, bindparam, cast, event, insert, select
+from sqlalchemy.exc import DBAPIError, IntegrityError
+
+from mdm.db import prepared
+from mdm.db.engine import Database
+from mdm.db.models import Event, utcnow
+
+_events: Any = Event.__table__
+_EVENT_UUID = select(_events.c.uuid).where(_events.c.uuid == bindparam("b_uuid"))
+_SELECT = prepared.Prepared(_EVENT_UUID)
+_INSERT = prepared.Prepared(
+    insert(_events), ("uuid", "type", "severity", "body", "created_at", "delivery_attempts")
+)
+_NUMBER = prepared.Prepared(select(cast(bindparam("b_x", type_=String()), Integer)))
+
+
+@pytest.fixture
+async def pg(db: Database) -> AsyncIterator[Database]:
+    if db.is_sqlite:
+        pytest.skip("autocommit connections are PostgreSQL's (SQLite runs inline)")
+    yield db
+
+
+def _event(guid: str) -> dict[str, Any]:
+    return {
+        "uuid": guid, "type": "t", "severity": "info", "body": {"k": 1},
+        "created_at": utcnow(), "delivery_attempts": 0,
+    }
+
+
+def _checkouts(db: Database) -> list[int]:
+    seen: list[int] = []
+    event.listen(db.engine.sync_engine.pool, "checkout", lambda *_: seen.append(1))
+    return seen
+
+
+async def test_a_kept_connection_serves_one_use_after_another_without_a_checkout(pg: Database) -> None:
+    async with prepared.autocommit(pg.engine) as first:
+        await first.execute(_INSERT, _event("a"))
+    checkouts = _checkouts(pg)
+    for _ in range(5):
+        async with prepared.autocommit(pg.engine) as again:
+            assert again is first
+            assert [r[0] for r in await again.execute(_SELECT, {"b_uuid": "a"})] == ["a"]
+    assert checkouts == []
+    # Each statement committed by itself: another connection sees it.
+    async with pg.session() as session:
+        assert (await session.scalars(_EVENT_UUID, {"b_uuid": "a"})).all() == ["a"]
+
+
+async def test_concurrent_uses_beyond_the_kept_ones_take_pool_connections(pg: Database) -> None:
+    limit = prepared._kept(pg.engine).limit
+    assert limit >= 1
+    async with asyncio.timeout(10):
+        directs = []
+        for _ in range(limit + 1):
+            cm = prepared.autocommit(pg.engine)
+            directs.append((cm, await cm.__aenter__()))
+        kept = [d for _, d in directs if d.raw is not None]
+        assert len(kept) == limit  # the last one is a plain pool connection
+        for i, (_, direct) in enumerate(directs):
+            await direct.execute(_INSERT, _event(f"c{i}"))
+        for cm, _ in reversed(directs):
+            await cm.__aexit__(None, None, None)
+    assert len(prepared._kept(pg.engine).idle) == limit
+
+
+async def test_a_failed_statement_is_reported_as_sqlalchemy_does_and_its_connection_closed(
+    pg: Database,
+) -> None:
+    async with prepared.autocommit(pg.engine) as direct:
+        await direct.execute(_INSERT, _event("dup"))
+    with pytest.raises(IntegrityError):
+        async with prepared.autocommit(pg.engine) as again:
+            assert again is direct
+            await again.execute(_INSERT, _event("dup"))
+    assert direct.broken and direct.connection.closed
+    async with prepared.autocommit(pg.engine) as fresh:
+        assert fresh is not direct
+        assert len(await fresh.execute(_SELECT, {"b_uuid": "dup"})) == 1
+
+
+async def test_an_error_of_the_callers_own_keeps_the_connection(pg: Database) -> None:
+    with pytest.raises(LookupError):
+        async with prepared.autocommit(pg.engine) as direct:
+            await direct.execute(_INSERT, _event("mine"))
+            raise LookupError("the caller's decision, not the connection's")
+    async with prepared.autocommit(pg.engine) as again:
+        assert again is direct and not again.broken
+
+
+async def test_a_statement_cancelled_midway_closes_its_connection(pg: Database) -> None:
+    sleep = prepared.Prepared(select(bindparam("b_x", type_=_events.c.delivery_attempts.type)))
+    async with prepared.autocommit(pg.engine) as warm:
+        await warm.execute(_SELECT, {"b_uuid": "x"})
+
+    async def slow() -> None:
+        async with prepared.autocommit(pg.engine) as direct:
+            assert direct is warm
+            await direct.execute(prepared.Prepared(select(_pg_sleep())), {})
+
+    task = asyncio.create_task(slow())
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert warm.broken and warm.connection.closed
+    async with prepared.autocommit(pg.engine) as fresh:
+        assert fresh is not warm
+        assert (await fresh.execute(sleep, {"b_x": 3}))[0][0] == 3
+
+
+def _pg_sleep() -> Any:
+    from sqlalchemy import func
+
+    return func.pg_sleep(5)
+
+
+async def test_close_gives_the_kept_connections_back() -> None:
+    import os
+
+    url = os.environ.get("MDM_TEST_DATABASE_URL", "")
+    if not url:
+        pytest.skip("PostgreSQL only")
+    db = Database(url)
+    async with prepared.autocommit(db.engine) as held:
+        async with prepared.autocommit(db.engine) as idle:
+            await idle.execute(_SELECT, {"b_uuid": str(uuid.uuid4())})
+        assert idle is not held and idle.raw is not None and held.raw is not None
+        await db.close()  # while ``held`` is in use: closed when it is given back
+        assert idle.connection.closed and not held.connection.closed
+    assert held.connection.closed
+    pool: Any = db.engine.sync_engine.pool
+    assert pool.checkedout() == 0
+
+
+async def test_any_driver_error_is_a_dbapi_error(pg: Database) -> None:
+    async with prepared.autocommit(pg.engine) as direct:
+        with pytest.raises(DBAPIError):
+            await direct.execute(_NUMBER, {"b_x": "not a number"})
