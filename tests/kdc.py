@@ -28,14 +28,14 @@ import pytest
 
 from mdm.devfakes.kdc import SERVICE_HOST, Kdc, stop_realm
 from mdm.devfakes.kdc import start_realm as _start_realm
-from tests.ports import _slice
+from tests.ports import worker_slice
 
 __all__ = ["SERVICE_HOST", "Kdc", "kdc_fixture", "krb5_ccache_fixture", "start_realm", "stop_realm"]
 
 
 def start_realm(realm: str = "CORP.EXAMPLE.COM") -> Kdc:
     """A realm on ports of this xdist worker's slice (``mdm.devfakes.kdc.start_realm``)."""
-    return _start_realm(realm, ports=_slice())
+    return _start_realm(realm, ports=worker_slice())
 
 
 def _set_env(values: dict[str, str | None]) -> dict[str, str | None]:

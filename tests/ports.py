@@ -3,6 +3,6 @@
 
 from __future__ import annotations
 
-from mdm.bench.ports import bindable, free_port, free_ports
+from mdm.bench.ports import bindable, free_port, free_ports, worker_slice
 
-__all__ = ["bindable", "free_port", "free_ports"]
+__all__ = ["bindable", "free_port", "free_ports", "worker_slice"]

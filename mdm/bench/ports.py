@@ -18,7 +18,8 @@ _LOW, _HIGH = 20000, 32000  # below Linux's default ip_local_port_range (32768-6
 _SLICES = 8
 
 
-def _slice() -> range:
+def worker_slice() -> range:
+    """The ports this pytest-xdist worker (or a process outside a test run) draws from."""
     worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
     index = int(worker) % _SLICES if worker.isdigit() else 0
     width = (_HIGH - _LOW) // _SLICES
@@ -39,11 +40,11 @@ def bindable(port: int) -> bool:
 
 def free_ports(n: int) -> list[int]:
     """``n`` distinct ports nobody listens on now, outside the ephemeral range."""
-    candidates = list(_slice())
+    candidates = list(worker_slice())
     random.shuffle(candidates)
     ports = [p for p in candidates[: n * 20] if bindable(p)][:n]
     if len(ports) < n:
-        raise RuntimeError(f"no {n} free ports in {_slice()}")
+        raise RuntimeError(f"no {n} free ports in {worker_slice()}")
     return ports
 
 
