@@ -1,7 +1,8 @@
 """The command queue's rows belong to their command's device: written only from it (a single
 enqueue, a bulk batch), and gone when the device is deleted, through the command (migration 0019
-dropped ``command_queue.device_id``'s own foreign key: ``command_queue → commands → devices``,
-both ON DELETE CASCADE, is the one path). Real SQLite or PostgreSQL."""
+dropped ``command_queue.device_id``'s own foreign key: ``commands → devices`` ON DELETE CASCADE,
+then the trigger ``commands_gone`` of migration 0020, is the one path; see also
+``test_command_rows_cascade.py``). Real SQLite or PostgreSQL."""
 
 from __future__ import annotations
 

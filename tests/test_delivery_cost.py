@@ -123,10 +123,11 @@ async def test_prepared_rows_read_back_as_sqlalchemy_wrote_them(db: Database, ph
 
 async def test_a_prepared_statement_raises_what_sqlalchemy_raises(db: Database) -> None:
     """A constraint violation is SQLAlchemy's IntegrityError, and the transaction rolls back."""
-    missing = {"command_id": 987654321, "status": "x", "detail": None, "at": utcnow()}
+    # (A journal row without a status: since migration 0020 the journal has no foreign key.)
+    no_status = {"command_id": 987654321, "status": None, "detail": None, "at": utcnow()}
     with pytest.raises(IntegrityError):
         async with db.transaction() as session:
-            await store_delivery._INSERT_JOURNAL.execute(session, missing)
+            await store_delivery._INSERT_JOURNAL.execute(session, no_status)
     async with db.session() as session:
         assert (await session.scalars(select(CommandJournalEntry.id))).all() == []
 

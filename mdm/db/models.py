@@ -176,12 +176,13 @@ class CommandQueueEntry(Base):
     """The hot queue: one row per undelivered or in-flight command. Rows leave on completion."""
 
     __tablename__ = "command_queue"
-    command_id: Mapped[int] = mapped_column(
-        ForeignKey("commands.id", ondelete="CASCADE"), primary_key=True
-    )
+    # No foreign key: the row is written only with its command, and the trigger
+    # ``commands_gone`` deletes it with its command (migration 0020: the key's insert check cost
+    # PostgreSQL a trigger call and a lock of the command per queued command).
+    command_id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=False)
     # Always its command's device; no foreign key of its own: the row goes with its command, and
-    # the command with its device (both cascade). A second check cost PostgreSQL a trigger call
-    # and a lock of the device per queued command (migration 0019).
+    # the command with its device. A second check cost PostgreSQL a trigger call and a lock of
+    # the device per queued command (migration 0019).
     device_id: Mapped[int] = mapped_column(BigId)
     priority: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -196,7 +197,8 @@ class CommandQueueEntry(Base):
 class CommandJournalEntry(Base):
     __tablename__ = "command_journal"
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    command_id: Mapped[int] = mapped_column(ForeignKey("commands.id", ondelete="CASCADE"), index=True)
+    # No foreign key: deleted with its command by the trigger ``commands_gone`` (migration 0020).
+    command_id: Mapped[int] = mapped_column(BigId, index=True)
     at: Mapped[datetime] = mapped_column(default=utcnow)
     status: Mapped[str] = mapped_column(String(32))
     detail: Mapped[str | None] = mapped_column(Text)
