@@ -33,6 +33,7 @@ of its own; the wait for another process's lock is timed (``lock_wait``).
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import sqlite3
@@ -54,6 +55,11 @@ from sqlalchemy.util import EMPTY_DICT
 Outcome = tuple[Any, list[Any], int, int | None, bool, float]
 # Run this task's statements on the event loop's thread (see the module's docstring).
 INLINE: ContextVar[bool] = ContextVar("mdm_sqlite_inline", default=False)
+# Seconds between two tries of an inline BEGIN IMMEDIATE that found another process's write lock
+# (the push worker process sets it: ``mdm.db.writer_turns``). None: wait in SQLite's busy handler
+# on aiosqlite's thread, whose sleeps grow to 100 ms: the lock was often free for tens of
+# milliseconds before the sleeper looked again, while the server's bulk batches gave way to it.
+LOCK_POLL: ContextVar[float | None] = ContextVar("mdm_sqlite_lock_poll", default=None)
 
 
 @contextlib.contextmanager
@@ -104,6 +110,25 @@ def _run(
         return description, rows, cursor.rowcount, cursor.lastrowid, connection.in_transaction, waited
     finally:
         cursor.close()
+
+
+async def _poll_begin(
+    connection: sqlite3.Connection, operation: str, parameters: Any, many: bool, poll: float
+) -> Outcome:
+    """``LOCK_POLL``: try the inline BEGIN IMMEDIATE and its statement again every ``poll``
+    seconds, for at most the busy timeout (then refused, as SQLite would). The outcome's lock
+    wait is the time spent here."""
+    started = time.perf_counter()
+    deadline = started + BUSY_TIMEOUT_MS / 1000
+    while True:
+        await asyncio.sleep(poll)
+        try:
+            outcome = _run(connection, operation, parameters, many, None, True)
+        except sqlite3.OperationalError as error:
+            if not is_busy(error) or time.perf_counter() >= deadline:
+                raise
+            continue
+        return (*outcome[:5], time.perf_counter() - started)
 
 
 class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
@@ -164,6 +189,15 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                 except sqlite3.OperationalError as error:
                     if not is_busy(error):
                         raise
+                poll = LOCK_POLL.get()
+                if outcome is None and begin and poll is not None:
+                    started = time.perf_counter()
+                    try:
+                        outcome = await _poll_begin(connection._conn, operation, parameters, many, poll)
+                    except sqlite3.OperationalError as error:
+                        if is_busy(error):  # refused: the lock stayed taken for the whole timeout
+                            adapted.lock_wait += time.perf_counter() - started
+                        raise
             if outcome is None:
                 busy_ms = BUSY_TIMEOUT_MS if adapted.busy_inline else None
                 adapted.busy_inline = False
@@ -177,6 +211,11 @@ class OneHopCursor(AsyncAdapt_aiosqlite_cursor):
                         adapted.lock_wait += time.perf_counter() - started
                     raise
         self._description, rows, self._rowcount, self._lastrowid, adapted.in_transaction, waited = outcome
+        if operation.startswith("PRAGMA busy_timeout"):
+            # A timeout of its own (the connect event's, when the connection is first opened
+            # inside an inline transaction): the next inline statement sets 0 again. Left marked,
+            # inline statements slept in SQLite's busy handler on the loop's thread, up to 10 s.
+            adapted.busy_inline = False
         if begin:
             adapted.begin_immediate = False
             adapted.lock_wait += waited
