@@ -299,11 +299,7 @@ class BulkService:
     async def accepted(self, by_reason: Mapping[str, int]) -> None:
         """Count the wake-ups the push provider accepted for bulk operations (other reasons are
         not ours); one UPDATE per operation. Never raises: the push worker must go on."""
-        counts: dict[int, int] = {}
-        for reason, n in by_reason.items():
-            bulk_id = bulk_id_of(reason)
-            if bulk_id is not None and n > 0:
-                counts[bulk_id] = counts.get(bulk_id, 0) + n
+        counts = _by_operation(by_reason)
         if not counts:
             return
         try:  # (one UPDATE by key per operation: inline, the write lock held for it alone)
@@ -311,3 +307,19 @@ class BulkService:
                 await store.add_woken(session, counts)
         except Exception:
             log.exception("counting accepted wake-ups of bulk operations %s failed", sorted(counts))
+
+    async def accepted_in(self, session: AsyncSession, by_reason: Mapping[str, int]) -> None:
+        """``SessionReceipts``: the same counts in the push worker's transaction of the batch."""
+        counts = _by_operation(by_reason)
+        if counts:
+            await store.add_woken(session, counts)
+
+
+def _by_operation(by_reason: Mapping[str, int]) -> dict[int, int]:
+    """Accepted wake-ups per bulk operation (the reasons ``bulk:<id>``; others are not ours)."""
+    counts: dict[int, int] = {}
+    for reason, n in by_reason.items():
+        bulk_id = bulk_id_of(reason)
+        if bulk_id is not None and n > 0:
+            counts[bulk_id] = counts.get(bulk_id, 0) + n
+    return counts

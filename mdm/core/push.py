@@ -80,6 +80,16 @@ class PushReceipts(TypingProtocol):
     async def accepted(self, by_reason: Mapping[str, int]) -> None: ...
 
 
+@runtime_checkable
+class SessionReceipts(PushReceipts, TypingProtocol):
+    """Receipts the push service can hand over inside the transaction that records the batch's
+    answers (``session``'s): no write transaction of their own per batch (on SQLite, one more
+    wait for the write lock each). A failing statement raises: the batch's answers roll back
+    with it and its wake-ups are sent again after their lease."""
+
+    async def accepted_in(self, session: AsyncSession, by_reason: Mapping[str, int]) -> None: ...
+
+
 class Pushers:
     """The registered pushers by protocol; ``wake`` is the one call the rest of the code makes."""
 

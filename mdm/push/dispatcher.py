@@ -36,7 +36,7 @@ from typing import cast
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.core.push import PushReceipts
+from mdm.core.push import PushReceipts, SessionReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.db.writer_turns import WriterTurns
@@ -58,6 +58,14 @@ PIPELINE = 3
 
 
 _NAMES: dict[int, str] = {int(p): name for p, name in SERVICE_NAMES.items()}
+
+
+def _accepted_by_reason(answered: Sequence[tuple[DueRow, PushResult]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for row, result in answered:
+        if result.outcome is Outcome.SENT:
+            counts[row.reason] = counts.get(row.reason, 0) + 1
+    return counts
 
 
 def service_name(protocol: Protocol | int) -> str:
@@ -341,8 +349,14 @@ class PushDispatcher:
         finally:
             latencies.flush()
         self._count_sent(answered)
-        await self._apply(answered)
-        await self._receipts(answered)
+        # SQLite: the receipts in the answers' transaction (one wait for the write lock a batch,
+        # not two). PostgreSQL keeps them apart: several workers would otherwise hold the
+        # operation's row lock, each until its whole apply committed.
+        if self.db.is_sqlite and isinstance(self.receipts, SessionReceipts):
+            await self._apply(answered, self.receipts)
+        else:
+            await self._apply(answered)
+            await self._receipts(answered)
 
     async def _deliver_logged(self, targets: list[DueRow]) -> None:
         try:
@@ -356,10 +370,7 @@ class PushDispatcher:
         receiver is logged, never raised into the worker (the pushes are sent and recorded)."""
         if self.receipts is None:
             return
-        counts: dict[str, int] = {}
-        for row, result in answered:
-            if result.outcome is Outcome.SENT:
-                counts[row.reason] = counts.get(row.reason, 0) + 1
+        counts = _accepted_by_reason(answered)
         if not counts:
             return
         try:
@@ -400,7 +411,8 @@ class PushDispatcher:
     def jittered(self, seconds: float) -> timedelta:
         return timedelta(seconds=seconds * self.rng.uniform(0.85, 1.15))
 
-    async def _apply(self, answered: list[tuple[DueRow, PushResult]]) -> None:
+    async def _apply(self, answered: list[tuple[DueRow, PushResult]],
+                     receipts: SessionReceipts | None = None) -> None:
         now = self.clock()
         finish: list[tuple[int, int]] = []
         later: list[tuple[int, int, datetime, str, str]] = []
@@ -457,6 +469,8 @@ class PushDispatcher:
             await store.reschedule(session, later)
             for body in self.failures.take_due():
                 events.emit(session, PUSH_FAILURES_AGGREGATED, **body)
+            if receipts is not None and (counts := _accepted_by_reason(answered)):
+                await receipts.accepted_in(session, counts)
         for row, res in answered:  # after the commit (the event went out with the state): the last says
             if res.outcome in (Outcome.SENT, Outcome.CREDENTIALS, Outcome.UNAVAILABLE):
                 self.stats[service_name(row.protocol)].circuit_open = res.outcome is not Outcome.SENT

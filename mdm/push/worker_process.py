@@ -31,6 +31,7 @@ from typing import Any
 
 from mdm.config import Config, Sections
 from mdm.core.metrics import REGISTRY
+from mdm.db import sqlite_driver
 from mdm.db.engine import Database
 from mdm.db.writer_turns import WriterTurns
 from mdm.logs import setup_logging
@@ -45,6 +46,7 @@ log = logging.getLogger("mdm.push")
 
 POLL_SECONDS = 0.1
 REPORT_SECONDS = 1.0
+LOCK_POLL_SECONDS = 0.001
 
 
 def encode_start(config: Config, handoff: Mapping[str, Any]) -> bytes:
@@ -118,6 +120,10 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
+    # SQLite: the take's claim and the apply, inline, look for the server's write lock every
+    # millisecond while they hold their turn (``mdm.db.writer_turns``: the server's bulk batches
+    # wait for them meanwhile), not in SQLite's busy handler (sleeps growing to 100 ms).
+    sqlite_driver.LOCK_POLL.set(LOCK_POLL_SECONDS)
     # immediate: on SQLite the server is another writer, and the take's read and its writes must
     # be one transaction against it (tests/test_push_take_atomic.py).
     db = Database(config.database_url, config.database.pool_size, config.database.echo, immediate=True)
