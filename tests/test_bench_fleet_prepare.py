@@ -11,7 +11,7 @@ import pytest
 from conftest import listener_url
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from mdm.bench import fleet_prepare
 from mdm.config import Config
@@ -101,3 +101,27 @@ async def test_prepared_devices_are_accepted_by_the_server(
     async with db.session() as session:
         device = await session.get(Device, members[0].device_id)
     assert device is not None and device.push_token == fleet_prepare.push_token(members[0].udid)
+
+
+async def _vacuum_counts(db: Database, tables: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    async with db.session() as session:
+        rows = await session.execute(
+            text("SELECT relname, vacuum_count, analyze_count FROM pg_stat_user_tables "
+                 "WHERE relname = ANY(:names)"), {"names": list(tables)})
+        return {r[0]: (int(r[1]), int(r[2])) for r in rows}
+
+
+async def test_a_run_on_postgresql_starts_from_vacuumed_tables(config: Config, db: Database) -> None:
+    """``mdm bench fleet`` VACUUMs (ANALYZE) the tables a run writes before it starts: this
+    machine's PostgreSQL has no autovacuum, and each run on a reused fleet left dead rows."""
+    await fleet_prepare.prepare(config, 3, topic=TOPIC, key_type="ec", batch=3)
+    tables = ("commands", "devices")
+    if db.is_sqlite:
+        assert await fleet_prepare.vacuum(config, tables) is None
+        return
+    before = await _vacuum_counts(db, tables)
+    assert await fleet_prepare.vacuum(config, tables) is not None
+    after = await _vacuum_counts(db, tables)
+    assert {t: (after[t][0] - before[t][0], after[t][1] - before[t][1]) for t in tables} == {
+        t: (1, 1) for t in tables
+    }

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple, cast
 
 from sqlalchemy import Table, func, insert, select, text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from mdm.db.models import Device, Group, Protocol
 from mdm.ios.tables import IosDevice
@@ -103,3 +103,14 @@ async def analyze(session: AsyncSession, tables: Sequence[str]) -> None:
         return
     for name in tables:
         await session.execute(text(f'ANALYZE "{name}"'))
+
+
+async def vacuum(conn: AsyncConnection, tables: Sequence[str]) -> None:
+    """``VACUUM (ANALYZE)`` these tables (PostgreSQL; ``conn`` in autocommit: VACUUM cannot run
+    in a transaction): the dead row versions an earlier run left (its recall, its delivered
+    queue rows, the device rows its foreign keys locked) go, and the visibility map lets the
+    next run read ``devices`` by its index alone."""
+    if conn.dialect.name != "postgresql":
+        return
+    for name in tables:
+        await conn.execute(text(f'VACUUM (ANALYZE) "{name}"'))
