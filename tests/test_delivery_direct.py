@@ -97,7 +97,7 @@ async def test_a_postgresql_round_trip_runs_without_transaction_blocks(
     assert seen.counts() == (2, 0, 0)  # read, then claim + in flight
     seen.reset()
     assert offered(await phone.report(ios, "Acknowledged", guid)) is None
-    assert seen.counts() == (2, 0, 0)  # read, then take + finish
+    assert seen.counts() == (1, 0, 0)  # take + finish (the command as delivered: no read)
     command, journal, types = await command_records(db, guid, event_prefix="command_")
     assert journal == ["processing", "delivered", "completed"]
     assert types == ["command_delivered", "command_completed"]
@@ -115,7 +115,7 @@ async def test_the_next_command_follows_an_answer_without_a_transaction_block(
     assert offered(await phone.report(ios)) == first
     seen.reset()
     assert offered(await phone.report(ios, "Acknowledged", first)) == second
-    assert seen.counts() == (4, 0, 0)
+    assert seen.counts() == (3, 0, 0)  # take + finish, then read and claim the next
     assert (await command_records(db, second, event_prefix="command_"))[1] == ["processing", "delivered"]
 
 

@@ -539,14 +539,14 @@ async def test_a_just_queued_command_is_fetched_in_one_transaction(
     event.listen(pool, "checkout", checked_out)
     try:
         assert _offered(await phone.report(ios)) == (guid, "DeviceLock")
-        assert len(checkouts) == 1
+        assert len(checkouts) == (1 if db.is_sqlite else 0)  # PostgreSQL: a kept connection
         checkouts.clear()
         # Nothing is pending any more: the next Idle looks read-only first, finds nothing, and
         # the hint answers the ones after that without the database.
         await phone.report(ios, "Acknowledged", guid)
         checkouts.clear()
         assert _offered(await phone.report(ios)) is None
-        assert len(checkouts) == 1
+        assert len(checkouts) == (1 if db.is_sqlite else 0)
         checkouts.clear()
         assert _offered(await phone.report(ios)) is None
         assert checkouts == []

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mdm.core import commands, events
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from mdm.core import commands, events, store_delivery
 from mdm.core import store_delivery_direct as store
 from mdm.core.event_types import COMMAND_DELIVERED
 from mdm.db.models import Command
@@ -52,3 +54,19 @@ async def complete(
     not in flight with the status and deliveries it was read with."""
     values, journal, event = commands.completion(command, success=success, info=info, data=data)
     return await store.take_and_finish(conn, command, values, journal, event)
+
+
+async def complete_known(
+    session: AsyncSession,
+    command: Command,
+    *,
+    success: bool,
+    info: str | None,
+    data: dict[str, Any] | None,
+) -> bool:
+    """``complete(take=True)`` in the caller's transaction of ``command`` as this process
+    delivered it (``mdm.core.in_flight``), not read: False, nothing written, when the command is
+    not in flight with the status and deliveries it was delivered with (the caller then reads it
+    and decides as before)."""
+    values, journal, event = commands.completion(command, success=success, info=info, data=data)
+    return await store_delivery.take_and_finish(session, command, values, journal, event, guarded=True)

@@ -77,6 +77,28 @@ _TAKE_IN_FLIGHT = Prepared(
         _others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
     )
 )
+# ``_TAKE_IN_FLIGHT`` only if the command still has the status ``g_status`` and ``g_attempts``
+# deliveries (a command known from its delivery, not read: ``mdm.core.in_flight``). SQLite: the
+# write transaction holds the database's write lock from its first statement.
+_TAKE_IN_FLIGHT_GUARDED = Prepared(
+    delete(_queue)
+    .where(
+        _queue.c.command_id == bindparam("b_id"),
+        _queue.c.in_flight.is_(True),
+        select(_commands.c.id)
+        .where(
+            _commands.c.id == bindparam("b_id"),
+            _commands.c.status == bindparam("g_status", type_=_commands.c.status.type),
+            _commands.c.attempts == bindparam("g_attempts", type_=_commands.c.attempts.type),
+        )
+        .exists(),
+    )
+    .returning(
+        _queue.c.command_id,
+        _queue.c.device_id,
+        _others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
+    )
+)
 # The columns a final answer writes (``commands.complete``), prebuilt: a statement built per call
 # costs more than running it (coercion and a cache key over the JSON values).
 FINISH_COLUMNS = ("status", "active", "finished_at", "updated_at", "payload", "result_info", "result_data")
@@ -143,7 +165,8 @@ def take_and_finish_pg(guarded: bool = False) -> Prepared:
     return Prepared(select(taken.c.command_id, taken.c.device_id, others).add_cte(journaled, evented))
 
 
-_TAKE_AND_FINISH_PG = take_and_finish_pg()
+# Unguarded, and guarded (``take_and_finish_pg``); also run outside a transaction block.
+TAKE_AND_FINISH_PG = {guarded: take_and_finish_pg(guarded) for guarded in (False, True)}
 
 
 async def take_and_finish(
@@ -152,13 +175,18 @@ async def take_and_finish(
     values: dict[str, Any],
     journal: tuple[str, str | None],
     event: dict[str, Any],
+    *,
+    guarded: bool = False,
 ) -> bool:
     """``take_in_flight``, then (only if it was in flight) ``finish_command``, the journal entry
     ``journal`` (status, detail) and the outbox row ``event``; False when nothing was in flight
     (nothing written). PostgreSQL: one statement; SQLite: one each. When the device has no
-    other command queued, ``drained`` says so for the rest of the transaction."""
+    other command queued, ``drained`` says so for the rest of the transaction. ``guarded``:
+    ``command`` was not read in this transaction; nothing is written either unless its row still
+    has the status and deliveries of ``command``."""
+    guard = {"g_status": command.status, "g_attempts": command.attempts} if guarded else None
     if session.get_bind().dialect.name != "postgresql":
-        if not await take_in_flight(session, command.id):
+        if not await take_in_flight(session, command.id, guard=guard):
             return False
         await finish_command(session, command, values)
         await insert_journal(session, command.id, *journal)
@@ -168,7 +196,8 @@ async def take_and_finish(
     params = {f"b_{name}": values[name] for name in FINISH_COLUMNS}
     params.update(b_id=command.id, j_status=journal[0], j_detail=journal[1], j_at=values["finished_at"])
     params.update({f"e_{key}": value for key, value in event.items()})
-    rows = await _TAKE_AND_FINISH_PG.execute(session, params)
+    params.update(guard or {})
+    rows = await TAKE_AND_FINISH_PG[guarded].execute(session, params)
     if not rows:
         return False
     _note_drained(session, rows[0])
@@ -258,10 +287,16 @@ async def mark_delivered(session: AsyncSession, command_id: int, event: dict[str
     await insert_event(session, event)
 
 
-async def take_in_flight(session: AsyncSession, command_id: int) -> bool:
+async def take_in_flight(
+    session: AsyncSession, command_id: int, *, guard: dict[str, Any] | None = None
+) -> bool:
     """Take the in-flight row out of the queue (False: it was not in flight); notes whether
-    the device has other commands queued (``drained``)."""
-    rows = await _TAKE_IN_FLIGHT.execute(session, {"b_id": command_id})
+    the device has other commands queued (``drained``). ``guard``: only if the command still has
+    the status ``g_status`` and ``g_attempts`` deliveries."""
+    if guard is not None:
+        rows = await _TAKE_IN_FLIGHT_GUARDED.execute(session, {"b_id": command_id, **guard})
+    else:
+        rows = await _TAKE_IN_FLIGHT.execute(session, {"b_id": command_id})
     if not rows:
         return False
     _note_drained(session, rows[0])

@@ -16,7 +16,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import make_transient_to_detached
 
-from mdm.core.store_delivery import FINISH_COLUMNS, journal_and_event, take_and_finish_pg
+from mdm.core.store_delivery import FINISH_COLUMNS, TAKE_AND_FINISH_PG, journal_and_event
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Event, utcnow
 from mdm.db.prepared import Direct, Prepared
 
@@ -87,7 +87,7 @@ def _deliver(first: bool) -> Prepared:
 
 
 _DELIVER = {first: _deliver(first) for first in (False, True)}
-_ANSWER = take_and_finish_pg(guarded=True)
+_ANSWER = TAKE_AND_FINISH_PG[True]  # the same statement in a transaction or outside one
 _MAPPER = Command.__mapper__
 
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import commands, events, library
+from mdm.core import commands, delivery_direct, events, in_flight, library
 from mdm.core.commands import step_index
 from mdm.core.device_status import set_status
 from mdm.core.errors import InvalidArgument, ServiceError
@@ -38,7 +38,7 @@ from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
 from mdm.ios import channel_direct, command_steps, inventory, store
 from mdm.ios.channel_direct import DEVICE_CHANGING as DEVICE_CHANGING
-from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, changed_device, outcome
+from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, answered_plainly, changed_device, outcome, plain_final
 from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED, INVENTORY_UPDATED
 from mdm.ios.messages import CommandReport, MessageError
 from mdm.ios.push_seam import backoff, schedule_push
@@ -139,6 +139,8 @@ async def _next(
         body = await _encode(svc, session, command, device_id)
         if body is not None:
             await commands.delivered(session, command)
+            if answered_plainly(command):
+                in_flight.remember(svc.engine, command)
             return ChannelResult(body)
     return ChannelResult()  # gave up after 50 undeliverable commands: not "the queue is empty"
 
@@ -200,6 +202,12 @@ async def _record(
     """Record the report; for a NotNow, the time a wake-up push is due (else None)."""
     assert report.command_uuid is not None
     guid, _ = command_steps.split_command_uuid(report.command_uuid)
+    known = in_flight.take(svc.engine, guid)  # as this process delivered it, not read
+    final = None if known is None else plain_final(known, binding, report)
+    if known is not None and final is not None:
+        success, info, data = final
+        if await delivery_direct.complete_known(session, known, success=success, info=info, data=data):
+            return None
     command = await commands.lock_by_guid(session, guid)
     if command is None or command.device_id != binding.device_id:
         raise InvalidArgument(f"no command {report.command_uuid[:64]} for this device")

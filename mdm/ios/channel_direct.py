@@ -12,7 +12,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from mdm.core import delivery_direct
+from mdm.core import delivery_direct, in_flight
 from mdm.core.identity import Binding
 from mdm.db.models import Command
 from mdm.ios import command_steps, inventory
@@ -55,6 +55,30 @@ def _reports_facts(report: CommandReport) -> bool:
     return any(key in report.result for key in inventory.ANSWER_KEYS.values())
 
 
+def answered_plainly(command: Command) -> bool:
+    """Whether a final answer to the step of ``command`` due now may change only the command
+    (not an inventory answer, an erase or a removal): worth keeping ``command`` from its delivery
+    (``mdm.core.in_flight``) for the answer."""
+    request_type = command_steps.current_step(command).get("RequestType")
+    return command.type != "Remove" and request_type not in DEVICE_CHANGING
+
+
+def plain_final(
+    command: Command, binding: Binding, report: CommandReport
+) -> tuple[bool, str, dict[str, Any] | None] | None:
+    """(success, info, result data) when ``report`` is the final answer of ``command``'s last step
+    and changes nothing but the command; None otherwise (not this device's, replayed, a NotNow, a
+    step that is not the last, an answer that changes the device)."""
+    if report.command_uuid is None or report.status == "NotNow" or command.device_id != binding.device_id:
+        return None
+    step = command_steps.answered_step(command, report.command_uuid)
+    if step is None or not step[1]:
+        return None
+    if report.status == "Acknowledged" and changed_device(command, report, step[0]) is not None:
+        return None
+    return outcome(report)
+
+
 def plain_message(command: Command) -> bytes | None:
     """The plist of the step due now when nothing else is needed to build it (a stored
     translation, no UnlockToken to add, encodable); None otherwise."""
@@ -80,7 +104,10 @@ async def deliver(engine: AsyncEngine, device_id: int, *, ready_only: bool) -> b
         body = plain_message(command)
         if body is None or not await delivery_direct.delivered(conn, command):
             return None
-        return body
+    if answered_plainly(command):
+        command.attempts += 1  # as the row now is
+        in_flight.remember(engine, command)
+    return body
 
 
 async def answer(engine: AsyncEngine, binding: Binding, report: CommandReport) -> bool | None:
@@ -89,14 +116,15 @@ async def answer(engine: AsyncEngine, binding: Binding, report: CommandReport) -
     if report.command_uuid is None or report.status == "NotNow" or _reports_facts(report):
         return None
     guid, _ = command_steps.split_command_uuid(report.command_uuid)
+    # As this process delivered it (no read): the write checks that it is still so.
+    command = in_flight.take(engine, guid)
     async with delivery_direct.autocommit(engine) as conn:
-        command = await delivery_direct.command_by_guid(conn, guid)
-        if command is None or command.device_id != binding.device_id:
-            return None
-        step = command_steps.answered_step(command, report.command_uuid)
-        if step is None or not step[1]:
-            return None  # replayed, or a step that is not the last
-        if report.status == "Acknowledged" and changed_device(command, report, step[0]) is not None:
-            return None
-        success, info, data = outcome(report)
+        if command is None:
+            command = await delivery_direct.command_by_guid(conn, guid)
+            if command is None:
+                return None
+        final = plain_final(command, binding, report)
+        if final is None:
+            return None  # not this device's, replayed, a step that is not the last...
+        success, info, data = final
         return await delivery_direct.complete(conn, command, success=success, info=info, data=data)
