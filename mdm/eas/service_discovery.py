@@ -44,6 +44,11 @@ from mdm.eas.service_sync import (
 
 log = logging.getLogger("mdm.eas.discovery")
 DEVICES_PATH = "/ExchangeActiveSyncDevices/"
+# Mailboxes or devices per write transaction. On SQLite each one holds the server's one writer
+# (check-ins and command answers wait behind it): 500 mailboxes or a whole batch's ~200 devices
+# held it 70-117 ms (p50), p99 200-360 ms at load 10-12; 50 rows: p50 11 ms, p99 90 ms, for
+# ~40 % more CPU per discovery (per-transaction statements).
+WRITE_ROWS = 50
 
 
 @dataclass(slots=True)
@@ -78,10 +83,12 @@ class Discovery:
         concurrency: int = 4,
         limit_seconds: float | None = None,
         chunk: int = 500,
+        write_rows: int = WRITE_ROWS,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self.db, self.runner = db, runner
         self.batch, self.concurrency, self.chunk = max(1, batch), max(1, concurrency), max(1, chunk)
+        self.write_rows = max(1, write_rows)
         self.limit_seconds = limit_seconds
         self.clock = clock
 
@@ -138,8 +145,8 @@ class Discovery:
         result.policies = len(policies)
         records = await self.runner.run(c.get_cas_mailbox(), limit_seconds=self.limit_seconds)
         with_devices: list[KnownMailbox] = []
-        for i in range(0, len(records), self.chunk):
-            mailboxes = [parse_mailbox(r) for r in records[i : i + self.chunk]]
+        for i in range(0, len(records), self.write_rows):
+            mailboxes = [parse_mailbox(r) for r in records[i : i + self.write_rows]]
             async with self.db.transaction() as session:
                 with_devices.extend(await sync_mailboxes(session, mailboxes, started))
                 await store.progress(session, mailboxes=i + len(mailboxes), policies=result.policies)
@@ -158,13 +165,16 @@ class Discovery:
         async def one(batch: Sequence[KnownMailbox]) -> None:
             async with gate:
                 found, failed = await self._read_batch(batch)
-                async with self.db.transaction() as session:
-                    written = await sync_devices(session, found, self.clock())
-                    result.devices += written
-                    result.failed_mailboxes += failed
-                    await store.progress(
-                        session, devices=result.devices, failed_mailboxes=result.failed_mailboxes
-                    )
+                result.failed_mailboxes += failed
+                parts = _parts(found, self.write_rows) or [[]]
+                for i, part in enumerate(parts):
+                    async with self.db.transaction() as session:
+                        written = await sync_devices(session, part, self.clock())
+                        result.devices += written  # not `+= await`: the pipelines share the count
+                        if i == len(parts) - 1:  # the progress row once per batch
+                            await store.progress(
+                                session, devices=result.devices, failed_mailboxes=result.failed_mailboxes
+                            )
 
         batches = [mailboxes[i : i + self.batch] for i in range(0, len(mailboxes), self.batch)]
         tasks = [asyncio.create_task(one(b)) for b in batches]
@@ -232,6 +242,25 @@ class Discovery:
                 events.emit(session, ev.EAS_POLICY_VANISHED, policy=p.name, is_default=p.is_default)
                 vanished += 1
         return vanished
+
+
+def _parts(found: Sequence[Found], rows: int) -> list[list[Found]]:
+    """The partnerships of a batch in parts of about ``rows`` devices, each device's partnerships
+    (a phone syncing two mailboxes) in one part: ``sync_devices`` decides about a device from all
+    of them at once."""
+    by_device: dict[str, list[Found]] = {}
+    for f in found:
+        by_device.setdefault(f.stats.device_id, []).append(f)
+    parts: list[list[Found]] = []
+    current: list[Found] = []
+    for group in by_device.values():
+        if current and len(current) + len(group) > rows:
+            parts.append(current)
+            current = []
+        current.extend(group)
+    if current:
+        parts.append(current)
+    return parts
 
 
 def _attribute(batch: Sequence[KnownMailbox], stats: Sequence[DeviceStatistics]) -> list[Found]:

@@ -141,15 +141,15 @@ async def ensure_users(
     """One ``users`` row per owner name (email, display name given on creation): name -> id."""
     if not owners:
         return {}
-    await session.execute(
-        insert_for(session)(User)
-        .values(
-            [
-                {"name": name, "email": email, "display_name": display}
-                for name, (email, display) in owners.items()
-            ]
-        )
-        .on_conflict_do_nothing(index_elements=["name"])
+    # One compiled statement for the rows (a VALUES clause of every row was compiled anew per
+    # chunk: 14 ms a call, the bulk of a small chunk's write transaction).
+    await execute_many(
+        session,
+        insert_for(session)(table_of(User)).on_conflict_do_nothing(index_elements=["name"]),
+        [
+            {"name": name, "email": email, "display_name": display}
+            for name, (email, display) in owners.items()
+        ],
     )
     rows = await session.execute(select(User.name, User.id).where(User.name.in_(list(owners))))
     return {name: uid for name, uid in rows}
