@@ -62,7 +62,8 @@ def _checkpoint(
 async def _one_hop(session: AsyncSession, immediate: bool) -> sqlite_driver.OneHopConnection | None:
     """The session's connection (None when the engine does not use ``mdm.db.sqlite_driver``),
     asked to begin its transaction with BEGIN IMMEDIATE when ``immediate``."""
-    raw = await (await session.connection()).get_raw_connection()
+    # (Through ``connection_of``: the transaction's ``Prepared`` statements find it there.)
+    raw = await (await prepared.connection_of(session)).get_raw_connection()
     adapted = raw.dbapi_connection
     if not isinstance(adapted, sqlite_driver.OneHopConnection):
         return None
