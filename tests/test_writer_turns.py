@@ -97,6 +97,7 @@ async def test_bulk_batches_give_way_to_a_writer_waiting_for_the_lock(db: Databa
     translators.register(Protocol.IOS, IosCommandTranslator())
     service = BulkService(db, translators, Pushers(), batch_size=batch)
     assert service.turns is not None
+    service.give_way_share = 100.0  # (batches of 10 take milliseconds: no share of them limits it)
     op = await service.create("Block", {}, by="test")
     other = Database(db.url)
     turns = WriterTurns(_path(db))
@@ -197,3 +198,31 @@ async def test_a_worker_polling_for_the_lock_gets_it_as_soon_as_it_is_free(db: D
         holder.close()
         await worker.close()
     assert released and got - released[0] < 0.04
+
+
+async def test_the_bulk_worker_gives_way_for_a_share_of_its_own_time_only(db: Database) -> None:
+    """A push worker that holds its turn for long (a loaded host) slows queuing by at most
+    ``give_way_share`` of the batches' own time."""
+    if not db.is_sqlite:
+        pytest.skip("SQLite only")
+    n, batch = 200, 10
+    await add_devices(db, n)
+    translators = Translators()
+    translators.register(Protocol.IOS, IosCommandTranslator())
+    service = BulkService(db, translators, Pushers(), batch_size=batch)
+    assert service.turns is not None
+    op = await service.create("Block", {}, by="test")
+    turns = WriterTurns(_path(db))
+    state = select(BulkOperation.state).where(BulkOperation.id == op.id)
+    runner = asyncio.create_task(service.run())
+    try:
+        async with turns.mine():  # held all along, never writing
+            async with asyncio.timeout(60):
+                while await _scalar(db, state) != "queued":
+                    await asyncio.sleep(0.01)
+    finally:
+        runner.cancel()
+        await asyncio.gather(runner, return_exceptions=True)
+        turns.close()
+    assert service.turns.waited <= 0.5 * service._batches_took + 0.05
+    assert await _scalar(db, select(func.count()).select_from(Command)) == n

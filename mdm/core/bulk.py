@@ -31,7 +31,7 @@ from mdm.core.library import Translators
 from mdm.core.push import Pushers, bulk_id_of, bulk_reason
 from mdm.db.engine import Database
 from mdm.db.models import BulkOperation, BulkState, BulkTarget, CommandStatus, Device, utcnow
-from mdm.db.writer_turns import WriterTurns
+from mdm.db.writer_turns import LIMIT_SECONDS, WriterTurns
 
 log = logging.getLogger("mdm.bulk")
 
@@ -42,6 +42,9 @@ FINISHED = (BulkState.QUEUED.value, BulkState.RECALLED.value, BulkState.FAILED.v
 # that cannot be written, not a database that went away for a moment: the retries wait 0.5 s,
 # doubling up to 30 s, about a minute in all).
 MAX_FAILURES = 8
+# SQLite: the share of its own batches' time the bulk worker may spend giving way to the push
+# worker process (``mdm.db.writer_turns``): queuing takes at most 1.5 times as long.
+GIVE_WAY_SHARE = 0.5
 
 
 class NoTargets(ServiceError):
@@ -88,6 +91,10 @@ class BulkService:
         # SQLite: before each batch, give way to the push worker process when it waits for the
         # write lock (``mdm.db.writer_turns``): back-to-back batches starved it of the lock.
         self.turns = WriterTurns.for_url(db.url) if db.is_sqlite else None
+        # ... for at most this share of the time its own batches took (a push worker slowed down,
+        # e.g. by a loaded host, does not slow queuing by more than that), at most 1 s a batch.
+        self.give_way_share = GIVE_WAY_SHARE
+        self._batches_took = 0.0
 
     # ---- the request --------------------------------------------------------------------------
     async def create(
@@ -151,8 +158,12 @@ class BulkService:
                     pending = await store.unfinished(session)
                 for bulk_id in pending:
                     if self.turns is not None:
-                        await self.turns.give_way()
+                        room = self.give_way_share * self._batches_took - self.turns.waited
+                        if room > 0:
+                            await self.turns.give_way(min(room, LIMIT_SECONDS))
+                    started = time.monotonic()
                     await self.step(bulk_id)
+                    self._batches_took += time.monotonic() - started
                 if not pending:
                     try:
                         await asyncio.wait_for(self._nudge.wait(), self.idle_seconds)
