@@ -23,6 +23,10 @@ PREFIX = "mdm_push_"  # every push metric is the worker's, the owed gauge too (i
 # The server's own gauge: how many of its worker processes run and have reported (their first
 # line comes as they start dispatching; ``mdm bench fleet`` waits for all of them).
 WORKERS_REPORTING = "mdm_push_worker_processes"
+# The worker's own SQLite write-path metrics (``mdm.db.metrics``: its waits for the server's write
+# lock above all) are shown by the server under this prefix, apart from the server's own.
+DB_PREFIX = "mdm_db_"
+WORKER_DB_PREFIX = "mdm_push_worker_db_"
 # Samples that only grow (counters, histograms): summed over the worker processes.
 _GROWING = ("_total", "_count", "_sum", "_bucket")
 
@@ -37,12 +41,16 @@ def snapshot(stats: Mapping[str, ServiceStats], registry: CollectorRegistry,
         for name, svc in stats.items()
     }
     families = [
-        {"name": f.name, "doc": f.documentation, "type": f.type,
-         "samples": [[sample.name, sample.labels, sample.value] for sample in f.samples]}
-        for f in registry.collect() if f.name.startswith(PREFIX)
+        {"name": _shown(f.name), "doc": f.documentation, "type": f.type,
+         "samples": [[_shown(sample.name), sample.labels, sample.value] for sample in f.samples]}
+        for f in registry.collect() if f.name.startswith((PREFIX, DB_PREFIX))
     ]
     line = {"services": services, "metrics": families, "settings": dict(settings or {})}
     return json.dumps(line).encode() + b"\n"
+
+
+def _shown(name: str) -> str:
+    return WORKER_DB_PREFIX + name.removeprefix(DB_PREFIX) if name.startswith(DB_PREFIX) else name
 
 
 def parse(line: bytes) -> dict[str, Any] | None:
