@@ -226,3 +226,10 @@ async def test_the_bulk_worker_gives_way_for_a_share_of_its_own_time_only(db: Da
         turns.close()
     assert service.turns.waited <= 0.5 * service._batches_took + 0.05
     assert await _scalar(db, select(func.count()).select_from(Command)) == n
+
+
+async def test_a_turns_file_that_cannot_be_opened_turns_them_off(tmp_path: Path) -> None:
+    turns = WriterTurns(str(tmp_path / "missing" / f"db{SUFFIX}"))  # (no such directory)
+    async with turns.mine():
+        assert await turns.give_way() == 0.0
+    turns.close()

@@ -30,11 +30,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
 
 from sqlalchemy.engine import make_url
+
+log = logging.getLogger(__name__)
 
 SUFFIX = "-turns"
 POLL_SECONDS = 0.001  # how often a bulk worker that gives way looks again
@@ -46,6 +49,7 @@ class WriterTurns:
         self.path = path
         self._fd: int | None = None
         self._mine = 0  # this process's write transactions inside ``mine`` (one lock for them all)
+        self._unusable = False
         self.gave_way = 0  # batches that waited (for tests and logs)
         self.waited = 0.0  # seconds they waited in all
 
@@ -60,16 +64,22 @@ class WriterTurns:
             return None
         return cls(database + SUFFIX)
 
-    def _file(self) -> int:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    def _file(self) -> int | None:
+        """The turns file, opened once; None when it cannot be (a read-only directory): then
+        nobody takes turns, as before them, and the writes go on."""
+        if self._fd is None and not self._unusable:
+            try:
+                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                self._unusable = True
+                log.warning("SQLite writer turns off: %s cannot be opened (%s)", self.path, exc)
         return self._fd
 
     @contextlib.asynccontextmanager
     async def mine(self) -> AsyncIterator[None]:
         """The push worker: hold the turn while this block waits for and holds the write lock."""
-        if self._mine == 0:
-            fd = self._file()
+        fd = self._file() if self._mine == 0 else None
+        if fd is not None:
             while True:
                 try:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -88,6 +98,8 @@ class WriterTurns:
         """The bulk worker, before a batch: wait while another process holds the turn, at most
         ``limit`` seconds; the seconds waited (0.0 when nobody held it)."""
         fd = self._file()
+        if fd is None:
+            return 0.0
         started: float | None = None
         while True:
             try:
