@@ -61,21 +61,72 @@ async def test_a_kept_connection_serves_one_use_after_another_without_a_checkout
         assert (await session.scalars(_EVENT_UUID, {"b_uuid": "a"})).all() == ["a"]
 
 
-async def test_concurrent_uses_beyond_the_kept_ones_take_pool_connections(pg: Database) -> None:
+async def test_a_use_beyond_the_kept_ones_waits_for_one_given_back(pg: Database) -> None:
     limit = prepared._kept(pg.engine).limit
     assert limit >= 1
+    held = [prepared.autocommit(pg.engine) for _ in range(limit)]
+    directs = [await cm.__aenter__() for cm in held]
+    assert all(d.raw is not None for d in directs)
+    checkouts = _checkouts(pg)
+    got: list[prepared.Direct] = []
+
+    async def use() -> None:
+        async with prepared.autocommit(pg.engine) as direct:
+            got.append(direct)
+            await direct.execute(_INSERT, _event(str(uuid.uuid4())))
+
+    waiting = asyncio.create_task(use())
+    await asyncio.sleep(0.05)
+    assert got == []  # waiting, not on a pool connection
+    await held[0].__aexit__(None, None, None)
     async with asyncio.timeout(10):
-        directs = []
-        for _ in range(limit + 1):
-            cm = prepared.autocommit(pg.engine)
-            directs.append((cm, await cm.__aenter__()))
-        kept = [d for _, d in directs if d.raw is not None]
-        assert len(kept) == limit  # the last one is a plain pool connection
-        for i, (_, direct) in enumerate(directs):
-            await direct.execute(_INSERT, _event(f"c{i}"))
-        for cm, _ in reversed(directs):
-            await cm.__aexit__(None, None, None)
-    assert len(prepared._kept(pg.engine).idle) == limit
+        await waiting
+    assert got == [directs[0]] and checkouts == []
+    for cm in held[1:]:
+        await cm.__aexit__(None, None, None)
+
+
+async def test_with_many_waiting_a_use_takes_a_pool_connection(pg: Database) -> None:
+    kept = prepared._kept(pg.engine)
+    held = [prepared.autocommit(pg.engine) for _ in range(kept.limit)]
+    for cm in held:
+        await cm.__aenter__()
+    waiters = [asyncio.create_task(_hold_briefly(pg)) for _ in range(kept.limit * prepared.WAITERS_PER_KEPT)]
+    await asyncio.sleep(0.05)
+    assert len(kept.waiters) == kept.limit * prepared.WAITERS_PER_KEPT
+    async with asyncio.timeout(10), prepared.autocommit(pg.engine) as extra:
+        assert extra.raw is None  # a plain pool connection
+        await extra.execute(_INSERT, _event("pooled"))
+    for cm in held:
+        await cm.__aexit__(None, None, None)
+    async with asyncio.timeout(10):
+        await asyncio.gather(*waiters)
+    assert len(kept.idle) == kept.limit and not kept.waiters
+
+
+async def _hold_briefly(db: Database) -> None:
+    async with prepared.autocommit(db.engine) as direct:
+        assert direct.raw is not None
+        await direct.execute(_SELECT, {"b_uuid": "x"})
+
+
+async def test_a_waiting_use_cancelled_leaves_the_connection_to_the_next(pg: Database) -> None:
+    kept = prepared._kept(pg.engine)
+    held = [prepared.autocommit(pg.engine) for _ in range(kept.limit)]
+    for cm in held:
+        await cm.__aenter__()
+    first = asyncio.create_task(_hold_briefly(pg))
+    second = asyncio.create_task(_hold_briefly(pg))
+    await asyncio.sleep(0.05)
+    first.cancel()
+    await held[0].__aexit__(None, None, None)
+    async with asyncio.timeout(10):
+        await second
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    for cm in held[1:]:
+        await cm.__aexit__(None, None, None)
+    assert len(kept.idle) == kept.limit and kept.opened == kept.limit
 
 
 async def test_a_failed_statement_is_reported_as_sqlalchemy_does_and_its_connection_closed(
