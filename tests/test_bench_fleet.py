@@ -7,14 +7,21 @@ what the silent devices did not fetch)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import select
+
+from mdm.config_sections import load as load_config
+from mdm.db.engine import Database
+from mdm.db.models import Command, Device, utcnow
 
 pytestmark = pytest.mark.slow
 
@@ -78,3 +85,35 @@ def test_a_smaller_fleet_on_a_prepared_directory_is_refused(tmp_path: Path) -> N
         capture_output=True, text=True, timeout=60,
     )
     assert proc.returncode == 2 and "--devices" in proc.stderr
+
+
+async def _leave_delivered_blocks(data_dir: Path, count: int) -> None:
+    """What an interrupted run leaves: the last ``count`` devices (none of them answering) hold a
+    delivered, never answered Block."""
+    config = load_config(data_dir, env={}, require_file=True)
+    db = Database(config.database_url, 1)
+    try:
+        async with db.transaction() as session:
+            ids = (await session.scalars(select(Device.id).order_by(Device.id.desc()).limit(count))).all()
+            for device_id in ids:
+                session.add(Command(guid=str(uuid.uuid4()).upper(), device_id=device_id, type="Block",
+                                    args={}, payload={}, status="processing", delivered_at=utcnow(),
+                                    created_by="interrupted"))
+    finally:
+        await db.close()
+
+
+def test_a_run_after_an_interrupted_one_waits_only_for_what_it_queued(
+    tmp_path: Path, database_url: str
+) -> None:
+    """Devices still holding an earlier run's Block are skipped by the bulk and never woken for
+    it: the bench waits for the wake-ups of what was queued, not for all N until --timeout."""
+    data_dir = tmp_path / "fleet"
+    run_fleet(data_dir, database_url, "--skip", "idle", "--skip", "pages", "--skip", "storm")
+    asyncio.run(_leave_delivered_blocks(data_dir, 20))
+    report = run_fleet(data_dir, database_url, "--skip", "idle", "--skip", "pages", "--skip", "storm")
+    status = report["bulk"]["status"]
+    assert (status["queued"], status["skipped"]) == (DEVICES - 20, 20)
+    assert report["wakeups"]["accepted_s"] is not None  # not stopped at --timeout
+    answers = report["answers"]
+    assert answers["completed"] == ANSWERING and answers["errors"] == {}

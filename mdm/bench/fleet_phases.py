@@ -161,7 +161,11 @@ async def bulk_and_answers(
 
     async def follow_pushes() -> None:
         nonlocal seen
-        while len(started) < len(by_token):
+        last = False
+        while len(started) < len(by_token) and not last:
+            # Every wake-up of the operation accepted: one more look, then no more to come (a
+            # device skipped for an earlier command still active is never woken by this one).
+            last = line.woken_s is not None
             tokens, seen = await fake.woken(seen)
             for token in tokens:
                 if token in by_token and token not in started:
@@ -175,11 +179,12 @@ async def bulk_and_answers(
         nonlocal cpu_queued
         woken = Progress(say, "(c) wake-ups accepted", devices, interval=2.0)
         queued = Progress(say, "(b) queued", devices, interval=2.0)
+        expected = devices  # until queuing ends; then what it queued (skipped devices are not woken)
         while line.woken_s is None or line.queued_s is None:
             if line.woken_s is None:
                 accepted = int((await fake.stats())["accepted"]) - accepted0
                 woken.update(accepted)
-                if accepted >= devices:
+                if accepted >= expected:
                     line.woken_s = line.since()
                     woken.finish()
             if line.queued_s is None and bulk_id is not None:
@@ -193,6 +198,7 @@ async def bulk_and_answers(
                     line.queued_s = line.since()
                     cpu_queued = _cpu(pid)
                     queued.finish()
+                    expected = min(devices, int(line.status.get("queued", devices)))
             await asyncio.sleep(0.25)
 
     followers = [asyncio.create_task(follow_pushes()), asyncio.create_task(follow_counts())]
