@@ -29,7 +29,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from h2.config import H2Configuration
-from h2.connection import AllowedStreamIDs, ConnectionInputs, H2Connection
+from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState, H2Connection
 from h2.errors import ErrorCodes
 from h2.exceptions import (
     FlowControlError,
@@ -39,7 +39,9 @@ from h2.exceptions import (
     StreamIDTooLowError,
     TooManyStreamsError,
 )
-from h2.stream import StreamInputs, StreamState
+from h2.settings import SettingCodes
+from h2.stream import H2Stream, H2StreamStateMachine, StreamInputs, StreamState
+from h2.windows import WindowManager
 from hpack import Decoder, HeaderTuple
 from hpack.table import HeaderTable
 from hyperframe.frame import Frame, RstStreamFrame
@@ -47,6 +49,8 @@ from hyperframe.frame import Frame, RstStreamFrame
 from mdm.push.apns.h2receive import receive_data as receive_fast
 
 CLEAN_EVERY = 512
+_CLIENT_OPEN = ConnectionState.CLIENT_OPEN
+_new = object.__new__
 _HEADERS, _DATA = 0x1, 0x0
 _END_STREAM, _END_HEADERS = 0x1, 0x4
 MAX_CACHED = 256
@@ -228,6 +232,7 @@ class CountingH2Connection(H2Connection):
         decoder = FastDecoder()
         decoder.max_header_list_size = self.decoder.max_header_list_size
         self.decoder = decoder
+        self._stream_windows: tuple[int, int] | None = None  # (inbound, outbound) initial windows
 
     @property
     def open_outbound_streams(self) -> int:
@@ -274,6 +279,55 @@ class CountingH2Connection(H2Connection):
             self._prepare_for_sending(frames)
         return events
 
+    # -- streams built without their constructors
+
+    def _begin_new_stream(self, stream_id: int, allowed_ids: AllowedStreamIDs) -> H2Stream:
+        """h2's ``_begin_new_stream`` (4.4): the same checks and the same stream, but its three
+        objects (stream, state machine, receive window) filled from a copy of their attributes'
+        dict instead of three constructors, and the initial windows read from the settings once
+        per change (each settings look-up hashes an enum in Python), not once per stream."""
+        outbound = stream_id % 2 == self._allowed_ids  # (int(client_side), as h2's)
+        highest = self.highest_outbound_stream_id if outbound else self.highest_inbound_stream_id
+        if stream_id <= highest:
+            raise StreamIDTooLowError(stream_id, highest)
+        if stream_id % 2 != allowed_ids:
+            raise ProtocolError("Invalid stream ID for peer.")
+        windows = self._stream_windows
+        if windows is None:
+            windows = self._stream_windows = (self.local_settings.initial_window_size,
+                                              self.remote_settings.initial_window_size)
+        machine = _new(H2StreamStateMachine)
+        machine.__dict__ = {"state": StreamState.IDLE, "stream_id": stream_id, "client": None,
+                            "headers_sent": None, "trailers_sent": None, "headers_received": None,
+                            "trailers_received": None, "stream_closed_by": None}
+        window = _new(WindowManager)
+        window.__dict__ = {"max_window_size": windows[0], "current_window_size": windows[0],
+                           "_bytes_processed": 0}
+        stream = _new(H2Stream)
+        stream.__dict__ = {
+            "state_machine": machine, "stream_id": stream_id,
+            "max_outbound_frame_size": self.max_outbound_frame_size, "request_method": None,
+            "outbound_flow_control_window": windows[1], "_inbound_window_manager": window,
+            "_expected_content_length": None, "_actual_content_length": 0, "_authority": None,
+            "config": self.config,
+        }
+        self.streams[stream_id] = stream
+        if outbound:
+            self.highest_outbound_stream_id = stream_id
+        else:
+            self.highest_inbound_stream_id = stream_id
+        return stream
+
+    # Where the initial windows can change: SETTINGS received (theirs, or the ACK of ours) and
+    # our own SETTINGS sent.
+    def _receive_settings_frame(self, frame: Any) -> Any:
+        self._stream_windows = None
+        return super()._receive_settings_frame(frame)
+
+    def update_settings(self, new_settings: dict[SettingCodes | int, int]) -> None:
+        self._stream_windows = None
+        super().update_settings(new_settings)
+
     # -- sending without hyperframe objects (same state transitions as h2)
 
     def send_headers(
@@ -311,8 +365,9 @@ class CountingH2Connection(H2Connection):
             value = self.open_outbound_streams
             if value + 1 > limit:
                 raise TooManyStreamsError(f"Max outbound streams is {limit}, {value} open")
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._get_or_create_stream(stream_id, self._allowed_ids)
+        if self.state_machine.state is not _CLIENT_OPEN:  # (open: no transition, no event)
+            self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self.streams.get(stream_id) or self._begin_new_stream(stream_id, self._allowed_ids)
         machine = stream.state_machine
         if client and machine.state is StreamState.IDLE:
             # A request on a new stream: h2's IDLE + SEND_HEADERS (request_sent) without its
@@ -344,7 +399,8 @@ class CountingH2Connection(H2Connection):
         if size > self.max_outbound_frame_size:
             raise FrameTooLargeError(f"Cannot send frame size {size}, max frame size is "
                                      f"{self.max_outbound_frame_size}")
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        if self.state_machine.state is not _CLIENT_OPEN:
+            self.state_machine.process_input(ConnectionInputs.SEND_DATA)
         stream = self.streams[stream_id]
         machine = stream.state_machine
         flags = 0

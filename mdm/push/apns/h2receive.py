@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from h2.connection import ConnectionInputs, H2Connection, _decode_headers
+from h2.connection import ConnectionInputs, ConnectionState, H2Connection, _decode_headers
 from h2.errors import ErrorCodes
 from h2.events import ResponseReceived, StreamEnded
 from h2.exceptions import ProtocolError
@@ -27,6 +27,7 @@ from hyperframe.exceptions import InvalidPaddingError
 
 _HEADERS = 0x1
 _END_STREAM_END_HEADERS = 0x5
+_CLIENT_OPEN = ConnectionState.CLIENT_OPEN
 
 
 def receive_data(connection: H2Connection, data: bytes) -> list[Any]:
@@ -65,7 +66,10 @@ def _response(connection: H2Connection, stream: Any, block: bytes) -> list[Any]:
     """h2's ``_receive_headers_frame`` for a HEADERS frame (END_STREAM, no priority, no padding)
     on a stream it already holds."""
     headers = list(_decode_headers(connection.decoder, block))
-    events: list[Any] = connection.state_machine.process_input(ConnectionInputs.RECV_HEADERS)
+    # (an open connection takes RECV_HEADERS without a transition or an event)
+    events: list[Any] = (
+        [] if connection.state_machine.state is _CLIENT_OPEN
+        else connection.state_machine.process_input(ConnectionInputs.RECV_HEADERS))
     machine = stream.state_machine
     config = connection.config
     if (machine.headers_received or machine.client is not True or stream.request_method == b"HEAD"
