@@ -413,8 +413,9 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[Direct]:
     The connection is one kept out of the pool for this (``_Kept``): a pool checkout and return
     (a greenlet hand-off each, the pool's bookkeeping, the switch to autocommit and back) cost
     ~15 % of a PostgreSQL round trip, which took two. When every kept connection is busy, the use
-    waits for the next one given back (or, with many waiting, takes a pool connection). Nothing of a transaction can be left on a kept connection: no
-    statement runs in a block, and one that failed or was interrupted closes it."""
+    waits for the next one given back (or, with many waiting, takes a pool connection). Nothing
+    of a transaction can be left on a kept connection: no statement runs in a block, and one that
+    failed or was interrupted closes it."""
     if not autocommits(engine):
         raise ValueError(f"no autocommit statements on {engine.dialect.driver}")
     kept = _kept(engine)
