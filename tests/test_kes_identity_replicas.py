@@ -74,7 +74,8 @@ async def test_the_renewal_flag_reaches_the_agent_and_the_renewal_clears_it(
             select(IssuedCertificateRecord).where(IssuedCertificateRecord.serial == device.serial_hex)
         )
         assert row is not None and record is not None
-        await KesRenewer().request_renewal(session, row, record)
+        step = await KesRenewer().prepare_renewal(row, record)
+        await step(session, row, record)
     async with kes_client(server, config, device) as client:
         asked = await _sync(client)
         assert asked.status_code == 200 and asked.json()["renew_certificate"] is True
