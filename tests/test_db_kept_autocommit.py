@@ -180,13 +180,10 @@ def _pg_sleep() -> Any:
     return func.pg_sleep(5)
 
 
-async def test_close_gives_the_kept_connections_back() -> None:
-    import os
-
-    url = os.environ.get("MDM_TEST_DATABASE_URL", "")
-    if not url:
-        pytest.skip("PostgreSQL only")
-    db = Database(url)
+async def test_close_gives_the_kept_connections_back(pg: Database) -> None:
+    # A Database of its own on the test's database (the URL as the fixture resolved it: under
+    # pytest-xdist the worker's own database).
+    db = Database(pg.engine.url.render_as_string(hide_password=False))
     async with prepared.autocommit(db.engine) as held:
         async with prepared.autocommit(db.engine) as idle:
             await idle.execute(_SELECT, {"b_uuid": str(uuid.uuid4())})

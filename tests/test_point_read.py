@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from sqlalchemy import event, text
 
-from mdm.db import point_read
+from mdm.db import point_read, prepared
 from mdm.db.engine import Database
 
 SQLITE_ONLY = pytest.mark.skipif("not config.getoption('--pg', default=False) is False", reason="")
@@ -113,6 +113,7 @@ async def test_postgresql_a_lost_reader_is_replaced_and_the_look_up_answers(db: 
     later = await point_read.first(db.engine, stmt, {})
     assert later is not None and later.pid != before.pid
     await point_read.close(db.engine)
+    await prepared.close(db.engine)  # the look-up after the loss ran on a kept autocommit connection
     assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
 
 
@@ -182,4 +183,5 @@ async def test_postgresql_cancelled_waiters_lose_no_reader_and_close_frees_the_r
     await point_read.close(db.engine)
     assert await late == (2,)
     assert [await b for b in busy] == [(5,)] * kept
+    await prepared.close(db.engine)  # the late look-up ran on a kept autocommit connection
     assert db.engine.sync_engine.pool.checkedout() == 0  # type: ignore[attr-defined]
