@@ -5,6 +5,7 @@ few lines per second at most, never into the ``--json`` report. Tiny runs of the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -120,6 +121,11 @@ def test_interrupted_run_stops_its_server_and_removes_the_dir(
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+            if server_pid is not None:
+                # A bench killed here leaves its server running on this worker's database, where
+                # it would take later tests' bulk operations and the outbox's leader lock.
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(server_pid, signal.SIGKILL)
     assert proc.returncode == code, "".join(seen) + rest
     assert "Traceback" not in rest
     assert list(tmpdir.iterdir()) == []
