@@ -15,8 +15,9 @@ from typing import Any
 import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of
+from checkin_direct_support import Transactions, change_after_read, counting
 from ios_support import Phone, new_phone
-from sqlalchemy import delete, event, select, update
+from sqlalchemy import delete, select, update
 
 from mdm.core import events
 from mdm.db.engine import Database
@@ -49,52 +50,14 @@ async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
     return p
 
 
-class Begun:
-    """Transactions begun on the server's engine on connections that wrote ``ios_devices``."""
-
-    def __init__(self) -> None:
-        self.connections: set[int] = set()
-        self.begun: list[int] = []
-
-    def statement(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "UPDATE ios_devices" in statement:
-            self.connections.add(id(conn))
-
-    def begin(self, conn: Any) -> None:
-        self.begun.append(id(conn))
-
-    def count(self) -> int:
-        return sum(1 for conn in self.begun if conn in self.connections)
-
-
 @pytest.fixture
-def begun(server: Server) -> Iterator[Begun]:
-    counted = Begun()
-    engine = server.ctx.db.engine.sync_engine
-    hooks = (("before_cursor_execute", counted.statement), ("begin", counted.begin))
-    for name, hook in hooks:
-        event.listen(engine, name, hook)
-    try:
+def begun(server: Server) -> Iterator[Transactions]:
+    with counting(server, "UPDATE ios_devices") as counted:
         yield counted
-    finally:
-        for name, hook in hooks:
-            event.remove(engine, name, hook)
 
 
 def _between(monkeypatch: pytest.MonkeyPatch, change: Callable[[], Awaitable[None]]) -> list[int]:
-    """Run ``change`` (a real write on another connection) once, right after the unlocked read."""
-    reads: list[int] = []
-    real = store_checkin_direct.checked_state
-
-    async def read_then_change(*args: Any) -> Any:
-        read = await real(*args)
-        if not reads:
-            await change()
-        reads.append(1)
-        return read
-
-    monkeypatch.setattr(store_checkin_direct, "checked_state", read_then_change)
-    return reads
+    return change_after_read(monkeypatch, store_checkin_direct, "checked_state", change)
 
 
 async def _types(db: Database, device_id: int) -> list[str]:
@@ -105,7 +68,7 @@ async def _types(db: Database, device_id: int) -> list[str]:
 
 
 async def test_a_returning_device_is_one_read_and_one_write_outside_a_transaction(
-    postgres: None, server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database, begun: Begun
+    postgres: None, server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database, begun: Transactions
 ) -> None:
     device = await device_of(db, phone.udid)
     response = await phone.checkin(ios, phone.authenticate(OSVersion="18.1", DeviceName="Renamed"))

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of
+from checkin_direct_support import Transactions, change_after_read, counting
 from ios_support import Phone, new_phone
-from sqlalchemy import delete, event, update
+from sqlalchemy import delete, update
 
 from mdm.db.engine import Database
 from mdm.db.models import Device
@@ -43,58 +44,14 @@ async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
     return p
 
 
-class Seen:
-    """Transactions begun on the server's engine on connections that ran a statement about push
-    tokens (the server's workers run transactions of their own meanwhile)."""
-
-    def __init__(self) -> None:
-        self.connections: set[int] = set()
-        self.begun: list[int] = []
-
-    def statement(self, conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
-        if "push_token" in statement:
-            self.connections.add(id(conn))
-
-    def begin(self, conn: Any) -> None:
-        self.begun.append(id(conn))
-
-    def transactions(self) -> int:
-        return sum(1 for conn in self.begun if conn in self.connections)
-
-    def reset(self) -> None:
-        self.connections.clear()
-        self.begun.clear()
-
-
 @pytest.fixture
-def seen(server: Server) -> Iterator[Seen]:
-    counted = Seen()
-    engine = server.ctx.db.engine.sync_engine
-    hooks = (("before_cursor_execute", counted.statement), ("begin", counted.begin))
-    for name, hook in hooks:
-        event.listen(engine, name, hook)
-    try:
+def seen(server: Server) -> Iterator[Transactions]:
+    with counting(server, "push_token") as counted:
         yield counted
-    finally:
-        for name, hook in hooks:
-            event.remove(engine, name, hook)
 
 
 def _between(monkeypatch: pytest.MonkeyPatch, change: Callable[[], Awaitable[None]]) -> list[int]:
-    """Run ``change`` (a real write on another connection) once, right after the direct path's
-    read; the list counts the reads."""
-    reads: list[int] = []
-    real = store_checkin_direct.token_state
-
-    async def read_then_change(conn: Any, device_id: int) -> Any:
-        state = await real(conn, device_id)
-        if not reads:
-            await change()
-        reads.append(device_id)
-        return state
-
-    monkeypatch.setattr(store_checkin_direct, "token_state", read_then_change)
-    return reads
+    return change_after_read(monkeypatch, store_checkin_direct, "token_state", change)
 
 
 _BINDING_COLUMNS = frozenset({"unlock_token", "awaiting_configuration", "last_signed_at"})
@@ -105,13 +62,13 @@ def _now() -> datetime:
 
 
 async def test_a_token_update_is_one_read_and_one_write_outside_a_transaction(
-    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
+    postgres: None, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Transactions
 ) -> None:
     before = len(await events_of(db, "push_token_updated"))
     seen.reset()
     response = await phone.checkin(ios, phone.token_update(token=b"\x05" * 32, AwaitingConfiguration=True))
     assert response.status_code == 200, response.text
-    assert seen.connections and seen.transactions() == 0  # no BEGIN/COMMIT
+    assert seen.connections and seen.count() == 0  # no BEGIN/COMMIT
     device = await device_of(db, phone.udid)
     assert (device.push_token, device.push_valid) == ((b"\x05" * 32).hex(), True)
     async with db.session() as session:
@@ -123,7 +80,7 @@ async def test_a_token_update_is_one_read_and_one_write_outside_a_transaction(
     assert events[-1].body == {"channel": "device", "changed": True, "unlock_token": False}
     # A repeat: one read, nothing written, no transaction either.
     assert (await phone.checkin(ios, phone.token_update(token=b"\x05" * 32))).status_code == 200
-    assert seen.transactions() == 0 and len(await events_of(db, "push_token_updated")) == before + 1
+    assert seen.count() == 0 and len(await events_of(db, "push_token_updated")) == before + 1
 
 
 async def test_push_feedback_between_read_and_write_is_not_lost(
@@ -147,7 +104,7 @@ async def test_push_feedback_between_read_and_write_is_not_lost(
     assert same is not None
     response = await phone.checkin(ios, phone.token_update(token=bytes.fromhex(same), UnlockToken=b"x"))
     assert response.status_code == 200, response.text
-    assert reads == [device.id]
+    assert reads == [1]  # read once: written by the single statement
     after = await device_of(db, phone.udid)
     assert (after.push_token, after.push_valid) == (same, True)
     events = await events_of(db, "push_token_updated")
