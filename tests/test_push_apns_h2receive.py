@@ -9,7 +9,7 @@ import random
 from typing import Any
 
 import pytest
-from h2.config import H2Configuration
+from apns_h2_support import BODY, REQUEST, h2_config
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
 from h2.events import DataReceived, RequestReceived
@@ -20,23 +20,12 @@ from h2.stream import StreamState
 from mdm.push.apns import h2receive
 from mdm.push.apns.h2conn import CountingH2Connection
 
-REQUEST = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.push.apple.com"),
-           (b":path", b"/3/device/" + b"ab" * 32), (b"apns-topic", b"com.apple.mgmt.x"),
-           (b"apns-push-type", b"mdm"), (b"apns-priority", b"10")]
-BODY = b'{"mdm":"magic"}'
-
-
-def _config(client: bool) -> H2Configuration:
-    return H2Configuration(client_side=client, header_encoding=None, validate_outbound_headers=False,
-                           normalize_outbound_headers=False, validate_inbound_headers=False,
-                           normalize_inbound_headers=False)
-
 
 def _pair(streams: int) -> tuple[H2Connection, CountingH2Connection, H2Connection, bytes]:
     """Two clients made alike (h2's and ours), ``streams`` requests each; a server answering the
     plain one. Returns both clients, the server and the server's opening bytes."""
-    plain, fast = H2Connection(_config(True)), CountingH2Connection(_config(True))
-    server = H2Connection(_config(False))
+    plain, fast = H2Connection(h2_config(True)), CountingH2Connection(h2_config(True))
+    server = H2Connection(h2_config(False))
     server.initiate_connection()
     server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 100})
     opening = server.data_to_send()
@@ -158,7 +147,7 @@ def test_a_burst_of_answers_in_one_read(monkeypatch: pytest.MonkeyPatch) -> None
 ])
 def test_the_same_protocol_errors_as_h2(answer: list[tuple[bytes, bytes]]) -> None:
     plain, fast, _, _ = _pair(1)
-    encoder = H2Connection(_config(False)).encoder
+    encoder = H2Connection(h2_config(False)).encoder
     block = encoder.encode(answer)
     frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (1).to_bytes(4, "big") + block
     failures = []
@@ -171,7 +160,7 @@ def test_the_same_protocol_errors_as_h2(answer: list[tuple[bytes, bytes]]) -> No
 
 def test_an_answer_on_a_stream_never_opened_is_refused_like_h2() -> None:
     plain, fast, _, _ = _pair(1)
-    block = H2Connection(_config(False)).encoder.encode([(b":status", b"200")])
+    block = H2Connection(h2_config(False)).encoder.encode([(b":status", b"200")])
     frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (7).to_bytes(4, "big") + block
     outcomes: list[tuple[str, object]] = []
     for client in (plain, fast):
@@ -184,9 +173,9 @@ def test_an_answer_on_a_stream_never_opened_is_refused_like_h2() -> None:
 
 
 def test_the_server_side_keeps_h2s_path() -> None:
-    server = CountingH2Connection(_config(False))
+    server = CountingH2Connection(h2_config(False))
     server.initiate_connection()
-    client = H2Connection(_config(True))
+    client = H2Connection(h2_config(True))
     client.initiate_connection()
     client.send_headers(1, list(REQUEST), end_stream=True)
     events = server.receive_data(client.data_to_send())

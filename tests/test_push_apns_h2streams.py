@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from apns_h2_support import BODY, REQUEST, h2_config
 from h2.config import H2Configuration
 from h2.connection import H2Connection
 from h2.errors import ErrorCodes
@@ -17,23 +18,12 @@ from h2.windows import WindowManager
 
 from mdm.push.apns.h2conn import CLEAN_EVERY, CountingH2Connection
 
-REQUEST = [(b":method", b"POST"), (b":scheme", b"https"), (b":authority", b"api.push.apple.com"),
-           (b":path", b"/3/device/" + b"ab" * 32), (b"apns-topic", b"com.apple.mgmt.x"),
-           (b"apns-push-type", b"mdm"), (b"apns-priority", b"10")]
-BODY = b'{"mdm":"magic"}'
-
-
-def _config(client: bool) -> H2Configuration:
-    return H2Configuration(client_side=client, header_encoding=None, validate_outbound_headers=False,
-                           normalize_outbound_headers=False, validate_inbound_headers=False,
-                           normalize_inbound_headers=False)
-
 
 def _connected(settings: dict[Any, int] | None = None) -> tuple[H2Connection, CountingH2Connection,
                                                                  H2Connection]:
     """h2's client and ours, both past the preface with the same server (one for both)."""
-    plain, fast = H2Connection(_config(True)), CountingH2Connection(_config(True))
-    server = H2Connection(_config(False))
+    plain, fast = H2Connection(h2_config(True)), CountingH2Connection(h2_config(True))
+    server = H2Connection(h2_config(False))
     server.initiate_connection()
     server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 100, **(settings or {})})
     opening = server.data_to_send()
@@ -82,12 +72,12 @@ def test_a_stream_is_built_with_the_attributes_h2_gives_it() -> None:
 
 
 def test_a_server_builds_inbound_streams_as_h2_does() -> None:
-    client = H2Connection(_config(True))
+    client = H2Connection(h2_config(True))
     client.initiate_connection()
     for _ in range(3):
         _request(client)
     data = client.data_to_send()
-    servers = [H2Connection(_config(False)), CountingH2Connection(_config(False))]
+    servers = [H2Connection(h2_config(False)), CountingH2Connection(h2_config(False))]
     events = []
     for server in servers:
         server.initiate_connection()
@@ -139,13 +129,13 @@ def test_stream_ids_below_the_highest_are_refused_like_h2() -> None:
 
 
 def test_a_wrong_parity_stream_from_a_client_is_refused_like_h2() -> None:
-    client = H2Connection(_config(True))
+    client = H2Connection(h2_config(True))
     client.initiate_connection()
     preface = client.data_to_send()
-    block = H2Connection(_config(True)).encoder.encode(REQUEST)
+    block = H2Connection(h2_config(True)).encoder.encode(REQUEST)
     frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (2).to_bytes(4, "big") + block
     sent = []
-    for server in (H2Connection(_config(False)), CountingH2Connection(_config(False))):
+    for server in (H2Connection(h2_config(False)), CountingH2Connection(h2_config(False))):
         server.initiate_connection()
         server.receive_data(preface)
         server.data_to_send()
@@ -204,7 +194,7 @@ def test_a_reset_stream_ends_like_h2s_and_frames_after_it_are_refused_alike() ->
         client.reset_stream(5, ErrorCodes.CANCEL)
         late.append(client.data_to_send())
     assert late[0] == late[1]
-    block = H2Connection(_config(False)).encoder.encode([(b":status", b"200")])
+    block = H2Connection(h2_config(False)).encoder.encode([(b":status", b"200")])
     frame = len(block).to_bytes(3, "big") + b"\x01\x05" + (5).to_bytes(4, "big") + block
     after = []
     for client in (plain, fast):
@@ -213,7 +203,7 @@ def test_a_reset_stream_ends_like_h2s_and_frames_after_it_are_refused_alike() ->
 
 
 def _one(kind: type[H2Connection], settings: dict[Any, int]) -> tuple[H2Connection, H2Connection]:
-    client, server = kind(_config(True)), H2Connection(_config(False))
+    client, server = kind(h2_config(True)), H2Connection(h2_config(False))
     server.initiate_connection()
     server.update_settings(settings)
     client.initiate_connection()
