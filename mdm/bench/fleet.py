@@ -124,7 +124,7 @@ async def run(options: Options, say: Say) -> Report:
     say(f"preparing {data_dir}...")
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url,
                                      plain=options.plain, pool_size=10)
-    async with fleet_apns.running(data_dir) as fake:
+    async with fleet_apns.running(data_dir, avoid=local.listener_ports(config)) as fake:
         fleet_apns.configure(data_dir, fake.info, push_worker=push_worker)
         _set_push_workers(data_dir, options.push_workers)
         config = load_config(data_dir, env=local._env(data_dir), require_file=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ import tomlkit
 
 from mdm.bench.apns_fake_process import FakeApnsError as FakeApnsError
 from mdm.bench.apns_fake_process import started
-from mdm.bench.ports import free_port
+from mdm.bench.ports import free_ports
 from mdm.config import CONFIG_FILE
 
 CERT_DIR = "bench/apns"
@@ -54,9 +54,10 @@ class FakeProcess:
 
 
 @contextlib.asynccontextmanager
-async def running(data_dir: Path) -> AsyncIterator[FakeProcess]:
-    """The fake in a subprocess with its control endpoint; stopped (and waited for) on exit."""
-    port = free_port()
+async def running(data_dir: Path, avoid: Collection[int] = ()) -> AsyncIterator[FakeProcess]:
+    """The fake in a subprocess with its control endpoint (on a port none of ``avoid``: the
+    server's, which does not listen yet); stopped (and waited for) on exit."""
+    (port,) = free_ports(1, avoid=avoid)
     http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
     try:
         async with started(data_dir / CERT_DIR, "--control-port", str(port)) as fake:

@@ -117,6 +117,13 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
     return load_config(data_dir, env=_env(data_dir), require_file=True)
 
 
+def listener_ports(config: Config) -> set[int]:
+    """The ports picked for the server's listeners: a bench picking more ports for its fakes
+    before the server listens must avoid them (``ports.free_ports(avoid=...)``)."""
+    ls = config.listeners
+    return {ls.ios.port, ls.kes.port, ls.web.http_port, ls.web.https_port, ls.admin.port}
+
+
 def admin_token(data_dir: Path) -> str:
     try:
         return (data_dir / TOKEN_FILE).read_text().strip()

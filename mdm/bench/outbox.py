@@ -92,7 +92,7 @@ async def _run(options: Options, data_dir: Path, say: Say) -> Report:
     say(f"preparing {data_dir}...")
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url)
     files = outbox_receiver.write_files(data_dir / "bench" / "receiver")
-    port, control_port = ports.free_ports(2)
+    port, control_port = ports.free_ports(2, avoid=local.listener_ports(config))
     outbox_receiver.configure(data_dir, files, port, options.batch_size)
     config = await asyncio.to_thread(local.prepare, data_dir, database_url=options.database_url)
     progress = Progress(say, "(a) prepare events", options.events, interval=5.0)

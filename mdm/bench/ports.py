@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import random
 import socket
+from collections.abc import Collection
 
 _LOW, _HIGH = 20000, 32000  # below Linux's default ip_local_port_range (32768-60999)
 _SLICES = 8
@@ -38,9 +39,10 @@ def bindable(port: int) -> bool:
     return True
 
 
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct ports nobody listens on now, outside the ephemeral range."""
-    candidates = list(worker_slice())
+def free_ports(n: int, avoid: Collection[int] = ()) -> list[int]:
+    """``n`` distinct ports nobody listens on now, outside the ephemeral range, none of ``avoid``
+    (ports picked earlier for a server that does not listen yet)."""
+    candidates = [p for p in worker_slice() if p not in avoid]
     random.shuffle(candidates)
     ports = [p for p in candidates[: n * 20] if bindable(p)][:n]
     if len(ports) < n:
