@@ -19,7 +19,7 @@ from mdm.bench.fleet_prepare import push_token
 from mdm.bench.phases import Admin
 from mdm.bench.progress import Progress, timed
 from mdm.bench.stats import cpu_seconds, rss_kib
-from mdm.sim.fleet import Fleet, FleetError, Member, stop_if_cancelled
+from mdm.sim.fleet import Fleet, FleetError, Member
 from mdm.sim.stats import Samples, percentile
 
 Say = Callable[[str], None]
@@ -149,7 +149,6 @@ async def bulk_and_answers(
                 if not statuses or statuses[0] != ("DeviceLock", "Acknowledged"):
                     raise FleetError(f"first exchange was {statuses[:1]}")
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                stop_if_cancelled()
                 kind = type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[:60]
                 line.errors[kind] = line.errors.get(kind, 0) + 1
                 return
@@ -337,7 +336,6 @@ async def storm(fleet: Fleet, members: list[Member], *, say: Say, pid: int) -> d
                 await fleet.check_in(member)
                 checked.advance()
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                stop_if_cancelled()
                 kind = type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[-60:]
                 errors[kind] = errors.get(kind, 0) + 1
 

@@ -22,7 +22,7 @@ from mdm.config import Config
 from mdm.sim import profile as profiles
 from mdm.sim.device import fetch_profile
 from mdm.sim.facts import HardwareFacts
-from mdm.sim.fleet import Fleet, FleetError, Member, stop_if_cancelled
+from mdm.sim.fleet import Fleet, FleetError, Member
 from mdm.sim.stats import Samples
 from mdm.sim.transport import client_context
 
@@ -289,7 +289,6 @@ async def round_trip_phase(options: Options, fleet: Fleet, admin: Admin, say: Sa
                     step.add(seconds)
                 guids.append(guid)
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                stop_if_cancelled()
                 samples.error(type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[:80])
             finally:
                 busy.discard(member.udid)
@@ -360,7 +359,6 @@ async def delivery_phase(
                     raise FleetError(f"{member.udid}: {statuses[:1] or 'nothing delivered'}")
                 samples.add(time.perf_counter() - t0)
             except (FleetError, aiohttp.ClientError, TimeoutError) as exc:
-                stop_if_cancelled()
                 samples.error(type(exc).__name__ if not isinstance(exc, FleetError) else str(exc)[:80])
 
     cpu0, t0 = cpu(), time.perf_counter()

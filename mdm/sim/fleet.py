@@ -33,15 +33,6 @@ from mdm.sim.transport import CHECKIN_TYPE, COMMAND_TYPE, Mode, client_context, 
 RESIGN_AFTER = 240.0
 
 
-def stop_if_cancelled() -> None:
-    """Called where a request's error is counted and the loop goes on: a cancellation that reached
-    the request as another error is not lost (aiohttp's timer turns one that meets its own
-    deadline into a ``TimeoutError``; a bench then polled on for a minute after Ctrl-C)."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError
-
-
 @dataclass
 class Member:
     facts: HardwareFacts
@@ -259,7 +250,6 @@ class Fleet:
         try:
             status, payload = await self._put(session, self.server_url, body, headers)
         except (aiohttp.ClientError, TimeoutError) as exc:
-            stop_if_cancelled()
             samples.error(type(exc).__name__)
             return
         if status != 200:
