@@ -5,6 +5,7 @@ settings; outbox rows; the worker's rounds until the outbox is empty."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -40,10 +41,12 @@ class Receiver:
         self.hang_on_send: int | None = None  # accept the n-th batch (1-based), then never answer
         self.hanging = asyncio.Event()
         self.sends = 0
+        self.send_times: list[float] = []  # time.monotonic() of each send
         self.closed = False
 
     async def send(self, batch: Sequence[OutboundEvent]) -> SendResult:
         self.sends += 1
+        self.send_times.append(time.monotonic())
         if self.outages:
             return self.outages.pop(0)
         bad = {e.uuid for e in batch} & self.refuse

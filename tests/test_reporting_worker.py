@@ -153,6 +153,9 @@ async def test_named_refusals_deliver_the_rest_of_the_batch_at_once(db: Database
 
 
 async def test_a_wake_up_does_not_cut_the_backoff_short(db: Database, tmp_path: Path) -> None:
+    """Wake-ups (dead letters replayed, new events) arrive during a ``Retry-After`` pause: the
+    retry still waits the whole pause. Measured between the two sends, so a slow machine cannot
+    make the test pass or fail by itself."""
     ids = await add_events(db, [("a", 1)])
     receiver = Receiver()
     receiver.outages = [SendResult(Outcome.RETRY, "http_429", "slow down", retry_after=1.0)]
@@ -163,15 +166,16 @@ async def test_a_wake_up_does_not_cut_the_backoff_short(db: Database, tmp_path: 
             if receiver.sends:
                 break
             await asyncio.sleep(0.01)
+        assert receiver.sends == 1
         for _ in range(10):  # e.g. dead letters replayed meanwhile
             w.wake()
             await asyncio.sleep(0.05)
-        assert receiver.sends == 1
         for _ in range(300):
             if not await pending_ids(db):
                 break
             await asyncio.sleep(0.02)
         assert receiver.sends == 2 and receiver.accepted_ids() == ids
+        assert receiver.send_times[1] - receiver.send_times[0] >= 1.0
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
