@@ -45,7 +45,7 @@ from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
 from mdm.push.failure_tally import FailureTally
 from mdm.push.pacing import PACED_REASONS, RepushBudget
-from mdm.push.store import DueRow
+from mdm.push.store_owed import DueRow, Taken, classify
 from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
 
 log = logging.getLogger("mdm.push")
@@ -55,6 +55,9 @@ CHUNK = 1000  # devices per statement and transaction when many are woken at onc
 # Batches the worker keeps in flight: the next one is taken from the database while the gateway
 # answers the previous ones (``push.concurrency`` bounds the pushes in flight across them).
 PIPELINE = 3
+# A take's statements run in milliseconds. One that runs 30 s has a plan gone wrong or waits on
+# a lock: PostgreSQL cancels it and the worker takes again, newly planned, after a pause.
+TAKE_TIMEOUT_SECONDS = 30.0
 
 
 _NAMES: dict[int, str] = {int(p): name for p, name in SERVICE_NAMES.items()}
@@ -277,7 +280,8 @@ class PushDispatcher:
         else:
             async with self.db.transaction(inline=self.inline_writes) as session:
                 taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
-                                         paced=PACED_REASONS, paced_room=room)
+                                         paced=PACED_REASONS, paced_room=room,
+                                         timeout_seconds=TAKE_TIMEOUT_SECONDS)
                 if taken.deferred:
                     until = self.budget.defer_until(now, len(taken.deferred))
                     await store.defer(session, taken.deferred, until)
@@ -287,14 +291,14 @@ class PushDispatcher:
             metrics.DEFERRED.inc(len(taken.deferred))
         return taken.taken, taken.due
 
-    async def _read_then_claim(self, now: datetime, lease: datetime, room: int | None) -> store.Taken:
+    async def _read_then_claim(self, now: datetime, lease: datetime, room: int | None) -> Taken:
         """SQLite: the due rows read without the write lock, then claimed in a short write
         transaction where nobody asked for them again meanwhile (``mdm.push.store_take``)."""
         async with self.db.session() as session:
             rows = await store_take.read_due(session, now, self.config.batch_size, self.protocols)
         if not rows:
-            return store.Taken(0, [], [])
-        due, done, deferred = store.classify(rows, PACED_REASONS, room)
+            return Taken(0, [], [])
+        due, done, deferred = classify(rows, PACED_REASONS, room)
         requests = {row[0]: row[4] for row in rows}  # (device id -> requests read)
         until = self.budget.defer_until(now, len(deferred)) if deferred else None
         async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any, NamedTuple, cast
+from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
@@ -39,23 +39,12 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import CommandQueueEntry, Device
+from mdm.push.store_owed import Taken, classify, due_select, locked_due_select, owed_of, queued_now
 from mdm.push.tables import REPUSH, PushWakeup
 
 _w = cast(Table, PushWakeup.__table__)
 _d = cast(Table, Device.__table__)
 _q = cast(Table, CommandQueueEntry.__table__)
-
-
-class DueRow(NamedTuple):
-    """A claimed wake-up still owed (a tuple: a batch makes thousands of them)."""
-
-    device_id: int
-    protocol: int
-    reason: str
-    attempts: int  # after this claim
-    requests: int
-    token: str
-    push_magic: str
 
 
 def _insert(session: AsyncSession) -> Any:
@@ -133,38 +122,10 @@ def _pushable_param() -> Any:
                 _d.c.protocol.in_(bindparam("protocols", expanding=True)))
 
 
-def _owed_of(session: AsyncSession, protocols: Sequence[int]) -> Any:
-    """The devices' protocol filter of a walk over owed rows. On SQLite it is written so that no
-    index applies: without statistics SQLite starts from the devices' ``(protocol, id)`` index,
-    visits every device of the protocol and sorts all owed rows, per batch, instead of walking
-    ``ix_push_wakeups_due_at`` and looking each device up by key (``+ 0`` is the documented way
-    to keep its planner off an index). PostgreSQL plans from its statistics, and an expression
-    there would only spoil its estimate (it then hashed both tables and sorted every owed row)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return (_d.c.protocol + 0).in_(protocols)
-    return _d.c.protocol.in_(protocols)
-
-
-def _queued_now(now: datetime) -> Any:
-    """1 if the device of the owed row has a command to fetch now (not deferred by a NotNow),
-    else NULL. A correlated scalar subquery, one index probe per row: PostgreSQL turns an
-    EXISTS into a hashed subplan or an anti-join that reads the whole command queue per batch."""
-    return (
-        select(literal(1)).select_from(_q)
-        .where(_q.c.device_id == _w.c.device_id, or_(_q.c.not_before.is_(None), _q.c.not_before <= now))
-        .limit(1).scalar_subquery()
-    )
-
-
-class Taken(NamedTuple):
-    taken: int  # rows taken (owed or not)
-    due: list[DueRow]  # to push now (leased)
-    deferred: list[int]  # paced rows beyond the room: still owed, not leased (see ``defer``)
-
-
 async def take(
     session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int], lease_until: datetime,
     *, paced: frozenset[str] = frozenset(), paced_room: int | None = None,
+    timeout_seconds: float | None = None,
 ) -> Taken:
     """Claim up to ``limit`` due rows. A row still owed is leased (due at ``lease_until``, so a
     crash during the send retries it) and its attempt counted; a row owed nothing more is deleted:
@@ -173,10 +134,21 @@ async def take(
     still owed is decided by the SELECT itself (three statements per batch, none per row). Rows
     whose reason is in ``paced`` beyond the first ``paced_room`` (None: no limit) are returned as
     ``deferred``, untouched: the caller moves them with ``defer``. (SQLite's worker process reads
-    outside its write transaction instead: ``mdm.push.store_take``.)"""
-    stmt = due_select(session, now, limit, protocols)
+    outside its write transaction instead: ``mdm.push.store_take``.)
+
+    On PostgreSQL the statements of the rest of the transaction run under ``timeout_seconds``
+    (PostgreSQL cancels one that runs longer: the rows stay due for the next take) and are
+    planned for the table as it is at each take, never from a plan cached on the connection
+    while the table was small (``plan_cache_mode``; a take is planned in well under 1 ms)."""
     if session.get_bind().dialect.name == "postgresql":
-        stmt = stmt.with_for_update(of=_w, skip_locked=True)
+        settings = [func.set_config("plan_cache_mode", "force_custom_plan", True)]
+        if timeout_seconds is not None:
+            ms = str(max(1, int(timeout_seconds * 1000)))
+            settings.append(func.set_config("statement_timeout", ms, True))
+        await session.execute(select(*settings))
+        stmt = locked_due_select(now, limit, protocols)
+    else:
+        stmt = due_select(session, now, limit, protocols)
     rows = (await session.execute(stmt)).all()
     due, done, deferred = classify(rows, paced, paced_room)
     if due:
@@ -186,47 +158,6 @@ async def take(
         )
     await drop(session, done)
     return Taken(len(rows), due, deferred)
-
-
-def due_select(session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int]) -> Any:
-    """The SELECT of ``take``: up to ``limit`` due rows in due order, with whether each is still
-    owed (see ``take``) and what a push needs."""
-    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "")
-    seen = and_(_d.c.last_seen_at.is_not(None), _w.c.last_attempt_at.is_not(None),
-                _d.c.last_seen_at >= _w.c.last_attempt_at)
-    owed = case(
-        (~pushable, False), (_w.c.reason != REPUSH, True), (seen, False), else_=_queued_now(now).is_not(None),
-    )
-    return (
-        select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
-               _d.c.push_magic, owed)
-        .join(_d, _d.c.id == _w.c.device_id)
-        .where(_w.c.due_at <= now, _owed_of(session, protocols))
-        .order_by(_w.c.due_at)
-        .limit(limit)
-    )
-
-
-def classify(
-    rows: Sequence[Any], paced: frozenset[str], paced_room: int | None
-) -> tuple[list[DueRow], list[int], list[int]]:
-    """``due_select``'s rows as (to push, owed nothing more, paced beyond the room)."""
-    due: list[DueRow] = []
-    done: list[int] = []
-    deferred: list[int] = []
-    room = paced_room
-    for device_id, protocol, reason, attempts, requests, token, magic, still_owed in rows:
-        if not still_owed:
-            done.append(device_id)
-        elif room is not None and reason in paced:
-            if room > 0:
-                room -= 1
-                due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
-            else:
-                deferred.append(device_id)
-        else:
-            due.append(DueRow(device_id, protocol, reason, attempts + 1, requests, token, magic or ""))
-    return due, done, deferred
 
 
 async def defer(session: AsyncSession, device_ids: Sequence[int], due: datetime) -> None:
@@ -285,7 +216,7 @@ async def sent(
     for start in range(0, len(device_ids), IN_CHUNK):
         ids = list(device_ids[start:start + IN_CHUNK])
         mine = and_(_w.c.device_id.in_(ids), _w.c.requests == requests)
-        await session.execute(delete(_w).where(mine, _queued_now(now).is_(None)))
+        await session.execute(delete(_w).where(mine, queued_now(now).is_(None)))
         await session.execute(
             update(_w).where(mine).values(due_at=repush_at, last_result=result[:64], reason=REPUSH)
         )
@@ -309,12 +240,12 @@ async def recovery_candidates(
     last poll, as after a crash between an enqueue's commit and its wake-up — with the time the
     first of their commands may be offered. A read: the caller owes them in a write of its own,
     so that SQLite's writer is not held while the queue is walked. It walks the queue and looks
-    each device up by key (``_owed_of``: never the fleet through the protocol index)."""
+    each device up by key (``owed_of``: never the fleet through the protocol index)."""
     first = func.min(func.coalesce(_q.c.not_before, now))
     newest = func.max(func.coalesce(_q.c.not_before, _q.c.created_at))
     seen = func.max(_d.c.last_seen_at)
     pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                    _owed_of(session, protocols))
+                    owed_of(session, protocols))
     stmt = (
         select(_q.c.device_id, first)
         .join(_d, _d.c.id == _q.c.device_id)
@@ -364,7 +295,7 @@ async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime 
     """The earliest due time (walks the due_at index until a row of these protocols)."""
     stmt = (
         select(_w.c.due_at).join(_d, _d.c.id == _w.c.device_id)
-        .where(_owed_of(session, protocols)).order_by(_w.c.due_at).limit(1)
+        .where(owed_of(session, protocols)).order_by(_w.c.due_at).limit(1)
     )
     return cast("datetime | None", await session.scalar(stmt))
 
@@ -397,7 +328,7 @@ async def resume(session: AsyncSession, protocol: int, now: datetime, limit: int
     held = or_(_w.c.last_result.like("credentials%"), _w.c.last_result.like("unavailable%"))
     ids = list(await session.scalars(
         select(_w.c.device_id).join(_d, _d.c.id == _w.c.device_id)
-        .where(_owed_of(session, [protocol]), held, _w.c.due_at > now).limit(limit)
+        .where(owed_of(session, [protocol]), held, _w.c.due_at > now).limit(limit)
     ))
     if ids:
         await session.execute(update(_w).where(_w.c.device_id.in_(ids)).values(due_at=now))

@@ -1,4 +1,4 @@
-"""The take on SQLite, in two steps: the read (``store.due_select``, which decides which due rows
+"""The take on SQLite, in two steps: the read (``store_owed.due_select``, which decides which due rows
 are still owed) outside any write transaction, then ``claim``: the lease, the drop and the
 deferral in a short write transaction, each only for rows nobody asked again for since the read.
 
@@ -23,7 +23,7 @@ from typing import Any, cast
 from sqlalchemy import Table, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.push.store import DueRow, Taken, due_select
+from mdm.push.store_owed import DueRow, Taken, due_select
 from mdm.push.tables import PushWakeup
 
 _w = cast(Table, PushWakeup.__table__)
@@ -44,7 +44,7 @@ def _unchanged(ids: Sequence[int], requests: int) -> Any:
 
 
 async def read_due(session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int]) -> list[Any]:
-    """The read: ``store.due_select``'s rows (in a session of its own, no write lock held)."""
+    """The read: ``store_owed.due_select``'s rows (in a session of its own, no write lock held)."""
     return list((await session.execute(due_select(session, now, limit, protocols))).all())
 
 
@@ -52,8 +52,8 @@ async def claim(
     session: AsyncSession, due: Sequence[DueRow], done: Sequence[tuple[int, int]],
     deferred: Sequence[tuple[int, int]], now: datetime, lease_until: datetime, defer_until: datetime | None,
 ) -> Taken:
-    """In the worker's write transaction, after ``store.due_select`` read the rows and
-    ``store.classify`` sorted them: lease ``due`` (due at ``lease_until``, attempt counted), delete
+    """In the worker's write transaction, after ``store_owed.due_select`` read the rows and
+    ``store_owed.classify`` sorted them: lease ``due`` (due at ``lease_until``, attempt counted), delete
     ``done`` and move ``deferred`` (device id, requests read) to ``defer_until``, each only where
     ``requests`` is still as read and the row still due. How many were claimed, the rows leased
     (a row asked for again meanwhile is left due, for the next take) and the deferred ones."""
