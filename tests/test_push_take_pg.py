@@ -17,7 +17,7 @@ from sqlalchemy import text
 from mdm.db.engine import Database
 from mdm.db.models import Protocol
 from mdm.push import dispatcher as dispatcher_module
-from mdm.push import store
+from mdm.push import store, store_owed
 from mdm.push.config import PushConfig
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.tables import REPUSH
@@ -65,15 +65,16 @@ async def test_the_take_probes_the_queue_only_for_the_rows_it_locked(db: Databas
         await other.execute(text(
             "SELECT device_id FROM push_wakeups ORDER BY due_at LIMIT 20 FOR UPDATE"))
         async with db.transaction() as session:
-            stmt = store.locked_due_select(now, 10, [Protocol.IOS.value])
-            compiled = stmt.compile(dialect=session.get_bind().dialect, compile_kwargs={"literal_binds": True})
+            stmt = store_owed.locked_due_select(now, 10, [Protocol.IOS.value])
+            dialect = session.get_bind().dialect
+            compiled = stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
             explained = (await session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"))).scalar()
         async with db.transaction() as session:
             taken = await store.take(session, now, 10, [Protocol.IOS.value], now + timedelta(minutes=1))
         await other.rollback()
     assert [row.device_id for row in taken.due] == ids[20:30]  # due order, the locked ones skipped
     assert all(row.requests == 1 and row.attempts == 2 for row in taken.due)
-    assert _subplan_loops(explained[0]["Plan"]) == 10
+    assert explained is not None and _subplan_loops(explained[0]["Plan"]) == 10
 
 
 async def test_a_take_that_runs_too_long_is_cancelled_and_the_worker_goes_on(

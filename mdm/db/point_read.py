@@ -31,8 +31,6 @@ look-ups were a quarter of a cold iOS poll's CPU.
 
 from __future__ import annotations
 
-import asyncio
-import collections
 import weakref
 from collections import namedtuple
 from collections.abc import Mapping
@@ -43,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from sqlalchemy.sql import ClauseElement, Executable
 
 from mdm.db import prepared, sqlite_driver
+from mdm.db.kept import Kept, pool_share
 from mdm.db.prepared import Form, compile_form
 
 MAX_PLANS = 256  # statements are module constants; ad-hoc ones (tests) must not grow this forever
@@ -50,7 +49,7 @@ MAX_PLANS = 256  # statements are module constants; ad-hoc ones (tests) must not
 # with 4, a burst of 16 concurrent cold polls ran half its look-ups the pooled way, 80-130 µs each
 # against 45-75 µs).
 PG_READER_SHARE = 2
-# PostgreSQL: look-ups that may wait per kept reader when all are busy (``_PgReaders``).
+# PostgreSQL: look-ups that may wait per kept reader when all are busy (``mdm.db.kept``).
 WAITERS_PER_READER = 4
 
 
@@ -140,12 +139,13 @@ class _PgReader:
     """A pool connection kept out of the pool in autocommit mode, with the asyncpg statements
     prepared on it (by SQL text)."""
 
-    __slots__ = ("conn", "raw", "statements")
+    __slots__ = ("broken", "connection", "raw", "statements")
 
-    def __init__(self, conn: AsyncConnection, raw: Any) -> None:
-        self.conn = conn
+    def __init__(self, connection: AsyncConnection, raw: Any) -> None:
+        self.connection = connection
         self.raw = raw  # the asyncpg Connection
         self.statements: dict[str, Any] = {}
+        self.broken = False  # (a failed look-up discards its reader at once)
 
     async def fetchrow(self, sql: str, values: list[Any]) -> Any:
         statement = self.statements.get(sql)
@@ -153,109 +153,23 @@ class _PgReader:
             if len(self.statements) >= MAX_PLANS:
                 self.statements.clear()
             statement = self.statements[sql] = await self.raw.prepare(sql)
-        sync = self.conn.sync_connection
+        sync = self.connection.sync_connection
         if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
             sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
         return await statement.fetchrow(*values)
 
 
-class _PgReaders:
-    """Up to ``limit`` ``_PgReader`` of one engine; the idle ones last in, first out.
-
-    When all are busy, a look-up waits for the next one given back (up to ``WAITERS_PER_READER``
-    waiting per reader, first come first served) instead of taking a pool connection: a reader is
-    busy for one round trip, and a pooled look-up cost 80-130 µs of CPU against 45-75 µs on a kept
-    reader. Beyond that many waiting, a look-up takes a pool connection as before (one slow
-    statement must not hold up a queue of others without bound)."""
-
-    __slots__ = ("closed", "idle", "limit", "opened", "waiters")
-
-    def __init__(self, limit: int) -> None:
-        self.idle: list[_PgReader] = []
-        self.opened = 0
-        self.limit = limit
-        self.closed = False
-        self.waiters: collections.deque[asyncio.Future[_PgReader]] = collections.deque()
-
-    async def take(self, engine: AsyncEngine) -> _PgReader | None:
-        if self.idle:
-            return self.idle.pop()
-        if self.closed:
-            return None
-        if self.opened >= self.limit:
-            return await self._wait() if len(self.waiters) < self.limit * WAITERS_PER_READER else None
-        self.opened += 1
-        try:
-            conn = await engine.connect()
-        except BaseException:
-            self.opened -= 1
-            raise
-        adapted: Any = conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        adapted.autocommit = True  # no BEGIN: every statement its own transaction
-        return _PgReader(conn, adapted._connection)
-
-    async def _wait(self) -> _PgReader | None:
-        """The next reader given back (None: the readers were closed or one was discarded)."""
-        waiter: asyncio.Future[_PgReader] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._hand_over(waiter.result())  # handed over as this look-up was cancelled
-            else:
-                self._remove(waiter)
-            raise
-        except _NoReader:
-            return None
-
-    def _remove(self, waiter: asyncio.Future[_PgReader]) -> None:
-        try:
-            self.waiters.remove(waiter)
-        except ValueError:
-            pass
-
-    def _hand_over(self, reader: _PgReader) -> None:
-        """``reader`` to the first look-up still waiting, else back to the idle ones."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(reader)
-                return
-        self.idle.append(reader)
-
-    def _release_waiter(self) -> None:
-        """A reader went away: the first look-up waiting takes a pool connection instead."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(_NoReader())
-                return
-
-    async def give_back(self, reader: _PgReader) -> None:
-        if self.closed:
-            await self.discard(reader)
-        else:
-            self._hand_over(reader)
-
-    async def discard(self, reader: _PgReader) -> None:
-        self.opened -= 1
-        self._release_waiter()
-        await _discard(reader.conn)
+_PG_READERS: weakref.WeakKeyDictionary[Engine, Kept[_PgReader]] = weakref.WeakKeyDictionary()
 
 
-class _NoReader(Exception):
-    """No kept reader for this waiting look-up after all (it takes a pool connection)."""
-
-
-_PG_READERS: weakref.WeakKeyDictionary[Engine, _PgReaders] = weakref.WeakKeyDictionary()
-
-
-def _pg_readers(engine: AsyncEngine) -> _PgReaders:
+def _pg_readers(engine: AsyncEngine) -> Kept[_PgReader]:
+    """The engine's kept readers (``mdm.db.kept``): when all are busy, a look-up waits for the
+    next one given back instead of taking a pool connection: a reader is busy for one round trip,
+    and a pooled look-up cost 80-130 µs of CPU against 45-75 µs on a kept reader."""
     readers = _PG_READERS.get(engine.sync_engine)
     if readers is None:
-        size = getattr(engine.sync_engine.pool, "size", lambda: 0)()
-        readers = _PG_READERS[engine.sync_engine] = _PgReaders(size // PG_READER_SHARE)
+        limit = pool_share(engine, PG_READER_SHARE)
+        readers = _PG_READERS[engine.sync_engine] = Kept(limit, WAITERS_PER_READER, _PgReader)
     return readers
 
 
@@ -269,10 +183,11 @@ async def _pg_first(engine: AsyncEngine, plan: _Plan, values: list[Any]) -> tupl
     try:
         record = await reader.fetchrow(plan.form.sql, values)
     except Exception:
-        await readers.discard(reader)  # (a lost connection, a changed schema...)
+        await readers.discard(reader, invalidate=True)  # (a lost connection, a changed schema...)
         return False, None
     except BaseException:
-        await readers.discard(reader)  # cancelled mid-statement: the connection's state is unknown
+        # Cancelled mid-statement: the connection's state is unknown.
+        await readers.discard(reader, invalidate=True)
         raise
     await readers.give_back(reader)
     if record is None:
@@ -347,15 +262,7 @@ async def close(engine: AsyncEngine) -> None:
     """Give the engine's reader connections back (before ``engine.dispose()``)."""
     pg = _PG_READERS.pop(engine.sync_engine, None)
     if pg is not None:
-        pg.closed = True
-        while pg.waiters:
-            pg._release_waiter()
-        while pg.idle:
-            kept = pg.idle.pop()
-            pg.opened -= 1
-            adapted: Any = kept.conn.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-            adapted.autocommit = False
-            await kept.conn.close()
+        await pg.close()
     reader = _READERS.pop(engine.sync_engine, None)
     if reader is not None and reader.conn is not None:
         conn, reader.conn = reader.conn, None

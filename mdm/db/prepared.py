@@ -26,9 +26,6 @@ Nothing here is a new SQL dialect: the SQL is SQLAlchemy's compilation of a Core
 
 from __future__ import annotations
 
-import asyncio
-import collections
-import contextlib
 import weakref
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -39,6 +36,8 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from sqlalchemy.sql import ClauseElement
+
+from mdm.db.kept import Kept, pool_share
 
 # The adapted drivers whose cursors ``execute`` knows; any other runs through SQLAlchemy.
 DIRECT_DRIVERS = frozenset({"aiosqlite", "asyncpg"})
@@ -212,7 +211,7 @@ def autocommits(engine: AsyncEngine) -> bool:
 # One pool connection in this many is kept out of the pool for ``autocommit`` (4 of the default
 # 20), beside ``mdm.db.point_read``'s kept readers (10 of 20).
 KEPT_SHARE = 5
-# Uses that may wait per kept connection when all are busy (``_Kept``).
+# Uses that may wait per kept connection when all are busy (``mdm.db.kept.Kept``).
 WAITERS_PER_KEPT = 4
 # Statements prepared per kept connection (by SQL text); module constants, so few.
 MAX_KEPT_STATEMENTS = 256
@@ -222,10 +221,10 @@ class Direct:
     """A PostgreSQL connection outside any transaction block (``autocommit``): each ``Prepared``
     statement commits by itself, with no BEGIN or COMMIT round trip around it.
 
-    On a kept connection (``_Kept``) the statement runs straight on asyncpg's prepared statement
-    (prepared once per connection): the SQLAlchemy adapter's cursor around it (its execution
-    mutex, statement cache look-up, description and status parsing) cost as much as asyncpg's
-    own part. Errors are reported as SQLAlchemy reports them (``DBAPIError``), and a statement
+    On a kept connection (``mdm.db.kept``) the statement runs straight on asyncpg's prepared
+    statement (prepared once per connection): the SQLAlchemy adapter's cursor around it (its
+    execution mutex, statement cache look-up, description and status parsing) cost as much as
+    asyncpg's own part. Errors are reported as SQLAlchemy reports them (``DBAPIError``), and a statement
     that failed or was interrupted marks the connection ``broken``: it is closed, not kept."""
 
     __slots__ = ("broken", "connection", "raw", "statements")
@@ -296,109 +295,13 @@ class Direct:
         return prepared.processed(self.connection.dialect, rows) if rows else []
 
 
-class _Kept:
-    """Up to ``limit`` connections of one engine kept out of its pool in autocommit mode for
-    ``autocommit``; the idle ones last in, first out.
-
-    When all are busy, a use waits for the next one given back (up to ``WAITERS_PER_KEPT`` per
-    kept connection, first come first served): a kept connection is busy for a step or two of one
-    round trip, and taking a pool connection instead (what the kept ones save) was the common
-    case under 16 concurrent round trips with 4 kept. Beyond that many waiting, or when one is
-    closed instead of given back, a use takes a pool connection as before."""
-
-    __slots__ = ("closed", "idle", "limit", "opened", "waiters")
-
-    def __init__(self, limit: int) -> None:
-        self.idle: list[Direct] = []
-        self.opened = 0
-        self.limit = limit
-        self.closed = False
-        self.waiters: collections.deque[asyncio.Future[Direct]] = collections.deque()
-
-    async def take(self, engine: AsyncEngine) -> Direct | None:
-        if self.idle:
-            return self.idle.pop()
-        if self.closed:
-            return None
-        if self.opened >= self.limit:
-            return await self._wait() if len(self.waiters) < self.limit * WAITERS_PER_KEPT else None
-        self.opened += 1
-        try:
-            connection = await engine.connect()
-        except BaseException:
-            self.opened -= 1
-            self._release_waiter()
-            raise
-        adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        adapted.autocommit = True  # for good: a kept connection never goes back to the pool
-        return Direct(connection, adapted._connection)
-
-    async def _wait(self) -> Direct | None:
-        """The next kept connection given back (None: none will be; take a pool connection)."""
-        waiter: asyncio.Future[Direct] = asyncio.get_running_loop().create_future()
-        self.waiters.append(waiter)
-        try:
-            return await waiter
-        except asyncio.CancelledError:
-            if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
-                self._hand_over(waiter.result())  # handed over just as this use was cancelled
-            else:
-                with contextlib.suppress(ValueError):
-                    self.waiters.remove(waiter)
-            raise
-        except _NoKept:
-            return None
-
-    def _hand_over(self, direct: Direct) -> None:
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(direct)
-                return
-        self.idle.append(direct)
-
-    def _release_waiter(self) -> None:
-        """One kept connection fewer: the first use waiting takes a pool connection instead."""
-        while self.waiters:
-            waiter = self.waiters.popleft()
-            if not waiter.done():
-                waiter.set_exception(_NoKept())
-                return
-
-    async def give_back(self, direct: Direct) -> None:
-        if direct.broken or self.closed:
-            # Its state is unknown, or the engine is closing (its pool may be disposed already,
-            # which would keep a connection checked in now open): closed, never back to the pool.
-            await self.discard(direct, invalidate=True)
-        else:
-            self._hand_over(direct)
-
-    async def discard(self, direct: Direct, *, invalidate: bool) -> None:
-        self.opened -= 1
-        self._release_waiter()
-        connection = direct.connection
-        try:
-            if invalidate:
-                await connection.invalidate()
-            else:
-                adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-                adapted.autocommit = False
-        finally:
-            await connection.close()
+_KEPT: weakref.WeakKeyDictionary[Any, Kept[Direct]] = weakref.WeakKeyDictionary()
 
 
-class _NoKept(Exception):
-    """No kept connection for this waiting use after all (it takes a pool connection)."""
-
-
-_KEPT: weakref.WeakKeyDictionary[Any, _Kept] = weakref.WeakKeyDictionary()
-
-
-def _kept(engine: AsyncEngine) -> _Kept:
+def _kept(engine: AsyncEngine) -> Kept[Direct]:
     kept = _KEPT.get(engine.sync_engine)
     if kept is None:
-        size = getattr(engine.sync_engine.pool, "size", lambda: 0)()
-        kept = _KEPT[engine.sync_engine] = _Kept(size // KEPT_SHARE)
+        kept = _KEPT[engine.sync_engine] = Kept(pool_share(engine, KEPT_SHARE), WAITERS_PER_KEPT, Direct)
     return kept
 
 
@@ -410,9 +313,9 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[Direct]:
     costs two round trips more (BEGIN, COMMIT), each a turn of the event loop: ~0.1 ms of the
     process's CPU apiece, measured here.
 
-    The connection is one kept out of the pool for this (``_Kept``): a pool checkout and return
-    (a greenlet hand-off each, the pool's bookkeeping, the switch to autocommit and back) cost
-    ~15 % of a PostgreSQL round trip, which took two. When every kept connection is busy, the use
+    The connection is one kept out of the pool for this (``mdm.db.kept``): a pool checkout and
+    return (a greenlet hand-off each, the pool's bookkeeping, the switch to autocommit and back)
+    cost ~15 % of a PostgreSQL round trip, which took two. When every kept connection is busy, the use
     waits for the next one given back (or, with many waiting, takes a pool connection). Nothing
     of a transaction can be left on a kept connection: no statement runs in a block, and one that
     failed or was interrupted closes it."""
@@ -441,10 +344,5 @@ async def close(engine: AsyncEngine) -> None:
     """Give the engine's kept connections back (before ``engine.dispose()``); those in use are
     closed when they are given back."""
     kept = _KEPT.pop(engine.sync_engine, None)
-    if kept is None:
-        return
-    kept.closed = True
-    while kept.waiters:
-        kept._release_waiter()
-    while kept.idle:
-        await kept.discard(kept.idle.pop(), invalidate=False)
+    if kept is not None:
+        await kept.close()
