@@ -92,22 +92,37 @@ def set_column(device: Device, column: str, value: Any) -> None:
         setattr(device, column, text[: _COLUMN_LIMITS[column]])
 
 
+def _fact_columns(facts: dict[str, Any]) -> dict[str, str]:
+    """The columns (but ``os_name``) that ``facts`` set, whatever the device held: those whose
+    value is a non-empty string, cut to the column's length."""
+    given = {
+        "name": facts.get("DeviceName"),
+        "model": facts.get("ProductName") or facts.get("Model"),
+        "os_version": facts.get("OSVersion"),
+        "build_version": facts.get("BuildVersion"),
+        "serial_number": facts.get("SerialNumber"),
+        "imei": facts.get("IMEI"),
+        "phone_number": facts.get("PhoneNumber"),
+    }
+    cut = {column: _str(value) for column, value in given.items()}
+    return {column: text[: _COLUMN_LIMITS[column]] for column, text in cut.items() if text is not None}
+
+
+def _fact_attributes(facts: dict[str, Any]) -> dict[str, str]:
+    """The ``attributes`` keys that ``facts`` set (the others are kept)."""
+    keys = (("MEID", "meid"), ("ModelName", "model_name"), ("Model", "model_number"))
+    return {attr: str(facts[key])[:255] for key, attr in keys if _str(facts.get(key))}
+
+
 def apply_device_facts(device: Device, facts: dict[str, Any]) -> None:
     """Authenticate and DeviceInformation share the key names of the facts they carry."""
-    set_column(device, "name", facts.get("DeviceName"))
-    set_column(device, "model", facts.get("ProductName") or facts.get("Model"))
-    set_column(device, "os_version", facts.get("OSVersion"))
-    set_column(device, "build_version", facts.get("BuildVersion"))
-    set_column(device, "serial_number", facts.get("SerialNumber"))
-    set_column(device, "imei", facts.get("IMEI"))
-    set_column(device, "phone_number", facts.get("PhoneNumber"))
+    for column, value in _fact_columns(facts).items():
+        setattr(device, column, value)
     os_name = os_name_for(_str(facts.get("ProductName")) or device.model, device.os_version)
     if os_name:
         device.os_name = os_name
     attributes = dict(device.attributes or {})
-    for key, attr in (("MEID", "meid"), ("ModelName", "model_name"), ("Model", "model_number")):
-        if _str(facts.get(key)):
-            attributes[attr] = str(facts[key])[:255]
+    attributes.update(_fact_attributes(facts))
     device.attributes = attributes
 
 
@@ -261,3 +276,48 @@ def answer_update(
     }
     count = len(entry.get("items", entry.get("values", {})))
     return InventoryUpdate(PART_NAMES[request_type], entry, count, changes)
+
+
+@dataclass(frozen=True, slots=True)
+class BlindUpdate:
+    """What an acknowledged inventory answer writes whatever the device's row holds now:
+    ``inventory[part] = entry``, the columns in ``columns`` set to their values, and the keys of
+    ``attributes`` (None: nothing) merged into the device's ``attributes``."""
+
+    part: str
+    entry: dict[str, Any]
+    count: int
+    columns: dict[str, str]
+    attributes: dict[str, Any] | None
+
+
+def blind_update(request_type: str, result: dict[str, Any]) -> BlindUpdate | None:
+    """``answer_update`` for a statement that writes without reading the device first (the
+    database merges ``attributes`` and the part under the row's lock): the same row results
+    whatever the device held. None when the RequestType is not inventory, or when the answer
+    leaves ``os_name`` to the stored model or OS version (no ProductName or Model; an iPad's
+    answer without OSVersion): only ``answer_update`` on the row read can say."""
+    builder = _BUILDERS.get(request_type)
+    if builder is None:
+        return None
+    answer = result.get(ANSWER_KEYS[request_type])
+    entry = builder(answer)
+    entry["refreshed_at"] = utcnow().isoformat()
+    columns: dict[str, str] = {}
+    attributes: dict[str, Any] | None = None
+    if request_type == "DeviceInformation" and isinstance(answer, dict):
+        columns = _fact_columns(answer)
+        product = _str(answer.get("ProductName")) or columns.get("model")
+        version = columns.get("os_version")
+        if product is None or (version is None and product.startswith("iPad")):
+            return None
+        os_name = os_name_for(product, version)
+        if os_name:
+            columns["os_name"] = os_name
+        attributes = _fact_attributes(answer)
+    if request_type == "ProfileList":
+        for profile in entry["items"]:
+            if any(p.get("PayloadType") == MDM_PAYLOAD_TYPE for p in profile["payloads"]):
+                attributes = {"mdm_profile_identifier": profile.get("PayloadIdentifier")}
+    count = len(entry.get("items", entry.get("values", {})))
+    return BlindUpdate(PART_NAMES[request_type], entry, count, columns, attributes)
