@@ -6,8 +6,10 @@ common case only, on a connection from ``mdm.db.prepared.autocommit``: the comma
 without a lock, the protocol works out its message or the answer's outcome, and one statement
 writes it all if the command is still as it was read (``store_delivery_direct``). When it is not
 (another request or a recall got there first), or for anything else (a NotNow, a step that is not
-the last, an answer that changes the device, a command that needs translating at delivery), the
-caller runs the transactional path, which decides as before. Nothing is written in that case.
+the last, an erase or removal, an inventory answer whose facts depend on the row as stored, a
+command that needs translating at delivery), the caller runs the transactional path, which
+decides as before. Nothing is written in that case. An inventory answer is recorded with its
+device's facts in the same one statement (``complete_describing``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from mdm.core import commands, events, store_delivery
 from mdm.core import store_delivery_direct as store
 from mdm.core.event_types import COMMAND_DELIVERED
+from mdm.core.store_facts_direct import FactsWrite as FactsWrite
+from mdm.core.store_facts_direct import take_finish_and_describe
 from mdm.db.models import Command
 from mdm.db.prepared import Direct
 from mdm.db.prepared import autocommit as autocommit
@@ -54,6 +58,23 @@ async def complete(
     not in flight with the status and deliveries it was read with."""
     values, journal, event = commands.completion(command, success=success, info=info, data=data)
     return await store.take_and_finish(conn, command, values, journal, event)
+
+
+async def complete_describing(
+    conn: Direct,
+    command: Command,
+    *,
+    success: bool,
+    info: str | None,
+    data: dict[str, Any] | None,
+    facts: FactsWrite,
+) -> bool | None:
+    """``complete`` with ``facts`` written to the command's device (an inventory answer), in
+    the same one statement: whether the device has another command queued; None (nothing
+    written) when the command is not in flight with the status and deliveries it was read or
+    delivered with."""
+    values, journal, event = commands.completion(command, success=success, info=info, data=data)
+    return await take_finish_and_describe(conn, command, values, journal, event, facts)
 
 
 async def complete_known(

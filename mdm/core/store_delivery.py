@@ -56,7 +56,7 @@ def journal_and_event(source: CTE, command_id: Any, status: Any, detail: Any, at
     return journaled, evented
 
 
-def _others_queued(device_id: Any, command_id: Any) -> Any:
+def others_queued(device_id: Any, command_id: Any) -> Any:
     """Whether the device of the queue row (``device_id``, ``command_id``) has others queued."""
     other = _queue.alias("other")
     # Named in full: inside SQLite's RETURNING, SQLAlchemy renders column names unqualified.
@@ -74,7 +74,7 @@ _TAKE_IN_FLIGHT = Prepared(
         _queue.c.command_id,
         _queue.c.device_id,
         # SQLite renders RETURNING columns unqualified: the outer row is named in full here.
-        _others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
+        others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
     )
 )
 # ``_TAKE_IN_FLIGHT`` only if the command still has the status ``g_status`` and ``g_attempts``
@@ -96,7 +96,7 @@ _TAKE_IN_FLIGHT_GUARDED = Prepared(
     .returning(
         _queue.c.command_id,
         _queue.c.device_id,
-        _others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
+        others_queued(literal_column("command_queue.device_id"), literal_column("command_queue.command_id")),
     )
 )
 # The columns a final answer writes (``commands.complete``), prebuilt: a statement built per call
@@ -161,7 +161,7 @@ def take_and_finish_pg(guarded: bool = False) -> Prepared:
         bindparam("j_detail", type_=j.detail.type), bindparam("j_at", type_=j.at.type),
     )
     # The main query sees the queue as it was before the DELETE: the taken row is excluded by id.
-    others = _others_queued(taken.c.device_id, taken.c.command_id)
+    others = others_queued(taken.c.device_id, taken.c.command_id)
     return Prepared(select(taken.c.command_id, taken.c.device_id, others).add_cte(journaled, evented))
 
 

@@ -38,7 +38,7 @@ from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
 from mdm.ios import channel_direct, command_steps, inventory, store
 from mdm.ios.channel_direct import DEVICE_CHANGING as DEVICE_CHANGING
-from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, answered_plainly, changed_device, outcome, plain_final
+from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, changed_device, kept_for_answer, outcome, plain_final
 from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED, INVENTORY_UPDATED
 from mdm.ios.messages import CommandReport, MessageError
 from mdm.ios.push_seam import backoff, schedule_push
@@ -139,7 +139,7 @@ async def _next(
         body = await _encode(svc, session, command, device_id)
         if body is not None:
             await commands.delivered(session, command)
-            if answered_plainly(command):
+            if kept_for_answer(svc.engine, command):
                 in_flight.remember(svc.engine, command)
             return ChannelResult(body)
     return ChannelResult()  # gave up after 50 undeliverable commands: not "the queue is empty"
