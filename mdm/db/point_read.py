@@ -90,12 +90,13 @@ def _plan(stmt: Executable, dialect: Dialect) -> _Plan | None:
 
 
 class _Reader:
-    __slots__ = ("busy", "conn", "plans", "raw")
+    __slots__ = ("busy", "closed", "conn", "plans", "raw")
 
     def __init__(self) -> None:
         self.conn: AsyncConnection | None = None
         self.raw: Any = None  # conn's DB-API connection (sqlite_driver.OneHopConnection)
         self.busy = False
+        self.closed = False  # ``close`` ran while busy: the look-up holding it closes it
         # id(statement) -> its plan (None: SQLAlchemy executes it)
         self.plans: dict[int, _Plan | None] = {}
 
@@ -249,6 +250,9 @@ async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]
             return row
         finally:
             reader.busy = False
+            if reader.closed and reader.conn is not None:
+                conn, reader.conn, reader.raw = reader.conn, None, None
+                await conn.close()
 
 
 async def _discard(conn: AsyncConnection) -> None:
@@ -264,6 +268,12 @@ async def close(engine: AsyncEngine) -> None:
     if pg is not None:
         await pg.close()
     reader = _READERS.pop(engine.sync_engine, None)
-    if reader is not None and reader.conn is not None:
-        conn, reader.conn = reader.conn, None
+    if reader is None:
+        return
+    # A look-up holding the reader (opening its connection, or a statement gone to the driver's
+    # thread) closes it when done: closing it here was under that statement, or too early to
+    # see the connection being opened, which then stayed open with no one to close it.
+    reader.closed = True
+    if not reader.busy and reader.conn is not None:
+        conn, reader.conn, reader.raw = reader.conn, None, None
         await conn.close()
