@@ -265,12 +265,3 @@ async def take_due_push_requests(session: AsyncSession, limit: int) -> list[IosP
         )
     return rows
 
-
-# ---- last seen (write-behind) -------------------------------------------------------------------
-LAST_SEEN_STMT = update(Device).where(Device.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
-
-
-async def write_last_seen(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """``rows``: ``{"b_id": device id, "b_at": when}``; one Core executemany, not ORM bulk."""
-    connection = await session.connection()
-    await connection.execute(LAST_SEEN_STMT, rows)
