@@ -19,6 +19,12 @@ for S seconds after the pass and reports that CPU per poll apart: the write-behi
 ``last_seen_at`` (``ios.last_seen_flush_seconds``, 5 s by default) and the WAL checkpoints it
 causes, work a poll costs that lands after its answer. ``--warm`` then sends the same polls again
 (caches warm: the idle poll of a device with nothing queued) and reports that pass too.
+
+On PostgreSQL it also reports the CPU of the server's backends per poll (``/proc/PID/schedstat``
+of every backend connected to the fleet's database, from the start of the pass to the end of
+``--tail``, so the write-behind is in it) and how many of the pass's updates of ``devices`` were
+HOT (``pg_stat_user_tables``, read after the tail: give it a few seconds for the backends to
+report their counters).
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import aiohttp
 
 from mdm.bench import fleet_prepare, identities, local
 from mdm.bench.stats import cpu_seconds
+from mdm.config import Config
 from mdm.sim.stats import percentile
 from mdm.sim.transport import COMMAND_TYPE
 
@@ -68,6 +75,59 @@ async def burst(url: str, polls: list[Signed], concurrency: int) -> tuple[list[f
     return latencies, errors
 
 
+def _schedstat(pids: list[int]) -> dict[int, int]:
+    """Nanoseconds each process spent on a CPU (/proc/PID/schedstat; gone ones left out)."""
+    cpu: dict[int, int] = {}
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as fh:
+                cpu[pid] = int(fh.read().split()[0])
+        except OSError:
+            continue
+    return cpu
+
+
+class Backends:
+    """The PostgreSQL backends serving the fleet's database: their CPU and ``devices``' updates."""
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.cpu: dict[int, int] = {}
+        self.updates = (0, 0)
+
+    @classmethod
+    async def open(cls, config: Config) -> Backends | None:
+        url = config.database_url
+        if not url.startswith("postgresql"):
+            return None
+        import asyncpg
+
+        return cls(await asyncpg.connect(url.replace("postgresql+asyncpg", "postgresql", 1)))
+
+    async def _sample(self) -> tuple[dict[int, int], tuple[int, int]]:
+        pids = await self.conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+        cpu = _schedstat([int(row["pid"]) for row in pids])
+        await self.conn.execute("SELECT pg_stat_clear_snapshot()")
+        stats = await self.conn.fetchrow(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'devices'"
+        )
+        return cpu, (int(stats["n_tup_upd"]), int(stats["n_tup_hot_upd"]))
+
+    async def start(self) -> None:
+        self.cpu, self.updates = await self._sample()
+
+    async def stop(self) -> tuple[float, int, int]:
+        """Backend CPU seconds since ``start`` (backends started since: all theirs), updates, HOT."""
+        cpu, updates = await self._sample()
+        spent = sum(ns - self.cpu.get(pid, 0) for pid, ns in cpu.items()) / 1e9
+        return spent, updates[0] - self.updates[0], updates[1] - self.updates[1]
+
+    async def close(self) -> None:
+        await self.conn.close()
+
+
 async def run(args: argparse.Namespace) -> None:
     config = local.prepare(args.data_dir, plain=True)
     if args.fleet:
@@ -83,6 +143,8 @@ async def run(args: argparse.Namespace) -> None:
             polls.append((body, headers))
         server = local.LocalServer(config)
         await server.start(wait_s=120)
+        backends = await Backends.open(config)
+        pg = None
         try:
             await asyncio.sleep(args.settle)
             cpu_idle0, t_idle0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
@@ -97,6 +159,8 @@ async def run(args: argparse.Namespace) -> None:
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)
+            if backends is not None:
+                await backends.start()
             cpu0, t0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
             latencies, errors = await burst(server.url("ios") + "/mdm/server", polls, args.concurrency)
             wall = time.perf_counter() - t0
@@ -105,6 +169,8 @@ async def run(args: argparse.Namespace) -> None:
             if args.tail > 0:
                 await asyncio.sleep(args.tail)
                 tail = (cpu_seconds(server.pid) or 0.0) - cpu0 - cpu - idle_rate * args.tail
+            if backends is not None:
+                pg = await backends.stop()
             warm = None
             if args.warm:
                 cpu1, t1 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
@@ -116,6 +182,8 @@ async def run(args: argparse.Namespace) -> None:
                 spy.send_signal(signal.SIGINT)
                 await spy.wait()
         finally:
+            if backends is not None:
+                await backends.close()
             await server.stop()
         n = max(1, len(latencies))
         latencies.sort()
@@ -128,6 +196,12 @@ async def run(args: argparse.Namespace) -> None:
             + (f"; then {1e6 * max(0.0, tail) / n:,.0f} µs per poll in the {args.tail:g} s after it"
                " (write-behind), without the idle rate" if args.tail > 0 else "")
         )
+        if pg is not None:
+            spent, updates, hot = pg
+            print(
+                f"round {round_} PostgreSQL: backends' CPU {1e6 * spent / n:,.0f} µs per poll (pass + tail), "
+                f"devices updated {updates:,}, HOT {hot:,} ({100 * hot / updates if updates else 0:.0f} %)"
+            )
         if warm is not None:
             warm_latencies, warm_errors, warm_wall, warm_cpu = warm
             m = max(1, len(warm_latencies))
