@@ -143,9 +143,10 @@ async def run(args: argparse.Namespace) -> None:
             polls.append((body, headers))
         server = local.LocalServer(config)
         await server.start(wait_s=120)
-        backends = await Backends.open(config)
+        backends: Backends | None = None
         pg = None
         try:
+            backends = await Backends.open(config)
             await asyncio.sleep(args.settle)
             cpu_idle0, t_idle0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
             await asyncio.sleep(1.0)
