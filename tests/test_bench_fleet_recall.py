@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from mdm.bench import fleet, fleet_recall
+from mdm.bench import fleet_recall, fleet_report
 from mdm.bench.phases import Admin
 
 BULK_ID = 7
@@ -113,11 +113,12 @@ async def test_a_recall_that_never_ends_stops_at_its_own_deadline(fake: FakeAdmi
 async def test_a_slow_recall_at_the_end_keeps_the_report(
     fake: FakeAdmin, admin: Admin, tmp_path: Path
 ) -> None:
-    report = fleet.Report(setup={"devices": 1000, "answering": 10}, bulk={"bulk_id": BULK_ID},
+    report = fleet_report.Report(setup={"devices": 1000, "answering": 10}, bulk={"bulk_id": BULK_ID},
                           storm={"devices": 10, "messages_per_s": 500.0})
     pending = tmp_path / "pending"
     pending.write_text(str(BULK_ID))
-    await fleet.recall_at_the_end(admin, report, BULK_ID, pending=pending, deadline_s=20, say=lambda _: None)
+    await fleet_recall.recall_at_the_end(admin, report, BULK_ID, pending=pending, deadline_s=20,
+                                         say=lambda _: None)
     assert report.recall["state"] == "recalled" and report.recall["recalled"] == 990
     assert report.storm["messages_per_s"] == 500.0 and "recall" not in report.errors
     assert not pending.exists()
@@ -127,26 +128,27 @@ async def test_a_failed_recall_is_recorded_and_every_phase_measured_is_still_rep
     fake: FakeAdmin, admin: Admin, tmp_path: Path
 ) -> None:
     fake.recall_s = None
-    report = fleet.Report(setup={"devices": 1000, "answering": 10},
+    report = fleet_report.Report(setup={"devices": 1000, "answering": 10},
                           storm={"devices": 10, "seconds": 0.04, "messages_per_s": 500.0, "errors": {},
                                  "server_cpu_ms_per_message": 1.5})
     pending = tmp_path / "pending"
     pending.write_text(str(BULK_ID))
-    await fleet.recall_at_the_end(admin, report, BULK_ID, pending=pending, deadline_s=1.0, say=lambda _: None)
+    await fleet_recall.recall_at_the_end(admin, report, BULK_ID, pending=pending, deadline_s=1.0,
+                                         say=lambda _: None)
     assert "not recalled" in report.errors["recall"]
     assert pending.exists()  # the next run recalls it first
     document = json.loads(json.dumps(report.as_dict(), default=sorted))
     assert document["storm"]["messages_per_s"] == 500.0 and "recall" in document["errors"]
-    text = fleet.render(report)
+    text = fleet_report.render(report)
     assert "(g) check-in storm: 500.0 messages/s" in text and "recall failed" in text
 
 
 async def test_a_phase_that_raises_is_recorded_and_the_run_goes_on() -> None:
-    report = fleet.Report()
+    report = fleet_report.Report()
     said: list[str] = []
-    async with fleet.guarded(report, "pages", said.append):
+    async with fleet_report.guarded(report, "pages", said.append):
         raise TimeoutError()
-    async with fleet.guarded(report, "storm", said.append):
+    async with fleet_report.guarded(report, "storm", said.append):
         report.storm = {"devices": 1}
     assert report.errors == {"pages": "TimeoutError"} and report.storm == {"devices": 1}
     assert any("pages" in line and "TimeoutError" in line for line in said)
@@ -167,20 +169,20 @@ class CountingFake:
 
 async def test_the_pushes_the_server_made_during_a_phase_are_reported() -> None:
     fake = CountingFake()
-    report = fleet.Report(setup={"devices": 1000, "answering": 10})
-    async with fleet.pushes_meanwhile(fake) as pushes:
+    report = fleet_report.Report(setup={"devices": 1000, "answering": 10})
+    async with fleet_report.pushes_meanwhile(fake) as pushes:
         report.storm = {"devices": 10, "seconds": 0.2, "messages_per_s": 100.0, "errors": {},
                         "server_cpu_ms_per_message": 2.0}
         fake.accepted += 450  # the server re-pushing silent devices while the storm ran
         await asyncio.sleep(0.2)
     report.storm |= pushes
     assert report.storm["pushes_meanwhile"] == 450 and 0 < report.storm["pushes_per_s"] <= 450 / 0.2
-    assert "meanwhile the server pushed" in fleet.render(report)
+    assert "meanwhile the server pushed" in fleet_report.render(report)
 
 
 async def test_a_fake_that_does_not_answer_costs_the_phase_nothing() -> None:
     fake = CountingFake()
     fake.down = True
-    async with fleet.pushes_meanwhile(fake) as pushes:
+    async with fleet_report.pushes_meanwhile(fake) as pushes:
         pass
     assert pushes == {}

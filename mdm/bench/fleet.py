@@ -19,7 +19,7 @@ deadline, client timeouts retried while the server is busy recalling).
 
 A phase that fails (a timeout, an HTTP error, a server that stopped answering) is recorded in the
 report's ``errors`` and the run goes on with the next one: the report always holds everything
-measured.
+measured (``fleet_report``).
 """
 
 from __future__ import annotations
@@ -28,9 +28,9 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import tomlkit
@@ -38,8 +38,10 @@ from cryptography import x509
 
 from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, fleet_recall, local
 from mdm.bench.fleet_prepare import KeyType
+from mdm.bench.fleet_report import Report, guarded, pushes_meanwhile
+from mdm.bench.fleet_report import render as render  # the CLI's: run, then render
 from mdm.bench.phases import Admin
-from mdm.bench.progress import Progress
+from mdm.bench.progress import Progress, Say
 from mdm.bench.stats import rss_kib
 from mdm.config import CONFIG_FILE
 from mdm.config_sections import load as load_config
@@ -47,8 +49,6 @@ from mdm.db.engine import Database
 from mdm.push.topic import read_topic
 from mdm.push.worker_channel import WORKERS_REPORTING
 from mdm.sim.fleet import Fleet
-
-Say = fleet_phases.Say
 
 
 class FleetBenchError(Exception):
@@ -75,25 +75,6 @@ class Options:
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
-
-
-@dataclass
-class Report:
-    setup: dict[str, Any] = field(default_factory=dict)
-    prepare: dict[str, Any] = field(default_factory=dict)
-    bulk: dict[str, Any] = field(default_factory=dict)
-    wakeups: dict[str, Any] = field(default_factory=dict)
-    answers: dict[str, Any] = field(default_factory=dict)
-    idle: dict[str, Any] = field(default_factory=dict)
-    pages: dict[str, Any] = field(default_factory=dict)
-    storm: dict[str, Any] = field(default_factory=dict)
-    cold_polls: dict[str, Any] = field(default_factory=dict)
-    recall: dict[str, Any] = field(default_factory=dict)
-    rss_mib: dict[str, Any] = field(default_factory=dict)
-    errors: dict[str, str] = field(default_factory=dict)  # phase -> what stopped it
-
-    def as_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v}
 
 
 def _set_push_workers(data_dir: Path, workers: int) -> None:
@@ -165,68 +146,17 @@ async def run(options: Options, say: Say) -> Report:
     return report
 
 
-@contextlib.asynccontextmanager
-async def guarded(report: Report, phase: str, say: Say) -> AsyncIterator[None]:
-    """Run one phase; if it fails, record why in ``report.errors`` and go on (what the other
-    phases measured is never lost to one that failed)."""
-    try:
-        yield
-    except Exception as exc:  # any failure of a phase is reported, not raised
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        report.errors[phase] = reason[:500]
-        say(f"{phase} failed: {reason[:300]} (the run goes on)")
-
-
-class Accepted(Protocol):
-    async def stats(self) -> dict[str, Any]: ...
-
-
-@contextlib.asynccontextmanager
-async def pushes_meanwhile(fake: Accepted) -> AsyncIterator[dict[str, Any]]:
-    """Count the pushes the APNs fake accepted while a phase ran (the dict yielded holds
-    ``pushes_meanwhile`` and ``pushes_per_s`` once the block ended):
-    at 10^6 the server re-pushes the silent devices of the bulk command (``push.retry_seconds``
-    after their first wake-up, doubling) through the later phases, and that work shares the
-    server with what the phase measures."""
-    before: int | None = None
-    with contextlib.suppress(Exception):  # a phase's figures never depend on the fake answering
-        before = int((await fake.stats())["accepted"])
-    t0 = time.perf_counter()
-    into: dict[str, Any] = {}
-    try:
-        yield into
-    finally:
-        with contextlib.suppress(Exception):
-            if before is None:
-                raise LookupError("no count before the phase")
-            pushes = int((await fake.stats())["accepted"]) - before
-            into["pushes_meanwhile"] = pushes
-            into["pushes_per_s"] = round(pushes / max(1e-9, time.perf_counter() - t0), 1)
-
-
-async def recall_at_the_end(admin: Admin, report: Report, bulk_id: int, *, pending: Path, deadline_s: float,
-                            say: Say) -> None:
-    """Recall what the silent devices did not fetch; the pending-bulk file is removed once the
-    recall ended (else the next run recalls it first)."""
-    say(f"recalling what the silent devices did not fetch (up to {deadline_s:.0f}s)...")
-    async with guarded(report, "recall", say):
-        t0 = time.perf_counter()
-        status = await fleet_recall.recall(admin, bulk_id, deadline_s=deadline_s)
-        report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
-        report.recall["seconds"] = round(time.perf_counter() - t0, 1)
-        await asyncio.to_thread(pending.unlink, missing_ok=True)
-
-
 async def _measure(options: Options, report: Report, server: local.LocalServer, admin: Admin,
                    fake: fleet_apns.FakeProcess, members: list[Any], group_id: int | None, topic: str,
                    roots: list[x509.Certificate], say: Say) -> None:
     ios = server.url("ios")
+    pending = fleet_recall.pending_path(server.config.data_path)  # this run's bulk, until recalled
 
     def new_fleet() -> Fleet:
         return Fleet(members, server_url=f"{ios}/mdm/server", checkin_url=f"{ios}/mdm/checkin", topic=topic,
                      trusted_roots=roots, concurrency=options.concurrency)
 
-    await _recall_left_over(admin, server, say, options.recall_deadline())
+    await fleet_recall.recall_left_over(admin, pending, say, options.recall_deadline())
     if report.setup.get("push_worker") == "process":
         report.setup["push_workers_up_s"] = await workers_up(admin, options.push_workers, say=say)
     answered: list[Any] = []
@@ -238,7 +168,7 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
             phases = await fleet_phases.bulk_and_answers(
                 admin, fake, fleet, members, devices=options.devices, command=options.command,
                 concurrency=options.concurrency, limit_s=options.timeout, say=say, pid=server.pid,
-                monitor=monitor, on_bulk=lambda bulk_id: _pending_path(server).write_text(str(bulk_id)))
+                monitor=monitor, on_bulk=lambda bulk_id: pending.write_text(str(bulk_id)))
             report.bulk, report.wakeups, report.answers = phases["bulk"], phases["wakeups"], phases["answers"]
             # Idle polls and the storm use the devices that answered: their queues are empty.
             answered = [m for m in members if m.udid in phases["answered"]]
@@ -261,9 +191,9 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
                 async with pushes_meanwhile(fake) as pushes:
                     report.storm = await fleet_phases.storm(fleet, answered, say=say, pid=server.pid)
                 report.storm |= pushes
-        bulk_id = report.bulk.get("bulk_id") if report.bulk else _pending_bulk(server)
+        bulk_id = report.bulk.get("bulk_id") if report.bulk else fleet_recall.pending_bulk(pending)
         if bulk_id is not None:
-            await recall_at_the_end(admin, report, int(bulk_id), pending=_pending_path(server),
+            await fleet_recall.recall_at_the_end(admin, report, int(bulk_id), pending=pending,
                                     deadline_s=options.recall_deadline(), say=say)
         report.rss_mib["peak"] = round(rss_kib(server.pid).get("VmHWM", 0) / 1024, 1)
         report.rss_mib["end"] = _rss(server.pid)
@@ -306,36 +236,11 @@ def reporting_workers(exposition: str) -> int:
     return 0
 
 
-PENDING_BULK = "bench/fleet-bulk-pending"
 # Tables a bulk command fills while the bench runs (ANALYZEd when PostgreSQL has no autovacuum).
 BULK_TABLES = ("commands", "command_queue", "command_journal", "push_wakeups", "bulk_operations")
 # VACUUMed (ANALYZE) before each run on PostgreSQL: what a run writes, the devices' rows included
 # (their push state, and the row locks of the commands' foreign key).
 VACUUMED_TABLES = (*BULK_TABLES, "bulk_skipped", "events", "devices")
-
-
-def _pending_path(server: local.LocalServer) -> Path:
-    return server.config.data_path / PENDING_BULK
-
-
-def _pending_bulk(server: local.LocalServer) -> int | None:
-    """The bulk operation this run recorded before its phase failed (still to be recalled)."""
-    path = _pending_path(server)
-    return int(path.read_text().strip()) if path.exists() else None
-
-
-async def _recall_left_over(admin: Admin, server: local.LocalServer, say: Say, deadline_s: float) -> None:
-    """A run stopped before its recall left its bulk command queued on the silent devices: recall
-    it first, or this run's command would be skipped as a duplicate on all of them."""
-    bulk_id = _pending_bulk(server)
-    if bulk_id is None:
-        return
-    say(f"recalling bulk operation {bulk_id} left by an interrupted run...")
-    try:
-        await fleet_recall.recall(admin, bulk_id, deadline_s=deadline_s)
-    except (fleet_recall.RecallError, *fleet_recall.TRANSIENT) as exc:
-        say(f"could not recall bulk operation {bulk_id}: {exc}")
-    _pending_path(server).unlink(missing_ok=True)
 
 
 @contextlib.asynccontextmanager
@@ -386,64 +291,3 @@ async def _group(config: Any) -> int | None:
 
 def _rss(pid: int) -> float:
     return round(rss_kib(pid).get("VmRSS", 0) / 1024, 1)
-
-
-def render(report: Report) -> str:
-    setup, p, b, w, a = report.setup, report.prepare, report.bulk, report.wakeups, report.answers
-    lines = [f"mdm bench fleet: {setup.get('devices'):,} devices ({setup.get('answering'):,} answering), "
-             f"{setup.get('database')}, {setup.get('transport')}, {setup.get('data_dir')}"]
-    if p:
-        lines.append(f"(a) prepare: {p['added']:,} added in {p['seconds']}s"
-                     + (f" ({p['per_second']:,}/s)" if p.get("per_second") else " (reused)")
-                     + f", {p['key_type']} device keys"
-                     + (f", VACUUM (ANALYZE) {p['vacuum_s']}s" if "vacuum_s" in p else ""))
-    if b:
-        rss = b.get("rss", {})
-        lines.append(f"(b) bulk {setup.get('command')} [{b['api']}]: all queued in {b['queued_s']}s "
-                     f"({b['queued_per_s']}/s), server CPU {b['server_cpu_us_per_device']} µs/device; "
-                     f"RSS {rss.get('start_mib')} -> peak {rss.get('peak_mib')} -> {rss.get('end_mib')} MiB")
-        status = b.get("status", {})
-        counts = {k: status[k] for k in ("state", "targeted", "queued", "skipped", "woken", "delivered",
-                                         "completed", "failed") if k in status}
-        lines.append(f"    bulk status: {counts}")
-    if w:
-        lines.append(f"(c) wake-ups: all accepted by the APNs fake {w['accepted_s']}s after the request "
-                     f"({w['per_s']}/s)")
-    if a:
-        lines.append(f"(d) answers: {a['completed']:,}/{a['answering']:,} completed; "
-                     f"50% at {a['p50_done_s']}s, 99% at {a['p99_done_s']}s, 100% at {a['all_done_s']}s; "
-                     f"{a['round_trips_per_s']} round "
-                     f"trips/s, server CPU {a['server_cpu_ms_per_round_trip']} ms each"
-                     + (" (overlapping queuing/pushing)" if a.get("overlaps_queuing_or_pushing") else "")
-                     + f"; woken->answered p99 {a['p99_ms']} ms, max {a['max_ms']} ms; errors {a['errors']}")
-    if report.idle:
-        i = report.idle
-        lines.append(f"(e) idle polls: {i['per_second']:,}/s, p99 {i['p99_ms']} ms, max {i['max_ms']} ms, "
-                     f"server CPU {i.get('server_cpu_us_per_poll')} µs/poll; errors {i['errors']}"
-                     + _pushes(i))
-    if report.pages:
-        lines.append("(f) GET /devices: " + "; ".join(
-            f"{name} {v['p50_ms']}/{v['max_ms']} ms ({v['items']})" for name, v in report.pages.items())
-            + "  [p50/max, items]")
-    if report.storm:
-        g = report.storm
-        lines.append(f"(g) check-in storm: {g['messages_per_s']:,} messages/s ({g['devices']:,} devices in "
-                     f"{g['seconds']}s), server CPU {g['server_cpu_ms_per_message']} ms/message; "
-                     f"errors {g['errors']}" + _pushes(g))
-    if report.cold_polls:
-        c = report.cold_polls
-        lines.append(f"    cold first polls after a restart: {c['per_second']:,}/s, p99 {c['p99_ms']} ms, "
-                     f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}"
-                     + _pushes(c))
-    if report.recall:
-        lines.append(f"    recall at the end: {report.recall}")
-    for phase, reason in report.errors.items():
-        lines.append(f"    {phase} failed: {reason}")
-    lines.append("server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report.rss_mib.items()))
-    return "\n".join(lines)
-
-
-def _pushes(phase: dict[str, Any]) -> str:
-    """The server's pushes meanwhile (its re-pushes of silent devices share the CPU)."""
-    rate = phase.get("pushes_per_s")
-    return f"; meanwhile the server pushed {rate:,}/s" if rate else ""

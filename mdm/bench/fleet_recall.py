@@ -12,11 +12,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from mdm.bench.fleet_report import Report, guarded
 from mdm.bench.phases import Admin
+from mdm.bench.progress import Say
 
 ENDED = ("recalled", "failed")
 NOT_RECALLING = ("queuing", "queued")
@@ -24,8 +27,50 @@ NOT_RECALLING = ("queuing", "queued")
 TRANSIENT = (TimeoutError, aiohttp.ClientError)
 
 
+# Under the data directory: the bulk operation of a run not recalled yet (the run stopped first).
+PENDING_BULK = "bench/fleet-bulk-pending"
+
+
 class RecallError(Exception):
     pass
+
+
+async def recall_at_the_end(admin: Admin, report: Report, bulk_id: int, *, pending: Path, deadline_s: float,
+                            say: Say) -> None:
+    """Recall what the silent devices did not fetch; the pending-bulk file is removed once the
+    recall ended (else the next run recalls it first)."""
+    say(f"recalling what the silent devices did not fetch (up to {deadline_s:.0f}s)...")
+    async with guarded(report, "recall", say):
+        t0 = time.perf_counter()
+        status = await recall(admin, bulk_id, deadline_s=deadline_s)
+        report.recall = {k: status.get(k) for k in ("state", "recalled", "queued", "completed")}
+        report.recall["seconds"] = round(time.perf_counter() - t0, 1)
+        await asyncio.to_thread(pending.unlink, missing_ok=True)
+
+
+def pending_path(data_path: Path) -> Path:
+    """The file under a data directory that holds a run's bulk operation until it is recalled."""
+    return data_path / PENDING_BULK
+
+
+def pending_bulk(pending: Path) -> int | None:
+    """The bulk operation a run recorded in ``pending`` (``pending_path``) before it stopped or
+    its phase failed (still to be recalled)."""
+    return int(pending.read_text().strip()) if pending.exists() else None
+
+
+async def recall_left_over(admin: Admin, pending: Path, say: Say, deadline_s: float) -> None:
+    """A run stopped before its recall left its bulk command queued on the silent devices: recall
+    it first, or this run's command would be skipped as a duplicate on all of them."""
+    bulk_id = pending_bulk(pending)
+    if bulk_id is None:
+        return
+    say(f"recalling bulk operation {bulk_id} left by an interrupted run...")
+    try:
+        await recall(admin, bulk_id, deadline_s=deadline_s)
+    except (RecallError, *TRANSIENT) as exc:
+        say(f"could not recall bulk operation {bulk_id}: {exc}")
+    await asyncio.to_thread(pending.unlink, missing_ok=True)
 
 
 async def recall(admin: Admin, bulk_id: int, *, deadline_s: float, interval_s: float = 0.5) -> dict[str, Any]:
