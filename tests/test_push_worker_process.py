@@ -214,7 +214,7 @@ async def test_a_renewed_certificate_restarts_the_worker_with_it(
 
 def test_counts_survive_a_worker_restart() -> None:
     """What an ended worker counted is kept: the next one's counts are added to it."""
-    from mdm.push.dispatcher import ServiceStats
+    from mdm.push.service_stats import ServiceStats
     from mdm.push.worker_channel import WorkerView
 
     def snap(sent: int, failed: int) -> dict[str, Any]:

@@ -27,9 +27,10 @@ from mdm.config_sections import SECTIONS, load
 from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
 from mdm.push.config import PushConfig
-from mdm.push.dispatcher import PIPELINE, PushDispatcher, ServiceStats
+from mdm.push.dispatcher import PIPELINE, PushDispatcher
 from mdm.push.keys import DISPATCHER
 from mdm.push.plugin import SUPERVISOR
+from mdm.push.service_stats import ServiceStats
 from mdm.push.supervisor import WorkerSupervisor
 from mdm.push.tables import PushWakeup
 from mdm.push.worker_channel import WorkerView

@@ -10,7 +10,7 @@ from typing import Any
 
 from mdm.core.push import PushReceipts
 from mdm.db.models import Protocol
-from mdm.push.dispatcher import service_name
+from mdm.push.service_stats import service_name
 from mdm.push.types import PushTransport
 from mdm.server.context import ServerContext
 

@@ -29,7 +29,6 @@ import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import cast
 
@@ -41,16 +40,23 @@ from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.db.writer_turns import WriterTurns
 from mdm.push import metrics, store, store_take
+from mdm.push.answers import result_text, sort_answers
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
 from mdm.push.failure_tally import FailureTally
 from mdm.push.pacing import PACED_REASONS, RepushBudget
+from mdm.push.service_stats import (
+    SERVICE_NAMES,
+    InvalidToken,
+    ServiceStats,
+    accepted_by_reason,
+    service_name,
+)
 from mdm.push.store_owed import DueRow, Taken, classify
 from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
 
 log = logging.getLogger("mdm.push")
 
-SERVICE_NAMES: dict[Protocol, str] = {Protocol.IOS: "apns", Protocol.KES: "fcm"}
 CHUNK = 1000  # devices per statement and transaction when many are woken at once
 # Batches the worker keeps in flight: the next one is taken from the database while the gateway
 # answers the previous ones (``push.concurrency`` bounds the pushes in flight across them).
@@ -58,41 +64,6 @@ PIPELINE = 3
 # A take's statements run in milliseconds. One that runs 30 s has a plan gone wrong or waits on
 # a lock: PostgreSQL cancels it and the worker takes again, newly planned, after a pause.
 TAKE_TIMEOUT_SECONDS = 30.0
-
-
-_NAMES: dict[int, str] = {int(p): name for p, name in SERVICE_NAMES.items()}
-
-
-def _accepted_by_reason(answered: Sequence[tuple[DueRow, PushResult]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for row, result in answered:
-        if result.outcome is Outcome.SENT:
-            counts[row.reason] = counts.get(row.reason, 0) + 1
-    return counts
-
-
-def service_name(protocol: Protocol | int) -> str:
-    name = _NAMES.get(protocol)  # (an int key: no enum conversion on every push)
-    return name if name is not None else Protocol(protocol).name.lower()
-
-
-@dataclass
-class ServiceStats:
-    """What this process saw of one push service (``GET /api/v1/push/status``)."""
-
-    configured: bool
-    circuit_open: bool = False
-    sent: int = 0
-    failures: dict[str, int] = field(default_factory=dict)
-    last_success_at: datetime | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class InvalidToken:
-    device_id: int
-    identifier: str
-    protocol: Protocol
-    push_changed_at: datetime | None
 
 
 class PushDispatcher:
@@ -374,7 +345,7 @@ class PushDispatcher:
         receiver is logged, never raised into the worker (the pushes are sent and recorded)."""
         if self.receipts is None:
             return
-        counts = _accepted_by_reason(answered)
+        counts = accepted_by_reason(answered)
         if not counts:
             return
         try:
@@ -418,9 +389,6 @@ class PushDispatcher:
     async def _apply(self, answered: list[tuple[DueRow, PushResult]],
                      receipts: SessionReceipts | None = None) -> None:
         now = self.clock()
-        finish: list[tuple[int, int]] = []
-        later: list[tuple[int, int, datetime, str, str]] = []
-        opened: set[str] = set()
         # One jittered delay per attempt count and batch: a batch's rows rescheduled alike are one
         # statement, and successive batches still spread over the jitter.
         delays: dict[int, timedelta] = {}
@@ -430,50 +398,27 @@ class PushDispatcher:
                 delays[attempts] = self.jittered(self.backoff(attempts))
             return delays[attempts]
 
-        held = self.jittered(self.config.retry_seconds)
-        # Accepted pushes by (requests, attempts, result): one set-based pair of statements each
-        # (a bulk batch is one group): the rows of devices with commands still to fetch stay as
-        # re-pushes, the others are deleted.
-        sent: dict[tuple[int, int, str], list[int]] = {}
+        todo = sort_answers(answered, now, backoff, self.jittered(self.config.retry_seconds))
         async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
-            for row, res in answered:
-                if res.outcome is Outcome.SENT:
-                    why = f"sent:{res.reason}" if res.reason else "sent"
-                    sent.setdefault((row.requests, row.attempts, why), []).append(row.device_id)
-                    continue
+            for row, res in todo.invalid:
                 service = service_name(row.protocol)
-                key = (row.device_id, row.requests)
-                why = f"{res.outcome.value}:{res.reason}" if res.reason else res.outcome.value
-                if res.outcome is Outcome.INVALID_TOKEN:
-                    if await store.invalidate_token(session, row.device_id, row.token or ""):
-                        events.emit(session, PUSH_TOKEN_INVALID, device_id=row.device_id, service=service,
-                                    reason=res.reason or "invalid token", status=res.status)
-                        await store.drop(session, [row.device_id])
-                    else:  # a newer token arrived during the send: push that one
-                        later.append((*key, now, why, row.reason))
-                elif res.outcome is Outcome.RETRY:
-                    server_said = timedelta(seconds=res.retry_after or 0)
-                    delay = max(backoff(row.attempts), server_said)
-                    later.append((*key, now + delay, why, row.reason))
-                elif res.outcome is Outcome.CREDENTIALS:
-                    if not self.stats[service].circuit_open and service not in opened:
-                        opened.add(service)
-                        events.emit(session, PUSH_CREDENTIALS_REFUSED, service=service,
-                                    reason=res.reason or "credentials refused", status=res.status)
-                    later.append((*key, now + held, why, row.reason))
-                elif res.outcome is Outcome.REJECTED:
-                    log.warning("push: %s rejected the wake-up of device %d for good: %s (status %s)",
-                                service, row.device_id, res.reason or "no reason", res.status)
-                    finish.append(key)
-                else:  # UNAVAILABLE: the circuit is open or nothing is configured
-                    later.append((*key, now + held, why, row.reason))
-            for (requests, attempts, why), ids in sent.items():
+                if await store.invalidate_token(session, row.device_id, row.token or ""):
+                    events.emit(session, PUSH_TOKEN_INVALID, device_id=row.device_id, service=service,
+                                reason=res.reason or "invalid token", status=res.status)
+                    await store.drop(session, [row.device_id])
+                else:  # a newer token arrived during the send: push that one
+                    todo.later.append((row.device_id, row.requests, now, result_text(res), row.reason))
+            for service, res in todo.refused.items():  # one event per circuit opening
+                if not self.stats[service].circuit_open:
+                    events.emit(session, PUSH_CREDENTIALS_REFUSED, service=service,
+                                reason=res.reason or "credentials refused", status=res.status)
+            for (requests, attempts, why), ids in todo.sent.items():
                 await store.sent(session, ids, requests, why, now + backoff(attempts), now)
-            await store.finish(session, finish)
-            await store.reschedule(session, later)
+            await store.finish(session, todo.finish)
+            await store.reschedule(session, todo.later)
             for body in self.failures.take_due():
                 events.emit(session, PUSH_FAILURES_AGGREGATED, **body)
-            if receipts is not None and (counts := _accepted_by_reason(answered)):
+            if receipts is not None and (counts := accepted_by_reason(answered)):
                 await receipts.accepted_in(session, counts)
         for row, res in answered:  # after the commit (the event went out with the state): the last says
             if res.outcome in (Outcome.SENT, Outcome.CREDENTIALS, Outcome.UNAVAILABLE):

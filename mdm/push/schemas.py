@@ -7,7 +7,7 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from mdm.api.schemas import PROTOCOL_NAMES, PageQuery, ProtocolName, Timestamp
-from mdm.push.dispatcher import InvalidToken, ServiceStats
+from mdm.push.service_stats import InvalidToken, ServiceStats
 
 
 class ServiceStatus(BaseModel):

@@ -17,7 +17,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Metric
 from prometheus_client.registry import Collector
 
-from mdm.push.dispatcher import ServiceStats
+from mdm.push.service_stats import ServiceStats
 
 PREFIX = "mdm_push_"  # every push metric is the worker's, the owed gauge too (its idle refresh)
 # The server's own gauge: how many of its worker processes run and have reported (their first
