@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import bindparam, event, func, select, text
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core.bulk import BulkService
 from mdm.core.library import Translators
@@ -52,6 +53,7 @@ from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
 from mdm.db.types import UtcDateTime
 from mdm.ios.commands import IosCommandTranslator
+from mdm.push import store as push_store
 
 FILL_CHUNK = 50_000
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -71,6 +73,19 @@ class CountingPusher:
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         self.woken += 1
+
+
+class OwingCountingPusher(CountingPusher):
+    """``--owe``: as the push dispatcher does, owes each batch's wake-ups as ``push_wakeups`` rows
+    in the batch's own transaction (``OwingPusher``), so that their statement is measured."""
+
+    async def owe(self, session: AsyncSession, device_ids: Sequence[int], reason: str) -> None:
+        now = datetime.now(UTC)
+        await push_store.request(session, device_ids, now, reason, now, [int(Protocol.IOS)])
+        self.woken += len(device_ids)
+
+    def nudge(self) -> None:
+        pass
 
 
 # ---- the fleet ------------------------------------------------------------------------------------
@@ -128,7 +143,7 @@ def _kind(statement: str) -> str:
         ("INSERT INTO COMMANDS ", "insert commands"), ("INSERT INTO COMMAND_QUEUE", "insert queue"),
         ("INSERT INTO COMMAND_JOURNAL", "insert journal"), ("INSERT INTO EVENTS", "insert event"),
         ("INSERT INTO BULK_SKIPPED", "insert skipped"), ("UPDATE BULK_OPERATIONS", "update operation"),
-        ("WITH", "with (one statement)"),
+        ("WITH", "with (one statement)"), ("INSERT INTO PUSH_WAKEUPS", "insert wake-ups"),
     ):
         if s.startswith(prefix):
             return name
@@ -191,10 +206,10 @@ async def backends_cpu(db: Database, seen: set[int]) -> float:
     return sum(_proc_cpu(p) for p in seen)
 
 
-async def measure(db: Database, n: int, batch_size: int, profile: str | None) -> dict[str, Any]:
+async def measure(db: Database, n: int, batch_size: int, profile: str | None, owe: bool) -> dict[str, Any]:
     translators = Translators()
     translators.register(Protocol.IOS, IosCommandTranslator())
-    pusher = CountingPusher()
+    pusher = OwingCountingPusher() if owe else CountingPusher()
     pushers = Pushers()
     pushers.register(Protocol.IOS, pusher)
     svc = BulkService(db, translators, pushers, batch_size=batch_size)
@@ -281,10 +296,13 @@ async def after(db: Database, bulk_id: int, how: str) -> float:
             "'bulk_command_queued', 'bulk_operation_progress')"
         ))
         await session.execute(text("DELETE FROM bulk_skipped WHERE bulk_id = :b"), {"b": bulk_id})
+        await session.execute(text("DELETE FROM push_wakeups WHERE reason = :r"), {"r": f"bulk:{bulk_id}"})
     if not db.is_sqlite:
         async with db.engine.connect() as conn:
             await conn.execute(text("COMMIT"))
-            await conn.execute(text("VACUUM ANALYZE commands, command_queue, command_journal, events"))
+            await conn.execute(text(
+                "VACUUM ANALYZE commands, command_queue, command_journal, events, push_wakeups"
+            ))
     else:
         async with db.engine.connect() as conn:
             await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))
@@ -300,6 +318,12 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--after", choices=("delete", "finish", "keep"), default="delete")
+    parser.add_argument("--owe", action="store_true",
+                        help="owe the wake-ups in each batch's transaction (push_wakeups rows), "
+                             "as the server does")
+    parser.add_argument("--explain", action="store_true",
+                        help="PostgreSQL: auto_explain (analyze, buffers, triggers) of every statement of "
+                             "this bench's sessions, to the server's log")
     parser.add_argument("--profile", help="cProfile of the batches to this file (slows them)")
     parser.add_argument("--json", action="store_true", help="print the report as JSON only")
     args = parser.parse_args()
@@ -312,6 +336,8 @@ def arguments() -> argparse.Namespace:
 async def main(args: argparse.Namespace) -> None:
     url = args.database_url
     db = Database(url)
+    if args.explain and not db.is_sqlite:
+        event.listen(db.engine.sync_engine, "connect", _auto_explain)
     try:
         if not db.is_sqlite:
             await _create_database(url)
@@ -320,7 +346,7 @@ async def main(args: argparse.Namespace) -> None:
         runs = []
         for _ in range(args.runs):
             load = os.getloadavg()
-            report = await measure(db, args.devices, args.batch_size, args.profile)
+            report = await measure(db, args.devices, args.batch_size, args.profile, args.owe)
             report["load_before"] = [round(x, 2) for x in load]
             report["after_s"] = round(await after(db, report["bulk_id"], args.after), 1)
             runs.append(report)
@@ -334,6 +360,17 @@ async def main(args: argparse.Namespace) -> None:
                               "fill_s": round(fill_s, 1), "runs": runs}, indent=1))
     finally:
         await db.close()
+
+
+def _auto_explain(dbapi_connection: Any, record: Any) -> None:
+    """``--explain``: this session's statements' plans with their actual times, triggers and
+    buffers in the server's log (a session setting: other sessions of the server are untouched)."""
+    cursor = dbapi_connection.cursor()
+    for setting in ("LOAD 'auto_explain'", "SET auto_explain.log_min_duration = 0",
+                    "SET auto_explain.log_analyze = on", "SET auto_explain.log_buffers = on",
+                    "SET auto_explain.log_triggers = on"):
+        cursor.execute(setting)
+    cursor.close()
 
 
 async def _create_database(url: str) -> None:
