@@ -18,7 +18,10 @@ XML plist and parsed again as the iOS handler does. The CPU of each phase is the
     ... [--statements] [--profile out.prof] [--echo]
 
 ``--statements`` counts the SQL statements (and transactions) per phase; ``--profile`` writes a
-cProfile of the deliver and answer phases (not the enqueue) and prints its top entries. On
+cProfile of the deliver and answer phases (not the enqueue) and prints its top entries.
+``--backend-cpu`` (PostgreSQL on this machine) adds the CPU of the database's backend processes
+per phase (``/proc/<pid>/schedstat``, read between the phases: nothing else may use the
+database meanwhile), so that work moved into a statement is not counted as saved. On
 PostgreSQL a Block's deliver and answer show 0 commits: each runs as autocommit statements
 (``mdm.ios.channel_direct``), not in a transaction block.
 """
@@ -29,6 +32,7 @@ import argparse
 import asyncio
 import cProfile
 import dataclasses
+import os
 import plistlib
 import pstats
 import random
@@ -83,7 +87,50 @@ class Counter:
         self.commits[self.phase] += 1
 
 
-async def run(url: str, count: int, command: str, echo: bool, statements: bool, profile: Path | None) -> None:
+class Backends:
+    """CPU time of the PostgreSQL backends serving one database (``--backend-cpu``): their
+    process titles name it; the set is looked up again every ``REFRESH`` round trips (the pool
+    and the kept connections open during the first ones)."""
+
+    REFRESH = 20
+
+    def __init__(self, database: str) -> None:
+        self.title = f" {database} ".encode()
+        self.pids: list[str] = []
+
+    def refresh(self) -> None:
+        found = []
+        for pid in os.listdir("/proc"):
+            if not pid.isdigit():
+                continue
+            try:
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    title = f.read()
+            except OSError:
+                continue
+            if title.startswith(b"postgres: ") and self.title in title:
+                found.append(pid)
+        self.pids = found
+
+    def seconds(self) -> dict[str, float]:
+        """CPU seconds so far, per backend."""
+        out = {}
+        for pid in self.pids:
+            try:
+                with open(f"/proc/{pid}/schedstat") as f:
+                    out[pid] = int(f.read().split()[0]) / 1e9
+            except OSError:
+                continue  # gone
+        return out
+
+    @staticmethod
+    def used(before: dict[str, float], after: dict[str, float]) -> float:
+        return sum(after[pid] - before.get(pid, after[pid]) for pid in after)
+
+
+async def run(
+    url: str, count: int, command: str, echo: bool, statements: bool, profile: Path | None, backend_cpu: bool
+) -> None:
     db = Database(url, echo=echo)
     await migrate.upgrade(db)  # the schema of this tree (a prepared database may be older)
     translators = Translators()
@@ -103,6 +150,9 @@ async def run(url: str, count: int, command: str, echo: bool, statements: bool, 
     async with db.session() as session:
         fleet = list((await session.scalars(select(Device).order_by(Device.id).limit(count))).all())
     cpu: dict[str, list[float]] = {name: [] for name in PHASES}
+    backend: dict[str, float] = dict.fromkeys(PHASES, 0.0)
+    postgres = db.engine.dialect.name == "postgresql"
+    backends = Backends(str(db.engine.url.database)) if backend_cpu and postgres else None
     wall: dict[str, list[float]] = {name: [] for name in PHASES}
     profiler = cProfile.Profile(time.thread_time) if profile else None
     answered = 0
@@ -112,30 +162,37 @@ async def run(url: str, count: int, command: str, echo: bool, statements: bool, 
                 select(Command.guid).where(Command.device_id == device.id, Command.active.is_(True))
             ):
                 await commands.recall(session, guid, by="round-trip-loop")
-    for device in fleet:
+    for number, device in enumerate(fleet):
+        if backends is not None and number % Backends.REFRESH == 0:
+            backends.refresh()
         rng = random.Random(device.id)  # noqa: S311 - simulation data
         facts = dataclasses.replace(HardwareFacts.generate(rng), udid=device.identifier)
         state = DeviceState(facts=facts)
         counter.phase = "enqueue"
+        b0 = backends.seconds() if backends else {}
         c0, w0 = time.process_time(), time.perf_counter()
         async with db.transaction() as session:
             await commands.enqueue_logged(
                 session, await devices.get(session, device.id), type_name, dict(args), translators=translators
             )
         c1, w1 = time.process_time(), time.perf_counter()
+        b1 = backends.seconds() if backends else {}
         counter.phase = "deliver"
+        c1b, w1b = time.process_time(), time.perf_counter()  # the look at the backends not counted
         if profiler:
             profiler.enable()
         delivered = await channel._idle(svc, device.id)  # type: ignore[arg-type]
         if profiler:
             profiler.disable()
         c2, w2 = time.process_time(), time.perf_counter()
+        b2 = backends.seconds() if backends else {}
         # The simulated device (not measured): read the command, build and serialise its answer.
         message = answer(state, plistlib.loads(delivered.body))
         if message["Status"] != "Acknowledged":
             raise SystemExit(f"device {device.id} answered {message['Status']}: {message}")
         body = plistlib.dumps(message, fmt=plistlib.FMT_XML)
         counter.phase = "answer"
+        b2b = backends.seconds() if backends else {}
         c3, w3 = time.process_time(), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -145,8 +202,12 @@ async def run(url: str, count: int, command: str, echo: bool, statements: bool, 
             profiler.disable()
         c4, w4 = time.process_time(), time.perf_counter()
         answered += 1
+        if backends is not None:
+            b3 = backends.seconds()
+            for name, (before, after) in zip(PHASES, ((b0, b1), (b1, b2), (b2b, b3)), strict=True):
+                backend[name] += Backends.used(before, after)
         for name, used, took in zip(
-            PHASES, (c1 - c0, c2 - c1, c4 - c3), (w1 - w0, w2 - w1, w4 - w3), strict=True
+            PHASES, (c1 - c0, c2 - c1b, c4 - c3), (w1 - w0, w2 - w1b, w4 - w3), strict=True
         ):
             cpu[name].append(used)
             wall[name].append(took)
@@ -163,6 +224,8 @@ async def run(url: str, count: int, command: str, echo: bool, statements: bool, 
             f"  {name}: cpu {1000 * total[name] / n:.2f} ms mean, wall median "
             f"{1000 * statistics.median(wall[name] or [0]):.2f} ms"
         )
+        if backends is not None:
+            line += f"; backends {1000 * backend[name] / n:.2f} ms"
         if statements:
             line += (
                 f"; {counter.statements[name] / n:.1f} statements,"
@@ -187,10 +250,13 @@ def main() -> None:
     parser.add_argument("--echo", action="store_true", help="log every SQL statement")
     parser.add_argument("--statements", action="store_true", help="count SQL statements per phase")
     parser.add_argument("--profile", type=Path, help="write a cProfile of deliver + answer here")
+    parser.add_argument(
+        "--backend-cpu", action="store_true", help="PostgreSQL: also its backends' CPU per phase"
+    )
     args = parser.parse_args()
+    options = (args.count, args.command, args.echo, args.statements, args.profile, args.backend_cpu)
     if args.database_url:
-        url = args.database_url
-        asyncio.run(run(url, args.count, args.command, args.echo, args.statements, args.profile))
+        asyncio.run(run(args.database_url, *options))
         return
     if args.data_dir is None:
         parser.error("give --data-dir (SQLite) or --database-url (PostgreSQL)")
@@ -200,8 +266,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as scratch:
         copy = Path(scratch) / "mdm.sqlite3"
         shutil.copyfile(source, copy)  # the server must not be running: its WAL is not copied
-        url = f"sqlite+aiosqlite:///{copy}"
-        asyncio.run(run(url, args.count, args.command, args.echo, args.statements, args.profile))
+        asyncio.run(run(f"sqlite+aiosqlite:///{copy}", *options))
 
 
 if __name__ == "__main__":
