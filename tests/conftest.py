@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from ios_support import Phone, enrolled_phone
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
@@ -171,6 +172,13 @@ async def ios(server: Server, config: Config) -> AsyncIterator[httpx.AsyncClient
         base_url=listener_url(server, "ios"), verify=client_ssl_context(config), timeout=30
     ) as client:
         yield client
+
+
+@pytest.fixture
+async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
+    """An iOS device enrolled on the running server (a module needing another kind of phone
+    defines its own ``phone``)."""
+    return await enrolled_phone(server, db, ios)
 
 
 @pytest.fixture

@@ -28,11 +28,13 @@ from mdm.db.models import (
     Event,
     utcnow,
 )
+from mdm.pki import services as pki_services
 from mdm.pki.ca import CertificateAuthority
 from mdm.pki.issuance import CertificateRequest, InternalCASource, issue
 from mdm.pki.keys import PrivateKey
 from mdm.pki.tables import CertType
 from mdm.schema import metadata
+from mdm.server.runtime import Server
 
 FIXTURES = Path(__file__).parent / "fixtures" / "apple"
 TOPIC = "com.apple.mgmt.External.e0bd1eac-1f17-4c8e-8a63-dd17d3dd35d9"
@@ -132,6 +134,14 @@ async def new_phone(
         )
     assert issued.key is not None
     return Phone(udid, issued.certificate, issued.key, issued.serial_hex)
+
+
+async def enrolled_phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
+    """A phone enrolled on the running server (Authenticate, then TokenUpdate with UnlockToken
+    b"unlock-secret"): the ``phone`` fixture of tests/conftest.py."""
+    p = await new_phone(db, pki_services.ca(server.ctx))
+    await p.enroll(ios)
+    return p
 
 
 async def device_id_of(db: Database, udid: str) -> int:

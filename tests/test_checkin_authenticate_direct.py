@@ -16,7 +16,7 @@ import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of
 from checkin_direct_support import Transactions, change_after_read, counting
-from ios_support import Phone, new_phone
+from ios_support import Phone
 from sqlalchemy import delete, select, update
 
 from mdm.core import events
@@ -28,7 +28,6 @@ from mdm.ios import store_checkin_direct
 from mdm.ios.event_types import DEVICE_REAUTHENTICATED
 from mdm.ios.plugin import service
 from mdm.ios.tables import IosDevice
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -41,13 +40,6 @@ def extra_config() -> str:
 def postgres(db: Database) -> None:
     if db.is_sqlite:
         pytest.skip("transaction blocks are PostgreSQL's round trips (SQLite runs inline)")
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
 
 
 @pytest.fixture

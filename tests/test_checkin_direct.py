@@ -14,7 +14,7 @@ import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of
 from checkin_direct_support import Transactions, change_after_read, counting
-from ios_support import Phone, new_phone
+from ios_support import Phone
 from sqlalchemy import delete, update
 
 from mdm.db.engine import Database
@@ -22,7 +22,6 @@ from mdm.db.models import Device
 from mdm.db.prepared import autocommit
 from mdm.ios import store_checkin_direct
 from mdm.ios.tables import IosDevice
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
@@ -35,13 +34,6 @@ def postgres(db: Database) -> None:
 @pytest.fixture
 def extra_config() -> str:
     return "[ios]\nlast_seen_flush_seconds = 300\n"  # no write-behind transactions meanwhile
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)  # Authenticate, then TokenUpdate with UnlockToken b"unlock-secret"
-    return p
 
 
 @pytest.fixture

@@ -9,21 +9,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from ios_support import Phone, device_id_of, new_phone, queue_command
+from ios_support import Phone, device_id_of, queue_command
 from sql_capture import in_a_worker
 from sqlalchemy import event
 
 from mdm.db.engine import Database
 from mdm.ios import plugin as ios_plugin
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ios_support import Phone, device_id_of, new_phone, queue_command
+from ios_support import Phone, device_id_of, queue_command
 from sqlalchemy import event, insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -21,15 +21,7 @@ from mdm.core.event_types import COMMAND_DELIVERED
 from mdm.db import prepared
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Event, utcnow
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
 
 
 class Statements:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 import pytest
-from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
+from ios_support import Phone, command_records, device_id_of, offered, queue_command
 from sqlalchemy import event, select
 
 from mdm.core import commands, delivery_direct
@@ -19,15 +19,7 @@ from mdm.db.engine import Database
 from mdm.db.models import Command, CommandQueueEntry, Device
 from mdm.ios import command_steps
 from mdm.ios.command_codec import to_plist_dict
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
 
 
 @pytest.fixture

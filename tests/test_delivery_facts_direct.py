@@ -13,7 +13,14 @@ from typing import Any
 
 import httpx
 import pytest
-from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
+from ios_support import (
+    Phone,
+    command_records,
+    device_id_of,
+    enrolled_phone,
+    offered,
+    queue_command,
+)
 from sqlalchemy import event, select, text, update
 
 from mdm.core import commands, delivery_direct, events, in_flight
@@ -21,7 +28,6 @@ from mdm.db.engine import Database
 from mdm.db.models import Device, Event
 from mdm.ios import channel_direct
 from mdm.ios.event_types import INVENTORY_UPDATED
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 FACTS = {
@@ -52,17 +58,6 @@ COLUMNS = (
 def postgres(db: Database) -> None:
     if db.is_sqlite:
         pytest.skip("the one-statement answer is PostgreSQL's (SQLite answers in its write transaction)")
-
-
-async def _phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    return await _phone(server, db, ios)
 
 
 class Seen:
@@ -173,7 +168,7 @@ async def test_the_one_statement_writes_what_the_transaction_writes(
     for direct in (True, False):
         if not direct:  # the transactional path: lock the command and the device, decide, write
             monkeypatch.setattr(channel_direct, "describing_final", lambda *_: None)
-        phone = await _phone(server, db, ios)
+        phone = await enrolled_phone(server, db, ios)
         device_id = await device_id_of(db, phone.udid)
         await _seed(db, device_id)
         guid = await queue_command(db, device_id, step)

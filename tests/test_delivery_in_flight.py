@@ -10,21 +10,13 @@ from typing import Any
 
 import httpx
 import pytest
-from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
+from ios_support import Phone, command_records, device_id_of, offered, queue_command
 from sqlalchemy import event, update
 
 from mdm.core import commands, in_flight
 from mdm.db.engine import Database
 from mdm.db.models import Command
-from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
 
 
 @pytest.fixture

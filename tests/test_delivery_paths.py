@@ -16,7 +16,7 @@ import aiosqlite.core
 import httpx
 import pytest
 from cryptography.hazmat.primitives import hashes
-from ios_support import Phone, command_records, device_id_of, new_phone, offered, queue_command
+from ios_support import Phone, command_records, device_id_of, offered, queue_command
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -27,16 +27,6 @@ from mdm.db.models import Command, CommandQueueEntry, Device, Event
 from mdm.ios import command_steps, inventory
 from mdm.ios import store as ios_store
 from mdm.ios.command_codec import to_plist_dict
-from mdm.pki import services as pki_services
-from mdm.server.runtime import Server
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
-
 
 
 async def test_an_answer_writes_command_journal_and_events_in_order(

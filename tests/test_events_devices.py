@@ -33,13 +33,6 @@ async def events_of(db: Database, type_: str, device_id: int | None = None) -> l
         return list((await session.scalars(stmt)).all())
 
 
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
-
-
 async def test_ios_command_delivered_once_when_the_device_fetches_it(
     phone: Phone, ios: httpx.AsyncClient, db: Database
 ) -> None:

@@ -23,13 +23,6 @@ from mdm.pki import services as pki_services
 from mdm.server.runtime import Server
 
 
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)
-    return p
-
-
 async def _command(db: Database, guid: str) -> Command:
     async with db.session() as session:
         command = await session.scalar(select(Command).where(Command.guid == guid))

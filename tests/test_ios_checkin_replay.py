@@ -11,23 +11,14 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 from binding_support import checkin_at, device_of, events_of, rejections
-from ios_support import Phone, new_phone, sign, snapshot
+from ios_support import Phone, sign, snapshot
 
 from mdm.db.engine import Database
-from mdm.pki import services as pki_services
-from mdm.server.runtime import Server
 
 
 @pytest.fixture
 def extra_config() -> str:
     return "[ios]\nlast_seen_flush_seconds = 300\n"  # no write-behind during "nothing changed" checks
-
-
-@pytest.fixture
-async def phone(server: Server, db: Database, ios: httpx.AsyncClient) -> Phone:
-    p = await new_phone(db, pki_services.ca(server.ctx))
-    await p.enroll(ios)  # Authenticate, then TokenUpdate with UnlockToken b"unlock-secret"
-    return p
 
 
 def _now() -> datetime:
