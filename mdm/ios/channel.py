@@ -17,9 +17,9 @@ Multi-step commands (the translator's ``{"Steps": [...]}``) go out one step per 
 CommandUUID ``GUID.N`` (``mdm.ios.command_steps.outgoing``); each answer but the last is recorded with
 ``core.commands.step_done`` and the next step follows in the same response.
 
-On PostgreSQL an Idle poll that hands out a plain command and a final answer that changes only
-its command run without a transaction block (``mdm.ios.channel_direct``); the rest, and whatever
-changed meanwhile, takes the transactional path below.
+On PostgreSQL an Idle poll that hands out a plain command, and a final answer that changes only
+its command or is an inventory answer, run without a transaction block (``mdm.ios.channel_direct``);
+the rest, and whatever changed meanwhile, takes the transactional path below.
 """
 
 from __future__ import annotations
