@@ -100,10 +100,7 @@ def render(report: Report) -> str:
                      + (" (overlapping queuing/pushing)" if a.get("overlaps_queuing_or_pushing") else "")
                      + f"; woken->answered p99 {a['p99_ms']} ms, max {a['max_ms']} ms; errors {a['errors']}")
     if report.idle:
-        i = report.idle
-        lines.append(f"(e) idle polls: {i['per_second']:,}/s, p99 {i['p99_ms']} ms, max {i['max_ms']} ms, "
-                     f"server CPU {i.get('server_cpu_us_per_poll')} µs/poll; errors {i['errors']}"
-                     + _pushes(i))
+        lines.append(_polls("(e) idle polls", report.idle, with_max=True))
     if report.pages:
         lines.append("(f) GET /devices: " + "; ".join(
             f"{name} {v['p50_ms']}/{v['max_ms']} ms ({v['items']})" for name, v in report.pages.items())
@@ -114,16 +111,20 @@ def render(report: Report) -> str:
                      f"{g['seconds']}s), server CPU {g['server_cpu_ms_per_message']} ms/message; "
                      f"errors {g['errors']}" + _pushes(g))
     if report.cold_polls:
-        c = report.cold_polls
-        lines.append(f"    cold first polls after a restart: {c['per_second']:,}/s, p99 {c['p99_ms']} ms, "
-                     f"server CPU {c.get('server_cpu_us_per_poll')} µs/poll; errors {c['errors']}"
-                     + _pushes(c))
+        lines.append(_polls("    cold first polls after a restart", report.cold_polls, with_max=False))
     if report.recall:
         lines.append(f"    recall at the end: {report.recall}")
     for phase, reason in report.errors.items():
         lines.append(f"    {phase} failed: {reason}")
     lines.append("server RSS (MiB): " + ", ".join(f"{k} {v}" for k, v in report.rss_mib.items()))
     return "\n".join(lines)
+
+
+def _polls(title: str, p: dict[str, Any], *, with_max: bool) -> str:
+    """A polling phase's line: rate, p99 (and max), the server's CPU per poll, errors."""
+    return (f"{title}: {p['per_second']:,}/s, p99 {p['p99_ms']} ms"
+            + (f", max {p['max_ms']} ms" if with_max else "")
+            + f", server CPU {p.get('server_cpu_us_per_poll')} µs/poll; errors {p['errors']}" + _pushes(p))
 
 
 def _pushes(phase: dict[str, Any]) -> str:
