@@ -21,8 +21,8 @@ causes, work a poll costs that lands after its answer. ``--warm`` then sends the
 (caches warm: the idle poll of a device with nothing queued) and reports that pass too.
 
 On PostgreSQL it also reports the CPU of the server's backends per poll (``/proc/PID/schedstat``
-of every backend connected to the fleet's database, from the start of the pass to the end of
-``--tail``, so the write-behind is in it) and how many of the pass's updates of ``devices`` were
+of every backend connected to the fleet's database, in the pass and in ``--tail``, where the
+write-behind of the pass's last seconds lands) and how many of the pass's updates of ``devices`` were
 HOT (``pg_stat_user_tables``, read after the tail: give it a few seconds for the backends to
 report their counters).
 """
@@ -118,8 +118,15 @@ class Backends:
     async def start(self) -> None:
         self.cpu, self.updates = await self._sample()
 
+    async def lap(self) -> float:
+        """Backend CPU seconds since ``start`` or the last lap (backends started since: all theirs)."""
+        cpu, _ = await self._sample()
+        spent = sum(ns - self.cpu.get(pid, 0) for pid, ns in cpu.items()) / 1e9
+        self.cpu = cpu
+        return spent
+
     async def stop(self) -> tuple[float, int, int]:
-        """Backend CPU seconds since ``start`` (backends started since: all theirs), updates, HOT."""
+        """Backend CPU seconds since the last lap, updates and HOT updates since ``start``."""
         cpu, updates = await self._sample()
         spent = sum(ns - self.cpu.get(pid, 0) for pid, ns in cpu.items()) / 1e9
         return spent, updates[0] - self.updates[0], updates[1] - self.updates[1]
@@ -145,12 +152,19 @@ async def run(args: argparse.Namespace) -> None:
         await server.start(wait_s=120)
         backends: Backends | None = None
         pg = None
+        warm_backends = 0.0
         try:
             backends = await Backends.open(config)
             await asyncio.sleep(args.settle)
+            if backends is not None:
+                await backends.start()
             cpu_idle0, t_idle0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(2.0)
             idle_rate = ((cpu_seconds(server.pid) or 0.0) - cpu_idle0) / (time.perf_counter() - t_idle0)
+            # The backends' CPU while the server idles (its workers' statements), per second.
+            idle_backends = 0.0
+            if backends is not None:
+                idle_backends = (await backends.lap()) / (time.perf_counter() - t_idle0)
             spy = None
             if args.py_spy:
                 py_spy = str(Path(sys.executable).with_name("py-spy"))
@@ -161,17 +175,20 @@ async def run(args: argparse.Namespace) -> None:
                 )
                 await asyncio.sleep(1.0)
             if backends is not None:
-                await backends.start()
+                await backends.lap()
             cpu0, t0 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
             latencies, errors = await burst(server.url("ios") + "/mdm/server", polls, args.concurrency)
             wall = time.perf_counter() - t0
             cpu = (cpu_seconds(server.pid) or 0.0) - cpu0
+            pass_backends = await backends.lap() if backends is not None else 0.0
             tail = 0.0
             if args.tail > 0:
                 await asyncio.sleep(args.tail)
                 tail = (cpu_seconds(server.pid) or 0.0) - cpu0 - cpu - idle_rate * args.tail
             if backends is not None:
                 pg = await backends.stop()
+                pg = (pg[0] - idle_backends * args.tail, pg[1], pg[2])
+                pass_backends -= idle_backends * wall
             warm = None
             if args.warm:
                 cpu1, t1 = cpu_seconds(server.pid) or 0.0, time.perf_counter()
@@ -179,6 +196,10 @@ async def run(args: argparse.Namespace) -> None:
                 warm_latencies, warm_errors = await burst(endpoint, polls, args.concurrency)
                 warm_wall = time.perf_counter() - t1
                 warm = (warm_latencies, warm_errors, warm_wall, (cpu_seconds(server.pid) or 0.0) - cpu1)
+                if args.tail > 0:  # the warm pass's write-behind
+                    await asyncio.sleep(args.tail)
+                warm_backends = (await backends.lap()) - idle_backends * (
+                    time.perf_counter() - t1) if backends is not None else 0.0
             if spy is not None:
                 spy.send_signal(signal.SIGINT)
                 await spy.wait()
@@ -200,7 +221,9 @@ async def run(args: argparse.Namespace) -> None:
         if pg is not None:
             spent, updates, hot = pg
             print(
-                f"round {round_} PostgreSQL: backends' CPU {1e6 * spent / n:,.0f} µs per poll (pass + tail), "
+                f"round {round_} PostgreSQL: backends' CPU per poll {1e6 * pass_backends / n:,.0f} µs"
+                f" in the pass + {1e6 * spent / n:,.0f} in the tail (without the idle server's"
+                f" {1000 * idle_backends:.0f} ms/s), "
                 f"devices updated {updates:,}, HOT {hot:,} ({100 * hot / updates if updates else 0:.0f} %)"
             )
         if warm is not None:
@@ -212,6 +235,8 @@ async def run(args: argparse.Namespace) -> None:
                 f"{m / warm_wall:,.0f}/s, server CPU {1e6 * warm_cpu / m:,.0f} µs per poll, "
                 f"p50 {1000 * percentile(warm_latencies, 50):.1f} ms, "
                 f"p99 {1000 * percentile(warm_latencies, 99):.1f} ms, errors {warm_errors or 'none'}"
+                + (f"; backends' CPU {1e6 * warm_backends / m:,.0f} µs per poll with the tail"
+                   if backends is not None else "")
             )
 
 
