@@ -90,9 +90,26 @@ async def page(session: AsyncSession, *, limit: int, before_id: int | None) -> l
     return list((await session.scalars(stmt)).all())
 
 
-async def add_woken(session: AsyncSession, counts: Mapping[int, int]) -> None:
+async def add_woken(
+    session: AsyncSession, counts: Mapping[int, int], *, skip_locked: bool = False
+) -> dict[int, int]:
+    """Add accepted wake-ups to the operations' ``woken``; the counts not added. ``skip_locked``
+    (PostgreSQL): an operation whose row another transaction holds (its batch in progress) is
+    left out instead of waited for."""
+    left: dict[int, int] = {}
     for bulk_id, n in counts.items():
-        await session.execute(update(_ops).where(_ops.c.id == bulk_id).values(woken=_ops.c.woken + n))
+        stmt = update(_ops).values(woken=_ops.c.woken + n)
+        if skip_locked:  # (FOR NO KEY UPDATE: the lock the UPDATE itself would take)
+            free = select(_ops.c.id).where(_ops.c.id == bulk_id)
+            free = free.with_for_update(key_share=True, skip_locked=True)
+            stmt = stmt.where(_ops.c.id.in_(free.scalar_subquery())).returning(_ops.c.id)
+            if (await session.execute(stmt)).first() is None and await session.scalar(
+                select(_ops.c.id).where(_ops.c.id == bulk_id)
+            ) is not None:  # locked, not gone
+                left[bulk_id] = n
+        else:
+            await session.execute(stmt.where(_ops.c.id == bulk_id))
+    return left
 
 
 # ---- one batch ----------------------------------------------------------------------------------
