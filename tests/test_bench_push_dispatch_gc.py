@@ -48,3 +48,15 @@ async def test_the_drain_runs_with_the_collector_settled_as_in_the_worker(
     thresholds, frozen = seen[0]
     assert thresholds == GC_THRESHOLDS and frozen > 0
     assert gc.get_threshold() == default_gc and gc.get_freeze_count() == 0
+
+
+@ENGINE_FREE
+def test_a_backend_that_ended_during_a_phase_makes_no_negative_cpu() -> None:
+    """The drain's backend CPU per wake-up was once -63.7 µs: the sum over the first reading
+    counted a backend whose connection then closed, and the second reading found it gone."""
+    from mdm.bench.push_dispatch import backends_used
+
+    before = {101: 5.0, 102: 2.0, 103: 9.0}
+    after = {101: 5.5, 102: 2.25, 104: 0.5}  # 103 ended, 104 opened meanwhile
+    assert backends_used(before, after) == pytest.approx(0.5 + 0.25 + 0.5)
+    assert backends_used({101: 3.0}, {101: 0.25}) == 0.0  # the pid of a newer backend

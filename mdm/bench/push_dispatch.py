@@ -122,15 +122,54 @@ def _process_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _pids_cpu(pids: list[int]) -> float:
-    return sum(_cpu_seconds(pid) for pid in pids)
+def _pids_cpu(pids: list[int]) -> dict[int, float]:
+    return {pid: _cpu_seconds(pid) for pid in pids}
 
 
-async def _backends_used(db: Database, pids: list[int], before: float) -> float:
-    """The CPU the backends used since ``before`` was read of ``pids``, with the whole CPU of
-    those opened since (the pool grows while the worker pipelines its batches)."""
-    now = await bench_store.backend_pids(db)
-    return _pids_cpu(pids) - before + _pids_cpu([pid for pid in now if pid not in pids])
+def backends_used(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU the backends used between two readings (pid -> CPU seconds): what each one that
+    is still there used since, and the whole CPU of those opened since (the pool grows while the
+    worker pipelines its batches). A backend that ended meanwhile (its connection closed; its
+    /proc entry gone) adds nothing: its CPU since the first reading is not known, so the figure
+    is then a lower bound, never a negative one (sums over the two readings went below zero)."""
+    used = 0.0
+    for pid, cpu in after.items():
+        if pid not in before:
+            used += cpu
+        elif cpu >= before[pid]:  # (below: the pid was reused by a newer backend)
+            used += cpu - before[pid]
+    return used
+
+
+@asynccontextmanager
+async def backend_cpu(db: Database, every: float = 0.25) -> AsyncIterator[Callable[[], float]]:
+    """The CPU the database's backends use inside the block (PostgreSQL; 0 on SQLite): their CPU
+    read at the start, then every ``every`` seconds and at the end, so that a backend whose
+    connection closes during the block counts up to its last reading. Yields a function that
+    returns the figure once the block has ended."""
+    before = _pids_cpu(await bench_store.backend_pids(db))
+    latest: dict[int, float] = dict(before)
+    used: list[float] = []
+
+    async def read() -> None:
+        for pid, cpu in _pids_cpu(await bench_store.backend_pids(db)).items():
+            if cpu > 0:
+                latest[pid] = cpu
+
+    async def sample() -> None:
+        while True:
+            await asyncio.sleep(every)
+            await read()
+
+    sampler = asyncio.create_task(sample()) if before or not db.is_sqlite else None
+    try:
+        yield lambda: used[0]
+    finally:
+        if sampler is not None:
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+            await read()
+        used.append(backends_used(before, latest))
 
 
 @contextmanager
@@ -191,25 +230,27 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
                    say: Any, parts: Breakdown | None) -> DispatchReport:
     n = len(ids)
     load = os.getloadavg()
-    pids = await bench_store.backend_pids(db)
     say(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; request: wake_many of {n} devices "
         f"in chunks of {chunk}")
-    cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
-    for start in range(0, n, chunk):
-        await dispatcher.wake_many(ids[start:start + chunk], "bulk:1")
-    request = (time.perf_counter() - began, _process_cpu() - cpu, await _backends_used(db, pids, backends))
+    async with backend_cpu(db) as request_backends:
+        cpu, began = _process_cpu(), time.perf_counter()
+        for start in range(0, n, chunk):
+            await dispatcher.wake_many(ids[start:start + chunk], "bulk:1")
+        request_wall, request_cpu = time.perf_counter() - began, _process_cpu() - cpu
+    request = (request_wall, request_cpu, request_backends())
     say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
     profiler = cProfile.Profile() if profile else None
     fake_cpu = _cpu_seconds(fake_pid)
-    pids = await bench_store.backend_pids(db)
     with settled_as_the_worker():  # (its full collection before the drain's CPU is read)
-        cpu, backends, began = _process_cpu(), _pids_cpu(pids), time.perf_counter()
-        if parts is not None:
-            parts.instrument(dispatcher)
-        if profiler is not None:
-            profiler.enable()
-        await _drain(dispatcher, receipts, n, serial=parts is not None)
-        drain = (time.perf_counter() - began, _process_cpu() - cpu, await _backends_used(db, pids, backends))
+        async with backend_cpu(db) as drain_backends:
+            cpu, began = _process_cpu(), time.perf_counter()
+            if parts is not None:
+                parts.instrument(dispatcher)
+            if profiler is not None:
+                profiler.enable()
+            await _drain(dispatcher, receipts, n, serial=parts is not None)
+            drain_wall, drain_cpu = time.perf_counter() - began, _process_cpu() - cpu
+        drain = (drain_wall, drain_cpu, drain_backends())
     if profiler is not None and profile:
         profiler.disable()
         profiler.dump_stats(profile)
