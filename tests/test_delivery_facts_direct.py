@@ -283,3 +283,30 @@ async def test_an_answer_to_a_command_delivered_elsewhere_reads_it_first(
     assert len(seen.statements) == 2 and seen.begun == 0  # the command read, then the one write
     assert (await _device(db, device_id))["name"] == "Kim's iPhone"
     assert (await command_records(db, guid))[0].status == "completed"
+
+
+async def test_a_copy_older_than_a_redelivery_writes_nothing(
+    postgres: None, server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database, seen: Seen
+) -> None:
+    """Delivered, not answered, delivered again at the next Idle: a copy of the first delivery
+    (one delivery fewer) is refused; the answer then uses the copy of the second."""
+    device_id = await device_id_of(db, phone.udid)
+    guid = await queue_command(db, device_id, INFO)
+    engine = server.ctx.db.engine
+    assert offered(await phone.report(ios)) == guid
+    first = in_flight.take(engine, guid)
+    assert first is not None and first.attempts == 1
+    assert offered(await phone.report(ios)) == guid  # offered again (kept anew, two deliveries)
+    before = await _device(db, device_id)
+    async with delivery_direct.autocommit(engine) as conn:
+        assert await delivery_direct.complete_describing(
+            conn, first, success=True, info="Acknowledged", data=None, facts=_facts(device_id)
+        ) is None
+    assert await _device(db, device_id) == before
+    seen.statements.clear()
+    assert offered(await phone.report(ios, "Acknowledged", guid, QueryResponses=FACTS)) is None
+    assert len(seen.statements) == 1
+    command, journal, types = await command_records(db, guid)
+    assert command.status == "completed" and command.attempts == 2
+    assert journal == ["processing", "delivered", "completed"]
+    assert types[-2:] == ["inventory_updated", "command_completed"]
