@@ -72,7 +72,7 @@ def extra_config(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     cert, key = _write_identity(tmp_path / "push-id", apns.identity.cert_pem, apns.identity.key_pem)
     return (
         f'[apns]\ncertificate_file = "{cert}"\nkey_file = "{key}"\nbase_url = "{apns.fake.url}"\n'
-        f'ca_file = "{apns.certs.server_ca}"\n[push]\nworker = "process"\nworkers = 2\n'
+        f'ca_file = "{apns.certs.server_ca}"\n[push]\nworker = "process"\nworkers = 2\nworker_nice = 5\n'
         f"batch_size = {BATCH}\nconcurrency = 30\nlease_seconds = {LEASE}\n"
     )
 
@@ -125,6 +125,8 @@ async def test_two_workers_push_every_device_once_and_the_server_sums_their_coun
     supervisor = await both_workers(server)
     pids = {p.pid for p in supervisor.processes()}
     assert len(pids) == 2 and os.getpid() not in pids
+    # worker_nice: the workers run at the server's nice value + 5 (the server's work goes first)
+    assert {os.getpriority(os.PRIO_PROCESS, pid) for pid in pids} == {os.getpriority(os.PRIO_PROCESS, 0) + 5}
     assert reporting_workers((await api.get("/metrics")).text) == 2  # (what mdm bench fleet waits for)
     tokens = await add_devices(db, DEVICES)
     await server.ctx.services[DISPATCHER].wake_many(list(tokens), "command")
@@ -237,6 +239,18 @@ def test_sqlite_refuses_two_workers_at_config_load(tmp_path: Path) -> None:
     config = load_config(_write(tmp_path / "pg", "postgresql+asyncpg://u@127.0.0.1/db",
                                 'worker = "process"\nworkers = 2'), env={}, sections=SECTIONS)
     assert config.section(PushConfig).workers == 2
+
+
+def test_sqlite_refuses_a_nice_worker_at_config_load(tmp_path: Path) -> None:
+    """On SQLite the worker holds the one write lock: niced, it would wait for a CPU holding it."""
+    directory = _write(tmp_path / "d", f"sqlite+aiosqlite:///{tmp_path}/x.sqlite3",
+                       'worker = "process"\nworker_nice = 5')
+    with pytest.raises(ConfigError) as refused:
+        load_config(directory, env={}, sections=SECTIONS)
+    assert "worker_nice = 5 needs PostgreSQL" in str(refused.value)
+    config = load_config(_write(tmp_path / "pg", "postgresql+asyncpg://u@127.0.0.1/db",
+                                'worker = "process"\nworker_nice = 5'), env={}, sections=SECTIONS)
+    assert config.section(PushConfig).worker_nice == 5
 
 
 def test_several_workers_need_the_worker_process(tmp_path: Path) -> None:

@@ -72,19 +72,21 @@ class Options:
     recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
     push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
     push_workers: int = 1  # push.workers: worker processes (more than one: PostgreSQL, implies "process")
+    push_worker_nice: int = 0  # push.worker_nice: their nice value (PostgreSQL)
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
 
 
-def _set_push_workers(data_dir: Path, workers: int) -> None:
-    """``push.workers`` in the data directory's configuration (written on every run: a data
-    directory reused from a run with another number keeps none of it)."""
+def _set_push_workers(data_dir: Path, workers: int, nice: int) -> None:
+    """``push.workers`` and ``push.worker_nice`` in the data directory's configuration (written on
+    every run: a data directory reused from a run with other values keeps none of them)."""
     path = data_dir / CONFIG_FILE
     doc = tomlkit.parse(path.read_text())
     if "push" not in doc:
         doc["push"] = tomlkit.table()
     doc["push"]["workers"] = workers
+    doc["push"]["worker_nice"] = nice
     path.write_text(tomlkit.dumps(doc))
 
 
@@ -99,6 +101,9 @@ async def run(options: Options, say: Say) -> Report:
         raise FleetBenchError("--push-workers must be >= 1")
     if options.push_workers > 1 and not options.database_url:
         raise FleetBenchError("--push-workers > 1 needs PostgreSQL (--database-url): SQLite has one writer")
+    if options.push_worker_nice and not options.database_url:
+        raise FleetBenchError("--push-worker-nice needs PostgreSQL (--database-url): on SQLite the worker "
+                              "holds the write lock")
     push_worker = "process" if options.push_workers > 1 else options.push_worker
     report = Report()
     data_dir = options.data_dir
@@ -107,7 +112,7 @@ async def run(options: Options, say: Say) -> Report:
                                      plain=options.plain, pool_size=10)
     async with fleet_apns.running(data_dir, avoid=local.listener_ports(config)) as fake:
         fleet_apns.configure(data_dir, fake.info, push_worker=push_worker)
-        _set_push_workers(data_dir, options.push_workers)
+        _set_push_workers(data_dir, options.push_workers, options.push_worker_nice)
         config = load_config(data_dir, env=local._env(data_dir), require_file=True)
         topic = read_topic(config).topic
         t0 = time.perf_counter()
@@ -134,7 +139,8 @@ async def run(options: Options, say: Say) -> Report:
                         "database": "PostgreSQL" if options.database_url else "SQLite (embedded)",
                         "transport": "plain HTTP" if options.plain else "TLS", "command": options.command,
                         "server_pid": server.pid, "apns_fake_pid": fake.pid,
-                        "push_worker": push_worker, "push_workers": options.push_workers}
+                        "push_worker": push_worker, "push_workers": options.push_workers,
+                        "push_worker_nice": options.push_worker_nice}
         report.rss_mib["start"] = _rss(server.pid)
         roots = [x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())]
         admin = Admin(server.url("admin"), local.admin_token(data_dir), roots)

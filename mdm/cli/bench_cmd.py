@@ -164,6 +164,8 @@ def _register_fleet(kinds: Any) -> None:
     b.add_argument("--push-workers", type=int, default=1, metavar="N",
                    help="push.workers: N push worker processes (N > 1: PostgreSQL only, implies "
                         "--push-worker process; default 1)")
+    b.add_argument("--push-worker-nice", type=int, default=0, metavar="N",
+                   help="push.worker_nice: the worker processes' nice value (PostgreSQL only; default 0)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_fleet)
 
@@ -179,6 +181,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         database_url=args.database_url, key_type=args.key_type, plain=args.plain, command=args.command,
         concurrency=args.concurrency, idle_seconds=args.idle_seconds, timeout=args.timeout,
         skip=tuple(args.skip), push_worker=args.push_worker, push_workers=args.push_workers,
+        push_worker_nice=args.push_worker_nice,
     )
 
     try:

@@ -96,6 +96,12 @@ class PushConfig(Section):
     # With worker = "process": how many worker processes (PostgreSQL only: they share the owed rows
     # through FOR UPDATE SKIP LOCKED; SQLite has one writer). repush_per_second is split between them.
     workers: int = Field(default=1, ge=1, le=64)
+    # With worker = "process" on PostgreSQL: the worker processes' nice value (0-19). When the
+    # host's CPUs are saturated, the server's own work (check-ins, answers, a bulk operation's
+    # queuing) goes first and the pushes use what is left; an idle host runs them at full speed.
+    # SQLite refuses it: there the worker holds the database's one write lock, and a worker
+    # waiting for a CPU while holding it would hold the server's writes up.
+    worker_nice: int = Field(default=0, ge=0, le=19)
     # How long a taken wake-up is held by the worker sending it: one whose worker died is sent
     # again (by any worker) once this has passed.
     lease_seconds: float = Field(default=300.0, ge=1, le=24 * 3600)
@@ -106,6 +112,10 @@ class PushConfig(Section):
     expiry_warning_days: list[int] = Field(default_factory=lambda: [30, 7, 1])
 
     def check(self, config: Config) -> None:
+        if self.worker_nice and config.database_url.startswith("sqlite"):
+            raise ValueError(f"worker_nice = {self.worker_nice} needs PostgreSQL: on SQLite the push worker "
+                             "holds the one write lock, and the server's writes would wait while it waits "
+                             "for a CPU (set worker_nice = 0)")
         if self.workers == 1:
             return
         if self.worker != "process":
