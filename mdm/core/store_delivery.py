@@ -122,6 +122,22 @@ async def insert_journal(
     )
 
 
+def guarded_command() -> Any:
+    """A CTE: the command ``b_id`` locked, only if it still has the status ``g_status`` and
+    ``g_attempts`` deliveries (a guarded write's first step; empty otherwise)."""
+    c = _commands.c
+    return (
+        select(c.id)
+        .where(
+            c.id == bindparam("b_id"),
+            c.status == bindparam("g_status", type_=c.status.type),
+            c.attempts == bindparam("g_attempts", type_=c.attempts.type),
+        )
+        .with_for_update()
+        .cte("locked")
+    )
+
+
 def take_and_finish_pg(guarded: bool = False) -> Prepared:
     """One statement on PostgreSQL: take the row out of the queue if in flight, and only then
     write the command, its journal entry and the event (data-modifying CTEs run once each).
@@ -130,17 +146,7 @@ def take_and_finish_pg(guarded: bool = False) -> Prepared:
     ``store_delivery_direct``)."""
     which: Any = _queue.c.command_id == bindparam("b_id")
     if guarded:
-        c = _commands.c
-        locked = (
-            select(c.id)
-            .where(
-                c.id == bindparam("b_id"),
-                c.status == bindparam("g_status", type_=c.status.type),
-                c.attempts == bindparam("g_attempts", type_=c.attempts.type),
-            )
-            .with_for_update()
-            .cte("locked")
-        )
+        locked = guarded_command()
         which = _queue.c.command_id.in_(select(locked.c.id))
     taken = (
         delete(_queue)

@@ -38,7 +38,7 @@ from sqlalchemy import (
 from sqlalchemy import cast as sql_cast
 from sqlalchemy.dialects.postgresql import JSONB
 
-from mdm.core.store_delivery import FINISH_COLUMNS, others_queued
+from mdm.core.store_delivery import FINISH_COLUMNS, guarded_command, others_queued
 from mdm.core.store_events import EVENT_COLUMNS
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event
 from mdm.db.prepared import Direct, Prepared
@@ -69,16 +69,7 @@ def _as_jsonb(column: Any) -> Any:
 
 def _statement(columns: tuple[str, ...], attributes: bool) -> Prepared:
     c, q, d, e, j = _commands.c, _queue.c, _devices.c, _events.c, _journal.c
-    locked = (
-        select(c.id)
-        .where(
-            c.id == bindparam("b_id"),
-            c.status == bindparam("g_status", type_=c.status.type),
-            c.attempts == bindparam("g_attempts", type_=c.attempts.type),
-        )
-        .with_for_update()
-        .cte("locked")
-    )
+    locked = guarded_command()
     taken = (
         delete(_queue)
         .where(q.command_id.in_(select(locked.c.id)), q.in_flight.is_(True))

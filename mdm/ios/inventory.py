@@ -249,18 +249,28 @@ class InventoryUpdate:
     changes: dict[str, Any]
 
 
-def answer_update(
-    current: Mapping[str, Any], request_type: str, result: dict[str, Any]
-) -> InventoryUpdate | None:
-    """The update an acknowledged answer makes to a device whose ``FACT_COLUMNS`` hold
-    ``current``; None when the RequestType is not inventory. Nothing is written here: the caller
-    writes the part and the changed columns (one UPDATE) and emits ``INVENTORY_UPDATED``."""
+def _entry(request_type: str, result: dict[str, Any]) -> tuple[Any, dict[str, Any]] | None:
+    """(the answer's part of ``result``, the inventory entry it makes); None when the
+    RequestType is not inventory."""
     builder = _BUILDERS.get(request_type)
     if builder is None:
         return None
     answer = result.get(ANSWER_KEYS[request_type])
     entry = builder(answer)
     entry["refreshed_at"] = utcnow().isoformat()
+    return answer, entry
+
+
+def answer_update(
+    current: Mapping[str, Any], request_type: str, result: dict[str, Any]
+) -> InventoryUpdate | None:
+    """The update an acknowledged answer makes to a device whose ``FACT_COLUMNS`` hold
+    ``current``; None when the RequestType is not inventory. Nothing is written here: the caller
+    writes the part and the changed columns (one UPDATE) and emits ``INVENTORY_UPDATED``."""
+    built = _entry(request_type, result)
+    if built is None:
+        return None
+    answer, entry = built
     record = SimpleNamespace(**{column: current[column] for column in FACT_COLUMNS})
     device = cast(Device, record)  # apply_device_facts reads and sets these attributes only
     if request_type == "DeviceInformation" and isinstance(answer, dict):
@@ -297,12 +307,10 @@ def blind_update(request_type: str, result: dict[str, Any]) -> BlindUpdate | Non
     whatever the device held. None when the RequestType is not inventory, or when the answer
     leaves ``os_name`` to the stored model or OS version (no ProductName or Model; an iPad's
     answer without OSVersion): only ``answer_update`` on the row read can say."""
-    builder = _BUILDERS.get(request_type)
-    if builder is None:
+    built = _entry(request_type, result)
+    if built is None:
         return None
-    answer = result.get(ANSWER_KEYS[request_type])
-    entry = builder(answer)
-    entry["refreshed_at"] = utcnow().isoformat()
+    answer, entry = built
     columns: dict[str, str] = {}
     attributes: dict[str, Any] | None = None
     if request_type == "DeviceInformation" and isinstance(answer, dict):
