@@ -108,7 +108,7 @@ retry_max_seconds = 21600.0    # ... up to 6 h (with jitter)
 repush_per_second = 500.0      # re-pushes per second at most (first wake-ups are never held back; 0: unpaced)
 worker = "inline"      # "inline": pushes sent from the server's loop; "process": a push process of its own
 workers = 1            # with worker = "process", PostgreSQL only: worker processes sharing the owed rows
-worker_nice = 0        # with worker = "process", PostgreSQL only: their nice value, 0-19 (server first)
+# worker_nice = 10     # worker = "process": their nice value, 0-19 (default: 10 on PostgreSQL, 0 on SQLite)
 silent_after_hours = 24.0      # the daily sweep wakes devices silent for longer
 sweep_interval_seconds = 86400.0
 batch_size = 1000      # owed wake-ups taken per batch

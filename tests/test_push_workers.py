@@ -253,6 +253,13 @@ def test_sqlite_refuses_a_nice_worker_at_config_load(tmp_path: Path) -> None:
     assert config.section(PushConfig).worker_nice == 5
 
 
+def test_the_workers_are_niced_by_default_on_postgresql_only() -> None:
+    assert PushConfig().nice("postgresql+asyncpg://u@127.0.0.1/db") == 10
+    assert PushConfig().nice("sqlite+aiosqlite:///x.sqlite3") == 0
+    assert PushConfig(worker_nice=0).nice("postgresql+asyncpg://u@127.0.0.1/db") == 0
+    assert PushConfig(worker_nice=3).nice("postgresql+asyncpg://u@127.0.0.1/db") == 3
+
+
 def test_several_workers_need_the_worker_process(tmp_path: Path) -> None:
     directory = _write(tmp_path / "d", "postgresql+asyncpg://u@127.0.0.1/db", "workers = 2")
     with pytest.raises(ConfigError, match='workers = 2 needs worker = "process"'):

@@ -46,6 +46,7 @@ from mdm.bench.stats import rss_kib
 from mdm.config import CONFIG_FILE
 from mdm.config_sections import load as load_config
 from mdm.db.engine import Database
+from mdm.push.config import PushConfig
 from mdm.push.topic import read_topic
 from mdm.push.worker_channel import WORKERS_REPORTING
 from mdm.sim.fleet import Fleet
@@ -72,13 +73,13 @@ class Options:
     recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
     push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
     push_workers: int = 1  # push.workers: worker processes (more than one: PostgreSQL, implies "process")
-    push_worker_nice: int = 0  # push.worker_nice: their nice value (PostgreSQL)
+    push_worker_nice: int | None = None  # push.worker_nice: their nice value (None: the default)
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
 
 
-def _set_push_workers(data_dir: Path, workers: int, nice: int) -> None:
+def _set_push_workers(data_dir: Path, workers: int, nice: int | None) -> None:
     """``push.workers`` and ``push.worker_nice`` in the data directory's configuration (written on
     every run: a data directory reused from a run with other values keeps none of them)."""
     path = data_dir / CONFIG_FILE
@@ -86,7 +87,10 @@ def _set_push_workers(data_dir: Path, workers: int, nice: int) -> None:
     if "push" not in doc:
         doc["push"] = tomlkit.table()
     doc["push"]["workers"] = workers
-    doc["push"]["worker_nice"] = nice
+    if nice is None:
+        doc["push"].pop("worker_nice", None)
+    else:
+        doc["push"]["worker_nice"] = nice
     path.write_text(tomlkit.dumps(doc))
 
 
@@ -140,7 +144,8 @@ async def run(options: Options, say: Say) -> Report:
                         "transport": "plain HTTP" if options.plain else "TLS", "command": options.command,
                         "server_pid": server.pid, "apns_fake_pid": fake.pid,
                         "push_worker": push_worker, "push_workers": options.push_workers,
-                        "push_worker_nice": options.push_worker_nice}
+                        "push_worker_nice": PushConfig(worker_nice=options.push_worker_nice).nice(
+                            options.database_url or "sqlite")}
         report.rss_mib["start"] = _rss(server.pid)
         roots = [x509.load_pem_x509_certificate((config.ca_dir / "root.pem").read_bytes())]
         admin = Admin(server.url("admin"), local.admin_token(data_dir), roots)

@@ -164,8 +164,9 @@ def _register_fleet(kinds: Any) -> None:
     b.add_argument("--push-workers", type=int, default=1, metavar="N",
                    help="push.workers: N push worker processes (N > 1: PostgreSQL only, implies "
                         "--push-worker process; default 1)")
-    b.add_argument("--push-worker-nice", type=int, default=0, metavar="N",
-                   help="push.worker_nice: the worker processes' nice value (PostgreSQL only; default 0)")
+    b.add_argument("--push-worker-nice", type=int, default=None, metavar="N",
+                   help="push.worker_nice: the worker processes' nice value (more than 0: PostgreSQL only; "
+                        "default: the setting's, 10 on PostgreSQL)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_fleet)
 

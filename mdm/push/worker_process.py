@@ -138,8 +138,9 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
                                 receipts=setup.receipts(ctx) if setup.receipts is not None else None,
                                 inline_writes=True, turns=WriterTurns.for_url(config.database_url))
     settle_gc()
-    if settings.worker_nice:
-        os.nice(settings.worker_nice)  # (PushConfig.worker_nice: the server's work first)
+    nice = settings.nice(config.database_url)
+    if nice:
+        os.nice(nice)  # (PushConfig.worker_nice: the server's work first)
     jobs: list[Coroutine[Any, Any, None]] = [
         dispatcher.run(), sweeps.run_recovery(dispatcher), sweeps.run_sweep(dispatcher),
         poll_due(dispatcher), report(dispatcher, out), _settings(reader, dispatcher), _until_set(stop),
