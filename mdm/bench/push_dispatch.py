@@ -161,7 +161,7 @@ async def backend_cpu(db: Database, every: float = 0.25) -> AsyncIterator[Callab
             await asyncio.sleep(every)
             await read()
 
-    sampler = asyncio.create_task(sample()) if before or not db.is_sqlite else None
+    sampler = None if db.is_sqlite else asyncio.create_task(sample())
     try:
         yield lambda: used[0]
     finally:
