@@ -16,8 +16,9 @@ answer (``mdm.push.types.Outcome``) with its event in one transaction:
   (``resume`` makes them due when the credentials are replaced);
 - REJECTED: logged and dropped; UNAVAILABLE (circuit open, no credentials): kept, tried later.
 
-Devices without a valid token are never pushed. ``mdm.push.sweeps`` adds the recovery pass and
-the daily sweep of silent devices.
+Devices without a valid token are never pushed. ``mdm.push.batch`` sends a taken batch and
+writes its answers; ``mdm.push.sweeps`` adds the recovery pass and the daily sweep of silent
+devices.
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,10 +39,10 @@ from mdm.core.push import PushReceipts, SessionReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.db.writer_turns import WriterTurns
-from mdm.push import metrics, store, store_take
-from mdm.push.answers import result_text, sort_answers
+from mdm.push import batch, metrics, store, store_take
+from mdm.push.answers import sort_answers
 from mdm.push.config import PushConfig
-from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_FAILURES_AGGREGATED, PUSH_TOKEN_INVALID
+from mdm.push.event_types import PUSH_FAILURES_AGGREGATED
 from mdm.push.failure_tally import FailureTally
 from mdm.push.pacing import PACED_REASONS, RepushBudget
 from mdm.push.service_stats import (
@@ -53,7 +53,7 @@ from mdm.push.service_stats import (
     service_name,
 )
 from mdm.push.store_owed import DueRow, Taken, classify
-from mdm.push.types import Outcome, PushResult, PushTransport, WakeTarget
+from mdm.push.types import PushResult, PushTransport
 
 log = logging.getLogger("mdm.push")
 
@@ -108,8 +108,8 @@ class PushDispatcher:
         self._nudge = asyncio.Event()
         self._limit: tuple[int, asyncio.Semaphore] | None = None
         self.in_flight: set[asyncio.Task[None]] = set()  # batches sent, not yet recorded
-        self._labels = metrics.ReasonLabels()
         self.failures = FailureTally()  # push_failures_aggregated, per service and reason
+        self.counters = batch.Counters(self.stats, self.failures)
         self._owed_refreshed = 0.0
         self.budget = RepushBudget(lambda: self.config.repush_per_second, lambda: self.config.batch_size)
 
@@ -288,42 +288,14 @@ class PushDispatcher:
 
     async def _deliver(self, targets: list[DueRow]) -> None:
         """Send a taken batch, record the answers, tell the receipts."""
-        limit = self._concurrency()
-        answered: list[tuple[DueRow, PushResult]] = []
-        rows = iter(targets)
-        transports = self.transports
-        latencies = metrics.Latencies()
-        perf_counter = time.perf_counter
-
-        async def sender() -> None:
-            # One permit per sender for its whole run (a sender has one push in flight at a
-            # time): the same bound as a permit per push, at a sender's cost instead of a push's.
-            async with limit:
-                for row in rows:  # (one iterator shared by the senders: each row is sent once)
-                    started = perf_counter()
-                    try:  # (IntEnum keys: an int finds them)
-                        result = await transports[cast(Protocol, row.protocol)].send(
-                            WakeTarget(row.device_id, row.token, row.push_magic))
-                    except Exception as exc:  # a transport must classify; if it raises, try again later
-                        log.warning("push: %s transport raised for device %d: %s", service_name(row.protocol),
-                                    row.device_id, type(exc).__name__)
-                        result = PushResult(Outcome.RETRY, reason=f"error:{type(exc).__name__}")
-                    else:
-                        latencies.add(service_name(row.protocol), perf_counter() - started)
-                    if result.outcome is not Outcome.SENT:  # (accepted pushes are counted per batch)
-                        self._count_failure(row, result)
-                    answered.append((row, result))
-
         # A few senders per batch, each sending in turn, rather than a task per push: a task per
         # push, and with PIPELINE batches in flight two thirds of them waiting at the semaphore,
         # cost more CPU than the database work of a wake-up. PIPELINE batches of this many senders
         # keep push.concurrency pushes in flight; the semaphore still bounds them.
         senders = min(len(targets), max(1, self.config.concurrency // PIPELINE))
-        try:
-            await asyncio.gather(*(sender() for _ in range(senders)))
-        finally:
-            latencies.flush()
-        self._count_sent(answered)
+        answered = await batch.send(targets, self.transports, self._concurrency(), senders,
+                                    self.counters.failed)
+        self.counters.sent(answered, self.clock)
         # SQLite: the receipts in the answers' transaction (one wait for the write lock a batch,
         # not two). PostgreSQL keeps them apart: several workers would otherwise hold the
         # operation's row lock, each until its whole apply committed.
@@ -353,30 +325,6 @@ class PushDispatcher:
         except Exception:
             log.exception("push: the receipts of %d accepted push(es) were not taken", sum(counts.values()))
 
-    def _count_sent(self, answered: list[tuple[DueRow, PushResult]]) -> None:
-        """The accepted pushes of a batch, counted once per service (not once per push)."""
-        counts: dict[int, int] = {}
-        for row, result in answered:
-            if result.outcome is Outcome.SENT:
-                counts[row.protocol] = counts.get(row.protocol, 0) + 1
-        if not counts:
-            return
-        now = self.clock()
-        for protocol, n in counts.items():
-            service = service_name(protocol)
-            metrics.sent(service).inc(n)
-            stats = self.stats[service]
-            stats.sent += n
-            stats.last_success_at = now
-
-    def _count_failure(self, row: DueRow, result: PushResult) -> None:
-        service = service_name(row.protocol)
-        reason = self._labels(service, result.reason or result.outcome.value)
-        metrics.FAILED.labels(service, reason).inc()
-        stats = self.stats[service]
-        stats.failures[reason] = stats.failures.get(reason, 0) + 1
-        self.failures.add(service, reason, result.outcome.value)
-
     # ---- answers --------------------------------------------------------------------------------
     def backoff(self, attempts: int) -> float:
         """retry_seconds * 2^(attempts-1), capped at retry_max_seconds (seconds, no jitter)."""
@@ -400,29 +348,8 @@ class PushDispatcher:
 
         todo = sort_answers(answered, now, backoff, self.jittered(self.config.retry_seconds))
         async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
-            for row, res in todo.invalid:
-                service = service_name(row.protocol)
-                if await store.invalidate_token(session, row.device_id, row.token or ""):
-                    events.emit(session, PUSH_TOKEN_INVALID, device_id=row.device_id, service=service,
-                                reason=res.reason or "invalid token", status=res.status)
-                    await store.drop(session, [row.device_id])
-                else:  # a newer token arrived during the send: push that one
-                    todo.later.append((row.device_id, row.requests, now, result_text(res), row.reason))
-            for service, res in todo.refused.items():  # one event per circuit opening
-                if not self.stats[service].circuit_open:
-                    events.emit(session, PUSH_CREDENTIALS_REFUSED, service=service,
-                                reason=res.reason or "credentials refused", status=res.status)
-            for (requests, attempts, why), ids in todo.sent.items():
-                await store.sent(session, ids, requests, why, now + backoff(attempts), now)
-            await store.finish(session, todo.finish)
-            await store.reschedule(session, todo.later)
-            for body in self.failures.take_due():
-                events.emit(session, PUSH_FAILURES_AGGREGATED, **body)
-            if receipts is not None and (counts := accepted_by_reason(answered)):
-                await receipts.accepted_in(session, counts)
-        for row, res in answered:  # after the commit (the event went out with the state): the last says
-            if res.outcome in (Outcome.SENT, Outcome.CREDENTIALS, Outcome.UNAVAILABLE):
-                self.stats[service_name(row.protocol)].circuit_open = res.outcome is not Outcome.SENT
+            await batch.write_answers(session, answered, todo, now, backoff, self.counters, receipts)
+        self.counters.settle_circuits(answered)
 
     # ---- what the API shows ---------------------------------------------------------------------
     async def counts(self) -> tuple[int, int]:
