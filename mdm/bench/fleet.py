@@ -11,8 +11,9 @@ Phases, each timed, the server's RSS sampled every second and its CPU read from 
                messages: time to 50 / 99 / 100 % of them completed, round trips per second;
   (e) idle     idle polls from the answering devices at N enrolled;
   (f) pages    ``GET /api/v1/devices``: first page, a deep page, filters;
-  (g) storm    Authenticate + TokenUpdate for the M devices; then a restart and their cold
-               first polls.
+  (g) storm    Authenticate + TokenUpdate for the M devices; then a restart and cold first
+               polls (``fleet_cold``: signed beforehand, once the server is ready, M of them
+               or ``--cold-polls``).
 The bulk operation is recalled at the end (what the silent devices did not fetch), so that the
 next run on the same data directory starts from the same state (``fleet_recall``: its own
 deadline, client timeouts retried while the server is busy recalling).
@@ -36,7 +37,7 @@ import aiohttp
 import tomlkit
 from cryptography import x509
 
-from mdm.bench import fleet_apns, fleet_phases, fleet_prepare, fleet_recall, local
+from mdm.bench import fleet_apns, fleet_cold, fleet_phases, fleet_prepare, fleet_recall, local
 from mdm.bench.fleet_prepare import KeyType
 from mdm.bench.fleet_report import Report, guarded, pushes_meanwhile
 from mdm.bench.fleet_report import render as render  # the CLI's: run, then render
@@ -74,6 +75,7 @@ class Options:
     push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
     push_workers: int = 1  # push.workers: worker processes (more than one: PostgreSQL, implies "process")
     push_worker_nice: int | None = None  # push.worker_nice: their nice value (None: the default)
+    cold_polls: int | None = None  # cold first polls after the restart (default: the answering count)
 
     def recall_deadline(self) -> float:
         return self.recall_timeout if self.recall_timeout is not None else max(600.0, self.timeout)
@@ -105,6 +107,8 @@ async def run(options: Options, say: Say) -> Report:
         raise FleetBenchError("--push-workers must be >= 1")
     if options.push_workers > 1 and not options.database_url:
         raise FleetBenchError("--push-workers > 1 needs PostgreSQL (--database-url): SQLite has one writer")
+    if options.cold_polls is not None and options.cold_polls < 1:
+        raise FleetBenchError("--cold-polls must be >= 1")
     if options.push_worker_nice and not options.database_url:
         raise FleetBenchError("--push-worker-nice needs PostgreSQL (--database-url): on SQLite the worker "
                               "holds the write lock")
@@ -213,11 +217,20 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
             say("restarting mdm serve for cold polls...")
             await server.stop()
             await server.start(wait_s=300)
+            t_ready = time.perf_counter()
+            if report.setup.get("push_worker") == "process":
+                await workers_up(admin, options.push_workers, say=say)
+            await fleet_cold.settle(server.pid)
+            ready_s = round(time.perf_counter() - t_ready, 2)
+            count = options.cold_polls or len(answered)
+            fleet_members = members if count <= len(members) else await fleet_prepare.driven_members(
+                server.config, count)
+            cold = fleet_cold.cold_members(answered, fleet_members, count)
             async with new_fleet() as fleet:
                 async with pushes_meanwhile(fake) as pushes:
-                    report.cold_polls = await fleet_phases.cold_polls(fleet, answered, say=say,
-                                                                      pid=server.pid)
-                report.cold_polls |= pushes
+                    report.cold_polls = await fleet_cold.cold_polls(
+                        fleet, cold, say=say, pid=server.pid, database_url=server.config.database_url)
+                report.cold_polls |= pushes | {"ready_after_healthz_s": ready_s}
             report.rss_mib["after_cold_polls"] = _rss(server.pid)
 
 

@@ -345,13 +345,3 @@ async def storm(fleet: Fleet, members: list[Member], *, say: Say, pid: int) -> d
     return {"devices": len(members), "seconds": round(elapsed, 2),
             "messages_per_s": round(2 * checked.done / elapsed, 1), "errors": errors,
             "server_cpu_ms_per_message": round((_cpu(pid) - cpu0) * 1000 / max(1, 2 * checked.done), 2)}
-
-
-async def cold_polls(fleet: Fleet, members: list[Member], *, say: Say, pid: int) -> dict[str, Any]:
-    say(f"(g) cold first polls after the restart: {len(members)} devices...")
-    cpu0 = _cpu(pid)
-    samples = await fleet.warm_up(members)
-    summary = samples.summary()
-    if samples.count:
-        summary["server_cpu_us_per_poll"] = round((_cpu(pid) - cpu0) * 1e6 / samples.count, 1)
-    return summary

@@ -111,7 +111,10 @@ def render(report: Report) -> str:
                      f"{g['seconds']}s), server CPU {g['server_cpu_ms_per_message']} ms/message; "
                      f"errors {g['errors']}" + _pushes(g))
     if report.cold_polls:
-        lines.append(_polls("    cold first polls after a restart", report.cold_polls, with_max=False))
+        c = report.cold_polls
+        lines.append(_polls(f"    {c['requests']:,} cold first polls after a restart", c, with_max=False)
+                     + (f"; backends' CPU {c['backend_cpu_us_per_poll']} µs/poll"
+                        if "backend_cpu_us_per_poll" in c else ""))
     if report.recall:
         lines.append(f"    recall at the end: {report.recall}")
     for phase, reason in report.errors.items():

@@ -167,6 +167,9 @@ def _register_fleet(kinds: Any) -> None:
     b.add_argument("--push-worker-nice", type=int, default=None, metavar="N",
                    help="push.worker_nice: the worker processes' nice value (more than 0: PostgreSQL only; "
                         "default: the setting's, 10 on PostgreSQL)")
+    b.add_argument("--cold-polls", type=int, default=None, metavar="N",
+                   help="cold first polls after the restart (default: the answering count; more "
+                        "take the next fleet devices)")
     b.add_argument("--json", action="store_true", help="print the report as JSON")
     b.set_defaults(func=run_fleet)
 
@@ -182,7 +185,7 @@ def run_fleet(args: argparse.Namespace) -> int:
         database_url=args.database_url, key_type=args.key_type, plain=args.plain, command=args.command,
         concurrency=args.concurrency, idle_seconds=args.idle_seconds, timeout=args.timeout,
         skip=tuple(args.skip), push_worker=args.push_worker, push_workers=args.push_workers,
-        push_worker_nice=args.push_worker_nice,
+        push_worker_nice=args.push_worker_nice, cold_polls=args.cold_polls,
     )
 
     try:
