@@ -16,7 +16,7 @@ from sqlalchemy import event, text
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from mdm.db import audit_context, point_read, prepared, sqlite_driver
+from mdm.db import audit_context, point_read, prepared, sqlite_direct, sqlite_driver
 from mdm.db import metrics as db_metrics
 from mdm.db.write_queue import WriteQueue
 
@@ -112,6 +112,15 @@ def _safe_url(url: str) -> str:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
         return "<unparsable database URL>"
+
+
+class WriteTurn:
+    """A hold of the write queue (``Database.write_turn``)."""
+
+    __slots__ = ("lock_wait",)
+
+    def __init__(self) -> None:
+        self.lock_wait = 0.0  # seconds waited for another process's write lock while held
 
 
 class Database:
@@ -224,6 +233,33 @@ class Database:
                 audit_context.watch(session)
                 yield session
             return
+        async with self.write_turn(inline) as turn:
+            token = sqlite_driver.INLINE.set(True) if inline else None
+            adapted: sqlite_driver.OneHopConnection | None = None
+            session = self.sessionmaker()
+            try:
+                async with session.begin():
+                    adapted = await _one_hop(session, self.immediate)
+                    audit_context.watch(session)
+                    yield session
+            except OperationalError as exc:
+                if adapted is not None and _locked(exc):
+                    self._refused(adapted.lock_wait)
+                raise
+            finally:
+                await _close(session, adapted)
+                if token is not None:
+                    sqlite_driver.INLINE.reset(token)
+                if adapted is not None:
+                    adapted.begin_immediate = False
+                    turn.lock_wait, adapted.lock_wait = adapted.lock_wait, 0.0
+
+    @asynccontextmanager
+    async def write_turn(self, inline: bool = False) -> AsyncIterator[WriteTurn]:
+        """SQLite: hold the in-process write queue (``transaction``'s, re-entrant only there)
+        for a write transaction run by the caller (``mdm.db.sqlite_direct``); measured and
+        logged as ``transaction``'s are (``WriteTurn.lock_wait``: the caller's wait for another
+        process's write lock)."""
         asked = time.monotonic()
         released = self._released
         self._queued += 1
@@ -233,33 +269,21 @@ class Database:
                 self._writer = asyncio.current_task()
                 got = time.monotonic()
                 behind = self._released - released  # transactions that held the queue meanwhile
-                token = sqlite_driver.INLINE.set(True) if inline else None
-                adapted: sqlite_driver.OneHopConnection | None = None
-                session = self.sessionmaker()
+                turn = WriteTurn()
                 try:
-                    async with session.begin():
-                        adapted = await _one_hop(session, self.immediate)
-                        audit_context.watch(session)
-                        yield session
-                except OperationalError as exc:
-                    if adapted is not None and _locked(exc):
-                        self._refused(adapted.lock_wait)
-                    raise
+                    yield turn
                 finally:
-                    await _close(session, adapted)
-                    if token is not None:
-                        sqlite_driver.INLINE.reset(token)
                     self._writer = None
                     self._released += 1
-                    lock_wait = 0.0
-                    if adapted is not None:
-                        adapted.begin_immediate = False
-                        lock_wait, adapted.lock_wait = adapted.lock_wait, 0.0
-                    self._measured(got - asked, time.monotonic() - got, behind, lock_wait)
+                    self._measured(got - asked, time.monotonic() - got, behind, turn.lock_wait)
             finally:
                 self._write_queue.release()
         finally:
             self._queued -= 1
+
+    def holds_turn(self) -> bool:
+        """Whether the running task holds the write queue (in ``transaction`` or ``write_turn``)."""
+        return self._writer is not None and self._writer is asyncio.current_task()
 
     def _measured(self, waited: float, held: float, behind: int, lock_wait: float) -> None:
         db_metrics.WRITE_QUEUE_WAIT.observe(waited)
@@ -331,6 +355,7 @@ class Database:
             self._checkpointer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._checkpointer
+        await sqlite_direct.close(self)
         await point_read.close(self.engine)
         await prepared.close(self.engine)
         await self.engine.dispose()
