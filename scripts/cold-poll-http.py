@@ -24,7 +24,8 @@ On PostgreSQL it also reports the CPU of the server's backends per poll (``/proc
 of every backend connected to the fleet's database, in the pass and in ``--tail``, where the
 write-behind of the pass's last seconds lands) and how many of the pass's updates of ``devices`` were
 HOT (``pg_stat_user_tables``, read after the tail: give it a few seconds for the backends to
-report their counters).
+report their counters); ``--detail`` lists each backend's share of the pass, and whether it
+connected during it.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Backends:
         self.conn = conn
         self.cpu: dict[int, int] = {}
         self.updates = (0, 0)
+        self.last: dict[int, tuple[int, bool]] = {}
 
     @classmethod
     async def open(cls, config: Config) -> Backends | None:
@@ -122,8 +124,15 @@ class Backends:
         """Backend CPU seconds since ``start`` or the last lap (backends started since: all theirs)."""
         cpu, _ = await self._sample()
         spent = sum(ns - self.cpu.get(pid, 0) for pid, ns in cpu.items()) / 1e9
+        self.last = {pid: (ns - self.cpu.get(pid, 0), pid not in self.cpu) for pid, ns in cpu.items()}
         self.cpu = cpu
         return spent
+
+    def detail(self, polls: int) -> list[str]:
+        """The last lap per backend: µs per poll, and whether it connected during the lap."""
+        rows = sorted(self.last.items(), key=lambda item: -item[1][0])
+        return [f"  backend {pid}: {ns / 1e3 / max(1, polls):,.1f} µs per poll"
+                + (" (connected in the pass)" if new else "") for pid, (ns, new) in rows if ns]
 
     async def stop(self) -> tuple[float, int, int]:
         """Backend CPU seconds since the last lap, updates and HOT updates since ``start``."""
@@ -181,6 +190,7 @@ async def run(args: argparse.Namespace) -> None:
             wall = time.perf_counter() - t0
             cpu = (cpu_seconds(server.pid) or 0.0) - cpu0
             pass_backends = await backends.lap() if backends is not None else 0.0
+            pass_detail = backends.detail(len(latencies)) if backends is not None and args.detail else []
             tail = 0.0
             if args.tail > 0:
                 await asyncio.sleep(args.tail)
@@ -226,6 +236,8 @@ async def run(args: argparse.Namespace) -> None:
                 f" {1000 * idle_backends:.0f} ms/s), "
                 f"devices updated {updates:,}, HOT {hot:,} ({100 * hot / updates if updates else 0:.0f} %)"
             )
+            for line in pass_detail:
+                print(line)
         if warm is not None:
             warm_latencies, warm_errors, warm_wall, warm_cpu = warm
             m = max(1, len(warm_latencies))
@@ -254,6 +266,8 @@ def main() -> None:
     parser.add_argument("--fleet", action="store_true", help="a data directory of mdm bench fleet")
     parser.add_argument("--tail", type=float, default=0.0, help="seconds measured after the pass")
     parser.add_argument("--warm", action="store_true", help="a second pass of the same polls")
+    parser.add_argument("--detail", action="store_true",
+                        help="PostgreSQL: each backend's CPU per poll in the pass")
     parser.add_argument("--py-spy", help="record the server with py-spy (raw stacks) to FILE.<round>")
     asyncio.run(run(parser.parse_args()))
 
