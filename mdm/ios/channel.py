@@ -19,7 +19,9 @@ CommandUUID ``GUID.N`` (``mdm.ios.command_steps.outgoing``); each answer but the
 
 On PostgreSQL an Idle poll that hands out a plain command, and a final answer that changes only
 its command or is an inventory answer, run without a transaction block (``mdm.ios.channel_direct``);
-the rest, and whatever changed meanwhile, takes the transactional path below.
+the rest, and whatever changed meanwhile, takes the transactional path below. On SQLite the same
+two steps, for a plain command and a final answer to a command this process delivered, are one
+write transaction each without SQLAlchemy's session (``mdm.ios.channel_sqlite``).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from mdm.core.device_status import set_status
 from mdm.core.errors import InvalidArgument, ServiceError
 from mdm.core.identity import Binding
 from mdm.db.models import Command, DeviceStatus, Protocol
-from mdm.ios import channel_direct, command_steps, inventory, store
+from mdm.ios import channel_direct, channel_sqlite, command_steps, inventory, store
 from mdm.ios.channel_direct import DEVICE_CHANGING as DEVICE_CHANGING
 from mdm.ios.channel_direct import MDM_PROFILE_REMOVAL, changed_device, kept_for_answer, outcome, plain_final
 from mdm.ios.event_types import DEVICE_UNMANAGED, DEVICE_WIPED, INVENTORY_UPDATED
@@ -69,6 +71,10 @@ async def handle(svc: IosService, binding: Binding, report: CommandReport) -> Ch
         others = await channel_direct.answer(svc.engine, binding, report)
         if others is not None:  # answered (PostgreSQL, no transaction block)
             return await _deliver(svc, binding.device_id) if others else EMPTY
+    elif channel_sqlite.supported(svc.db):
+        others = await channel_sqlite.answer(svc.db, binding, report)
+        if others is not None:  # answered (SQLite, without the session)
+            return await _claimed(svc, binding.device_id, ready_only=True) if others else EMPTY
     async with svc.db.transaction(inline=True) as session:
         due = await _record(svc, session, binding, report)
         if commands.queue_drained(session, binding.device_id):
@@ -97,8 +103,7 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
             return ChannelResult(body)
     if hint.take_pending(device_id):
         # Just queued (the push that woke the device): no read-only look first.
-        async with svc.db.transaction(inline=True) as session:
-            result = await _next(svc, session, device_id, ready_only=False)
+        result = await _claimed(svc, device_id, ready_only=False)
         if result is EMPTY:
             hint.mark_empty(device_id, generation)
         return result
@@ -106,8 +111,20 @@ async def _idle(svc: IosService, device_id: int) -> ChannelResult:
     if command_id is None:
         hint.mark_empty(device_id, generation)
         return EMPTY
+    return await _claimed(svc, device_id, ready_only=False, first=command_id)
+
+
+async def _claimed(
+    svc: IosService, device_id: int, *, ready_only: bool, first: int | None = None
+) -> ChannelResult:
+    """``_next`` in a transaction of its own: on SQLite without the session when the command is
+    plain to send (``channel_sqlite``)."""
+    if channel_sqlite.supported(svc.db):
+        body = await channel_sqlite.deliver(svc.db, device_id, first=first, ready_only=ready_only)
+        if body is not None:
+            return ChannelResult(body) if body else EMPTY
     async with svc.db.transaction(inline=True) as session:
-        return await _next(svc, session, device_id, ready_only=False, first=command_id)
+        return await _next(svc, session, device_id, ready_only=ready_only, first=first)
 
 
 async def _deliver(svc: IosService, device_id: int) -> ChannelResult:
