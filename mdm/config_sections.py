@@ -11,7 +11,8 @@ import os
 from collections.abc import Mapping
 
 from mdm.adcs.config import AdcsConfig
-from mdm.config import Config, Sections, load_config
+from mdm.config import Config, Sections
+from mdm.config_load import load_config
 from mdm.core.bulk_config import BulkConfig
 from mdm.eas.config import EasConfig
 from mdm.enroll.config import EnrollConfig, SmtpConfig

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent / "mdm"
 LAYERS: list[tuple[str, ...]] = [
     ("mdm", "mdm.config_template", "mdm.logs"),
     ("mdm.config",),
+    ("mdm.config_load",),
     ("mdm.config_reload",),
     ("mdm.db",),
     ("mdm.core",),

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from pydantic import ConfigDict, Field
 
-from mdm import config as config_module
+from mdm import config_load
 from mdm.config import CONFIG_FILE, CONFIG_TEMPLATE, Config, ConfigError, Section, Sections
-from mdm.config import load_config as load_core
+from mdm.config_load import load_config as load_core
 from mdm.config_sections import load as load_config
 from mdm.ios.config import IosConfig
 from mdm.server.runtime import StartupError, bindings
@@ -74,7 +74,7 @@ def test_every_contract_variable_is_covered() -> None:
         "MDM_ADMIN_PORT",
         "MDM_ADMIN_TOKEN",
     }
-    assert contract - {"MDM_DATA_DIR", "MDM_ADMIN_TOKEN"} <= set(config_module.ENV_OVERRIDES)
+    assert contract - {"MDM_DATA_DIR", "MDM_ADMIN_TOKEN"} <= set(config_load.ENV_OVERRIDES)
 
 
 def test_data_dir_from_environment(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import shlex
 from pathlib import Path
 
 from mdm import config as config_module
+from mdm import config_load
 from mdm.cli.main import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,4 +47,4 @@ def test_unit_runs_unprivileged_with_graceful_stop_and_reload() -> None:
 
 def test_env_file_names_only_contract_variables() -> None:
     names = set(re.findall(r"^#?(MDM_[A-Z_]+)=", ENV_FILE.read_text(), re.MULTILINE))
-    assert names == set(config_module.ENV_OVERRIDES)
+    assert names == set(config_load.ENV_OVERRIDES)

@@ -22,7 +22,8 @@ from sqlalchemy import select
 from test_push_e2e import _write_identity
 
 from mdm.bench.fleet import reporting_workers
-from mdm.config import ConfigError, load_config
+from mdm.config import ConfigError
+from mdm.config_load import load_config
 from mdm.config_sections import SECTIONS, load
 from mdm.db.engine import Database
 from mdm.db.models import Device, Protocol
