@@ -159,6 +159,17 @@ class _PgReader:
             sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
         return await statement.fetchrow(*values)
 
+    async def fetch(self, sql: str, values: list[Any]) -> list[Any]:
+        statement = self.statements.get(sql)
+        if statement is None:
+            if len(self.statements) >= MAX_PLANS:
+                self.statements.clear()
+            statement = self.statements[sql] = await self.raw.prepare(sql)
+        sync = self.connection.sync_connection
+        if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
+            sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
+        return list(await statement.fetch(*values))
+
 
 _PG_READERS: weakref.WeakKeyDictionary[Engine, Kept[_PgReader]] = weakref.WeakKeyDictionary()
 
@@ -195,6 +206,39 @@ async def _pg_first(engine: AsyncEngine, plan: _Plan, values: list[Any]) -> tupl
         return True, None
     names = None if plan.form.keys else [(k,) for k in record.keys()]
     return True, plan.make_row(names, tuple(record))
+
+
+async def _pg_rows(engine: AsyncEngine, plan: _Plan, values: list[Any]) -> list[Row[Any]] | None:
+    """``_pg_first`` for every row: None when no kept reader ran it."""
+    readers = _pg_readers(engine)
+    reader = await readers.take(engine)
+    if reader is None:
+        return None
+    try:
+        records = await reader.fetch(plan.form.sql, values)
+    except Exception:
+        await readers.discard(reader, invalidate=True)
+        return None
+    except BaseException:
+        await readers.discard(reader, invalidate=True)
+        raise
+    await readers.give_back(reader)
+    return [plan.make_row(None if plan.form.keys else [(k,) for k in r.keys()], tuple(r)) for r in records]
+
+
+async def rows(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]) -> list[Row[Any]]:
+    """Every row of a read-only statement (outside any transaction). On PostgreSQL on a kept
+    reader, as ``first``; otherwise (SQLite, or no reader ran it) on a pool connection."""
+    if engine.dialect.name != "sqlite" and prepared.autocommits(engine):
+        entry = _direct_plan(engine, stmt)
+        if entry is not None:
+            values = entry[0].form.values(params)
+            if values is not None:
+                done = await _pg_rows(engine, entry[0], values)
+                if done is not None:
+                    return done
+    async with engine.connect() as pooled:
+        return list((await pooled.execute(stmt, params)).all())
 
 
 async def first(engine: AsyncEngine, stmt: Executable, params: Mapping[str, Any]) -> Row[Any] | None:
