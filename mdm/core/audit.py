@@ -26,7 +26,7 @@ from typing import Any, Literal
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core.event_types_audit import ADMIN_ACTION, ADMIN_ACTION_DENIED
-from mdm.core.events import emit
+from mdm.core.events import emit, event_values
 from mdm.db.audit_context import PENDING, Note, PendingAudit
 
 Outcome = Literal["done", "failed"]
@@ -69,6 +69,12 @@ def record(
     notes: Mapping[str, Note] | None = None,
 ) -> None:
     """Add the ``admin_action`` event of ``action`` to the caller's transaction."""
+    emit(session, ADMIN_ACTION, **_body(action, outcome, status, error, notes))
+
+
+def _body(
+    action: Action, outcome: Outcome, status: int | None, error: str | None, notes: Mapping[str, Note] | None
+) -> dict[str, Any]:
     actor = action.actor
     target = dict(action.target)
     if notes:
@@ -79,7 +85,7 @@ def record(
         "proxy": actor.proxy, "outcome": outcome, "status": status, "error": error,
         "request_id": action.request_id,
     }
-    emit(session, ADMIN_ACTION, **{k: v for k, v in body.items() if v is not None})
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def record_denied(session: AsyncSession, action: Action, required_scope: str) -> None:
@@ -101,7 +107,11 @@ def pending(action: Action) -> PendingAudit:
     def write(session: AsyncSession, held: PendingAudit) -> None:
         record(session, action, notes=held.notes)
 
-    return PendingAudit(write=write)
+    def values(held: PendingAudit) -> dict[str, Any]:
+        # The same row as ``write`` adds, for a caller writing it by a statement of its own.
+        return event_values(ADMIN_ACTION, **_body(action, "done", None, None, held.notes))
+
+    return PendingAudit(write=write, values=values)
 
 
 def local_actor() -> Actor:

@@ -120,14 +120,12 @@ async def enqueue_one(
         COMMAND_CREATED, device_id=device_id, command=values["guid"], command_type=ctype.name,
         created_by=created_by,
     )
+    # Its queue row and the request's audit event too, by statements (nothing flushed at commit).
     command_id = await store_enqueue.insert_command(
         session, values, (CommandStatus.PROCESSING.value, detail), event
     )
     if command_id is None:
         raise await _busy(session, device_id, ctype)
-    # The queue row goes through the session: its insert listeners clear the queue-empty hints
-    # and tell the other replicas (``mdm.core.queue_hint``); flushed at commit.
-    store.queue_row(session, command_id, device_id, values["priority"], values["created_at"])
     first = CommandJournalEntry(
         command_id=command_id, status=CommandStatus.PROCESSING.value, detail=detail, at=values["created_at"]
     )

@@ -92,6 +92,22 @@ def invalidate_everywhere(device_id: int) -> None:
         hint.invalidate(device_id)
 
 
+# PostgreSQL channels told ``NOTIFY channel, '<device id>'`` of every queued device: each is a
+# platform's (its listener clears the hint on the other replicas, ``mdm.ios.notify``). A platform
+# names its channel here once (``notify_queued_on``) for enqueues written by Core statements, which
+# no ORM listener sees (``mdm.core.store_enqueue``); its ORM listener covers the others.
+_CHANNELS: list[str] = []
+
+
+def notify_queued_on(channel: str) -> None:
+    if channel not in _CHANNELS:
+        _CHANNELS.append(channel)
+
+
+def queued_channels() -> tuple[str, ...]:
+    return tuple(_CHANNELS)
+
+
 QUEUED_KEY = "mdm_queued_devices"
 
 

@@ -34,6 +34,9 @@ class PendingAudit:
     successful commit, in the committing transaction)."""
 
     write: Callable[[AsyncSession, PendingAudit], None]
+    # The event's outbox row (``mdm.core.events.event_values``), for a caller that writes it with
+    # a statement of its own in its transaction (``claim``); None: only ``write`` can.
+    values: Callable[[PendingAudit], dict[str, Any]] | None = None
     # Identifying, non-secret facts the handler learnt (e.g. the id of what it created).
     notes: dict[str, Note] = field(default_factory=dict)
     written: bool = False
@@ -64,6 +67,25 @@ def watch(session: AsyncSession) -> None:
 
 
 _WATCH = "mdm_audit_watch"
+
+
+def claim(session: AsyncSession | None) -> PendingAudit | None:
+    """The audit in progress, for a caller that writes its event itself (``PendingAudit.values``,
+    one statement of its own making) in the transaction of ``session``, or in a statement that
+    commits by itself (``session`` None: the caller then sets ``written`` once it committed).
+    With a session, the audit is taken from its watch: its ``before_commit`` adds nothing more
+    and its commit marks the audit written. None when there is nothing to write (no audit
+    pending, already written, or one that only ``write`` can add): the caller writes none."""
+    pending = PENDING.get()
+    if pending is None or pending.written or pending.closed or pending.values is None:
+        return None
+    if session is None:
+        return pending
+    watching = _watch_of(session.sync_session)
+    if watching is None or watching.pending is not pending or watching.added:
+        return None
+    watching.added = True
+    return pending
 
 
 class _Watch:

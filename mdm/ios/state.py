@@ -27,6 +27,7 @@ from mdm.core.identity_invalidation import watch_bindings
 from mdm.core.queue_hint import JITTER as JITTER  # re-exported
 from mdm.core.queue_hint import QueueHint as QueueHint  # re-exported
 from mdm.core.queue_hint import invalidate_everywhere as invalidate_everywhere  # re-exported
+from mdm.core.queue_hint import notify_queued_on
 from mdm.core.seen_summary import SeenSummary
 from mdm.core.store_identity import notify_devices
 from mdm.db.engine import Database
@@ -40,6 +41,8 @@ BINDING_CHANNEL = "mdm_ios_binding"
 # ``ios_devices`` is the iOS binding table: re-binding or deleting a row (and any status change or
 # deletion of an iOS device) drops the cached binding here and, by NOTIFY, on other replicas.
 watch_bindings(Protocol.IOS, IosDevice, channel=BINDING_CHANNEL)
+# Enqueues written by Core statements (the admin API's single enqueue) NOTIFY this channel too.
+notify_queued_on(NOTIFY_CHANNEL)
 
 
 @event.listens_for(CommandQueueEntry, "after_insert")
