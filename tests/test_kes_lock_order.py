@@ -27,7 +27,7 @@ async def test_a_sync_and_the_last_sync_flush_do_not_deadlock(db: Database, conf
 
     async def flush() -> None:
         async with db.transaction() as session:
-            await store_sync.write_last_sync(session, [{"b_id": agent.device_id, "b_at": utcnow()}])
+            await store_sync.write_last_sync(session, [(agent.device_id, utcnow())])
         flush_done.set()
 
     async with db.transaction() as session:  # the sync's transaction, as service_sync runs it

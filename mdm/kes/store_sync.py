@@ -5,19 +5,21 @@ Hot statements are prebuilt Core statements with named parameters."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import JSON, Table, Text, bindparam, func, or_, select, text, update
+from sqlalchemy import JSON, BigInteger, Table, Text, bindparam, func, or_, select, text, update
 from sqlalchemy import cast as sql_cast
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql import Update
 
 from mdm.core.device_status import set_status
 from mdm.db import point_read
 from mdm.db.models import Command, CommandQueueEntry, Device, DeviceStatus
+from mdm.db.types import UtcDateTime
 from mdm.kes.tables import KesDevice
 
 _devices = cast(Table, Device.__table__)
@@ -60,8 +62,27 @@ _DELIVERABLE_ANY = (
     .where(q.device_id == bindparam("b_id"), or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
     .limit(1)
 )
-_LAST_SYNC_DEVICE = update(_devices).where(d.id == bindparam("b_id")).values(last_seen_at=bindparam("b_at"))
-_LAST_SYNC_KES = update(_kes).where(k.device_id == bindparam("b_id")).values(last_sync_at=bindparam("b_at"))
+
+
+def _last_sync(postgres: bool) -> tuple[Update, Update]:
+    """The last-sync write of a chunk, one statement per table: ``UPDATE … FROM`` the chunk's
+    (id, time) pairs, from two arrays (``unnest``, PostgreSQL) or one JSON array of pairs
+    (``json_each``, SQLite), instead of an executemany of an UPDATE by key per device."""
+    if postgres:
+        chunk = func.unnest(
+            bindparam("b_ids", type_=ARRAY(BigInteger)), bindparam("b_ats", type_=ARRAY(UtcDateTime()))
+        ).table_valued("id", "at").render_derived(name="seen", with_types=False)
+        ids, ats = chunk.c.id, chunk.c.at
+    else:  # (the times as the column type writes them: ``write_last_sync``)
+        pairs = func.json_each(bindparam("b_pairs", type_=Text)).table_valued("value")
+        seen = select(func.json_extract(pairs.c.value, "$[0]").label("id"),
+                      func.json_extract(pairs.c.value, "$[1]").label("at")).subquery("seen")
+        ids, ats = seen.c.id, seen.c.at
+    return (update(_devices).where(d.id == ids).values(last_seen_at=ats),
+            update(_kes).where(k.device_id == ids).values(last_sync_at=ats))
+
+
+_LAST_SYNC = {postgres: _last_sync(postgres) for postgres in (False, True)}
 
 
 async def read_state(engine: AsyncEngine, device_id: int) -> dict[str, Any] | None:
@@ -190,13 +211,27 @@ async def active_commands(session: AsyncSession, device_id: int) -> list[Command
     return list(rows.all())
 
 
-async def write_last_sync(session: AsyncSession, rows: list[dict[str, Any]]) -> None:
-    """``rows``: ``{"b_id": device id, "b_at": when}``: last seen and last sync, two executemany,
-    in id order and ``devices`` first like every other transaction (no deadlock with a sync)."""
-    rows = sorted(rows, key=lambda row: int(row["b_id"]))
+async def write_last_sync(session: AsyncSession, rows: Sequence[tuple[int, datetime]]) -> None:
+    """``rows``: (device id, when): last seen and last sync, one statement per table, ``devices``
+    first like every other transaction that takes both (no deadlock with a sync), the ids in
+    ascending order (the order a nested loop over them takes the row locks on PostgreSQL)."""
+    rows = sorted(rows)
     connection = await session.connection()
-    await connection.execute(_LAST_SYNC_DEVICE, rows)
-    await connection.execute(_LAST_SYNC_KES, rows)
+    if connection.dialect.name == "postgresql":
+        params: dict[str, Any] = {"b_ids": [r[0] for r in rows], "b_ats": [r[1] for r in rows]}
+    else:  # the text SQLite stores for a bound time, so that the column reads back the same
+        stamp = _STAMP.get(connection.dialect)
+        if stamp is None:
+            stamp = _STAMP[connection.dialect] = cast(
+                Callable[[Any], str], UtcDateTime().dialect_impl(connection.dialect).bind_processor(
+                    connection.dialect))
+        params = {"b_pairs": json.dumps([(device_id, stamp(at)) for device_id, at in rows])}
+    by_device, by_kes = _LAST_SYNC[connection.dialect.name == "postgresql"]
+    await connection.execute(by_device, params)
+    await connection.execute(by_kes, params)
+
+
+_STAMP: dict[Dialect, Callable[[Any], str]] = {}
 
 
 _NOTIFY = text("SELECT pg_notify(:channel, :payload)")

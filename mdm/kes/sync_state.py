@@ -89,7 +89,7 @@ class Spacing:
 class LastSync:
     """device id -> last sync time, flushed in batches (bounded by the devices per interval)."""
 
-    # Rows per transaction; on SQLite each chunk runs inline (two UPDATEs by key per row on the
+    # Rows per transaction; on SQLite each chunk runs inline (two UPDATEs, one per table, on the
     # event loop's thread), holding the write queue for its own work only, never across a turn of
     # a busy loop (``mdm.ios.state.LastSeen``, which measured it).
     CHUNK = 200
@@ -119,7 +119,7 @@ class LastSync:
         written = 0
         try:
             for start in range(0, len(items), self.CHUNK):
-                rows = [{"b_id": i, "b_at": at} for i, at in items[start : start + self.CHUNK]]
+                rows = items[start : start + self.CHUNK]
                 async with db.transaction(inline=True) as session:
                     await store_sync.write_last_sync(session, rows)
                 written += len(rows)
