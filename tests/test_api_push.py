@@ -113,6 +113,7 @@ async def test_no_wake_when_the_transaction_rolls_back(
         raise RuntimeError("the database went away before the commit")
 
     monkeypatch.setattr(command_service.commands, "enqueue_one", written_then_failed)
+    monkeypatch.setattr(command_service, "DIRECT", False)  # the transactional path's rollback
     r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
     assert r.status_code == 500
     async with db.session() as session:

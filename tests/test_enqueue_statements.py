@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import pytest
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session
 
 from mdm.core import audit
 from mdm.core.audit import Action, Actor
 from mdm.core.command_service import CommandService
+from mdm.core.errors import Conflict, NotFound
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
 from mdm.db.audit_context import PENDING
@@ -77,3 +79,50 @@ async def test_the_enqueue_flushes_no_orm_object(db: Database) -> None:
         queued = list(await session.scalars(select(CommandQueueEntry.device_id)))
     assert types == ["command_created", "admin_action"]  # in the order the ORM path wrote them
     assert queued == [dev]
+
+
+@pytest.mark.skipif(not PG_URL, reason="statements outside a transaction block: PostgreSQL")
+async def test_postgresql_writes_the_common_enqueue_outside_a_transaction_block(db: Database) -> None:
+    """The device's facts, then the one statement that writes it all: no BEGIN, no COMMIT."""
+    dev = await _device(db)
+    svc = CommandService(db, TRANSLATORS, Pushers())
+    began: list[object] = []
+    record = began.append
+    event.listen(db.engine.sync_engine, "begin", record)
+    try:
+        with _watched(db) as (flushes, statements):
+            command, first = await svc.send(dev, "Block", {}, by="admin")
+    finally:
+        event.remove(db.engine.sync_engine, "begin", record)
+    assert (statements, began, flushes) == (["SELECT", "WITH"], [], [])
+    assert (first.command_id, first.status, first.detail) == (command.id, "processing", "queued")
+    # Refusals are answered by the transactional path, as before; nothing more is written.
+    with pytest.raises(Conflict) as busy:
+        await svc.send(dev, "Block", {}, by="admin")
+    assert busy.value.details == {"command": command.guid}
+    with pytest.raises(NotFound):
+        await svc.send(dev + 1000, "Block", {}, by="admin")
+    async with db.session() as session:
+        assert list(await session.scalars(select(CommandQueueEntry.command_id))) == [command.id]
+        assert list(await session.scalars(select(Event.type))) == ["command_created"]
+
+
+@pytest.mark.skipif(not PG_URL, reason="statements outside a transaction block: PostgreSQL")
+async def test_an_owed_wake_up_keeps_the_transaction(db: Database) -> None:
+    """A pusher that keeps wake-ups as rows owes them in the enqueue's transaction: that path."""
+    from push_dispatch_support import ScriptedTransport, add_device
+
+    from mdm.push.config import PushConfig
+    from mdm.push.dispatcher import PushDispatcher
+
+    dev = await add_device(db, "pushed", token="ab" * 32)
+    pushers = Pushers()
+    pushers.register(Protocol.IOS, PushDispatcher(db, PushConfig(), {Protocol.IOS: ScriptedTransport()}))
+    began: list[object] = []
+    record = began.append
+    event.listen(db.engine.sync_engine, "begin", record)
+    try:
+        await CommandService(db, TRANSLATORS, pushers).send(dev, "Block", {}, by="admin")
+    finally:
+        event.remove(db.engine.sync_engine, "begin", record)
+    assert len(began) == 1

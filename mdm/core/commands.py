@@ -104,7 +104,8 @@ async def enqueue_one(
     prebuilt statements (``store_enqueue``): the device is read as the few facts a translation
     reads when its translator says they are enough (``bulk_key``: as a bulk operation
     translates), else loaded whole. Returns the command and its first journal entry (neither is
-    in the session: nothing is read back) and the device's protocol."""
+    in the session: nothing is read back) and the device's protocol. On PostgreSQL the common
+    case may be written outside a transaction block instead: ``mdm.core.enqueue_direct``."""
     ctype = library.lookup(type_name)
     args = dict(args or {})
     facts = await store_enqueue.device_facts(session, device_id)
@@ -113,23 +114,38 @@ async def enqueue_one(
     protocol = Protocol(facts.protocol)
     key = translators.bulk_key(ctype, args, protocol) if protocol in ctype.protocols else None
     device = facts.as_device() if key is not None else await devices.get(session, device_id)
-    payload = translators.translate(ctype, args, device)
-    values = _new_command(ctype, args, payload, device, created_by, translators)
-    detail = _queued_detail(payload, device, translators)
-    event = events.event_values(
-        COMMAND_CREATED, device_id=device_id, command=values["guid"], command_type=ctype.name,
-        created_by=created_by,
-    )
+    values, journaled, event = single_rows(ctype, args, device, created_by, translators)
     # Its queue row and the request's audit event too, by statements (nothing flushed at commit).
-    command_id = await store_enqueue.insert_command(
-        session, values, (CommandStatus.PROCESSING.value, detail), event
-    )
+    command_id = await store_enqueue.insert_command(session, values, journaled, event)
     if command_id is None:
         raise await _busy(session, device_id, ctype)
-    first = CommandJournalEntry(
-        command_id=command_id, status=CommandStatus.PROCESSING.value, detail=detail, at=values["created_at"]
+    command, first = single_written(command_id, values, journaled)
+    return command, first, protocol
+
+
+def single_rows(
+    ctype: library.CommandType, args: dict[str, Any], device: Device, created_by: str | None,
+    translators: Translators,
+) -> tuple[dict[str, Any], tuple[str, str], dict[str, Any]]:
+    """What ``enqueue_one`` writes (nothing is written here): the command's columns, its first
+    journal entry (status, detail) and its ``command_created`` outbox row."""
+    payload = translators.translate(ctype, args, device)
+    values = _new_command(ctype, args, payload, device, created_by, translators)
+    event = events.event_values(
+        COMMAND_CREATED, device_id=device.id, command=values["guid"], command_type=ctype.name,
+        created_by=created_by,
     )
-    return Command(id=command_id, **values), first, protocol
+    return values, (CommandStatus.PROCESSING.value, _queued_detail(payload, device, translators)), event
+
+
+def single_written(
+    command_id: int, values: dict[str, Any], journaled: tuple[str, str]
+) -> tuple[Command, CommandJournalEntry]:
+    """The command ``single_rows`` described, written as ``command_id``, and its journal entry."""
+    first = CommandJournalEntry(
+        command_id=command_id, status=journaled[0], detail=journaled[1], at=values["created_at"]
+    )
+    return Command(id=command_id, **values), first
 
 
 async def _busy(session: AsyncSession, device_id: int, ctype: library.CommandType) -> Conflict:
