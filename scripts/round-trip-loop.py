@@ -46,7 +46,7 @@ from typing import Any
 
 from sqlalchemy import event, select
 
-from mdm.core import commands, devices
+from mdm.core import command_enqueue, commands, devices
 from mdm.core.identity import Binding
 from mdm.core.library import Translators
 from mdm.core.push import Pushers
@@ -172,7 +172,7 @@ async def run(
         b0 = backends.seconds() if backends else {}
         c0, w0 = time.process_time(), time.perf_counter()
         async with db.transaction() as session:
-            await commands.enqueue_logged(
+            await command_enqueue.enqueue_logged(
                 session, await devices.get(session, device.id), type_name, dict(args), translators=translators
             )
         c1, w1 = time.process_time(), time.perf_counter()

@@ -155,7 +155,7 @@ async def device_id_of(db: Database, udid: str) -> int:
 async def queue_command(
     db: Database, device_id: int, payload: dict[str, Any], *, type_: str = "Raw", priority: int = 0
 ) -> str:
-    """Put a translated command in the hot queue the way ``core.commands.enqueue`` does."""
+    """Put a translated command in the hot queue the way ``core.command_enqueue.enqueue`` does."""
     async with db.transaction() as session:
         now = utcnow()
         command = Command(

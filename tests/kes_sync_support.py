@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import func, select
 
 from mdm.config import Config
-from mdm.core import commands
+from mdm.core import command_enqueue
 from mdm.core.library import Translators
 from mdm.db.engine import Database
 from mdm.db.models import Command, Device, Event, Protocol, utcnow
@@ -92,7 +92,7 @@ async def enqueue(db: Database, device_id: int, type_name: str, args: dict[str, 
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
-        command = await commands.enqueue(session, device, type_name, args, created_by="test",
+        command = await command_enqueue.enqueue(session, device, type_name, args, created_by="test",
                                          translators=TRANSLATORS)
         return command.guid
 

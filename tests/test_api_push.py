@@ -106,13 +106,13 @@ async def test_no_wake_when_the_transaction_rolls_back(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     dev = await _device(db, Protocol.KES, "kes-1")
-    real = command_service.commands.enqueue_one
+    real = command_service.command_enqueue.enqueue_one
 
     async def written_then_failed(*args: Any, **kwargs: Any) -> Any:
         await real(*args, **kwargs)
         raise RuntimeError("the database went away before the commit")
 
-    monkeypatch.setattr(command_service.commands, "enqueue_one", written_then_failed)
+    monkeypatch.setattr(command_service.command_enqueue, "enqueue_one", written_then_failed)
     monkeypatch.setattr(command_service, "DIRECT", False)  # the transactional path's rollback
     r = await api.post(f"/api/v1/devices/{dev}/commands", json={"type": "Block"})
     assert r.status_code == 500

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 
-from mdm.core import commands
+from mdm.core import command_enqueue, commands
 from mdm.core.library import Translators
 from mdm.db.models import Command, Device, Protocol
 from mdm.ios.commands import IosCommandTranslator
@@ -30,10 +30,10 @@ async def test_finished_commands_keep_no_payload(db) -> None:
             ],
         }
         translators = _translators()
-        command = await commands.enqueue(
+        command = await command_enqueue.enqueue(
             session, device, "InstallConfProf", {"profile": wifi}, translators=translators
         )
-        recalled = await commands.enqueue(session, device, "Block", {}, translators=translators)
+        recalled = await command_enqueue.enqueue(session, device, "Block", {}, translators=translators)
         guid, recalled_guid = command.guid, recalled.guid
     async with db.transaction() as session:
         command = await commands.get_by_guid(session, guid)

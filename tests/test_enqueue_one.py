@@ -1,4 +1,4 @@
-"""The single-device enqueue (``CommandService.send`` → ``commands.enqueue_one``, written with
+"""The single-device enqueue (``CommandService.send`` → ``command_enqueue.enqueue_one``, written with
 prebuilt statements): the same rows, journal, events and audit as before, the queue-empty hint
 cleared here and, on PostgreSQL, on the other replicas; per-device translations still read the
 whole device; nothing is written when the command is refused."""

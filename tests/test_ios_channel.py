@@ -14,7 +14,7 @@ from ios_support import FIXTURES, Phone, device_id_of, new_phone, queue_command,
 from sql_capture import in_a_worker
 from sqlalchemy import func, select
 
-from mdm.core import commands
+from mdm.core import command_enqueue
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, Device, Event, Protocol, utcnow
 from mdm.ios import plugin as ios_plugin
@@ -285,11 +285,11 @@ async def test_enqueue_clears_the_empty_queue_hint(ios, phone: Phone, db: Databa
     device_id = await device_id_of(db, phone.udid)
     assert _offered(await phone.report(ios)) is None
     assert svc.hint.known_empty(device_id)
-    # The admin path (core.commands.enqueue through the ORM) must clear the hint.
+    # The admin path (core.command_enqueue.enqueue through the ORM) must clear the hint.
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
-        command = await commands.enqueue(
+        command = await command_enqueue.enqueue(
             session, device, "Raw", {"RequestType": "DeviceInformation", "Queries": ["OSVersion"]},
             translators=server.ctx.translators,
         )

@@ -12,7 +12,7 @@ import pytest
 from bulk_support import send_bulk
 from sqlalchemy import select
 
-from mdm.core import commands
+from mdm.core import command_enqueue, commands
 from mdm.core.errors import InvalidArgument
 from mdm.core.library import Translators
 from mdm.db.engine import Database
@@ -56,7 +56,7 @@ async def enqueue(db: Database, device_id: int, type_: str, args: dict[str, Any]
     async with db.transaction() as session:
         device = await session.get(Device, device_id)
         assert device is not None
-        return await commands.enqueue(
+        return await command_enqueue.enqueue(
             session, device, type_, args, created_by="test", translators=TRANSLATORS
         )
 

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import serialization
 from sqlalchemy import select
 
 from mdm.config import Config
-from mdm.core import commands
+from mdm.core import command_enqueue
 from mdm.db.engine import Database
 from mdm.db.models import Command, Device, DeviceStatus, Event
 from mdm.kes.keys import PEERS
@@ -228,7 +228,7 @@ async def test_unenroll_fails_pending_commands_clears_push_and_ends_the_binding(
     async with db.transaction() as session:
         row = await session.get(Device, device.device_id)
         assert row is not None
-        await commands.enqueue(
+        await command_enqueue.enqueue(
             session, row, "Block", {}, created_by="test", translators=server.ctx.translators
         )
     async with kes_client(server, config, device) as client:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mdm.core import commands, enqueue_direct, library
+from mdm.core import command_enqueue, enqueue_direct, library
 from mdm.core.errors import ArgumentsRefused, InvalidArgument
 from mdm.core.library import Translators
 from mdm.core.push import OwingPusher, Pushers
@@ -41,7 +41,7 @@ class CommandService:
                 owed = False
             else:
                 async with self.db.transaction(inline=True) as session:
-                    command, queued, protocol = await commands.enqueue_one(
+                    command, queued, protocol = await command_enqueue.enqueue_one(
                         session, device_id, type_name, args, created_by=by, translators=self.translators
                     )
                     # A pusher that keeps its wake-ups as rows owes this one in the same

@@ -1,4 +1,5 @@
-"""Command life cycle: enqueue, recall, delivery bookkeeping, completion, and the command log.
+"""Command life cycle: recall, delivery bookkeeping, completion, and the command log (a new
+command is queued by ``mdm.core.command_enqueue``).
 
 Statuses follow the reference product: ``processing`` while queued or in flight, then
 ``completed`` / ``failed``; a recall makes it ``removed`` at once when not yet delivered, or
@@ -8,25 +9,22 @@ Every status change adds a journal row and an event in the same transaction.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import devices, events, library, store_enqueue, store_events
+from mdm.core import events, store_events
 from mdm.core import store_commands as store
 from mdm.core.errors import Conflict, NotFound
 from mdm.core.event_types import (
     COMMAND_COMPLETED,
-    COMMAND_CREATED,
     COMMAND_DELIVERED,
     COMMAND_FAILED,
     COMMAND_RECALLED,
 )
-from mdm.core.library import Translators
-from mdm.db.models import Command, CommandJournalEntry, CommandStatus, Device, Protocol, utcnow
+from mdm.db.models import Command, CommandJournalEntry, CommandStatus, utcnow
 
 FINAL_STATUSES = {
     CommandStatus.COMPLETED,
@@ -40,158 +38,6 @@ def journal(
     session: AsyncSession, command: Command, status: str, detail: str | None = None
 ) -> CommandJournalEntry:
     return store.add_journal(session, command.id, status, detail)
-
-
-async def enqueue(
-    session: AsyncSession,
-    device: Device,
-    type_name: str,
-    args: dict[str, Any] | None = None,
-    *,
-    created_by: str | None = None,
-    translators: Translators,
-) -> Command:
-    """Queue one command; Conflict if the device already has an active command of that type.
-
-    ``translators``: the platforms' command translators (``ServerContext.translators``)."""
-    command, _ = await enqueue_logged(
-        session, device, type_name, args, created_by=created_by, translators=translators
-    )
-    return command
-
-
-async def enqueue_logged(
-    session: AsyncSession,
-    device: Device,
-    type_name: str,
-    args: dict[str, Any] | None = None,
-    *,
-    created_by: str | None = None,
-    translators: Translators,
-) -> tuple[Command, CommandJournalEntry]:
-    """``enqueue`` that also returns the command's first journal entry (what the API answers
-    with, so that nothing is read back)."""
-    ctype = library.lookup(type_name)
-    args = dict(args or {})
-    payload = translators.translate(ctype, args, device)
-    values = _new_command(ctype, args, payload, device, created_by, translators)
-    command = await store.insert_unless_active(session, values)
-    if command is None:
-        raise await _busy(session, device.id, ctype)
-    detail = _queued_detail(payload, device, translators)
-    first = journal(session, command, CommandStatus.PROCESSING.value, detail)
-    events.emit(
-        session,
-        COMMAND_CREATED,
-        device_id=device.id,
-        command=command.guid,
-        command_type=command.type,
-        created_by=created_by,
-    )
-    return command, first
-
-
-async def enqueue_one(
-    session: AsyncSession,
-    device_id: int,
-    type_name: str,
-    args: dict[str, Any] | None = None,
-    *,
-    created_by: str | None = None,
-    translators: Translators,
-) -> tuple[Command, CommandJournalEntry, Protocol]:
-    """``enqueue_logged`` for a device given by id (NotFound if there is none), written with
-    prebuilt statements (``store_enqueue``): the device is read as the few facts a translation
-    reads when its translator says they are enough (``bulk_key``: as a bulk operation
-    translates), else loaded whole. Returns the command and its first journal entry (neither is
-    in the session: nothing is read back) and the device's protocol. On PostgreSQL the common
-    case may be written outside a transaction block instead: ``mdm.core.enqueue_direct``."""
-    ctype = library.lookup(type_name)
-    args = dict(args or {})
-    facts = await store_enqueue.device_facts(session, device_id)
-    if facts is None:
-        raise NotFound(f"no device {device_id}")
-    protocol = Protocol(facts.protocol)
-    key = translators.bulk_key(ctype, args, protocol) if protocol in ctype.protocols else None
-    device = facts.as_device() if key is not None else await devices.get(session, device_id)
-    values, journaled, event = single_rows(ctype, args, device, created_by, translators)
-    # Its queue row and the request's audit event too, by statements (nothing flushed at commit).
-    command_id = await store_enqueue.insert_command(session, values, journaled, event)
-    if command_id is None:
-        raise await _busy(session, device_id, ctype)
-    command, first = single_written(command_id, values, journaled)
-    return command, first, protocol
-
-
-def single_rows(
-    ctype: library.CommandType, args: dict[str, Any], device: Device, created_by: str | None,
-    translators: Translators,
-) -> tuple[dict[str, Any], tuple[str, str], dict[str, Any]]:
-    """What ``enqueue_one`` writes (nothing is written here): the command's columns, its first
-    journal entry (status, detail) and its ``command_created`` outbox row."""
-    payload = translators.translate(ctype, args, device)
-    values = _new_command(ctype, args, payload, device, created_by, translators)
-    event = events.event_values(
-        COMMAND_CREATED, device_id=device.id, command=values["guid"], command_type=ctype.name,
-        created_by=created_by,
-    )
-    return values, (CommandStatus.PROCESSING.value, _queued_detail(payload, device, translators)), event
-
-
-def single_written(
-    command_id: int, values: dict[str, Any], journaled: tuple[str, str]
-) -> tuple[Command, CommandJournalEntry]:
-    """The command ``single_rows`` described, written as ``command_id``, and its journal entry."""
-    first = CommandJournalEntry(
-        command_id=command_id, status=journaled[0], detail=journaled[1], at=values["created_at"]
-    )
-    return Command(id=command_id, **values), first
-
-
-async def _busy(session: AsyncSession, device_id: int, ctype: library.CommandType) -> Conflict:
-    existing = await store.active_of_type(session, device_id, ctype.name)
-    return Conflict(
-        f"device {device_id} already has an active {ctype.name} command"
-        + (f" ({existing.guid})" if existing is not None else ""),
-        **({"command": existing.guid} if existing is not None else {}),
-    )
-
-
-def _queued_detail(payload: dict[str, Any], device: Device, translators: Translators) -> str:
-    return "queued" if payload or translators.get(device.protocol) else (
-        "queued; no protocol handler is registered yet, delivery waits for one"
-    )
-
-
-def _new_command(
-    ctype: library.CommandType,
-    args: dict[str, Any],
-    payload: dict[str, Any],
-    device: Device,
-    created_by: str | None,
-    translators: Translators,
-) -> dict[str, Any]:
-    """The columns of a new command (``store_enqueue.COMMAND_COLUMNS``)."""
-    now = utcnow()
-    return {
-        "guid": str(uuid.uuid4()).upper(),
-        "device_id": device.id,
-        "type": ctype.name,
-        "args": translators.public_args(ctype, args, device),
-        "payload": payload,
-        "flags": 0,
-        "priority": ctype.priority,
-        "status": CommandStatus.PROCESSING.value,
-        "result_info": None,
-        "result_data": None,
-        "created_by": created_by,
-        "created_at": now,
-        "updated_at": now,
-        "delivered_at": None,
-        "finished_at": None,
-        "attempts": 0,
-        "active": True,
-    }
 
 
 async def get_by_guid(session: AsyncSession, guid: str, *, for_update: bool = False) -> Command:

@@ -1,6 +1,6 @@
 """The single-device enqueue on PostgreSQL without a transaction block (``mdm.db.prepared.autocommit``).
 
-``commands.enqueue_one`` in a transaction costs four round trips to the database (BEGIN, the
+``command_enqueue.enqueue_one`` in a transaction costs four round trips to the database (BEGIN, the
 device's facts, the one statement that writes the command with its journal entry, queue row,
 events and NOTIFY, COMMIT) and a session around them. That one statement is atomic by itself, and
 the facts read before it decide nothing the statement does not check again (the one-active-per-
@@ -11,7 +11,7 @@ protocol whose pusher is not an ``OwingPusher`` (a wake-up row must commit in th
 transaction: ``CommandService`` then runs the transactional path). Anything else returns None
 having written nothing, and so does a device with an active command of that type (the
 transactional path answers the conflict with the command it names) or no device at all (it
-answers 404): the caller runs ``commands.enqueue_one``, which decides as before.
+answers 404): the caller runs ``command_enqueue.enqueue_one``, which decides as before.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from mdm.core import commands, library, queue_hint, store_enqueue
+from mdm.core import command_enqueue, library, queue_hint, store_enqueue
 from mdm.core.library import Translators
 from mdm.db import audit_context
 from mdm.db.models import Command, CommandJournalEntry, Protocol
@@ -36,7 +36,7 @@ async def enqueue_one(
     translators: Translators,
     plain: Callable[[Protocol], bool],
 ) -> tuple[Command, CommandJournalEntry, Protocol] | None:
-    """``commands.enqueue_one`` as one committed statement after a read, or None (nothing
+    """``command_enqueue.enqueue_one`` as one committed statement after a read, or None (nothing
     written) when this path does not apply; ``plain(protocol)``: whether a wake-up of the device
     needs nothing in the enqueue's transaction."""
     ctype = library.lookup(type_name)
@@ -50,7 +50,7 @@ async def enqueue_one(
     if translators.bulk_key(ctype, args, protocol) is None:
         return None  # the translation reads the whole device
     device = facts.as_device()
-    values, journaled, event = commands.single_rows(ctype, args, device, created_by, translators)
+    values, journaled, event = command_enqueue.single_rows(ctype, args, device, created_by, translators)
     pending = audit_context.claim(None)
     audit = pending.values(pending) if pending is not None and pending.values is not None else None
     command_id = await store_enqueue.insert_command_direct(conn, values, journaled, event, audit)
@@ -59,5 +59,5 @@ async def enqueue_one(
     if pending is not None:
         pending.written = True  # committed with the command (the statement is its transaction)
     queue_hint.invalidate_everywhere(device_id)
-    command, first = commands.single_written(command_id, values, journaled)
+    command, first = command_enqueue.single_written(command_id, values, journaled)
     return command, first, protocol

@@ -1,4 +1,4 @@
-"""The statements of a single-device enqueue (``mdm.core.commands.enqueue_one``, the admin API's
+"""The statements of a single-device enqueue (``mdm.core.command_enqueue.enqueue_one``, the admin API's
 ``POST /devices/{id}/commands``): built once, run through ``mdm.db.prepared`` (no ORM
 ``values()`` coerced and hashed per call, no unit of work for the command, its journal entry
 and its event).
@@ -43,7 +43,7 @@ QUEUE_COLUMNS = (
     "command_id", "device_id", "priority", "created_at", "not_before", "in_flight", "not_now_count"
 )
 
-# Every column of a new command (``commands.enqueue_one`` gives them all).
+# Every column of a new command (``command_enqueue.enqueue_one`` gives them all).
 COMMAND_COLUMNS = (
     "guid", "device_id", "type", "args", "payload", "flags", "priority", "status", "result_info",
     "result_data", "created_by", "created_at", "updated_at", "delivered_at", "finished_at",

@@ -23,7 +23,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.core import commands
+from mdm.core import command_enqueue
 from mdm.core.errors import Conflict
 from mdm.db.models import Device, Protocol
 from mdm.enroll import links
@@ -133,7 +133,7 @@ class IosRenewer:
             issued = await issuance.record_issued(
                 session, source.name, prepared.request, cert, chain, prepared.key
             )
-            command = await commands.enqueue(
+            command = await command_enqueue.enqueue(
                 session, device, COMMAND, {"mobileconfig_base64": base64.b64encode(signed).decode()},
                 created_by=CREATED_BY, translators=ctx.translators,
             )
