@@ -28,18 +28,29 @@ from __future__ import annotations
 import sqlite3
 import weakref
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from mdm.db import sqlite_driver
 from mdm.db.prepared import MISSING, Prepared
 
-if TYPE_CHECKING:
-    from mdm.db.engine import Database
+
+class Database(Protocol):
+    """What this module uses of ``mdm.db.engine.Database`` (which imports this module)."""
+
+    @property
+    def engine(self) -> AsyncEngine: ...
+
+    @property
+    def is_sqlite(self) -> bool: ...
+
+    def holds_turn(self) -> bool: ...
+
+    def write_turn(self, inline: bool = False) -> AbstractAsyncContextManager[Any]: ...
 
 
 class _Kept:
