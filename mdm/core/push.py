@@ -11,15 +11,19 @@ A pusher that keeps its wake-ups as rows (``OwingPusher``: the push dispatcher) 
 them in the caller's own transaction (``Pushers.owe``, as ``events.emit`` does for events): they
 then commit with the work they announce, or roll back with it, and cost no transaction of their
 own; ``Pushers.owed`` nudges the pusher after the commit. The bulk queue does this per batch.
+One that can also write them as a part of the caller's one statement (``PartOwingPusher``: a
+data-modifying CTE on PostgreSQL) lets the single enqueue stay one statement without a
+transaction block (``mdm.core.enqueue_direct``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, runtime_checkable
 from typing import Protocol as TypingProtocol
-from typing import runtime_checkable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -52,6 +56,29 @@ class OwingPusher(Pusher, TypingProtocol):
 
     def nudge(self) -> None:
         """After the commit of an ``owe``: the rows may be due before what the worker waits for."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class OwedPart:
+    """An ``owe`` as a part of the caller's own statement (PostgreSQL: a data-modifying CTE)
+    instead of a statement of its own in the caller's transaction. ``build(ids)``: the INSERT
+    that owes the wake-ups to the devices whose ids the one-column SELECT ``ids`` gives (a
+    statement built once per ``build`` and kept by the caller: the same for every call);
+    ``params``: its parameters for this call (named ``w_*``: the caller's own are not)."""
+
+    build: Callable[[Any], Any]
+    params: Mapping[str, Any]
+
+
+@runtime_checkable
+class PartOwingPusher(OwingPusher, TypingProtocol):
+    """An ``OwingPusher`` whose ``owe`` can also be a part of the caller's one statement."""
+
+    def owed_part(self, reason: str) -> OwedPart | None:
+        """``owe(session, ids, reason)`` as an ``OwedPart``, with exactly its rows and conflict
+        handling (the caller calls ``nudge`` after its statement committed); None when it
+        cannot now: the caller then uses ``owe`` in a transaction."""
         ...
 
 

@@ -35,7 +35,7 @@ from datetime import datetime, timedelta
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
-from mdm.core.push import PushReceipts, SessionReceipts
+from mdm.core.push import OwedPart, PushReceipts, SessionReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.db.writer_turns import WriterTurns
@@ -142,6 +142,16 @@ class PushDispatcher:
         if device_ids and self.transports:
             now = self.clock()
             await store.request(session, device_ids, now, reason, now, self.protocols)
+
+    def owed_part(self, reason: str) -> OwedPart | None:
+        """``PartOwingPusher``: ``owe`` as a part of the caller's statement (PostgreSQL), the same
+        rows (``store.request_part``); None without a transport, where ``owe`` writes nothing."""
+        if not self.transports:
+            return None
+        now = self.clock()
+        return OwedPart(store.request_part, {
+            "w_due": now, "w_reason": reason[:64], "w_now": now, "w_protocols": self.protocols,
+        })
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         await self._request([device_id], due, reason)

@@ -19,6 +19,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     BigInteger,
+    Integer,
     String,
     Table,
     and_,
@@ -92,17 +93,35 @@ def _request_statement(dialect: str) -> Any:
     else:  # (SQLite looks each listed id up by key; a range would let it scan between them)
         each = func.json_each(bindparam("ids", type_=String)).table_valued("value")
         listed = _d.c.id.in_(select(each.c.value))
+    stmt = _REQUEST[dialect] = _request_insert(dialect, listed, _pushable_param(), "")
+    return stmt
+
+
+def request_part(ids: Any) -> Any:
+    """``request``'s statement on PostgreSQL for the devices whose ids the one-column SELECT
+    ``ids`` gives, for a caller's own statement (a data-modifying CTE; ``ids`` may select from
+    another, e.g. the row it wrote: none, nothing owed): the same rows, the same ``ON CONFLICT``.
+    Its parameters: ``w_due``, ``w_reason``, ``w_now`` and ``w_protocols`` (a list of ints)."""
+    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
+                    _d.c.protocol == any_(bindparam("w_protocols", type_=ARRAY(Integer))))
+    return _request_insert("postgresql", _d.c.id.in_(ids), pushable, "w_")
+
+
+def _request_insert(dialect: str, listed: Any, pushable: Any, prefix: str) -> Any:
+    """The INSERT ... SELECT ... ON CONFLICT of ``request``: ``listed`` and ``pushable`` devices,
+    with the parameters ``due``, ``reason`` and ``now`` named after ``prefix``."""
     source = select(
-        _d.c.id, bindparam("due", type_=PushWakeup.due_at.type), bindparam("reason", type_=String),
-        literal(0), literal(1), bindparam("now", type_=PushWakeup.created_at.type),
-    ).where(listed, _pushable_param())
+        _d.c.id, bindparam(f"{prefix}due", type_=PushWakeup.due_at.type),
+        bindparam(f"{prefix}reason", type_=String),
+        literal(0), literal(1), bindparam(f"{prefix}now", type_=PushWakeup.created_at.type),
+    ).where(listed, pushable)
     if dialect == "postgresql":
         source = source.order_by(_d.c.id)
     insert_for = pg_insert if dialect == "postgresql" else sqlite_insert
     columns = ["device_id", "due_at", "reason", "attempts", "requests", "created_at"]
     ins = insert_for(_w).from_select(columns, source)
     earlier = ins.excluded.due_at < _w.c.due_at
-    stmt = _REQUEST[dialect] = ins.on_conflict_do_update(
+    return ins.on_conflict_do_update(
         index_elements=["device_id"],
         set_={
             "due_at": case((earlier, ins.excluded.due_at), else_=_w.c.due_at),
@@ -113,7 +132,6 @@ def _request_statement(dialect: str) -> Any:
             "requests": _w.c.requests + 1,
         },
     )
-    return stmt
 
 
 def _pushable_param() -> Any:
