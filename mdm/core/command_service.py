@@ -6,12 +6,12 @@ called after the commit. Many devices: ``mdm.core.bulk``."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from mdm.core import command_enqueue, enqueue_direct, library
 from mdm.core.errors import ArgumentsRefused, InvalidArgument
 from mdm.core.library import Translators
-from mdm.core.push import OwingPusher, Pushers
+from mdm.core.push import OwedPart, OwingPusher, PartOwingPusher, Pushers
 from mdm.db.engine import Database
 from mdm.db.models import Command, CommandJournalEntry, Protocol
 from mdm.db.prepared import autocommit, autocommits
@@ -38,7 +38,7 @@ class CommandService:
             written = await self._direct(device_id, type_name, args, by)
             if written is not None:
                 command, queued, protocol = written
-                owed = False
+                owed = not self._plain(protocol)  # then the statement owed it (``_owed_part``)
             else:
                 async with self.db.transaction(inline=True) as session:
                     command, queued, protocol = await command_enqueue.enqueue_one(
@@ -65,7 +65,7 @@ class CommandService:
         async with autocommit(self.db.engine) as conn:
             return await enqueue_direct.enqueue_one(
                 conn, device_id, type_name, args, created_by=by, translators=self.translators,
-                plain=self._plain,
+                plain=self._plain, owed=self._owed_part,
             )
 
     def _plain(self, protocol: Protocol) -> bool:
@@ -77,5 +77,16 @@ class CommandService:
             plain = _PLAIN[kind] = not isinstance(pusher, OwingPusher)
         return plain
 
+    def _owed_part(self, protocol: Protocol) -> OwedPart | None:
+        """This protocol's wake-up as a part of the enqueue's one statement, or None when its
+        pusher cannot write it so (then it is owed in the transactional path)."""
+        pusher = self.pushers.get(protocol)
+        kind = type(pusher)
+        parts = _PARTS.get(kind)
+        if parts is None:  # (as ``_plain``: once per class)
+            parts = _PARTS[kind] = isinstance(pusher, PartOwingPusher)
+        return cast(PartOwingPusher, pusher).owed_part(PUSH_REASON) if parts else None
+
 
 _PLAIN: dict[type, bool] = {}
+_PARTS: dict[type, bool] = {}

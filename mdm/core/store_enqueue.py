@@ -14,11 +14,13 @@ and its event).
   audit event was a fifth of the enqueue's CPU); ``enqueue_one`` clears this process's hints as
   the queue row's ORM listeners would (``mdm.core.queue_hint``).
 - on PostgreSQL, that one statement may also run outside a transaction block
-  (``insert_command_direct``, ``mdm.db.prepared.autocommit``): it is atomic by itself.
+  (``insert_command_direct``, ``mdm.db.prepared.autocommit``): it is atomic by itself, and may
+  owe the device's wake-up in it too (``mdm.core.push.OwedPart``: the push dispatcher's row).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import String, Table, bindparam, false, func, insert, literal, null, select, text, union_all
@@ -28,6 +30,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import queue_hint
 from mdm.core.library import DeviceFacts
+from mdm.core.push import OwedPart
 from mdm.core.queue_hint import queued_channels
 from mdm.core.store_events import EVENT_COLUMNS, insert_event
 from mdm.db import audit_context
@@ -72,10 +75,11 @@ _INSERT_JOURNAL = Prepared(insert(_journal), ("command_id", "status", "detail", 
 _INSERT_QUEUE = Prepared(insert(_queue), QUEUE_COLUMNS)
 
 
-def _enqueue_pg(audited: bool, channels: int) -> Prepared:
+def _enqueue_pg(audited: bool, channels: int, owed: Callable[[Any], Any] | None) -> Prepared:
     """The whole enqueue in one statement: the command unless the device has an active one of its
     type, and only then its journal entry, its queue row, its ``command_created`` event (then the
-    request's audit event, ``audited``) and a ``pg_notify`` per channel (``channels``)."""
+    request's audit event, ``audited``), a ``pg_notify`` per channel (``channels``) and the
+    device's wake-up (``owed``: ``OwedPart.build``)."""
     created = _insert_command(pg_insert).cte("created")
     j, q, e = _journal.c, _queue.c, _events.c
     journaled = insert(_journal).from_select(
@@ -99,17 +103,21 @@ def _enqueue_pg(audited: bool, channels: int) -> Prepared:
     ).cte("evented")
     notified = [func.pg_notify(bindparam(f"n_{i}", type_=String), bindparam("n_payload", type_=String))
                 for i in range(channels)]
-    return Prepared(select(created.c.id, *notified).add_cte(journaled, queued, evented))
+    parts = [journaled, queued, evented]
+    if owed is not None:
+        device = select(bindparam("c_device_id", type_=_commands.c.device_id.type)).select_from(created)
+        parts.append(owed(device).cte("woken"))
+    return Prepared(select(created.c.id, *notified).add_cte(*parts))
 
 
-_ENQUEUE_PG: dict[tuple[bool, int], Prepared] = {}
+_ENQUEUE_PG: dict[tuple[bool, int, Callable[[Any], Any] | None], Prepared] = {}
 
 
-def _pg_statement(audited: bool, channels: int) -> Prepared:
-    key = (audited, channels)
+def _pg_statement(audited: bool, channels: int, owed: Callable[[Any], Any] | None = None) -> Prepared:
+    key = (audited, channels, owed)
     statement = _ENQUEUE_PG.get(key)
     if statement is None:
-        statement = _ENQUEUE_PG[key] = _enqueue_pg(audited, channels)
+        statement = _ENQUEUE_PG[key] = _enqueue_pg(audited, channels, owed)
     return statement
 
 
@@ -133,6 +141,7 @@ def _pg_params(
     journal: tuple[str, str | None],
     event: dict[str, Any],
     audit: dict[str, Any] | None,
+    owed: OwedPart | None = None,
 ) -> tuple[Prepared, dict[str, Any]]:
     channels = queued_channels()
     params = {f"c_{n}": values[n] for n in COMMAND_COLUMNS}
@@ -141,7 +150,9 @@ def _pg_params(
     if audit is not None:
         params.update({f"a_{key}": value for key, value in audit.items()})
     params.update({f"n_{i}": channel for i, channel in enumerate(channels)})
-    return _pg_statement(audit is not None, len(channels)), params
+    if owed is not None:
+        params.update(owed.params)
+    return _pg_statement(audit is not None, len(channels), owed.build if owed is not None else None), params
 
 
 async def insert_command(
@@ -197,8 +208,10 @@ async def insert_command_direct(
     journal: tuple[str, str | None],
     event: dict[str, Any],
     audit: dict[str, Any] | None = None,
+    owed: OwedPart | None = None,
 ) -> int | None:
-    """``insert_command`` on PostgreSQL as one statement that commits by itself (``autocommit``)."""
-    statement, params = _pg_params(values, journal, event, audit)
+    """``insert_command`` on PostgreSQL as one statement that commits by itself (``autocommit``),
+    owing the device's wake-up in it too (``owed``) when the command is written."""
+    statement, params = _pg_params(values, journal, event, audit, owed)
     rows = await conn.execute(statement, params)
     return int(rows[0][0]) if rows else None
