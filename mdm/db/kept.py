@@ -59,10 +59,6 @@ class Kept(Generic[H]):
             return None
         if self.opened >= self.limit:
             return await self._wait() if len(self.waiters) < self.limit * self.waiting else None
-        return await self._open(engine)
-
-    async def _open(self, engine: AsyncEngine) -> H:
-        """One more kept connection, counted in ``opened`` while it opens."""
         self.opened += 1
         try:
             connection = await engine.connect()
@@ -73,25 +69,6 @@ class Kept(Generic[H]):
         adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         adapted.autocommit = True  # no BEGIN: every statement its own transaction
         return self.wrap(connection, adapted._connection)
-
-    async def fill(self, engine: AsyncEngine) -> int:
-        """Open every kept connection not open yet, concurrently, as idle ones (start-up:
-        ``mdm.db.warm``): opened by the first uses instead, they were a burst's backend starts,
-        authentications and asyncpg set-ups. Returns how many were opened; raises the first
-        failure (those opened are kept)."""
-        if self.closed:
-            return 0
-        results = await asyncio.gather(
-            *(self._open_idle(engine) for _ in range(self.limit - self.opened)), return_exceptions=True
-        )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
-        return len(results)
-
-    async def _open_idle(self, engine: AsyncEngine) -> None:
-        # Handed over as soon as it is open: a cancelled ``fill`` (its time bound) loses none.
-        await self.give_back(await self._open(engine))
 
     async def _wait(self) -> H | None:
         """The next kept connection given back (None: none will be; take a pool connection)."""

@@ -23,7 +23,7 @@ from mdm import __version__
 from mdm.config import Config
 from mdm.config_reload import HotKeys, hot
 from mdm.core.events import EventType, emit
-from mdm.db import migrate, warm
+from mdm.db import migrate
 from mdm.db.engine import Database
 from mdm.logs import reconfigure_logging
 from mdm.server.context import CTX, ServerContext
@@ -158,8 +158,6 @@ async def open_context(config: Config) -> ServerContext:
     if applied:
         log.info("database migrated: applied %s", ", ".join(applied))
     db.start_checkpointer()
-    # PostgreSQL: the pool's and the kept connections open now, not in the first burst's polls.
-    await warm.warm(db)
     return ServerContext(config=config, db=db)
 
 
