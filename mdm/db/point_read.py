@@ -148,7 +148,9 @@ class _PgReader:
         self.statements: dict[str, Any] = {}
         self.broken = False  # (a failed look-up discards its reader at once)
 
-    async def fetchrow(self, sql: str, values: list[Any]) -> Any:
+    async def _prepared(self, sql: str, values: list[Any]) -> Any:
+        """The asyncpg statement of ``sql`` prepared on this connection (kept by SQL text), the
+        engine's statement counters told of the look-up about to run."""
         statement = self.statements.get(sql)
         if statement is None:
             if len(self.statements) >= MAX_PLANS:
@@ -157,18 +159,13 @@ class _PgReader:
         sync = self.connection.sync_connection
         if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
             sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
-        return await statement.fetchrow(*values)
+        return statement
+
+    async def fetchrow(self, sql: str, values: list[Any]) -> Any:
+        return await (await self._prepared(sql, values)).fetchrow(*values)
 
     async def fetch(self, sql: str, values: list[Any]) -> list[Any]:
-        statement = self.statements.get(sql)
-        if statement is None:
-            if len(self.statements) >= MAX_PLANS:
-                self.statements.clear()
-            statement = self.statements[sql] = await self.raw.prepare(sql)
-        sync = self.connection.sync_connection
-        if sync is not None and sync.dispatch.before_cursor_execute:  # statement counters
-            sync.dispatch.before_cursor_execute(sync, None, sql, values, None, False)
-        return list(await statement.fetch(*values))
+        return list(await (await self._prepared(sql, values)).fetch(*values))
 
 
 _PG_READERS: weakref.WeakKeyDictionary[Engine, Kept[_PgReader]] = weakref.WeakKeyDictionary()
