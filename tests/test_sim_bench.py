@@ -57,14 +57,20 @@ async def test_bench_python_fleet_and_wrk(tmp_path: Path, database_url: str) -> 
     done, checked = rt["checked_completed"].split("/")
     assert done == checked and int(checked) > 0
     assert report.background["requests"] > 0 and not report.background["errors"]
-    # The device side alone: one command per round-trip device (half the fleet) queued first.
+    # The device side alone, in rounds: one command per round-trip device (half the fleet) queued
+    # per round, rounds until 2 s (--duration) of delivery were timed.
     delivery = report.delivery
-    assert delivery["requests"] == 6 and not delivery["errors"], delivery
-    assert delivery["server_cpu_ms_per_round_trip"] >= 0
+    assert delivery["round_size"] == 6 and delivery["rounds"] >= 2, delivery
+    assert delivery["requests"] == 6 * delivery["rounds"] and not delivery["errors"], delivery
+    assert delivery["timed_s"] >= 2.0
+    spread = delivery["server_cpu_ms_per_round_trip_rounds"]
+    assert 0 <= spread["min"] <= spread["median"] <= spread["max"]
+    assert spread["min"] <= delivery["server_cpu_ms_per_round_trip"] <= spread["max"]
     assert report.rss_kib["start"] > 10_000 and report.rss_kib["peak"] >= report.rss_kib["end"]
     text = ios.render(report)
     assert "(a) idle polls" in text and "(b) command round trip" in text and "(c) server RSS" in text
     assert "(b2) delivery only (DeviceInformation queued first" in text
+    assert f"in {delivery['rounds']} rounds of 6" in text and "(rounds: min " in text
     # The emitted wrk files replay signed polls of the same devices.
     bodies = (tmp_path / "wrk" / "idle_bodies.lua").read_text()
     assert bodies.count("<key>Status</key>") == 12 and (tmp_path / "wrk" / "idle.lua").exists()

@@ -8,6 +8,12 @@ Phases:
            Python fleet or from wrk replaying precomputed signed bodies;
   (b) rt   command round trip: enqueue through the admin API -> the device polls at once (standing
            in for the APNs wake-up) -> Acknowledged accepted; under a background idle load;
+  (b2)     the device side alone, in rounds (``mdm.bench.delivery``): queue the command for
+           --rt-delivery devices through the API (untimed), then poll, deliver and answer them
+           with the server's CPU counted; repeated with the same devices until
+           --rt-delivery-duration seconds (default --rt-duration, else --duration; use >= 10 s to
+           resolve 10-20 %) of delivery were timed. Reported: round trips, rounds, server CPU per
+           round trip over all rounds and its spread per round (min / median / max);
   (c) rss  the server's VmRSS before and after, and its peak (VmHWM).
 """
 
@@ -24,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.engine import make_url
 
-from mdm.bench import local, phases, profile, wrk
+from mdm.bench import delivery, local, phases, profile, wrk
 from mdm.bench.model import AdminError, BenchError, Options, Report, Say
 from mdm.bench.stats import cpu_seconds, rss_kib
 from mdm.sim.fleet import Fleet
@@ -178,7 +184,7 @@ async def run(options: Options, say: Say) -> Report:
                             (cpu1 - cpu0) * 1000 / report.round_trip["requests"], 2
                         )
                     if options.rt_delivery > 0:
-                        await phases.delivery_phase(
+                        await delivery.delivery_phase(
                             options, fleet, admin, say, report, lambda: cpu_seconds(pid) if pid else None
                         )
                     if sampler is not None and rt_profile is not None:
@@ -265,12 +271,20 @@ def render(report: Report) -> str:
     if d:
         lines.append(
             f"(b2) delivery only ({d['command']} queued first, {d['concurrency']} concurrent):"
-            f" {d['requests']} polled and answered; p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms,"
+            f" {d['requests']} polled and answered in {d['rounds']} rounds of {d['round_size']}"
+            f" ({d['timed_s']} s timed); p50 {d['p50_ms']} ms, p99 {d['p99_ms']} ms,"
             f" max {d['max_ms']} ms;"
             f" errors {d['errors'] or 0}"
             + (
                 f"; server CPU {d['server_cpu_ms_per_round_trip']} ms per round trip (poll + answer)"
                 if "server_cpu_ms_per_round_trip" in d
+                else ""
+            )
+            + (
+                " (rounds: min {min} / median {median} / max {max} ms)".format(
+                    **d["server_cpu_ms_per_round_trip_rounds"]
+                )
+                if "server_cpu_ms_per_round_trip_rounds" in d
                 else ""
             )
         )

@@ -36,9 +36,11 @@ class Options:
     rt_command: str = "Block"
     rt_concurrency: int = 4
     rt_duration: float | None = None
-    # Devices for the delivery-only measurement after (b): commands queued first, then polled and
-    # answered, the server's CPU counted for the device side only (0: skip it).
+    # Phase (b2) after (b), in rounds: the command queued for this many devices (untimed), then
+    # polled and answered with the server's CPU counted for the device side only (0: skip it).
     rt_delivery: int = 500
+    # Seconds of (b2)'s timed delivery, summed over its rounds (default: rt_duration, else duration).
+    rt_delivery_duration: float | None = None
     background_rate: float = 200.0
     enroll_concurrency: int = 4
     warmup: bool = True

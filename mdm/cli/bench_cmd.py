@@ -70,8 +70,12 @@ def register(sub: Subparsers) -> None:
     b.add_argument("--rt-command", default="Block", help="command type for the round trip (default Block)")
     b.add_argument("--rt-concurrency", type=int, default=4, help="concurrent round trips (default 4)")
     b.add_argument("--rt-delivery", type=int, default=500,
-                   help="phase (b2): queue the command for this many devices through the API first, "
-                        "then measure server CPU for the device side only (default 500; 0 skips it)")
+                   help="phase (b2), in rounds: queue the command for this many devices through the "
+                        "API (untimed), then measure server CPU for the device side only; repeated "
+                        "with the same devices for --rt-delivery-duration (default 500; 0 skips it)")
+    b.add_argument("--rt-delivery-duration", type=float,
+                   help="phase (b2): seconds of timed delivery, summed over its rounds (default: "
+                        "--rt-duration, else --duration; >= 10 s resolves 10-20 %%)")
     b.add_argument("--rt-duration", type=float, help="seconds of round trips (default: --duration)")
     b.add_argument(
         "--background-rate",
@@ -353,6 +357,7 @@ def run_ios(args: argparse.Namespace) -> int:
         rt_concurrency=args.rt_concurrency,
         rt_delivery=args.rt_delivery,
         rt_duration=args.rt_duration,
+        rt_delivery_duration=args.rt_delivery_duration,
         background_rate=args.background_rate,
         warmup=not args.no_warmup,
         py_spy=args.py_spy,
@@ -364,6 +369,8 @@ def run_ios(args: argparse.Namespace) -> int:
     if too_few or min(options.background_rate, options.rt_delivery) < 0:
         raise CliError("--concurrency and --rt-concurrency must be >= 1, --background-rate and --rt-delivery "
                        ">= 0", exit_code=2)
+    if options.rt_delivery_duration is not None and options.rt_delivery_duration <= 0:
+        raise CliError("--rt-delivery-duration must be > 0", exit_code=2)
 
     try:
         report = _drive(lambda say: ios.run(options, say))
