@@ -63,6 +63,9 @@ def check_run(report: dict[str, Any], cold: int = ANSWERING) -> None:
     assert report["cold_polls"]["server_cpu_us_per_poll"] > 0
     on_pg = report["setup"]["database"] == "PostgreSQL"
     assert ("backend_cpu_us_per_poll" in report["cold_polls"]) == on_pg
+    # PostgreSQL's settings the figures depend on are in the report's setup.
+    pg = report["setup"].get("postgresql", {})
+    assert set(pg) == ({"shared_buffers", "max_wal_size", "autovacuum"} if on_pg else set())
     assert report["recall"]["recalled"] == DEVICES - ANSWERING
     assert report["recall"]["completed"] == ANSWERING
     rss = report["rss_mib"]

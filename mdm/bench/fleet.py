@@ -263,8 +263,9 @@ def reporting_workers(exposition: str) -> int:
 # Tables a bulk command fills while the bench runs (ANALYZEd when PostgreSQL has no autovacuum).
 BULK_TABLES = ("commands", "command_queue", "command_journal", "push_wakeups", "bulk_operations")
 # VACUUMed (ANALYZE) before each run on PostgreSQL: what a run writes, the devices' rows included
-# (their push state, and the row locks of the commands' foreign key).
-VACUUMED_TABLES = (*BULK_TABLES, "bulk_skipped", "events", "devices")
+# (their push state, and the row locks of the commands' foreign key), and the iOS devices' rows
+# (the cold polls' binding probe and the check-ins read them by fingerprint and UDID).
+VACUUMED_TABLES = (*BULK_TABLES, "bulk_skipped", "events", "devices", "ios_devices")
 
 
 @contextlib.asynccontextmanager
@@ -278,6 +279,9 @@ async def _autovacuum_stand_in(server: local.LocalServer, report: Report, say: S
     try:
         async with db.session() as session:
             off = await store_fleet.autovacuum_off(session)
+            settings = await store_fleet.settings(session)
+        if settings:  # the figures depend on them (shared_buffers above all at 10^6)
+            report.setup["postgresql"] = settings
         if not off:
             yield
             return

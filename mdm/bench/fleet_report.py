@@ -75,6 +75,8 @@ def render(report: Report) -> str:
     setup, p, b, w, a = report.setup, report.prepare, report.bulk, report.wakeups, report.answers
     lines = [f"mdm bench fleet: {setup.get('devices'):,} devices ({setup.get('answering'):,} answering), "
              f"{setup.get('database')}, {setup.get('transport')}, {setup.get('data_dir')}"]
+    if setup.get("postgresql"):
+        lines.append("    PostgreSQL: " + ", ".join(f"{k} {v}" for k, v in setup["postgresql"].items()))
     if p:
         lines.append(f"(a) prepare: {p['added']:,} added in {p['seconds']}s"
                      + (f" ({p['per_second']:,}/s)" if p.get("per_second") else " (reused)")

@@ -97,6 +97,17 @@ async def autovacuum_off(session: AsyncSession) -> bool:
     return str(await session.scalar(text("SHOW autovacuum"))) == "off"
 
 
+async def settings(session: AsyncSession) -> dict[str, str]:
+    """PostgreSQL's settings a fleet run's figures depend on (empty on SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return {}
+    row = (await session.execute(text(
+        "SELECT current_setting('shared_buffers'), current_setting('max_wal_size'),"
+        " current_setting('autovacuum')"
+    ))).one()
+    return dict(zip(("shared_buffers", "max_wal_size", "autovacuum"), map(str, row), strict=True))
+
+
 async def analyze(session: AsyncSession, tables: Sequence[str]) -> None:
     """``ANALYZE`` these tables (PostgreSQL), as autovacuum would after a bulk load."""
     if session.get_bind().dialect.name != "postgresql":
