@@ -122,14 +122,15 @@ async def test_a_replayed_answer_after_completion_changes_nothing(
     assert command.status == "completed" and journal == ["processing", "delivered", "completed"]
 
 
-async def test_an_inventory_command_is_kept_only_where_its_answer_is_one_statement(
+async def test_an_inventory_command_is_kept_for_its_direct_answer(
     server: Server, ios: httpx.AsyncClient, phone: Phone, db: Database
 ) -> None:
-    """SQLite reads the device's row for an inventory answer anyway (the command with it);
-    PostgreSQL records it in one statement when the command is known (``store_facts_direct``)."""
+    """PostgreSQL records an inventory answer in one statement when the command is known
+    (``store_facts_direct``), SQLite in its write transaction without the session
+    (``channel_sqlite``): neither reads the command first."""
     device_id = await device_id_of(db, phone.udid)
     guid = await queue_command(db, device_id, {"RequestType": "DeviceInformation", "Queries": ["DeviceName"]})
     assert offered(await phone.report(ios)) == guid
     kept = in_flight.take(server.ctx.db.engine, guid)
-    assert (kept is None) == db.is_sqlite
-    assert kept is None or (kept.guid == guid and kept.attempts == 1 and kept.status == "processing")
+    assert kept is not None
+    assert kept.guid == guid and kept.attempts == 1 and kept.status == "processing"
