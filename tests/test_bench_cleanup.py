@@ -148,3 +148,10 @@ def test_rt_delivery_must_not_be_negative(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "--rt-delivery" in proc.stderr and "Traceback" not in proc.stderr
     assert list((tmp_path / "tmp").iterdir()) == []  # refused before anything was prepared
+
+
+def test_rt_delivery_duration_must_be_positive(tmp_path: Path) -> None:
+    proc = run_bench(tmp_path / "tmp", "--devices", "3", "--rt-delivery-duration", "0")
+    assert proc.returncode == 2
+    assert "--rt-delivery-duration" in proc.stderr and "Traceback" not in proc.stderr
+    assert list((tmp_path / "tmp").iterdir()) == []  # refused before anything was prepared
