@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, cast
 
-from mdm.core import command_enqueue, enqueue_direct, library
+from mdm.core import command_enqueue, enqueue_direct, enqueue_sqlite, library
 from mdm.core.errors import ArgumentsRefused, InvalidArgument
 from mdm.core.library import Translators
 from mdm.core.push import OwedPart, OwingPusher, PartOwingPusher, Pushers
@@ -17,8 +17,9 @@ from mdm.db.models import Command, CommandJournalEntry, Protocol
 from mdm.db.prepared import autocommit, autocommits
 
 PUSH_REASON = "command"
-# PostgreSQL: the common enqueue as one statement outside a transaction block (tests turn it off
-# to exercise the transactional path alone).
+# The common enqueue without a session: on PostgreSQL one statement outside a transaction block,
+# on SQLite one ``sqlite_direct`` transaction (tests turn it off to exercise the transactional
+# path alone).
 DIRECT = True
 
 
@@ -58,9 +59,17 @@ class CommandService:
     async def _direct(
         self, device_id: int, type_name: str, args: dict[str, Any] | None, by: str | None
     ) -> tuple[Command, CommandJournalEntry, Protocol] | None:
-        """PostgreSQL: the common case as one statement outside a transaction block
-        (``mdm.core.enqueue_direct``); None, nothing written, where it does not apply."""
-        if not DIRECT or not autocommits(self.db.engine):
+        """The common case without a session: on PostgreSQL one statement outside a transaction
+        block (``mdm.core.enqueue_direct``), on SQLite one ``sqlite_direct`` transaction
+        (``mdm.core.enqueue_sqlite``); None, nothing written, where it does not apply."""
+        if not DIRECT:
+            return None
+        if enqueue_sqlite.supported(self.db):
+            return await enqueue_sqlite.enqueue_one(
+                self.db, device_id, type_name, args, created_by=by, translators=self.translators,
+                plain=self._plain,
+            )
+        if not autocommits(self.db.engine):
             return None
         async with autocommit(self.db.engine) as conn:
             return await enqueue_direct.enqueue_one(
