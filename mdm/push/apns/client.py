@@ -25,6 +25,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 from mdm.push.apns.connection import Connection, Headers, StreamFailed, Unprocessed
+from mdm.push.apns.hpackfast import LiteralEncoder, literal
 from mdm.push.apns.proxy import ProxyError, open_tunnel
 from mdm.push.apns.reasons import classify, retry_after_of
 from mdm.push.apns.tls import client_context
@@ -37,6 +38,8 @@ log = logging.getLogger("mdm.push.apns")
 
 _TOKEN = re.compile(r"[0-9a-fA-F]+")
 MAX_TOKEN = 200
+# apns-id's name and length (a UUID, 36 characters) in a push's header block (``_block``)
+_APNS_ID_NAME = literal(b"apns-id", b"")[:-1] + bytes((36,))
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 STABLE_SECONDS = 10.0  # a connection that dies of an error younger than this counts as a failure
@@ -107,6 +110,23 @@ class ApnsClient:
             (b"apns-push-type", b"mdm"),
             (b"apns-priority", b"10"),
         ]
+        # A push's header block is these constant fields' encoding around its own path,
+        # expiration and apns-id (``_block``); the encoder keeps no state, so parts join.
+        encoder = LiteralEncoder()
+        self._head = encoder.encode(self._base)
+        self._tail_block = encoder.encode(self._tail)
+
+    def _block(self, token: str) -> bytes:
+        """The HPACK block of a push to ``token``: ``LiteralEncoder``'s encoding of
+        ``self._base``, ``:path``, ``self._tail``, ``apns-expiration`` and ``apns-id``."""
+        self._ids = (self._ids + 1) & 0xFFFFFFFFFFFF
+        return b"".join((
+            self._head, literal(b":path", b"/3/device/" + token.lower().encode()), self._tail_block,
+            self._expiration[1],
+            # A random (version 4) UUID per client, its last 48 bits a counter: unique, and far
+            # cheaper than uuid4() per push.
+            _APNS_ID_NAME + self._id_prefix + b"%012x" % self._ids,
+        ))
 
     # -- circuit breaker
 
@@ -152,17 +172,8 @@ class ApnsClient:
         else:
             expiration = max(0, int(expires.timestamp()))
         if expiration != self._expiration[0]:
-            self._expiration = (expiration, str(expiration).encode())
-        self._ids = (self._ids + 1) & 0xFFFFFFFFFFFF
-        headers = [
-            *self._base,
-            (b":path", b"/3/device/" + token.lower().encode()),
-            *self._tail,
-            (b"apns-expiration", self._expiration[1]),
-            # A random (version 4) UUID per client, its last 48 bits a counter: unique, and far
-            # cheaper than uuid4() per push.
-            (b"apns-id", self._id_prefix + b"%012x" % self._ids),
-        ]
+            self._expiration = (expiration, literal(b"apns-expiration", str(expiration).encode()))
+        block = self._block(token)
         body = b'{"mdm":"' + _json_string(target.push_magic) + b'"}'
         reason = ""
         for _ in range(ATTEMPTS):
@@ -170,8 +181,8 @@ class ApnsClient:
             if isinstance(connection, PushResult):
                 return connection
             try:
-                status, answer_headers, answer = await connection.request(
-                    headers, body, self.config.timeout_seconds)
+                status, answer_headers, answer = await connection.post(
+                    block, body, self.config.timeout_seconds)
             except Unprocessed as exc:
                 reason = str(exc)
                 continue

@@ -115,6 +115,14 @@ class Connection(asyncio.Protocol):
     def request(self, headers: Headers, body: bytes, timeout: float) -> asyncio.Future[Answer]:
         """Start one stream; the future gets (status, headers, body) or raises ``Unprocessed`` /
         ``StreamFailed``. The caller checks ``free`` first."""
+        return self._start(headers, body, timeout)
+
+    def post(self, block: bytes, body: bytes, timeout: float) -> asyncio.Future[Answer]:
+        """``request`` of a POST to this connection's authority whose header block is already
+        encoded (``hpackfast.LiteralEncoder``'s encoding of its fields: the APNs client's pushes)."""
+        return self._start(block, body, timeout)
+
+    def _start(self, headers: Headers | bytes, body: bytes, timeout: float) -> asyncio.Future[Answer]:
         future: asyncio.Future[Answer] = self._loop.create_future()
         if self.closed or self.draining or self._transport is None:
             future.set_exception(Unprocessed(self.close_reason or "connection not usable"))
@@ -129,7 +137,10 @@ class Connection(asyncio.Protocol):
         stream = _Stream(future, body, deadline, timeout)
         self._streams[stream_id] = stream
         try:
-            h2.send_headers(stream_id, headers)
+            if type(headers) is bytes:
+                h2.send_request(stream_id, headers, self.authority, b"POST")
+            else:
+                h2.send_headers(stream_id, headers)
         except H2Error as exc:
             del self._streams[stream_id]
             future.set_exception(Unprocessed(f"HTTP/2: {exc}"))

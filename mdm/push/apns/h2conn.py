@@ -62,6 +62,7 @@ class CountingH2Connection(H2Connection):
         decoder.max_header_list_size = self.decoder.max_header_list_size
         self.decoder = decoder
         self._stream_windows: tuple[int, int] | None = None  # (inbound, outbound) initial windows
+        self._max_streams: int | None = None  # the peer's SETTINGS_MAX_CONCURRENT_STREAMS
 
     @property
     def open_outbound_streams(self) -> int:
@@ -150,11 +151,11 @@ class CountingH2Connection(H2Connection):
     # Where the initial windows can change: SETTINGS received (theirs, or the ACK of ours) and
     # our own SETTINGS sent.
     def _receive_settings_frame(self, frame: Any) -> Any:
-        self._stream_windows = None
+        self._stream_windows = self._max_streams = None
         return super()._receive_settings_frame(frame)
 
     def update_settings(self, new_settings: dict[SettingCodes | int, int]) -> None:
-        self._stream_windows = None
+        self._stream_windows = self._max_streams = None
         super().update_settings(new_settings)
 
     # -- sending without hyperframe objects (same state transitions as h2)
@@ -189,8 +190,24 @@ class CountingH2Connection(H2Connection):
         if len(block) > self.max_outbound_frame_size:
             super().send_headers(stream_id, headers, end_stream)  # needs CONTINUATION frames
             return
+        self._send_block(stream_id, block, end_stream, authority, method)
+
+    def send_request(self, stream_id: int, block: bytes, authority: bytes, method: bytes) -> None:
+        """``send_headers`` of a request whose header block is already encoded (``block``:
+        ``LiteralEncoder``'s encoding of its fields, ``authority`` and ``method`` among them), not
+        ending the stream: the same frame and the same transitions, without the fields' list, their
+        scan and their encoding per push (the APNs client's requests)."""
+        if len(block) > self.max_outbound_frame_size:
+            raise FrameTooLargeError(f"a header block of {len(block)} bytes needs CONTINUATION frames")
+        self._send_block(stream_id, block, False, authority, method)
+
+    def _send_block(self, stream_id: int, block: bytes, end_stream: bool, authority: bytes | None,
+                    method: bytes | None) -> None:
+        client = self.config.client_side
         if stream_id not in self.streams:
-            limit = self.remote_settings.max_concurrent_streams
+            limit = self._max_streams
+            if limit is None:  # (a settings look-up hashes an enum in Python: once per change)
+                limit = self._max_streams = self.remote_settings.max_concurrent_streams
             value = self.open_outbound_streams
             if value + 1 > limit:
                 raise TooManyStreamsError(f"Max outbound streams is {limit}, {value} open")

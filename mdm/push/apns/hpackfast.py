@@ -50,6 +50,12 @@ def _name_part(name: bytes) -> bytes:
     return b"\x00" + _integer(len(name), 7) + name
 
 
+def literal(name: bytes, value: bytes) -> bytes:
+    """One field as ``LiteralEncoder.encode`` writes a field that is not constant: a literal
+    without indexing (a static-table name index where there is one), no Huffman."""
+    return _name_part(name) + _integer(len(value), 7) + value
+
+
 class LiteralEncoder:
     CONSTANT = frozenset({b":method", b":scheme", b":authority", b":status", b"apns-topic",
                           b"apns-push-type", b"apns-priority", b"content-type"})
