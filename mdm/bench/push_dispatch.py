@@ -352,6 +352,7 @@ def execute(args: argparse.Namespace) -> int:
         directory = args.data_dir or scratch
         os.makedirs(directory, exist_ok=True)
         url = args.database_url or f"sqlite+aiosqlite:///{directory}/bench.db"
+        _uvloop()
         try:
             report = asyncio.run(run(url, args.devices, args.commands, args.batch_size, args.chunk,
                                      args.profile or None, say, args.breakdown))
@@ -360,6 +361,16 @@ def execute(args: argparse.Namespace) -> int:
             return 1
     print(json.dumps(report.as_dict(), indent=2) if args.json else render(report))
     return 0
+
+
+def _uvloop() -> None:
+    """The worker process's event loop (``mdm serve --push-worker`` runs on uvloop when installed):
+    on asyncio's own loop the TLS and the sockets are Python code and the sends cost more."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 
 
 def main(argv: list[str] | None = None) -> int:
