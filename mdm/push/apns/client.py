@@ -177,7 +177,10 @@ class ApnsClient:
         body = b'{"mdm":"' + _json_string(target.push_magic) + b'"}'
         reason = ""
         for _ in range(ATTEMPTS):
-            connection = await self._acquire()
+            # (a free stream on an open connection, the common case, without a coroutine)
+            connection = self._choose()
+            if not isinstance(connection, Connection):
+                connection = await self._acquire(connection)
             if isinstance(connection, PushResult):
                 return connection
             try:
@@ -207,57 +210,67 @@ class ApnsClient:
                            f"{self._identity.topic}): no push is sent until it is replaced "
                            "(mdm push apns set-cert)")
 
-    async def _acquire(self) -> Connection | PushResult:
-        """A connection with a free stream; waits while every one is busy."""
+    def _choose(self) -> Connection | PushResult | _Slot | None:
+        """A connection with a free stream (the one with the most), a ``PushResult`` when none can
+        be had now (closed, or every slot failing and backing off), else the idle slot to dial or
+        None (every stream busy: wait)."""
+        if self._closed:
+            return PushResult(Outcome.UNAVAILABLE, "APNs client closed")
+        best: Connection | None = None
+        idle: _Slot | None = None
+        now = time.monotonic()
+        error = ""
+        live = False
+        for slot in self._slots:
+            connection = slot.connection
+            if connection is not None and (connection.closed or connection.draining):
+                self._retire(slot, connection)
+                connection = None
+            if connection is not None:
+                live = True
+                if connection.free > 0 and (best is None or connection.free > best.free):
+                    best = connection
+            elif slot.connecting is not None:
+                live = True
+            elif slot.retry_at <= now:
+                idle = idle or slot
+            else:
+                error = slot.last_error
+        if error and not live:
+            # The gateway (or proxy) failed us a moment ago: no new attempt before the backoff.
+            return PushResult(Outcome.RETRY, f"{error} (reconnecting with backoff)")
+        if best is not None:
+            # Open the other connections as the load grows, not before.
+            if idle is not None and best.in_flight >= best.max_streams // 2 and best.max_streams > 1:
+                self._connect(idle)
+            return best
+        return idle
+
+    async def _acquire(self, chosen: Connection | PushResult | _Slot | None) -> Connection | PushResult:
+        """A connection with a free stream; dials an idle slot, or waits while every stream is
+        busy (``chosen``: what ``_choose`` answered a moment ago)."""
         while True:
-            if self._closed:
-                return PushResult(Outcome.UNAVAILABLE, "APNs client closed")
-            best: Connection | None = None
-            idle: _Slot | None = None
-            now = time.monotonic()
-            error = ""
-            live = False
-            for slot in self._slots:
-                connection = slot.connection
-                if connection is not None and (connection.closed or connection.draining):
-                    self._retire(slot, connection)
-                    connection = None
-                if connection is not None:
-                    live = True
-                    if connection.free > 0 and (best is None or connection.free > best.free):
-                        best = connection
-                elif slot.connecting is not None:
-                    live = True
-                elif slot.retry_at <= now:
-                    idle = idle or slot
-                else:
-                    error = slot.last_error
-            if error and not live:
-                # The gateway (or proxy) failed us a moment ago: no new attempt before the backoff.
-                return PushResult(Outcome.RETRY, f"{error} (reconnecting with backoff)")
-            if best is not None:
-                # Open the other connections as the load grows, not before.
-                if idle is not None and best.in_flight >= best.max_streams // 2 and best.max_streams > 1:
-                    self._connect(idle)
-                return best
-            if idle is not None:
-                task = self._connect(idle)
+            if isinstance(chosen, (Connection, PushResult)):
+                return chosen
+            if chosen is not None:
+                task = self._connect(chosen)
                 # (wait, not shield: the dial's failure or cancellation is not this caller's)
                 await asyncio.wait([task])
                 if task.cancelled() or task.exception() is not None:
                     if not any(s.connection is not None and not s.connection.closed for s in self._slots):
-                        return PushResult(Outcome.RETRY, idle.last_error or "connect cancelled")
-                continue
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiters.append(waiter)
-            try:
-                async with asyncio.timeout(self.config.timeout_seconds):
-                    await waiter
-            except TimeoutError:
-                return PushResult(Outcome.RETRY, "timeout: no free HTTP/2 stream")
-            finally:
-                if not waiter.done():
-                    waiter.cancel()
+                        return PushResult(Outcome.RETRY, chosen.last_error or "connect cancelled")
+            else:
+                waiter = asyncio.get_running_loop().create_future()
+                self._waiters.append(waiter)
+                try:
+                    async with asyncio.timeout(self.config.timeout_seconds):
+                        await waiter
+                except TimeoutError:
+                    return PushResult(Outcome.RETRY, "timeout: no free HTTP/2 stream")
+                finally:
+                    if not waiter.done():
+                        waiter.cancel()
+            chosen = self._choose()
 
     def _retire(self, slot: _Slot, connection: Connection) -> None:
         """A connection that died (or drains): the slot reconnects, after a backoff when it died
