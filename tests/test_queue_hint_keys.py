@@ -42,3 +42,28 @@ def test_clear_keeps_out_every_read_begun_before_it() -> None:
     hint.clear()
     hint.mark_empty(5, generation)
     assert not hint.known_empty(5)
+
+
+def test_the_hint_holds_at_most_its_size_forgetting_the_oldest_mark() -> None:
+    hint = QueueHint(ttl=100, size=3, timer=lambda: 0.0)
+    for device_id in (1, 2, 3):
+        hint.mark_empty(device_id, hint.generation)
+    hint.mark_empty(1, hint.generation)  # marked again: the most recent now
+    hint.mark_empty(4, hint.generation)
+    assert len(hint) == 3
+    assert [d for d in (1, 2, 3, 4) if hint.known_empty(d)] == [1, 3, 4]
+
+
+def test_an_expired_empty_is_forgotten_and_a_new_mark_holds_again() -> None:
+    now = [0.0]
+    hint = QueueHint(ttl=10, size=100, timer=lambda: now[0])
+    hint.mark_empty(1, hint.generation)
+    hint.mark_empty(2, hint.generation)
+    now[0] = 10.1
+    assert not hint.known_empty(1)
+    hint.mark_empty(3, hint.generation)  # the oldest, 2, expired: dropped at this mark
+    assert len(hint) == 1
+    hint.mark_empty(1, hint.generation)
+    assert hint.known_empty(1)
+    now[0] = 20.2
+    assert not hint.known_empty(1)
