@@ -11,9 +11,9 @@ Phases, each timed, the server's RSS sampled every second and its CPU read from 
                messages: time to 50 / 99 / 100 % of them completed, round trips per second;
   (e) idle     idle polls from the answering devices at N enrolled;
   (f) pages    ``GET /api/v1/devices``: first page, a deep page, filters;
-  (g) storm    Authenticate + TokenUpdate for the M devices; then a restart and cold first
-               polls (``fleet_cold``: signed beforehand, once the server is ready, M of them
-               or ``--cold-polls``).
+  (g) storm    Authenticate + TokenUpdate for the M devices;
+      cold     then a restart and cold first polls (``fleet_cold``: signed beforehand, once the
+               server is ready, M of them or ``--cold-polls``).
 The bulk operation is recalled at the end (what the silent devices did not fetch), so that the
 next run on the same data directory starts from the same state (``fleet_recall``: its own
 deadline, client timeouts retried while the server is busy recalling).
@@ -70,7 +70,7 @@ class Options:
     idle_seconds: float = 15.0
     page_repeat: int = 5
     timeout: float = 900.0  # for (b)-(d) together
-    skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm
+    skip: tuple[str, ...] = ()  # phases to skip: idle, pages, storm, cold
     recall_timeout: float | None = None  # the final recall's deadline; default max(600, timeout)
     push_worker: str = "inline"  # push.worker: the dispatcher's worker in the server or a process
     push_workers: int = 1  # push.workers: worker processes (more than one: PostgreSQL, implies "process")
@@ -212,7 +212,7 @@ async def _measure(options: Options, report: Report, server: local.LocalServer, 
                                     deadline_s=options.recall_deadline(), say=say)
         report.rss_mib["peak"] = round(rss_kib(server.pid).get("VmHWM", 0) / 1024, 1)
         report.rss_mib["end"] = _rss(server.pid)
-    if "storm" not in options.skip and answered:
+    if "cold" not in options.skip and answered:
         async with guarded(report, "cold_polls", say):
             say("restarting mdm serve for cold polls...")
             await server.stop()

@@ -161,8 +161,8 @@ def _register_fleet(kinds: Any) -> None:
     b.add_argument("--idle-seconds", type=float, default=15.0, help="length of the idle-poll phase")
     b.add_argument("--timeout", type=float, default=900.0,
                    help="seconds allowed for bulk queuing, wake-ups and answers together (default 900)")
-    b.add_argument("--skip", action="append", choices=("idle", "pages", "storm"), default=[],
-                   help="skip a phase (repeatable)")
+    b.add_argument("--skip", action="append", choices=("idle", "pages", "storm", "cold"), default=[],
+                   help="skip a phase (repeatable; cold: the cold first polls after a restart)")
     b.add_argument("--push-worker", choices=("inline", "process"), default="inline",
                    help="push.worker: the push dispatcher's worker in the server or a process of its own")
     b.add_argument("--push-workers", type=int, default=1, metavar="N",
