@@ -22,7 +22,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from conftest import client_ssl_context
 from enroll_support import APNS_TOML
 from kes_enroll_support import decode_qr
-from ports import free_port
+from ports import free_port, free_ports
 from sqlalchemy import select
 
 from mdm.config import Config
@@ -69,9 +69,11 @@ def smtp(pki_template: Path) -> Iterator[SmtpServers]:
     tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     # The test PKI's "web" certificate names localhost; any server certificate would do.
     tls.load_cert_chain(pki_template / "certs" / "web.pem", pki_template / "certs" / "web.key")
-    starttls = Controller(sink, hostname="127.0.0.1", port=free_port(), tls_context=tls,
+    # Two distinct ports: two free_port() calls before either server binds may draw the same one.
+    starttls_port, implicit_port = free_ports(2)
+    starttls = Controller(sink, hostname="127.0.0.1", port=starttls_port, tls_context=tls,
                           authenticator=sink.authenticate, auth_require_tls=True)
-    implicit = Controller(sink, hostname="127.0.0.1", port=free_port(), ssl_context=tls,
+    implicit = Controller(sink, hostname="127.0.0.1", port=implicit_port, ssl_context=tls,
                           authenticator=sink.authenticate, auth_require_tls=False)
     starttls.start()
     implicit.start()
