@@ -192,6 +192,11 @@ SAMPLES = 900
 ROUNDS = 3
 FLOOD_RATE = 1000
 FLOOR_MS = 5.0  # on a shared 2-core machine a few milliseconds are noise, not a regression
+# The tail's bound. The flood's TLS handshakes share the event loop with the idle polls, so on a
+# slower day (this machine's speed varies by up to 4x between sessions, docs/PERFORMANCE.md) the
+# p95 under the flood measured 1.9-2.5x its baseline for the same code, old and new alike (session
+# 18): 2x failed half the runs. A stall or a per-request write (tens of ms) still fails 3x.
+P95_FACTOR = 3.0
 IDLE_CLIENT = Path(__file__).parent / "idle_client.py"
 
 
@@ -240,7 +245,7 @@ def _p95(values: list[float]) -> float:
 
 @pytest.mark.slow
 @pytest.mark.serial
-async def test_idle_latency_stays_within_2x_during_a_flood(
+async def test_idle_poll_median_within_2x_p95_3x_during_a_flood(
     server: Server, config: Any, db: Database, ios: httpx.AsyncClient, tmp_path: Path
 ) -> None:
     """Three processes: this one runs the server; a device polls Idle one request after the other;
@@ -293,6 +298,6 @@ async def test_idle_latency_stays_within_2x_during_a_flood(
     answered = sum(report["statuses"].values())
     assert set(report["statuses"]) == {"400"} and answered == report["sent"], summary
     assert flood_median <= max(2 * base_median, FLOOR_MS), summary
-    assert flood_p95 <= max(2 * base_p95, FLOOR_MS), summary
+    assert flood_p95 <= max(P95_FACTOR * base_p95, FLOOR_MS), summary
     # Thousands of rejected requests, a handful of rows (two reasons, one source).
     assert await _event_count(db) - events_before <= 2 * VERBATIM, summary
