@@ -1,8 +1,9 @@
 """SQLite's single-device enqueue without SQLAlchemy's session (``mdm.core.enqueue_sqlite``, issue
 12: a command with the admin API's enqueue in the loop): the common case is one
 ``sqlite_direct`` transaction writing exactly the rows, events and audit of the transactional
-path; a conflict, an unknown device, a translation that reads the whole device, an owing pusher
-or a write lock held by another process take the transactional path, which answers as before."""
+path (with the push dispatcher's wake-up row when APNs is configured); a conflict, an unknown
+device, a translation that reads the whole device or a write lock held by another process take
+the transactional path, which answers as before."""
 
 from __future__ import annotations
 
@@ -214,19 +215,68 @@ async def test_a_per_device_translation_takes_the_transactional_path(db: Databas
     assert rows["commands"][0]["payload"] == {"RequestType": "DeviceLock"}
 
 
-async def test_an_owing_pusher_takes_the_transactional_path(db: Database) -> None:
-    """The push dispatcher's wake-up row commits in the enqueue's transaction: the session's."""
-    from push_dispatch_support import ScriptedTransport, add_device, wakeups
+def _dispatching(db: Database) -> Pushers:
+    """iOS pushed by the push dispatcher (an ``OwingPusher``, as with APNs configured)."""
+    from push_dispatch_support import ScriptedTransport
 
     from mdm.push.config import PushConfig
     from mdm.push.dispatcher import PushDispatcher
 
     pushers = Pushers()
     pushers.register(Protocol.IOS, PushDispatcher(db, PushConfig(), {Protocol.IOS: ScriptedTransport()}))
+    return pushers
+
+
+async def test_an_owed_wake_up_is_a_statement_of_the_direct_transaction(db: Database) -> None:
+    """With APNs configured, the push dispatcher's wake-up row commits in the enqueue's one
+    ``sqlite_direct`` transaction, after the command's rows: still no session."""
+    from push_dispatch_support import add_device, wakeups
+
+    pushers = _dispatching(db)
     dev = await add_device(db, "pushed", token="ab" * 32)
-    _, _, pending = await _send(db, dev, pushers=pushers)
+    silent = await add_device(db, "silent", token=None)
+    await _send(db, await _device(db, "UDID-WARM"), pushers=pushers)  # opens the kept connection
+    with _watched(db) as (statements, flushes, checkouts):
+        _, _, pending = await _send(db, dev, pushers=pushers)
+        await _send(db, silent, pushers=pushers)
     assert pending.written
-    assert list(await wakeups(db)) == [dev]
+    assert statements[1:7] == [
+        "INSERT INTO COMMANDS", "INSERT INTO COMMAND_JOURNAL", "INSERT INTO EVENTS",
+        "INSERT INTO COMMAND_QUEUE", "INSERT INTO EVENTS", "INSERT INTO PUSH_WAKEUPS",
+    ], statements
+    assert (flushes, checkouts) == ([], [])
+    owed = await wakeups(db)
+    assert list(owed) == [dev]  # a device without a token is owed nothing
+    assert (owed[dev].reason, owed[dev].requests) == ("command", 1)
+
+
+async def test_an_owed_wake_up_fails_with_its_command(db: Database, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wake-up is a statement of the command's transaction: if it fails, nothing is written."""
+    from push_dispatch_support import add_device, wakeups
+    from sqlalchemy import func, insert, literal
+    from sqlalchemy.exc import IntegrityError
+
+    from mdm.core.push import OwedPart
+    from mdm.push.tables import PushWakeup
+
+    def unknown_device(ids: Any) -> Any:  # a row for no device: the foreign key refuses it
+        columns = ["device_id", "due_at", "reason", "attempts", "requests", "created_at"]
+        now = func.datetime()
+        source = select(literal(10**9), now, literal("x"), literal(0), literal(1), now)
+        return insert(PushWakeup).from_select(columns, source.where(ids.exists()))
+
+    pushers = _dispatching(db)
+    dispatcher: Any = pushers.get(Protocol.IOS)
+    monkeypatch.setattr(dispatcher, "owed_part", lambda reason, dialect: OwedPart(unknown_device, {}))
+    dev = await add_device(db, "pushed", token="ab" * 32)
+    await _send(db, await _device(db, "UDID-WARM"))  # opens the kept connection
+    with pytest.raises(IntegrityError), _watched(db) as (_, flushes, _):
+        await _send(db, dev, pushers=pushers)
+    assert flushes == []  # it failed on the direct path
+    async with db.session() as session:
+        assert list(await session.scalars(select(Command.id).where(Command.device_id == dev))) == []
+        assert [e.type for e in await session.scalars(select(Event)) if e.device_id == dev] == []
+    assert await wakeups(db) == {}
 
 
 async def test_the_enqueue_waits_on_its_transactional_path_while_another_process_writes(db: Database) -> None:
@@ -257,8 +307,8 @@ async def test_a_failing_statement_takes_everything_back(
     dev = await _device(db, "UDID-F")
     real = store_enqueue_sqlite.insert_command
 
-    def broken(tx: Any, values: Any, journal: Any, ev: Any, audit_row: Any) -> int | None:
-        return real(tx, values, journal, ev, {**(audit_row or ev), "type": None})
+    def broken(tx: Any, values: Any, journal: Any, ev: Any, audit_row: Any, owed: Any) -> int | None:
+        return real(tx, values, journal, ev, {**(audit_row or ev), "type": None}, owed)
 
     monkeypatch.setattr(store_enqueue_sqlite, "insert_command", broken)
     with pytest.raises(Exception, match="NOT NULL"):

@@ -207,7 +207,7 @@ async def test_a_failing_wake_up_part_takes_the_command_back(db: Database) -> No
 
     pushers = _dispatching(db)
     dispatcher: Any = pushers.get(Protocol.IOS)
-    dispatcher.owed_part = lambda reason: OwedPart(unknown_device, {})
+    dispatcher.owed_part = lambda reason, dialect: OwedPart(unknown_device, {})
     dev = await add_device(db, "pushed", token="ab" * 32)
     with pytest.raises(IntegrityError):
         await CommandService(db, TRANSLATORS, pushers).send(dev, "Block", {}, by="admin")

@@ -67,14 +67,14 @@ class CommandService:
         if enqueue_sqlite.supported(self.db):
             return await enqueue_sqlite.enqueue_one(
                 self.db, device_id, type_name, args, created_by=by, translators=self.translators,
-                plain=self._plain,
+                plain=self._plain, owed=self._owed_sqlite,
             )
         if not autocommits(self.db.engine):
             return None
         async with autocommit(self.db.engine) as conn:
             return await enqueue_direct.enqueue_one(
                 conn, device_id, type_name, args, created_by=by, translators=self.translators,
-                plain=self._plain, owed=self._owed_part,
+                plain=self._plain, owed=self._owed_pg,
             )
 
     def _plain(self, protocol: Protocol) -> bool:
@@ -86,15 +86,22 @@ class CommandService:
             plain = _PLAIN[kind] = not isinstance(pusher, OwingPusher)
         return plain
 
-    def _owed_part(self, protocol: Protocol) -> OwedPart | None:
-        """This protocol's wake-up as a part of the enqueue's one statement, or None when its
-        pusher cannot write it so (then it is owed in the transactional path)."""
+    def _owed_pg(self, protocol: Protocol) -> OwedPart | None:
+        return self._owed_part(protocol, "postgresql")
+
+    def _owed_sqlite(self, protocol: Protocol) -> OwedPart | None:
+        return self._owed_part(protocol, "sqlite")
+
+    def _owed_part(self, protocol: Protocol, dialect: str) -> OwedPart | None:
+        """This protocol's wake-up as a part of the enqueue's one statement (PostgreSQL) or
+        transaction (SQLite), or None when its pusher cannot write it so (then it is owed in the
+        transactional path)."""
         pusher = self.pushers.get(protocol)
         kind = type(pusher)
         parts = _PARTS.get(kind)
         if parts is None:  # (as ``_plain``: once per class)
             parts = _PARTS[kind] = isinstance(pusher, PartOwingPusher)
-        return cast(PartOwingPusher, pusher).owed_part(PUSH_REASON) if parts else None
+        return cast(PartOwingPusher, pusher).owed_part(PUSH_REASON, dialect) if parts else None
 
 
 _PLAIN: dict[type, bool] = {}

@@ -61,11 +61,12 @@ class OwingPusher(Pusher, TypingProtocol):
 
 @dataclass(frozen=True, slots=True)
 class OwedPart:
-    """An ``owe`` as a part of the caller's own statement (PostgreSQL: a data-modifying CTE)
-    instead of a statement of its own in the caller's transaction. ``build(ids)``: the INSERT
-    that owes the wake-ups to the devices whose ids the one-column SELECT ``ids`` gives (a
-    statement built once per ``build`` and kept by the caller: the same for every call);
-    ``params``: its parameters for this call (named ``w_*``: the caller's own are not)."""
+    """An ``owe`` as a part of the caller's own statement (PostgreSQL: a data-modifying CTE) or
+    as a statement of the caller's ``sqlite_direct`` transaction (SQLite) instead of a session's.
+    ``build(ids)``: the INSERT that owes the wake-ups to the devices whose ids the one-column
+    SELECT ``ids`` gives (a statement built once per ``build`` and kept by the caller: the same
+    for every call); ``params``: its parameters for this call (named ``w_*``: the caller's own
+    are not)."""
 
     build: Callable[[Any], Any]
     params: Mapping[str, Any]
@@ -75,10 +76,11 @@ class OwedPart:
 class PartOwingPusher(OwingPusher, TypingProtocol):
     """An ``OwingPusher`` whose ``owe`` can also be a part of the caller's one statement."""
 
-    def owed_part(self, reason: str) -> OwedPart | None:
-        """``owe(session, ids, reason)`` as an ``OwedPart``, with exactly its rows and conflict
-        handling (the caller calls ``nudge`` after its statement committed); None when it
-        cannot now: the caller then uses ``owe`` in a transaction."""
+    def owed_part(self, reason: str, dialect: str) -> OwedPart | None:
+        """``owe(session, ids, reason)`` as an ``OwedPart`` for this SQLAlchemy dialect
+        (``postgresql``, ``sqlite``), with exactly its rows and conflict handling (the caller calls
+        ``nudge`` after its statement committed); None when it cannot now: the caller then uses
+        ``owe`` in a transaction."""
         ...
 
 

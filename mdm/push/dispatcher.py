@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -143,15 +144,19 @@ class PushDispatcher:
             now = self.clock()
             await store.request(session, device_ids, now, reason, now, self.protocols)
 
-    def owed_part(self, reason: str) -> OwedPart | None:
-        """``PartOwingPusher``: ``owe`` as a part of the caller's statement (PostgreSQL), the same
-        rows (``store.request_part``); None without a transport, where ``owe`` writes nothing."""
+    def owed_part(self, reason: str, dialect: str) -> OwedPart | None:
+        """``PartOwingPusher``: ``owe`` as a part of the caller's statement (PostgreSQL) or
+        transaction (SQLite's ``sqlite_direct``), the same rows (``store.request_part``,
+        ``store.request_part_sqlite``); None without a transport, where ``owe`` writes nothing."""
         if not self.transports:
             return None
         now = self.clock()
-        return OwedPart(store.request_part, {
-            "w_due": now, "w_reason": reason[:64], "w_now": now, "w_protocols": self.protocols,
-        })
+        params = {"w_due": now, "w_reason": reason[:64], "w_now": now}
+        if dialect == "postgresql":
+            return OwedPart(store.request_part, params | {"w_protocols": self.protocols})
+        if dialect == "sqlite":
+            return OwedPart(store.request_part_sqlite, params | {"w_protocols": json.dumps(self.protocols)})
+        return None
 
     async def wake_at(self, device_id: int, due: datetime, reason: str) -> None:
         await self._request([device_id], due, reason)

@@ -107,6 +107,15 @@ def request_part(ids: Any) -> Any:
     return _request_insert("postgresql", _d.c.id.in_(ids), pushable, "w_")
 
 
+def request_part_sqlite(ids: Any) -> Any:
+    """``request_part`` on SQLite (a statement of the caller's ``sqlite_direct`` transaction, after
+    its command): ``w_protocols`` is a JSON array of ints, read by ``json_each``."""
+    each = func.json_each(bindparam("w_protocols", type_=String)).table_valued("value")
+    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
+                    _d.c.protocol.in_(select(each.c.value)))
+    return _request_insert("sqlite", _d.c.id.in_(ids), pushable, "w_")
+
+
 def _request_insert(dialect: str, listed: Any, pushable: Any, prefix: str) -> Any:
     """The INSERT ... SELECT ... ON CONFLICT of ``request``: ``listed`` and ``pushable`` devices,
     with the parameters ``due``, ``reason`` and ``now`` named after ``prefix``."""
