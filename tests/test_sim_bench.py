@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import PG_URL
 
 from mdm.bench import ios, wrk
 from mdm.sim.stats import Samples, percentile
@@ -91,6 +92,29 @@ async def test_bench_python_fleet_and_wrk(tmp_path: Path, database_url: str) -> 
     assert again.prepare["identities_cached"] == 12 and again.prepare["already_checked_in"] == 12
     assert "identities_issued" not in again.prepare
     assert again.idle["requests"] > 0 and not again.idle["errors"], again.idle
+
+
+async def test_bench_with_the_apns_fake_pushes_every_enqueue(tmp_path: Path) -> None:
+    """``--apns-fake``: APNs configured against the contract fake, so each command queued in (b)
+    and (b2) owes a wake-up that the server's push dispatcher sends (the devices poll at once
+    anyway): the fake accepted a push per enqueue, none failed."""
+    if PG_URL:
+        pytest.skip("engine-independent orchestration: SQLite only")
+    lines: list[str] = []
+    report = await ios.run(
+        ios.Options(devices=6, duration=1.5, data_dir=tmp_path / "bench", concurrency=2, rt_concurrency=2,
+                    background_rate=5, skip_idle=True, apns_fake=True),
+        lines.append,
+    )
+    assert report.setup["apns"].startswith("contract fake (pid ")
+    rt, delivery = report.round_trip, report.delivery
+    assert rt["requests"] > 0 and not rt["errors"] and not delivery["errors"], (rt, delivery)
+    queued = rt["requests"] + delivery["requests"]
+    # Each queued command owed a push; a push to a device already owed one may be folded into it.
+    assert 0 < report.setup["apns_pushes_accepted"] <= queued, (report.setup, queued)
+    with pytest.raises(ios.BenchError, match="--apns-fake"):
+        await ios.run(ios.Options(devices=1, duration=1, url="https://example.invalid", admin_url="x",
+                                  token="t", apns_fake=True), lines.append)
 
 
 def test_bench_cli_rejects_bad_combinations(tmp_path: Path) -> None:

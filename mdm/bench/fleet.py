@@ -45,7 +45,6 @@ from mdm.bench.phases import Admin
 from mdm.bench.progress import Progress, Say
 from mdm.bench.stats import rss_kib
 from mdm.config import CONFIG_FILE
-from mdm.config_sections import load as load_config
 from mdm.db.engine import Database
 from mdm.push.config import PushConfig
 from mdm.push.topic import read_topic
@@ -121,7 +120,7 @@ async def run(options: Options, say: Say) -> Report:
     async with fleet_apns.running(data_dir, avoid=local.listener_ports(config)) as fake:
         fleet_apns.configure(data_dir, fake.info, push_worker=push_worker)
         _set_push_workers(data_dir, options.push_workers, options.push_worker_nice)
-        config = load_config(data_dir, env=local._env(data_dir), require_file=True)
+        config = local.load(data_dir)
         topic = read_topic(config).topic
         t0 = time.perf_counter()
         progress = Progress(say, "(a) prepare devices", options.devices, interval=5.0)

@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.engine import make_url
 
-from mdm.bench import delivery, local, phases, profile, wrk
+from mdm.bench import delivery, fleet_apns, local, phases, profile, wrk
 from mdm.bench.model import AdminError, BenchError, Options, Report, Say
 from mdm.bench.stats import cpu_seconds, rss_kib
 from mdm.sim.fleet import Fleet
@@ -61,9 +61,13 @@ async def run(options: Options, say: Say) -> Report:
         raise BenchError(
             "--plain (behind a TLS-terminating proxy) has no client certificates: use --mode signature"
         )
+    if options.apns_fake and options.url is not None:
+        raise BenchError("--apns-fake configures a local server: not with --url")
     report = Report()
     server: local.LocalServer | None = None
     temp_dir: Path | None = None
+    fake: fleet_apns.FakeProcess | None = None
+    stack = contextlib.AsyncExitStack()
     try:
         roots: list[x509.Certificate] = []
         if options.ca:
@@ -90,6 +94,12 @@ async def run(options: Options, say: Say) -> Report:
                     await prepared
                 raise
             say(f"prepared in {time.perf_counter() - t0:.1f}s")
+            if options.apns_fake:
+                fake = await stack.enter_async_context(
+                    fleet_apns.running(data_dir, avoid=local.listener_ports(config))
+                )
+                fleet_apns.configure(data_dir, fake.info)
+                config = local.load(data_dir)
             roots = roots or x509.load_pem_x509_certificates((config.ca_dir / "root.pem").read_bytes())
             members = await phases.local_members(options, config, say, report)
             server = local.LocalServer(config)
@@ -103,6 +113,7 @@ async def run(options: Options, say: Say) -> Report:
                 "server": f"local subprocess pid {server.pid}",
                 "data_dir": str(data_dir),
                 "database": _engine_name(options.database_url),
+                "apns": f"contract fake (pid {fake.pid})" if fake is not None else "not configured",
             }
         else:
             if not options.admin_url or not options.token:
@@ -195,12 +206,15 @@ async def run(options: Options, say: Say) -> Report:
                     final = rss_kib(pid)
                     report.rss_kib["end"] = final.get("VmRSS")
                     report.rss_kib["peak"] = final.get("VmHWM")
+                if fake is not None:
+                    report.setup["apns_pushes_accepted"] = int((await fake.stats())["accepted"])
         finally:
             await admin.close()
     finally:
         # Also on errors and Ctrl-C (the task is cancelled and unwinds through here).
         if server is not None:
             await server.stop()
+        await stack.aclose()  # the APNs fake, after the server
         if temp_dir is not None:
             _dispose(temp_dir, options.keep_data, say, report)
     return report

@@ -114,6 +114,11 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
     if not apns.get("certificate_file"):
         apns["certificate_file"] = str(data_dir / "bench-push.pem")
     config_path.write_text(tomlkit.dumps(doc))
+    return load(data_dir)
+
+
+def load(data_dir: Path) -> Config:
+    """The data directory's configuration as its server will read it (again after a change)."""
     return load_config(data_dir, env=_env(data_dir), require_file=True)
 
 

@@ -42,6 +42,9 @@ class Options:
     # Seconds of (b2)'s timed delivery, summed over its rounds (default: rt_duration, else duration).
     rt_delivery_duration: float | None = None
     background_rate: float = 200.0
+    # Local runs: APNs configured against the contract fake (a subprocess), so that every enqueue
+    # owes a wake-up and the server's push dispatcher sends it, as in production.
+    apns_fake: bool = False
     enroll_concurrency: int = 4
     warmup: bool = True
     py_spy: Path | None = None  # record the server with py-spy during phase (a) into this file

@@ -74,6 +74,9 @@ def register(sub: Subparsers) -> None:
                    help="phase (b2): seconds of timed delivery, summed over its rounds (default: "
                         "--rt-duration, else --duration; >= 10 s resolves 10-20 %%)")
     b.add_argument("--rt-duration", type=float, help="seconds of round trips (default: --duration)")
+    b.add_argument("--apns-fake", action="store_true",
+                   help="local runs: APNs configured against the contract fake, so each enqueue owes a "
+                        "push the server sends (as in production); use a --data-dir of its own")
     b.add_argument(
         "--background-rate",
         type=float,
@@ -229,6 +232,7 @@ def run_ios(args: argparse.Namespace) -> int:
         rt_duration=args.rt_duration,
         rt_delivery_duration=args.rt_delivery_duration,
         background_rate=args.background_rate,
+        apns_fake=args.apns_fake,
         warmup=not args.no_warmup,
         py_spy=args.py_spy,
         skip_idle=args.skip_idle,
