@@ -1,4 +1,4 @@
-"""A push's header block encoded once per push from cached parts (``ApnsClient._block``) and sent
+"""A push's header block encoded once per push from cached parts (``PushHeaders.block``) and sent
 with ``CountingH2Connection.send_request``: the same bytes, frames and stream state as the
 field list through ``send_headers``, and the peer's stream limit read again when it changes."""
 
@@ -17,39 +17,40 @@ from hpack import Decoder
 
 from mdm.push.apns.client import ApnsClient
 from mdm.push.apns.h2conn import CountingH2Connection, LiteralEncoder
-from mdm.push.apns.hpackfast import literal
+from mdm.push.apns.push_headers import PushHeaders
 from mdm.push.config import ApnsConfig
 from mdm.push.types import ApnsIdentity
 
 
-def _client(topic: str = "com.apple.mgmt.External.0123") -> ApnsClient:
+def _headers(topic: str = "com.apple.mgmt.External.0123") -> PushHeaders:
+    """A client's, as it builds them (its gateway's authority, its certificate's topic)."""
     identity = ApnsIdentity(b"", b"", topic, datetime(2030, 1, 1, tzinfo=UTC))  # (never dialled)
-    return ApnsClient(ApnsConfig(), identity)
+    headers: PushHeaders = ApnsClient(ApnsConfig(), identity)._headers
+    return headers
 
 
-def _fields(client: ApnsClient, token: str) -> list[tuple[bytes, bytes]]:
-    """The fields the client sent before its blocks: the list ``_send`` built for the encoder."""
-    return [*client._base, (b":path", b"/3/device/" + token.lower().encode()), *client._tail,
-            (b"apns-expiration", b"1700000000"),
-            (b"apns-id", client._id_prefix + b"%012x" % client._ids)]
+def _fields(headers: PushHeaders, token: str, expiration: bytes) -> list[tuple[bytes, bytes]]:
+    """The fields of the push the last block was for, as a list for the encoder."""
+    return [*headers.base, (b":path", b"/3/device/" + token.lower().encode()), *headers.tail,
+            (b"apns-expiration", expiration), (b"apns-id", headers.id_prefix + b"%012x" % headers.ids)]
 
 
 @pytest.mark.parametrize("token", ["ab" * 32, "AB12" * 16, "0f" * 100])
 def test_a_push_block_is_the_encoding_of_its_fields(token: str) -> None:
-    client = _client()
-    client._expiration = (1700000000, literal(b"apns-expiration", b"1700000000"))
-    for _ in range(3):  # the apns-id counts on
-        block = client._block(token)
-        fields = _fields(client, token)
+    headers = _headers()
+    assert (b":authority", b"api.push.apple.com") in headers.base
+    for expiration in (1700000000, 1700000000, 0, 1700000001):  # the apns-id counts on
+        block = headers.block(token, expiration)
+        fields = _fields(headers, token, str(expiration).encode())
         assert block == LiteralEncoder().encode(fields)
         assert [tuple(h) for h in Decoder().decode(block, raw=True)] == fields
 
 
 def test_every_push_gets_its_own_apns_id() -> None:
-    client = _client()
+    headers = _headers()
     ids = set()
     for _ in range(5):
-        block = client._block("ab" * 32)
+        block = headers.block("ab" * 32, 0)
         ids.add(dict(Decoder().decode(block, raw=True))[b"apns-id"])
     assert len(ids) == 5
     assert all(len(i) == 36 for i in ids)

@@ -18,15 +18,14 @@ import random
 import re
 import ssl
 import time
-import uuid
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-from mdm.push.apns.connection import Connection, Headers, StreamFailed, Unprocessed
-from mdm.push.apns.hpackfast import LiteralEncoder, literal
+from mdm.push.apns.connection import Connection, StreamFailed, Unprocessed
 from mdm.push.apns.proxy import ProxyError, open_tunnel
+from mdm.push.apns.push_headers import PushHeaders
 from mdm.push.apns.reasons import classify, retry_after_of
 from mdm.push.apns.tls import client_context
 from mdm.push.circuit import Circuit
@@ -38,8 +37,6 @@ log = logging.getLogger("mdm.push.apns")
 
 _TOKEN = re.compile(r"[0-9a-fA-F]+")
 MAX_TOKEN = 200
-# apns-id's name and length (a UUID, 36 characters) in a push's header block (``_block``)
-_APNS_ID_NAME = literal(b"apns-id", b"")[:-1] + bytes((36,))
 BACKOFF_FIRST = 0.5
 BACKOFF_MAX = 60.0
 STABLE_SECONDS = 10.0  # a connection that dies of an error younger than this counts as a failure
@@ -85,16 +82,7 @@ class ApnsClient:
         self._port = url.port or 443
         authority = self._host if self._port == 443 else f"{self._host}:{self._port}"
         self._authority = authority.encode()
-        self._base: Headers = [
-            (b":method", b"POST"),
-            (b":scheme", b"https"),
-            (b":authority", self._authority),
-        ]
-        self._set_topic(identity.topic)
-        first = uuid.uuid4()
-        self._id_prefix = str(first)[:24].encode()  # "xxxxxxxx-xxxx-4xxx-yxxx-"
-        self._ids = first.int & 0xFFFFFFFFFFFF
-        self._expiration = (-1, b"")
+        self._headers = PushHeaders(self._authority, identity.topic)
         self._context_task: asyncio.Future[ssl.SSLContext] | None = None
         self._slots = [_Slot() for _ in range(config.connections)]
         self._old: list[Connection] = []  # draining after a replaced identity
@@ -103,30 +91,6 @@ class ApnsClient:
         self._closed = False
         self._generation = 0
         self.stats = ApnsStats()
-
-    def _set_topic(self, topic: str) -> None:
-        self._tail: Headers = [
-            (b"apns-topic", topic.encode()),
-            (b"apns-push-type", b"mdm"),
-            (b"apns-priority", b"10"),
-        ]
-        # A push's header block is these constant fields' encoding around its own path,
-        # expiration and apns-id (``_block``); the encoder keeps no state, so parts join.
-        encoder = LiteralEncoder()
-        self._head = encoder.encode(self._base)
-        self._tail_block = encoder.encode(self._tail)
-
-    def _block(self, token: str) -> bytes:
-        """The HPACK block of a push to ``token``: ``LiteralEncoder``'s encoding of
-        ``self._base``, ``:path``, ``self._tail``, ``apns-expiration`` and ``apns-id``."""
-        self._ids = (self._ids + 1) & 0xFFFFFFFFFFFF
-        return b"".join((
-            self._head, literal(b":path", b"/3/device/" + token.lower().encode()), self._tail_block,
-            self._expiration[1],
-            # A random (version 4) UUID per client, its last 48 bits a counter: unique, and far
-            # cheaper than uuid4() per push.
-            _APNS_ID_NAME + self._id_prefix + b"%012x" % self._ids,
-        ))
 
     # -- circuit breaker
 
@@ -171,9 +135,7 @@ class ApnsClient:
             expiration = int(time.time()) + seconds if seconds else 0
         else:
             expiration = max(0, int(expires.timestamp()))
-        if expiration != self._expiration[0]:
-            self._expiration = (expiration, literal(b"apns-expiration", str(expiration).encode()))
-        block = self._block(token)
+        block = self._headers.block(token, expiration)
         body = b'{"mdm":"' + _json_string(target.push_magic) + b'"}'
         reason = ""
         for _ in range(ATTEMPTS):
