@@ -179,7 +179,7 @@ async def run(args: argparse.Namespace) -> None:
                 py_spy = str(Path(sys.executable).with_name("py-spy"))
                 spy = await asyncio.create_subprocess_exec(
                     py_spy, "record", "--pid", str(server.pid), "--rate", "500", "--format", "raw",
-                    "--output", f"{args.py_spy}.{round_}",
+                    "--output", f"{args.py_spy}.{round_}", *(["--native"] if args.native else []),
                     stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
                 )
                 await asyncio.sleep(1.0)
@@ -269,6 +269,7 @@ def main() -> None:
     parser.add_argument("--detail", action="store_true",
                         help="PostgreSQL: each backend's CPU per poll in the pass")
     parser.add_argument("--py-spy", help="record the server with py-spy (raw stacks) to FILE.<round>")
+    parser.add_argument("--native", action="store_true", help="py-spy with C frames (SQLite's, OpenSSL's)")
     asyncio.run(run(parser.parse_args()))
 
 
