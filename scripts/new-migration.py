@@ -27,7 +27,8 @@ async def main() -> None:
         await upgrade(db)
 
         def _gen(conn: Connection) -> None:
-            command.revision(alembic_config(conn), message=args.message, autogenerate=True, rev_id=args.rev_id)
+            command.revision(alembic_config(conn), message=args.message, autogenerate=True,
+                             rev_id=args.rev_id)
 
         async with db.engine.begin() as conn:
             await conn.run_sync(_gen)
