@@ -18,6 +18,15 @@ def register(kinds: Any) -> None:
     _register_outbox(kinds)
 
 
+def _local_server_arguments(b: argparse.ArgumentParser) -> None:
+    """The options of a bench that runs its own local server: its data, its database, JSON."""
+    b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
+    b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
+    b.add_argument("--database-url", default="",
+                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
+    b.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
 def _register_kes(kinds: Any) -> None:
     b = kinds.add_parser(
         "kes",
@@ -41,11 +50,7 @@ def _register_kes(kinds: Any) -> None:
                    help="skip a phase (repeatable)")
     b.add_argument("--py-spy", metavar="FILE", type=Path,
                    help="record the server with py-spy (raw format) during phase (b) and summarise it")
-    b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
-    b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
-    b.add_argument("--database-url", default="",
-                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
-    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    _local_server_arguments(b)
     b.set_defaults(func=run_kes)
 
 
@@ -88,11 +93,7 @@ def _register_outbox(kinds: Any) -> None:
     b.add_argument("--timeout", type=float, default=1800.0, help="seconds allowed for the catch-up")
     b.add_argument("--py-spy", metavar="FILE", type=Path,
                    help="record the server with py-spy (raw format), 30 s of the catch-up, and summarise")
-    b.add_argument("--data-dir", type=Path, help="keep the server data here, reused (default: a temp dir)")
-    b.add_argument("--keep-data", action="store_true", help="keep the temporary data directory")
-    b.add_argument("--database-url", default="",
-                   help="postgresql+asyncpg://... (default: embedded SQLite in the data dir)")
-    b.add_argument("--json", action="store_true", help="print the report as JSON")
+    _local_server_arguments(b)
     b.set_defaults(func=run_outbox)
 
 
