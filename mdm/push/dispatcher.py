@@ -246,7 +246,9 @@ class PushDispatcher:
         try:
             await asyncio.wait_for(self._nudge.wait(), timeout)
         except TimeoutError:
-            pass
+            return
+        if self.config.gather_ms > 0:  # woken by a new wake-up: let those of the same moment join it
+            await asyncio.sleep(self.config.gather_ms / 1000)
 
     async def dispatch_once(self) -> int:
         """Take one batch of due rows, send them, apply the answers; the number of rows taken."""
