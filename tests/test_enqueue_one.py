@@ -152,9 +152,10 @@ async def test_other_replicas_are_told(db: Database) -> None:
 
 async def test_the_wake_up_is_owed_in_the_enqueue_transaction(db: Database) -> None:
     """With the push dispatcher (an ``OwingPusher``) the device's wake-up row commits with its
-    command, in the enqueue's one write transaction (it cost a transaction of its own, after the
-    commit; on PostgreSQL it is part of the enqueue's one statement, no transaction block at all:
-    test_enqueue_statements); a refused enqueue owes nothing."""
+    command (it cost a transaction of its own, after the commit): on PostgreSQL as a part of the
+    enqueue's one statement, no transaction block at all (test_enqueue_statements), on SQLite as a
+    statement of its one ``sqlite_direct`` transaction (test_enqueue_sqlite_direct): no session's
+    transaction on either; a refused enqueue owes nothing."""
     from push_dispatch_support import ScriptedTransport, add_device
 
     from mdm.push.config import PushConfig
@@ -176,7 +177,7 @@ async def test_the_wake_up_is_owed_in_the_enqueue_transaction(db: Database) -> N
     db.transaction = counted  # type: ignore[method-assign]
     try:
         await svc.send(dev, "Block", {}, by="admin")
-        assert opened == (0 if PG_URL else 1)
+        assert opened == 0
         with pytest.raises(Conflict):
             await svc.send(dev, "Block", {}, by="admin")
     finally:
