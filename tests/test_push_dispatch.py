@@ -29,7 +29,6 @@ from mdm.db.models import CommandQueueEntry, Protocol
 from mdm.push.config import PushConfig
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.event_types import PUSH_CREDENTIALS_REFUSED, PUSH_TOKEN_INVALID
-from mdm.push.store_owed import DueRow
 from mdm.push.tables import REPUSH
 from mdm.push.types import Outcome, PushResult
 
@@ -327,46 +326,6 @@ async def test_the_worker_runs_when_nudged(
         with pytest.raises(asyncio.CancelledError):
             await worker
     assert apns.tokens() == ["t"]
-
-
-@pytest.mark.parametrize("gather_ms", [0.0, 300.0])
-async def test_wake_ups_owed_in_the_same_moment_go_in_one_batch(
-    db: Database, dispatcher: PushDispatcher, apns: ScriptedTransport, gather_ms: float
-) -> None:
-    """Woken from idle by a wake-up, the worker waits ``push.gather_ms`` before taking: the
-    wake-ups owed meanwhile (each its own transaction and nudge) are taken with it, in one batch
-    (a batch of one costs four or five statements); with 0 the first is taken at once."""
-    devices = [await add_device(db, f"g{i}", token=f"{i:02x}") for i in range(5)]
-    dispatcher.idle_seconds = 3600  # only a nudge can wake it in time
-    dispatcher.config = CONFIG.model_copy(update={"gather_ms": gather_ms})
-    batches: list[int] = []
-    real_take = dispatcher._take
-
-    async def counted() -> tuple[int, list[DueRow]]:
-        taken, targets = await real_take()
-        if targets:
-            batches.append(len(targets))
-        return taken, targets
-
-    dispatcher._take = counted  # type: ignore[method-assign]
-    worker = asyncio.create_task(dispatcher.run())
-    try:
-        await asyncio.sleep(0.05)
-        for dev in devices:  # 20 ms apart: the worker runs between them
-            await dispatcher.wake(dev, "command")
-            await asyncio.sleep(0.02)
-        async with asyncio.timeout(10):
-            while len(apns.sent) < 5:
-                await asyncio.sleep(0.01)
-    finally:
-        worker.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await worker
-    assert sorted(apns.tokens()) == [f"{i:02x}" for i in range(5)]
-    if gather_ms:
-        assert batches == [5]
-    else:
-        assert batches[0] == 1 and sum(batches) == 5
 
 
 async def test_a_command_deferred_by_notnow_keeps_no_repush_going(

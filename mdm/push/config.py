@@ -110,11 +110,6 @@ class PushConfig(Section):
     # How long a taken wake-up is held by the worker sending it: one whose worker died is sent
     # again (by any worker) once this has passed.
     lease_seconds: float = Field(default=300.0, ge=1, le=24 * 3600)
-    # When a new wake-up wakes the idle worker, it waits this long before taking a batch, so that
-    # wake-ups owed in the same moment go together: a push taken alone costs a batch's four or
-    # five statements (~1-2 ms of CPU) against ~0.15 ms per wake-up in a batch. A push to APNs
-    # takes far longer than this to reach the device; 0 takes each at once.
-    gather_ms: float = Field(default=10.0, ge=0, le=1000)
     # Owed wake-ups taken per batch, and pushes in flight at once.
     batch_size: int = Field(default=1000, ge=1, le=100_000)
     concurrency: int = Field(default=1000, ge=1, le=100_000)

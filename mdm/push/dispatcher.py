@@ -246,9 +246,7 @@ class PushDispatcher:
         try:
             await asyncio.wait_for(self._nudge.wait(), timeout)
         except TimeoutError:
-            return
-        if self.config.gather_ms > 0:  # woken by a new wake-up: let those of the same moment join it
-            await asyncio.sleep(self.config.gather_ms / 1000)
+            pass
 
     async def dispatch_once(self) -> int:
         """Take one batch of due rows, send them, apply the answers; the number of rows taken."""
