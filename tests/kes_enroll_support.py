@@ -50,9 +50,11 @@ def png_pixels(png: bytes) -> tuple[int, int, bytes]:
 
 
 def decode_qr(png: bytes) -> str:
-    """The text of the one QR code in a PNG."""
+    """The text of the one QR code in a PNG. Only QR codes are looked for: a QR code's modules
+    can also read as a linear barcode (Codabar) now and then."""
     width, height, pixels = png_pixels(png)
-    found = zxingcpp.read_barcodes(memoryview(pixels).cast("B", (height, width)))
+    found = zxingcpp.read_barcodes(memoryview(pixels).cast("B", (height, width)),
+                                   formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
     assert len(found) == 1, f"{len(found)} codes in the picture"
     assert found[0].format == zxingcpp.BarcodeFormat.QRCode
     return str(found[0].text)
