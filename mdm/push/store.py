@@ -52,9 +52,13 @@ def _insert(session: AsyncSession) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+def _pushable_if(protocol_ok: Any) -> Any:
+    """Devices that can be pushed: a valid, non-empty token and a protocol ``protocol_ok`` admits."""
+    return and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "", protocol_ok)
+
+
 def _pushable(protocols: Sequence[int]) -> Any:
-    return and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                _d.c.protocol.in_(protocols))
+    return _pushable_if(_d.c.protocol.in_(protocols))
 
 
 async def request(
@@ -102,8 +106,7 @@ def request_part(ids: Any) -> Any:
     ``ids`` gives, for a caller's own statement (a data-modifying CTE; ``ids`` may select from
     another, e.g. the row it wrote: none, nothing owed): the same rows, the same ``ON CONFLICT``.
     Its parameters: ``w_due``, ``w_reason``, ``w_now`` and ``w_protocols`` (a list of ints)."""
-    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                    _d.c.protocol == any_(bindparam("w_protocols", type_=ARRAY(Integer))))
+    pushable = _pushable_if(_d.c.protocol == any_(bindparam("w_protocols", type_=ARRAY(Integer))))
     return _request_insert("postgresql", _d.c.id.in_(ids), pushable, "w_")
 
 
@@ -111,8 +114,7 @@ def request_part_sqlite(ids: Any) -> Any:
     """``request_part`` on SQLite (a statement of the caller's ``sqlite_direct`` transaction, after
     its command): ``w_protocols`` is a JSON array of ints, read by ``json_each``."""
     each = func.json_each(bindparam("w_protocols", type_=String)).table_valued("value")
-    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                    _d.c.protocol.in_(select(each.c.value)))
+    pushable = _pushable_if(_d.c.protocol.in_(select(each.c.value)))
     return _request_insert("sqlite", _d.c.id.in_(ids), pushable, "w_")
 
 
@@ -145,8 +147,7 @@ def _request_insert(dialect: str, listed: Any, pushable: Any, prefix: str) -> An
 
 def _pushable_param() -> Any:
     """``_pushable`` with the protocols bound at execution (``protocols``, an expanding list)."""
-    return and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                _d.c.protocol.in_(bindparam("protocols", expanding=True)))
+    return _pushable_if(_d.c.protocol.in_(bindparam("protocols", expanding=True)))
 
 
 async def take(
@@ -271,8 +272,7 @@ async def recovery_candidates(
     first = func.min(func.coalesce(_q.c.not_before, now))
     newest = func.max(func.coalesce(_q.c.not_before, _q.c.created_at))
     seen = func.max(_d.c.last_seen_at)
-    pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "",
-                    owed_of(session, protocols))
+    pushable = _pushable_if(owed_of(session, protocols))
     stmt = (
         select(_q.c.device_id, first)
         .join(_d, _d.c.id == _q.c.device_id)
