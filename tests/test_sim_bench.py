@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from conftest import PG_URL
 
-from mdm.bench import ios, wrk
+from mdm.bench import ios, local, wrk
+from mdm.push.config import apns_config
 from mdm.sim.stats import Samples, percentile
 
 pytestmark = pytest.mark.slow
@@ -115,6 +116,19 @@ async def test_bench_with_the_apns_fake_pushes_every_enqueue(tmp_path: Path) -> 
     with pytest.raises(ios.BenchError, match="--apns-fake"):
         await ios.run(ios.Options(devices=1, duration=1, url="https://example.invalid", admin_url="x",
                                   token="t", apns_fake=True), lines.append)
+    # The same data directory without --apns-fake: the server runs without APNs (not against the
+    # previous run's fake, gone with it: every wake-up would fail and be retried in the server's
+    # loop), and the report says so from the server's own push status.
+    again = await ios.run(
+        ios.Options(devices=6, duration=1.5, data_dir=tmp_path / "bench", concurrency=2, rt_concurrency=2,
+                    background_rate=5, skip_idle=True, rt_delivery=0),
+        lines.append,
+    )
+    assert again.setup["apns"] == "not configured", again.setup
+    apns = apns_config(local.load(tmp_path / "bench"))  # back to the topic-only stand-in
+    assert apns.certificate_file == str(tmp_path / "bench" / local.PUSH_STAND_IN), apns
+    assert not apns.key_file and not apns.base_url and not apns.ca_file, apns
+    assert again.round_trip["requests"] > 0 and not again.round_trip["errors"], again.round_trip
 
 
 def test_bench_cli_rejects_bad_combinations(tmp_path: Path) -> None:

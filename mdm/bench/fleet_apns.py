@@ -84,3 +84,24 @@ def configure(data_dir: Path, info: dict[str, Any], *, push_worker: str = "inlin
     doc["push"]["silent_after_hours"] = SILENT_AFTER_HOURS
     doc["push"]["worker"] = push_worker
     path.write_text(tomlkit.dumps(doc))
+
+
+def unconfigure(data_dir: Path, stand_in: Path) -> bool:
+    """Undo ``configure``'s ``[apns]`` (its certificate is the bench's own, under ``bench/apns``):
+    a run without the fake must not leave the server pushing to a fake that is gone, every
+    wake-up failing and retried in its loop. The certificate goes back to ``stand_in``, the
+    topic-only certificate without a key that ``local.prepare`` configures (no transport); an
+    ``[apns]`` of the administrator's is left alone. True if the configuration changed."""
+    path = data_dir / CONFIG_FILE
+    doc = tomlkit.parse(path.read_text())
+    apns: Any = doc.get("apns")
+    certificate = str(apns.get("certificate_file", "")) if apns is not None else ""
+    if apns is None or not certificate or Path(certificate).parent != data_dir / CERT_DIR:
+        return False
+    apns["certificate_file"] = str(stand_in)
+    for key in ("key_file", "base_url", "ca_file"):
+        apns[key] = ""
+    if "push" in doc:
+        doc["push"].pop("worker", None)
+    path.write_text(tomlkit.dumps(doc))
+    return True

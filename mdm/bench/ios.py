@@ -100,6 +100,8 @@ async def run(options: Options, say: Say) -> Report:
                 )
                 fleet_apns.configure(data_dir, fake.info)
                 config = local.load(data_dir)
+            elif fleet_apns.unconfigure(data_dir, data_dir / local.PUSH_STAND_IN):
+                config = local.load(data_dir)
             roots = roots or x509.load_pem_x509_certificates((config.ca_dir / "root.pem").read_bytes())
             members = await phases.local_members(options, config, say, report)
             server = local.LocalServer(config)
@@ -113,7 +115,6 @@ async def run(options: Options, say: Say) -> Report:
                 "server": f"local subprocess pid {server.pid}",
                 "data_dir": str(data_dir),
                 "database": _engine_name(options.database_url),
-                "apns": f"contract fake (pid {fake.pid})" if fake is not None else "not configured",
             }
         else:
             if not options.admin_url or not options.token:
@@ -122,6 +123,10 @@ async def run(options: Options, say: Say) -> Report:
             report.setup = {"server": f"remote {ios_url}"}
         admin = phases.Admin(admin_url, token, roots)
         try:
+            if server is not None:  # what the server runs with, not what the bench meant it to
+                pushing = await admin.push_configured("apns")
+                report.setup["apns"] = (f"contract fake (pid {fake.pid})" if fake is not None and pushing
+                                        else "configured" if pushing else "not configured")
             if options.url is not None:
                 members, topic = await phases.remote_members(options, admin, roots, say, report)
             pid = server.pid if server else options.server_pid

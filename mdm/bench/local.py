@@ -53,6 +53,10 @@ def exit_message(log_path: Path, returncode: int) -> str:
     return f"mdm serve exited with {returncode}; see {log_path}{tail}"
 
 
+# A topic-only push certificate (no key: APNs not configured) that ``prepare`` configures.
+PUSH_STAND_IN = "bench-push.pem"
+
+
 def _push_certificate(path: Path) -> None:
     """A stand-in MDM push certificate: only its subject UID (the APNs topic) is used here."""
     key = ec.generate_private_key(ec.SECP256R1())
@@ -100,7 +104,7 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
         fd = os.open(token_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
             fh.write(env["MDM_ADMIN_TOKEN"])
-        _push_certificate(data_dir / "bench-push.pem")
+        _push_certificate(data_dir / PUSH_STAND_IN)
     doc = tomlkit.parse(config_path.read_text())
     doc["listeners"]["ios"]["mode"] = "plain" if plain else "tls"
     doc["logging"]["access_log"] = False
@@ -112,7 +116,7 @@ def prepare(data_dir: Path, *, database_url: str = "", plain: bool = False, pool
         doc["apns"] = tomlkit.table()
     apns = doc["apns"]
     if not apns.get("certificate_file"):
-        apns["certificate_file"] = str(data_dir / "bench-push.pem")
+        apns["certificate_file"] = str(data_dir / PUSH_STAND_IN)
     config_path.write_text(tomlkit.dumps(doc))
     return load(data_dir)
 

@@ -72,6 +72,13 @@ class Admin:
                 )
             return str((await response.json())["guid"])
 
+    async def push_configured(self, service: str) -> bool:
+        """Whether the server has a transport for ``service`` ("apns", "fcm"): its push status."""
+        async with self.session.get(f"{self.base}/push/status") as response:
+            if response.status != 200:
+                raise AdminError(f"GET /push/status answered {response.status}: {await response.text()}")
+            return bool((await response.json())["services"][service]["configured"])
+
     async def command_status(self, guid: str) -> str:
         async with self.session.get(f"{self.base}/commands/{guid}") as response:
             return str((await response.json())["status"])
