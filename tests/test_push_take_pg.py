@@ -6,6 +6,7 @@ never needed) while the other worker did all the pushing; nothing bounded how lo
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,7 +18,7 @@ from sqlalchemy import text
 from mdm.db.engine import Database
 from mdm.db.models import Protocol
 from mdm.push import dispatcher as dispatcher_module
-from mdm.push import store, store_owed
+from mdm.push import store, store_pg
 from mdm.push.config import PushConfig
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.tables import REPUSH
@@ -64,11 +65,17 @@ async def test_the_take_probes_the_queue_only_for_the_rows_it_locked(db: Databas
         await other.begin()
         await other.execute(text(
             "SELECT device_id FROM push_wakeups ORDER BY due_at LIMIT 20 FOR UPDATE"))
-        async with db.transaction() as session:
-            stmt = store_owed.locked_due_select(now, 10, [Protocol.IOS.value])
-            dialect = session.get_bind().dialect
-            compiled = stmt.compile(dialect=dialect, compile_kwargs={"literal_binds": True})
-            explained = (await session.execute(text(f"EXPLAIN (ANALYZE, FORMAT JSON) {compiled}"))).scalar()
+        async with db.engine.connect() as conn:  # the take's statement, run and rolled back
+            form = store_pg._TAKE.form(conn.dialect)
+            values = form.values({"now": now, "limit": 10, "protocols": [Protocol.IOS.value],
+                                  "lease": now + timedelta(minutes=1), "paced": [], "room": 10})
+            raw = (await conn.get_raw_connection()).driver_connection
+            assert raw is not None and values is not None
+            rolled_back = raw.transaction()
+            await rolled_back.start()
+            explained = await raw.fetchval(f"EXPLAIN (ANALYZE, FORMAT JSON) {form.sql}", *values)
+            explained = json.loads(explained) if isinstance(explained, str) else explained
+            await rolled_back.rollback()
         async with db.transaction() as session:
             taken = await store.take(session, now, 10, [Protocol.IOS.value], now + timedelta(minutes=1))
         await other.rollback()

@@ -39,8 +39,9 @@ from mdm.core import events
 from mdm.core.push import OwedPart, PushReceipts, SessionReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
+from mdm.db.prepared import autocommit, autocommits
 from mdm.db.writer_turns import WriterTurns
-from mdm.push import batch, metrics, store, store_take
+from mdm.push import batch, metrics, store, store_pg, store_take
 from mdm.push.answers import sort_answers
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_FAILURES_AGGREGATED
@@ -229,11 +230,11 @@ class PushDispatcher:
                 log.warning("push: the failure summary could not be recorded: %s", exc)
         timeout = self.idle_seconds
         try:
-            async with self.db.session() as session:
-                due = await store.next_due(session, self.protocols)
-                if time.monotonic() - self._owed_refreshed > self.idle_seconds:
+            due = await self._next_due()
+            if time.monotonic() - self._owed_refreshed > self.idle_seconds:
+                async with self.db.session() as session:
                     metrics.OWED.set(await store.owed_count(session))
-                    self._owed_refreshed = time.monotonic()
+                self._owed_refreshed = time.monotonic()
         except Exception as exc:
             log.debug("push: next due time unknown: %s", exc)
             due = None
@@ -247,6 +248,15 @@ class PushDispatcher:
             await asyncio.wait_for(self._nudge.wait(), timeout)
         except TimeoutError:
             pass
+
+    async def _next_due(self) -> datetime | None:
+        """The earliest due time of the worker's protocols (on PostgreSQL one statement outside
+        any transaction block: the worker asks after every batch)."""
+        if autocommits(self.db.engine):
+            async with autocommit(self.db.engine) as direct:
+                return await store_pg.next_due(direct, self.protocols)
+        async with self.db.session() as session:
+            return await store.next_due(session, self.protocols)
 
     async def dispatch_once(self) -> int:
         """Take one batch of due rows, send them, apply the answers; the number of rows taken."""

@@ -40,7 +40,8 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import CommandQueueEntry, Device
-from mdm.push.store_owed import Taken, classify, due_select, locked_due_select, owed_of, queued_now
+from mdm.push import store_pg
+from mdm.push.store_owed import Taken, classify, due_select, owed_of, queued_now
 from mdm.push.tables import REPUSH, PushWakeup
 
 _w = cast(Table, PushWakeup.__table__)
@@ -168,16 +169,10 @@ async def take(
     (PostgreSQL cancels one that runs longer: the rows stay due for the next take) and are
     planned for the table as it is at each take, never from a plan cached on the connection
     while the table was small (``plan_cache_mode``; a take is planned in well under 1 ms)."""
-    if session.get_bind().dialect.name == "postgresql":
-        settings = [func.set_config("plan_cache_mode", "force_custom_plan", True)]
-        if timeout_seconds is not None:
-            ms = str(max(1, int(timeout_seconds * 1000)))
-            settings.append(func.set_config("statement_timeout", ms, True))
-        await session.execute(select(*settings))
-        stmt = locked_due_select(now, limit, protocols)
-    else:
-        stmt = due_select(session, now, limit, protocols)
-    rows = (await session.execute(stmt)).all()
+    if session.get_bind().dialect.name == "postgresql":  # one prepared statement
+        return await store_pg.take(session, now, limit, protocols, lease_until, paced=paced,
+                                   paced_room=paced_room, timeout_seconds=timeout_seconds)
+    rows = (await session.execute(due_select(session, now, limit, protocols))).all()
     due, done, deferred = classify(rows, paced, paced_room)
     if due:
         await session.execute(
@@ -240,7 +235,11 @@ async def sent(
 ) -> None:
     """Pushes accepted for these rows (claimed with ``requests``): each row nobody asked again for
     meanwhile is deleted, unless its device has a command to fetch now; then it stays as a re-push
-    due at ``repush_at``. Two set-based statements per ``IN_CHUNK`` ids."""
+    due at ``repush_at``. Two set-based statements per ``IN_CHUNK`` ids (one prepared statement
+    on PostgreSQL: ``store_pg.sent``)."""
+    if session.get_bind().dialect.name == "postgresql":
+        await store_pg.sent(session, device_ids, requests, result, repush_at, now)
+        return
     for start in range(0, len(device_ids), IN_CHUNK):
         ids = list(device_ids[start:start + IN_CHUNK])
         mine = and_(_w.c.device_id.in_(ids), _w.c.requests == requests)

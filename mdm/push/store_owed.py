@@ -1,8 +1,8 @@
-"""The take's SELECTs: up to a batch of due wake-ups in due order, with whether each is still
-owed and what a push needs. ``due_select`` is SQLite's (read outside the write lock:
-``mdm.push.store_take``); ``locked_due_select`` is PostgreSQL's, in two parts: the rows are
-locked first (``FOR UPDATE SKIP LOCKED`` in a CTE that reads ``push_wakeups`` and the devices'
-protocol only), then whether each is still owed is worked out over the locked rows alone.
+"""The take's rules: up to a batch of due wake-ups in due order, with whether each is still owed
+(``owed``) and what a push needs. ``due_select`` is SQLite's (read outside the write lock:
+``mdm.push.store_take``); PostgreSQL's take (``mdm.push.store_pg``) works in two parts: the rows
+are locked first (``FOR UPDATE SKIP LOCKED`` in a CTE that reads ``push_wakeups`` and the
+devices' protocol only), then whether each is still owed is worked out over the locked rows alone.
 
 Why two parts on PostgreSQL: at 10^6 devices one push worker's single-statement take (the
 ``command_queue`` probe in its select list, the devices' columns) ran for over six minutes
@@ -60,7 +60,7 @@ def owed_of(session: AsyncSession, protocols: Sequence[int]) -> Any:
     return _d.c.protocol.in_(protocols)
 
 
-def queued_now(now: datetime, device_id: Any = _w.c.device_id) -> Any:
+def queued_now(now: datetime | Any, device_id: Any = _w.c.device_id) -> Any:
     """1 if the device (``device_id``: the owed row's, by default) has a command to fetch now (not
     deferred by a NotNow), else NULL. A correlated scalar subquery, one index probe per row:
     PostgreSQL turns an EXISTS into a hashed subplan or an anti-join that reads the whole command
@@ -72,7 +72,7 @@ def queued_now(now: datetime, device_id: Any = _w.c.device_id) -> Any:
     )
 
 
-def _owed(now: datetime, device_id: Any, reason: Any, last_attempt_at: Any) -> Any:
+def owed(now: datetime | Any, device_id: Any, reason: Any, last_attempt_at: Any) -> Any:
     """Whether a due row is still owed a push: not if its device has no valid token; a re-push
     only while its device has not been seen since the last push and has a command to fetch now."""
     pushable = and_(_d.c.push_valid.is_(True), _d.c.push_token.is_not(None), _d.c.push_token != "")
@@ -89,32 +89,11 @@ def due_select(session: AsyncSession, now: datetime, limit: int, protocols: Sequ
     needs (SQLite's take reads it without locks: ``mdm.push.store_take``)."""
     return (
         select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
-               _d.c.push_magic, _owed(now, _w.c.device_id, _w.c.reason, _w.c.last_attempt_at))
+               _d.c.push_magic, owed(now, _w.c.device_id, _w.c.reason, _w.c.last_attempt_at))
         .join(_d, _d.c.id == _w.c.device_id)
         .where(_w.c.due_at <= now, owed_of(session, protocols))
         .order_by(_w.c.due_at)
         .limit(limit)
-    )
-
-
-def locked_due_select(now: datetime, limit: int, protocols: Sequence[int]) -> Any:
-    """PostgreSQL: ``due_select``'s rows, up to ``limit`` due rows locked first (``FOR UPDATE
-    SKIP LOCKED``: workers and replicas share the rows), then what is owed worked out over them."""
-    locked = (
-        select(_w.c.device_id, _w.c.due_at, _w.c.reason, _w.c.attempts, _w.c.requests, _w.c.last_attempt_at)
-        .join(_d, _d.c.id == _w.c.device_id)
-        .where(_w.c.due_at <= now, _d.c.protocol.in_(protocols))
-        .order_by(_w.c.due_at)
-        .limit(limit)
-        .with_for_update(of=_w, skip_locked=True)
-        .cte("locked")
-    )
-    return (
-        select(locked.c.device_id, _d.c.protocol, locked.c.reason, locked.c.attempts, locked.c.requests,
-               _d.c.push_token, _d.c.push_magic,
-               _owed(now, locked.c.device_id, locked.c.reason, locked.c.last_attempt_at))
-        .join(_d, _d.c.id == locked.c.device_id)
-        .order_by(locked.c.due_at)
     )
 
 
