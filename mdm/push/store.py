@@ -40,7 +40,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.db.models import CommandQueueEntry, Device
-from mdm.push import store_pg
+from mdm.push import store_pg, store_take
 from mdm.push.store_owed import Taken, classify, due_select, owed_of, queued_now
 from mdm.push.tables import REPUSH, PushWakeup
 
@@ -236,9 +236,12 @@ async def sent(
     """Pushes accepted for these rows (claimed with ``requests``): each row nobody asked again for
     meanwhile is deleted, unless its device has a command to fetch now; then it stays as a re-push
     due at ``repush_at``. Two set-based statements per ``IN_CHUNK`` ids (one prepared statement
-    on PostgreSQL: ``store_pg.sent``)."""
+    on PostgreSQL: ``store_pg.sent``; compiled once on SQLite: ``store_take.sent``)."""
     if session.get_bind().dialect.name == "postgresql":
         await store_pg.sent(session, device_ids, requests, result, repush_at, now)
+        return
+    if session.get_bind().dialect.name == "sqlite":
+        await store_take.sent(session, device_ids, requests, result, repush_at, now)
         return
     for start in range(0, len(device_ids), IN_CHUNK):
         ids = list(device_ids[start:start + IN_CHUNK])

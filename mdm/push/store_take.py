@@ -20,13 +20,60 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, select, update
+from sqlalchemy import Integer, String, Table, bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.push.store_owed import DueRow, Taken, due_select
-from mdm.push.tables import PushWakeup
+from mdm.db.models import Device
+from mdm.db.prepared import Prepared
+from mdm.push.store_owed import DueRow, Taken, owed, queued_now
+from mdm.push.tables import REPUSH, PushWakeup
 
 _w = cast(Table, PushWakeup.__table__)
+_d = cast(Table, Device.__table__)
+_AT = PushWakeup.due_at.type
+
+
+def _listed(name: str) -> Any:
+    """The values of the JSON array parameter ``name`` (one parameter, whatever the length: the
+    statements are compiled once, ``Prepared``)."""
+    return select(func.json_each(bindparam(name, type_=String)).table_valued("value").c.value)
+
+
+_NOW = bindparam("now", type_=_AT)
+# Written so that no index applies to the devices' protocol (``store_owed.owed_of`` says why).
+_OF_PROTOCOLS = (_d.c.protocol + 0).in_(_listed("protocols"))
+
+_DUE = Prepared(
+    select(_w.c.device_id, _d.c.protocol, _w.c.reason, _w.c.attempts, _w.c.requests, _d.c.push_token,
+           _d.c.push_magic, owed(_NOW, _w.c.device_id, _w.c.reason, _w.c.last_attempt_at))
+    .join(_d, _d.c.id == _w.c.device_id)
+    .where(_w.c.due_at <= _NOW, _OF_PROTOCOLS)
+    .order_by(_w.c.due_at)
+    .limit(bindparam("limit", type_=Integer))
+)
+# These rows (ids in ``ids``), still with the ``requests`` read and due.
+_UNCHANGED = (_w.c.device_id.in_(_listed("ids")), _w.c.requests == bindparam("requests", type_=Integer),
+              _w.c.due_at <= _NOW)
+_LEASE = Prepared(
+    update(_w).where(*_UNCHANGED)
+    .values(due_at=bindparam("until", type_=_AT), last_attempt_at=_NOW, attempts=_w.c.attempts + 1)
+    .returning(_w.c.device_id)
+)
+_DROP = Prepared(delete(_w).where(*_UNCHANGED).returning(_w.c.device_id))
+_DEFER = Prepared(update(_w).where(*_UNCHANGED).values(due_at=bindparam("until", type_=_AT))
+                  .returning(_w.c.device_id))
+
+_MINE = (_w.c.device_id.in_(_listed("ids")), _w.c.requests == bindparam("requests", type_=Integer))
+_SENT_DONE = Prepared(delete(_w).where(*_MINE, queued_now(_NOW).is_(None)))
+_SENT_AGAIN = Prepared(
+    update(_w).where(*_MINE)
+    .values(due_at=bindparam("repush_at", type_=_AT), last_result=bindparam("result", type_=String),
+            reason=REPUSH)
+)
+NEXT_DUE = (  # for ``mdm.db.point_read`` (its reader on the loop's thread: one index walk)
+    select(_w.c.due_at).join(_d, _d.c.id == _w.c.device_id).where(_OF_PROTOCOLS)
+    .order_by(_w.c.due_at).limit(1)
+)
 
 
 def _by_requests(rows: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
@@ -37,46 +84,48 @@ def _by_requests(rows: Iterable[tuple[int, int]]) -> dict[int, list[int]]:
     return groups
 
 
-def _unchanged(ids: Sequence[int], requests: int) -> Any:
-    """These rows, still with the ``requests`` read (the ids in one JSON parameter)."""
-    listed = select(func.json_each(json.dumps(list(ids))).table_valued("value").c.value)
-    return (_w.c.device_id.in_(listed), _w.c.requests == requests)
-
-
 async def read_due(session: AsyncSession, now: datetime, limit: int, protocols: Sequence[int]) -> list[Any]:
-    """The read: ``store_owed.due_select``'s rows (in a session of its own, no write lock held)."""
-    return list((await session.execute(due_select(session, now, limit, protocols))).all())
+    """The read: up to ``limit`` due rows in due order, with whether each is still owed
+    (``store_owed``'s rules) and what a push needs (in a session of its own, no write lock
+    held)."""
+    return await _DUE.execute(session, {"now": now, "limit": limit, "protocols": json.dumps(list(protocols))})
+
+
+async def _each_group(session: AsyncSession, statement: Prepared, rows: Iterable[tuple[int, int]],
+                      params: dict[str, Any]) -> list[int]:
+    """``statement`` for each ``requests`` group of (device id, requests read); the ids it returned."""
+    out: list[int] = []
+    for requests, ids in _by_requests(rows).items():
+        found = await statement.execute(session, params | {"ids": json.dumps(ids), "requests": requests})
+        out.extend(row[0] for row in found)
+    return out
 
 
 async def claim(
     session: AsyncSession, due: Sequence[DueRow], done: Sequence[tuple[int, int]],
     deferred: Sequence[tuple[int, int]], now: datetime, lease_until: datetime, defer_until: datetime | None,
 ) -> Taken:
-    """In the worker's write transaction, after ``store_owed.due_select`` read the rows and
+    """In the worker's write transaction, after ``read_due`` read the rows and
     ``store_owed.classify`` sorted them: lease ``due`` (due at ``lease_until``, attempt counted), delete
     ``done`` and move ``deferred`` (device id, requests read) to ``defer_until``, each only where
     ``requests`` is still as read and the row still due. How many were claimed, the rows leased
     (a row asked for again meanwhile is left due, for the next take) and the deferred ones."""
-    leased: set[int] = set()
-    for requests, ids in _by_requests((r.device_id, r.requests) for r in due).items():
-        result = await session.execute(
-            update(_w).where(*_unchanged(ids, requests), _w.c.due_at <= now)
-            .values(due_at=lease_until, last_attempt_at=now, attempts=_w.c.attempts + 1)
-            .returning(_w.c.device_id)
-        )
-        leased.update(result.scalars().all())
-    dropped = 0
-    for requests, ids in _by_requests(done).items():
-        result = await session.execute(delete(_w).where(*_unchanged(ids, requests), _w.c.due_at <= now))
-        dropped += int(result.rowcount)  # type: ignore[attr-defined]
+    leased = set(await _each_group(session, _LEASE, ((r.device_id, r.requests) for r in due),
+                                   {"now": now, "until": lease_until}))
+    dropped = await _each_group(session, _DROP, done, {"now": now})
     moved: list[int] = []
     if defer_until is not None:
-        for requests, ids in _by_requests(deferred).items():
-            result = await session.execute(
-                update(_w).where(*_unchanged(ids, requests), _w.c.due_at <= now)
-                .values(due_at=defer_until).returning(_w.c.device_id)
-            )
-            moved.extend(result.scalars().all())
+        moved = await _each_group(session, _DEFER, deferred, {"now": now, "until": defer_until})
     # Taken: the rows claimed (another take may have claimed some of those read: SQLite's writers
     # in one process, as in tests, each read the same due rows).
-    return Taken(len(leased) + dropped + len(moved), [r for r in due if r.device_id in leased], moved)
+    return Taken(len(leased) + len(dropped) + len(moved), [r for r in due if r.device_id in leased], moved)
+
+
+async def sent(
+    session: AsyncSession, device_ids: Sequence[int], requests: int, result: str, repush_at: datetime,
+    now: datetime,
+) -> None:
+    """``store.sent`` on SQLite: its two statements, compiled once, the ids in one parameter."""
+    params = {"ids": json.dumps(list(device_ids)), "requests": requests, "now": now}
+    await _SENT_DONE.execute(session, params)
+    await _SENT_AGAIN.execute(session, params | {"repush_at": repush_at, "result": result[:64]})
