@@ -10,10 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
+import threading
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert, text
 
+from mdm.db import engine as engine_module
 from mdm.db.engine import Database
 
 meta = MetaData()
@@ -57,3 +61,36 @@ async def test_a_failing_checkpoint_is_logged_and_retried(tmp_path: Path, caplog
     await db.close()
     assert db.checkpoints == 0 and db.checkpointer_stopped
     assert "WAL checkpoint failed" in caplog.text
+
+
+def test_a_pass_lets_the_next_writer_start_the_wal_over_despite_a_reader(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader still on the WAL when the pass has copied everything: the pass waits for it, so
+    that the next commit starts the WAL from its beginning. Without the wait that commit appended
+    to the WAL (a reader held a mark), which then grew until a commit on the event loop crossed
+    the auto-checkpoint threshold and copied it there."""
+    path = tmp_path / "x.sqlite3"
+    setup = sqlite3.connect(path)
+    setup.execute("PRAGMA journal_mode=WAL")
+    setup.execute("PRAGMA wal_autocheckpoint=0")
+    setup.execute("CREATE TABLE blobs (id INTEGER PRIMARY KEY, data BLOB)")
+    for _ in range(10):
+        setup.executemany("INSERT INTO blobs (data) VALUES (?)", [(os.urandom(4000),) for _ in range(20)])
+        setup.commit()
+    reader = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    reader.execute("BEGIN")
+    reader.execute("SELECT count(*) FROM blobs").fetchone()  # a read mark on the WAL
+    threading.Timer(0.3, lambda: reader.execute("COMMIT")).start()
+    monkeypatch.setattr(engine_module, "RESTART_WAIT_MS", 5000)
+    connection, (log, done) = engine_module._checkpoint(None, str(path))
+    try:
+        assert log == done > 200  # every frame copied
+        setup.execute("INSERT INTO blobs (data) VALUES (x'00')")  # the next writer
+        setup.commit()
+        frames = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
+        assert frames <= 5, frames  # the WAL started over: this commit's frames only
+    finally:
+        connection.close()
+        reader.close()
+        setup.close()
