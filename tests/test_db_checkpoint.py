@@ -12,12 +12,14 @@ import asyncio
 import os
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Column, Integer, LargeBinary, MetaData, Table, insert, text
 
 from mdm.db import engine as engine_module
+from mdm.db import sqlite_direct
 from mdm.db.engine import Database
 
 meta = MetaData()
@@ -49,6 +51,11 @@ async def test_commits_leave_the_checkpoint_to_the_background_thread(tmp_path: P
         assert db.last_checkpoint is not None
         log, done = db.last_checkpoint
         assert log == done > 1400
+        for _ in range(100):  # ...and then let the next writer start the WAL over
+            if db.restarts:
+                break
+            await asyncio.sleep(0.05)
+        assert db.restarts >= 1
     finally:
         await db.close()
     assert db.checkpointer_stopped
@@ -66,8 +73,8 @@ async def test_a_failing_checkpoint_is_logged_and_retried(tmp_path: Path, caplog
 def test_a_pass_lets_the_next_writer_start_the_wal_over_despite_a_reader(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A reader still on the WAL when the pass has copied everything: the pass waits for it, so
-    that the next commit starts the WAL from its beginning. Without the wait that commit appended
+    """A reader still on the WAL when the pass has copied everything: the pass's restart waits for
+    it, so that the next commit starts the WAL from its beginning. Without the wait that commit appended
     to the WAL (a reader held a mark), which then grew until a commit on the event loop crossed
     the auto-checkpoint threshold and copied it there."""
     path = tmp_path / "x.sqlite3"
@@ -86,6 +93,7 @@ def test_a_pass_lets_the_next_writer_start_the_wal_over_despite_a_reader(
     connection, (log, done) = engine_module._checkpoint(None, str(path))
     try:
         assert log == done > 200  # every frame copied
+        engine_module._restart(connection)  # (the checkpointer holds the write queue meanwhile)
         setup.execute("INSERT INTO blobs (data) VALUES (x'00')")  # the next writer
         setup.commit()
         frames = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1]
@@ -94,3 +102,37 @@ def test_a_pass_lets_the_next_writer_start_the_wal_over_despite_a_reader(
         connection.close()
         reader.close()
         setup.close()
+
+
+async def test_the_restart_holds_the_write_queue_so_direct_writers_wait_instead_of_falling_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The restart holds SQLite's write lock (RESTART waits for readers with it). Taken without
+    the process's write queue, a direct (inline) writer that began meanwhile found the lock held
+    and fell back to the session path: a pool checkout and SQLAlchemy's execution, which the
+    inventory answer's "no session" test caught once under CI load. Holding the queue, the
+    checkpointer makes the writer wait its turn, then run direct."""
+    path = tmp_path / "x.sqlite3"
+    db = Database(f"sqlite+aiosqlite:///{path}")
+    holding = threading.Event()
+
+    def slow_restart(connection: sqlite3.Connection) -> None:  # SQLite's write lock for 0.3 s
+        connection.execute("BEGIN IMMEDIATE")
+        holding.set()
+        time.sleep(0.3)
+        connection.execute("ROLLBACK")
+
+    monkeypatch.setattr(engine_module, "_restart", slow_restart)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.run_sync(meta.create_all)
+        async with db.transaction() as session:
+            await session.execute(insert(blobs), [{"data": b"x"}])
+        db.start_checkpointer(interval=0.05)
+        while not holding.is_set():
+            await asyncio.sleep(0.01)
+        async with sqlite_direct.transaction(db) as tx:  # begins while the lock is held
+            assert tx is not None  # it waited for the queue instead of falling back
+        assert db.restarts >= 1
+    finally:
+        await db.close()

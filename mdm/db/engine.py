@@ -59,19 +59,23 @@ def _checkpoint(
     if connection is None:
         connection = sqlite3.connect(f"file:{path}?mode=rw", uri=True, check_same_thread=False, timeout=0)
     _busy, log, done = connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-    if log and log == done:
-        # Everything is copied: make sure the next writer starts the WAL over. It does so only
-        # if no reader still reads from the WAL when it begins; under load one nearly always
-        # does, so the WAL grew past AUTOCHECKPOINT_PAGES and a commit on the event loop ran
-        # SQLite's own checkpoint (20-50 ms of the loop, twice a second at 400 round trips/s).
-        # RESTART waits up to RESTART_WAIT_MS for the readers (new writers wait meanwhile,
-        # off the loop: ``sqlite_driver``'s busy fallback); the frames are all copied already.
-        connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-        try:
-            connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
-        finally:
-            connection.execute("PRAGMA busy_timeout=0")
     return connection, (int(log), int(done))
+
+
+def _restart(connection: sqlite3.Connection) -> None:
+    """On a worker thread, with the process's write queue held (``Database._checkpoint_loop``):
+    copy the frames written since the pass, then make sure the next writer starts the WAL over.
+    A writer does so only if no reader still reads from the WAL when it begins; under load one
+    nearly always did, so the WAL grew past AUTOCHECKPOINT_PAGES and a commit on the event loop
+    ran SQLite's own checkpoint there (20-50 ms of the loop, twice a second at 400 round trips/s).
+    RESTART waits up to RESTART_WAIT_MS for the readers; it holds SQLite's write lock meanwhile,
+    which the process's writers, waiting for the queue, do not ask for."""
+    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    connection.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+    try:
+        connection.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+    finally:
+        connection.execute("PRAGMA busy_timeout=0")
 
 
 async def _one_hop(session: AsyncSession, immediate: bool) -> sqlite_driver.OneHopConnection | None:
@@ -184,6 +188,7 @@ class Database:
         self._released = 0  # transactions that have held it, ever
         self._checkpointer: asyncio.Task[None] | None = None
         self.checkpoints = 0  # passes of the checkpointer that ran
+        self.restarts = 0  # passes that then let the next writer start the WAL over (``_restart``)
         self.last_checkpoint: tuple[int, int] | None = None  # (frames in the WAL, frames copied)
 
     def start_checkpointer(self, interval: float = 0.25) -> None:
@@ -205,7 +210,7 @@ class Database:
 
     async def _checkpoint_loop(self, path: str, interval: float) -> None:
         connection: sqlite3.Connection | None = None
-        running: asyncio.Future[tuple[sqlite3.Connection, tuple[int, int]]] | None = None
+        running: asyncio.Future[Any] | None = None
         try:
             while True:
                 await asyncio.sleep(interval)
@@ -213,6 +218,12 @@ class Database:
                     running = asyncio.ensure_future(asyncio.to_thread(_checkpoint, connection, path))
                     connection, self.last_checkpoint = await asyncio.shield(running)
                     self.checkpoints += 1
+                    frames, copied = self.last_checkpoint
+                    if frames and frames == copied:  # all copied: the WAL may start over
+                        async with self.write_turn():
+                            running = asyncio.ensure_future(asyncio.to_thread(_restart, connection))
+                            await asyncio.shield(running)
+                        self.restarts += 1
                 except sqlite3.Error as exc:
                     log.warning("SQLite WAL checkpoint failed (tried again in %.1f s): %s", interval, exc)
         finally:
@@ -220,7 +231,9 @@ class Database:
             # thread crashes the process (sqlite3 is not safe for that), so wait for the pass first.
             if running is not None and not running.done():
                 with contextlib.suppress(BaseException):
-                    connection = (await running)[0]
+                    done = await running
+                    if connection is None:  # the first pass: its thread opened the connection
+                        connection = done[0]
             if connection is not None:
                 connection.close()
 
