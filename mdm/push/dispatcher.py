@@ -32,18 +32,15 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from datetime import datetime, timedelta
-from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from mdm.core import events
 from mdm.core.push import OwedPart, PushReceipts, SessionReceipts
-from mdm.db import point_read
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
-from mdm.db.prepared import autocommit, autocommits
 from mdm.db.writer_turns import WriterTurns
-from mdm.push import batch, metrics, store, store_pg, store_take
+from mdm.push import batch, metrics, store, store_take
 from mdm.push.answers import sort_answers
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_FAILURES_AGGREGATED
@@ -252,17 +249,7 @@ class PushDispatcher:
             pass
 
     async def _next_due(self) -> datetime | None:
-        """The earliest due time of the worker's protocols (on PostgreSQL one statement outside
-        any transaction block: the worker asks after every batch)."""
-        if autocommits(self.db.engine):
-            async with autocommit(self.db.engine) as direct:
-                return await store_pg.next_due(direct, self.protocols)
-        if self.db.is_sqlite:  # (on the point reader: one index walk on the loop's thread)
-            row = await point_read.first(self.db.engine, store_take.NEXT_DUE,
-                                         {"protocols": json.dumps(self.protocols)})
-            return None if row is None else cast(datetime, row[0])
-        async with self.db.session() as session:
-            return await store.next_due(session, self.protocols)
+        return await store.next_due_of(self.db, self.protocols)
 
     async def dispatch_once(self) -> int:
         """Take one batch of due rows, send them, apply the answers; the number of rows taken."""

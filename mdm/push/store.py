@@ -39,7 +39,10 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from mdm.db import point_read
+from mdm.db.engine import Database
 from mdm.db.models import CommandQueueEntry, Device
+from mdm.db.prepared import autocommit, autocommits
 from mdm.push import store_pg, store_take
 from mdm.push.store_owed import Taken, classify, due_select, owed_of, queued_now
 from mdm.push.tables import REPUSH, PushWakeup
@@ -327,6 +330,21 @@ async def next_due(session: AsyncSession, protocols: Sequence[int]) -> datetime 
         .where(owed_of(session, protocols)).order_by(_w.c.due_at).limit(1)
     )
     return cast("datetime | None", await session.scalar(stmt))
+
+
+async def next_due_of(db: Database, protocols: Sequence[int]) -> datetime | None:
+    """``next_due`` as the worker asks it after every batch, with no session: on PostgreSQL one
+    statement outside any transaction block, on SQLite on the point reader (one index walk on
+    the loop's thread)."""
+    if autocommits(db.engine):
+        async with autocommit(db.engine) as direct:
+            return await store_pg.next_due(direct, protocols)
+    if db.is_sqlite:
+        params = {"protocols": json.dumps(list(protocols))}
+        row = await point_read.first(db.engine, store_take.NEXT_DUE, params)
+        return None if row is None else cast(datetime, row[0])
+    async with db.session() as session:
+        return await next_due(session, protocols)
 
 
 async def owed_count(session: AsyncSession) -> int:
