@@ -44,7 +44,7 @@ from mdm.db.engine import Database
 from mdm.db.models import CommandQueueEntry, Device
 from mdm.db.prepared import autocommit, autocommits
 from mdm.push import store_pg, store_take
-from mdm.push.store_owed import Taken, classify, due_select, owed_of, queued_now
+from mdm.push.store_owed import Taken, classify, due_select, owed_of
 from mdm.push.tables import REPUSH, PushWakeup
 
 _w = cast(Table, PushWakeup.__table__)
@@ -238,21 +238,12 @@ async def sent(
 ) -> None:
     """Pushes accepted for these rows (claimed with ``requests``): each row nobody asked again for
     meanwhile is deleted, unless its device has a command to fetch now; then it stays as a re-push
-    due at ``repush_at``. Two set-based statements per ``IN_CHUNK`` ids (one prepared statement
-    on PostgreSQL: ``store_pg.sent``; compiled once on SQLite: ``store_take.sent``)."""
+    due at ``repush_at``. Set-based, compiled once: one statement on PostgreSQL
+    (``store_pg.sent``), two on SQLite (``store_take.sent``)."""
     if session.get_bind().dialect.name == "postgresql":
         await store_pg.sent(session, device_ids, requests, result, repush_at, now)
-        return
-    if session.get_bind().dialect.name == "sqlite":
+    else:
         await store_take.sent(session, device_ids, requests, result, repush_at, now)
-        return
-    for start in range(0, len(device_ids), IN_CHUNK):
-        ids = list(device_ids[start:start + IN_CHUNK])
-        mine = and_(_w.c.device_id.in_(ids), _w.c.requests == requests)
-        await session.execute(delete(_w).where(mine, queued_now(now).is_(None)))
-        await session.execute(
-            update(_w).where(mine).values(due_at=repush_at, last_result=result[:64], reason=REPUSH)
-        )
 
 
 async def invalidate_token(session: AsyncSession, device_id: int, token: str) -> bool:
