@@ -227,13 +227,14 @@ class Direct:
     asyncpg's own part. Errors are reported as SQLAlchemy reports them (``DBAPIError``), and a statement
     that failed or was interrupted marks the connection ``broken``: it is closed, not kept."""
 
-    __slots__ = ("broken", "connection", "raw", "statements")
+    __slots__ = ("broken", "connection", "in_block", "raw", "statements")
 
     def __init__(self, connection: AsyncConnection, raw: Any = None) -> None:
         self.connection = connection
         self.raw = raw  # the asyncpg Connection of a kept connection, else None
         self.statements: dict[str, Any] = {}  # SQL -> asyncpg PreparedStatement (kept only)
         self.broken = False
+        self.in_block = False  # inside ``block`` (still, after it failed)
 
     async def execute(self, prepared: Prepared, params: Mapping[str, Any]) -> list[Any]:
         if self.raw is None:
@@ -294,6 +295,25 @@ class Direct:
         rows = await self.execute(prepared, params)
         return prepared.processed(self.connection.dialect, rows) if rows else []
 
+    @asynccontextmanager
+    async def block(self, settings: str = "") -> AsyncIterator[None]:
+        """The statements run inside as ONE transaction block, committed at the end: for work of
+        a few statements that must hold row locks between them (the push dispatcher's take and
+        its deferral). ``settings``: constant SQL (``SET LOCAL ...``) sent with the BEGIN in the
+        same round trip, so it holds for this block alone. A block that failed or was interrupted
+        marks the connection ``broken``: it is closed with its transaction, never reused."""
+        adapted: Any = self.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+        raw = self.raw if self.raw is not None else adapted._connection
+        self.in_block = True
+        try:
+            await raw.execute(f"BEGIN; {settings}" if settings else "BEGIN")
+            yield
+            await raw.execute("COMMIT")
+        except BaseException:
+            self.broken = True
+            raise
+        self.in_block = False
+
 
 _KEPT: weakref.WeakKeyDictionary[Any, Kept[Direct]] = weakref.WeakKeyDictionary()
 
@@ -334,10 +354,14 @@ async def autocommit(engine: AsyncEngine) -> AsyncIterator[Direct]:
         # BEGIN before a statement; back to the pool's setting before the connection returns.
         adapted: Any = connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
         adapted.autocommit = True
+        direct = Direct(connection)
         try:
-            yield Direct(connection)
+            yield direct
         finally:
-            adapted.autocommit = False
+            if direct.in_block:  # a failed ``block``: its transaction may still be open
+                await connection.invalidate()
+            else:
+                adapted.autocommit = False
 
 
 async def close(engine: AsyncEngine) -> None:

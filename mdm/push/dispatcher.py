@@ -40,12 +40,12 @@ from mdm.core.push import OwedPart, PushReceipts, SessionReceipts
 from mdm.db.engine import Database
 from mdm.db.models import Protocol, utcnow
 from mdm.db.writer_turns import WriterTurns
-from mdm.push import batch, metrics, store, store_take
+from mdm.push import batch, metrics, store, taking
 from mdm.push.answers import sort_answers
 from mdm.push.config import PushConfig
 from mdm.push.event_types import PUSH_FAILURES_AGGREGATED
 from mdm.push.failure_tally import FailureTally
-from mdm.push.pacing import PACED_REASONS, RepushBudget
+from mdm.push.pacing import RepushBudget
 from mdm.push.service_stats import (
     SERVICE_NAMES,
     InvalidToken,
@@ -53,7 +53,7 @@ from mdm.push.service_stats import (
     accepted_by_reason,
     service_name,
 )
-from mdm.push.store_owed import DueRow, Taken, classify
+from mdm.push.store_owed import DueRow
 from mdm.push.types import PushResult, PushTransport
 
 log = logging.getLogger("mdm.push")
@@ -229,7 +229,9 @@ class PushDispatcher:
                 log.warning("push: the failure summary could not be recorded: %s", exc)
         timeout = self.idle_seconds
         try:
-            due = await self._next_due()
+            # Asked again during the take (an enqueue's wake-up under load): the next take comes
+            # at once, and the look-up of the next due time would be a statement for nothing.
+            due = None if self._nudge.is_set() else await self._next_due()
             if time.monotonic() - self._owed_refreshed > self.idle_seconds:
                 async with self.db.session() as session:
                     metrics.OWED.set(await store.owed_count(session))
@@ -262,37 +264,12 @@ class PushDispatcher:
         """Lease one batch of due rows and drop those owed nothing more: (rows taken, rows to
         push). Background rows beyond the re-push budget are deferred (``mdm.push.pacing``)."""
         now = self.clock()
-        lease = now + timedelta(seconds=self.lease_seconds)
-        room = self.budget.room()
-        if self.db.is_sqlite:  # (the read outside the write lock: ``mdm.push.store_take``)
-            taken = await self._read_then_claim(now, lease, room)
-        else:
-            async with self.db.transaction(inline=self.inline_writes) as session:
-                taken = await store.take(session, now, self.config.batch_size, self.protocols, lease,
-                                         paced=PACED_REASONS, paced_room=room,
-                                         timeout_seconds=TAKE_TIMEOUT_SECONDS)
-                if taken.deferred:
-                    until = self.budget.defer_until(now, len(taken.deferred))
-                    await store.defer(session, taken.deferred, until)
-        if room is not None:
-            self.budget.spend(sum(1 for row in taken.due if row.reason in PACED_REASONS))
+        taken = await taking.take(
+            self.db, now, self.config.batch_size, self.protocols, now + timedelta(seconds=self.lease_seconds),
+            self.budget, timeout_seconds=TAKE_TIMEOUT_SECONDS, inline=self.inline_writes, turn=self._turn)
         if taken.deferred:
             metrics.DEFERRED.inc(len(taken.deferred))
         return taken.taken, taken.due
-
-    async def _read_then_claim(self, now: datetime, lease: datetime, room: int | None) -> Taken:
-        """SQLite: the due rows read without the write lock, then claimed in a short write
-        transaction where nobody asked for them again meanwhile (``mdm.push.store_take``)."""
-        async with self.db.session() as session:
-            rows = await store_take.read_due(session, now, self.config.batch_size, self.protocols)
-        if not rows:
-            return Taken(0, [], [])
-        due, done, deferred = classify(rows, PACED_REASONS, room)
-        requests = {row[0]: row[4] for row in rows}  # (device id -> requests read)
-        until = self.budget.defer_until(now, len(deferred)) if deferred else None
-        async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
-            return await store_take.claim(session, due, [(d, requests[d]) for d in done],
-                                          [(d, requests[d]) for d in deferred], now, lease, until)
 
     def _turn(self) -> AbstractAsyncContextManager[None]:
         return self.turns.mine() if self.turns is not None else contextlib.nullcontext()
@@ -365,6 +342,9 @@ class PushDispatcher:
             return delays[attempts]
 
         todo = sort_answers(answered, now, backoff, self.jittered(self.config.retry_seconds))
+        if receipts is None and await taking.record_accepted(self.db, todo, now, backoff, self.failures):
+            self.counters.settle_circuits(answered)
+            return
         async with self._turn(), self.db.transaction(inline=self.inline_writes) as session:
             await batch.write_answers(session, answered, todo, now, backoff, self.counters, receipts)
         self.counters.settle_circuits(answered)

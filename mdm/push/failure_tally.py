@@ -24,6 +24,11 @@ class FailureTally:
         key = (service, reason, outcome)
         self._counts[key] = self._counts.get(key, 0) + 1
 
+    def due(self) -> bool:
+        """Whether the interval ended: ``take_due`` would report it (if it saw failures) and start
+        the next one."""
+        return time.monotonic() - self._since_mono >= self.interval_seconds
+
     def take_due(self) -> list[dict[str, Any]]:
         """The bodies of the interval that ended, if it did (none without failures), and start the
         next one; [] before the interval ends."""
