@@ -20,7 +20,8 @@ _events: Any = Event.__table__
 _INSERT = prepared.Prepared(
     insert(_events), ("uuid", "type", "severity", "body", "created_at", "delivery_attempts")
 )
-_SELECT = prepared.Prepared(select(_events.c.uuid).where(_events.c.uuid == bindparam("b_uuid")))
+_BY_UUID = select(_events.c.uuid).where(_events.c.uuid == bindparam("b_uuid"))
+_SELECT = prepared.Prepared(_BY_UUID)
 _SETTING = prepared.Prepared(select(func.current_setting(bindparam("b_name"))))
 
 
@@ -38,7 +39,7 @@ def _event(guid: str) -> dict[str, Any]:
 
 async def _seen(db: Database, guid: str) -> bool:
     async with db.session() as session:
-        return (await session.scalar(_SELECT.statement, {"b_uuid": guid})) is not None
+        return (await session.scalar(_BY_UUID, {"b_uuid": guid})) is not None
 
 
 async def test_a_block_commits_its_statements_together_with_its_settings_local(pg: Database) -> None:
