@@ -135,10 +135,10 @@ async def run(options: Options, say: Say) -> Report:
         group_id = await _group(config)
         report.prepare["members_loaded_s"] = round(time.perf_counter() - t0 - prepared.seconds, 1)
         if options.database_url:
-            say("VACUUM (ANALYZE) of the tables a run writes...")
+            say("VACUUM (ANALYZE) of the tables a run writes, CHECKPOINT...")
         vacuumed = await fleet_prepare.vacuum(config, VACUUMED_TABLES)
         if vacuumed is not None:
-            report.prepare["vacuum_s"] = vacuumed
+            report.prepare["vacuum_s"], report.prepare["checkpoint"] = vacuumed
         server = local.LocalServer(config)
         say("starting mdm serve...")
         await server.start(wait_s=300)

@@ -219,11 +219,13 @@ async def prepare(
         await db.close()
 
 
-async def vacuum(config: Config, tables: Sequence[str]) -> float | None:
-    """PostgreSQL: ``VACUUM (ANALYZE)`` the tables a run writes, before the server starts, so that
-    runs on a reused fleet start alike (this machine's autovacuum is off: the removed commands and
-    dead queue rows of every earlier run stayed in the tables and their indexes). The seconds it
-    took; None on SQLite (its tables keep no dead versions to clean)."""
+async def vacuum(config: Config, tables: Sequence[str]) -> tuple[float, bool] | None:
+    """PostgreSQL: ``VACUUM (ANALYZE)`` the tables a run writes, then a ``CHECKPOINT``, before the
+    server starts, so that runs on a reused fleet start alike (this machine's autovacuum is off:
+    the removed commands and dead queue rows of every earlier run stayed in the tables and their
+    indexes; and the first run after the preparation had its WAL to write back). The seconds it
+    took and whether the checkpoint was allowed; None on SQLite (its tables keep no dead
+    versions to clean)."""
     db = Database(config.database_url, 1)
     try:
         if db.is_sqlite:
@@ -232,7 +234,8 @@ async def vacuum(config: Config, tables: Sequence[str]) -> float | None:
         async with db.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await store_fleet.vacuum(conn, tables)
-        return round(time.perf_counter() - t0, 1)
+            checkpointed = await store_fleet.checkpoint(conn)
+        return round(time.perf_counter() - t0, 1), checkpointed
     finally:
         await db.close()
 

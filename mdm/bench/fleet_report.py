@@ -81,7 +81,8 @@ def render(report: Report) -> str:
         lines.append(f"(a) prepare: {p['added']:,} added in {p['seconds']}s"
                      + (f" ({p['per_second']:,}/s)" if p.get("per_second") else " (reused)")
                      + f", {p['key_type']} device keys"
-                     + (f", VACUUM (ANALYZE) {p['vacuum_s']}s" if "vacuum_s" in p else ""))
+                     + (f", VACUUM (ANALYZE) {p['vacuum_s']}s" if "vacuum_s" in p else "")
+                     + (", CHECKPOINT" if p.get("checkpoint") else ""))
     if b:
         rss = b.get("rss", {})
         lines.append(f"(b) bulk {setup.get('command')} [{b['api']}]: all queued in {b['queued_s']}s "
