@@ -30,7 +30,7 @@ from typing import Any
 from cryptography import x509
 from sqlalchemy.engine import make_url
 
-from mdm.bench import delivery, fleet_apns, local, phases, profile, wrk
+from mdm.bench import collector, delivery, fleet_apns, local, phases, profile, wrk
 from mdm.bench.model import AdminError, BenchError, Options, Report, Say
 from mdm.bench.stats import cpu_seconds, rss_kib
 from mdm.sim.fleet import Fleet
@@ -167,6 +167,7 @@ async def run(options: Options, say: Say) -> Report:
                         f"wrote {script} (+ idle_bodies.lua): "
                         f"wrk -t2 -c50 -d30s -s {script} {ios_url}/mdm/server"
                     )
+                stack.enter_context(collector.settled())  # the measured phases (until the run ends)
                 if not options.skip_idle:
                     cpu0 = cpu_seconds(pid) if pid else None
                     sampler = None

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import gc
 import inspect
 import json
 import os
@@ -38,7 +37,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mdm.bench import apns_fake_process
+from mdm.bench import apns_fake_process, collector
 from mdm.bench import store_push_dispatch as bench_store
 from mdm.bench.push import BenchError, _cpu_seconds
 from mdm.db.engine import Database
@@ -49,7 +48,6 @@ from mdm.push import store
 from mdm.push.apns import ApnsClient
 from mdm.push.config import ApnsConfig, PushConfig
 from mdm.push.dispatcher import PushDispatcher
-from mdm.push.worker_process import settle_gc
 
 
 @dataclass
@@ -176,16 +174,9 @@ async def backend_cpu(db: Database, every: float = 0.25) -> AsyncIterator[Callab
 def settled_as_the_worker() -> Iterator[None]:
     """The collector as the push worker process settles it before its loop (``settle_gc``): with
     the defaults the drain's CPU per wake-up was ~28 % above the worker's, the collector's work
-    (scanning what the bench's start-up made), not the dispatcher's. The caller's settings come
-    back after (the bench also runs in tests' processes)."""
-    thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
-    settle_gc()
-    try:
+    (scanning what the bench's start-up made), not the dispatcher's."""
+    with collector.settled():
         yield
-    finally:
-        gc.set_threshold(*thresholds)
-        if not frozen:  # (what the caller froze itself stays frozen)
-            gc.unfreeze()
 
 
 @asynccontextmanager
