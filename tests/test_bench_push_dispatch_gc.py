@@ -1,5 +1,5 @@
 """``mdm bench push-dispatch`` drains under the push worker process's collector settings
-(``mdm.push.worker_process.settle_gc``: start-up's objects frozen, young collections rare): with
+(``mdm.server.runtime.settle_gc``: start-up's objects frozen, young collections rare): with
 the defaults its CPU per wake-up was ~28 % above the real worker's, the difference being the
 collector's work, not the dispatcher's. The caller's settings come back after the run."""
 

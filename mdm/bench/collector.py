@@ -11,15 +11,13 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from mdm.server.runtime import GC_THRESHOLDS
+from mdm.server.runtime import settle_gc
 
 
 @contextmanager
 def settled() -> Iterator[None]:
     thresholds, frozen = gc.get_threshold(), gc.get_freeze_count()
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
+    settle_gc()
     try:
         yield
     finally:

@@ -31,8 +31,8 @@ import resource
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -170,15 +170,6 @@ async def backend_cpu(db: Database, every: float = 0.25) -> AsyncIterator[Callab
         used.append(backends_used(before, latest))
 
 
-@contextmanager
-def settled_as_the_worker() -> Iterator[None]:
-    """The collector as the push worker process settles it before its loop (``settle_gc``): with
-    the defaults the drain's CPU per wake-up was ~28 % above the worker's, the collector's work
-    (scanning what the bench's start-up made), not the dispatcher's."""
-    with collector.settled():
-        yield
-
-
 @asynccontextmanager
 async def apns_fake(say: Any) -> AsyncIterator[tuple[dict[str, str], int]]:
     """The APNs contract fake in a subprocess: (its connection details, its pid)."""
@@ -232,7 +223,10 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
     profiler = cProfile.Profile() if profile else None
     fake_cpu = _cpu_seconds(fake_pid)
-    with settled_as_the_worker():  # (its full collection before the drain's CPU is read)
+    # The collector as the push worker process settles it before its loop: with the defaults the
+    # drain's CPU per wake-up was ~28 % above the worker's, the collector's work (scanning what the
+    # bench's start-up made), not the dispatcher's. (Its full collection before the CPU is read.)
+    with collector.settled():
         async with backend_cpu(db) as drain_backends:
             cpu, began = _process_cpu(), time.perf_counter()
             if parts is not None:

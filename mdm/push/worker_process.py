@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import logging
 import os
@@ -42,7 +41,7 @@ from mdm.push.config import HOT_KEYS, PushConfig, push_config
 from mdm.push.dispatcher import PushDispatcher
 from mdm.push.worker_channel import snapshot
 from mdm.server.context import ServerContext
-from mdm.server.runtime import GC_THRESHOLDS
+from mdm.server.runtime import settle_gc
 
 log = logging.getLogger("mdm.push")
 
@@ -167,17 +166,6 @@ async def run(setup: WorkerSetup, sections: Sections) -> int:
         await db.close()
         log.info("push worker: stopped")
     return status
-
-
-def settle_gc() -> None:
-    """What start-up built (modules, the schema, compiled statements, the transports) lives as
-    long as the process: moved out of the collector's reach, and young collections as rare as in
-    the server (``mdm.server.runtime``). With the defaults the collector took 12-30 µs of the
-    worker's ~80-95 µs per wake-up (30,000 wake-ups, ~700 collections, half of it full ones
-    scanning everything start-up made); none ran at these settings."""
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 async def _settings(reader: asyncio.StreamReader, dispatcher: PushDispatcher) -> None:
