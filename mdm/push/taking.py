@@ -82,7 +82,7 @@ async def record_accepted(
     writes it in a transaction. A group is complete by itself: a crash between two leaves the
     later ones leased, pushed again when the lease ends, as a crash before a commit would."""
     if (todo.invalid or todo.refused or todo.finish or todo.later or failures.due()
-            or db.is_sqlite or not autocommits(db.engine)):
+            or not autocommits(db.engine)):  # (asyncpg only: never SQLite)
         return False
     async with autocommit(db.engine) as direct:
         for (requests, attempts, why), ids in todo.sent.items():
