@@ -8,10 +8,11 @@ The schema is migrated once per session; each test starts from empty tables.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -198,3 +199,14 @@ async def api(server: Server, config: Config, admin_token: str) -> AsyncIterator
         timeout=30,
     ) as client:
         yield client
+
+
+@pytest.fixture
+def default_gc() -> Iterator[tuple[int, int, int]]:
+    """The collector as a process starts (what the bench found before), restored after."""
+    thresholds = gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(700, 10, 10)
+    yield gc.get_threshold()
+    gc.unfreeze()
+    gc.set_threshold(*thresholds)

@@ -7,7 +7,6 @@ back after the run."""
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +17,6 @@ from mdm.bench import ios, phases
 from mdm.server.runtime import GC_THRESHOLDS
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def default_gc() -> Iterator[tuple[int, int, int]]:
-    thresholds = gc.get_threshold()
-    gc.unfreeze()
-    gc.set_threshold(700, 10, 10)
-    yield gc.get_threshold()
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
 
 
 @ENGINE_FREE  # its own SQLite data directory and server

@@ -6,7 +6,6 @@ collector's work, not the dispatcher's. The caller's settings come back after th
 from __future__ import annotations
 
 import gc
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +15,6 @@ from engines import ENGINE_FREE
 from mdm.bench import push_dispatch
 from mdm.push.dispatcher import PushDispatcher
 from mdm.server.runtime import GC_THRESHOLDS
-
-
-@pytest.fixture
-def default_gc() -> Iterator[tuple[int, int, int]]:
-    """The collector as a process starts (what the bench found before), restored after."""
-    thresholds = gc.get_threshold()
-    gc.unfreeze()
-    gc.set_threshold(700, 10, 10)
-    yield gc.get_threshold()
-    gc.unfreeze()
-    gc.set_threshold(*thresholds)
 
 
 @ENGINE_FREE  # its own SQLite data directory
