@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import resource
 import tempfile
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mdm.bench import apns_fake_process
+from mdm.bench.stats import cpu_seconds
 from mdm.devfakes.certs import identity_from_files
 from mdm.push.apns import ApnsClient
 from mdm.push.config import ApnsConfig
@@ -62,15 +62,6 @@ def _rss_mb(pid: str | int = "self") -> float:
     return 0.0
 
 
-def _cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process, from /proc (0 where there is none)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _percentile(values: list[float], fraction: float) -> float:
     if not values:
         return 0.0
@@ -83,11 +74,12 @@ async def run(pushes: int, concurrency: int, connections: int, say: Callable[[st
             async with apns_fake_process.started(directory) as fake:
                 info, pid = fake.info, fake.process.pid
                 say(f"APNs fake (pid {pid}) on {info['url']}")
-                cpu_before = _cpu_seconds(pid)
+                cpu_before = cpu_seconds(pid) or 0.0
                 report = await _measure(info, pushes, concurrency, connections, say)
                 report.fake_rss_mb = round(_rss_mb(pid), 1)
                 # (includes the warm-up's share: at most 1000 pushes)
-                report.fake_cpu_us_per_push = round((_cpu_seconds(pid) - cpu_before) / pushes * 1e6, 1)
+                used = (cpu_seconds(pid) or 0.0) - cpu_before
+                report.fake_cpu_us_per_push = round(used / pushes * 1e6, 1)
         except apns_fake_process.FakeApnsError as exc:
             raise BenchError(str(exc)) from None
         err = fake.stderr

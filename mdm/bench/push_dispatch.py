@@ -39,7 +39,8 @@ from typing import Any
 
 from mdm.bench import apns_fake_process, collector
 from mdm.bench import store_push_dispatch as bench_store
-from mdm.bench.push import BenchError, _cpu_seconds
+from mdm.bench.push import BenchError
+from mdm.bench.stats import cpu_seconds
 from mdm.db.engine import Database
 from mdm.db.migrate import upgrade
 from mdm.db.models import Protocol
@@ -121,7 +122,7 @@ def _process_cpu() -> float:
 
 
 def _pids_cpu(pids: list[int]) -> dict[int, float]:
-    return {pid: _cpu_seconds(pid) for pid in pids}
+    return {pid: cpu_seconds(pid) or 0.0 for pid in pids}
 
 
 def backends_used(before: dict[int, float], after: dict[int, float]) -> float:
@@ -222,7 +223,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     request = (request_wall, request_cpu, request_backends())
     say(f"request: {request[0]:.2f} s; drain: the worker until {n} pushes are accepted")
     profiler = cProfile.Profile() if profile else None
-    fake_cpu = _cpu_seconds(fake_pid)
+    fake_cpu = cpu_seconds(fake_pid) or 0.0
     # The collector as the push worker process settles it before its loop: with the defaults the
     # drain's CPU per wake-up was ~28 % above the worker's, the collector's work (scanning what the
     # bench's start-up made), not the dispatcher's. (Its full collection before the CPU is read.)
@@ -239,7 +240,7 @@ async def _measure(db: Database, dispatcher: PushDispatcher, receipts: CountingR
     if profiler is not None and profile:
         profiler.disable()
         profiler.dump_stats(profile)
-    fake_used = _cpu_seconds(fake_pid) - fake_cpu
+    fake_used = (cpu_seconds(fake_pid) or 0.0) - fake_cpu
     owed = await bench_store.owed_count(db)
     database = {} if db.is_sqlite else {
         "request": round(request[2] / n * 1e6, 1), "drain": round(drain[2] / n * 1e6, 1)}
