@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, func, or_, select, text, true, update
+from sqlalchemy import Select, Table, bindparam, delete, func, literal, or_, select, text, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -24,6 +24,7 @@ from mdm.core.store_delivery import mark_delivered as mark_delivered
 from mdm.core.store_delivery import set_in_flight as set_in_flight
 from mdm.core.store_delivery import take_and_finish as take_and_finish
 from mdm.core.store_delivery import take_in_flight as take_in_flight
+from mdm.core.store_queue_order import next_queued
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, utcnow
 from mdm.db.prepared import Prepared
 
@@ -42,17 +43,11 @@ _CLAIM = Prepared(
 )
 
 
-def _next_id(ready_only: bool) -> Select[tuple[int]]:
+def _next_id(ready_only: bool) -> Select[int]:
     """The device's next deliverable command: priority, then age; ``ready_only``: not deferred
     by a NotNow (later in an exchange)."""
-    q, c = _queue.c, _commands.c
-    stmt = (
-        select(q.command_id)
-        .select_from(_queue.join(_commands, c.id == q.command_id))
-        .where(q.device_id == bindparam("b_device"), c.status == CommandStatus.PROCESSING.value)
-        .order_by(q.priority.desc(), q.command_id)
-        .limit(1)
-    )
+    q = _queue.c
+    stmt = next_queued(bindparam("b_device"))
     if ready_only:
         stmt = stmt.where(or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
     return stmt
@@ -188,21 +183,11 @@ async def release_step(session: AsyncSession, command_id: int) -> None:
 
 
 async def next_command(session: AsyncSession, device_id: int, *, skip: Sequence[int] = ()) -> Command | None:
-    now = utcnow()
-    stmt = (
-        select(Command)
-        .join(CommandQueueEntry, CommandQueueEntry.command_id == Command.id)
-        .where(
-            CommandQueueEntry.device_id == device_id,
-            Command.status == CommandStatus.PROCESSING.value,
-            or_(CommandQueueEntry.not_before.is_(None), CommandQueueEntry.not_before <= now),
-        )
-        .order_by(CommandQueueEntry.priority.desc(), CommandQueueEntry.command_id)
-        .limit(1)
-    )
+    q = _queue.c
+    found = next_queued(literal(device_id)).where(or_(q.not_before.is_(None), q.not_before <= utcnow()))
     if skip:
-        stmt = stmt.where(CommandQueueEntry.command_id.not_in(skip))
-    return await session.scalar(stmt)
+        found = found.where(q.command_id.not_in(skip))
+    return await session.scalar(select(Command).where(Command.id == found.scalar_subquery()))
 
 
 async def claim(session: AsyncSession, command_id: int) -> Command | None:

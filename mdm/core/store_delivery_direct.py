@@ -17,6 +17,7 @@ from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.orm import make_transient_to_detached
 
 from mdm.core.store_delivery import FINISH_COLUMNS, TAKE_AND_FINISH_PG, journal_and_event
+from mdm.core.store_queue_order import next_queued
 from mdm.db.models import Command, CommandJournalEntry, CommandQueueEntry, CommandStatus, Event, utcnow
 from mdm.db.prepared import Direct, Prepared
 
@@ -32,17 +33,11 @@ _BY_GUID = Prepared(select(*_commands.c).where(_commands.c.guid == bindparam("b_
 def _next(ready_only: bool) -> Prepared:
     """The device's next deliverable command, the whole row: priority, then age; ``ready_only``:
     none that a NotNow deferred (as ``store_commands.claim_next``)."""
-    q, c = _queue.c, _commands.c
-    stmt = (
-        select(*_commands.c)
-        .select_from(_queue.join(_commands, c.id == q.command_id))
-        .where(q.device_id == bindparam("b_device"), c.status == _PROCESSING)
-        .order_by(q.priority.desc(), q.command_id)
-        .limit(1)
-    )
+    q = _queue.c
+    found = next_queued(bindparam("b_device"))
     if ready_only:
-        stmt = stmt.where(or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
-    return Prepared(stmt)
+        found = found.where(or_(q.not_before.is_(None), q.not_before <= bindparam("b_now")))
+    return Prepared(select(*_commands.c).where(_commands.c.id == found.scalar_subquery()))
 
 
 _NEXT = {ready: _next(ready) for ready in (False, True)}

@@ -18,8 +18,9 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from mdm.core.identity import BoundDevice
+from mdm.core.store_queue_order import next_queued
 from mdm.db import point_read
-from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, User, utcnow
+from mdm.db.models import Command, CommandQueueEntry, Device, Protocol, User, utcnow
 from mdm.db.prepared import Prepared
 from mdm.ios.tables import IosDevice, IosPushRequest
 from mdm.pki.tables import IssuedCertificateRecord
@@ -184,13 +185,7 @@ async def certificate_state(session: AsyncSession, serial: str) -> CertificateSt
 
 
 # ---- commands -----------------------------------------------------------------------------------
-_NEXT = (
-    select(_q.command_id)
-    .select_from(CommandQueueEntry.__table__.join(Command.__table__, _c.id == _q.command_id))
-    .where(_q.device_id == bindparam("device_id"), _c.status == CommandStatus.PROCESSING.value)
-    .order_by(_q.priority.desc(), _q.command_id)
-    .limit(1)
-)
+_NEXT = next_queued(bindparam("device_id"))
 # Idle starts a new exchange: everything queued is eligible, in order.
 NEXT_ANY = _NEXT
 # Later in an exchange: commands deferred by NotNow wait for the next Idle (or their back-off).

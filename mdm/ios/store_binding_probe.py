@@ -36,8 +36,9 @@ from sqlalchemy.sql import Select
 
 from mdm.core.identity import BoundDevice
 from mdm.core.queue_hint import QueueHint
+from mdm.core.store_queue_order import is_processing
 from mdm.db import point_read
-from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device
+from mdm.db.models import Command, CommandQueueEntry, Device
 from mdm.ios.tables import IosDevice
 
 _devices = Device.__table__.c
@@ -46,11 +47,8 @@ _q = CommandQueueEntry.__table__.c
 _c = Command.__table__.c
 
 # Whether the device has anything an Idle poll would offer (``store.NEXT_ANY``'s condition).
-_QUEUED = (
-    exists()
-    .where(_q.device_id == _devices.id, _c.id == _q.command_id, _c.status == CommandStatus.PROCESSING.value)
-    .label("queued")
-)
+# (``store_queue_order``: the device's queue rows drive, never the processing commands.)
+_QUEUED = exists().where(_q.device_id == _devices.id, is_processing(_q.command_id)).label("queued")
 BINDING_PROBE_STMT = (
     select(_devices.id, _devices.identifier, _devices.status, _QUEUED)
     .select_from(IosDevice.__table__.join(Device.__table__, _devices.id == _ios.device_id))
