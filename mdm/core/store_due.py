@@ -16,7 +16,8 @@ from typing import cast
 from sqlalchemy import BindParameter, ColumnElement, Table, and_, bindparam, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from mdm.db.models import Command, CommandQueueEntry, CommandStatus, Device, Protocol, utcnow
+from mdm.core.store_queue_order import is_processing
+from mdm.db.models import Command, CommandQueueEntry, Device, Protocol, utcnow
 
 _queue = cast(Table, CommandQueueEntry.__table__)
 _commands = cast(Table, Command.__table__)
@@ -33,12 +34,13 @@ def _due(now_param: str) -> ColumnElement[bool]:
     )
 
 
+# The command's status by key (``store_queue_order``): joined, a fleet bulk's processing commands
+# under stale statistics were walked on every pass, the protocol's devices none of them.
 _DUE = (
     select(_queue.c.command_id, _queue.c.device_id)
-    .select_from(_queue.join(_devices, _devices.c.id == _queue.c.device_id)
-                 .join(_commands, _commands.c.id == _queue.c.command_id))
-    .where(_devices.c.protocol == bindparam("b_protocol"),
-           _commands.c.status == CommandStatus.PROCESSING.value, _due("b_now"))
+    .select_from(_queue.join(_devices, _devices.c.id == _queue.c.device_id))
+    .where(_devices.c.protocol == bindparam("b_protocol"), is_processing(_queue.c.command_id),
+           _due("b_now"))
     .order_by(_queue.c.priority.desc(), _queue.c.command_id)
     .limit(bindparam("b_limit"))
 )
