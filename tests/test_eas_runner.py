@@ -5,6 +5,7 @@ What the server received is read from ``fake.org.calls``, never from the runner 
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from datetime import timedelta
 
@@ -194,11 +195,19 @@ async def test_the_event_loop_is_not_blocked(eas_world: EasWorld) -> None:
             gaps.append(now - last)
             last = now
 
+    # One CI run saw the window's first tick 1.04 s late (not reproduced since). The runner's work
+    # is in its executor threads, which release the GIL while they wait (a KDC that never answers
+    # left the loop's ticks within 15 ms for 18 s); the likeliest stall is a full collection of
+    # the test process's own heap (an xdist worker after ~1,000 tests). It is collected and frozen
+    # before the window, as the server settles its collector at start.
+    gc.collect()
+    gc.freeze()
     task = asyncio.create_task(ticker())
     try:
         await runner.run(C.get_cas_mailbox())
     finally:
         task.cancel()
+        gc.unfreeze()
     assert len(gaps) > 50 and max(gaps) < 0.25
 
 
