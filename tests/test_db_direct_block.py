@@ -10,18 +10,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import bindparam, func, insert, select
+from event_rows_support import EVENT_UUID, INSERT_EVENT, event_row
+from sqlalchemy import bindparam, func, select
 
 from mdm.db import prepared
 from mdm.db.engine import Database
-from mdm.db.models import Event, utcnow
 
-_events: Any = Event.__table__
-_INSERT = prepared.Prepared(
-    insert(_events), ("uuid", "type", "severity", "body", "created_at", "delivery_attempts")
-)
-_BY_UUID = select(_events.c.uuid).where(_events.c.uuid == bindparam("b_uuid"))
-_SELECT = prepared.Prepared(_BY_UUID)
 _SETTING = prepared.Prepared(select(func.current_setting(bindparam("b_name"))))
 
 
@@ -32,41 +26,36 @@ async def pg(db: Database) -> AsyncIterator[Database]:
     yield db
 
 
-def _event(guid: str) -> dict[str, Any]:
-    return {"uuid": guid, "type": "t", "severity": "info", "body": {}, "created_at": utcnow(),
-            "delivery_attempts": 0}
-
-
 async def _seen(db: Database, guid: str) -> bool:
     async with db.session() as session:
-        return (await session.scalar(_BY_UUID, {"b_uuid": guid})) is not None
+        return (await session.scalar(EVENT_UUID, {"b_uuid": guid})) is not None
 
 
 async def test_a_block_commits_its_statements_together_with_its_settings_local(pg: Database) -> None:
     async with prepared.autocommit(pg.engine) as direct:
         async with direct.block("SET LOCAL plan_cache_mode = force_custom_plan"):
-            await direct.execute(_INSERT, _event("b1"))
-            await direct.execute(_INSERT, _event("b2"))
+            await direct.execute(INSERT_EVENT, event_row("b1"))
+            await direct.execute(INSERT_EVENT, event_row("b2"))
             assert not await _seen(pg, "b1")  # not committed yet: another connection sees nothing
             setting = await direct.execute(_SETTING, {"b_name": "plan_cache_mode"})
             assert setting[0][0] == "force_custom_plan"
         assert await _seen(pg, "b1") and await _seen(pg, "b2")
         # The setting ended with the block: the connection goes on as the others do.
         assert (await direct.execute(_SETTING, {"b_name": "plan_cache_mode"}))[0][0] == "auto"
-        await direct.execute(_INSERT, _event("b3"))  # autocommit again: committed by itself
+        await direct.execute(INSERT_EVENT, event_row("b3"))  # autocommit again: committed by itself
         assert await _seen(pg, "b3")
     assert not direct.broken
 
 
 async def test_a_failed_block_commits_nothing_and_its_connection_is_closed(pg: Database) -> None:
     async with prepared.autocommit(pg.engine) as direct:
-        await direct.execute(_INSERT, _event("dup"))
+        await direct.execute(INSERT_EVENT, event_row("dup"))
     with pytest.raises(Exception, match=r"duplicate|unique"):
         async with prepared.autocommit(pg.engine) as again:
             assert again is direct
             async with again.block():
-                await again.execute(_INSERT, _event("first-of-block"))
-                await again.execute(_INSERT, _event("dup"))
+                await again.execute(INSERT_EVENT, event_row("first-of-block"))
+                await again.execute(INSERT_EVENT, event_row("dup"))
     assert direct.broken and direct.connection.closed
     assert not await _seen(pg, "first-of-block")
 
@@ -74,7 +63,7 @@ async def test_a_failed_block_commits_nothing_and_its_connection_is_closed(pg: D
 async def test_the_callers_error_inside_a_block_commits_nothing(pg: Database) -> None:
     with pytest.raises(LookupError):
         async with prepared.autocommit(pg.engine) as direct, direct.block():
-            await direct.execute(_INSERT, _event("mine"))
+            await direct.execute(INSERT_EVENT, event_row("mine"))
             raise LookupError("the caller gave up midway")
     assert direct.broken and direct.connection.closed  # its transaction was open: not reused
     assert not await _seen(pg, "mine")
@@ -87,7 +76,7 @@ async def test_a_failed_block_on_a_pool_connection_does_not_go_back_to_the_pool_
         with pytest.raises(LookupError):
             async with prepared.autocommit(pg.engine) as direct, direct.block():
                 assert direct.raw is None
-                await direct.execute(_INSERT, _event("pooled"))
+                await direct.execute(INSERT_EVENT, event_row("pooled"))
                 raise LookupError("midway")
         assert direct.connection.closed
         # Every pool connection handed out after it is outside any transaction block.
@@ -97,7 +86,7 @@ async def test_a_failed_block_on_a_pool_connection_does_not_go_back_to_the_pool_
                 assert not raw.is_in_transaction()
         assert not await _seen(pg, "pooled")
         async with prepared.autocommit(pg.engine) as pooled, pooled.block():
-            await pooled.execute(_INSERT, _event("pooled-ok"))
+            await pooled.execute(INSERT_EVENT, event_row("pooled-ok"))
         assert await _seen(pg, "pooled-ok")
     finally:
         kept.closed = False

@@ -11,19 +11,13 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import Integer, String, bindparam, cast, event, insert, select
+from event_rows_support import EVENT_UUID, INSERT_EVENT, SELECT_EVENT, event_row
+from sqlalchemy import Integer, String, bindparam, cast, event, select
 from sqlalchemy.exc import DBAPIError, IntegrityError
 
 from mdm.db import prepared
 from mdm.db.engine import Database
-from mdm.db.models import Event, utcnow
 
-_events: Any = Event.__table__
-_EVENT_UUID = select(_events.c.uuid).where(_events.c.uuid == bindparam("b_uuid"))
-_SELECT = prepared.Prepared(_EVENT_UUID)
-_INSERT = prepared.Prepared(
-    insert(_events), ("uuid", "type", "severity", "body", "created_at", "delivery_attempts")
-)
 _NUMBER = prepared.Prepared(select(cast(bindparam("b_x", type_=String()), Integer)))
 
 
@@ -34,13 +28,6 @@ async def pg(db: Database) -> AsyncIterator[Database]:
     yield db
 
 
-def _event(guid: str) -> dict[str, Any]:
-    return {
-        "uuid": guid, "type": "t", "severity": "info", "body": {"k": 1},
-        "created_at": utcnow(), "delivery_attempts": 0,
-    }
-
-
 def _checkouts(db: Database) -> list[int]:
     seen: list[int] = []
     event.listen(db.engine.sync_engine.pool, "checkout", lambda *_: seen.append(1))
@@ -49,16 +36,16 @@ def _checkouts(db: Database) -> list[int]:
 
 async def test_a_kept_connection_serves_one_use_after_another_without_a_checkout(pg: Database) -> None:
     async with prepared.autocommit(pg.engine) as first:
-        await first.execute(_INSERT, _event("a"))
+        await first.execute(INSERT_EVENT, event_row("a"))
     checkouts = _checkouts(pg)
     for _ in range(5):
         async with prepared.autocommit(pg.engine) as again:
             assert again is first
-            assert [r[0] for r in await again.execute(_SELECT, {"b_uuid": "a"})] == ["a"]
+            assert [r[0] for r in await again.execute(SELECT_EVENT, {"b_uuid": "a"})] == ["a"]
     assert checkouts == []
     # Each statement committed by itself: another connection sees it.
     async with pg.session() as session:
-        assert (await session.scalars(_EVENT_UUID, {"b_uuid": "a"})).all() == ["a"]
+        assert (await session.scalars(EVENT_UUID, {"b_uuid": "a"})).all() == ["a"]
 
 
 async def test_a_use_beyond_the_kept_ones_waits_for_one_given_back(pg: Database) -> None:
@@ -73,7 +60,7 @@ async def test_a_use_beyond_the_kept_ones_waits_for_one_given_back(pg: Database)
     async def use() -> None:
         async with prepared.autocommit(pg.engine) as direct:
             got.append(direct)
-            await direct.execute(_INSERT, _event(str(uuid.uuid4())))
+            await direct.execute(INSERT_EVENT, event_row(str(uuid.uuid4())))
 
     waiting = asyncio.create_task(use())
     await asyncio.sleep(0.05)
@@ -96,7 +83,7 @@ async def test_with_many_waiting_a_use_takes_a_pool_connection(pg: Database) -> 
     assert len(kept.waiters) == kept.limit * prepared.WAITERS_PER_KEPT
     async with asyncio.timeout(10), prepared.autocommit(pg.engine) as extra:
         assert extra.raw is None  # a plain pool connection
-        await extra.execute(_INSERT, _event("pooled"))
+        await extra.execute(INSERT_EVENT, event_row("pooled"))
     for cm in held:
         await cm.__aexit__(None, None, None)
     async with asyncio.timeout(10):
@@ -107,7 +94,7 @@ async def test_with_many_waiting_a_use_takes_a_pool_connection(pg: Database) -> 
 async def _hold_briefly(db: Database) -> None:
     async with prepared.autocommit(db.engine) as direct:
         assert direct.raw is not None
-        await direct.execute(_SELECT, {"b_uuid": "x"})
+        await direct.execute(SELECT_EVENT, {"b_uuid": "x"})
 
 
 async def test_a_waiting_use_cancelled_leaves_the_connection_to_the_next(pg: Database) -> None:
@@ -133,30 +120,30 @@ async def test_a_failed_statement_is_reported_as_sqlalchemy_does_and_its_connect
     pg: Database,
 ) -> None:
     async with prepared.autocommit(pg.engine) as direct:
-        await direct.execute(_INSERT, _event("dup"))
+        await direct.execute(INSERT_EVENT, event_row("dup"))
     with pytest.raises(IntegrityError):
         async with prepared.autocommit(pg.engine) as again:
             assert again is direct
-            await again.execute(_INSERT, _event("dup"))
+            await again.execute(INSERT_EVENT, event_row("dup"))
     assert direct.broken and direct.connection.closed
     async with prepared.autocommit(pg.engine) as fresh:
         assert fresh is not direct
-        assert len(await fresh.execute(_SELECT, {"b_uuid": "dup"})) == 1
+        assert len(await fresh.execute(SELECT_EVENT, {"b_uuid": "dup"})) == 1
 
 
 async def test_an_error_of_the_callers_own_keeps_the_connection(pg: Database) -> None:
     with pytest.raises(LookupError):
         async with prepared.autocommit(pg.engine) as direct:
-            await direct.execute(_INSERT, _event("mine"))
+            await direct.execute(INSERT_EVENT, event_row("mine"))
             raise LookupError("the caller's decision, not the connection's")
     async with prepared.autocommit(pg.engine) as again:
         assert again is direct and not again.broken
 
 
 async def test_a_statement_cancelled_midway_closes_its_connection(pg: Database) -> None:
-    sleep = prepared.Prepared(select(bindparam("b_x", type_=_events.c.delivery_attempts.type)))
+    sleep = prepared.Prepared(select(bindparam("b_x", type_=Integer())))
     async with prepared.autocommit(pg.engine) as warm:
-        await warm.execute(_SELECT, {"b_uuid": "x"})
+        await warm.execute(SELECT_EVENT, {"b_uuid": "x"})
 
     async def slow() -> None:
         async with prepared.autocommit(pg.engine) as direct:
@@ -186,7 +173,7 @@ async def test_close_gives_the_kept_connections_back(pg: Database) -> None:
     db = Database(pg.engine.url.render_as_string(hide_password=False))
     async with prepared.autocommit(db.engine) as held:
         async with prepared.autocommit(db.engine) as idle:
-            await idle.execute(_SELECT, {"b_uuid": str(uuid.uuid4())})
+            await idle.execute(SELECT_EVENT, {"b_uuid": str(uuid.uuid4())})
         assert idle is not held and idle.raw is not None and held.raw is not None
         await db.close()  # while ``held`` is in use: closed when it is given back
         assert idle.connection.closed and not held.connection.closed
