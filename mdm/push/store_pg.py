@@ -168,21 +168,25 @@ def _sent_statement() -> Any:
 _SENT = Prepared(_sent_statement())
 
 
+def _sent_params(device_ids: Sequence[int], requests: int, result: str, repush_at: datetime,
+                 now: datetime) -> dict[str, Any]:
+    return {"ids": list(device_ids), "requests": requests, "result": result[:64], "repush_at": repush_at,
+            "now": now}
+
+
 async def sent(
     session: AsyncSession, device_ids: Sequence[int], requests: int, result: str, repush_at: datetime,
     now: datetime,
 ) -> None:
     """``store.sent`` on PostgreSQL: one statement for the whole group."""
-    await _SENT.execute(session, {"ids": list(device_ids), "requests": requests, "result": result[:64],
-                                  "repush_at": repush_at, "now": now})
+    await _SENT.execute(session, _sent_params(device_ids, requests, result, repush_at, now))
 
 
 async def sent_direct(direct: Direct, device_ids: Sequence[int], requests: int, result: str,
                       repush_at: datetime, now: datetime) -> None:
     """``sent`` as a statement of its own on an ``autocommit`` connection: the accepted pushes
     of a batch with nothing else to write (the common case) need no transaction block."""
-    await direct.execute(_SENT, {"ids": list(device_ids), "requests": requests, "result": result[:64],
-                                 "repush_at": repush_at, "now": now})
+    await direct.execute(_SENT, _sent_params(device_ids, requests, result, repush_at, now))
 
 
 _NEXT_DUE = Prepared(
