@@ -302,8 +302,10 @@ class Direct:
         its deferral). ``settings``: constant SQL (``SET LOCAL ...``) sent with the BEGIN in the
         same round trip, so it holds for this block alone. A block that failed or was interrupted
         marks the connection ``broken``: it is closed with its transaction, never reused."""
-        adapted: Any = self.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
-        raw = self.raw if self.raw is not None else adapted._connection
+        raw = self.raw
+        if raw is None:  # a pool connection lent instead of a kept one
+            adapted: Any = self.connection.sync_connection.connection.dbapi_connection  # type: ignore[union-attr]
+            raw = adapted._connection
         self.in_block = True
         try:
             await raw.execute(f"BEGIN; {settings}" if settings else "BEGIN")
